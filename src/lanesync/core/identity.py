@@ -1,0 +1,152 @@
+"""Store authority, terminal certificates and signatures (Ed25519, via PyNaCl).
+
+A store authority key signs one certificate per terminal. Every record, bundle and (later) frame
+is signed by a terminal key, and is believed only when that key's certificate verifies against
+the store's public key. Certificates are small msgpack documents signed by the store key.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+import msgpack
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
+
+from lanesync.core.ids import StoreId, TerminalId, is_valid_name
+from lanesync.errors import ConfigError, RemoteError
+
+SIGNATURE_SIZE = 64  # Ed25519 (RFC 8032 section 5.1.6)
+PUBLIC_KEY_SIZE = 32  # Ed25519 (RFC 8032 section 5.1.5)
+CERT_FORMAT = 1
+MAX_CERT_SIZE = 512
+
+# Domain separation: a signature made for one kind of message can never be replayed as another.
+DOMAIN_CERT = b"lanesync/cert/v1\x00"
+DOMAIN_RECORD = b"lanesync/record/v1\x00"
+DOMAIN_BUNDLE = b"lanesync/bundle/v1\x00"
+
+
+class Role(enum.Enum):
+    CASHIER = "cashier"
+    MANAGER = "manager"
+
+    @property
+    def may_set_prices(self) -> bool:
+        return self is Role.MANAGER
+
+
+def fingerprint(public_key: bytes) -> str:
+    """A short stable name for a key: the first 8 bytes of its BLAKE2b-256 hash, in hex."""
+    return hashlib.blake2b(public_key, digest_size=32).hexdigest()[:16]
+
+
+def sign(key: SigningKey, domain: bytes, message: bytes) -> bytes:
+    signature: bytes = key.sign(domain + message).signature
+    return signature
+
+
+def verify(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
+    try:
+        VerifyKey(public_key).verify(domain + message, signature)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """What every terminal knows about its store: the id, the authority's public key and the
+    time zone its business days are counted in."""
+
+    store_id: StoreId
+    public_key: bytes
+    timezone: str
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    store_id: StoreId
+    terminal_id: TerminalId
+    public_key: bytes
+    role: Role
+    not_before_ms: int
+    not_after_ms: int
+    encoded: bytes  # payload || store signature, exactly as issued
+
+    @property
+    def key_fingerprint(self) -> str:
+        return fingerprint(self.public_key)
+
+    def valid_at(self, ms: int) -> bool:
+        return self.not_before_ms <= ms <= self.not_after_ms
+
+
+def issue_certificate(
+    authority: SigningKey,
+    store_id: StoreId,
+    terminal_id: TerminalId,
+    public_key: bytes,
+    role: Role,
+    not_before_ms: int,
+    not_after_ms: int,
+) -> Certificate:
+    payload = msgpack.packb(
+        [CERT_FORMAT, store_id, terminal_id, public_key, role.value, not_before_ms, not_after_ms],
+        use_bin_type=True,
+    )
+    encoded = payload + sign(authority, DOMAIN_CERT, payload)
+    return Certificate(store_id, terminal_id, public_key, role, not_before_ms, not_after_ms, encoded)
+
+
+def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
+    """Decode a certificate and check it was issued by ``store``'s authority.
+
+    Raises ``RemoteError`` with a one-line reason for anything else.
+    """
+    if not isinstance(encoded, bytes | bytearray) or not (
+        SIGNATURE_SIZE < len(encoded) <= MAX_CERT_SIZE
+    ):
+        raise RemoteError("certificate has an impossible size")
+    encoded = bytes(encoded)
+    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
+    if not verify(store.public_key, DOMAIN_CERT, payload, signature):
+        raise RemoteError(f"certificate is not signed by the authority of store {store.store_id}")
+    try:
+        fields = msgpack.unpackb(payload, use_list=True, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise RemoteError("certificate payload is not valid msgpack") from exc
+    if not (isinstance(fields, list) and len(fields) == 7 and fields[0] == CERT_FORMAT):
+        raise RemoteError("certificate has an unknown format")
+    _, cert_store, terminal, public_key, role, not_before, not_after = fields
+    if cert_store != store.store_id:
+        raise RemoteError(f"certificate is for store {cert_store!r}, not {store.store_id!r}")
+    if not is_valid_name(terminal):
+        raise RemoteError("certificate names an invalid terminal id")
+    if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
+        raise RemoteError("certificate carries an invalid public key")
+    if role not in {r.value for r in Role}:
+        raise RemoteError(f"certificate has an unknown role {role!r}")
+    if not (isinstance(not_before, int) and isinstance(not_after, int) and not_before <= not_after):
+        raise RemoteError("certificate has an invalid validity period")
+    return Certificate(
+        store.store_id,
+        TerminalId(terminal),
+        public_key,
+        Role(role),
+        not_before,
+        not_after,
+        encoded,
+    )
+
+
+def signing_key_from_seed(seed: bytes) -> SigningKey:
+    if len(seed) != 32:
+        raise ConfigError("a signing key file must hold a 32-byte Ed25519 seed")
+    return SigningKey(seed)
+
+
+def public_key_of(key: SigningKey) -> bytes:
+    return bytes(key.verify_key)

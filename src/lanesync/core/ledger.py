@@ -1,0 +1,334 @@
+"""Views folded from records: stock on hand, sales and voids, prices, chain heads, problems.
+
+The fold is a pure function of the *set* of records present, whatever order they arrive in:
+
+* A record counts only once its signature verifies against a certificate of the store that was
+  valid at the record's time, it sits under its own key, and its terminal's chain up to it is
+  complete.
+* A terminal's accepted chain is the longest prefix ``1..k`` in which every seq holds exactly
+  one distinct validly signed record, linked to its predecessor by hash, with a later HLC.
+  Two distinct records at one seq (a fork) or a record that does not link stops the chain there
+  for good; a missing seq (a gap) only pauses it until the record arrives.
+* Stock on hand of a SKU = receipts + adjustments - units sold + units of voided sales. A sale is
+  credited back once however many voids name it (two lanes may void it during a split).
+
+Discovering a fork below an already accepted head cannot be folded in incrementally, so the
+ledger asks its owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild, which
+makes the rebuilt result the canonical one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+from lanesync.core.hlc import ZERO, Hlc
+from lanesync.core.identity import DOMAIN_RECORD, Certificate, StoreIdentity, verify
+from lanesync.core.ids import (
+    CATALOG_DOC,
+    Sku,
+    TerminalId,
+    ledger_doc,
+)
+from lanesync.core.records import (
+    GENESIS_HASH,
+    Adjustment,
+    PriceChange,
+    Receipt,
+    Record,
+    Rejection,
+    Sale,
+    Void,
+    parse_record,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ChainHead:
+    terminal: TerminalId
+    seq: int
+    hash: bytes
+    hlc: Hlc
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a replica holds but does not count. ``where`` is ``doc`` and ``key``."""
+
+    doc: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    unit_cents: int
+    hlc: Hlc
+    terminal: TerminalId
+
+
+@dataclass(slots=True)
+class _Chain:
+    hashes: list[bytes] = field(default_factory=list)  # hashes[i] is the hash of seq i+1
+    last_hlc: Hlc = ZERO
+    broken_at: int | None = None  # seq from which nothing more is ever accepted
+    broken_reason: str = ""
+    waiting: dict[int, dict[bytes, tuple[str, str, Record]]] = field(default_factory=dict)
+
+    @property
+    def head_seq(self) -> int:
+        return len(self.hashes)
+
+    @property
+    def head_hash(self) -> bytes:
+        return self.hashes[-1] if self.hashes else GENESIS_HASH
+
+
+def expected_doc(record: Record, tz: ZoneInfo) -> str:
+    """Where a record must be stored: prices in the catalog, the rest by store-local day."""
+    if isinstance(record.body, PriceChange):
+        return CATALOG_DOC
+    return ledger_doc(record.hlc.business_day(tz))
+
+
+class Ledger:
+    """Incrementally maintained views over every record entry a replica has seen."""
+
+    def __init__(self, store: StoreIdentity, tz: ZoneInfo) -> None:
+        self._store = store
+        self._tz = tz
+        self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
+        self._breaks: dict[TerminalId, tuple[int, str]] = {}
+        self._reset_views()
+
+    def _reset_views(self) -> None:
+        self._chains: dict[TerminalId, _Chain] = defaultdict(_Chain)
+        self._unverified: dict[TerminalId, list[tuple[str, str, Record]]] = defaultdict(list)
+        self._rejected: dict[tuple[str, str], str] = {}
+        self._unauthorized: dict[tuple[str, str], str] = {}
+        self._on_hand: dict[Sku, int] = {}
+        self._sales: dict[str, tuple[tuple[Sku, int], ...]] = {}
+        self._voids: dict[str, int] = defaultdict(int)
+        self._prices: dict[Sku, Price] = {}
+        self._accepted = 0
+        self._new_verdicts: list[bytes] = []
+        self.needs_rebuild = False
+
+    def begin_rebuild(self) -> None:
+        """Forget every view but keep certificates and discovered forks; re-ingest everything."""
+        self._reset_views()
+        for terminal, (seq, reason) in self._breaks.items():
+            chain = self._chains[terminal]
+            chain.broken_at, chain.broken_reason = seq, reason
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def add_certificate(self, cert: Certificate, now_ms: int) -> None:
+        known = self._certs[cert.terminal_id]
+        if any(c.encoded == cert.encoded for c in known):
+            return
+        known.append(cert)
+        # Records that arrived before their signer's certificate can be judged now.
+        waiting = self._unverified.pop(cert.terminal_id, [])
+        for doc, key, record in waiting:
+            self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
+
+    def certificates(self) -> Iterator[Certificate]:
+        for certs in self._certs.values():
+            yield from certs
+
+    def certificate_of(self, terminal: TerminalId, at_ms: int) -> Certificate | None:
+        for cert in self._certs.get(terminal, ()):
+            if cert.valid_at(at_ms):
+                return cert
+        return None
+
+    # -- records --------------------------------------------------------------------------------
+
+    def ingest(
+        self, doc: str, key: str, value: object, *, trusted: bool = False, now_ms: int = 0
+    ) -> None:
+        """Fold one map entry in. ``trusted`` means its signature was verified before (verdict
+        cache) or it was signed by this very replica."""
+        parsed = parse_record(value)
+        if isinstance(parsed, Rejection):
+            self._rejected[(doc, key)] = parsed.reason
+            return
+        self._ingest_parsed(doc, key, parsed, trusted=trusted, now_ms=now_ms)
+
+    def _ingest_parsed(
+        self, doc: str, key: str, record: Record, *, trusted: bool, now_ms: int
+    ) -> None:
+        if key != str(record.id):
+            self._rejected[(doc, key)] = f"record {record.id} is stored under another key"
+            return
+        if doc != expected_doc(record, self._tz):
+            self._rejected[(doc, key)] = f"record {record.id} is stored in the wrong document"
+            return
+        cert = self.certificate_of(record.terminal, record.hlc.wall_ms)
+        if cert is None:
+            self._unverified[record.terminal].append((doc, key, record))
+            return
+        if not trusted:
+            if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
+                self._unverified[record.terminal].append((doc, key, record))
+                return
+            self._new_verdicts.append(record.hash)
+        self._rejected.pop((doc, key), None)
+        self._add_valid(doc, key, record, cert)
+
+    def _add_valid(self, doc: str, key: str, record: Record, cert: Certificate) -> None:
+        chain = self._chains[record.terminal]
+        seq = record.seq
+        if chain.broken_at is not None and seq >= chain.broken_at:
+            return  # reported through the chain's broken state
+        if seq <= chain.head_seq:
+            if chain.hashes[seq - 1] != record.hash:
+                self._break(record.terminal, seq, "two different records with one sequence number")
+                self.needs_rebuild = True
+            return
+        chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record)
+        self._advance(record.terminal, chain)
+
+    def _break(self, terminal: TerminalId, seq: int, reason: str) -> None:
+        chain = self._chains[terminal]
+        if chain.broken_at is None or seq < chain.broken_at:
+            chain.broken_at, chain.broken_reason = seq, reason
+            self._breaks[terminal] = (seq, reason)
+        for stale in [s for s in chain.waiting if s >= seq]:
+            del chain.waiting[stale]
+
+    def _advance(self, terminal: TerminalId, chain: _Chain) -> None:
+        while (candidates := chain.waiting.get(chain.head_seq + 1)) is not None:
+            seq = chain.head_seq + 1
+            if len(candidates) > 1:
+                self._break(terminal, seq, "two different records with one sequence number")
+                return
+            ((doc, key, record),) = candidates.values()
+            if record.prev_hash != chain.head_hash or record.hlc <= chain.last_hlc:
+                self._break(terminal, seq, "record does not link to its predecessor")
+                return
+            del chain.waiting[seq]
+            chain.hashes.append(record.hash)
+            chain.last_hlc = record.hlc
+            self._accepted += 1
+            self._apply(doc, key, record)
+
+    def _apply(self, doc: str, key: str, record: Record) -> None:
+        body = record.body
+        match body:
+            case Sale(lines):
+                rid = str(record.id)
+                moves = tuple((line.sku, line.qty) for line in lines)
+                self._sales[rid] = moves
+                sign = 0 if self._voids.get(rid) else -1
+                for sku, qty in moves:
+                    self._move(sku, sign * qty)
+            case Void(sale_id):
+                target = str(sale_id)
+                self._voids[target] += 1
+                if self._voids[target] == 1 and target in self._sales:
+                    for sku, qty in self._sales[target]:
+                        self._move(sku, qty)
+            case Receipt(sku, qty):
+                self._move(sku, qty)
+            case Adjustment(sku, delta):
+                self._move(sku, delta)
+            case PriceChange(sku, unit_cents):
+                cert = self.certificate_of(record.terminal, record.hlc.wall_ms)
+                if cert is None or not cert.role.may_set_prices:
+                    self._unauthorized[(doc, key)] = "a cashier terminal may not set prices"
+                    return
+                current = self._prices.get(sku)
+                candidate = Price(unit_cents, record.hlc, record.terminal)
+                if current is None or (candidate.hlc, candidate.terminal) > (
+                    current.hlc,
+                    current.terminal,
+                ):
+                    self._prices[sku] = candidate
+                self._on_hand.setdefault(sku, 0)
+
+    def _move(self, sku: Sku, delta: int) -> None:
+        self._on_hand[sku] = self._on_hand.get(sku, 0) + delta
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def drain_new_verdicts(self) -> list[bytes]:
+        """Hashes of records whose signature was verified since the last call (to persist)."""
+        verdicts, self._new_verdicts = self._new_verdicts, []
+        return verdicts
+
+    def on_hand(self) -> dict[Sku, int]:
+        return dict(self._on_hand)
+
+    def on_hand_of(self, sku: Sku) -> int | None:
+        return self._on_hand.get(sku)
+
+    def price_of(self, sku: Sku) -> Price | None:
+        return self._prices.get(sku)
+
+    def prices(self) -> dict[Sku, Price]:
+        return dict(self._prices)
+
+    def is_sale(self, record_id: str) -> bool:
+        return record_id in self._sales
+
+    def is_voided(self, record_id: str) -> bool:
+        return self._voids.get(record_id, 0) > 0
+
+    def sale_ids(self) -> Iterator[str]:
+        return iter(self._sales)
+
+    def accepted_count(self) -> int:
+        return self._accepted
+
+    def head(self, terminal: TerminalId) -> ChainHead:
+        chain = self._chains.get(terminal) or _Chain()
+        return ChainHead(terminal, chain.head_seq, chain.head_hash, chain.last_hlc)
+
+    def heads(self) -> list[ChainHead]:
+        return [self.head(t) for t in sorted(self._chains) if self._chains[t].head_seq]
+
+    def is_accepted(self, record: Record) -> bool:
+        chain = self._chains.get(record.terminal)
+        return (
+            chain is not None
+            and record.seq <= chain.head_seq
+            and chain.hashes[record.seq - 1] == record.hash
+        )
+
+    def problems(self) -> dict[str, list[dict[str, object]]]:
+        """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
+        rejected: list[dict[str, object]] = [
+            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._rejected.items())
+        ]
+        unverified: list[dict[str, object]] = sorted(
+            (
+                {"doc": d, "key": k, "reason": "no certificate of this store verifies it"}
+                for records in self._unverified.values()
+                for d, k, _ in records
+            ),
+            key=lambda p: (str(p["doc"]), str(p["key"])),
+        )
+        unauthorized: list[dict[str, object]] = [
+            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
+        ]
+        broken: list[dict[str, object]] = [
+            {"terminal": t, "from_seq": c.broken_at, "reason": c.broken_reason}
+            for t, c in sorted(self._chains.items())
+            if c.broken_at is not None
+        ]
+        gaps: list[dict[str, object]] = [
+            {"terminal": t, "missing_seq": c.head_seq + 1, "waiting": len(c.waiting)}
+            for t, c in sorted(self._chains.items())
+            if c.waiting and c.broken_at is None
+        ]
+        return {
+            "rejected": rejected,
+            "unverified": unverified,
+            "unauthorized": unauthorized,
+            "broken_chains": broken,
+            "gaps": gaps,
+        }

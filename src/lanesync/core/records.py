@@ -1,0 +1,291 @@
+"""Signed business records: the immutable facts every view is folded from.
+
+Wire format of one record (the value stored under its key in a CRDT map)::
+
+    payload   = msgpack [FORMAT, terminal, seq, prev_hash, hlc_wall_ms, hlc_counter, kind, body]
+    record    = payload || Ed25519 signature over (DOMAIN_RECORD || payload)
+    hash      = BLAKE2b-256(payload)           -- the next record's prev_hash
+
+The signature covers the exact payload bytes, so verification never re-encodes anything, and a
+record's hash (and therefore the chain) is stable across replicas. ``docs/record-format.md``
+describes every body.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+
+import msgpack
+from nacl.signing import SigningKey
+
+from lanesync.core.hlc import Hlc
+from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, sign
+from lanesync.core.ids import RecordId, Sku, TerminalId, is_valid_name, is_valid_sku
+
+RECORD_FORMAT = 1
+HASH_SIZE = 32
+GENESIS_HASH = bytes(HASH_SIZE)  # prev_hash of a terminal's first record
+MAX_RECORD_SIZE = 16 * 1024  # a 200-line sale is ~6 KiB; anything bigger is not a POS record
+MAX_LINES = 200
+MAX_QTY = 1_000_000
+MAX_UNIT_CENTS = 100_000_000_000  # one billion currency units: far above any shelf price
+MAX_REASON = 200
+# Totals must stay inside a signed 64-bit integer so every store (and SQL) can hold them.
+MAX_TOTAL = 2**63 - 1
+
+
+class Kind(enum.IntEnum):
+    SALE = 1
+    VOID = 2
+    RECEIPT = 3
+    ADJUSTMENT = 4
+    PRICE = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SaleLine:
+    sku: Sku
+    qty: int
+    unit_cents: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sale:
+    lines: tuple[SaleLine, ...]
+    total_cents: int
+
+    @classmethod
+    def of(cls, lines: tuple[SaleLine, ...]) -> Sale:
+        return cls(lines, sum(line.qty * line.unit_cents for line in lines))
+
+
+@dataclass(frozen=True, slots=True)
+class Void:
+    sale_id: RecordId
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    sku: Sku
+    qty: int
+
+
+@dataclass(frozen=True, slots=True)
+class Adjustment:
+    sku: Sku
+    delta: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    sku: Sku
+    unit_cents: int
+
+
+Body = Sale | Void | Receipt | Adjustment | PriceChange
+
+KIND_OF: dict[type, Kind] = {
+    Sale: Kind.SALE,
+    Void: Kind.VOID,
+    Receipt: Kind.RECEIPT,
+    Adjustment: Kind.ADJUSTMENT,
+    PriceChange: Kind.PRICE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    terminal: TerminalId
+    seq: int
+    prev_hash: bytes
+    hlc: Hlc
+    body: Body
+    payload: bytes
+    signature: bytes
+    hash: bytes
+
+    @property
+    def id(self) -> RecordId:
+        return RecordId(self.terminal, self.seq)
+
+    @property
+    def kind(self) -> Kind:
+        return KIND_OF[type(self.body)]
+
+    @property
+    def encoded(self) -> bytes:
+        return self.payload + self.signature
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why a value could not be accepted as a record. ``reason`` is safe to show a user."""
+
+    reason: str
+
+
+class _Invalid(Exception):
+    """Internal: unwinds the body validators; never escapes this module."""
+
+
+def _body_fields(body: Body) -> list[object]:
+    match body:
+        case Sale(lines, total):
+            return [[[line.sku, line.qty, line.unit_cents] for line in lines], total]
+        case Void(sale_id):
+            return [str(sale_id)]
+        case Receipt(sku, qty):
+            return [sku, qty]
+        case Adjustment(sku, delta, reason):
+            return [sku, delta, reason]
+        case PriceChange(sku, unit_cents):
+            return [sku, unit_cents]
+
+
+def _int(value: object, low: int, high: int, what: str) -> int:
+    # bool is an int subclass in Python; a msgpack true is never a quantity.
+    if type(value) is not int or not low <= value <= high:
+        raise _Invalid(f"{what} out of range")
+    return value
+
+
+def _sku(value: object) -> Sku:
+    if not is_valid_sku(value):
+        raise _Invalid("invalid SKU")
+    return Sku(str(value))
+
+
+def _parse_body(kind: Kind, fields: object) -> Body:
+    if not isinstance(fields, list):
+        raise _Invalid("body is not a list")
+    match kind, fields:
+        case Kind.SALE, [list(raw_lines), total]:
+            if not 1 <= len(raw_lines) <= MAX_LINES:
+                raise _Invalid("sale has no lines or too many")
+            lines = []
+            for raw in raw_lines:
+                if not (isinstance(raw, list) and len(raw) == 3):
+                    raise _Invalid("malformed sale line")
+                lines.append(
+                    SaleLine(
+                        _sku(raw[0]),
+                        _int(raw[1], 1, MAX_QTY, "quantity"),
+                        _int(raw[2], 0, MAX_UNIT_CENTS, "unit price"),
+                    )
+                )
+            sale = Sale.of(tuple(lines))
+            if _int(total, 0, MAX_TOTAL, "total") != sale.total_cents:
+                raise _Invalid("sale total does not match its lines")
+            return sale
+        case Kind.VOID, [str(sale_id)]:
+            terminal, sep, seq = sale_id.rpartition(":")
+            if not (sep and is_valid_name(terminal) and seq.isdigit() and int(seq) >= 1):
+                raise _Invalid("void names an invalid sale id")
+            return Void(RecordId(TerminalId(terminal), int(seq)))
+        case Kind.RECEIPT, [sku, qty]:
+            return Receipt(_sku(sku), _int(qty, 1, MAX_QTY, "quantity"))
+        case Kind.ADJUSTMENT, [sku, delta, str(reason)]:
+            if _int(delta, -MAX_QTY, MAX_QTY, "adjustment") == 0:
+                raise _Invalid("adjustment of zero")
+            if not 1 <= len(reason) <= MAX_REASON:
+                raise _Invalid("adjustment reason is empty or too long")
+            return Adjustment(_sku(sku), delta, reason)
+        case Kind.PRICE, [sku, unit_cents]:
+            return PriceChange(_sku(sku), _int(unit_cents, 0, MAX_UNIT_CENTS, "unit price"))
+    raise _Invalid(f"malformed {kind.name.lower()} body")
+
+
+def validate_body(body: Body) -> None:
+    """Check a body built locally obeys the same rules a receiver applies; raises ValueError."""
+    try:
+        _parse_body(KIND_OF[type(body)], _body_fields(body))
+    except _Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
+def make_record(
+    key: SigningKey,
+    terminal: TerminalId,
+    seq: int,
+    prev_hash: bytes,
+    hlc: Hlc,
+    body: Body,
+) -> Record:
+    """Build and sign a record. The caller guarantees ``seq`` and ``prev_hash`` continue its chain."""
+    validate_body(body)
+    payload = msgpack.packb(
+        [
+            RECORD_FORMAT,
+            terminal,
+            seq,
+            prev_hash,
+            hlc.wall_ms,
+            hlc.counter,
+            int(KIND_OF[type(body)]),
+            _body_fields(body),
+        ],
+        use_bin_type=True,
+    )
+    return Record(
+        terminal,
+        seq,
+        prev_hash,
+        hlc,
+        body,
+        payload,
+        sign(key, DOMAIN_RECORD, payload),
+        record_hash(payload),
+    )
+
+
+def record_hash(payload: bytes) -> bytes:
+    return hashlib.blake2b(payload, digest_size=HASH_SIZE).digest()
+
+
+def parse_record(value: object) -> Record | Rejection:
+    """Decode a stored record WITHOUT checking its signature (see ``Ledger`` for that).
+
+    Never raises: anything malformed becomes a ``Rejection``.
+    """
+    if not isinstance(value, bytes | bytearray):
+        return Rejection("value is not bytes")
+    if not SIGNATURE_SIZE < len(value) <= MAX_RECORD_SIZE:
+        return Rejection("record has an impossible size")
+    data = bytes(value)
+    payload, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
+    try:
+        fields = msgpack.unpackb(payload, use_list=True, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return Rejection("record payload is not valid msgpack")
+    if not (isinstance(fields, list) and len(fields) == 8):
+        return Rejection("record payload has the wrong shape")
+    fmt, terminal, seq, prev_hash, wall_ms, counter, kind, body = fields
+    if fmt != RECORD_FORMAT:
+        return Rejection(f"unknown record format {fmt!r}")
+    if not is_valid_name(terminal):
+        return Rejection("record names an invalid terminal")
+    if type(seq) is not int or seq < 1:
+        return Rejection("record has an invalid sequence number")
+    if not isinstance(prev_hash, bytes) or len(prev_hash) != HASH_SIZE:
+        return Rejection("record has an invalid previous hash")
+    if type(wall_ms) is not int or type(counter) is not int or wall_ms < 0 or counter < 0:
+        return Rejection("record has an invalid timestamp")
+    if kind not in Kind._value2member_map_:
+        return Rejection(f"unknown record kind {kind!r}")
+    try:
+        parsed_body = _parse_body(Kind(kind), body)
+    except _Invalid as exc:
+        return Rejection(str(exc))
+    return Record(
+        TerminalId(terminal),
+        seq,
+        prev_hash,
+        Hlc(wall_ms, counter),
+        parsed_body,
+        payload,
+        signature,
+        record_hash(payload),
+    )

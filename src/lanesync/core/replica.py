@@ -1,0 +1,340 @@
+"""One replica of a store's state: the CRDT documents plus the views folded from them.
+
+The replica is the pure core the shell drives. It never touches disk, sockets or the clock:
+
+* ``append`` signs a new local record and returns the CRDT update bytes the shell must commit
+  before acknowledging the record;
+* ``merge`` applies update bytes that came from elsewhere (a bundle now, a peer later) and
+  returns whatever the shell must persist;
+* ``state_vectors`` / ``updates_since`` are the two halves of state-vector sync: only what the
+  other side lacks is ever sent.
+
+Documents: ``config`` (certificates), ``catalog`` (price records) and one ``ledger/<day>`` per
+store-local business day. Every map value is an immutable signed record (or certificate) stored
+as bytes, because pycrdt turns integers into floats and drops concurrently created nested maps
+(FACTS.md); all typed data lives inside the signed msgpack bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import pycrdt
+from nacl.signing import SigningKey
+from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
+
+from lanesync.core.hlc import HybridClock
+from lanesync.core.identity import Certificate, StoreIdentity, parse_certificate
+from lanesync.core.ids import CONFIG_DOC, RecordId, is_valid_doc_name
+from lanesync.core.ledger import Ledger, expected_doc
+from lanesync.core.records import Body, Record, Rejection, make_record, parse_record
+from lanesync.errors import ConfigError, RemoteError
+
+RECORDS_ROOT = "records"
+CERTS_ROOT = "certs"
+
+
+@dataclass(frozen=True, slots=True)
+class LocalIdentity:
+    """The terminal this replica writes as: its certificate and private key."""
+
+    certificate: Certificate
+    key: SigningKey
+
+
+@dataclass(slots=True)
+class Change:
+    """What the shell must make durable after a call: CRDT updates (in order) and the hashes of
+    records whose signatures were verified (so a restart need not verify them again)."""
+
+    updates: list[tuple[str, bytes]] = field(default_factory=list)
+    verdicts: list[bytes] = field(default_factory=list)
+
+    def extend(self, other: Change) -> None:
+        self.updates.extend(other.updates)
+        self.verdicts.extend(other.verdicts)
+
+    def __bool__(self) -> bool:
+        return bool(self.updates or self.verdicts)
+
+
+def certificate_key(cert: Certificate) -> str:
+    return f"{cert.terminal_id}|{cert.key_fingerprint}"
+
+
+def _is_panic(exc: BaseException) -> bool:
+    # pyo3's PanicException derives from BaseException and lives in a module we cannot import
+    # by name; match it by name so everything else (KeyboardInterrupt...) still propagates.
+    return type(exc).__name__ == "PanicException"
+
+
+def check_update(update: bytes) -> None:
+    """Decode a CRDT update without applying it; RemoteError when it is not one."""
+    if not isinstance(update, bytes | bytearray) or not update:
+        raise RemoteError("CRDT update is empty or not bytes")
+    try:
+        pycrdt.get_state(bytes(update))
+    except (ValueError, RuntimeError) as exc:
+        raise RemoteError("CRDT update does not decode") from exc
+    except BaseException as exc:
+        if _is_panic(exc):
+            raise RemoteError("CRDT update does not decode") from None
+        raise
+
+
+class Replica:
+    def __init__(self, store: StoreIdentity, client_id: int, me: LocalIdentity | None) -> None:
+        try:
+            self._tz = ZoneInfo(store.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ConfigError(f"unknown time zone {store.timezone!r}") from exc
+        self.store = store
+        self.me = me
+        self.client_id = client_id
+        self.clock = HybridClock()
+        self.ledger = Ledger(store, self._tz)
+        self._docs: dict[str, Doc[Any]] = {}
+        self._events: list[tuple[str, str, str, object, object]] = []
+        self._captured: list[tuple[str, bytes]] = []
+        self._digest: str | None = None
+        self._subscriptions: list[Subscription] = []
+
+    # -- documents ------------------------------------------------------------------------------
+
+    def doc_names(self) -> list[str]:
+        return sorted(self._docs)
+
+    def _doc(self, name: str) -> Doc[Any]:
+        doc = self._docs.get(name)
+        if doc is None:
+            doc = Doc(client_id=self.client_id)
+            root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
+            # pycrdt drops a callback when its Subscription is garbage collected: keep them.
+            self._subscriptions.append(root.observe(partial(self._on_map_event, name)))
+            self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
+            self._docs[name] = doc
+        return doc
+
+    def _root(self, name: str) -> Map[bytes]:
+        doc = self._doc(name)
+        root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
+        return root
+
+    def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
+        self._captured.append((doc, bytes(event.update)))
+
+    def _on_map_event(self, doc: str, event: MapEvent) -> None:
+        # Observers run inside pycrdt's commit; exceptions there surface as ExceptionGroups far
+        # from their cause (FACTS.md), so only queue here and fold after the transaction.
+        keys: dict[str, dict[str, Any]] = getattr(event, "keys", {})
+        for key, change in keys.items():
+            self._events.append(
+                (doc, key, change["action"], change.get("oldValue"), change.get("newValue"))
+            )
+
+    # -- folding --------------------------------------------------------------------------------
+
+    def _fold_events(self, now_ms: int, trusted: Container[bytes] = ()) -> Change:
+        """Fold queued map events into the views; returns local repairs to persist."""
+        events, self._events = self._events, []
+        restore: list[tuple[str, str, bytes]] = []
+        for doc, key, action, old, new in events:
+            self._digest = None
+            if doc == CONFIG_DOC:
+                if new is not None:
+                    self._ingest_certificate(key, new, now_ms)
+                continue
+            if action in ("update", "delete") and old is not None:
+                previous = parse_record(old)
+                if not isinstance(previous, Rejection) and self.ledger.is_accepted(previous):
+                    # Records are immutable. An accepted one that was overwritten or deleted (only
+                    # a misbehaving enrolled peer can do that) is written back, so content stays
+                    # equal to views and every replica converges on the genuine record.
+                    restore.append((doc, key, previous.encoded))
+            if new is not None:
+                parsed = parse_record(new)
+                trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+                self.ledger.ingest(doc, key, new, trusted=trust, now_ms=now_ms)
+                if not isinstance(parsed, Rejection):
+                    self.clock.observe(parsed.hlc, now_ms)
+        if self.ledger.needs_rebuild:
+            self.rebuild(now_ms, trusted)
+        change = Change(verdicts=self.ledger.drain_new_verdicts())
+        for doc, key, value in restore:
+            change.extend(self._local_put(doc, key, value, now_ms))
+        return change
+
+    def _ingest_certificate(self, key: str, value: object, now_ms: int) -> None:
+        try:
+            cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
+        except RemoteError:
+            return  # a foreign or corrupt certificate certifies nothing
+        if key == certificate_key(cert):
+            self.ledger.add_certificate(cert, now_ms)
+
+    def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
+        """Recompute every view from the documents (after a fork below an accepted head)."""
+        self.ledger.begin_rebuild()
+        for name in self.doc_names():
+            if name == CONFIG_DOC:
+                continue
+            for key, value in self._root(name).items():
+                parsed = parse_record(value)
+                trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+                self.ledger.ingest(name, key, value, trusted=trust, now_ms=now_ms)
+        self._digest = None
+
+    # -- loading and merging --------------------------------------------------------------------
+
+    def restore(
+        self, stored: Mapping[str, Sequence[bytes]], verified: Container[bytes], now_ms: int
+    ) -> Change:
+        """Load durable state (snapshot then log, per document) at open. Config goes first so
+        certificates are known before the records they certify are folded."""
+        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
+            doc = self._doc(name)
+            with doc.transaction():
+                for update in stored[name]:
+                    doc.apply_update(bytes(update))
+        self._captured.clear()
+        change = self._fold_events(now_ms, trusted=verified)
+        if self.me is not None:
+            change.extend(self.publish_certificate(self.me.certificate, now_ms))
+        return change
+
+    def merge(self, updates: Sequence[tuple[str, bytes]], now_ms: int) -> Change:
+        """Apply CRDT updates from elsewhere, all or nothing.
+
+        Every update is decoded before any is applied, so a bad one (RemoteError) changes
+        nothing. The returned change persists the updates exactly as received.
+        """
+        for name, update in updates:
+            if not is_valid_doc_name(name):
+                raise RemoteError(f"unknown document name {name!r}")
+            check_update(update)
+        ordered = sorted(updates, key=lambda item: item[0] != CONFIG_DOC)
+        for name, update in ordered:
+            doc = self._doc(name)
+            try:
+                doc.apply_update(bytes(update))
+            except (ValueError, RuntimeError) as exc:
+                raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
+        self._captured.clear()
+        change = Change(updates=[(name, bytes(update)) for name, update in ordered])
+        change.extend(self._fold_events(now_ms))
+        return change
+
+    def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
+        """Make a certificate known to every replica (idempotent)."""
+        key = certificate_key(cert)
+        if self._root(CONFIG_DOC).get(key) == cert.encoded:
+            return Change()
+        return self._local_put(CONFIG_DOC, key, cert.encoded, now_ms)
+
+    def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
+        self._captured.clear()
+        root = self._root(doc)
+        with self._doc(doc).transaction():
+            root[key] = value
+        change = Change(updates=list(self._captured))
+        self._captured.clear()
+        change.extend(self._fold_events(now_ms))
+        return change
+
+    # -- local records --------------------------------------------------------------------------
+
+    def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
+        """Sign ``body`` as the next record of this terminal's chain and add it to the state.
+
+        The record is acknowledged to nobody yet: the shell commits ``Change`` first. Until it
+        has, the update must not leave this process (a crash would reuse the CRDT clock).
+        """
+        if self.me is None:
+            raise ConfigError("this replica has no terminal identity to sign records with")
+        terminal = self.me.certificate.terminal_id
+        head = self.ledger.head(terminal)
+        record = make_record(
+            self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
+        )
+        doc = expected_doc(record, self._tz)
+        self._captured.clear()
+        root = self._root(doc)
+        with self._doc(doc).transaction():
+            root[str(record.id)] = record.encoded
+        change = Change(updates=list(self._captured))
+        self._captured.clear()
+        change.extend(self._fold_events(now_ms, trusted=(record.hash,)))
+        if not self.ledger.is_accepted(record):
+            raise RemoteError(f"own record {record.id} was not accepted: the chain is broken")
+        return record, change
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def state_vectors(self) -> dict[str, bytes]:
+        return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
+
+    def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Per document, exactly what a replica with ``state_vectors`` lacks."""
+        out: dict[str, bytes] = {}
+        for name, doc in sorted(self._docs.items()):
+            sv = state_vectors.get(name)
+            update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
+            if update != EMPTY_UPDATE:
+                out[name] = update
+        return out
+
+    def full_state(self, name: str) -> bytes:
+        return bytes(self._doc(name).get_update())
+
+    def is_covered(self, name: str, update: bytes) -> bool:
+        """True when ``update`` is fully integrated in document ``name`` (nothing pending)."""
+        doc = self._docs.get(name)
+        if doc is None:
+            return False
+        return bytes(pycrdt.get_update(bytes(update), doc.get_state())) == EMPTY_UPDATE
+
+    def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
+        """Every parseable record held, accepted or not."""
+        for name in self.doc_names() if names is None else names:
+            if name == CONFIG_DOC or name not in self._docs:
+                continue
+            for key, value in self._root(name).items():
+                parsed = parse_record(value)
+                if not isinstance(parsed, Rejection):
+                    yield name, key, parsed
+
+    def find_record(self, record_id: RecordId) -> Record | None:
+        key = str(record_id)
+        for name in self.doc_names():
+            if name == CONFIG_DOC:
+                continue
+            value = self._root(name).get(key)
+            if value is not None:
+                parsed = parse_record(value)
+                if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
+                    return parsed
+        return None
+
+    def digest(self) -> str:
+        """Canonical digest of the replicated content: every (document, key, value hash), sorted.
+
+        The views are a pure function of this content, so equal digests mean converged replicas.
+        """
+        if self._digest is None:
+            h = hashlib.blake2b(digest_size=32)
+            for name in self.doc_names():
+                root = self._root(name)
+                for key in sorted(root.keys()):
+                    value = root[key]
+                    h.update(f"{name}\x00{key}\x00".encode())
+                    h.update(hashlib.blake2b(bytes(value), digest_size=32).digest())
+            self._digest = h.hexdigest()
+        return self._digest
+
+
+EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions

@@ -1,0 +1,56 @@
+"""The one exception tree of lanesync.
+
+    LanesyncError
+    ├── LocalError            we (or our caller) did something wrong: fix the call
+    │   ├── UsageError        bad argument from a user or API client (unknown SKU, bad price ...)
+    │   ├── PermissionDenied  the terminal's role does not allow the operation
+    │   ├── ConfigError       missing or unreadable key, certificate or directory
+    │   ├── StorageError      the local database failed; the replica must be reopened
+    │   └── DirectoryBusy     another process holds the terminal directory
+    └── RemoteError           bytes from elsewhere (a peer, a bundle file) are unacceptable
+        ├── RecordRejected    one record fails decoding, signature, certificate or chain checks
+        └── BundleRejected    a bundle is corrupted, foreign, or not signed by an enrolled key
+
+Parsers of untrusted bytes never let a library exception escape: they either return a
+rejection value or raise a ``RemoteError`` carrying a one-line reason safe to show a user.
+"""
+
+
+class LanesyncError(Exception):
+    """Root of every error lanesync raises on purpose."""
+
+
+class LocalError(LanesyncError):
+    """The caller misused lanesync; retrying the same call will fail the same way."""
+
+
+class UsageError(LocalError):
+    """A user or API client passed a bad argument."""
+
+
+class PermissionDenied(LocalError):
+    """The terminal's certificate role does not allow this operation."""
+
+
+class ConfigError(LocalError):
+    """A key, certificate, identity file or directory is missing or unreadable."""
+
+
+class StorageError(LocalError):
+    """The local database failed. In-memory state may be ahead of disk: reopen the terminal."""
+
+
+class DirectoryBusy(LocalError):
+    """Another process (a daemon or a CLI command) holds the terminal directory."""
+
+
+class RemoteError(LanesyncError):
+    """Bytes that came from outside this process are unacceptable."""
+
+
+class RecordRejected(RemoteError):
+    """A record failed decoding, signature, certificate or chain checks."""
+
+
+class BundleRejected(RemoteError):
+    """A bundle (or state file) is corrupted, foreign, or signed by an unknown key."""
