@@ -98,7 +98,9 @@ def issue_certificate(
         use_bin_type=True,
     )
     encoded = payload + sign(authority, DOMAIN_CERT, payload)
-    return Certificate(store_id, terminal_id, public_key, role, not_before_ms, not_after_ms, encoded)
+    return Certificate(
+        store_id, terminal_id, public_key, role, not_before_ms, not_after_ms, encoded
+    )
 
 
 def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:

@@ -127,6 +127,9 @@ class Rejection:
     reason: str
 
 
+_KIND_VALUES = frozenset(int(k) for k in Kind)
+
+
 class _Invalid(Exception):
     """Internal: unwinds the body validators; never escapes this module."""
 
@@ -214,7 +217,7 @@ def make_record(
     hlc: Hlc,
     body: Body,
 ) -> Record:
-    """Build and sign a record. The caller guarantees ``seq`` and ``prev_hash`` continue its chain."""
+    """Build and sign a record; ``seq`` and ``prev_hash`` must continue the chain."""
     validate_body(body)
     payload = msgpack.packb(
         [
@@ -273,7 +276,7 @@ def parse_record(value: object) -> Record | Rejection:
         return Rejection("record has an invalid previous hash")
     if type(wall_ms) is not int or type(counter) is not int or wall_ms < 0 or counter < 0:
         return Rejection("record has an invalid timestamp")
-    if kind not in Kind._value2member_map_:
+    if kind not in _KIND_VALUES:
         return Rejection(f"unknown record kind {kind!r}")
     try:
         parsed_body = _parse_body(Kind(kind), body)

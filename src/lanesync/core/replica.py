@@ -283,7 +283,10 @@ class Replica:
         out: dict[str, bytes] = {}
         for name, doc in sorted(self._docs.items()):
             sv = state_vectors.get(name)
-            update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
+            try:
+                update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
+            except (ValueError, RuntimeError) as exc:
+                raise RemoteError(f"state vector for {name} does not decode") from exc
             if update != EMPTY_UPDATE:
                 out[name] = update
         return out

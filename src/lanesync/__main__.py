@@ -1,0 +1,3 @@
+from lanesync.cli.main import main
+
+main()

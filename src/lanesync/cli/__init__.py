@@ -1,0 +1,1 @@
+"""The ``lanesync`` command line."""

@@ -1,0 +1,1 @@
+"""The I/O shell: files, SQLite, locks and (later) sockets around the pure core."""

@@ -1,0 +1,247 @@
+"""Store and terminal directories on disk: keys, certificates and identity files.
+
+Store directory (kept by the store owner, holds the authority key)::
+
+    store.key        Ed25519 seed of the store authority, hex, mode 0600
+    store.json       public identity: store id, public key, time zone (safe to copy anywhere)
+    terminals.json   terminal ids enrolled so far (an id is never issued twice)
+
+Terminal directory (one per lane)::
+
+    terminal.key     Ed25519 seed of this terminal, hex, mode 0600
+    terminal.cert    certificate signed by the store key
+    terminal.json    terminal id and CRDT client id
+    store.json       copy of the store's public identity
+    lanesync.db      SQLite database (see ``storage``)
+    lock             held (flock) by whichever process has the directory open
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from nacl.signing import SigningKey
+
+from lanesync.core.identity import (
+    Certificate,
+    Role,
+    StoreIdentity,
+    issue_certificate,
+    parse_certificate,
+    public_key_of,
+    signing_key_from_seed,
+)
+from lanesync.core.ids import StoreId, TerminalId, store_id, terminal_id
+from lanesync.core.replica import LocalIdentity
+from lanesync.errors import ConfigError, RemoteError, UsageError
+
+STORE_KEY = "store.key"
+STORE_IDENTITY = "store.json"
+TERMINAL_REGISTRY = "terminals.json"
+TERMINAL_KEY = "terminal.key"
+TERMINAL_CERT = "terminal.cert"
+TERMINAL_CONFIG = "terminal.json"
+DATABASE = "lanesync.db"
+LOCK = "lock"
+IDENTITY_FORMAT = "lanesync-store-identity/1"
+DAY_MS = 86_400_000
+# Yjs client ids are unsigned 32-bit on the wire in practice (yjs encodes them as varuint and
+# JavaScript peers keep them below 2**53); 31 bits keeps every implementation happy.
+CLIENT_ID_BITS = 31
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    tmp.replace(path)
+
+
+def _read_key(path: Path) -> SigningKey:
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read key {path}: {exc.strerror}") from exc
+    try:
+        return signing_key_from_seed(bytes.fromhex(text))
+    except ValueError as exc:
+        raise ConfigError(f"key file {path} is corrupted") from exc
+
+
+def identity_to_json(identity: StoreIdentity) -> bytes:
+    return (
+        json.dumps(
+            {
+                "format": IDENTITY_FORMAT,
+                "store_id": identity.store_id,
+                "public_key": identity.public_key.hex(),
+                "timezone": identity.timezone,
+            },
+            indent=2,
+        )
+        + "\n"
+    ).encode()
+
+
+def read_identity(path: Path) -> StoreIdentity:
+    try:
+        data = json.loads(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read store identity {path}: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise ConfigError(f"store identity {path} is not valid JSON") from exc
+    if not isinstance(data, dict) or data.get("format") != IDENTITY_FORMAT:
+        raise ConfigError(f"{path} is not a lanesync store identity")
+    try:
+        key = bytes.fromhex(str(data["public_key"]))
+        sid = store_id(data["store_id"])
+        tz = str(data["timezone"])
+    except (KeyError, ValueError, UsageError) as exc:
+        raise ConfigError(f"store identity {path} is malformed") from exc
+    if len(key) != 32:
+        raise ConfigError(f"store identity {path} holds an invalid public key")
+    return StoreIdentity(sid, key, tz)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDirectory:
+    path: Path
+    identity: StoreIdentity
+
+    @classmethod
+    def init(cls, path: Path, sid: str, timezone: str = "UTC") -> StoreDirectory:
+        sid = store_id(sid)
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise UsageError(f"unknown time zone {timezone!r}") from exc
+        if (path / STORE_KEY).exists():
+            raise UsageError(f"{path} already holds a store (found {STORE_KEY})")
+        path.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        identity = StoreIdentity(StoreId(sid), public_key_of(key), timezone)
+        _write_private(path / STORE_KEY, bytes(key).hex() + "\n")
+        _write_public(path / STORE_IDENTITY, identity_to_json(identity))
+        _write_public(path / TERMINAL_REGISTRY, b"{}\n")
+        return cls(path, identity)
+
+    @classmethod
+    def open(cls, path: Path) -> StoreDirectory:
+        if not (path / STORE_KEY).exists():
+            raise ConfigError(f"{path} is not a store directory (no {STORE_KEY})")
+        return cls(path, read_identity(path / STORE_IDENTITY))
+
+    @property
+    def identity_file(self) -> Path:
+        return self.path / STORE_IDENTITY
+
+    def authority(self) -> SigningKey:
+        key = _read_key(self.path / STORE_KEY)
+        if public_key_of(key) != self.identity.public_key:
+            raise ConfigError(f"{STORE_KEY} does not match {STORE_IDENTITY} in {self.path}")
+        return key
+
+    def _registry(self) -> dict[str, object]:
+        try:
+            data = json.loads((self.path / TERMINAL_REGISTRY).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {TERMINAL_REGISTRY} in {self.path}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{TERMINAL_REGISTRY} in {self.path} is malformed")
+        return data
+
+    def enroll(
+        self, terminal_path: Path, tid: str, role: Role, now_ms: int, valid_days: int
+    ) -> Certificate:
+        """Create a terminal directory with a new key and a certificate for it."""
+        tid = terminal_id(tid)
+        if not 1 <= valid_days <= 10 * 366:
+            raise UsageError("--valid-days must be between 1 and 3660")
+        registry = self._registry()
+        if tid in registry:
+            raise UsageError(
+                f"terminal id {tid!r} is already enrolled in store {self.identity.store_id}; "
+                "record ids must stay unique, so choose another id"
+            )
+        if terminal_path.exists() and any(terminal_path.iterdir()):
+            raise UsageError(f"{terminal_path} is not empty; enroll into a new directory")
+        authority = self.authority()
+        terminal_path.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        # Valid from a day ago: a lane whose clock is slightly behind the store owner's laptop
+        # must not find its own certificate "not yet valid".
+        cert = issue_certificate(
+            authority,
+            self.identity.store_id,
+            TerminalId(tid),
+            public_key_of(key),
+            role,
+            now_ms - DAY_MS,
+            now_ms + valid_days * DAY_MS,
+        )
+        _write_private(terminal_path / TERMINAL_KEY, bytes(key).hex() + "\n")
+        _write_public(terminal_path / TERMINAL_CERT, cert.encoded)
+        _write_public(terminal_path / STORE_IDENTITY, identity_to_json(self.identity))
+        config = {"terminal_id": tid, "client_id": 1 + secrets.randbelow(2**CLIENT_ID_BITS - 1)}
+        _write_public(terminal_path / TERMINAL_CONFIG, (json.dumps(config) + "\n").encode())
+        registry[tid] = {"role": role.value, "key": cert.key_fingerprint}
+        _write_public(
+            self.path / TERMINAL_REGISTRY, (json.dumps(registry, indent=2) + "\n").encode()
+        )
+        return cert
+
+
+@dataclass(frozen=True, slots=True)
+class TerminalDirectory:
+    path: Path
+    store: StoreIdentity
+    me: LocalIdentity
+    client_id: int
+
+    @classmethod
+    def open(cls, path: Path) -> TerminalDirectory:
+        if not (path / TERMINAL_CERT).exists():
+            raise ConfigError(f"{path} is not a terminal directory (run `lanesync enroll` first)")
+        store = read_identity(path / STORE_IDENTITY)
+        try:
+            cert = parse_certificate((path / TERMINAL_CERT).read_bytes(), store)
+        except RemoteError as exc:
+            raise ConfigError(f"{path / TERMINAL_CERT} is invalid: {exc}") from exc
+        key = _read_key(path / TERMINAL_KEY)
+        if public_key_of(key) != cert.public_key:
+            raise ConfigError(f"{TERMINAL_KEY} does not match {TERMINAL_CERT} in {path}")
+        try:
+            config = json.loads((path / TERMINAL_CONFIG).read_bytes())
+            client_id = int(config["client_id"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ConfigError(f"{path / TERMINAL_CONFIG} is missing or malformed") from exc
+        if not 0 < client_id < 2**CLIENT_ID_BITS:
+            raise ConfigError(f"{path / TERMINAL_CONFIG} holds an invalid client id")
+        return cls(path, store, LocalIdentity(cert, key), client_id)
+
+    @property
+    def terminal_id(self) -> TerminalId:
+        return self.me.certificate.terminal_id
+
+    @property
+    def database(self) -> Path:
+        return self.path / DATABASE
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK

@@ -1,0 +1,208 @@
+"""A terminal directory opened for work: the replica, its storage and its lock.
+
+Every write follows one path: build the body from the current views (pure), append it to the
+replica (pure, signs it), commit the resulting CRDT updates to SQLite (durable), and only then
+return the record, which is the acknowledgement. Many writes can share one commit
+(``stage`` several, then ``commit``): that is group commit, used by the daemon under load.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from lanesync.core import reports
+from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
+from lanesync.core.identity import Role
+from lanesync.core.ids import Sku, StoreId, TerminalId
+from lanesync.core.ledger import Ledger
+from lanesync.core.records import Body, Record
+from lanesync.core.replica import Change, Replica
+from lanesync.errors import LanesyncError, StorageError, UsageError
+from lanesync.shell.directories import TerminalDirectory
+from lanesync.shell.lock import DirectoryLock
+from lanesync.shell.storage import Storage
+
+BodyBuilder = Callable[[Ledger], Body]
+# A CLI command waits this long for a busy directory (another command finishing its commit)
+# before reporting it busy; a running daemon holds it for good.
+DEFAULT_LOCK_WAIT_S = 10.0
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    documents: int
+    records_before: int
+    records_after: int
+    digest: str
+
+
+class Terminal:
+    def __init__(
+        self,
+        directory: TerminalDirectory,
+        lock: DirectoryLock,
+        storage: Storage,
+        replica: Replica,
+        clock: Callable[[], int],
+    ) -> None:
+        self.directory = directory
+        self.replica = replica
+        self.storage = storage
+        self._lock = lock
+        self._clock = clock
+        self._failed: str | None = None
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> Terminal:
+        directory = TerminalDirectory.open(path)
+        lock = DirectoryLock(directory.lock_file)
+        lock.acquire(lock_wait_s)
+        try:
+            storage = Storage(directory.database)
+            try:
+                stored, verified = storage.load()
+                replica = Replica(directory.store, directory.client_id, directory.me)
+                change = replica.restore(stored, verified, clock())
+                storage.commit([change])
+            except BaseException:
+                storage.close()
+                raise
+        except BaseException:
+            lock.release()
+            raise
+        terminal = cls(directory, lock, storage, replica, clock)
+        terminal.compact_if_due()
+        return terminal
+
+    def close(self) -> None:
+        self.storage.close()
+        self._lock.release()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    @property
+    def terminal_id(self) -> TerminalId:
+        return self.directory.terminal_id
+
+    @property
+    def store_id(self) -> StoreId:
+        return self.directory.store.store_id
+
+    @property
+    def role(self) -> Role:
+        return self.directory.me.certificate.role
+
+    def now_ms(self) -> int:
+        return self._clock()
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def _check_usable(self) -> None:
+        if self._failed is not None:
+            raise StorageError(f"terminal stopped after a storage failure: {self._failed}")
+
+    def stage(self, build: BodyBuilder) -> tuple[Record, Change]:
+        """Build, sign and apply one record in memory. NOT durable until ``commit``."""
+        self._check_usable()
+        body = build(self.replica.ledger)
+        return self.replica.append(body, self._clock())
+
+    def commit(self, changes: Sequence[Change]) -> None:
+        """Make staged changes durable in one transaction. A failure stops the terminal: memory
+        is then ahead of disk and only a reopen (which replays disk) is safe."""
+        self._check_usable()
+        try:
+            self.storage.commit(changes)
+        except StorageError as exc:
+            self._failed = str(exc)
+            raise
+
+    def write(self, build: BodyBuilder) -> Record:
+        """Stage and commit one record; returns it once durable (the acknowledgement)."""
+        record, change = self.stage(build)
+        self.commit([change])
+        self.compact_if_due()
+        return record
+
+    def write_batch(self, builders: Sequence[BodyBuilder]) -> list[Record | LanesyncError]:
+        """Group commit: one durable transaction for many records. A builder that refuses
+        (UsageError, PermissionDenied) fails alone; the others are written."""
+        results: list[Record | LanesyncError] = []
+        changes: list[Change] = []
+        for build in builders:
+            try:
+                record, change = self.stage(build)
+            except (LanesyncError, ValueError) as exc:
+                results.append(exc if isinstance(exc, LanesyncError) else UsageError(str(exc)))
+                continue
+            results.append(record)
+            changes.append(change)
+        self.commit(changes)
+        self.compact_if_due()
+        return results
+
+    def compact_if_due(self) -> None:
+        for doc in self.storage.documents_to_compact():
+            self.storage.compact(self.replica, doc)
+
+    # -- exchanging state -------------------------------------------------------------------------
+
+    def export_bundle(self, since: bytes | None = None) -> bytes:
+        """A signed bundle of everything held, or of what the replica whose state file
+        ``since`` holds lacks."""
+        store = self.directory.store
+        vectors = {} if since is None else parse_state(since, store).state_vectors
+        updates = self.replica.updates_since(vectors)
+        return encode_bundle(self.directory.me, store.store_id, updates, self._clock())
+
+    def import_bundle(self, data: bytes) -> ImportResult:
+        """Merge a bundle, all or nothing; BundleRejected / RemoteError leave state unchanged."""
+        self._check_usable()
+        bundle = parse_bundle(data, self.directory.store)
+        before = self.replica.ledger.accepted_count()
+        change = self.replica.merge(bundle.updates, self._clock())
+        self.commit([change])
+        self.compact_if_due()
+        return ImportResult(
+            len(bundle.updates), before, self.replica.ledger.accepted_count(), self.replica.digest()
+        )
+
+    def state_file(self) -> bytes:
+        return encode_state(self.store_id, self.terminal_id, self.replica.state_vectors())
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def stock(self, item: Sku | None = None) -> dict[str, Any]:
+        return reports.stock(self.replica, item)
+
+    def verify(self) -> dict[str, Any]:
+        return reports.verify(self.replica)
+
+    def digest(self) -> str:
+        return self.replica.digest()

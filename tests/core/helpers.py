@@ -1,0 +1,139 @@
+"""Shared factories for the pure-core tests: a store, its terminals, and a sync step.
+
+Everything here uses the real components (pycrdt documents, PyNaCl keys); nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pycrdt
+from nacl.signing import SigningKey
+
+from lanesync.core.hlc import Hlc
+from lanesync.core.identity import (
+    Certificate,
+    Role,
+    StoreIdentity,
+    issue_certificate,
+    public_key_of,
+)
+from lanesync.core.ids import StoreId, TerminalId
+from lanesync.core.records import GENESIS_HASH, Body, Record, make_record
+from lanesync.core.replica import Change, LocalIdentity, Replica
+
+# 2026-11-18 11:06:40 UTC: far from midnight, so a few hours of test time stay on one day.
+NOW = 1_795_000_000_000
+DAY = NOW // 86_400_000 * 86_400_000
+TODAY_DOC = "ledger/2026-11-18"
+HOUR_MS = 3_600_000
+CERT_NOT_AFTER = NOW + 365 * 24 * HOUR_MS
+
+
+@dataclass
+class Terminal:
+    name: TerminalId
+    key: SigningKey
+    cert: Certificate
+    replica: Replica
+    restored: Change
+
+
+@dataclass
+class Store:
+    """A store authority plus a counter of client ids, so every replica gets a distinct one."""
+
+    store_id: StoreId = StoreId("shop1")
+    authority: SigningKey = field(default_factory=SigningKey.generate)
+    next_client_id: int = 1000
+
+    @property
+    def identity(self) -> StoreIdentity:
+        return StoreIdentity(self.store_id, public_key_of(self.authority), "UTC")
+
+    def client_id(self) -> int:
+        self.next_client_id += 1
+        return self.next_client_id
+
+    def certificate(
+        self,
+        name: str,
+        key: SigningKey,
+        role: Role = Role.CASHIER,
+        *,
+        authority: SigningKey | None = None,
+        store_id: str | None = None,
+    ) -> Certificate:
+        return issue_certificate(
+            authority or self.authority,
+            StoreId(store_id or self.store_id),
+            TerminalId(name),
+            public_key_of(key),
+            role,
+            0,
+            CERT_NOT_AFTER,
+        )
+
+    def terminal(
+        self,
+        name: str,
+        role: Role = Role.CASHIER,
+        *,
+        now_ms: int = NOW,
+        key: SigningKey | None = None,
+        cert: Certificate | None = None,
+    ) -> Terminal:
+        key = key or SigningKey.generate()
+        cert = cert or self.certificate(name, key, role)
+        replica = Replica(self.identity, self.client_id(), LocalIdentity(cert, key))
+        restored = replica.restore({}, set(), now_ms)
+        return Terminal(TerminalId(name), key, cert, replica, restored)
+
+    def observer(self, now_ms: int = NOW) -> Replica:
+        """A replica with no identity of its own (it only receives)."""
+        replica = Replica(self.identity, self.client_id(), None)
+        replica.restore({}, set(), now_ms)
+        return replica
+
+
+def sync(src: Replica, dst: Replica, now_ms: int = NOW) -> Change:
+    """One direction of state-vector sync: ``dst`` receives what it lacks from ``src``."""
+    return dst.merge(list(src.updates_since(dst.state_vectors()).items()), now_ms)
+
+
+def sync_all(replicas: list[Replica], now_ms: int = NOW) -> None:
+    for src in replicas:
+        for dst in replicas:
+            if src is not dst:
+                sync(src, dst, now_ms)
+
+
+def no_problems(replica: Replica) -> bool:
+    return not any(replica.ledger.problems().values())
+
+
+def record_chain(
+    key: SigningKey, terminal: str, bodies: list[Body], start_ms: int = NOW
+) -> list[Record]:
+    """A correctly chained list of records of ``terminal`` signed by ``key``."""
+    records: list[Record] = []
+    prev = GENESIS_HASH
+    for i, body in enumerate(bodies):
+        record = make_record(
+            key, TerminalId(terminal), i + 1, prev, Hlc(start_ms + i, 0), body
+        )
+        records.append(record)
+        prev = record.hash
+    return records
+
+
+def crafted_update(
+    root: str, entries: dict[str, object], client_id: int = 7_777_777
+) -> bytes:
+    """A pycrdt update that sets ``entries`` in root Map ``root`` of a fresh document."""
+    doc: pycrdt.Doc[pycrdt.Map[object]] = pycrdt.Doc(client_id=client_id)
+    m: pycrdt.Map[object] = doc.get(root, type=pycrdt.Map)
+    with doc.transaction():
+        for k, v in entries.items():
+            m[k] = v
+    return bytes(doc.get_update())
