@@ -6,10 +6,12 @@
     │   ├── PermissionDenied  the terminal's role does not allow the operation
     │   ├── ConfigError       missing or unreadable key, certificate or directory
     │   ├── StorageError      the local database failed; the replica must be reopened
-    │   └── DirectoryBusy     another process holds the terminal directory
+    │   ├── DirectoryBusy     another process holds the terminal directory
+    │   └── LocalProtocolError  we tried to send on a connection not in a state to send
     └── RemoteError           bytes from elsewhere (a peer, a bundle file) are unacceptable
         ├── RecordRejected    one record fails decoding, signature, certificate or chain checks
-        └── BundleRejected    a bundle is corrupted, foreign, or not signed by an enrolled key
+        ├── BundleRejected    a bundle is corrupted, foreign, or not signed by an enrolled key
+        └── ProtocolViolation a peer broke the wire protocol (lanesync.core.wire)
 
 Parsers of untrusted bytes never let a library exception escape: they either return a
 rejection value or raise a ``RemoteError`` carrying a one-line reason safe to show a user.
@@ -42,6 +44,10 @@ class StorageError(LocalError):
 
 class DirectoryBusy(LocalError):
     """Another process (a daemon or a CLI command) holds the terminal directory."""
+
+
+class LocalProtocolError(LocalError):
+    """We misused a connection (e.g. sent before the handshake finished)."""
 
 
 class RemoteError(LanesyncError):

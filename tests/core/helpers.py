@@ -18,9 +18,16 @@ from lanesync.core.identity import (
     issue_certificate,
     public_key_of,
 )
-from lanesync.core.ids import StoreId, TerminalId
+from lanesync.core.ids import CONFIG_DOC, StoreId, TerminalId
 from lanesync.core.records import GENESIS_HASH, Body, Record, make_record
-from lanesync.core.replica import Change, LocalIdentity, Replica
+from lanesync.core.replica import (
+    CERTS_ROOT,
+    RECORDS_ROOT,
+    Change,
+    LocalIdentity,
+    Replica,
+    certificate_key,
+)
 
 # 2026-11-18 11:06:40 UTC: far from midnight, so a few hours of test time stay on one day.
 NOW = 1_795_000_000_000
@@ -43,7 +50,7 @@ class Terminal:
 class Store:
     """A store authority plus a counter of client ids, so every replica gets a distinct one."""
 
-    store_id: StoreId = StoreId("shop1")
+    store_id: StoreId = field(default_factory=lambda: StoreId("shop1"))
     authority: SigningKey = field(default_factory=SigningKey.generate)
     next_client_id: int = 1000
 
@@ -119,17 +126,13 @@ def record_chain(
     records: list[Record] = []
     prev = GENESIS_HASH
     for i, body in enumerate(bodies):
-        record = make_record(
-            key, TerminalId(terminal), i + 1, prev, Hlc(start_ms + i, 0), body
-        )
+        record = make_record(key, TerminalId(terminal), i + 1, prev, Hlc(start_ms + i, 0), body)
         records.append(record)
         prev = record.hash
     return records
 
 
-def crafted_update(
-    root: str, entries: dict[str, object], client_id: int = 7_777_777
-) -> bytes:
+def crafted_update(root: str, entries: dict[str, object], client_id: int = 7_777_777) -> bytes:
     """A pycrdt update that sets ``entries`` in root Map ``root`` of a fresh document."""
     doc: pycrdt.Doc[pycrdt.Map[object]] = pycrdt.Doc(client_id=client_id)
     m: pycrdt.Map[object] = doc.get(root, type=pycrdt.Map)
@@ -137,3 +140,48 @@ def crafted_update(
         for k, v in entries.items():
             m[k] = v
     return bytes(doc.get_update())
+
+
+def enrolled_observer(store: Store, *certs: Certificate, now_ms: int = NOW) -> Replica:
+    """An identity-less replica that knows ``certs`` (published through the config document)."""
+    replica = store.observer(now_ms)
+    if certs:
+        entries: dict[str, object] = {certificate_key(c): c.encoded for c in certs}
+        update = crafted_update(CERTS_ROOT, entries, store.client_id())
+        replica.merge([(CONFIG_DOC, update)], now_ms)
+    return replica
+
+
+def put_records(
+    replica: Replica, doc: str, entries: dict[str, object], client_id: int, now_ms: int = NOW
+) -> Change:
+    """Deliver entries as if a peer with ``client_id`` had written them into ``doc``."""
+    return replica.merge([(doc, crafted_update(RECORDS_ROOT, entries, client_id))], now_ms)
+
+
+def root_name(doc: str) -> str:
+    return CERTS_ROOT if doc == CONFIG_DOC else RECORDS_ROOT
+
+
+def overwrite(replica: Replica, doc: str, key: str, value: bytes | None, client_id: int) -> bytes:
+    """An update from a peer that saw ``replica``'s state of ``doc`` and then overwrote (or
+    deleted, when ``value`` is None) ``key``: it causally follows the genuine entry."""
+    peer: pycrdt.Doc[pycrdt.Map[object]] = pycrdt.Doc(client_id=client_id)
+    peer.apply_update(replica.full_state(doc))
+    root: pycrdt.Map[object] = peer.get(root_name(doc), type=pycrdt.Map)
+    before = peer.get_state()
+    with peer.transaction():
+        if value is None:
+            del root[key]
+        else:
+            root[key] = value
+    return bytes(peer.get_update(before))
+
+
+def stored_value(replica: Replica, doc: str, key: str) -> object:
+    """The raw value ``replica`` holds under ``key`` in ``doc`` (read from its full state)."""
+    copy: pycrdt.Doc[pycrdt.Map[object]] = pycrdt.Doc()
+    copy.apply_update(replica.full_state(doc))
+    root: pycrdt.Map[object] = copy.get(root_name(doc), type=pycrdt.Map)
+    value = root.get(key)
+    return bytes(value) if isinstance(value, bytes | bytearray) else value

@@ -27,6 +27,8 @@ MAX_CERT_SIZE = 512
 DOMAIN_CERT = b"lanesync/cert/v1\x00"
 DOMAIN_RECORD = b"lanesync/record/v1\x00"
 DOMAIN_BUNDLE = b"lanesync/bundle/v1\x00"
+DOMAIN_REVOCATION = b"lanesync/revocation/v1\x00"
+REVOCATION_FORMAT = 1
 
 
 class Role(enum.Enum):
@@ -152,3 +154,45 @@ def signing_key_from_seed(seed: bytes) -> SigningKey:
 
 def public_key_of(key: SigningKey) -> bytes:
     return bytes(key.verify_key)
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """The store authority withdraws a terminal's certificates from ``revoked_at_ms`` on."""
+
+    store_id: StoreId
+    terminal_id: TerminalId
+    revoked_at_ms: int
+    encoded: bytes
+
+
+def issue_revocation(
+    authority: SigningKey, store_id: StoreId, terminal_id: TerminalId, revoked_at_ms: int
+) -> Revocation:
+    payload = msgpack.packb(
+        [REVOCATION_FORMAT, store_id, terminal_id, revoked_at_ms], use_bin_type=True
+    )
+    encoded = payload + sign(authority, DOMAIN_REVOCATION, payload)
+    return Revocation(store_id, terminal_id, revoked_at_ms, encoded)
+
+
+def parse_revocation(encoded: object, store: StoreIdentity) -> Revocation:
+    """Decode a revocation and check the store authority signed it; RemoteError otherwise."""
+    if not isinstance(encoded, bytes | bytearray) or not (
+        SIGNATURE_SIZE < len(encoded) <= MAX_CERT_SIZE
+    ):
+        raise RemoteError("revocation has an impossible size")
+    encoded = bytes(encoded)
+    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
+    if not verify(store.public_key, DOMAIN_REVOCATION, payload, signature):
+        raise RemoteError(f"revocation is not signed by the authority of store {store.store_id}")
+    try:
+        fields = msgpack.unpackb(payload, use_list=True, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise RemoteError("revocation payload is not valid msgpack") from exc
+    match fields:
+        case [1, str(sid), str(terminal), int(at)] if (
+            sid == store.store_id and is_valid_name(terminal) and at >= 0
+        ):
+            return Revocation(store.store_id, TerminalId(terminal), at, encoded)
+    raise RemoteError("revocation is malformed or for another store")

@@ -101,6 +101,7 @@ class Ledger:
         self._tz = tz
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
         self._breaks: dict[TerminalId, tuple[int, str]] = {}
+        self._revoked: dict[TerminalId, int] = {}
         self._reset_views()
 
     def _reset_views(self) -> None:
@@ -114,11 +115,18 @@ class Ledger:
         self._prices: dict[Sku, Price] = {}
         self._accepted = 0
         self._new_verdicts: list[bytes] = []
+        self._checked: set[bytes] = set()
         self.needs_rebuild = False
 
     def begin_rebuild(self) -> None:
-        """Forget every view but keep certificates and discovered forks; re-ingest everything."""
+        """Forget every view but keep certificates, revocations and discovered forks; the
+        owner then re-ingests everything. Signatures already checked are not checked again."""
+        checked = {h for chain in self._chains.values() for h in chain.hashes}
+        checked.update(
+            h for chain in self._chains.values() for c in chain.waiting.values() for h in c
+        )
         self._reset_views()
+        self._checked = checked
         for terminal, (seq, reason) in self._breaks.items():
             chain = self._chains[terminal]
             chain.broken_at, chain.broken_reason = seq, reason
@@ -135,11 +143,31 @@ class Ledger:
         for doc, key, record in waiting:
             self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
 
+    def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> None:
+        """From ``revoked_at_ms`` on, no certificate of ``terminal`` is valid. Records stamped
+        earlier stay valid; any later one already counted is withdrawn by a rebuild."""
+        current = self._revoked.get(terminal)
+        if current is not None and current <= revoked_at_ms:
+            return
+        self._revoked[terminal] = revoked_at_ms
+        chain = self._chains.get(terminal)
+        if chain is not None and chain.last_hlc.wall_ms >= revoked_at_ms:
+            self.needs_rebuild = True
+
+    def revoked_at(self, terminal: TerminalId) -> int | None:
+        return self._revoked.get(terminal)
+
+    def is_revoked(self, terminal: TerminalId, at_ms: int) -> bool:
+        revoked = self._revoked.get(terminal)
+        return revoked is not None and at_ms >= revoked
+
     def certificates(self) -> Iterator[Certificate]:
         for certs in self._certs.values():
             yield from certs
 
     def certificate_of(self, terminal: TerminalId, at_ms: int) -> Certificate | None:
+        if self.is_revoked(terminal, at_ms):
+            return None
         for cert in self._certs.get(terminal, ()):
             if cert.valid_at(at_ms):
                 return cert
@@ -152,7 +180,12 @@ class Ledger:
     ) -> None:
         """Fold one map entry in. ``trusted`` means its signature was verified before (verdict
         cache) or it was signed by this very replica."""
-        parsed = parse_record(value)
+        self.ingest_parsed(doc, key, parse_record(value), trusted=trusted, now_ms=now_ms)
+
+    def ingest_parsed(
+        self, doc: str, key: str, parsed: Record | Rejection, *, trusted: bool, now_ms: int
+    ) -> None:
+        """``ingest`` for a value the caller already parsed (saves a second decode)."""
         if isinstance(parsed, Rejection):
             self._rejected[(doc, key)] = parsed.reason
             return
@@ -171,7 +204,7 @@ class Ledger:
         if cert is None:
             self._unverified[record.terminal].append((doc, key, record))
             return
-        if not trusted:
+        if not trusted and record.hash not in self._checked:
             if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
                 self._unverified[record.terminal].append((doc, key, record))
                 return

@@ -29,7 +29,13 @@ from nacl.signing import SigningKey
 from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
 
 from lanesync.core.hlc import HybridClock
-from lanesync.core.identity import Certificate, StoreIdentity, parse_certificate
+from lanesync.core.identity import (
+    Certificate,
+    Revocation,
+    StoreIdentity,
+    parse_certificate,
+    parse_revocation,
+)
 from lanesync.core.ids import CONFIG_DOC, RecordId, is_valid_doc_name
 from lanesync.core.ledger import Ledger, expected_doc
 from lanesync.core.records import Body, Record, Rejection, make_record, parse_record
@@ -54,17 +60,24 @@ class Change:
 
     updates: list[tuple[str, bytes]] = field(default_factory=list)
     verdicts: list[bytes] = field(default_factory=list)
+    entries: int = 0  # map entries added or changed in memory (0: the update was a duplicate)
 
     def extend(self, other: Change) -> None:
         self.updates.extend(other.updates)
         self.verdicts.extend(other.verdicts)
+        self.entries += other.entries
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.verdicts)
 
 
+# Keys of the config document. ':' cannot occur in ids, so the kinds never collide.
 def certificate_key(cert: Certificate) -> str:
-    return f"{cert.terminal_id}|{cert.key_fingerprint}"
+    return f"cert:{cert.terminal_id}:{cert.key_fingerprint}"
+
+
+def revocation_key(revocation: Revocation) -> str:
+    return f"revoke:{revocation.terminal_id}:{revocation.revoked_at_ms}"
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -139,15 +152,23 @@ class Replica:
 
     # -- folding --------------------------------------------------------------------------------
 
-    def _fold_events(self, now_ms: int, trusted: Container[bytes] = ()) -> Change:
-        """Fold queued map events into the views; returns local repairs to persist."""
+    def _fold_events(
+        self,
+        now_ms: int,
+        trusted: Container[bytes] = (),
+        own: Mapping[str, Record] | None = None,
+    ) -> Change:
+        """Fold queued map events into the views; returns local repairs to persist.
+
+        ``own`` maps keys to records this replica just signed: no need to decode or verify them.
+        """
         events, self._events = self._events, []
         restore: list[tuple[str, str, bytes]] = []
         for doc, key, action, old, new in events:
             self._digest = None
             if doc == CONFIG_DOC:
                 if new is not None:
-                    self._ingest_certificate(key, new, now_ms)
+                    self._ingest_config(key, new, now_ms)
                 continue
             if action in ("update", "delete") and old is not None:
                 previous = parse_record(old)
@@ -157,25 +178,35 @@ class Replica:
                     # equal to views and every replica converges on the genuine record.
                     restore.append((doc, key, previous.encoded))
             if new is not None:
-                parsed = parse_record(new)
-                trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
-                self.ledger.ingest(doc, key, new, trusted=trust, now_ms=now_ms)
+                known = own.get(key) if own else None
+                parsed = known if known is not None else parse_record(new)
+                trust = known is not None or (
+                    not isinstance(parsed, Rejection) and parsed.hash in trusted
+                )
+                self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
                 if not isinstance(parsed, Rejection):
                     self.clock.observe(parsed.hlc, now_ms)
         if self.ledger.needs_rebuild:
             self.rebuild(now_ms, trusted)
-        change = Change(verdicts=self.ledger.drain_new_verdicts())
+        change = Change(verdicts=self.ledger.drain_new_verdicts(), entries=len(events))
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
         return change
 
-    def _ingest_certificate(self, key: str, value: object, now_ms: int) -> None:
+    def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
+        # A foreign, corrupt or misfiled certificate or revocation changes nothing: only what
+        # the store authority signed, under its own key, is believed.
         try:
-            cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
+            if key.startswith("cert:"):
+                cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
+                if key == certificate_key(cert):
+                    self.ledger.add_certificate(cert, now_ms)
+            elif key.startswith("revoke:"):
+                revocation = parse_revocation(value, self.store)
+                if key == revocation_key(revocation):
+                    self.ledger.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
         except RemoteError:
-            return  # a foreign or corrupt certificate certifies nothing
-        if key == certificate_key(cert):
-            self.ledger.add_certificate(cert, now_ms)
+            return
 
     def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
         """Recompute every view from the documents (after a fork below an accepted head)."""
@@ -236,6 +267,14 @@ class Replica:
             return Change()
         return self._local_put(CONFIG_DOC, key, cert.encoded, now_ms)
 
+    def publish_revocation(self, revocation: Revocation, now_ms: int) -> Change:
+        """Record a store-signed revocation; it spreads to every replica like any data."""
+        parse_revocation(revocation.encoded, self.store)  # refuse to spread a forged one
+        key = revocation_key(revocation)
+        if self._root(CONFIG_DOC).get(key) == revocation.encoded:
+            return Change()
+        return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
+
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()
         root = self._root(doc)
@@ -268,7 +307,7 @@ class Replica:
             root[str(record.id)] = record.encoded
         change = Change(updates=list(self._captured))
         self._captured.clear()
-        change.extend(self._fold_events(now_ms, trusted=(record.hash,)))
+        change.extend(self._fold_events(now_ms, own={str(record.id): record}))
         if not self.ledger.is_accepted(record):
             raise RemoteError(f"own record {record.id} was not accepted: the chain is broken")
         return record, change

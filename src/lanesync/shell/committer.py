@@ -5,12 +5,16 @@ transaction holding it has committed durably. Writes that arrive while a commit 
 are staged together and made durable by the next single commit, so under load one fsync
 acknowledges many sales, while an idle terminal commits a lone sale at once (no timer: FACTS.md
 measured a fixed batching delay doubling latency with no CPU saving at moderate load).
+
+``on_commit`` callbacks run right after each durable commit, before any caller is resumed: the
+daemon uses it to hand the committed change to the mesh.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from lanesync.core.records import Record
 from lanesync.core.replica import Change
@@ -19,8 +23,11 @@ from lanesync.shell.terminal import BodyBuilder, Terminal
 
 
 class GroupCommitter:
-    def __init__(self, terminal: Terminal) -> None:
+    def __init__(
+        self, terminal: Terminal, on_commit: Callable[[list[Change]], None] | None = None
+    ) -> None:
         self._terminal = terminal
+        self._on_commit = on_commit
         self._pending: list[tuple[BodyBuilder, asyncio.Future[Record]]] = []
         self._wake = asyncio.Event()
         self.commits = 0
@@ -58,8 +65,10 @@ class GroupCommitter:
         if not changes:
             return
         try:
-            # The fsync runs off the event loop so the next batch can be staged meanwhile.
-            await asyncio.to_thread(self._terminal.commit, changes)
+            # Committed on the loop, with no await between staging and commit: nothing else
+            # (a peer asking for a diff) may ever see a local record that is not durable yet,
+            # or a crash could reuse its CRDT clock for different content.
+            self._terminal.commit(changes)
         except StorageError as exc:
             for _, future in staged:
                 with contextlib.suppress(asyncio.InvalidStateError):
@@ -67,6 +76,8 @@ class GroupCommitter:
             raise
         self.commits += 1
         self.records += len(staged)
+        if self._on_commit is not None:
+            self._on_commit(changes)
         for record, future in staged:
             if not future.done():  # the caller may have been cancelled; the record stays
                 future.set_result(record)

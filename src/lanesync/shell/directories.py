@@ -28,9 +28,11 @@ from nacl.signing import SigningKey
 
 from lanesync.core.identity import (
     Certificate,
+    Revocation,
     Role,
     StoreIdentity,
     issue_certificate,
+    issue_revocation,
     parse_certificate,
     public_key_of,
     signing_key_from_seed,
@@ -204,6 +206,13 @@ class StoreDirectory:
             self.path / TERMINAL_REGISTRY, (json.dumps(registry, indent=2) + "\n").encode()
         )
         return cert
+
+    def revoke(self, tid: str, now_ms: int) -> Revocation:
+        """Sign a revocation of an enrolled terminal, effective from ``now_ms``."""
+        tid = terminal_id(tid)
+        if tid not in self._registry():
+            raise UsageError(f"terminal {tid!r} is not enrolled in store {self.identity.store_id}")
+        return issue_revocation(self.authority(), self.identity.store_id, TerminalId(tid), now_ms)
 
 
 @dataclass(frozen=True, slots=True)

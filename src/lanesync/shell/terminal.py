@@ -17,7 +17,7 @@ from typing import Any, Self
 
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
-from lanesync.core.identity import Role
+from lanesync.core.identity import Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record
@@ -192,6 +192,11 @@ class Terminal:
         return ImportResult(
             len(bundle.updates), before, self.replica.ledger.accepted_count(), self.replica.digest()
         )
+
+    def publish_revocation(self, revocation: Revocation) -> None:
+        """Store a store-signed revocation; it spreads to every replica like any data."""
+        self._check_usable()
+        self.commit([self.replica.publish_revocation(revocation, self._clock())])
 
     def state_file(self) -> bytes:
         return encode_state(self.store_id, self.terminal_id, self.replica.state_vectors())

@@ -1,0 +1,369 @@
+"""A terminal in the mesh: its replica plus every peer connection, as one pure state machine.
+
+The shell feeds it transport events and time; it returns frames to send, connections to close,
+and changes to make durable. Output contract, in this order every time: commit ``persist``,
+then send ``frames``, then close ``closes``. Acknowledgements go out on a later timer, so a
+peer is never told we hold data we have not committed.
+
+Sync, per connection:
+
+* On connect both sides send ``Peers`` (who they are connected to) and ``State(reply=True)``.
+* ``State(reply=True)`` is answered with ``Updates`` holding exactly what the sender lacks
+  (state-vector diff per document, new documents whole) and our own ``State(reply=False)``.
+* Local writes go out as ``Updates`` once committed, batched per connection until the shell
+  flushes (end of the event-loop iteration).
+* Relay: an update that changed our state is forwarded to every other peer, except peers that
+  told us they are connected to the update's origin (they hear it first hand). Updates that
+  change nothing are never forwarded, so cycles die out. A catch-up diff (no single origin)
+  instead prompts a state exchange with the other peers, who then pull exactly what they lack.
+* ``State(reply=False)`` acknowledges: it records how far the peer has durably got.
+* Anti-entropy: every ``anti_entropy_ms`` each connection exchanges state vectors again, which
+  repairs anything lost (a dropped link, a buffered update whose predecessor arrived late).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lanesync.core.connection import (
+    Closed,
+    ConnState,
+    Established,
+    PeerConnection,
+    Received,
+)
+from lanesync.core.identity import Certificate
+from lanesync.core.ids import TerminalId
+from lanesync.core.replica import Change, Replica
+from lanesync.core.wire import Peers, State, Update, Updates
+from lanesync.errors import RemoteError
+
+# Anti-entropy repairs what live sync missed; 5 s bounds repair time at the cost of one small
+# state message per link and interval (~200 B for 8 lanes and 3 documents).
+ANTI_ENTROPY_MS = 5_000
+# Acknowledge received data at most this often per link: acks only feed `status`, so a short
+# delay saves a state message per received frame under load.
+ACK_DELAY_MS = 200
+# Keep frames well below wire.MAX_FRAME_SIZE even when a catch-up diff is large.
+MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class Link:
+    conn_id: int
+    connection: PeerConnection
+    dialer: bool  # we dialed this connection
+    opened_ms: int
+    peer: Certificate | None = None
+    established_ms: int | None = None
+    peer_state: dict[str, bytes] | None = None  # last state the peer acknowledged
+    peer_acked_ms: int | None = None
+    neighbors: frozenset[str] = frozenset()
+    pending: list[Update] = field(default_factory=list)
+    ack_due_ms: int | None = None
+    anti_entropy_due_ms: int | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.connection.state is ConnState.OPEN and self.peer is not None
+
+
+@dataclass(slots=True)
+class Output:
+    persist: list[Change] = field(default_factory=list)
+    frames: dict[int, list[bytes]] = field(default_factory=dict)
+    closes: dict[int, str] = field(default_factory=dict)
+    log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+class _Policy:
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def refusal(self, peer: Certificate, now_ms: int) -> str | None:
+        if self._replica.ledger.is_revoked(peer.terminal_id, now_ms):
+            return f"terminal {peer.terminal_id} is revoked"
+        return None
+
+
+class Node:
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        random_bytes: Callable[[int], bytes] = os.urandom,
+        anti_entropy_ms: int = ANTI_ENTROPY_MS,
+        ack_delay_ms: int = ACK_DELAY_MS,
+    ) -> None:
+        if replica.me is None:
+            raise ValueError("a mesh node needs a replica with a terminal identity")
+        self.replica = replica
+        self.me = replica.me
+        self._random = random_bytes
+        self._policy = _Policy(replica)
+        self._anti_entropy_ms = anti_entropy_ms
+        self._ack_delay_ms = ack_delay_ms
+        self.links: dict[int, Link] = {}
+        self._out = Output()
+
+    @property
+    def terminal_id(self) -> TerminalId:
+        return self.me.certificate.terminal_id
+
+    # -- transport events ------------------------------------------------------------------------
+
+    def connection_made(self, conn_id: int, *, dialer: bool, now_ms: int) -> None:
+        connection = PeerConnection(
+            self.me, self.replica.store, self._policy, random_bytes=self._random
+        )
+        self.links[conn_id] = Link(conn_id, connection, dialer, now_ms)
+        connection.start()
+        self._pump(self.links[conn_id], now_ms)
+
+    def data_received(self, conn_id: int, data: bytes, now_ms: int) -> None:
+        link = self.links.get(conn_id)
+        if link is None:
+            return
+        link.connection.receive_data(data, now_ms)
+        self._pump(link, now_ms)
+
+    def connection_lost(self, conn_id: int, reason: str, now_ms: int) -> None:
+        link = self.links.get(conn_id)
+        if link is None:
+            return
+        link.connection.transport_closed(reason)
+        self._pump(link, now_ms)
+
+    # -- local events ----------------------------------------------------------------------------
+
+    def local_change(self, change: Change, now_ms: int) -> None:
+        """A committed local change (records written here): send it to every peer."""
+        items = [Update(doc, update, self.terminal_id) for doc, update in change.updates]
+        for link in self.links.values():
+            if link.is_open:
+                link.pending.extend(items)
+
+    def request_sync(self, now_ms: int) -> None:
+        """Exchange state with every peer now (after state changed outside the mesh)."""
+        for link in self.links.values():
+            if link.is_open:
+                link.anti_entropy_due_ms = now_ms
+
+    def close_all(self, reason: str) -> None:
+        for link in list(self.links.values()):
+            link.connection.close(reason)
+            self._pump(link, 0)
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def next_deadline(self) -> int | None:
+        deadlines = [
+            d
+            for link in self.links.values()
+            if link.is_open
+            for d in (link.ack_due_ms, link.anti_entropy_due_ms)
+            if d is not None
+        ]
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now_ms: int) -> None:
+        for link in list(self.links.values()):
+            if not link.is_open:
+                continue
+            if link.anti_entropy_due_ms is not None and now_ms >= link.anti_entropy_due_ms:
+                self._send(link, State(self.replica.state_vectors(), reply=True))
+                link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
+                link.ack_due_ms = None  # the state just sent acknowledges too
+            if link.ack_due_ms is not None and now_ms >= link.ack_due_ms:
+                self._send(link, State(self.replica.state_vectors(), reply=False))
+                link.ack_due_ms = None
+            self._pump(link, now_ms)
+
+    # -- output ----------------------------------------------------------------------------------
+
+    def take_output(self) -> Output:
+        """Everything to do now. Pending updates are packed into as few frames as possible."""
+        for link in self.links.values():
+            if link.pending and link.is_open:
+                self._flush_pending(link)
+        out, self._out = self._out, Output()
+        return out
+
+    def _flush_pending(self, link: Link) -> None:
+        batch: list[Update] = []
+        size = 0
+        for item in link.pending:
+            if batch and size + len(item.update) > MAX_BATCH_BYTES:
+                self._send(link, Updates(tuple(batch)))
+                batch, size = [], 0
+            batch.append(item)
+            size += len(item.update)
+        link.pending = []
+        if batch:
+            self._send(link, Updates(tuple(batch)))
+
+    def _send(self, link: Link, message: State | Updates | Peers) -> None:
+        link.connection.send(message)
+        frames = link.connection.data_to_send()
+        self._out.frames.setdefault(link.conn_id, []).extend(frames)
+
+    # -- protocol events -------------------------------------------------------------------------
+
+    def _pump(self, link: Link, now_ms: int) -> None:
+        frames = link.connection.data_to_send()
+        if frames:
+            self._out.frames.setdefault(link.conn_id, []).extend(frames)
+        for event in link.connection.events_received():
+            match event:
+                case Established(peer):
+                    self._on_established(link, peer, now_ms)
+                case Received(message):
+                    self._on_message(link, message, now_ms)
+                case Closed(reason, by_peer):
+                    self._on_closed(link, reason, by_peer)
+
+    def _on_established(self, link: Link, peer: Certificate, now_ms: int) -> None:
+        twin = next(
+            (
+                other
+                for other in self.links.values()
+                if other is not link
+                and other.is_open
+                and other.peer is not None
+                and other.peer.terminal_id == peer.terminal_id
+            ),
+            None,
+        )
+        link.peer = peer
+        link.established_ms = now_ms
+        if twin is not None:
+            # One connection per pair: both ends keep the one dialed by the smaller terminal id,
+            # so they agree without talking about it.
+            keep_dialed_by_me = self.terminal_id < peer.terminal_id
+            loser = link if link.dialer != keep_dialed_by_me else twin
+            loser.connection.close("duplicate connection")
+            self._pump(loser, now_ms)
+            if loser is link:
+                return
+        self._out.log.append(("peer.connected", {"peer": peer.terminal_id, "dialer": link.dialer}))
+        link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
+        self._send(link, Peers(self._open_peers()))
+        self._send(link, State(self.replica.state_vectors(), reply=True))
+        self._announce_peers()
+
+    def _on_closed(self, link: Link, reason: str, by_peer: bool) -> None:
+        frames = link.connection.data_to_send()  # a Refuse frame explaining why, if any
+        if frames:
+            self._out.frames.setdefault(link.conn_id, []).extend(frames)
+        self._out.closes[link.conn_id] = reason
+        was_open = link.peer is not None and link.established_ms is not None
+        del self.links[link.conn_id]
+        peer = link.peer.terminal_id if link.peer else None
+        self._out.log.append(("peer.closed", {"peer": peer, "reason": reason, "by_peer": by_peer}))
+        if was_open:
+            self._announce_peers()
+
+    def _on_message(self, link: Link, message: State | Updates | Peers, now_ms: int) -> None:
+        match message:
+            case Peers(terminals):
+                link.neighbors = frozenset(terminals)
+            case State(vectors, reply):
+                link.peer_state = vectors
+                link.peer_acked_ms = now_ms
+                if reply:
+                    try:
+                        diff = self.replica.updates_since(vectors)
+                    except RemoteError as exc:
+                        self._violation(link, str(exc), now_ms)
+                        return
+                    if diff:
+                        link.pending.extend(Update(d, u, "") for d, u in diff.items())
+                        self._flush_pending(link)
+                    self._send(link, State(self.replica.state_vectors(), reply=False))
+            case Updates(items):
+                self._on_updates(link, items, now_ms)
+
+    def _on_updates(self, link: Link, items: tuple[Update, ...], now_ms: int) -> None:
+        source = link.peer.terminal_id if link.peer else ""
+        changed_catch_up = False
+        for item in items:
+            try:
+                change = self.replica.merge([(item.doc, item.update)], now_ms)
+            except RemoteError as exc:
+                self._violation(link, f"bad update from {source}: {exc}", now_ms)
+                return
+            self._out.persist.append(change)
+            if not change.entries:
+                continue  # a duplicate: it changes nothing, so it goes nowhere
+            if not item.origin:
+                changed_catch_up = True
+                continue
+            for other in self.links.values():
+                if other is link or not other.is_open or other.peer is None:
+                    continue
+                target = other.peer.terminal_id
+                if target == item.origin or item.origin in other.neighbors:
+                    continue
+                other.pending.append(item)
+        if link.ack_due_ms is None:
+            link.ack_due_ms = now_ms + self._ack_delay_ms
+        if changed_catch_up:
+            for other in self.links.values():
+                if other is not link and other.is_open:
+                    other.anti_entropy_due_ms = now_ms  # pull-based relay of a catch-up
+        self._close_revoked(now_ms)
+
+    def _violation(self, link: Link, reason: str, now_ms: int) -> None:
+        self._out.log.append(("peer.violation", {"reason": reason}))
+        link.connection.close(reason)
+        self._pump(link, now_ms)
+
+    def _close_revoked(self, now_ms: int) -> None:
+        for link in list(self.links.values()):
+            if link.peer and self.replica.ledger.is_revoked(link.peer.terminal_id, now_ms):
+                link.connection.close(f"terminal {link.peer.terminal_id} is revoked")
+                self._pump(link, now_ms)
+
+    def _open_peers(self) -> tuple[str, ...]:
+        return tuple(
+            sorted(
+                link.peer.terminal_id for link in self.links.values() if link.is_open and link.peer
+            )
+        )
+
+    def _announce_peers(self) -> None:
+        peers = Peers(self._open_peers())
+        for link in self.links.values():
+            if link.is_open:
+                self._send(link, peers)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    def peer_status(self) -> list[dict[str, Any]]:
+        """Each open connection: who, since when, and how much it has not acknowledged."""
+        rows = []
+        for link in self.links.values():
+            if not link.is_open or link.peer is None:
+                continue
+            unacked = None
+            if link.peer_state is not None:
+                diff = self.replica.updates_since(link.peer_state)
+                unacked = sum(len(u) for u in diff.values())
+            rows.append(
+                {
+                    "terminal_id": link.peer.terminal_id,
+                    "connected": True,
+                    "dialer": link.dialer,
+                    "established_ms": link.established_ms,
+                    "acked_ms": link.peer_acked_ms,
+                    "unacked_bytes": unacked,
+                    "frames_sent": link.connection.frames_sent,
+                    "frames_received": link.connection.frames_received,
+                    "bytes_sent": link.connection.bytes_sent,
+                    "bytes_received": link.connection.bytes_received,
+                }
+            )
+        return sorted(rows, key=lambda r: str(r["terminal_id"]))

@@ -1,0 +1,209 @@
+"""Peer protocol messages and their msgpack encoding (version 1).
+
+Every websocket message is one frame::
+
+    frame = msgpack [PROTOCOL_VERSION, frame_type, ...fields]
+
+Handshake frames travel in clear (they carry only public data, and each side signs both hello
+frames, so nothing in them can be altered unnoticed). After the handshake every frame is a
+``Sealed`` frame: an explicit sequence number and an XSalsa20-Poly1305 box of one inner
+message, under a key per direction (see ``session``).
+
+``decode_*`` never raises anything but ``ProtocolViolation``, whose text is safe to log and to
+send to the peer as a close reason.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import msgpack
+
+from lanesync.core.ids import is_valid_doc_name, is_valid_name
+from lanesync.errors import RemoteError
+
+PROTOCOL_VERSION = 1
+# A catch-up of a 10k-sale split is ~1.5 MiB of updates; a whole business day of a busy store
+# (50k sales, FACTS.md: ~250 B each) is ~12 MiB. One frame may carry that, nothing bigger.
+MAX_FRAME_SIZE = 16 * 1024 * 1024
+MAX_HANDSHAKE_FRAME = 2048
+MAX_DOCS_PER_MESSAGE = 4096
+MAX_PEERS_PER_MESSAGE = 256
+NONCE_SIZE = 32
+X25519_KEY_SIZE = 32
+
+
+class ProtocolViolation(RemoteError):
+    """The peer sent something the protocol does not allow; the connection must close."""
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 1
+    AUTH = 2
+    REFUSE = 3
+    SEALED = 4
+
+
+class MessageType(enum.IntEnum):
+    STATE = 10
+    UPDATES = 11
+    PEERS = 12
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    store_id: str
+    certificate: bytes
+    nonce: bytes
+    ephemeral_key: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sealed:
+    seq: int
+    box: bytes
+
+
+Frame = Hello | Auth | Refuse | Sealed
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The sender's state vector per document. ``reply``: answer with what I lack and your own
+    state (anti-entropy); without it the message only acknowledges what was received."""
+
+    vectors: dict[str, bytes]
+    reply: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    doc: str
+    update: bytes
+    origin: str  # terminal whose write produced it ("" when mixed, e.g. a catch-up diff)
+
+
+@dataclass(frozen=True, slots=True)
+class Updates:
+    items: tuple[Update, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Peers:
+    """Terminals the sender has an open connection with (used to avoid redundant relaying)."""
+
+    terminals: tuple[str, ...]
+
+
+Message = State | Updates | Peers
+
+
+def _pack(fields: list[object]) -> bytes:
+    packed: bytes = msgpack.packb(fields, use_bin_type=True)
+    return packed
+
+
+def encode_frame(frame: Frame) -> bytes:
+    match frame:
+        case Hello(store_id, certificate, nonce, key):
+            return _pack([PROTOCOL_VERSION, FrameType.HELLO, store_id, certificate, nonce, key])
+        case Auth(signature):
+            return _pack([PROTOCOL_VERSION, FrameType.AUTH, signature])
+        case Refuse(reason):
+            return _pack([PROTOCOL_VERSION, FrameType.REFUSE, reason[:200]])
+        case Sealed(seq, box):
+            return _pack([PROTOCOL_VERSION, FrameType.SEALED, seq, box])
+
+
+def _unpack(data: bytes, limit: int) -> list[object]:
+    if len(data) > limit:
+        raise ProtocolViolation(f"frame of {len(data)} bytes exceeds the limit of {limit}")
+    try:
+        fields = msgpack.unpackb(data, use_list=True, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        raise ProtocolViolation("frame is not valid msgpack") from None
+    if not isinstance(fields, list) or not fields:
+        raise ProtocolViolation("frame is not a msgpack array")
+    return fields
+
+
+def _bytes(value: object, size: int | None, what: str) -> bytes:
+    if not isinstance(value, bytes) or (size is not None and len(value) != size):
+        raise ProtocolViolation(f"{what} is malformed")
+    return value
+
+
+def decode_frame(data: bytes) -> Frame:
+    fields = _unpack(data, MAX_FRAME_SIZE)
+    if fields[0] != PROTOCOL_VERSION:
+        raise ProtocolViolation(f"unsupported protocol version {fields[0]!r}")
+    match fields[1:]:
+        case [FrameType.HELLO, str(store_id), cert, nonce, key]:
+            if len(data) > MAX_HANDSHAKE_FRAME:
+                raise ProtocolViolation("hello frame is too large")
+            return Hello(
+                store_id,
+                _bytes(cert, None, "certificate"),
+                _bytes(nonce, NONCE_SIZE, "nonce"),
+                _bytes(key, X25519_KEY_SIZE, "ephemeral key"),
+            )
+        case [FrameType.AUTH, signature]:
+            return Auth(_bytes(signature, 64, "signature"))
+        case [FrameType.REFUSE, str(reason)]:
+            return Refuse(reason[:200])
+        case [FrameType.SEALED, int(seq), bytes(box)] if seq >= 0:
+            return Sealed(seq, box)
+    raise ProtocolViolation("unknown or malformed frame")
+
+
+def encode_message(message: Message) -> bytes:
+    match message:
+        case State(vectors, reply):
+            return _pack([MessageType.STATE, vectors, reply])
+        case Updates(items):
+            return _pack([MessageType.UPDATES, [[u.doc, u.update, u.origin] for u in items]])
+        case Peers(terminals):
+            return _pack([MessageType.PEERS, list(terminals)])
+
+
+def decode_message(data: bytes) -> Message:
+    fields = _unpack(data, MAX_FRAME_SIZE)
+    match fields:
+        case [MessageType.STATE, dict(vectors), bool(reply)]:
+            if len(vectors) > MAX_DOCS_PER_MESSAGE:
+                raise ProtocolViolation("state message names too many documents")
+            for name, sv in vectors.items():
+                if not is_valid_doc_name(name) or not isinstance(sv, bytes):
+                    raise ProtocolViolation("state message has a malformed entry")
+            return State(vectors, reply)
+        case [MessageType.UPDATES, list(raw)]:
+            if not 0 < len(raw) <= MAX_DOCS_PER_MESSAGE * 64:
+                raise ProtocolViolation("updates message is empty or too long")
+            items = []
+            for item in raw:
+                match item:
+                    case [str(doc), bytes(update), str(origin)] if is_valid_doc_name(doc) and (
+                        origin == "" or is_valid_name(origin)
+                    ):
+                        items.append(Update(doc, update, origin))
+                    case _:
+                        raise ProtocolViolation("updates message has a malformed entry")
+            return Updates(tuple(items))
+        case [MessageType.PEERS, list(terminals)]:
+            if len(terminals) > MAX_PEERS_PER_MESSAGE or not all(
+                is_valid_name(t) for t in terminals
+            ):
+                raise ProtocolViolation("peers message is malformed")
+            return Peers(tuple(terminals))
+    raise ProtocolViolation("unknown or malformed message")

@@ -1,0 +1,383 @@
+"""The local HTTP API for the POS app (FastAPI; OpenAPI at /openapi.json, docs at /docs).
+
+Bound to 127.0.0.1 by default. Writes need ``Authorization: Bearer <token>`` (the token is in
+TERMINAL_DIR/api.token, mode 0600) and return only after the record is durably committed.
+Errors are JSON ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can
+fix, 503 when storage failed; a 500 means a lanesync bug.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lanesync import __version__
+from lanesync.core import commands, reports
+from lanesync.core.bundle import MAX_BUNDLE_SIZE
+from lanesync.core.identity import parse_revocation
+from lanesync.core.ids import sku as parse_sku
+from lanesync.core.ledger import Ledger
+from lanesync.core.records import Body, Record, Sale
+from lanesync.errors import (
+    LanesyncError,
+    PermissionDenied,
+    RemoteError,
+    StorageError,
+)
+from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.mesh import Mesh
+from lanesync.shell.terminal import Terminal
+
+MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
+
+
+@dataclass(slots=True)
+class DaemonState:
+    terminal: Terminal
+    committer: GroupCommitter
+    mesh: Mesh
+    token: str
+    listen: str = ""
+    api: str = ""
+    started_ms: int = 0
+
+
+# -- request bodies --------------------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SaleLineIn(_Strict):
+    sku: StrictStr
+    qty: StrictInt
+    unit_price: StrictInt | None = Field(
+        default=None, description="Integer minor units (cents); omitted: the catalog price."
+    )
+
+
+class SaleIn(_Strict):
+    lines: list[SaleLineIn] = Field(min_length=1)
+
+
+class ReceiveIn(_Strict):
+    sku: StrictStr
+    qty: StrictInt
+
+
+class AdjustIn(_Strict):
+    sku: StrictStr
+    delta: StrictInt
+    reason: StrictStr
+
+
+class PriceIn(_Strict):
+    sku: StrictStr
+    unit_price: StrictInt
+
+
+class SaleOut(BaseModel):
+    sale_id: str
+    total: int
+
+
+class RecordOut(BaseModel):
+    record_id: str
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def _status_of(exc: LanesyncError) -> tuple[int, str]:
+    if isinstance(exc, PermissionDenied):
+        return 403, "forbidden"
+    if isinstance(exc, StorageError):
+        return 503, "storage_failed"
+    if isinstance(exc, RemoteError):
+        return 400, "rejected"
+    return 400, "bad_request"
+
+
+class BodyLimit:
+    """Refuse request bodies above a limit before reading them into memory (413)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_BUNDLE_SIZE if scope["path"] == "/v1/import" else MAX_JSON_BODY
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+def _authorized(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected: str = request.app.state.token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        raise _Unauthorized
+
+
+RequireToken = Annotated[None, Depends(_authorized)]
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+
+class _StateCollector(Collector):
+    """Read the daemon's state at scrape time (no bookkeeping to drift from the truth)."""
+
+    def __init__(self, state: DaemonState) -> None:
+        self._state = state
+
+    def collect(self) -> Iterator[Metric]:
+        ledger = self._state.terminal.replica.ledger
+        yield GaugeMetricFamily(
+            "lanesync_records", "Records counted in the views", value=ledger.accepted_count()
+        )
+        peers = self._state.mesh.node.peer_status()
+        yield GaugeMetricFamily("lanesync_peers_connected", "Open peer connections", len(peers))
+        unacked = GaugeMetricFamily(
+            "lanesync_peer_unacked_bytes",
+            "Update bytes a peer has not acknowledged",
+            labels=["peer"],
+        )
+        for peer in peers:
+            unacked.add_metric([str(peer["terminal_id"])], float(peer["unacked_bytes"] or 0))
+        yield unacked
+        yield CounterMetricFamily(
+            "lanesync_commits", "Group commits of local writes", value=self._state.committer.commits
+        )
+        yield CounterMetricFamily(
+            "lanesync_local_records", "Records written here", value=self._state.committer.records
+        )
+        yield CounterMetricFamily(
+            "lanesync_frames_sent", "Peer frames sent", value=self._state.mesh.frames_out
+        )
+        yield CounterMetricFamily(
+            "lanesync_bytes_sent", "Peer frame bytes sent", value=self._state.mesh.bytes_out
+        )
+        oversold = sum(1 for n in ledger.on_hand().values() if n < 0)
+        yield GaugeMetricFamily("lanesync_oversold_skus", "SKUs with negative stock", oversold)
+
+
+# -- the app ---------------------------------------------------------------------------------------
+
+
+def status_report(state: DaemonState) -> dict[str, Any]:
+    terminal = state.terminal
+    mesh = state.mesh
+    return {
+        "terminal_id": terminal.terminal_id,
+        "store_id": terminal.store_id,
+        "role": terminal.role.value,
+        "digest": terminal.digest(),
+        "records": terminal.replica.ledger.accepted_count(),
+        "api": state.api,
+        "listen": state.listen,
+        "started_ms": state.started_ms,
+        "version": __version__,
+        "peers": mesh.node.peer_status(),
+        "static_peers": [
+            {
+                "url": p.url,
+                "terminal_id": p.terminal_id,
+                "connected": p.terminal_id is not None and mesh.connected_to(p.terminal_id),
+                "attempts": p.attempts,
+                "last_error": p.last_error,
+            }
+            for p in mesh.static_peers
+        ],
+    }
+
+
+def create_app(state: DaemonState) -> FastAPI:
+    app = FastAPI(
+        title="lanesync terminal API",
+        version=__version__,
+        description=__doc__,
+    )
+    registry = CollectorRegistry()
+    registry.register(_StateCollector(state))
+    write_latency = Histogram(
+        "lanesync_write_seconds",
+        "Time from request to durable acknowledgement",
+        registry=registry,
+        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+    )
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(LanesyncError)
+    async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
+        status, code = _status_of(exc)
+        return _error(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request body"
+        return _error(400, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
+        response = _error(
+            401, "unauthorized", "a valid bearer token (TERMINAL_DIR/api.token) is required"
+        )
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    app.state.token = state.token
+
+    async def write(build: Callable[[Ledger], Body]) -> Record:
+        started = time.perf_counter()
+        record = await state.committer.write(build)
+        write_latency.observe(time.perf_counter() - started)
+        return record
+
+    @app.post("/v1/sales", status_code=201, response_model=SaleOut, tags=["writes"])
+    async def post_sale(body: SaleIn, _: RequireToken) -> SaleOut:
+        requests = [
+            commands.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
+            for line in body.lines
+        ]
+        record = await write(lambda ledger: commands.build_sale(ledger, requests))
+        total = record.body.total_cents if isinstance(record.body, Sale) else 0
+        return SaleOut(sale_id=str(record.id), total=total)
+
+    @app.post(
+        "/v1/sales/{sale_id}/void", status_code=201, response_model=RecordOut, tags=["writes"]
+    )
+    async def post_void(sale_id: str, _: RequireToken) -> RecordOut:
+        record = await write(lambda ledger: commands.build_void(ledger, sale_id))
+        return RecordOut(record_id=str(record.id))
+
+    @app.post("/v1/stock/receive", status_code=201, response_model=RecordOut, tags=["writes"])
+    async def post_receive(body: ReceiveIn, _: RequireToken) -> RecordOut:
+        record = await write(lambda _: commands.build_receipt(body.sku, body.qty))
+        return RecordOut(record_id=str(record.id))
+
+    @app.post("/v1/stock/adjust", status_code=201, response_model=RecordOut, tags=["writes"])
+    async def post_adjust(body: AdjustIn, _: RequireToken) -> RecordOut:
+        record = await write(lambda _: commands.build_adjustment(body.sku, body.delta, body.reason))
+        return RecordOut(record_id=str(record.id))
+
+    @app.post("/v1/prices", status_code=201, response_model=RecordOut, tags=["writes"])
+    async def post_price(body: PriceIn, _: RequireToken) -> RecordOut:
+        role = state.terminal.role
+        record = await write(lambda _: commands.build_price_change(role, body.sku, body.unit_price))
+        return RecordOut(record_id=str(record.id))
+
+    @app.get("/v1/stock", tags=["reads"])
+    async def get_stock() -> dict[str, Any]:
+        return reports.stock(state.terminal.replica)
+
+    @app.get("/v1/stock/{sku}", tags=["reads"])
+    async def get_stock_of(sku: str) -> dict[str, Any]:
+        return reports.stock(state.terminal.replica, parse_sku(sku))
+
+    @app.get("/v1/status", tags=["reads"])
+    async def get_status() -> dict[str, Any]:
+        return status_report(state)
+
+    @app.get("/v1/alerts", tags=["reads"])
+    async def get_alerts() -> dict[str, Any]:
+        report = reports.verify(state.terminal.replica)
+        problems = {
+            k: report[k]
+            for k in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps")
+            if report[k]
+        }
+        return {"oversold": report["oversold"], "integrity": problems}
+
+    @app.get("/v1/verify", tags=["reads"])
+    async def get_verify() -> dict[str, Any]:
+        return reports.verify(state.terminal.replica)
+
+    @app.get("/v1/digest", tags=["reads"])
+    async def get_digest() -> dict[str, str]:
+        return {"digest": state.terminal.digest()}
+
+    @app.get("/v1/state", tags=["bundles"], response_class=Response)
+    async def get_state(_: RequireToken) -> Response:
+        return Response(state.terminal.state_file(), media_type="application/octet-stream")
+
+    @app.post("/v1/export", tags=["bundles"], response_class=Response)
+    async def post_export(request: Request, _: RequireToken) -> Response:
+        since = await request.body()
+        bundle = state.terminal.export_bundle(since or None)
+        return Response(bundle, media_type="application/octet-stream")
+
+    @app.post("/v1/import", tags=["bundles"])
+    async def post_import(request: Request, _: RequireToken) -> dict[str, Any]:
+        result = state.terminal.import_bundle(await request.body())
+        state.mesh.bundle_imported()
+        return {
+            "documents": result.documents,
+            "new_records": result.records_after - result.records_before,
+            "digest": result.digest,
+        }
+
+    @app.post("/v1/revocations", status_code=201, tags=["writes"])
+    async def post_revocation(request: Request, _: RequireToken) -> dict[str, Any]:
+        data = await request.body()
+        revocation = parse_revocation(data, state.terminal.directory.store)
+        state.terminal.publish_revocation(revocation)
+        state.mesh.bundle_imported()
+        return {"revoked": revocation.terminal_id, "revoked_at_ms": revocation.revoked_at_ms}
+
+    @app.get("/metrics", tags=["reads"], response_class=Response)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
+
+    return app

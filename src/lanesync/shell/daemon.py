@@ -1,0 +1,206 @@
+"""``lanesync run``: one terminal as a long-running process.
+
+Runs, in one asyncio TaskGroup: the peer websocket server, a dialer per static peer, the local
+HTTP API (uvicorn), and the group committer. SIGTERM or SIGINT shuts down cleanly: peers are
+told, servers stop, the runtime file is removed and the directory lock released. A second
+daemon on the same directory is refused (the directory lock).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import uvicorn
+from websockets.asyncio.server import serve
+
+from lanesync.core.node import ANTI_ENTROPY_MS, Node
+from lanesync.errors import UsageError
+from lanesync.shell.api import DaemonState, create_app
+from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh, StaticPeer, wall_ms, websocket_options
+from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
+from lanesync.shell.terminal import Terminal
+
+log = logging.getLogger("lanesync.daemon")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    directory: Path
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    api: tuple[str, int] = ("127.0.0.1", 0)
+    peers: tuple[str, ...] = ()
+    anti_entropy_ms: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def parse_address(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise UsageError(f"invalid {what} address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
+    return host, int(port)
+
+
+def parse_peer_url(text: str) -> str:
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        port = None
+        parts = urlsplit("")
+    if parts.scheme not in ("ws", "wss") or not parts.hostname or port is None:
+        raise UsageError(f"invalid peer {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise UsageError(f"invalid peer {text!r}: a peer address has no path")
+    return text.rstrip("/")
+
+
+class JsonLines(logging.Formatter):
+    """One JSON object per line: easy to grep, easy to ship."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLines())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    logging.getLogger("uvicorn").setLevel(logging.WARNING)
+
+
+class _ApiServer(uvicorn.Server):
+    # uvicorn re-raises captured signals when it stops; the daemon owns signal handling.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(scheme: str, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+
+
+async def run_daemon(config: DaemonConfig) -> None:
+    terminal = Terminal.open(config.directory, lock_wait_s=0)
+    try:
+        await _serve(config, terminal)
+    finally:
+        remove_runtime(config.directory)
+        terminal.close()
+
+
+async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    node = Node(terminal.replica, anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS)
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        stop.set()
+
+    mesh = Mesh(node, terminal, on_fatal=on_fatal)
+    committer = GroupCommitter(terminal, on_commit=mesh.committed)
+    peer_sock = _bind(*config.listen)
+    api_sock = _bind(*config.api)
+    state = DaemonState(
+        terminal,
+        committer,
+        mesh,
+        load_or_create_token(config.directory),
+        listen=_url("ws", peer_sock),
+        api=_url("http", api_sock),
+        started_ms=wall_ms(),
+    )
+    api = _ApiServer(
+        uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off")
+    )
+    async with (
+        serve(mesh.serve_connection, sock=peer_sock, **websocket_options()) as server,
+        asyncio.TaskGroup() as group,
+    ):
+        tasks = [
+            group.create_task(committer.run(), name="committer"),
+            group.create_task(api.serve(sockets=[api_sock]), name="api"),
+        ]
+        for url in config.peers:
+            peer = StaticPeer(url)
+            mesh.static_peers.append(peer)
+            tasks.append(group.create_task(mesh.dial_forever(peer), name=f"dial {url}"))
+        write_runtime(
+            config.directory,
+            {
+                "pid": _pid(),
+                "terminal_id": terminal.terminal_id,
+                "listen": state.listen,
+                "api": state.api,
+                "started_ms": state.started_ms,
+            },
+        )
+        log.info(
+            "started terminal=%s listen=%s api=%s peers=%d",
+            terminal.terminal_id,
+            state.listen,
+            state.api,
+            len(config.peers),
+        )
+        await stop.wait()
+        log.info("stopping terminal=%s", terminal.terminal_id)
+        remove_runtime(config.directory)
+        mesh.close_all(SHUTDOWN_REASON)
+        server.close()
+        api.should_exit = True
+        await asyncio.sleep(0)
+        for task in tasks:
+            if task.get_name() != "api":
+                task.cancel()
+    if fatal:
+        raise fatal[0]
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def run(config: DaemonConfig) -> None:
+    configure_logging()
+    started = time.monotonic()
+    asyncio.run(run_daemon(config))
+    log.info("stopped after %.1f s", time.monotonic() - started)

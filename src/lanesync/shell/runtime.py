@@ -1,0 +1,124 @@
+"""Files a running daemon leaves in its terminal directory, and the client that reads them.
+
+``runtime.json`` holds the daemon's pid and the addresses it actually bound (port 0 picks a free
+one); ``api.token`` (mode 0600) is the bearer token for writes. The CLI uses them to send
+commands through a running daemon, so its output is the same whether or not a daemon runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lanesync.errors import (
+    BundleRejected,
+    ConfigError,
+    LanesyncError,
+    PermissionDenied,
+    StorageError,
+    UsageError,
+)
+from lanesync.shell.lock import DirectoryLock
+
+RUNTIME_FILE = "runtime.json"
+TOKEN_FILE = "api.token"  # noqa: S105 - a file name, not a secret
+CLIENT_TIMEOUT_S = 30.0
+
+
+def load_or_create_token(directory: Path) -> str:
+    path = directory / TOKEN_FILE
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path.read_text().strip()
+
+
+def write_runtime(directory: Path, info: dict[str, Any]) -> None:
+    tmp = directory / (RUNTIME_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n")
+    tmp.replace(directory / RUNTIME_FILE)
+
+
+def remove_runtime(directory: Path) -> None:
+    (directory / RUNTIME_FILE).unlink(missing_ok=True)
+
+
+def read_runtime(directory: Path) -> dict[str, Any] | None:
+    """The running daemon's runtime info, or None when no daemon holds the directory."""
+    path = directory / RUNTIME_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not _daemon_alive(directory):
+        return None
+    return info
+
+
+def _daemon_alive(directory: Path) -> bool:
+    # The lock, not the pid, is the truth: the kernel drops it when the daemon dies, even by
+    # SIGKILL, while a stale runtime.json and a recycled pid may linger.
+    lock = DirectoryLock(directory / "lock")
+    try:
+        lock.acquire(0)
+    except LanesyncError:
+        return True
+    lock.release()
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonClient:
+    base_url: str
+    token: str
+
+    @classmethod
+    def for_directory(cls, directory: Path) -> DaemonClient | None:
+        info = read_runtime(directory)
+        if info is None or "api" not in info:
+            return None
+        try:
+            token = (directory / TOKEN_FILE).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read {directory / TOKEN_FILE}: {exc.strerror}") from exc
+        return cls(str(info["api"]), token)
+
+    def call(self, method: str, path: str, body: Any = None, raw: bytes | None = None) -> Any:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        request = urllib.request.Request(  # noqa: S310 - the URL is the daemon's own http:// API
+            self.base_url + path, data=data, method=method
+        )
+        request.add_header("Authorization", f"Bearer {self.token}")
+        if body is not None:
+            request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
+                payload = response.read()
+                kind = response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            raise _error_from(exc) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise ConfigError(f"the daemon at {self.base_url} does not answer: {exc}") from exc
+        return json.loads(payload) if kind.startswith("application/json") else payload
+
+
+def _error_from(exc: urllib.error.HTTPError) -> LanesyncError:
+    try:
+        error = json.loads(exc.read())["error"]
+        message, code = str(error["message"]), str(error["code"])
+    except (ValueError, KeyError, TypeError):
+        return LanesyncError(f"the daemon answered HTTP {exc.code}")
+    if exc.code == 403:
+        return PermissionDenied(message)
+    if exc.code == 503:
+        return StorageError(message)
+    if code == "rejected":
+        return BundleRejected(message)
+    return UsageError(message)

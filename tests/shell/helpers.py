@@ -1,0 +1,63 @@
+"""Record builders and small readers shared by the shell tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lanesync.core import commands
+from lanesync.core.identity import Role
+from lanesync.core.ids import Sku, sku
+from lanesync.core.records import Body
+from lanesync.shell.terminal import BodyBuilder, Terminal
+
+
+def sale(*lines: str) -> BodyBuilder:
+    """A builder for a sale of ``SKU:QTY[:UNIT_CENTS]`` lines, checked against the ledger."""
+    requests = [commands.parse_line(line) for line in lines]
+    return lambda ledger: commands.build_sale(ledger, requests)
+
+
+def receipt(item: str, qty: int) -> BodyBuilder:
+    body: Body = commands.build_receipt(item, qty)
+    return lambda _ledger: body
+
+
+def price(item: str, unit_cents: int) -> BodyBuilder:
+    body: Body = commands.build_price_change(Role.MANAGER, item, unit_cents)
+    return lambda _ledger: body
+
+
+def void(sale_id: str) -> BodyBuilder:
+    return lambda ledger: commands.build_void(ledger, sale_id)
+
+
+def on_hand(terminal: Terminal, item: str) -> int | None:
+    return terminal.replica.ledger.on_hand_of(Sku(sku(item)))
+
+
+def head_seq(terminal: Terminal, of: Terminal | None = None) -> int:
+    """Sequence number of the last accepted record of ``of`` (default: ``terminal`` itself)."""
+    return terminal.replica.ledger.head((of or terminal).terminal_id).seq
+
+
+def observable(terminal: Terminal) -> dict[str, object]:
+    """Everything a reopen must reproduce exactly."""
+    return {
+        "digest": terminal.digest(),
+        "stock": terminal.stock(),
+        "heads": terminal.replica.ledger.heads(),
+        "verify": terminal.verify(),
+        "sales": sorted(terminal.replica.ledger.sale_ids()),
+        "prices": terminal.replica.ledger.prices(),
+    }
+
+
+def database_files(terminal: Terminal) -> dict[str, bytes]:
+    """Bytes of the SQLite database and its write-ahead log (to prove nothing was written)."""
+    db = terminal.directory.database
+    files = [db, db.with_name(db.name + "-wal")]
+    return {p.name: p.read_bytes() for p in files if p.exists()}
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
