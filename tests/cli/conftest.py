@@ -17,7 +17,6 @@ test. Copies share CRDT client ids with the template; no test exchanges data bet
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +36,7 @@ class Shop:
 
 
 @pytest.fixture(scope="session")
-def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     root = tmp_path_factory.mktemp("shop-template")
     cli = Cli(root)
     created = cli.json("store", "init", "store", "--store-id", "shop-1")
@@ -53,7 +52,7 @@ def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     assert cli.json("import", "lane2", "lane1.bundle")["new_records"] == 5
     cli.ok("state", "lane2", "lane2.state")
     (root / "plain").mkdir()
-    yield Shop(root, cli, {"lane1": cli.digest("lane1"), "lane2": cli.digest("lane2")})
+    return Shop(root, cli, {"lane1": cli.digest("lane1"), "lane2": cli.digest("lane2")})
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ while no ``lanesync`` process runs on it (the directory lock would otherwise mak
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -131,20 +132,20 @@ def assert_usage_error(result: Run, fragment: str | None = None) -> None:
         assert fragment in result.stderr, result.describe()
 
 
-def tree(root: Path) -> dict[str, bytes | None]:
-    """Every path under ``root`` with its bytes; databases and locks only by name (every open
-    of a terminal touches them), SQLite's transient WAL files not at all."""
-    out: dict[str, bytes | None] = {}
+def tree(root: Path) -> dict[str, str]:
+    """Every path under ``root`` with a hash of its bytes; databases and locks only by name
+    (every open of a terminal touches them), SQLite's transient WAL files not at all."""
+    out: dict[str, str] = {}
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root).as_posix()
         if path.name.endswith(("-wal", "-shm", "-journal")):
             continue
         if path.is_dir():
-            out[rel + "/"] = None
+            out[rel + "/"] = "dir"
         elif path.name in ("lanesync.db", "lock"):
-            out[rel] = None
+            out[rel] = "file"
         else:
-            out[rel] = path.read_bytes()
+            out[rel] = hashlib.blake2b(path.read_bytes(), digest_size=8).hexdigest()
     return out
 
 

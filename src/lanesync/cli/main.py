@@ -504,12 +504,18 @@ def revoke(store_dir: Path, terminal_id: str, via: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--dir", "work_dir", type=DIR, help="Keep the demo store here (default: a temp dir).")
+@click.option("--offline", is_flag=True, help="Exchange bundle files instead of running lanes.")
 @reports_errors
-def demo(work_dir: Path | None) -> None:
-    """Run a store of lanes offline: sell apart, swap bundles, converge exactly."""
-    from lanesync.cli.demo import run_demo
+def demo(work_dir: Path | None, offline: bool) -> None:
+    """Run a store of four lanes live: sell, split, sell apart, heal, converge exactly."""
+    if offline:
+        from lanesync.cli.demo import run_demo
 
-    run_demo(work_dir)
+        run_demo(work_dir)
+    else:
+        from lanesync.cli.live_demo import run_live_demo
+
+        run_live_demo(work_dir)
 
 
 def main() -> None:

@@ -48,6 +48,12 @@ class HybridClock:
             self._last = Hlc(self._last.wall_ms, self._last.counter + 1)
         return self._last
 
+    def adopt(self, own: Hlc) -> None:
+        """Move past one of this terminal's own timestamps, however far ahead (after a restart
+        with a clock that stepped back, the chain must still continue upwards)."""
+        if own > self._last:
+            self._last = own
+
     def observe(self, remote: Hlc, now_ms: int) -> None:
         """Move past a timestamp seen in a record received from elsewhere.
 

@@ -131,7 +131,7 @@ def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
         raise RemoteError("certificate names an invalid terminal id")
     if not isinstance(public_key, bytes) or len(public_key) != PUBLIC_KEY_SIZE:
         raise RemoteError("certificate carries an invalid public key")
-    if role not in {r.value for r in Role}:
+    if not isinstance(role, str) or role not in {r.value for r in Role}:
         raise RemoteError(f"certificate has an unknown role {role!r}")
     if not (isinstance(not_before, int) and isinstance(not_after, int) and not_before <= not_after):
         raise RemoteError("certificate has an invalid validity period")

@@ -28,6 +28,7 @@ from lanesync.core.hlc import ZERO, Hlc
 from lanesync.core.identity import DOMAIN_RECORD, Certificate, StoreIdentity, verify
 from lanesync.core.ids import (
     CATALOG_DOC,
+    RecordId,
     Sku,
     TerminalId,
     ledger_doc,
@@ -42,6 +43,7 @@ from lanesync.core.records import (
     Sale,
     Void,
     parse_record,
+    record_key,
 )
 
 
@@ -75,7 +77,9 @@ class _Chain:
     last_hlc: Hlc = ZERO
     broken_at: int | None = None  # seq from which nothing more is ever accepted
     broken_reason: str = ""
-    waiting: dict[int, dict[bytes, tuple[str, str, Record]]] = field(default_factory=dict)
+    waiting: dict[int, dict[bytes, tuple[str, str, Record, Certificate]]] = field(
+        default_factory=dict
+    )
 
     @property
     def head_seq(self) -> int:
@@ -106,7 +110,7 @@ class Ledger:
 
     def _reset_views(self) -> None:
         self._chains: dict[TerminalId, _Chain] = defaultdict(_Chain)
-        self._unverified: dict[TerminalId, list[tuple[str, str, Record]]] = defaultdict(list)
+        self._unverified: dict[TerminalId, dict[tuple[str, str], Record]] = defaultdict(dict)
         self._rejected: dict[tuple[str, str], str] = {}
         self._unauthorized: dict[tuple[str, str], str] = {}
         self._on_hand: dict[Sku, int] = {}
@@ -139,8 +143,8 @@ class Ledger:
             return
         known.append(cert)
         # Records that arrived before their signer's certificate can be judged now.
-        waiting = self._unverified.pop(cert.terminal_id, [])
-        for doc, key, record in waiting:
+        waiting = self._unverified.pop(cert.terminal_id, {})
+        for (doc, key), record in waiting.items():
             self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
 
     def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> None:
@@ -165,13 +169,30 @@ class Ledger:
         for certs in self._certs.values():
             yield from certs
 
-    def certificate_of(self, terminal: TerminalId, at_ms: int) -> Certificate | None:
-        if self.is_revoked(terminal, at_ms):
+    def _signer(self, record: Record, *, trusted: bool) -> Certificate | None:
+        """A certificate of the record's terminal, valid at the record's time, whose key made
+        the signature; None if there is none (yet). Every candidate is tried, so the answer does
+        not depend on the order certificates arrived in; for a price change a manager
+        certificate is preferred, since only that authorises it."""
+        at_ms = record.hlc.wall_ms
+        if self.is_revoked(record.terminal, at_ms):
             return None
-        for cert in self._certs.get(terminal, ()):
-            if cert.valid_at(at_ms):
-                return cert
-        return None
+        candidates = [c for c in self._certs.get(record.terminal, ()) if c.valid_at(at_ms)]
+        if not candidates:
+            return None
+        if (trusted or record.hash in self._checked) and not isinstance(record.body, PriceChange):
+            return candidates[0]  # signature checked before; the role only matters for prices
+        signers = [
+            c
+            for c in candidates
+            if verify(c.public_key, DOMAIN_RECORD, record.payload, record.signature)
+        ]
+        if signers and not trusted:
+            self._new_verdicts.append(record.hash)
+        managers = [c for c in signers if c.role.may_set_prices]
+        if managers:
+            return managers[0]
+        return signers[0] if signers else None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -194,23 +215,19 @@ class Ledger:
     def _ingest_parsed(
         self, doc: str, key: str, record: Record, *, trusted: bool, now_ms: int
     ) -> None:
-        if key != str(record.id):
-            self._rejected[(doc, key)] = f"record {record.id} is stored under another key"
+        if key != record.key:
+            self._rejected[(doc, key)] = f"record {record.id} is stored under a key not its own"
             return
         if doc != expected_doc(record, self._tz):
             self._rejected[(doc, key)] = f"record {record.id} is stored in the wrong document"
             return
-        cert = self.certificate_of(record.terminal, record.hlc.wall_ms)
-        if cert is None:
-            self._unverified[record.terminal].append((doc, key, record))
+        signer = self._signer(record, trusted=trusted)
+        if signer is None:
+            self._unverified[record.terminal][(doc, key)] = record
             return
-        if not trusted and record.hash not in self._checked:
-            if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
-                self._unverified[record.terminal].append((doc, key, record))
-                return
-            self._new_verdicts.append(record.hash)
         self._rejected.pop((doc, key), None)
-        self._add_valid(doc, key, record, cert)
+        self._unverified[record.terminal].pop((doc, key), None)
+        self._add_valid(doc, key, record, signer)
 
     def _add_valid(self, doc: str, key: str, record: Record, cert: Certificate) -> None:
         chain = self._chains[record.terminal]
@@ -222,7 +239,7 @@ class Ledger:
                 self._break(record.terminal, seq, "two different records with one sequence number")
                 self.needs_rebuild = True
             return
-        chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record)
+        chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record, cert)
         self._advance(record.terminal, chain)
 
     def _break(self, terminal: TerminalId, seq: int, reason: str) -> None:
@@ -239,7 +256,7 @@ class Ledger:
             if len(candidates) > 1:
                 self._break(terminal, seq, "two different records with one sequence number")
                 return
-            ((doc, key, record),) = candidates.values()
+            ((doc, key, record, signer),) = candidates.values()
             if record.prev_hash != chain.head_hash or record.hlc <= chain.last_hlc:
                 self._break(terminal, seq, "record does not link to its predecessor")
                 return
@@ -247,9 +264,9 @@ class Ledger:
             chain.hashes.append(record.hash)
             chain.last_hlc = record.hlc
             self._accepted += 1
-            self._apply(doc, key, record)
+            self._apply(doc, key, record, signer)
 
-    def _apply(self, doc: str, key: str, record: Record) -> None:
+    def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
         body = record.body
         match body:
             case Sale(lines):
@@ -270,8 +287,7 @@ class Ledger:
             case Adjustment(sku, delta):
                 self._move(sku, delta)
             case PriceChange(sku, unit_cents):
-                cert = self.certificate_of(record.terminal, record.hlc.wall_ms)
-                if cert is None or not cert.role.may_set_prices:
+                if not signer.role.may_set_prices:
                     self._unauthorized[(doc, key)] = "a cashier terminal may not set prices"
                     return
                 current = self._prices.get(sku)
@@ -324,6 +340,19 @@ class Ledger:
     def heads(self) -> list[ChainHead]:
         return [self.head(t) for t in sorted(self._chains) if self._chains[t].head_seq]
 
+    def is_broken(self, terminal: TerminalId) -> tuple[int, str] | None:
+        chain = self._chains.get(terminal)
+        if chain is None or chain.broken_at is None:
+            return None
+        return chain.broken_at, chain.broken_reason
+
+    def accepted_key(self, record_id: RecordId) -> str | None:
+        """The map key of the accepted record with this id, if any."""
+        chain = self._chains.get(record_id.terminal)
+        if chain is None or not 1 <= record_id.seq <= chain.head_seq:
+            return None
+        return record_key(record_id, chain.hashes[record_id.seq - 1])
+
     def is_accepted(self, record: Record) -> bool:
         chain = self._chains.get(record.terminal)
         return (
@@ -341,7 +370,7 @@ class Ledger:
             (
                 {"doc": d, "key": k, "reason": "no certificate of this store verifies it"}
                 for records in self._unverified.values()
-                for d, k, _ in records
+                for d, k in records
             ),
             key=lambda p: (str(p["doc"]), str(p["key"])),
         )

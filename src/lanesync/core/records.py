@@ -26,6 +26,11 @@ from lanesync.core.ids import RecordId, Sku, TerminalId, is_valid_name, is_valid
 
 RECORD_FORMAT = 1
 HASH_SIZE = 32
+KEY_HASH_BYTES = 16
+# Timestamps past the year 3000 are not a clock error anyone should keep: they cannot be turned
+# into a calendar day everywhere (Python's datetime ends at 9999) and would freeze the HLC.
+MAX_WALL_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+MAX_HLC_COUNTER = 2**32 - 1
 GENESIS_HASH = bytes(HASH_SIZE)  # prev_hash of a terminal's first record
 MAX_RECORD_SIZE = 16 * 1024  # a 200-line sale is ~6 KiB; anything bigger is not a POS record
 MAX_LINES = 200
@@ -118,6 +123,10 @@ class Record:
     @property
     def encoded(self) -> bytes:
         return self.payload + self.signature
+
+    @property
+    def key(self) -> str:
+        return record_key(self.id, self.hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +253,17 @@ def make_record(
     )
 
 
+def record_key(record_id: RecordId, digest: bytes) -> str:
+    """The CRDT map key of a record: its id and the first 128 bits of its hash.
+
+    Content-addressed keys mean no value can ever displace another in the map: two different
+    records with one id (a fork, or a forgery) both stay visible to every replica, so the fork
+    is detected everywhere, and a forger cannot overwrite a genuine record (finding a second
+    record with the same 128-bit prefix costs 2**64 work even to the signer).
+    """
+    return f"{record_id}#{digest[:KEY_HASH_BYTES].hex()}"
+
+
 def record_hash(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=HASH_SIZE).digest()
 
@@ -274,9 +294,11 @@ def parse_record(value: object) -> Record | Rejection:
         return Rejection("record has an invalid sequence number")
     if not isinstance(prev_hash, bytes) or len(prev_hash) != HASH_SIZE:
         return Rejection("record has an invalid previous hash")
-    if type(wall_ms) is not int or type(counter) is not int or wall_ms < 0 or counter < 0:
+    if type(wall_ms) is not int or type(counter) is not int:
         return Rejection("record has an invalid timestamp")
-    if kind not in _KIND_VALUES:
+    if not (0 <= wall_ms <= MAX_WALL_MS and 0 <= counter <= MAX_HLC_COUNTER):
+        return Rejection("record timestamp is out of range")
+    if type(kind) is not int or kind not in _KIND_VALUES:
         return Rejection(f"unknown record kind {kind!r}")
     try:
         parsed_body = _parse_body(Kind(kind), body)

@@ -72,12 +72,24 @@ class Change:
 
 
 # Keys of the config document. ':' cannot occur in ids, so the kinds never collide.
+# Content-addressed like record keys: a value can never displace a different one.
 def certificate_key(cert: Certificate) -> str:
-    return f"cert:{cert.terminal_id}:{cert.key_fingerprint}"
+    return f"cert:{cert.terminal_id}:{_content_id(cert.encoded)}"
 
 
 def revocation_key(revocation: Revocation) -> str:
-    return f"revoke:{revocation.terminal_id}:{revocation.revoked_at_ms}"
+    return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
+
+
+def _content_id(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _value_bytes(value: object) -> bytes:
+    """Canonical bytes of any map value, for the digest; peers may store anything in a map."""
+    if isinstance(value, bytes | bytearray):
+        return b"b" + bytes(value)
+    return b"o" + f"{type(value).__name__}:{value}".encode()
 
 
 def _is_panic(exc: BaseException) -> bool:
@@ -164,27 +176,34 @@ class Replica:
         """
         events, self._events = self._events, []
         restore: list[tuple[str, str, bytes]] = []
+        me = self.me.certificate.terminal_id if self.me else None
         for doc, key, action, old, new in events:
             self._digest = None
-            if doc == CONFIG_DOC:
-                if new is not None:
-                    self._ingest_config(key, new, now_ms)
+            if (
+                action in ("update", "delete")
+                and isinstance(old, bytes | bytearray)
+                and old != new
+                and self._was_accepted(doc, old)
+            ):
+                # Entries are immutable and content-addressed: an accepted one that was
+                # overwritten or deleted (only a misbehaving enrolled peer does that) is
+                # written back, so every replica converges on the genuine value.
+                restore.append((doc, key, bytes(old)))
+            if new is None:
                 continue
-            if action in ("update", "delete") and old is not None:
-                previous = parse_record(old)
-                if not isinstance(previous, Rejection) and self.ledger.is_accepted(previous):
-                    # Records are immutable. An accepted one that was overwritten or deleted (only
-                    # a misbehaving enrolled peer can do that) is written back, so content stays
-                    # equal to views and every replica converges on the genuine record.
-                    restore.append((doc, key, previous.encoded))
-            if new is not None:
-                known = own.get(key) if own else None
-                parsed = known if known is not None else parse_record(new)
-                trust = known is not None or (
-                    not isinstance(parsed, Rejection) and parsed.hash in trusted
-                )
-                self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
-                if not isinstance(parsed, Rejection):
+            if doc == CONFIG_DOC:
+                self._ingest_config(key, new, now_ms)
+                continue
+            known = own.get(key) if own else None
+            parsed = known if known is not None else parse_record(new)
+            trust = known is not None or (
+                not isinstance(parsed, Rejection) and parsed.hash in trusted
+            )
+            self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
+            if not isinstance(parsed, Rejection):
+                if parsed.terminal == me:
+                    self.clock.adopt(parsed.hlc)
+                else:
                     self.clock.observe(parsed.hlc, now_ms)
         if self.ledger.needs_rebuild:
             self.rebuild(now_ms, trusted)
@@ -192,6 +211,19 @@ class Replica:
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
         return change
+
+    def _was_accepted(self, doc: str, value: object) -> bool:
+        if doc == CONFIG_DOC:
+            try:
+                parse_certificate(value, self.store)  # type: ignore[arg-type]
+            except RemoteError:
+                try:
+                    parse_revocation(value, self.store)
+                except RemoteError:
+                    return False
+            return True
+        previous = parse_record(value)
+        return not isinstance(previous, Rejection) and self.ledger.is_accepted(previous)
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
         # A foreign, corrupt or misfiled certificate or revocation changes nothing: only what
@@ -296,7 +328,14 @@ class Replica:
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
         terminal = self.me.certificate.terminal_id
+        broken = self.ledger.is_broken(terminal)
+        if broken is not None:
+            raise ConfigError(
+                f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
+                "directory was probably restored from a copy; enroll a new terminal id"
+            )
         head = self.ledger.head(terminal)
+        self.clock.adopt(head.hlc)
         record = make_record(
             self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
         )
@@ -304,12 +343,10 @@ class Replica:
         self._captured.clear()
         root = self._root(doc)
         with self._doc(doc).transaction():
-            root[str(record.id)] = record.encoded
+            root[record.key] = record.encoded
         change = Change(updates=list(self._captured))
         self._captured.clear()
-        change.extend(self._fold_events(now_ms, own={str(record.id): record}))
-        if not self.ledger.is_accepted(record):
-            raise RemoteError(f"own record {record.id} was not accepted: the chain is broken")
+        change.extend(self._fold_events(now_ms, own={record.key: record}))
         return record, change
 
     # -- reading --------------------------------------------------------------------------------
@@ -351,14 +388,17 @@ class Replica:
                     yield name, key, parsed
 
     def find_record(self, record_id: RecordId) -> Record | None:
-        key = str(record_id)
+        """The accepted record with this id, if this replica holds one."""
+        key = self.ledger.accepted_key(record_id)
+        if key is None:
+            return None
         for name in self.doc_names():
             if name == CONFIG_DOC:
                 continue
             value = self._root(name).get(key)
             if value is not None:
                 parsed = parse_record(value)
-                if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
+                if not isinstance(parsed, Rejection):
                     return parsed
         return None
 
@@ -374,7 +414,7 @@ class Replica:
                 for key in sorted(root.keys()):
                     value = root[key]
                     h.update(f"{name}\x00{key}\x00".encode())
-                    h.update(hashlib.blake2b(bytes(value), digest_size=32).digest())
+                    h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
             self._digest = h.hexdigest()
         return self._digest
 

@@ -1,0 +1,287 @@
+"""Bad input on the command line: one clear error line, a non-zero exit, nothing changed.
+
+Every case runs on a fresh copy of the shop (see ``conftest``). A lanesync refusal must exit 1
+with exactly one stderr line starting with ``error: `` (and nothing on stdout, so ``--json``
+readers never parse half an answer); a malformed command line may instead get click's usage
+block and exit 2. Either way: no traceback, no file appears, changes or disappears (databases
+and locks excepted), and ``lanesync digest`` of the terminal involved is unchanged afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from .conftest import Shop
+from .helpers import assert_error, assert_usage_error, tree
+
+NOT_A_TERMINAL = "is not a terminal directory (run `lanesync enroll` first)"
+
+
+def error(name: str, *args: str, says: str, terminal: str | None = "lane1") -> Any:
+    """A command lanesync refuses (exit 1); ``terminal``'s digest is checked afterwards."""
+    return pytest.param(args, False, says, terminal, id=name)
+
+
+def usage(name: str, *args: str, says: str | None = None) -> Any:
+    """A command line click refuses (exit 2) before any lanesync code runs."""
+    return pytest.param(args, True, says, None, id=name)
+
+
+SALES = [
+    error("sell-no-qty", "sell", "lane1", "milk", says="bad sale line 'milk': expected SKU:QTY"),
+    error("sell-qty-not-int", "sell", "lane1", "milk:x", says="bad sale line 'milk:x'"),
+    error("sell-price-not-int", "sell", "lane1", "milk:1:abc", says="bad sale line 'milk:1:abc'"),
+    error("sell-price-float", "sell", "lane1", "milk:1:1.49", says="bad sale line 'milk:1:1.49'"),
+    error("sell-qty-negative", "sell", "lane1", "milk:-1", says="bad sale line 'milk:-1'"),
+    error("sell-too-many-parts", "sell", "lane1", "milk:1:2:3", says="bad sale line"),
+    error("sell-no-sku", "sell", "lane1", ":1", says="bad sale line ':1'"),
+    error(
+        "sell-qty-zero",
+        *("sell", "lane1", "milk:0:100"),
+        says="quantity must be between 1 and 1000000, got 0",
+    ),
+    error(
+        "sell-qty-too-big",
+        *("sell", "lane1", "milk:1000001:1"),
+        says="quantity must be between 1 and 1000000, got 1000001",
+    ),
+    error(
+        "sell-price-too-big",
+        *("sell", "lane1", "milk:1:100000000001"),
+        says="unit price must be between 0 and 100000000000 cents",
+    ),
+    error("sell-bad-sku", "sell", "lane1", "bad sku!:1:1", says="invalid SKU 'bad sku!'"),
+    # the error line is far wider than the 80 columns rich sees: it must still be one line
+    error("sell-long-sku", "sell", "lane1", "x" * 100 + ":1:1", says="invalid SKU 'xxxx"),
+    error(
+        "sell-unknown-price",
+        *("sell", "lane1", "eggs:1"),
+        says="no catalog price known for SKU 'eggs'",
+    ),
+    error(
+        "sell-cashier-unknown-price",
+        *("sell", "lane2", "eggs:1", "--json"),
+        says="no catalog price known for SKU 'eggs'",
+        terminal="lane2",
+    ),
+    # one bad line refuses the whole sale: the good line before it is not written either
+    error(
+        "sell-good-then-unpriced",
+        *("sell", "lane1", "milk:1", "eggs:2"),
+        says="no catalog price known for SKU 'eggs'",
+    ),
+    error("sell-good-then-bad", "sell", "lane1", "milk:1", "milk:x", says="bad sale line 'milk:x'"),
+    error("sell-201-lines", "sell", "lane1", *["milk:1"] * 201, says="at most 200 lines"),
+    usage("sell-no-lines", "sell", "lane1", says="Missing argument 'LINES...'"),
+]
+
+PRICES = [
+    error(
+        "price-by-cashier",
+        *("price", "lane2", "milk", "100"),
+        says="a cashier terminal may not set prices",
+        terminal="lane2",
+    ),
+    error(
+        "price-by-cashier-json",
+        *("price", "lane2", "tea", "100", "--json"),
+        says="a cashier terminal may not set prices",
+        terminal="lane2",
+    ),
+    error(
+        "price-too-big",
+        *("price", "lane1", "milk", "100000000001"),
+        says="unit price must be between 0 and 100000000000 cents",
+    ),
+    error("price-bad-sku", "price", "lane1", "bad sku!", "100", says="invalid SKU 'bad sku!'"),
+    usage("price-float", "price", "lane1", "milk", "1.49", says="is not a valid integer"),
+    usage("price-negative", "price", "lane1", "milk", "-5"),
+]
+
+VOIDS = [
+    error("void-unknown", "void", "lane1", "lane1:99", says="no sale lane1:99 is known"),
+    error("void-not-a-sale", "void", "lane1", "lane1:2", says="no sale lane1:2 is known"),
+    error("void-malformed", "void", "lane1", "garbage", says="invalid record id 'garbage'"),
+    error("void-seq-zero", "void", "lane1", "lane1:0", says="invalid record id 'lane1:0'"),
+    error("void-seq-not-int", "void", "lane1", "lane1:x", says="invalid record id 'lane1:x'"),
+    error("void-twice", "void", "lane1", "lane1:4", says="sale lane1:4 is already voided"),
+    error(
+        "void-twice-other-lane",
+        *("void", "lane2", "lane1:4", "--json"),
+        says="sale lane1:4 is already voided",
+        terminal="lane2",
+    ),
+]
+
+RECEIPTS = [
+    error(
+        "receive-zero",
+        *("receive", "lane1", "milk", "0"),
+        says="quantity must be between 1 and 1000000, got 0",
+    ),
+    error(
+        "receive-too-many",
+        *("receive", "lane1", "milk", "1000001"),
+        says="quantity must be between 1 and 1000000",
+    ),
+    error("receive-bad-sku", "receive", "lane1", "bad sku!", "1", says="invalid SKU 'bad sku!'"),
+    usage("receive-negative", "receive", "lane1", "milk", "-1"),
+    usage("receive-float", "receive", "lane1", "milk", "1.5", says="is not a valid integer"),
+]
+
+ADJUSTMENTS = [
+    error(
+        "adjust-zero",
+        *("adjust", "lane1", "milk", "0", "--reason", "recount"),
+        says="an adjustment must be non-zero",
+    ),
+    error(
+        "adjust-too-big",
+        *("adjust", "lane1", "milk", "-1000001", "--reason", "recount"),
+        says="non-zero and at most 1000000 units, got -1000001",
+    ),
+    error(
+        "adjust-blank-reason",
+        *("adjust", "lane1", "milk", "3", "--reason", "   "),
+        says="an adjustment needs a reason of 1 to 200 characters",
+    ),
+    error(
+        "adjust-long-reason",
+        *("adjust", "lane1", "milk", "3", "--reason", "r" * 201),
+        says="an adjustment needs a reason of 1 to 200 characters",
+    ),
+    error(
+        "adjust-bad-sku",
+        *("adjust", "lane1", "bad sku!", "-3", "--reason", "x"),
+        says="invalid SKU 'bad sku!'",
+    ),
+    usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="Missing option '--reason'"),
+]
+
+STOCK = [
+    error(
+        "stock-unknown-sku",
+        *("stock", "lane1", "eggs"),
+        says="SKU 'eggs' has no stock movement or price on this terminal",
+    ),
+    error("stock-bad-sku", "stock", "lane1", "bad sku!", "--json", says="invalid SKU 'bad sku!'"),
+]
+
+NOT_TERMINALS = [
+    error("sell-plain", "sell", "plain", "milk:1:1", says="plain " + NOT_A_TERMINAL, terminal=None),
+    error("stock-plain", "stock", "plain", says=NOT_A_TERMINAL, terminal=None),
+    error("stock-store", "stock", "store", "--json", says="store " + NOT_A_TERMINAL, terminal=None),
+    error("digest-plain", "digest", "plain", says=NOT_A_TERMINAL, terminal=None),
+    error("verify-missing", "verify", "missing", "--json", says=NOT_A_TERMINAL, terminal=None),
+    error("export-plain", "export", "plain", "out.bundle", says=NOT_A_TERMINAL, terminal=None),
+    error("state-plain", "state", "plain", "out.state", says=NOT_A_TERMINAL, terminal=None),
+    error("import-plain", "import", "plain", "lane1.bundle", says=NOT_A_TERMINAL, terminal=None),
+    error("receive-store", "receive", "store", "milk", "1", says=NOT_A_TERMINAL, terminal=None),
+    error("void-plain", "void", "plain", "lane1:3", says=NOT_A_TERMINAL, terminal=None),
+    error("price-store", "price", "store", "milk", "1", says=NOT_A_TERMINAL, terminal=None),
+    error(
+        "adjust-plain",
+        *("adjust", "plain", "milk", "-1", "--reason", "x"),
+        says=NOT_A_TERMINAL,
+        terminal=None,
+    ),
+]
+
+FILES = [
+    error(
+        "export-into-missing-dir",
+        *("export", "lane1", "nowhere/out.bundle"),
+        says="No such file or directory",
+    ),
+    error(
+        "state-into-missing-dir",
+        *("state", "lane2", "nowhere/out.state"),
+        says="No such file or directory",
+        terminal="lane2",
+    ),
+    usage("export-onto-dir", "export", "lane1", "plain", says="is a directory"),
+    usage("import-missing", "import", "lane1", "missing.bundle", says="does not exist"),
+    usage("import-dir", "import", "lane1", "plain", says="is a directory"),
+]
+
+STORES = [
+    error(
+        "store-init-twice",
+        *("store", "init", "store", "--store-id", "shop-1"),
+        says="store already holds a store (found store.key)",
+        terminal=None,
+    ),
+    error(
+        "store-init-bad-id",
+        *("store", "init", "store2", "--store-id", "bad id"),
+        says="invalid store id 'bad id'",
+        terminal=None,
+    ),
+    error(
+        "store-init-bad-zone",
+        *("store", "init", "store2", "--store-id", "s2", "--timezone", "Mars/Olympus_Mons"),
+        says="unknown time zone 'Mars/Olympus_Mons'",
+        terminal=None,
+    ),
+    usage("store-init-no-id", "store", "init", "store2", says="Missing option '--store-id'"),
+    error(
+        "enroll-duplicate-id",
+        *("enroll", "store", "lane9", "--terminal-id", "lane1"),
+        says="terminal id 'lane1' is already enrolled in store shop-1",
+        terminal=None,
+    ),
+    error(
+        "enroll-into-terminal",
+        *("enroll", "store", "lane1", "--terminal-id", "lane9"),
+        says="lane1 is not empty",
+        terminal=None,
+    ),
+    error(
+        "enroll-from-plain",
+        *("enroll", "plain", "lane9", "--terminal-id", "lane9"),
+        says="plain is not a store directory",
+        terminal=None,
+    ),
+    error(
+        "enroll-from-terminal",
+        *("enroll", "lane1", "lane9", "--terminal-id", "lane9"),
+        says="lane1 is not a store directory",
+        terminal=None,
+    ),
+    error(
+        "enroll-bad-id",
+        *("enroll", "store", "lane9", "--terminal-id", "lane:9"),
+        says="invalid terminal id 'lane:9'",
+        terminal=None,
+    ),
+    error(
+        "enroll-valid-days-zero",
+        *("enroll", "store", "lane9", "--terminal-id", "lane9", "--valid-days", "0"),
+        says="--valid-days must be between 1 and 3660",
+        terminal=None,
+    ),
+    usage(
+        "enroll-bad-role",
+        *("enroll", "store", "lane9", "--terminal-id", "lane9", "--role", "admin"),
+        says="'admin' is not one of",
+    ),
+]
+
+CASES = [*SALES, *PRICES, *VOIDS, *RECEIPTS, *ADJUSTMENTS, *STOCK, *NOT_TERMINALS, *FILES, *STORES]
+
+
+@pytest.mark.parametrize(("args", "is_usage", "says", "terminal"), CASES)
+def test_bad_input_is_refused_and_changes_nothing(
+    shop: Shop, args: tuple[str, ...], is_usage: bool, says: str | None, terminal: str | None
+) -> None:
+    before = tree(shop.root)
+    result = shop.cli.run(*args)
+    if is_usage:
+        assert_usage_error(result, says)
+    else:
+        assert_error(result, says)
+    assert tree(shop.root) == before
+    if terminal is not None:
+        assert shop.cli.digest(terminal) == shop.digests[terminal]
