@@ -863,8 +863,9 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "lower",
             Target("<=", 1.5, on_ratio=True),
             f"Mean over {sales:,} sales of the CRDT update bytes a sale produces (lanesync: "
-            f"Change.updates, {built.bytes_min}-{built.bytes_max} B, includes the 64 B "
-            "signature and 32 B chain hash; raw: the doc.observe update of a nested Map).",
+            f"Change.updates, {built.bytes_min}-{built.bytes_max} B, including the record key, "
+            "the 64 B signature and the 32 B chain hash; raw: the doc.observe update of a "
+            "nested Map).",
         ),
         Figure(
             "applied_per_s",

@@ -189,7 +189,7 @@ def forge_fork(terminal_dir: Path, seq: int, *, shift_ms: int) -> str:
         fork = make_record(me.key, tid, seq, genuine.prev_hash, hlc, Receipt(Sku("milk"), 999))
         assert fork.hash != genuine.hash
         doc_name = f"ledger/{business_day(hlc.wall_ms)}"
-        update = map_update("records", str(fork.id), fork.encoded)
+        update = map_update("records", fork.key, fork.encoded)
         change = terminal.replica.merge([(doc_name, update)], terminal.now_ms())
         terminal.commit([change])
         return doc_name

@@ -204,6 +204,7 @@ async def _demo(root: Path) -> None:
             took = time.monotonic() - healed
             store.phase = f"converged {took:.1f} s after the heal"
             live.update(store.table(rows))
+        console.print()
         verified = [await store.call(lane, "GET", "/v1/verify") for lane in LANES]
         if not all(report["ok"] for report in verified):
             raise LanesyncError("a lane's journal does not verify")

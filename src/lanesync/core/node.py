@@ -151,6 +151,7 @@ class Node:
         for link in self.links.values():
             if link.is_open:
                 link.anti_entropy_due_ms = now_ms
+        self._close_revoked(now_ms)
 
     def close_all(self, reason: str) -> None:
         for link in list(self.links.values()):

@@ -24,9 +24,10 @@ from lanesync.core.ids import is_valid_doc_name, is_valid_name
 from lanesync.errors import RemoteError
 
 PROTOCOL_VERSION = 1
-# A catch-up of a 10k-sale split is ~1.5 MiB of updates; a whole business day of a busy store
-# (50k sales, FACTS.md: ~250 B each) is ~12 MiB. One frame may carry that, nothing bigger.
-MAX_FRAME_SIZE = 16 * 1024 * 1024
+# A catch-up of a 10k-sale split is ~1.7 MiB of updates. A lane joining mid-day receives the
+# day's document as one CRDT update (they cannot be split by size): ~180 B per sale, so 64 MiB
+# carries a day of ~350k sales, several times the busiest 32-lane store. Nothing bigger passes.
+MAX_FRAME_SIZE = 64 * 1024 * 1024
 MAX_HANDSHAKE_FRAME = 2048
 MAX_DOCS_PER_MESSAGE = 4096
 MAX_PEERS_PER_MESSAGE = 256
