@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import Cli
+from .helpers import Cli, digest_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +52,10 @@ def shop_template(tmp_path_factory: pytest.TempPathFactory) -> Shop:
     assert cli.json("import", "lane2", "lane1.bundle")["new_records"] == 5
     cli.ok("state", "lane2", "lane2.state")
     (root / "plain").mkdir()
-    return Shop(root, cli, {"lane1": cli.digest("lane1"), "lane2": cli.digest("lane2")})
+    digests = {"lane1": cli.digest("lane1"), "lane2": cli.digest("lane2")}
+    # the tests check state with the in-process digest: it must be the one the CLI prints
+    assert digests == {lane: digest_of(root / lane) for lane in digests}
+    return Shop(root, cli, digests)
 
 
 @pytest.fixture

@@ -125,11 +125,20 @@ def assert_usage_error(result: Run, fragment: str | None = None) -> None:
     """A malformed command line refused by click: exit 2, its Usage/Error block, no traceback."""
     assert "Traceback" not in result.stderr, result.describe()
     assert result.returncode == 2, result.describe()
-    assert result.stderr.startswith("Usage: lanesync"), result.describe()
+    first = result.stderr.partition("\n")[0]
+    assert first.startswith("Usage: "), result.describe()
+    assert "lanesync" in first, result.describe()
     assert "\nError: " in result.stderr, result.describe()
     assert result.stdout == "", result.describe()
     if fragment is not None:
         assert fragment in result.stderr, result.describe()
+
+
+def digest_of(terminal_dir: Path) -> str:
+    """The digest ``lanesync digest`` prints, computed in the test process (no subprocess): the
+    error tables check state with it, many times over."""
+    with Terminal.open(terminal_dir, lock_wait_s=0) as terminal:
+        return terminal.digest()
 
 
 def tree(root: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     Certificate,
+    Revocation,
     Role,
     StoreIdentity,
     issue_certificate,
@@ -27,6 +28,7 @@ from lanesync.core.replica import (
     LocalIdentity,
     Replica,
     certificate_key,
+    revocation_key,
 )
 
 # 2026-11-18 11:06:40 UTC: far from midnight, so a few hours of test time stay on one day.
@@ -157,6 +159,39 @@ def put_records(
 ) -> Change:
     """Deliver entries as if a peer with ``client_id`` had written them into ``doc``."""
     return replica.merge([(doc, crafted_update(RECORDS_ROOT, entries, client_id))], now_ms)
+
+
+def keyed(*records: Record) -> dict[str, object]:
+    """Map entries for ``records``, each under its own content-addressed key."""
+    return {record.key: record.encoded for record in records}
+
+
+def config_update(*entries: Certificate | Revocation, client_id: int = 8_888_888) -> bytes:
+    """A config-document update holding certificates and revocations under their own keys."""
+    return crafted_update(
+        CERTS_ROOT,
+        {
+            (certificate_key(e) if isinstance(e, Certificate) else revocation_key(e)): e.encoded
+            for e in entries
+        },
+        client_id,
+    )
+
+
+def durable_log(*changes: Change) -> dict[str, list[bytes]]:
+    """What a shell would have committed: every update of ``changes``, per document, in order."""
+    stored: dict[str, list[bytes]] = {}
+    for change in changes:
+        for name, update in change.updates:
+            stored.setdefault(name, []).append(update)
+    return stored
+
+
+def restarted(replica: Replica, *, now_ms: int = NOW) -> Replica:
+    """A fresh replica of the same terminal loaded from ``replica``'s full state (a restart)."""
+    again = Replica(replica.store, replica.client_id, replica.me)
+    again.restore({name: [replica.full_state(name)] for name in replica.doc_names()}, (), now_ms)
+    return again
 
 
 def root_name(doc: str) -> str:

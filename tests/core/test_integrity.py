@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import pycrdt
 import pytest
@@ -12,8 +13,10 @@ from nacl.signing import SigningKey
 
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, Sku, TerminalId
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
+    KEY_HASH_BYTES,
+    MAX_WALL_MS,
     Adjustment,
     PriceChange,
     Receipt,
@@ -22,21 +25,26 @@ from lanesync.core.records import (
     SaleLine,
     make_record,
     parse_record,
+    record_key,
 )
 from lanesync.core.replica import Change, LocalIdentity, Replica, certificate_key
-from lanesync.errors import RemoteError
+from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import (
     HOUR_MS,
     NOW,
     TODAY_DOC,
     Store,
+    config_update,
     crafted_update,
+    durable_log,
     enrolled_observer,
+    keyed,
     no_problems,
     overwrite,
     put_records,
     record_chain,
+    restarted,
     stored_value,
     sync,
     sync_all,
@@ -70,14 +78,25 @@ def test_tampered_record_is_not_counted_and_is_listed() -> None:
     assert parsed.id == genuine.id
     assert parsed.body == Receipt(Sku("X"), 11)
 
+    assert parsed.key != genuine.key  # the key names the content, so it changed too
+
+    # Under the genuine record's key: its hash no longer matches the key.
     replica = enrolled_observer(store, cert)
-    put_records(replica, TODAY_DOC, {"lane1:1": tampered}, client_id=4242)
+    put_records(replica, TODAY_DOC, {genuine.key: tampered}, client_id=4242)
     assert replica.ledger.on_hand() == {}
     assert replica.ledger.accepted_count() == 0
-    assert problem_keys(replica, "unverified") == [(TODAY_DOC, "lane1:1")]
+    assert problem_keys(replica, "rejected") == [(TODAY_DOC, genuine.key)]
+    assert problem_keys(replica, "unverified") == []
+    # Under its own (recomputed) key: the key matches, the signature does not.
+    own_key = enrolled_observer(store, cert)
+    put_records(own_key, TODAY_DOC, {parsed.key: tampered}, client_id=4243)
+    assert own_key.ledger.on_hand() == {}
+    assert own_key.ledger.accepted_count() == 0
+    assert problem_keys(own_key, "unverified") == [(TODAY_DOC, parsed.key)]
+    assert problem_keys(own_key, "rejected") == []
     # positive control: the genuine record is counted by the same kind of replica
     honest = enrolled_observer(store, cert)
-    put_records(honest, TODAY_DOC, {"lane1:1": genuine.encoded}, client_id=4242)
+    put_records(honest, TODAY_DOC, keyed(genuine), client_id=4242)
     assert honest.ledger.on_hand() == {"X": 10}
     assert no_problems(honest)
 
@@ -88,12 +107,18 @@ def test_no_single_byte_flip_of_a_record_is_ever_counted() -> None:
     cert = store.certificate("lane1", key)
     (genuine,) = record_chain(key, "lane1", [Sale.of((SaleLine(Sku("X"), 2, 150),))])
     for position in range(len(genuine.encoded)):
-        replica = enrolled_observer(store, cert)
-        put_records(replica, TODAY_DOC, {"lane1:1": flipped(genuine, position)}, client_id=77)
-        assert replica.ledger.accepted_count() == 0, position
-        assert replica.ledger.on_hand() == {}, position
-        problems = replica.ledger.problems()
-        assert problems["rejected"] or problems["unverified"], position
+        value = flipped(genuine, position)
+        parsed = parse_record(value)
+        keys = [genuine.key]  # what a forger overwriting the genuine entry would use
+        if isinstance(parsed, Record):
+            keys.append(parsed.key)  # and the flipped record's own key
+        for key in keys:
+            replica = enrolled_observer(store, cert)
+            put_records(replica, TODAY_DOC, {key: value}, client_id=77)
+            assert replica.ledger.accepted_count() == 0, (position, key)
+            assert replica.ledger.on_hand() == {}, (position, key)
+            listed = problem_keys(replica, "rejected") + problem_keys(replica, "unverified")
+            assert listed == [(TODAY_DOC, key)], (position, key)
 
 
 def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
@@ -107,40 +132,73 @@ def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
 
     replica = enrolled_observer(store, genuine_cert, foreign_cert)
     assert [c.terminal_id for c in replica.ledger.certificates()] == ["lane1"]
-    put_records(replica, TODAY_DOC, {"lane7:1": forged.encoded}, client_id=9)
-    put_records(replica, TODAY_DOC, {"lane1:1": impostor.encoded}, client_id=10)
+    put_records(replica, TODAY_DOC, keyed(forged), client_id=9)
+    put_records(replica, TODAY_DOC, keyed(impostor), client_id=10)
     assert replica.ledger.on_hand() == {}
     assert replica.ledger.heads() == []
     assert problem_keys(replica, "unverified") == [
-        (TODAY_DOC, "lane1:1"),
-        (TODAY_DOC, "lane7:1"),
+        (TODAY_DOC, impostor.key),
+        (TODAY_DOC, forged.key),
     ]
+    assert problem_keys(replica, "rejected") == []
     # and it stays that way after a full rebuild
     replica.rebuild(NOW)
     assert replica.ledger.on_hand() == {}
     assert len(replica.ledger.problems()["unverified"]) == 2
 
 
+WRONG_KEYS = {
+    "bare id (the old key scheme)": lambda r: str(r.id),
+    "another seq": lambda r: record_key(RecordId(r.terminal, 2), r.hash),
+    "another terminal": lambda r: record_key(RecordId(TerminalId("lane2"), 1), r.hash),
+    "zero-padded seq": lambda r: f"lane1:01#{r.hash[:KEY_HASH_BYTES].hex()}",
+    "another hash": lambda r: record_key(r.id, bytes(32)),
+    "one hash bit off": lambda r: record_key(r.id, bytes([r.hash[0] ^ 1]) + r.hash[1:]),
+    "hash too short": lambda r: r.key[:-2],
+    "whole hash": lambda r: f"{r.id}#{r.hash.hex()}",
+    "upper-case hash": lambda r: f"{r.id}#{r.hash[:KEY_HASH_BYTES].hex().upper()}",
+    "trailing space": lambda r: r.key + " ",
+    "empty": lambda _r: "",
+}
+
+
 @pytest.mark.parametrize(
-    ("doc", "key"),
+    ("doc", "make_key"),
     [
-        (TODAY_DOC, "lane1:2"),
-        (TODAY_DOC, "lane2:1"),
-        (TODAY_DOC, "lane1:01"),
-        (TODAY_DOC, ""),
-        (TOMORROW_DOC, "lane1:1"),
-        (CATALOG_DOC, "lane1:1"),
+        *((TODAY_DOC, make_key) for make_key in WRONG_KEYS.values()),
+        (TOMORROW_DOC, lambda r: r.key),
+        (CATALOG_DOC, lambda r: r.key),
     ],
+    ids=[*WRONG_KEYS, "right key, tomorrow", "right key, catalog"],
 )
-def test_record_stored_under_the_wrong_key_or_document_is_rejected(doc: str, key: str) -> None:
+def test_record_stored_under_the_wrong_key_or_document_is_rejected(
+    doc: str, make_key: Callable[[Record], str]
+) -> None:
     store = Store()
     signer = SigningKey.generate()
     cert = store.certificate("lane1", signer)
     (record,) = record_chain(signer, "lane1", [Receipt(Sku("X"), 10)])
+    key = make_key(record)
+    assert (doc, key) != (TODAY_DOC, record.key)
     replica = enrolled_observer(store, cert)
     put_records(replica, doc, {key: record.encoded}, client_id=31)
     assert replica.ledger.on_hand() == {}
+    assert replica.ledger.accepted_count() == 0
     assert problem_keys(replica, "rejected") == [(doc, key)]
+    # positive control: the same record under its own key in its own document counts
+    put_records(replica, TODAY_DOC, keyed(record), client_id=32)
+    assert replica.ledger.on_hand() == {"X": 10}
+    assert problem_keys(replica, "rejected") == [(doc, key)]  # the misfiled copy stays listed
+
+
+def test_record_key_is_id_and_hash_prefix() -> None:
+    signer = SigningKey.generate()
+    (record,) = record_chain(signer, "lane1", [Receipt(Sku("X"), 10)])
+    assert record.key == record_key(record.id, record.hash)
+    assert record.key == f"lane1:1#{record.hash[:KEY_HASH_BYTES].hex()}"
+    parsed = parse_record(record.encoded)
+    assert isinstance(parsed, Record)
+    assert parsed.key == record.key
 
 
 def test_price_change_must_live_in_the_catalog() -> None:
@@ -149,11 +207,11 @@ def test_price_change_must_live_in_the_catalog() -> None:
     cert = store.certificate("lane1", signer, Role.MANAGER)
     (price,) = record_chain(signer, "lane1", [PriceChange(Sku("X"), 250)])
     misplaced = enrolled_observer(store, cert)
-    put_records(misplaced, TODAY_DOC, {"lane1:1": price.encoded}, client_id=31)
+    put_records(misplaced, TODAY_DOC, keyed(price), client_id=31)
     assert misplaced.ledger.price_of(Sku("X")) is None
-    assert problem_keys(misplaced, "rejected") == [(TODAY_DOC, "lane1:1")]
+    assert problem_keys(misplaced, "rejected") == [(TODAY_DOC, price.key)]
     placed = enrolled_observer(store, cert)
-    put_records(placed, CATALOG_DOC, {"lane1:1": price.encoded}, client_id=31)
+    put_records(placed, CATALOG_DOC, keyed(price), client_id=31)
     assert placed.ledger.price_of(Sku("X")) is not None
     assert no_problems(placed)
 
@@ -197,9 +255,7 @@ def test_fork_stops_the_chain_whatever_the_arrival_order() -> None:
             if record is y and replica.ledger.is_accepted(x3):
                 rebuilt = True  # seq 2 and 3 were counted; the fork below them forces a rebuild
                 assert replica.ledger.on_hand() == {"A": 26}
-            put_records(
-                replica, doc_of(record), {str(record.id): record.encoded}, client_id=100 + n
-            )
+            put_records(replica, doc_of(record), keyed(record), client_id=100 + n)
         assert_broken_at_2(replica)
         assert not replica.ledger.is_accepted(x)
         assert not replica.ledger.is_accepted(y)
@@ -210,9 +266,9 @@ def test_fork_stops_the_chain_whatever_the_arrival_order() -> None:
     together = enrolled_observer(store, cert)
     together.merge(
         [
-            (TODAY_DOC, crafted_update("records", {"lane1:1": r1.encoded, "lane1:3": x3.encoded})),
-            (TODAY_DOC, crafted_update("records", {"lane1:2": x.encoded}, client_id=5)),
-            (TOMORROW_DOC, crafted_update("records", {"lane1:2": y.encoded}, client_id=6)),
+            (TODAY_DOC, crafted_update("records", keyed(r1, x3))),
+            (TODAY_DOC, crafted_update("records", keyed(x), client_id=5)),
+            (TOMORROW_DOC, crafted_update("records", keyed(y), client_id=6)),
         ],
         NOW,
     )
@@ -226,10 +282,10 @@ def test_fork_discovered_after_acceptance_is_agreed_by_every_replica() -> None:
     cert = store.certificate("lane1", key)
     r1, x, y, x3 = forked_chain(key)
     p, q = enrolled_observer(store, cert), enrolled_observer(store, cert)
-    put_records(p, TODAY_DOC, {"lane1:1": r1.encoded}, client_id=50)
+    put_records(p, TODAY_DOC, keyed(r1), client_id=50)
     sync(p, q)
-    put_records(p, TODAY_DOC, {"lane1:2": x.encoded, "lane1:3": x3.encoded}, client_id=51)
-    put_records(q, TOMORROW_DOC, {"lane1:2": y.encoded}, client_id=52)
+    put_records(p, TODAY_DOC, keyed(x, x3), client_id=51)
+    put_records(q, TOMORROW_DOC, keyed(y), client_id=52)
     assert p.ledger.on_hand() == {"A": 26}
     assert q.ledger.on_hand() == {"A": 8}
     sync_all([p, q])
@@ -241,30 +297,38 @@ def test_fork_discovered_after_acceptance_is_agreed_by_every_replica() -> None:
     assert_broken_at_2(late)
 
 
-def test_fork_under_one_key_is_agreed_by_every_replica_with_the_same_digest() -> None:
-    """Two replicas hold different records under the same key (one seq signed twice). The CRDT
-    keeps one value; replicas that saw both stop the chain. A replica with the same digest must
-    reach the same views, or equal digests no longer mean converged."""
+def test_fork_under_one_id_is_seen_by_every_replica_with_the_same_digest() -> None:
+    """Two replicas hold different records with one id (one seq signed twice, same document).
+    Their keys differ, so the CRDT keeps both: every replica that synced, a third one that
+    arrives late and a restarted one all see the fork and stop the chain, with equal digests
+    and equal views."""
     store = Store()
     key = SigningKey.generate()
     cert = store.certificate("lane1", key)
     r1, x = record_chain(key, "lane1", [Receipt(Sku("A"), 1), Receipt(Sku("A"), 5)])
     y = make_record(key, LANE1, 2, r1.hash, Hlc(NOW + 1, 0), Receipt(Sku("A"), 7))
+    assert x.id == y.id
+    assert x.key != y.key
     p, q = enrolled_observer(store, cert), enrolled_observer(store, cert)
-    put_records(p, TODAY_DOC, {"lane1:1": r1.encoded}, client_id=59)
+    put_records(p, TODAY_DOC, keyed(r1), client_id=59)
     sync(p, q)
-    put_records(p, TODAY_DOC, {"lane1:2": x.encoded}, client_id=60)
-    put_records(q, TODAY_DOC, {"lane1:2": y.encoded}, client_id=61)
+    put_records(p, TODAY_DOC, keyed(x), client_id=60)
+    put_records(q, TODAY_DOC, keyed(y), client_id=61)
+    assert p.ledger.on_hand() == {"A": 6}
+    assert q.ledger.on_hand() == {"A": 8}
     sync_all([p, q])
     sync_all([p, q])
-    assert p.digest() == q.digest()
-    assert p.ledger.on_hand() == q.ledger.on_hand()
-    assert_broken_at_2(p)
     late = enrolled_observer(store)
     sync(p, late)
-    assert late.digest() == p.digest()
-    assert late.ledger.on_hand() == p.ledger.on_hand()
-    assert late.ledger.problems() == p.ledger.problems()
+    again = restarted(q)
+    for replica in (p, q, late, again):
+        assert replica.digest() == p.digest()
+        assert_broken_at_2(replica)
+        assert stored_value(replica, TODAY_DOC, x.key) == x.encoded
+        assert stored_value(replica, TODAY_DOC, y.key) == y.encoded
+        assert not replica.ledger.is_accepted(x)
+        assert not replica.ledger.is_accepted(y)
+        assert replica.ledger.problems() == p.ledger.problems()
 
 
 # -- gaps and late certificates -------------------------------------------------------------------
@@ -278,13 +342,13 @@ def test_gap_pauses_the_chain_until_the_missing_record_arrives() -> None:
         key, "lane1", [Receipt(Sku("A"), 1), Receipt(Sku("A"), 2), Receipt(Sku("A"), 4)]
     )
     replica = enrolled_observer(store, cert)
-    put_records(replica, TODAY_DOC, {"lane1:1": r1.encoded, "lane1:3": r3.encoded}, 70)
+    put_records(replica, TODAY_DOC, keyed(r1, r3), 70)
     assert replica.ledger.on_hand() == {"A": 1}
     assert replica.ledger.problems()["gaps"] == [
         {"terminal": "lane1", "missing_seq": 2, "waiting": 1}
     ]
     assert not replica.ledger.is_accepted(r3)
-    put_records(replica, TODAY_DOC, {"lane1:2": r2.encoded}, 71)
+    put_records(replica, TODAY_DOC, keyed(r2), 71)
     assert replica.ledger.on_hand() == {"A": 7}
     assert replica.ledger.head(LANE1).seq == 3
     assert no_problems(replica)
@@ -293,13 +357,13 @@ def test_gap_pauses_the_chain_until_the_missing_record_arrives() -> None:
 def test_records_that_arrive_before_their_certificate_count_once_it_arrives() -> None:
     store = Store()
     lane = store.terminal("lane1")
-    lane.replica.append(Receipt(Sku("A"), 5), NOW)
-    lane.replica.append(Sale.of((SaleLine(Sku("A"), 2, 100),)), NOW + 1)
+    first, _ = lane.replica.append(Receipt(Sku("A"), 5), NOW)
+    second, _ = lane.replica.append(Sale.of((SaleLine(Sku("A"), 2, 100),)), NOW + 1)
     everything = lane.replica.updates_since({})
     replica = store.observer()
     replica.merge([(TODAY_DOC, everything[TODAY_DOC])], NOW)
     assert replica.ledger.on_hand() == {}
-    assert problem_keys(replica, "unverified") == [(TODAY_DOC, "lane1:1"), (TODAY_DOC, "lane1:2")]
+    assert problem_keys(replica, "unverified") == [(TODAY_DOC, first.key), (TODAY_DOC, second.key)]
     change = replica.merge([(CONFIG_DOC, everything[CONFIG_DOC])], NOW)
     assert replica.ledger.on_hand() == {"A": 3}
     assert no_problems(replica)
@@ -316,7 +380,7 @@ def test_price_change_signed_by_a_cashier_is_not_applied() -> None:
     sync_all([cashier.replica, manager.replica])
     for replica in (cashier.replica, manager.replica):
         assert replica.ledger.price_of(Sku("X")) is None
-        assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, str(record.id))]
+        assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, record.key)]
         assert replica.ledger.on_hand() == {"X": 3}
     manager.replica.append(PriceChange(Sku("X"), 250), NOW + 2)
     sync_all([cashier.replica, manager.replica], NOW + 3)
@@ -324,6 +388,82 @@ def test_price_change_signed_by_a_cashier_is_not_applied() -> None:
         price = replica.ledger.price_of(Sku("X"))
         assert price is not None
         assert (price.unit_cents, price.terminal) == (250, "lane2")
+
+
+@pytest.mark.parametrize("manager_first", [True, False])
+def test_price_change_counts_when_a_manager_certificate_verifies_it(manager_first: bool) -> None:
+    """One key enrolled twice for one terminal (cashier, then promoted to manager): the price
+    change is authorised whichever certificate arrived first."""
+    store = Store()
+    key = SigningKey.generate()
+    certs = [store.certificate("lane1", key, Role.MANAGER), store.certificate("lane1", key)]
+    if not manager_first:
+        certs.reverse()
+    price, receipt = record_chain(key, "lane1", [PriceChange(Sku("X"), 250), Receipt(Sku("X"), 1)])
+    replica = store.observer()
+    for n, cert in enumerate(certs):
+        replica.merge([(CONFIG_DOC, config_update(cert, client_id=500 + n))], NOW)
+    put_records(replica, CATALOG_DOC, keyed(price), client_id=510)
+    put_records(replica, TODAY_DOC, keyed(receipt), client_id=511)
+    current = replica.ledger.price_of(Sku("X"))
+    assert current is not None
+    assert current.unit_cents == 250
+    assert replica.ledger.on_hand() == {"X": 1}
+    assert no_problems(replica), replica.ledger.problems()
+
+
+@pytest.mark.parametrize("manager_first", [True, False])
+def test_manager_certificate_of_another_key_does_not_authorise_a_price(
+    manager_first: bool,
+) -> None:
+    """The terminal has a manager certificate, but for another key: the price change signed with
+    the cashier key is counted in the chain and not applied, whatever the arrival order."""
+    store = Store()
+    cashier_key, manager_key = SigningKey.generate(), SigningKey.generate()
+    certs = [
+        store.certificate("lane1", manager_key, Role.MANAGER),
+        store.certificate("lane1", cashier_key),
+    ]
+    if not manager_first:
+        certs.reverse()
+    price, receipt = record_chain(
+        cashier_key, "lane1", [PriceChange(Sku("X"), 250), Receipt(Sku("X"), 1)]
+    )
+    replica = store.observer()
+    for n, cert in enumerate(certs):
+        replica.merge([(CONFIG_DOC, config_update(cert, client_id=500 + n))], NOW)
+    put_records(replica, CATALOG_DOC, keyed(price), client_id=510)
+    put_records(replica, TODAY_DOC, keyed(receipt), client_id=511)
+    assert replica.ledger.price_of(Sku("X")) is None
+    assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, price.key)]
+    assert replica.ledger.on_hand() == {"X": 1}
+    assert replica.ledger.head(LANE1).seq == 2
+
+
+def test_certificate_stored_under_a_key_not_its_own_is_not_believed() -> None:
+    store = Store()
+    key = SigningKey.generate()
+    cert = store.certificate("lane1", key)
+    other = store.certificate("lane2", SigningKey.generate())
+    (record,) = record_chain(key, "lane1", [Receipt(Sku("A"), 5)])
+    misfiled = {
+        f"cert:lane1:{cert.key_fingerprint}": cert.encoded,  # the old key scheme
+        certificate_key(other): cert.encoded,  # another certificate's key
+        certificate_key(cert).replace("lane1", "lane2"): cert.encoded,
+        f"revoke:lane1:{certificate_key(cert).rsplit(':', 1)[1]}": cert.encoded,
+    }
+    for n, (config_key, value) in enumerate(misfiled.items()):
+        replica = store.observer()
+        replica.merge([(CONFIG_DOC, crafted_update("certs", {config_key: value}, 600 + n))], NOW)
+        put_records(replica, TODAY_DOC, keyed(record), client_id=610)
+        assert list(replica.ledger.certificates()) == [], config_key
+        assert replica.ledger.on_hand() == {}, config_key
+        assert problem_keys(replica, "unverified") == [(TODAY_DOC, record.key)], config_key
+    # positive control: under its own key it is believed
+    replica = store.observer()
+    replica.merge([(CONFIG_DOC, config_update(cert))], NOW)
+    put_records(replica, TODAY_DOC, keyed(record), client_id=610)
+    assert replica.ledger.on_hand() == {"A": 5}
 
 
 def test_later_price_wins_on_every_replica() -> None:
@@ -349,23 +489,39 @@ def seeded_replica() -> tuple[Store, Replica]:
     return store, lane.replica
 
 
-@pytest.mark.parametrize(("wall_ms", "enrolled"), [(253_402_300_800_000, True), (2**64 - 1, False)])
+@pytest.mark.parametrize(
+    ("wall_ms", "enrolled"),
+    [
+        (MAX_WALL_MS + 1, True),
+        (253_402_300_800_000, True),  # 10000-01-01: past the end of Python's calendar
+        (2**64 - 1, False),
+        (2**64 - 1, True),
+    ],
+)
 def test_record_with_a_timestamp_beyond_the_calendar_is_rejected(
     wall_ms: int, enrolled: bool
 ) -> None:
-    """parse_record accepts any non-negative wall_ms; the replica must not crash on the first
-    date past year 9999 (the document check runs before any signature check)."""
+    """The replica must not crash on a date past year 9999 (the document check runs before any
+    signature check): such a record is rejected at parsing, whatever key it is stored under."""
     store = Store()
     signer = SigningKey.generate()
     cert = store.certificate("lane1", signer)
     record = make_record(signer, LANE1, 1, bytes(32), Hlc(wall_ms, 0), Receipt(Sku("A"), 5))
+    rejected = parse_record(record.encoded)
+    assert not isinstance(rejected, Record)
+    assert "timestamp" in rejected.reason
     replica = enrolled_observer(store, *([cert] if enrolled else []))
-    put_records(replica, TODAY_DOC, {"lane1:1": record.encoded}, client_id=13)
+    put_records(replica, TODAY_DOC, keyed(record), client_id=13)
+    put_records(replica, TODAY_DOC, {str(record.id): record.encoded}, client_id=14)
     assert replica.ledger.on_hand() == {}
-    assert problem_keys(replica, "rejected") + problem_keys(replica, "unverified") == [
-        (TODAY_DOC, "lane1:1")
-    ]
+    assert replica.ledger.accepted_count() == 0
+    assert problem_keys(replica, "rejected") == sorted(
+        [(TODAY_DOC, record.key), (TODAY_DOC, str(record.id))]
+    )
+    assert problem_keys(replica, "unverified") == []
     replica.digest()
+    replica.rebuild(NOW)
+    assert replica.ledger.on_hand() == {}
 
 
 @settings(max_examples=150, deadline=None)
@@ -455,7 +611,11 @@ def test_non_bytes_map_values_are_rejected_and_the_replica_keeps_working(
 ) -> None:
     store, replica = seeded_replica()
     stock = replica.ledger.on_hand()
-    key = "lane9:1" if doc == TODAY_DOC else "cert:lane9:0000000000000000"
+    key = (
+        record_key(RecordId(TerminalId("lane9"), 1), bytes(32))
+        if doc == TODAY_DOC
+        else ("cert:lane9:" + "00" * 16)
+    )
     root = "certs" if doc == CONFIG_DOC else "records"
     replica.merge([(doc, crafted_update(root, {key: value}))], NOW)
     assert replica.ledger.on_hand() == stock
@@ -476,7 +636,7 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     store = Store()
     lane = store.terminal("lane1")
     record, _ = lane.replica.append(Receipt(Sku("A"), 5), NOW)
-    key = str(record.id)
+    key = record.key
     digest, stock, heads = (
         lane.replica.digest(),
         lane.replica.ledger.on_hand(),
@@ -508,20 +668,147 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     assert peer.ledger.on_hand() == stock
 
 
+@pytest.mark.parametrize("doc", [TODAY_DOC, CONFIG_DOC])
+def test_identical_value_written_again_is_not_written_back(doc: str) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    record, _ = lane.replica.append(Receipt(Sku("A"), 5), NOW)
+    key = record.key if doc == TODAY_DOC else certificate_key(lane.cert)
+    value = stored_value(lane.replica, doc, key)
+    assert isinstance(value, bytes)
+    digest = lane.replica.digest()
+    update = overwrite(lane.replica, doc, key, value, client_id=667)
+    change = lane.replica.merge([(doc, update)], NOW + 1)
+    assert change.updates == [(doc, update)]  # persisted as received, nothing written back
+    assert lane.replica.digest() == digest
+    assert lane.replica.ledger.on_hand() == {"A": 5}
+
+
+@pytest.mark.parametrize("replacement", ["junk", "deleted", "another certificate"])
+def test_overwritten_or_deleted_certificate_is_written_back(replacement: str) -> None:
+    store = Store()
+    a, b = store.terminal("lane1"), store.terminal("lane2")
+    a.replica.append(Receipt(Sku("A"), 5), NOW)
+    sync(a.replica, b.replica)
+    key = certificate_key(a.cert)
+    value = {
+        "junk": b"junk",
+        "deleted": None,
+        "another certificate": store.certificate("lane1", SigningKey.generate()).encoded,
+    }[replacement]
+    update = overwrite(b.replica, CONFIG_DOC, key, value, client_id=668)
+    change = b.replica.merge([(CONFIG_DOC, update)], NOW + 1)
+    assert len(change.updates) >= 2
+    assert stored_value(b.replica, CONFIG_DOC, key) == a.cert.encoded
+    assert b.replica.ledger.on_hand() == {"A": 5}
+    assert no_problems(b.replica), b.replica.ledger.problems()
+    late = store.observer()
+    late.merge([(CONFIG_DOC, update)], NOW + 1)  # the overwrite first, then everything else
+    sync(b.replica, late, NOW + 2)
+    assert stored_value(late, CONFIG_DOC, key) == a.cert.encoded
+    assert late.ledger.on_hand() == {"A": 5}
+    assert restarted(b.replica, now_ms=NOW + 3).ledger.on_hand() == {"A": 5}
+
+
+@pytest.mark.parametrize("replacement", ["junk", "deleted"])
+def test_unverified_record_replaced_before_its_certificate_arrives_is_not_counted(
+    replacement: str,
+) -> None:
+    """A record waiting for its certificate is overwritten (or deleted) by a peer. It was never
+    accepted, so it is not written back; whatever is counted must then be what the document
+    holds: a replica that only ever saw the final content, and a restarted one, agree."""
+    store = Store()
+    key = SigningKey.generate()
+    cert = store.certificate("lane1", key)
+    (record,) = record_chain(key, "lane1", [Receipt(Sku("A"), 5)])
+    replica = store.observer()
+    put_records(replica, TODAY_DOC, keyed(record), client_id=700)
+    assert problem_keys(replica, "unverified") == [(TODAY_DOC, record.key)]
+    value = None if replacement == "deleted" else b"junk"
+    update = overwrite(replica, TODAY_DOC, record.key, value, client_id=701)
+    replica.merge([(TODAY_DOC, update)], NOW)
+    replica.merge([(CONFIG_DOC, config_update(cert))], NOW)
+    fresh = store.observer()
+    sync(replica, fresh)
+    assert fresh.digest() == replica.digest()
+    assert fresh.ledger.on_hand() == {}
+    for other in (replica, restarted(replica)):
+        assert other.ledger.on_hand() == fresh.ledger.on_hand()
+        assert other.ledger.heads() == fresh.ledger.heads()
+        assert other.ledger.problems() == fresh.ledger.problems()
+
+
+@pytest.mark.parametrize("replacement", ["junk", "deleted"])
+def test_record_waiting_behind_a_gap_replaced_before_the_gap_fills_is_not_counted(
+    replacement: str,
+) -> None:
+    """Like an unverified record, a validly signed one waiting for its predecessor is not yet
+    accepted; if a peer replaces it, the views must follow the content once the gap fills."""
+    store = Store()
+    key = SigningKey.generate()
+    cert = store.certificate("lane1", key)
+    r1, r2, r3 = record_chain(
+        key, "lane1", [Receipt(Sku("A"), 1), Receipt(Sku("A"), 2), Receipt(Sku("A"), 4)]
+    )
+    replica = enrolled_observer(store, cert)
+    put_records(replica, TODAY_DOC, keyed(r1, r3), client_id=710)
+    assert replica.ledger.problems()["gaps"] != []
+    value = None if replacement == "deleted" else b"junk"
+    replica.merge([(TODAY_DOC, overwrite(replica, TODAY_DOC, r3.key, value, 711))], NOW)
+    put_records(replica, TODAY_DOC, keyed(r2), client_id=712)
+    fresh = enrolled_observer(store)
+    sync(replica, fresh)
+    assert fresh.digest() == replica.digest()
+    assert fresh.ledger.on_hand() == {"A": 3}
+    for other in (replica, restarted(replica)):
+        assert other.ledger.on_hand() == fresh.ledger.on_hand()
+        assert other.ledger.heads() == fresh.ledger.heads()
+        assert other.ledger.problems() == fresh.ledger.problems()
+
+
+def test_problem_of_a_deleted_entry_is_not_listed_any_more() -> None:
+    """Junk that a peer later deletes is no longer held: listing it would make two replicas with
+    one digest report different problems."""
+    store, replica = seeded_replica()
+    junk_key = record_key(RecordId(TerminalId("lane9"), 1), bytes(32))
+    put_records(replica, TODAY_DOC, {junk_key: b"junk"}, client_id=720)
+    assert problem_keys(replica, "rejected") == [(TODAY_DOC, junk_key)]
+    replica.merge([(TODAY_DOC, overwrite(replica, TODAY_DOC, junk_key, None, 721))], NOW)
+    fresh = store.observer()
+    sync(replica, fresh)
+    assert fresh.digest() == replica.digest()
+    assert no_problems(fresh)
+    assert replica.ledger.problems() == fresh.ledger.problems()
+
+
 def test_two_lanes_repairing_the_same_overwrite_while_apart_converge() -> None:
     store = Store()
     a, b = store.terminal("lane1"), store.terminal("lane2")
     record, _ = a.replica.append(Receipt(Sku("A"), 5), NOW)
     sync_all([a.replica, b.replica])
-    update = overwrite(a.replica, TODAY_DOC, str(record.id), b"junk", client_id=666)
-    a.replica.merge([(TODAY_DOC, update)], NOW + 1)  # each repairs on its own
-    b.replica.merge([(TODAY_DOC, update)], NOW + 1)
-    sync_all([a.replica, b.replica], NOW + 2)  # both repairs are concurrent writes of one value
-    sync_all([a.replica, b.replica], NOW + 2)
+    update = overwrite(a.replica, TODAY_DOC, record.key, b"junk", client_id=666)
+    repair_a = a.replica.merge([(TODAY_DOC, update)], NOW + 1)  # each repairs on its own
+    repair_b = b.replica.merge([(TODAY_DOC, update)], NOW + 1)
+    assert len(repair_a.updates) >= 2
+    assert len(repair_b.updates) >= 2
+    # both repairs are concurrent writes of one value: receiving the other's repair overwrites
+    # the entry with an identical value, which must not be written back again (no loop)
+    for src, dst in ((a.replica, b.replica), (b.replica, a.replica)):
+        received = sync(src, dst, NOW + 2)
+        assert len(received.updates) == 1, "an identical value was written back"
+    digest = a.replica.digest()
+    for _ in range(3):
+        for src, dst in ((a.replica, b.replica), (b.replica, a.replica)):
+            # (a diff always carries the delete set, so it is not empty; it changes nothing)
+            again = sync(src, dst, NOW + 3)
+            assert again.entries == 0
+            assert len(again.updates) <= 1
+            assert dst.digest() == digest
     assert a.replica.digest() == b.replica.digest()
     for replica in (a.replica, b.replica):
-        assert stored_value(replica, TODAY_DOC, str(record.id)) == record.encoded
+        assert stored_value(replica, TODAY_DOC, record.key) == record.encoded
         assert replica.ledger.on_hand() == {"A": 5}
+        assert no_problems(replica), replica.ledger.problems()
 
 
 def test_overwritten_certificate_is_written_back_and_survives_a_restart() -> None:
@@ -544,14 +831,6 @@ def test_overwritten_certificate_is_written_back_and_survives_a_restart() -> Non
 
 
 # -- restart --------------------------------------------------------------------------------------
-
-
-def durable_log(*changes: Change) -> dict[str, list[bytes]]:
-    stored: dict[str, list[bytes]] = {}
-    for change in changes:
-        for name, update in change.updates:
-            stored.setdefault(name, []).append(update)
-    return stored
 
 
 def test_restore_from_the_durable_log_gives_the_same_state() -> None:
@@ -590,6 +869,34 @@ def test_own_chain_survives_a_clock_step_back_across_a_restart() -> None:
     assert no_problems(again)
 
 
+def test_append_refuses_when_the_own_chain_is_broken_and_writes_nothing() -> None:
+    """A terminal directory restored from an old copy signs a second, different seq 2. Once the
+    fork is known, neither copy may append: nothing they sign could ever be counted."""
+    store = Store()
+    lane = store.terminal("lane1")
+    _, first = lane.replica.append(Receipt(Sku("A"), 5), NOW)
+    copy = Replica(store.identity, store.client_id(), LocalIdentity(lane.cert, lane.key))
+    copy.restore(durable_log(lane.restored, first), set(), NOW)
+    lane.replica.append(Receipt(Sku("A"), 1), NOW + 1)
+    copy.append(Receipt(Sku("A"), 2), NOW + 2)
+    sync_all([lane.replica, copy], NOW + 3)
+    for replica in (lane.replica, copy):
+        assert replica.ledger.is_broken(LANE1) is not None
+        assert replica.ledger.on_hand() == {"A": 5}
+        digest, vectors = replica.digest(), replica.state_vectors()
+        heads, problems = replica.ledger.heads(), replica.ledger.problems()
+        with pytest.raises(ConfigError, match="broken"):
+            replica.append(Receipt(Sku("A"), 3), NOW + 4)
+        assert replica.digest() == digest
+        assert replica.state_vectors() == vectors
+        assert replica.ledger.heads() == heads
+        assert replica.ledger.problems() == problems
+        assert replica.ledger.on_hand() == {"A": 5}
+    # a restart does not heal it either
+    with pytest.raises(ConfigError, match="broken"):
+        restarted(copy, now_ms=NOW + 5).append(Receipt(Sku("A"), 3), NOW + 5)
+
+
 def test_certificate_arrival_order_does_not_change_the_views() -> None:
     """A terminal enrolled twice (a new key after a disk swap): which records count must not
     depend on which of its certificates a replica happened to receive first."""
@@ -602,9 +909,9 @@ def test_certificate_arrival_order_does_not_change_the_views() -> None:
     first_new = enrolled_observer(store)
     for replica, certs in ((first_old, (old_cert, new_cert)), (first_new, (new_cert, old_cert))):
         for n, cert in enumerate(certs):
-            update = crafted_update("certs", {certificate_key(cert): cert.encoded}, 300 + n)
-            replica.merge([(CONFIG_DOC, update)], NOW)
-        put_records(replica, TODAY_DOC, {"lane1:1": record.encoded}, client_id=400)
+            replica.merge([(CONFIG_DOC, config_update(cert, client_id=300 + n))], NOW)
+        put_records(replica, TODAY_DOC, keyed(record), client_id=400)
     assert first_old.digest() == first_new.digest()
-    assert first_old.ledger.on_hand() == first_new.ledger.on_hand()
-    assert first_old.ledger.problems() == first_new.ledger.problems()
+    for replica in (first_old, first_new):
+        assert replica.ledger.on_hand() == {"A": 5}  # the record verifies with the new key
+        assert no_problems(replica), replica.ledger.problems()

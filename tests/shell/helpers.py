@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 from pathlib import Path
 
 from lanesync.core import commands
@@ -61,3 +63,15 @@ def database_files(terminal: Terminal) -> dict[str, bytes]:
 
 def file_mode(path: Path) -> int:
     return path.stat().st_mode & 0o777
+
+
+def query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    """Run ``sql`` on a database through a connection of its own (closed at once)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def count_rows(terminal: Terminal, table: str) -> int:
+    ((n,),) = query(terminal.directory.database, f"SELECT count(*) FROM {table}")  # noqa: S608
+    assert isinstance(n, int)
+    return n

@@ -24,18 +24,17 @@ from lanesync.shell import storage
 from lanesync.shell.terminal import Terminal
 
 from .conftest import Lanes
-from .helpers import head_seq, observable, on_hand, price, receipt, sale, void
-
-
-def query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    with contextlib.closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql).fetchall()
-
-
-def count_rows(terminal: Terminal, table: str) -> int:
-    ((n,),) = query(terminal.directory.database, f"SELECT count(*) FROM {table}")  # noqa: S608
-    assert isinstance(n, int)
-    return n
+from .helpers import (
+    count_rows,
+    head_seq,
+    observable,
+    on_hand,
+    price,
+    query,
+    receipt,
+    sale,
+    void,
+)
 
 
 @pytest.fixture

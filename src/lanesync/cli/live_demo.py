@@ -66,7 +66,15 @@ class Store:
             self.links[(a, b)] = link
         for name in LANES:
             peers = [f"ws://127.0.0.1:{self.links[(name, b)].port}" for b in LANES if b > name]
-            args = [sys.executable, "-m", "lanesync", "run", str(self.root / name)]
+            # Lanes reach each other only through the proxies (no mDNS), so the split is real.
+            args = [
+                sys.executable,
+                "-m",
+                "lanesync",
+                "run",
+                str(self.root / name),
+                "--no-discovery",
+            ]
             for peer in peers:
                 args += ["--peer", peer]
             log = (self.root / f"{name}.log").open("wb")

@@ -405,6 +405,13 @@ def _print_verify(report: dict[str, Any]) -> None:
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Local HTTP API HOST:PORT.")
 @click.option("--peer", "peers", multiple=True, help="A peer to dial, ws://HOST:PORT (repeat).")
 @click.option("--no-discovery", is_flag=True, help="Do not use mDNS (only --peer addresses).")
+@click.option(
+    "--interface",
+    "interfaces",
+    multiple=True,
+    help="Use mDNS only on this network interface (repeat). Default: all, or loopback only "
+    "when --listen is a loopback address.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 def run(
@@ -413,22 +420,27 @@ def run(
     api: str,
     peers: tuple[str, ...],
     no_discovery: bool,
+    interfaces: tuple[str, ...],
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
     from lanesync.shell.daemon import DaemonConfig, parse_address, parse_peer_url
     from lanesync.shell.daemon import run as run_daemon
+    from lanesync.shell.discovery import interface_addresses
 
     config = DaemonConfig(
         terminal_dir,
         listen=parse_address(listen, "--listen"),
         api=parse_address(api, "--api"),
         peers=tuple(parse_peer_url(p) for p in peers),
+        discovery=not no_discovery,
+        interfaces=interfaces,
         anti_entropy_ms=anti_entropy_ms,
     )
-    # mDNS discovery arrives with its own milestone; until then only --peer addresses are used,
-    # so --no-discovery is accepted and changes nothing yet.
-    del no_discovery
+    if interfaces and no_discovery:
+        raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
+    if interfaces:
+        interface_addresses(interfaces)  # an unknown interface is a clear error before start
     run_daemon(config)
 
 

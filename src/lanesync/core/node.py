@@ -65,6 +65,7 @@ class Link:
     pending: list[Update] = field(default_factory=list)
     ack_due_ms: int | None = None
     anti_entropy_due_ms: int | None = None
+    last_seen_ms: int | None = None
 
     @property
     def is_open(self) -> bool:
@@ -127,6 +128,7 @@ class Node:
         link = self.links.get(conn_id)
         if link is None:
             return
+        link.last_seen_ms = now_ms
         link.connection.receive_data(data, now_ms)
         self._pump(link, now_ms)
 
@@ -152,6 +154,12 @@ class Node:
             if link.is_open:
                 link.anti_entropy_due_ms = now_ms
         self._close_revoked(now_ms)
+
+    def close_link(self, conn_id: int, reason: str, now_ms: int) -> None:
+        link = self.links.get(conn_id)
+        if link is not None:
+            link.connection.close(reason)
+            self._pump(link, now_ms)
 
     def close_all(self, reason: str) -> None:
         for link in list(self.links.values()):
@@ -360,6 +368,7 @@ class Node:
                     "dialer": link.dialer,
                     "established_ms": link.established_ms,
                     "acked_ms": link.peer_acked_ms,
+                    "last_seen_ms": link.last_seen_ms,
                     "unacked_bytes": unacked,
                     "frames_sent": link.connection.frames_sent,
                     "frames_received": link.connection.frames_received,

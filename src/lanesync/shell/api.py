@@ -223,17 +223,8 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "listen": state.listen,
         "started_ms": state.started_ms,
         "version": __version__,
-        "peers": mesh.node.peer_status(),
-        "static_peers": [
-            {
-                "url": p.url,
-                "terminal_id": p.terminal_id,
-                "connected": p.terminal_id is not None and mesh.connected_to(p.terminal_id),
-                "attempts": p.attempts,
-                "last_error": p.last_error,
-            }
-            for p in mesh.static_peers
-        ],
+        "peers": mesh.peers_report(),
+        "connections": mesh.node.peer_status(),
     }
 
 
@@ -329,6 +320,10 @@ def create_app(state: DaemonState) -> FastAPI:
     @app.get("/v1/status", tags=["reads"])
     async def get_status() -> dict[str, Any]:
         return status_report(state)
+
+    @app.get("/v1/peers", tags=["reads"])
+    async def get_peers() -> dict[str, Any]:
+        return {"peers": state.mesh.peers_report()}
 
     @app.get("/v1/alerts", tags=["reads"])
     async def get_alerts() -> dict[str, Any]:

@@ -18,7 +18,7 @@ import socket
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +29,8 @@ from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import GroupCommitter
-from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh, StaticPeer, wall_ms, websocket_options
+from lanesync.shell.discovery import Discovery
+from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh, wall_ms, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.terminal import Terminal
 
@@ -42,8 +43,9 @@ class DaemonConfig:
     listen: tuple[str, int] = ("127.0.0.1", 0)
     api: tuple[str, int] = ("127.0.0.1", 0)
     peers: tuple[str, ...] = ()
+    discovery: bool = True
+    interfaces: tuple[str, ...] = ()
     anti_entropy_ms: int | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -161,9 +163,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
             group.create_task(api.serve(sockets=[api_sock]), name="api"),
         ]
         for url in config.peers:
-            peer = StaticPeer(url)
-            mesh.static_peers.append(peer)
-            tasks.append(group.create_task(mesh.dial_forever(peer), name=f"dial {url}"))
+            mesh.add_static(url)
         write_runtime(
             config.directory,
             {
@@ -174,6 +174,19 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
                 "started_ms": state.started_ms,
             },
         )
+        discovery = None
+        if config.discovery:
+            discovery = Discovery(
+                store_id=terminal.store_id,
+                terminal_id=terminal.terminal_id,
+                fingerprint=terminal.directory.me.certificate.key_fingerprint,
+                listen_host=config.listen[0],
+                port=peer_sock.getsockname()[1],
+                interfaces=config.interfaces,
+                on_found=mesh.discovered,
+                on_lost=mesh.lost,
+            )
+            await discovery.start()  # RFC 6762 probing: ~1.2 s before peers see us
         log.info(
             "started terminal=%s listen=%s api=%s peers=%d",
             terminal.terminal_id,
@@ -184,7 +197,12 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
         await stop.wait()
         log.info("stopping terminal=%s", terminal.terminal_id)
         remove_runtime(config.directory)
+        if discovery is not None:
+            await discovery.stop()  # the mDNS goodbye
         mesh.close_all(SHUTDOWN_REASON)
+        for entry in mesh.peers:
+            if entry.task is not None:
+                entry.task.cancel()
         server.close()
         api.should_exit = True
         await asyncio.sleep(0)

@@ -28,6 +28,7 @@ from lanesync.core.node import Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
+from lanesync.shell.discovery import Announcement
 from lanesync.shell.terminal import Terminal
 
 log = logging.getLogger("lanesync.mesh")
@@ -46,6 +47,11 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 SHUTDOWN_REASON = "peer is shutting down"
+
+
+def _ws_url(address: str, port: int) -> str:
+    host = address if ":" not in address else f"[{address}]"
+    return f"ws://{host}:{port}"
 
 
 def wall_ms() -> int:
@@ -70,13 +76,31 @@ class _Socket:
 
 
 @dataclass(slots=True)
-class StaticPeer:
-    url: str
-    terminal_id: str | None = None  # learned from the first successful handshake
+class PeerEntry:
+    """A peer we know how to reach, from ``--peer`` (static) and/or mDNS discovery."""
+
+    urls: list[str]
+    found_by: set[str]
+    terminal_id: str | None = None  # from mDNS, or learned from the first handshake
+    fingerprint: str | None = None  # announced by mDNS; checked against the handshake
     attempts: int = 0
     last_error: str | None = None
-    connected: bool = False
-    last_seen_ms: int | None = None
+    gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
+    task: asyncio.Task[None] | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "found_by": sorted(self.found_by),
+            "addresses": list(self.urls),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+# A discovered peer with the larger terminal id waits this long before dialling, so that usually
+# only the smaller one dials and no duplicate connection has to be torn down.
+DISCOVERED_DIAL_GRACE_S = 2.0
 
 
 class Mesh:
@@ -96,7 +120,7 @@ class Mesh:
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
-        self.static_peers: list[StaticPeer] = []
+        self.peers: list[PeerEntry] = []
         self.frames_out = 0
         self.bytes_out = 0
 
@@ -107,13 +131,14 @@ class Mesh:
         await self._run_connection(ws, dialer=False)
 
     async def _run_connection(
-        self, ws: Connection, *, dialer: bool, peer: StaticPeer | None = None
+        self, ws: Connection, *, dialer: bool, peer: PeerEntry | None = None
     ) -> str:
         conn_id = next(self._ids)
         sock = _Socket(ws)
         self._sockets[conn_id] = sock
         writer = asyncio.create_task(self._writer(conn_id, sock), name=f"ws-writer-{conn_id}")
         reason = "connection closed"
+        checked = False
         try:
             self.node.connection_made(conn_id, dialer=dialer, now_ms=self._clock())
             self._schedule_flush()
@@ -124,11 +149,8 @@ class Mesh:
                     break
                 self.node.data_received(conn_id, message, self._clock())
                 self._schedule_flush()
-                if peer is not None and peer.terminal_id is None:
-                    link = self.node.links.get(conn_id)
-                    if link is not None and link.peer is not None:
-                        peer.terminal_id = link.peer.terminal_id
-                        peer.connected = True
+                if peer is not None and not checked:
+                    checked = self._check_identity(conn_id, peer)
         except ConnectionClosed as exc:
             reason = f"transport closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
         finally:
@@ -152,34 +174,127 @@ class Mesh:
             self.frames_out += 1
             self.bytes_out += len(frame)
 
-    async def dial_forever(self, peer: StaticPeer) -> None:
-        """Keep one connection to a static peer: reconnect with jittered exponential backoff."""
+    def _check_identity(self, conn_id: int, peer: PeerEntry) -> bool:
+        """Once the handshake is done: is the peer who its entry says? True when settled."""
+        link = self.node.links.get(conn_id)
+        if link is None or link.peer is None:
+            return False
+        cert = link.peer
+        if peer.terminal_id is None:
+            peer.terminal_id = cert.terminal_id
+        elif peer.terminal_id != cert.terminal_id:
+            self.node.close_link(
+                conn_id, f"answered as {cert.terminal_id}, not {peer.terminal_id}", self._clock()
+            )
+            self._schedule_flush()
+        elif peer.fingerprint is not None and peer.fingerprint != cert.key_fingerprint:
+            self.node.close_link(
+                conn_id, "key fingerprint does not match its mDNS announcement", self._clock()
+            )
+            self._schedule_flush()
+        return True
+
+    def add_static(self, url: str) -> PeerEntry:
+        entry = PeerEntry([url], {"static"})
+        self.peers.append(entry)
+        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        return entry
+
+    def discovered(self, found: Announcement) -> None:
+        """An mDNS announcement of a peer of our store: dial it (it must still pass the
+        handshake), unless a certificate we hold for that terminal contradicts its key."""
+        known = [
+            c.key_fingerprint
+            for c in self.node.replica.ledger.certificates()
+            if c.terminal_id == found.terminal_id
+        ]
+        if known and found.fingerprint not in known:
+            log.debug("mdns.ignored terminal=%s reason=unknown key fingerprint", found.terminal_id)
+            return
+        urls = [_ws_url(address, found.port) for address in found.addresses]
+        entry = next((p for p in self.peers if p.terminal_id == found.terminal_id), None)
+        if entry is None:
+            entry = PeerEntry([], set(), terminal_id=found.terminal_id)
+            self.peers.append(entry)
+        static = [u for u in entry.urls if "static" in entry.found_by and u not in urls]
+        entry.urls = urls + static if "mdns" in entry.found_by or not static else static + urls
+        entry.found_by.add("mdns")
+        entry.fingerprint = found.fingerprint
+        entry.gone = False
+        if entry.task is None or entry.task.done():
+            entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+
+    def lost(self, terminal_id: str) -> None:
+        """mDNS goodbye: stop redialling (an open connection lives until it closes)."""
+        for entry in self.peers:
+            if entry.terminal_id == terminal_id:
+                entry.found_by.discard("mdns")
+                entry.gone = not entry.found_by
+
+    async def _dial_forever(self, peer: PeerEntry) -> None:
+        """Keep one connection to a peer: reconnect with jittered exponential backoff."""
         delay = BACKOFF_INITIAL_S
-        while True:
+        if (
+            "static" not in peer.found_by
+            and peer.terminal_id is not None
+            and peer.terminal_id > self.node.terminal_id
+        ):
+            await asyncio.sleep(DISCOVERED_DIAL_GRACE_S)
+        while not peer.gone:
             if peer.terminal_id is not None and self.connected_to(peer.terminal_id):
-                # The pair already has a connection (the peer dialed us first): nothing to do.
+                # The pair already has a connection (the peer dialed us): nothing to do.
                 await asyncio.sleep(BACKOFF_MAX_S)
                 continue
-            peer.attempts += 1
             started = time.monotonic()
-            try:
-                async with connect(
-                    peer.url,
-                    open_timeout=CONNECTION_OPEN_TIMEOUT_S,
-                    proxy=None,
-                    **websocket_options(),
-                ) as ws:
-                    peer.last_error = None
-                    reason = await self._run_connection(ws, dialer=True, peer=peer)
-                    peer.last_error = reason
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                peer.last_error = f"{type(exc).__name__}: {exc}"
+            for url in list(peer.urls):  # most preferred address first; keep what answers
+                peer.attempts += 1
+                try:
+                    async with connect(
+                        url,
+                        open_timeout=CONNECTION_OPEN_TIMEOUT_S,
+                        proxy=None,
+                        **websocket_options(),
+                    ) as ws:
+                        peer.last_error = None
+                        if url in peer.urls and peer.urls[0] != url:
+                            peer.urls.remove(url)
+                            peer.urls.insert(0, url)
+                        peer.last_error = await self._run_connection(ws, dialer=True, peer=peer)
+                    break
+                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                    peer.last_error = f"{url}: {type(exc).__name__}: {exc}"
             if time.monotonic() - started > 2 * BACKOFF_MAX_S:
                 delay = BACKOFF_INITIAL_S  # it was up for a while: retry promptly
             # Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): lanes that
             # lost the same switch do not all reconnect in the same millisecond.
             await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
             delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def peers_report(self) -> list[dict[str, Any]]:
+        """Every peer known from --peer, mDNS or an inbound connection, one row per terminal."""
+        status = {str(p["terminal_id"]): p for p in self.node.peer_status()}
+        rows: dict[str, dict[str, Any]] = {}
+        for entry in self.peers:
+            row = entry.report()
+            key = entry.terminal_id or entry.urls[0]
+            live = status.get(key)
+            row["connected"] = live is not None
+            row["last_seen_ms"] = live["last_seen_ms"] if live else None
+            row["unacked_bytes"] = live["unacked_bytes"] if live else None
+            rows[key] = row
+        for terminal, live in status.items():
+            if terminal not in rows:
+                rows[terminal] = {
+                    "terminal_id": terminal,
+                    "found_by": ["inbound"],
+                    "addresses": [],
+                    "attempts": 0,
+                    "last_error": None,
+                    "connected": True,
+                    "last_seen_ms": live["last_seen_ms"],
+                    "unacked_bytes": live["unacked_bytes"],
+                }
+        return [rows[k] for k in sorted(rows)]
 
     def connected_to(self, terminal_id: str) -> bool:
         return any(
@@ -232,7 +347,6 @@ class Mesh:
                 asyncio.get_running_loop().create_task(self._close(sock, reason))
         for event, fields in out.log:
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
-            self._note_static(event, fields)
         self._arm_timer()
 
     async def _close(self, sock: _Socket, reason: str) -> None:
@@ -245,13 +359,6 @@ class Mesh:
         # Close reasons are limited to 123 bytes (RFC 6455 section 5.5.1).
         with contextlib.suppress(ConnectionClosed):
             await sock.ws.close(code, reason.encode()[:120].decode(errors="ignore"))
-
-    def _note_static(self, event: str, fields: dict[str, Any]) -> None:
-        peer_id = fields.get("peer")
-        for peer in self.static_peers:
-            if peer.terminal_id == peer_id:
-                peer.connected = event == "peer.connected"
-                peer.last_seen_ms = self._clock()
 
     def _arm_timer(self) -> None:
         deadline = self.node.next_deadline()

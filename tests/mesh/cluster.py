@@ -1,0 +1,459 @@
+"""Real ``lanesync run`` daemons on loopback, their local HTTP API, and fault proxies.
+
+Every daemon is a real process (``python -m lanesync run DIR --listen 127.0.0.1:0 --api
+127.0.0.1:0 --no-discovery``) writing its log to a file beside the terminal directories. The
+addresses it bound are read from ``TERMINAL_DIR/runtime.json`` (port 0 picks a free port), the
+bearer token from ``TERMINAL_DIR/api.token``. A ``Cluster`` remembers every process it started
+and ``close()`` ends them all (SIGTERM, then SIGKILL after a timeout), whatever happened.
+
+Only loopback is ever used: the daemons bind 127.0.0.1, dial only the ``--peer`` addresses the
+tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from lanesync.core.identity import Role
+from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools.faultproxy import Link
+
+T = TypeVar("T")
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 30.0  # a daemon starts in ~1 s; five at once on 2 cores take a few
+STOP_TIMEOUT_S = 10.0
+CLI_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 15.0
+VALID_DAYS = 30
+LOG_TAIL_LINES = 80
+
+# No proxy variables: the processes under test talk to 127.0.0.1 only, and a test that wants a
+# proxy in the environment sets one itself.
+ENV = {
+    key: value
+    for key, value in os.environ.items()
+    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
+}
+ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "80"})
+for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
+    ENV.pop(_name, None)
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    describe: Callable[[], str] | str = "condition",
+    *,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds
+    pass (AssertionError naming ``describe``, evaluated only then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = describe() if callable(describe) else describe
+            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
+        time.sleep(interval)
+
+
+def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
+    """Assert ``predicate`` stays true for ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), describe
+        time.sleep(0.05)
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    kept = text.splitlines()[-lines:]
+    return "\n".join(kept)
+
+
+@dataclass(eq=False)
+class Daemon:
+    """One running ``lanesync run`` process and an API client for it."""
+
+    name: str
+    path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    runtime: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
+    _client: httpx.Client | None = None
+
+    # -- addresses --------------------------------------------------------------------------------
+
+    @property
+    def listen(self) -> str:
+        return str(self.runtime["listen"])
+
+    @property
+    def api(self) -> str:
+        return str(self.runtime["api"])
+
+    @property
+    def terminal_id(self) -> str:
+        return str(self.runtime["terminal_id"])
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise AssertionError(f"{self.name} has no API client (not started or closed)")
+        return self._client
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        state = "running" if self.alive() else f"exited {self.process.returncode}"
+        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
+
+    # -- the API ----------------------------------------------------------------------------------
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(path)
+        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def post(self, path: str, body: Any = None) -> httpx.Response:
+        return self.client.post(path, json=body)
+
+    def write(self, path: str, body: Any = None) -> dict[str, Any]:
+        """A write that must be acknowledged (201)."""
+        response = self.post(path, body)
+        assert response.status_code == 201, f"POST {path}: {response.status_code} {response.text}"
+        result: dict[str, Any] = response.json()
+        return result
+
+    def sell(self, sku: str, qty: int = 1, unit_price: int | None = None) -> str:
+        line: dict[str, Any] = {"sku": sku, "qty": qty}
+        if unit_price is not None:
+            line["unit_price"] = unit_price
+        return str(self.write("/v1/sales", {"lines": [line]})["sale_id"])
+
+    def receive(self, sku: str, qty: int) -> str:
+        return str(self.write("/v1/stock/receive", {"sku": sku, "qty": qty})["record_id"])
+
+    def set_price(self, sku: str, cents: int) -> str:
+        return str(self.write("/v1/prices", {"sku": sku, "unit_price": cents})["record_id"])
+
+    def digest(self) -> str:
+        return str(self.get("/v1/digest")["digest"])
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/status")
+        return result
+
+    def verify(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/verify")
+        return result
+
+    def stock(self) -> dict[str, int]:
+        return {item["sku"]: item["on_hand"] for item in self.get("/v1/stock")["items"]}
+
+    def on_hand(self, sku: str) -> int | None:
+        return self.stock().get(sku)
+
+    def peers(self) -> set[str]:
+        """Terminal ids of the open peer connections."""
+        return {str(p["terminal_id"]) for p in self.status()["peers"] if p["connected"]}
+
+    def chain_head(self, terminal: str) -> int:
+        """Sequence number of ``terminal``'s last record held here (0: none)."""
+        heads = {c["terminal"]: c["seq"] for c in self.verify()["chains"]}
+        return int(heads.get(terminal, 0))
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Cluster:
+    """Store directories, terminal directories and the daemons running on them."""
+
+    live: ClassVar[list[Cluster]] = []  # for the failure report hook in conftest
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.daemons: list[Daemon] = []
+        self._runs: dict[str, int] = {}
+        Cluster.live.append(self)
+
+    # -- directories ------------------------------------------------------------------------------
+
+    def store(self, name: str = "store", store_id: str = "s1") -> StoreDirectory:
+        return StoreDirectory.init(self.root / name, store_id)
+
+    def enroll(
+        self, store: StoreDirectory, tid: str, role: Role = Role.CASHIER, *, dirname: str = ""
+    ) -> Path:
+        path = self.root / (dirname or tid)
+        store.enroll(path, tid, role, wall_clock_ms(), VALID_DAYS)
+        return path
+
+    # -- processes --------------------------------------------------------------------------------
+
+    def spawn(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
+        """Start a daemon without waiting for it (see ``ready``)."""
+        name = path.name
+        run = self._runs[name] = self._runs.get(name, 0) + 1
+        log_path = self.root / f"{name}.{run}.log"
+        args = [
+            sys.executable, "-m", "lanesync", "run", str(path),
+            "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0", "--no-discovery",
+        ]  # fmt: skip
+        for peer in peers:
+            args += ["--peer", peer]
+        args += list(extra)
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        daemon = Daemon(name, path, process, log_path)
+        self.daemons.append(daemon)
+        return daemon
+
+    def ready(self, daemon: Daemon, timeout: float = START_TIMEOUT_S) -> Daemon:
+        """Wait until the daemon wrote its runtime.json (its own: the pid must match, a file
+        left behind by a killed predecessor does not count), then open an API client."""
+        runtime_path = daemon.path / "runtime.json"
+
+        def runtime() -> dict[str, Any] | None:
+            if not daemon.alive():
+                raise AssertionError(
+                    f"{daemon.name} exited with {daemon.process.returncode} while starting\n"
+                    + daemon.describe()
+                )
+            try:
+                info = json.loads(runtime_path.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if info.get("pid") == daemon.process.pid else None
+
+        info = wait_until(runtime, timeout, lambda: f"{daemon.name} started\n{daemon.describe()}")
+        daemon.runtime = info
+        daemon.token = (daemon.path / "api.token").read_text().strip()
+        daemon._client = httpx.Client(
+            base_url=daemon.api,
+            headers={"Authorization": f"Bearer {daemon.token}"},
+            timeout=HTTP_TIMEOUT_S,
+            trust_env=False,
+        )
+        return daemon
+
+    def start(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
+        return self.ready(self.spawn(path, peers, extra))
+
+    def start_many(self, specs: Sequence[tuple[Path, Sequence[str]]]) -> list[Daemon]:
+        """Start several daemons at once (``(directory, peers)`` each) and wait for all."""
+        spawned = [self.spawn(path, peers) for path, peers in specs]
+        return [self.ready(daemon) for daemon in spawned]
+
+    def stop(self, daemon: Daemon, sig: int = signal.SIGTERM) -> int:
+        """Signal the daemon and wait for it; SIGKILL if it does not exit in time."""
+        daemon.close_client()
+        if daemon.alive():
+            daemon.process.send_signal(sig)
+        try:
+            return daemon.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait(STOP_TIMEOUT_S)
+            raise AssertionError(
+                f"{daemon.name} ignored signal {sig} for {STOP_TIMEOUT_S} s\n{daemon.describe()}"
+            ) from None
+
+    def kill(self, daemon: Daemon) -> None:
+        """SIGKILL: no cleanup of any kind runs in the daemon."""
+        daemon.process.kill()
+        daemon.process.wait(STOP_TIMEOUT_S)
+        daemon.close_client()
+
+    def close(self) -> None:
+        """End every process this cluster started: SIGTERM all, then SIGKILL stragglers."""
+        for daemon in self.daemons:
+            daemon.close_client()
+            if daemon.alive():
+                daemon.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for daemon in self.daemons:
+            try:
+                daemon.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()
+                daemon.process.wait(STOP_TIMEOUT_S)
+        with contextlib.suppress(ValueError):
+            Cluster.live.remove(self)
+
+    def describe(self) -> str:
+        return "\n".join(d.describe() for d in self.daemons)
+
+    # -- the command line -------------------------------------------------------------------------
+
+    def cli(self, *args: str | Path, env: dict[str, str] | None = None) -> Cli:
+        proc = subprocess.run(
+            [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
+            cwd=self.root,
+            env=env or ENV,
+            capture_output=True,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            timeout=CLI_TIMEOUT_S,
+            check=False,
+        )
+        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+
+    def cli_json(self, *args: str | Path, env: dict[str, str] | None = None) -> Any:
+        result = self.cli(*args, "--json", env=env)
+        assert result.returncode == 0, result.describe()
+        assert result.stderr == "", result.describe()
+        return result.json()
+
+
+@dataclass(frozen=True, slots=True)
+class Cli:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+        )
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+
+
+# -- convergence ------------------------------------------------------------------------------------
+
+
+def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run the calls at the same time (one thread each); results in order, errors re-raised."""
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+        futures = [pool.submit(call) for call in calls]
+        return [future.result() for future in futures]
+
+
+def snapshot(daemons: Sequence[Daemon]) -> dict[str, dict[str, Any]]:
+    return {d.name: {"digest": d.digest()[:16], "stock": d.stock()} for d in daemons}
+
+
+def converged(daemons: Sequence[Daemon], expected: dict[str, int]) -> bool:
+    """Same digest everywhere and stock on hand exactly ``expected`` everywhere."""
+    digests = {d.digest() for d in daemons}
+    if len(digests) != 1:
+        return False
+    return all({sku: d.on_hand(sku) for sku in expected} == expected for d in daemons)
+
+
+def wait_converged(
+    daemons: Sequence[Daemon], expected: dict[str, int], timeout: float = 30.0
+) -> str:
+    """Wait until every daemon holds the same state with exactly the expected stock; returns
+    the common digest."""
+    wait_until(
+        lambda: converged(daemons, expected),
+        timeout,
+        lambda: f"convergence to {expected}: {snapshot(daemons)}\n"
+        + "\n".join(d.describe() for d in daemons),
+        interval=0.1,
+    )
+    return daemons[0].digest()
+
+
+def wait_connected(daemon: Daemon, peers: Iterable[str], timeout: float = 20.0) -> None:
+    wanted = set(peers)
+    wait_until(
+        lambda: wanted <= daemon.peers(),
+        timeout,
+        lambda: f"{daemon.name} connected to {sorted(wanted)}, has {sorted(daemon.peers())}\n"
+        + daemon.describe(),
+    )
+
+
+# -- fault proxies in a background event loop --------------------------------------------------------
+
+
+class ProxyLoop:
+    """An asyncio event loop in a thread of the test, running ``faultproxy.Link`` proxies.
+
+    Links are only touched from their loop: ``partition``/``heal`` hop onto it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.links: list[Link] = []
+        self._thread = threading.Thread(target=self.loop.run_forever, name="proxies", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, func: Callable[[], T]) -> T:
+        async def hop() -> T:
+            return func()
+
+        return self.run(hop())
+
+    def link(self, target_port: int = 0, **options: Any) -> Link:
+        """A started proxy to 127.0.0.1:target_port (0: refuse until the port is set)."""
+        link = Link(LOOPBACK, target_port, **options)
+        self.run(link.start(LOOPBACK))
+        self.links.append(link)
+        return link
+
+    def partition(self, *links: Link) -> None:
+        self.call(lambda: [link.partition() for link in links])
+
+    def heal(self, *links: Link) -> None:
+        self.call(lambda: [link.heal() for link in links])
+
+    def close(self) -> None:
+        async def stop_all() -> None:
+            for link in self.links:
+                await link.stop()
+            await self.loop.shutdown_asyncgens()
+
+        try:
+            self.run(stop_all())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(STOP_TIMEOUT_S)
+            self.loop.close()
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
