@@ -4,7 +4,9 @@ Every case runs on a fresh copy of the shop (see ``conftest``). A lanesync refus
 with exactly one stderr line starting with ``error: `` (and nothing on stdout, so ``--json``
 readers never parse half an answer); a malformed command line may instead get click's usage
 block and exit 2. Either way: no traceback, no file appears, changes or disappears (databases
-and locks excepted), and ``lanesync digest`` of the terminal involved is unchanged afterwards.
+and locks excepted), and the digest of the terminal involved is unchanged afterwards. (The
+digest is computed in the test process: it is the value ``lanesync digest`` prints, which the
+template fixture checks, and a second process per case would double the suite's runtime.)
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from typing import Any
 import pytest
 
 from .conftest import Shop
-from .helpers import assert_error, assert_usage_error, tree
+from .helpers import assert_error, assert_usage_error, digest_of, tree
 
 NOT_A_TERMINAL = "is not a terminal directory (run `lanesync enroll` first)"
+MAX_LINE = "gold:1000000:100000000000"  # the largest quantity at the largest unit price
 
 
-def error(name: str, *args: str, says: str, terminal: str | None = "lane1") -> Any:
+def error(name: str, *args: str, says: str | None, terminal: str | None = "lane1") -> Any:
     """A command lanesync refuses (exit 1); ``terminal``'s digest is checked afterwards."""
     return pytest.param(args, False, says, terminal, id=name)
 
@@ -34,9 +37,7 @@ SALES = [
     error("sell-qty-not-int", "sell", "lane1", "milk:x", says="bad sale line 'milk:x'"),
     error("sell-price-not-int", "sell", "lane1", "milk:1:abc", says="bad sale line 'milk:1:abc'"),
     error("sell-price-float", "sell", "lane1", "milk:1:1.49", says="bad sale line 'milk:1:1.49'"),
-    error("sell-qty-negative", "sell", "lane1", "milk:-1", says="bad sale line 'milk:-1'"),
     error("sell-too-many-parts", "sell", "lane1", "milk:1:2:3", says="bad sale line"),
-    error("sell-no-sku", "sell", "lane1", ":1", says="bad sale line ':1'"),
     error(
         "sell-qty-zero",
         *("sell", "lane1", "milk:0:100"),
@@ -72,7 +73,6 @@ SALES = [
         *("sell", "lane1", "milk:1", "eggs:2"),
         says="no catalog price known for SKU 'eggs'",
     ),
-    error("sell-good-then-bad", "sell", "lane1", "milk:1", "milk:x", says="bad sale line 'milk:x'"),
     error("sell-201-lines", "sell", "lane1", *["milk:1"] * 201, says="at most 200 lines"),
     usage("sell-no-lines", "sell", "lane1", says="Missing argument 'LINES...'"),
 ]
@@ -96,7 +96,6 @@ PRICES = [
         says="unit price must be between 0 and 100000000000 cents",
     ),
     error("price-bad-sku", "price", "lane1", "bad sku!", "100", says="invalid SKU 'bad sku!'"),
-    usage("price-float", "price", "lane1", "milk", "1.49", says="is not a valid integer"),
     usage("price-negative", "price", "lane1", "milk", "-5"),
 ]
 
@@ -105,7 +104,6 @@ VOIDS = [
     error("void-not-a-sale", "void", "lane1", "lane1:2", says="no sale lane1:2 is known"),
     error("void-malformed", "void", "lane1", "garbage", says="invalid record id 'garbage'"),
     error("void-seq-zero", "void", "lane1", "lane1:0", says="invalid record id 'lane1:0'"),
-    error("void-seq-not-int", "void", "lane1", "lane1:x", says="invalid record id 'lane1:x'"),
     error("void-twice", "void", "lane1", "lane1:4", says="sale lane1:4 is already voided"),
     error(
         "void-twice-other-lane",
@@ -127,8 +125,8 @@ RECEIPTS = [
         says="quantity must be between 1 and 1000000",
     ),
     error("receive-bad-sku", "receive", "lane1", "bad sku!", "1", says="invalid SKU 'bad sku!'"),
+    # click reads "-1" as an unknown option ("No such option: -1"): exit 2, not a crash
     usage("receive-negative", "receive", "lane1", "milk", "-1"),
-    usage("receive-float", "receive", "lane1", "milk", "1.5", says="is not a valid integer"),
 ]
 
 ADJUSTMENTS = [
@@ -152,11 +150,6 @@ ADJUSTMENTS = [
         *("adjust", "lane1", "milk", "3", "--reason", "r" * 201),
         says="an adjustment needs a reason of 1 to 200 characters",
     ),
-    error(
-        "adjust-bad-sku",
-        *("adjust", "lane1", "bad sku!", "-3", "--reason", "x"),
-        says="invalid SKU 'bad sku!'",
-    ),
     usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="Missing option '--reason'"),
 ]
 
@@ -171,22 +164,13 @@ STOCK = [
 
 NOT_TERMINALS = [
     error("sell-plain", "sell", "plain", "milk:1:1", says="plain " + NOT_A_TERMINAL, terminal=None),
-    error("stock-plain", "stock", "plain", says=NOT_A_TERMINAL, terminal=None),
     error("stock-store", "stock", "store", "--json", says="store " + NOT_A_TERMINAL, terminal=None),
     error("digest-plain", "digest", "plain", says=NOT_A_TERMINAL, terminal=None),
     error("verify-missing", "verify", "missing", "--json", says=NOT_A_TERMINAL, terminal=None),
     error("export-plain", "export", "plain", "out.bundle", says=NOT_A_TERMINAL, terminal=None),
-    error("state-plain", "state", "plain", "out.state", says=NOT_A_TERMINAL, terminal=None),
     error("import-plain", "import", "plain", "lane1.bundle", says=NOT_A_TERMINAL, terminal=None),
-    error("receive-store", "receive", "store", "milk", "1", says=NOT_A_TERMINAL, terminal=None),
     error("void-plain", "void", "plain", "lane1:3", says=NOT_A_TERMINAL, terminal=None),
     error("price-store", "price", "store", "milk", "1", says=NOT_A_TERMINAL, terminal=None),
-    error(
-        "adjust-plain",
-        *("adjust", "plain", "milk", "-1", "--reason", "x"),
-        says=NOT_A_TERMINAL,
-        terminal=None,
-    ),
 ]
 
 FILES = [
@@ -195,13 +179,6 @@ FILES = [
         *("export", "lane1", "nowhere/out.bundle"),
         says="No such file or directory",
     ),
-    error(
-        "state-into-missing-dir",
-        *("state", "lane2", "nowhere/out.state"),
-        says="No such file or directory",
-        terminal="lane2",
-    ),
-    usage("export-onto-dir", "export", "lane1", "plain", says="is a directory"),
     usage("import-missing", "import", "lane1", "missing.bundle", says="does not exist"),
     usage("import-dir", "import", "lane1", "plain", says="is a directory"),
 ]
@@ -225,7 +202,6 @@ STORES = [
         says="unknown time zone 'Mars/Olympus_Mons'",
         terminal=None,
     ),
-    usage("store-init-no-id", "store", "init", "store2", says="Missing option '--store-id'"),
     error(
         "enroll-duplicate-id",
         *("enroll", "store", "lane9", "--terminal-id", "lane1"),
@@ -242,12 +218,6 @@ STORES = [
         "enroll-from-plain",
         *("enroll", "plain", "lane9", "--terminal-id", "lane9"),
         says="plain is not a store directory",
-        terminal=None,
-    ),
-    error(
-        "enroll-from-terminal",
-        *("enroll", "lane1", "lane9", "--terminal-id", "lane9"),
-        says="lane1 is not a store directory",
         terminal=None,
     ),
     error(
@@ -269,13 +239,42 @@ STORES = [
     ),
 ]
 
-CASES = [*SALES, *PRICES, *VOIDS, *RECEIPTS, *ADJUSTMENTS, *STOCK, *NOT_TERMINALS, *FILES, *STORES]
+# Found by these tests; failing until src is fixed (see each comment).
+FOUND = [
+    # int() refuses strings of more than 4300 digits with a ValueError that escapes as a
+    # traceback (commands.parse_line converts the matched digits unchecked).
+    error("sell-qty-5000-digits", "sell", "lane1", "milk:" + "1" * 5000, says=None),
+    error("sell-price-5000-digits", "sell", "lane1", "milk:1:" + "9" * 5000, says=None),
+    # Each line is within limits but the total exceeds a signed 64-bit integer: build_sale does
+    # not check it, make_record's validate_body raises ValueError("total out of range") and
+    # Terminal.write lets it escape as a traceback.
+    error("sell-total-overflows-int64", "sell", "lane1", *[MAX_LINE] * 93, says=None),
+    # rich replaces emoji codes even with markup=False: the line quotes 'x🐮', not the input.
+    error("sell-quotes-input-verbatim", "sell", "lane1", "x:cow:", says="bad sale line 'x:cow:'"),
+    # A path is printed raw inside the message: a newline in it splits the error line in two.
+    error("stock-newline-in-path", "stock", "bad\nname", says=NOT_A_TERMINAL, terminal=None),
+]
+
+CASES = [
+    *SALES,
+    *PRICES,
+    *VOIDS,
+    *RECEIPTS,
+    *ADJUSTMENTS,
+    *STOCK,
+    *NOT_TERMINALS,
+    *FILES,
+    *STORES,
+    *FOUND,
+]
 
 
 @pytest.mark.parametrize(("args", "is_usage", "says", "terminal"), CASES)
 def test_bad_input_is_refused_and_changes_nothing(
     shop: Shop, args: tuple[str, ...], is_usage: bool, says: str | None, terminal: str | None
 ) -> None:
+    if "bad\nname" in args:
+        shop.path("bad\nname").mkdir()
     before = tree(shop.root)
     result = shop.cli.run(*args)
     if is_usage:
@@ -284,4 +283,17 @@ def test_bad_input_is_refused_and_changes_nothing(
         assert_error(result, says)
     assert tree(shop.root) == before
     if terminal is not None:
-        assert shop.cli.digest(terminal) == shop.digests[terminal]
+        assert digest_of(shop.path(terminal)) == shop.digests[terminal]
+
+
+def test_refusals_leave_the_digest_lanesync_prints_unchanged(shop: Shop) -> None:
+    """The same guarantee, checked with ``lanesync digest`` itself after a volley of refusals
+    that reach the terminal (a bad line after a good one, a cashier price, a double void)."""
+    cli = shop.cli
+    assert_error(cli.run("sell", "lane1", "milk:2", "milk:1:2:3"), "bad sale line")
+    assert_error(cli.run("sell", "lane2", "milk:1", "eggs:1", "--json"), "no catalog price")
+    assert_error(cli.run("price", "lane2", "milk", "1"), "may not set prices")
+    assert_error(cli.run("void", "lane2", "lane1:4"), "already voided")
+    assert_error(cli.run("adjust", "lane1", "milk", "0", "--reason", "x"), "non-zero")
+    assert cli.digest("lane1") == shop.digests["lane1"]
+    assert cli.digest("lane2") == shop.digests["lane2"]

@@ -631,11 +631,14 @@ def test_non_bytes_map_values_are_rejected_and_the_replica_keeps_working(
 # -- misbehaving enrolled peers overwriting records -----------------------------------------------
 
 
-@pytest.mark.parametrize("replacement", ["junk", "tampered", "other record", "deleted"])
+@pytest.mark.parametrize(
+    "replacement", ["junk", "tampered", "other record", "another accepted record", "deleted"]
+)
 def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     store = Store()
     lane = store.terminal("lane1")
     record, _ = lane.replica.append(Receipt(Sku("A"), 5), NOW)
+    second, _ = lane.replica.append(Receipt(Sku("B"), 2), NOW + 1)
     key = record.key
     digest, stock, heads = (
         lane.replica.digest(),
@@ -647,6 +650,7 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
         "junk": b"junk",
         "tampered": flipped(record, len(record.payload) - 1),
         "other record": other.encoded,
+        "another accepted record": second.encoded,
         "deleted": None,
     }[replacement]
     update = overwrite(lane.replica, TODAY_DOC, key, value, client_id=666)

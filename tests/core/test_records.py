@@ -16,11 +16,13 @@ from lanesync.core.identity import DOMAIN_RECORD, public_key_of, verify
 from lanesync.core.ids import RecordId, Sku, TerminalId
 from lanesync.core.records import (
     GENESIS_HASH,
+    MAX_HLC_COUNTER,
     MAX_LINES,
     MAX_QTY,
     MAX_REASON,
     MAX_RECORD_SIZE,
     MAX_UNIT_CENTS,
+    MAX_WALL_MS,
     RECORD_FORMAT,
     Adjustment,
     Body,
@@ -60,7 +62,8 @@ adjustments = st.builds(
 )
 prices = st.builds(PriceChange, skus, cents)
 bodies: st.SearchStrategy[Body] = st.one_of(sales, voids, receipts, adjustments, prices)
-hlcs = st.builds(Hlc, st.integers(0, 2**48), st.integers(0, 2**20))
+# Timestamps a record may carry: up to the year 3000 and a 32-bit counter.
+hlcs = st.builds(Hlc, st.integers(0, MAX_WALL_MS), st.integers(0, MAX_HLC_COUNTER))
 
 
 def sample_record(body: Body | None = None, seq: int = 1) -> Record:
@@ -242,6 +245,14 @@ def test_non_bytes_values_are_rejected(value: object) -> None:
         fields_of(Kind.RECEIPT, ["X", 1], wall=-1),
         fields_of(Kind.RECEIPT, ["X", 1], wall=1.5),
         fields_of(Kind.RECEIPT, ["X", 1], counter=-1),
+        fields_of(Kind.RECEIPT, ["X", 1], wall=MAX_WALL_MS + 1),
+        fields_of(Kind.RECEIPT, ["X", 1], wall=253_402_300_800_000),  # year 10000
+        fields_of(Kind.RECEIPT, ["X", 1], wall=2**64 - 1),
+        fields_of(Kind.RECEIPT, ["X", 1], counter=MAX_HLC_COUNTER + 1),
+        fields_of(Kind.RECEIPT, ["X", 1], counter=2**64 - 1),
+        fields_of(Kind.RECEIPT, ["X", 1], kind=1.0),
+        fields_of(Kind.RECEIPT, ["X", 1], kind=True),
+        fields_of(Kind.RECEIPT, ["X", 1], kind=b"\x03"),
         fields_of(Kind.RECEIPT, ["X", 1], kind=0),
         fields_of(Kind.RECEIPT, ["X", 1], kind=6),
         fields_of(Kind.RECEIPT, ["X", 1], kind="receipt"),
@@ -250,6 +261,34 @@ def test_non_bytes_values_are_rejected(value: object) -> None:
 )
 def test_wrong_shapes_are_rejected(structure: object) -> None:
     assert_rejected(raw_record(structure))  # type: ignore[arg-type]
+
+
+def test_timestamp_limits_are_accepted() -> None:
+    for wall, counter in ((MAX_WALL_MS, 0), (0, MAX_HLC_COUNTER), (MAX_WALL_MS, MAX_HLC_COUNTER)):
+        parsed = parse_record(
+            raw_record(fields_of(Kind.RECEIPT, ["X", 1], wall=wall, counter=counter))
+        )
+        assert isinstance(parsed, Record), (wall, counter)
+        assert parsed.hlc == Hlc(wall, counter)
+        # the last accepted timestamp still names a calendar day
+        assert parsed.hlc.business_day(ZoneInfo("Pacific/Kiritimati"))
+
+
+@FAST
+@given(
+    wall=st.one_of(st.integers(MAX_WALL_MS + 1, 2**64 - 1), st.integers(0, MAX_WALL_MS)),
+    counter=st.one_of(st.integers(MAX_HLC_COUNTER + 1, 2**64 - 1), st.integers(0, 3)),
+)
+def test_timestamp_out_of_range_is_rejected(wall: int, counter: int) -> None:
+    record = make_record(
+        KEY, TerminalId("lane1"), 1, GENESIS_HASH, Hlc(wall, counter), Receipt(Sku("X"), 1)
+    )
+    result = parse_record(record.encoded)
+    if wall <= MAX_WALL_MS and counter <= MAX_HLC_COUNTER:
+        assert result == record
+    else:
+        assert isinstance(result, Rejection)
+        assert "timestamp" in result.reason
 
 
 @pytest.mark.parametrize("kind", [[3], {"k": 3}])

@@ -24,9 +24,9 @@ def receipt(item: str, qty: int) -> BodyBuilder:
     return lambda _ledger: body
 
 
-def price(item: str, unit_cents: int) -> BodyBuilder:
-    body: Body = commands.build_price_change(Role.MANAGER, item, unit_cents)
-    return lambda _ledger: body
+def price(item: str, unit_cents: int, role: Role = Role.MANAGER) -> BodyBuilder:
+    """A price change as a terminal of ``role`` asks for it (a cashier is refused at build)."""
+    return lambda _ledger: commands.build_price_change(role, item, unit_cents)
 
 
 def void(sale_id: str) -> BodyBuilder:

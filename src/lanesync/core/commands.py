@@ -26,7 +26,7 @@ from lanesync.core.records import (
 )
 from lanesync.errors import PermissionDenied, UsageError
 
-_LINE = re.compile(r"(?P<sku>[^:]+):(?P<qty>\d+)(?::(?P<price>\d+))?")
+_LINE = re.compile(r"(?P<sku>[^:]+):(?P<qty>[0-9]{1,9})(?::(?P<price>[0-9]{1,15}))?")
 
 
 @dataclass(frozen=True, slots=True)

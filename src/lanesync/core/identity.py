@@ -34,10 +34,17 @@ REVOCATION_FORMAT = 1
 class Role(enum.Enum):
     CASHIER = "cashier"
     MANAGER = "manager"
+    # Head office's cloud service: certified by the store (``store certify-cloud``) to sign
+    # catalog records (prices) for this store and nothing else.
+    CLOUD = "cloud"
 
     @property
     def may_set_prices(self) -> bool:
-        return self is Role.MANAGER
+        return self in (Role.MANAGER, Role.CLOUD)
+
+    @property
+    def may_sell(self) -> bool:
+        return self is not Role.CLOUD
 
 
 def fingerprint(public_key: bytes) -> str:

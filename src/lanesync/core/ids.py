@@ -16,7 +16,7 @@ Sku = NewType("Sku", str)
 # the command line ("SKU:QTY:PRICE"), so none of them may contain ':' or '|' or whitespace.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
-_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _check(kind: str, value: object, pattern: re.Pattern[str]) -> str:
@@ -40,6 +40,11 @@ def sku(value: object) -> Sku:
     return Sku(_check("SKU", value, _SKU))
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts "²" and "٣", which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def is_valid_sku(value: object) -> bool:
     return isinstance(value, str) and _SKU.fullmatch(value) is not None
 
@@ -61,7 +66,7 @@ class RecordId:
     @classmethod
     def parse(cls, text: str) -> RecordId:
         terminal, sep, seq = text.rpartition(":")
-        if not sep or not is_valid_name(terminal) or not seq.isdigit() or int(seq) < 1:
+        if not sep or not is_valid_name(terminal) or not is_decimal(seq) or int(seq) < 1:
             raise UsageError(f"invalid record id {text!r}: expected TERMINAL:SEQ, e.g. lane1:42")
         return cls(TerminalId(terminal), int(seq))
 

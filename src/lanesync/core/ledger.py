@@ -268,6 +268,10 @@ class Ledger:
 
     def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
         body = record.body
+        if not signer.role.may_sell and not isinstance(body, PriceChange):
+            # A cloud certificate signs catalog records for its store and nothing else.
+            self._unauthorized[(doc, key)] = "a cloud certificate may only set prices"
+            return
         match body:
             case Sale(lines):
                 rid = str(record.id)
@@ -288,7 +292,7 @@ class Ledger:
                 self._move(sku, delta)
             case PriceChange(sku, unit_cents):
                 if not signer.role.may_set_prices:
-                    self._unauthorized[(doc, key)] = "a cashier terminal may not set prices"
+                    self._unauthorized[(doc, key)] = "a cashier certificate may not set prices"
                     return
                 current = self._prices.get(sku)
                 candidate = Price(unit_cents, record.hlc, record.terminal)

@@ -35,10 +35,11 @@ from lanesync.core.connection import (
     PeerConnection,
     Received,
 )
-from lanesync.core.identity import Certificate
+from lanesync.core.election import Election
+from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import TerminalId
 from lanesync.core.replica import Change, Replica
-from lanesync.core.wire import Peers, State, Update, Updates
+from lanesync.core.wire import ElectionGossip, Message, Peers, State, Update, Updates
 from lanesync.errors import RemoteError
 
 # Anti-entropy repairs what live sync missed; 5 s bounds repair time at the cost of one small
@@ -98,6 +99,7 @@ class Node:
         random_bytes: Callable[[int], bytes] = os.urandom,
         anti_entropy_ms: int = ANTI_ENTROPY_MS,
         ack_delay_ms: int = ACK_DELAY_MS,
+        election: Election | None = None,
     ) -> None:
         if replica.me is None:
             raise ValueError("a mesh node needs a replica with a terminal identity")
@@ -108,6 +110,7 @@ class Node:
         self._anti_entropy_ms = anti_entropy_ms
         self._ack_delay_ms = ack_delay_ms
         self.links: dict[int, Link] = {}
+        self.election = election
         self._out = Output()
 
     @property
@@ -176,9 +179,16 @@ class Node:
             for d in (link.ack_due_ms, link.anti_entropy_due_ms)
             if d is not None
         ]
+        if self.election is not None:
+            deadlines.append(self.election.next_deadline())
         return min(deadlines, default=None)
 
     def handle_timer(self, now_ms: int) -> None:
+        if self.election is not None and self.election.handle_timer(now_ms):
+            gossip = ElectionGossip(tuple(self.election.gossip(now_ms)))
+            for link in self.links.values():
+                if link.is_open and not self._is_cloud(link):
+                    self._send(link, gossip)
         for link in list(self.links.values()):
             if not link.is_open:
                 continue
@@ -214,7 +224,11 @@ class Node:
         if batch:
             self._send(link, Updates(tuple(batch)))
 
-    def _send(self, link: Link, message: State | Updates | Peers) -> None:
+    @staticmethod
+    def _is_cloud(link: Link) -> bool:
+        return link.peer is not None and link.peer.role is Role.CLOUD
+
+    def _send(self, link: Link, message: Message) -> None:
         link.connection.send(message)
         frames = link.connection.data_to_send()
         self._out.frames.setdefault(link.conn_id, []).extend(frames)
@@ -275,8 +289,11 @@ class Node:
         if was_open:
             self._announce_peers()
 
-    def _on_message(self, link: Link, message: State | Updates | Peers, now_ms: int) -> None:
+    def _on_message(self, link: Link, message: Message, now_ms: int) -> None:
         match message:
+            case ElectionGossip(candidates):
+                if self.election is not None and not self._is_cloud(link):
+                    self.election.receive(list(candidates), now_ms)
             case Peers(terminals):
                 link.neighbors = frozenset(terminals)
             case State(vectors, reply):

@@ -22,7 +22,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, sign
-from lanesync.core.ids import RecordId, Sku, TerminalId, is_valid_name, is_valid_sku
+from lanesync.core.ids import RecordId, Sku, TerminalId, is_decimal, is_valid_name, is_valid_sku
 
 RECORD_FORMAT = 1
 HASH_SIZE = 32
@@ -194,7 +194,7 @@ def _parse_body(kind: Kind, fields: object) -> Body:
             return sale
         case Kind.VOID, [str(sale_id)]:
             terminal, sep, seq = sale_id.rpartition(":")
-            if not (sep and is_valid_name(terminal) and seq.isdigit() and int(seq) >= 1):
+            if not (sep and is_valid_name(terminal) and is_decimal(seq) and int(seq) >= 1):
                 raise _Invalid("void names an invalid sale id")
             return Void(RecordId(TerminalId(terminal), int(seq)))
         case Kind.RECEIPT, [sku, qty]:
@@ -241,6 +241,8 @@ def make_record(
         ],
         use_bin_type=True,
     )
+    if len(payload) + SIGNATURE_SIZE > MAX_RECORD_SIZE:
+        raise ValueError(f"record would be larger than {MAX_RECORD_SIZE} bytes")
     return Record(
         terminal,
         seq,
@@ -286,7 +288,7 @@ def parse_record(value: object) -> Record | Rejection:
     if not (isinstance(fields, list) and len(fields) == 8):
         return Rejection("record payload has the wrong shape")
     fmt, terminal, seq, prev_hash, wall_ms, counter, kind, body = fields
-    if fmt != RECORD_FORMAT:
+    if type(fmt) is not int or fmt != RECORD_FORMAT:
         return Rejection(f"unknown record format {fmt!r}")
     if not is_valid_name(terminal):
         return Rejection("record names an invalid terminal")

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import msgpack
 
+from lanesync.core.election import Candidate
 from lanesync.core.ids import is_valid_doc_name, is_valid_name
 from lanesync.errors import RemoteError
 
@@ -50,6 +51,7 @@ class MessageType(enum.IntEnum):
     STATE = 10
     UPDATES = 11
     PEERS = 12
+    ELECTION = 13
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +109,14 @@ class Peers:
     terminals: tuple[str, ...]
 
 
-Message = State | Updates | Peers
+@dataclass(frozen=True, slots=True)
+class ElectionGossip:
+    """Leader-election gossip: the sender first, then every candidate it knows alive."""
+
+    candidates: tuple[Candidate, ...]
+
+
+Message = State | Updates | Peers | ElectionGossip
 
 
 def _pack(fields: list[object]) -> bytes:
@@ -176,6 +185,16 @@ def encode_message(message: Message) -> bytes:
             return _pack([MessageType.UPDATES, [[u.doc, u.update, u.origin] for u in items]])
         case Peers(terminals):
             return _pack([MessageType.PEERS, list(terminals)])
+        case ElectionGossip(candidates):
+            return _pack(
+                [
+                    MessageType.ELECTION,
+                    [
+                        [c.terminal_id, c.reachable, c.priority, c.term, c.age_ms]
+                        for c in candidates
+                    ],
+                ]
+            )
 
 
 def decode_message(data: bytes) -> Message:
@@ -207,4 +226,18 @@ def decode_message(data: bytes) -> Message:
             ):
                 raise ProtocolViolation("peers message is malformed")
             return Peers(tuple(terminals))
+        case [MessageType.ELECTION, list(raw)] if 0 < len(raw) <= MAX_PEERS_PER_MESSAGE:
+            candidates = []
+            for item in raw:
+                match item:
+                    case [str(t), bool(reachable), int(priority), int(term), int(age)] if (
+                        is_valid_name(t)
+                        and 0 <= term < 2**63
+                        and 0 <= age < 2**31
+                        and -(2**31) <= priority < 2**31
+                    ):
+                        candidates.append(Candidate(t, reachable, priority, term, age))
+                    case _:
+                        raise ProtocolViolation("election message has a malformed entry")
+            return ElectionGossip(tuple(candidates))
     raise ProtocolViolation("unknown or malformed message")

@@ -28,6 +28,7 @@ from lanesync import __version__
 from lanesync.core import commands, reports
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
 from lanesync.core.identity import parse_revocation
+from lanesync.core.ids import is_decimal
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
@@ -129,7 +130,9 @@ class BodyLimit:
         limit = MAX_BUNDLE_SIZE if scope["path"] == "/v1/import" else MAX_JSON_BODY
         headers = dict(scope.get("headers", []))
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        if declared is not None and (
+            not is_decimal(declared.decode(errors="replace")) or int(declared) > limit
+        ):
             await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
             return
         seen = 0

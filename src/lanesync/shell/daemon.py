@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from websockets.asyncio.server import serve
 
+from lanesync.core.ids import is_decimal
 from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import UsageError
 from lanesync.shell.api import DaemonState, create_app
@@ -51,7 +52,7 @@ class DaemonConfig:
 def parse_address(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not is_decimal(port) or not 0 <= int(port) <= 65535:
         raise UsageError(f"invalid {what} address {text!r}: expected HOST:PORT, e.g. 127.0.0.1:0")
     return host, int(port)
 

@@ -10,7 +10,7 @@ Terminal directory (one per lane)::
 
     terminal.key     Ed25519 seed of this terminal, hex, mode 0600
     terminal.cert    certificate signed by the store key
-    terminal.json    terminal id and CRDT client id
+    terminal.json    terminal id
     store.json       copy of the store's public identity
     lanesync.db      SQLite database (see ``storage``)
     lock             held (flock) by whichever process has the directory open
@@ -54,6 +54,17 @@ DAY_MS = 86_400_000
 # Yjs client ids are unsigned 32-bit on the wire in practice (yjs encodes them as varuint and
 # JavaScript peers keep them below 2**53); 31 bits keeps every implementation happy.
 CLIENT_ID_BITS = 31
+
+
+def new_client_id() -> int:
+    """A fresh CRDT client id for every opening of a replica.
+
+    Reusing one across openings would be unsafe: a directory restored from an older copy would
+    write new content under CRDT ids its peers already hold for other content, and those writes
+    would silently never propagate. With a fresh id they propagate, and the reused record
+    sequence numbers show up everywhere as a fork.
+    """
+    return 1 + secrets.randbelow(2**CLIENT_ID_BITS - 1)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -199,7 +210,7 @@ class StoreDirectory:
         _write_private(terminal_path / TERMINAL_KEY, bytes(key).hex() + "\n")
         _write_public(terminal_path / TERMINAL_CERT, cert.encoded)
         _write_public(terminal_path / STORE_IDENTITY, identity_to_json(self.identity))
-        config = {"terminal_id": tid, "client_id": 1 + secrets.randbelow(2**CLIENT_ID_BITS - 1)}
+        config = {"terminal_id": tid}
         _write_public(terminal_path / TERMINAL_CONFIG, (json.dumps(config) + "\n").encode())
         registry[tid] = {"role": role.value, "key": cert.key_fingerprint}
         _write_public(
@@ -220,7 +231,6 @@ class TerminalDirectory:
     path: Path
     store: StoreIdentity
     me: LocalIdentity
-    client_id: int
 
     @classmethod
     def open(cls, path: Path) -> TerminalDirectory:
@@ -234,14 +244,7 @@ class TerminalDirectory:
         key = _read_key(path / TERMINAL_KEY)
         if public_key_of(key) != cert.public_key:
             raise ConfigError(f"{TERMINAL_KEY} does not match {TERMINAL_CERT} in {path}")
-        try:
-            config = json.loads((path / TERMINAL_CONFIG).read_bytes())
-            client_id = int(config["client_id"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{path / TERMINAL_CONFIG} is missing or malformed") from exc
-        if not 0 < client_id < 2**CLIENT_ID_BITS:
-            raise ConfigError(f"{path / TERMINAL_CONFIG} holds an invalid client id")
-        return cls(path, store, LocalIdentity(cert, key), client_id)
+        return cls(path, store, LocalIdentity(cert, key))
 
     @property
     def terminal_id(self) -> TerminalId:

@@ -23,7 +23,7 @@ from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError, StorageError, UsageError
-from lanesync.shell.directories import TerminalDirectory
+from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.storage import Storage
 
@@ -76,7 +76,7 @@ class Terminal:
             storage = Storage(directory.database)
             try:
                 stored, verified = storage.load()
-                replica = Replica(directory.store, directory.client_id, directory.me)
+                replica = Replica(directory.store, new_client_id(), directory.me)
                 change = replica.restore(stored, verified, clock())
                 storage.commit([change])
             except BaseException:

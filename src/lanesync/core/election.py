@@ -1,0 +1,164 @@
+"""Leader election per connected part of the store: gossiped candidates, leases, terms.
+
+Pure state machine (time passed in as ``now_ms``; ``next_deadline()`` / ``handle_timer(now)``).
+
+Every terminal gossips, every ``GOSSIP_MS``, to its direct neighbours the candidates it knows:
+itself and every candidate it heard of (directly or relayed) less than ``LEASE_MS`` ago, each
+with its cloud reachability, configured priority, highest term seen, and how long ago it was
+last heard of. So within a few gossip rounds every terminal of a connected component knows the
+same live set, and they all rank it the same way:
+
+    rank = (can reach the cloud, priority, -terminal id order)   -- highest wins
+
+The best-ranked live candidate is the leader. A terminal claims leadership only after it has
+been up for ``LEASE_MS`` (so it has heard of everyone alive) and only while it ranks first; a
+candidate nobody heard of for ``LEASE_MS`` is dead, so a leader that dies, is cut off, or loses
+its WAN link (its reachability drops its rank) is replaced within ``FAILOVER_BOUND_MS``.
+
+Terms: a terminal that becomes leader takes ``max(term seen) + 1``, and every terminal adopts
+the highest term it hears of, so each leadership carries a term higher than any earlier one in
+its part of the store: the fencing token the uplink presents. A split store may elect one
+leader per side; the cloud merge is idempotent, so that is harmless.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+# Gossip every 500 ms: a handful of bytes per neighbour; detection needs several missed rounds.
+GOSSIP_MS = 500
+# A candidate unheard of for 3 s is dead (6 gossip rounds: robust to a lost frame or a GC pause).
+LEASE_MS = 3_000
+# Worst case from a leader's death to a new leader: its lease expires everywhere (LEASE_MS after
+# it was last heard of), plus gossip hops for the news of the new best to spread (2 rounds).
+FAILOVER_BOUND_MS = LEASE_MS + 2 * GOSSIP_MS
+MAX_CANDIDATES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    terminal_id: str
+    reachable: bool  # its last probe of the cloud succeeded
+    priority: int  # configured; higher is preferred as the uplink
+    term: int  # highest term it has seen
+    age_ms: int  # how long ago the sender last heard of it (0 for the sender itself)
+
+    def rank(self) -> tuple[bool, int, _Reversed]:
+        return (self.reachable, self.priority, _Reversed(self.terminal_id))
+
+
+@functools.total_ordering
+@dataclass(frozen=True, slots=True)
+class _Reversed:
+    """Orders terminal ids backwards, so that among equals the smallest id ranks highest."""
+
+    key: str
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, _Reversed):
+            return NotImplemented
+        return self.key > other.key
+
+
+@dataclass(slots=True)
+class _Heard:
+    candidate: Candidate
+    heard_ms: int  # our clock: when this candidate was (directly or indirectly) last alive
+
+
+@dataclass(slots=True)
+class Election:
+    me: str
+    priority: int = 0
+    started_ms: int = 0
+    term: int = 0
+    reachable: bool = False
+    _heard: dict[str, _Heard] = field(default_factory=dict)
+    _next_gossip_ms: int = 0
+    _leader: str | None = None
+    _leader_term: int = 0
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def set_reachable(self, reachable: bool, now_ms: int) -> None:
+        """Result of the latest cloud probe."""
+        self.reachable = reachable
+        self._recompute(now_ms)
+
+    def receive(self, candidates: list[Candidate], now_ms: int) -> None:
+        """Gossip from a neighbour (the first candidate is the neighbour itself)."""
+        for candidate in candidates[:MAX_CANDIDATES]:
+            self.term = max(self.term, candidate.term)
+            if candidate.terminal_id == self.me or candidate.age_ms >= LEASE_MS:
+                continue
+            heard_ms = now_ms - max(0, candidate.age_ms)
+            known = self._heard.get(candidate.terminal_id)
+            if known is None or heard_ms >= known.heard_ms:
+                self._heard[candidate.terminal_id] = _Heard(candidate, heard_ms)
+        self._recompute(now_ms)
+
+    def handle_timer(self, now_ms: int) -> bool:
+        """Expire silent candidates; True when it is time to gossip (call ``gossip``)."""
+        self._recompute(now_ms)
+        if now_ms >= self._next_gossip_ms:
+            self._next_gossip_ms = now_ms + GOSSIP_MS
+            return True
+        return False
+
+    def next_deadline(self) -> int:
+        expiries = [h.heard_ms + LEASE_MS for h in self._heard.values()]
+        return min([self._next_gossip_ms, self.started_ms + LEASE_MS, *expiries])
+
+    # -- outputs ---------------------------------------------------------------------------------
+
+    def gossip(self, now_ms: int) -> list[Candidate]:
+        """What to tell every neighbour now: ourselves first, then everyone still alive."""
+        self._recompute(now_ms)
+        mine = Candidate(self.me, self.reachable, self.priority, self.term, 0)
+        others = [
+            Candidate(
+                h.candidate.terminal_id,
+                h.candidate.reachable,
+                h.candidate.priority,
+                h.candidate.term,
+                now_ms - h.heard_ms,
+            )
+            for h in sorted(self._heard.values(), key=lambda h: h.candidate.terminal_id)
+        ]
+        return [mine, *others][:MAX_CANDIDATES]
+
+    @property
+    def leader(self) -> str | None:
+        """The leader this terminal believes in (None while it is still settling)."""
+        return self._leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._leader == self.me
+
+    @property
+    def leader_term(self) -> int:
+        return self._leader_term
+
+    def live(self, now_ms: int) -> list[str]:
+        self._recompute(now_ms)
+        return sorted([self.me, *self._heard])
+
+    # -- the rule --------------------------------------------------------------------------------
+
+    def _recompute(self, now_ms: int) -> None:
+        for terminal in [t for t, h in self._heard.items() if now_ms - h.heard_ms >= LEASE_MS]:
+            del self._heard[terminal]
+        mine = Candidate(self.me, self.reachable, self.priority, self.term, 0)
+        best = max([mine, *(h.candidate for h in self._heard.values())], key=Candidate.rank)
+        if best.terminal_id == self.me and now_ms - self.started_ms < LEASE_MS:
+            # Not yet heard of everyone alive: do not claim, and do not name anyone else either.
+            self._leader = None
+            return
+        if best.terminal_id == self.me and self._leader != self.me:
+            self.term += 1  # a new leadership: a term higher than any seen
+            self._leader_term = self.term
+        elif best.terminal_id != self.me:
+            self._leader_term = best.term
+        self._leader = best.terminal_id

@@ -1,0 +1,223 @@
+"""Group commit: ``Terminal.write_batch`` and the async ``GroupCommitter``.
+
+Concurrent writers share SQLite transactions, every acknowledged record is durable, and a
+builder that refuses fails alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import pytest
+
+from lanesync.core.identity import Role
+from lanesync.core.ledger import Ledger
+from lanesync.core.records import Body, Record
+from lanesync.core.replica import Change
+from lanesync.errors import LanesyncError, PermissionDenied, UsageError
+from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.terminal import BodyBuilder, Terminal
+
+from .conftest import Lanes
+from .helpers import on_hand, price, receipt, sale, void
+
+T = TypeVar("T")
+WRITERS = 32
+WRITES_EACH = 8
+TIMEOUT_S = 20.0
+
+
+def count_transactions(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Spy on the storage: the number of changes in each SQLite transaction committed."""
+    transactions: list[int] = []
+    real = terminal.storage.commit
+
+    def commit(changes: Iterable[Change]) -> None:
+        changes = list(changes)
+        real(changes)
+        transactions.append(len(changes))
+
+    monkeypatch.setattr(terminal.storage, "commit", commit)
+    return transactions
+
+
+def with_committer(
+    terminal: Terminal,
+    body: Callable[[GroupCommitter], Awaitable[T]],
+) -> tuple[T, GroupCommitter]:
+    """Run ``body`` against a committer whose loop runs beside it; stop the loop after. The
+    loop is awaited only for its cancellation: if it crashed, ``body`` sees the consequences."""
+
+    async def main() -> tuple[T, GroupCommitter]:
+        committer = GroupCommitter(terminal)
+        runner = asyncio.create_task(committer.run())
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                return await body(committer), committer
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+                await runner
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def lane(lanes: Lanes) -> Terminal:
+    terminal = lanes.new("lane1")
+    terminal.write(receipt("milk", 10_000))
+    return terminal
+
+
+def test_concurrent_writers_share_commits_and_every_record_is_durable(
+    lanes: Lanes, lane: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = count_transactions(lane, monkeypatch)
+
+    async def body(committer: GroupCommitter) -> list[Record]:
+        async def writer(n: int) -> list[Record]:
+            return [
+                await committer.write(sale(f"milk:{1 + (n + i) % 3}:149"))
+                for i in range(WRITES_EACH)
+            ]
+
+        batches = await asyncio.gather(*(writer(n) for n in range(WRITERS)))
+        return [record for batch in batches for record in batch]
+
+    records, committer = with_committer(lane, body)
+    total = WRITERS * WRITES_EACH
+    assert len(records) == total
+    assert committer.records == total
+    assert sum(transactions) == total
+    # Group commit happened: fewer SQLite transactions than records.
+    assert committer.commits == len(transactions) < total
+    assert max(transactions) > 1
+    # One chain, no gap, no duplicate.
+    assert sorted(r.seq for r in records) == list(range(2, total + 2))
+    sold = sum(r.body.lines[0].qty for r in records)  # type: ignore[union-attr]
+
+    lane = lanes.reopen(lane)
+    ledger = lane.replica.ledger
+    assert all(ledger.is_sale(str(r.id)) for r in records)
+    assert lane.replica.find_record(records[-1].id) == records[-1]
+    assert on_hand(lane, "milk") == 10_000 - sold
+    assert lane.verify()["ok"] is True
+
+
+def failing(error: Exception) -> BodyBuilder:
+    def build(_ledger: Ledger) -> Body:
+        raise error
+
+    return build
+
+
+REFUSALS: list[tuple[BodyBuilder, type[Exception]]] = [
+    (sale("nosuch:1"), UsageError),  # no catalog price known
+    (sale("milk:0:149"), UsageError),
+    (price("milk", 99, Role.CASHIER), PermissionDenied),  # a cashier may not set prices
+    (void("lane1:999"), UsageError),
+    (failing(ValueError("bad input")), UsageError),
+]
+
+
+def test_refusing_builder_fails_only_its_own_write(lanes: Lanes, lane: Terminal) -> None:
+    builders: list[BodyBuilder] = []
+    for refusal, _ in REFUSALS:
+        builders += [sale("milk:1:149"), refusal, sale("milk:2:149")]
+
+    async def body(committer: GroupCommitter) -> list[Record | BaseException]:
+        return await asyncio.gather(*(committer.write(b) for b in builders), return_exceptions=True)
+
+    results, _ = with_committer(lane, body)
+    good = [r for r in results if isinstance(r, Record)]
+    assert len(good) == 2 * len(REFUSALS)
+    for i, (_, error) in enumerate(REFUSALS):
+        assert isinstance(results[3 * i], Record)
+        assert type(results[3 * i + 1]) is error
+        assert isinstance(results[3 * i + 2], Record)
+    # Refusals consumed no sequence number.
+    assert sorted(r.seq for r in good) == list(range(2, 2 + len(good)))
+
+    lane = lanes.reopen(lane)
+    assert all(lane.replica.ledger.is_sale(str(r.id)) for r in good)
+    assert on_hand(lane, "milk") == 10_000 - 3 * len(REFUSALS)
+    assert lane.verify()["ok"] is True
+
+
+def test_write_batch_refusal_fails_alone(lanes: Lanes, lane: Terminal) -> None:
+    results = lane.write_batch([sale("milk:1:149"), sale("nosuch:1"), sale("milk:2:149")])
+    assert isinstance(results[0], Record)
+    assert isinstance(results[1], UsageError)
+    assert isinstance(results[2], Record)
+    assert results[2].seq == results[0].seq + 1
+    lane = lanes.reopen(lane)
+    assert on_hand(lane, "milk") == 10_000 - 3
+
+
+def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Terminal) -> None:
+    target = lane.write(sale("milk:4:149"))
+    assert on_hand(lane, "milk") == 10_000 - 4
+
+    async def body(committer: GroupCommitter) -> list[Record | BaseException]:
+        voids = [committer.write(void(str(target.id))) for _ in range(2)]
+        return await asyncio.gather(*voids, return_exceptions=True)
+
+    results, _ = with_committer(lane, body)
+    records = [r for r in results if isinstance(r, Record)]
+    errors = [r for r in results if not isinstance(r, Record)]
+    assert len(records) == 1
+    assert len(errors) == 1
+    assert isinstance(errors[0], UsageError)
+    assert "already voided" in str(errors[0])
+    assert on_hand(lane, "milk") == 10_000
+    lane = lanes.reopen(lane)
+    assert lane.replica.ledger.is_voided(str(target.id))
+    assert on_hand(lane, "milk") == 10_000
+    assert lane.verify()["ok"] is True
+
+
+def test_builder_bug_in_a_batch_loses_no_later_acknowledged_write(
+    lanes: Lanes, lane: Terminal
+) -> None:
+    """A builder that fails unexpectedly (a programming error) must not leave records of the
+    same batch signed in memory but never committed: the next acknowledged write would chain
+    onto them, and after a restart it would wait forever behind a gap."""
+    with pytest.raises(RuntimeError):
+        lane.write_batch([sale("milk:1:149"), failing(RuntimeError("builder bug"))])
+    acknowledged = lane.write(sale("milk:2:149"))
+    lane = lanes.reopen(lane)
+    assert lane.replica.ledger.is_sale(str(acknowledged.id))
+    assert lane.verify()["ok"] is True
+
+
+def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: Terminal) -> None:
+    """Same as above through the GroupCommitter: every writer of the batch gets an answer (no
+    writer hangs), and whatever is acknowledged afterwards survives a restart."""
+
+    async def body(committer: GroupCommitter) -> tuple[list[object], Record | None]:
+        writes = [
+            committer.write(sale("milk:1:149")),
+            committer.write(failing(RuntimeError("builder bug"))),
+            committer.write(sale("milk:1:149")),
+        ]
+        try:
+            async with asyncio.timeout(3):
+                results = await asyncio.gather(*writes, return_exceptions=True)
+        except TimeoutError:
+            return ["timed out"], None
+        try:
+            async with asyncio.timeout(3):
+                later = await committer.write(sale("milk:2:149"))
+        except (TimeoutError, LanesyncError):
+            later = None
+        return list(results), later
+
+    (results, later), _ = with_committer(lane, body)
+    assert results != ["timed out"], "writers of the batch were never answered"
+    acknowledged = [r for r in [*results, later] if isinstance(r, Record)]
+    lane = lanes.reopen(lane)
+    assert [r for r in acknowledged if not lane.replica.ledger.is_sale(str(r.id))] == []
+    assert lane.verify()["ok"] is True
