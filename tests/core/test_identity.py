@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import msgpack
 import pytest
 from hypothesis import given, settings
@@ -24,6 +26,7 @@ from lanesync.core.identity import (
     signing_key_from_seed,
 )
 from lanesync.core.ids import StoreId, TerminalId
+from lanesync.core.replica import certificate_key
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import NOW, Store
@@ -202,3 +205,17 @@ def test_store_identity_is_what_terminals_check_against() -> None:
     assert identity == StoreIdentity(StoreId("shop1"), public_key_of(STORE.authority), "UTC")
     cert = STORE.certificate("lane2", TERMINAL_KEY, Role.MANAGER)
     assert isinstance(parse_certificate(cert.encoded, identity), Certificate)
+
+
+def test_certificate_key_names_the_certificate_content() -> None:
+    """Config keys are content-addressed: two certificates of one terminal, even for one key,
+    never share a key, and a certificate's key does not depend on who computes it."""
+    cashier = STORE.certificate("lane1", TERMINAL_KEY)
+    manager = STORE.certificate("lane1", TERMINAL_KEY, Role.MANAGER)
+    content = hashlib.blake2b(cashier.encoded, digest_size=16).hexdigest()
+    assert certificate_key(cashier) == f"cert:lane1:{content}"
+    assert certificate_key(cashier) != certificate_key(manager)
+    assert certificate_key(parse_certificate(cashier.encoded, STORE.identity)) == (
+        certificate_key(cashier)
+    )
+    assert certificate_key(STORE.certificate("lane2", TERMINAL_KEY)).startswith("cert:lane2:")

@@ -23,6 +23,7 @@ from lanesync.core.bundle import (
 )
 from lanesync.core.identity import SIGNATURE_SIZE, Role, issue_certificate, public_key_of
 from lanesync.core.ids import StoreId, TerminalId
+from lanesync.core.records import Sale
 from lanesync.core.replica import LocalIdentity
 from lanesync.errors import BundleRejected, RemoteError
 from lanesync.shell.directories import StoreDirectory
@@ -94,7 +95,8 @@ def test_three_terminals_converge(lanes: Lanes, manager: Terminal) -> None:
     three.write(sale("milk:5"))
     three.write(receipt("bread", 4))
     manager.write(sale("bread:3"))
-    assert s2.body.total_cents == 2 * 149 + 299  # type: ignore[union-attr]
+    assert isinstance(s2.body, Sale)
+    assert s2.body.total_cents == 2 * 149 + 299
 
     full_mesh([manager, two, three])
     digests = {t.digest() for t in (manager, two, three)}

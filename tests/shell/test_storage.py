@@ -12,6 +12,7 @@ import psutil
 import pycrdt
 import pytest
 
+import lanesync.core.identity
 import lanesync.core.ledger
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
@@ -41,7 +42,8 @@ from .helpers import (
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every record signature check the ledger makes from now on (payload of each)."""
     calls: list[bytes] = []
-    real = lanesync.core.ledger.verify
+    real = lanesync.core.identity.verify
+    assert lanesync.core.ledger.verify is real  # the ledger checks records with this function
 
     def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
         calls.append(message)

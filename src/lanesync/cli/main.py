@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
+from rich.markup import escape
+from rich.table import Table
 
 from lanesync import __version__
 from lanesync.core import commands
@@ -23,7 +25,7 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
 from lanesync.errors import LanesyncError, UsageError
-from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
@@ -412,6 +414,14 @@ def _print_verify(report: dict[str, Any]) -> None:
     help="Use mDNS only on this network interface (repeat). Default: all, or loopback only "
     "when --listen is a loopback address.",
 )
+@click.option("--cloud", "cloud_url", help="The store's cloud, wss://HOST:PORT (leader uses it).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-1000, 1000),
+    default=0,
+    show_default=True,
+    help="Preference as the store's uplink (higher wins among lanes that reach the cloud).",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 def run(
@@ -421,6 +431,8 @@ def run(
     peers: tuple[str, ...],
     no_discovery: bool,
     interfaces: tuple[str, ...],
+    cloud_url: str | None,
+    priority: int,
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
@@ -435,6 +447,8 @@ def run(
         peers=tuple(parse_peer_url(p) for p in peers),
         discovery=not no_discovery,
         interfaces=interfaces,
+        cloud=None if cloud_url is None else parse_peer_url(cloud_url),
+        priority=priority,
         anti_entropy_ms=anti_entropy_ms,
     )
     if interfaces and no_discovery:
@@ -464,6 +478,9 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "records": terminal.replica.ledger.accepted_count(),
                 "api": None,
                 "listen": None,
+                "leader": None,
+                "term": None,
+                "cloud": None,
                 "peers": [],
                 "running": False,
             }
@@ -478,12 +495,61 @@ def status(terminal_dir: Path, as_json: bool) -> None:
     )
     if report["running"]:
         console.print(f"  api {report['api']}  peers {report['listen']}", markup=False)
+        console.print(f"  leader {report['leader']} (term {report['term']})", markup=False)
+        if report.get("cloud"):
+            cloud = report["cloud"]
+            console.print(
+                f"  cloud {cloud['url']}: connected {cloud['connected']}, last acknowledged "
+                f"{cloud['last_ack_ms']}, pending {cloud['pending_bytes']} bytes",
+                markup=False,
+            )
     for peer in report["peers"]:
         console.print(
             f"  peer {peer['terminal_id']}: connected, unacknowledged "
             f"{peer['unacked_bytes']} bytes",
             markup=False,
         )
+
+
+@cli.command()
+@click.argument("terminal_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def peers(terminal_dir: Path, as_json: bool) -> None:
+    """Show the peers the running daemon knows (--peer, mDNS, inbound) and their links."""
+    daemon = _daemon(terminal_dir)
+    if daemon is None:
+        TerminalDirectory.open(terminal_dir)  # a wrong path is an error, not "not running"
+        if as_json:
+            emit_json({"running": False, "peers": []})
+        else:
+            console.print("not running")
+        return
+    rows: list[dict[str, Any]] = daemon.call("GET", "/v1/peers")["peers"]
+    if as_json:
+        emit_json({"running": True, "peers": rows})
+        return
+    if not rows:
+        console.print("no peers known yet", markup=False)
+        return
+    console.print(_peers_table(rows, wall_clock_ms()))
+
+
+def _peers_table(rows: list[dict[str, Any]], now_ms: int) -> Table:
+    table = Table(title="Peers")
+    for column in ("Terminal", "Found by", "Addresses", "Connected", "Last seen", "Last error"):
+        table.add_column(column)
+    for row in rows:
+        seen = row.get("last_seen_ms")
+        table.add_row(
+            escape(str(row["terminal_id"] or "?")),
+            escape(", ".join(row["found_by"])),
+            escape("\n".join(row["addresses"]) or "-"),
+            "[green]yes[/green]" if row["connected"] else "[red]no[/red]",
+            "-" if seen is None else f"{max(0, now_ms - int(seen)) / 1000:.1f} s ago",
+            escape(str(row["last_error"] or "")),
+        )
+    return table
 
 
 @cli.command()
@@ -528,6 +594,158 @@ def demo(work_dir: Path | None, offline: bool) -> None:
         from lanesync.cli.live_demo import run_live_demo
 
         run_live_demo(work_dir)
+
+
+# -- the cloud ----------------------------------------------------------------------------------
+
+
+@store.command("certify-cloud")
+@click.argument("store_dir", type=DIR)
+@click.argument("cloud_public_identity", type=FILE_IN)
+@click.argument("cert_file", type=FILE_OUT)
+@click.option("--valid-days", type=int, default=DEFAULT_VALID_DAYS, show_default=True)
+@JSON_OPTION
+@reports_errors
+def store_certify_cloud(
+    store_dir: Path, cloud_public_identity: Path, cert_file: Path, valid_days: int, as_json: bool
+) -> None:
+    """Let a cloud key sign catalog records for this store (and nothing else)."""
+    from lanesync.cloud.directory import read_cloud_identity
+
+    if not 1 <= valid_days <= 10 * 366:
+        raise UsageError("--valid-days must be between 1 and 3660")
+    store_directory = StoreDirectory.open(store_dir)
+    cert = store_directory.certify_cloud(
+        read_cloud_identity(cloud_public_identity), wall_clock_ms(), valid_days
+    )
+    cert_file.write_bytes(cert.encoded)
+    if as_json:
+        emit_json({"certificate": str(cert_file), "store_id": cert.store_id})
+    else:
+        console.print(
+            f"wrote {cert_file}: the cloud may set prices for {cert.store_id}", markup=False
+        )
+
+
+@cli.group()
+def cloud() -> None:
+    """Head office's cloud service: set up, serve, query."""
+
+
+def _cloud_client(cloud_dir: Path) -> DaemonClient:
+    client = DaemonClient.for_directory(cloud_dir)
+    if client is None:
+        raise UsageError(f"`lanesync cloud serve {cloud_dir}` is not running")
+    return client
+
+
+@cloud.command("init")
+@click.argument("cloud_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def cloud_init(cloud_dir: Path, as_json: bool) -> None:
+    """Create the cloud's key (mode 0600) and write its public identity file."""
+    from lanesync.cloud.directory import CloudDirectory
+
+    created = CloudDirectory.init(cloud_dir)
+    if as_json:
+        emit_json({"public_identity": str(created.identity_file)})
+    else:
+        console.print(f"cloud created; public identity: {created.identity_file}", markup=False)
+
+
+@cloud.command("add-store")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_public_identity", type=FILE_IN)
+@click.argument("cert_file", type=FILE_IN)
+@JSON_OPTION
+@reports_errors
+def cloud_add_store(
+    cloud_dir: Path, store_public_identity: Path, cert_file: Path, as_json: bool
+) -> None:
+    """Serve a store: learn its public identity and install its certificate for this cloud."""
+    from lanesync.cloud.directory import CloudDirectory
+
+    cert = CloudDirectory.open(cloud_dir).add_store(store_public_identity, cert_file)
+    if as_json:
+        emit_json({"store_id": cert.store_id})
+    else:
+        console.print(
+            f"store {cert.store_id} added (restart `cloud serve` to serve it)", markup=False
+        )
+
+
+@cloud.command("serve")
+@click.argument("cloud_dir", type=DIR)
+@click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
+@click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
+@click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in CLOUD_DIR).")
+@reports_errors
+def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
+    """Serve every store added to this cloud: uplinks from leaders and the read API."""
+    from lanesync.cloud.service import CloudConfig
+    from lanesync.cloud.service import run as run_cloud
+    from lanesync.shell.daemon import parse_address
+
+    if db_url is not None:
+        raise UsageError("--db: only the default SQLite database in CLOUD_DIR is supported yet")
+    run_cloud(
+        CloudConfig(cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"))
+    )
+
+
+@cloud.command("stock")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@JSON_OPTION
+@reports_errors
+def cloud_stock(cloud_dir: Path, store_id: str, as_json: bool) -> None:
+    """Stock on hand of a store as the cloud holds it."""
+    report = _cloud_client(cloud_dir).call("GET", f"/v1/stores/{_path_id(store_id)}/stock")
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(stock_table(report["items"], title=f"Stock of {store_id} (cloud)"))
+
+
+@cloud.command("sales")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@click.option("--day", help="Business day YYYY-MM-DD (default: every day).")
+@JSON_OPTION
+@reports_errors
+def cloud_sales(cloud_dir: Path, store_id: str, day: str | None, as_json: bool) -> None:
+    """Sales of a store (voided sales excluded from count and total)."""
+    query = "" if day is None else f"?day={_path_id(day)}"
+    report = _cloud_client(cloud_dir).call("GET", f"/v1/stores/{_path_id(store_id)}/sales{query}")
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(f"{report['count']} sales, total {money(report['total'])}", markup=False)
+
+
+@cloud.command("set-price")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@click.argument("sku")
+@click.argument("unit_cents", type=int)
+@JSON_OPTION
+@reports_errors
+def cloud_set_price(
+    cloud_dir: Path, store_id: str, sku: str, unit_cents: int, as_json: bool
+) -> None:
+    """Set a catalog price from head office; it reaches every lane through the leader."""
+    result = _cloud_client(cloud_dir).call(
+        "POST", f"/v1/stores/{_path_id(store_id)}/prices", {"sku": sku, "unit_price": unit_cents}
+    )
+    _print_record(result, as_json, f"price of {sku} set to {money(unit_cents)} for {store_id}:")
+
+
+def _path_id(text: str) -> str:
+    """A value safe to put in a URL path or query (ids, days); anything else is refused."""
+    if not text or not all((c.isascii() and c.isalnum()) or c in "._-" for c in text):
+        raise UsageError(f"invalid value {text!r}")
+    return text
 
 
 def main() -> None:

@@ -106,6 +106,10 @@ class Ledger:
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
         self._breaks: dict[TerminalId, tuple[int, str]] = {}
         self._revoked: dict[TerminalId, int] = {}
+        # For materialised views (the cloud's head-office tables): records accepted since the
+        # last drain, and how many rebuilds happened (a rebuild invalidates what was drained).
+        self.collect_accepted = False
+        self.rebuilds = 0
         self._reset_views()
 
     def _reset_views(self) -> None:
@@ -120,11 +124,13 @@ class Ledger:
         self._accepted = 0
         self._new_verdicts: list[bytes] = []
         self._checked: set[bytes] = set()
+        self._accepted_log: list[Record] = []
         self.needs_rebuild = False
 
     def begin_rebuild(self) -> None:
         """Forget every view but keep certificates, revocations and discovered forks; the
         owner then re-ingests everything. Signatures already checked are not checked again."""
+        self.rebuilds += 1
         checked = {h for chain in self._chains.values() for h in chain.hashes}
         checked.update(
             h for chain in self._chains.values() for c in chain.waiting.values() for h in c
@@ -264,6 +270,8 @@ class Ledger:
             chain.hashes.append(record.hash)
             chain.last_hlc = record.hlc
             self._accepted += 1
+            if self.collect_accepted:
+                self._accepted_log.append(record)
             self._apply(doc, key, record, signer)
 
     def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
@@ -312,6 +320,11 @@ class Ledger:
         """Hashes of records whose signature was verified since the last call (to persist)."""
         verdicts, self._new_verdicts = self._new_verdicts, []
         return verdicts
+
+    def drain_accepted(self) -> list[Record]:
+        """Records accepted since the last call (only with ``collect_accepted``)."""
+        log, self._accepted_log = self._accepted_log, []
+        return log
 
     def on_hand(self) -> dict[Sku, int]:
         return dict(self._on_hand)

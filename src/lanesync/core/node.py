@@ -67,6 +67,7 @@ class Link:
     ack_due_ms: int | None = None
     anti_entropy_due_ms: int | None = None
     last_seen_ms: int | None = None
+    uplink_term: int = 0  # on the cloud: the highest term this uplink presented
 
     @property
     def is_open(self) -> bool:
@@ -187,8 +188,8 @@ class Node:
         if self.election is not None and self.election.handle_timer(now_ms):
             gossip = ElectionGossip(tuple(self.election.gossip(now_ms)))
             for link in self.links.values():
-                if link.is_open and not self._is_cloud(link):
-                    self._send(link, gossip)
+                if link.is_open:
+                    self._send(link, gossip)  # to the cloud too: it carries our term
         for link in list(self.links.values()):
             if not link.is_open:
                 continue
@@ -294,6 +295,11 @@ class Node:
             case ElectionGossip(candidates):
                 if self.election is not None and not self._is_cloud(link):
                     self.election.receive(list(candidates), now_ms)
+                elif self.election is None and candidates:
+                    # We are the cloud: the gossip's first candidate is the uplink's sender; its
+                    # term is the fencing token of its leadership (recorded, not enforced: the
+                    # merge is idempotent, so a stale leader's upload does no harm).
+                    link.uplink_term = max(link.uplink_term, candidates[0].term)
             case Peers(terminals):
                 link.neighbors = frozenset(terminals)
             case State(vectors, reply):
@@ -386,6 +392,8 @@ class Node:
                     "established_ms": link.established_ms,
                     "acked_ms": link.peer_acked_ms,
                     "last_seen_ms": link.last_seen_ms,
+                    "role": link.peer.role.value,
+                    "term": link.uplink_term or None,
                     "unacked_bytes": unacked,
                     "frames_sent": link.connection.frames_sent,
                     "frames_received": link.connection.frames_received,

@@ -351,6 +351,10 @@ class Replica:
 
     # -- reading --------------------------------------------------------------------------------
 
+    def business_day(self, record: Record) -> str:
+        """The store-local business day of a record."""
+        return record.hlc.business_day(self._tz)
+
     def state_vectors(self) -> dict[str, bytes]:
         return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
 

@@ -8,39 +8,29 @@ fix, 503 when storage failed; a 500 means a lanesync bug.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request, Response
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync import __version__
 from lanesync.core import commands, reports
-from lanesync.core.bundle import MAX_BUNDLE_SIZE
+from lanesync.core.election import Election
 from lanesync.core.identity import parse_revocation
-from lanesync.core.ids import is_decimal
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
-from lanesync.errors import (
-    LanesyncError,
-    PermissionDenied,
-    RemoteError,
-    StorageError,
-)
 from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
+from lanesync.shell.uplink import Uplink
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
 
@@ -54,6 +44,8 @@ class DaemonState:
     listen: str = ""
     api: str = ""
     started_ms: int = 0
+    election: Election | None = None
+    uplink: Uplink | None = None
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -98,76 +90,6 @@ class SaleOut(BaseModel):
 
 class RecordOut(BaseModel):
     record_id: str
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-def _error(status: int, code: str, message: str) -> JSONResponse:
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
-
-
-def _status_of(exc: LanesyncError) -> tuple[int, str]:
-    if isinstance(exc, PermissionDenied):
-        return 403, "forbidden"
-    if isinstance(exc, StorageError):
-        return 503, "storage_failed"
-    if isinstance(exc, RemoteError):
-        return 400, "rejected"
-    return 400, "bad_request"
-
-
-class BodyLimit:
-    """Refuse request bodies above a limit before reading them into memory (413)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = MAX_BUNDLE_SIZE if scope["path"] == "/v1/import" else MAX_JSON_BODY
-        headers = dict(scope.get("headers", []))
-        declared = headers.get(b"content-length")
-        if declared is not None and (
-            not is_decimal(declared.decode(errors="replace")) or int(declared) > limit
-        ):
-            await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
-            return
-        seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await _error(413, "too_large", f"request body over {limit} bytes")(scope, receive, send)
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class _Unauthorized(Exception):
-    pass
-
-
-def _authorized(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected: str = request.app.state.token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
-        raise _Unauthorized
-
-
-RequireToken = Annotated[None, Depends(_authorized)]
 
 
 # -- metrics ---------------------------------------------------------------------------------------
@@ -226,6 +148,9 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "listen": state.listen,
         "started_ms": state.started_ms,
         "version": __version__,
+        "leader": state.election.leader if state.election else None,
+        "term": state.election.leader_term if state.election else None,
+        "cloud": state.uplink.status() if state.uplink else None,
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
     }
@@ -245,33 +170,8 @@ def create_app(state: DaemonState) -> FastAPI:
         registry=registry,
         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     )
-    app.add_middleware(BodyLimit)
 
-    @app.exception_handler(LanesyncError)
-    async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
-        status, code = _status_of(exc)
-        return _error(status, code, str(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
-        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request body"
-        return _error(400, "invalid_request", message)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(_Unauthorized)
-    async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
-        response = _error(
-            401, "unauthorized", "a valid bearer token (TERMINAL_DIR/api.token) is required"
-        )
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
-
-    app.state.token = state.token
+    install_common(app, state.token)
 
     async def write(build: Callable[[Ledger], Body]) -> Record:
         started = time.perf_counter()

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import uvicorn
 from websockets.asyncio.server import serve
 
+from lanesync.core.election import Election
 from lanesync.core.ids import is_decimal
 from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import UsageError
@@ -34,6 +35,7 @@ from lanesync.shell.discovery import Discovery
 from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh, wall_ms, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.terminal import Terminal
+from lanesync.shell.uplink import Uplink
 
 log = logging.getLogger("lanesync.daemon")
 
@@ -46,6 +48,8 @@ class DaemonConfig:
     peers: tuple[str, ...] = ()
     discovery: bool = True
     interfaces: tuple[str, ...] = ()
+    cloud: str | None = None
+    priority: int = 0
     anti_entropy_ms: int | None = None
 
 
@@ -96,14 +100,14 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
 
 
-class _ApiServer(uvicorn.Server):
+class ApiServer(uvicorn.Server):
     # uvicorn re-raises captured signals when it stops; the daemon owns signal handling.
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -113,7 +117,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _url(scheme: str, sock: socket.socket) -> str:
+def socket_url(scheme: str, sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
@@ -132,7 +136,12 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    node = Node(terminal.replica, anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS)
+    election = Election(terminal.terminal_id, priority=config.priority, started_ms=wall_ms())
+    node = Node(
+        terminal.replica,
+        anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS,
+        election=election,
+    )
     fatal: list[BaseException] = []
 
     def on_fatal(exc: BaseException) -> None:
@@ -141,18 +150,21 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
 
     mesh = Mesh(node, terminal, on_fatal=on_fatal)
     committer = GroupCommitter(terminal, on_commit=mesh.committed)
-    peer_sock = _bind(*config.listen)
-    api_sock = _bind(*config.api)
+    uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
+    peer_sock = bind_socket(*config.listen)
+    api_sock = bind_socket(*config.api)
     state = DaemonState(
         terminal,
         committer,
         mesh,
         load_or_create_token(config.directory),
-        listen=_url("ws", peer_sock),
-        api=_url("http", api_sock),
+        listen=socket_url("ws", peer_sock),
+        api=socket_url("http", api_sock),
         started_ms=wall_ms(),
+        election=election,
+        uplink=uplink,
     )
-    api = _ApiServer(
+    api = ApiServer(
         uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off")
     )
     async with (
@@ -163,6 +175,9 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
             group.create_task(committer.run(), name="committer"),
             group.create_task(api.serve(sockets=[api_sock]), name="api"),
         ]
+        mesh.start()
+        if uplink is not None:
+            tasks.append(group.create_task(uplink.run(), name="uplink"))
         for url in config.peers:
             mesh.add_static(url)
         write_runtime(

@@ -37,7 +37,7 @@ from lanesync.core.identity import (
     public_key_of,
     signing_key_from_seed,
 )
-from lanesync.core.ids import StoreId, TerminalId, store_id, terminal_id
+from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId, TerminalId, store_id, terminal_id
 from lanesync.core.replica import LocalIdentity
 from lanesync.errors import ConfigError, RemoteError, UsageError
 
@@ -183,6 +183,10 @@ class StoreDirectory:
     ) -> Certificate:
         """Create a terminal directory with a new key and a certificate for it."""
         tid = terminal_id(tid)
+        if tid == CLOUD_TERMINAL_ID:
+            raise UsageError("terminal id 'cloud' is reserved for the store's cloud service")
+        if role is Role.CLOUD:
+            raise UsageError("a cloud is certified with `lanesync store certify-cloud`")
         if not 1 <= valid_days <= 10 * 366:
             raise UsageError("--valid-days must be between 1 and 3660")
         registry = self._registry()
@@ -217,6 +221,18 @@ class StoreDirectory:
             self.path / TERMINAL_REGISTRY, (json.dumps(registry, indent=2) + "\n").encode()
         )
         return cert
+
+    def certify_cloud(self, cloud_public_key: bytes, now_ms: int, valid_days: int) -> Certificate:
+        """A certificate that lets a cloud key sign catalog records for this store only."""
+        return issue_certificate(
+            self.authority(),
+            self.identity.store_id,
+            CLOUD_TERMINAL_ID,
+            cloud_public_key,
+            Role.CLOUD,
+            now_ms - DAY_MS,
+            now_ms + valid_days * DAY_MS,
+        )
 
     def revoke(self, tid: str, now_ms: int) -> Revocation:
         """Sign a revocation of an enrolled terminal, effective from ``now_ms``."""

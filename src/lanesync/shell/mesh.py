@@ -24,6 +24,7 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State as WsState
 
+from lanesync.core.identity import Role
 from lanesync.core.node import Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
@@ -86,6 +87,7 @@ class PeerEntry:
     attempts: int = 0
     last_error: str | None = None
     gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
+    role: Role | None = None  # required role (the cloud endpoint must present a cloud cert)
     task: asyncio.Task[None] | None = None
 
     def report(self) -> dict[str, Any]:
@@ -111,11 +113,13 @@ class Mesh:
         *,
         clock: Callable[[], int] = wall_ms,
         on_fatal: Callable[[BaseException], None] | None = None,
+        on_persisted: Callable[[], None] | None = None,
     ) -> None:
         self.node = node
         self.terminal = terminal
         self._clock = clock
         self._on_fatal = on_fatal
+        self._on_persisted = on_persisted
         self._ids = itertools.count(1)
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
@@ -126,12 +130,18 @@ class Mesh:
 
     # -- connections -----------------------------------------------------------------------------
 
-    async def serve_connection(self, ws: Connection) -> None:
-        """websockets server handler for one inbound peer connection."""
-        await self._run_connection(ws, dialer=False)
+    async def serve_connection(self, ws: Connection, first_frame: bytes | None = None) -> None:
+        """websockets server handler for one inbound peer connection. ``first_frame``: a frame
+        already read from ``ws`` (the cloud reads the hello to pick the store)."""
+        await self._run_connection(ws, dialer=False, first_frame=first_frame)
 
     async def _run_connection(
-        self, ws: Connection, *, dialer: bool, peer: PeerEntry | None = None
+        self,
+        ws: Connection,
+        *,
+        dialer: bool,
+        peer: PeerEntry | None = None,
+        first_frame: bytes | None = None,
     ) -> str:
         conn_id = next(self._ids)
         sock = _Socket(ws)
@@ -141,6 +151,8 @@ class Mesh:
         checked = False
         try:
             self.node.connection_made(conn_id, dialer=dialer, now_ms=self._clock())
+            if first_frame is not None:
+                self.node.data_received(conn_id, first_frame, self._clock())
             self._schedule_flush()
             async for message in ws:
                 if isinstance(message, str):
@@ -180,6 +192,14 @@ class Mesh:
         if link is None or link.peer is None:
             return False
         cert = link.peer
+        if peer.role is not None and cert.role is not peer.role:
+            self.node.close_link(
+                conn_id,
+                f"expected a {peer.role.value} certificate, got {cert.role.value}",
+                self._clock(),
+            )
+            self._schedule_flush()
+            return True
         if peer.terminal_id is None:
             peer.terminal_id = cert.terminal_id
         elif peer.terminal_id != cert.terminal_id:
@@ -223,6 +243,35 @@ class Mesh:
         entry.gone = False
         if entry.task is None or entry.task.done():
             entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+
+    def add_uplink(self, url: str, terminal_id: str, role: Role) -> PeerEntry:
+        """Dial the cloud (the leader only); the endpoint must present a ``role`` certificate."""
+        entry = PeerEntry([url], {"cloud"}, terminal_id=terminal_id, role=role)
+        self.peers.append(entry)
+        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        return entry
+
+    def remove_uplink(self, entry: PeerEntry) -> None:
+        """Stop dialling the cloud and close the link (leadership moved elsewhere)."""
+        entry.gone = True
+        if entry.task is not None:
+            entry.task.cancel()
+        if entry in self.peers:
+            self.peers.remove(entry)
+        for conn_id, link in list(self.node.links.items()):
+            if link.peer is not None and link.peer.role is Role.CLOUD:
+                self.node.close_link(conn_id, "no longer the store's leader", self._clock())
+        self._flush()
+
+    def cloud_link_status(self) -> dict[str, Any] | None:
+        return next((p for p in self.node.peer_status() if p["role"] == Role.CLOUD.value), None)
+
+    def now_ms(self) -> int:
+        return self._clock()
+
+    def kick(self) -> None:
+        """Something outside the node changed its timers (the election): re-arm them."""
+        self._schedule_flush()
 
     def lost(self, terminal_id: str) -> None:
         """mDNS goodbye: stop redialling (an open connection lives until it closes)."""
@@ -306,6 +355,8 @@ class Mesh:
 
     def committed(self, changes: list[Change]) -> None:
         """GroupCommitter callback: local records are durable, send them to the peers."""
+        if self._on_persisted is not None:
+            self._on_persisted()
         now = self._clock()
         for change in changes:
             self.node.local_change(change, now)
@@ -329,6 +380,8 @@ class Mesh:
         if out.persist:
             try:
                 self.terminal.commit(out.persist)
+                if self._on_persisted is not None:
+                    self._on_persisted()
             except StorageError as exc:
                 log.critical("storage failed, stopping: %s", exc)
                 if self._on_fatal is not None:
@@ -373,6 +426,10 @@ class Mesh:
         self._timer = None
         self.node.handle_timer(self._clock())
         self._flush()
+
+    def start(self) -> None:
+        """Arm the node's timers (election gossip, anti-entropy) before any traffic."""
+        self._arm_timer()
 
     def close_all(self, reason: str) -> None:
         self.node.close_all(reason)

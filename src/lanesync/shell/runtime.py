@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from lanesync.shell.lock import DirectoryLock
 RUNTIME_FILE = "runtime.json"
 TOKEN_FILE = "api.token"  # noqa: S105 - a file name, not a secret
 CLIENT_TIMEOUT_S = 30.0
+STARTUP_WAIT_S = 15.0  # a daemon on a busy 2-core lane imports and opens in a few seconds
 
 
 def load_or_create_token(directory: Path) -> str:
@@ -51,15 +53,25 @@ def remove_runtime(directory: Path) -> None:
 
 
 def read_runtime(directory: Path) -> dict[str, Any] | None:
-    """The running daemon's runtime info, or None when no daemon holds the directory."""
+    """The running daemon's runtime info, or None when no daemon holds the directory.
+
+    A daemon that holds the directory but has not written its runtime file yet is starting:
+    wait for it (up to ``STARTUP_WAIT_S``) rather than report the directory busy.
+    """
     path = directory / RUNTIME_FILE
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(info, dict) or not _daemon_alive(directory):
-        return None
-    return info
+    deadline = time.monotonic() + STARTUP_WAIT_S
+    while True:
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            info = None
+        if not _daemon_alive(directory):
+            return None
+        if isinstance(info, dict):
+            return info
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
 
 
 def _daemon_alive(directory: Path) -> bool:

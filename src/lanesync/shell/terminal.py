@@ -69,7 +69,19 @@ class Terminal:
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
     ) -> Terminal:
-        directory = TerminalDirectory.open(path)
+        return cls.open_directory(
+            TerminalDirectory.open(path), lock_wait_s=lock_wait_s, clock=clock
+        )
+
+    @classmethod
+    def open_directory(
+        cls,
+        directory: TerminalDirectory,
+        *,
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> Terminal:
+        """Open a replica whose identity is already loaded (the cloud's per-store replicas)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:

@@ -1,0 +1,95 @@
+"""The cloud's read API for head office (FastAPI; OpenAPI at /openapi.json).
+
+Every route needs the bearer token in CLOUD_DIR/api.token: head-office data is confidential.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+
+from lanesync import __version__
+from lanesync.cloud.service import CloudService, StoreRuntime
+from lanesync.core import commands
+from lanesync.core.identity import Role
+from lanesync.core.ids import is_valid_name
+from lanesync.errors import UsageError
+from lanesync.shell.http import RequireToken, install_common
+
+
+class PriceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    sku: StrictStr
+    unit_price: StrictInt
+
+
+def create_cloud_app(service: CloudService, token: str) -> FastAPI:
+    app = FastAPI(title="lanesync cloud API", version=__version__, description=__doc__)
+    install_common(app, token)
+
+    def store(store_id: str) -> StoreRuntime:
+        runtime = service.stores.get(store_id) if is_valid_name(store_id) else None
+        if runtime is None:
+            raise UsageError(f"this cloud does not serve store {store_id[:64]!r}")
+        return runtime
+
+    @app.get("/v1/stores")
+    async def get_stores(_: RequireToken) -> dict[str, Any]:
+        totals = {row["store_id"]: row for row in service.headoffice.stores()}
+        return {
+            "stores": [
+                {
+                    "store_id": store_id,
+                    "records": runtime.terminal.replica.ledger.accepted_count(),
+                    "digest": runtime.terminal.digest(),
+                    "connected_leaders": [
+                        p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]
+                    ],
+                    "sales_recorded": totals.get(store_id, {}).get("sales_recorded", 0),
+                }
+                for store_id, runtime in sorted(service.stores.items())
+            ]
+        }
+
+    @app.get("/v1/stores/{store_id}/stock")
+    async def get_stock(store_id: str, _: RequireToken) -> dict[str, Any]:
+        store(store_id)
+        return service.headoffice.stock(store_id)
+
+    @app.get("/v1/stores/{store_id}/sales")
+    async def get_sales(store_id: str, _: RequireToken, day: str | None = None) -> dict[str, Any]:
+        store(store_id)
+        if day is not None and not _is_day(day):
+            raise UsageError(f"invalid day {day[:32]!r}: expected YYYY-MM-DD")
+        return service.headoffice.sales(store_id, day)
+
+    @app.get("/v1/stores/{store_id}/digest")
+    async def get_digest(store_id: str, _: RequireToken) -> dict[str, str]:
+        return {"digest": store(store_id).terminal.digest()}
+
+    @app.post("/v1/stores/{store_id}/prices", status_code=201)
+    async def post_price(store_id: str, body: PriceIn, _: RequireToken) -> dict[str, str]:
+        runtime = store(store_id)
+        record = await runtime.committer.write(
+            lambda _: commands.build_price_change(Role.CLOUD, body.sku, body.unit_price)
+        )
+        return {"record_id": str(record.id)}
+
+    @app.get("/v1/status")
+    async def get_status(_: RequireToken) -> dict[str, Any]:
+        return {
+            "listen": service.listen,
+            "api": service.api,
+            "started_ms": service.started_ms,
+            "stores": sorted(service.stores),
+        }
+
+    return app
+
+
+def _is_day(text: str) -> bool:
+    from lanesync.core.ids import is_valid_doc_name, ledger_doc
+
+    return is_valid_doc_name(ledger_doc(text))

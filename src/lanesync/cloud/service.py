@@ -1,0 +1,209 @@
+"""``lanesync cloud serve``: the cloud peer of every store it serves.
+
+One websocket endpoint for all stores: the first frame of a connection (the peer's hello) names
+the store, and the connection is handed to that store's node. Each store has its own replica
+(signing as the cloud, which may only set prices), storage, and mesh node, so a leader's uplink is
+an ordinary peer connection: the cloud answers its state with exactly what it lacks, merges what
+it sends, commits durably, and only then acknowledges. Two leaders of a split store may upload at
+once; merges are idempotent, and the cloud relays between them like any peer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from websockets.asyncio.connection import Connection
+from websockets.asyncio.server import serve
+from websockets.exceptions import ConnectionClosed
+
+from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.headoffice import HeadOffice
+from lanesync.core.node import Node
+from lanesync.core.wire import Hello, ProtocolViolation, decode_frame
+from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.daemon import ApiServer, bind_socket, configure_logging, socket_url
+from lanesync.shell.directories import LOCK
+from lanesync.shell.lock import DirectoryLock
+from lanesync.shell.mesh import (
+    CLOSE_POLICY_VIOLATION,
+    SHUTDOWN_REASON,
+    Mesh,
+    wall_ms,
+    websocket_options,
+)
+from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
+from lanesync.shell.terminal import Terminal
+
+log = logging.getLogger("lanesync.cloud")
+HELLO_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class StoreRuntime:
+    store_id: str
+    terminal: Terminal
+    node: Node
+    mesh: Mesh
+    committer: GroupCommitter
+
+
+@dataclass(frozen=True, slots=True)
+class CloudConfig:
+    directory: Path
+    listen: tuple[str, int] = ("127.0.0.1", 0)
+    api: tuple[str, int] = ("127.0.0.1", 0)
+
+
+class CloudService:
+    def __init__(self, directory: CloudDirectory) -> None:
+        self.directory = directory
+        self.headoffice = HeadOffice(directory.headoffice_db)
+        self.stores: dict[str, StoreRuntime] = {}
+        self.listen = ""
+        self.api = ""
+        self.started_ms = wall_ms()
+
+    def open_stores(self, on_fatal: Callable[[BaseException], None]) -> None:
+        for store_id in self.directory.store_ids():
+            terminal = Terminal.open_directory(
+                self.directory.store_directory(store_id), lock_wait_s=0
+            )
+            terminal.replica.ledger.collect_accepted = True
+            node = Node(terminal.replica)
+            refresh = self._refresher(store_id, terminal)
+            mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh)
+            committer = GroupCommitter(terminal, on_commit=mesh.committed)
+            self.stores[store_id] = StoreRuntime(store_id, terminal, node, mesh, committer)
+            refresh()
+            log.info(
+                "store.opened store=%s records=%d",
+                store_id,
+                terminal.replica.ledger.accepted_count(),
+            )
+
+    def _refresher(self, store_id: str, terminal: Terminal) -> Callable[[], None]:
+        def refresh() -> None:
+            self.headoffice.refresh(store_id, terminal.replica)
+
+        return refresh
+
+    def close(self) -> None:
+        for runtime in self.stores.values():
+            runtime.terminal.close()
+        self.headoffice.close()
+
+    async def route(self, ws: Connection) -> None:
+        """Read the peer's hello, then hand the connection to its store's mesh."""
+        try:
+            first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
+        except (TimeoutError, ConnectionClosed):
+            return
+        reason = None
+        store = None
+        if not isinstance(first, bytes):
+            reason = "text frames are not part of the protocol"
+        else:
+            try:
+                hello = decode_frame(first)
+            except ProtocolViolation as exc:
+                hello, reason = None, str(exc)
+            if hello is not None and not isinstance(hello, Hello):
+                reason = "expected a hello frame"
+            elif isinstance(hello, Hello):
+                store = self.stores.get(hello.store_id)
+                if store is None:
+                    reason = f"this cloud does not serve store {hello.store_id[:64]!r}"
+        if store is None or not isinstance(first, bytes):
+            log.info("uplink.refused reason=%s", reason)
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(CLOSE_POLICY_VIOLATION, (reason or "refused")[:120])
+            return
+        await store.mesh.serve_connection(ws, first_frame=first)
+
+
+async def run_cloud(config: CloudConfig) -> None:
+    directory = CloudDirectory.open(config.directory)
+    lock = DirectoryLock(config.directory / LOCK)
+    lock.acquire(0)  # one serve per cloud directory
+    try:
+        service = CloudService(directory)
+    except BaseException:
+        lock.release()
+        raise
+    stop = asyncio.Event()
+    fatal: list[BaseException] = []
+
+    def on_fatal(exc: BaseException) -> None:
+        fatal.append(exc)
+        stop.set()
+
+    try:
+        service.open_stores(on_fatal)
+        await _serve(config, service, stop)
+    finally:
+        remove_runtime(config.directory)
+        service.close()
+        lock.release()
+    if fatal:
+        raise fatal[0]
+
+
+async def _serve(config: CloudConfig, service: CloudService, stop: asyncio.Event) -> None:
+    from lanesync.cloud.api import create_cloud_app
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    peer_sock = bind_socket(*config.listen)
+    api_sock = bind_socket(*config.api)
+    service.listen = socket_url("ws", peer_sock)
+    service.api = socket_url("http", api_sock)
+    token = load_or_create_token(config.directory)
+    api = ApiServer(
+        uvicorn.Config(
+            create_cloud_app(service, token), log_level="warning", access_log=False, lifespan="off"
+        )
+    )
+    async with (
+        serve(service.route, sock=peer_sock, **websocket_options()) as server,
+        asyncio.TaskGroup() as group,
+    ):
+        tasks = [group.create_task(api.serve(sockets=[api_sock]), name="api")]
+        tasks += [group.create_task(s.committer.run()) for s in service.stores.values()]
+        write_runtime(
+            config.directory,
+            {
+                "pid": os.getpid(),
+                "listen": service.listen,
+                "api": service.api,
+                "started_ms": service.started_ms,
+            },
+        )
+        log.info(
+            "cloud.started listen=%s api=%s stores=%d",
+            service.listen,
+            service.api,
+            len(service.stores),
+        )
+        await stop.wait()
+        remove_runtime(config.directory)
+        for runtime in service.stores.values():
+            runtime.mesh.close_all(SHUTDOWN_REASON)
+        server.close()
+        api.should_exit = True
+        await asyncio.sleep(0)
+        for task in tasks[1:]:
+            task.cancel()
+
+
+def run(config: CloudConfig) -> None:
+    configure_logging()
+    asyncio.run(run_cloud(config))

@@ -1,0 +1,119 @@
+"""What every lanesync HTTP API shares: JSON errors, a body-size limit, bearer tokens.
+
+Errors are ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can fix,
+503 when storage failed; nothing a client sends produces a 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from lanesync.core.bundle import MAX_BUNDLE_SIZE
+from lanesync.core.ids import is_decimal
+from lanesync.errors import LanesyncError, PermissionDenied, RemoteError, StorageError
+
+MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
+LARGE_BODY_PATHS = frozenset({"/v1/import"})  # bundles
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def status_of(exc: LanesyncError) -> tuple[int, str]:
+    if isinstance(exc, PermissionDenied):
+        return 403, "forbidden"
+    if isinstance(exc, StorageError):
+        return 503, "storage_failed"
+    if isinstance(exc, RemoteError):
+        return 400, "rejected"
+    return 400, "bad_request"
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class _Unauthorized(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies above a limit before reading them into memory (413)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = MAX_BUNDLE_SIZE if scope["path"] in LARGE_BODY_PATHS else MAX_JSON_BODY
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
+        too_large = error(413, "too_large", f"request body over {limit} bytes")
+        if declared is not None and (
+            not is_decimal(declared.decode(errors="replace")) or int(declared) > limit
+        ):
+            await too_large(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await too_large(scope, receive, send)
+
+
+def _authorized(request: Request) -> None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    expected: str = request.app.state.token
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+        raise _Unauthorized
+
+
+RequireToken = Annotated[None, Depends(_authorized)]
+
+
+def install_common(app: FastAPI, token: str) -> None:
+    """Error handlers, the body limit and the token every lanesync API uses."""
+    app.state.token = token
+    app.add_middleware(BodyLimit)
+
+    @app.exception_handler(LanesyncError)
+    async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
+        status, code = status_of(exc)
+        return error(status, code, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        message = f"{where}: {first.get('msg', 'invalid')}" if where else "invalid request body"
+        return error(400, "invalid_request", message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error(exc.status_code, "http_error", str(exc.detail))
+
+    @app.exception_handler(_Unauthorized)
+    async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
+        response = error(401, "unauthorized", "a valid bearer token (api.token) is required")
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response

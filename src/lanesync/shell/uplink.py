@@ -1,0 +1,97 @@
+"""The leader's link to the cloud, and the reachability probe the election ranks by.
+
+Every terminal given ``--cloud`` probes the cloud's TCP port every ``PROBE_INTERVAL_S``; the
+result feeds its election candidacy, so terminals that can reach the cloud are preferred. Only
+the elected leader dials the cloud, as an ordinary peer connection that must present the store's
+certificate for its cloud (role ``cloud``): a man in the middle on the WAN, or a cloud certified
+by another store, fails the handshake and learns nothing. A terminal that loses leadership closes
+its cloud link. No outbox: on (re)connect the cloud's state vector says what it lacks and exactly
+that is sent; the cloud acknowledges only what it has durably committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+from lanesync.core.election import Election
+from lanesync.core.identity import Role
+from lanesync.core.ids import CLOUD_TERMINAL_ID
+from lanesync.shell.mesh import Mesh, PeerEntry
+
+log = logging.getLogger("lanesync.uplink")
+
+PROBE_INTERVAL_S = 2.0
+PROBE_TIMEOUT_S = 1.0
+CHECK_INTERVAL_S = 0.25  # how soon leadership changes act on the cloud link
+
+
+class Uplink:
+    def __init__(self, mesh: Mesh, election: Election, url: str) -> None:
+        self._mesh = mesh
+        self._election = election
+        self.url = url
+        parts = urlsplit(url)
+        self._host = parts.hostname or ""
+        self._port = parts.port or (443 if parts.scheme == "wss" else 80)
+        self._entry: PeerEntry | None = None
+        self.last_probe_ok: bool | None = None
+
+    async def run(self) -> None:
+        probe = asyncio.get_running_loop().create_task(self._probe_forever())
+        try:
+            while True:
+                self._steer()
+                await asyncio.sleep(CHECK_INTERVAL_S)
+        finally:
+            probe.cancel()
+            self._stop_link()
+
+    async def _probe_forever(self) -> None:
+        while True:
+            ok = await self._probe()
+            if ok != self.last_probe_ok:
+                log.info("uplink.probe reachable=%s url=%s", ok, self.url)
+            self.last_probe_ok = ok
+            self._election.set_reachable(ok, self._mesh.now_ms())
+            self._mesh.kick()
+            await asyncio.sleep(PROBE_INTERVAL_S)
+
+    async def _probe(self) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self._host, self._port), PROBE_TIMEOUT_S
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+    def _steer(self) -> None:
+        if self._election.is_leader:
+            if self._entry is None or self._entry.task is None or self._entry.task.done():
+                log.info("uplink.start term=%d url=%s", self._election.leader_term, self.url)
+                self._entry = self._mesh.add_uplink(self.url, CLOUD_TERMINAL_ID, Role.CLOUD)
+        elif self._entry is not None:
+            log.info("uplink.stop leader=%s", self._election.leader)
+            self._stop_link()
+
+    def _stop_link(self) -> None:
+        if self._entry is not None:
+            self._mesh.remove_uplink(self._entry)
+            self._entry = None
+
+    def status(self) -> dict[str, Any]:
+        link = self._mesh.cloud_link_status()
+        return {
+            "url": self.url,
+            "reachable": self.last_probe_ok,
+            "connected": link is not None,
+            "last_ack_ms": link["acked_ms"] if link else None,
+            "pending_bytes": link["unacked_bytes"] if link else None,
+        }

@@ -1,0 +1,1 @@
+"""LAN discovery (mDNS) between real daemons in private network namespaces."""

@@ -1,0 +1,372 @@
+"""Real ``lanesync run`` daemons with mDNS discovery, inside a private test network.
+
+A ``Lan`` owns a store (with a store id unique to the test, so that no other daemon on this
+machine can ever be mistaken for one of ours), its terminal directories, the daemons and one
+API agent per host (``agent.py``: each daemon's API listens on 127.0.0.1 inside its own
+namespace). Daemons inside namespaces listen on 0.0.0.0 there (the namespace is isolated);
+daemons in the host's own namespace are only ever started on loopback (lanesync then binds
+mDNS to 127.0.0.1 only). ``Lan.close()`` stops everything; the ``TestNet`` behind it ends
+whatever is left and removes the namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from lanesync.core.identity import Role
+from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.terminal import wall_clock_ms
+
+from .netns import Host, stop_process
+
+T = TypeVar("T")
+
+HERE = Path(__file__).resolve().parent
+QUICK_DAEMON = HERE / "quick_daemon.py"
+AGENT = HERE / "agent.py"
+START_TIMEOUT_S = 30.0
+CLI_TIMEOUT_S = 60.0
+VALID_DAYS = 30
+LOG_TAIL_LINES = 60
+
+ENV = {
+    key: value
+    for key, value in os.environ.items()
+    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
+}
+ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "120"})
+for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
+    ENV.pop(_name, None)
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    describe: Callable[[], str] | str = "condition",
+    *,
+    interval: float = 0.05,
+) -> T:
+    """Poll ``predicate`` until it returns something truthy (returned), else AssertionError
+    after ``timeout`` seconds naming ``describe`` (evaluated only then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = describe() if callable(describe) else describe
+            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
+        time.sleep(interval)
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass(frozen=True, slots=True)
+class Cli:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+        )
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+
+
+class Agent:
+    """``agent.py`` running inside one host's namespace; one request at a time."""
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._lock = threading.Lock()
+        self.process = host.popen(
+            [sys.executable, AGENT],
+            env=ENV,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def call(self, directory: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        request = {"dir": str(directory), "method": method, "path": path, "body": body}
+        with self._lock:
+            stdin, stdout = self.process.stdin, self.process.stdout
+            assert stdin is not None
+            assert stdout is not None
+            stdin.write(json.dumps(request) + "\n")
+            stdin.flush()
+            line = stdout.readline()
+        if not line:
+            raise AssertionError(f"the API agent in {self.host.name} exited")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()
+        stop_process(self.process, 5.0)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@dataclass(eq=False)
+class LanDaemon:
+    """One ``lanesync run`` process (through ``quick_daemon.py`` unless told otherwise)."""
+
+    lan: Lan
+    name: str
+    host: Host
+    path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float  # time.monotonic() just before the process was spawned
+    runtime: dict[str, Any] = field(default_factory=dict)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def describe(self) -> str:
+        state = "running" if self.alive() else f"exited {self.process.returncode}"
+        where = self.host.ns or "host namespace"
+        return f"--- {self.name} in {where} ({state}) ---\n{tail(self.log_path)}"
+
+    @property
+    def terminal_id(self) -> str:
+        return str(self.runtime["terminal_id"])
+
+    @property
+    def port(self) -> int:
+        return int(str(self.runtime["listen"]).rsplit(":", 1)[1])
+
+    @property
+    def url(self) -> str:
+        """How peers should reach it: ws://<its address in the test network>:<port>."""
+        address = self.host.address if self.host.ns is not None else "127.0.0.1"
+        return f"ws://{address}:{self.port}"
+
+    # -- the API, through the host's agent --------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        return self.lan.agent(self.host).call(self.path, method, path, body)
+
+    def get(self, path: str) -> Any:
+        answer = self.api("GET", path)
+        if answer.get("status") != 200:
+            raise AssertionError(f"{self.name} GET {path}: {answer}\n{self.describe()}")
+        return answer["body"]
+
+    def write(self, path: str, body: Any) -> dict[str, Any]:
+        answer = self.api("POST", path, body)
+        if answer.get("status") != 201:
+            raise AssertionError(f"{self.name} POST {path}: {answer}\n{self.describe()}")
+        result: dict[str, Any] = answer["body"]
+        return result
+
+    def peers(self) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self.get("/v1/peers")["peers"]
+        return rows
+
+    def peer(self, terminal_id: str) -> dict[str, Any] | None:
+        return next((p for p in self.peers() if p["terminal_id"] == terminal_id), None)
+
+    def connected(self) -> set[str]:
+        return {str(p["terminal_id"]) for p in self.peers() if p["connected"]}
+
+    def digest(self) -> str:
+        return str(self.get("/v1/digest")["digest"])
+
+    def on_hand(self, sku: str) -> int | None:
+        items = self.get("/v1/stock")["items"]
+        return next((int(i["on_hand"]) for i in items if i["sku"] == sku), None)
+
+    # -- the command line, inside the daemon's namespace ------------------------------------------
+
+    def cli(self, *args: str | Path) -> Cli:
+        return self.lan.cli(self.host, *args)
+
+
+class Lan:
+    """A store, its terminals and their daemons on a test network (or on loopback)."""
+
+    live: ClassVar[list[Lan]] = []  # for the failure report hook in conftest.py
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.store_id = f"st-{secrets.token_hex(3)}"
+        self._stores: dict[str, StoreDirectory] = {}
+        self.daemons: list[LanDaemon] = []
+        self._agents: dict[int, Agent] = {}
+        self._runs: dict[str, int] = {}
+        Lan.live.append(self)
+
+    # -- directories ------------------------------------------------------------------------------
+
+    def store(self, store_id: str | None = None) -> StoreDirectory:
+        """The store directory of ``store_id`` (default: this Lan's store), created once."""
+        sid = store_id or self.store_id
+        if sid not in self._stores:
+            self._stores[sid] = StoreDirectory.init(self.root / f"store-{sid}", sid)
+        return self._stores[sid]
+
+    def enroll(self, terminal_id: str, *, store_id: str | None = None, dirname: str = "") -> Path:
+        store = self.store(store_id)
+        path = self.root / (dirname or terminal_id)
+        store.enroll(path, terminal_id, Role.CASHIER, wall_clock_ms(), VALID_DAYS)
+        return path
+
+    # -- processes --------------------------------------------------------------------------------
+
+    def spawn(
+        self,
+        host: Host,
+        path: Path,
+        extra: Sequence[str] = (),
+        *,
+        quick: bool = True,
+        listen: str | None = None,
+    ) -> LanDaemon:
+        """Start ``lanesync run`` on ``path`` inside ``host`` without waiting for it. Inside a
+        namespace it listens on 0.0.0.0:0; in the host's own namespace only on the loopback
+        default (never any other address there: mDNS must not reach the real network)."""
+        if host.ns is None:
+            if listen is not None and not listen.startswith("127."):
+                raise AssertionError("daemons in the host namespace listen on loopback only")
+            if any(arg.startswith("--interface") for arg in extra):
+                raise AssertionError("no --interface in the host namespace")
+            listen_args = [] if listen is None else ["--listen", listen]
+        else:
+            listen_args = ["--listen", listen or "0.0.0.0:0"]
+        name = path.name
+        run = self._runs[name] = self._runs.get(name, 0) + 1
+        log_path = self.root / f"{name}.{run}.log"
+        program = [str(QUICK_DAEMON)] if quick else ["-m", "lanesync"]
+        args = [
+            sys.executable, *program, "run", str(path),
+            *listen_args, "--api", "127.0.0.1:0", *extra,
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            started = time.monotonic()
+            process = host.popen(args, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+        daemon = LanDaemon(self, name, host, path, process, log_path, started)
+        self.daemons.append(daemon)
+        return daemon
+
+    def ready(self, daemon: LanDaemon, timeout: float = START_TIMEOUT_S) -> LanDaemon:
+        """Wait for the daemon's own runtime.json (its pid; not one a killed predecessor left)."""
+        runtime_path = daemon.path / "runtime.json"
+
+        def runtime() -> dict[str, Any] | None:
+            if not daemon.alive():
+                raise AssertionError(
+                    f"{daemon.name} exited with {daemon.process.returncode} while starting\n"
+                    + daemon.describe()
+                )
+            try:
+                info = json.loads(runtime_path.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if info.get("pid") == daemon.process.pid else None
+
+        daemon.runtime = wait_until(runtime, timeout, lambda: f"{daemon.name} started")
+        return daemon
+
+    def start(self, host: Host, path: Path, extra: Sequence[str] = (), **kw: Any) -> LanDaemon:
+        return self.ready(self.spawn(host, path, extra, **kw))
+
+    def start_many(self, specs: Iterable[tuple[Host, Path]]) -> list[LanDaemon]:
+        spawned = [self.spawn(host, path) for host, path in specs]
+        return [self.ready(d) for d in spawned]
+
+    def stop(self, daemon: LanDaemon, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+        """Send ``sig`` and wait for the exit; SIGKILL (and AssertionError) if it hangs."""
+        if daemon.alive():
+            daemon.process.send_signal(sig)
+        try:
+            return daemon.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            daemon.process.kill()
+            daemon.process.wait(timeout)
+            raise AssertionError(
+                f"{daemon.name} ignored signal {sig} for {timeout} s\n{daemon.describe()}"
+            ) from None
+
+    def agent(self, host: Host) -> Agent:
+        key = id(host)
+        if key not in self._agents:
+            self._agents[key] = Agent(host)
+        return self._agents[key]
+
+    def cli(self, host: Host, *args: str | Path) -> Cli:
+        proc = host.run(sys.executable, "-m", "lanesync", *args, timeout=CLI_TIMEOUT_S, env=ENV)
+        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+
+    def close(self) -> None:
+        for agent in self._agents.values():
+            agent.close()
+        self._agents.clear()
+        for daemon in self.daemons:
+            if daemon.alive():
+                daemon.process.send_signal(signal.SIGTERM)
+        for daemon in self.daemons:
+            stop_process(daemon.process, signalled=True)
+        if self in Lan.live:
+            Lan.live.remove(self)
+
+    def describe(self) -> str:
+        return "\n".join(d.describe() for d in self.daemons)
+
+
+def wait_connected(daemon: LanDaemon, peers: Iterable[str], timeout: float = 20.0) -> None:
+    wanted = set(peers)
+    wait_until(
+        lambda: wanted <= daemon.connected(),
+        timeout,
+        lambda: (
+            f"{daemon.name} connected to {sorted(wanted)}: peers {daemon.peers()}\n"
+            + daemon.lan.describe()
+        ),
+    )
+
+
+def wait_converged(daemons: Sequence[LanDaemon], timeout: float = 20.0) -> str:
+    """Wait until every daemon reports the same digest; returns it."""
+    wait_until(
+        lambda: len({d.digest() for d in daemons}) == 1,
+        timeout,
+        lambda: (
+            f"same digest on {[d.name for d in daemons]}: "
+            + str({d.name: d.digest()[:16] for d in daemons})
+            + "\n"
+            + daemons[0].lan.describe()
+        ),
+        interval=0.1,
+    )
+    return daemons[0].digest()
