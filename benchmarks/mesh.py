@@ -98,7 +98,7 @@ def percentile(samples: Sequence[float], p: float) -> float:
 
 # -- driver processes ----------------------------------------------------------------------------
 
-_LIVE: set[asyncio.subprocess.Process] = set()  # killed on any exit path (see main)
+_LIVE: dict[int, asyncio.subprocess.Process] = {}  # by pid; killed on any exit path (main)
 
 
 @dataclass
@@ -140,7 +140,7 @@ class Proc:
             except TimeoutError:
                 self.process.kill()
                 await self.process.wait()
-        _LIVE.discard(self.process)
+        _LIVE.pop(self.process.pid, None)
 
 
 async def spawn(name: str, args: Sequence[str], logs: Path) -> Proc:
@@ -155,7 +155,7 @@ async def spawn(name: str, args: Sequence[str], logs: Path) -> Proc:
             stderr=err,
             limit=1 << 20,
         )
-    _LIVE.add(process)
+    _LIVE[process.pid] = process
     proc = Proc(name, process, log, {})
     if process.stdout is None:
         raise BenchError(f"{name}: no stdout pipe")
@@ -175,10 +175,12 @@ async def stop_all(procs: Iterable[Proc]) -> None:
 
 
 def kill_leftovers() -> None:
-    for process in list(_LIVE):
+    """SIGKILL every driver not yet stopped (works after the event loop is gone too)."""
+    for pid, process in list(_LIVE.items()):
         if process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                process.kill()
+                os.kill(pid, signal.SIGKILL)
+        _LIVE.pop(pid, None)
 
 
 # -- one system (a set of lanes and, for pycrdt, its server) -------------------------------------
@@ -189,7 +191,6 @@ class Fleet:
     system: System
     lanes: list[Proc]
     server: Proc | None = None
-    sent: dict[str, int] = field(default_factory=dict)
 
     @property
     def procs(self) -> list[Proc]:

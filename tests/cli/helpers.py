@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,10 +50,12 @@ class Run:
     returncode: int
     stdout: str
     stderr: str
+    elapsed_s: float
 
     def describe(self) -> str:
         return (
-            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"lanesync {' '.join(self.args)} -> exit {self.returncode} "
+            f"after {self.elapsed_s:.1f} s\n"
             f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
         )
 
@@ -76,6 +79,7 @@ class Cli:
 
     def run(self, *args: str | Path) -> Run:
         argv = tuple(str(a) for a in args)
+        started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "lanesync", *argv],
             cwd=self.cwd,
@@ -87,7 +91,7 @@ class Cli:
             timeout=TIMEOUT_S,
             check=False,
         )
-        return Run(argv, proc.returncode, proc.stdout, proc.stderr)
+        return Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
     def ok(self, *args: str | Path) -> Run:
         """Run a command that must succeed: exit 0, nothing on stderr."""

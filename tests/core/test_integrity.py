@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from zoneinfo import ZoneInfo
 
 import pycrdt
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from lanesync.core.hlc import Hlc
+from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
@@ -77,7 +78,6 @@ def test_tampered_record_is_not_counted_and_is_listed() -> None:
     assert isinstance(parsed, Record)
     assert parsed.id == genuine.id
     assert parsed.body == Receipt(Sku("X"), 11)
-
     assert parsed.key != genuine.key  # the key names the content, so it changed too
 
     # Under the genuine record's key: its hash no longer matches the key.
@@ -109,16 +109,18 @@ def test_no_single_byte_flip_of_a_record_is_ever_counted() -> None:
     for position in range(len(genuine.encoded)):
         value = flipped(genuine, position)
         parsed = parse_record(value)
-        keys = [genuine.key]  # what a forger overwriting the genuine entry would use
+        # under the genuine entry's key (a forger overwriting it) and under the flipped
+        # record's own key (a signature flip keeps the payload, so the key stays the same)
+        map_keys = {genuine.key}
         if isinstance(parsed, Record):
-            keys.append(parsed.key)  # and the flipped record's own key
-        for key in keys:
+            map_keys.add(parsed.key)
+        for map_key in sorted(map_keys):
             replica = enrolled_observer(store, cert)
-            put_records(replica, TODAY_DOC, {key: value}, client_id=77)
-            assert replica.ledger.accepted_count() == 0, (position, key)
-            assert replica.ledger.on_hand() == {}, (position, key)
+            put_records(replica, TODAY_DOC, {map_key: value}, client_id=77)
+            assert replica.ledger.accepted_count() == 0, (position, map_key)
+            assert replica.ledger.on_hand() == {}, (position, map_key)
             listed = problem_keys(replica, "rejected") + problem_keys(replica, "unverified")
-            assert listed == [(TODAY_DOC, key)], (position, key)
+            assert listed == [(TODAY_DOC, map_key)], (position, map_key)
 
 
 def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
@@ -899,6 +901,49 @@ def test_append_refuses_when_the_own_chain_is_broken_and_writes_nothing() -> Non
     # a restart does not heal it either
     with pytest.raises(ConfigError, match="broken"):
         restarted(copy, now_ms=NOW + 5).append(Receipt(Sku("A"), 3), NOW + 5)
+
+
+@pytest.mark.parametrize("signer", ["unenrolled key", "another terminal's key"])
+def test_forged_record_in_my_name_does_not_move_my_clock(signer: str) -> None:
+    """Only this terminal's own records are adopted by its clock however far ahead they are;
+    a record that merely claims its terminal id (and does not verify) is anyone's forgery and
+    must be bounded like any remote timestamp (MAX_FORWARD_DRIFT_MS), or one peer could push
+    every later record of this lane years ahead."""
+    store = Store()
+    lane = store.terminal("lane1")
+    other = store.terminal("lane2")
+    lane.replica.append(Receipt(Sku("A"), 1), NOW)
+    key = SigningKey.generate() if signer == "unenrolled key" else other.key
+    ten_years = NOW + 10 * 365 * 24 * HOUR_MS
+    forged = make_record(key, LANE1, 2, bytes(32), Hlc(ten_years, 0), Receipt(Sku("A"), 1))
+    forged_doc = f"ledger/{forged.hlc.business_day(ZoneInfo('UTC'))}"
+    put_records(lane.replica, forged_doc, keyed(forged), client_id=900)
+    assert problem_keys(lane.replica, "unverified") == [(forged_doc, forged.key)]
+    record, change = lane.replica.append(Receipt(Sku("A"), 1), NOW + 5)
+    assert record.hlc.wall_ms <= NOW + 5 + MAX_FORWARD_DRIFT_MS, record.hlc
+    assert [name for name, _ in change.updates] == [TODAY_DOC]
+    assert lane.replica.ledger.on_hand() == {"A": 2}
+
+
+def test_digest_follows_edits_inside_a_nested_value() -> None:
+    """A peer may store a nested CRDT map as a value and edit inside it later. The digest must
+    stay a function of the content: the running replica and a replica restarted from the very
+    same state must agree."""
+    _, replica = seeded_replica()
+    peer: pycrdt.Doc[pycrdt.Map[object]] = pycrdt.Doc(client_id=901)
+    root: pycrdt.Map[object] = peer.get("records", type=pycrdt.Map)
+    with peer.transaction():
+        root["nested"] = pycrdt.Map({"x": b"1"})
+    replica.merge([(TODAY_DOC, bytes(peer.get_update()))], NOW)
+    assert replica.digest() == restarted(replica).digest()
+    before = peer.get_state()
+    nested = root["nested"]
+    assert isinstance(nested, pycrdt.Map)
+    with peer.transaction():
+        nested["x"] = b"2"
+    replica.merge([(TODAY_DOC, bytes(peer.get_update(before)))], NOW)
+    assert replica.digest() == restarted(replica).digest()
+    assert replica.ledger.on_hand() == {"A": 5}
 
 
 def test_certificate_arrival_order_does_not_change_the_views() -> None:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from lanesync.core.connection import ConnState
+from lanesync.core.election import Candidate
 from lanesync.core.identity import Role, issue_certificate, issue_revocation, public_key_of
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, Sku, StoreId, TerminalId
 from lanesync.core.node import Node
@@ -22,6 +23,7 @@ from lanesync.core.wire import (
     MAX_FRAME_SIZE,
     MAX_HANDSHAKE_FRAME,
     PROTOCOL_VERSION,
+    ElectionGossip,
     FrameType,
     Hello,
     MessageType,
@@ -132,7 +134,7 @@ def test_live_update_reaches_the_peer_and_the_link_falls_quiet() -> None:
     assert mesh.closures == []
 
 
-def test_many_local_writes_go_out_batched_and_arrive_in_order() -> None:
+def test_local_writes_go_out_batched_and_a_missing_predecessor_is_repaired() -> None:
     mesh, _ = connected_pair()
     mesh.nodes[0].replica.append(Receipt(SKU, 100), mesh.now)
     changes = [mesh.nodes[0].replica.append(sale(1), mesh.now + n)[1] for n in range(20)]
@@ -549,6 +551,8 @@ def test_every_message_round_trips() -> None:
         State({}, reply=False),
         Updates((Update(TODAY_DOC, b"\x01", "lane1"), Update(CATALOG_DOC, b"\x02", ""))),
         Peers(("lane1", "lane2")),
+        Peers(()),
+        ElectionGossip((Candidate("lane1", True, 0, 3, 0), Candidate("lane2", False, -1, 2, 900))),
     ]
     for message in messages:
         assert decode_message(encode_message(message)) == message
@@ -574,6 +578,34 @@ def test_duplicate_connection_exactly_one_survives_on_both_sides(order: str) -> 
     mesh.run()
     assert terminals[0].replica.ledger.on_hand() == {SKU: 3}
     assert mesh.digests()[0] == mesh.digests()[1]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(choices=st.lists(st.integers(0, 3), min_size=60, max_size=60))
+def test_both_dialling_at_once_leaves_exactly_one_whatever_the_interleaving(
+    choices: list[int],
+) -> None:
+    """Each connection keeps its own frames in order (as TCP does), but the two connections'
+    frames interleave arbitrarily."""
+    terminals, nodes = make_nodes(Store(), ["lane1", "lane2"])
+    mesh = Mesh(nodes)
+    by_smaller, _ = mesh.connect(0, 1), mesh.connect(1, 0)
+    steps = 0
+    while mesh.in_flight:
+        heads: dict[tuple[int, int], Packet] = {}
+        for packet in mesh.in_flight:
+            heads.setdefault((packet.dst, packet.conn_id), packet)
+        options = list(heads.values())
+        packet = options[choices[steps % len(choices)] % len(options)]
+        mesh.in_flight.remove(packet)
+        mesh.deliver(packet)
+        steps += 1
+        assert steps < 1_000
+    assert mesh.established(0, 1) == [by_smaller]
+    assert set(nodes[0].links) == set(nodes[1].links) == {by_smaller}
+    mesh.append(0, Receipt(SKU, 2))
+    mesh.run()
+    assert terminals[1].replica.ledger.on_hand() == {SKU: 2}
 
 
 def test_many_simultaneous_connections_leave_exactly_one() -> None:

@@ -162,30 +162,27 @@ def test_later_records_never_count_whatever_the_arrival_order(data: st.DataObjec
     """Every record, the certificate and the revocation arrive as separate updates (records
     relayed by different peers, so the ledger may see them in any order, with gaps)."""
     s = Setup()
-    updates: list[tuple[str, bytes]] = [
-        (CONFIG_DOC, config_update(s.cert, client_id=3_000)),
-        (CONFIG_DOC, revocation_update(s.revocation)),
-    ]
-    updates += [
-        (TODAY_DOC, crafted_update(RECORDS_ROOT, keyed(record), client_id=5_000 + n))
-        for n, record in enumerate(s.records)
-    ]
-    schedule = data.draw(st.permutations(updates))
+    updates: dict[str, tuple[str, bytes]] = {
+        "certificate": (CONFIG_DOC, config_update(s.cert, client_id=3_000)),
+        "revocation": (CONFIG_DOC, revocation_update(s.revocation)),
+    }
+    for n, record in enumerate(s.records):
+        update = crafted_update(RECORDS_ROOT, keyed(record), client_id=5_000 + n)
+        updates[f"{record.id} at +{record.hlc.wall_ms - NOW}ms"] = (TODAY_DOC, update)
+    schedule = data.draw(st.permutations(list(updates)), label="arrival order")
     replica = s.store.observer()
-    revoked = False
-    for name, update in schedule:
-        replica.merge([(name, update)], NOW)
-        revoked = revoked or update == updates[1][1]
-        if revoked:
+    for n, label in enumerate(schedule):
+        replica.merge([updates[label]], NOW)
+        if "revocation" in schedule[: n + 1]:
             for record in s.records[BEFORE:]:
-                assert not replica.ledger.is_accepted(record), record.id
+                assert not replica.ledger.is_accepted(record), (record.id, schedule[: n + 1])
             assert replica.ledger.head(LANE1).seq <= BEFORE
     assert_only_earlier_records_count(replica, s.records)
 
     reference = s.observer()
     reference.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
-    for name, update in updates:
-        reference.merge([(name, update)], NOW)
+    for update in updates.values():
+        reference.merge([update], NOW)
     assert replica.digest() == reference.digest()
     assert replica.ledger.on_hand() == reference.ledger.on_hand()
     assert replica.ledger.heads() == reference.ledger.heads()
@@ -231,6 +228,31 @@ def test_withdrawal_spreads_through_sync() -> None:
     for replica in (a, b):
         assert_only_earlier_records_count(replica, s.records)
     assert a.digest() == b.digest()
+
+
+def test_fork_among_withdrawn_records_is_judged_alike_whichever_came_first() -> None:
+    """Two records with one seq, both after the revocation time. A replica that saw them count
+    (and found the fork) before the revocation arrived must end up reporting the same as one
+    that had the revocation first, and as itself after a restart: equal digests, equal views."""
+    s = Setup()
+    fork = make_record(
+        s.key, LANE1, BEFORE + 1, s.records[BEFORE - 1].hash, Hlc(REVOKED_AT + 7, 0),
+        Receipt(LANE_SKU, 9),
+    )  # fmt: skip
+    late = s.observer()
+    put_records(late, TODAY_DOC, keyed(*s.records, fork), client_id=10)
+    assert late.ledger.problems()["broken_chains"]  # the fork was seen while it counted
+    late.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
+    first = s.observer()
+    first.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
+    put_records(first, TODAY_DOC, keyed(*s.records, fork), client_id=10)
+    sync(first, late)
+    sync(late, first)
+    assert late.digest() == first.digest()
+    for replica in (late, restarted(late)):
+        assert replica.ledger.on_hand() == first.ledger.on_hand() == expected_stock(BEFORE)
+        assert replica.ledger.heads() == first.ledger.heads()
+        assert replica.ledger.problems() == first.ledger.problems()
 
 
 # -- forged or misfiled revocations --------------------------------------------------------------

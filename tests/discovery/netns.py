@@ -251,6 +251,10 @@ class TestNet:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(STOP_TIMEOUT_S)
+            for pipe in (process.stdin, process.stdout, process.stderr):
+                if pipe is not None:
+                    with contextlib.suppress(OSError):
+                        pipe.close()
         errors = []
         for ns in reversed(self._namespaces):
             # Anything still inside one of our namespaces was started there by this test.

@@ -186,8 +186,11 @@ class Ledger:
         candidates = [c for c in self._certs.get(record.terminal, ()) if c.valid_at(at_ms)]
         if not candidates:
             return None
-        if (trusted or record.hash in self._checked) and not isinstance(record.body, PriceChange):
-            return candidates[0]  # signature checked before; the role only matters for prices
+        checked_before = trusted or record.hash in self._checked
+        if checked_before and (len(candidates) == 1 or not isinstance(record.body, PriceChange)):
+            # The signature was verified before. Only for a price change with several candidate
+            # certificates does it matter which one signed (their roles may differ).
+            return candidates[0]
         signers = [
             c
             for c in candidates

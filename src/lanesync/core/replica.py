@@ -280,7 +280,11 @@ class Replica:
             if not is_valid_doc_name(name):
                 raise RemoteError(f"unknown document name {name!r}")
             check_update(update)
-        ordered = sorted(updates, key=lambda item: item[0] != CONFIG_DOC)
+        ordered = [
+            (name, update)
+            for name, update in sorted(updates, key=lambda item: item[0] != CONFIG_DOC)
+            if not self.is_covered(name, bytes(update))  # a duplicate: nothing to apply or store
+        ]
         for name, update in ordered:
             doc = self._doc(name)
             try:
@@ -347,6 +351,7 @@ class Replica:
         change = Change(updates=list(self._captured))
         self._captured.clear()
         change.extend(self._fold_events(now_ms, own={record.key: record}))
+        change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
         return record, change
 
     # -- reading --------------------------------------------------------------------------------
@@ -379,7 +384,10 @@ class Replica:
         doc = self._docs.get(name)
         if doc is None:
             return False
-        return bytes(pycrdt.get_update(bytes(update), doc.get_state())) == EMPTY_UPDATE
+        try:
+            return bytes(pycrdt.get_update(bytes(update), doc.get_state())) == EMPTY_UPDATE
+        except (ValueError, RuntimeError):
+            return False  # undecodable: merge's own checks reject it
 
     def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
         """Every parseable record held, accepted or not."""

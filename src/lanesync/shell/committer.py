@@ -60,6 +60,10 @@ class GroupCommitter:
             except ValueError as exc:
                 future.set_exception(UsageError(str(exc)))
                 continue
+            except Exception as exc:  # noqa: BLE001 - the builder is the caller's code: its bug
+                # belongs to its caller; the rest of the batch must still commit and answer.
+                future.set_exception(exc)
+                continue
             staged.append((record, future))
             changes.append(change)
         if not changes:

@@ -50,6 +50,9 @@ class Storage:
     def __init__(self, path: Path) -> None:
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open database {path}: {exc}") from exc
+        try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -59,7 +62,10 @@ class Storage:
                 )
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, ConfigError) as exc:
+            self._db.close()
+            if isinstance(exc, ConfigError):
+                raise
             raise StorageError(f"cannot open database {path}: {exc}") from exc
         self._path = path
         self._snapshot_bytes: dict[str, int] = defaultdict(int)

@@ -167,15 +167,19 @@ class Terminal:
         (UsageError, PermissionDenied) fails alone; the others are written."""
         results: list[Record | LanesyncError] = []
         changes: list[Change] = []
-        for build in builders:
-            try:
-                record, change = self.stage(build)
-            except (LanesyncError, ValueError) as exc:
-                results.append(exc if isinstance(exc, LanesyncError) else UsageError(str(exc)))
-                continue
-            results.append(record)
-            changes.append(change)
-        self.commit(changes)
+        try:
+            for build in builders:
+                try:
+                    record, change = self.stage(build)
+                except (LanesyncError, ValueError) as exc:
+                    results.append(exc if isinstance(exc, LanesyncError) else UsageError(str(exc)))
+                    continue
+                results.append(record)
+                changes.append(change)
+        finally:
+            # Records staged before a builder raised something unexpected are signed and in
+            # memory: commit them, or the next acknowledged record would chain onto a gap.
+            self.commit(changes)
         self.compact_if_due()
         return results
 
