@@ -38,9 +38,14 @@ ENV = {
     **os.environ,
     "COLUMNS": "80",  # rich wraps text output at the width it finds; errors must not wrap
     "PYTHONIOENCODING": "utf-8",
-    "PYTHONDONTWRITEBYTECODE": "1",
 }
-for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
+for _name in (
+    "FORCE_COLOR",
+    "NO_COLOR",
+    "CLICOLOR_FORCE",
+    "TTY_COMPATIBLE",
+    "PYTHONDONTWRITEBYTECODE",
+):
     ENV.pop(_name, None)
 
 

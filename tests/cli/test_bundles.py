@@ -51,10 +51,8 @@ def hostile(shop_template: Shop, tmp_path_factory: pytest.TempPathFactory) -> di
     [
         ("flipped-byte", "bundle"),
         ("flipped-signature", "bundle signature does not verify (corrupted or forged)"),
-        ("truncated", "bundle"),
         ("random-bytes", "not a lanesync bundle"),
         ("empty", "not a lanesync bundle"),
-        ("state-file", "not a lanesync bundle"),
         ("other-store", "bundle belongs to store 'shop-2', not 'shop-1'"),
         ("impostor-store", "bundle exporter is not enrolled in this store"),
         ("signed-garbage-update", "CRDT update does not decode"),

@@ -80,8 +80,6 @@ def test_fork_stored_in_another_day_is_reported(shop: Shop) -> None:
     [
         pytest.param("ledger", b"not a record" * 8, id="ledger-garbage-bytes"),
         pytest.param("ledger", "a string", id="ledger-string"),
-        pytest.param("ledger", "map", id="ledger-nested-map"),
-        pytest.param("catalog", 1.5, id="catalog-float"),
         # Found by this test, failing until src is fixed: a null value is held (it changes the
         # digest) but Replica._fold_events skips it like a deletion, so verify says ok.
         pytest.param("ledger", None, id="ledger-null"),

@@ -37,8 +37,8 @@ from .helpers import (
 LANE1 = TerminalId("lane1")
 LANE_SKU = Sku("A")
 REVOKED_AT = NOW + 10
-# wall clock of each record of lane1: two before the revocation (one a millisecond before it),
-# three from it on (one exactly at it)
+# wall clock of each record of lane1: three before the revocation (the last a millisecond before
+# it), three from it on (the first exactly at it)
 WALLS = [NOW, NOW + 3, REVOKED_AT - 1, REVOKED_AT, REVOKED_AT + 1, REVOKED_AT + 50]
 BEFORE = sum(wall < REVOKED_AT for wall in WALLS)
 

@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -115,8 +116,10 @@ def test_three_lanes_discover_connect_and_converge(net: TestNet, lan: Lan) -> No
 
     digest = wait_converged(daemons)
     wait_until(lambda: all(d.on_hand("milk") == 6 for d in daemons), 10, "6 milk everywhere")
-    for daemon in daemons:  # the CLI, run inside each namespace, says the same
-        result = daemon.cli("digest", daemon.path)
+    # The CLI, run inside each namespace, says the same.
+    with ThreadPoolExecutor(len(daemons)) as pool:
+        results = list(pool.map(lambda d: d.cli("digest", d.path), daemons))
+    for result in results:
         assert result.returncode == 0, result.describe()
         assert result.stdout.strip() == digest
 
@@ -151,6 +154,7 @@ def test_peers_command_lists_discovered_peers(net: TestNet, lan: Lan) -> None:
     assert "yes" in text.stdout  # connected
 
 
+@pytest.mark.timeout(10)  # three in-process CLI calls: milliseconds each
 def test_peers_command_without_daemon(tmp_path: Path) -> None:
     lan = Lan(tmp_path / "lan")
     try:
@@ -185,16 +189,6 @@ def test_terminal_of_another_store_is_seen_but_never_connected(net: TestNet, lan
     foreign = lan.start(net.add_host("h4"), foreign_path)
     foreign_instance = f"{other_store}-lane1.{SERVICE_TYPE}"
 
-    # Its announcement is on the LAN: a plain zeroconf browser in lane1's namespace resolves it.
-    def foreign_visible() -> dict[str, Any] | None:
-        seen = {s["name"]: s for s in browse(daemons[0].host)}
-        return seen.get(foreign_instance)
-
-    announced = wait_until(foreign_visible, 20, f"{foreign_instance} visible")
-    assert announced["txt"]["store"] == other_store
-    assert announced["addresses"] == [foreign.host.address]
-    assert announced["port"] == foreign.port
-
     # Every daemon of ours saw it and ignored it for its store (debug log of quick_daemon.py).
     for daemon in daemons:
         wait_until(
@@ -204,6 +198,13 @@ def test_terminal_of_another_store_is_seen_but_never_connected(net: TestNet, lan
             10,
             lambda d=daemon: f"{d.name} logged the ignored foreign announcement\n{d.describe()}",
         )
+    # Its announcement is on the LAN: a plain zeroconf browser in lane1's namespace resolves it.
+    seen = {s["name"]: s for s in browse(daemons[0].host)}
+    assert foreign_instance in seen, seen
+    assert seen[foreign_instance]["txt"]["store"] == other_store
+    assert seen[foreign_instance]["addresses"] == [foreign.host.address]
+    assert seen[foreign_instance]["port"] == foreign.port
+    assert f"{lan.store_id}-lane2.{SERVICE_TYPE}" in seen  # and ours, for comparison
 
     ours = {d.terminal_id for d in daemons}
 
@@ -239,7 +240,7 @@ def test_stopped_and_killed_lanes_show_disconnected_within_seconds(
     started = time.monotonic()
     lane3.process.send_signal(signal.SIGTERM)
     after_sigterm = disconnect_time([lane1, lane2, lane4], lane3, started)
-    assert lan.stop(lane3) == 0
+    assert lane3.process.wait(10) == 0  # a clean exit (no second signal: it is shutting down)
 
     started = time.monotonic()
     lane4.process.send_signal(signal.SIGKILL)
@@ -314,15 +315,18 @@ def test_restart_after_sigkill_is_rediscovered_and_converges(
     lane1.write("/v1/sales", {"lines": [{"sku": "bread", "qty": 2, "unit_price": 300}]})
     lane3.write("/v1/sales", {"lines": [{"sku": "bread", "qty": 1, "unit_price": 300}]})
 
-    restarted = time.monotonic()
     again = lan.start(lane2.host, lane2.path)  # same directory: same identity, new port
+    ready = time.monotonic()
     for daemon, others in ((again, {"lane1", "lane3"}), (lane1, {"lane2"}), (lane3, {"lane2"})):
         wait_connected(daemon, others, timeout=30)
-    reconnected = time.monotonic() - restarted
+    reconnected = time.monotonic() - ready
     digest = wait_converged([lane1, again, lane3])
-    converged = time.monotonic() - restarted
-    record_property("reconnected_after_restart_s", round(reconnected, 3))
-    print(f"\nMEASURED restart -> reconnected {reconnected:.3f} s, converged {converged:.3f} s")
+    converged = time.monotonic() - ready
+    record_property("reconnected_after_ready_s", round(reconnected, 3))
+    print(
+        f"\nMEASURED restart: process start -> ready {ready - again.started:.3f} s, "
+        f"ready -> all reconnected {reconnected:.3f} s, -> converged {converged:.3f} s"
+    )
 
     assert again.on_hand("bread") == 17
     for daemon in (lane1, again, lane3):

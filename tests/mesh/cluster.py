@@ -43,6 +43,10 @@ CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
 LOG_TAIL_LINES = 80
+# A new connection per request: the daemon's API sockets lack TCP_NODELAY (see test_api's
+# test_daemon_sockets_disable_nagle), so every keep-alive response waits ~40 ms for a delayed
+# ACK, which would make these tests needlessly slow.
+FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
 
 # No proxy variables: the processes under test talk to 127.0.0.1 only, and a test that wants a
 # proxy in the environment sets one itself.
@@ -265,6 +269,7 @@ class Cluster:
             headers={"Authorization": f"Bearer {daemon.token}"},
             timeout=HTTP_TIMEOUT_S,
             trust_env=False,
+            limits=FRESH_CONNECTIONS,
         )
         return daemon
 

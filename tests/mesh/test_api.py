@@ -8,6 +8,7 @@ the same before and after.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -22,6 +23,7 @@ import pytest
 from lanesync.core.identity import Role
 from lanesync.core.records import MAX_LINES, MAX_REASON
 from lanesync.shell.api import MAX_JSON_BODY
+from lanesync.shell.daemon import bind_socket
 from lanesync.shell.directories import StoreDirectory
 
 from .cluster import ENV, Cluster, Daemon, wait_connected, wait_until
@@ -571,3 +573,34 @@ def test_sigterm_stops_cleanly(cluster: Cluster) -> None:
     assert {c["terminal"]: c["seq"] for c in verify["chains"]}["b"] == int(sale.split(":")[1])
     assert cluster.stop(a, signal.SIGINT) == 0
     assert not (a_dir / "runtime.json").exists()
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
+def test_daemon_sockets_disable_nagle(host: str) -> None:
+    """The daemon binds its API and peer sockets itself (``bind_socket``) and hands them to
+    uvicorn and websockets. Connections accepted on them must have TCP_NODELAY, as asyncio gives
+    every TCP connection it creates: without it a keep-alive API response (headers, then body)
+    or a second websocket frame waits for the peer's delayed ACK, ~40 ms on Linux."""
+
+    async def main() -> int:
+        sock = bind_socket(host, 0)
+        accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_connection(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            raw = writer.get_extra_info("socket")
+            accepted.set_result(raw.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connection, sock=sock)
+        try:
+            _, writer = await asyncio.open_connection(host, sock.getsockname()[1])
+            try:
+                return await asyncio.wait_for(accepted, 5)
+            finally:
+                writer.close()
+                await writer.wait_closed()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(main()) != 0

@@ -248,7 +248,11 @@ class PeerConnection:
             raise ProtocolViolation(refusal)
         self.peer = peer
         self._peer_hello = encode_frame(hello)
-        shared = Box(self._ephemeral, PublicKey(hello.ephemeral_key)).shared_key()
+        try:
+            shared = Box(self._ephemeral, PublicKey(hello.ephemeral_key)).shared_key()
+        except (CryptoError, RuntimeError, ValueError):
+            # libsodium refuses low-order points (RFC 7748 section 6.1): no shared secret.
+            raise ProtocolViolation("peer sent an invalid ephemeral key") from None
         mine, theirs = _h(self._my_hello), _h(self._peer_hello)
         low, high = sorted((mine, theirs))
         keys = hashlib.blake2b(shared + low + high, digest_size=64, person=KDF_PERSON).digest()

@@ -104,7 +104,7 @@ class Ledger:
         self._store = store
         self._tz = tz
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
-        self._breaks: dict[TerminalId, tuple[int, str]] = {}
+        self._deferring = False
         self._revoked: dict[TerminalId, int] = {}
         # For materialised views (the cloud's head-office tables): records accepted since the
         # last drain, and how many rebuilds happened (a rebuild invalidates what was drained).
@@ -128,8 +128,10 @@ class Ledger:
         self.needs_rebuild = False
 
     def begin_rebuild(self) -> None:
-        """Forget every view but keep certificates, revocations and discovered forks; the
-        owner then re-ingests everything. Signatures already checked are not checked again."""
+        """Forget every view (certificates and revocations stay); the owner then ingests every
+        entry again and calls ``end_rebuild``. Nothing is accepted until then, so each chain is
+        judged with all its candidates in view: the result is a function of the content alone,
+        whatever order anything arrived in. Signatures already checked are not checked again."""
         self.rebuilds += 1
         checked = {h for chain in self._chains.values() for h in chain.hashes}
         checked.update(
@@ -137,9 +139,13 @@ class Ledger:
         )
         self._reset_views()
         self._checked = checked
-        for terminal, (seq, reason) in self._breaks.items():
-            chain = self._chains[terminal]
-            chain.broken_at, chain.broken_reason = seq, reason
+        self._deferring = True
+
+    def end_rebuild(self) -> None:
+        self._deferring = False
+        for terminal, chain in list(self._chains.items()):
+            self._advance(terminal, chain)
+        self.needs_rebuild = False
 
     # -- certificates ---------------------------------------------------------------------------
 
@@ -160,9 +166,9 @@ class Ledger:
         if current is not None and current <= revoked_at_ms:
             return
         self._revoked[terminal] = revoked_at_ms
-        chain = self._chains.get(terminal)
-        if chain is not None and chain.last_hlc.wall_ms >= revoked_at_ms:
-            self.needs_rebuild = True
+        # Records already counted, waiting behind a gap, or judged with the old validity may all
+        # change verdict: revocations are rare, so judge everything again.
+        self.needs_rebuild = True
 
     def revoked_at(self, terminal: TerminalId) -> int | None:
         return self._revoked.get(terminal)
@@ -245,17 +251,17 @@ class Ledger:
             return  # reported through the chain's broken state
         if seq <= chain.head_seq:
             if chain.hashes[seq - 1] != record.hash:
-                self._break(record.terminal, seq, "two different records with one sequence number")
+                # A fork below the head: what was counted must be judged again as a whole.
                 self.needs_rebuild = True
             return
         chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record, cert)
-        self._advance(record.terminal, chain)
+        if not self._deferring:
+            self._advance(record.terminal, chain)
 
     def _break(self, terminal: TerminalId, seq: int, reason: str) -> None:
         chain = self._chains[terminal]
         if chain.broken_at is None or seq < chain.broken_at:
             chain.broken_at, chain.broken_reason = seq, reason
-            self._breaks[terminal] = (seq, reason)
         for stale in [s for s in chain.waiting if s >= seq]:
             del chain.waiting[stale]
 
@@ -323,6 +329,28 @@ class Ledger:
         """Hashes of records whose signature was verified since the last call (to persist)."""
         verdicts, self._new_verdicts = self._new_verdicts, []
         return verdicts
+
+    def forget(self, doc: str, key: str, value: object) -> None:
+        """An entry left the documents (deleted or replaced): drop what the views hold of it.
+
+        Accepted records never get here (they are written back). A record that broke its chain
+        changes the verdict on what follows it, so that asks for a rebuild."""
+        self._rejected.pop((doc, key), None)
+        parsed = parse_record(value)
+        if isinstance(parsed, Rejection):
+            return
+        self._unverified.get(parsed.terminal, {}).pop((doc, key), None)
+        chain = self._chains.get(parsed.terminal)
+        if chain is None:
+            return
+        candidates = chain.waiting.get(parsed.seq, {})
+        held = candidates.get(parsed.hash)
+        if held is not None and held[:2] == (doc, key):
+            del candidates[parsed.hash]
+            if not candidates:
+                del chain.waiting[parsed.seq]
+        if chain.broken_at is not None and parsed.seq >= chain.broken_at - 1:
+            self.needs_rebuild = True
 
     def drain_accepted(self) -> list[Record]:
         """Records accepted since the last call (only with ``collect_accepted``)."""

@@ -343,9 +343,20 @@ class Node:
         if link.ack_due_ms is None:
             link.ack_due_ms = now_ms + self._ack_delay_ms
         if changed_catch_up:
+            # A catch-up has no single origin to relay by: push each other peer exactly what
+            # its last acknowledged state lacks (or ask for its state when we have none yet).
             for other in self.links.values():
-                if other is not link and other.is_open:
-                    other.anti_entropy_due_ms = now_ms  # pull-based relay of a catch-up
+                if other is link or not other.is_open:
+                    continue
+                if other.peer_state is None:
+                    other.anti_entropy_due_ms = now_ms
+                    continue
+                try:
+                    diff = self.replica.updates_since(other.peer_state)
+                except RemoteError:
+                    other.anti_entropy_due_ms = now_ms
+                    continue
+                other.pending.extend(Update(d, u, "") for d, u in diff.items())
         self._close_revoked(now_ms)
 
     def _violation(self, link: Link, reason: str, now_ms: int) -> None:

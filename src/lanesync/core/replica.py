@@ -152,6 +152,7 @@ class Replica:
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
         self._captured.append((doc, bytes(event.update)))
+        self._digest = None  # any change, even deep inside a value a peer nested there
 
     def _on_map_event(self, doc: str, event: MapEvent) -> None:
         # Observers run inside pycrdt's commit; exceptions there surface as ExceptionGroups far
@@ -179,16 +180,14 @@ class Replica:
         me = self.me.certificate.terminal_id if self.me else None
         for doc, key, action, old, new in events:
             self._digest = None
-            if (
-                action in ("update", "delete")
-                and isinstance(old, bytes | bytearray)
-                and old != new
-                and self._was_accepted(doc, old)
-            ):
-                # Entries are immutable and content-addressed: an accepted one that was
-                # overwritten or deleted (only a misbehaving enrolled peer does that) is
-                # written back, so every replica converges on the genuine value.
-                restore.append((doc, key, bytes(old)))
+            if action in ("update", "delete") and old is not None and old != new:
+                if isinstance(old, bytes | bytearray) and self._was_accepted(doc, key, old):
+                    # Entries are immutable and content-addressed: an accepted one that was
+                    # overwritten or deleted (only a misbehaving enrolled peer does that) is
+                    # written back, so every replica converges on the genuine value.
+                    restore.append((doc, key, bytes(old)))
+                elif doc != CONFIG_DOC:
+                    self.ledger.forget(doc, key, old)
             if new is None:
                 continue
             if doc == CONFIG_DOC:
@@ -200,7 +199,8 @@ class Replica:
                 not isinstance(parsed, Rejection) and parsed.hash in trusted
             )
             self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
-            if not isinstance(parsed, Rejection):
+            # Only counted records move the clock: a forgery naming us (or anyone) must not.
+            if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
                 if parsed.terminal == me:
                     self.clock.adopt(parsed.hlc)
                 else:
@@ -212,18 +212,23 @@ class Replica:
             change.extend(self._local_put(doc, key, value, now_ms))
         return change
 
-    def _was_accepted(self, doc: str, value: object) -> bool:
+    def _was_accepted(self, doc: str, key: str, value: object) -> bool:
+        """Was ``value`` a genuine entry under its own content key (worth writing back)?"""
         if doc == CONFIG_DOC:
             try:
-                parse_certificate(value, self.store)  # type: ignore[arg-type]
+                return certificate_key(parse_certificate(value, self.store)) == key  # type: ignore[arg-type]
             except RemoteError:
-                try:
-                    parse_revocation(value, self.store)
-                except RemoteError:
-                    return False
-            return True
+                pass
+            try:
+                return revocation_key(parse_revocation(value, self.store)) == key
+            except RemoteError:
+                return False
         previous = parse_record(value)
-        return not isinstance(previous, Rejection) and self.ledger.is_accepted(previous)
+        return (
+            not isinstance(previous, Rejection)
+            and previous.key == key
+            and self.ledger.is_accepted(previous)
+        )
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
         # A foreign, corrupt or misfiled certificate or revocation changes nothing: only what
@@ -241,7 +246,8 @@ class Replica:
             return
 
     def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
-        """Recompute every view from the documents (after a fork below an accepted head)."""
+        """Recompute every view from the documents (after a fork below an accepted head, a
+        revocation, or an entry that broke a chain disappeared)."""
         self.ledger.begin_rebuild()
         for name in self.doc_names():
             if name == CONFIG_DOC:
@@ -250,6 +256,7 @@ class Replica:
                 parsed = parse_record(value)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
                 self.ledger.ingest(name, key, value, trusted=trust, now_ms=now_ms)
+        self.ledger.end_rebuild()
         self._digest = None
 
     # -- loading and merging --------------------------------------------------------------------
