@@ -173,6 +173,10 @@ class Elapsed:
     wall: float = 0.0
     cpu: float = 0.0
 
+    def add(self, other: Elapsed) -> None:
+        self.wall += other.wall
+        self.cpu += other.cpu
+
 
 @contextlib.contextmanager
 def stopwatch() -> Iterator[Elapsed]:
@@ -337,24 +341,25 @@ class BuildResult:
     bytes_max: int
     updates: list[tuple[str, bytes]]
     config_update: bytes
+    stage: Elapsed
+    commit: Elapsed
 
 
 def build_terminal(path: Path, builders: Sequence[BodyBuilder]) -> BuildResult:
     """Fill a terminal with every sale, BUILD_BATCH per durable commit (the write_batch path,
     with stage and commit timed apart); keep each sale's update bytes for (d) and (e)."""
-    stage_s = commit_s = 0.0
+    stage, commit = Elapsed(), Elapsed()
     sizes: list[int] = []
     updates: list[tuple[str, bytes]] = []
     with Terminal.open(path) as terminal:
         for start in range(0, len(builders), BUILD_BATCH):
-            t0 = time.perf_counter()
-            staged = [terminal.stage(build) for build in builders[start : start + BUILD_BATCH]]
-            t1 = time.perf_counter()
-            terminal.commit([change for _, change in staged])
-            terminal.compact_if_due()
-            t2 = time.perf_counter()
-            stage_s += t1 - t0
-            commit_s += t2 - t1
+            with stopwatch() as t:
+                staged = [terminal.stage(build) for build in builders[start : start + BUILD_BATCH]]
+            stage.add(t)
+            with stopwatch() as t:
+                terminal.commit([change for _, change in staged])
+                terminal.compact_if_due()
+            commit.add(t)
             for _, change in staged:
                 sizes.append(sum(len(update) for _, update in change.updates))
                 updates.extend(change.updates)
@@ -365,13 +370,15 @@ def build_terminal(path: Path, builders: Sequence[BodyBuilder]) -> BuildResult:
             f"built {accepted} sales with {len(updates)} updates, expected {len(builders)}"
         )
     return BuildResult(
-        staged_per_s=len(builders) / stage_s,
-        batched_per_s=len(builders) / (stage_s + commit_s),
+        staged_per_s=len(builders) / stage.wall,
+        batched_per_s=len(builders) / (stage.wall + commit.wall),
         bytes_per_sale=statistics.fmean(sizes),
         bytes_min=min(sizes),
         bytes_max=max(sizes),
         updates=updates,
         config_update=config_update,
+        stage=stage,
+        commit=commit,
     )
 
 
@@ -396,7 +403,7 @@ def merge_time(
     return t
 
 
-def sequential_rate(path: Path, builders: Sequence[BodyBuilder], count: int) -> float:
+def sequential_writes(path: Path, builders: Sequence[BodyBuilder], count: int) -> Elapsed:
     """(a) terminal.write one sale at a time, each durably committed before the next."""
     with Terminal.open(path) as terminal:
         for i in range(WARMUP_SALES):
@@ -404,7 +411,7 @@ def sequential_rate(path: Path, builders: Sequence[BodyBuilder], count: int) -> 
         with stopwatch() as t:
             for i in range(count):
                 terminal.write(builders[i % len(builders)])
-    return count / t.wall
+    return t
 
 
 @dataclass
@@ -413,6 +420,7 @@ class ConcurrentResult:
     commits: int
     latency_p50_ms: float
     latency_p99_ms: float
+    elapsed: Elapsed
 
 
 async def _run_with(committer: GroupCommitter, work: asyncio.Future[Any]) -> None:
@@ -442,15 +450,14 @@ async def concurrent_load(
             await committer.write(builders[i % len(builders)])
             latencies.append(time.perf_counter() - start)
 
-    start = time.perf_counter()
-    work = asyncio.gather(*(worker() for _ in range(CONCURRENT_TASKS)))
-    await _run_with(committer, work)
-    elapsed = time.perf_counter() - start
+    with stopwatch() as t:
+        await _run_with(committer, asyncio.gather(*(worker() for _ in range(CONCURRENT_TASKS))))
     return ConcurrentResult(
-        sales_per_s=count / elapsed,
+        sales_per_s=count / t.wall,
         commits=committer.commits,
         latency_p50_ms=percentile(latencies, 50) * 1e3,
         latency_p99_ms=percentile(latencies, 99) * 1e3,
+        elapsed=t,
     )
 
 
@@ -698,6 +705,12 @@ def describe_load(when: str, load: dict[str, float]) -> str:
     return text
 
 
+def git_state() -> tuple[str, list[str]]:
+    """HEAD and the paths that differ from it (src may be edited while a run goes on)."""
+    commit = (git("rev-parse", "HEAD") or "unknown").strip()
+    return commit, (git("status", "--porcelain", "--untracked-files=all") or "").splitlines()
+
+
 def git(*args: str) -> str | None:
     try:
         done = subprocess.run(
@@ -757,7 +770,8 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
     progress(f"lanesync: {sequential:,} sequential durable writes")
     # Right before (a), so both meet the same disk and the same neighbours on this machine.
     raw_durable = raw_durable_rate(workload[:sequential], workdir / "raw-log.db")
-    seq_rate = sequential_rate(store.enroll(workdir), builders, sequential)
+    seq = sequential_writes(store.enroll(workdir), builders, sequential)
+    seq_rate = sequential / seq.wall
     progress(f"lanesync: {concurrent:,} sales from {CONCURRENT_TASKS} concurrent writers")
     with Terminal.open(store.enroll(workdir)) as terminal:
         conc = asyncio.run(concurrent_load(terminal, builders, concurrent))
@@ -767,6 +781,11 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
         via_committer = asyncio.run(idle_latencies_committer(terminal, builders))
 
     n = f"{sales // 1000}k" if sales % 1000 == 0 else f"{sales:,}"
+    reverified = (
+        " (own records had no verdict: all re-verified)"
+        if breakdown["verified_rows"] < breakdown_reopened["verified_rows"]
+        else ""
+    )
     figures = [
         Figure(
             "sales_per_s_concurrent",
@@ -843,7 +862,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             raw.latency_p50_ms,
             "lower",
             note=f"{IDLE_SALES} single sales {IDLE_GAP_S * 1e3:g} ms apart after {WARMUP_SALES} "
-            "warm-up sales; await GroupCommitter.write (commit in a worker thread). Raw: one "
+            "warm-up sales, on a fresh terminal; await GroupCommitter.write. Raw: one "
             "in-memory write on an idle doc.",
         ),
         Figure(
@@ -917,7 +936,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "Fresh process, wall time of Terminal.open only "
             f"(CPU {first_open['open_cpu_s']:.2f} s), the first open after the sales "
             f"were written: verdict rows before {breakdown['verified_rows']:,}, after "
-            f"{breakdown_reopened['verified_rows']:,} (own records are re-verified). Raw: apply "
+            f"{breakdown_reopened['verified_rows']:,}{reverified}. Raw: apply "
             "the full state (doc.get_update()) to a fresh doc, median of "
             f"{REOPEN_RUNS} fresh processes.",
         ),
@@ -995,7 +1014,8 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
         },
         "merge": {"batch_1": asdict(merge_1), f"batch_{MERGE_BATCH}": asdict(merge_n)},
         "concurrent": asdict(conc) | {"sales": concurrent, "tasks": CONCURRENT_TASKS},
-        "sequential_sales": sequential,
+        "sequential": {"sales": sequential, "elapsed": asdict(seq)},
+        "fill": {"stage": asdict(built.stage), "commit": asdict(built.commit)},
         "idle_sales": IDLE_SALES,
     }
     return figures, details
@@ -1032,14 +1052,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     command = shlex.join(sys.orig_argv)
     started = datetime.now(UTC)
+    commit, changed = git_state()
     load_before = calibrate()
     progress(describe_load("before", load_before))
     with tempfile.TemporaryDirectory(prefix="lanesync-bench-", dir=args.workdir) as tmp:
         figures, details = run(args.sales, Path(tmp), args.profile_reopen)
     load_after = calibrate()
     machine = machine_info()
-    commit = (git("rev-parse", "HEAD") or "unknown").strip()
-    changed = (git("status", "--porcelain", "--untracked-files=all") or "").splitlines()
+    code_moved = git_state() != (commit, changed)
     print(f"lanesync foundation benchmark, {args.sales:,} sales, {started:%Y-%m-%d %H:%M} UTC")
     print(f"command: {command}")
     print(
@@ -1047,7 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{machine['python']}, pycrdt {machine['versions']['pycrdt']}, "
         f"PyNaCl {machine['versions']['PyNaCl']}, msgpack {machine['versions']['msgpack']}"
     )
-    print(f"git: {commit}" + (f" + {len(changed)} changed paths" if changed else ""))
+    print(
+        f"git: {commit}"
+        + (f" + {len(changed)} changed paths" if changed else "")
+        + ("  WARNING: the checkout changed during the run" if code_moved else "")
+    )
     print(describe_load("before", load_before))
     print(describe_load("after ", load_after) + "\n")
     print(render_table(figures))
@@ -1061,6 +1085,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "sales": args.sales,
             "git_commit": commit,
             "git_changed_paths": changed,
+            "git_changed_during_run": code_moved,
             "machine": machine,
             "load_before": load_before,
             "load_after": load_after,

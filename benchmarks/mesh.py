@@ -694,6 +694,16 @@ async def pycrdt_catch_up(sales: int, logs: Path, work: Path) -> CatchUp:
         await stop_all(fleet.procs)
 
 
+def profile_rate(args: argparse.Namespace, ladder: Ladder) -> float | None:
+    """``--profile-rate``, or by default (full runs) the first rate lanesync did not keep up
+    when that misses the throughput target: the profile then shows what limits it."""
+    if args.profile_rate is not None:
+        return float(args.profile_rate) or None
+    if args.quick or ladder.highest_kept >= TARGET_RATE:
+        return None
+    return ladder.first_failed
+
+
 # -- one system end to end -----------------------------------------------------------------------
 
 
@@ -729,8 +739,10 @@ async def run_system(system: System, args: argparse.Namespace, root: Path) -> Sy
         await fleet.collect(work)
         latency = await measure(fleet, args.rate, args.duration, "latency", work)
         ladder = await run_ladder(fleet, latency, args.ladder, args.duration, work)
-        if system == "lanesync" and args.profile_rate:
-            profile = await profile_step(fleet, args.profile_rate, args.duration, work)
+        if system == "lanesync":
+            rate = profile_rate(args, ladder)
+            if rate:
+                profile = await profile_step(fleet, rate, args.duration, work)
         if system == "lanesync":
             check = await api_check(fleet, work)
             progress(f"lanesync: API check {check}")
@@ -1049,8 +1061,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile-rate",
         type=float,
-        default=0.0,
-        help="after the ladder, one extra step at this rate with lane 1 under cProfile",
+        default=None,
+        help="after the ladder, one more lanesync step at this rate with lane 1 under cProfile "
+        "(default: the first rate not kept up, if under the 1,500/s target; 0 or --quick: never)",
     )
     parser.add_argument(
         "--wait-idle",

@@ -32,7 +32,8 @@ from lanesync.core.records import Receipt, make_record
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
-# A CLI command waits up to 10 s for a busy directory; nothing here should ever get near this.
+# A command waits at most 10-15 s for a busy directory or a starting daemon: a run that takes
+# a minute is hung.
 TIMEOUT_S = 60
 ENV = {
     **os.environ,
@@ -58,8 +59,11 @@ class Run:
     elapsed_s: float
 
     def describe(self) -> str:
+        command = " ".join(self.args)
+        if len(command) > 200:
+            command = f"{command[:200]}... ({len(command)} characters)"
         return (
-            f"lanesync {' '.join(self.args)} -> exit {self.returncode} "
+            f"lanesync {command} -> exit {self.returncode} "
             f"after {self.elapsed_s:.1f} s\n"
             f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
         )
@@ -82,7 +86,7 @@ class Cli:
 
     cwd: Path
 
-    def run(self, *args: str | Path) -> Run:
+    def run(self, *args: str | Path, timeout_s: float = TIMEOUT_S) -> Run:
         argv = tuple(str(a) for a in args)
         started = time.monotonic()
         proc = subprocess.run(
@@ -93,14 +97,14 @@ class Cli:
             text=True,
             encoding="utf-8",
             errors="replace",
-            timeout=TIMEOUT_S,
+            timeout=timeout_s,
             check=False,
         )
         return Run(argv, proc.returncode, proc.stdout, proc.stderr, time.monotonic() - started)
 
-    def ok(self, *args: str | Path) -> Run:
+    def ok(self, *args: str | Path, timeout_s: float = TIMEOUT_S) -> Run:
         """Run a command that must succeed: exit 0, nothing on stderr."""
-        result = self.run(*args)
+        result = self.run(*args, timeout_s=timeout_s)
         assert result.returncode == 0, result.describe()
         assert result.stderr == "", result.describe()
         return result

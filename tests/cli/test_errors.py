@@ -224,7 +224,8 @@ def test_bad_input_is_refused_and_changes_nothing(
 
 def test_refusals_leave_the_digest_lanesync_prints_unchanged(shop: Shop) -> None:
     """The same guarantee, checked with ``lanesync digest`` itself after a volley of refusals
-    that reach the terminal (a bad line after a good one, a cashier's price, a double void)."""
+    that reach the terminal (an unpriced line after a good one, a cashier's price, a double
+    void)."""
     cli = shop.cli
     assert_error(cli.run("sell", "lane2", "milk:1", "eggs:1", "--json"), "no catalog price")
     assert_error(cli.run("price", "lane2", "milk", "1"), "may not set prices")

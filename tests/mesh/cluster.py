@@ -262,6 +262,7 @@ class Cluster:
             return info if info.get("pid") == daemon.process.pid else None
 
         info = wait_until(runtime, timeout, lambda: f"{daemon.name} started\n{daemon.describe()}")
+        assert info is not None
         daemon.runtime = info
         daemon.token = (daemon.path / "api.token").read_text().strip()
         daemon._client = httpx.Client(
@@ -363,7 +364,7 @@ class Cli:
             raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
 
 
-# -- convergence ------------------------------------------------------------------------------------
+# -- convergence -----------------------------------------------------------------------------------
 
 
 def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
@@ -393,8 +394,10 @@ def wait_converged(
     wait_until(
         lambda: converged(daemons, expected),
         timeout,
-        lambda: f"convergence to {expected}: {snapshot(daemons)}\n"
-        + "\n".join(d.describe() for d in daemons),
+        lambda: (
+            f"convergence to {expected}: {snapshot(daemons)}\n"
+            + "\n".join(d.describe() for d in daemons)
+        ),
         interval=0.1,
     )
     return daemons[0].digest()
@@ -405,12 +408,14 @@ def wait_connected(daemon: Daemon, peers: Iterable[str], timeout: float = 20.0) 
     wait_until(
         lambda: wanted <= daemon.peers(),
         timeout,
-        lambda: f"{daemon.name} connected to {sorted(wanted)}, has {sorted(daemon.peers())}\n"
-        + daemon.describe(),
+        lambda: (
+            f"{daemon.name} connected to {sorted(wanted)}, has {sorted(daemon.peers())}\n"
+            + daemon.describe()
+        ),
     )
 
 
-# -- fault proxies in a background event loop --------------------------------------------------------
+# -- fault proxies in a background event loop ------------------------------------------------------
 
 
 class ProxyLoop:
@@ -441,10 +446,18 @@ class ProxyLoop:
         return link
 
     def partition(self, *links: Link) -> None:
-        self.call(lambda: [link.partition() for link in links])
+        def cut() -> None:
+            for link in links:
+                link.partition()
+
+        self.call(cut)
 
     def heal(self, *links: Link) -> None:
-        self.call(lambda: [link.heal() for link in links])
+        def mend() -> None:
+            for link in links:
+                link.heal()
+
+        self.call(mend)
 
     def close(self) -> None:
         async def stop_all() -> None:

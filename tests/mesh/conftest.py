@@ -39,7 +39,9 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if report.failed and call.when in ("setup", "call"):
-        logs = "\n".join(group.describe() for group in Cluster.live)
+        funcargs = getattr(item, "funcargs", {})
+        used = [getattr(value, "cluster", value) for value in funcargs.values()]
+        logs = "\n".join(group.describe() for group in Cluster.live if group in used)
         if logs:
             report.sections.append(("lanesync daemon logs", logs))
     return report

@@ -6,6 +6,7 @@ sold (invariants 1-3 of DESIGN.md), with every journal verifying."""
 from __future__ import annotations
 
 from collections import Counter
+from functools import partial
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_bridge_joins_two_groups_that_sold_concurrently(cluster: Cluster) -> Non
     c.receive("milk", RECEIVED_C)
 
     # All four lanes sell the same SKU at the same time.
-    sold = sum(parallel([lambda x=x: ring(x, SALES_PER_LANE) for x in (a, b, c, d)]), Counter())
+    sold = sum(parallel([partial(ring, x, SALES_PER_LANE) for x in (a, b, c, d)]), Counter())
     group1 = wait_converged([a, b], {"milk": RECEIVED_A - sum(ring_units(SALES_PER_LANE, 2))})
     group2 = wait_converged([c, d], {"milk": RECEIVED_C - sum(ring_units(SALES_PER_LANE, 2))})
     assert group1 != group2, "the groups were supposed to be isolated"

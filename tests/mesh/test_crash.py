@@ -51,9 +51,6 @@ def test_sales_acknowledged_before_sigkill_survive_and_spread(cluster: Cluster) 
     status = cluster.cli_json("status", a_dir)
     assert status["running"] is False
     assert status["records"] == 2 + SALES
-    verify = cluster.cli_json("verify", a_dir)
-    assert verify["ok"] is True
-    assert {h["terminal"]: h["seq"] for h in verify["chains"]} == {"a": 2 + SALES}
 
     # The lock of the killed daemon does not block a restart on the same directory.
     a2 = cluster.start(a_dir)

@@ -17,6 +17,7 @@ LATENCY_MS = 50.0
 # Generous: two vCPUs shared with whatever else runs; the lower bound is what matters.
 SLACK_S = 0.4
 IO_TIMEOUT_S = 5.0
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - only ever passed to be refused
 
 
 class EchoServer:
@@ -47,10 +48,12 @@ class EchoServer:
 
 
 @contextlib.asynccontextmanager
-async def echo_and_link(**options: float) -> AsyncIterator[tuple[EchoServer, Link]]:
+async def echo_and_link(
+    latency_ms: float = 0.0, jitter_ms: float = 0.0, seed: int | None = None
+) -> AsyncIterator[tuple[EchoServer, Link]]:
     echo = EchoServer()
     echo.server = await asyncio.start_server(echo._handle, "127.0.0.1", 0)
-    link = Link("127.0.0.1", echo.port, **options)
+    link = Link("127.0.0.1", echo.port, latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed)
     await link.start()
     try:
         yield echo, link
@@ -90,6 +93,10 @@ async def is_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     except ConnectionError:
         return True
     return data == b""
+
+
+def is_partitioned(link: Link) -> bool:
+    return link.partitioned
 
 
 def test_latency_is_added_each_way() -> None:
@@ -146,7 +153,7 @@ def test_partition_cuts_both_ways_and_heal_restores() -> None:
             try:
                 await round_trip(reader, writer, b"before")
                 link.partition()
-                assert link.partitioned
+                assert is_partitioned(link)
                 # The client's side is cut ...
                 assert await is_cut(reader, writer)
             finally:
@@ -167,7 +174,7 @@ def test_partition_cuts_both_ways_and_heal_restores() -> None:
             assert link.stats.refused == refused_before + 1
             assert echo.connections == 1
             link.heal()
-            assert not link.partitioned
+            assert not is_partitioned(link)
             reader, writer = await open_client(link)
             try:
                 await round_trip(reader, writer, b"after the heal")
@@ -213,14 +220,14 @@ def test_stats_count_forwarded_bytes() -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["10.0.0.1", "192.168.1.10", "8.8.8.8", "0.0.0.0", "::", "example.com", ""]
+    "host", ["10.0.0.1", "192.168.1.10", "8.8.8.8", ALL_INTERFACES, "::", "example.com", ""]
 )
 def test_non_loopback_target_is_refused(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
         Link(host, 80)
 
 
-@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::"])
+@pytest.mark.parametrize("host", [ALL_INTERFACES, "192.168.1.10", "::"])
 def test_non_loopback_listen_address_is_refused(host: str) -> None:
     async def main() -> None:
         link = Link("127.0.0.1", 80)

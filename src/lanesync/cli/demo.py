@@ -81,13 +81,13 @@ def run_demo(work_dir: Path | None) -> None:
 def _run(root: Path) -> None:
     now = wall_clock_ms()
     store = StoreDirectory.init(root / "store", "demo-store")
-    console.rule("[bold]lanesync demo[/bold]: one store, three lanes, no server")
-    console.print(f"store [bold]{store.identity.store_id}[/bold] created in {root / 'store'}")
+    console.rule("[bold]lanesync demo[/bold]: one store, three lanes, no server", characters="─")
+    console.print(f"store {store.identity.store_id} created in {root / 'store'}")
     terminals: dict[str, Terminal] = {}
     for name, role in LANES:
         store.enroll(root / name, name, role, now, 30)
         terminals[name] = Terminal.open(root / name)
-        console.print(f"enrolled [bold]{name}[/bold] as {role.value}")
+        console.print(f"enrolled {name} as {role.value}")
     try:
         lane1 = terminals["lane1"]
         for item, cents in PRICES.items():
@@ -133,7 +133,7 @@ def _run(root: Path) -> None:
             )
         summary = ", ".join(f"{item} {qty}" for item, qty in sorted(expected.items()))
         console.print(
-            f"[green]converged[/green]: {len(terminals)} lanes, one digest "
+            f"converged: {len(terminals)} lanes, one digest "
             f"{digests.pop()[:16]}; stock exact ({summary} = received - sold + voided back); "
             "every journal verifies"
         )

@@ -218,7 +218,7 @@ async def _demo(root: Path) -> None:
             raise LanesyncError("a lane's journal does not verify")
         halves = len({row["digest"] for row in split_rows.values()})
         console.print(
-            f"[green]converged[/green]: {store.sales} sales on 4 lanes; during the split the store "
+            f"converged: {store.sales} sales on 4 lanes; during the split the store "
             f"held {halves} different states; {took:.1f} s after the heal every lane has digest "
             f"{rows[lane1]['digest'][:16]} and stock exactly received - sold; "
             "every journal verifies"

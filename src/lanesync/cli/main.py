@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar
 import click
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from lanesync import __version__
 from lanesync.core import commands
@@ -29,7 +30,7 @@ from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
-from .output import console, emit_json, errors, money, stock_table
+from .output import console, emit_json, errors, money, one_line, stock_table
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,11 +50,11 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except LanesyncError as exc:
-            errors.print(f"error: {exc}", markup=False, soft_wrap=True)
+            errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
             sys.exit(1)
         except OSError as exc:
             name = f" {exc.filename}" if exc.filename else ""
-            errors.print(f"error:{name}: {exc.strerror or exc}", markup=False, soft_wrap=True)
+            errors.print(f"error:{one_line(name)}: {exc.strerror or exc}", soft_wrap=True)
             sys.exit(1)
 
     return wrapper
@@ -188,7 +189,7 @@ def void(terminal_dir: Path, sale_id: str, as_json: bool) -> None:
     _print_record(result, as_json, f"sale {sale_id} voided by")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("terminal_dir", type=DIR)
 @click.argument("sku")
 @click.argument("qty", type=int)
@@ -224,7 +225,7 @@ def adjust(terminal_dir: Path, sku: str, delta: int, reason: str, as_json: bool)
     _print_record(result, as_json, f"adjusted {sku} by {delta}:")
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @click.argument("terminal_dir", type=DIR)
 @click.argument("sku")
 @click.argument("unit_cents", type=int)
@@ -303,9 +304,12 @@ def import_(terminal_dir: Path, bundle: Path, as_json: bool) -> None:
     else:
         with Terminal.open(terminal_dir) as terminal:
             imported = terminal.import_bundle(data)
+        delta = imported.records_after - imported.records_before
         result = {
             "documents": imported.documents,
-            "new_records": imported.records_after - imported.records_before,
+            "new_records": max(0, delta),
+            # A bundle can reveal a fork or a revocation that withdraws counted records.
+            "withdrawn_records": max(0, -delta),
             "digest": imported.digest,
         }
     if as_json:
@@ -377,7 +381,9 @@ def verify(terminal_dir: Path, as_json: bool) -> None:
 
 def _print_verify(report: dict[str, Any]) -> None:
     status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
-    console.print(f"{status}: {report['records']} records, digest {report['digest'][:16]}")
+    console.print(
+        f"{status}: {report['records']} records, digest {report['digest'][:16]}", markup=True
+    )
     for head in report["chains"]:
         console.print(
             f"  chain {head['terminal']}: head seq {head['seq']} ({head['hash'][:16]})",
@@ -545,7 +551,7 @@ def _peers_table(rows: list[dict[str, Any]], now_ms: int) -> Table:
             escape(str(row["terminal_id"] or "?")),
             escape(", ".join(row["found_by"])),
             escape("\n".join(row["addresses"]) or "-"),
-            "[green]yes[/green]" if row["connected"] else "[red]no[/red]",
+            Text("yes", style="green") if row["connected"] else Text("no", style="red"),
             "-" if seen is None else f"{max(0, now_ms - int(seen)) / 1000:.1f} s ago",
             escape(str(row["last_error"] or "")),
         )

@@ -8,15 +8,24 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-console = Console(highlight=False)
-errors = Console(stderr=True, highlight=False)
+# Markup and emoji codes are off by default: messages echo user input (paths, SKUs, lines) and
+# "[red]" or ":cow:" in it must print as typed. Prints of fixed text opt in with markup=True.
+console = Console(highlight=False, markup=False, emoji=False)
+errors = Console(stderr=True, highlight=False, markup=False, emoji=False)
 
 
 def money(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
     return f"{sign}{whole}.{frac:02d}"
+
+
+def one_line(text: str) -> str:
+    """An error message as exactly one line: control characters (a newline in a path) are
+    shown escaped instead of breaking the line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def emit_json(data: Any) -> None:
@@ -29,5 +38,5 @@ def stock_table(items: list[dict[str, Any]], title: str = "Stock on hand") -> Ta
     table.add_column("On hand", justify="right")
     for item in items:
         on_hand = int(item["on_hand"])
-        table.add_row(str(item["sku"]), f"[red]{on_hand}[/red]" if on_hand < 0 else str(on_hand))
+        table.add_row(str(item["sku"]), Text(str(on_hand), style="red" if on_hand < 0 else ""))
     return table

@@ -16,6 +16,7 @@ from lanesync.core.records import (
     MAX_LINES,
     MAX_QTY,
     MAX_REASON,
+    MAX_TOTAL,
     MAX_UNIT_CENTS,
     Adjustment,
     PriceChange,
@@ -78,7 +79,10 @@ def build_sale(ledger: Ledger, requests: list[LineRequest]) -> Sale:
             unit = price.unit_cents
         _check_price(unit)
         lines.append(SaleLine(request.sku, request.qty, unit))
-    return Sale.of(tuple(lines))
+    sale = Sale.of(tuple(lines))
+    if sale.total_cents > MAX_TOTAL:
+        raise UsageError(f"the sale total exceeds {MAX_TOTAL} cents")
+    return sale
 
 
 def build_void(ledger: Ledger, sale_id: str) -> Void:

@@ -188,7 +188,7 @@ class Replica:
                     restore.append((doc, key, bytes(old)))
                 elif doc != CONFIG_DOC:
                     self.ledger.forget(doc, key, old)
-            if new is None:
+            if action == "delete":
                 continue
             if doc == CONFIG_DOC:
                 self._ingest_config(key, new, now_ms)

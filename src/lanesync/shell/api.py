@@ -260,9 +260,11 @@ def create_app(state: DaemonState) -> FastAPI:
     async def post_import(request: Request, _: RequireToken) -> dict[str, Any]:
         result = state.terminal.import_bundle(await request.body())
         state.mesh.bundle_imported()
+        delta = result.records_after - result.records_before
         return {
             "documents": result.documents,
-            "new_records": result.records_after - result.records_before,
+            "new_records": max(0, delta),
+            "withdrawn_records": max(0, -delta),
             "digest": result.digest,
         }
 

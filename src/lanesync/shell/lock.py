@@ -44,6 +44,21 @@ class DirectoryLock:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
 
+    @staticmethod
+    def is_held(path: Path) -> bool:
+        """Does some process hold this lock now? Never creates the lock file."""
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            return False  # no lock file (or no directory): nobody ever held it here
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing also drops the probe's own lock
+        return False
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing drops the flock

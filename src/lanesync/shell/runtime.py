@@ -77,13 +77,7 @@ def read_runtime(directory: Path) -> dict[str, Any] | None:
 def _daemon_alive(directory: Path) -> bool:
     # The lock, not the pid, is the truth: the kernel drops it when the daemon dies, even by
     # SIGKILL, while a stale runtime.json and a recycled pid may linger.
-    lock = DirectoryLock(directory / "lock")
-    try:
-        lock.acquire(0)
-    except LanesyncError:
-        return True
-    lock.release()
-    return False
+    return DirectoryLock.is_held(directory / "lock")
 
 
 @dataclass(frozen=True, slots=True)

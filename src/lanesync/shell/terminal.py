@@ -143,7 +143,10 @@ class Terminal:
         """Build, sign and apply one record in memory. NOT durable until ``commit``."""
         self._check_usable()
         body = build(self.replica.ledger)
-        return self.replica.append(body, self._clock())
+        try:
+            return self.replica.append(body, self._clock())
+        except ValueError as exc:  # the body breaks a record rule (raised before any change)
+            raise UsageError(str(exc)) from exc
 
     def commit(self, changes: Sequence[Change]) -> None:
         """Make staged changes durable in one transaction. A failure stops the terminal: memory
