@@ -82,7 +82,7 @@ def test_offline_flow_of_three_lanes_converges_exactly(cli: Cli, tmp_path: Path)
         "bytes": (tmp_path / "to-lane2.bundle").stat().st_size,
     }
     imported = cli.json("import", "lane2", "to-lane2.bundle")
-    assert set(imported) == {"documents", "new_records", "digest"}
+    assert set(imported) == {"documents", "new_records", "withdrawn_records", "digest"}
     assert imported["new_records"] == 6
     assert HASH.fullmatch(imported["digest"])
     assert "wrote full.bundle" in cli.ok("export", "lane1", "full.bundle").text

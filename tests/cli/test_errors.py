@@ -86,7 +86,7 @@ PRICES = [
         *("price", "lane1", "milk", "100000000001"),
         says="unit price must be between 0 and 100000000000 cents",
     ),
-    usage("price-negative", "price", "lane1", "milk", "-5"),
+    error("price-negative", "price", "lane1", "milk", "-5", says="unit price must be between"),
 ]
 
 VOIDS = [
@@ -103,7 +103,7 @@ RECEIPTS = [
         says="quantity must be between 1 and 1000000, got 0",
     ),
     # click reads "-1" as an unknown option ("No such option: -1"): exit 2, not a crash
-    usage("receive-negative", "receive", "lane1", "milk", "-1"),
+    error("receive-negative", "receive", "lane1", "milk", "-1", says="quantity must be between"),
 ]
 
 ADJUSTMENTS = [

@@ -510,11 +510,11 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 markup=False,
             )
     for peer in report["peers"]:
-        console.print(
-            f"  peer {peer['terminal_id']}: connected, unacknowledged "
-            f"{peer['unacked_bytes']} bytes",
-            markup=False,
-        )
+        if peer["connected"]:
+            state = f"connected, unacknowledged {peer['unacked_bytes']} bytes"
+        else:
+            state = f"not connected (last error: {peer.get('last_error') or 'none'})"
+        console.print(f"  peer {peer['terminal_id']}: {state}")
 
 
 @cli.command()
@@ -752,6 +752,16 @@ def _path_id(text: str) -> str:
     if not text or not all((c.isascii() and c.isalnum()) or c in "._-" for c in text):
         raise UsageError(f"invalid value {text!r}")
     return text
+
+
+from lanesync.cli import sim_cmd  # noqa: E402 - kept beside its registration
+
+cli.add_command(sim_cmd.sim)
+
+
+from lanesync.cli import bench_cmd  # noqa: E402 - bench_cmd imports from this module
+
+cli.add_command(bench_cmd.bench)
 
 
 def main() -> None:

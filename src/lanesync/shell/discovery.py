@@ -111,6 +111,45 @@ def multicast_interfaces(
     return InterfaceChoice.All
 
 
+def link_networks(
+    listen_host: str, interfaces: Sequence[str]
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The subnets of the links this daemon does mDNS on. mDNS is link-local (RFC 6762 section
+    2): an announcement naming an address on none of them came through another responder on
+    this host or another segment, and is not followed."""
+    chosen = multicast_interfaces(listen_host, interfaces)
+    names = set(interfaces)
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            text = ip.ip if isinstance(ip.ip, str) else ip.ip[0]
+            if isinstance(chosen, list) and not names and text not in chosen:
+                continue
+            if names and adapter.nice_name not in names:
+                continue
+            networks.append(ipaddress.ip_network(f"{text}/{ip.network_prefix}", strict=False))
+    return networks
+
+
+def on_links(
+    addresses: Sequence[str], networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> tuple[str, ...]:
+    kept = []
+    for text in addresses:
+        address = ipaddress.ip_address(text.split("%", 1)[0])
+        if (address.version == 6 and address.is_link_local) or any(
+            address in network for network in networks
+        ):
+            kept.append(text)
+    return tuple(kept)
+
+
+def _ip_version(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> IPVersion:
+    # IPv6 multicast on links without IPv6 only produces start-up errors ("network unreachable").
+    has_v6 = any(n.version == 6 and not n.network_address.is_loopback for n in networks)
+    return IPVersion.All if has_v6 else IPVersion.V4Only
+
+
 def _packed(addresses: Sequence[str]) -> list[bytes]:
     packed = []
     for text in addresses:
@@ -158,6 +197,7 @@ class Discovery:
         self._addresses: list[str] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._by_instance: dict[str, str] = {}  # instance name -> terminal id
+        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
 
     @property
     def instance_name(self) -> str:
@@ -165,7 +205,8 @@ class Discovery:
 
     async def start(self) -> None:
         bind = multicast_interfaces(self._listen_host, self._interfaces)
-        self._zc = AsyncZeroconf(interfaces=bind, ip_version=IPVersion.All)
+        self._networks = link_networks(self._listen_host, self._interfaces)
+        self._zc = AsyncZeroconf(interfaces=bind, ip_version=_ip_version(self._networks))
         self._addresses = announced_addresses(self._listen_host, self._interfaces)
         self._info = self._service_info(self._addresses)
         try:
@@ -195,7 +236,9 @@ class Discovery:
         if self._zc is not None:
             if self._info is not None:
                 with contextlib.suppress(OSError, RuntimeError):
-                    await self._zc.async_unregister_service(self._info)  # sends the goodbye
+                    # The call returns the goodbye broadcast as a task: wait for it to go out
+                    # before closing, or peers only notice us gone through the keepalive.
+                    await (await self._zc.async_unregister_service(self._info))
             await self._zc.async_close()
 
     def _service_info(self, addresses: Sequence[str]) -> ServiceInfo:
@@ -276,7 +319,8 @@ class Discovery:
             return None
         if terminal == self._terminal_id:
             return None
-        addresses = _prefer(info.parsed_scoped_addresses())
+        addresses = _prefer(on_links(info.parsed_scoped_addresses(), self._networks))
         if not addresses:
+            log.debug("mdns.ignored instance=%s reason=no address on our links", name)
             return None
         return Announcement(name, self._store_id, terminal, fingerprint, addresses, info.port)

@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
@@ -35,10 +36,6 @@ def status_of(exc: LanesyncError) -> tuple[int, str]:
     if isinstance(exc, RemoteError):
         return 400, "rejected"
     return 400, "bad_request"
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class _Unauthorized(Exception):
@@ -65,18 +62,35 @@ class BodyLimit:
             await too_large(scope, receive, send)
             return
         seen = 0
+        over = False
+        answered = False
 
         async def limited() -> Message:
-            nonlocal seen
+            # Past the limit the app is told the client went away, so it stops reading; its
+            # own answer to that is dropped below and ours (413) is sent instead.
+            nonlocal seen, over
+            if over:
+                return {"type": "http.disconnect"}
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise _TooLarge
+                over = True
+                return {"type": "http.disconnect"}
             return message
 
+        async def guarded(message: Message) -> None:
+            nonlocal answered
+            if over:
+                return
+            answered = True
+            await send(message)
+
         try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
+            await self.app(scope, limited, guarded)
+        except ClientDisconnect:
+            if not over:
+                raise
+        if over and not answered:
             await too_large(scope, receive, send)
 
 

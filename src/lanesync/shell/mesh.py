@@ -43,6 +43,8 @@ CLOSE_TIMEOUT_S = 1.0
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 5.0
 CONNECTION_OPEN_TIMEOUT_S = 5.0
+# An unauthenticated connection may not linger: a peer proves itself in two frames each way.
+HANDSHAKE_TIMEOUT_S = 10.0
 # websockets close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -151,6 +153,9 @@ class Mesh:
         checked = False
         try:
             self.node.connection_made(conn_id, dialer=dialer, now_ms=self._clock())
+            asyncio.get_running_loop().call_later(
+                HANDSHAKE_TIMEOUT_S, self._handshake_deadline, conn_id
+            )
             if first_frame is not None:
                 self.node.data_received(conn_id, first_frame, self._clock())
             self._schedule_flush()
@@ -174,6 +179,12 @@ class Mesh:
             await writer
             del self._sockets[conn_id]
         return reason
+
+    def _handshake_deadline(self, conn_id: int) -> None:
+        link = self.node.links.get(conn_id)
+        if link is not None and not link.is_open:
+            self.node.close_link(conn_id, "handshake not completed in time", self._clock())
+            self._flush()
 
     async def _writer(self, conn_id: int, sock: _Socket) -> None:
         while (frame := await sock.queue.get()) is not None:
@@ -286,7 +297,7 @@ class Mesh:
         if (
             "static" not in peer.found_by
             and peer.terminal_id is not None
-            and peer.terminal_id > self.node.terminal_id
+            and peer.terminal_id < self.node.terminal_id
         ):
             await asyncio.sleep(DISCOVERED_DIAL_GRACE_S)
         while not peer.gone:

@@ -105,7 +105,7 @@ class DaemonClient:
         if body is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=CLIENT_TIMEOUT_S) as response:  # noqa: S310
+            with _OPENER.open(request, timeout=CLIENT_TIMEOUT_S) as response:
                 payload = response.read()
                 kind = response.headers.get("Content-Type", "")
         except urllib.error.HTTPError as exc:
@@ -113,6 +113,11 @@ class DaemonClient:
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise ConfigError(f"the daemon at {self.base_url} does not answer: {exc}") from exc
         return json.loads(payload) if kind.startswith("application/json") else payload
+
+
+# The daemon is always on this machine: never route its requests (and the bearer token) through
+# a proxy named in http_proxy / HTTP_PROXY.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _error_from(exc: urllib.error.HTTPError) -> LanesyncError:
