@@ -6,6 +6,7 @@ records of different terminals consistently with causality when they have exchan
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
@@ -18,7 +19,14 @@ class Hlc:
 
     def business_day(self, tz: ZoneInfo) -> str:
         """The store-local calendar day this timestamp falls on (``YYYY-MM-DD``)."""
-        return datetime.fromtimestamp(self.wall_ms / 1000, tz=UTC).astimezone(tz).date().isoformat()
+        return _day_of_minute(self.wall_ms // 60_000, tz)
+
+
+@functools.lru_cache(maxsize=4096)
+def _day_of_minute(minute: int, tz: ZoneInfo) -> str:
+    # Every UTC offset in the tz database is a whole number of minutes, so a minute never spans
+    # two local days: caching per minute is exact, and a reopen converts each minute once.
+    return datetime.fromtimestamp(minute * 60, tz=UTC).astimezone(tz).date().isoformat()
 
 
 ZERO = Hlc(0, 0)

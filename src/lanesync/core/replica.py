@@ -194,7 +194,7 @@ class Replica:
                 self._ingest_config(key, new, now_ms)
                 continue
             known = own.get(key) if own else None
-            parsed = known if known is not None else parse_record(new)
+            parsed = known if known is not None else parse_record(new, trusted)
             trust = known is not None or (
                 not isinstance(parsed, Rejection) and parsed.hash in trusted
             )
@@ -253,9 +253,9 @@ class Replica:
             if name == CONFIG_DOC:
                 continue
             for key, value in self._root(name).items():
-                parsed = parse_record(value)
+                parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
-                self.ledger.ingest(name, key, value, trusted=trust, now_ms=now_ms)
+                self.ledger.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
         self.ledger.end_rebuild()
         self._digest = None
 
