@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import cProfile
 import gc
+import hashlib
 import importlib.metadata
 import json
 import math
@@ -705,10 +706,18 @@ def describe_load(when: str, load: dict[str, float]) -> str:
     return text
 
 
-def git_state() -> tuple[str, list[str]]:
-    """HEAD and the paths that differ from it (src may be edited while a run goes on)."""
+def git_state() -> tuple[str, list[str], str]:
+    """HEAD, the paths that differ from it, and a fingerprint of the code under src/ (others
+    may edit it while a run goes on; subprocess phases import whatever is there then)."""
     commit = (git("rev-parse", "HEAD") or "unknown").strip()
-    return commit, (git("status", "--porcelain", "--untracked-files=all") or "").splitlines()
+    changed = (git("status", "--porcelain", "--untracked-files=all") or "").splitlines()
+    root = Path((git("rev-parse", "--show-toplevel") or ".").strip())
+    src = (git("diff", "HEAD", "--", "src") or "") + "".join(
+        (root / line[3:]).read_text(errors="replace")
+        for line in changed
+        if line.startswith("?? src/") and (root / line[3:]).is_file()
+    )
+    return commit, changed, hashlib.sha256(f"{commit}\n{src}".encode()).hexdigest()
 
 
 def git(*args: str) -> str | None:
@@ -1052,14 +1061,14 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     command = shlex.join(sys.orig_argv)
     started = datetime.now(UTC)
-    commit, changed = git_state()
+    commit, changed, src_state = git_state()
     load_before = calibrate()
     progress(describe_load("before", load_before))
     with tempfile.TemporaryDirectory(prefix="lanesync-bench-", dir=args.workdir) as tmp:
         figures, details = run(args.sales, Path(tmp), args.profile_reopen)
     load_after = calibrate()
     machine = machine_info()
-    code_moved = git_state() != (commit, changed)
+    code_moved = git_state()[2] != src_state
     print(f"lanesync foundation benchmark, {args.sales:,} sales, {started:%Y-%m-%d %H:%M} UTC")
     print(f"command: {command}")
     print(
@@ -1070,7 +1079,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(
         f"git: {commit}"
         + (f" + {len(changed)} changed paths" if changed else "")
-        + ("  WARNING: the checkout changed during the run" if code_moved else "")
+        + ("  WARNING: src/ changed during the run" if code_moved else "")
     )
     print(describe_load("before", load_before))
     print(describe_load("after ", load_after) + "\n")
@@ -1085,7 +1094,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "sales": args.sales,
             "git_commit": commit,
             "git_changed_paths": changed,
-            "git_changed_during_run": code_moved,
+            "git_src_changed_during_run": code_moved,
             "machine": machine,
             "load_before": load_before,
             "load_after": load_after,

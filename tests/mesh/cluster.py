@@ -189,6 +189,10 @@ class Daemon:
         """Terminal ids of the open peer connections."""
         return {str(p["terminal_id"]) for p in self.status()["peers"] if p["connected"]}
 
+    def listed_peers(self) -> set[str]:
+        """Terminal ids of every row of /v1/status peers, connected or not."""
+        return {str(p["terminal_id"]) for p in self.status()["peers"] if p.get("terminal_id")}
+
     def chain_head(self, terminal: str) -> int:
         """Sequence number of ``terminal``'s last record held here (0: none)."""
         heads = {c["terminal"]: c["seq"] for c in self.verify()["chains"]}

@@ -22,9 +22,9 @@ import pytest
 
 from lanesync.core.identity import Role
 from lanesync.core.records import MAX_LINES, MAX_REASON
-from lanesync.shell.api import MAX_JSON_BODY
 from lanesync.shell.daemon import bind_socket
 from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.http import MAX_JSON_BODY
 
 from .cluster import ENV, Cluster, Daemon, wait_connected, wait_until
 

@@ -78,6 +78,7 @@ class Election:
     _next_gossip_ms: int = 0
     _leader: str | None = None
     _leader_term: int = 0
+    _settled: bool = False  # LEASE_MS have passed since start: free to claim leadership
 
     # -- inputs ----------------------------------------------------------------------------------
 
@@ -107,8 +108,12 @@ class Election:
         return False
 
     def next_deadline(self) -> int:
-        expiries = [h.heard_ms + LEASE_MS for h in self._heard.values()]
-        return min([self._next_gossip_ms, self.started_ms + LEASE_MS, *expiries])
+        """The next time ``handle_timer`` has something to do; never a time already handled."""
+        deadlines = [self._next_gossip_ms]
+        deadlines += [h.heard_ms + LEASE_MS for h in self._heard.values()]
+        if not self._settled:
+            deadlines.append(self.started_ms + LEASE_MS)  # the end of the settling period
+        return min(deadlines)
 
     # -- outputs ---------------------------------------------------------------------------------
 
@@ -152,7 +157,8 @@ class Election:
             del self._heard[terminal]
         mine = Candidate(self.me, self.reachable, self.priority, self.term, 0)
         best = max([mine, *(h.candidate for h in self._heard.values())], key=Candidate.rank)
-        if best.terminal_id == self.me and now_ms - self.started_ms < LEASE_MS:
+        self._settled = now_ms - self.started_ms >= LEASE_MS
+        if best.terminal_id == self.me and not self._settled:
             # Not yet heard of everyone alive: do not claim, and do not name anyone else either.
             self._leader = None
             return

@@ -247,7 +247,7 @@ class Node:
                 case Received(message):
                     self._on_message(link, message, now_ms)
                 case Closed(reason, by_peer):
-                    self._on_closed(link, reason, by_peer)
+                    self._on_closed(link, reason, by_peer, now_ms)
 
     def _on_established(self, link: Link, peer: Certificate, now_ms: int) -> None:
         twin = next(
@@ -278,13 +278,19 @@ class Node:
         self._send(link, State(self.replica.state_vectors(), reply=True))
         self._announce_peers()
 
-    def _on_closed(self, link: Link, reason: str, by_peer: bool) -> None:
+    def _on_closed(self, link: Link, reason: str, by_peer: bool, now_ms: int) -> None:
         frames = link.connection.data_to_send()  # a Refuse frame explaining why, if any
         if frames:
             self._out.frames.setdefault(link.conn_id, []).extend(frames)
         self._out.closes[link.conn_id] = reason
         was_open = link.peer is not None and link.established_ms is not None
         del self.links[link.conn_id]
+        if was_open:
+            # Peers may have skipped relaying to others on the strength of this link (their
+            # Peers lists said it reached the origin): exchange state with everyone now.
+            for other in self.links.values():
+                if other.is_open:
+                    other.anti_entropy_due_ms = now_ms
         peer = link.peer.terminal_id if link.peer else None
         self._out.log.append(("peer.closed", {"peer": peer, "reason": reason, "by_peer": by_peer}))
         if was_open:

@@ -6,6 +6,11 @@ chunk, and ``partition()`` cuts it: open connections are reset and new ones refu
 ``heal()``. Delivery order within a connection is kept (TCP semantics), so jitter never
 reorders bytes.
 
+Loss: TCP never loses bytes, it retransmits them, so ``loss_pct`` models what a lost segment
+costs a TCP stream: with that probability a chunk is held back for a retransmission timeout
+(``loss_stall_ms``, 200 ms = Linux's minimum RTO) on top of its delay, and everything behind it
+on that connection waits too (head-of-line blocking). Connections are never reset for loss.
+
 Only loopback targets are allowed: this tool must never send traffic anywhere else.
 """
 
@@ -34,6 +39,7 @@ class LinkStats:
     connections: int = 0
     refused: int = 0
     bytes_forwarded: int = 0
+    stalls: int = 0  # chunks held back for a retransmission timeout (``loss_pct``)
 
 
 @dataclass
@@ -43,6 +49,8 @@ class Link:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     seed: int | None = None
+    loss_pct: float = 0.0
+    loss_stall_ms: float = 200.0
     stats: LinkStats = field(default_factory=LinkStats)
     _partitioned: bool = False
     _server: asyncio.Server | None = None
@@ -51,6 +59,8 @@ class Link:
 
     def __post_init__(self) -> None:
         _check_loopback(self.target_host)
+        if not 0.0 <= self.loss_pct <= 100.0:
+            raise ValueError(f"loss_pct must be between 0 and 100, not {self.loss_pct}")
         self._rng = random.Random(self.seed)  # noqa: S311 - fault schedule, not crypto
 
     @property
@@ -91,6 +101,9 @@ class Link:
         delay = self.latency_ms + (
             self._rng.uniform(-1, 1) * self.jitter_ms if self.jitter_ms else 0
         )
+        if self.loss_pct and self._rng.random() * 100 < self.loss_pct:
+            self.stats.stalls += 1
+            delay += self.loss_stall_ms
         return max(0.0, delay) / 1000
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -1,0 +1,566 @@
+"""A store of member processes on loopback, every link between them through a fault proxy.
+
+A ``Cluster`` is one system under test: lanesync lanes (optionally with the cloud), lanesync
+with security off, pycrdt-websocket clients around their server, or naive broadcast peers.
+Every member is a real process bound to 127.0.0.1 (lanes: ``--listen 127.0.0.1:0 --api
+127.0.0.1:0 --no-discovery``); members reach each other only through the proxies of one
+``proxyhost`` process, so latency, jitter, loss and partitions apply to every system alike.
+
+``close()`` stops every process and the proxies whatever happened (SIGTERM, then SIGKILL);
+processes also get SIGKILL from the kernel if the orchestrator dies (``PR_SET_PDEATHSIG``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import itertools
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lanesync.bench.events import Tracker
+from lanesync.bench.httpio import HttpClient, HttpError
+from lanesync.core.identity import Role
+from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.terminal import wall_clock_ms
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 90.0  # many lanes starting at once on two busy cores take a while
+STOP_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 60.0
+POLL_S = 0.05
+VALID_DAYS = 30
+STORE_ID = "bench-store"
+
+LANESYNC = "lanesync"
+UNSIGNED = "lanesync-unsigned"
+PYCRDT = "pycrdt-websocket"
+NAIVE = "naive-broadcast"
+SYSTEMS = (LANESYNC, UNSIGNED, PYCRDT, NAIVE)
+BASELINES = (UNSIGNED, PYCRDT, NAIVE)
+
+
+class BenchError(Exception):
+    """The benchmark could not run what it was asked to (not a slow result: a broken run)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Faults:
+    """What every proxy adds to every chunk it forwards (one way)."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    loss_pct: float = 0.0
+    seed: int = 0
+
+
+def child_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "no_proxy")
+    }
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the orchestrator dies, whatever way it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+async def spawn(args: Sequence[str], log: Path, *, stdin_pipe: bool = False) -> Any:
+    with log.open("ab") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE if stdin_pipe else out,
+            stderr=out,
+            env=child_env(),
+            preexec_fn=_die_with_parent,
+        )
+
+
+async def terminate(process: Any, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    if process is None or process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loopback_port(url: str, what: str) -> int:
+    for scheme in ("ws://", "http://"):
+        prefix = f"{scheme}{LOOPBACK}:"
+        if url.startswith(prefix):
+            return int(url[len(prefix) :].rstrip("/"))
+    raise BenchError(f"{what} is bound to {url!r}, not {LOOPBACK}: refusing to go on")
+
+
+# -- the proxies --------------------------------------------------------------------------------
+
+
+class ProxyHost:
+    """Client of one ``lanesync.bench.proxyhost`` process."""
+
+    def __init__(self, log: Path, faults: Faults) -> None:
+        self.log = log
+        self.faults = faults
+        self.process: Any = None
+        self._ids = itertools.count(1)
+        self._seeds = itertools.count(faults.seed * 1000 + 1)
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        self.process = await spawn(["-m", "lanesync.bench.proxyhost"], self.log, stdin_pipe=True)
+
+    async def call(self, cmd: str, **fields: Any) -> dict[str, Any]:
+        process = self.process
+        if process is None or process.stdin is None or process.stdout is None:
+            raise BenchError("the proxy host is not running")
+        async with self._lock:
+            request = {"id": next(self._ids), "cmd": cmd, **fields}
+            try:
+                process.stdin.write(json.dumps(request).encode() + b"\n")
+                await process.stdin.drain()
+                line = await asyncio.wait_for(process.stdout.readline(), 30)
+            except (ConnectionError, TimeoutError) as exc:
+                raise BenchError(f"proxy host: {cmd} failed ({exc!r}); see {self.log}") from None
+        if not line:
+            raise BenchError(f"the proxy host exited; see {self.log}")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise BenchError(f"proxy host: {cmd}: {reply['error']}")
+        return reply
+
+    async def add(self, target_port: int = 0, *, partitioned: bool = False) -> tuple[int, int]:
+        f = self.faults
+        reply = await self.call(
+            "add",
+            target=target_port,
+            latency_ms=f.latency_ms,
+            jitter_ms=f.jitter_ms,
+            loss_pct=f.loss_pct,
+            seed=next(self._seeds),
+            partitioned=partitioned,
+        )
+        return int(reply["id"]), int(reply["port"])
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.call("stats")
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.returncode is not None:
+            return
+        with contextlib.suppress(BenchError, OSError):
+            await self.call("quit")
+        await terminate(self.process)
+
+
+# -- members ------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProxyLink:
+    id: int
+    port: int
+    dialer: str
+    target: str  # a member name, "hub" or "cloud"
+    target_port: int = 0  # the port the proxy forwards to; 0: not yet known (refused)
+
+
+@dataclass
+class Member:
+    name: str
+    directory: Path
+    args: list[str] = field(default_factory=list)  # without --events (per incarnation)
+    process: Any = None
+    api: HttpClient | None = None
+    listen_port: int = 0
+    incarnation: int = 0
+    sender: str = ""
+    started_ns: list[int] = field(default_factory=list)
+
+    @property
+    def runtime(self) -> Path:
+        return self.directory / "runtime.json"
+
+    def events_path(self) -> Path:
+        return self.directory.parent / f"events-{self.name}-{self.incarnation}.log"
+
+    @property
+    def log(self) -> Path:
+        return self.directory.parent / f"{self.name}.log"
+
+    @property
+    def up(self) -> bool:
+        return self.api is not None and self.process is not None and self.process.returncode is None
+
+
+class Cluster:
+    """One system under test. Use ``async with Cluster(...)``: exit stops everything."""
+
+    def __init__(self, system: str, root: Path, faults: Faults, *, cloud: bool = False) -> None:
+        if system not in SYSTEMS:
+            raise BenchError(f"unknown system {system!r}")
+        self.system = system
+        self.root = root
+        self.proxy = ProxyHost(root / "proxyhost.log", faults)
+        self.tracker = Tracker()
+        self.members: dict[str, Member] = {}
+        self.links: list[ProxyLink] = []
+        self.hub: Member | None = None  # the pycrdt-websocket server
+        self.cloud: Member | None = None
+        self.cloud_api: HttpClient | None = None
+        self.with_cloud = cloud
+        self.store: StoreDirectory | None = None
+        root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def lanesync(self) -> bool:
+        return self.system in (LANESYNC, UNSIGNED)
+
+    @property
+    def star(self) -> bool:
+        return self.system == PYCRDT
+
+    async def __aenter__(self) -> Cluster:
+        await self.proxy.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        procs = [m.process for m in self.members.values()]
+        procs += [x.process for x in (self.hub, self.cloud) if x is not None]
+        await asyncio.gather(*(terminate(p) for p in procs), return_exceptions=True)
+        for member in self.members.values():
+            if member.api is not None:
+                member.api.close()
+        if self.cloud_api is not None:
+            self.cloud_api.close()
+        await self.proxy.stop()
+
+    # -- building ---------------------------------------------------------------------------------
+
+    def _enroll(self, names: Sequence[str]) -> None:
+        if self.store is None:
+            self.store = StoreDirectory.init(self.root / "store", STORE_ID)
+        for name in names:
+            role = Role.MANAGER if not self.members and name == names[0] else Role.CASHIER
+            self.store.enroll(self.root / name, name, role, wall_clock_ms(), VALID_DAYS)
+
+    async def _start_cloud(self) -> str:
+        from lanesync.cloud.directory import CloudDirectory
+
+        if self.store is None:
+            raise BenchError("the store must exist before its cloud")
+        cloud_dir = self.root / "cloud"
+        created = CloudDirectory.init(cloud_dir)
+        cert = self.store.certify_cloud(bytes(created.key.verify_key), wall_clock_ms(), VALID_DAYS)
+        cert_file = self.root / "cloud.cert"
+        cert_file.write_bytes(cert.encoded)
+        CloudDirectory.open(cloud_dir).add_store(self.store.identity_file, cert_file)
+        cloud = Member("cloud", cloud_dir, sender="cloud")
+        cloud.args = ["cloud", "serve", str(cloud_dir)]
+        cloud.args += ["--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
+        self.cloud = cloud
+        await self._launch(cloud, watch=True)
+        info = await self._wait_runtime(cloud)
+        link_id, port = await self.proxy.add(loopback_port(str(info["listen"]), "the cloud"))
+        self.links.append(ProxyLink(link_id, port, "*", "cloud"))
+        token = (cloud_dir / "api.token").read_text().strip()
+        self.cloud_api = HttpClient(str(info["api"]), token)
+        return f"ws://{LOOPBACK}:{port}"
+
+    async def _start_hub(self) -> None:
+        hub_dir = self.root / "hub"
+        hub_dir.mkdir()
+        hub = Member("hub", hub_dir)
+        hub.args = ["pycrdt-server", "--runtime", str(hub_dir / "runtime.json")]
+        self.hub = hub
+        await self._launch(hub, watch=False)
+        info = await self._wait_runtime(hub)
+        hub.listen_port = loopback_port(str(info["listen"]), "the pycrdt-websocket server")
+
+    def _member_args(self, member: Member, dial: list[str], cloud_url: str | None) -> list[str]:
+        if self.lanesync:
+            args = ["run", str(member.directory), "--listen", f"{LOOPBACK}:0"]
+            args += ["--api", f"{LOOPBACK}:0", "--no-discovery"]
+            for url in dial:
+                args += ["--peer", url]
+            if cloud_url is not None:
+                args += ["--cloud", cloud_url]
+            return args
+        mode = "pycrdt-client" if self.star else "naive"
+        args = [mode, member.name, "--runtime", str(member.runtime)]
+        for url in dial:
+            args += ["--server" if self.star else "--peer", url]
+        return args
+
+    async def start(self, names: Sequence[str]) -> None:
+        """Start members ``names`` (a full mesh, or a star around the server) and wait until
+        every link is up."""
+        cloud_url = None
+        if self.lanesync:
+            self._enroll(names)
+            if self.with_cloud:
+                cloud_url = await self._start_cloud()
+        else:
+            for name in names:
+                (self.root / name).mkdir()
+        if self.star:
+            await self._start_hub()
+        for name in names:
+            self.members[name] = Member(name, self.root / name)
+        dials: dict[str, list[str]] = {name: [] for name in names}
+        if self.star:
+            assert self.hub is not None
+            for name in names:
+                link_id, port = await self.proxy.add(self.hub.listen_port)
+                self.links.append(ProxyLink(link_id, port, name, "hub"))
+                dials[name].append(f"ws://{LOOPBACK}:{port}")
+        else:
+            for a, b in itertools.combinations(names, 2):  # the earlier one dials the later
+                link_id, port = await self.proxy.add(partitioned=True)
+                self.links.append(ProxyLink(link_id, port, a, b))
+                dials[a].append(f"ws://{LOOPBACK}:{port}")
+        for name in names:
+            member = self.members[name]
+            member.args = self._member_args(member, dials[name], cloud_url)
+        if self.star:
+            # Create the room with one client first (FACTS.md: many at once often fail).
+            first = self.members[names[0]]
+            await self._launch(first)
+            await self._ready(first)
+            await self.wait_links([first.name])
+            rest = [self.members[n] for n in names[1:]]
+        else:
+            rest = [self.members[n] for n in names]
+        for member in rest:
+            await self._launch(member)
+        await asyncio.gather(*(self._ready(m) for m in rest))
+        await self._retarget()
+        await self.wait_links(list(names))
+        if self.with_cloud:
+            await self.wait_cloud_link()
+
+    async def add_member(self, name: str) -> Member:
+        """A new member joins the running store: it dials every member (or the server)."""
+        if self.lanesync:
+            self._enroll([name])
+        else:
+            (self.root / name).mkdir()
+        member = Member(name, self.root / name)
+        dial = []
+        targets = ["hub"] if self.star else list(self.members)
+        for target in targets:
+            port = self.hub.listen_port if self.hub and target == "hub" else 0
+            link_id, proxy_port = await self.proxy.add(port, partitioned=port == 0)
+            self.links.append(ProxyLink(link_id, proxy_port, name, target))
+            dial.append(f"ws://{LOOPBACK}:{proxy_port}")
+        self.members[name] = member
+        member.args = self._member_args(member, dial, None)
+        await self._retarget()
+        await self._launch(member)
+        return member
+
+    async def _launch(self, member: Member, *, watch: bool = True) -> None:
+        member.runtime.unlink(missing_ok=True)
+        member.api = None
+        events = member.events_path()
+        if self.lanesync or member is self.cloud:
+            args = ["-m", "lanesync.bench.lane", "--events", str(events)]
+            if self.system == UNSIGNED:
+                args.append("--unsigned")
+            args += ["--", *member.args]
+            member.sender = member.name
+        else:
+            args = ["-m", "lanesync.bench.baselines", *member.args]
+            if member is not self.hub:
+                args += ["--epoch", str(member.incarnation), "--events", str(events)]
+                member.sender = f"{member.name}.{member.incarnation}"
+        if watch:
+            self.tracker.watch(member.name, events, member.sender)
+        member.started_ns.append(time.time_ns())
+        member.process = await spawn(args, member.log)
+
+    async def _wait_runtime(self, member: Member) -> dict[str, Any]:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if member.process is not None and member.process.returncode is not None:
+                raise BenchError(f"{self.system} {member.name} exited; see {member.log}")
+            try:
+                info: dict[str, Any] = json.loads(member.runtime.read_text())
+                if "listen" in info or "api" in info:
+                    return info
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.system} {member.name} did not start; see {member.log}")
+            await asyncio.sleep(POLL_S)
+
+    async def _ready(self, member: Member) -> None:
+        info = await self._wait_runtime(member)
+        token = ""
+        if self.lanesync:
+            token = (member.directory / "api.token").read_text().strip()
+        loopback_port(str(info["api"]), f"{member.name}'s API")
+        if "listen" in info:
+            member.listen_port = loopback_port(str(info["listen"]), f"{member.name}'s peers")
+        member.api = HttpClient(str(info["api"]), token)
+
+    async def _retarget(self) -> None:
+        """Point every proxy whose target member (re)started at its new port. A proxy created
+        before its target was listening is healed then; others keep their state."""
+        for link in self.links:
+            member = self.members.get(link.target)
+            if member is None or not member.listen_port or member.listen_port == link.target_port:
+                continue
+            await self.proxy.call("target", id=link.id, port=member.listen_port)
+            if not link.target_port:
+                await self.proxy.call("heal", ids=[link.id])
+            link.target_port = member.listen_port
+
+    async def wait_ready(self, member: Member) -> None:
+        await self._ready(member)
+        await self._retarget()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    async def links_of(self, member: Member) -> int:
+        if member.api is None:
+            return -1
+        try:
+            reply = await member.api.request("GET", "/v1/status", timeout_s=10)
+        except HttpError:
+            return -1
+        body = reply.body
+        if self.lanesync:
+            return sum(1 for c in body.get("connections", []) if c.get("role") != "cloud")
+        return int(body.get("links", 0))
+
+    async def wait_links(self, names: Sequence[str], timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        """Until every named member has all its links up (a full mesh, or its server)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            want = 1 if self.star else len([m for m in self.members.values() if m.up]) - 1
+            got = [await self.links_of(self.members[n]) for n in names]
+            if all(g >= want for g in got):
+                return
+            if time.monotonic() > deadline:
+                raise BenchError(
+                    f"{self.system}: links did not come up: {dict(zip(names, got, strict=True))}"
+                )
+            await asyncio.sleep(0.1)
+
+    async def wait_cloud_link(self, timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            for member in self.members.values():
+                if member.api is None:
+                    continue
+                with contextlib.suppress(HttpError):
+                    status = (await member.api.request("GET", "/v1/status")).body
+                    if (status.get("cloud") or {}).get("connected"):
+                        return
+            if time.monotonic() > deadline:
+                raise BenchError(f"{self.system}: no lane connected to the cloud")
+            await asyncio.sleep(0.1)
+
+    def live(self) -> list[Member]:
+        return [m for m in self.members.values() if m.up]
+
+    def pids(self) -> list[int]:
+        procs = [m.process for m in self.members.values()]
+        procs += [x.process for x in (self.hub, self.cloud) if x is not None]
+        return [p.pid for p in procs if p is not None and p.returncode is None]
+
+    def cpu(self) -> dict[int, float]:
+        return {pid: cpu_seconds(pid) for pid in self.pids()}
+
+    async def bytes_forwarded(self, target: str | None = None) -> int:
+        stats = (await self.proxy.stats())["links"]
+        ids = {str(link.id) for link in self.links if target is None or link.target == target}
+        return sum(int(s["bytes"]) for i, s in stats.items() if i in ids)
+
+    async def first_accept_after(self, at_ns: int, target: str | None = None) -> int | None:
+        stats = (await self.proxy.stats())["links"]
+        ids = {str(link.id) for link in self.links if target is None or link.target == target}
+        times = [t for i, s in stats.items() if i in ids for t in s["accepts"] if t >= at_ns]
+        return min(times) if times else None
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def crossing(self, group: set[str]) -> list[int]:
+        """Links with one end in ``group`` and the other outside (the server and the cloud
+        count as outside)."""
+        return [link.id for link in self.links if (link.dialer in group) != (link.target in group)]
+
+    async def partition(self, ids: list[int]) -> int:
+        return int((await self.proxy.call("partition", ids=ids))["at_ns"])
+
+    async def heal(self, ids: list[int]) -> int:
+        return int((await self.proxy.call("heal", ids=ids))["at_ns"])
+
+    async def restart(self, name: str) -> int:
+        """Crash a member (SIGKILL) and start it again; returns when it was started (ns).
+        A baseline member comes back empty, under a new sender name."""
+        member = self.members[name]
+        if member.api is not None:
+            member.api.close()
+        member.api = None
+        if member.process is not None and member.process.returncode is None:
+            member.process.kill()
+            await member.process.wait()
+        member.incarnation += 1
+        member.listen_port = 0
+        await self._launch(member)
+        started = member.started_ns[-1]
+        await self.wait_ready(member)
+        return started
+
+    # -- final checks -----------------------------------------------------------------------------
+
+    async def holdings(self, member: Member) -> dict[str, set[int]]:
+        """Every sale a member holds, by sender, from its API (exact; not from event logs)."""
+        if member.api is None:
+            raise BenchError(f"{member.name} is down")
+        if self.lanesync:
+            report = (await member.api.request("GET", "/v1/verify", timeout_s=60)).body
+            return {str(h["terminal"]): set(range(1, int(h["seq"]) + 1)) for h in report["chains"]}
+        have = (await member.api.request("GET", "/v1/have", timeout_s=60)).body["have"]
+        return {str(sender): {int(s) for s in seqs} for sender, seqs in have.items()}
+
+    async def digests(self) -> dict[str, str]:
+        out = {}
+        for member in self.live():
+            assert member.api is not None
+            out[member.name] = str((await member.api.request("GET", "/v1/digest")).body["digest"])
+        return out

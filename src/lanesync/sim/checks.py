@@ -1,0 +1,234 @@
+"""The invariants of DESIGN.md, checked on a simulated store after its quiet period.
+
+Expected values come from the simulator's own log of ACKNOWLEDGED operations (records whose
+append was committed), never from the replicas under test.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+from lanesync.core.hlc import Hlc
+from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
+from lanesync.core.replica import LocalIdentity, Replica
+from lanesync.sim.model import Invariant
+from lanesync.sim.world import CLOUD, Host, Simulator
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """What the acknowledged operations say every replica must show."""
+
+    stock: dict[str, int]
+    prices: dict[str, int]
+    sales: frozenset[str]
+    heads: dict[str, int]  # terminal -> number of acknowledged records (its chain head)
+
+
+def expected_of(acked: list[Record]) -> Expected:
+    stock: dict[str, int] = defaultdict(int)
+    sales: dict[str, Sale] = {}
+    voided: set[str] = set()
+    winners: dict[str, tuple[tuple[Hlc, str], int]] = {}
+    heads: Counter[str] = Counter()
+    for record in acked:
+        heads[record.terminal] += 1
+        match record.body:
+            case Sale(lines) as sold:
+                sales[str(record.id)] = sold
+                for line in lines:
+                    stock[line.sku] -= line.qty
+            case Void(sale_id):
+                voided.add(str(sale_id))
+            case Receipt(item, qty):
+                stock[item] += qty
+            case Adjustment(item, delta):
+                stock[item] += delta
+            case PriceChange(item, cents):
+                rank = (record.hlc, str(record.terminal))
+                if item not in winners or rank > winners[item][0]:
+                    winners[item] = (rank, cents)
+    for voided_id in sorted(voided):  # credited once, however many voids name it
+        sale = sales.get(voided_id)
+        if sale is not None:
+            for line in sale.lines:
+                stock[line.sku] += line.qty
+    return Expected(
+        dict(stock),
+        {item: cents for item, (_, cents) in winners.items()},
+        frozenset(sales),
+        dict(heads),
+    )
+
+
+def _short(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def check(sim: Simulator) -> int:
+    """Check every invariant; violations go to ``sim.violate``. Returns the checks made."""
+    expected = expected_of(sim.acked)
+    checks = 0
+    hosts = [h for h in sim.hosts.values() if h.replica is not None]
+    down = [h.name for h in sim.hosts.values() if h.replica is None]
+    if down:
+        sim.violate(
+            Invariant.CONVERGENCE, f"still down after the quiet period: {down}", tuple(down)
+        )
+    digests = {h.name: h.replica.digest() for h in hosts if h.replica is not None}
+    lane_digests = Counter(d for name, d in digests.items() if name != CLOUD)
+    checks += 2
+    majority = lane_digests.most_common(1)[0][0] if lane_digests else ""
+    if len(lane_digests) > 1:
+        odd = sorted(n for n, d in digests.items() if n != CLOUD and d != majority)
+        groups = "; ".join(
+            f"{d[:12]}: {','.join(sorted(n for n, x in digests.items() if x == d and n != CLOUD))}"
+            for d in sorted(lane_digests)
+        )
+        sim.violate(
+            Invariant.CONVERGENCE,
+            f"{len(lane_digests)} different digests among lanes ({groups})",
+            tuple(odd),
+        )
+    if CLOUD in digests and digests[CLOUD] != majority:
+        sim.violate(
+            Invariant.CLOUD,
+            f"cloud digest {digests[CLOUD][:12]} differs from the store's {majority[:12]}",
+            (CLOUD,),
+        )
+    for host in hosts:
+        checks += _check_replica(sim, host, expected)
+    checks += _check_leaders(sim)
+    for host in hosts:
+        checks += _check_durable(sim, host)
+    return checks
+
+
+def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
+    replica = host.replica
+    if replica is None:
+        return 0
+    ledger = replica.ledger
+    name = host.name
+    problems = {kind: rows for kind, rows in ledger.problems().items() if rows}
+    if problems:
+        details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in problems.items())
+        sim.violate(Invariant.JOURNAL, f"{name}: {details}", (name,))
+    short = [
+        f"{terminal} head {ledger.head(terminal).seq} of {count} acknowledged"  # type: ignore[arg-type]
+        for terminal, count in sorted(expected.heads.items())
+        if ledger.head(terminal).seq != count  # type: ignore[arg-type]
+    ]
+    if short:
+        subjects = (name, *(s.split()[0] for s in short))
+        sim.violate(Invariant.JOURNAL, f"{name}: {_short(short)}", subjects)
+    held = set(ledger.sale_ids())
+    missing = sorted(expected.sales - held)
+    extra = sorted(held - expected.sales)
+    copies = Counter(str(r.id) for _, _, r in replica.records() if isinstance(r.body, Sale))
+    twice = sorted(rid for rid, n in copies.items() if n > 1)
+    if missing or extra or twice:
+        parts = []
+        if missing:
+            parts.append(f"missing acknowledged sales {_short(missing)}")
+        if extra:
+            parts.append(f"sales never acknowledged {_short(extra)}")
+        if twice:
+            parts.append(f"sales held twice {_short(twice)}")
+        sim.violate(
+            Invariant.SALES, f"{name}: {'; '.join(parts)}", (name, *missing, *extra, *twice)
+        )
+    on_hand: dict[str, int] = (
+        host.view.on_hand() if host.view else {str(k): n for k, n in ledger.on_hand().items()}
+    )
+    wrong = [
+        f"{item}={on_hand.get(item, 0)} (expected {expected.stock.get(item, 0)})"
+        for item in sorted(set(on_hand) | set(expected.stock))
+        if on_hand.get(item, 0) != expected.stock.get(item, 0)
+    ]
+    if wrong:
+        sim.violate(Invariant.STOCK, f"{name}: on hand {_short(wrong)}", (name,))
+    bad_prices = [
+        f"{item}={p.unit_cents if p else None} (expected {cents})"
+        for item, cents in sorted(expected.prices.items())
+        if (p := ledger.price_of(item)) is None or p.unit_cents != cents  # type: ignore[arg-type]
+    ]
+    if bad_prices:
+        sim.violate(Invariant.PRICES, f"{name}: prices {_short(bad_prices)}", (name,))
+    return 5
+
+
+def _components(sim: Simulator) -> list[list[str]]:
+    names = [h.name for h in sim.lanes if h.alive]
+    seen: set[str] = set()
+    parts: list[list[str]] = []
+    for start in names:
+        if start in seen:
+            continue
+        part, todo = [], [start]
+        seen.add(start)
+        while todo:
+            current = todo.pop()
+            part.append(current)
+            for other in names:
+                if other not in seen and sim.established(current, other):
+                    seen.add(other)
+                    todo.append(other)
+        parts.append(sorted(part))
+    return parts
+
+
+def _check_leaders(sim: Simulator) -> int:
+    checks = 0
+    parts = _components(sim)
+    leading = {h.name for h in sim.lanes if h.election is not None and h.election.is_leader}
+    for part in parts:
+        checks += 1
+        leaders = [n for n in part if n in leading]
+        if len(leaders) > 1:
+            sim.violate(
+                Invariant.LEADER,
+                f"{len(leaders)} leaders in one connected component {part}: {leaders}",
+                tuple(leaders),
+            )
+    if len(parts) != 1 or len(parts[0]) != len(sim.lanes):
+        return checks
+    checks += 1
+    beliefs = {h.name: h.election.leader for h in sim.lanes if h.election is not None}
+    if len(leading) != 1 or len(set(beliefs.values())) != 1:
+        sim.violate(
+            Invariant.LEADER,
+            f"no single agreed leader after the quiet period: leading={sorted(leading)} "
+            f"beliefs={beliefs}",
+            tuple(sorted(beliefs)),
+        )
+        return checks
+    (leader,) = leading
+    uplinks = sorted(h.name for h in sim.lanes if sim.established(h.name, CLOUD))
+    if uplinks != [leader]:
+        sim.violate(
+            Invariant.LEADER,
+            f"leader {leader}, but the lanes linked to the cloud are {uplinks}",
+            (leader, *uplinks),
+        )
+    return checks
+
+
+def _check_durable(sim: Simulator, host: Host) -> int:
+    """A restart now, from exactly what was committed, must rebuild the same replica."""
+    replica = host.replica
+    if replica is None:
+        return 0
+    again = Replica(sim.store, 1, LocalIdentity(host.cert, host.key))
+    again.restore(host.durable, host.verified, sim.local_ms(host))
+    if again.digest() != replica.digest():
+        sim.violate(
+            Invariant.DURABILITY,
+            f"{host.name}: a restart from its committed log gives digest {again.digest()[:12]}, "
+            f"memory holds {replica.digest()[:12]} (something was acknowledged or forwarded "
+            "before it was committed, or never committed)",
+            (host.name,),
+        )
+    return 1

@@ -1,0 +1,71 @@
+"""Known bugs, planted behind test-only switches, that the simulator must find.
+
+Each one wraps or subclasses a real core class; nothing in ``lanesync.core`` is changed. They
+exist to prove the simulator bites: ``tests/sim/test_planted.py`` asserts each is found within a
+bounded number of seeds while the unmodified system passes the same seeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pycrdt import Doc, Map
+
+from lanesync.core.election import Election
+from lanesync.core.ids import Sku
+from lanesync.core.node import Link, Node
+from lanesync.core.wire import Update
+from lanesync.errors import RemoteError
+
+
+class NoRelayNode(Node):
+    """PLANTED BUG "a relay that forgets to forward": merges and persists what a peer sends
+    but never forwards it to its other peers (neither by origin nor as a catch-up push).
+
+    Only anti-entropy or a reconnection's state exchange can then carry data past this node."""
+
+    def _on_updates(self, link: Link, items: tuple[Update, ...], now_ms: int) -> None:
+        source = link.peer.terminal_id if link.peer else ""
+        for item in items:
+            try:
+                change = self.replica.merge([(item.doc, item.update)], now_ms)
+            except RemoteError as exc:
+                self._violation(link, f"bad update from {source}: {exc}", now_ms)
+                return
+            self._out.persist.append(change)
+        if link.ack_due_ms is None:
+            link.ack_due_ms = now_ms + self._ack_delay_ms
+        self._close_revoked(now_ms)
+
+
+class StickyLeaseElection(Election):
+    """PLANTED BUG "a lease that never expires": once a terminal leads, it never steps down,
+    even when a better-ranked candidate is alive in its part of the store (a lease whose
+    expiry check was forgotten). A healed split then has two leaders in one component."""
+
+    def _recompute(self, now_ms: int) -> None:
+        if self.leader == self.me:
+            return
+        super()._recompute(now_ms)
+
+
+class RmwStockView:
+    """PLANTED BUG "a stock counter updated by read-modify-write": on hand kept per SKU in a
+    pycrdt shared number that each lane sets to ``read + delta`` (FACTS.md: concurrent sets
+    keep one writer's value, so decrements are lost). Replicated alongside the real sync."""
+
+    def __init__(self, client_id: int) -> None:
+        self.doc: Doc[Any] = Doc(client_id=client_id)
+        self.map: Map[float] = self.doc.get("on_hand", type=Map)
+
+    def move(self, sku: Sku, delta: int) -> None:
+        with self.doc.transaction():
+            self.map[sku] = float(self.map.get(sku, 0.0)) + delta
+
+    def pull(self, other: RmwStockView) -> None:
+        """Receive what ``other`` has and this view lacks (rides on a delivered frame)."""
+        update = other.doc.get_update(self.doc.get_state())
+        self.doc.apply_update(update)
+
+    def on_hand(self) -> dict[str, int]:
+        return {sku: int(value) for sku, value in sorted(self.map.items())}

@@ -1,0 +1,430 @@
+"""Real ``lanesync run`` lanes, real ``lanesync cloud serve`` clouds, fault proxies; loopback only.
+
+Every process is started as ``python -m lanesync ...`` with ``--listen 127.0.0.1:0 --api
+127.0.0.1:0`` (lanes also ``--no-discovery``: no mDNS, only the ``--peer`` addresses given
+here, all 127.0.0.1). Addresses come from ``DIR/runtime.json`` (its pid must be the process's
+own), tokens from ``DIR/api.token``. A ``Procs`` remembers everything it started and ``close()``
+ends it all, SIGTERM then SIGKILL, whatever happened in the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from lanesync.tools.faultproxy import Link
+
+T = TypeVar("T")
+
+LOOPBACK = "127.0.0.1"
+START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-core box more
+STOP_TIMEOUT_S = 10.0
+CLI_TIMEOUT_S = 60.0
+HTTP_TIMEOUT_S = 20.0
+LOG_TAIL_LINES = 60
+# A fresh connection per request: the APIs' sockets lack TCP_NODELAY, so keep-alive responses
+# wait for a delayed ACK (~40 ms each).
+FRESH = httpx.Limits(max_keepalive_connections=0)
+
+ENV = {
+    key: value
+    for key, value in os.environ.items()
+    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
+}
+ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "100"})
+for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
+    ENV.pop(_name, None)
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float,
+    describe: Callable[[], str] | str = "condition",
+    *,
+    interval: float = 0.1,
+) -> T:
+    """Poll until ``predicate`` returns something truthy (returned), else AssertionError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            what = describe() if callable(describe) else describe
+            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
+        time.sleep(interval)
+
+
+def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
+    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+@dataclass(frozen=True, slots=True)
+class Cli:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def describe(self) -> str:
+        return (
+            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
+            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
+        )
+
+    def json(self) -> Any:
+        try:
+            return json.loads(self.stdout)
+        except ValueError as exc:
+            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+
+
+def cli(*args: str | Path, cwd: Path) -> Cli:
+    proc = subprocess.run(
+        [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+
+
+def cli_ok(*args: str | Path, cwd: Path) -> Cli:
+    result = cli(*args, cwd=cwd)
+    assert result.returncode == 0, result.describe()
+    assert result.stderr == "", result.describe()
+    return result
+
+
+def cli_json(*args: str | Path, cwd: Path) -> Any:
+    return cli_ok(*args, "--json", cwd=cwd).json()
+
+
+@dataclass(eq=False)
+class Proc:
+    """One running lanesync process (a lane or a cloud) and a client for its HTTP API."""
+
+    name: str
+    path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    runtime: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
+    _client: httpx.Client | None = None
+
+    @property
+    def listen(self) -> str:
+        return str(self.runtime["listen"])
+
+    @property
+    def api(self) -> str:
+        return str(self.runtime["api"])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise AssertionError(f"{self.name} has no API client (not started, or stopped)")
+        return self._client
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def describe(self) -> str:
+        state = "running" if self.alive() else f"exited {self.process.returncode}"
+        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(path)
+        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def post(self, path: str, body: Any = None) -> dict[str, Any]:
+        response = self.client.post(path, json=body)
+        assert response.status_code == 201, f"POST {path}: {response.status_code} {response.text}"
+        result: dict[str, Any] = response.json()
+        return result
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+class Lane(Proc):
+    def sell(self, lines: Sequence[tuple[str, int] | tuple[str, int, int]]) -> dict[str, Any]:
+        """Lines are (sku, qty) at the catalog price, or (sku, qty, unit_cents)."""
+        body = {
+            "lines": [
+                {"sku": line[0], "qty": line[1]}
+                | ({"unit_price": line[2]} if len(line) == 3 else {})
+                for line in lines
+            ]
+        }
+        return self.post("/v1/sales", body)
+
+    def receive(self, sku: str, qty: int) -> str:
+        return str(self.post("/v1/stock/receive", {"sku": sku, "qty": qty})["record_id"])
+
+    def set_price(self, sku: str, cents: int) -> str:
+        return str(self.post("/v1/prices", {"sku": sku, "unit_price": cents})["record_id"])
+
+    def void(self, sale_id: str) -> str:
+        return str(self.post(f"/v1/sales/{sale_id}/void")["record_id"])
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/status")
+        return result
+
+    def stock(self) -> dict[str, int]:
+        return {i["sku"]: i["on_hand"] for i in self.get("/v1/stock")["items"]}
+
+    def digest(self) -> str:
+        return str(self.get("/v1/digest")["digest"])
+
+    def verify(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/v1/verify")
+        return result
+
+    @property
+    def terminal_id(self) -> str:
+        return str(self.runtime["terminal_id"])
+
+    def leads(self) -> bool:
+        """This lane believes it is the leader and its cloud link is up."""
+        status = self.status()
+        return status["leader"] == self.terminal_id and bool((status["cloud"] or {})["connected"])
+
+    def peers(self) -> set[str]:
+        return {str(p["terminal_id"]) for p in self.status()["connections"]}
+
+
+class Cloud(Proc):
+    def sales(self, store_id: str, day: str | None = None) -> dict[str, Any]:
+        query = "" if day is None else f"?day={day}"
+        result: dict[str, Any] = self.get(f"/v1/stores/{store_id}/sales{query}")
+        return result
+
+    def stock(self, store_id: str) -> dict[str, int]:
+        return {i["sku"]: i["on_hand"] for i in self.get(f"/v1/stores/{store_id}/stock")["items"]}
+
+    def digest(self, store_id: str) -> str:
+        return str(self.get(f"/v1/stores/{store_id}/digest")["digest"])
+
+    def stores(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get("/v1/stores")["stores"]
+        return result
+
+
+class Procs:
+    """Every process a test started; ``close()`` ends them all."""
+
+    live: ClassVar[list[Procs]] = []
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.all: list[Proc] = []
+        self._runs: dict[str, int] = {}
+        Procs.live.append(self)
+
+    def _spawn(self, cls: type[Proc], name: str, path: Path, args: list[str]) -> Proc:
+        run = self._runs[name] = self._runs.get(name, 0) + 1
+        log_path = self.root / f"{name}.{run}.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "lanesync", *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=ENV,
+                cwd=self.root,
+            )
+        proc = cls(name, path, process, log_path)
+        self.all.append(proc)
+        return proc
+
+    def spawn_lane(
+        self,
+        path: Path,
+        *,
+        peers: Iterable[str] = (),
+        cloud: str | None = None,
+        priority: int | None = None,
+        extra: Sequence[str] = (),
+    ) -> Lane:
+        args = [
+            "run", str(path),
+            "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0", "--no-discovery",
+        ]  # fmt: skip
+        for peer in peers:
+            args += ["--peer", peer]
+        if cloud is not None:
+            args += ["--cloud", cloud]
+        if priority is not None:
+            args += ["--priority", str(priority)]
+        proc = self._spawn(Lane, path.name, path, [*args, *extra])
+        assert isinstance(proc, Lane)
+        return proc
+
+    def spawn_cloud(self, path: Path) -> Cloud:
+        args = ["cloud", "serve", str(path), "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
+        proc = self._spawn(Cloud, path.name, path, args)
+        assert isinstance(proc, Cloud)
+        return proc
+
+    def ready(self, proc: T, timeout: float = START_TIMEOUT_S) -> T:
+        """Wait for the process's own runtime.json, then open an API client."""
+        assert isinstance(proc, Proc)
+        runtime_path = proc.path / "runtime.json"
+
+        def runtime() -> dict[str, Any] | None:
+            if not proc.alive():
+                raise AssertionError(
+                    f"{proc.name} exited with {proc.process.returncode} while starting\n"
+                    + proc.describe()
+                )
+            try:
+                info = json.loads(runtime_path.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if info.get("pid") == proc.pid else None
+
+        proc.runtime = wait_until(
+            runtime, timeout, lambda: f"{proc.name} started\n{proc.describe()}"
+        )
+        proc.token = (proc.path / "api.token").read_text().strip()
+        proc._client = httpx.Client(
+            base_url=proc.api,
+            headers={"Authorization": f"Bearer {proc.token}"},
+            timeout=HTTP_TIMEOUT_S,
+            trust_env=False,
+            limits=FRESH,
+        )
+        return proc
+
+    def cloud(self, path: Path) -> Cloud:
+        return self.ready(self.spawn_cloud(path))
+
+    def lanes(self, specs: Sequence[dict[str, Any]]) -> list[Lane]:
+        """Start several lanes at once (``spawn_lane`` keyword arguments plus ``path``)."""
+        spawned = [self.spawn_lane(**spec) for spec in specs]
+        return [self.ready(lane) for lane in spawned]
+
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int:
+        proc.close_client()
+        if proc.alive():
+            proc.process.send_signal(sig)
+        try:
+            return proc.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.process.kill()
+            proc.process.wait(STOP_TIMEOUT_S)
+            raise AssertionError(f"{proc.name} ignored signal {sig}\n{proc.describe()}") from None
+
+    def kill(self, proc: Proc) -> None:
+        """SIGKILL: nothing in the process gets to run."""
+        proc.process.kill()
+        proc.process.wait(STOP_TIMEOUT_S)
+        proc.close_client()
+
+    def close(self) -> None:
+        for proc in self.all:
+            proc.close_client()
+            if proc.alive():
+                proc.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for proc in self.all:
+            try:
+                proc.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.process.kill()
+                proc.process.wait(STOP_TIMEOUT_S)
+        with contextlib.suppress(ValueError):
+            Procs.live.remove(self)
+
+    def describe(self) -> str:
+        return "\n".join(p.describe() for p in self.all)
+
+
+class ProxyLoop:
+    """``faultproxy.Link`` proxies on an asyncio loop in a thread; only touched from there."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.links: list[Link] = []
+        self._thread = threading.Thread(target=self.loop.run_forever, name="proxies", daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, func: Callable[[], T]) -> T:
+        async def hop() -> T:
+            return func()
+
+        return self.run(hop())
+
+    def link(self, target_port: int = 0) -> Link:
+        """A started proxy to 127.0.0.1:target_port (0: refuse until the port is set)."""
+        link = Link(LOOPBACK, target_port)
+        self.run(link.start(LOOPBACK))
+        self.links.append(link)
+        return link
+
+    def retarget(self, link: Link, port: int) -> None:
+        self.call(lambda: setattr(link, "target_port", port))
+
+    def partition(self, *links: Link) -> None:
+        self.call(lambda: [link.partition() for link in links])
+
+    def heal(self, *links: Link) -> None:
+        self.call(lambda: [link.heal() for link in links])
+
+    def close(self) -> None:
+        async def stop_all() -> None:
+            for link in self.links:
+                await link.stop()
+
+        try:
+            self.run(stop_all())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(STOP_TIMEOUT_S)
+            self.loop.close()
