@@ -128,6 +128,7 @@ class Replica:
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
         self._subscriptions: list[Subscription] = []
+        self._silent = False  # restore() folds what it loads itself
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -151,12 +152,16 @@ class Replica:
         return root
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
+        if self._silent:
+            return
         self._captured.append((doc, bytes(event.update)))
         self._digest = None  # any change, even deep inside a value a peer nested there
 
     def _on_map_event(self, doc: str, event: MapEvent) -> None:
         # Observers run inside pycrdt's commit; exceptions there surface as ExceptionGroups far
         # from their cause (FACTS.md), so only queue here and fold after the transaction.
+        if self._silent:
+            return
         keys: dict[str, dict[str, Any]] = getattr(event, "keys", {})
         for key, change in keys.items():
             self._events.append(
@@ -264,15 +269,31 @@ class Replica:
     def restore(
         self, stored: Mapping[str, Sequence[bytes]], verified: Container[bytes], now_ms: int
     ) -> Change:
-        """Load durable state (snapshot then log, per document) at open. Config goes first so
-        certificates are known before the records they certify are folded."""
-        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
-            doc = self._doc(name)
-            with doc.transaction():
-                for update in stored[name]:
-                    doc.apply_update(bytes(update))
-        self._captured.clear()
-        change = self._fold_events(now_ms, trusted=verified)
+        """Load durable state (snapshot then log, per document) at open, into a fresh replica.
+
+        The documents are loaded with the observers silenced (no per-key events, no re-encoded
+        update of everything just read), then folded entry by entry with the canonical rebuild:
+        certificates first, records whose verdict is cached not verified again.
+        """
+        self._silent = True
+        try:
+            for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
+                doc = self._doc(name)
+                with doc.transaction():
+                    for update in stored[name]:
+                        doc.apply_update(bytes(update))
+        finally:
+            self._silent = False
+        if CONFIG_DOC in self._docs:
+            for key, value in self._root(CONFIG_DOC).items():
+                self._ingest_config(key, value, now_ms)
+        self.rebuild(now_ms, trusted=verified)
+        for head in self.ledger.heads():
+            if self.me is not None and head.terminal == self.me.certificate.terminal_id:
+                self.clock.adopt(head.hlc)
+            else:
+                self.clock.observe(head.hlc, now_ms)
+        change = Change(verdicts=self.ledger.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
         return change
