@@ -290,7 +290,9 @@ def test_a_new_terminal_claims_only_after_one_lease() -> None:
 
 def test_a_new_terminal_names_a_better_one_at_once_without_claiming() -> None:
     election = Election("lane2", started_ms=0)
-    election.receive([Candidate("lane1", True, 0, 4, 0)], now_ms=10)
+    election.receive([Candidate("lane1", True, 0, 4, 0)], now_ms=5)
+    assert election.leader is None  # lane1 is better but has not claimed: nobody is named
+    election.receive([Candidate("lane1", True, 0, 4, 0, "lane1", 4)], now_ms=10)
     assert election.leader == "lane1"
     assert election.leader_term == 4
     assert election.term == 4  # adopts the highest term it hears of

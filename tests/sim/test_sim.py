@@ -58,7 +58,7 @@ def test_replay_is_identical_across_processes() -> None:
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         proc = subprocess.run(
             [sys.executable, "-m", "lanesync", "sim", "--seed", "11", "--lanes", "3",
-             "--ops", "12", "--fault-ms", "4000", "--trace"],
+             "--ops", "20", "--fault-ms", "4000", "--trace"],
             capture_output=True, env=env, timeout=120, check=False,
         )  # fmt: skip
         assert proc.returncode == 0, proc.stderr.decode()

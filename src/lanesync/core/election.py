@@ -43,6 +43,8 @@ class Candidate:
     priority: int  # configured; higher is preferred as the uplink
     term: int  # highest term it has seen
     age_ms: int  # how long ago the sender last heard of it (0 for the sender itself)
+    leader: str = ""  # the leader it follows ("" while settling)
+    leader_term: int = 0  # that leadership's term
 
     def rank(self) -> tuple[bool, int, _Reversed]:
         return (self.reachable, self.priority, _Reversed(self.terminal_id))
@@ -120,7 +122,15 @@ class Election:
     def gossip(self, now_ms: int) -> list[Candidate]:
         """What to tell every neighbour now: ourselves first, then everyone still alive."""
         self._recompute(now_ms)
-        mine = Candidate(self.me, self.reachable, self.priority, self.term, 0)
+        mine = Candidate(
+            self.me,
+            self.reachable,
+            self.priority,
+            self.term,
+            0,
+            self._leader or "",
+            self._leader_term,
+        )
         others = [
             Candidate(
                 h.candidate.terminal_id,
@@ -128,6 +138,8 @@ class Election:
                 h.candidate.priority,
                 h.candidate.term,
                 now_ms - h.heard_ms,
+                h.candidate.leader,
+                h.candidate.leader_term,
             )
             for h in sorted(self._heard.values(), key=lambda h: h.candidate.terminal_id)
         ]
@@ -150,6 +162,12 @@ class Election:
         self._recompute(now_ms)
         return sorted([self.me, *self._heard])
 
+    def _rival_leadership(self, term: int) -> bool:
+        return any(
+            h.candidate.leader not in ("", self.me) and h.candidate.leader_term >= term
+            for h in self._heard.values()
+        )
+
     # -- the rule --------------------------------------------------------------------------------
 
     def _recompute(self, now_ms: int) -> None:
@@ -158,13 +176,29 @@ class Election:
         mine = Candidate(self.me, self.reachable, self.priority, self.term, 0)
         best = max([mine, *(h.candidate for h in self._heard.values())], key=Candidate.rank)
         self._settled = now_ms - self.started_ms >= LEASE_MS
-        if best.terminal_id == self.me and not self._settled:
-            # Not yet heard of everyone alive: do not claim, and do not name anyone else either.
-            self._leader = None
+        if best.terminal_id == self.me:
+            if not self._settled:
+                # Not yet heard of everyone alive: claim nothing, name nobody.
+                self._leader = None
+                return
+            if (
+                self._leader != self.me
+                or self.term > self._leader_term
+                or self._rival_leadership(self._leader_term)
+            ):
+                # A new leadership, or another leadership (a healed split) with a term as high
+                # as ours: lead under a term above every one seen, so the fencing token grows.
+                self.term += 1
+                self._leader_term = self.term
+            self._leader = self.me
             return
-        if best.terminal_id == self.me and self._leader != self.me:
-            self.term += 1  # a new leadership: a term higher than any seen
-            self._leader_term = self.term
-        elif best.terminal_id != self.me:
-            self._leader_term = best.term
-        self._leader = best.terminal_id
+        claimed = best.leader == best.terminal_id and best.leader_term > 0
+        if self._leader == self.me and not (claimed and best.leader_term > self._leader_term):
+            # Outranked, but the better candidate does not lead under a higher term yet: keep
+            # leading (it sees our claim as a rival and will take a higher term), so the store
+            # is never without a leader and leadership only ever moves to a greater term.
+            return
+        if claimed:
+            self._leader, self._leader_term = best.terminal_id, best.leader_term
+        else:
+            self._leader = None  # the best candidate has not claimed yet: nobody leads here

@@ -190,7 +190,15 @@ def encode_message(message: Message) -> bytes:
                 [
                     MessageType.ELECTION,
                     [
-                        [c.terminal_id, c.reachable, c.priority, c.term, c.age_ms]
+                        [
+                            c.terminal_id,
+                            c.reachable,
+                            c.priority,
+                            c.term,
+                            c.age_ms,
+                            c.leader,
+                            c.leader_term,
+                        ]
                         for c in candidates
                     ],
                 ]
@@ -230,13 +238,25 @@ def decode_message(data: bytes) -> Message:
             candidates = []
             for item in raw:
                 match item:
-                    case [str(t), bool(reachable), int(priority), int(term), int(age)] if (
+                    case [
+                        str(t),
+                        bool(reachable),
+                        int(priority),
+                        int(term),
+                        int(age),
+                        str(leader),
+                        int(leader_term),
+                    ] if (
                         is_valid_name(t)
+                        and (leader == "" or is_valid_name(leader))
                         and 0 <= term < 2**63
+                        and 0 <= leader_term < 2**63
                         and 0 <= age < 2**31
                         and -(2**31) <= priority < 2**31
                     ):
-                        candidates.append(Candidate(t, reachable, priority, term, age))
+                        candidates.append(
+                            Candidate(t, reachable, priority, term, age, leader, leader_term)
+                        )
                     case _:
                         raise ProtocolViolation("election message has a malformed entry")
             return ElectionGossip(tuple(candidates))
