@@ -220,6 +220,35 @@ def wait(predicate: Callable[[], Any], timeout: float, what: str, interval: floa
     raise RuntimeError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+class ApiProbe:
+    """Polls the cloud's API every 0.2 s in a thread; ``stop()`` returns the slowest answer."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=300,
+            trust_env=False,
+        )
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            self._client.get("/v1/status").raise_for_status()
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+            self._stop.wait(0.2)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(300)
+        self._client.close()
+        return self.slowest
+
+
 # -- the store, offline ------------------------------------------------------------------------
 
 
@@ -295,7 +324,6 @@ def minimal_delta(cloud: CloudDirectory, leader: Path) -> dict[str, Any]:
             "delta_docs": {name: len(u) for name, u in sorted(delta.items())},
             "leader_records": lane.replica.ledger.accepted_count(),
             "leader_sales": sum(1 for _ in lane.replica.ledger.sale_ids()),
-            "leader_digest": lane.digest(),
             "cloud_records_before": replica.replica.ledger.accepted_count(),
         }
 
@@ -310,7 +338,7 @@ def catch_up(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     progress(f"day written: {day}")
     offline = minimal_delta(cloud_dir, lanes[0])
     progress(f"minimal delta {offline['minimal_delta_bytes']} bytes")
-    procs, proxies = Procs(root / "logs"), ProxyLoop()
+    procs, proxies = Procs(args.logs or root / "logs"), ProxyLoop()
     try:
         cloud = procs.cloud(cloud_dir.path)
         wan = proxies.link(int(cloud.runtime["listen"].rsplit(":", 1)[1]))
@@ -325,6 +353,7 @@ def catch_up(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         )
         time.sleep(1)
         forwarded_before = wan.stats.bytes_forwarded
+        stalls = ApiProbe(cloud.runtime["api"], (cloud_dir.path / "api.token").read_text().strip())
         progress(f"WAN heals ({load()})")
         healed = time.monotonic()
         proxies.call(wan.heal)
@@ -349,15 +378,16 @@ def catch_up(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         done = time.monotonic()
         wait(
             lambda: (
-                cloud.get(f"/v1/stores/{STORE_ID}/digest")["digest"] == offline["leader_digest"]
+                cloud.get(f"/v1/stores/{STORE_ID}/digest")["digest"]
+                == leader.get("/v1/digest")["digest"]
             ),
             60,
             "digests match",
         )
-        link = cloud_link() or {}
         wait(lambda: (cloud_link() or {}).get("unacked_bytes") == 0, 120, "acknowledged")
         acked = time.monotonic()
-        link = cloud_link() or link
+        max_stall = stalls.stop()
+        wan_bytes = wan.stats.bytes_forwarded - forwarded_before
         sales_view = cloud.get(f"/v1/stores/{STORE_ID}/sales")
         assert sales_view["count"] == expected_sales, sales_view["count"]
         return {
@@ -367,13 +397,16 @@ def catch_up(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             "uplink_to_tables_exact_s": round(done - connected, 3),
             "heal_to_tables_exact_s": round(done - healed, 3),
             "heal_to_acknowledged_s": round(acked - healed, 3),
-            "uplink_bytes_sent": link.get("bytes_sent"),
-            "uplink_bytes_received": link.get("bytes_received"),
-            "wan_bytes_both_ways": wan.stats.bytes_forwarded - forwarded_before,
-            "sent_over_minimal": round(
-                (link.get("bytes_sent") or 0) / max(1, offline["minimal_delta_bytes"]), 3
-            ),
-            "bytes_per_sale_sent": round((link.get("bytes_sent") or 0) / max(1, expected_sales), 1),
+            "wan_bytes_both_ways": wan_bytes,
+            "wan_over_minimal": round(wan_bytes / max(1, offline["minimal_delta_bytes"]), 4),
+            "wan_bytes_per_sale": round(wan_bytes / max(1, expected_sales), 1),
+            "uplink_connections": leader.log.read_text().count("peer.connected peer=cloud"),
+            "uplink_drops": [
+                line["msg"]
+                for line in map(json.loads, leader.log.read_text().splitlines())
+                if line["msg"].startswith("peer.closed peer=cloud")
+            ],
+            "cloud_api_max_latency_s": round(max_stall, 3),
         }
     finally:
         procs.close()
@@ -383,10 +416,15 @@ def catch_up(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 # -- failover ----------------------------------------------------------------------------------
 
 
+def leads(proc: Proc) -> bool:
+    status = proc.get("/v1/status")
+    return status["leader"] == proc.path.name and bool(status["cloud"]["connected"])
+
+
 def failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     progress(f"failover: {args.kills} leader kills")
     _, cloud_dir, lanes = make_store(root, 3)
-    procs = Procs(root / "logs")
+    procs = Procs(args.logs or root / "logs")
     try:
         cloud = procs.cloud(cloud_dir.path)
         url = cloud.runtime["listen"]
@@ -397,16 +435,11 @@ def failover(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         elected: list[float] = []
         uplinked: list[float] = []
         for kill in range(args.kills):
-
-            def leads(proc: Proc) -> bool:
-                status = proc.get("/v1/status")
-                return status["leader"] == proc.path.name and bool(status["cloud"]["connected"])
-
-            wait(
-                lambda: leads(lane1) and lane2.get("/v1/status")["leader"] == "lane01", 60, "lane01"
-            )
-            wait(lambda: lane3.get("/v1/status")["leader"] == "lane01", 60, "lane03 names lane01")
-            time.sleep(random.uniform(0.5, 1.5))  # noqa: S311 - any phase of the gossip round
+            first = lane1
+            wait(lambda first=first: leads(first), 60, "lane01 leads with its uplink")
+            for other in (lane2, lane3):
+                wait(lambda o=other: o.get("/v1/status")["leader"] == "lane01", 60, "lane01 named")
+            time.sleep(random.uniform(0.5, 1.5))  # any phase of the gossip round
             lane1.stop(signal.SIGKILL)
             killed = time.monotonic()
             got_elected = None
@@ -458,6 +491,7 @@ def main() -> None:
     parser.add_argument("--skip", choices=["catch-up", "failover"], action="append", default=[])
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--logs", type=Path, help="keep the processes' logs here")
     args = parser.parse_args()
     if args.quick:
         args.lanes, args.sales, args.kills = 4, 2_000, 3

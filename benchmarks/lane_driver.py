@@ -179,6 +179,15 @@ class Arrivals:
         return out
 
 
+def runqueue_wait_s() -> float:
+    """Time this process's main thread (the event loop) has waited for a CPU while runnable
+    (Linux schedstat): high when the machine has more runnable work than cores."""
+    try:
+        return int(Path("/proc/self/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def write_json(path: str, data: dict[str, Any]) -> None:
     Path(path).write_text(json.dumps(data))
 
@@ -213,9 +222,27 @@ class TimedMesh(Mesh):
                 self._scan(self.accepted)
 
         self.node.data_received = data_received  # type: ignore[method-assign]
+        # Wall time the event loop spends inside SQLite (commit with its fsync, compaction):
+        # the loop serves nothing else meanwhile.
+        self.storage_s: dict[str, float] = defaultdict(float)
+        self.storage_calls: dict[str, int] = defaultdict(int)
+        storage = self.terminal.storage
+        storage.commit = self._timed("commit", storage.commit)  # type: ignore[method-assign]
+        storage.compact = self._timed("compact", storage.compact)  # type: ignore[method-assign]
         TimedMesh.current = self
         lane = LanesyncLane(self)
         self._lane_task = asyncio.get_running_loop().create_task(lane.run(), name="bench-control")
+
+    def _timed(self, what: str, call: Callable[..., None]) -> Callable[..., None]:
+        def timed(*args: Any) -> None:
+            started = time.perf_counter()
+            try:
+                call(*args)
+            finally:
+                self.storage_s[what] += time.perf_counter() - started
+                self.storage_calls[what] += 1
+
+        return timed
 
     def _scan(self, into: Arrivals) -> None:
         at = now_ns()
@@ -318,7 +345,10 @@ class LanesyncLane:
             "payload_out": self.mesh.bytes_out,
             "frames_out": self.mesh.frames_out,
             "commits": committer.commits if committer else 0,
+            "storage_s": dict(self.mesh.storage_s),
+            "storage_calls": dict(self.mesh.storage_calls),
             "cpu_s": time.process_time(),
+            "runq_s": runqueue_wait_s(),
             "errors": len(self.errors),
         }
 
@@ -444,6 +474,7 @@ class PycrdtServer:
                     "wire_out": self.wire_out,
                     "payload_out": sum(c.bytes_out for c in self.channels),
                     "cpu_s": time.process_time(),
+                    "runq_s": runqueue_wait_s(),
                     "room_size": self.room_size(),
                 }
             case "profile":
@@ -533,6 +564,7 @@ class PycrdtClient:
                     "wire_out": self.wire_out,
                     "payload_out": self.channel.bytes_out if self.channel else 0,
                     "cpu_s": time.process_time(),
+                    "runq_s": runqueue_wait_s(),
                     "errors": 0,
                 }
             case "load":

@@ -67,7 +67,9 @@ READY_TIMEOUT_S = 90.0
 CALL_TIMEOUT_S = 120.0
 POLL_S = 0.05
 IDLE_LOAD = 1.0  # 1-minute load average under which the machine counts as quiet
-IDLE_POLL_S = 15.0
+IDLE_POLL_S = 10.0
+IDLE_BUSY_CORES = 0.2
+BUSY_OTHER_CORES = 0.25  # other people's work above this during a step taints its figures
 PROFILE_TOP = 25
 
 # The issue's targets (2-core machine, 8 lanes as 8 processes, everything on).
@@ -295,6 +297,15 @@ class Step:
     cpu_ms_per_sale: float = math.nan
     cpu_cores_busy: float = math.nan
     window_s: float = 0.0
+    # lanesync: share of each lane's wall time its event loop spent inside SQLite commits and
+    # compactions (fsync included), averaged over lanes; and commits per lane per second.
+    storage_busy: float = math.nan
+    storage_calls_per_lane_s: float = math.nan
+    # Share of wall time the processes' event loops were runnable but waiting for a core
+    # (/proc/self/schedstat), averaged over processes: the machine was oversubscribed.
+    runqueue_wait: float = math.nan
+    # CPU the rest of the machine used meanwhile (other people's work), in cores.
+    other_cores: float = math.nan
     keeps_up: bool = False
     why_not: str = ""
 
@@ -372,6 +383,22 @@ def analyse(
         step.cpu_ms_per_sale = step.cpu_s / step.sales * 1e3
     if step.window_s:
         step.cpu_cores_busy = step.cpu_s / step.window_s
+        waited = sum(after[p]["runq_s"] - before[p]["runq_s"] for p in after)
+        step.runqueue_wait = waited / (len(after) * step.window_s)
+        lanes = [p for p in after if "storage_s" in after[p]]
+        if lanes:
+            spent = sum(
+                after[p]["storage_s"].get(k, 0.0) - before[p]["storage_s"].get(k, 0.0)
+                for p in lanes
+                for k in after[p]["storage_s"]
+            )
+            calls = sum(
+                after[p]["storage_calls"].get(k, 0) - before[p]["storage_calls"].get(k, 0)
+                for p in lanes
+                for k in after[p]["storage_calls"]
+            )
+            step.storage_busy = spent / (len(lanes) * step.window_s)
+            step.storage_calls_per_lane_s = calls / (len(lanes) * step.window_s)
     reasons = []
     if step.failed_writes:
         reasons.append(f"{step.failed_writes} writes failed")
@@ -385,9 +412,19 @@ def analyse(
     step.why_not = "; ".join(reasons)
 
 
+def machine_busy_s() -> float:
+    """CPU seconds the whole machine has been busy since boot (/proc/stat, all cores)."""
+    try:
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return math.nan
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # minus idle, iowait
+
+
 async def measure(fleet: Fleet, rate: float, duration: float, label: str, work: Path) -> Step:
     step = Step(fleet.system, label, rate, len(fleet.lanes), duration)
     before = await fleet.statuses()
+    busy0, own0 = machine_busy_s(), time.process_time()
     t0 = time.monotonic()
     _, end_ns, replies = await fleet.load(rate, duration)
     step.failed_writes = sum(r["failed"] for r in replies)
@@ -396,7 +433,9 @@ async def measure(fleet: Fleet, rate: float, duration: float, label: str, work: 
     await asyncio.sleep(ACK_SETTLE_S)
     after = await fleet.statuses()
     step.window_s = time.monotonic() - t0
+    busy, own = machine_busy_s() - busy0, time.process_time() - own0
     analyse(step, await fleet.collect(work), end_ns, before, after)
+    step.other_cores = max(0.0, busy - own - step.cpu_s) / step.window_s
     if not step.settled:
         step.keeps_up = False
         step.why_not = step.why_not or "did not converge"
@@ -405,12 +444,15 @@ async def measure(fleet: Fleet, rate: float, duration: float, label: str, work: 
             raise BenchError(f"{fleet.system} never converged after the {rate:.0f}/s step")
         await fleet.collect(work)  # late arrivals belong to no later step
     lat = step.latency_ms
+    sqlite = "" if math.isnan(step.storage_busy) else f"loops in SQLite {step.storage_busy:.0%}, "
     progress(
         f"  {fleet.system} {label} {rate:.0f}/s: {step.sales} sales, "
         f"p50 {lat.get('p50', math.nan):.2f} ms p99 {lat.get('p99', math.nan):.2f} ms, "
         f"converged +{step.converged_after_s or math.nan:.3f} s, "
         f"{step.wire_bytes_per_sale_receiver:.0f} B/sale/receiver, "
-        f"CPU {step.cpu_cores_busy:.2f} cores -> {'keeps up' if step.keeps_up else step.why_not}"
+        f"CPU {step.cpu_cores_busy:.2f} cores, {sqlite}"
+        f"waiting for a core {step.runqueue_wait:.0%}, other work {step.other_cores:.2f} cores -> "
+        f"{'keeps up' if step.keeps_up else step.why_not}"
     )
     return step
 
@@ -909,6 +951,16 @@ def figures(ls: SystemResult, py: SystemResult | None, args: argparse.Namespace)
             pick(py, lambda r: r.latency.cpu_ms_per_sale),
         )
     )
+    rows.append(
+        Figure(
+            f"  lanesync event loops inside SQLite at {rate:.0f}/s",
+            "%",
+            ls.latency.storage_busy * 100,
+            None,
+            note=f"{ls.latency.storage_calls_per_lane_s:.0f} commits per lane and second; "
+            "commit (fsync) and compaction run on the event loop",
+        )
+    )
     if not full:
         for row in rows:
             if row.result in ("PASS", "FAIL"):
@@ -928,6 +980,8 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f} ms"
     if unit == "s":
         return f"{value:.2f} s"
+    if unit == "%":
+        return f"{value:.0f} %"
     if unit == "B":
         return f"{value:,.0f} B"
     return f"{value:,.0f} {unit}"
@@ -959,17 +1013,19 @@ def render(rows: Sequence[Figure]) -> str:
 def ladder_table(results: Sequence[SystemResult]) -> str:
     lines = [
         "| system | step | sales/s | sales | p50 ms | p99 ms | converged +s | B/sale/recv "
-        "| CPU cores | kept up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU cores | loops in SQLite | waiting for a core | other work, cores | kept up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for s in result.ladder.steps:
+            sqlite = "-" if math.isnan(s.storage_busy) else f"{s.storage_busy:.0%}"
             lines.append(
                 f"| {s.system} | {s.label} | {s.rate:.0f} | {s.sales} | "
                 f"{s.latency_ms.get('p50', math.nan):.2f} | "
                 f"{s.latency_ms.get('p99', math.nan):.2f} | "
                 f"{s.converged_after_s if s.converged_after_s is not None else math.nan:.3f} | "
-                f"{s.wire_bytes_per_sale_receiver:.0f} | {s.cpu_cores_busy:.2f} | "
+                f"{s.wire_bytes_per_sale_receiver:.0f} | {s.cpu_cores_busy:.2f} | {sqlite} | "
+                f"{s.runqueue_wait:.0%} | {s.other_cores:.2f} | "
                 f"{'yes' if s.keeps_up else 'no: ' + s.why_not} |"
             )
     return "\n".join(lines)
@@ -1023,17 +1079,33 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+async def others_busy(seconds: float = 5.0) -> float:
+    """Cores the machine kept busy over ``seconds`` while this process slept."""
+    before = machine_busy_s()
+    await asyncio.sleep(seconds)
+    return (machine_busy_s() - before) / seconds
+
+
 async def wait_for_quiet(limit_s: float) -> dict[str, Any]:
+    """Wait until the 1-minute load average is under IDLE_LOAD and the machine is not busy
+    right now either (the load average lags by a minute), at most ``limit_s``."""
     started = time.monotonic()
     first = load_average()
-    while load_average() >= IDLE_LOAD and time.monotonic() - started < limit_s:
-        progress(f"load average {load_average():.2f} >= {IDLE_LOAD}: waiting for a quiet machine")
-        await asyncio.sleep(IDLE_POLL_S)
+    busy = await others_busy(1.0)
+    while time.monotonic() - started < limit_s:
+        if load_average() < IDLE_LOAD and busy < IDLE_BUSY_CORES:
+            break
+        progress(
+            f"load average {load_average():.2f}, {busy:.2f} cores busy: waiting for a quiet "
+            f"machine (load < {IDLE_LOAD}, < {IDLE_BUSY_CORES} cores busy)"
+        )
+        busy = await others_busy(IDLE_POLL_S)
     return {
         "loadavg_1m_first_seen": first,
         "loadavg_1m_at_start": load_average(),
+        "cores_busy_at_start": busy,
         "waited_s": round(time.monotonic() - started, 1),
-        "quiet": load_average() < IDLE_LOAD,
+        "quiet": load_average() < IDLE_LOAD and busy < IDLE_BUSY_CORES,
     }
 
 
@@ -1098,7 +1170,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         py = None if args.skip_baseline else await run_system("pycrdt", args, root)
     rows = figures(ls, py, args)
     results = [ls, *([py] if py else [])]
+    others = [
+        s.other_cores for r in results for s in r.ladder.steps if not math.isnan(s.other_cores)
+    ]
+    load["max_other_cores_during_steps"] = max(others, default=math.nan)
     print()
+    if others and max(others) > BUSY_OTHER_CORES:
+        print(
+            f"WARNING: other work on this machine used up to {max(others):.2f} cores during the "
+            "measured steps (see the ladder table): the figures are pessimistic."
+        )
     print(render(rows))
     print()
     print(ladder_table(results))

@@ -7,12 +7,12 @@ restart (a new ``Election`` with ``started_ms=now``, its cloud probe result set 
 daemon's uplink does at start); cloud reachability flips; the graph changes (partitions form and
 heal, single links go up and down).
 
-Timers: a terminal's timer fires at ``next_deadline()`` when that lies in the future. It does
-not once the terminal's claim deadline (``started_ms + LEASE_MS``) has passed: that deadline
-stays in the minimum for good (see ``test_next_deadline_moves_past_the_claim_window``; the
-daemon then spins on a zero-delay timer). The simulator then fires at the deadline the election
-would give without it (the next gossip round or lease expiry: ``next_deadline()`` of a copy
-whose ``started_ms`` lies far in the future), so the protocol is exercised as designed.
+Timers: a terminal's timer fires at ``next_deadline()``. Should that not lie in the future (it
+must, see ``test_next_deadline_moves_past_the_claim_window``; an earlier version kept the
+passed claim deadline ``started_ms + LEASE_MS`` in its minimum, and the daemon spun on a
+zero-delay timer), the simulator fires at the deadline a copy whose ``started_ms`` lies far in
+the future gives (the next gossip round or lease expiry), and polls every ``POLL_MS`` as a last
+resort, so a broken deadline cannot stall the simulation.
 
 Delivery model: a message sent at ``t`` arrives at ``t + delay`` (``delay`` uniform in
 ``[0, max_delay_ms]``), unless the edge went down, or either end died or restarted, in between

@@ -288,7 +288,7 @@ def test_a_new_terminal_claims_only_after_one_lease() -> None:
     assert election.leader_term == 1
 
 
-def test_a_new_terminal_names_a_better_one_at_once_without_claiming() -> None:
+def test_a_new_terminal_names_a_better_one_once_it_claims_without_claiming_itself() -> None:
     election = Election("lane2", started_ms=0)
     election.receive([Candidate("lane1", True, 0, 4, 0)], now_ms=5)
     assert election.leader is None  # lane1 is better but has not claimed: nobody is named
@@ -296,6 +296,30 @@ def test_a_new_terminal_names_a_better_one_at_once_without_claiming() -> None:
     assert election.leader == "lane1"
     assert election.leader_term == 4
     assert election.term == 4  # adopts the highest term it hears of
+    assert not election.is_leader
+
+
+def test_an_outranked_leader_leads_until_the_better_one_claims_a_higher_term() -> None:
+    """Leadership moves only to a greater term, and the store is never left without one."""
+    sim = clique({"lane1": 0, "lane2": 0})
+    sim.kill("lane1")
+    sim.run_until(10_000)
+    assert sim.election("lane2").is_leader
+    term = sim.election("lane2").leader_term
+    sim.start("lane1")  # lane1 outranks lane2 (smaller id) but must first wait out its lease
+    restarted = sim.now
+    claimed: list[tuple[int, list[str]]] = []
+
+    def watch(s: Sim) -> None:
+        claimed.append((s.now, [t for t in s.alive() if s.election(t).is_leader]))
+
+    sim.on_step.append(watch)
+    sim.run_until(restarted + LEASE_MS + 2 * GOSSIP_MS)
+    assert all(leaders for _, leaders in claimed), "a moment with no leader at all"
+    assert all(leaders == ["lane2"] for at, leaders in claimed if at < restarted + LEASE_MS)
+    assert claimed[-1][1] == ["lane1"]
+    assert sim.election("lane1").leader_term > term
+    assert sim.election("lane2").leader_term == sim.election("lane1").leader_term
 
 
 def test_gossip_lists_itself_first_then_live_candidates_with_ages() -> None:

@@ -5,6 +5,7 @@ Every route needs the bearer token in CLOUD_DIR/api.token: head-office data is c
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from fastapi import FastAPI
@@ -90,6 +91,13 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
 
 
 def _is_day(text: str) -> bool:
+    """A real calendar day written YYYY-MM-DD (2026-13-01 is not one)."""
     from lanesync.core.ids import is_valid_doc_name, ledger_doc
 
-    return is_valid_doc_name(ledger_doc(text))
+    if not is_valid_doc_name(ledger_doc(text)):
+        return False
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True

@@ -295,7 +295,7 @@ class Mesh:
         """Keep one connection to a peer: reconnect with jittered exponential backoff."""
         delay = BACKOFF_INITIAL_S
         if (
-            "static" not in peer.found_by
+            peer.found_by == {"mdns"}
             and peer.terminal_id is not None
             and peer.terminal_id < self.node.terminal_id
         ):

@@ -39,6 +39,10 @@ class Uplink:
         self._port = parts.port or (443 if parts.scheme == "wss" else 80)
         self._entry: PeerEntry | None = None
         self.last_probe_ok: bool | None = None
+        # Kept across outages: what the cloud last acknowledged, so `status` can say how far
+        # behind it is while the link is down (the live link's figures vanish with it).
+        self._last_ack_ms: int | None = None
+        self._cloud_state: dict[str, bytes] | None = None
 
     async def run(self) -> None:
         probe = asyncio.get_running_loop().create_task(self._probe_forever())
@@ -72,7 +76,16 @@ class Uplink:
             await writer.wait_closed()
         return True
 
+    def _remember_ack(self) -> None:
+        for link in self._mesh.node.links.values():
+            if link.is_open and link.peer is not None and link.peer.role is Role.CLOUD:
+                if link.peer_acked_ms is not None:
+                    self._last_ack_ms = link.peer_acked_ms
+                if link.peer_state is not None:
+                    self._cloud_state = dict(link.peer_state)
+
     def _steer(self) -> None:
+        self._remember_ack()
         if self._election.is_leader:
             if self._entry is None or self._entry.task is None or self._entry.task.done():
                 log.info("uplink.start term=%d url=%s", self._election.leader_term, self.url)
@@ -87,11 +100,16 @@ class Uplink:
             self._entry = None
 
     def status(self) -> dict[str, Any]:
+        self._remember_ack()
         link = self._mesh.cloud_link_status()
+        pending = link["unacked_bytes"] if link else None
+        if pending is None and self._cloud_state is not None:
+            replica = self._mesh.node.replica
+            pending = sum(len(u) for u in replica.updates_since(self._cloud_state).values())
         return {
             "url": self.url,
             "reachable": self.last_probe_ok,
             "connected": link is not None,
-            "last_ack_ms": link["acked_ms"] if link else None,
-            "pending_bytes": link["unacked_bytes"] if link else None,
+            "last_ack_ms": self._last_ack_ms,
+            "pending_bytes": pending,
         }
