@@ -12,10 +12,13 @@ ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -259,14 +262,25 @@ def test_sigterm_sends_the_mdns_goodbye(net: TestNet, lan: Lan, record_property:
     assert watcher.stdin is not None
     assert json.loads(watcher.stdout.readline()) == {"ready": True}
     instance = f"{lan.store_id}-lane2.{SERVICE_TYPE}"
-    time.sleep(1.0)  # the watcher's first query is answered
+    lines: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in watcher.stdout], daemon=True)
+    reader.start()
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 20
+    # The watcher must have seen lane2 before it stops (a loaded machine answers slowly).
+    while not any(e["name"] == instance and e["change"] == "Added" for e in events):
+        assert time.monotonic() < deadline, f"the watcher never saw {instance}: {events}"
+        with contextlib.suppress(queue.Empty):
+            events.append(json.loads(lines.get(timeout=0.5)))
 
     stopped = time.monotonic()
     assert lan.stop(lane2) == 0
     time.sleep(2.0)
     watcher.stdin.close()
     stop_process(watcher, 5.0, signalled=True)
-    events = [json.loads(line) for line in watcher.stdout]
+    reader.join(5)
+    while not lines.empty():
+        events.append(json.loads(lines.get()))
     removed = [e for e in events if e["name"] == instance and e["change"] == "Removed"]
     row = lane1.peer("lane2")
     print(f"\nMEASURED goodbye events for {instance}: {events}; lane1's row {row}")
