@@ -464,34 +464,31 @@ class Ladder:
     first_failed: float | None = None
 
 
-async def run_ladder(
-    fleet: Fleet, first: Step, rates: Sequence[float], duration: float, work: Path
-) -> Ladder:
-    """Rates upwards until one is not kept up twice in a row (a retry absorbs one hiccup of a
-    shared machine); the latency step counts as the first rung."""
-    ladder = Ladder([first])
-    if first.keeps_up:
-        ladder.highest_kept = first.rate
-    else:
-        retry = await measure(fleet, first.rate, duration, "ladder-retry", work)
-        ladder.steps.append(retry)
-        if not retry.keeps_up:
-            ladder.first_failed = first.rate
-            return ladder
-        ladder.highest_kept = first.rate
-    for rate in rates:
-        if rate <= first.rate:
-            continue
-        step = await measure(fleet, rate, duration, "ladder", work)
-        ladder.steps.append(step)
-        if not step.keeps_up:
-            step = await measure(fleet, rate, duration, "ladder-retry", work)
+async def climb(
+    fleets: dict[str, Fleet], rates: Sequence[float], duration: float, root: Path
+) -> dict[str, Ladder]:
+    """Every system up the same ladder of rates, their steps alternating, so both meet the same
+    machine (other people's work comes and goes); a system stops at the first rate it does not
+    keep up twice in a row (the retry absorbs one hiccup). The first rate is the latency step."""
+    ladders = {name: Ladder() for name in fleets}
+    climbing = list(fleets)
+    for i, rate in enumerate(rates):
+        for name in list(climbing):
+            fleet, ladder = fleets[name], ladders[name]
+            label = "latency" if i == 0 else "ladder"
+            step = await measure(fleet, rate, duration, label, root / name)
             ladder.steps.append(step)
-        if not step.keeps_up:
-            ladder.first_failed = rate
+            if not step.keeps_up:
+                step = await measure(fleet, rate, duration, f"{label}-retry", root / name)
+                ladder.steps.append(step)
+            if step.keeps_up:
+                ladder.highest_kept = rate
+            else:
+                ladder.first_failed = rate
+                climbing.remove(name)
+        if not climbing:
             break
-        ladder.highest_kept = rate
-    return ladder
+    return ladders
 
 
 # -- lanesync ------------------------------------------------------------------------------------
@@ -759,7 +756,8 @@ class SystemResult:
     profile: dict[str, Any] | None = None
 
 
-async def run_system(system: System, args: argparse.Namespace, root: Path) -> SystemResult:
+async def open_fleet(system: System, args: argparse.Namespace, root: Path) -> Fleet:
+    """Start, connect and warm up one system's lanes (stopped again on failure)."""
     work = root / system
     logs = work / "logs"
     logs.mkdir(parents=True)
@@ -769,8 +767,6 @@ async def run_system(system: System, args: argparse.Namespace, root: Path) -> Sy
         fleet = await start_lanesync(work, "bench-store", names, logs)
     else:
         fleet = await start_pycrdt(names, logs)
-    profile = None
-    check: dict[str, Any] = {}
     try:
         if system == "lanesync":
             await connect_full_mesh(fleet, work)
@@ -779,24 +775,51 @@ async def run_system(system: System, args: argparse.Namespace, root: Path) -> Sy
         if not await fleet.wait_converged(SETTLE_TIMEOUT_S):
             raise BenchError(f"{system}: the warm-up did not converge")
         await fleet.collect(work)
-        latency = await measure(fleet, args.rate, args.duration, "latency", work)
-        ladder = await run_ladder(fleet, latency, args.ladder, args.duration, work)
-        if system == "lanesync":
-            rate = profile_rate(args, ladder)
-            if rate:
-                profile = await profile_step(fleet, rate, args.duration, work)
-        if system == "lanesync":
-            check = await api_check(fleet, work)
-            progress(f"lanesync: API check {check}")
-    finally:
+    except BaseException:
         await stop_all(fleet.procs)
-    progress(f"{system}: catch-up after a split of {args.split_sales} sales")
-    if system == "lanesync":
-        catch_up = await lanesync_catch_up(work, args.split_sales, logs)
-    else:
-        catch_up = await pycrdt_catch_up(args.split_sales, logs, work)
-    progress(f"  {catch_up}")
-    return SystemResult(system, latency, ladder, catch_up, check, profile)
+        raise
+    return fleet
+
+
+async def run_all(args: argparse.Namespace, root: Path) -> list[SystemResult]:
+    systems: list[System] = ["lanesync"] if args.skip_baseline else ["lanesync", "pycrdt"]
+    fleets: dict[str, Fleet] = {}
+    profile = None
+    check: dict[str, Any] = {}
+    try:
+        for system in systems:
+            fleets[system] = await open_fleet(system, args, root)
+        rates = [args.rate, *(r for r in args.ladder if r > args.rate)]
+        ladders = await climb(fleets, rates, args.duration, root)
+        lanesync = fleets["lanesync"]
+        rate = profile_rate(args, ladders["lanesync"])
+        if rate:
+            profile = await profile_step(lanesync, rate, args.duration, root / "lanesync")
+        check = await api_check(lanesync, root / "lanesync")
+        progress(f"lanesync: API check {check}")
+    finally:
+        await asyncio.gather(*(stop_all(f.procs) for f in fleets.values()))
+    results = []
+    for system in systems:
+        work = root / system
+        progress(f"{system}: catch-up after a split of {args.split_sales} sales")
+        if system == "lanesync":
+            catch_up = await lanesync_catch_up(work, args.split_sales, work / "logs")
+        else:
+            catch_up = await pycrdt_catch_up(args.split_sales, work / "logs", work)
+        progress(f"  {catch_up}")
+        ladder = ladders[system]
+        results.append(
+            SystemResult(
+                system,
+                [step for step in ladder.steps if step.rate == rates[0]][-1],
+                ladder,
+                catch_up,
+                check if system == "lanesync" else {},
+                profile if system == "lanesync" else None,
+            )
+        )
+    return results
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -1165,11 +1188,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     progress(f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}; load {load}")
     started = datetime.now(UTC)
     with tempfile.TemporaryDirectory(prefix="lanesync-mesh-", dir=args.workdir) as tmp:
-        root = Path(tmp)
-        ls = await run_system("lanesync", args, root)
-        py = None if args.skip_baseline else await run_system("pycrdt", args, root)
+        results = await run_all(args, Path(tmp))
+    ls, py = results[0], (results[1] if len(results) > 1 else None)
     rows = figures(ls, py, args)
-    results = [ls, *([py] if py else [])]
     others = [
         s.other_cores for r in results for s in r.ladder.steps if not math.isnan(s.other_cores)
     ]

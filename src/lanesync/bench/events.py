@@ -37,6 +37,7 @@ class EventLog:
 
     def held(self, sender: str, seq: int, at_ns: int) -> None:
         self._lines.append(f"H {sender} {seq} {at_ns}\n")
+        self._arm()
 
     def acked(self, sender: str, first: int, last: int, at_ns: int) -> None:
         self._lines.append(f"A {sender} {first} {last} {at_ns}\n")

@@ -53,6 +53,9 @@ class BenchMesh(Mesh):
         for head in self._ledger.heads():
             self._seen[str(head.terminal)] = head.seq
             self._events.held(str(head.terminal), head.seq, now)
+        # At once: a restarted lane that already holds everything may log nothing else for a
+        # long time, and the orchestrator must know what it holds.
+        self._events.flush()
 
     def committed(self, changes: list[Change]) -> None:
         now = time.time_ns()

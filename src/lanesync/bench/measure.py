@@ -71,8 +71,10 @@ async def wait_delivered(
     pending: list[tuple[str, str, int]],
     timeout_s: float,
     ui: Ui | None = None,
+    leftover: list[tuple[str, str, int]] | None = None,
 ) -> tuple[bool, int]:
-    """Until every (receiver, sender, seq) is held, or the timeout. Returns (all, delivered)."""
+    """Until every (receiver, sender, seq) is held, or the timeout. Returns (all, delivered);
+    ``leftover`` gets (a sample of) what was still missing."""
     total = len(pending)
     deadline = time.monotonic() + timeout_s
     tracker = cluster.tracker
@@ -84,6 +86,8 @@ async def wait_delivered(
         if not pending:
             return True, total
         if time.monotonic() > deadline:
+            if leftover is not None:
+                leftover.extend(pending[:20])
             return False, total - len(pending)
         await asyncio.sleep(POLL_S)
 

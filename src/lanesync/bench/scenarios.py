@@ -122,7 +122,8 @@ async def final_check(ctx: Context, cluster: Cluster, sales: Sequence[Sale], out
     acknowledged sales some member does not hold (lost) and compare digests."""
     receivers = [m.name for m in cluster.live()]
     pending = pending_pairs(cluster, sales, receivers)
-    delivered, _ = await wait_delivered(cluster, pending, ctx.settings.settle_s)
+    missing: list[tuple[str, str, int]] = []
+    delivered, _ = await wait_delivered(cluster, pending, ctx.settings.settle_s, None, missing)
     holdings = {m.name: await cluster.holdings(m) for m in cluster.live()}
     lost = 0
     for sale in sales:
@@ -141,6 +142,7 @@ async def final_check(ctx: Context, cluster: Cluster, sales: Sequence[Sale], out
         "acknowledged": sum(1 for s in sales if s.acked),
         "lost": lost,
         "digests_equal": len(set(digests.values())) == 1,
+        "undelivered_sample": missing,
     }
 
 
@@ -494,9 +496,11 @@ async def churn(ctx: Context, system: str, out: Outcome) -> None:
         finally:
             chaos_task.cancel()
         receivers = [m.name for m in cluster.live()]
+        missing: list[tuple[str, str, int]] = []
         done, _ = await wait_delivered(
-            cluster, pending_pairs(cluster, sales, receivers), s.settle_s, ctx.ui
+            cluster, pending_pairs(cluster, sales, receivers), s.settle_s, ctx.ui, missing
         )
+        out.details["undelivered_after_load"] = missing
         cluster.tracker.poll()
         arrivals = cluster.tracker.take_arrivals()
         last = max((a.at_ns for a in arrivals if a.receiver in receivers), default=0)
