@@ -26,7 +26,7 @@ import pytest
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.core.bundle import encode_bundle
-from lanesync.core.election import LEASE_MS
+from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
@@ -391,7 +391,16 @@ def test_split_store_both_leaders_upload_and_one_leads_after_the_heal(
         assert report["digest"] == digest
     # After the heal the store must agree on the leadership's term (the fencing token), and it
     # must exceed lane3's term from the split.
-    terms = {lane.name: lane.status()["term"] for lane in lanes}
+    # Terms spread by gossip: agreement is awaited within the failover bound, not sampled once.
+    terms: dict[str, object] = {}
+
+    def agreed() -> bool:
+        terms.update({lane.name: lane.status()["term"] for lane in lanes})
+        return len(set(terms.values())) == 1
+
+    deadline = time.monotonic() + FAILOVER_BOUND_MS / 1000 * 2.5
+    while not agreed() and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert len(set(terms.values())) == 1, f"the lanes disagree on the leader's term: {terms}"
     assert terms["lane1"] > 2, f"lane1's leadership after the heal kept an old term: {terms}"
 
