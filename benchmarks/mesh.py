@@ -28,6 +28,7 @@ import os
 import platform
 import pstats
 import shlex
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -1089,12 +1090,12 @@ def git_info() -> dict[str, Any]:
             )
         except (OSError, subprocess.SubprocessError):
             return None
-        return out.stdout.strip()
+        return out.stdout
 
     status = git("status", "--porcelain") or ""
     return {
-        "commit": git("rev-parse", "HEAD"),
-        "dirty_paths": [line[3:] for line in status.splitlines()],
+        "commit": (git("rev-parse", "HEAD") or "").strip() or None,
+        "dirty_paths": [line[3:] for line in status.splitlines() if line.strip()],
     }
 
 
@@ -1185,10 +1186,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     machine = machine_info()
     load = await wait_for_quiet(args.wait_idle)
+    git_at_start = git_info()
     progress(f"machine: {machine['nproc']} CPUs, {machine['cpu_model']}; load {load}")
     started = datetime.now(UTC)
-    with tempfile.TemporaryDirectory(prefix="lanesync-mesh-", dir=args.workdir) as tmp:
-        results = await run_all(args, Path(tmp))
+    root = Path(tempfile.mkdtemp(prefix="lanesync-mesh-", dir=args.workdir))
+    try:
+        results = await run_all(args, root)
+    except BaseException:
+        progress(f"failed: the lanes' logs and directories are kept in {root}")
+        raise
+    shutil.rmtree(root, ignore_errors=True)
     ls, py = results[0], (results[1] if len(results) > 1 else None)
     rows = figures(ls, py, args)
     others = [
@@ -1219,7 +1226,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "machine": machine,
         "load": load,
-        "git": git_info(),
+        "git": git_at_start,
+        "git_changed_during_run": git_info() != git_at_start,
         "figures": [{**asdict(r), "ratio": r.ratio} for r in rows],
         "results": {r.system: asdict(r) for r in results},
         "table": render(rows),
@@ -1243,6 +1251,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     try:
         report = asyncio.run(guarded())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        progress("interrupted: every process this run started has been stopped")
+        raise SystemExit(130) from None
     finally:
         kill_leftovers()
     if args.json:
