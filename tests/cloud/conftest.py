@@ -20,12 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from support import ProxyLoop
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
 
-from .procs import Procs, ProxyLoop, cli_json, cli_ok
+from .procs import Procs, cli_json, cli_ok
 
 STORE_ID = "s1"
 VALID_DAYS = 30

@@ -9,24 +9,19 @@ ends it all, SIGTERM then SIGKILL, whatever happened in the test.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-
-from lanesync.tools.faultproxy import Link
+from support import FRESH_CONNECTIONS, Cli, process_env, tail, wait_until
 
 T = TypeVar("T")
 
@@ -35,74 +30,9 @@ START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-co
 STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 20.0
-LOG_TAIL_LINES = 60
-# A fresh connection per request: the APIs' sockets lack TCP_NODELAY, so keep-alive responses
-# wait for a delayed ACK (~40 ms each).
-FRESH = httpx.Limits(max_keepalive_connections=0)
-
-ENV = {
-    key: value
-    for key, value in os.environ.items()
-    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
-}
-ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "100"})
-for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
-    ENV.pop(_name, None)
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    describe: Callable[[], str] | str = "condition",
-    *,
-    interval: float = 0.1,
-) -> T:
-    """Poll until ``predicate`` returns something truthy (returned), else AssertionError."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            what = describe() if callable(describe) else describe
-            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
-        time.sleep(interval)
-
-
-def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
-    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
-        return [f.result() for f in [pool.submit(call) for call in calls]]
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])
-
-
-@dataclass(frozen=True, slots=True)
-class Cli:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (
-            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
-        )
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.stdout)
-        except ValueError as exc:
-            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+ENV = process_env(columns=100)
 
 
 def cli(*args: str | Path, cwd: Path) -> Cli:
@@ -335,7 +265,7 @@ class Procs:
             headers={"Authorization": f"Bearer {proc.token}"},
             timeout=HTTP_TIMEOUT_S,
             trust_env=False,
-            limits=FRESH,
+            limits=FRESH_CONNECTIONS,
         )
         return proc
 
@@ -381,50 +311,3 @@ class Procs:
 
     def describe(self) -> str:
         return "\n".join(p.describe() for p in self.all)
-
-
-class ProxyLoop:
-    """``faultproxy.Link`` proxies on an asyncio loop in a thread; only touched from there."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.links: list[Link] = []
-        self._thread = threading.Thread(target=self.loop.run_forever, name="proxies", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, func: Callable[[], T]) -> T:
-        async def hop() -> T:
-            return func()
-
-        return self.run(hop())
-
-    def link(self, target_port: int = 0) -> Link:
-        """A started proxy to 127.0.0.1:target_port (0: refuse until the port is set)."""
-        link = Link(LOOPBACK, target_port)
-        self.run(link.start(LOOPBACK))
-        self.links.append(link)
-        return link
-
-    def retarget(self, link: Link, port: int) -> None:
-        self.call(lambda: setattr(link, "target_port", port))
-
-    def partition(self, *links: Link) -> None:
-        self.call(lambda: [link.partition() for link in links])
-
-    def heal(self, *links: Link) -> None:
-        self.call(lambda: [link.heal() for link in links])
-
-    def close(self) -> None:
-        async def stop_all() -> None:
-            for link in self.links:
-                await link.stop()
-
-        try:
-            self.run(stop_all())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(STOP_TIMEOUT_S)
-            self.loop.close()

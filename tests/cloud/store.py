@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from support import ProxyLoop, port_of
+
 from lanesync.core.election import FAILOVER_BOUND_MS
 from lanesync.shell.uplink import CHECK_INTERVAL_S, PROBE_INTERVAL_S
 
 from .conftest import STORE_ID
-from .procs import Cloud, Lane, Procs, ProxyLoop, cli_json, port_of, wait_until
+from .procs import Cloud, Lane, Procs, cli_json, wait_until
 
 # The documented bound from a leader's death to a new leader that uses the cloud link.
 FAILOVER_BOUND_S = FAILOVER_BOUND_MS / 1000 + PROBE_INTERVAL_S + CHECK_INTERVAL_S

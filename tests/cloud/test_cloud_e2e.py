@@ -23,6 +23,7 @@ import httpx
 import psutil
 import pycrdt
 import pytest
+from support import ProxyLoop, parallel, port_of
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.core.bundle import encode_bundle
@@ -43,11 +44,8 @@ from .procs import (
     Cloud,
     Lane,
     Procs,
-    ProxyLoop,
     cli,
     cli_json,
-    parallel,
-    port_of,
     wait_until,
 )
 from .store import (

@@ -12,17 +12,18 @@ whatever is left and removes the namespaces.
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
+
+from support import Cli, process_env, tail, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
@@ -30,71 +31,15 @@ from lanesync.shell.terminal import wall_clock_ms
 
 from .netns import Host, stop_process
 
-T = TypeVar("T")
-
 HERE = Path(__file__).resolve().parent
 QUICK_DAEMON = HERE / "quick_daemon.py"
 AGENT = HERE / "agent.py"
 START_TIMEOUT_S = 30.0
 CLI_TIMEOUT_S = 60.0
 VALID_DAYS = 30
-LOG_TAIL_LINES = 60
-
-ENV = {
-    key: value
-    for key, value in os.environ.items()
-    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
-}
-ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "120"})
-for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
-    ENV.pop(_name, None)
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    describe: Callable[[], str] | str = "condition",
-    *,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned), else AssertionError
-    after ``timeout`` seconds naming ``describe`` (evaluated only then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            what = describe() if callable(describe) else describe
-            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
-        time.sleep(interval)
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-@dataclass(frozen=True, slots=True)
-class Cli:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (
-            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
-        )
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.stdout)
-        except ValueError as exc:
-            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+ENV = process_env(columns=120)
 
 
 class Agent:

@@ -12,27 +12,23 @@ tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
+from support import FRESH_CONNECTIONS, Cli, process_env, tail, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools.faultproxy import Link
 
 T = TypeVar("T")
 
@@ -42,42 +38,9 @@ STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
-LOG_TAIL_LINES = 80
-# A new connection per request: the daemon's API sockets lack TCP_NODELAY (see test_api's
-# test_daemon_sockets_disable_nagle), so every keep-alive response waits ~40 ms for a delayed
-# ACK, which would make these tests needlessly slow.
-FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
-
-# No proxy variables: the processes under test talk to 127.0.0.1 only, and a test that wants a
-# proxy in the environment sets one itself.
-ENV = {
-    key: value
-    for key, value in os.environ.items()
-    if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
-}
-ENV.update({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": "80"})
-for _name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
-    ENV.pop(_name, None)
 
 
-def wait_until(
-    predicate: Callable[[], T],
-    timeout: float,
-    describe: Callable[[], str] | str = "condition",
-    *,
-    interval: float = 0.05,
-) -> T:
-    """Poll ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds
-    pass (AssertionError naming ``describe``, evaluated only then)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            what = describe() if callable(describe) else describe
-            raise AssertionError(f"not true within {timeout:.0f} s: {what}")
-        time.sleep(interval)
+ENV = process_env(columns=80)
 
 
 def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
@@ -86,15 +49,6 @@ def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> No
     while time.monotonic() < deadline:
         assert predicate(), describe
         time.sleep(0.05)
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return "(no log)"
-    kept = text.splitlines()[-lines:]
-    return "\n".join(kept)
 
 
 @dataclass(eq=False)
@@ -348,34 +302,7 @@ class Cluster:
         return result.json()
 
 
-@dataclass(frozen=True, slots=True)
-class Cli:
-    args: tuple[str, ...]
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def describe(self) -> str:
-        return (
-            f"lanesync {' '.join(self.args)} -> exit {self.returncode}\n"
-            f"--- stdout ---\n{self.stdout}--- stderr ---\n{self.stderr}"
-        )
-
-    def json(self) -> Any:
-        try:
-            return json.loads(self.stdout)
-        except ValueError as exc:
-            raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
-
-
 # -- convergence -----------------------------------------------------------------------------------
-
-
-def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Run the calls at the same time (one thread each); results in order, errors re-raised."""
-    with ThreadPoolExecutor(max_workers=max(1, len(calls))) as pool:
-        futures = [pool.submit(call) for call in calls]
-        return [future.result() for future in futures]
 
 
 def snapshot(daemons: Sequence[Daemon]) -> dict[str, dict[str, Any]]:
@@ -420,62 +347,3 @@ def wait_connected(daemon: Daemon, peers: Iterable[str], timeout: float = 20.0) 
 
 
 # -- fault proxies in a background event loop ------------------------------------------------------
-
-
-class ProxyLoop:
-    """An asyncio event loop in a thread of the test, running ``faultproxy.Link`` proxies.
-
-    Links are only touched from their loop: ``partition``/``heal`` hop onto it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.links: list[Link] = []
-        self._thread = threading.Thread(target=self.loop.run_forever, name="proxies", daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, func: Callable[[], T]) -> T:
-        async def hop() -> T:
-            return func()
-
-        return self.run(hop())
-
-    def link(self, target_port: int = 0, **options: Any) -> Link:
-        """A started proxy to 127.0.0.1:target_port (0: refuse until the port is set)."""
-        link = Link(LOOPBACK, target_port, **options)
-        self.run(link.start(LOOPBACK))
-        self.links.append(link)
-        return link
-
-    def partition(self, *links: Link) -> None:
-        def cut() -> None:
-            for link in links:
-                link.partition()
-
-        self.call(cut)
-
-    def heal(self, *links: Link) -> None:
-        def mend() -> None:
-            for link in links:
-                link.heal()
-
-        self.call(mend)
-
-    def close(self) -> None:
-        async def stop_all() -> None:
-            for link in self.links:
-                await link.stop()
-            await self.loop.shutdown_asyncgens()
-
-        try:
-            self.run(stop_all())
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(STOP_TIMEOUT_S)
-            self.loop.close()
-
-
-def port_of(url: str) -> int:
-    return int(url.rsplit(":", 1)[1])

@@ -11,8 +11,9 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from support import ProxyLoop
 
-from .cluster import Cluster, ProxyLoop
+from .cluster import Cluster
 
 
 @pytest.fixture

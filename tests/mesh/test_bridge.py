@@ -9,10 +9,11 @@ from collections import Counter
 from functools import partial
 
 import pytest
+from support import parallel
 
 from lanesync.core.identity import Role
 
-from .cluster import Cluster, Daemon, parallel, wait_connected, wait_converged
+from .cluster import Cluster, Daemon, wait_connected, wait_converged
 
 pytestmark = pytest.mark.slow
 

@@ -9,15 +9,13 @@ from collections import Counter
 from functools import partial
 
 import pytest
+from support import ProxyLoop, parallel, port_of
 
 from lanesync.core.identity import Role
 
 from .cluster import (
     Cluster,
     Daemon,
-    ProxyLoop,
-    parallel,
-    port_of,
     wait_connected,
     wait_converged,
     wait_until,

@@ -34,10 +34,9 @@ from mesh.cluster import (  # tests/mesh: the real-daemon harness
     LOOPBACK,
     Cluster,
     Daemon,
-    ProxyLoop,
-    port_of,
     wait_until,
 )
+from support import ProxyLoop, port_of
 
 from lanesync.core.identity import Role
 from lanesync.shell.terminal import Terminal
