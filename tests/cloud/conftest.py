@@ -7,29 +7,41 @@ commands, through the CLI, exactly as docs/cloud.md shows them::
     lanesync store certify-cloud store cloud/cloud.json cloud.cert
     lanesync cloud add-store cloud store/store.json cloud.cert
 
-Every test gets its own copy (``world``). Processes (``procs``) and fault proxies (``proxies``)
+Every test gets its own copy (``world``), once with the default SQLite database and once with
+a fresh PostgreSQL database (migrated with ``lanesync cloud migrate``) on a throwaway server the
+session starts (lanesync.tools.pgserver); where PostgreSQL is not installed, those runs skip
+and say why. Processes (``procs``) and fault proxies (``proxies``)
 are torn down whatever the test did; when a test fails, the tail of every log of the processes
 it started is attached to the report.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import shutil
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import ProxyLoop
 
+from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.pgstorage import PostgresStoreStorage
+from lanesync.cloud.sql import Sql, SqliteSql, connect
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
-from lanesync.shell.terminal import wall_clock_ms
+from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.tools.pgserver import PostgresServer, unavailable_reason
 
 from .procs import Procs, cli_json, cli_ok
 
 STORE_ID = "s1"
 VALID_DAYS = 30
+BACKENDS = ("sqlite", "postgresql")
+_databases = itertools.count(1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,9 +52,11 @@ class Template:
 
 @dataclass(frozen=True, slots=True)
 class World:
-    """A store authority (``store/``), a cloud serving it (``cloud/``), lanes enrolled on demand."""
+    """A store authority (``store/``), a cloud serving it (``cloud/``), lanes enrolled on demand;
+    ``db`` is the cloud's PostgreSQL URL, or None for its SQLite files."""
 
     root: Path
+    db: str | None = None
 
     @property
     def store(self) -> Path:
@@ -58,6 +72,57 @@ class World:
             path, name, role, wall_clock_ms(), VALID_DAYS
         )
         return path
+
+    def copy_cloud(self, name: str) -> Path:
+        """Another cloud process's directory: the same key and stores (config only; with a
+        shared database the state is in PostgreSQL)."""
+        target = self.root / name
+        shutil.copytree(
+            self.cloud,
+            target,
+            ignore=shutil.ignore_patterns("runtime.json", "lock", "*.db", "*.db-*"),
+        )
+        return target
+
+    def sql(self) -> Sql:
+        return SqliteSql(self.cloud / "headoffice.db") if self.db is None else connect(self.db)
+
+    def rows(self, query: str, *args: object) -> list[tuple[Any, ...]]:
+        """Head office's plain SQL on the cloud's database (``?`` placeholders)."""
+        sql = self.sql()
+        try:
+            return sql.execute(query, args)
+        finally:
+            sql.close()
+
+    @contextlib.contextmanager
+    def open_store_replica(self) -> Iterator[Terminal]:
+        """The cloud's replica of the store, from its database (the cloud must be stopped)."""
+        directory = CloudDirectory.open(self.cloud).store_directory(STORE_ID)
+        if self.db is None:
+            with Terminal.open_directory(directory, lock_wait_s=5) as terminal:
+                yield terminal
+            return
+        sql = connect(self.db)
+        try:
+            with Terminal.open_directory(
+                directory, lock_wait_s=5, open_storage=lambda: PostgresStoreStorage(sql, STORE_ID)
+            ) as terminal:
+                yield terminal
+        finally:
+            sql.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    reason = unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"PostgreSQL backend not tested: {reason}")
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -90,11 +155,17 @@ def cloud_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     return Template(root, outputs)
 
 
-@pytest.fixture
-def world(cloud_template: Template, tmp_path: Path) -> World:
+@pytest.fixture(params=BACKENDS)
+def world(request: pytest.FixtureRequest, cloud_template: Template, tmp_path: Path) -> World:
     root = tmp_path / "w"
     shutil.copytree(cloud_template.root, root)
-    return World(root)
+    if request.param == "sqlite":
+        return World(root)
+    server: PostgresServer = request.getfixturevalue("pg_server")
+    url = server.create_database(f"cloud{next(_databases)}")
+    migrated = cli_json("cloud", "migrate", "cloud", "--db", url, cwd=root)
+    assert migrated["applied"][0]["version"] == 1, migrated
+    return World(root, url)
 
 
 @pytest.fixture

@@ -233,8 +233,10 @@ class Procs:
         assert isinstance(proc, Lane)
         return proc
 
-    def spawn_cloud(self, path: Path) -> Cloud:
+    def spawn_cloud(self, path: Path, db: str | None = None) -> Cloud:
         args = ["cloud", "serve", str(path), "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
+        if db is not None:
+            args += ["--db", db]
         proc = self._spawn(Cloud, path.name, path, args)
         assert isinstance(proc, Cloud)
         return proc
@@ -269,8 +271,8 @@ class Procs:
         )
         return proc
 
-    def cloud(self, path: Path) -> Cloud:
-        return self.ready(self.spawn_cloud(path))
+    def cloud(self, path: Path, db: str | None = None) -> Cloud:
+        return self.ready(self.spawn_cloud(path, db))
 
     def lanes(self, specs: Sequence[dict[str, Any]]) -> list[Lane]:
         """Start several lanes at once (``spawn_lane`` keyword arguments plus ``path``)."""

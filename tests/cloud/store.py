@@ -8,16 +8,17 @@ import json
 import os
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from support import ProxyLoop, port_of
+from support import Cli, ProxyLoop, parallel, port_of
 
 from lanesync.core.election import FAILOVER_BOUND_MS
 from lanesync.shell.uplink import CHECK_INTERVAL_S, PROBE_INTERVAL_S
 
 from .conftest import STORE_ID
-from .procs import Cloud, Lane, Procs, cli_json, wait_until
+from .procs import Cloud, Lane, Procs, cli, cli_json, wait_until
 
 # The documented bound from a leader's death to a new leader that uses the cloud link.
 FAILOVER_BOUND_S = FAILOVER_BOUND_MS / 1000 + PROBE_INTERVAL_S + CHECK_INTERVAL_S
@@ -25,6 +26,7 @@ FAILOVER_BOUND_S = FAILOVER_BOUND_MS / 1000 + PROBE_INTERVAL_S + CHECK_INTERVAL_
 MEASUREMENTS = os.environ.get("LANESYNC_CLOUD_MEASUREMENTS")
 LEAD_TIMEOUT_S = 30.0  # a store starting on a busy box: starts, first lease, first uplink
 EXACT_TIMEOUT_S = 45.0
+PRICES = {"milk": 149, "bread": 275, "eggs": 320}
 
 
 def measured(name: str, value: object) -> None:
@@ -167,14 +169,16 @@ def start_mesh(
     *,
     cloud: str | None,
     priorities: dict[str, int] | None = None,
+    clouds: dict[str, str] | None = None,
 ) -> Mesh:
+    """``cloud`` is every lane's cloud URL, unless ``clouds`` names another for a lane."""
     names = sorted(dirs)
     links = {pair: proxies.link() for pair in itertools.combinations(names, 2)}
     specs = [
         {
             "path": dirs[name],
             "peers": [f"ws://127.0.0.1:{links[(name, b)].port}" for b in names if b > name],
-            "cloud": cloud,
+            "cloud": (clouds or {}).get(name, cloud),
             "priority": (priorities or {}).get(name),
         }
         for name in names
@@ -183,3 +187,62 @@ def start_mesh(
     for (_, target), link in links.items():
         proxies.retarget(link, port_of(lanes[target].listen))
     return Mesh(lanes, links)
+
+
+def lines_for(i: int) -> list[tuple[str, int, int]]:
+    """A varied sale with explicit unit prices (the catalog is not needed)."""
+    skus = list(PRICES)
+    first = skus[i % 3]
+    out = [(first, 1 + i % 3, PRICES[first])]
+    if i % 2:
+        second = skus[(i + 1) % 3]
+        out.append((second, 1, PRICES[second]))
+    return out
+
+
+def sell_rounds(books: Books, lanes: list[Lane], rounds: int, offset: int = 0) -> None:
+    """Every lane sells ``rounds`` sales, the lanes at the same time."""
+
+    def run(lane: Lane, k: int) -> list[tuple[str, list[Any], int]]:
+        done = []
+        for i in range(rounds):
+            lines = lines_for(offset + i + 7 * k)
+            result = lane.sell(lines)
+            done.append((str(result["sale_id"]), lines, int(result["total"])))
+        return done
+
+    for acknowledged in parallel([partial(run, lane, k) for k, lane in enumerate(lanes)]):
+        for sale_id, lines, total in acknowledged:
+            books.record_sale(sale_id, lines, total)
+
+
+def wait_digests(lanes: list[Lane], cloud: Cloud, timeout: float = 30.0) -> str:
+    """Every lane holds exactly the cloud's state (same canonical digest)."""
+
+    def same() -> bool:
+        return {lane.digest() for lane in lanes} == {cloud.digest(STORE_ID)}
+
+    wait_until(
+        same,
+        timeout,
+        lambda: (
+            f"digests {[lane.digest()[:12] for lane in lanes]} vs cloud "
+            f"{cloud.digest(STORE_ID)[:12]}"
+        ),
+        interval=0.2,
+    )
+    return cloud.digest(STORE_ID)
+
+
+def one_error_line(result: Any) -> str:
+    assert result.returncode == 1, result.describe()
+    assert result.stdout == "", result.describe()
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.describe()
+    assert lines[0].startswith("error: "), result.describe()
+    return str(lines[0])
+
+
+def clis(root: Path, *commands: tuple[str | Path, ...]) -> list[Cli]:
+    """Run independent commands at the same time (each is a new Python process)."""
+    return parallel([partial(cli, *args, cwd=root) for args in commands])

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sqlite3
 import time
 from datetime import UTC, datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -23,9 +21,8 @@ import httpx
 import psutil
 import pycrdt
 import pytest
-from support import ProxyLoop, parallel, port_of
+from support import ProxyLoop, port_of
 
-from lanesync.cloud.directory import CloudDirectory
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
 from lanesync.core.hlc import Hlc
@@ -40,8 +37,6 @@ from lanesync.shell.uplink import CHECK_INTERVAL_S
 
 from .conftest import STORE_ID, World
 from .procs import (
-    Cli,
-    Cloud,
     Lane,
     Procs,
     cli,
@@ -50,18 +45,22 @@ from .procs import (
 )
 from .store import (
     FAILOVER_BOUND_S,
+    PRICES,
     Books,
     check_cloud_cli,
+    clis,
     leaders,
     measured,
+    one_error_line,
+    sell_rounds,
     start_mesh,
     wait_cloud_exact,
+    wait_digests,
     wait_leader,
 )
 
 pytestmark = pytest.mark.slow
 
-PRICES = {"milk": 149, "bread": 275, "eggs": 320}
 UTC_ZONE = ZoneInfo("UTC")
 # Set to a directory to keep the head-office database of the first test (docs/cloud.md runs
 # its example queries against it).
@@ -72,62 +71,9 @@ def today() -> str:
     return datetime.now(UTC).date().isoformat()
 
 
-def lines_for(i: int) -> list[tuple[str, int, int]]:
-    """A varied sale with explicit unit prices (the catalog is not needed)."""
-    skus = list(PRICES)
-    first = skus[i % 3]
-    out = [(first, 1 + i % 3, PRICES[first])]
-    if i % 2:
-        second = skus[(i + 1) % 3]
-        out.append((second, 1, PRICES[second]))
-    return out
-
-
-def sell_rounds(books: Books, lanes: list[Lane], rounds: int, offset: int = 0) -> None:
-    """Every lane sells ``rounds`` sales, the lanes at the same time."""
-
-    def run(lane: Lane, k: int) -> list[tuple[str, list[Any], int]]:
-        done = []
-        for i in range(rounds):
-            lines = lines_for(offset + i + 7 * k)
-            result = lane.sell(lines)
-            done.append((str(result["sale_id"]), lines, int(result["total"])))
-        return done
-
-    for acknowledged in parallel([partial(run, lane, k) for k, lane in enumerate(lanes)]):
-        for sale_id, lines, total in acknowledged:
-            books.record_sale(sale_id, lines, total)
-
-
-def wait_digests(lanes: list[Lane], cloud: Cloud, timeout: float = 30.0) -> str:
-    """Every lane holds exactly the cloud's state (same canonical digest)."""
-
-    def same() -> bool:
-        return {lane.digest() for lane in lanes} == {cloud.digest(STORE_ID)}
-
-    wait_until(
-        same,
-        timeout,
-        lambda: (
-            f"digests {[lane.digest()[:12] for lane in lanes]} vs cloud "
-            f"{cloud.digest(STORE_ID)[:12]}"
-        ),
-        interval=0.2,
-    )
-    return cloud.digest(STORE_ID)
-
-
 def stock_of(lane: Lane, books: Books) -> dict[str, int | None]:
     held = lane.stock()
     return {sku: held.get(sku) for sku in books.stock()}
-
-
-def headoffice_rows(cloud_dir: Path, query: str, *args: object) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(cloud_dir / "headoffice.db")
-    try:
-        return db.execute(query, args).fetchall()
-    finally:
-        db.close()
 
 
 # -- a, d, g: sales, voids and head-office prices ---------------------------------------------
@@ -137,7 +83,7 @@ def test_sales_voids_and_prices_reach_the_cloud_exactly(
     world: World, procs: Procs, proxies: ProxyLoop
 ) -> None:
     dirs = {name: world.enroll(name) for name in ("lane1", "lane2", "lane3")}
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     mesh = start_mesh(procs, proxies, dirs, cloud=cloud.listen, priorities={"lane3": 5})
     lanes = [mesh.lanes[name] for name in sorted(dirs)]
     lane1, lane2, lane3 = lanes
@@ -194,25 +140,62 @@ def test_sales_voids_and_prices_reach_the_cloud_exactly(
 
     # The head-office tables: every sale once, voided ones flagged, their stock credited once.
     procs.stop(cloud)
-    rows = headoffice_rows(world.cloud, "SELECT sale_id, voided, total_cents FROM sales")
+    rows = world.rows("SELECT sale_id, voided, total_cents FROM sales")
     assert sorted(r[0] for r in rows) == sorted(books.sales)
     assert {r[0] for r in rows if r[1]} == voided
     assert {r[0]: r[2] for r in rows} == {s: t for s, (_, t) in books.sales.items()}
-    voids = headoffice_rows(
-        world.cloud, "SELECT movement_id FROM stock_movements WHERE kind = 'void'"
-    )
+    voids = world.rows("SELECT movement_id FROM stock_movements WHERE kind = 'void'")
     assert sorted({m for (m,) in voids}) == sorted(f"void:{s}" for s in voided)
-    on_hand = dict(headoffice_rows(world.cloud, "SELECT sku, on_hand FROM stock_on_hand"))
+    on_hand = dict(world.rows("SELECT sku, on_hand FROM stock_on_hand"))
     assert {sku: on_hand.get(sku) for sku in books.stock()} == books.stock()
     assert on_hand["flour"] == -1
-    assert dict(headoffice_rows(world.cloud, "SELECT sku, unit_cents FROM prices")) == {
+    assert dict(world.rows("SELECT sku, unit_cents FROM prices")) == {
         **PRICES,
         "milk": 165,
     }
-    if KEEP_HEADOFFICE:
+    check_documented_queries(world, books)
+    if KEEP_HEADOFFICE and world.db is None:
         keep = Path(KEEP_HEADOFFICE)
         keep.mkdir(parents=True, exist_ok=True)
         shutil.copy2(world.cloud / "headoffice.db", keep / "headoffice.db")
+
+
+# docs/cloud.md section 7 shows these queries and their output; they must stay true on both
+# engines. Only the list aggregate differs: SQLite 3.40 has no string_agg.
+SALES_PER_DAY = """
+SELECT store_id, business_day, COUNT(*) AS sales, SUM(total_cents) AS total_cents
+FROM sales WHERE voided = 0
+GROUP BY store_id, business_day ORDER BY store_id, business_day"""
+STOCK_BELOW = """
+SELECT store_id, sku, on_hand FROM stock_on_hand
+WHERE on_hand < 25 ORDER BY on_hand, sku"""
+OVERSOLD = """
+SELECT o.store_id, o.sku, o.on_hand, COUNT(DISTINCT l.sale_id) AS sales,
+       {agg} AS sale_ids
+FROM stock_on_hand o
+JOIN sale_lines l ON l.store_id = o.store_id AND l.sku = o.sku
+JOIN sales s ON s.store_id = l.store_id AND s.sale_id = l.sale_id AND s.voided = 0
+WHERE o.on_hand < 0
+GROUP BY o.store_id, o.sku"""
+LIST_AGGREGATE = {
+    None: "GROUP_CONCAT(DISTINCT l.sale_id)",
+    "postgresql": "string_agg(DISTINCT l.sale_id, ',' ORDER BY l.sale_id)",
+}
+
+
+def check_documented_queries(world: World, books: Books) -> None:
+    count, total = books.totals()
+    assert world.rows(SALES_PER_DAY) == [(STORE_ID, today(), count, total)]
+    below = world.rows(STOCK_BELOW)
+    expected = sorted((n, sku) for sku, n in books.stock().items() if n < 25)
+    assert [(n, sku) for _, sku, n in below] == expected
+    agg = LIST_AGGREGATE["postgresql" if world.db else None]
+    ((store, sku, on_hand, sales, sale_ids),) = world.rows(OVERSOLD.format(agg=agg))
+    flour = sorted(s for s, (qty, _) in books.sales.items() if qty["flour"])
+    assert (store, sku, on_hand, sales) == (STORE_ID, "flour", -1, len(flour))
+    assert sorted(sale_ids.split(",")) == flour
+    for query in (SALES_PER_DAY, STOCK_BELOW, OVERSOLD.format(agg=agg)):
+        print(f"documented query on {(world.db and 'postgresql') or 'sqlite'}: {world.rows(query)}")
 
 
 # -- b: a long WAN outage ---------------------------------------------------------------------
@@ -224,7 +207,7 @@ def test_wan_outage_then_the_cloud_catches_up_exactly(
     dirs = {name: world.enroll(name) for name in ("lane1", "lane2")}
     # The lanes know the cloud by one address; the cloud restarts on another port behind it.
     wan = proxies.link()
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     proxies.retarget(wan, port_of(cloud.listen))
     mesh = start_mesh(
         procs, proxies, dirs, cloud=f"ws://127.0.0.1:{wan.port}", priorities={"lane1": 1}
@@ -254,7 +237,7 @@ def test_wan_outage_then_the_cloud_catches_up_exactly(
     assert all(lane.status()["leader"] == "lane1" for lane in lanes)  # still elected
 
     # The WAN returns: exactly what the cloud lacks goes up, once.
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     proxies.retarget(wan, port_of(cloud.listen))
     wait_cloud_exact(cloud, books, timeout=60)
     check_cloud_cli(world.root, world.cloud, books)
@@ -267,7 +250,7 @@ def test_wan_outage_then_the_cloud_catches_up_exactly(
     assert after["connected"]
     assert after["last_ack_ms"] > outage_ms
     wait_digests(lanes, cloud)
-    rows = headoffice_rows(world.cloud, "SELECT sale_id FROM sales WHERE store_id = ?", STORE_ID)
+    rows = world.rows("SELECT sale_id FROM sales WHERE store_id = ?", STORE_ID)
     assert sorted(r[0] for r in rows) == sorted(books.sales)  # every sale once
 
     # During the outage the leader's status must show the cloud falling behind: pending bytes
@@ -289,7 +272,7 @@ def test_leader_killed_another_lane_takes_over_within_the_bound(
     world: World, procs: Procs, proxies: ProxyLoop
 ) -> None:
     dirs = {name: world.enroll(name) for name in ("lane1", "lane2", "lane3")}
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     mesh = start_mesh(procs, proxies, dirs, cloud=cloud.listen, priorities={"lane1": 2, "lane2": 1})
     lanes = [mesh.lanes[name] for name in sorted(dirs)]
     lane1, lane2, lane3 = lanes
@@ -349,7 +332,7 @@ def test_split_store_both_leaders_upload_and_one_leads_after_the_heal(
     names = ("lane1", "lane2", "lane3", "lane4")
     left, right = {"lane1", "lane2"}, {"lane3", "lane4"}
     dirs = {name: world.enroll(name) for name in names}
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     mesh = start_mesh(procs, proxies, dirs, cloud=cloud.listen, priorities={"lane1": 2, "lane3": 1})
     lanes = [mesh.lanes[name] for name in names]
     lane1, lane2, lane3, lane4 = lanes
@@ -381,7 +364,7 @@ def test_split_store_both_leaders_upload_and_one_leads_after_the_heal(
     sell_rounds(books, lanes, 1, offset=90)
     wait_cloud_exact(cloud, books)
     digest = wait_digests(lanes, cloud)
-    rows = headoffice_rows(world.cloud, "SELECT sale_id FROM sales")
+    rows = world.rows("SELECT sale_id FROM sales")
     assert sorted(r[0] for r in rows) == sorted(books.sales)  # no duplicates
     for lane in lanes:
         report = lane.verify()
@@ -451,7 +434,7 @@ def test_forged_records_are_never_counted_and_are_reported(
             wall_clock_ms(),
         )
         terminal.commit([change])
-    cloud = procs.cloud(world.cloud)
+    cloud = procs.cloud(world.cloud, world.db)
     mesh = start_mesh(procs, proxies, dirs, cloud=cloud.listen, priorities={"lane1": 1})
     lanes = [mesh.lanes["lane1"], mesh.lanes["lane2"]]
     lane1, _lane2 = lanes
@@ -493,12 +476,11 @@ def test_forged_records_are_never_counted_and_are_reported(
     assert checked.returncode == 1, checked.describe()
 
     procs.stop(cloud)
-    store_dir = CloudDirectory.open(world.cloud).store_directory(STORE_ID)
-    with Terminal.open_directory(store_dir, lock_wait_s=5) as replica:
+    with world.open_store_replica() as replica:
         report = replica.verify()
     assert {p["key"] for p in report["unverified"]} == {ghost.key, fake_lane1.key}
     assert report["digest"] == digest
-    rows = headoffice_rows(world.cloud, "SELECT sale_id FROM sales")
+    rows = world.rows("SELECT sale_id FROM sales")
     assert sorted(r[0] for r in rows) == sorted(books.sales)
     assert "ghost:1" not in {r[0] for r in rows}
 
@@ -529,7 +511,7 @@ def test_lanes_refuse_cloud_endpoints_without_a_valid_certificate(
     lane_a, lane_b, lane_c = (world.enroll(n) for n in ("lane-a", "lane-b", "lane-c"))
     lane_d = world.enroll("lane-d", store=other.path)  # a lane of s2
 
-    cloud = procs.cloud(world.cloud)  # serves s1 only
+    cloud = procs.cloud(world.cloud, world.db)  # serves s1 only
     rogue = procs.cloud(root / "rogue")
     plain = procs.ready(procs.spawn_lane(lane_c))
     started = [
@@ -573,20 +555,6 @@ def test_lanes_refuse_cloud_endpoints_without_a_valid_certificate(
 # -- i: head office's command-line errors and the API's token --------------------------------------
 
 
-def one_error_line(result: Any) -> str:
-    assert result.returncode == 1, result.describe()
-    assert result.stdout == "", result.describe()
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.describe()
-    assert lines[0].startswith("error: "), result.describe()
-    return str(lines[0])
-
-
-def clis(root: Path, *commands: tuple[str | Path, ...]) -> list[Cli]:
-    """Run independent commands at the same time (each is a new Python process)."""
-    return parallel([partial(cli, *args, cwd=root) for args in commands])
-
-
 def test_cloud_cli_errors_are_one_line_and_the_api_needs_the_token(
     world: World, procs: Procs
 ) -> None:
@@ -612,7 +580,7 @@ def test_cloud_cli_errors_are_one_line_and_the_api_needs_the_token(
     assert "does not certify this cloud's key" in lines[6]
     assert "not a cloud directory" in lines[7]
 
-    cloud = procs.cloud(cloud_dir)
+    cloud = procs.cloud(cloud_dir, world.db)
     results = clis(
         root,
         ("cloud", "serve", cloud_dir, "--listen", "127.0.0.1:0", "--api", "127.0.0.1:0"),
@@ -670,6 +638,7 @@ def test_cloud_cli_errors_are_one_line_and_the_api_needs_the_token(
 # -- the daemon at rest --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # no cloud: one run is enough
 def test_an_idle_lane_does_not_spin(world: World, procs: Procs) -> None:
     """An idle daemon only wakes for gossip (every 500 ms), pings and anti-entropy. Measured
     as CPU time over 3 s of idleness, after its first lease (when it claims leadership)."""

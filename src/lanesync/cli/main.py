@@ -681,11 +681,22 @@ def cloud_add_store(
         )
 
 
+DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    default=None,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB shared by every cloud process "
+    "(or set LANESYNC_CLOUD_DB, which keeps a password out of the process list). "
+    "Default: SQLite in CLOUD_DIR.",
+)
+
+
 @cloud.command("serve")
 @click.argument("cloud_dir", type=DIR)
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
-@click.option("--db", "db_url", default=None, help="Database URL (default: SQLite in CLOUD_DIR).")
+@DB_OPTION
 @reports_errors
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
@@ -693,11 +704,51 @@ def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> N
     from lanesync.cloud.service import run as run_cloud
     from lanesync.shell.daemon import parse_address
 
-    if db_url is not None:
-        raise UsageError("--db: only the default SQLite database in CLOUD_DIR is supported yet")
     run_cloud(
-        CloudConfig(cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"))
+        CloudConfig(
+            cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"), db_url
+        )
     )
+
+
+@cloud.command("migrate")
+@click.argument("cloud_dir", type=DIR)
+@click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    required=True,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB (or set LANESYNC_CLOUD_DB).",
+)
+@JSON_OPTION
+@reports_errors
+def cloud_migrate(cloud_dir: Path, db_url: str, as_json: bool) -> None:
+    """Bring a PostgreSQL database to this lanesync's schema (safe to run again, or at once)."""
+    from lanesync.cloud.directory import CloudDirectory
+    from lanesync.cloud.schema import LATEST, migrate_postgresql
+    from lanesync.cloud.sql import connect
+
+    CloudDirectory.open(cloud_dir)  # the database is this cloud's: refuse a stray directory
+    sql = connect(db_url)
+    try:
+        applied = migrate_postgresql(sql)
+    finally:
+        sql.close()
+    if as_json:
+        emit_json(
+            {
+                "schema_version": LATEST,
+                "applied": [{"version": m.version, "description": m.description} for m in applied],
+            }
+        )
+    elif applied:
+        for migration in applied:
+            console.print(
+                f"applied migration {migration.version}: {migration.description}", markup=False
+            )
+        console.print(f"database schema is at version {LATEST}", markup=False)
+    else:
+        console.print(f"database schema already at version {LATEST}", markup=False)
 
 
 @cloud.command("stock")

@@ -12,7 +12,8 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from lanesync import __version__
-from lanesync.cloud.service import CloudService, StoreRuntime
+from lanesync.cloud.service import CloudService
+from lanesync.cloud.stores import StoreRuntime
 from lanesync.core import commands
 from lanesync.core.identity import Role
 from lanesync.core.ids import is_valid_name

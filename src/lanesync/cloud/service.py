@@ -26,33 +26,21 @@ from websockets.exceptions import ConnectionClosed
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
-from lanesync.core.node import Node
+from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
 from lanesync.core.wire import Hello, ProtocolViolation, decode_frame
-from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.daemon import ApiServer, bind_socket, configure_logging, socket_url
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.mesh import (
     CLOSE_POLICY_VIOLATION,
     SHUTDOWN_REASON,
-    Mesh,
     wall_ms,
     websocket_options,
 )
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
-from lanesync.shell.terminal import Terminal
 
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
-
-
-@dataclass(slots=True)
-class StoreRuntime:
-    store_id: str
-    terminal: Terminal
-    node: Node
-    mesh: Mesh
-    committer: GroupCommitter
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +48,14 @@ class CloudConfig:
     directory: Path
     listen: tuple[str, int] = ("127.0.0.1", 0)
     api: tuple[str, int] = ("127.0.0.1", 0)
+    db_url: str | None = None  # None: SQLite in the directory; else a shared PostgreSQL
 
 
 class CloudService:
-    def __init__(self, directory: CloudDirectory) -> None:
+    def __init__(self, directory: CloudDirectory, db_url: str | None = None) -> None:
         self.directory = directory
-        self.headoffice = HeadOffice(directory.headoffice_db)
+        self.backend = Backend.open(directory, db_url)
+        self.headoffice = HeadOffice(self.backend.sql)
         self.stores: dict[str, StoreRuntime] = {}
         self.listen = ""
         self.api = ""
@@ -73,32 +63,20 @@ class CloudService:
 
     def open_stores(self, on_fatal: Callable[[BaseException], None]) -> None:
         for store_id in self.directory.store_ids():
-            terminal = Terminal.open_directory(
-                self.directory.store_directory(store_id), lock_wait_s=0
-            )
-            terminal.replica.ledger.collect_accepted = True
-            node = Node(terminal.replica)
-            refresh = self._refresher(store_id, terminal)
-            mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh)
-            committer = GroupCommitter(terminal, on_commit=mesh.committed)
-            self.stores[store_id] = StoreRuntime(store_id, terminal, node, mesh, committer)
-            refresh()
+            runtime = open_store(self.directory, self.backend, self.headoffice, store_id, on_fatal)
+            self.stores[store_id] = runtime
+            runtime.refresh()
             log.info(
-                "store.opened store=%s records=%d",
+                "store.opened store=%s records=%d db=%s",
                 store_id,
-                terminal.replica.ledger.accepted_count(),
+                runtime.terminal.replica.ledger.accepted_count(),
+                self.backend.description,
             )
-
-    def _refresher(self, store_id: str, terminal: Terminal) -> Callable[[], None]:
-        def refresh() -> None:
-            self.headoffice.refresh(store_id, terminal.replica)
-
-        return refresh
 
     def close(self) -> None:
         for runtime in self.stores.values():
             runtime.terminal.close()
-        self.headoffice.close()
+        self.backend.close()
 
     async def route(self, ws: Connection) -> None:
         """Read the peer's hello, then hand the connection to its store's mesh."""
@@ -134,7 +112,7 @@ async def run_cloud(config: CloudConfig) -> None:
     lock = DirectoryLock(config.directory / LOCK)
     lock.acquire(0)  # one serve per cloud directory
     try:
-        service = CloudService(directory)
+        service = CloudService(directory, config.db_url)
     except BaseException:
         lock.release()
         raise
@@ -147,7 +125,7 @@ async def run_cloud(config: CloudConfig) -> None:
 
     try:
         service.open_stores(on_fatal)
-        await _serve(config, service, stop)
+        await _serve(config, service, stop, on_fatal)
     finally:
         remove_runtime(config.directory)
         service.close()
@@ -156,7 +134,12 @@ async def run_cloud(config: CloudConfig) -> None:
         raise fatal[0]
 
 
-async def _serve(config: CloudConfig, service: CloudService, stop: asyncio.Event) -> None:
+async def _serve(
+    config: CloudConfig,
+    service: CloudService,
+    stop: asyncio.Event,
+    on_fatal: Callable[[BaseException], None],
+) -> None:
     from lanesync.cloud.api import create_cloud_app
 
     loop = asyncio.get_running_loop()
@@ -178,6 +161,11 @@ async def _serve(config: CloudConfig, service: CloudService, stop: asyncio.Event
     ):
         tasks = [group.create_task(api.serve(sockets=[api_sock]), name="api")]
         tasks += [group.create_task(s.committer.run()) for s in service.stores.values()]
+        tasks.append(
+            group.create_task(
+                follow_database(service.backend, service.stores, on_fatal), name="follow"
+            )
+        )
         write_runtime(
             config.directory,
             {
@@ -188,10 +176,11 @@ async def _serve(config: CloudConfig, service: CloudService, stop: asyncio.Event
             },
         )
         log.info(
-            "cloud.started listen=%s api=%s stores=%d",
+            "cloud.started listen=%s api=%s stores=%d db=%s",
             service.listen,
             service.api,
             len(service.stores),
+            service.backend.description,
         )
         await stop.wait()
         remove_runtime(config.directory)

@@ -20,6 +20,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Protocol
 
 from lanesync.core.replica import Change, Replica
 from lanesync.errors import ConfigError, StorageError
@@ -44,6 +45,21 @@ CREATE TABLE IF NOT EXISTS verified (
     hash BLOB PRIMARY KEY
 ) WITHOUT ROWID;
 """
+
+
+class ReplicaStorage(Protocol):
+    """Where a replica's documents live: this SQLite file for a terminal, or PostgreSQL for the
+    cloud's replica of a store (lanesync.cloud.pgstorage). The guarantees above hold for both."""
+
+    def load(self) -> tuple[dict[str, list[bytes]], set[bytes]]: ...
+
+    def commit(self, changes: Iterable[Change]) -> None: ...
+
+    def documents_to_compact(self) -> list[str]: ...
+
+    def compact(self, replica: Replica, doc: str) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Storage:

@@ -25,7 +25,7 @@ from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
-from lanesync.shell.storage import Storage
+from lanesync.shell.storage import ReplicaStorage, Storage
 
 BodyBuilder = Callable[[Ledger], Body]
 # A CLI command waits this long for a busy directory (another command finishing its commit)
@@ -50,7 +50,7 @@ class Terminal:
         self,
         directory: TerminalDirectory,
         lock: DirectoryLock,
-        storage: Storage,
+        storage: ReplicaStorage,
         replica: Replica,
         clock: Callable[[], int],
     ) -> None:
@@ -80,12 +80,16 @@ class Terminal:
         *,
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
+        open_storage: Callable[[], ReplicaStorage] | None = None,
     ) -> Terminal:
-        """Open a replica whose identity is already loaded (the cloud's per-store replicas)."""
+        """Open a replica whose identity is already loaded (the cloud's per-store replicas,
+        which may keep their documents elsewhere than the directory's SQLite file)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:
-            storage = Storage(directory.database)
+            storage: ReplicaStorage = (
+                Storage(directory.database) if open_storage is None else open_storage()
+            )
             try:
                 stored, verified = storage.load()
                 replica = Replica(directory.store, new_client_id(), directory.me)

@@ -1,0 +1,185 @@
+"""A store's documents in PostgreSQL, shared by every cloud process that serves the store.
+
+The same contract as a terminal's SQLite storage (lanesync.shell.storage): ``commit`` returns
+once the transaction is durable, loading replays snapshots then the log, and compaction keeps
+log rows the document has not integrated. What PostgreSQL adds is several writers:
+
+* ``store_heads.last_seq`` numbers the store's log. A commit takes that row's lock
+  (``UPDATE ... RETURNING``) and holds it until COMMIT, so one store's commits are serialised and
+  rows become visible in seq order: a reader that has seen up to seq N and reads ``seq > N``
+  later never misses a row another process committed in between.
+* ``pull()`` returns the rows other processes committed since we last looked (and their
+  snapshots, when one of them compacted), for the caller to merge: CRDT merges are idempotent
+  and commutative, so whichever process merged first, every replica ends the same.
+* Compaction deletes log rows only when this process has seen the whole log (under the lock),
+  and bumps ``snapshot_gen`` so the others reload the snapshot instead of missing rows.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+
+from lanesync.cloud.sql import Sql
+from lanesync.core.replica import Change, Replica
+from lanesync.shell.storage import COMPACT_MIN_LOG_BYTES
+
+
+class PostgresStoreStorage:
+    def __init__(self, sql: Sql, store_id: str) -> None:
+        self._sql = sql
+        self._store = store_id
+        self._seen_seq = 0
+        self._seen_gen = 0
+        self._mine: set[int] = set()  # seqs we committed that are above _seen_seq
+        self._snapshot_bytes: dict[str, int] = defaultdict(int)
+        self._log_bytes: dict[str, int] = defaultdict(int)
+        sql.execute(
+            "INSERT INTO store_heads (store_id) VALUES (?) ON CONFLICT DO NOTHING", (store_id,)
+        )
+
+    def close(self) -> None:
+        """The connection is the cloud process's, closed by its owner."""
+
+    def lock(self) -> tuple[int, int]:
+        """Take the store's lock for the current transaction; returns (last_seq, snapshot_gen)."""
+        rows = self._sql.execute(
+            "SELECT last_seq, snapshot_gen FROM store_heads WHERE store_id = ? FOR UPDATE",
+            (self._store,),
+        )
+        return int(rows[0][0]), int(rows[0][1])
+
+    def is_behind(self, head: tuple[int, int]) -> bool:
+        """Whether another process committed (or compacted) something we have not pulled."""
+        last_seq, gen = head
+        # Every seq above _seen_seq that is ours is in _mine; any other one is someone else's.
+        return gen != self._seen_gen or last_seq - self._seen_seq != len(self._mine)
+
+    def load(self) -> tuple[dict[str, list[bytes]], set[bytes]]:
+        stored: dict[str, list[bytes]] = defaultdict(list)
+        with self._sql.transaction():
+            self._seen_seq, self._seen_gen = self.lock()
+            for doc, data in self._sql.execute(
+                "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
+            ):
+                stored[doc].append(bytes(data))
+                self._snapshot_bytes[doc] = len(data)
+            for doc, data in self._sql.execute(
+                "SELECT doc, data FROM store_updates WHERE store_id = ? AND seq <= ? ORDER BY seq",
+                (self._store, self._seen_seq),
+            ):
+                stored[doc].append(bytes(data))
+                self._log_bytes[doc] += len(data)
+            verified = {
+                bytes(h)
+                for (h,) in self._sql.execute(
+                    "SELECT hash FROM store_verified WHERE store_id = ?", (self._store,)
+                )
+            }
+        self._mine.clear()
+        return dict(stored), verified
+
+    def pull(self) -> list[tuple[str, bytes]]:
+        """What other processes committed since we last looked (their snapshots first when one
+        of them compacted, then log rows in commit order). Call it inside a transaction: it
+        takes the store's lock, so no compaction can delete rows between the two reads."""
+        last_seq, gen = self.lock()
+        updates: list[tuple[str, bytes]] = []
+        if gen != self._seen_gen:
+            for doc, data in self._sql.execute(
+                "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
+            ):
+                updates.append((doc, bytes(data)))
+                self._snapshot_bytes[doc] = len(data)
+            self._seen_gen = gen
+        if last_seq > self._seen_seq:
+            for seq, doc, data in self._sql.execute(
+                "SELECT seq, doc, data FROM store_updates "
+                "WHERE store_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
+                (self._store, self._seen_seq, last_seq),
+            ):
+                if seq not in self._mine:
+                    updates.append((doc, bytes(data)))
+                    self._log_bytes[doc] += len(data)
+            self._mine = {seq for seq in self._mine if seq > last_seq}
+            self._seen_seq = last_seq
+        return updates
+
+    def commit(self, changes: Iterable[Change]) -> None:
+        """Append every change in one durable transaction (group commit)."""
+        rows: list[tuple[str, bytes]] = []
+        verdicts: list[bytes] = []
+        for change in changes:
+            rows.extend(change.updates)
+            verdicts.extend(change.verdicts)
+        if not rows and not verdicts:
+            return
+        with self._sql.transaction():
+            if rows:
+                last = self._sql.execute(
+                    "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
+                    "RETURNING last_seq",
+                    (len(rows), self._store),
+                )[0][0]
+                first = int(last) - len(rows) + 1
+                self._sql.executemany(
+                    "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
+                    [(self._store, first + i, doc, data) for i, (doc, data) in enumerate(rows)],
+                )
+                self._mine.update(range(first, first + len(rows)))
+            self._sql.executemany(
+                "INSERT INTO store_verified (store_id, hash) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                [(self._store, h) for h in verdicts],
+            )
+        for doc, data in rows:
+            self._log_bytes[doc] += len(data)
+
+    def documents_to_compact(self) -> list[str]:
+        return sorted(
+            doc
+            for doc, size in self._log_bytes.items()
+            if size > max(COMPACT_MIN_LOG_BYTES, self._snapshot_bytes[doc])
+        )
+
+    def compact(self, replica: Replica, doc: str) -> None:
+        """Replace ``doc``'s snapshot with the replica's state and drop the log rows it covers,
+        unless another process committed something we have not merged yet (then later)."""
+        with self._sql.transaction():
+            head = self.lock()
+            if self.is_behind(head):
+                return
+            snapshot = replica.full_state(doc)
+            rows = self._sql.execute(
+                "SELECT seq, data FROM store_updates WHERE store_id = ? AND doc = ?",
+                (self._store, doc),
+            )
+            covered = {seq for seq, data in rows if replica.is_covered(doc, bytes(data))}
+            kept = sum(len(data) for seq, data in rows if seq not in covered)
+            self._sql.execute(
+                "INSERT INTO store_snapshots (store_id, doc, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (store_id, doc) DO UPDATE SET data = excluded.data",
+                (self._store, doc, snapshot),
+            )
+            self._sql.executemany(
+                "DELETE FROM store_updates WHERE store_id = ? AND seq = ?",
+                [(self._store, seq) for seq in covered],
+            )
+            gen = self._sql.execute(
+                "UPDATE store_heads SET snapshot_gen = snapshot_gen + 1 WHERE store_id = ? "
+                "RETURNING snapshot_gen",
+                (self._store,),
+            )[0][0]
+        self._seen_gen = int(gen)
+        self._seen_seq, self._mine = head[0], set()  # not behind: everything up to it is merged
+        self._snapshot_bytes[doc] = len(snapshot)
+        self._log_bytes[doc] = kept
+
+
+def store_heads(sql: Sql) -> dict[str, tuple[int, int]]:
+    """Every store's (last_seq, snapshot_gen): one cheap query tells which stores moved."""
+    return {
+        store: (int(seq), int(gen))
+        for store, seq, gen in sql.execute(
+            "SELECT store_id, last_seq, snapshot_gen FROM store_heads"
+        )
+    }

@@ -1,0 +1,164 @@
+"""Where the cloud keeps its state, and how one store's replica stays in step with it.
+
+Two backends behind one interface:
+
+* SQLite (the default, one machine): ``CLOUD_DIR/headoffice.db`` for the head-office tables and
+  each store's documents in ``CLOUD_DIR/stores/<id>/lanesync.db``, exactly like a terminal.
+  One process per directory (the directory lock), so nobody else writes.
+* PostgreSQL (``--db URL``): everything in one database, which any number of ``cloud serve``
+  processes share. Each process holds its own in-memory replica of every store; after every
+  durable merge it takes the store's lock, merges what the other processes committed meanwhile,
+  and projects the head-office tables from that complete replica in the same transaction. So the
+  tables are always written from a replica holding everything committed so far, and a record
+  counts once however many processes received it (the tables are keyed by record id).
+  A follower task notices other processes' commits and relays them to this process's peers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.pgstorage import PostgresStoreStorage, store_heads
+from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
+from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
+from lanesync.core.node import Node
+from lanesync.errors import StorageError
+from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.mesh import Mesh
+from lanesync.shell.terminal import Terminal
+
+log = logging.getLogger("lanesync.cloud")
+
+# How often a process on a shared database looks for other processes' commits: one query for
+# all stores. It bounds how late a leader on another process hears of them (a split store's two
+# leaders uploading to two processes); head-office tables never wait for it (see above).
+FOLLOW_INTERVAL_S = 0.25
+
+
+@dataclass(slots=True)
+class Backend:
+    sql: Sql  # head-office tables (and, on PostgreSQL, the store documents too)
+    shared: bool  # PostgreSQL: other processes may serve the same stores
+    description: str
+
+    @classmethod
+    def open(cls, directory: CloudDirectory, db_url: str | None) -> Backend:
+        if db_url is None:
+            sqlite = SqliteSql(directory.headoffice_db)
+            try:
+                prepare_sqlite_headoffice(sqlite)
+            except BaseException:
+                sqlite.close()
+                raise
+            return cls(sqlite, False, f"sqlite:{directory.headoffice_db}")
+        postgres = connect(db_url)
+        try:
+            require_current_postgresql(postgres, redact(db_url))
+        except BaseException:
+            postgres.close()
+            raise
+        return cls(postgres, True, redact(db_url))
+
+    def close(self) -> None:
+        self.sql.close()
+
+
+@dataclass(slots=True)
+class StoreRuntime:
+    """One store served by this process: its replica, mesh node and group committer."""
+
+    store_id: str
+    terminal: Terminal
+    node: Node
+    mesh: Mesh
+    committer: GroupCommitter
+    backend: Backend
+    headoffice: HeadOffice
+    shared_storage: PostgresStoreStorage | None = None
+    relay_scheduled: bool = field(default=False)
+
+    def refresh(self) -> None:
+        """Project the replica into the head-office tables (after every durable merge); on a
+        shared database, first merge what other processes committed, under the store's lock."""
+        pulled: list[tuple[str, bytes]] = []
+        try:
+            with self.backend.sql.transaction():
+                if self.shared_storage is not None:
+                    pulled = self.shared_storage.pull()
+                    if pulled:
+                        # Already durable in the database: merged in memory, never re-written.
+                        self.terminal.replica.merge(pulled, self.terminal.now_ms())
+                self.headoffice.project(self.store_id, self.terminal.replica)
+        except BaseException:
+            self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
+            raise
+        if pulled:
+            self._relay_soon()
+
+    def _relay_soon(self) -> None:
+        # Called from inside the mesh's flush: sync with the peers once it has returned.
+        if not self.relay_scheduled:
+            self.relay_scheduled = True
+            asyncio.get_running_loop().call_soon(self._relay)
+
+    def _relay(self) -> None:
+        self.relay_scheduled = False
+        self.mesh.bundle_imported()
+
+    def is_behind(self, head: tuple[int, int] | None) -> bool:
+        return self.shared_storage is not None and (
+            head is None or self.shared_storage.is_behind(head)
+        )
+
+
+def open_store(
+    directory: CloudDirectory,
+    backend: Backend,
+    headoffice: HeadOffice,
+    store_id: str,
+    on_fatal: Callable[[BaseException], None],
+) -> StoreRuntime:
+    shared = PostgresStoreStorage(backend.sql, store_id) if backend.shared else None
+    terminal = Terminal.open_directory(
+        directory.store_directory(store_id),
+        lock_wait_s=0,
+        open_storage=None if shared is None else (lambda: shared),
+    )
+    terminal.replica.ledger.collect_accepted = True
+    node = Node(terminal.replica)
+    runtime: StoreRuntime | None = None
+
+    def refresh() -> None:
+        assert runtime is not None
+        runtime.refresh()
+
+    mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh)
+    committer = GroupCommitter(terminal, on_commit=mesh.committed)
+    runtime = StoreRuntime(store_id, terminal, node, mesh, committer, backend, headoffice, shared)
+    return runtime
+
+
+async def follow_database(
+    backend: Backend,
+    stores: dict[str, StoreRuntime],
+    on_fatal: Callable[[BaseException], None],
+) -> None:
+    """On a shared database: merge and relay what other processes commit, as they commit it."""
+    if not backend.shared:
+        return
+    while True:
+        await asyncio.sleep(FOLLOW_INTERVAL_S)
+        try:
+            heads = store_heads(backend.sql)
+            for runtime in stores.values():
+                if runtime.is_behind(heads.get(runtime.store_id)):
+                    runtime.refresh()
+        except StorageError as exc:
+            log.critical("database failed, stopping: %s", exc)
+            on_fatal(exc)
+            return
