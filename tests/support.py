@@ -25,8 +25,8 @@ T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
 STOP_TIMEOUT_S = 10.0
 LOG_TAIL_LINES = 80
-# A new connection per request: uvicorn closes idle keep-alive connections after 5 s, and a
-# request sent on one at that moment gets no answer (see docs/benchmarks.md).
+# A new connection per request, so that no test depends on the API's keep-alive policy (which
+# test_an_idle_keep_alive_connection_outlives_common_client_expiry checks on its own).
 FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
 
 

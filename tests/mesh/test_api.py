@@ -12,6 +12,7 @@ import asyncio
 import json
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ from .cluster import ENV, Cluster, Daemon, wait_connected, wait_until
 pytestmark = pytest.mark.slow
 
 MILK_PRICE = 100
+# Longer than uvicorn's default keep-alive timeout (5 s), shorter than the daemon's.
+API_IDLE_PROBE_S = 6.0
 MILK_RECEIVED = 1000
 
 V1_PATHS = {
@@ -349,6 +352,27 @@ def test_bogus_content_length_is_refused(shop: Shop) -> None:
     assert head.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert json.loads(body)["error"]["code"] == "too_large"
     assert fingerprint(shop.m) == before
+
+
+def test_an_idle_keep_alive_connection_outlives_common_client_expiry(shop: Shop) -> None:
+    """A POS client's pooled connection, idle for longer than uvicorn's default 5 s keep-alive,
+    still answers: the server must not be the side that closes it (docs/operations.md)."""
+    host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
+    request = f"GET /v1/digest HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        for idle_s in (API_IDLE_PROBE_S, 0):
+            sock.sendall(request)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                chunk = sock.recv(65536)
+                assert chunk, "the server closed the keep-alive connection"
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 200 "), head[:200]
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            body = head.partition(b"\r\n\r\n")[2]
+            while len(body) < length:
+                body += sock.recv(65536)
+            time.sleep(idle_s)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,13 @@ from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
 from lanesync.core.wire import Hello, ProtocolViolation, decode_frame
-from lanesync.shell.daemon import ApiServer, bind_socket, configure_logging, socket_url
+from lanesync.shell.daemon import (
+    API_KEEP_ALIVE_S,
+    ApiServer,
+    bind_socket,
+    configure_logging,
+    socket_url,
+)
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.mesh import (
@@ -152,7 +158,11 @@ async def _serve(
     token = load_or_create_token(config.directory)
     api = ApiServer(
         uvicorn.Config(
-            create_cloud_app(service, token), log_level="warning", access_log=False, lifespan="off"
+            create_cloud_app(service, token),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=API_KEEP_ALIVE_S,
         )
     )
     async with (

@@ -100,6 +100,13 @@ def configure_logging(level: int = logging.INFO) -> None:
     logging.getLogger("uvicorn").setLevel(logging.WARNING)
 
 
+# How long the local API keeps an idle keep-alive connection. uvicorn's default is 5 s, as short
+# as common HTTP clients' own idle expiry (httpx 5 s, Node's agent 5 s, aiohttp 15 s): a POS
+# request sent on a connection the server is closing at that moment gets no answer. A server
+# that waits longer than its clients lets them always close first (docs/operations.md).
+API_KEEP_ALIVE_S = 65
+
+
 class ApiServer(uvicorn.Server):
     # uvicorn re-raises captured signals when it stops; the daemon owns signal handling.
     @contextlib.contextmanager
@@ -167,7 +174,13 @@ async def _serve(config: DaemonConfig, terminal: Terminal) -> None:
         uplink=uplink,
     )
     api = ApiServer(
-        uvicorn.Config(create_app(state), log_level="warning", access_log=False, lifespan="off")
+        uvicorn.Config(
+            create_app(state),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_keep_alive=API_KEEP_ALIVE_S,
+        )
     )
     async with (
         serve(mesh.serve_connection, sock=peer_sock, **websocket_options()) as server,
