@@ -1,0 +1,124 @@
+"""Several cloud processes' replicas of one store on one PostgreSQL database, in one process.
+
+Hypothesis drives two replicas (``a`` and ``b``, each with its own connection, as two
+``cloud serve`` processes would have) through any interleaving of: a lane's records arriving at
+either, pulls of what the other committed, and compactions (the threshold lowered so that they
+happen). Whatever the interleaving, after a final pull both replicas, and a third one loaded
+fresh from the database, hold exactly the lane's state: no row lost to a compaction, none
+merged twice into the tables' source.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lanesync.cloud import pgstorage
+from lanesync.cloud.pgstorage import PostgresStoreStorage
+from lanesync.cloud.schema import migrate_postgresql
+from lanesync.cloud.sql import PostgresSql, connect
+from lanesync.core.ids import Sku
+from lanesync.core.records import Receipt, Sale, SaleLine
+from lanesync.core.replica import Change, Replica
+from lanesync.tools.pgserver import PostgresServer
+
+_stores = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def database(pg_server: PostgresServer) -> str:
+    url = pg_server.create_database("pgstorage")
+    sql = connect(url)
+    try:
+        migrate_postgresql(sql)
+    finally:
+        sql.close()
+    return url
+
+
+@dataclass
+class Process:
+    """One cloud process's replica of the store and its storage on its own connection."""
+
+    replica: Replica
+    storage: PostgresStoreStorage
+
+    def receive(self, change: Change) -> None:
+        """A leader uploaded ``change``: merge it, commit it (as Mesh does), maybe compact."""
+        merged = self.replica.merge(list(change.updates), NOW)
+        self.storage.commit([merged])
+        for doc in self.storage.documents_to_compact():
+            self.storage.compact(self.replica, doc)
+
+    def pull(self, sql: PostgresSql) -> None:
+        with sql.transaction():
+            pulled = self.storage.pull()
+        if pulled:
+            self.replica.merge(pulled, NOW)
+
+
+def opened(store: Store, sql: PostgresSql, store_key: str) -> Process:
+    """A process starting up: its replica loaded from the database."""
+    storage = PostgresStoreStorage(sql, store_key)
+    replica = Replica(store.identity, store.client_id(), None)
+    replica.restore(*storage.load(), NOW)
+    return Process(replica, storage)
+
+
+Step = tuple[str, str]  # (what, which process)
+STEPS = st.lists(
+    st.tuples(st.sampled_from(["sale", "receipt", "pull", "compact"]), st.sampled_from("ab")),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(steps=STEPS, compact_at=st.sampled_from([1, 400, 4000]))
+def test_any_interleaving_of_uploads_pulls_and_compactions_converges(
+    database: str, monkeypatch: pytest.MonkeyPatch, steps: list[Step], compact_at: int
+) -> None:
+    monkeypatch.setattr(pgstorage, "COMPACT_MIN_LOG_BYTES", compact_at)
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"hyp{next(_stores)}"
+    connections = {name: connect(database) for name in "abc"}
+    try:
+        processes = {name: opened(store, connections[name], store_key) for name in "ab"}
+        processes["a"].receive(lane.restored)  # the lane's certificate, as its leader uploads it
+        for what, where in steps:
+            process = processes[where]
+            if what == "sale":
+                _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
+                process.receive(change)
+            elif what == "receipt":
+                _, change = lane.replica.append(Receipt(Sku("milk"), 5), NOW)
+                process.receive(change)
+            elif what == "pull":
+                process.pull(connections[where])
+            else:
+                for doc in process.replica.doc_names():
+                    process.storage.compact(process.replica, doc)
+
+        for name, process in processes.items():
+            process.pull(connections[name])
+        fresh = opened(store, connections["c"], store_key)
+        digests = {name: p.replica.digest() for name, p in processes.items()}
+        digests["fresh"] = fresh.replica.digest()
+        digests["lane"] = lane.replica.digest()
+        assert len(set(digests.values())) == 1, digests
+        for process in (*processes.values(), fresh):
+            assert process.replica.ledger.on_hand() == lane.replica.ledger.on_hand()
+            assert process.replica.ledger.accepted_count() == lane.replica.ledger.accepted_count()
+    finally:
+        for sql in connections.values():
+            sql.close()
