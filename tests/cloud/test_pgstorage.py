@@ -18,6 +18,8 @@ from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import lanesync.core.identity
+import lanesync.core.ledger
 from lanesync.cloud import pgstorage
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
@@ -58,8 +60,8 @@ class Process:
     def pull(self, sql: PostgresSql) -> None:
         with sql.transaction():
             pulled = self.storage.pull()
-        if pulled:
-            self.replica.merge(pulled, NOW)
+        if pulled.updates:
+            self.replica.merge(pulled.updates, NOW, trusted=pulled.verified)
 
 
 def opened(store: Store, sql: PostgresSql, store_key: str) -> Process:
@@ -119,6 +121,39 @@ def test_any_interleaving_of_uploads_pulls_and_compactions_converges(
         for process in (*processes.values(), fresh):
             assert process.replica.ledger.on_hand() == lane.replica.ledger.on_hand()
             assert process.replica.ledger.accepted_count() == lane.replica.ledger.accepted_count()
+    finally:
+        for sql in connections.values():
+            sql.close()
+
+
+def test_records_another_process_verified_are_not_verified_again(
+    database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"trust{next(_stores)}"
+    connections = {name: connect(database) for name in "ab"}
+    checks: list[bytes] = []
+    real = lanesync.core.identity.verify
+
+    def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
+        checks.append(message)
+        return real(public_key, domain, message, signature)
+
+    # The ledger checks record signatures with the identity module's function.
+    assert vars(lanesync.core.ledger)["verify"] is real
+    monkeypatch.setattr(lanesync.core.ledger, "verify", counting)
+    try:
+        a, b = (opened(store, connections[name], store_key) for name in "ab")
+        a.receive(lane.restored)
+        for _ in range(20):
+            _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
+            a.receive(change)
+        assert len(checks) == 20  # a verified each sale once
+        b.pull(connections["b"])
+        assert b.replica.ledger.accepted_count() == 20
+        assert len(checks) == 20, "b checked again what a had verified"
+        assert b.replica.digest() == a.replica.digest()
     finally:
         for sql in connections.values():
             sql.close()

@@ -19,10 +19,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
 from lanesync.core.replica import Change, Replica
 from lanesync.shell.storage import COMPACT_MIN_LOG_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class Pulled:
+    updates: list[tuple[str, bytes]]
+    verified: set[bytes]  # records another process verified: no need to check them again
 
 
 class PostgresStoreStorage:
@@ -79,12 +86,14 @@ class PostgresStoreStorage:
         self._mine.clear()
         return dict(stored), verified
 
-    def pull(self) -> list[tuple[str, bytes]]:
+    def pull(self) -> Pulled:
         """What other processes committed since we last looked (their snapshots first when one
-        of them compacted, then log rows in commit order). Call it inside a transaction: it
-        takes the store's lock, so no compaction can delete rows between the two reads."""
+        of them compacted, then log rows in commit order), with the hashes of the records they
+        verified. Call it inside a transaction: it takes the store's lock, so no compaction can
+        delete rows between the reads."""
         last_seq, gen = self.lock()
         updates: list[tuple[str, bytes]] = []
+        verified: set[bytes] = set()
         if gen != self._seen_gen:
             for doc, data in self._sql.execute(
                 "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
@@ -101,9 +110,17 @@ class PostgresStoreStorage:
                 if seq not in self._mine:
                     updates.append((doc, bytes(data)))
                     self._log_bytes[doc] += len(data)
+            verified = {
+                bytes(h)
+                for (h,) in self._sql.execute(
+                    "SELECT hash FROM store_verified "
+                    "WHERE store_id = ? AND added_seq > ? AND added_seq <= ?",
+                    (self._store, self._seen_seq, last_seq),
+                )
+            }
             self._mine = {seq for seq in self._mine if seq > last_seq}
             self._seen_seq = last_seq
-        return updates
+        return Pulled(updates, verified)
 
     def commit(self, changes: Iterable[Change]) -> None:
         """Append every change in one durable transaction (group commit)."""
@@ -115,22 +132,24 @@ class PostgresStoreStorage:
         if not rows and not verdicts:
             return
         with self._sql.transaction():
-            if rows:
-                last = self._sql.execute(
+            last = int(
+                self._sql.execute(
                     "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
                     "RETURNING last_seq",
                     (len(rows), self._store),
                 )[0][0]
-                first = int(last) - len(rows) + 1
-                self._sql.executemany(
-                    "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
-                    [(self._store, first + i, doc, data) for i, (doc, data) in enumerate(rows)],
-                )
-                self._mine.update(range(first, first + len(rows)))
-            self._sql.executemany(
-                "INSERT INTO store_verified (store_id, hash) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                [(self._store, h) for h in verdicts],
             )
+            first = last - len(rows) + 1
+            self._sql.executemany(
+                "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
+                [(self._store, first + i, doc, data) for i, (doc, data) in enumerate(rows)],
+            )
+            self._sql.executemany(
+                "INSERT INTO store_verified (store_id, hash, added_seq) VALUES (?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                [(self._store, h, last) for h in verdicts],
+            )
+        self._mine.update(range(first, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
 

@@ -120,11 +120,16 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
                 data BYTEA NOT NULL,
                 PRIMARY KEY (store_id, doc)
             )""",
+            # Hashes of records whose signature a process checked; added_seq (the store's
+            # last_seq when committed) lets the other processes pull them with the rows they
+            # came with, so a record is verified once, not once per process.
             """CREATE TABLE store_verified (
                 store_id TEXT NOT NULL,
                 hash BYTEA NOT NULL,
+                added_seq BIGINT NOT NULL,
                 PRIMARY KEY (store_id, hash)
             )""",
+            "CREATE INDEX store_verified_by_seq ON store_verified (store_id, added_seq)",
         ),
     ),
 )

@@ -85,14 +85,18 @@ class StoreRuntime:
     def refresh(self) -> None:
         """Project the replica into the head-office tables (after every durable merge); on a
         shared database, first merge what other processes committed, under the store's lock."""
-        pulled: list[tuple[str, bytes]] = []
+        pulled = False
         try:
             with self.backend.sql.transaction():
                 if self.shared_storage is not None:
-                    pulled = self.shared_storage.pull()
-                    if pulled:
-                        # Already durable in the database: merged in memory, never re-written.
-                        self.terminal.replica.merge(pulled, self.terminal.now_ms())
+                    new = self.shared_storage.pull()
+                    if new.updates:
+                        # Already durable in the database: merged in memory, never re-written;
+                        # the records the committing process verified are not verified again.
+                        self.terminal.replica.merge(
+                            new.updates, self.terminal.now_ms(), trusted=new.verified
+                        )
+                        pulled = True
                 self.headoffice.project(self.store_id, self.terminal.replica)
         except BaseException:
             self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
@@ -158,6 +162,7 @@ async def follow_database(
             for runtime in stores.values():
                 if runtime.is_behind(heads.get(runtime.store_id)):
                     runtime.refresh()
+                    await asyncio.sleep(0)  # one store at a time: uplinks and the API go on
         except StorageError as exc:
             log.critical("database failed, stopping: %s", exc)
             on_fatal(exc)

@@ -298,11 +298,15 @@ class Replica:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
         return change
 
-    def merge(self, updates: Sequence[tuple[str, bytes]], now_ms: int) -> Change:
+    def merge(
+        self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
+    ) -> Change:
         """Apply CRDT updates from elsewhere, all or nothing.
 
         Every update is decoded before any is applied, so a bad one (RemoteError) changes
-        nothing. The returned change persists the updates exactly as received.
+        nothing. The returned change persists the updates exactly as received. Records whose
+        hash is in ``trusted`` were verified by this replica's own storage before (a cloud
+        process sharing the database): their signatures are not checked again.
         """
         for name, update in updates:
             if not is_valid_doc_name(name):
@@ -321,7 +325,7 @@ class Replica:
                 raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
         self._captured.clear()
         change = Change(updates=[(name, bytes(update)) for name, update in ordered])
-        change.extend(self._fold_events(now_ms))
+        change.extend(self._fold_events(now_ms, trusted))
         return change
 
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
