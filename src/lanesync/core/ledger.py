@@ -86,6 +86,7 @@ class _Chain:
     last_hlc: Hlc = ZERO
     broken_at: int | None = None  # seq from which nothing more is ever accepted
     broken_reason: str = ""
+    broken_by: bytes = b""  # hash of the record that broke it by not linking (else empty)
     waiting: dict[int, dict[bytes, tuple[str, str, Record, Certificate]]] = field(
         default_factory=dict
     )
@@ -107,6 +108,8 @@ class _Chain:
 
 
 SaleFinder = Callable[[str], Sale | None]
+FORK = "two different records with one sequence number"
+BAD_LINK = "record does not link to its predecessor"
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
@@ -277,6 +280,10 @@ class Ledger:
         chain = self._chains[record.terminal]
         seq = record.seq
         if chain.broken_at is not None and seq >= chain.broken_at:
+            if seq == chain.broken_at and chain.broken_by and record.hash != chain.broken_by:
+                # A second record at the seq where one failed to link: a fold that saw both at
+                # once calls it a fork, and the views must not depend on arrival order.
+                chain.broken_reason, chain.broken_by = FORK, b""
             return  # reported through the chain's broken state
         if seq <= chain.head_seq:
             if chain.hash_at(seq) != record.hash:
@@ -287,10 +294,10 @@ class Ledger:
         if not self._deferring:
             self._advance(record.terminal, chain)
 
-    def _break(self, terminal: TerminalId, seq: int, reason: str) -> None:
+    def _break(self, terminal: TerminalId, seq: int, reason: str, by: bytes = b"") -> None:
         chain = self._chains[terminal]
         if chain.broken_at is None or seq < chain.broken_at:
-            chain.broken_at, chain.broken_reason = seq, reason
+            chain.broken_at, chain.broken_reason, chain.broken_by = seq, reason, by
         for stale in [s for s in chain.waiting if s >= seq]:
             del chain.waiting[stale]
 
@@ -298,11 +305,11 @@ class Ledger:
         while (candidates := chain.waiting.get(chain.head_seq + 1)) is not None:
             seq = chain.head_seq + 1
             if len(candidates) > 1:
-                self._break(terminal, seq, "two different records with one sequence number")
+                self._break(terminal, seq, FORK)
                 return
             ((doc, key, record, signer),) = candidates.values()
             if record.prev_hash != chain.head_hash or record.hlc <= chain.last_hlc:
-                self._break(terminal, seq, "record does not link to its predecessor")
+                self._break(terminal, seq, BAD_LINK, record.hash)
                 return
             del chain.waiting[seq]
             chain.hashes += record.hash
@@ -379,6 +386,7 @@ class Ledger:
                     c.last_hlc.counter,
                     c.broken_at,
                     c.broken_reason,
+                    c.broken_by,
                     sorted([d, k] for held in c.waiting.values() for d, k, _, _ in held.values()),
                 ]
                 for terminal, c in sorted(self._chains.items())
@@ -419,14 +427,14 @@ class Ledger:
             if {TerminalId(t): int(ms) for t, ms in revoked} != self._revoked:
                 raise ValueError("the checkpoint was made under other revocations")
             held: list[tuple[str, str]] = []
-            for terminal, hashes, sales, wall, counter, broken_at, reason, waiting in chains:
+            for terminal, hashes, sales, wall, counter, broken_at, reason, by, waiting in chains:
                 if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
                     raise ValueError("a chain of the checkpoint is malformed")
                 chain = self._chains[TerminalId(sys.intern(terminal))]
                 chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
                 chain.last_hlc = Hlc(int(wall), int(counter))
                 chain.broken_at = None if broken_at is None else int(broken_at)
-                chain.broken_reason = str(reason)
+                chain.broken_reason, chain.broken_by = str(reason), bytes(by)
                 held.extend((str(d), str(k)) for d, k in waiting)
             held.extend((str(d), str(k)) for d, k in unverified)
             self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}

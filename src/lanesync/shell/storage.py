@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +37,16 @@ SCHEMA_VERSION = 2
 # a few milliseconds (FACTS.md: ~300k small updates/s applied).
 COMPACT_MIN_LOG_BYTES = 1024 * 1024
 # A new checkpoint is written once the log rows after the last one hold more bytes than this
-# and than the checkpoint itself. Folding 256 KiB of sales (~1,200 of 221 B) at reopen costs
-# ~50 ms; bounding the uncovered log by the checkpoint's size keeps the rewrite work linear
-# (a checkpoint grows ~35 B per record, the log ~221 B: one rewrite per ~16 % growth).
+# and than a quarter of the checkpoint itself. Measured (docs/benchmarks.md, foundation): a
+# reopen folds a log row after the checkpoint in ~60 us (221 B a sale), a checkpoint holds
+# ~38 B a record and costs ~25 ms to write at 116k records. So 256 KiB (~1,200 sales, ~70 ms
+# to fold) while small; at 100k sales a rewrite every ~4k sales (~0.25 s to fold), which
+# keeps the rewrite work linear in the data (one per ~4 % growth).
 CHECKPOINT_MIN_LOG_BYTES = 256 * 1024
+CHECKPOINT_LOG_FRACTION = 4
+# A reopen that asks about more record hashes than this (a full fold asks about each) reads
+# the whole verdict table at once; below it, each is looked up (a checkpoint's tail).
+VERIFIED_LOOKUPS_BEFORE_LOAD = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -70,8 +76,35 @@ class Loaded:
 
     stored: dict[str, list[bytes]]  # per document: snapshot, then log rows the checkpoint covers
     tail: list[tuple[str, bytes]]  # log rows after the checkpoint (every row without one)
-    verified: set[bytes]
+    verified: Container[bytes]
     checkpoint: bytes | None
+
+
+class _VerifiedHashes:
+    """The verdict table as a ``Container[bytes]`` for one restore. With a checkpoint only the
+    records after it are asked about, so it answers from SQLite; a full fold asks about every
+    record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the table once (a set
+    of 100k hashes costs ~0.2 s and ~10 MB, for nothing when a checkpoint fits)."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self._asked = 0
+        self._all: set[bytes] | None = None
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, bytes):
+            return False
+        try:
+            if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
+                self._all = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM verified")}
+            if self._all is not None:
+                return item in self._all
+            self._asked += 1
+            row = self._db.execute("SELECT 1 FROM verified WHERE hash = ?", (item,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read database {self._path}: {exc}") from exc
+        return row is not None
 
 
 class Storage:
@@ -124,9 +157,9 @@ class Storage:
                     tail.append((doc, bytes(data)))
                     self._uncheckpointed_bytes += len(data)
                 self._log_bytes[doc] += len(data)
-            verified = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM verified")}
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read database {self._path}: {exc}") from exc
+        verified = _VerifiedHashes(self._db, self._path)
         if checkpoint is None:
             # Everything will be folded: worth a checkpoint as soon as the replica has one.
             self._uncheckpointed_bytes += sum(self._snapshot_bytes.values())
@@ -169,7 +202,9 @@ class Storage:
         )
 
     def checkpoint_due(self) -> bool:
-        return self._uncheckpointed_bytes > max(CHECKPOINT_MIN_LOG_BYTES, self._checkpoint_bytes)
+        return self._uncheckpointed_bytes > max(
+            CHECKPOINT_MIN_LOG_BYTES, self._checkpoint_bytes // CHECKPOINT_LOG_FRACTION
+        )
 
     def write_checkpoint(self, replica: Replica) -> None:
         """Store the replica's checkpoint as covering every log row committed so far.
@@ -188,7 +223,9 @@ class Storage:
         self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0
 
     def _put_checkpoint(self, checkpoint: bytes) -> None:
-        # Inside the caller's transaction: the rows it covers are exactly those committed.
+        # Inside the caller's transaction: the rows it covers are exactly those committed (and
+        # kept, after a compaction). SQLite gives a new row max(id) + 1, so every later row has
+        # a larger id even where compaction deleted the last rows: "through" never covers one.
         self._db.execute(
             "INSERT INTO checkpoint (id, through, data) "
             "VALUES (1, (SELECT coalesce(max(id), 0) FROM updates), ?) "
