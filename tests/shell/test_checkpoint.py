@@ -207,3 +207,29 @@ def test_database_of_schema_1_opens_folds_once_and_gets_a_checkpoint(
     manager = lanes.reopen(manager)
     assert "views from the checkpoint" in restored_from(caplog)
     assert observable(manager) == expected
+
+
+def test_no_checkpoint_while_merged_updates_wait_for_their_commit(
+    lanes: Lanes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon merges peers' updates and commits them at its next flush; a checkpoint taken
+    in between would hold views of entries the log does not have yet."""
+    caplog.set_level(logging.INFO, LOGGER)
+    checkpoints(monkeypatch, every_write=True)
+    manager, cashier = store_day(lanes)
+    cashier.write(sale("milk:1"))
+    before = checkpoint_row(manager)
+    missing = cashier.replica.updates_since(manager.replica.state_vectors())
+    change = manager.replica.merge(list(missing.items()), manager.now_ms())
+    assert manager.replica.unpersisted_updates > 0
+    manager.compact_if_due()
+    assert checkpoint_row(manager) == before
+
+    manager.commit([change])
+    assert manager.replica.unpersisted_updates == 0
+    manager.compact_if_due()
+    assert checkpoint_row(manager) != before
+    expected = observable(manager)
+    manager = lanes.reopen(manager)
+    assert "views from the checkpoint, 0 entries folded after it" in restored_from(caplog)
+    assert observable(manager) == expected
