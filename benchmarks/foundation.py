@@ -958,8 +958,9 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             "lower",
             Target("<=", 2, full_scale_only=True),
             f"Median of the {REOPEN_RUNS} opens after the first, each in a fresh process (CPU "
-            f"{median_of(reopens, 'open_cpu_s'):.2f} s): read SQLite, apply snapshot + log, fold "
-            "the views; signatures trusted from the verdict cache. Raw CPU: "
+            f"{median_of(reopens, 'open_cpu_s'):.2f} s): read SQLite, apply snapshot + log, take "
+            "the views from the stored checkpoint and fold the log rows after it (signatures "
+            "trusted from the verdict cache). Raw CPU: "
             f"{median_of(raw_reopens, 'apply_cpu_s'):.2f} s.",
         ),
         Figure(

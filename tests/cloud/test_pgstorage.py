@@ -68,7 +68,10 @@ def opened(store: Store, sql: PostgresSql, store_key: str) -> Process:
     """A process starting up: its replica loaded from the database."""
     storage = PostgresStoreStorage(sql, store_key)
     replica = Replica(store.identity, store.client_id(), None)
-    replica.restore(*storage.load(), NOW)
+    loaded = storage.load()
+    replica.restore(
+        loaded.stored, loaded.verified, NOW, checkpoint=loaded.checkpoint, tail=loaded.tail
+    )
     return Process(replica, storage)
 
 

@@ -185,12 +185,19 @@ async def _demo(root: Path) -> None:
             await store.call(lane1, "POST", "/v1/prices", {"sku": sku, "unit_price": cents})
         for sku, qty in STOCK.items():
             await store.call(lane1, "POST", "/v1/stock/receive", {"sku": sku, "qty": qty})
+        # Lanes ring sales at catalog prices: they need lane1's prices before the first one.
+        started = time.monotonic()
+        while not _converged(await store.snapshot(), store.expected()):
+            if time.monotonic() - started > CONVERGE_TIMEOUT_S:
+                raise LanesyncError("the lanes did not receive lane1's prices within 30 s")
+            await asyncio.sleep(0.05)
         with Live(console=console, refresh_per_second=8) as live:
 
             async def show_until(done: asyncio.Task[None]) -> None:
                 while not done.done():
                     live.update(store.table(await store.snapshot()))
                     await asyncio.sleep(0.25)
+                done.result()  # a refused sale stops the demo with its error
 
             store.phase = "all lanes connected, selling"
             await show_until(asyncio.create_task(store.ring(list(LANES), PHASE_S)))

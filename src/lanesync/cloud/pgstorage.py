@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
 from lanesync.core.replica import Change, Replica
-from lanesync.shell.storage import COMPACT_MIN_LOG_BYTES
+from lanesync.shell.storage import COMPACT_MIN_LOG_BYTES, Loaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +62,11 @@ class PostgresStoreStorage:
         # Every seq above _seen_seq that is ours is in _mine; any other one is someone else's.
         return gen != self._seen_gen or last_seq - self._seen_seq != len(self._mine)
 
-    def load(self) -> tuple[dict[str, list[bytes]], set[bytes]]:
+    def load(self) -> Loaded:
+        """Snapshots, then every log row (in seq order, as the tail a restore folds), and the
+        verified record hashes. The cloud keeps no checkpoint of the views (see below)."""
         stored: dict[str, list[bytes]] = defaultdict(list)
+        tail: list[tuple[str, bytes]] = []
         with self._sql.transaction():
             self._seen_seq, self._seen_gen = self.lock()
             for doc, data in self._sql.execute(
@@ -75,7 +78,7 @@ class PostgresStoreStorage:
                 "SELECT doc, data FROM store_updates WHERE store_id = ? AND seq <= ? ORDER BY seq",
                 (self._store, self._seen_seq),
             ):
-                stored[doc].append(bytes(data))
+                tail.append((doc, bytes(data)))
                 self._log_bytes[doc] += len(data)
             verified = {
                 bytes(h)
@@ -84,7 +87,15 @@ class PostgresStoreStorage:
                 )
             }
         self._mine.clear()
-        return dict(stored), verified
+        return Loaded(dict(stored), tail, verified, None)
+
+    def checkpoint_due(self) -> bool:
+        """Never: several processes write a store's log, and a checkpoint of one process's
+        views would cover rows another process is still committing. The cloud folds at open."""
+        return False
+
+    def write_checkpoint(self, replica: Replica) -> None:
+        """Not used (``checkpoint_due`` is never true)."""
 
     def pull(self) -> Pulled:
         """What other processes committed since we last looked (their snapshots first when one

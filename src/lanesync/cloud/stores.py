@@ -93,9 +93,11 @@ class StoreRuntime:
                     if new.updates:
                         # Already durable in the database: merged in memory, never re-written;
                         # the records the committing process verified are not verified again.
-                        self.terminal.replica.merge(
+                        replica = self.terminal.replica
+                        merged = replica.merge(
                             new.updates, self.terminal.now_ms(), trusted=new.verified
                         )
+                        replica.persisted([merged])  # durable already: nothing is owed
                         pulled = True
                 self.headoffice.project(self.store_id, self.terminal.replica)
         except BaseException:

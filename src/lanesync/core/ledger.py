@@ -19,9 +19,11 @@ makes the rebuilt result the canonical one.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from lanesync.core.hlc import ZERO, Hlc
@@ -31,10 +33,12 @@ from lanesync.core.ids import (
     RecordId,
     Sku,
     TerminalId,
+    is_decimal,
     ledger_doc,
 )
 from lanesync.core.records import (
     GENESIS_HASH,
+    HASH_SIZE,
     Adjustment,
     PriceChange,
     Receipt,
@@ -73,21 +77,39 @@ class Price:
 
 @dataclass(slots=True)
 class _Chain:
-    hashes: list[bytes] = field(default_factory=list)  # hashes[i] is the hash of seq i+1
+    # The hashes of the accepted records, concatenated (seq i at [32 * (i - 1), 32 * i)): one
+    # buffer instead of one bytes object per record (65 B of header each, 100k per busy day).
+    hashes: bytearray = field(default_factory=bytearray)
+    # sales[i] is 1 when seq i+1 is a counted sale (accepted and authorised): its lines are
+    # read back from the document when a void needs them, so no per-sale object stays around.
+    sales: bytearray = field(default_factory=bytearray)
     last_hlc: Hlc = ZERO
     broken_at: int | None = None  # seq from which nothing more is ever accepted
     broken_reason: str = ""
+    broken_by: bytes = b""  # hash of the record that broke it by not linking (else empty)
     waiting: dict[int, dict[bytes, tuple[str, str, Record, Certificate]]] = field(
         default_factory=dict
     )
 
     @property
     def head_seq(self) -> int:
-        return len(self.hashes)
+        return len(self.sales)
 
     @property
     def head_hash(self) -> bytes:
-        return self.hashes[-1] if self.hashes else GENESIS_HASH
+        return self.hash_at(len(self.sales)) if self.sales else GENESIS_HASH
+
+    def hash_at(self, seq: int) -> bytes:
+        return bytes(self.hashes[HASH_SIZE * (seq - 1) : HASH_SIZE * seq])
+
+    def all_hashes(self) -> Iterator[bytes]:
+        for start in range(0, len(self.hashes), HASH_SIZE):
+            yield bytes(self.hashes[start : start + HASH_SIZE])
+
+
+SaleFinder = Callable[[str], Sale | None]
+FORK = "two different records with one sequence number"
+BAD_LINK = "record does not link to its predecessor"
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
@@ -100,9 +122,14 @@ def expected_doc(record: Record, tz: ZoneInfo) -> str:
 class Ledger:
     """Incrementally maintained views over every record entry a replica has seen."""
 
-    def __init__(self, store: StoreIdentity, tz: ZoneInfo) -> None:
+    def __init__(
+        self, store: StoreIdentity, tz: ZoneInfo, find_sale: SaleFinder = lambda _key: None
+    ) -> None:
+        """``find_sale(key)``: the lines of the counted sale stored under map key ``key`` (its
+        owner's documents hold every record the views count), or None when it is not there."""
         self._store = store
         self._tz = tz
+        self._find_sale = find_sale
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
         self._deferring = False
         self._revoked: dict[TerminalId, int] = {}
@@ -118,7 +145,6 @@ class Ledger:
         self._rejected: dict[tuple[str, str], str] = {}
         self._unauthorized: dict[tuple[str, str], str] = {}
         self._on_hand: dict[Sku, int] = {}
-        self._sales: dict[str, tuple[tuple[Sku, int], ...]] = {}
         self._voids: dict[str, int] = defaultdict(int)
         self._prices: dict[Sku, Price] = {}
         self._accepted = 0
@@ -133,7 +159,7 @@ class Ledger:
         judged with all its candidates in view: the result is a function of the content alone,
         whatever order anything arrived in. Signatures already checked are not checked again."""
         self.rebuilds += 1
-        checked = {h for chain in self._chains.values() for h in chain.hashes}
+        checked = {h for chain in self._chains.values() for h in chain.all_hashes()}
         checked.update(
             h for chain in self._chains.values() for c in chain.waiting.values() for h in c
         )
@@ -146,6 +172,9 @@ class Ledger:
         for terminal, chain in list(self._chains.items()):
             self._advance(terminal, chain)
         self.needs_rebuild = False
+        # Only a rebuild needs to know what was verified before (it forgets the views); after
+        # it the set would hold one hash per record for nothing.
+        self._checked = set()
 
     # -- certificates ---------------------------------------------------------------------------
 
@@ -251,9 +280,13 @@ class Ledger:
         chain = self._chains[record.terminal]
         seq = record.seq
         if chain.broken_at is not None and seq >= chain.broken_at:
+            if seq == chain.broken_at and chain.broken_by and record.hash != chain.broken_by:
+                # A second record at the seq where one failed to link: a fold that saw both at
+                # once calls it a fork, and the views must not depend on arrival order.
+                chain.broken_reason, chain.broken_by = FORK, b""
             return  # reported through the chain's broken state
         if seq <= chain.head_seq:
-            if chain.hashes[seq - 1] != record.hash:
+            if chain.hash_at(seq) != record.hash:
                 # A fork below the head: what was counted must be judged again as a whole.
                 self.needs_rebuild = True
             return
@@ -261,10 +294,10 @@ class Ledger:
         if not self._deferring:
             self._advance(record.terminal, chain)
 
-    def _break(self, terminal: TerminalId, seq: int, reason: str) -> None:
+    def _break(self, terminal: TerminalId, seq: int, reason: str, by: bytes = b"") -> None:
         chain = self._chains[terminal]
         if chain.broken_at is None or seq < chain.broken_at:
-            chain.broken_at, chain.broken_reason = seq, reason
+            chain.broken_at, chain.broken_reason, chain.broken_by = seq, reason, by
         for stale in [s for s in chain.waiting if s >= seq]:
             del chain.waiting[stale]
 
@@ -272,21 +305,24 @@ class Ledger:
         while (candidates := chain.waiting.get(chain.head_seq + 1)) is not None:
             seq = chain.head_seq + 1
             if len(candidates) > 1:
-                self._break(terminal, seq, "two different records with one sequence number")
+                self._break(terminal, seq, FORK)
                 return
             ((doc, key, record, signer),) = candidates.values()
             if record.prev_hash != chain.head_hash or record.hlc <= chain.last_hlc:
-                self._break(terminal, seq, "record does not link to its predecessor")
+                self._break(terminal, seq, BAD_LINK, record.hash)
                 return
             del chain.waiting[seq]
-            chain.hashes.append(record.hash)
+            chain.hashes += record.hash
+            chain.sales.append(0)  # _apply marks it once it counts as a sale
             chain.last_hlc = record.hlc
             self._accepted += 1
             if self.collect_accepted:
                 self._accepted_log.append(record)
-            self._apply(doc, key, record, signer)
+            self._apply(doc, key, record, signer, chain)
 
-    def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
+    def _apply(
+        self, doc: str, key: str, record: Record, signer: Certificate, chain: _Chain
+    ) -> None:
         body = record.body
         if not signer.role.may_sell and not isinstance(body, PriceChange):
             # A cloud certificate signs catalog records for its store and nothing else.
@@ -294,18 +330,24 @@ class Ledger:
             return
         match body:
             case Sale(lines):
-                rid = str(record.id)
-                moves = tuple((line.sku, line.qty) for line in lines)
-                self._sales[rid] = moves
-                sign = 0 if self._voids.get(rid) else -1
-                for sku, qty in moves:
-                    self._move(sku, sign * qty)
+                chain.sales[record.seq - 1] = 1
+                # Voided before it counted: its SKUs still appear in the stock view, at +-0.
+                sign = 0 if self._voids.get(str(record.id)) else -1
+                for line in lines:
+                    self._move(line.sku, sign * line.qty)
             case Void(sale_id):
                 target = str(sale_id)
                 self._voids[target] += 1
-                if self._voids[target] == 1 and target in self._sales:
-                    for sku, qty in self._sales[target]:
-                        self._move(sku, qty)
+                if self._voids[target] == 1 and self._is_counted_sale(sale_id):
+                    sale_key = self.accepted_key(sale_id)
+                    sale = self._find_sale(sale_key) if sale_key is not None else None
+                    if sale is None:
+                        # The counted sale's entry is gone from the documents (deleted by a
+                        # misbehaving peer, written back after this fold): judge it all again.
+                        self.needs_rebuild = True
+                        return
+                    for line in sale.lines:
+                        self._move(line.sku, line.qty)
             case Receipt(sku, qty):
                 self._move(sku, qty)
             case Adjustment(sku, delta):
@@ -325,6 +367,101 @@ class Ledger:
 
     def _move(self, sku: Sku, delta: int) -> None:
         self._on_hand[sku] = self._on_hand.get(sku, 0) + delta
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def export_views(self) -> list[Any]:
+        """Every view as plain msgpack-able values, for a checkpoint (``load_views`` reverses
+        it). Records held but not counted yet (waiting behind a gap, or for a certificate)
+        are named by document and key only: their bytes are in the documents."""
+        if self._deferring:
+            raise RuntimeError("a checkpoint of a ledger in the middle of a rebuild")
+        return [
+            [
+                [
+                    terminal,
+                    bytes(c.hashes),
+                    bytes(c.sales),
+                    c.last_hlc.wall_ms,
+                    c.last_hlc.counter,
+                    c.broken_at,
+                    c.broken_reason,
+                    c.broken_by,
+                    sorted([d, k] for held in c.waiting.values() for d, k, _, _ in held.values()),
+                ]
+                for terminal, c in sorted(self._chains.items())
+            ],
+            sorted([d, k] for records in self._unverified.values() for d, k in records),
+            sorted([d, k, r] for (d, k), r in self._rejected.items()),
+            sorted([d, k, r] for (d, k), r in self._unauthorized.items()),
+            sorted([sku, n] for sku, n in self._on_hand.items()),
+            sorted([rid, n] for rid, n in self._voids.items() if n),
+            sorted(
+                [sku, p.unit_cents, p.hlc.wall_ms, p.hlc.counter, p.terminal]
+                for sku, p in self._prices.items()
+            ),
+            self._accepted,
+            sorted([t, ms] for t, ms in self._revoked.items()),
+        ]
+
+    def load_views(
+        self, views: Any, lookup: Callable[[str, str], object], trusted: Container[bytes]
+    ) -> None:
+        """Take the views ``export_views`` gave, into a ledger that has ingested its
+        certificates and revocations and nothing else. ``lookup(doc, key)``: a stored value.
+
+        Raises ``ValueError`` when the views do not fit this ledger and its documents (then
+        the ledger is unusable: the owner discards it and folds everything again)."""
+        try:
+            (
+                chains,
+                unverified,
+                rejected,
+                unauthorized,
+                on_hand,
+                voids,
+                prices,
+                accepted,
+                revoked,
+            ) = views
+            if {TerminalId(t): int(ms) for t, ms in revoked} != self._revoked:
+                raise ValueError("the checkpoint was made under other revocations")
+            held: list[tuple[str, str]] = []
+            for terminal, hashes, sales, wall, counter, broken_at, reason, by, waiting in chains:
+                if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
+                    raise ValueError("a chain of the checkpoint is malformed")
+                chain = self._chains[TerminalId(sys.intern(terminal))]
+                chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
+                chain.last_hlc = Hlc(int(wall), int(counter))
+                chain.broken_at = None if broken_at is None else int(broken_at)
+                chain.broken_reason, chain.broken_by = str(reason), bytes(by)
+                held.extend((str(d), str(k)) for d, k in waiting)
+            held.extend((str(d), str(k)) for d, k in unverified)
+            self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}
+            self._unauthorized = {(str(d), str(k)): str(r) for d, k, r in unauthorized}
+            self._on_hand = {Sku(sys.intern(sku)): int(n) for sku, n in on_hand}
+            self._voids.update((str(rid), int(n)) for rid, n in voids)
+            self._prices = {
+                Sku(sys.intern(sku)): Price(int(cents), Hlc(int(wall), int(counter)), TerminalId(t))
+                for sku, cents, wall, counter, t in prices
+            }
+            self._accepted = int(accepted)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"the checkpoint's views do not decode: {exc}") from exc
+        # Records held but not counted are judged again from the documents, all candidates in
+        # view before any chain moves (as in a rebuild); none can move unless the checkpoint
+        # was taken mid-fold, and then moving them is what a fold would do.
+        self._deferring = True
+        for doc, key in held:
+            value = lookup(doc, key)
+            if value is None:
+                raise ValueError(f"the checkpoint holds {doc} {key}, the documents do not")
+            parsed = parse_record(value, trusted)
+            trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+            self.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=0)
+        self._deferring = False
+        for terminal, chain in list(self._chains.items()):
+            self._advance(terminal, chain)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -372,14 +509,29 @@ class Ledger:
     def prices(self) -> dict[Sku, Price]:
         return dict(self._prices)
 
+    def _is_counted_sale(self, record_id: RecordId) -> bool:
+        chain = self._chains.get(record_id.terminal)
+        return (
+            chain is not None
+            and 1 <= record_id.seq <= chain.head_seq
+            and bool(chain.sales[record_id.seq - 1])
+        )
+
     def is_sale(self, record_id: str) -> bool:
-        return record_id in self._sales
+        terminal, sep, seq = record_id.rpartition(":")
+        if not sep or not is_decimal(seq):
+            return False
+        rid = RecordId(TerminalId(terminal), int(seq))
+        return str(rid) == record_id and self._is_counted_sale(rid)  # "lane1:07" names none
 
     def is_voided(self, record_id: str) -> bool:
         return self._voids.get(record_id, 0) > 0
 
     def sale_ids(self) -> Iterator[str]:
-        return iter(self._sales)
+        for terminal, chain in self._chains.items():
+            for index, counted in enumerate(chain.sales):
+                if counted:
+                    yield f"{terminal}:{index + 1}"
 
     def accepted_count(self) -> int:
         return self._accepted
@@ -402,14 +554,14 @@ class Ledger:
         chain = self._chains.get(record_id.terminal)
         if chain is None or not 1 <= record_id.seq <= chain.head_seq:
             return None
-        return record_key(record_id, chain.hashes[record_id.seq - 1])
+        return record_key(record_id, chain.hash_at(record_id.seq))
 
     def is_accepted(self, record: Record) -> bool:
         chain = self._chains.get(record.terminal)
         return (
             chain is not None
             and record.seq <= chain.head_seq
-            and chain.hashes[record.seq - 1] == record.hash
+            and chain.hash_at(record.seq) == record.hash
         )
 
     def problems(self) -> dict[str, list[dict[str, object]]]:

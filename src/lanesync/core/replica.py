@@ -24,6 +24,7 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgpack
 import pycrdt
 from nacl.signing import SigningKey
 from pycrdt import Doc, Map, MapEvent, Subscription, TransactionEvent
@@ -36,13 +37,18 @@ from lanesync.core.identity import (
     parse_certificate,
     parse_revocation,
 )
-from lanesync.core.ids import CONFIG_DOC, RecordId, is_valid_doc_name
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
 from lanesync.core.ledger import Ledger, expected_doc
-from lanesync.core.records import Body, Record, Rejection, make_record, parse_record
+from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.errors import ConfigError, RemoteError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
+# Version of the checkpoint layout (``Replica.checkpoint``); a checkpoint of any other version
+# is ignored and the views are folded from the documents, so changing the layout needs no
+# migration, only a new number.
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,13 +128,19 @@ class Replica:
         self.me = me
         self.client_id = client_id
         self.clock = HybridClock()
-        self.ledger = Ledger(store, self._tz)
+        self.ledger = Ledger(store, self._tz, self._find_sale)
         self._docs: dict[str, Doc[Any]] = {}
         self._events: list[tuple[str, str, str, object, object]] = []
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
         self._subscriptions: list[Subscription] = []
         self._silent = False  # restore() folds what it loads itself
+        # How the last ``restore`` got its views, one line for the shell's log.
+        self.restored_from = "nothing restored"
+        self.checkpoint_refused = False  # restore had a checkpoint that did not fit
+        # Updates handed out in Changes and not yet reported durable (``persisted``): only with
+        # none is a checkpoint of the views one of the stored documents too.
+        self.unpersisted_updates = 0
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -138,12 +150,16 @@ class Replica:
     def _doc(self, name: str) -> Doc[Any]:
         doc = self._docs.get(name)
         if doc is None:
-            doc = Doc(client_id=self.client_id)
-            root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
-            # pycrdt drops a callback when its Subscription is garbage collected: keep them.
-            self._subscriptions.append(root.observe(partial(self._on_map_event, name)))
-            self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
-            self._docs[name] = doc
+            doc = self._adopt(name, Doc(client_id=self.client_id))
+        return doc
+
+    def _adopt(self, name: str, doc: Doc[Any]) -> Doc[Any]:
+        """Make ``doc`` this replica's document ``name`` and observe it from now on."""
+        root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
+        # pycrdt drops a callback when its Subscription is garbage collected: keep them.
+        self._subscriptions.append(root.observe(partial(self._on_map_event, name)))
+        self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
+        self._docs[name] = doc
         return doc
 
     def _root(self, name: str) -> Map[bytes]:
@@ -267,36 +283,149 @@ class Replica:
     # -- loading and merging --------------------------------------------------------------------
 
     def restore(
-        self, stored: Mapping[str, Sequence[bytes]], verified: Container[bytes], now_ms: int
+        self,
+        stored: Mapping[str, Sequence[bytes]],
+        verified: Container[bytes],
+        now_ms: int,
+        *,
+        checkpoint: bytes | None = None,
+        tail: Sequence[tuple[str, bytes]] = (),
     ) -> Change:
-        """Load durable state (snapshot then log, per document) at open, into a fresh replica.
+        """Load durable state at open, into a fresh replica.
 
-        The documents are loaded with the observers silenced (no per-key events, no re-encoded
-        update of everything just read), then folded entry by entry with the canonical rebuild:
-        certificates first, records whose verdict is cached not verified again.
+        ``stored``: per document, its snapshot then its log rows (in commit order) up to where
+        ``checkpoint`` (from ``checkpoint()``) was taken; ``tail``: the log rows committed after
+        it, as (document, update). The documents are loaded with no observer (no per-key event
+        for what was read). If the checkpoint fits the loaded documents exactly (same state
+        vectors, same deletions), the views come from it and only the tail is folded, like a
+        merge; otherwise (none, another format, corrupted, stale) every entry is folded with the
+        canonical rebuild, certificates first, records whose verdict is cached not verified
+        again. ``restored_from`` says which happened.
         """
-        self._silent = True
-        try:
-            for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
-                doc = self._doc(name)
-                with doc.transaction():
-                    for update in stored[name]:
-                        doc.apply_update(bytes(update))
-        finally:
-            self._silent = False
+        loaded: dict[str, Doc[Any]] = {}
+        rest = tail if checkpoint is not None else ()
+        if checkpoint is None:
+            stored = _with_tail(stored, tail)
+        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
+            doc = loaded[name] = Doc(client_id=self.client_id)
+            with doc.transaction():
+                for update in stored[name]:
+                    doc.apply_update(bytes(update))
+        for name, doc in loaded.items():
+            self._adopt(name, doc)
         if CONFIG_DOC in self._docs:
             for key, value in self._root(CONFIG_DOC).items():
                 self._ingest_config(key, value, now_ms)
-        self.rebuild(now_ms, trusted=verified)
+        why_not = (
+            "no checkpoint" if checkpoint is None else self._load_checkpoint(checkpoint, verified)
+        )
+        change = Change()
+        if why_not is None:
+            folded = self._apply_stored(rest, silent=False)
+            change.extend(self._fold_events(now_ms, verified))
+            self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
+        else:
+            self._apply_stored(rest, silent=True)
+            self.ledger = Ledger(self.store, self._tz, self._find_sale)
+            if CONFIG_DOC in self._docs:
+                for key, value in self._root(CONFIG_DOC).items():
+                    self._ingest_config(key, value, now_ms)
+            self.rebuild(now_ms, trusted=verified)
+            self.restored_from = f"views folded from every entry ({why_not})"
+            self.checkpoint_refused = checkpoint is not None
+        self._captured.clear()  # what was just read is stored already
         for head in self.ledger.heads():
             if self.me is not None and head.terminal == self.me.certificate.terminal_id:
                 self.clock.adopt(head.hlc)
             else:
                 self.clock.observe(head.hlc, now_ms)
-        change = Change(verdicts=self.ledger.drain_new_verdicts())
+        change.verdicts.extend(self.ledger.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
         return change
+
+    def _apply_stored(self, rows: Sequence[tuple[str, bytes]], *, silent: bool) -> int:
+        """Apply stored log rows in commit order, one transaction per run of one document.
+        Returns how many map entries they changed (queued as events unless ``silent``)."""
+        self._silent = silent
+        try:
+            start = 0
+            while start < len(rows):
+                name = rows[start][0]
+                end = start
+                while end < len(rows) and rows[end][0] == name:
+                    end += 1
+                doc = self._doc(name)
+                with doc.transaction():
+                    for _, update in rows[start:end]:
+                        doc.apply_update(bytes(update))
+                start = end
+        finally:
+            self._silent = False
+        return len(self._events)
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def persisted(self, changes: Iterable[Change]) -> None:
+        """The owner made ``changes`` durable."""
+        self.unpersisted_updates -= sum(len(change.updates) for change in changes)
+
+    def checkpoint(self) -> bytes:
+        """The views and the exact document state they were folded from, for a later
+        ``restore``: the shell stores it atomically with the log position it covers."""
+        body: bytes = msgpack.packb(
+            [
+                CHECKPOINT_FORMAT,
+                self.store.store_id,
+                self._fingerprints(),
+                self.ledger.export_views(),
+            ],
+            use_bin_type=True,
+        )
+        return body + hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest()
+
+    def _fingerprints(self) -> dict[str, list[bytes]]:
+        """Per non-empty document: its state vector (which insertions it holds; pending ones
+        excluded) and a hash of its delete set (which of them are deleted). Two states of one
+        document with equal fingerprints hold the same entries."""
+        out: dict[str, list[bytes]] = {}
+        for name, doc in sorted(self._docs.items()):
+            state = bytes(doc.get_state())
+            deletions = bytes(doc.get_update(state))
+            if state == EMPTY_STATE and deletions == EMPTY_UPDATE:
+                continue
+            out[name] = [state, hashlib.blake2b(deletions, digest_size=32).digest()]
+        return out
+
+    def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
+        """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
+        not (and leave a ledger that ``restore`` replaces)."""
+        body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
+        if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
+            return "checkpoint corrupted"
+        try:
+            fields = msgpack.unpackb(body, use_list=True, raw=False, strict_map_key=True)
+        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+            return "checkpoint does not decode"
+        if not (isinstance(fields, list) and len(fields) == 4):
+            return "checkpoint has the wrong shape"
+        fmt, store_id, fingerprints, views = fields
+        if fmt != CHECKPOINT_FORMAT:
+            return f"checkpoint of format {fmt!r}, this version reads {CHECKPOINT_FORMAT}"
+        if store_id != self.store.store_id:
+            return "checkpoint of another store"
+        if fingerprints != self._fingerprints():
+            return "checkpoint does not match the stored documents"
+        try:
+            self.ledger.load_views(views, self._stored_value, verified)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    def _stored_value(self, doc: str, key: str) -> object:
+        if doc not in self._docs:
+            return None
+        return self._root(doc).get(key)
 
     def merge(
         self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
@@ -325,6 +454,7 @@ class Replica:
                 raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
         self._captured.clear()
         change = Change(updates=[(name, bytes(update)) for name, update in ordered])
+        self.unpersisted_updates += len(change.updates)
         change.extend(self._fold_events(now_ms, trusted))
         return change
 
@@ -349,6 +479,7 @@ class Replica:
         with self._doc(doc).transaction():
             root[key] = value
         change = Change(updates=list(self._captured))
+        self.unpersisted_updates += len(change.updates)
         self._captured.clear()
         change.extend(self._fold_events(now_ms))
         return change
@@ -381,6 +512,7 @@ class Replica:
         with self._doc(doc).transaction():
             root[record.key] = record.encoded
         change = Change(updates=list(self._captured))
+        self.unpersisted_updates += len(change.updates)
         self._captured.clear()
         change.extend(self._fold_events(now_ms, own={record.key: record}))
         change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
@@ -446,6 +578,24 @@ class Replica:
                     return parsed
         return None
 
+    def _find_sale(self, key: str) -> Sale | None:
+        """The sale stored under ``key`` in a day's document (the ledger reads a sale's lines
+        back from here when a void credits them, instead of holding every sale's lines)."""
+        for name in self._docs:
+            if name in (CONFIG_DOC, CATALOG_DOC):
+                continue
+            value = self._root(name).get(key)
+            if value is None:
+                continue
+            parsed = parse_record(value)
+            if (
+                not isinstance(parsed, Rejection)
+                and parsed.key == key
+                and isinstance(parsed.body, Sale)
+            ):
+                return parsed.body
+        return None
+
     def digest(self) -> str:
         """Canonical digest of the replicated content: every (document, key, value hash), sorted.
 
@@ -464,3 +614,13 @@ class Replica:
 
 
 EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
+EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
+
+
+def _with_tail(
+    stored: Mapping[str, Sequence[bytes]], tail: Sequence[tuple[str, bytes]]
+) -> dict[str, list[bytes]]:
+    merged = {name: list(updates) for name, updates in stored.items()}
+    for name, update in tail:
+        merged.setdefault(name, []).append(update)
+    return merged

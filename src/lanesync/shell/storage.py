@@ -12,23 +12,42 @@ Guarantees:
 * Compaction folds a document's log into its snapshot once the log outgrows the snapshot
   (geometric, so total rewrite work stays linear in the data). Log rows the document has not
   fully integrated yet (their predecessors are missing) are kept: a snapshot drops them.
+* A checkpoint of the views (``Replica.checkpoint``) is stored with the id of the last log row
+  it covers, in the same transaction as the snapshot a compaction writes (and on its own when
+  the log since the last one has grown as large as the checkpoint itself). Loading splits the
+  log there; ``Replica.restore`` then checks the checkpoint against the loaded documents and
+  folds only the rows after it, or everything when it does not fit.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from lanesync.core.replica import Change, Replica
 from lanesync.errors import ConfigError, StorageError
 
-SCHEMA_VERSION = 1
+# 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT
+# EXISTS) and is folded in full once, after which it has a checkpoint like any other.
+SCHEMA_VERSION = 2
 # Below this a document's log is not worth compacting: replaying 1 MiB of small updates takes
 # a few milliseconds (FACTS.md: ~300k small updates/s applied).
 COMPACT_MIN_LOG_BYTES = 1024 * 1024
+# A new checkpoint is written once the log rows after the last one hold more bytes than this
+# and than a quarter of the checkpoint itself. Measured (docs/benchmarks.md, foundation): a
+# reopen folds a log row after the checkpoint in ~60 us (221 B a sale), a checkpoint holds
+# ~38 B a record and costs ~25 ms to write at 116k records. So 256 KiB (~1,200 sales, ~70 ms
+# to fold) while small; at 100k sales a rewrite every ~4k sales (~0.25 s to fold), which
+# keeps the rewrite work linear in the data (one per ~4 % growth).
+CHECKPOINT_MIN_LOG_BYTES = 256 * 1024
+CHECKPOINT_LOG_FRACTION = 4
+# A reopen that asks about more record hashes than this (a full fold asks about each) reads
+# the whole verdict table at once; below it, each is looked up (a checkpoint's tail).
+VERIFIED_LOOKUPS_BEFORE_LOAD = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS updates (
@@ -44,20 +63,66 @@ CREATE TABLE IF NOT EXISTS snapshots (
 CREATE TABLE IF NOT EXISTS verified (
     hash BLOB PRIMARY KEY
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoint (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    through INTEGER NOT NULL,  -- the last updates.id whose row the checkpoint covers
+    data BLOB NOT NULL
+);
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What ``Storage.load`` read: the arguments of ``Replica.restore``."""
+
+    stored: dict[str, list[bytes]]  # per document: snapshot, then log rows the checkpoint covers
+    tail: list[tuple[str, bytes]]  # log rows after the checkpoint (every row without one)
+    verified: Container[bytes]
+    checkpoint: bytes | None
+
+
+class _VerifiedHashes:
+    """The verdict table as a ``Container[bytes]`` for one restore. With a checkpoint only the
+    records after it are asked about, so it answers from SQLite; a full fold asks about every
+    record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the table once (a set
+    of 100k hashes costs ~0.2 s and ~10 MB, for nothing when a checkpoint fits)."""
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self._path = path
+        self._asked = 0
+        self._all: set[bytes] | None = None
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, bytes):
+            return False
+        try:
+            if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
+                self._all = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM verified")}
+            if self._all is not None:
+                return item in self._all
+            self._asked += 1
+            row = self._db.execute("SELECT 1 FROM verified WHERE hash = ?", (item,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read database {self._path}: {exc}") from exc
+        return row is not None
 
 
 class ReplicaStorage(Protocol):
     """Where a replica's documents live: this SQLite file for a terminal, or PostgreSQL for the
     cloud's replica of a store (lanesync.cloud.pgstorage). The guarantees above hold for both."""
 
-    def load(self) -> tuple[dict[str, list[bytes]], set[bytes]]: ...
+    def load(self) -> Loaded: ...
 
     def commit(self, changes: Iterable[Change]) -> None: ...
 
     def documents_to_compact(self) -> list[str]: ...
 
     def compact(self, replica: Replica, doc: str) -> None: ...
+
+    def checkpoint_due(self) -> bool: ...
+
+    def write_checkpoint(self, replica: Replica) -> None: ...
 
     def close(self) -> None: ...
 
@@ -86,24 +151,40 @@ class Storage:
         self._path = path
         self._snapshot_bytes: dict[str, int] = defaultdict(int)
         self._log_bytes: dict[str, int] = defaultdict(int)
+        self._checkpoint_bytes = 0
+        self._uncheckpointed_bytes = 0  # log bytes committed after the stored checkpoint
 
     def close(self) -> None:
         self._db.close()
 
-    def load(self) -> tuple[dict[str, list[bytes]], set[bytes]]:
-        """Every document's snapshot and log (in order), and the verified record hashes."""
+    def load(self) -> Loaded:
+        """Every document's snapshot and log (in order), split at the stored checkpoint, and
+        the verified record hashes."""
         stored: dict[str, list[bytes]] = defaultdict(list)
+        tail: list[tuple[str, bytes]] = []
         try:
+            row = self._db.execute("SELECT through, data FROM checkpoint").fetchone()
+            through, checkpoint = (-1, None) if row is None else (int(row[0]), bytes(row[1]))
             for doc, data in self._db.execute("SELECT doc, data FROM snapshots"):
                 stored[doc].append(bytes(data))
                 self._snapshot_bytes[doc] = len(data)
-            for doc, data in self._db.execute("SELECT doc, data FROM updates ORDER BY id"):
-                stored[doc].append(bytes(data))
+            for row_id, doc, data in self._db.execute(
+                "SELECT id, doc, data FROM updates ORDER BY id"
+            ):
+                if row_id <= through:
+                    stored[doc].append(bytes(data))
+                else:
+                    tail.append((doc, bytes(data)))
+                    self._uncheckpointed_bytes += len(data)
                 self._log_bytes[doc] += len(data)
-            verified = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM verified")}
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read database {self._path}: {exc}") from exc
-        return dict(stored), verified
+        verified = _VerifiedHashes(self._db, self._path)
+        if checkpoint is None:
+            # Everything will be folded: worth a checkpoint as soon as the replica has one.
+            self._uncheckpointed_bytes += sum(self._snapshot_bytes.values())
+        self._checkpoint_bytes = len(checkpoint or b"")
+        return Loaded(dict(stored), tail, verified, checkpoint)
 
     def commit(self, changes: Iterable[Change]) -> None:
         """Write every change in one durable transaction (group commit)."""
@@ -124,6 +205,7 @@ class Storage:
             raise StorageError(f"commit to {self._path} failed: {exc}") from exc
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+            self._uncheckpointed_bytes += len(data)
 
     def _rollback(self) -> None:
         try:
@@ -139,9 +221,45 @@ class Storage:
             if size > max(COMPACT_MIN_LOG_BYTES, self._snapshot_bytes[doc])
         )
 
+    def checkpoint_due(self) -> bool:
+        return self._uncheckpointed_bytes > max(
+            CHECKPOINT_MIN_LOG_BYTES, self._checkpoint_bytes // CHECKPOINT_LOG_FRACTION
+        )
+
+    def write_checkpoint(self, replica: Replica) -> None:
+        """Store the replica's checkpoint as covering every log row committed so far.
+
+        Call it only when everything the replica holds is committed (the shell's write paths
+        commit before they return). Should it hold something that is not, the checkpoint's
+        document fingerprints do not match at the next open and it is ignored."""
+        checkpoint = replica.checkpoint()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._put_checkpoint(checkpoint)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"checkpoint in {self._path} failed: {exc}") from exc
+        self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0
+
+    def _put_checkpoint(self, checkpoint: bytes) -> None:
+        # Inside the caller's transaction: the rows it covers are exactly those committed (and
+        # kept, after a compaction). SQLite gives a new row max(id) + 1, so every later row has
+        # a larger id even where compaction deleted the last rows: "through" never covers one.
+        self._db.execute(
+            "INSERT INTO checkpoint (id, through, data) "
+            "VALUES (1, (SELECT coalesce(max(id), 0) FROM updates), ?) "
+            "ON CONFLICT (id) DO UPDATE SET through = excluded.through, data = excluded.data",
+            (checkpoint,),
+        )
+
     def compact(self, replica: Replica, doc: str) -> None:
-        """Replace ``doc``'s snapshot with the replica's full state; drop covered log rows."""
+        """Replace ``doc``'s snapshot with the replica's full state; drop covered log rows;
+        store the replica's checkpoint with them (the old one covers rows that are gone)."""
         snapshot = replica.full_state(doc)
+        # A replica ahead of the disk would checkpoint views of entries the log may never
+        # hold; then the stale checkpoint is dropped instead (the next open folds everything).
+        checkpoint = replica.checkpoint() if replica.unpersisted_updates == 0 else None
         try:
             rows = self._db.execute(
                 "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (doc,)
@@ -155,9 +273,17 @@ class Storage:
                 (doc, snapshot),
             )
             self._db.executemany("DELETE FROM updates WHERE id = ?", [(i,) for i in covered])
+            if checkpoint is None:
+                self._db.execute("DELETE FROM checkpoint")
+            else:
+                self._put_checkpoint(checkpoint)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             raise StorageError(f"compaction of {doc} in {self._path} failed: {exc}") from exc
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept
+        if checkpoint is None:
+            self._checkpoint_bytes, self._uncheckpointed_bytes = 0, sum(self._log_bytes.values())
+        else:
+            self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0

@@ -8,6 +8,7 @@ return the record, which is the acknowledgement. Many writes can share one commi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.storage import ReplicaStorage, Storage
+
+log = logging.getLogger("lanesync.terminal")
 
 BodyBuilder = Callable[[Ledger], Body]
 # A CLI command waits this long for a busy directory (another command finishing its commit)
@@ -91,10 +94,20 @@ class Terminal:
                 Storage(directory.database) if open_storage is None else open_storage()
             )
             try:
-                stored, verified = storage.load()
+                loaded = storage.load()
                 replica = Replica(directory.store, new_client_id(), directory.me)
-                change = replica.restore(stored, verified, clock())
+                change = replica.restore(
+                    loaded.stored,
+                    loaded.verified,
+                    clock(),
+                    checkpoint=loaded.checkpoint,
+                    tail=loaded.tail,
+                )
+                del loaded  # every byte read is in the documents now
+                level = logging.WARNING if replica.checkpoint_refused else logging.INFO
+                log.log(level, "%s: %s", directory.database, replica.restored_from)
                 storage.commit([change])
+                replica.persisted([change])
             except BaseException:
                 storage.close()
                 raise
@@ -161,6 +174,7 @@ class Terminal:
         except StorageError as exc:
             self._failed = str(exc)
             raise
+        self.replica.persisted(changes)
 
     def write(self, build: BodyBuilder) -> Record:
         """Stage and commit one record; returns it once durable (the acknowledgement)."""
@@ -191,8 +205,18 @@ class Terminal:
         return results
 
     def compact_if_due(self) -> None:
+        """Compact what is due and keep the checkpoint of the views close to the log's end
+        (each compaction writes one too). A checkpoint is written only while the replica holds
+        nothing uncommitted (in a daemon, peers' updates wait for the mesh's next flush)."""
+        if self.replica.unpersisted_updates:
+            # Peers' updates merged but not committed yet (the mesh commits them at its next
+            # flush): a snapshot or checkpoint now would describe more than the log holds, and
+            # compacting would have to drop the stored checkpoint. Both wait for the next call.
+            return
         for doc in self.storage.documents_to_compact():
             self.storage.compact(self.replica, doc)
+        if self.storage.checkpoint_due():
+            self.storage.write_checkpoint(self.replica)
 
     # -- exchanging state -------------------------------------------------------------------------
 
