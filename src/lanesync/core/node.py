@@ -38,7 +38,7 @@ from lanesync.core.connection import (
 from lanesync.core.election import Election
 from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import TerminalId
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Change, Replica, covered_by
 from lanesync.core.wire import ElectionGossip, Message, Peers, State, Update, Updates
 from lanesync.errors import RemoteError
 
@@ -326,26 +326,43 @@ class Node:
 
     def _on_updates(self, link: Link, items: tuple[Update, ...], now_ms: int) -> None:
         source = link.peer.terminal_id if link.peer else ""
+        try:
+            # The whole frame in one merge: one transaction per document, one fold (see
+            # Replica.merge_batch); and all or nothing, so a bad item changes nothing.
+            merged = self.replica.merge_batch([(item.doc, item.update) for item in items], now_ms)
+        except RemoteError as exc:
+            self._violation(link, f"bad update from {source}: {exc}", now_ms)
+            return
+        if merged.change:
+            self._out.persist.append(merged.change)
         changed_catch_up = False
-        for item in items:
-            try:
-                change = self.replica.merge([(item.doc, item.update)], now_ms)
-            except RemoteError as exc:
-                self._violation(link, f"bad update from {source}: {exc}", now_ms)
-                return
-            self._out.persist.append(change)
-            if not change.entries:
+        others = [
+            other
+            for other in self.links.values()
+            if other is not link and other.is_open and other.peer is not None
+        ]
+        integrated: dict[str, bytes] = {}
+        for item, fresh in zip(items, merged.fresh, strict=True):
+            if not fresh:
                 continue  # a duplicate: it changes nothing, so it goes nowhere
             if not item.origin:
-                changed_catch_up = True
+                # Pushing diffs after a catch-up that changed nothing is only wasted work; one
+                # that changed something (perhaps with a sibling item) is worth the push.
+                changed_catch_up = changed_catch_up or merged.change.entries > 0
                 continue
-            for other in self.links.values():
-                if other is link or not other.is_open or other.peer is None:
-                    continue
-                target = other.peer.terminal_id
-                if target == item.origin or item.origin in other.neighbors:
-                    continue
-                other.pending.append(item)
+            targets = [
+                other
+                for other in others
+                if other.peer is not None
+                and other.peer.terminal_id != item.origin
+                and item.origin not in other.neighbors
+            ]
+            # Only what changed our state travels on (an update still waiting for its parent
+            # does not), so relay cycles die out; in a full mesh nobody needs a relay, and the
+            # check is skipped.
+            if targets and self._integrated(item, integrated):
+                for other in targets:
+                    other.pending.append(item)
         if link.ack_due_ms is None:
             link.ack_due_ms = now_ms + self._ack_delay_ms
         if changed_catch_up:
@@ -364,6 +381,14 @@ class Node:
                     continue
                 other.pending.extend(Update(d, u, "") for d, u in diff.items())
         self._close_revoked(now_ms)
+
+    def _integrated(self, item: Update, vectors: dict[str, bytes]) -> bool:
+        """Is ``item`` now part of our state (not held back waiting for a missing parent)?
+        ``vectors`` caches state vectors per document for one received frame."""
+        vector = vectors.get(item.doc)
+        if vector is None:
+            vector = vectors[item.doc] = self.replica.state_vectors().get(item.doc, b"")
+        return covered_by(item.update, vector)
 
     def _violation(self, link: Link, reason: str, now_ms: int) -> None:
         self._out.log.append(("peer.violation", {"reason": reason}))
