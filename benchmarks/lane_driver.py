@@ -48,6 +48,7 @@ from websockets.exceptions import ConnectionClosed
 from lanesync.core.commands import LineRequest, build_sale
 from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.ledger import Ledger
+from lanesync.core.node import Output
 from lanesync.core.records import Body
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
@@ -213,15 +214,18 @@ class TimedMesh(Mesh):
         self._durable_count = self._accepted_count
         self._committed_seq = ledger.head(TerminalId(self._me)).seq
         self.commits: list[list[int]] = []  # [first_seq, last_seq, time_ns] of local commits
-        received = self.node.data_received
+        take_output = self.node.take_output
 
-        def data_received(conn_id: int, data: bytes, now_ms: int) -> None:
-            received(conn_id, data, now_ms)
+        def taken() -> Output:
+            # The node merges what it received in take_output (all frames of one event-loop
+            # iteration together): records become accepted there.
+            out = take_output()
             if ledger.accepted_count() != self._accepted_count:
                 self._accepted_count = ledger.accepted_count()
                 self._scan(self.accepted)
+            return out
 
-        self.node.data_received = data_received  # type: ignore[method-assign]
+        self.node.take_output = taken  # type: ignore[method-assign]
         # Wall time the event loop spends inside SQLite (commit with its fsync, compaction):
         # the loop serves nothing else meanwhile.
         self.storage_s: dict[str, float] = defaultdict(float)

@@ -5,6 +5,10 @@ and changes to make durable. Output contract, in this order every time: commit `
 then send ``frames``, then close ``closes``. Acknowledgements go out on a later timer, so a
 peer is never told we hold data we have not committed.
 
+Received ``Updates`` are merged in ``take_output``, every frame received since the last call in
+one batch (one pycrdt transaction per document, one fold): the shell drains output at the end
+of each event-loop iteration, so under load many frames share the merge's fixed cost.
+
 Sync, per connection:
 
 * On connect both sides send ``Peers`` (who they are connected to) and ``State(reply=True)``.
@@ -113,6 +117,9 @@ class Node:
         self.links: dict[int, Link] = {}
         self.election = election
         self._out = Output()
+        # Updates messages received since the last take_output, merged there as one batch.
+        self._inbox: list[tuple[Link, tuple[Update, ...]]] = []
+        self._inbox_ms = 0
 
     @property
     def terminal_id(self) -> TerminalId:
@@ -205,7 +212,9 @@ class Node:
     # -- output ----------------------------------------------------------------------------------
 
     def take_output(self) -> Output:
-        """Everything to do now. Pending updates are packed into as few frames as possible."""
+        """Everything to do now. Updates received since the last call are merged first, all in
+        one batch; pending updates are packed into as few frames as possible."""
+        self._merge_inbox()
         for link in self.links.values():
             if link.pending and link.is_open:
                 self._flush_pending(link)
@@ -322,54 +331,81 @@ class Node:
                         self._flush_pending(link)
                     self._send(link, State(self.replica.state_vectors(), reply=False))
             case Updates(items):
-                self._on_updates(link, items, now_ms)
+                # Merged in take_output, with every other frame received until then (the shell
+                # drains output at the end of the event-loop iteration): one transaction and
+                # one fold for all of them. Messages are still handled in order per link:
+                # nothing else a peer sends depends on its updates being merged already.
+                self._inbox.append((link, items))
+                self._inbox_ms = max(self._inbox_ms, now_ms)
+
+    def _merge_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        if len(inbox) == 1:
+            self._on_updates(*inbox[0], self._inbox_ms)
+        elif inbox:
+            self._merge_frames(inbox, self._inbox_ms)
 
     def _on_updates(self, link: Link, items: tuple[Update, ...], now_ms: int) -> None:
-        source = link.peer.terminal_id if link.peer else ""
+        self._merge_frames([(link, items)], now_ms)
+
+    def _merge_frames(self, frames: list[tuple[Link, tuple[Update, ...]]], now_ms: int) -> None:
+        """Merge received Updates frames in one batch, all or nothing per frame; then relay."""
+        updates = [(item.doc, item.update) for _, items in frames for item in items]
         try:
-            # The whole frame in one merge: one transaction per document, one fold (see
-            # Replica.merge_batch); and all or nothing, so a bad item changes nothing.
-            merged = self.replica.merge_batch([(item.doc, item.update) for item in items], now_ms)
+            # One transaction per document and one fold for the lot (Replica.merge_batch).
+            merged = self.replica.merge_batch(updates, now_ms)
         except RemoteError as exc:
-            self._violation(link, f"bad update from {source}: {exc}", now_ms)
+            if len(frames) > 1:
+                # Somebody sent a bad update (nothing was applied): frame by frame, so only
+                # its sender is cut off.
+                for frame in frames:
+                    self._merge_frames([frame], now_ms)
+                return
+            link = frames[0][0]
+            source = link.peer.terminal_id if link.peer else ""
+            if self.links.get(link.conn_id) is link:
+                self._violation(link, f"bad update from {source}: {exc}", now_ms)
             return
         if merged.change:
             self._out.persist.append(merged.change)
-        changed_catch_up = False
-        others = [
-            other
-            for other in self.links.values()
-            if other is not link and other.is_open and other.peer is not None
-        ]
+        fresh = iter(merged.fresh)
         integrated: dict[str, bytes] = {}
-        for item, fresh in zip(items, merged.fresh, strict=True):
-            if not fresh:
-                continue  # a duplicate: it changes nothing, so it goes nowhere
-            if not item.origin:
-                # Pushing diffs after a catch-up that changed nothing is only wasted work; one
-                # that changed something (perhaps with a sibling item) is worth the push.
-                changed_catch_up = changed_catch_up or merged.change.entries > 0
-                continue
-            targets = [
+        catch_up_from: set[int] = set()
+        for link, items in frames:
+            others = [
                 other
-                for other in others
-                if other.peer is not None
-                and other.peer.terminal_id != item.origin
-                and item.origin not in other.neighbors
+                for other in self.links.values()
+                if other is not link and other.is_open and other.peer is not None
             ]
-            # Only what changed our state travels on (an update still waiting for its parent
-            # does not), so relay cycles die out; in a full mesh nobody needs a relay, and the
-            # check is skipped.
-            if targets and self._integrated(item, integrated):
-                for other in targets:
-                    other.pending.append(item)
-        if link.ack_due_ms is None:
-            link.ack_due_ms = now_ms + self._ack_delay_ms
-        if changed_catch_up:
+            for item in items:
+                if not next(fresh):
+                    continue  # a duplicate: it changes nothing, so it goes nowhere
+                if not item.origin:
+                    # Pushing diffs after a catch-up that changed nothing is only wasted work;
+                    # one that changed something (perhaps with a sibling item) is worth it.
+                    if merged.change.entries > 0:
+                        catch_up_from.add(link.conn_id)
+                    continue
+                targets = [
+                    other
+                    for other in others
+                    if other.peer is not None
+                    and other.peer.terminal_id != item.origin
+                    and item.origin not in other.neighbors
+                ]
+                # Only what changed our state travels on (an update still waiting for its
+                # parent does not), so relay cycles die out; in a full mesh nobody needs a
+                # relay, and the check is skipped.
+                if targets and self._integrated(item, integrated):
+                    for other in targets:
+                        other.pending.append(item)
+            if link.ack_due_ms is None:
+                link.ack_due_ms = now_ms + self._ack_delay_ms
+        if catch_up_from:
             # A catch-up has no single origin to relay by: push each other peer exactly what
             # its last acknowledged state lacks (or ask for its state when we have none yet).
             for other in self.links.values():
-                if other is link or not other.is_open:
+                if not other.is_open or catch_up_from == {other.conn_id}:
                     continue
                 if other.peer_state is None:
                     other.anti_entropy_due_ms = now_ms
