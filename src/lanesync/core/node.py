@@ -407,6 +407,13 @@ class Node:
             for other in self.links.values():
                 if not other.is_open or catch_up_from == {other.conn_id}:
                     continue
+                if self._hears_first_hand(other, merged.writers):
+                    # The relay rule, applied to a catch-up: a peer connected to every
+                    # terminal whose records it brought gets them from those terminals. Without
+                    # this, in a full mesh under load each push (a diff against the peer's last
+                    # acknowledged state) often held an in-flight sale new to its receiver,
+                    # which pushed again to all its peers: a storm of ~10 KB per sale.
+                    continue
                 if other.peer_state is None:
                     other.anti_entropy_due_ms = now_ms
                     continue
@@ -417,6 +424,13 @@ class Node:
                     continue
                 other.pending.extend(Update(d, u, "") for d, u in diff.items())
         self._close_revoked(now_ms)
+
+    @staticmethod
+    def _hears_first_hand(link: Link, writers: frozenset[str] | None) -> bool:
+        if writers is None or link.peer is None:
+            return False
+        peer = link.peer.terminal_id
+        return all(w == peer or w in link.neighbors for w in writers)
 
     def _integrated(self, item: Update, vectors: dict[str, bytes]) -> bool:
         """Is ``item`` now part of our state (not held back waiting for a missing parent)?

@@ -84,6 +84,8 @@ class Merged:
 
     change: Change
     fresh: tuple[bool, ...]
+    # The terminals whose records were new here, or None if anything else was new too.
+    writers: frozenset[str] | None = None
 
 
 # Keys of the config document. ':' cannot occur in ids, so the kinds never collide.
@@ -150,6 +152,9 @@ class Replica:
         # Updates handed out in Changes and not yet reported durable (``persisted``): only with
         # none is a checkpoint of the views one of the stored documents too.
         self.unpersisted_updates = 0
+        # Terminals whose new records the last fold added, or None when it also added anything
+        # else (certificates, rejected or replaced entries): see Merged.writers.
+        self.folded_writers: frozenset[str] | None = frozenset()
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -208,8 +213,11 @@ class Replica:
         events, self._events = self._events, []
         restore: list[tuple[str, str, bytes]] = []
         me = self.me.certificate.terminal_id if self.me else None
+        writers: set[str] | None = set()
         for doc, key, action, old, new in events:
             self._digest = None
+            if doc == CONFIG_DOC or action != "add":
+                writers = None  # not a new record of one terminal
             if action in ("update", "delete") and old is not None and old != new:
                 if isinstance(old, bytes | bytearray) and self._was_accepted(doc, key, old):
                     # Entries are immutable and content-addressed: an accepted one that was
@@ -229,6 +237,11 @@ class Replica:
                 not isinstance(parsed, Rejection) and parsed.hash in trusted
             )
             self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
+            if writers is not None:
+                if isinstance(parsed, Rejection):
+                    writers = None
+                else:
+                    writers.add(parsed.terminal)
             # Only counted records move the clock: a forgery naming us (or anyone) must not.
             if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
                 if parsed.terminal == me:
@@ -240,6 +253,8 @@ class Replica:
         change = Change(verdicts=self.ledger.drain_new_verdicts(), entries=len(events))
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
+        # Last: a write-back above folds too.
+        self.folded_writers = None if writers is None else frozenset(writers)
         return change
 
     def _was_accepted(self, doc: str, key: str, value: object) -> bool:
@@ -493,7 +508,7 @@ class Replica:
         change = Change(updates=[(name, bytes(update)) for name, update in ordered])
         self.unpersisted_updates += len(change.updates)
         change.extend(self._fold_events(now_ms, trusted))
-        return Merged(change, tuple(fresh))
+        return Merged(change, tuple(fresh), self.folded_writers)
 
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
         """Make a certificate known to every replica (idempotent)."""
