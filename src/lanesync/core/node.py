@@ -336,7 +336,7 @@ class Node:
                 # one fold for all of them. Messages are still handled in order per link:
                 # nothing else a peer sends depends on its updates being merged already.
                 self._inbox.append((link, items))
-                self._inbox_ms = max(self._inbox_ms, now_ms)
+                self._inbox_ms = now_ms  # the latest arrival: time as the shell last saw it
 
     def _merge_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
