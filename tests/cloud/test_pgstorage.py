@@ -20,13 +20,13 @@ from hypothesis import strategies as st
 
 import lanesync.core.identity
 import lanesync.core.ledger
-from lanesync.cloud import pgstorage
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, connect
 from lanesync.core.ids import Sku
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Change, Replica
+from lanesync.shell import storage as shell_storage
 from lanesync.tools.pgserver import PostgresServer
 
 _stores = itertools.count(1)
@@ -92,7 +92,7 @@ STEPS = st.lists(
 def test_any_interleaving_of_uploads_pulls_and_compactions_converges(
     database: str, monkeypatch: pytest.MonkeyPatch, steps: list[Step], compact_at: int
 ) -> None:
-    monkeypatch.setattr(pgstorage, "COMPACT_MIN_LOG_BYTES", compact_at)
+    monkeypatch.setattr(shell_storage, "COMPACT_MIN_LOG_BYTES", compact_at)
     store = Store()
     lane = store.terminal("lane1")
     store_key = f"hyp{next(_stores)}"

@@ -133,11 +133,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.unsigned:
         insecure_patches()
     from lanesync.cli import main as cli_main
-    from lanesync.cloud import service
+    from lanesync.cloud import stores
     from lanesync.shell import daemon
 
+    # Where each builds its Mesh: the daemon for a lane, cloud.stores for each store it serves.
     daemon.Mesh = BenchMesh  # type: ignore[attr-defined]
-    service.Mesh = BenchMesh  # type: ignore[attr-defined]
+    stores.Mesh = BenchMesh  # type: ignore[attr-defined]
     _LOG = EventLog(args.events)
     profile_to = os.environ.get(PROFILE_ENV)
     profiler = cProfile.Profile(time.process_time) if profile_to else None

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
 from lanesync.core.replica import Change, Replica
-from lanesync.shell.storage import COMPACT_MIN_LOG_BYTES, Loaded
+from lanesync.shell.storage import Loaded, due_for_compaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,11 +165,7 @@ class PostgresStoreStorage:
             self._log_bytes[doc] += len(data)
 
     def documents_to_compact(self) -> list[str]:
-        return sorted(
-            doc
-            for doc, size in self._log_bytes.items()
-            if size > max(COMPACT_MIN_LOG_BYTES, self._snapshot_bytes[doc])
-        )
+        return due_for_compaction(self._log_bytes, self._snapshot_bytes)
 
     def compact(self, replica: Replica, doc: str) -> None:
         """Replace ``doc``'s snapshot with the replica's state and drop the log rows it covers,

@@ -108,6 +108,15 @@ class _VerifiedHashes:
         return row is not None
 
 
+def due_for_compaction(log_bytes: dict[str, int], snapshot_bytes: dict[str, int]) -> list[str]:
+    """Documents whose log outgrew both the minimum and their snapshot (geometric compaction)."""
+    return sorted(
+        doc
+        for doc, size in log_bytes.items()
+        if size > max(COMPACT_MIN_LOG_BYTES, snapshot_bytes.get(doc, 0))
+    )
+
+
 class ReplicaStorage(Protocol):
     """Where a replica's documents live: this SQLite file for a terminal, or PostgreSQL for the
     cloud's replica of a store (lanesync.cloud.pgstorage). The guarantees above hold for both."""
@@ -215,11 +224,7 @@ class Storage:
             return
 
     def documents_to_compact(self) -> list[str]:
-        return sorted(
-            doc
-            for doc, size in self._log_bytes.items()
-            if size > max(COMPACT_MIN_LOG_BYTES, self._snapshot_bytes[doc])
-        )
+        return due_for_compaction(self._log_bytes, self._snapshot_bytes)
 
     def checkpoint_due(self) -> bool:
         return self._uncheckpointed_bytes > max(
