@@ -39,6 +39,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests/discovery: the namespace network and the API agent
+sys.path.insert(0, str(ROOT / "tests"))  # ... which import the shared harness as `support`
 
 from lanesync.core.identity import Role  # noqa: E402
 from lanesync.shell.directories import StoreDirectory  # noqa: E402

@@ -6,17 +6,21 @@ Importable as ``support``: pytest puts tests/ on sys.path for the test packages 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
+import pytest
 
 from lanesync.tools.faultproxy import Link
 
@@ -169,3 +173,140 @@ class ProxyLoop:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(STOP_TIMEOUT_S)
             self.loop.close()
+
+
+# -- processes under test ---------------------------------------------------------------------
+
+
+def signal_and_wait(process: subprocess.Popen[Any], sig: int, describe: Callable[[], str]) -> int:
+    """Send ``sig`` and wait for the exit code; a process that ignores it for STOP_TIMEOUT_S is
+    killed and the test fails with ``describe()`` (its name and log tail)."""
+    if process.poll() is None:
+        process.send_signal(sig)
+    try:
+        return process.wait(STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+        raise AssertionError(f"ignored signal {sig} for {STOP_TIMEOUT_S} s\n{describe()}") from None
+
+
+def kill_and_wait(process: subprocess.Popen[Any]) -> None:
+    """SIGKILL: nothing in the process gets to run."""
+    process.kill()
+    process.wait(STOP_TIMEOUT_S)
+
+
+def end_all(processes: Iterable[subprocess.Popen[Any]]) -> None:
+    """SIGTERM every process still running, then SIGKILL whatever is not gone by one shared
+    deadline (teardown: whatever the test did, nothing outlives it)."""
+    processes = list(processes)
+    for process in processes:
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):  # it exited just now
+                process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes:
+        try:
+            process.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            kill_and_wait(process)
+
+
+class Describes(Protocol):
+    """A harness of processes: ``describe()`` gives the tails of their logs."""
+
+    def describe(self) -> str: ...
+
+
+def attach_logs(
+    report: pytest.TestReport,
+    call: pytest.CallInfo[None],
+    groups: Iterable[Describes],
+    title: str,
+) -> None:
+    """When setup or the test failed, add the log tails of ``groups`` to its report."""
+    if report.failed and call.when in ("setup", "call"):
+        logs = "\n".join(group.describe() for group in groups)
+        if logs:
+            report.sections.append((title, logs))
+
+
+@dataclass(eq=False)
+class ApiProcess:
+    """One running lanesync process (a lane daemon or a cloud) and a client for its HTTP API."""
+
+    name: str
+    path: Path
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    runtime: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
+    _client: httpx.Client | None = None
+
+    @property
+    def listen(self) -> str:
+        return str(self.runtime["listen"])
+
+    @property
+    def api(self) -> str:
+        return str(self.runtime["api"])
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def client(self) -> httpx.Client:
+        if self._client is None:
+            raise AssertionError(f"{self.name} has no API client (not started, or stopped)")
+        return self._client
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def describe(self) -> str:
+        state = "running" if self.alive() else f"exited {self.process.returncode}"
+        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> Any:
+        response = self.client.get(path)
+        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def wait_ready(self, timeout: float, http_timeout: float) -> None:
+        """Wait until the process wrote its runtime.json (its own: the pid must match, a file
+        left behind by a killed predecessor does not count), then open an API client."""
+        runtime_path = self.path / "runtime.json"
+
+        def runtime() -> dict[str, Any] | None:
+            if not self.alive():
+                raise AssertionError(
+                    f"{self.name} exited with {self.process.returncode} while starting\n"
+                    + self.describe()
+                )
+            try:
+                info = json.loads(runtime_path.read_text())
+            except (OSError, ValueError):
+                return None
+            return info if isinstance(info, dict) and info.get("pid") == self.pid else None
+
+        self.runtime = wait_until(
+            runtime, timeout, lambda: f"{self.name} started\n{self.describe()}"
+        )
+        self.token = (self.path / "api.token").read_text().strip()
+        self._client = httpx.Client(
+            base_url=self.api,
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=http_timeout,
+            trust_env=False,
+            limits=FRESH_CONNECTIONS,
+        )
+
+    def close_client(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

@@ -10,7 +10,7 @@ commands, through the CLI, exactly as docs/cloud.md shows them::
 Every test gets its own copy (``world``), once with the default SQLite database and once with
 a fresh PostgreSQL database (migrated with ``lanesync cloud migrate``) on a throwaway server the
 session starts (lanesync.tools.pgserver); where PostgreSQL is not installed, those runs skip
-and say why. Processes (``procs``) and fault proxies (``proxies``)
+and say why. Processes (``procs``) and fault proxies (``proxies``, from tests/conftest.py)
 are torn down whatever the test did; when a test fails, the tail of every log of the processes
 it started is attached to the report.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ProxyLoop
+from support import attach_logs
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.pgstorage import PostgresStoreStorage
@@ -177,23 +177,11 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
         group.close()
 
 
-@pytest.fixture
-def proxies() -> Iterator[ProxyLoop]:
-    loop = ProxyLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and call.when in ("setup", "call"):
-        used = list(getattr(item, "funcargs", {}).values())
-        logs = "\n".join(group.describe() for group in Procs.live if group in used)
-        if logs:
-            report.sections.append(("lanesync process logs", logs))
+    used = list(getattr(item, "funcargs", {}).values())
+    attach_logs(report, call, [g for g in Procs.live if g in used], "lanesync process logs")
     return report

@@ -10,24 +10,26 @@ ends it all, SIGTERM then SIGKILL, whatever happened in the test.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-import httpx
-from support import FRESH_CONNECTIONS, Cli, process_env, tail, wait_until
+from support import (
+    ApiProcess,
+    Cli,
+    end_all,
+    kill_and_wait,
+    process_env,
+    signal_and_wait,
+)
 
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-core box more
-STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 20.0
 
@@ -61,61 +63,14 @@ def cli_json(*args: str | Path, cwd: Path) -> Any:
     return cli_ok(*args, "--json", cwd=cwd).json()
 
 
-@dataclass(eq=False)
-class Proc:
-    """One running lanesync process (a lane or a cloud) and a client for its HTTP API."""
-
-    name: str
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    runtime: dict[str, Any] = field(default_factory=dict)
-    token: str = ""
-    _client: httpx.Client | None = None
-
-    @property
-    def listen(self) -> str:
-        return str(self.runtime["listen"])
-
-    @property
-    def api(self) -> str:
-        return str(self.runtime["api"])
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            raise AssertionError(f"{self.name} has no API client (not started, or stopped)")
-        return self._client
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def describe(self) -> str:
-        state = "running" if self.alive() else f"exited {self.process.returncode}"
-        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def get(self, path: str) -> Any:
-        response = self.client.get(path)
-        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
-        return response.json()
+class Proc(ApiProcess):
+    """A lane or a cloud (``ApiProcess``); writes must be acknowledged (201)."""
 
     def post(self, path: str, body: Any = None) -> dict[str, Any]:
         response = self.client.post(path, json=body)
         assert response.status_code == 201, f"POST {path}: {response.status_code} {response.text}"
         result: dict[str, Any] = response.json()
         return result
-
-    def close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
 
 
 class Lane(Proc):
@@ -244,31 +199,7 @@ class Procs:
     def ready(self, proc: T, timeout: float = START_TIMEOUT_S) -> T:
         """Wait for the process's own runtime.json, then open an API client."""
         assert isinstance(proc, Proc)
-        runtime_path = proc.path / "runtime.json"
-
-        def runtime() -> dict[str, Any] | None:
-            if not proc.alive():
-                raise AssertionError(
-                    f"{proc.name} exited with {proc.process.returncode} while starting\n"
-                    + proc.describe()
-                )
-            try:
-                info = json.loads(runtime_path.read_text())
-            except (OSError, ValueError):
-                return None
-            return info if info.get("pid") == proc.pid else None
-
-        proc.runtime = wait_until(
-            runtime, timeout, lambda: f"{proc.name} started\n{proc.describe()}"
-        )
-        proc.token = (proc.path / "api.token").read_text().strip()
-        proc._client = httpx.Client(
-            base_url=proc.api,
-            headers={"Authorization": f"Bearer {proc.token}"},
-            timeout=HTTP_TIMEOUT_S,
-            trust_env=False,
-            limits=FRESH_CONNECTIONS,
-        )
+        proc.wait_ready(timeout, HTTP_TIMEOUT_S)
         return proc
 
     def cloud(self, path: Path, db: str | None = None) -> Cloud:
@@ -281,33 +212,17 @@ class Procs:
 
     def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int:
         proc.close_client()
-        if proc.alive():
-            proc.process.send_signal(sig)
-        try:
-            return proc.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.process.kill()
-            proc.process.wait(STOP_TIMEOUT_S)
-            raise AssertionError(f"{proc.name} ignored signal {sig}\n{proc.describe()}") from None
+        return signal_and_wait(proc.process, sig, proc.describe)
 
     def kill(self, proc: Proc) -> None:
         """SIGKILL: nothing in the process gets to run."""
-        proc.process.kill()
-        proc.process.wait(STOP_TIMEOUT_S)
+        kill_and_wait(proc.process)
         proc.close_client()
 
     def close(self) -> None:
         for proc in self.all:
             proc.close_client()
-            if proc.alive():
-                proc.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for proc in self.all:
-            try:
-                proc.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.process.kill()
-                proc.process.wait(STOP_TIMEOUT_S)
+        end_all(proc.process for proc in self.all)
         with contextlib.suppress(ValueError):
             Procs.live.remove(self)
 

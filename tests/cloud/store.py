@@ -12,13 +12,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from support import Cli, ProxyLoop, parallel, port_of
+from support import Cli, ProxyLoop, parallel, port_of, wait_until
 
 from lanesync.core.election import FAILOVER_BOUND_MS
 from lanesync.shell.uplink import CHECK_INTERVAL_S, PROBE_INTERVAL_S
 
 from .conftest import STORE_ID
-from .procs import Cloud, Lane, Procs, cli, cli_json, wait_until
+from .procs import Cloud, Lane, Procs, cli, cli_json
 
 # The documented bound from a leader's death to a new leader that uses the cloud link.
 FAILOVER_BOUND_S = FAILOVER_BOUND_MS / 1000 + PROBE_INTERVAL_S + CHECK_INTERVAL_S

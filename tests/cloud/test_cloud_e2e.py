@@ -21,7 +21,7 @@ import httpx
 import psutil
 import pycrdt
 import pytest
-from support import ProxyLoop, port_of
+from support import ProxyLoop, port_of, wait_until
 
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
@@ -41,7 +41,6 @@ from .procs import (
     Procs,
     cli,
     cli_json,
-    wait_until,
 )
 from .store import (
     FAILOVER_BOUND_S,

@@ -11,6 +11,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
+from support import attach_logs
 
 from .lan import Lan
 from .netns import NetnsUnavailable, TestNet
@@ -43,8 +44,5 @@ def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and call.when in ("setup", "call"):
-        logs = "\n".join(group.describe() for group in Lan.live)
-        if logs:
-            report.sections.append(("lanesync daemon logs", logs))
+    attach_logs(report, call, Lan.live, "lanesync daemon logs")
     return report

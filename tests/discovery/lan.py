@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support import Cli, process_env, tail, wait_until
+from support import Cli, process_env, signal_and_wait, tail, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
@@ -250,18 +250,9 @@ class Lan:
         spawned = [self.spawn(host, path) for host, path in specs]
         return [self.ready(d) for d in spawned]
 
-    def stop(self, daemon: LanDaemon, sig: int = signal.SIGTERM, timeout: float = 10.0) -> int:
+    def stop(self, daemon: LanDaemon, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` and wait for the exit; SIGKILL (and AssertionError) if it hangs."""
-        if daemon.alive():
-            daemon.process.send_signal(sig)
-        try:
-            return daemon.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            daemon.process.wait(timeout)
-            raise AssertionError(
-                f"{daemon.name} ignored signal {sig} for {timeout} s\n{daemon.describe()}"
-            ) from None
+        return signal_and_wait(daemon.process, sig, daemon.describe)
 
     def agent(self, host: Host) -> Agent:
         key = id(host)

@@ -27,16 +27,16 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from support import STOP_TIMEOUT_S, end_all
+
 SUBNET = "10.213"  # 10.213.<segment + 1>.<host number>/24, only inside the namespaces
 PREFIX_ROOT = "lst"
 IP_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
 
 
 class NetnsUnavailable(Exception):
@@ -240,17 +240,8 @@ class TestNet:
 
     def close(self) -> None:
         """End every process, delete every namespace; AssertionError if anything is left."""
+        end_all(self.processes)
         for process in self.processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for process in self.processes:
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
             for pipe in (process.stdin, process.stdout, process.stderr):
                 if pipe is not None:
                     with contextlib.suppress(OSError):

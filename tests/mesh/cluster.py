@@ -13,18 +13,24 @@ tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-from support import FRESH_CONNECTIONS, Cli, process_env, tail, wait_until
+from support import (
+    ApiProcess,
+    Cli,
+    end_all,
+    kill_and_wait,
+    process_env,
+    signal_and_wait,
+    wait_until,
+)
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
@@ -34,7 +40,6 @@ T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0  # a daemon starts in ~1 s; five at once on 2 cores take a few
-STOP_TIMEOUT_S = 10.0
 CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
@@ -51,54 +56,14 @@ def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> No
         time.sleep(0.05)
 
 
-@dataclass(eq=False)
-class Daemon:
-    """One running ``lanesync run`` process and an API client for it."""
-
-    name: str
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    runtime: dict[str, Any] = field(default_factory=dict)
-    token: str = ""
-    _client: httpx.Client | None = None
-
-    # -- addresses --------------------------------------------------------------------------------
-
-    @property
-    def listen(self) -> str:
-        return str(self.runtime["listen"])
-
-    @property
-    def api(self) -> str:
-        return str(self.runtime["api"])
+class Daemon(ApiProcess):
+    """One running ``lanesync run`` process and an API client for it (``ApiProcess``)."""
 
     @property
     def terminal_id(self) -> str:
         return str(self.runtime["terminal_id"])
 
-    @property
-    def client(self) -> httpx.Client:
-        if self._client is None:
-            raise AssertionError(f"{self.name} has no API client (not started or closed)")
-        return self._client
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def describe(self) -> str:
-        state = "running" if self.alive() else f"exited {self.process.returncode}"
-        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
-
     # -- the API ----------------------------------------------------------------------------------
-
-    def get(self, path: str) -> Any:
-        response = self.client.get(path)
-        assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
-        return response.json()
 
     def post(self, path: str, body: Any = None) -> httpx.Response:
         return self.client.post(path, json=body)
@@ -152,11 +117,6 @@ class Daemon:
         heads = {c["terminal"]: c["seq"] for c in self.verify()["chains"]}
         return int(heads.get(terminal, 0))
 
-    def close_client(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
 
 class Cluster:
     """Store directories, terminal directories and the daemons running on them."""
@@ -203,33 +163,8 @@ class Cluster:
         return daemon
 
     def ready(self, daemon: Daemon, timeout: float = START_TIMEOUT_S) -> Daemon:
-        """Wait until the daemon wrote its runtime.json (its own: the pid must match, a file
-        left behind by a killed predecessor does not count), then open an API client."""
-        runtime_path = daemon.path / "runtime.json"
-
-        def runtime() -> dict[str, Any] | None:
-            if not daemon.alive():
-                raise AssertionError(
-                    f"{daemon.name} exited with {daemon.process.returncode} while starting\n"
-                    + daemon.describe()
-                )
-            try:
-                info = json.loads(runtime_path.read_text())
-            except (OSError, ValueError):
-                return None
-            return info if info.get("pid") == daemon.process.pid else None
-
-        info = wait_until(runtime, timeout, lambda: f"{daemon.name} started\n{daemon.describe()}")
-        assert info is not None
-        daemon.runtime = info
-        daemon.token = (daemon.path / "api.token").read_text().strip()
-        daemon._client = httpx.Client(
-            base_url=daemon.api,
-            headers={"Authorization": f"Bearer {daemon.token}"},
-            timeout=HTTP_TIMEOUT_S,
-            trust_env=False,
-            limits=FRESH_CONNECTIONS,
-        )
+        """Wait until the daemon runs (its own runtime.json), then open an API client."""
+        daemon.wait_ready(timeout, HTTP_TIMEOUT_S)
         return daemon
 
     def start(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
@@ -243,36 +178,18 @@ class Cluster:
     def stop(self, daemon: Daemon, sig: int = signal.SIGTERM) -> int:
         """Signal the daemon and wait for it; SIGKILL if it does not exit in time."""
         daemon.close_client()
-        if daemon.alive():
-            daemon.process.send_signal(sig)
-        try:
-            return daemon.process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            daemon.process.kill()
-            daemon.process.wait(STOP_TIMEOUT_S)
-            raise AssertionError(
-                f"{daemon.name} ignored signal {sig} for {STOP_TIMEOUT_S} s\n{daemon.describe()}"
-            ) from None
+        return signal_and_wait(daemon.process, sig, daemon.describe)
 
     def kill(self, daemon: Daemon) -> None:
         """SIGKILL: no cleanup of any kind runs in the daemon."""
-        daemon.process.kill()
-        daemon.process.wait(STOP_TIMEOUT_S)
+        kill_and_wait(daemon.process)
         daemon.close_client()
 
     def close(self) -> None:
         """End every process this cluster started: SIGTERM all, then SIGKILL stragglers."""
         for daemon in self.daemons:
             daemon.close_client()
-            if daemon.alive():
-                daemon.process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for daemon in self.daemons:
-            try:
-                daemon.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                daemon.process.kill()
-                daemon.process.wait(STOP_TIMEOUT_S)
+        end_all(daemon.process for daemon in self.daemons)
         with contextlib.suppress(ValueError):
             Cluster.live.remove(self)
 

@@ -1,4 +1,5 @@
-"""Fixtures of the mesh tests: a ``Cluster`` of real daemons and a loop of fault proxies.
+"""Fixtures of the mesh tests: a ``Cluster`` of real daemons (fault proxies, ``proxies``, come
+from tests/conftest.py).
 
 Both are torn down whatever the test did: every daemon gets SIGTERM, then SIGKILL after a
 timeout; every proxy is stopped. When a test fails, the tail of every daemon log still alive in
@@ -11,7 +12,7 @@ from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
-from support import ProxyLoop
+from support import attach_logs
 
 from .cluster import Cluster
 
@@ -25,24 +26,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         group.close()
 
 
-@pytest.fixture
-def proxies() -> Iterator[ProxyLoop]:
-    loop = ProxyLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
-
-
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
-    if report.failed and call.when in ("setup", "call"):
-        funcargs = getattr(item, "funcargs", {})
-        used = [getattr(value, "cluster", value) for value in funcargs.values()]
-        logs = "\n".join(group.describe() for group in Cluster.live if group in used)
-        if logs:
-            report.sections.append(("lanesync daemon logs", logs))
+    used = [getattr(value, "cluster", value) for value in getattr(item, "funcargs", {}).values()]
+    attach_logs(report, call, [g for g in Cluster.live if g in used], "lanesync daemon logs")
     return report
