@@ -209,7 +209,7 @@ class TimedMesh(Mesh):
         self._ledger = ledger
         self._me = str(self.terminal.terminal_id)
         self.accepted = Arrivals()  # in memory, in the views: what a query sees
-        self.durable = Arrivals()  # after this lane's own SQLite commit of the update
+        self.durable = Arrivals()  # after this lane's own durable commit of the update
         self._accepted_count = ledger.accepted_count()
         self._durable_count = self._accepted_count
         self._committed_seq = ledger.head(TerminalId(self._me)).seq
@@ -231,7 +231,15 @@ class TimedMesh(Mesh):
         self.storage_s: dict[str, float] = defaultdict(float)
         self.storage_calls: dict[str, int] = defaultdict(int)
         storage = self.terminal.storage
-        storage.commit = self._timed("commit", storage.commit)  # type: ignore[method-assign]
+        commit = self._timed("commit", storage.commit)
+
+        def durable_commit(*args: Any) -> None:
+            commit(*args)  # peers' updates become durable here, not when they are merged
+            if ledger.accepted_count() != self._durable_count:
+                self._durable_count = ledger.accepted_count()
+                self._scan(self.durable)
+
+        storage.commit = durable_commit  # type: ignore[method-assign]
         storage.compact = self._timed("compact", storage.compact)  # type: ignore[method-assign]
         TimedMesh.current = self
         lane = LanesyncLane(self)
@@ -267,12 +275,6 @@ class TimedMesh(Mesh):
 
     def _add_wire(self, size: int) -> None:
         self.wire_out += size
-
-    def _flush(self) -> None:
-        super()._flush()  # commits what was merged since the last flush, then sends
-        if self._ledger.accepted_count() != self._durable_count:
-            self._durable_count = self._ledger.accepted_count()
-            self._scan(self.durable)
 
     def committed(self, changes: list[Change]) -> None:
         at = now_ns()

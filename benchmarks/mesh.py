@@ -566,7 +566,9 @@ async def api_check(fleet: Fleet, root: Path) -> dict[str, Any]:
     }
 
 
-async def profile_step(fleet: Fleet, rate: float, duration: float, work: Path) -> dict[str, Any]:
+async def profile_step(
+    fleet: Fleet, rate: float, duration: float, work: Path, keep: Path | None
+) -> dict[str, Any]:
     lane = fleet.lanes[0]
     path = work / f"{lane.name}.prof"
     await lane.call("profile", on=True)
@@ -578,6 +580,9 @@ async def profile_step(fleet: Fleet, rate: float, duration: float, work: Path) -
         pstats.Stats(str(path), stream=out).sort_stats(order).print_stats(PROFILE_TOP)
         tables[order] = out.getvalue()
     progress(f"cProfile of {lane.name} at {rate:.0f}/s (tottime):\n{tables['tottime']}")
+    if keep is not None:
+        shutil.copy(path, keep)
+        progress(f"kept the profile as {keep}")
     return {"lane": lane.name, "rate": rate, "step": asdict(step), "top": tables}
 
 
@@ -795,7 +800,9 @@ async def run_all(args: argparse.Namespace, root: Path) -> list[SystemResult]:
         lanesync = fleets["lanesync"]
         rate = profile_rate(args, ladders["lanesync"])
         if rate:
-            profile = await profile_step(lanesync, rate, args.duration, root / "lanesync")
+            profile = await profile_step(
+                lanesync, rate, args.duration, root / "lanesync", args.profile_out
+            )
         check = await api_check(lanesync, root / "lanesync")
         progress(f"lanesync: API check {check}")
     finally:
@@ -1160,6 +1167,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=None,
         help="after the ladder, one more lanesync step at this rate with lane 1 under cProfile "
         "(default: the first rate not kept up, if under the 1,500/s target; 0 or --quick: never)",
+    )
+    parser.add_argument(
+        "--profile-out", type=Path, default=None, help="keep the cProfile data (pstats) here"
     )
     parser.add_argument(
         "--wait-idle",

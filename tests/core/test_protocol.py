@@ -16,7 +16,7 @@ from lanesync.core.connection import ConnState
 from lanesync.core.election import Candidate
 from lanesync.core.identity import Role, issue_certificate, issue_revocation, public_key_of
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, Sku, StoreId, TerminalId
-from lanesync.core.node import Node
+from lanesync.core.node import Node, Output
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Replica
 from lanesync.core.wire import (
@@ -40,7 +40,14 @@ from lanesync.core.wire import (
 )
 
 from .helpers import HOUR_MS, NOW, TODAY_DOC, Store, config_update, sync
-from .mesh_helpers import ANTI_ENTROPY_MS, Mesh, Packet, deterministic_store, make_nodes
+from .mesh_helpers import (
+    ACK_DELAY_MS,
+    ANTI_ENTROPY_MS,
+    Mesh,
+    Packet,
+    deterministic_store,
+    make_nodes,
+)
 
 SKU = Sku("A")
 
@@ -132,6 +139,43 @@ def test_live_update_reaches_the_peer_and_the_link_falls_quiet() -> None:
         mesh.run(limit=50)
     assert mesh.digests() == digests
     assert mesh.closures == []
+
+
+def test_peers_updates_may_wait_for_a_commit_but_never_past_an_acknowledgement() -> None:
+    """The shell may defer ``persist`` (peers' data is durable at its origin) except when an
+    output ``acknowledges``; one ack due acknowledges every link, so one commit serves all."""
+    _, nodes = make_nodes(Store(), ["lane1", "lane2", "lane3"])
+    mesh = Mesh(nodes)
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        mesh.connect(a, b)
+    mesh.run()
+    mesh.advance(ACK_DELAY_MS)  # the initial sync's acknowledgements
+    mesh.run()
+    outputs: list[Output] = []
+    take_output = nodes[2].take_output
+
+    def recorded() -> Output:
+        outputs.append(take_output())
+        return outputs[-1]
+
+    nodes[2].take_output = recorded  # type: ignore[method-assign]
+    mesh.append(0, Receipt(SKU, 5))
+    mesh.run()
+    mesh.advance(ACK_DELAY_MS // 2)
+    mesh.append(1, Receipt(SKU, 7))
+    mesh.run()
+    merged = [out for out in outputs if out.persist]
+    assert len(merged) == 2
+    assert not any(out.acknowledges for out in outputs)
+    assert nodes[2].replica.ledger.on_hand() == {SKU: 12}  # visible before any commit
+
+    outputs.clear()
+    mesh.advance(ACK_DELAY_MS - ACK_DELAY_MS // 2)  # lane1's ack is due, lane2's not yet
+    (acked,) = [out for out in outputs if out.frames]
+    assert acked.acknowledges
+    assert sorted(acked.frames) == sorted(nodes[2].links)  # both links acked at once
+    mesh.run()
+    assert not any(out.persist for out in outputs)  # acks merge nothing: no commit loop
 
 
 def test_local_writes_go_out_batched_and_a_missing_predecessor_is_repaired() -> None:

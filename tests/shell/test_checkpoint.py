@@ -212,7 +212,7 @@ def test_database_of_schema_1_opens_folds_once_and_gets_a_checkpoint(
 def test_no_checkpoint_while_merged_updates_wait_for_their_commit(
     lanes: Lanes, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A daemon merges peers' updates and commits them at its next flush; a checkpoint taken
+    """A daemon merges peers' updates and commits them a little later; a checkpoint taken
     in between would hold views of entries the log does not have yet."""
     caplog.set_level(logging.INFO, LOGGER)
     checkpoints(monkeypatch, every_write=True)

@@ -221,3 +221,36 @@ def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: 
     lane = lanes.reopen(lane)
     assert [r for r in acknowledged if not lane.replica.ledger.is_sale(str(r.id))] == []
     assert lane.verify()["ok"] is True
+
+
+def peers_updates(source: Terminal, target: Terminal) -> Change:
+    """Merge into ``target`` what ``source`` holds and it lacks, as the mesh does."""
+    missing = source.replica.updates_since(target.replica.state_vectors())
+    return target.replica.merge(list(missing.items()), target.now_ms())
+
+
+def test_deferred_peers_updates_commit_with_the_next_local_write_before_it(
+    lanes: Lanes, lane: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = lanes.new("lane2")
+    deferred = peers_updates(lane, other)
+    other.defer([deferred])
+    assert other.deferred == 1
+    transactions = count_transactions(other, monkeypatch)
+
+    async def one_sale(committer: GroupCommitter) -> Record:
+        return await committer.write(sale("milk:3:149"))
+
+    with_committer(other, one_sale)
+    assert transactions == [2]  # the peers' change first, then the sale: the order of memory
+    assert other.deferred == 0
+    assert other.replica.unpersisted_updates == 0
+    reopened = lanes.reopen(other)
+    assert on_hand(reopened, "milk") == 10_000 - 3
+
+
+def test_deferred_peers_updates_are_committed_on_close(lanes: Lanes, lane: Terminal) -> None:
+    other = lanes.new("lane2")
+    other.defer([peers_updates(lane, other)])
+    assert on_hand(other, "milk") == 10_000  # visible before the commit
+    assert on_hand(lanes.reopen(other), "milk") == 10_000

@@ -179,7 +179,8 @@ class PostgresStoreStorage:
                 "SELECT seq, data FROM store_updates WHERE store_id = ? AND doc = ?",
                 (self._store, doc),
             )
-            covered = {seq for seq, data in rows if replica.is_covered(doc, bytes(data))}
+            flags = replica.covered(doc, (data for _, data in rows))
+            covered = {seq for (seq, _), flag in zip(rows, flags, strict=True) if flag}
             kept = sum(len(data) for seq, data in rows if seq not in covered)
             self._sql.execute(
                 "INSERT INTO store_snapshots (store_id, doc, data) VALUES (?, ?, ?) "

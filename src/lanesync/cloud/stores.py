@@ -143,7 +143,8 @@ def open_store(
         assert runtime is not None
         runtime.refresh()
 
-    mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh)
+    # Commit every merge at once: the head-office tables are projected after each commit.
+    mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh, commit_delay_s=0)
     committer = GroupCommitter(terminal, on_commit=mesh.committed)
     runtime = StoreRuntime(store_id, terminal, node, mesh, committer, backend, headoffice, shared)
     return runtime

@@ -1,9 +1,13 @@
 """A terminal in the mesh: its replica plus every peer connection, as one pure state machine.
 
 The shell feeds it transport events and time; it returns frames to send, connections to close,
-and changes to make durable. Output contract, in this order every time: commit ``persist``,
-then send ``frames``, then close ``closes``. Acknowledgements go out on a later timer, so a
-peer is never told we hold data we have not committed.
+and changes to make durable. Output contract, in this order every time: hand ``persist`` to
+storage, then send ``frames``, then close ``closes``. ``persist`` holds peers' updates, durable
+at their origin already, so the shell may commit them a little later (one fsync for many
+frames), except when ``acknowledges`` is set: those frames tell a peer what we hold, and
+everything merged must be committed before they leave. Acknowledgements go out on a later
+timer, all links at once, so a peer is never told we hold data we have not committed and a
+busy terminal commits peers' data about once per ``ack_delay_ms``.
 
 Received ``Updates`` are merged in ``take_output``, every frame received since the last call in
 one batch (one pycrdt transaction per document, one fold): the shell drains output at the end
@@ -82,6 +86,8 @@ class Link:
 class Output:
     persist: list[Change] = field(default_factory=list)
     frames: dict[int, list[bytes]] = field(default_factory=dict)
+    # ``frames`` hold a State (our state vectors): commit everything merged before sending.
+    acknowledges: bool = False
     closes: dict[int, str] = field(default_factory=dict)
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
@@ -197,6 +203,11 @@ class Node:
             for link in self.links.values():
                 if link.is_open:
                     self._send(link, gossip)  # to the cloud too: it carries our term
+        # One ack due means one commit of everything merged: acknowledge every link then.
+        acking = any(
+            link.is_open and link.ack_due_ms is not None and now_ms >= link.ack_due_ms
+            for link in self.links.values()
+        )
         for link in list(self.links.values()):
             if not link.is_open:
                 continue
@@ -204,7 +215,7 @@ class Node:
                 self._send(link, State(self.replica.state_vectors(), reply=True))
                 link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
                 link.ack_due_ms = None  # the state just sent acknowledges too
-            if link.ack_due_ms is not None and now_ms >= link.ack_due_ms:
+            if link.ack_due_ms is not None and acking:
                 self._send(link, State(self.replica.state_vectors(), reply=False))
                 link.ack_due_ms = None
             self._pump(link, now_ms)
@@ -239,6 +250,8 @@ class Node:
         return link.peer is not None and link.peer.role is Role.CLOUD
 
     def _send(self, link: Link, message: Message) -> None:
+        if isinstance(message, State):
+            self._out.acknowledges = True
         link.connection.send(message)
         frames = link.connection.data_to_send()
         self._out.frames.setdefault(link.conn_id, []).extend(frames)

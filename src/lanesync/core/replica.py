@@ -595,12 +595,12 @@ class Replica:
     def full_state(self, name: str) -> bytes:
         return bytes(self._doc(name).get_update())
 
-    def is_covered(self, name: str, update: bytes) -> bool:
-        """True when ``update`` is fully integrated in document ``name`` (nothing pending)."""
+    def covered(self, name: str, updates: Iterable[bytes]) -> list[bool]:
+        """For each update: is it fully integrated in document ``name`` (nothing pending)? One
+        state vector for all of them: compaction asks this of every log row."""
         doc = self._docs.get(name)
-        if doc is None:
-            return False
-        return covered_by(bytes(update), bytes(doc.get_state()))
+        vector = None if doc is None else bytes(doc.get_state())
+        return [covered_by(bytes(update), vector) for update in updates]
 
     def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
         """Every parseable record held, accepted or not."""

@@ -3,8 +3,10 @@
 For every transport event it calls the node, then, at the end of the current event-loop
 iteration (so bursts share frames), it drains the node's output in the one safe order:
 commit what must be durable, send frames (per connection, in order, through one writer task),
-close what must close. It also runs the node's timers and dials static peers with jittered
-exponential backoff.
+close what must close. Peers' updates are committed with the next acknowledgement, the next
+local write, or after ``commit_delay_s`` (whichever comes first), not once per received frame:
+an fsync per frame was most of a receiving lane's time on the event loop. It also runs the
+node's timers and dials static peers with jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State as WsState
 
 from lanesync.core.identity import Role
-from lanesync.core.node import Node
+from lanesync.core.node import ACK_DELAY_MS, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
@@ -50,6 +52,9 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 SHUTDOWN_REASON = "peer is shutting down"
+# Peers' updates wait at most this long for a commit: as long as an acknowledgement may wait
+# (node.ACK_DELAY_MS), which commits them anyway whenever they came over a link still open.
+PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
 
 
 def _ws_url(address: str, port: int) -> str:
@@ -116,12 +121,18 @@ class Mesh:
         clock: Callable[[], int] = wall_ms,
         on_fatal: Callable[[BaseException], None] | None = None,
         on_persisted: Callable[[], None] | None = None,
+        commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
     ) -> None:
+        """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
+        the event-loop iteration that merged them, as the cloud does, whose head-office tables
+        follow every commit through ``on_persisted``)."""
         self.node = node
         self.terminal = terminal
         self._clock = clock
         self._on_fatal = on_fatal
         self._on_persisted = on_persisted
+        self._commit_delay_s = commit_delay_s
+        self._commit_timer: asyncio.TimerHandle | None = None
         self._ids = itertools.count(1)
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
@@ -388,19 +399,15 @@ class Mesh:
     def _flush(self) -> None:
         self._flush_scheduled = False
         out = self.node.take_output()
-        if out.persist:
-            try:
-                self.terminal.commit(out.persist)
-                if self._on_persisted is not None:
-                    self._on_persisted()
-                # A lane that mostly receives never reaches the committer's compaction: keep
-                # its log compacted and its checkpoint of the views current here too.
-                self.terminal.compact_if_due()
-            except StorageError as exc:
-                log.critical("storage failed, stopping: %s", exc)
-                if self._on_fatal is not None:
-                    self._on_fatal(exc)
-                return
+        self.terminal.defer(out.persist)
+        if self.terminal.deferred:
+            if out.acknowledges or self._commit_delay_s <= 0:
+                if not self._commit_deferred():
+                    return
+            elif self._commit_timer is None:
+                self._commit_timer = asyncio.get_running_loop().call_later(
+                    self._commit_delay_s, self._commit_deferred
+                )
         for conn_id, frames in out.frames.items():
             sock = self._sockets.get(conn_id)
             if sock is not None:
@@ -415,6 +422,30 @@ class Mesh:
         for event, fields in out.log:
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
         self._arm_timer()
+
+    def _commit_deferred(self) -> bool:
+        """Commit peers' updates merged so far; False if storage failed (the daemon stops)."""
+        if self._commit_timer is not None:
+            self._commit_timer.cancel()
+            self._commit_timer = None
+        if not self.terminal.deferred:
+            return True
+        try:
+            self.terminal.commit([])
+            if self._on_persisted is not None:
+                self._on_persisted()
+            # A lane that mostly receives never reaches the committer's compaction: keep its
+            # log compacted and its checkpoint of the views current here too.
+            self.terminal.compact_if_due()
+        except StorageError as exc:
+            self._storage_failed(exc)
+            return False
+        return True
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        log.critical("storage failed, stopping: %s", exc)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
 
     async def _close(self, sock: _Socket, reason: str) -> None:
         if reason == "duplicate connection":

@@ -269,7 +269,8 @@ class Storage:
             rows = self._db.execute(
                 "SELECT id, data FROM updates WHERE doc = ? ORDER BY id", (doc,)
             ).fetchall()
-            covered = {row_id for row_id, data in rows if replica.is_covered(doc, bytes(data))}
+            flags = replica.covered(doc, (data for _, data in rows))
+            covered = {row_id for (row_id, _), flag in zip(rows, flags, strict=True) if flag}
             kept = sum(len(data) for row_id, data in rows if row_id not in covered)
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(

@@ -4,6 +4,11 @@ Every write follows one path: build the body from the current views (pure), appe
 replica (pure, signs it), commit the resulting CRDT updates to SQLite (durable), and only then
 return the record, which is the acknowledgement. Many writes can share one commit
 (``stage`` several, then ``commit``): that is group commit, used by the daemon under load.
+
+Peers' updates need not be durable here before they are used: each is durable at the terminal
+that wrote it, which sends it only once committed. The daemon therefore ``defer``s them and
+commits them with the next commit of any kind, so the log always holds changes in the order they
+were made in memory, and one fsync covers many received frames.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ class Terminal:
         self._lock = lock
         self._clock = clock
         self._failed: str | None = None
+        self._deferred: list[Change] = []  # merged from peers, not committed yet
 
     @classmethod
     def open(
@@ -119,8 +125,15 @@ class Terminal:
         return terminal
 
     def close(self) -> None:
-        self.storage.close()
-        self._lock.release()
+        try:
+            if self._deferred and self._failed is None:
+                self.commit([])
+        except StorageError as exc:
+            # Peers still hold what was deferred and send it again after the restart.
+            log.error("%s: closing without the peers' last updates: %s", self.terminal_id, exc)
+        finally:
+            self.storage.close()
+            self._lock.release()
 
     def __enter__(self) -> Self:
         return self
@@ -166,15 +179,28 @@ class Terminal:
             raise UsageError(str(exc)) from exc
 
     def commit(self, changes: Sequence[Change]) -> None:
-        """Make staged changes durable in one transaction. A failure stops the terminal: memory
-        is then ahead of disk and only a reopen (which replays disk) is safe."""
+        """Make staged changes durable in one transaction, after every deferred change (so the
+        log keeps the order of memory). A failure stops the terminal: memory is then ahead of
+        disk and only a reopen (which replays disk) is safe."""
         self._check_usable()
+        batch = [*self._deferred, *changes]
         try:
-            self.storage.commit(changes)
+            self.storage.commit(batch)
         except StorageError as exc:
             self._failed = str(exc)
             raise
-        self.replica.persisted(changes)
+        self._deferred.clear()
+        self.replica.persisted(batch)
+
+    def defer(self, changes: Sequence[Change]) -> None:
+        """Hold changes merged from peers for the next ``commit``. Only for data durable at its
+        origin already: a crash loses them here, and peers send them again."""
+        self._deferred.extend(change for change in changes if change)
+
+    @property
+    def deferred(self) -> int:
+        """Changes merged from peers and not committed yet."""
+        return len(self._deferred)
 
     def write(self, build: BodyBuilder) -> Record:
         """Stage and commit one record; returns it once durable (the acknowledgement)."""
@@ -207,11 +233,12 @@ class Terminal:
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end
         (each compaction writes one too). A checkpoint is written only while the replica holds
-        nothing uncommitted (in a daemon, peers' updates wait for the mesh's next flush)."""
+        nothing uncommitted (in a daemon, peers' updates wait a little for their commit)."""
         if self.replica.unpersisted_updates:
-            # Peers' updates merged but not committed yet (the mesh commits them at its next
-            # flush): a snapshot or checkpoint now would describe more than the log holds, and
-            # compacting would have to drop the stored checkpoint. Both wait for the next call.
+            # Peers' updates merged but not committed yet (``defer``, or a merge whose change
+            # the caller has not committed): a snapshot or checkpoint now would describe more
+            # than the log holds, and compacting would have to drop the stored checkpoint. Both
+            # wait for the next call.
             return
         for doc in self.storage.documents_to_compact():
             self.storage.compact(self.replica, doc)

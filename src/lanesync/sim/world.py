@@ -9,10 +9,12 @@ Guarantees:
   millisecond clock; events at the same time run in the order they were scheduled. The same
   seed and configuration always give the same trace.
 * The simulated shell obeys the real one's contract: after every call into a node, its output
-  is handled in order, commit ``persist``, send ``frames``, close ``closes``; local writes are
-  committed before the node hears of them (group commit); a restart rebuilds the replica with
-  ``Replica.restore`` from exactly what was committed, as ``shell/terminal.py`` does, so
-  anything not committed is lost.
+  is handled in order, ``persist``, send ``frames``, close ``closes``; peers' updates in
+  ``persist`` are committed before frames that acknowledge, with the next local write, or
+  ``ack_delay_ms`` later (the cloud commits them at once), as ``shell/mesh.py`` does; local
+  writes are committed before the node hears of them (group commit); a restart rebuilds the
+  replica with ``Replica.restore`` from exactly what was committed, as ``shell/terminal.py``
+  does, so anything not committed is lost.
 * Faults: connection resets, raw drop / duplication / reordering / corruption of sealed frames,
   delay spikes, LAN and WAN partitions (silent: frames held until heal or keepalive timeout; or
   loud: reset at once), SIGKILL-like crashes (also in the middle of a commit or of a merge),
@@ -113,6 +115,8 @@ class Host:
     offset_ms: int = 0
     durable: dict[str, list[bytes]] = field(default_factory=dict)
     verified: set[bytes] = field(default_factory=set)
+    deferred: list[Change] = field(default_factory=list)  # peers' updates not committed yet
+    commit_armed: bool = False
     replica: Replica | None = None
     node: Node | None = None
     election: Election | None = None
@@ -299,6 +303,16 @@ class Simulator:
     def _valid(self, host: Host, session: int) -> bool:
         return host.alive and host.sessions == session
 
+    def _commit_deferred(self, host: Host) -> None:
+        deferred, host.deferred = host.deferred, []
+        for change in deferred:
+            self._commit(host, change)
+
+    def _commit_due(self, host: Host, session: int) -> None:
+        if self._valid(host, session):
+            host.commit_armed = False
+            self._commit_deferred(host)
+
     def _commit(self, host: Host, change: Change) -> None:
         for doc, update in change.updates:
             host.durable.setdefault(doc, []).append(update)
@@ -340,8 +354,14 @@ class Simulator:
         if node is None:
             return
         out = node.take_output()
-        for change in out.persist:
-            self._commit(host, change)
+        host.deferred.extend(out.persist)
+        if host.deferred:
+            if out.acknowledges or host.is_cloud:
+                self._commit_deferred(host)
+            elif not host.commit_armed:
+                host.commit_armed = True
+                delay = self.config.ack_delay_ms
+                self._at(self.now + delay, self._commit_due, host, host.sessions)
         for conn_id, frames in out.frames.items():
             self._transmit(host, conn_id, frames)
         for conn_id, reason in out.closes.items():
@@ -716,6 +736,8 @@ class Simulator:
         host.replica = None
         host.election = None
         host.pending_crash = None
+        host.deferred = []
+        host.commit_armed = False
         host.timer_gen += 1
         host.armed_ms = None
         for dialer in [*host.dialers.values(), host.uplink]:
@@ -827,6 +849,7 @@ class Simulator:
             self._note(EventKind.LOST_WRITE, host.name, detail=f"{record.id} never committed")
             self._crash(host, "killed before the commit")
             return
+        self._commit_deferred(host)  # the log keeps the order of memory, as Terminal.commit
         self._commit(host, change)
         self.acked.append(record)
         self._note(kind, host.name, detail=f"{record.id} {describe(body)}")
@@ -1020,7 +1043,8 @@ class Simulator:
         if replica is None or not host.durable:
             return
         doc = self.rng.choice(sorted(host.durable))
-        kept = [u for u in host.durable[doc] if not replica.is_covered(doc, u)]
+        rows = host.durable[doc]
+        kept = [u for u, flag in zip(rows, replica.covered(doc, rows), strict=True) if not flag]
         host.durable[doc] = [replica.full_state(doc), *kept]
         self._note(EventKind.COMPACT, host.name, detail=f"{doc} kept {len(kept)} rows")
 
