@@ -137,6 +137,7 @@ class Mesh:
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_deadline: int | None = None  # the node deadline ``_timer`` is armed for
         self.peers: list[PeerEntry] = []
         self.frames_out = 0
         self.bytes_out = 0
@@ -460,9 +461,12 @@ class Mesh:
 
     def _arm_timer(self) -> None:
         deadline = self.node.next_deadline()
+        if self._timer is not None and deadline == self._timer_deadline:
+            return  # armed for it already: most flushes leave the deadlines as they were
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_deadline = deadline
         if deadline is not None:
             delay = max(0.0, (deadline - self._clock()) / 1000)
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
