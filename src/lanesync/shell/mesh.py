@@ -483,3 +483,4 @@ class Mesh:
     def close_all(self, reason: str) -> None:
         self.node.close_all(reason)
         self._flush()
+        self._commit_deferred()  # now, not on a timer that may outlive the terminal
