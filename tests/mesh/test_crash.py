@@ -103,3 +103,30 @@ def test_sigkill_of_a_peer_mid_sync_loses_nothing(cluster: Cluster) -> None:
         assert report["ok"], report
         assert report["digest"] == digest
         assert {h["terminal"]: h["seq"] for h in report["chains"]} == {"a": 3, "b": SALES}
+
+
+def test_lane_killed_before_committing_peers_sales_gets_them_back(cluster: Cluster) -> None:
+    """A lane commits peers' updates up to 200 ms after merging them (they are durable at their
+    origin): killed in between, it has them in memory only, and the peer sends them again."""
+    store = cluster.store()
+    a_dir = cluster.enroll(store, "a", Role.MANAGER)
+    b_dir = cluster.enroll(store, "b")
+    a = cluster.start(a_dir)
+    b = cluster.start(b_dir, [a.listen])
+    wait_connected(a, {"b"})
+    a.set_price("milk", PRICE)
+    a.receive("milk", RECEIVED)
+    wait_until(lambda: b.on_hand("milk") == RECEIVED, 15, "b got the receipt")
+    for _ in range(SALES):
+        a.sell("milk", 1)
+    wait_until(lambda: b.on_hand("milk") == RECEIVED - SALES, 15, "b merged the sales")
+    in_memory = b.status()["records"]
+    cluster.kill(b)
+    # On disk: b's own certificate and whatever peers' records it committed before the kill.
+    assert cluster.cli_json("status", b_dir)["records"] <= in_memory
+    b2 = cluster.start(b_dir, [a.listen])
+    wait_connected(a, {"b"})
+    digest = wait_converged([a, b2], {"milk": RECEIVED - SALES})
+    report = b2.verify()
+    assert report["ok"], report
+    assert report["digest"] == digest
