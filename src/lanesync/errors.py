@@ -30,6 +30,10 @@ class UsageError(LocalError):
     """A user or API client passed a bad argument."""
 
 
+class IdempotencyConflict(UsageError):
+    """An idempotency key was used again for a different request."""
+
+
 class PermissionDenied(LocalError):
     """The terminal's certificate role does not allow this operation."""
 

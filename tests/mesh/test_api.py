@@ -423,6 +423,82 @@ def test_sale_void_receive_adjust(shop: Shop) -> None:
     assert m.verify()["ok"]
 
 
+# -- idempotency keys ------------------------------------------------------------------------------
+
+
+def keyed(daemon: Daemon, path: str, body: Any, key: str) -> httpx.Response:
+    return daemon.client.post(path, json=body, headers={"Idempotency-Key": key})
+
+
+def test_a_retried_keyed_sale_is_answered_again_and_counted_once(shop: Shop) -> None:
+    m = shop.m
+    start = m.on_hand("milk")
+    assert start is not None
+    body = {"lines": [{"sku": "milk", "qty": 2}]}
+    first = keyed(m, "/v1/sales", body, "pos-7f3a-0001")
+    assert first.status_code == 201, first.text
+    assert "Idempotent-Replayed" not in first.headers
+    records = m.status()["records"]
+    again = keyed(m, "/v1/sales", body, "pos-7f3a-0001")
+    assert again.status_code == 201, again.text
+    assert again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert m.status()["records"] == records
+    assert m.on_hand("milk") == start - 2
+    # Every write route honours keys, a void's included (its key covers the path).
+    void = keyed(m, f"/v1/sales/{first.json()['sale_id']}/void", None, "pos-7f3a-0002")
+    assert void.status_code == 201, void.text
+    void_again = keyed(m, f"/v1/sales/{first.json()['sale_id']}/void", None, "pos-7f3a-0002")
+    assert void_again.json() == void.json()
+    assert m.on_hand("milk") == start
+
+
+def test_a_key_reused_for_another_request_is_refused_and_changes_nothing(shop: Shop) -> None:
+    m = shop.m
+    sale = {"lines": [{"sku": "milk", "qty": 1}]}
+    assert keyed(m, "/v1/sales", sale, "pos-reuse").status_code == 201
+    before = fingerprint(m)
+    other_sale = {"lines": [{"sku": "milk", "qty": 5}]}
+    error = assert_json_error(keyed(m, "/v1/sales", other_sale, "pos-reuse"), 422)
+    assert error["code"] == "idempotency_key_reused"
+    receipt = {"sku": "milk", "qty": 1}
+    assert_json_error(keyed(m, "/v1/stock/receive", receipt, "pos-reuse"), 422)
+    assert fingerprint(m) == before
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "two words", "tab\tkey"])
+def test_a_malformed_key_is_refused_and_changes_nothing(shop: Shop, key: str) -> None:
+    before = fingerprint(shop.m)
+    response = shop.m.client.post(
+        "/v1/sales",
+        json={"lines": [{"sku": "milk", "qty": 1}]},
+        headers={"Idempotency-Key": key.encode()},  # UTF-8 bytes: httpx sends them as they are
+    )
+    assert_json_error(response, 400)
+    assert fingerprint(shop.m) == before
+
+
+def test_concurrent_retries_with_one_key_write_once(shop: Shop) -> None:
+    m = shop.m
+    start = m.on_hand("milk")
+    body = {"lines": [{"sku": "milk", "qty": 1}]}
+    headers = {"Authorization": f"Bearer {m.token}", "Idempotency-Key": "pos-burst"}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=m.api, trust_env=False) as client:
+            return list(
+                await asyncio.gather(
+                    *(client.post("/v1/sales", json=body, headers=headers) for _ in range(8))
+                )
+            )
+
+    responses = asyncio.run(burst())
+    assert {r.status_code for r in responses} == {201}
+    assert len({r.json()["sale_id"] for r in responses}) == 1
+    assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in responses) == 7
+    assert m.on_hand("milk") == start - 1
+
+
 def test_price_change_applies_to_later_sales(shop: Shop) -> None:
     m = shop.m
     m.set_price("tea", 250)

@@ -130,3 +130,26 @@ def test_lane_killed_before_committing_peers_sales_gets_them_back(cluster: Clust
     report = b2.verify()
     assert report["ok"], report
     assert report["digest"] == digest
+
+
+def test_a_keyed_sale_retried_after_sigkill_and_restart_is_not_counted_twice(
+    cluster: Cluster,
+) -> None:
+    """The POS lost the answer (the lane was killed as it sent it) and retries on the
+    restarted lane with the same Idempotency-Key: it gets the same sale back."""
+    store = cluster.store()
+    a_dir = cluster.enroll(store, "a", Role.MANAGER)
+    a = cluster.start(a_dir)
+    a.set_price("milk", PRICE)
+    a.receive("milk", RECEIVED)
+    body = {"lines": [{"sku": "milk", "qty": 2}]}
+    headers = {"Idempotency-Key": "till-3/receipt-0815"}
+    first = a.client.post("/v1/sales", json=body, headers=headers)
+    cluster.kill(a)
+    assert first.status_code == 201, first.text
+    a2 = cluster.start(a_dir)
+    retry = a2.client.post("/v1/sales", json=body, headers=headers)
+    assert retry.status_code == 201, retry.text
+    assert retry.json() == first.json()
+    assert retry.headers["Idempotent-Replayed"] == "true"
+    assert a2.on_hand("milk") == RECEIVED - 2

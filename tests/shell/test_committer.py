@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import pytest
@@ -19,6 +19,7 @@ from lanesync.core.records import Body, Record, Sale
 from lanesync.core.replica import Change
 from lanesync.errors import LanesyncError, PermissionDenied, UsageError
 from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal
 
 from .conftest import Lanes
@@ -35,9 +36,9 @@ def count_transactions(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> l
     transactions: list[int] = []
     real = terminal.storage.commit
 
-    def commit(changes: Iterable[Change]) -> None:
+    def commit(changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         changes = list(changes)
-        real(changes)
+        real(changes, requests)
         transactions.append(len(changes))
 
     monkeypatch.setattr(terminal.storage, "commit", commit)
@@ -254,3 +255,22 @@ def test_deferred_peers_updates_are_committed_on_close(lanes: Lanes, lane: Termi
     other.defer([peers_updates(lane, other)])
     assert on_hand(other, "milk") == 10_000  # visible before the commit
     assert on_hand(lanes.reopen(other), "milk") == 10_000
+
+
+def test_idempotency_keys_commit_with_their_record_and_expire_after_a_week(
+    lanes: Lanes, lane: Terminal
+) -> None:
+    async def keyed_sale(committer: GroupCommitter) -> Record:
+        return await committer.write(sale("milk:1:149"), ("till-1/42", b"request digest"))
+
+    record, _ = with_committer(lane, keyed_sale)
+    found = lane.find_request("till-1/42")
+    assert found is not None
+    assert (found.fingerprint, found.record_id) == (b"request digest", str(record.id))
+    assert lane.find_request("till-1/43") is None
+    path = lane.directory.path
+    lanes.close(lane)
+    with Terminal.open(path, clock=lambda: found.at_ms + REQUEST_KEEP_MS - 1) as reopened:
+        assert reopened.find_request("till-1/42") == found
+    with Terminal.open(path, clock=lambda: found.at_ms + REQUEST_KEEP_MS + 1) as reopened:
+        assert reopened.find_request("till-1/42") is None

@@ -18,12 +18,13 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
 from lanesync.core.replica import Change, Replica
-from lanesync.shell.storage import Loaded, due_for_compaction
+from lanesync.errors import StorageError
+from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +134,17 @@ class PostgresStoreStorage:
             self._seen_seq = last_seq
         return Pulled(updates, verified)
 
-    def commit(self, changes: Iterable[Change]) -> None:
+    def find_request(self, key: str) -> KeyedRequest | None:
+        """Idempotency keys are a terminal's local API's: the cloud keeps none."""
+        return None
+
+    def forget_requests(self, before_ms: int) -> None:
+        """Nothing to forget (``find_request``)."""
+
+    def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         """Append every change in one durable transaction (group commit)."""
+        if requests:
+            raise StorageError("idempotency keys are kept by terminals, not by the cloud")
         rows: list[tuple[str, bytes]] = []
         verdicts: list[bytes] = []
         for change in changes:

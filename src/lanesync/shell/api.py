@@ -2,12 +2,20 @@
 
 Bound to 127.0.0.1 by default. Writes need ``Authorization: Bearer <token>`` (the token is in
 TERMINAL_DIR/api.token, mode 0600) and return only after the record is durably committed.
+
+A write may carry an ``Idempotency-Key`` header (1-255 visible ASCII characters, unique per
+write, e.g. a UUID): the key is committed with the record, in the same transaction, so a retry
+with the same key and the same request (the answer was lost, the daemon restarted) gets the
+first answer again, with ``Idempotent-Replayed: true``, and writes nothing. The same key with a
+different request is refused (422). Keys are kept 7 days.
 Errors are JSON ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can
 fix, 503 when storage failed; a 500 means a lanesync bug.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,16 +31,21 @@ from lanesync import __version__
 from lanesync.core import commands, reports
 from lanesync.core.election import Election
 from lanesync.core.identity import parse_revocation
+from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
-from lanesync.shell.committer import GroupCommitter
+from lanesync.errors import IdempotencyConflict, UsageError
+from lanesync.shell.committer import GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
 from lanesync.shell.uplink import Uplink
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_IDEMPOTENCY_KEY = 255  # what common POS SDKs send (UUIDs, 36) fits many times over
 
 
 @dataclass(slots=True)
@@ -132,6 +145,26 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily("lanesync_oversold_skus", "SKUs with negative stock", oversold)
 
 
+# -- idempotency -----------------------------------------------------------------------------------
+
+
+def idempotency_key(request: Request) -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None and not (
+        1 <= len(key) <= MAX_IDEMPOTENCY_KEY and all("!" <= c <= "~" for c in key)
+    ):
+        raise UsageError(
+            f"{IDEMPOTENCY_HEADER} must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )
+    return key
+
+
+def fingerprint(request: Request, body: BaseModel | None) -> bytes:
+    """What makes two requests the same: the route (with its path parameters) and the body."""
+    text = f"{request.url.path}\n{body.model_dump_json() if body is not None else ''}"
+    return hashlib.sha256(text.encode()).digest()
+
+
 # -- the app ---------------------------------------------------------------------------------------
 
 
@@ -173,43 +206,101 @@ def create_app(state: DaemonState) -> FastAPI:
 
     install_common(app, state.token)
 
-    async def write(build: Callable[[Ledger], Body]) -> Record:
+    # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
+    in_flight: dict[str, asyncio.Future[None]] = {}
+
+    async def write(
+        build: Callable[[Ledger], Body],
+        request: Request,
+        response: Response,
+        body: BaseModel | None = None,
+    ) -> Record:
+        key = idempotency_key(request)
+        if key is None:
+            return await timed_write(build, None)
+        request_digest = fingerprint(request, body)
+        while (pending := in_flight.get(key)) is not None:
+            await asyncio.shield(pending)
+        found = state.terminal.find_request(key)
+        if found is not None:
+            if found.fingerprint != request_digest:
+                raise IdempotencyConflict(
+                    f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request"
+                )
+            record = state.terminal.replica.find_record(RecordId.parse(found.record_id))
+            if record is None:  # only if this terminal's own records stopped counting
+                raise IdempotencyConflict(f"the write made with {key!r} is no longer held")
+            response.headers[REPLAYED_HEADER] = "true"
+            return record
+        done = asyncio.get_running_loop().create_future()
+        in_flight[key] = done
+        try:
+            return await timed_write(build, (key, request_digest))
+        finally:
+            del in_flight[key]
+            done.set_result(None)
+
+    async def timed_write(build: Callable[[Ledger], Body], key: RequestKey | None) -> Record:
         started = time.perf_counter()
-        record = await state.committer.write(build)
+        record = await state.committer.write(build, key)
         write_latency.observe(time.perf_counter() - started)
         return record
 
     @app.post("/v1/sales", status_code=201, response_model=SaleOut, tags=["writes"])
-    async def post_sale(body: SaleIn, _: RequireToken) -> SaleOut:
-        requests = [
+    async def post_sale(
+        body: SaleIn, request: Request, response: Response, _: RequireToken
+    ) -> SaleOut:
+        lines = [
             commands.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
             for line in body.lines
         ]
-        record = await write(lambda ledger: commands.build_sale(ledger, requests))
+        record = await write(
+            lambda ledger: commands.build_sale(ledger, lines), request, response, body
+        )
         total = record.body.total_cents if isinstance(record.body, Sale) else 0
         return SaleOut(sale_id=str(record.id), total=total)
 
     @app.post(
         "/v1/sales/{sale_id}/void", status_code=201, response_model=RecordOut, tags=["writes"]
     )
-    async def post_void(sale_id: str, _: RequireToken) -> RecordOut:
-        record = await write(lambda ledger: commands.build_void(ledger, sale_id))
+    async def post_void(
+        sale_id: str, request: Request, response: Response, _: RequireToken
+    ) -> RecordOut:
+        record = await write(lambda ledger: commands.build_void(ledger, sale_id), request, response)
         return RecordOut(record_id=str(record.id))
 
     @app.post("/v1/stock/receive", status_code=201, response_model=RecordOut, tags=["writes"])
-    async def post_receive(body: ReceiveIn, _: RequireToken) -> RecordOut:
-        record = await write(lambda _: commands.build_receipt(body.sku, body.qty))
+    async def post_receive(
+        body: ReceiveIn, request: Request, response: Response, _: RequireToken
+    ) -> RecordOut:
+        record = await write(
+            lambda _: commands.build_receipt(body.sku, body.qty), request, response, body
+        )
         return RecordOut(record_id=str(record.id))
 
     @app.post("/v1/stock/adjust", status_code=201, response_model=RecordOut, tags=["writes"])
-    async def post_adjust(body: AdjustIn, _: RequireToken) -> RecordOut:
-        record = await write(lambda _: commands.build_adjustment(body.sku, body.delta, body.reason))
+    async def post_adjust(
+        body: AdjustIn, request: Request, response: Response, _: RequireToken
+    ) -> RecordOut:
+        record = await write(
+            lambda _: commands.build_adjustment(body.sku, body.delta, body.reason),
+            request,
+            response,
+            body,
+        )
         return RecordOut(record_id=str(record.id))
 
     @app.post("/v1/prices", status_code=201, response_model=RecordOut, tags=["writes"])
-    async def post_price(body: PriceIn, _: RequireToken) -> RecordOut:
+    async def post_price(
+        body: PriceIn, request: Request, response: Response, _: RequireToken
+    ) -> RecordOut:
         role = state.terminal.role
-        record = await write(lambda _: commands.build_price_change(role, body.sku, body.unit_price))
+        record = await write(
+            lambda _: commands.build_price_change(role, body.sku, body.unit_price),
+            request,
+            response,
+            body,
+        )
         return RecordOut(record_id=str(record.id))
 
     @app.get("/v1/stock", tags=["reads"])

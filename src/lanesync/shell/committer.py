@@ -19,7 +19,10 @@ from collections.abc import Callable
 from lanesync.core.records import Record
 from lanesync.core.replica import Change
 from lanesync.errors import LanesyncError, StorageError, UsageError
+from lanesync.shell.storage import KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal
+
+RequestKey = tuple[str, bytes]  # an idempotency key and the fingerprint of its request
 
 
 class GroupCommitter:
@@ -28,14 +31,16 @@ class GroupCommitter:
     ) -> None:
         self._terminal = terminal
         self._on_commit = on_commit
-        self._pending: list[tuple[BodyBuilder, asyncio.Future[Record]]] = []
+        self._pending: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]] = []
         self._wake = asyncio.Event()
         self.commits = 0
         self.records = 0
 
-    async def write(self, build: BodyBuilder) -> Record:
+    async def write(self, build: BodyBuilder, key: RequestKey | None = None) -> Record:
+        """``key``: the request's idempotency key and fingerprint, stored with the record in the
+        same transaction (``Terminal.find_request`` finds it afterwards)."""
         future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
-        self._pending.append((build, future))
+        self._pending.append((build, key, future))
         self._wake.set()
         return await future
 
@@ -48,10 +53,13 @@ class GroupCommitter:
             if batch:
                 await self._commit_batch(batch)
 
-    async def _commit_batch(self, batch: list[tuple[BodyBuilder, asyncio.Future[Record]]]) -> None:
+    async def _commit_batch(
+        self, batch: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]]
+    ) -> None:
         staged: list[tuple[Record, asyncio.Future[Record]]] = []
         changes: list[Change] = []
-        for build, future in batch:
+        requests: list[KeyedRequest] = []
+        for build, key, future in batch:
             try:
                 record, change = self._terminal.stage(build)
             except LanesyncError as exc:
@@ -66,13 +74,15 @@ class GroupCommitter:
                 continue
             staged.append((record, future))
             changes.append(change)
+            if key is not None:
+                requests.append(KeyedRequest(*key, str(record.id), self._terminal.now_ms()))
         if not changes:
             return
         try:
             # Committed on the loop, with no await between staging and commit: nothing else
             # (a peer asking for a diff) may ever see a local record that is not durable yet,
             # or a crash could reuse its CRDT clock for different content.
-            self._terminal.commit(changes)
+            self._terminal.commit(changes, requests)
         except StorageError as exc:
             for _, future in staged:
                 with contextlib.suppress(asyncio.InvalidStateError):

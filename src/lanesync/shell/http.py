@@ -18,7 +18,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
 from lanesync.core.ids import is_decimal
-from lanesync.errors import LanesyncError, PermissionDenied, RemoteError, StorageError
+from lanesync.errors import (
+    IdempotencyConflict,
+    LanesyncError,
+    PermissionDenied,
+    RemoteError,
+    StorageError,
+)
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
 LARGE_BODY_PATHS = frozenset({"/v1/import"})  # bundles
@@ -31,6 +37,8 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 def status_of(exc: LanesyncError) -> tuple[int, str]:
     if isinstance(exc, PermissionDenied):
         return 403, "forbidden"
+    if isinstance(exc, IdempotencyConflict):
+        return 422, "idempotency_key_reused"
     if isinstance(exc, StorageError):
         return 503, "storage_failed"
     if isinstance(exc, RemoteError):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import defaultdict
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,7 +33,10 @@ from lanesync.errors import ConfigError, StorageError
 
 # 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT
 # EXISTS) and is folded in full once, after which it has a checkpoint like any other.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 2  # the requests table is additive: older code ignores it, so still 2
+# An idempotency key is honoured this long: a POS retries within seconds or, after an outage,
+# hours; a week covers any retry and keeps the table small (one row per keyed write).
+REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
 # Below this a document's log is not worth compacting: replaying 1 MiB of small updates takes
 # a few milliseconds (FACTS.md: ~300k small updates/s applied).
 COMPACT_MIN_LOG_BYTES = 1024 * 1024
@@ -68,7 +71,23 @@ CREATE TABLE IF NOT EXISTS checkpoint (
     through INTEGER NOT NULL,  -- the last updates.id whose row the checkpoint covers
     data BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS requests (  -- idempotency keys of API writes, with their record
+    key TEXT PRIMARY KEY,
+    fingerprint BLOB NOT NULL,
+    record_id TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedRequest:
+    """A write sent with an idempotency key: stored with its record, in the same transaction."""
+
+    key: str
+    fingerprint: bytes  # of the request: the same key with another request is refused
+    record_id: str
+    at_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +142,11 @@ class ReplicaStorage(Protocol):
 
     def load(self) -> Loaded: ...
 
-    def commit(self, changes: Iterable[Change]) -> None: ...
+    def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None: ...
+
+    def find_request(self, key: str) -> KeyedRequest | None: ...
+
+    def forget_requests(self, before_ms: int) -> None: ...
 
     def documents_to_compact(self) -> list[str]: ...
 
@@ -195,19 +218,24 @@ class Storage:
         self._checkpoint_bytes = len(checkpoint or b"")
         return Loaded(dict(stored), tail, verified, checkpoint)
 
-    def commit(self, changes: Iterable[Change]) -> None:
-        """Write every change in one durable transaction (group commit)."""
+    def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
+        """Write every change, and the idempotency keys of the writes they hold, in one
+        durable transaction (group commit)."""
         rows: list[tuple[str, bytes]] = []
         verdicts: list[tuple[bytes]] = []
         for change in changes:
             rows.extend(change.updates)
             verdicts.extend((h,) for h in change.verdicts)
-        if not rows and not verdicts:
+        if not rows and not verdicts and not requests:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany("INSERT INTO updates (doc, data) VALUES (?, ?)", rows)
             self._db.executemany("INSERT OR IGNORE INTO verified (hash) VALUES (?)", verdicts)
+            self._db.executemany(
+                "INSERT INTO requests (key, fingerprint, record_id, at_ms) VALUES (?, ?, ?, ?)",
+                [(r.key, r.fingerprint, r.record_id, r.at_ms) for r in requests],
+            )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -215,6 +243,22 @@ class Storage:
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
             self._uncheckpointed_bytes += len(data)
+
+    def find_request(self, key: str) -> KeyedRequest | None:
+        try:
+            row = self._db.execute(
+                "SELECT fingerprint, record_id, at_ms FROM requests WHERE key = ?", (key,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self._path}: {exc}") from exc
+        return None if row is None else KeyedRequest(key, bytes(row[0]), str(row[1]), int(row[2]))
+
+    def forget_requests(self, before_ms: int) -> None:
+        """Drop idempotency keys stored before ``before_ms``."""
+        try:
+            self._db.execute("DELETE FROM requests WHERE at_ms < ?", (before_ms,))
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot prune {self._path}: {exc}") from exc
 
     def _rollback(self) -> None:
         try:

@@ -31,7 +31,7 @@ from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
-from lanesync.shell.storage import ReplicaStorage, Storage
+from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage, Storage
 
 log = logging.getLogger("lanesync.terminal")
 
@@ -114,6 +114,7 @@ class Terminal:
                 log.log(level, "%s: %s", directory.database, replica.restored_from)
                 storage.commit([change])
                 replica.persisted([change])
+                storage.forget_requests(clock() - REQUEST_KEEP_MS)
             except BaseException:
                 storage.close()
                 raise
@@ -178,19 +179,24 @@ class Terminal:
         except ValueError as exc:  # the body breaks a record rule (raised before any change)
             raise UsageError(str(exc)) from exc
 
-    def commit(self, changes: Sequence[Change]) -> None:
+    def commit(self, changes: Sequence[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         """Make staged changes durable in one transaction, after every deferred change (so the
-        log keeps the order of memory). A failure stops the terminal: memory is then ahead of
-        disk and only a reopen (which replays disk) is safe."""
+        log keeps the order of memory), with the idempotency keys of the writes they hold. A
+        failure stops the terminal: memory is then ahead of disk and only a reopen (which
+        replays disk) is safe."""
         self._check_usable()
         batch = [*self._deferred, *changes]
         try:
-            self.storage.commit(batch)
+            self.storage.commit(batch, requests)
         except StorageError as exc:
             self._failed = str(exc)
             raise
         self._deferred.clear()
         self.replica.persisted(batch)
+
+    def find_request(self, key: str) -> KeyedRequest | None:
+        """The write made with idempotency key ``key`` in the last ``REQUEST_KEEP_MS``."""
+        return self.storage.find_request(key)
 
     def defer(self, changes: Sequence[Change]) -> None:
         """Hold changes merged from peers for the next ``commit``. Only for data durable at its
