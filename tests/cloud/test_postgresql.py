@@ -10,12 +10,15 @@ are one set whichever process wrote a row, and each process's replica follows th
 from __future__ import annotations
 
 import shutil
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from support import ProxyLoop, parallel, port_of, wait_until
 
-from lanesync.tools.pgserver import PostgresServer
+from lanesync.tools.pgserver import PostgresServer, unavailable_reason
 
 from .conftest import STORE_ID, Template, World
 from .procs import Cloud, Lane, Procs, cli, cli_ok
@@ -283,3 +286,36 @@ def test_a_cloud_process_killed_mid_upload_is_exact_after_restart_and_reupload(
     both_exact([cloud], books, world)
     wait_followed([cloud], lanes)
     check_cloud_cli(world.root, world.cloud, books)
+
+
+OWNER = """
+import sys, time
+from lanesync.tools.pgserver import PostgresServer
+server = PostgresServer.start()
+print(server.root, server.port, flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+def test_a_server_whose_owner_is_killed_is_stopped_and_deleted() -> None:
+    """A test run killed with SIGKILL cannot stop its PostgreSQL: the watchdog does."""
+    with subprocess.Popen(
+        [sys.executable, "-c", OWNER], stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as owner:
+        try:
+            assert owner.stdout is not None
+            root, port = owner.stdout.readline().split()
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=5):
+                pass  # it is up
+        finally:
+            owner.kill()
+
+    def gone() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", int(port)), timeout=1).close()
+        except OSError:
+            return not Path(root).exists()
+        return False
+
+    wait_until(gone, 30, lambda: f"PostgreSQL at {root} (port {port}) still there")

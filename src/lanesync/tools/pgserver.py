@@ -4,6 +4,10 @@ It runs the machine's own PostgreSQL binaries (Debian's ``postgresql`` package p
 ``/usr/lib/postgresql/<version>/bin``) on a cluster in a fresh temporary directory, listening on
 127.0.0.1 only, and deletes the cluster when stopped.
 
+The process that started the server owns it. A watchdog process (``python -m
+lanesync.tools.pgserver watch OWNER_PID ROOT``) stops and deletes it when the owner dies without
+stopping it: a test run killed with SIGKILL or SIGTERM leaves no PostgreSQL behind.
+
 Why not pytest-postgresql: PostgreSQL refuses to start as root ("pg_ctl: cannot be run as
 root"), CI runs as root, and that plugin has no way to run the server as another user
 (dbfixtures/pytest-postgresql#341 and #455, both closed without one). Here, when we are root,
@@ -15,12 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import select
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lanesync.errors import ConfigError
@@ -29,6 +35,8 @@ SUPERUSER = "lanesync"
 # Debian's package installs the binaries in <root>/<major version>/bin, outside PATH.
 _DEBIAN_ROOT = Path("/usr/lib/postgresql")
 START_TIMEOUT_S = 30.0
+# How often the watchdog checks that the server was not stopped by its owner already.
+WATCH_POLL_S = 1.0
 
 
 def find_binaries() -> Path | None:
@@ -73,6 +81,7 @@ class PostgresServer:
     port: int
     bindir: Path
     _user: str | None = None
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @classmethod
     def start(cls) -> PostgresServer:
@@ -115,10 +124,22 @@ class PostgresServer:
                 "-t",
                 str(int(START_TIMEOUT_S)),
             )
+            server._watch(os.getpid())
         except BaseException:
             server.stop()
             raise
         return server
+
+    def _watch(self, owner: int) -> None:
+        # A session of its own: a Ctrl-C to the owner's process group must not stop the
+        # watchdog before the owner's own teardown has run.
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-m", "lanesync.tools.pgserver", "watch", str(owner), str(self.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
     def _run(self, program: str, *args: str) -> None:
         command = [str(self.bindir / program), *args]
@@ -153,3 +174,31 @@ class PostgresServer:
             # pg_ctl -m immediate returns once the postmaster is gone; give its children a beat.
             time.sleep(0.05)
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watchdog is not None:  # nothing left for it to do
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
+
+
+def watch(owner: int, root: Path) -> None:
+    """Wait until the ``owner`` process exits, then stop the server at ``root`` unless the owner
+    already did (its ``stop`` deletes ``root``)."""
+    with contextlib.suppress(ProcessLookupError):
+        pidfd = os.pidfd_open(owner)
+        try:
+            while root.exists() and not select.select([pidfd], [], [], WATCH_POLL_S)[0]:
+                pass
+        finally:
+            os.close(pidfd)
+    if root.exists():
+        user = "postgres" if os.geteuid() == 0 else None
+        bindir = find_binaries()
+        if bindir is not None:
+            PostgresServer(root, 0, bindir, user).stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 4 or sys.argv[1] != "watch":
+        raise SystemExit("usage: python -m lanesync.tools.pgserver watch OWNER_PID ROOT")
+    watch(int(sys.argv[2]), Path(sys.argv[3]))
