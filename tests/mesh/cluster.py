@@ -170,6 +170,19 @@ class Cluster:
     def start(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
         return self.ready(self.spawn(path, peers, extra))
 
+    def stocked_pair(
+        self, store: StoreDirectory, price: int, received: int
+    ) -> tuple[Daemon, Daemon]:
+        """Manager ``a`` and cashier ``b`` (which dials ``a``), connected, with milk priced at
+        ``price`` and ``received`` of it received on ``a`` and already on ``b``."""
+        a = self.start(self.enroll(store, "a", Role.MANAGER))
+        b = self.start(self.enroll(store, "b"), [a.listen])
+        wait_connected(a, {"b"})
+        a.set_price("milk", price)
+        a.receive("milk", received)
+        wait_until(lambda: b.on_hand("milk") == received, 15, "b got a's receipt")
+        return a, b
+
     def start_many(self, specs: Sequence[tuple[Path, Sequence[str]]]) -> list[Daemon]:
         """Start several daemons at once (``(directory, peers)`` each) and wait for all."""
         spawned = [self.spawn(path, peers) for path, peers in specs]

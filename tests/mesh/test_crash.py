@@ -77,15 +77,7 @@ def test_sales_acknowledged_before_sigkill_survive_and_spread(cluster: Cluster) 
 def test_sigkill_of_a_peer_mid_sync_loses_nothing(cluster: Cluster) -> None:
     """b acknowledges sales and is SIGKILLed; a (its peer) and b after a restart hold them all,
     and what a sold while b was down reaches b after the restart."""
-    store = cluster.store()
-    a_dir = cluster.enroll(store, "a", Role.MANAGER)
-    b_dir = cluster.enroll(store, "b")
-    a = cluster.start(a_dir)
-    b = cluster.start(b_dir, [a.listen])
-    wait_connected(a, {"b"})
-    a.set_price("milk", PRICE)
-    a.receive("milk", RECEIVED)
-    wait_until(lambda: b.on_hand("milk") == RECEIVED, 15, "b got the receipt")
+    a, b = cluster.stocked_pair(cluster.store(), PRICE, RECEIVED)
     sold = 0
     for _ in range(SALES):
         b.sell("milk", 1)
@@ -95,7 +87,7 @@ def test_sigkill_of_a_peer_mid_sync_loses_nothing(cluster: Cluster) -> None:
     a.sell("milk", 3)
     sold += 3
     # b comes back on the same directory with the same peer address; a's address is unchanged.
-    b2 = cluster.start(b_dir, [a.listen])
+    b2 = cluster.start(b.path, [a.listen])
     wait_connected(a, {"b"})
     digest = wait_converged([a, b2], {"milk": RECEIVED - sold})
     for lane in (a, b2):
@@ -108,23 +100,15 @@ def test_sigkill_of_a_peer_mid_sync_loses_nothing(cluster: Cluster) -> None:
 def test_lane_killed_before_committing_peers_sales_gets_them_back(cluster: Cluster) -> None:
     """A lane commits peers' updates up to 200 ms after merging them (they are durable at their
     origin): killed in between, it has them in memory only, and the peer sends them again."""
-    store = cluster.store()
-    a_dir = cluster.enroll(store, "a", Role.MANAGER)
-    b_dir = cluster.enroll(store, "b")
-    a = cluster.start(a_dir)
-    b = cluster.start(b_dir, [a.listen])
-    wait_connected(a, {"b"})
-    a.set_price("milk", PRICE)
-    a.receive("milk", RECEIVED)
-    wait_until(lambda: b.on_hand("milk") == RECEIVED, 15, "b got the receipt")
+    a, b = cluster.stocked_pair(cluster.store(), PRICE, RECEIVED)
     for _ in range(SALES):
         a.sell("milk", 1)
     wait_until(lambda: b.on_hand("milk") == RECEIVED - SALES, 15, "b merged the sales")
     in_memory = b.status()["records"]
     cluster.kill(b)
     # On disk: b's own certificate and whatever peers' records it committed before the kill.
-    assert cluster.cli_json("status", b_dir)["records"] <= in_memory
-    b2 = cluster.start(b_dir, [a.listen])
+    assert cluster.cli_json("status", b.path)["records"] <= in_memory
+    b2 = cluster.start(b.path, [a.listen])
     wait_connected(a, {"b"})
     digest = wait_converged([a, b2], {"milk": RECEIVED - SALES})
     report = b2.verify()

@@ -86,15 +86,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     cluster = Cluster(tmp_path_factory.mktemp("refusals"))
     try:
         store = cluster.store()
-        a_dir = cluster.enroll(store, "a", Role.MANAGER)
-        b_dir = cluster.enroll(store, "b")
+        a, b = cluster.stocked_pair(store, PRICE, RECEIVED)
         spare = {name: cluster.enroll(store, name) for name in ("r", "r2", "q")}
-        a = cluster.start(a_dir)
-        b = cluster.start(b_dir, [a.listen])
-        wait_connected(a, {"b"})
-        a.set_price("milk", PRICE)
-        a.receive("milk", RECEIVED)
-        wait_until(lambda: b.on_hand("milk") == RECEIVED, 15, "b got a's receipt")
         yield Pair(cluster, store, a, b, spare=spare)
     finally:
         cluster.close()
