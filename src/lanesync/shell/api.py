@@ -8,6 +8,7 @@ write, e.g. a UUID): the key is committed with the record, in the same transacti
 with the same key and the same request (the answer was lost, the daemon restarted) gets the
 first answer again, with ``Idempotent-Replayed: true``, and writes nothing. The same key with a
 different request is refused (422). Keys are kept 7 days.
+
 Errors are JSON ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can
 fix, 503 when storage failed; a 500 means a lanesync bug.
 """

@@ -51,6 +51,12 @@ def find_binaries() -> Path | None:
     return None
 
 
+def server_user() -> str | None:
+    """Whom the server runs as: the ``postgres`` system user when we are root (PostgreSQL
+    refuses root), else ourselves (None)."""
+    return "postgres" if os.geteuid() == 0 else None
+
+
 def unavailable_reason() -> str | None:
     """Why a throwaway server cannot run here, or None when it can."""
     if find_binaries() is None:
@@ -58,11 +64,12 @@ def unavailable_reason() -> str | None:
             "PostgreSQL server binaries not found (install Debian's postgresql package; "
             ".ci/run does)"
         )
-    if os.geteuid() == 0:
+    user = server_user()
+    if user is not None:
         try:
-            pwd.getpwnam("postgres")
+            pwd.getpwnam(user)
         except KeyError:
-            return "running as root and there is no 'postgres' user to run PostgreSQL as"
+            return f"running as root and there is no {user!r} user to run PostgreSQL as"
     return None
 
 
@@ -90,7 +97,7 @@ class PostgresServer:
         if reason is not None or bindir is None:
             raise ConfigError(reason or "PostgreSQL not found")
         root = Path(tempfile.mkdtemp(prefix="lanesync-pg-"))
-        user = "postgres" if os.geteuid() == 0 else None
+        user = server_user()
         if user is not None:
             entry = pwd.getpwnam(user)
             os.chown(root, entry.pw_uid, entry.pw_gid)
@@ -191,11 +198,11 @@ def watch(owner: int, root: Path) -> None:
         finally:
             os.close(pidfd)
     if root.exists():
-        user = "postgres" if os.geteuid() == 0 else None
         bindir = find_binaries()
-        if bindir is not None:
-            PostgresServer(root, 0, bindir, user).stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if bindir is None:  # uninstalled meanwhile: nothing can stop the server, delete its files
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            PostgresServer(root, 0, bindir, server_user()).stop()
 
 
 if __name__ == "__main__":
