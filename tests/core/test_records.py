@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core import records
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc, HybridClock
 from lanesync.core.identity import DOMAIN_RECORD, public_key_of, verify
 from lanesync.core.ids import RecordId, Sku, TerminalId
@@ -398,6 +399,27 @@ def test_invalid_skus_are_rejected(bad: object) -> None:
     assert_rejected(raw_record(fields_of(Kind.SALE, [[[bad, 1, 1]], 1])))
     assert_rejected(raw_record(fields_of(Kind.ADJUSTMENT, [bad, 1, "r"])))
     assert_rejected(raw_record(fields_of(Kind.PRICE, [bad, 1])))
+
+
+def test_name_caches_stop_growing_at_their_bound_and_never_change_a_verdict(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Valid SKUs and terminal names are remembered so the per-record path skips the regular
+    expression; a flood of distinct names must not grow the memory without limit, and what is
+    refused stays refused however often it is sent."""
+    monkeypatch.setattr(records, "_KNOWN_NAMES_MAX", len(records._known_skus) + 3)
+    monkeypatch.setattr(records, "_known_terminals", {})
+    for i in range(10):
+        parsed = parse_record(raw_record(fields_of(Kind.RECEIPT, [f"flood-{i}", 1])))
+        assert isinstance(parsed, Record)
+        assert parsed.body == Receipt(Sku(f"flood-{i}"), 1)
+    assert len(records._known_skus) == records._KNOWN_NAMES_MAX
+    assert "flood-9" not in records._known_skus  # past the bound: checked, not remembered
+    assert isinstance(parse_record(raw_record(fields_of(Kind.RECEIPT, ["flood-9", 1]))), Record)
+    for bad in BAD_SKUS:
+        for _ in range(2):
+            assert_rejected(raw_record(fields_of(Kind.SALE, [[[bad, 1, 1]], 1])))
+    assert records._known_terminals == {"lane1": "lane1"}
 
 
 def test_sku_may_contain_slash_and_be_64_long() -> None:

@@ -85,9 +85,19 @@ def ledger_doc(day: str) -> str:
     return LEDGER_PREFIX + day
 
 
+# Document names already found valid: every received update names its document, and a store
+# has a few (one ledger per business day). Bounded, like records.py's name caches.
+_known_doc_names: set[str] = {CATALOG_DOC, CONFIG_DOC}
+_KNOWN_DOC_NAMES_MAX = 4096
+
+
 def is_valid_doc_name(name: object) -> bool:
-    if not isinstance(name, str):
+    if type(name) is not str:
         return False
-    if name in (CATALOG_DOC, CONFIG_DOC):
+    if name in _known_doc_names:
         return True
-    return name.startswith(LEDGER_PREFIX) and _DAY.fullmatch(name[len(LEDGER_PREFIX) :]) is not None
+    if not (name.startswith(LEDGER_PREFIX) and _DAY.fullmatch(name[len(LEDGER_PREFIX) :])):
+        return False
+    if len(_known_doc_names) < _KNOWN_DOC_NAMES_MAX:
+        _known_doc_names.add(name)
+    return True

@@ -139,7 +139,7 @@ class Rejection:
     reason: str
 
 
-_KIND_VALUES = frozenset(int(k) for k in Kind)
+_KINDS: dict[int, Kind] = {int(k): k for k in Kind}
 
 
 class _Invalid(Exception):
@@ -167,35 +167,75 @@ def _int(value: object, low: int, high: int, what: str) -> int:
     return value
 
 
+# Valid SKUs and terminal names seen so far, each mapped to one shared (interned) string: a
+# store has a few thousand SKUs and at most 32 lanes, so the regular expression runs once per
+# name instead of once per record line, and 100k sale lines of 500 SKUs share 500 strings.
+# Bounded so a flood of distinct names cannot grow it without limit: past the bound, names are
+# checked every time (still correct, just slower).
+_KNOWN_NAMES_MAX = 65_536
+_known_skus: dict[str, Sku] = {}
+_known_terminals: dict[str, TerminalId] = {}
+
+
 def _sku(value: object) -> Sku:
+    if type(value) is str:
+        known = _known_skus.get(value)
+        if known is not None:
+            return known
     if not is_valid_sku(value):
         raise _Invalid("invalid SKU")
-    # One string per SKU however many lines name it: 100k sale lines of 500 SKUs share 500.
-    return Sku(sys.intern(str(value)))
+    sku = Sku(sys.intern(str(value)))
+    if len(_known_skus) < _KNOWN_NAMES_MAX:
+        _known_skus[sku] = sku
+    return sku
+
+
+def _terminal(value: object) -> TerminalId | None:
+    """The terminal name ``value`` as a shared string, or None when it is not a valid name."""
+    if type(value) is str:
+        known = _known_terminals.get(value)
+        if known is not None:
+            return known
+    if not is_valid_name(value):
+        return None
+    terminal = TerminalId(sys.intern(str(value)))
+    if len(_known_terminals) < _KNOWN_NAMES_MAX:
+        _known_terminals[terminal] = terminal
+    return terminal
+
+
+def _parse_sale(fields: list[Any]) -> Sale:
+    # Written out rather than as a pattern and helper calls: sales are nearly every record a
+    # lane receives, and this is the per-record path (benchmarks/receive_path.py).
+    if len(fields) != 2 or type(fields[0]) is not list:
+        raise _Invalid("malformed sale body")
+    raw_lines, total = fields
+    if not 1 <= len(raw_lines) <= MAX_LINES:
+        raise _Invalid("sale has no lines or too many")
+    lines = []
+    sum_cents = 0
+    for raw in raw_lines:
+        if type(raw) is not list or len(raw) != 3:
+            raise _Invalid("malformed sale line")
+        sku, qty, unit_cents = raw
+        # bool is an int subclass in Python; a msgpack true is never a quantity.
+        if type(qty) is not int or not 1 <= qty <= MAX_QTY:
+            raise _Invalid("quantity out of range")
+        if type(unit_cents) is not int or not 0 <= unit_cents <= MAX_UNIT_CENTS:
+            raise _Invalid("unit price out of range")
+        lines.append(SaleLine(_sku(sku), qty, unit_cents))
+        sum_cents += qty * unit_cents
+    if _int(total, 0, MAX_TOTAL, "total") != sum_cents:
+        raise _Invalid("sale total does not match its lines")
+    return Sale(tuple(lines), sum_cents)
 
 
 def _parse_body(kind: Kind, fields: object) -> Body:
     if not isinstance(fields, list):
         raise _Invalid("body is not a list")
+    if kind is Kind.SALE:
+        return _parse_sale(fields)
     match kind, fields:
-        case Kind.SALE, [list(raw_lines), total]:
-            if not 1 <= len(raw_lines) <= MAX_LINES:
-                raise _Invalid("sale has no lines or too many")
-            lines = []
-            for raw in raw_lines:
-                if not (isinstance(raw, list) and len(raw) == 3):
-                    raise _Invalid("malformed sale line")
-                lines.append(
-                    SaleLine(
-                        _sku(raw[0]),
-                        _int(raw[1], 1, MAX_QTY, "quantity"),
-                        _int(raw[2], 0, MAX_UNIT_CENTS, "unit price"),
-                    )
-                )
-            sale = Sale.of(tuple(lines))
-            if _int(total, 0, MAX_TOTAL, "total") != sale.total_cents:
-                raise _Invalid("sale total does not match its lines")
-            return sale
         case Kind.VOID, [str(sale_id)]:
             terminal, sep, seq = sale_id.rpartition(":")
             if not (sep and is_valid_name(terminal) and is_decimal(seq) and int(seq) >= 1):
@@ -285,7 +325,7 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
         return Rejection("value is not bytes")
     if not SIGNATURE_SIZE < len(value) <= MAX_RECORD_SIZE:
         return Rejection("record has an impossible size")
-    data = bytes(value)
+    data = value if type(value) is bytes else bytes(value)
     payload, signature = data[:-SIGNATURE_SIZE], data[-SIGNATURE_SIZE:]
     try:
         fields = msgpack.unpackb(payload, use_list=True, raw=False, strict_map_key=True)
@@ -296,7 +336,8 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
     fmt, terminal, seq, prev_hash, wall_ms, counter, kind, body = fields
     if type(fmt) is not int or fmt != RECORD_FORMAT:
         return Rejection(f"unknown record format {fmt!r}")
-    if not is_valid_name(terminal):
+    terminal = _terminal(terminal)
+    if terminal is None:
         return Rejection("record names an invalid terminal")
     if type(seq) is not int or seq < 1:
         return Rejection("record has an invalid sequence number")
@@ -306,18 +347,19 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
         return Rejection("record has an invalid timestamp")
     if not (0 <= wall_ms <= MAX_WALL_MS and 0 <= counter <= MAX_HLC_COUNTER):
         return Rejection("record timestamp is out of range")
-    if type(kind) is not int or kind not in _KIND_VALUES:
+    record_kind = _KINDS.get(kind) if type(kind) is int else None
+    if record_kind is None:
         return Rejection(f"unknown record kind {kind!r}")
     digest = record_hash(payload)
     try:
         if digest in checked:
-            parsed_body = _trusted_body(Kind(kind), body)
+            parsed_body = _trusted_body(record_kind, body)
         else:
-            parsed_body = _parse_body(Kind(kind), body)
+            parsed_body = _parse_body(record_kind, body)
     except _Invalid as exc:
         return Rejection(str(exc))
     return Record(
-        TerminalId(terminal),
+        terminal,
         seq,
         prev_hash,
         Hlc(wall_ms, counter),
