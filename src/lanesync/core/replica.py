@@ -141,6 +141,7 @@ class Replica:
         self.clock = HybridClock()
         self.ledger = Ledger(store, self._tz, self._find_sale)
         self._docs: dict[str, Doc[Any]] = {}
+        self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
@@ -177,11 +178,14 @@ class Replica:
         self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
         self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
         self._docs[name] = doc
+        self._roots[name] = root  # ``Doc.get`` builds a new wrapper each call (~6 us)
         return doc
 
     def _root(self, name: str) -> Map[bytes]:
-        doc = self._doc(name)
-        root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
+        root = self._roots.get(name)
+        if root is None:
+            self._doc(name)
+            root = self._roots[name]
         return root
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
