@@ -245,6 +245,68 @@ def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_on
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
+def store_and_newcomer(peers: int, *, peers_synced: bool = True) -> tuple[Mesh, list[int]]:
+    """A store of ``peers`` lanes holding 60 records between them (all of them each, or only
+    their own when not ``peers_synced``), and an empty lane (the last node) that has just
+    dialled all of them at once; returns its connections."""
+    store = Store()
+    terminals, nodes = make_nodes(store, [f"lane{i}" for i in range(1, peers + 2)])
+    for i in range(60):
+        terminals[i % peers].replica.append(Receipt(SKU, 1), NOW + i)
+    mesh = Mesh(nodes)
+    if peers_synced:
+        for a in range(peers):
+            for b in range(a + 1, peers):
+                mesh.connect(a, b)
+        mesh.settle()
+    return mesh, [mesh.connect(peers, i) for i in range(peers)]
+
+
+def received_by_newcomer(mesh: Mesh, links: list[int]) -> int:
+    newcomer = mesh.nodes[-1]
+    return sum(newcomer.links[c].connection.bytes_received for c in links if c in newcomer.links)
+
+
+def one_copy_bytes() -> int:
+    mesh, links = store_and_newcomer(1)
+    mesh.settle()
+    return received_by_newcomer(mesh, links)
+
+
+def test_a_lane_joining_many_peers_downloads_what_it_lacks_once() -> None:
+    """Each peer answers a State(reply=True) with everything the asker lacks: asking every
+    peer at once would download the day once per peer (31 times in a 32-lane store). A node
+    asks one peer, and the others with its state once that catch-up is in."""
+    mesh, links = store_and_newcomer(4)
+    mesh.settle()
+    assert len(set(mesh.digests())) == 1
+    joined, one = received_by_newcomer(mesh, links), one_copy_bytes()
+    assert joined < 1.5 * one, f"joining 4 peers took {joined} B, joining 1 took {one} B"
+
+
+def test_peers_asked_after_the_catch_up_send_what_only_they_hold_at_once() -> None:
+    """Three peers that never met each hold their own records: the newcomer gets all of them
+    without waiting for an anti-entropy round (no time passes here)."""
+    mesh, _ = store_and_newcomer(3, peers_synced=False)
+    mesh.run()
+    assert mesh.nodes[-1].replica.ledger.on_hand() == {SKU: 60}
+
+
+def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
+    mesh, links = store_and_newcomer(3)
+    newcomer = mesh.nodes[-1]
+    # Deliver until it has asked one peer and holds back its question to the other two.
+    while newcomer._catching_up_from is None or not all(
+        c in newcomer.links and newcomer.links[c].is_open for c in links
+    ):
+        mesh.deliver(mesh.in_flight.pop(0))
+    mesh.drop_transport(newcomer._catching_up_from)  # before that peer's answer arrives
+    mesh.settle()
+    assert len(set(mesh.digests())) == 1
+    joined, one = received_by_newcomer(mesh, links), one_copy_bytes()
+    assert joined < 1.5 * one, f"the two other peers sent {joined} B, one copy is {one} B"
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,9 @@ Sync, per connection:
 * On connect both sides send ``Peers`` (who they are connected to) and ``State(reply=True)``.
 * ``State(reply=True)`` is answered with ``Updates`` holding exactly what the sender lacks
   (state-vector diff per document, new documents whole) and our own ``State(reply=False)``.
+* One catch-up at a time: connections opened while the answer to our first question on another
+  one is on its way are asked once it is merged, so a joining lane downloads the day once, not
+  once per peer (``_request_state``).
 * Local writes go out as ``Updates`` once committed, batched per connection until the shell
   flushes (end of the event-loop iteration).
 * Relay: an update that changed our state is forwarded to every other peer, except peers that
@@ -31,6 +34,7 @@ Sync, per connection:
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +64,13 @@ ACK_DELAY_MS = 200
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
+class Ask(enum.Enum):
+    """Whom to ask for their state once a catch-up ended."""
+
+    EVERY_DEFERRED = "every deferred peer"  # it was answered: the others send only the rest
+    NEXT_DEFERRED = "the next deferred peer"  # its link closed first: one full answer again
+
+
 @dataclass(slots=True)
 class Link:
     conn_id: int
@@ -76,6 +87,8 @@ class Link:
     anti_entropy_due_ms: int | None = None
     last_seen_ms: int | None = None
     uplink_term: int = 0  # on the cloud: the highest term this uplink presented
+    # We owe this peer our State(reply=True): asked once another link's catch-up is in.
+    state_request_deferred: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -126,6 +139,11 @@ class Node:
         # Updates messages received since the last take_output, merged there as one batch.
         self._inbox: list[tuple[Link, tuple[Update, ...]]] = []
         self._inbox_ms = 0
+        # The link whose answer to our first State(reply=True) we wait for (see _request_state).
+        self._catching_up_from: int | None = None
+        # Set when that answer came (or the link closed): ask the deferred links in take_output,
+        # once the answer's updates are merged, so they see the state it brought.
+        self._ask_deferred: Ask | None = None
 
     @property
     def terminal_id(self) -> TerminalId:
@@ -212,6 +230,9 @@ class Node:
             if not link.is_open:
                 continue
             if link.anti_entropy_due_ms is not None and now_ms >= link.anti_entropy_due_ms:
+                # Also for a deferred link: a catch-up slower than a round costs a partial
+                # copy, but a peer that never answers cannot keep us from the others' data.
+                link.state_request_deferred = False
                 self._send(link, State(self.replica.state_vectors(), reply=True))
                 link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
                 link.ack_due_ms = None  # the state just sent acknowledges too
@@ -226,6 +247,8 @@ class Node:
         """Everything to do now. Updates received since the last call are merged first, all in
         one batch; pending updates are packed into as few frames as possible."""
         self._merge_inbox()
+        if self._ask_deferred is not None:
+            self._ask_deferred_links(self._ask_deferred)
         for link in self.links.values():
             if link.pending and link.is_open:
                 self._flush_pending(link)
@@ -297,8 +320,37 @@ class Node:
         self._out.log.append(("peer.connected", {"peer": peer.terminal_id, "dialer": link.dialer}))
         link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
         self._send(link, Peers(self._open_peers()))
-        self._send(link, State(self.replica.state_vectors(), reply=True))
+        self._request_state(link)
         self._announce_peers()
+
+    def _request_state(self, link: Link) -> None:
+        """Ask a newly connected peer for what we lack, unless another peer's answer to the
+        same question is on its way: every peer answers with everything we lack, so a lane
+        joining N peers at once would download the day N times. Deferred peers are asked once
+        that answer is in (``take_output``), with the state it brought."""
+        if self._catching_up_from in self.links and self._catching_up_from != link.conn_id:
+            link.state_request_deferred = True
+            return
+        self._catching_up_from = link.conn_id
+        self._send(link, State(self.replica.state_vectors(), reply=True))
+
+    def _catch_up_ended(self, link: Link, *, answered: bool) -> None:
+        if link.conn_id != self._catching_up_from:
+            return
+        self._catching_up_from = None
+        self._ask_deferred = Ask.EVERY_DEFERRED if answered else Ask.NEXT_DEFERRED
+
+    def _ask_deferred_links(self, ask: Ask) -> None:
+        self._ask_deferred = None
+        for link in list(self.links.values()):
+            if link.state_request_deferred and link.is_open:
+                link.state_request_deferred = False
+                if ask is Ask.NEXT_DEFERRED:
+                    # That catch-up broke off: the next peer answers in full, the rest wait.
+                    self._request_state(link)
+                else:
+                    # We hold what the answering peer held: the others send only the rest.
+                    self._send(link, State(self.replica.state_vectors(), reply=True))
 
     def _on_closed(self, link: Link, reason: str, by_peer: bool, now_ms: int) -> None:
         frames = link.connection.data_to_send()  # a Refuse frame explaining why, if any
@@ -307,6 +359,7 @@ class Node:
         self._out.closes[link.conn_id] = reason
         was_open = link.peer is not None and link.established_ms is not None
         del self.links[link.conn_id]
+        self._catch_up_ended(link, answered=False)
         if was_open:
             # Peers may have skipped relaying to others on the strength of this link (their
             # Peers lists said it reached the origin): exchange state with everyone now.
@@ -333,6 +386,11 @@ class Node:
             case State(vectors, reply):
                 link.peer_state = vectors
                 link.peer_acked_ms = now_ms
+                if not reply:
+                    # The first State(reply=False) on a new link answers our request: the
+                    # peer sends its diff, then its state (acks need our updates, which follow
+                    # our request on the link).
+                    self._catch_up_ended(link, answered=True)
                 if reply:
                     try:
                         diff = self.replica.updates_since(vectors)
