@@ -363,8 +363,9 @@ class Node:
         if was_open:
             # Peers may have skipped relaying to others on the strength of this link (their
             # Peers lists said it reached the origin): exchange state with everyone now.
+            # Everyone but deferred peers: the catch-up that takes over asks them in turn.
             for other in self.links.values():
-                if other.is_open:
+                if other.is_open and not other.state_request_deferred:
                     other.anti_entropy_due_ms = now_ms
         peer = link.peer.terminal_id if link.peer else None
         self._out.log.append(("peer.closed", {"peer": peer, "reason": reason, "by_peer": by_peer}))
