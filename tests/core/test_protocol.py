@@ -310,6 +310,49 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     assert len(set(mesh.digests())) == 1
 
 
+def heal_link_by_link(per_lane: int, lanes: int = 6) -> tuple[int, int]:
+    """A full mesh splits in two halves, each lane sells ``per_lane`` records, and the cross
+    links come back one at a time (the dialers' jittered backoff). Returns the bytes the heal
+    moved and the bytes of records it had to move (each to every lane of the other half)."""
+    _, nodes = make_nodes(Store(), [f"lane{i}" for i in range(1, lanes + 1)])
+    mesh = Mesh(nodes)
+    pairs = [(a, b) for a in range(lanes) for b in range(a + 1, lanes)]
+    conns = {pair: mesh.connect(*pair) for pair in pairs}
+    mesh.settle()
+    half = lanes // 2
+    cross = [(a, b) for a, b in pairs if (a < half) != (b < half)]
+    for pair in cross:
+        mesh.drop_transport(conns[pair])
+    needed = 0
+    for i in range(lanes * per_lane):
+        needed += half * sum(len(u) for _, u in mesh.append(i % lanes, Receipt(SKU, 1)).updates)
+        mesh.run()
+    mesh.settle()
+    before = {id(link): link.connection.bytes_received for n in nodes for link in n.links.values()}
+    for pair in [cross[i] for i in (4, 0, 7, 2, 8, 1, 5, 3, 6)]:
+        mesh.reconnect([pair])
+        mesh.run()
+        mesh.advance(ACK_DELAY_MS)
+        mesh.run()
+    mesh.settle()
+    assert len(set(mesh.digests())) == 1
+    moved = sum(
+        link.connection.bytes_received - before.get(id(link), 0)
+        for n in nodes
+        for link in n.links.values()
+    )
+    return moved, needed
+
+
+def test_a_split_healing_link_by_link_moves_each_record_to_each_lane_once() -> None:
+    """The first lane of a half to catch up pushes the other half's records to its peers;
+    they must not push them on to each other again (a heal moved 2.2x the bytes it needed)."""
+    overhead, _ = heal_link_by_link(per_lane=0)  # handshakes, states, acks: no records
+    moved, needed = heal_link_by_link(per_lane=10)
+    # Records travel in frames with states and acks around them: 1.25x here, 1.9x before.
+    assert moved - overhead < 1.4 * needed, f"{moved - overhead} B moved for {needed} B"
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 

@@ -442,7 +442,7 @@ class Node:
             self._out.persist.append(merged.change)
         fresh = iter(merged.fresh)
         integrated: dict[str, bytes] = {}
-        catch_up_from: set[int] = set()
+        catch_up_from: dict[int, Link] = {}
         for link, items in frames:
             others = [
                 other
@@ -456,7 +456,7 @@ class Node:
                     # Pushing diffs after a catch-up that changed nothing is only wasted work;
                     # one that changed something (perhaps with a sibling item) is worth it.
                     if merged.change.entries > 0:
-                        catch_up_from.add(link.conn_id)
+                        catch_up_from[link.conn_id] = link
                     continue
                 targets = [
                     other
@@ -476,8 +476,15 @@ class Node:
         if catch_up_from:
             # A catch-up has no single origin to relay by: push each other peer exactly what
             # its last acknowledged state lacks (or ask for its state when we have none yet).
+            sources = list(catch_up_from.values())
             for other in self.links.values():
-                if not other.is_open or catch_up_from == {other.conn_id}:
+                if not other.is_open or catch_up_from.keys() == {other.conn_id}:
+                    continue
+                if self._peer_of_every(other, sources):
+                    # It has what they hold: each of them sends every catch-up it gets to
+                    # its peers, and a peer connecting to it asks for everything. Without
+                    # this, a catch-up in one half of a healed split went from every lane of
+                    # that half to every other (a heal moved 2.2x the bytes it needs).
                     continue
                 if self._hears_first_hand(other, merged.writers):
                     # The relay rule, applied to a catch-up: a peer connected to every
@@ -496,6 +503,14 @@ class Node:
                     continue
                 other.pending.extend(Update(d, u, "") for d, u in diff.items())
         self._close_revoked(now_ms)
+
+    @staticmethod
+    def _peer_of_every(link: Link, sources: list[Link]) -> bool:
+        """Did every source of a catch-up say (in ``Peers``) that ``link``'s peer is its peer?"""
+        if link.peer is None:
+            return False
+        peer = link.peer.terminal_id
+        return all(peer in source.neighbors for source in sources)
 
     @staticmethod
     def _hears_first_hand(link: Link, writers: frozenset[str] | None) -> bool:
