@@ -25,8 +25,9 @@ Sync, per connection:
   flushes (end of the event-loop iteration).
 * Relay: an update that changed our state is forwarded to every other peer, except peers that
   told us they are connected to the update's origin (they hear it first hand). Updates that
-  change nothing are never forwarded, so cycles die out. A catch-up diff (no single origin)
-  instead prompts a state exchange with the other peers, who then pull exactly what they lack.
+  change nothing are never forwarded, so cycles die out. A catch-up diff (no single origin) is
+  instead pushed to each other peer as what its acknowledged state lacks, except to peers that
+  have it already (they hear its writers, or every peer it came from, first hand).
 * ``State(reply=False)`` acknowledges: it records how far the peer has durably got.
 * Anti-entropy: every ``anti_entropy_ms`` each connection exchanges state vectors again, which
   repairs anything lost (a dropped link, a buffered update whose predecessor arrived late).
