@@ -183,6 +183,8 @@ def test_offline_demo_converges(cli: Cli) -> None:
     result = cli.ok("demo", "--offline", "--dir", "demo")
     assert "converged" in result.text
     assert "every journal verifies" in result.text
+    assert "lanesync demo: one store, three lanes" in result.text
+    assert "[bold]" not in result.text  # the console prints markup as typed (cli/output.py)
     assert (cli.cwd / "demo" / "lane3" / "lanesync.db").is_file()
 
 
@@ -193,6 +195,8 @@ def test_demo_converges(cli: Cli) -> None:
     result = cli.ok("demo", timeout_s=180)
     assert "converged" in result.text
     assert "every journal verifies" in result.text
+    assert "lanesync demo: four lanes" in result.text
+    assert "[bold]" not in result.text
 
 
 def test_version(cli: Cli) -> None:

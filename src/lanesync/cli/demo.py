@@ -13,6 +13,7 @@ from functools import partial
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from lanesync.core import commands
 from lanesync.core.identity import Role
@@ -81,7 +82,10 @@ def run_demo(work_dir: Path | None) -> None:
 def _run(root: Path) -> None:
     now = wall_clock_ms()
     store = StoreDirectory.init(root / "store", "demo-store")
-    console.rule("[bold]lanesync demo[/bold]: one store, three lanes, no server", characters="─")
+    console.rule(
+        Text.assemble(("lanesync demo", "bold"), ": one store, three lanes, no server"),
+        characters="─",
+    )
     console.print(f"store {store.identity.store_id} created in {root / 'store'}")
     terminals: dict[str, Terminal] = {}
     for name, role in LANES:

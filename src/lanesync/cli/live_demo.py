@@ -22,6 +22,7 @@ from typing import Any
 
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from lanesync.core.identity import Role
 from lanesync.errors import LanesyncError
@@ -177,7 +178,9 @@ def _converged(rows: dict[str, dict[str, Any]], expected: dict[str, int]) -> boo
 
 async def _demo(root: Path) -> None:
     store = Store(root)
-    console.rule("[bold]lanesync demo[/bold]: four lanes, no server, a split and a heal")
+    console.rule(
+        Text.assemble(("lanesync demo", "bold"), ": four lanes, no server, a split and a heal")
+    )
     try:
         await store.start()
         lane1 = "lane1"
