@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import sys
-from collections.abc import Container
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,35 +173,37 @@ def _int(value: object, low: int, high: int, what: str) -> int:
 # Bounded so a flood of distinct names cannot grow it without limit: past the bound, names are
 # checked every time (still correct, just slower).
 _KNOWN_NAMES_MAX = 65_536
-_known_skus: dict[str, Sku] = {}
-_known_terminals: dict[str, TerminalId] = {}
+_known_skus: dict[str, str] = {}
+_known_terminals: dict[str, str] = {}
+
+
+def _remembered(
+    value: object, known: dict[str, str], is_valid: Callable[[object], bool]
+) -> str | None:
+    """``value`` as the one shared string of its name, or None when ``is_valid`` refuses it."""
+    if type(value) is str:
+        hit = known.get(value)
+        if hit is not None:
+            return hit
+    if not is_valid(value):
+        return None
+    name = sys.intern(str(value))
+    if len(known) < _KNOWN_NAMES_MAX:
+        known[name] = name
+    return name
 
 
 def _sku(value: object) -> Sku:
-    if type(value) is str:
-        known = _known_skus.get(value)
-        if known is not None:
-            return known
-    if not is_valid_sku(value):
+    sku = _remembered(value, _known_skus, is_valid_sku)
+    if sku is None:
         raise _Invalid("invalid SKU")
-    sku = Sku(sys.intern(str(value)))
-    if len(_known_skus) < _KNOWN_NAMES_MAX:
-        _known_skus[sku] = sku
-    return sku
+    return Sku(sku)
 
 
 def _terminal(value: object) -> TerminalId | None:
     """The terminal name ``value`` as a shared string, or None when it is not a valid name."""
-    if type(value) is str:
-        known = _known_terminals.get(value)
-        if known is not None:
-            return known
-    if not is_valid_name(value):
-        return None
-    terminal = TerminalId(sys.intern(str(value)))
-    if len(_known_terminals) < _KNOWN_NAMES_MAX:
-        _known_terminals[terminal] = terminal
-    return terminal
+    terminal = _remembered(value, _known_terminals, is_valid_name)
+    return None if terminal is None else TerminalId(terminal)
 
 
 def _parse_sale(fields: list[Any]) -> Sale:

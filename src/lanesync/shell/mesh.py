@@ -439,14 +439,11 @@ class Mesh:
             # log compacted and its checkpoint of the views current here too.
             self.terminal.compact_if_due()
         except StorageError as exc:
-            self._storage_failed(exc)
+            log.critical("storage failed, stopping: %s", exc)
+            if self._on_fatal is not None:
+                self._on_fatal(exc)
             return False
         return True
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        log.critical("storage failed, stopping: %s", exc)
-        if self._on_fatal is not None:
-            self._on_fatal(exc)
 
     async def _close(self, sock: _Socket, reason: str) -> None:
         if reason == "duplicate connection":
