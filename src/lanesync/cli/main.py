@@ -1,7 +1,8 @@
 """``lanesync``: store setup, the offline lane commands, bundles, integrity checks, the demo.
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
-found integrity problems; 2 a malformed command line (click's own usage errors).
+found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
+failed (a full disk, an I/O error: the daemon and the cloud stop with it, for a supervisor).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
-from lanesync.errors import LanesyncError, UsageError
+from lanesync.errors import EXIT_STORAGE_FAILED, LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -49,6 +50,10 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
+        except StorageError as exc:
+            # The daemon and the cloud stop on it; a supervisor restarts on this status.
+            errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
+            sys.exit(EXIT_STORAGE_FAILED)
         except LanesyncError as exc:
             errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
             sys.exit(1)
