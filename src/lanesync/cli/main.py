@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
 found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
-failed (a full disk, an I/O error: the daemon and the cloud stop with it, for a supervisor).
+failed in ``run`` or ``cloud serve`` (a full disk, an I/O error: they stop, for a supervisor to
+restart them).
 """
 
 from __future__ import annotations
@@ -43,6 +44,21 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 DEFAULT_VALID_DAYS = 5 * 365  # lanes are replaced every few years; renew before that
 
 
+def serves_until_storage_fails(func: Callable[P, R]) -> Callable[P, R]:
+    """For ``run`` and ``cloud serve``: a storage failure, which stops them, exits with
+    ``EXIT_STORAGE_FAILED`` (one ``error:`` line), the status a supervisor restarts on."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StorageError as exc:
+            errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
+            sys.exit(EXIT_STORAGE_FAILED)
+
+    return wrapper
+
+
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     """Turn every lanesync error into one line on stderr and exit status 1."""
 
@@ -50,10 +66,6 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return func(*args, **kwargs)
-        except StorageError as exc:
-            # The daemon and the cloud stop on it; a supervisor restarts on this status.
-            errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
-            sys.exit(EXIT_STORAGE_FAILED)
         except LanesyncError as exc:
             errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
             sys.exit(1)
@@ -435,6 +447,7 @@ def _print_verify(report: dict[str, Any]) -> None:
 )
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
+@serves_until_storage_fails
 def run(
     terminal_dir: Path,
     listen: str,
@@ -703,6 +716,7 @@ DB_OPTION = click.option(
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
 @DB_OPTION
 @reports_errors
+@serves_until_storage_fails
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
     from lanesync.cloud.service import CloudConfig
