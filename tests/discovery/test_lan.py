@@ -456,6 +456,13 @@ def test_loopback_daemons_discover_each_other_on_127_0_0_1_only(lan: Lan) -> Non
     wait_connected(lane1, {"lane2"}, timeout=30)
     wait_connected(lane2, {"lane1"}, timeout=30)
     for daemon, other in ((lane1, lane2), (lane2, lane1)):
+        # lane1 dials as soon as it hears of lane2, so lane2 may hold the connection (inbound)
+        # before its own browser reports lane1; on a loaded machine that took over a second.
+        wait_until(
+            lambda d=daemon, o=other: (d.peer(o.terminal_id) or {}).get("found_by") == ["mdns"],
+            15,
+            lambda d=daemon, o=other: f"{d.name} found {o.name} by mDNS: {d.peer(o.terminal_id)}",
+        )
         assert_discovered_row(daemon.peer(other.terminal_id), other)
         assert other.url.startswith("ws://127.0.0.1:")
 
