@@ -121,12 +121,16 @@ WRITES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/state", None),
 ]
 
-BAD_AUTH: dict[str, dict[str, str]] = {
+# Raw header bytes, as they go on the wire.
+BAD_AUTH: dict[str, dict[bytes, bytes]] = {
     "no header": {},
-    "wrong token": {"Authorization": "Bearer not-the-token"},
-    "empty bearer": {"Authorization": "Bearer"},
-    "token of nothing": {"Authorization": "Bearer x"},
-    "basic scheme": {"Authorization": "Basic bTpt"},
+    "wrong token": {b"Authorization": b"Bearer not-the-token"},
+    "empty bearer": {b"Authorization": b"Bearer"},
+    "token of nothing": {b"Authorization": b"Bearer x"},
+    "basic scheme": {b"Authorization": b"Basic bTpt"},
+    # Bytes above 0x7F are legal in a header value (obs-text, RFC 9110 section 5.5).
+    "latin-1 token": {b"Authorization": b"Bearer caf\xe9"},
+    "utf-8 token": {b"Authorization": b"Bearer caf\xc3\xa9"},
 }
 
 
@@ -139,6 +143,15 @@ def test_writes_need_the_token(shop: Shop, auth: str, method: str, path: str, bo
     error = assert_json_error(response, 401)
     assert error["code"] == "unauthorized"
     assert response.headers.get("www-authenticate") == "Bearer"
+    assert fingerprint(shop.m) == before
+
+
+def test_the_token_with_a_non_ascii_byte_added_is_refused(shop: Shop) -> None:
+    before = fingerprint(shop.m)
+    headers = {b"Authorization": b"Bearer " + shop.m.token.encode() + b"\xff"}
+    with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as other:
+        response = other.post("/v1/stock/receive", json={"sku": "milk", "qty": 5}, headers=headers)
+    assert assert_json_error(response, 401)["code"] == "unauthorized"
     assert fingerprint(shop.m) == before
 
 

@@ -7,6 +7,7 @@ Errors are ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the cl
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -102,11 +103,23 @@ class BodyLimit:
             await too_large(scope, receive, send)
 
 
-def _authorized(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected: str = request.app.state.token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+def _bearer_ok(headers: Iterable[tuple[bytes, bytes]], expected: bytes) -> bool:
+    """Whether the first Authorization header is ``Bearer <expected>``.
+
+    Compared as bytes: a header value may hold any byte above 0x7F (obs-text, RFC 9110 section
+    5.5), and ``hmac.compare_digest`` refuses a str with non-ASCII characters (TypeError)."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+    return False
+
+
+async def _authorized(request: Request) -> None:
+    # async: FastAPI runs a synchronous dependency in an AnyIO worker thread, and those
+    # non-daemon threads have kept a daemon that was failing from exiting.
+    expected: bytes = request.app.state.token
+    if not _bearer_ok(request.headers.raw, expected):
         raise _Unauthorized
 
 
@@ -115,7 +128,7 @@ RequireToken = Annotated[None, Depends(_authorized)]
 
 def install_common(app: FastAPI, token: str) -> None:
     """Error handlers, the body limit and the token every lanesync API uses."""
-    app.state.token = token
+    app.state.token = token.encode()
     app.add_middleware(BodyLimit)
 
     @app.exception_handler(LanesyncError)
