@@ -155,6 +155,34 @@ def test_the_token_with_a_non_ascii_byte_added_is_refused(shop: Shop) -> None:
     assert fingerprint(shop.m) == before
 
 
+@pytest.mark.parametrize("auth", ["no header", "wrong token", "latin-1 token"])
+@pytest.mark.parametrize("path", [w[1] for w in WRITES if w[0] == "POST" and w[2] is not None])
+def test_without_the_token_a_malformed_body_is_still_401(shop: Shop, auth: str, path: str) -> None:
+    """The token is checked before the body is read: a client without it learns nothing about
+    what the route accepts."""
+    headers = {**BAD_AUTH[auth], b"Content-Type": b"application/json"}
+    with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
+        response = anonymous.post(path, content=b'{"sku": ', headers=headers)
+    assert assert_json_error(response, 401)["code"] == "unauthorized"
+
+
+def test_without_the_token_the_body_is_not_waited_for(shop: Shop) -> None:
+    """Headers that announce a body which never comes: 401 at once, not a wait for the body."""
+    host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
+    request = (
+        f"POST /v1/sales HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)  # socket.timeout (the test fails) if nothing comes
+            assert chunk, head
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 401 "), head[:300]
+
+
 def test_token_of_another_terminal_is_refused(shop: Shop) -> None:
     before = fingerprint(shop.m)
     headers = {"Authorization": f"Bearer {shop.c.token}"}
