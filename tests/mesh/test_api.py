@@ -197,6 +197,14 @@ def test_token_file_is_private(shop: Shop) -> None:
     assert mode == 0o600
 
 
+def test_terminal_directory_and_database_are_private(shop: Shop) -> None:
+    """The database holds every sale: only its owner may read it, and the -wal and -shm files
+    SQLite creates beside it (they exist while the daemon, which has written, runs)."""
+    assert shop.m.path.stat().st_mode & 0o777 == 0o700
+    for name in ("lanesync.db", "lanesync.db-wal", "lanesync.db-shm"):
+        assert (shop.m.path / name).stat().st_mode & 0o777 == 0o600, name
+
+
 def test_reads_need_no_token(shop: Shop) -> None:
     with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
         for path in ("/v1/stock", "/v1/stock/milk", "/v1/status", "/v1/digest", "/v1/verify"):
