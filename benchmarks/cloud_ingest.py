@@ -367,9 +367,8 @@ async def run_uploader(spec: dict[str, Any]) -> None:
     try:
         for entry in spec["stores"]:
             terminal = Terminal.open(Path(entry["terminal"]), lock_wait_s=0)
-            mesh = Mesh(
-                Node(terminal.replica), terminal, on_fatal=lambda exc: fatal.append(str(exc))
-            )
+            terminal.on_failure = lambda exc: fatal.append(str(exc))
+            mesh = Mesh(Node(terminal.replica), terminal)
             mesh.start()
             stores.append((terminal, mesh, str(entry["url"])))
         print(json.dumps({"ready": len(stores), "open_s": time.perf_counter() - opened}))

@@ -46,6 +46,12 @@ class StorageError(LocalError):
     """The local database failed. In-memory state may be ahead of disk: reopen the terminal."""
 
 
+# How a process that stopped on a StorageError exits: EX_IOERR of sysexits.h ("an error
+# occurred while doing I/O on some file"), not 1, which the CLI uses for a user's mistake, so a
+# supervisor and an operator can tell the two apart.
+EXIT_STORAGE_FAILED = 74
+
+
 class DirectoryBusy(LocalError):
     """Another process (a daemon or a CLI command) holds the terminal directory."""
 

@@ -310,6 +310,68 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     assert len(set(mesh.digests())) == 1
 
 
+def flood_with_questions(mesh: Mesh, asker: int, conn_id: int, questions: int) -> int:
+    """``asker`` sends ``questions`` State(reply=True) with empty vectors (it claims to hold
+    nothing) and reads none of the answers. Returns the bytes the other end queued for it."""
+    connection = mesh.nodes[asker].links[conn_id].connection
+    answerer = mesh.nodes[1 - asker]
+    for _ in range(questions):
+        connection.send(State({}, reply=True))
+        for frame in connection.data_to_send():
+            answerer.data_received(conn_id, frame, mesh.now)
+    mesh.collect()
+    return sum(len(p.data or b"") for p in mesh.take(asker))
+
+
+def test_a_peer_asking_faster_than_it_reads_gets_one_answer_at_a_time() -> None:
+    """Every question is answered with all the asker lacks; a peer that asks thousands of
+    times and never reads made a lane queue the whole day thousands of times (1.6 GB). A new
+    question waits until the peer's state shows it merged the answer in flight."""
+    mesh, links = store_and_newcomer(1)
+    mesh.settle()
+    one = one_copy_bytes()
+    queued = flood_with_questions(mesh, 1, links[0], questions=200)
+    assert queued < 1.5 * one, f"200 questions queued {queued} B; one answer is {one} B"
+    # The answer in flight was never read: after anti_entropy_ms the question held back is
+    # answered anyway (a peer whose ack was lost is not starved), once.
+    mesh.advance(ANTI_ENTROPY_MS)
+    again = sum(len(p.data or b"") for p in mesh.take(1))
+    assert one / 2 < again < 1.5 * one, f"held-back question answered with {again} B"
+
+
+def test_a_question_held_back_is_answered_once_the_answer_is_merged() -> None:
+    """No time passes: the asker's acknowledgement of the first answer releases the second."""
+    mesh, links = store_and_newcomer(1, peers_synced=False)
+    mesh.run()
+    mesh.advance(ACK_DELAY_MS)  # the asker acknowledges what it merged
+    mesh.run()
+    conn_id = links[0]
+    asker, answerer = mesh.nodes[1], mesh.nodes[0]
+    assert answerer.links[conn_id].answer_brings is None  # the first answer was merged
+    answerer.replica.append(Receipt(SKU, 5), mesh.now)  # written, but not sent to the asker
+    flood_with_questions(mesh, 1, conn_id, questions=1)  # answered (and dropped): in flight
+    asked = flood_with_questions(mesh, 1, conn_id, questions=3)
+    assert asked < 200, "a question was answered while an answer was in flight"
+    assert answerer.links[conn_id].reply_owed
+    # The asker sends its state (it holds the day, not the new receipt): not merged, so the
+    # question stays owed; it is answered once a state covering the answer arrives.
+    connection = asker.links[conn_id].connection
+    connection.send(State(asker.replica.state_vectors(), reply=False))
+    for frame in connection.data_to_send():
+        answerer.data_received(conn_id, frame, mesh.now)
+    mesh.collect()
+    assert answerer.links[conn_id].reply_owed
+    mesh.take(1)
+    asker.replica.merge(list(answerer.replica.updates_since({}).items()), mesh.now)
+    connection.send(State(asker.replica.state_vectors(), reply=False))
+    for frame in connection.data_to_send():
+        answerer.data_received(conn_id, frame, mesh.now)
+    mesh.collect()
+    assert not answerer.links[conn_id].reply_owed
+    mesh.settle()
+    assert len(set(mesh.digests())) == 1
+
+
 def heal_link_by_link(per_lane: int, lanes: int = 6) -> tuple[int, int]:
     """A full mesh splits in two halves, each lane sells ``per_lane`` records, and the cross
     links come back one at a time (the dialers' jittered backoff). Returns the bytes the heal

@@ -23,9 +23,9 @@ import pytest
 
 from lanesync.core.identity import Role
 from lanesync.core.records import MAX_LINES, MAX_REASON
-from lanesync.shell.daemon import bind_socket
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.http import MAX_JSON_BODY
+from lanesync.shell.server import bind_socket
 
 from .cluster import ENV, Cluster, Daemon, wait_connected, wait_until
 

@@ -31,15 +31,19 @@ from lanesync.core.connection import (
     Received,
 )
 from lanesync.core.identity import Certificate, Role
+from lanesync.core.ids import CATALOG_DOC
 from lanesync.core.wire import (
     MAX_FRAME_SIZE,
     Hello,
     Peers,
     Refuse,
     Sealed,
+    Update,
+    Updates,
     decode_frame,
     encode_frame,
 )
+from lanesync.shell.admission import MAX_HANDSHAKES, MAX_UNAUTHENTICATED_MESSAGE
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import wall_clock_ms
 
@@ -278,6 +282,12 @@ def send_oversized(ws: ClientConnection, _: bytes, __: Path) -> None:
         ws.send(b"\x00" * (MAX_FRAME_SIZE + 1))
 
 
+def send_oversized_hello(ws: ClientConnection, _: bytes, __: Path) -> None:
+    # Refused from its frame header: a stranger cannot make a lane buffer 64 MiB.
+    with contextlib.suppress(ConnectionClosed):
+        ws.send(b"\x00" * (MAX_UNAUTHENTICATED_MESSAGE + 1))
+
+
 ATTACKS: dict[str, tuple[Attack, int, str | None]] = {
     "garbage bytes": (send_garbage, POLICY_VIOLATION, "msgpack"),
     "text frame": (send_text, POLICY_VIOLATION, "text frames are not part of the protocol"),
@@ -287,6 +297,7 @@ ATTACKS: dict[str, tuple[Attack, int, str | None]] = {
     "own hello replayed": (replay_own_hello, POLICY_VIOLATION, "our own terminal id"),
     "sealed before handshake": (send_sealed_first, POLICY_VIOLATION, "unexpected sealed frame"),
     "oversized frame": (send_oversized, MESSAGE_TOO_BIG, None),
+    "hello over the handshake limit": (send_oversized_hello, MESSAGE_TOO_BIG, None),
 }
 
 
@@ -310,6 +321,25 @@ def test_raw_client_is_cut_off(pair: Pair, tmp_path: Path, name: str) -> None:
     pair.sell_on_b_reaches_a()
 
 
+def test_connections_stuck_in_the_handshake_are_capped_oldest_first(pair: Pair) -> None:
+    """Strangers that connect and never say hello: past MAX_HANDSHAKES, the oldest go."""
+    before = settled(pair)
+    with contextlib.ExitStack() as stack:
+        clients = [stack.enter_context(raw_client(pair.a)) for _ in range(MAX_HANDSHAKES + 3)]
+        for ws in clients:
+            assert isinstance(ws.recv(timeout=IO_TIMEOUT_S), bytes)  # a's hello: it is open
+        for ws in clients[:3]:
+            frames, closed = drain(ws)
+            assert closed.rcvd is not None, closed
+            assert closed.rcvd.code == POLICY_VIOLATION
+            told = [*refusal_reasons(frames), closed.rcvd.reason]
+            assert any("too many connections in the handshake" in t for t in told), told
+        with pytest.raises(TimeoutError):
+            clients[3].recv(timeout=0.5)  # the younger ones are still waiting
+    assert pair.a.digest() == before
+    pair.sell_on_b_reaches_a()
+
+
 # -- replayed frames -------------------------------------------------------------------------------
 
 
@@ -323,24 +353,49 @@ def peer_connection(path: Path) -> PeerConnection:
     return PeerConnection(directory.me, directory.store, AcceptAll())
 
 
+def authenticate(q: PeerConnection, ws: ClientConnection, pair: Pair) -> None:
+    """Complete a real handshake of q with a over ``ws``."""
+    q.start()
+    for frame in q.data_to_send():
+        ws.send(frame)
+    while q.state is not ConnState.OPEN:
+        received = ws.recv(timeout=IO_TIMEOUT_S)
+        assert isinstance(received, bytes)
+        q.receive_data(received, wall_clock_ms())
+        for frame in q.data_to_send():
+            ws.send(frame)
+        assert q.state is not ConnState.CLOSED, q.close_reason
+    assert any(isinstance(e, Established) for e in q.events_received())
+    wait_connected(pair.a, {"q"})
+
+
+def test_an_authenticated_peer_may_send_messages_over_the_handshake_limit(pair: Pair) -> None:
+    """The handshake's size limit is lifted once a has verified the peer: a 1 MiB message is
+    read and judged on its content (here garbage updates: a policy violation), not refused by
+    size (1009)."""
+    before = settled(pair)
+    q = peer_connection(pair.spare["q"])
+    with raw_client(pair.a) as ws:
+        authenticate(q, ws, pair)
+        q.send(Updates((Update(CATALOG_DOC, os.urandom(1024 * 1024), "q"),)))
+        (sealed,) = q.data_to_send()
+        assert len(sealed) > MAX_UNAUTHENTICATED_MESSAGE
+        ws.send(sealed)
+        _, closed = drain(ws)
+    assert closed.rcvd is not None
+    assert closed.rcvd.code == POLICY_VIOLATION, closed.rcvd
+    wait_until(lambda: pair.a.peers() == {"b"}, 10, "a dropped q")
+    assert pair.a.digest() == before
+    pair.sell_on_b_reaches_a()
+
+
 def test_replayed_frame_over_a_real_socket_is_refused(pair: Pair) -> None:
     """An enrolled terminal (q, run here on the pure core) completes a real handshake with a,
     sends one sealed message, then sends the very same frame again."""
     before = settled(pair)
     q = peer_connection(pair.spare["q"])
     with raw_client(pair.a) as ws:
-        q.start()
-        for frame in q.data_to_send():
-            ws.send(frame)
-        while q.state is not ConnState.OPEN:
-            received = ws.recv(timeout=IO_TIMEOUT_S)
-            assert isinstance(received, bytes)
-            q.receive_data(received, wall_clock_ms())
-            for frame in q.data_to_send():
-                ws.send(frame)
-            assert q.state is not ConnState.CLOSED, q.close_reason
-        assert any(isinstance(e, Established) for e in q.events_received())
-        wait_connected(pair.a, {"q"})
+        authenticate(q, ws, pair)
         q.send(Peers(()))
         (sealed,) = q.data_to_send()
         ws.send(sealed)

@@ -10,6 +10,7 @@ from lanesync.core import commands
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku, sku
 from lanesync.core.records import Body
+from lanesync.shell.storage import Storage
 from lanesync.shell.terminal import BodyBuilder, Terminal
 
 
@@ -71,7 +72,15 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
         return conn.execute(sql).fetchall()
 
 
+def query_open(terminal: Terminal, sql: str) -> list[tuple[object, ...]]:
+    """Run ``sql`` on an open terminal's database through the terminal's own connection: it
+    holds the database exclusively (no second connection can read it while it is open)."""
+    assert isinstance(terminal.storage, Storage)
+    rows: list[tuple[object, ...]] = terminal.storage._db.execute(sql).fetchall()
+    return rows
+
+
 def count_rows(terminal: Terminal, table: str) -> int:
-    ((n,),) = query(terminal.directory.database, f"SELECT count(*) FROM {table}")  # noqa: S608
+    ((n,),) = query_open(terminal, f"SELECT count(*) FROM {table}")  # noqa: S608
     assert isinstance(n, int)
     return n

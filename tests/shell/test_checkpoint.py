@@ -19,7 +19,7 @@ from lanesync.shell import storage
 from lanesync.shell.terminal import Terminal
 
 from .conftest import Lanes
-from .helpers import head_seq, observable, on_hand, price, query, receipt, sale, void
+from .helpers import head_seq, observable, on_hand, price, query_open, receipt, sale, void
 
 LOGGER = "lanesync.terminal"
 
@@ -52,7 +52,7 @@ def store_day(lanes: Lanes) -> tuple[Terminal, Terminal]:
 
 
 def checkpoint_row(terminal: Terminal) -> tuple[int, bytes]:
-    ((through, data),) = query(terminal.directory.database, "SELECT through, data FROM checkpoint")
+    ((through, data),) = query_open(terminal, "SELECT through, data FROM checkpoint")
     assert isinstance(through, int)
     assert isinstance(data, bytes)
     return through, data
@@ -175,7 +175,7 @@ def test_compaction_writes_the_checkpoint_with_the_snapshot(
     # Only compactions wrote checkpoints here; the last one covers every row it kept.
     checkpoint_row(terminal)
     terminal.storage.compact(terminal.replica, terminal.replica.doc_names()[-1])
-    ((kept,),) = query(terminal.directory.database, "SELECT coalesce(max(id), 0) FROM updates")
+    ((kept,),) = query_open(terminal, "SELECT coalesce(max(id), 0) FROM updates")
     assert checkpoint_row(terminal)[0] == kept
     expected = observable(terminal)
 
@@ -201,7 +201,7 @@ def test_database_of_schema_1_opens_folds_once_and_gets_a_checkpoint(
     manager = lanes.open(manager.directory.path)
     assert "views folded from every entry (no checkpoint)" in restored_from(caplog)
     assert observable(manager) == expected
-    assert query(db, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
+    assert query_open(manager, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
     manager.write(sale("milk:1"))
     expected = observable(manager)
     manager = lanes.reopen(manager)

@@ -33,6 +33,7 @@ from .helpers import (
     on_hand,
     price,
     query,
+    query_open,
     receipt,
     sale,
     void,
@@ -116,7 +117,7 @@ def test_compaction_keeps_the_state_and_shrinks_the_log(
         written += 1 + len(results)
     assert head_seq(terminal) == written
 
-    snapshots = query(terminal.directory.database, "SELECT doc, length(data) FROM snapshots")
+    snapshots = query_open(terminal, "SELECT doc, length(data) FROM snapshots")
     assert {doc for doc, _ in snapshots} >= {"catalog", "config"}
     assert any(str(doc).startswith("ledger/") for doc, _ in snapshots)
     # Every record was committed as at least one update row; compaction folded many of them

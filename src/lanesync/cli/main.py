@@ -1,7 +1,9 @@
 """``lanesync``: store setup, the offline lane commands, bundles, integrity checks, the demo.
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
-found integrity problems; 2 a malformed command line (click's own usage errors).
+found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
+failed in ``run`` or ``cloud serve`` (a full disk, an I/O error: they stop, for a supervisor to
+restart them).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
-from lanesync.errors import LanesyncError, UsageError
+from lanesync.errors import EXIT_STORAGE_FAILED, LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -40,6 +42,21 @@ FILE_IN = click.Path(path_type=Path, dir_okay=False, exists=True, readable=True)
 FILE_OUT = click.Path(path_type=Path, dir_okay=False, writable=True)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 DEFAULT_VALID_DAYS = 5 * 365  # lanes are replaced every few years; renew before that
+
+
+def serves_until_storage_fails(func: Callable[P, R]) -> Callable[P, R]:
+    """For ``run`` and ``cloud serve``: a storage failure, which stops them, exits with
+    ``EXIT_STORAGE_FAILED`` (one ``error:`` line), the status a supervisor restarts on."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(*args, **kwargs)
+        except StorageError as exc:
+            errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
+            sys.exit(EXIT_STORAGE_FAILED)
+
+    return wrapper
 
 
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
@@ -430,6 +447,7 @@ def _print_verify(report: dict[str, Any]) -> None:
 )
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
+@serves_until_storage_fails
 def run(
     terminal_dir: Path,
     listen: str,
@@ -698,6 +716,7 @@ DB_OPTION = click.option(
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
 @DB_OPTION
 @reports_errors
+@serves_until_storage_fails
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
     from lanesync.cloud.service import CloudConfig

@@ -14,12 +14,10 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import uvicorn
 from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
@@ -28,13 +26,8 @@ from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
 from lanesync.core.wire import Hello, ProtocolViolation, decode_frame
-from lanesync.shell.daemon import (
-    API_KEEP_ALIVE_S,
-    ApiServer,
-    bind_socket,
-    configure_logging,
-    socket_url,
-)
+from lanesync.errors import StorageError
+from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.mesh import (
@@ -44,6 +37,14 @@ from lanesync.shell.mesh import (
     websocket_options,
 )
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
+from lanesync.shell.server import (
+    ApiServer,
+    Shutdown,
+    bind_socket,
+    configure_logging,
+    socket_url,
+    stop_api,
+)
 
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
@@ -63,13 +64,17 @@ class CloudService:
         self.backend = Backend.open(directory, db_url)
         self.headoffice = HeadOffice(self.backend.sql)
         self.stores: dict[str, StoreRuntime] = {}
+        # Connections not yet authenticated, for all stores together: the WAN port's budget.
+        self.gate = HandshakeGate()
         self.listen = ""
         self.api = ""
         self.started_ms = wall_ms()
 
-    def open_stores(self, on_fatal: Callable[[BaseException], None]) -> None:
+    def open_stores(self, on_failure: Callable[[StorageError], None]) -> None:
         for store_id in self.directory.store_ids():
-            runtime = open_store(self.directory, self.backend, self.headoffice, store_id, on_fatal)
+            runtime = open_store(
+                self.directory, self.backend, self.headoffice, store_id, on_failure, self.gate
+            )
             self.stores[store_id] = runtime
             runtime.refresh()
             log.info(
@@ -86,6 +91,19 @@ class CloudService:
 
     async def route(self, ws: Connection) -> None:
         """Read the peer's hello, then hand the connection to its store's mesh."""
+
+        def refuse() -> None:
+            asyncio.get_running_loop().create_task(
+                ws.close(CLOSE_POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
+            )
+
+        self.gate.admit(ws, refuse)  # the store's mesh takes it over, or it ends below
+        try:
+            await self._route(ws)
+        finally:
+            self.gate.done(ws)
+
+    async def _route(self, ws: Connection) -> None:
         try:
             first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT_S)
         except (TimeoutError, ConnectionClosed):
@@ -114,6 +132,8 @@ class CloudService:
 
 
 async def run_cloud(config: CloudConfig) -> None:
+    """Serve until SIGTERM/SIGINT (returns) or a storage failure (raises ``StorageError`` once
+    everything is closed)."""
     directory = CloudDirectory.open(config.directory)
     lock = DirectoryLock(config.directory / LOCK)
     lock.acquire(0)  # one serve per cloud directory
@@ -122,84 +142,71 @@ async def run_cloud(config: CloudConfig) -> None:
     except BaseException:
         lock.release()
         raise
-    stop = asyncio.Event()
-    fatal: list[BaseException] = []
-
-    def on_fatal(exc: BaseException) -> None:
-        fatal.append(exc)
-        stop.set()
-
+    shutdown = Shutdown()
     try:
-        service.open_stores(on_fatal)
-        await _serve(config, service, stop, on_fatal)
+        service.open_stores(shutdown.storage_failed)
+        await _serve(config, service, shutdown)
     finally:
         remove_runtime(config.directory)
         service.close()
         lock.release()
-    if fatal:
-        raise fatal[0]
+        log.info("cloud.stopped")
+    shutdown.raise_failure()
 
 
-async def _serve(
-    config: CloudConfig,
-    service: CloudService,
-    stop: asyncio.Event,
-    on_fatal: Callable[[BaseException], None],
-) -> None:
+async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown) -> None:
     from lanesync.cloud.api import create_cloud_app
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    shutdown.install_signals()
     peer_sock = bind_socket(*config.listen)
-    api_sock = bind_socket(*config.api)
+    try:
+        api_sock = bind_socket(*config.api)
+    except BaseException:
+        peer_sock.close()
+        raise
     service.listen = socket_url("ws", peer_sock)
     service.api = socket_url("http", api_sock)
     token = load_or_create_token(config.directory)
-    api = ApiServer(
-        uvicorn.Config(
-            create_cloud_app(service, token),
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-            timeout_keep_alive=API_KEEP_ALIVE_S,
-        )
-    )
+    api = ApiServer(create_cloud_app(service, token))
     async with (
         serve(service.route, sock=peer_sock, **websocket_options()) as server,
         asyncio.TaskGroup() as group,
     ):
-        tasks = [group.create_task(api.serve(sockets=[api_sock]), name="api")]
-        tasks += [group.create_task(s.committer.run()) for s in service.stores.values()]
+        serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")
+        tasks = [group.create_task(s.committer.run()) for s in service.stores.values()]
         tasks.append(
             group.create_task(
-                follow_database(service.backend, service.stores, on_fatal), name="follow"
+                follow_database(service.backend, service.stores, shutdown.storage_failed),
+                name="follow",
             )
         )
-        write_runtime(
-            config.directory,
-            {
-                "pid": os.getpid(),
-                "listen": service.listen,
-                "api": service.api,
-                "started_ms": service.started_ms,
-            },
-        )
-        log.info(
-            "cloud.started listen=%s api=%s stores=%d db=%s",
-            service.listen,
-            service.api,
-            len(service.stores),
-            service.backend.description,
-        )
-        await stop.wait()
+        try:
+            write_runtime(
+                config.directory,
+                {
+                    "pid": os.getpid(),
+                    "listen": service.listen,
+                    "api": service.api,
+                    "started_ms": service.started_ms,
+                },
+            )
+        except StorageError as exc:
+            shutdown.storage_failed(exc)
+        else:
+            log.info(
+                "cloud.started listen=%s api=%s stores=%d db=%s",
+                service.listen,
+                service.api,
+                len(service.stores),
+                service.backend.description,
+            )
+        await shutdown.wait()
         remove_runtime(config.directory)
         for runtime in service.stores.values():
             runtime.mesh.close_all(SHUTDOWN_REASON)
         server.close()
-        api.should_exit = True
-        await asyncio.sleep(0)
-        for task in tasks[1:]:
+        await stop_api(api, serving_api)
+        for task in tasks:
             task.cancel()
 
 

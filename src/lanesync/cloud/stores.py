@@ -28,6 +28,7 @@ from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_pos
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
 from lanesync.core.node import Node
 from lanesync.errors import StorageError
+from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -127,7 +128,8 @@ def open_store(
     backend: Backend,
     headoffice: HeadOffice,
     store_id: str,
-    on_fatal: Callable[[BaseException], None],
+    on_failure: Callable[[StorageError], None],
+    gate: HandshakeGate,
 ) -> StoreRuntime:
     shared = PostgresStoreStorage(backend.sql, store_id) if backend.shared else None
     terminal = Terminal.open_directory(
@@ -135,6 +137,7 @@ def open_store(
         lock_wait_s=0,
         open_storage=None if shared is None else (lambda: shared),
     )
+    terminal.on_failure = on_failure
     terminal.replica.ledger.collect_accepted = True
     node = Node(terminal.replica)
     runtime: StoreRuntime | None = None
@@ -144,7 +147,7 @@ def open_store(
         runtime.refresh()
 
     # Commit every merge at once: the head-office tables are projected after each commit.
-    mesh = Mesh(node, terminal, on_fatal=on_fatal, on_persisted=refresh, commit_delay_s=0)
+    mesh = Mesh(node, terminal, on_persisted=refresh, commit_delay_s=0, gate=gate)
     committer = GroupCommitter(terminal, on_commit=mesh.committed)
     runtime = StoreRuntime(store_id, terminal, node, mesh, committer, backend, headoffice, shared)
     return runtime
@@ -153,7 +156,7 @@ def open_store(
 async def follow_database(
     backend: Backend,
     stores: dict[str, StoreRuntime],
-    on_fatal: Callable[[BaseException], None],
+    on_failure: Callable[[StorageError], None],
 ) -> None:
     """On a shared database: merge and relay what other processes commit, as they commit it."""
     if not backend.shared:
@@ -167,6 +170,5 @@ async def follow_database(
                     runtime.refresh()
                     await asyncio.sleep(0)  # one store at a time: uplinks and the API go on
         except StorageError as exc:
-            log.critical("database failed, stopping: %s", exc)
-            on_fatal(exc)
+            on_failure(exc)
             return

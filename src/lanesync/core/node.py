@@ -52,6 +52,7 @@ from lanesync.core.election import Election
 from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import TerminalId
 from lanesync.core.replica import Change, Replica, covered_by
+from lanesync.core.statevector import StateVector, covers, decode_state_vector
 from lanesync.core.wire import ElectionGossip, Message, Peers, State, Update, Updates
 from lanesync.errors import RemoteError
 
@@ -90,6 +91,12 @@ class Link:
     uplink_term: int = 0  # on the cloud: the highest term this uplink presented
     # We owe this peer our State(reply=True): asked once another link's catch-up is in.
     state_request_deferred: bool = False
+    # Our last catch-up answer to this peer, until its state shows it merged it: the state
+    # vectors it brings the peer to, and when it was sent. A State(reply=True) that comes
+    # meanwhile is owed an answer (``reply_owed``), sent once that one is in.
+    answer_brings: dict[str, StateVector] | None = None
+    answer_sent_ms: int = 0
+    reply_owed: bool = False
 
     @property
     def is_open(self) -> bool:
@@ -209,7 +216,7 @@ class Node:
             d
             for link in self.links.values()
             if link.is_open
-            for d in (link.ack_due_ms, link.anti_entropy_due_ms)
+            for d in (link.ack_due_ms, link.anti_entropy_due_ms, self._owed_answer_due(link))
             if d is not None
         ]
         if self.election is not None:
@@ -240,6 +247,9 @@ class Node:
             if link.ack_due_ms is not None and acking:
                 self._send(link, State(self.replica.state_vectors(), reply=False))
                 link.ack_due_ms = None
+            due = self._owed_answer_due(link)
+            if due is not None and now_ms >= due and link.peer_state is not None:
+                self._answer(link, link.peer_state, now_ms)
             self._pump(link, now_ms)
 
     # -- output ----------------------------------------------------------------------------------
@@ -393,16 +403,10 @@ class Node:
                     # peer sends its diff, then its state (acks need our updates, which follow
                     # our request on the link).
                     self._catch_up_ended(link, answered=True)
-                if reply:
-                    try:
-                        diff = self.replica.updates_since(vectors)
-                    except RemoteError as exc:
-                        self._violation(link, str(exc), now_ms)
-                        return
-                    if diff:
-                        link.pending.extend(Update(d, u, "") for d, u in diff.items())
-                        self._flush_pending(link)
-                    self._send(link, State(self.replica.state_vectors(), reply=False))
+                if link.answer_brings is not None and _merged(vectors, link.answer_brings):
+                    link.answer_brings = None
+                if reply or link.reply_owed:
+                    self._answer(link, vectors, now_ms)
             case Updates(items):
                 # Merged in take_output, with every other frame received until then (the shell
                 # drains output at the end of the event-loop iteration): one transaction and
@@ -410,6 +414,38 @@ class Node:
                 # nothing else a peer sends depends on its updates being merged already.
                 self._inbox.append((link, items))
                 self._inbox_ms = now_ms  # the latest arrival: time as the shell last saw it
+
+    def _answer(self, link: Link, vectors: dict[str, bytes], now_ms: int) -> None:
+        """Answer a State(reply=True): what the peer lacks, then our state. At most one
+        answer per peer is in flight: until the peer's state shows it merged the last one (or
+        ``anti_entropy_ms`` passed), a new question is owed an answer instead of getting a
+        second copy of the same diff. A peer that asks faster than it reads (thousands of
+        60-byte questions, each answered with the whole day) gets one answer, not thousands."""
+        if link.answer_brings is not None and now_ms < link.answer_sent_ms + self._anti_entropy_ms:
+            link.reply_owed = True
+            return
+        link.reply_owed = False
+        link.answer_brings = None
+        try:
+            diff = self.replica.updates_since(vectors)
+        except RemoteError as exc:
+            self._violation(link, str(exc), now_ms)
+            return
+        if diff:
+            ours = self.replica.state_vectors()
+            link.answer_brings = {
+                doc: decode_state_vector(ours[doc]) or {} for doc in diff if doc in ours
+            }
+            link.answer_sent_ms = now_ms
+            link.pending.extend(Update(d, u, "") for d, u in diff.items())
+            self._flush_pending(link)
+        self._send(link, State(self.replica.state_vectors(), reply=False))
+
+    def _owed_answer_due(self, link: Link) -> int | None:
+        """When a question held back behind an answer in flight is answered anyway."""
+        if not link.reply_owed:
+            return None
+        return link.answer_sent_ms + self._anti_entropy_ms
 
     def _merge_inbox(self) -> None:
         inbox, self._inbox = self._inbox, []
@@ -582,3 +618,12 @@ class Node:
                 }
             )
         return sorted(rows, key=lambda r: str(r["terminal_id"]))
+
+
+def _merged(vectors: dict[str, bytes], brings: dict[str, StateVector]) -> bool:
+    """Do a peer's state vectors show it holds everything an answer brought it?"""
+    for doc, wanted in brings.items():
+        held = decode_state_vector(vectors.get(doc, b""))
+        if held is None or not covers(held, wanted):
+            return False
+    return True

@@ -8,6 +8,10 @@ measured a fixed batching delay doubling latency with no CPU saving at moderate 
 
 ``on_commit`` callbacks run right after each durable commit, before any caller is resumed: the
 daemon uses it to hand the committed change to the mesh.
+
+A storage failure never ends ``run``: the terminal reports it to its owner (``on_failure``),
+which shuts down, and until then every write, pending or new, fails at once with the
+``StorageError``, so no request waits for an answer that will not come.
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ class GroupCommitter:
     async def write(self, build: BodyBuilder, key: RequestKey | None = None) -> Record:
         """``key``: the request's idempotency key and fingerprint, stored with the record in the
         same transaction (``Terminal.find_request`` finds it afterwards)."""
+        if self._terminal.failure is not None:
+            raise self._terminal.failure  # stopping: no commit will run for it
         future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
         self._pending.append((build, key, future))
         self._wake.set()
@@ -84,10 +90,12 @@ class GroupCommitter:
             # or a crash could reuse its CRDT clock for different content.
             self._terminal.commit(changes, requests)
         except StorageError as exc:
+            # The terminal is stopped (it told its owner, who shuts down); every write staged
+            # here and every later one is answered with the failure, none waits forever.
             for _, future in staged:
-                with contextlib.suppress(asyncio.InvalidStateError):
+                if not future.done():
                     future.set_exception(exc)
-            raise
+            return
         self.commits += 1
         self.records += len(staged)
         if self._on_commit is not None:
@@ -95,4 +103,5 @@ class GroupCommitter:
         for record, future in staged:
             if not future.done():  # the caller may have been cancelled; the record stays
                 future.set_result(record)
-        self._terminal.compact_if_due()
+        with contextlib.suppress(StorageError):  # the terminal has reported it (on_failure)
+            self._terminal.compact_if_due()

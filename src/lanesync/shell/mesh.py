@@ -31,6 +31,11 @@ from lanesync.core.node import ACK_DELAY_MS, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
+from lanesync.shell.admission import (
+    MAX_UNAUTHENTICATED_MESSAGE,
+    TOO_MANY_HANDSHAKES,
+    HandshakeGate,
+)
 from lanesync.shell.discovery import Announcement
 from lanesync.shell.terminal import Terminal
 
@@ -52,6 +57,11 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 SHUTDOWN_REASON = "peer is shutting down"
+# A peer that does not read is cut off once this much waits for it. The largest legitimate
+# backlog is one catch-up answer (a node answers one at a time: core.node) plus live traffic;
+# an answer is a document diff, and a frame no peer accepts above MAX_FRAME_SIZE, so this is
+# the bound that never cuts off a peer that reads.
+MAX_QUEUED_BYTES = MAX_FRAME_SIZE
 # Peers' updates wait at most this long for a commit: as long as an acknowledgement may wait
 # (node.ACK_DELAY_MS), which commits them anyway whenever they came over a link still open.
 PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
@@ -67,9 +77,13 @@ def wall_ms() -> int:
 
 
 def websocket_options() -> dict[str, Any]:
+    """For both ends of a peer connection. The message size limit starts at the handshake's
+    (lanesync.shell.admission) and is raised to ``MAX_FRAME_SIZE`` once the peer is verified."""
     return {
-        "compression": None,  # FACTS.md: deflate nearly doubles small-frame latency
-        "max_size": MAX_FRAME_SIZE,
+        # Deflate nearly doubled small-frame latency on loopback (75 against 132 us median
+        # round trip, 64 B, measured 2026-11-26 with websockets 17).
+        "compression": None,
+        "max_size": MAX_UNAUTHENTICATED_MESSAGE,
         "ping_interval": PING_INTERVAL_S,
         "ping_timeout": PING_TIMEOUT_S,
         "close_timeout": CLOSE_TIMEOUT_S,
@@ -80,7 +94,9 @@ def websocket_options() -> dict[str, Any]:
 class _Socket:
     ws: Connection
     queue: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    queued_bytes: int = 0  # frames in ``queue`` not yet handed to the transport
     close_reason: str | None = None
+    authenticated: bool = False
 
 
 @dataclass(slots=True)
@@ -119,17 +135,17 @@ class Mesh:
         terminal: Terminal,
         *,
         clock: Callable[[], int] = wall_ms,
-        on_fatal: Callable[[BaseException], None] | None = None,
         on_persisted: Callable[[], None] | None = None,
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
+        gate: HandshakeGate | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
-        follow every commit through ``on_persisted``)."""
+        follow every commit through ``on_persisted``). ``gate``: the process's connections in
+        the handshake (the cloud shares one among its stores' meshes)."""
         self.node = node
         self.terminal = terminal
         self._clock = clock
-        self._on_fatal = on_fatal
         self._on_persisted = on_persisted
         self._commit_delay_s = commit_delay_s
         self._commit_timer: asyncio.TimerHandle | None = None
@@ -141,6 +157,7 @@ class Mesh:
         self.peers: list[PeerEntry] = []
         self.frames_out = 0
         self.bytes_out = 0
+        self.gate = HandshakeGate() if gate is None else gate
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -160,6 +177,7 @@ class Mesh:
         conn_id = next(self._ids)
         sock = _Socket(ws)
         self._sockets[conn_id] = sock
+        self.gate.admit(ws, lambda: self._refuse(conn_id, TOO_MANY_HANDSHAKES))
         writer = asyncio.create_task(self._writer(conn_id, sock), name=f"ws-writer-{conn_id}")
         reason = "connection closed"
         checked = False
@@ -178,11 +196,14 @@ class Mesh:
                     break
                 self.node.data_received(conn_id, message, self._clock())
                 self._schedule_flush()
+                if not sock.authenticated:
+                    self._check_authenticated(conn_id, sock)
                 if peer is not None and not checked:
                     checked = self._check_identity(conn_id, peer)
         except ConnectionClosed as exc:
             reason = f"transport closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
         finally:
+            self.gate.done(ws)
             if sock.close_reason:
                 reason = sock.close_reason
             self.node.connection_lost(conn_id, reason, self._clock())
@@ -192,6 +213,18 @@ class Mesh:
             del self._sockets[conn_id]
         return reason
 
+    def _check_authenticated(self, conn_id: int, sock: _Socket) -> None:
+        """Once the node has verified the peer: full-size messages, and out of the gate."""
+        link = self.node.links.get(conn_id)
+        if link is not None and link.is_open:
+            sock.authenticated = True
+            sock.ws.protocol.max_message_size = MAX_FRAME_SIZE
+            self.gate.done(sock.ws)
+
+    def _refuse(self, conn_id: int, reason: str) -> None:
+        self.node.close_link(conn_id, reason, self._clock())
+        self._schedule_flush()
+
     def _handshake_deadline(self, conn_id: int) -> None:
         link = self.node.links.get(conn_id)
         if link is not None and not link.is_open:
@@ -200,10 +233,11 @@ class Mesh:
 
     async def _writer(self, conn_id: int, sock: _Socket) -> None:
         while (frame := await sock.queue.get()) is not None:
+            sock.queued_bytes -= len(frame)
             if sock.ws.state is not WsState.OPEN:
                 continue
             try:
-                await sock.ws.send(frame)
+                await sock.ws.send(frame)  # waits while the peer's TCP window is full
             except ConnectionClosed:
                 continue
             self.frames_out += 1
@@ -411,15 +445,21 @@ class Mesh:
                 )
         for conn_id, frames in out.frames.items():
             sock = self._sockets.get(conn_id)
-            if sock is not None:
-                for frame in frames:
-                    sock.queue.put_nowait(frame)
+            if sock is None or sock.close_reason is not None:
+                continue
+            for frame in frames:
+                sock.queue.put_nowait(frame)
+                sock.queued_bytes += len(frame)
+            if sock.queued_bytes > MAX_QUEUED_BYTES:
+                # Only the transport is cut here: the node hears of it as the connection ends
+                # (``connection_lost``), like any other dropped link.
+                reason = f"peer does not read: {sock.queued_bytes} bytes waiting for it"
+                log.warning("peer.dropped conn=%d reason=%s", conn_id, reason)
+                self._drop_socket(sock, reason)
         for conn_id, reason in out.closes.items():
             sock = self._sockets.get(conn_id)
             if sock is not None and sock.close_reason is None:
-                sock.close_reason = reason
-                sock.queue.put_nowait(None)
-                asyncio.get_running_loop().create_task(self._close(sock, reason))
+                self._close_socket(sock, reason)
         for event, fields in out.log:
             log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
         self._arm_timer()
@@ -438,12 +478,25 @@ class Mesh:
             # A lane that mostly receives never reaches the committer's compaction: keep its
             # log compacted and its checkpoint of the views current here too.
             self.terminal.compact_if_due()
-        except StorageError as exc:
-            log.critical("storage failed, stopping: %s", exc)
-            if self._on_fatal is not None:
-                self._on_fatal(exc)
-            return False
+        except StorageError:
+            return False  # the terminal told its owner (``Terminal.on_failure``): it stops
         return True
+
+    def _close_socket(self, sock: _Socket, reason: str) -> None:
+        """Send what is queued (a Refuse frame saying why, often), then close."""
+        sock.close_reason = reason
+        sock.queue.put_nowait(None)
+        asyncio.get_running_loop().create_task(self._close(sock, reason))
+
+    def _drop_socket(self, sock: _Socket, reason: str) -> None:
+        """Free the backlog and abort the transport: a peer that does not read would also
+        leave a close frame unsent, and its queued frames in memory, for ever."""
+        sock.close_reason = reason
+        while not sock.queue.empty():
+            sock.queue.get_nowait()
+        sock.queued_bytes = 0
+        sock.queue.put_nowait(None)
+        sock.ws.transport.abort()
 
     async def _close(self, sock: _Socket, reason: str) -> None:
         if reason == "duplicate connection":

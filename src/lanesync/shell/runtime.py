@@ -35,17 +35,27 @@ STARTUP_WAIT_S = 15.0  # a daemon on a busy 2-core lane imports and opens in a f
 
 def load_or_create_token(directory: Path) -> str:
     path = directory / TOKEN_FILE
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-    return path.read_text().strip()
+    try:
+        if not path.exists():
+            tmp = directory / (TOKEN_FILE + ".tmp")
+            tmp.unlink(missing_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32) + "\n")
+            tmp.replace(path)  # never a half-written token (a full disk) under the real name
+        return path.read_text().strip()
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def write_runtime(directory: Path, info: dict[str, Any]) -> None:
     tmp = directory / (RUNTIME_FILE + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(directory / RUNTIME_FILE)
+    try:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(directory / RUNTIME_FILE)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StorageError(f"cannot write {tmp}: {exc.strerror or exc}") from exc
 
 
 def remove_runtime(directory: Path) -> None:

@@ -124,8 +124,15 @@ class _VerifiedHashes:
             self._asked += 1
             row = self._db.execute("SELECT 1 FROM verified WHERE hash = ?", (item,)).fetchone()
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot read database {self._path}: {exc}") from exc
+            raise StorageError(f"cannot read database {self._path}: {_reason(exc)}") from exc
         return row is not None
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """SQLite's message and its error name: ``database or disk is full (SQLITE_FULL)``,
+    ``disk I/O error (SQLITE_IOERR_WRITE)``, which tell the operator which OS error it was."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return f"{exc} ({name})" if name else str(exc)
 
 
 def due_for_compaction(log_bytes: dict[str, int], snapshot_bytes: dict[str, int]) -> list[str]:
@@ -179,8 +186,15 @@ class Storage:
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open database {path}: {exc}") from exc
+            raise StorageError(f"cannot open database {path}: {_reason(exc)}") from exc
         try:
+            # Exclusive locking before WAL is first used keeps the WAL index in this process's
+            # heap instead of a shared-memory file (the SQLite documentation of WAL, "Use of
+            # WAL Without Shared-Memory"). Only this process opens the database (the directory
+            # lock), and a memory-mapped -shm file that cannot grow (a full or read-only
+            # filesystem, an immutable file) kills the process with SIGBUS instead of failing
+            # the write with an error we can answer (reproduced with chattr +i, 2026-12-07).
+            self._db.execute("PRAGMA locking_mode=EXCLUSIVE")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -194,7 +208,7 @@ class Storage:
             self._db.close()
             if isinstance(exc, ConfigError):
                 raise
-            raise StorageError(f"cannot open database {path}: {exc}") from exc
+            raise StorageError(f"cannot open database {path}: {_reason(exc)}") from exc
         self._path = path
         self._snapshot_bytes: dict[str, int] = defaultdict(int)
         self._log_bytes: dict[str, int] = defaultdict(int)
@@ -225,7 +239,7 @@ class Storage:
                     self._uncheckpointed_bytes += len(data)
                 self._log_bytes[doc] += len(data)
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot read database {self._path}: {exc}") from exc
+            raise StorageError(f"cannot read database {self._path}: {_reason(exc)}") from exc
         verified = _VerifiedHashes(self._db, self._path)
         if checkpoint is None:
             # Everything will be folded: worth a checkpoint as soon as the replica has one.
@@ -254,7 +268,7 @@ class Storage:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StorageError(f"commit to {self._path} failed: {exc}") from exc
+            raise StorageError(f"commit to {self._path} failed: {_reason(exc)}") from exc
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
             self._uncheckpointed_bytes += len(data)
@@ -265,7 +279,7 @@ class Storage:
                 "SELECT fingerprint, record_id, at_ms FROM requests WHERE key = ?", (key,)
             ).fetchone()
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot read {self._path}: {exc}") from exc
+            raise StorageError(f"cannot read {self._path}: {_reason(exc)}") from exc
         return None if row is None else KeyedRequest(key, bytes(row[0]), str(row[1]), int(row[2]))
 
     def forget_requests(self, before_ms: int) -> None:
@@ -273,7 +287,7 @@ class Storage:
         try:
             self._db.execute("DELETE FROM requests WHERE at_ms < ?", (before_ms,))
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot prune {self._path}: {exc}") from exc
+            raise StorageError(f"cannot prune {self._path}: {_reason(exc)}") from exc
 
     def _rollback(self) -> None:
         try:
@@ -303,7 +317,7 @@ class Storage:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StorageError(f"checkpoint in {self._path} failed: {exc}") from exc
+            raise StorageError(f"checkpoint in {self._path} failed: {_reason(exc)}") from exc
         self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0
 
     def _put_checkpoint(self, checkpoint: bytes) -> None:
@@ -345,7 +359,9 @@ class Storage:
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StorageError(f"compaction of {doc} in {self._path} failed: {exc}") from exc
+            raise StorageError(
+                f"compaction of {doc} in {self._path} failed: {_reason(exc)}"
+            ) from exc
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept
         if checkpoint is None:

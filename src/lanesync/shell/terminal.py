@@ -67,8 +67,11 @@ class Terminal:
         self.storage = storage
         self._lock = lock
         self._clock = clock
-        self._failed: str | None = None
+        self._failed: StorageError | None = None
         self._deferred: list[Change] = []  # merged from peers, not committed yet
+        # Told once, on the first storage failure: the daemon stops on it (a supervisor
+        # restarts it, and the reopen replays what is durable).
+        self.on_failure: Callable[[StorageError], None] | None = None
 
     @classmethod
     def open(
@@ -122,7 +125,11 @@ class Terminal:
             lock.release()
             raise
         terminal = cls(directory, lock, storage, replica, clock)
-        terminal.compact_if_due()
+        try:
+            terminal.compact_if_due()
+        except BaseException:
+            terminal.close()  # the lock and the database, or a restart finds them held
+            raise
         return terminal
 
     def close(self) -> None:
@@ -166,9 +173,20 @@ class Terminal:
 
     # -- writing ----------------------------------------------------------------------------------
 
+    @property
+    def failure(self) -> StorageError | None:
+        """The storage failure that stopped this terminal, if any."""
+        return self._failed
+
     def _check_usable(self) -> None:
         if self._failed is not None:
             raise StorageError(f"terminal stopped after a storage failure: {self._failed}")
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self._failed is None:
+            self._failed = exc
+            if self.on_failure is not None:
+                self.on_failure(exc)
 
     def stage(self, build: BodyBuilder) -> tuple[Record, Change]:
         """Build, sign and apply one record in memory. NOT durable until ``commit``."""
@@ -189,7 +207,7 @@ class Terminal:
         try:
             self.storage.commit(batch, requests)
         except StorageError as exc:
-            self._failed = str(exc)
+            self._storage_failed(exc)
             raise
         self._deferred.clear()
         self.replica.persisted(batch)
@@ -239,17 +257,26 @@ class Terminal:
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end
         (each compaction writes one too). A checkpoint is written only while the replica holds
-        nothing uncommitted (in a daemon, peers' updates wait a little for their commit)."""
+        nothing uncommitted (in a daemon, peers' updates wait a little for their commit).
+
+        A failure rolls back and leaves memory and disk as they were, but a disk that cannot
+        take a compaction cannot take the next sale either: it stops the terminal like a
+        failed commit."""
+        self._check_usable()
         if self.replica.unpersisted_updates:
             # Peers' updates merged but not committed yet (``defer``, or a merge whose change
             # the caller has not committed): a snapshot or checkpoint now would describe more
             # than the log holds, and compacting would have to drop the stored checkpoint. Both
             # wait for the next call.
             return
-        for doc in self.storage.documents_to_compact():
-            self.storage.compact(self.replica, doc)
-        if self.storage.checkpoint_due():
-            self.storage.write_checkpoint(self.replica)
+        try:
+            for doc in self.storage.documents_to_compact():
+                self.storage.compact(self.replica, doc)
+            if self.storage.checkpoint_due():
+                self.storage.write_checkpoint(self.replica)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise
 
     # -- exchanging state -------------------------------------------------------------------------
 
