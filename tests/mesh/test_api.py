@@ -198,11 +198,13 @@ def test_token_file_is_private(shop: Shop) -> None:
 
 
 def test_terminal_directory_and_database_are_private(shop: Shop) -> None:
-    """The database holds every sale: only its owner may read it, and the -wal and -shm files
-    SQLite creates beside it (they exist while the daemon, which has written, runs)."""
+    """The database holds every sale: only its owner may read it, and the -wal file SQLite
+    creates beside it (it exists while the daemon, which has written, runs). There is no -shm
+    file: the daemon holds the database in exclusive locking mode."""
     assert shop.m.path.stat().st_mode & 0o777 == 0o700
-    for name in ("lanesync.db", "lanesync.db-wal", "lanesync.db-shm"):
+    for name in ("lanesync.db", "lanesync.db-wal"):
         assert (shop.m.path / name).stat().st_mode & 0o777 == 0o600, name
+    assert not (shop.m.path / "lanesync.db-shm").exists()
 
 
 def test_reads_need_no_token(shop: Shop) -> None:
