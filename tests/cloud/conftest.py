@@ -149,6 +149,8 @@ def cloud_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
         "cloud add-store": "store s1 added (restart `cloud serve` to serve it)\n",
     }
     assert (root / "cloud" / "cloud.key").stat().st_mode & 0o777 == 0o600
+    for directory in ("cloud", "cloud/stores", f"cloud/stores/{STORE_ID}"):
+        assert (root / directory).stat().st_mode & 0o777 == 0o700, directory
     assert (root / "cloud" / "stores" / STORE_ID / "terminal.cert").read_bytes() == (
         root / "cloud.cert"
     ).read_bytes()

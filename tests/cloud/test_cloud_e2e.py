@@ -9,6 +9,7 @@ computed from what the lanes acknowledged (``store.Books``), never read back fro
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import time
@@ -614,15 +615,27 @@ def test_cloud_cli_errors_are_one_line_and_the_api_needs_the_token(
         ("GET", f"/v1/stores/{STORE_ID}/digest"),
         ("POST", f"/v1/stores/{STORE_ID}/prices"),
     ]
+    # Bytes above 0x7F are legal in a header value (obs-text, RFC 9110 section 5.5); the token
+    # is checked before the body is read, so a malformed body does not change the answer.
+    bad_auth: list[dict[bytes, bytes]] = [
+        {},
+        {b"Authorization": b"Bearer wrong"},
+        {b"Authorization": b"Basic x"},
+        {b"Authorization": b"Bearer caf\xe9"},
+        {b"Authorization": b"Bearer " + cloud.token.encode() + b"\xc3\xa9"},
+    ]
+    bodies = (b'{"sku": "milk", "unit_price": 1}', b'{"sku": ')
     with httpx.Client(base_url=cloud.api, trust_env=False, timeout=20) as anonymous:
-        for method, path in routes:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic x"}):
-                response = anonymous.request(
-                    method, path, headers=headers, json={"sku": "milk", "unit_price": 1}
-                )
-                assert response.status_code == 401, (method, path, response.text)
-                assert response.headers["content-type"] == "application/json"
-                assert response.json()["error"]["code"] == "unauthorized"
+        for (method, path), headers, body in itertools.product(routes, bad_auth, bodies):
+            response = anonymous.request(
+                method,
+                path,
+                headers={**headers, b"Content-Type": b"application/json"},
+                content=body,
+            )
+            assert response.status_code == 401, (method, path, headers, body, response.text)
+            assert response.headers["content-type"] == "application/json"
+            assert response.json()["error"]["code"] == "unauthorized"
     assert cloud.sales(STORE_ID)["count"] == 0
     assert cloud.stock(STORE_ID) == {}  # no price was set by the refused requests
 

@@ -121,12 +121,16 @@ WRITES: list[tuple[str, str, Any]] = [
     ("GET", "/v1/state", None),
 ]
 
-BAD_AUTH: dict[str, dict[str, str]] = {
+# Raw header bytes, as they go on the wire.
+BAD_AUTH: dict[str, dict[bytes, bytes]] = {
     "no header": {},
-    "wrong token": {"Authorization": "Bearer not-the-token"},
-    "empty bearer": {"Authorization": "Bearer"},
-    "token of nothing": {"Authorization": "Bearer x"},
-    "basic scheme": {"Authorization": "Basic bTpt"},
+    "wrong token": {b"Authorization": b"Bearer not-the-token"},
+    "empty bearer": {b"Authorization": b"Bearer"},
+    "token of nothing": {b"Authorization": b"Bearer x"},
+    "basic scheme": {b"Authorization": b"Basic bTpt"},
+    # Bytes above 0x7F are legal in a header value (obs-text, RFC 9110 section 5.5).
+    "latin-1 token": {b"Authorization": b"Bearer caf\xe9"},
+    "utf-8 token": {b"Authorization": b"Bearer caf\xc3\xa9"},
 }
 
 
@@ -142,6 +146,43 @@ def test_writes_need_the_token(shop: Shop, auth: str, method: str, path: str, bo
     assert fingerprint(shop.m) == before
 
 
+def test_the_token_with_a_non_ascii_byte_added_is_refused(shop: Shop) -> None:
+    before = fingerprint(shop.m)
+    headers = {b"Authorization": b"Bearer " + shop.m.token.encode() + b"\xff"}
+    with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as other:
+        response = other.post("/v1/stock/receive", json={"sku": "milk", "qty": 5}, headers=headers)
+    assert assert_json_error(response, 401)["code"] == "unauthorized"
+    assert fingerprint(shop.m) == before
+
+
+@pytest.mark.parametrize("auth", ["no header", "wrong token", "latin-1 token"])
+@pytest.mark.parametrize("path", [w[1] for w in WRITES if w[0] == "POST" and w[2] is not None])
+def test_without_the_token_a_malformed_body_is_still_401(shop: Shop, auth: str, path: str) -> None:
+    """The token is checked before the body is read: a client without it learns nothing about
+    what the route accepts."""
+    headers = {**BAD_AUTH[auth], b"Content-Type": b"application/json"}
+    with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
+        response = anonymous.post(path, content=b'{"sku": ', headers=headers)
+    assert assert_json_error(response, 401)["code"] == "unauthorized"
+
+
+def test_without_the_token_the_body_is_not_waited_for(shop: Shop) -> None:
+    """Headers that announce a body which never comes: 401 at once, not a wait for the body."""
+    host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
+    request = (
+        f"POST /v1/sales HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(65536)  # socket.timeout (the test fails) if nothing comes
+            assert chunk, head
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 401 "), head[:300]
+
+
 def test_token_of_another_terminal_is_refused(shop: Shop) -> None:
     before = fingerprint(shop.m)
     headers = {"Authorization": f"Bearer {shop.c.token}"}
@@ -154,6 +195,16 @@ def test_token_of_another_terminal_is_refused(shop: Shop) -> None:
 def test_token_file_is_private(shop: Shop) -> None:
     mode = (shop.m.path / "api.token").stat().st_mode & 0o777
     assert mode == 0o600
+
+
+def test_terminal_directory_and_database_are_private(shop: Shop) -> None:
+    """The database holds every sale: only its owner may read it, and the -wal file SQLite
+    creates beside it (it exists while the daemon, which has written, runs). There is no -shm
+    file: the daemon holds the database in exclusive locking mode."""
+    assert shop.m.path.stat().st_mode & 0o777 == 0o700
+    for name in ("lanesync.db", "lanesync.db-wal"):
+        assert (shop.m.path / name).stat().st_mode & 0o777 == 0o600, name
+    assert not (shop.m.path / "lanesync.db-shm").exists()
 
 
 def test_reads_need_no_token(shop: Shop) -> None:

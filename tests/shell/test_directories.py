@@ -108,6 +108,24 @@ def test_enroll_writes_key_certificate_and_config(store: StoreDirectory, tmp_pat
     assert directory.me.certificate == cert
 
 
+@pytest.mark.usefixtures("usual_umask")
+def test_enroll_creates_a_private_terminal_directory(store: StoreDirectory, tmp_path: Path) -> None:
+    path = tmp_path / "lane1"
+    store.enroll(path, "lane1", Role.CASHIER, wall_clock_ms(), 7)
+    assert file_mode(path) == 0o700
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_enroll_into_an_existing_empty_directory_keeps_its_mode(
+    store: StoreDirectory, tmp_path: Path
+) -> None:
+    # The user made it, with the mode they chose: not ours to change.
+    path = tmp_path / "lane1"
+    path.mkdir(mode=0o750)
+    store.enroll(path, "lane1", Role.CASHIER, wall_clock_ms(), 7)
+    assert file_mode(path) == 0o750
+
+
 def test_enrolled_terminals_get_distinct_keys(lanes: Lanes) -> None:
     directories = [TerminalDirectory.open(lanes.enroll(f"lane{i}")) for i in range(4)]
     assert len({d.me.certificate.public_key for d in directories}) == 4

@@ -27,6 +27,7 @@ from lanesync.shell.terminal import Terminal
 from .conftest import Lanes
 from .helpers import (
     count_rows,
+    file_mode,
     head_seq,
     observable,
     on_hand,
@@ -358,3 +359,30 @@ def test_reopen_does_not_verify_signatures_again(
     # A second reopen (after the first one persisted whatever it verified) must not either.
     terminal = lanes.reopen(terminal)
     assert verifications == []
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_database_and_its_companions_are_private(lanes: Lanes) -> None:
+    # Every sale is in the database; SQLite gives its -wal file the database's mode (and makes
+    # no -shm file: exclusive locking mode keeps the WAL index in memory).
+    terminal = lanes.new("lane1", Role.MANAGER)
+    db = terminal.directory.database
+    assert file_mode(db) == 0o600
+    terminal.write(receipt("milk", 5))
+    for path in (db, db.with_name(db.name + "-wal")):
+        assert file_mode(path) == 0o600, path.name
+    assert not db.with_name(db.name + "-shm").exists()
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_storage_opened_on_a_new_path_creates_a_private_file(tmp_path: Path) -> None:
+    opened = storage.Storage(tmp_path / "fresh.db")
+    try:
+        assert file_mode(tmp_path / "fresh.db") == 0o600
+    finally:
+        opened.close()
+
+
+def test_storage_in_a_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
+    with pytest.raises(StorageError, match="cannot open database"):
+        storage.Storage(tmp_path / "missing" / "lanesync.db")

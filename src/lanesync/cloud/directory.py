@@ -1,5 +1,8 @@
 """The cloud's directory: its key, its public identity, and the stores it serves.
 
+The directory, ``stores`` and each store's directory are created mode 0700, the databases
+(and their -wal and -shm files) 0600.
+
     cloud.key          Ed25519 seed of the cloud, hex, mode 0600 (never leaves this directory)
     cloud.json         public identity (safe to send to every store owner)
     api.token          bearer token of the read API (mode 0600, created by ``serve``)
@@ -38,6 +41,7 @@ from lanesync.shell.directories import (
     TERMINAL_CERT,
     TerminalDirectory,
     identity_to_json,
+    make_private_directory,
     read_identity,
 )
 
@@ -76,14 +80,16 @@ class CloudDirectory:
     def init(cls, path: Path) -> CloudDirectory:
         if (path / CLOUD_KEY).exists():
             raise UsageError(f"{path} already holds a cloud (found {CLOUD_KEY})")
-        path.mkdir(parents=True, exist_ok=True)
+        # A directory the user gave that already exists keeps its mode (theirs to choose);
+        # everything secret init and serve create in it is private on its own.
+        make_private_directory(path)
         key = SigningKey.generate()
         fd = os.open(path / CLOUD_KEY, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(bytes(key).hex() + "\n")
         identity = {"format": CLOUD_IDENTITY_FORMAT, "public_key": public_key_of(key).hex()}
         (path / CLOUD_IDENTITY).write_text(json.dumps(identity, indent=2) + "\n")
-        (path / STORES).mkdir(exist_ok=True)
+        make_private_directory(path / STORES)
         return cls(path, key)
 
     @classmethod
@@ -124,7 +130,7 @@ class CloudDirectory:
         target = self.path / STORES / store.store_id
         if (target / TERMINAL_CERT).exists():
             raise UsageError(f"store {store.store_id} is already served by this cloud")
-        target.mkdir(parents=True, exist_ok=True)
+        make_private_directory(target)
         (target / STORE_IDENTITY).write_bytes(identity_to_json(store))
         (target / TERMINAL_CERT).write_bytes(cert.encoded)
         return cert

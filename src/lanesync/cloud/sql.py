@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from lanesync.errors import ConfigError, StorageError, UsageError
+from lanesync.shell.storage import create_private_database
 
 if TYPE_CHECKING:
     import psycopg
@@ -45,6 +46,7 @@ class SqliteSql:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        create_private_database(path)  # head office's sales: the owner's eyes only
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")

@@ -6,13 +6,13 @@ Store directory (kept by the store owner, holds the authority key)::
     store.json       public identity: store id, public key, time zone (safe to copy anywhere)
     terminals.json   terminal ids enrolled so far (an id is never issued twice)
 
-Terminal directory (one per lane)::
+Terminal directory (one per lane, mode 0700 when ``enroll`` creates it)::
 
     terminal.key     Ed25519 seed of this terminal, hex, mode 0600
     terminal.cert    certificate signed by the store key
     terminal.json    terminal id
     store.json       copy of the store's public identity
-    lanesync.db      SQLite database (see ``storage``)
+    lanesync.db      SQLite database (see ``storage``), mode 0600, as are its -wal and -shm
     lock             held (flock) by whichever process has the directory open
 """
 
@@ -65,6 +65,14 @@ def new_client_id() -> int:
     sequence numbers show up everywhere as a fork.
     """
     return 1 + secrets.randbelow(2**CLIENT_ID_BITS - 1)
+
+
+def make_private_directory(path: Path) -> None:
+    """Create ``path`` readable by its owner only (missing parents get the usual mode).
+
+    A directory that exists keeps its mode: the user made it, as they chose; what we create
+    in it is private on its own (keys and databases are 0600)."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -198,7 +206,7 @@ class StoreDirectory:
         if terminal_path.exists() and any(terminal_path.iterdir()):
             raise UsageError(f"{terminal_path} is not empty; enroll into a new directory")
         authority = self.authority()
-        terminal_path.mkdir(parents=True, exist_ok=True)
+        make_private_directory(terminal_path)  # it will hold the key and every sale
         key = SigningKey.generate()
         # Valid from a day ago: a lane whose clock is slightly behind the store owner's laptop
         # must not find its own certificate "not yet valid".

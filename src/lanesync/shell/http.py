@@ -2,18 +2,27 @@
 
 Errors are ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can fix,
 503 when storage failed; nothing a client sends produces a 500.
+
+A route that needs the token says so with a ``RequireToken`` parameter, and that dependency is
+the only place that says it. Requests to such a route without the token are answered 401
+before their body is read (``TokenFirst``): a client that may not write learns nothing about
+what the route accepts, and the server does not wait for its body.
 """
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
@@ -102,21 +111,78 @@ class BodyLimit:
             await too_large(scope, receive, send)
 
 
-def _authorized(request: Request) -> None:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    expected: str = request.app.state.token
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip(), expected):
+def _bearer_ok(headers: Iterable[tuple[bytes, bytes]], expected: bytes) -> bool:
+    """Whether the first Authorization header is ``Bearer <expected>``.
+
+    Compared as bytes: a header value may hold any byte above 0x7F (obs-text, RFC 9110 section
+    5.5), and ``hmac.compare_digest`` refuses a str with non-ASCII characters (TypeError)."""
+    for name, value in headers:
+        if name.lower() == b"authorization":
+            scheme, _, token = value.partition(b" ")
+            return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), expected)
+    return False
+
+
+async def _authorized(request: Request) -> None:
+    # async: FastAPI runs a synchronous dependency in an AnyIO worker thread, and those
+    # non-daemon threads have kept a daemon that was failing from exiting.
+    expected: bytes = request.app.state.token
+    if not _bearer_ok(request.headers.raw, expected):
         raise _Unauthorized
 
 
 RequireToken = Annotated[None, Depends(_authorized)]
 
 
+def _needs_token(dependant: Dependant) -> bool:
+    return any(d.call is _authorized or _needs_token(d) for d in dependant.dependencies)
+
+
+def _unauthorized() -> JSONResponse:
+    response = error(401, "unauthorized", "a valid bearer token (api.token) is required")
+    response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+class TokenFirst:
+    """Answer 401 before the body is read when the route a request goes to has ``RequireToken``.
+
+    FastAPI reads and parses the body before it runs a route's dependencies, so the dependency
+    alone answers a malformed body without a token with 400, and reads (or waits for) the body
+    of a client that may not write. Which route a request goes to is decided here as the
+    router decides it (the first full match); the answer for a route without the token
+    dependency, or with the token, is the app's."""
+
+    def __init__(self, app: ASGIApp, router: APIRouter, token: bytes) -> None:
+        self.app = app
+        self.router = router  # its routes are added after the middleware: read per request
+        self.token = token
+
+    def _route_needs_token(self, scope: Scope) -> bool:
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return isinstance(route, APIRoute) and _needs_token(route.dependant)
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and self._route_needs_token(scope)
+            and not _bearer_ok(scope["headers"], self.token)
+        ):
+            await _unauthorized()(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def install_common(app: FastAPI, token: str) -> None:
     """Error handlers, the body limit and the token every lanesync API uses."""
-    app.state.token = token
+    app.state.token = token.encode()
     app.add_middleware(BodyLimit)
+    # Added last, so it runs first: a request without the token is refused before BodyLimit or
+    # the app read any of its body.
+    app.add_middleware(TokenFirst, router=app.router, token=app.state.token)
 
     @app.exception_handler(LanesyncError)
     async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
@@ -136,6 +202,4 @@ def install_common(app: FastAPI, token: str) -> None:
 
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
-        response = error(401, "unauthorized", "a valid bearer token (api.token) is required")
-        response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        return _unauthorized()

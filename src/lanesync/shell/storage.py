@@ -21,6 +21,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
@@ -166,8 +167,22 @@ class ReplicaStorage(Protocol):
     def close(self) -> None: ...
 
 
+def create_private_database(path: Path) -> None:
+    """Create the database file empty (an empty file is an empty SQLite database) and readable
+    by its owner only, unless it exists; an existing file keeps its mode.
+
+    sqlite3 would create it 0644 (less the umask), and the file holds every sale. SQLite
+    creates the -wal and -shm files with the mode of the database file, so they are private
+    too."""
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StorageError(f"cannot open database {path}: {exc.strerror}") from exc
+
+
 class Storage:
     def __init__(self, path: Path) -> None:
+        create_private_database(path)
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
