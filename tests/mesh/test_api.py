@@ -405,6 +405,28 @@ def test_bogus_content_length_is_refused(shop: Shop) -> None:
     assert fingerprint(shop.m) == before
 
 
+@pytest.mark.parametrize("path", ["/v1/import", "/v1/export", "/v1/revocations"])
+def test_a_client_hanging_up_mid_body_changes_nothing_and_logs_no_error(
+    shop: Shop, path: str
+) -> None:
+    before = fingerprint(shop.m)
+    host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
+    request = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {shop.m.token}\r\n"
+        "Content-Length: 100\r\n\r\nabc"
+    ).encode()
+    with socket.create_connection((host, int(port)), timeout=15) as sock:
+        sock.sendall(request)
+        sock.shutdown(socket.SHUT_WR)
+        while sock.recv(65536):
+            pass
+    assert shop.m.status()["terminal_id"] == "m"  # still serving
+    assert fingerprint(shop.m) == before
+    log = shop.m.log_text()
+    assert "Traceback" not in log, log[-2000:]
+    assert "Exception in ASGI application" not in log, log[-2000:]
+
+
 def test_an_idle_keep_alive_connection_outlives_common_client_expiry(shop: Shop) -> None:
     """A POS client's pooled connection, idle for longer than uvicorn's default 5 s keep-alive,
     still answers: the server must not be the side that closes it (docs/operations.md)."""

@@ -200,6 +200,13 @@ def install_common(app: FastAPI, token: str) -> None:
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error(exc.status_code, "http_error", str(exc.detail))
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(_: Request, __: ClientDisconnect) -> JSONResponse:
+        # Routes that read a raw body (bundles, revocations) meet a client that hung up mid-
+        # body here: nothing was changed and nobody reads this answer, but without a handler
+        # the hang-up was logged as an exception with a traceback.
+        return error(400, "client_disconnected", "the client hung up before its whole request")
+
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return _unauthorized()
