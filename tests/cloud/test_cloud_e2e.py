@@ -9,6 +9,7 @@ computed from what the lanes acknowledged (``store.Books``), never read back fro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -23,6 +24,8 @@ import psutil
 import pycrdt
 import pytest
 from support import ProxyLoop, port_of, wait_until
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
@@ -32,6 +35,7 @@ from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
 from lanesync.core.ledger import expected_doc
 from lanesync.core.records import GENESIS_HASH, Record, Sale, SaleLine, make_record
 from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, certificate_key
+from lanesync.shell.admission import MAX_HANDSHAKES, MAX_UNAUTHENTICATED_MESSAGE
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 from lanesync.shell.uplink import CHECK_INTERVAL_S
@@ -550,6 +554,42 @@ def test_lanes_refuse_cloud_endpoints_without_a_valid_certificate(
     assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: 0}
     assert cloud.sales(STORE_ID)["count"] == 0
     assert "this cloud does not serve store 's2'" in cloud.log_text()
+
+
+def test_the_cloud_port_refuses_big_hellos_and_caps_strangers(world: World, procs: Procs) -> None:
+    """The cloud faces the WAN: before a peer is verified its messages are limited to the
+    handshake's size (refused from the frame header, 1009) and at most MAX_HANDSHAKES
+    connections wait in the handshake, the oldest refused first."""
+    cloud = procs.cloud(world.cloud, world.db)
+    options: dict[str, Any] = {
+        "proxy": None,
+        "compression": None,
+        "max_size": None,
+        "open_timeout": 10,
+        "close_timeout": 2,
+        "ping_interval": None,
+    }
+    with connect(cloud.listen, **options) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(b"\x00" * (MAX_UNAUTHENTICATED_MESSAGE + 1))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1009
+    with contextlib.ExitStack() as stack:
+        strangers = [
+            stack.enter_context(connect(cloud.listen, **options)) for _ in range(MAX_HANDSHAKES + 2)
+        ]
+        for ws in strangers[:2]:
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1008
+            assert closed.value.rcvd.reason == "too many connections in the handshake"
+        with pytest.raises(TimeoutError):
+            strangers[2].recv(timeout=0.5)  # younger ones still wait for their hello
+    assert cloud.alive()
+    assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: 0}
 
 
 # -- i: head office's command-line errors and the API's token --------------------------------------
