@@ -151,6 +151,17 @@ class Chaos:
         self.writers: list[threading.Thread] = []
         self.clouds: list[CloudProc] = []
         self.lanes: dict[str, Daemon] = {}
+        self.phases = {"start": time.monotonic()}  # phase -> when it ended
+        self.slowest = 0.0  # the longest one fault took to inject (a restart included)
+
+    def mark(self, phase: str) -> None:
+        self.phases[phase] = time.monotonic()
+
+    def took(self) -> dict[str, float]:
+        ends = list(self.phases.items())
+        return {
+            name: round(end - before, 1) for (_, before), (name, end) in itertools.pairwise(ends)
+        }
 
     def setup(self) -> None:
         """Enroll the lanes, set up the cloud, start everything behind its proxies."""
@@ -415,14 +426,17 @@ class Chaos:
         lane_kill_at = started + seconds * self.rng.uniform(0.1, 0.4)
         cloud_kill_at = started + seconds * self.rng.uniform(0.3, 0.7)
         while time.monotonic() < deadline:
-            if not self.counts["sigkill"] and time.monotonic() >= lane_kill_at:
+            began = time.monotonic()
+            if not self.counts["sigkill"] and began >= lane_kill_at:
                 self.kill_lane(self.rng.choice(LANES))
-            elif not self.counts["cloud-sigkill"] and time.monotonic() >= cloud_kill_at:
+            elif not self.counts["cloud-sigkill"] and began >= cloud_kill_at:
                 self.kill_cloud()
             elif self.rng.random() < 0.7:
                 self.fault()
+            self.slowest = max(self.slowest, time.monotonic() - began)
             self.heal_due()
             time.sleep(self.rng.uniform(0.05, 0.3))
+        self.mark("faults")
         self.heal_due(everything=True)
 
         def calm(link: Any) -> None:
@@ -430,7 +444,9 @@ class Chaos:
 
         for link in [*self.lan.values(), *self.wan.values()]:
             self.proxies.call(lambda link=link: calm(link))
+        self.mark("heal")
         self.stop_writers()
+        self.mark("last answers")
 
     # -- the end state ----------------------------------------------------------------------------
 
@@ -478,6 +494,7 @@ def test_chaos_store_converges_exactly(cluster: Cluster, proxies: ProxyLoop) -> 
     chaos = Chaos(cluster, proxies, SEED)
     try:
         chaos.setup()
+        chaos.mark("setup")
         chaos.run(CHAOS_S)
         assert not chaos.errors, "\n".join(chaos.errors[:10])
         faults_over = time.monotonic()
@@ -492,7 +509,9 @@ def test_chaos_store_converges_exactly(cluster: Cluster, proxies: ProxyLoop) -> 
         assert chaos.cloud.store_get("/stock")["items"] == [
             {"sku": s, "on_hand": n} for s, n in sorted(chaos.expected_stock().items())
         ]
+        chaos.mark("settle")
         chaos.replay_every_key()
+        chaos.mark("replay")
         doubled = {s.key: s.sale_ids for s in chaos.sales if len(set(s.sale_ids)) != 1}
         assert not doubled, f"keys answered with different sales: {list(doubled.items())[:5]}"
         assert wait_converged(list(chaos.lanes.values()), chaos.expected_stock())
@@ -513,6 +532,7 @@ def test_chaos_store_converges_exactly(cluster: Cluster, proxies: ProxyLoop) -> 
             stamped.update((str(r.id), r.hlc.wall_ms) for r in accepted)
         verify = cluster.cli("verify", path, "--json")
         assert verify.returncode == 0, verify.describe()
+    chaos.mark("stop and check lanes")
 
     # The chaos bit: kills landed on requests in flight, clients retried, the cloud died.
     counts, writes = chaos.counts, chaos.writes
@@ -542,5 +562,6 @@ def test_chaos_store_converges_exactly(cluster: Cluster, proxies: ProxyLoop) -> 
         f"\nchaos: seed {SEED}, {CHAOS_S:.0f} s of faults, {WRITERS} clients, "
         f"{len(acked)} acknowledged sales, faults {dict(counts)}, clients {dict(writes)}, "
         f"record time - answer time, median s {median}, "
-        f"settled {settle_s:.1f} s after faults stopped"
+        f"settled {settle_s:.1f} s after faults stopped; phases (s) {chaos.took()}, "
+        f"slowest fault {chaos.slowest:.1f} s"
     )
