@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -144,8 +144,14 @@ class Cluster:
 
     # -- processes --------------------------------------------------------------------------------
 
-    def spawn(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
-        """Start a daemon without waiting for it (see ``ready``)."""
+    def spawn(
+        self,
+        path: Path,
+        peers: Iterable[str] = (),
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Daemon:
+        """Start a daemon without waiting for it (see ``ready``); ``env`` replaces ``ENV``."""
         name = path.name
         run = self._runs[name] = self._runs.get(name, 0) + 1
         log_path = self.root / f"{name}.{run}.log"
@@ -157,7 +163,9 @@ class Cluster:
             args += ["--peer", peer]
         args += list(extra)
         with log_path.open("wb") as log:
-            process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+            process = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, env=dict(env or ENV)
+            )
         daemon = Daemon(name, path, process, log_path)
         self.daemons.append(daemon)
         return daemon
@@ -167,8 +175,14 @@ class Cluster:
         daemon.wait_ready(timeout, HTTP_TIMEOUT_S)
         return daemon
 
-    def start(self, path: Path, peers: Iterable[str] = (), extra: Sequence[str] = ()) -> Daemon:
-        return self.ready(self.spawn(path, peers, extra))
+    def start(
+        self,
+        path: Path,
+        peers: Iterable[str] = (),
+        extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> Daemon:
+        return self.ready(self.spawn(path, peers, extra, env))
 
     def stocked_pair(
         self, store: StoreDirectory, price: int, received: int
