@@ -184,7 +184,8 @@ ROWS: list[tuple[str, Callable[[dict[str, Any]], float | None]]] = [
     ("RSS idle, MiB", lambda r: r["rss_idle"] / MIB),
     ("RSS peak, MiB", lambda r: r["rss_peak"] / MIB),
     ("RSS peak / idle", lambda r: r["rss_peak"] / r["rss_idle"]),
-    ("RSS after (5 s), MiB", lambda r: r["rss_after"] / MIB),
+    ("RSS when the attacker left, MiB", lambda r: r["rss_held"] / MIB),
+    ("RSS 5 s after it left, MiB", lambda r: r["rss_after"] / MIB),
     ("API p50, ms", lambda r: r["api_p50"] * 1000),
     ("API p99, ms", lambda r: r["api_p99"] * 1000),
     ("API max, ms", lambda r: r["api_max"] * 1000),
@@ -221,16 +222,16 @@ def number(value: float | None) -> str:
 
 
 def render(name: str, title: str, figures: dict[str, dict[str, Any]], runs: int) -> str:
-    lines = [f"{name}: {title} ({runs} runs)", f"  {'figure':<30} {'median':>9} {'range':>21}"]
+    lines = [f"{name}: {title} ({runs} runs)", f"  {'figure':<32} {'median':>9} {'range':>21}"]
     for label, cell in figures.items():
         if label.startswith("closed") and cell["missing"]:
             shown = f"not closed in {cell['missing']} of {runs} runs"
             if cell["median"] is not None:
                 shown += f"; else {number(cell['median'])}"
-            lines.append(f"  {label:<30} {shown}")
+            lines.append(f"  {label:<32} {shown}")
             continue
         span = f"{number(cell['min'])} - {number(cell['max'])}"
-        lines.append(f"  {label:<30} {number(cell['median']):>9} {span:>21}")
+        lines.append(f"  {label:<32} {number(cell['median']):>9} {span:>21}")
     return "\n".join(lines)
 
 

@@ -205,6 +205,7 @@ class Figures:
     attack: str
     rss_idle: int
     rss_peak: int
+    rss_held: int  # the last sample before the attacker let go (what it kept the lane holding)
     rss_after: int
     api_idle_p99: float
     api_p50: float  # latencies corrected for coordinated omission (module docstring)
@@ -232,7 +233,8 @@ class Figures:
         reasons = sorted({end.reason for end in self.ends})
         return (
             f"{self.attack}: RSS idle {self.rss_idle / MIB:.0f} MiB, peak "
-            f"{self.rss_peak / MIB:.0f} MiB, after {self.rss_after / MIB:.0f} MiB; "
+            f"{self.rss_peak / MIB:.0f} MiB, held {self.rss_held / MIB:.0f} MiB, after "
+            f"{self.rss_after / MIB:.0f} MiB; "
             f"API p50 {self.api_p50 * 1000:.1f} ms, p99 {self.api_p99 * 1000:.1f} ms, max "
             f"{self.api_max * 1000:.1f} ms over {self.api_requests} requests "
             f"({self.api_failed} failed; idle p99 {self.api_idle_p99 * 1000:.1f} ms); attack "
@@ -422,6 +424,7 @@ def measure(
         start = time.monotonic()
         outcome = attack.run()
         attack.close()
+        released = time.monotonic()
         time.sleep(max(0.0, start + min_window_s - time.monotonic()))
         end = time.monotonic()
         time.sleep(after_s)
@@ -432,6 +435,7 @@ def measure(
         sampler.stop()
     idle = sampler.between(idle_start, idle_end)
     during = sampler.between(start, after)
+    held = sampler.between(start, released) or during[:1]
     if not idle or not during:
         raise AttackError(f"no RSS samples (did the lane die?)\n{lane.describe()}")
     idle_probes = corrected(
@@ -443,6 +447,7 @@ def measure(
         attack=attack.name,
         rss_idle=int(statistics.median(idle)),
         rss_peak=max(during),
+        rss_held=held[-1],
         rss_after=during[-1],
         api_idle_p99=percentile(idle_probes, 99),
         api_p50=percentile(latencies, 50),
