@@ -14,9 +14,8 @@ its peer port while watching the lane's RSS (psutil, every 50 ms) and its API la
 These fail on 4fbf20c, where the lane queues every answer (RSS 65 -> 264 MiB with the CI
 defaults, API p99 ~300 ms, the attacker never closed) and buffers whole hellos (65 -> 360 MiB).
 
-CI runs a smaller flood than the issue's; the issue's own attack, and a longer window, are
-``LANESYNC_ATTACK_FRAMES=5000``. benchmarks/attack.py reports the same
-figures over several runs.
+CI runs a smaller flood than the issue's (1,000 frames); ``LANESYNC_ATTACK_FRAMES=5000`` runs
+the issue's own. benchmarks/attack.py reports the same figures over several runs.
 """
 
 from __future__ import annotations
@@ -52,7 +51,8 @@ FRAMES = int(os.environ.get("LANESYNC_ATTACK_FRAMES", "1000"))
 PREFILL = int(os.environ.get("LANESYNC_ATTACK_PREFILL", "2000"))
 # The attacker stalls this long: the lane may cut it off on its send-queue bound, or else through
 # its keepalive (a ping every 2 s, 2 s to answer, 1 s to close: shell/mesh.py), ~5 s after the
-# handshake; both must fall well inside the window.
+# handshake, once its queue is short enough for the ping to go out (websockets sends pings
+# through the same flow control); both must fall well inside the window.
 HOLD_S = float(os.environ.get("LANESYNC_ATTACK_HOLD_S", "10"))
 # The issue's bounds (issue 14, "Expected").
 RSS_FACTOR = 2.0
