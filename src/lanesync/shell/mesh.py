@@ -72,6 +72,18 @@ def _ws_url(address: str, port: int) -> str:
     return f"ws://{host}:{port}"
 
 
+def _closed_reason(exc: ConnectionClosed) -> str:
+    """Why a transport ended, as precisely as websockets knows it: the peer's close code, or
+    ours when we failed it (1011 "keepalive ping timeout": a peer that stopped reading or
+    answering; websockets sends its ping through flow control, so a peer whose window is full
+    is also caught by it)."""
+    if exc.rcvd is not None:
+        return f"transport closed ({exc.rcvd.code})"
+    if exc.sent is not None and exc.sent.reason:
+        return f"transport closed by us ({exc.sent.code} {exc.sent.reason})"
+    return "transport closed (no close frame)"
+
+
 def wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -201,7 +213,7 @@ class Mesh:
                 if peer is not None and not checked:
                     checked = self._check_identity(conn_id, peer)
         except ConnectionClosed as exc:
-            reason = f"transport closed ({exc.rcvd.code if exc.rcvd else 'no close frame'})"
+            reason = _closed_reason(exc)
         finally:
             self.gate.done(ws)
             if sock.close_reason:
