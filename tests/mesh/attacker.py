@@ -599,6 +599,26 @@ class _AcceptAll:
 # -- item 2: an enrolled peer that floods and never reads ----------------------------------------
 
 
+def authenticate(peer: RawPeer, directory: TerminalDirectory) -> PeerConnection:
+    """A real handshake with the lane as ``directory``'s terminal, over ``peer``; returns the
+    open connection (AttackError if the lane refused it)."""
+    connection = PeerConnection(directory.me, directory.store, _AcceptAll())
+    connection.start()
+    peer.send_messages(connection.data_to_send())
+    # Established on our side means the lane accepted our hello; the lane is established once
+    # our auth arrives, and then sends its first sealed message (Peers): wait for it.
+    deadline = time.monotonic() + IO_TIMEOUT_S
+    while True:
+        connection.receive_data(peer.next_message(deadline), wall_clock_ms())
+        peer.send_messages(connection.data_to_send())
+        events = connection.events_received()
+        closed = [e.reason for e in events if isinstance(e, Closed)]
+        if closed:
+            raise AttackError(f"the lane refused the attacker's handshake: {closed}")
+        if any(isinstance(e, Received) for e in events):
+            return connection
+
+
 class FloodAndStall:
     """An enrolled terminal's key, a real handshake, ``frames`` tiny sealed frames at once
     (alternately ``State({}, reply=True)`` and ``Peers(())``), then not one more byte read."""
@@ -627,22 +647,8 @@ class FloodAndStall:
     def prepare(self) -> None:
         directory = TerminalDirectory.open(self._attacker)  # reads the keys, takes no lock
         self._terminal = directory.terminal_id
-        connection = PeerConnection(directory.me, directory.store, _AcceptAll())
         peer = self._peer = RawPeer(self._lane.listen, receive_buffer=self._receive_buffer)
-        connection.start()
-        peer.send_messages(connection.data_to_send())
-        # Established on our side means the lane accepted our hello; the lane is established
-        # once our auth arrives, and then sends its first sealed message (Peers): wait for it.
-        deadline = time.monotonic() + IO_TIMEOUT_S
-        while True:
-            connection.receive_data(peer.next_message(deadline), wall_clock_ms())
-            peer.send_messages(connection.data_to_send())
-            events = connection.events_received()
-            closed = [e.reason for e in events if isinstance(e, Closed)]
-            if closed:
-                raise AttackError(f"the lane refused the attacker's handshake: {closed}")
-            if any(isinstance(e, Received) for e in events):
-                break
+        connection = authenticate(peer, directory)
         for i in range(self._frames):
             connection.send(State({}, reply=True) if i % 2 == 0 else Peers(()))
         self._flood = peer.encode(connection.data_to_send())
