@@ -1,17 +1,19 @@
 """The one exception tree of lanesync.
 
     LanesyncError
-    ├── LocalError            we (or our caller) did something wrong: fix the call
-    │   ├── UsageError        bad argument from a user or API client (unknown SKU, bad price ...)
-    │   ├── PermissionDenied  the terminal's role does not allow the operation
-    │   ├── ConfigError       missing or unreadable key, certificate or directory
-    │   ├── StorageError      the local database failed; the replica must be reopened
-    │   ├── DirectoryBusy     another process holds the terminal directory
+    ├── LocalError              we (or our caller) did something wrong: fix the call
+    │   ├── UsageError          bad argument from a user or API client (unknown SKU, bad price ...)
+    │   │   └── IdempotencyConflict  an idempotency key reused for another request
+    │   ├── PermissionDenied    the terminal's role does not allow the operation
+    │   ├── ConfigError         missing or unreadable key, certificate or directory
+    │   ├── DirectoryBusy       another process holds the terminal directory
     │   └── LocalProtocolError  we tried to send on a connection not in a state to send
-    └── RemoteError           bytes from elsewhere (a peer, a bundle file) are unacceptable
-        ├── RecordRejected    one record fails decoding, signature, certificate or chain checks
-        ├── BundleRejected    a bundle is corrupted, foreign, or not signed by an enrolled key
-        └── ProtocolViolation a peer broke the wire protocol (lanesync.core.wire)
+    ├── StorageError            the local database failed (a full disk, an I/O error): the
+    │                           call may succeed once that is fixed, after a reopen
+    └── RemoteError             bytes from elsewhere (a peer, a bundle file) are unacceptable
+        ├── RecordRejected      one record fails decoding, signature, certificate or chain checks
+        ├── BundleRejected      a bundle is corrupted, foreign, or not signed by an enrolled key
+        └── ProtocolViolation   a peer broke the wire protocol; the connection must close
 
 Parsers of untrusted bytes never let a library exception escape: they either return a
 rejection value or raise a ``RemoteError`` carrying a one-line reason safe to show a user.
@@ -42,8 +44,10 @@ class ConfigError(LocalError):
     """A key, certificate, identity file or directory is missing or unreadable."""
 
 
-class StorageError(LocalError):
-    """The local database failed. In-memory state may be ahead of disk: reopen the terminal."""
+class StorageError(LanesyncError):
+    """The local database failed (a full disk, an I/O error, a lost database connection). Not
+    the caller's mistake: the same call may succeed once the cause is fixed. In-memory state
+    may be ahead of disk: the terminal must be reopened (daemons stop, for a restart)."""
 
 
 # How a process that stopped on a StorageError exits: EX_IOERR of sysexits.h ("an error
@@ -70,3 +74,7 @@ class RecordRejected(RemoteError):
 
 class BundleRejected(RemoteError):
     """A bundle (or state file) is corrupted, foreign, or signed by an unknown key."""
+
+
+class ProtocolViolation(RemoteError):
+    """The peer sent something the protocol does not allow; the connection must close."""

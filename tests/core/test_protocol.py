@@ -28,7 +28,6 @@ from lanesync.core.wire import (
     Hello,
     MessageType,
     Peers,
-    ProtocolViolation,
     Sealed,
     State,
     Update,
@@ -38,6 +37,7 @@ from lanesync.core.wire import (
     encode_frame,
     encode_message,
 )
+from lanesync.errors import ProtocolViolation
 
 from .helpers import HOUR_MS, NOW, TODAY_DOC, Store, config_update, sync
 from .mesh_helpers import (

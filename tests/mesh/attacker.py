@@ -75,11 +75,11 @@ from lanesync.core.wire import (
     X25519_KEY_SIZE,
     FrameType,
     Peers,
-    ProtocolViolation,
     Refuse,
     State,
     decode_frame,
 )
+from lanesync.errors import ProtocolViolation
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 

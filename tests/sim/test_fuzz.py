@@ -35,7 +35,6 @@ from lanesync.core.wire import (
     MAX_HANDSHAKE_FRAME,
     ElectionGossip,
     Peers,
-    ProtocolViolation,
     State,
     Update,
     Updates,
@@ -43,7 +42,7 @@ from lanesync.core.wire import (
     decode_message,
     encode_message,
 )
-from lanesync.errors import BundleRejected, RemoteError
+from lanesync.errors import BundleRejected, ProtocolViolation, RemoteError
 
 from .fuzzcount import TRIED
 

@@ -25,8 +25,8 @@ from websockets.exceptions import ConnectionClosed
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
-from lanesync.core.wire import Hello, ProtocolViolation, decode_frame
-from lanesync.errors import StorageError
+from lanesync.core.wire import Hello, decode_frame
+from lanesync.errors import ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock

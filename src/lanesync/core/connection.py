@@ -41,7 +41,6 @@ from lanesync.core.wire import (
     FrameType,
     Hello,
     Message,
-    ProtocolViolation,
     Refuse,
     Sealed,
     decode_frame,
@@ -49,7 +48,7 @@ from lanesync.core.wire import (
     encode_frame,
     encode_message,
 )
-from lanesync.errors import LocalProtocolError, RemoteError
+from lanesync.errors import LocalProtocolError, ProtocolViolation, RemoteError
 
 DOMAIN_HANDSHAKE = b"lanesync/handshake/v1\x00"
 KDF_PERSON = b"lanesync-sess-v1"  # BLAKE2b personalisation (16 bytes max)

@@ -22,7 +22,7 @@ import msgpack
 
 from lanesync.core.election import Candidate
 from lanesync.core.ids import is_valid_doc_name, is_valid_name
-from lanesync.errors import RemoteError
+from lanesync.errors import ProtocolViolation
 
 PROTOCOL_VERSION = 1
 # A catch-up of a 10k-sale split is ~1.7 MiB of updates. A lane joining mid-day receives the
@@ -34,10 +34,6 @@ MAX_DOCS_PER_MESSAGE = 4096
 MAX_PEERS_PER_MESSAGE = 256
 NONCE_SIZE = 32
 X25519_KEY_SIZE = 32
-
-
-class ProtocolViolation(RemoteError):
-    """The peer sent something the protocol does not allow; the connection must close."""
 
 
 class FrameType(enum.IntEnum):
