@@ -157,7 +157,8 @@ class Mesh:
                     continue
                 dst = wire.other(index)
                 self.in_flight.extend(Packet(dst, conn_id, frame) for frame in frames)
-            for conn_id, reason in out.closes.items():
+            for conn_id, close in out.closes.items():
+                reason = close.reason
                 self.closures.append(Closure(index, conn_id, reason))
                 wire = self.wires.get(conn_id)
                 if wire is None or index in wire.closed_by:

@@ -100,7 +100,7 @@ def api(tmp_path: Path) -> Iterator[tuple[asyncio.AbstractEventLoop, httpx.Async
     try:
         node = Node(terminal.replica, election=Election("lane1"))
         mesh = Mesh(node, terminal)
-        committer = GroupCommitter(terminal, on_commit=mesh.committed)
+        committer = GroupCommitter(terminal, publish=mesh.write)
         state = DaemonState(terminal, committer, mesh, TOKEN, election=node.election)
         app = create_app(state)
         client = httpx.AsyncClient(

@@ -25,6 +25,7 @@ import cProfile
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,14 +58,14 @@ class BenchMesh(Mesh):
         # long time, and the orchestrator must know what it holds.
         self._events.flush()
 
-    def committed(self, changes: list[Change]) -> None:
+    def write(self, changes: list[Change], commit: Callable[[], None]) -> None:
+        super().write(changes, commit)
         now = time.time_ns()
         head = self._ledger.head(self.terminal.terminal_id).seq
         before = self._seen.get(self._me, 0)
         if head > before:
             self._seen[self._me] = head
             self._events.acked(self._me, before + 1, head, now)
-        super().committed(changes)
 
     def _flush(self) -> None:
         super()._flush()

@@ -25,14 +25,13 @@ from websockets.exceptions import ConnectionClosed
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
+from lanesync.core.node import CloseCode
 from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.mesh import (
-    CLOSE_POLICY_VIOLATION,
-    SHUTDOWN_REASON,
     wall_ms,
     websocket_options,
 )
@@ -94,7 +93,7 @@ class CloudService:
 
         def refuse() -> None:
             asyncio.get_running_loop().create_task(
-                ws.close(CLOSE_POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
+                ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
             )
 
         self.gate.admit(ws, refuse)  # the store's mesh takes it over, or it ends below
@@ -126,7 +125,7 @@ class CloudService:
         if store is None or not isinstance(first, bytes):
             log.info("uplink.refused reason=%s", reason)
             with contextlib.suppress(ConnectionClosed):
-                await ws.close(CLOSE_POLICY_VIOLATION, (reason or "refused")[:120])
+                await ws.close(CloseCode.POLICY_VIOLATION, (reason or "refused")[:120])
             return
         await store.mesh.serve_connection(ws, first_frame=first)
 
@@ -203,7 +202,7 @@ async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown)
         await shutdown.wait()
         remove_runtime(config.directory)
         for runtime in service.stores.values():
-            runtime.mesh.close_all(SHUTDOWN_REASON)
+            runtime.mesh.close_all()
         server.close()
         await stop_api(api, serving_api)
         for task in tasks:

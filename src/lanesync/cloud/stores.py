@@ -148,7 +148,7 @@ def open_store(
 
     # Commit every merge at once: the head-office tables are projected after each commit.
     mesh = Mesh(node, terminal, on_persisted=refresh, commit_delay_s=0, gate=gate)
-    committer = GroupCommitter(terminal, on_commit=mesh.committed)
+    committer = GroupCommitter(terminal, publish=mesh.write)
     runtime = StoreRuntime(store_id, terminal, node, mesh, committer, backend, headoffice, shared)
     return runtime
 

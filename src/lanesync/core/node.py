@@ -1,7 +1,8 @@
 """A terminal in the mesh: its replica plus every peer connection, as one pure state machine.
 
 The shell feeds it transport events and time; it returns frames to send, connections to close,
-and changes to make durable. Output contract, in this order every time: hand ``persist`` to
+and changes to make durable. ``core.driver.Driver`` carries out the output contract for every
+shell (the lane's, the cloud's and the simulator's), in this order every time: hand ``persist`` to
 storage, then send ``frames``, then close ``closes``. ``persist`` holds peers' updates, durable
 at their origin already, so the shell may commit them a little later (one fsync for many
 frames), except when ``acknowledges`` is set: those frames tell a peer what we hold, and
@@ -66,6 +67,26 @@ ACK_DELAY_MS = 200
 MAX_BATCH_BYTES = 4 * 1024 * 1024
 
 
+class CloseCode(enum.IntEnum):
+    """How a connection the node closes ends on the wire (RFC 6455 section 7.4.1)."""
+
+    NORMAL = 1000  # nothing wrong: the pair keeps another connection
+    GOING_AWAY = 1001  # we are shutting down, or stop leading (the cloud link)
+    POLICY_VIOLATION = 1008  # the protocol refused something; the reason says what
+
+
+@dataclass(frozen=True, slots=True)
+class Close:
+    code: CloseCode
+    reason: str  # one line for logs and the peer (the shell trims it to the close frame's size)
+
+
+# Reasons of the closes that are not a refusal.
+DUPLICATE_CONNECTION = "duplicate connection"
+SHUTTING_DOWN = "peer is shutting down"
+NOT_LEADER = "no longer the store's leader"
+
+
 class Ask(enum.Enum):
     """Whom to ask for their state once a catch-up ended."""
 
@@ -91,6 +112,7 @@ class Link:
     uplink_term: int = 0  # on the cloud: the highest term this uplink presented
     # We owe this peer our State(reply=True): asked once another link's catch-up is in.
     state_request_deferred: bool = False
+    close_code: CloseCode = CloseCode.POLICY_VIOLATION  # how a close we start ends
     # Our last catch-up answer to this peer, until its state shows it merged it: the state
     # vectors it brings the peer to, and when it was sent. A State(reply=True) that comes
     # meanwhile is owed an answer (``reply_owed``), sent once that one is in.
@@ -109,7 +131,7 @@ class Output:
     frames: dict[int, list[bytes]] = field(default_factory=dict)
     # ``frames`` hold a State (our state vectors): commit everything merged before sending.
     acknowledges: bool = False
-    closes: dict[int, str] = field(default_factory=dict)
+    closes: dict[int, Close] = field(default_factory=dict)
     log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -198,16 +220,30 @@ class Node:
                 link.anti_entropy_due_ms = now_ms
         self._close_revoked(now_ms)
 
-    def close_link(self, conn_id: int, reason: str, now_ms: int) -> None:
+    def close_link(
+        self,
+        conn_id: int,
+        reason: str,
+        now_ms: int,
+        code: CloseCode = CloseCode.POLICY_VIOLATION,
+    ) -> None:
         link = self.links.get(conn_id)
         if link is not None:
+            link.close_code = code
             link.connection.close(reason)
             self._pump(link, now_ms)
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: str = SHUTTING_DOWN) -> None:
         for link in list(self.links.values()):
+            link.close_code = CloseCode.GOING_AWAY
             link.connection.close(reason)
             self._pump(link, 0)
+
+    def close_cloud_links(self, now_ms: int) -> None:
+        """We stopped leading: the cloud link is the new leader's to hold."""
+        for conn_id, link in list(self.links.items()):
+            if self._is_cloud(link):
+                self.close_link(conn_id, NOT_LEADER, now_ms, CloseCode.GOING_AWAY)
 
     # -- timers ----------------------------------------------------------------------------------
 
@@ -324,7 +360,8 @@ class Node:
             # so they agree without talking about it.
             keep_dialed_by_me = self.terminal_id < peer.terminal_id
             loser = link if link.dialer != keep_dialed_by_me else twin
-            loser.connection.close("duplicate connection")
+            loser.close_code = CloseCode.NORMAL
+            loser.connection.close(DUPLICATE_CONNECTION)
             self._pump(loser, now_ms)
             if loser is link:
                 return
@@ -367,7 +404,7 @@ class Node:
         frames = link.connection.data_to_send()  # a Refuse frame explaining why, if any
         if frames:
             self._out.frames.setdefault(link.conn_id, []).extend(frames)
-        self._out.closes[link.conn_id] = reason
+        self._out.closes[link.conn_id] = Close(link.close_code, reason)
         was_open = link.peer is not None and link.established_ms is not None
         del self.links[link.conn_id]
         self._catch_up_ended(link, answered=False)

@@ -6,8 +6,10 @@ are staged together and made durable by the next single commit, so under load on
 acknowledges many sales, while an idle terminal commits a lone sale at once (no timer: FACTS.md
 measured a fixed batching delay doubling latency with no CPU saving at moderate load).
 
-``on_commit`` callbacks run right after each durable commit, before any caller is resumed: the
-daemon uses it to hand the committed change to the mesh.
+``publish`` wraps each commit: it is called with the batch's changes and the commit itself,
+and must run the commit before it hands the changes to anyone (the daemon passes ``Mesh.write``,
+whose driver commits, then offers the records to peers: core.driver); callers are resumed
+after it returns.
 
 A storage failure never ends ``run``: the terminal reports it to its owner (``on_failure``),
 which shuts down, and until then every write, pending or new, fails at once with the
@@ -19,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from functools import partial
 
 from lanesync.core.records import Record
 from lanesync.core.replica import Change
@@ -27,14 +30,14 @@ from lanesync.shell.storage import KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal
 
 RequestKey = tuple[str, bytes]  # an idempotency key and the fingerprint of its request
+# Runs a batch's commit (the second argument) and then makes its changes known (to peers).
+Publish = Callable[[list[Change], Callable[[], None]], None]
 
 
 class GroupCommitter:
-    def __init__(
-        self, terminal: Terminal, on_commit: Callable[[list[Change]], None] | None = None
-    ) -> None:
+    def __init__(self, terminal: Terminal, publish: Publish | None = None) -> None:
         self._terminal = terminal
-        self._on_commit = on_commit
+        self._publish = publish
         self._pending: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]] = []
         self._wake = asyncio.Event()
         self.commits = 0
@@ -88,7 +91,11 @@ class GroupCommitter:
             # Committed on the loop, with no await between staging and commit: nothing else
             # (a peer asking for a diff) may ever see a local record that is not durable yet,
             # or a crash could reuse its CRDT clock for different content.
-            self._terminal.commit(changes, requests)
+            commit = partial(self._terminal.commit, changes, requests)
+            if self._publish is None:
+                commit()
+            else:
+                self._publish(changes, commit)
         except StorageError as exc:
             # The terminal is stopped (it told its owner, who shuts down); every write staged
             # here and every later one is answered with the failure, none waits forever.
@@ -98,8 +105,6 @@ class GroupCommitter:
             return
         self.commits += 1
         self.records += len(staged)
-        if self._on_commit is not None:
-            self._on_commit(changes)
         for record, future in staged:
             if not future.done():  # the caller may have been cancelled; the record stays
                 future.set_result(record)

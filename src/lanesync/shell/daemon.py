@@ -26,7 +26,7 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.discovery import Discovery
-from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh, wall_ms, websocket_options
+from lanesync.shell.mesh import Mesh, wall_ms, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
     ApiServer,
@@ -102,7 +102,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         election=election,
     )
     mesh = Mesh(node, terminal)
-    committer = GroupCommitter(terminal, on_commit=mesh.committed)
+    committer = GroupCommitter(terminal, publish=mesh.write)
     uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
     peer_sock = bind_socket(*config.listen)
     try:
@@ -172,7 +172,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         remove_runtime(config.directory)
         if discovery is not None:
             await discovery.stop()  # the mDNS goodbye
-        mesh.close_all(SHUTDOWN_REASON)
+        mesh.close_all()
         for entry in mesh.peers:
             if entry.task is not None:
                 entry.task.cancel()

@@ -17,7 +17,7 @@ import itertools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,8 +26,9 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.protocol import State as WsState
 
+from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
-from lanesync.core.node import ACK_DELAY_MS, Node
+from lanesync.core.node import ACK_DELAY_MS, Close, CloseCode, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
@@ -52,11 +53,6 @@ BACKOFF_MAX_S = 5.0
 CONNECTION_OPEN_TIMEOUT_S = 5.0
 # An unauthenticated connection may not linger: a peer proves itself in two frames each way.
 HANDSHAKE_TIMEOUT_S = 10.0
-# websockets close codes (RFC 6455 section 7.4.1).
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-SHUTDOWN_REASON = "peer is shutting down"
 # A peer that does not read is cut off once this much waits for it. The largest legitimate
 # backlog is one catch-up answer (a node answers one at a time: core.node) plus live traffic;
 # an answer is a document diff, and a frame no peer accepts above MAX_FRAME_SIZE, so this is
@@ -159,8 +155,7 @@ class Mesh:
         self.terminal = terminal
         self._clock = clock
         self._on_persisted = on_persisted
-        self._commit_delay_s = commit_delay_s
-        self._commit_timer: asyncio.TimerHandle | None = None
+        self.driver = Driver(node, self, commit_delay_ms=round(commit_delay_s * 1000))
         self._ids = itertools.count(1)
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
@@ -204,7 +199,7 @@ class Mesh:
             async for message in ws:
                 if isinstance(message, str):
                     reason = "text frames are not part of the protocol"
-                    await ws.close(CLOSE_POLICY_VIOLATION, reason)
+                    await ws.close(CloseCode.POLICY_VIOLATION, reason)
                     break
                 self.node.data_received(conn_id, message, self._clock())
                 self._schedule_flush()
@@ -327,9 +322,7 @@ class Mesh:
             entry.task.cancel()
         if entry in self.peers:
             self.peers.remove(entry)
-        for conn_id, link in list(self.node.links.items()):
-            if link.peer is not None and link.peer.role is Role.CLOUD:
-                self.node.close_link(conn_id, "no longer the store's leader", self._clock())
+        self.node.close_cloud_links(self._clock())
         self._flush()
 
     def cloud_link_status(self) -> dict[str, Any] | None:
@@ -422,13 +415,12 @@ class Mesh:
 
     # -- local writes ----------------------------------------------------------------------------
 
-    def committed(self, changes: list[Change]) -> None:
-        """GroupCommitter callback: local records are durable, send them to the peers."""
+    def write(self, changes: list[Change], commit: Callable[[], None]) -> None:
+        """GroupCommitter's publisher: ``commit`` makes local records durable (or raises), then
+        they go to the peers (core.driver: never the other way round)."""
+        self.driver.write(changes, commit, self._clock())
         if self._on_persisted is not None:
             self._on_persisted()
-        now = self._clock()
-        for change in changes:
-            self.node.local_change(change, now)
         self._schedule_flush()
 
     def bundle_imported(self) -> None:
@@ -445,42 +437,18 @@ class Mesh:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
-        out = self.node.take_output()
-        self.terminal.defer(out.persist)
-        if self.terminal.deferred:
-            if out.acknowledges or self._commit_delay_s <= 0:
-                if not self._commit_deferred():
-                    return
-            elif self._commit_timer is None:
-                self._commit_timer = asyncio.get_running_loop().call_later(
-                    self._commit_delay_s, self._commit_deferred
-                )
-        for conn_id, frames in out.frames.items():
-            sock = self._sockets.get(conn_id)
-            if sock is None or sock.close_reason is not None:
-                continue
-            for frame in frames:
-                sock.queue.put_nowait(frame)
-                sock.queued_bytes += len(frame)
-            if sock.queued_bytes > MAX_QUEUED_BYTES:
-                # Only the transport is cut here: the node hears of it as the connection ends
-                # (``connection_lost``), like any other dropped link.
-                reason = f"peer does not read: {sock.queued_bytes} bytes waiting for it"
-                log.warning("peer.dropped conn=%d reason=%s", conn_id, reason)
-                self._drop_socket(sock, reason)
-        for conn_id, reason in out.closes.items():
-            sock = self._sockets.get(conn_id)
-            if sock is not None and sock.close_reason is None:
-                self._close_socket(sock, reason)
-        for event, fields in out.log:
-            log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
-        self._arm_timer()
+        self.driver.flush()
 
-    def _commit_deferred(self) -> bool:
+    # -- the driver's effects (core.driver.Effects) -----------------------------------------------
+
+    def defer(self, changes: Sequence[Change]) -> None:
+        self.terminal.defer(changes)
+
+    def has_deferred(self) -> bool:
+        return self.terminal.deferred > 0
+
+    def commit_deferred(self) -> bool:
         """Commit peers' updates merged so far; False if storage failed (the daemon stops)."""
-        if self._commit_timer is not None:
-            self._commit_timer.cancel()
-            self._commit_timer = None
         if not self.terminal.deferred:
             return True
         try:
@@ -494,11 +462,45 @@ class Mesh:
             return False  # the terminal told its owner (``Terminal.on_failure``): it stops
         return True
 
-    def _close_socket(self, sock: _Socket, reason: str) -> None:
+    def commit_after(self, delay_ms: int) -> None:
+        asyncio.get_running_loop().call_later(delay_ms / 1000, self.driver.commit_due)
+
+    def send(self, conn_id: int, frames: Sequence[bytes]) -> None:
+        sock = self._sockets.get(conn_id)
+        if sock is None or sock.close_reason is not None:
+            return
+        for frame in frames:
+            sock.queue.put_nowait(frame)
+            sock.queued_bytes += len(frame)
+        if sock.queued_bytes > MAX_QUEUED_BYTES:
+            # Only the transport is cut here: the node hears of it as the connection ends
+            # (``connection_lost``), like any other dropped link.
+            reason = f"peer does not read: {sock.queued_bytes} bytes waiting for it"
+            log.warning("peer.dropped conn=%d reason=%s", conn_id, reason)
+            self._drop_socket(sock, reason)
+
+    def close(self, conn_id: int, close: Close) -> None:
         """Send what is queued (a Refuse frame saying why, often), then close."""
-        sock.close_reason = reason
+        sock = self._sockets.get(conn_id)
+        if sock is None or sock.close_reason is not None:
+            return
+        sock.close_reason = close.reason
         sock.queue.put_nowait(None)
-        asyncio.get_running_loop().create_task(self._close(sock, reason))
+        asyncio.get_running_loop().create_task(self._close(sock, close))
+
+    def note(self, event: str, fields: dict[str, Any]) -> None:
+        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+
+    def wake_at(self, deadline_ms: int | None) -> None:
+        if self._timer is not None and deadline_ms == self._timer_deadline:
+            return  # armed for it already: most flushes leave the deadlines as they were
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_deadline = deadline_ms
+        if deadline_ms is not None:
+            delay = max(0.0, (deadline_ms - self._clock()) / 1000)
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _drop_socket(self, sock: _Socket, reason: str) -> None:
         """Free the backlog and abort the transport: a peer that does not read would also
@@ -510,28 +512,11 @@ class Mesh:
         sock.queue.put_nowait(None)
         sock.ws.transport.abort()
 
-    async def _close(self, sock: _Socket, reason: str) -> None:
-        if reason == "duplicate connection":
-            code = CLOSE_NORMAL
-        elif reason == SHUTDOWN_REASON:
-            code = CLOSE_GOING_AWAY
-        else:
-            code = CLOSE_POLICY_VIOLATION
+    async def _close(self, sock: _Socket, close: Close) -> None:
         # Close reasons are limited to 123 bytes (RFC 6455 section 5.5.1).
+        reason = close.reason.encode()[:120].decode(errors="ignore")
         with contextlib.suppress(ConnectionClosed):
-            await sock.ws.close(code, reason.encode()[:120].decode(errors="ignore"))
-
-    def _arm_timer(self) -> None:
-        deadline = self.node.next_deadline()
-        if self._timer is not None and deadline == self._timer_deadline:
-            return  # armed for it already: most flushes leave the deadlines as they were
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._timer_deadline = deadline
-        if deadline is not None:
-            delay = max(0.0, (deadline - self._clock()) / 1000)
-            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+            await sock.ws.close(close.code, reason)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -540,9 +525,11 @@ class Mesh:
 
     def start(self) -> None:
         """Arm the node's timers (election gossip, anti-entropy) before any traffic."""
-        self._arm_timer()
+        self.wake_at(self.node.next_deadline())
 
-    def close_all(self, reason: str) -> None:
-        self.node.close_all(reason)
+    def close_all(self) -> None:
+        """We are shutting down: tell every peer, and commit what peers sent now (not on a
+        timer that may outlive the terminal)."""
+        self.node.close_all()
         self._flush()
-        self._commit_deferred()  # now, not on a timer that may outlive the terminal
+        self.commit_deferred()

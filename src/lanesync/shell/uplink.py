@@ -17,6 +17,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from lanesync.core.driver import UplinkStep, steer_uplink
 from lanesync.core.election import Election
 from lanesync.core.identity import Role
 from lanesync.core.ids import CLOUD_TERMINAL_ID
@@ -86,13 +87,19 @@ class Uplink:
 
     def _steer(self) -> None:
         self._remember_ack()
-        if self._election.is_leader:
-            if self._entry is None or self._entry.task is None or self._entry.task.done():
+        dialling = (
+            self._entry is not None and self._entry.task is not None and not self._entry.task.done()
+        )
+        match steer_uplink(self._election.is_leader, dialling):
+            case UplinkStep.START:
                 log.info("uplink.start term=%d url=%s", self._election.leader_term, self.url)
+                self._stop_link()  # a dialler that ended on its own, if any
                 self._entry = self._mesh.add_uplink(self.url, CLOUD_TERMINAL_ID, Role.CLOUD)
-        elif self._entry is not None:
-            log.info("uplink.stop leader=%s", self._election.leader)
-            self._stop_link()
+            case UplinkStep.STOP:
+                log.info("uplink.stop leader=%s", self._election.leader)
+                self._stop_link()
+            case UplinkStep.KEEP:
+                pass
 
     def _stop_link(self) -> None:
         if self._entry is not None:

@@ -43,6 +43,7 @@ class PlantedBug(enum.Enum):
     RMW_STOCK = "rmw-stock"  # on hand kept in a CRDT shared integer, read-modify-write
     NO_RELAY = "no-relay"  # a node that never forwards what it merged
     STICKY_LEASE = "sticky-lease"  # a leader whose lease never expires
+    SEND_BEFORE_COMMIT = "send-before-commit"  # a local record sent before it is durable
 
 
 class EventKind(enum.Enum):

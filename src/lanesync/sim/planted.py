@@ -7,13 +7,16 @@ bounded number of seeds while the unmodified system passes the same seeds.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pycrdt import Doc, Map
 
+from lanesync.core.driver import Driver
 from lanesync.core.election import Election
 from lanesync.core.ids import Sku
 from lanesync.core.node import Link, Node
+from lanesync.core.replica import Change
 from lanesync.core.wire import Update
 from lanesync.errors import RemoteError
 
@@ -36,6 +39,19 @@ class NoRelayNode(Node):
         if link.ack_due_ms is None:
             link.ack_due_ms = now_ms + self._ack_delay_ms
         self._close_revoked(now_ms)
+
+
+class SendBeforeCommitDriver(Driver):
+    """PLANTED BUG "send before commit": a shell that offers a local record to its peers (and
+    lets the frames leave) before the record is durable. A crash in between leaves the record
+    at the peers but not on disk; after the restart the lane signs another record at the same
+    sequence number, a fork, and its acknowledged sales after it stop counting anywhere."""
+
+    def write(self, changes: Sequence[Change], commit: Callable[[], None], now_ms: int) -> None:
+        for change in changes:
+            self.node.local_change(change, now_ms)
+        self.flush()
+        commit()
 
 
 class StickyLeaseElection(Election):

@@ -8,13 +8,12 @@ Guarantees:
   seed (nonces, ephemeral keys, signing keys, CRDT client ids included); time is an integer
   millisecond clock; events at the same time run in the order they were scheduled. The same
   seed and configuration always give the same trace.
-* The simulated shell obeys the real one's contract: after every call into a node, its output
-  is handled in order, ``persist``, send ``frames``, close ``closes``; peers' updates in
-  ``persist`` are committed before frames that acknowledge, with the next local write, or
-  ``ack_delay_ms`` later (the cloud commits them at once), as ``shell/mesh.py`` does; local
-  writes are committed before the node hears of them (group commit); a restart rebuilds the
-  replica with ``Replica.restore`` from exactly what was committed, as ``shell/terminal.py``
-  does, so anything not committed is lost.
+* The simulated shell runs the real one's rules as the same code: after every call into a
+  node its output goes through ``core.driver.Driver`` (the one ``shell/mesh.py`` runs), with
+  simulated storage and network as its effects; local writes go through ``Driver.write``
+  (committed before the node hears of them); a restart rebuilds the replica with
+  ``Replica.restore`` from exactly what was committed, as ``shell/terminal.py`` does, so
+  anything not committed is lost.
 * Faults: connection resets, raw drop / duplication / reordering / corruption of sealed frames,
   delay spikes, LAN and WAN partitions (silent: frames held until heal or keepalive timeout; or
   loud: reset at once), SIGKILL-like crashes (also in the middle of a commit or of a merge),
@@ -29,13 +28,14 @@ import itertools
 import random
 import traceback
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nacl.signing import SigningKey
 
 from lanesync.core import commands
+from lanesync.core.driver import Driver, UplinkStep, steer_uplink
 from lanesync.core.election import GOSSIP_MS, LEASE_MS, Election
 from lanesync.core.identity import (
     Certificate,
@@ -45,7 +45,7 @@ from lanesync.core.identity import (
     public_key_of,
 )
 from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku, StoreId, TerminalId, sku
-from lanesync.core.node import Node
+from lanesync.core.node import NOT_LEADER, Close, CloseCode, Node
 from lanesync.core.records import Adjustment, Body, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Change, LocalIdentity, Replica
 from lanesync.errors import LanesyncError
@@ -69,14 +69,17 @@ from lanesync.sim.model import (
     Violation,
 )
 from lanesync.sim.network import SEALED_PREFIX, Conn, Fin, Item, Pipe
-from lanesync.sim.planted import NoRelayNode, RmwStockView, StickyLeaseElection
+from lanesync.sim.planted import (
+    NoRelayNode,
+    RmwStockView,
+    SendBeforeCommitDriver,
+    StickyLeaseElection,
+)
 
 CLOUD = str(CLOUD_TERMINAL_ID)
 STORE_ID = StoreId("simstore")
 CLIENT_ID_BITS = 31  # shell.directories.CLIENT_ID_BITS
 CERT_NOT_AFTER_MS = BASE_MS + 10 * 365 * DAY_MS
-UPLINK_STOP_REASON = "no longer the store's leader"  # shell.mesh.Mesh.remove_uplink
-BENIGN_CLOSES = ("duplicate connection", UPLINK_STOP_REASON)
 SIM_REASON = "sim: "  # transport reasons the simulator gives (resets, timeouts, kills)
 SETTLE_POLL_MS = 500
 # Known core findings: reported, counted, but not failures unless --strict (see docs).
@@ -116,9 +119,9 @@ class Host:
     durable: dict[str, list[bytes]] = field(default_factory=dict)
     verified: set[bytes] = field(default_factory=set)
     deferred: list[Change] = field(default_factory=list)  # peers' updates not committed yet
-    commit_armed: bool = False
     replica: Replica | None = None
     node: Node | None = None
+    driver: Driver | None = None
     election: Election | None = None
     sessions: int = 0
     timer_gen: int = 0
@@ -140,6 +143,49 @@ class Host:
 
 
 Event = tuple[int, int, Callable[..., None], tuple[Any, ...]]
+
+
+class _Killed(BaseException):
+    """The simulated process died inside a commit: nothing after it runs."""
+
+
+class _HostEffects:
+    """What the simulated shell does for one host's ``Driver`` (core.driver.Effects): the same
+    calls the real shell (``shell/mesh.py``) makes, on the simulated storage and network."""
+
+    def __init__(self, world: Simulator, host: Host) -> None:
+        self._world = world
+        self._host = host
+        self._session = host.sessions
+
+    def defer(self, changes: Sequence[Change]) -> None:
+        self._host.deferred.extend(change for change in changes if change)
+
+    def has_deferred(self) -> bool:
+        return bool(self._host.deferred)
+
+    def commit_deferred(self) -> bool:
+        self._world._commit_deferred(self._host)
+        return True
+
+    def commit_after(self, delay_ms: int) -> None:
+        world = self._world
+        world._at(world.now + delay_ms, world._commit_due, self._host, self._session)
+
+    def send(self, conn_id: int, frames: Sequence[bytes]) -> None:
+        self._world._transmit(self._host, conn_id, frames)
+
+    def close(self, conn_id: int, close: Close) -> None:
+        self._world._closed_locally(self._host, conn_id, close)
+
+    def note(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "peer.connected":
+            world = self._world
+            world.last_change_ms = world.now
+            world._note(EventKind.CONNECTED, self._host.name, str(fields.get("peer", "")))
+
+    def wake_at(self, deadline_ms: int | None) -> None:
+        self._world._arm(self._host, deadline_ms)
 
 
 class Simulator:
@@ -180,6 +226,9 @@ class Simulator:
         self._node_cls: type[Node] = NoRelayNode if plant is PlantedBug.NO_RELAY else Node
         self._election_cls: type[Election] = (
             StickyLeaseElection if plant is PlantedBug.STICKY_LEASE else Election
+        )
+        self._driver_cls: type[Driver] = (
+            SendBeforeCommitDriver if plant is PlantedBug.SEND_BEFORE_COMMIT else Driver
         )
         for i in range(1, config.lanes + 1):
             name = f"lane{i}"
@@ -278,13 +327,16 @@ class Simulator:
             election = self._election_cls(host.name, priority=host.priority, started_ms=local)
         host.replica = replica
         host.election = election
-        host.node = self._node_cls(
+        node = host.node = self._node_cls(
             replica,
             random_bytes=host.rng.randbytes,
             anti_entropy_ms=self.config.anti_entropy_ms,
             ack_delay_ms=self.config.ack_delay_ms,
             election=election,
         )
+        # The cloud commits every merge at once (its head-office tables follow each commit).
+        delay = 0 if host.is_cloud else self.config.ack_delay_ms
+        host.driver = self._driver_cls(node, _HostEffects(self, host), commit_delay_ms=delay)
         host.armed_ms = None
         host.timer_gen += 1
         host.pending_crash = None
@@ -309,9 +361,8 @@ class Simulator:
             self._commit(host, change)
 
     def _commit_due(self, host: Host, session: int) -> None:
-        if self._valid(host, session):
-            host.commit_armed = False
-            self._commit_deferred(host)
+        if self._valid(host, session) and host.driver is not None:
+            host.driver.commit_due()
 
     def _commit(self, host: Host, change: Change) -> None:
         for doc, update in change.updates:
@@ -349,29 +400,11 @@ class Simulator:
         self._crash(host, "core raised")
 
     def _flush(self, host: Host) -> None:
-        """Handle a node's output in the shell's one safe order: commit, send, close."""
-        node = host.node
-        if node is None:
+        """Handle a node's output as the real shell does: through the same core Driver."""
+        if host.driver is None:
             return
-        out = node.take_output()
-        host.deferred.extend(out.persist)
-        if host.deferred:
-            if out.acknowledges or host.is_cloud:
-                self._commit_deferred(host)
-            elif not host.commit_armed:
-                host.commit_armed = True
-                delay = self.config.ack_delay_ms
-                self._at(self.now + delay, self._commit_due, host, host.sessions)
-        for conn_id, frames in out.frames.items():
-            self._transmit(host, conn_id, frames)
-        for conn_id, reason in out.closes.items():
-            self._closed_locally(host, conn_id, reason)
-        for name, fields in out.log:
-            if name == "peer.connected":
-                self.last_change_ms = self.now
-                self._note(EventKind.CONNECTED, host.name, str(fields.get("peer", "")))
+        host.driver.flush()
         self._watch_leader(host)
-        self._arm(host)
 
     def _watch_leader(self, host: Host) -> None:
         election = host.election
@@ -388,12 +421,10 @@ class Simulator:
 
     # -- timers ------------------------------------------------------------------------------------
 
-    def _arm(self, host: Host) -> None:
-        node = host.node
-        if node is None:
+    def _arm(self, host: Host, deadline: int | None) -> None:
+        if host.node is None:
             return
         local = self.local_ms(host)
-        deadline = node.next_deadline()
         if deadline is not None and deadline <= local and host.timer_ran_at == local:
             # handle_timer(now) just ran and still asks to be woken in the past: the real
             # daemon would spin (call_later(0) forever). Report it, then wake at the next
@@ -454,7 +485,7 @@ class Simulator:
         extra = conn.spike_ms if self.now < conn.spike_until_ms else 0
         return conn.latency_ms + self.rng.randint(0, conn.jitter_ms) + extra
 
-    def _transmit(self, host: Host, conn_id: int, frames: list[bytes]) -> None:
+    def _transmit(self, host: Host, conn_id: int, frames: Sequence[bytes]) -> None:
         conn = self.conns.get(conn_id)
         if conn is None or host.name not in conn.ends:
             return
@@ -555,8 +586,9 @@ class Simulator:
                 self._flush(host)
         self._ended(host, conn)
 
-    def _closed_locally(self, host: Host, conn_id: int, reason: str) -> None:
+    def _closed_locally(self, host: Host, conn_id: int, close: Close) -> None:
         """The node closed a connection: the rest of its output went first, then the FIN."""
+        reason = close.reason
         conn = self.conns.get(conn_id)
         if conn is None or host.name not in conn.ends:
             return
@@ -565,7 +597,9 @@ class Simulator:
         if other in conn.ends:
             self._enqueue(conn, other, Fin(reason))
         self._forget_if_done(conn)
-        benign = reason in BENIGN_CLOSES or reason.startswith(("refused by peer: ", SIM_REASON))
+        benign = close.code is not CloseCode.POLICY_VIOLATION or reason.startswith(
+            ("refused by peer: ", SIM_REASON)
+        )
         if not benign and not conn.tainted:
             self.violate(
                 Invariant.PROTOCOL,
@@ -704,21 +738,22 @@ class Simulator:
         node = host.node
         if not self._valid(host, session) or election is None or node is None:
             return
-        if election.is_leader and host.uplink is None:
+        step = steer_uplink(election.is_leader, host.uplink is not None)
+        if step is UplinkStep.START:
             host.uplink = Dialer(CLOUD)
             self._note(EventKind.UPLINK_START, host.name, CLOUD, f"term={election.leader_term}")
             self._at(self.now, self._dial, host, host.uplink, host.uplink.gen, session)
-        elif not election.is_leader and host.uplink is not None:
+        elif step is UplinkStep.STOP and host.uplink is not None:
             uplink, host.uplink = host.uplink, None
             uplink.stopped = True
             uplink.gen += 1
             self._note(EventKind.UPLINK_STOP, host.name, CLOUD, f"leader={election.leader}")
             local = self.local_ms(host)
             host.timer_ran_at = None  # new work after the timer (see _call)
-            for conn_id, link in list(node.links.items()):
-                is_cloud = link.peer is not None and link.peer.role is Role.CLOUD
-                if is_cloud or conn_id == uplink.conn_id:
-                    node.close_link(conn_id, UPLINK_STOP_REASON, local)
+            node.close_cloud_links(local)
+            if uplink.conn_id in node.links:
+                # Still in the handshake: the shell cancels its dialling task, which ends it.
+                node.close_link(uplink.conn_id, NOT_LEADER, local, CloseCode.GOING_AWAY)
             if uplink.conn_id is not None and uplink.conn_id not in node.links:
                 uplink.conn_id = None  # still connecting: the cancelled task never opens it
             self._flush(host)
@@ -737,7 +772,7 @@ class Simulator:
         host.election = None
         host.pending_crash = None
         host.deferred = []
-        host.commit_armed = False
+        host.driver = None
         host.timer_gen += 1
         host.armed_ms = None
         for dialer in [*host.dialers.values(), host.uplink]:
@@ -835,9 +870,10 @@ class Simulator:
                 return commands.build_price_change(role, item, work.randint(50, 999))
 
     def _write(self, host: Host, kind: EventKind, body: Body) -> None:
-        """The group committer: append (sign), commit, acknowledge, then tell the node."""
-        replica, node = host.replica, host.node
-        if replica is None or node is None:
+        """The group committer: append (sign), then the driver commits and offers the record
+        to peers (in that order, unless a planted bug swaps them); then acknowledge."""
+        replica, driver = host.replica, host.driver
+        if replica is None or driver is None:
             return
         local = self.local_ms(host)
         try:
@@ -845,17 +881,28 @@ class Simulator:
         except LanesyncError as exc:
             self._note(EventKind.REFUSED, host.name, detail=f"{kind.value}: {exc}"[:80])
             return
-        if host.pending_crash == CrashMode.WRITE:
-            self._note(EventKind.LOST_WRITE, host.name, detail=f"{record.id} never committed")
-            self._crash(host, "killed before the commit")
+        committed = False
+
+        def commit() -> None:
+            nonlocal committed
+            if host.pending_crash == CrashMode.WRITE:
+                self._note(EventKind.LOST_WRITE, host.name, detail=f"{record.id} never committed")
+                self._crash(host, "killed before the commit")
+                raise _Killed
+            self._commit_deferred(host)  # the log keeps the order of memory (Terminal.commit)
+            self._commit(host, change)
+            committed = True
+
+        try:
+            wrote = self._call(host, "local_change", lambda: driver.write([change], commit, local))
+        except _Killed:
             return
-        self._commit_deferred(host)  # the log keeps the order of memory, as Terminal.commit
-        self._commit(host, change)
-        self.acked.append(record)
-        self._note(kind, host.name, detail=f"{record.id} {describe(body)}")
-        if host.view is not None:
-            self._move_view(host, body)
-        if self._call(host, "local_change", lambda: node.local_change(change, local)):
+        if committed:
+            self.acked.append(record)
+            self._note(kind, host.name, detail=f"{record.id} {describe(body)}")
+            if host.view is not None:
+                self._move_view(host, body)
+        if wrote:
             self._flush(host)
 
     def _move_view(self, host: Host, body: Body) -> None:
@@ -1030,7 +1077,8 @@ class Simulator:
         )
         host.armed_ms = None
         host.timer_gen += 1
-        self._arm(host)
+        if host.node is not None:
+            self._arm(host, host.node.next_deadline())
 
     def _fault_compact(self) -> None:
         """``Storage.compact``: a document's log becomes the replica's full state, keeping only
