@@ -145,7 +145,7 @@ def test_systems_must_include_lanesync() -> None:
 
 UNSIGNED_PROBE = """
 from nacl.signing import SigningKey
-from lanesync.bench.lane import PlainBox, insecure_patches
+from lanesync.cli.bench_lane import PlainBox, insecure_patches
 from lanesync.core import connection, ledger, records
 from lanesync.core.hlc import Hlc
 from lanesync.core.ids import Sku, TerminalId

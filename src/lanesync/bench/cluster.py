@@ -396,7 +396,7 @@ class Cluster:
         member.api = None
         events = member.events_path()
         if self.lanesync or member is self.cloud:
-            args = ["-m", "lanesync.bench.lane", "--events", str(events)]
+            args = ["-m", "lanesync.cli.bench_lane", "--events", str(events)]
             if self.system == UNSIGNED:
                 args.append("--unsigned")
             args += ["--", *member.args]

@@ -719,8 +719,8 @@ DB_OPTION = click.option(
 @serves_until_storage_fails
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
-    from lanesync.cloud.service import CloudConfig
-    from lanesync.cloud.service import run as run_cloud
+    from lanesync.cloud.serve import CloudConfig
+    from lanesync.cloud.serve import run as run_cloud
     from lanesync.shell.daemon import parse_address
 
     run_cloud(

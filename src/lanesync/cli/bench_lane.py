@@ -1,7 +1,7 @@
 """Bench lane driver: the real ``lanesync run`` (or ``lanesync cloud serve``) plus an event log.
 
-    python -m lanesync.bench.lane --events FILE [--unsigned] -- run DIR --listen 127.0.0.1:0 ...
-    python -m lanesync.bench.lane --events FILE -- cloud serve CLOUD_DIR --listen 127.0.0.1:0 ...
+    python -m lanesync.cli.bench_lane --events FILE [--unsigned] -- run DIR --listen 127.0.0.1:0
+    python -m lanesync.cli.bench_lane --events FILE -- cloud serve CLOUD_DIR --listen 127.0.0.1:0
 
 It runs the lanesync CLI in this process with one observing change: the daemon's (or the
 cloud's) ``Mesh`` is a subclass that appends to FILE (``lanesync.bench.events``):
@@ -125,7 +125,7 @@ def insecure_patches() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     global _LOG
-    parser = argparse.ArgumentParser(prog="python -m lanesync.bench.lane")
+    parser = argparse.ArgumentParser(prog="python -m lanesync.cli.bench_lane")
     parser.add_argument("--events", type=Path, required=True)
     parser.add_argument("--unsigned", action="store_true", help="BENCHMARK ONLY: security off")
     parser.add_argument("cli", nargs=argparse.REMAINDER)
