@@ -6,7 +6,7 @@ Layout (``P`` is a prefix unique to one ``TestNet``, ``"lst"`` + 6 random hex di
                snooping off so mDNS is flooded like on a dumb store switch
     P-h1 ...   one namespace per host: lo up, eth0 (eth1, ...) the far end of a veth pair
                whose near end is a port of the segment's bridge, 10.213.<segment+1>.<n>/24,
-               and a default route through eth0 (FACTS.md: without one, zeroconf's default
+               and a default route through eth0 (without one, zeroconf's default
                interfaces fail with ENODEV)
 
 Every link is created inside the switch namespace and its peer directly inside the host's
