@@ -62,8 +62,8 @@ REOPEN_RUNS = 3  # fresh subprocesses per reopen figure (after the first open); 
 FULL_SCALE = 100_000  # the targets for reopen and RSS are stated for this many sales
 READER_CLIENT_ID = 7  # CRDT client id of the second replica in (e)
 PHASE_TIMEOUT_S = 900
-# Measured on a quiet 2-core machine (2026-11-26): Ed25519 verify of 200 B takes ~50 us. Much slower means the
-# CPU is shared with other work and every figure below is pessimistic.
+# Measured on a quiet 2-core machine (2026-11-26): Ed25519 verify of 200 B takes ~50 us. Much
+# slower means the CPU is shared with other work and every figure below is pessimistic.
 QUIET_VERIFY_US = 50.0
 BUSY_VERIFY_US = 1.5 * QUIET_VERIFY_US
 BUSY_CPU_PCT = 25.0

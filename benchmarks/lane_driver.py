@@ -440,7 +440,8 @@ class WsChannel:
 
 
 def ws_options() -> dict[str, Any]:
-    # As lanesync's own options: no deflate (it nearly doubled small-frame latency), room for a 10k-sale catch-up message.
+    # As lanesync's own options: no deflate (it nearly doubled small-frame latency), room for
+    # a 10k-sale catch-up message.
     return {"compression": None, "max_size": MAX_FRAME_SIZE}
 
 

@@ -688,7 +688,8 @@ async def start_pycrdt(names: Sequence[str], logs: Path, *, connect: bool = True
         lane.name = lane.name.removeprefix("pycrdt-")
     if connect:
         try:
-            # Create the room with one client first (eight at once often failed to sync, 2026-11-26).
+            # Create the room with one client first (eight at once often failed to sync,
+            # 2026-11-26).
             for lane in fleet.lanes:
                 await lane.call("connect", urls=[url])
         except BaseException:

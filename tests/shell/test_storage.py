@@ -349,7 +349,8 @@ def own_writes_and_imports(lanes: Lanes) -> Terminal:
 def test_reopen_does_not_verify_signatures_again(
     lanes: Lanes, verifications: list[bytes], scenario: Scenario
 ) -> None:
-    """Verify on arrival, keep the verdict (re-verifying a 100k-record day cost ~5 s of CPU, 2026-11-26)."""
+    """Verify on arrival, keep the verdict (re-verifying a 100k-record day cost ~5 s of CPU,
+    2026-11-26)."""
     terminal = scenario(lanes)
     expected = observable(terminal)
     assert terminal.replica.ledger.accepted_count() >= 7

@@ -355,7 +355,8 @@ class Cluster:
             member = self.members[name]
             member.args = self._member_args(member, dials[name], cloud_url)
         if self.star:
-            # Create the room with one client first (eight clients joining a room that does not exist yet often failed to sync, 2026-11-26).
+            # Create the room with one client first (eight clients joining a room that does not
+            # exist yet often failed to sync, 2026-11-26).
             first = self.members[names[0]]
             await self._launch(first)
             await self._ready(first)

@@ -2,8 +2,8 @@
 change only when it lies outside the run-to-run spread.
 
 A figure changed when the [min, max] ranges of its repeats in the two runs do not overlap.
-With a single repeat on either side there is no measured spread; single runs on the 2-core test machine varied by +-20 %
-between runs on this kind of machine, so then only a change beyond that band is flagged.
+With a single repeat on either side there is no measured spread; single runs on the 2-core
+test machine varied by +-20 % (2026-11-26), so then only a change beyond that band is flagged.
 """
 
 from __future__ import annotations

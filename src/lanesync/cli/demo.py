@@ -30,7 +30,8 @@ LANES = (("lane1", Role.MANAGER), ("lane2", Role.CASHIER), ("lane3", Role.CASHIE
 RECEIVED = {"milk": 24, "bread": 12, "eggs": 30}
 PRICES = {"milk": 149, "bread": 299, "eggs": 35}
 # While apart, every lane sells milk: a shared counter updated by read-modify-write would keep
-# only one lane's decrement (5 of 12 lost in a probe with pycrdt 0.14, 2026-11-26); lanesync keeps them all.
+# only one lane's decrement (5 of 12 lost in a probe with pycrdt 0.14, 2026-11-26); lanesync
+# keeps them all.
 SALES_APART = {
     "lane1": [["milk:3", "bread:1"], ["eggs:12"]],
     "lane2": [["milk:5"], ["milk:2", "bread:2"]],

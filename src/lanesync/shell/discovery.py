@@ -8,7 +8,8 @@ certificate handshake. Entries of another store, of another protocol version, of
 whose key fingerprint contradicts a certificate we already hold are ignored (logged at debug).
 
 Liveness never comes from mDNS: a SIGKILLed responder's records linger for the PTR TTL
-(at least 1,125 s, the PTR record's TTL floor, measured with zeroconf 0.154 on 2026-11-26); the websocket keepalive notices a dead peer within seconds.
+(at least 1,125 s, the PTR record's TTL floor, measured with zeroconf 0.154 on 2026-11-26);
+the websocket keepalive notices a dead peer within seconds.
 """
 
 from __future__ import annotations

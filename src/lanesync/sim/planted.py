@@ -68,7 +68,8 @@ class StickyLeaseElection(Election):
 class RmwStockView:
     """PLANTED BUG "a stock counter updated by read-modify-write": on hand kept per SKU in a
     pycrdt shared number that each lane sets to ``read + delta`` (concurrent sets keep one
-    writer's value, so decrements are lost: 5 of 12 in a probe with pycrdt 0.14). Replicated alongside the real sync."""
+    writer's value, so decrements are lost: 5 of 12 in a probe with pycrdt 0.14). Replicated
+    alongside the real sync."""
 
     def __init__(self, client_id: int) -> None:
         self.doc: Doc[Any] = Doc(client_id=client_id)
