@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 import httpx
 
 from lanesync.cloud.directory import CloudDirectory
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.election import FAILOVER_BOUND_MS, GOSSIP_MS, LEASE_MS
 from lanesync.core.identity import Role, public_key_of
 from lanesync.core.ids import Sku
@@ -269,9 +269,9 @@ def make_store(root: Path, lanes: int) -> tuple[StoreDirectory, CloudDirectory, 
 
 def sale_builder(rng: random.Random) -> Callable[[Ledger], Body]:
     requests = [
-        commands.LineRequest(rng.choice(SKUS), rng.randint(1, 3)) for _ in range(rng.randint(1, 3))
+        bodies.LineRequest(rng.choice(SKUS), rng.randint(1, 3)) for _ in range(rng.randint(1, 3))
     ]
-    return partial(commands.build_sale, requests=requests)
+    return partial(bodies.build_sale, requests=requests)
 
 
 def build_day(root: Path, cloud: CloudDirectory, lanes: list[Path], sales: int) -> dict[str, Any]:
@@ -280,8 +280,8 @@ def build_day(root: Path, cloud: CloudDirectory, lanes: list[Path], sales: int) 
     rng = random.Random(42)
     with Terminal.open(lanes[0]) as manager:
         for sku in SKUS:
-            manager.write(lambda _, s=sku: commands.build_price_change(Role.MANAGER, s, 100))
-        manager.write_batch([lambda _, s=sku: commands.build_receipt(s, 10_000) for sku in SKUS])
+            manager.write(lambda _, s=sku: bodies.build_price_change(Role.MANAGER, s, 100))
+        manager.write_batch([lambda _, s=sku: bodies.build_receipt(s, 10_000) for sku in SKUS])
         morning = manager.export_bundle()
     with Terminal.open_directory(cloud.store_directory(STORE_ID)) as replica:
         replica.import_bundle(morning)

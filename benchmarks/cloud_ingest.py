@@ -60,7 +60,7 @@ import psycopg
 from cloud import ENV, ApiProbe, percentile, progress
 
 from lanesync.cloud.directory import CloudDirectory
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role, public_key_of
 from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku
 from lanesync.core.ledger import Ledger
@@ -134,14 +134,14 @@ class Fleet:
 
 def sale_builder(rng: random.Random) -> Callable[[Ledger], Body]:
     requests = [
-        commands.LineRequest(sku, rng.randint(1, 3), PRICES[sku])
+        bodies.LineRequest(sku, rng.randint(1, 3), PRICES[sku])
         for sku in rng.sample(SKUS, rng.randint(1, 3))
     ]
-    return partial(commands.build_sale, requests=requests)
+    return partial(bodies.build_sale, requests=requests)
 
 
 def receipt_builder(sku: Sku) -> Callable[[Ledger], Body]:
-    return lambda _: commands.build_receipt(sku, OPENING_QTY)
+    return lambda _: bodies.build_receipt(sku, OPENING_QTY)
 
 
 def write_all(till: Terminal, builders: Sequence[Callable[[Ledger], Body]]) -> list[Body]:

@@ -39,7 +39,7 @@ import psutil
 from nacl.signing import SigningKey
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.identity import Role, StoreIdentity
 from lanesync.core.ids import CONFIG_DOC, Sku
 from lanesync.core.replica import Replica

@@ -45,7 +45,7 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.ledger import Ledger
 from lanesync.core.node import Output

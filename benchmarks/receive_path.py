@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.node import Node

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.ledger import Ledger
 from lanesync.core.records import Record, Sale
 from lanesync.shell import storage
@@ -22,11 +22,11 @@ from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.terminal import Terminal
 
 SELLERS = 16
-LINES = [commands.parse_line("milk:1:149")]
+LINES = [bodies.parse_line("milk:1:149")]
 
 
 def sell(ledger: Ledger) -> Sale:
-    return commands.build_sale(ledger, LINES)
+    return bodies.build_sale(ledger, LINES)
 
 
 def acknowledge(records: Iterable[Record]) -> None:

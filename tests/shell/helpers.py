@@ -6,7 +6,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku, sku
 from lanesync.core.records import Body
@@ -16,22 +16,22 @@ from lanesync.shell.terminal import BodyBuilder, Terminal
 
 def sale(*lines: str) -> BodyBuilder:
     """A builder for a sale of ``SKU:QTY[:UNIT_CENTS]`` lines, checked against the ledger."""
-    requests = [commands.parse_line(line) for line in lines]
-    return lambda ledger: commands.build_sale(ledger, requests)
+    requests = [bodies.parse_line(line) for line in lines]
+    return lambda ledger: bodies.build_sale(ledger, requests)
 
 
 def receipt(item: str, qty: int) -> BodyBuilder:
-    body: Body = commands.build_receipt(item, qty)
+    body: Body = bodies.build_receipt(item, qty)
     return lambda _ledger: body
 
 
 def price(item: str, unit_cents: int, role: Role = Role.MANAGER) -> BodyBuilder:
     """A price change as a terminal of ``role`` asks for it (a cashier is refused at build)."""
-    return lambda _ledger: commands.build_price_change(role, item, unit_cents)
+    return lambda _ledger: bodies.build_price_change(role, item, unit_cents)
 
 
 def void(sale_id: str) -> BodyBuilder:
-    return lambda ledger: commands.build_void(ledger, sale_id)
+    return lambda ledger: bodies.build_void(ledger, sale_id)
 
 
 def on_hand(terminal: Terminal, item: str) -> int | None:

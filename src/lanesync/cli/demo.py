@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.ledger import Ledger
@@ -39,11 +39,11 @@ SALES_APART = {
 
 
 def _price(item: str, cents: int, _: Ledger) -> Body:
-    return commands.build_price_change(Role.MANAGER, item, cents)
+    return bodies.build_price_change(Role.MANAGER, item, cents)
 
 
 def _receipt(item: str, qty: int, _: Ledger) -> Body:
-    return commands.build_receipt(item, qty)
+    return bodies.build_receipt(item, qty)
 
 
 def _stock_table(title: str, terminals: dict[str, Terminal]) -> Table:
@@ -104,8 +104,8 @@ def _run(root: Path) -> None:
         sold: dict[str, int] = {}
         for name, sales in SALES_APART.items():
             for lines in sales:
-                requests = [commands.parse_line(text) for text in lines]
-                record = terminals[name].write(partial(commands.build_sale, requests=requests))
+                requests = [bodies.parse_line(text) for text in lines]
+                record = terminals[name].write(partial(bodies.build_sale, requests=requests))
                 for request in requests:
                     sold[request.sku] = sold.get(request.sku, 0) + request.qty
                 total = record.body.total_cents if isinstance(record.body, Sale) else 0
@@ -113,7 +113,7 @@ def _run(root: Path) -> None:
                     f"  {name} sold {' '.join(lines)} -> sale {record.id} ({money(total)})"
                 )
         # A customer brings the first basket of lane3 back: its units return to the shelf once.
-        terminals["lane3"].write(partial(commands.build_void, sale_id="lane3:1"))
+        terminals["lane3"].write(partial(bodies.build_void, sale_id="lane3:1"))
         console.print("  lane3 voided sale lane3:1 (milk:4 eggs:6 go back on the shelf)")
         sold["milk"] -= 4
         sold["eggs"] -= 6

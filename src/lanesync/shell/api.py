@@ -29,7 +29,7 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from lanesync import __version__
-from lanesync.core import commands, reports
+from lanesync.core import bodies, reports
 from lanesync.core.election import Election
 from lanesync.core.identity import parse_revocation
 from lanesync.core.ids import RecordId
@@ -252,11 +252,11 @@ def create_app(state: DaemonState) -> FastAPI:
         body: SaleIn, request: Request, response: Response, _: RequireToken
     ) -> SaleOut:
         lines = [
-            commands.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
+            bodies.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
             for line in body.lines
         ]
         record = await write(
-            lambda ledger: commands.build_sale(ledger, lines), request, response, body
+            lambda ledger: bodies.build_sale(ledger, lines), request, response, body
         )
         total = record.body.total_cents if isinstance(record.body, Sale) else 0
         return SaleOut(sale_id=str(record.id), total=total)
@@ -267,7 +267,7 @@ def create_app(state: DaemonState) -> FastAPI:
     async def post_void(
         sale_id: str, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
-        record = await write(lambda ledger: commands.build_void(ledger, sale_id), request, response)
+        record = await write(lambda ledger: bodies.build_void(ledger, sale_id), request, response)
         return RecordOut(record_id=str(record.id))
 
     @app.post("/v1/stock/receive", status_code=201, response_model=RecordOut, tags=["writes"])
@@ -275,7 +275,7 @@ def create_app(state: DaemonState) -> FastAPI:
         body: ReceiveIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
         record = await write(
-            lambda _: commands.build_receipt(body.sku, body.qty), request, response, body
+            lambda _: bodies.build_receipt(body.sku, body.qty), request, response, body
         )
         return RecordOut(record_id=str(record.id))
 
@@ -284,7 +284,7 @@ def create_app(state: DaemonState) -> FastAPI:
         body: AdjustIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
         record = await write(
-            lambda _: commands.build_adjustment(body.sku, body.delta, body.reason),
+            lambda _: bodies.build_adjustment(body.sku, body.delta, body.reason),
             request,
             response,
             body,
@@ -297,7 +297,7 @@ def create_app(state: DaemonState) -> FastAPI:
     ) -> RecordOut:
         role = state.terminal.role
         record = await write(
-            lambda _: commands.build_price_change(role, body.sku, body.unit_price),
+            lambda _: bodies.build_price_change(role, body.sku, body.unit_price),
             request,
             response,
             body,
