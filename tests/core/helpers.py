@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Revocation,
     Role,
     StoreIdentity,
@@ -25,7 +26,6 @@ from lanesync.core.replica import (
     CERTS_ROOT,
     RECORDS_ROOT,
     Change,
-    LocalIdentity,
     Replica,
     certificate_key,
     revocation_key,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc
-from lanesync.core.identity import Role
+from lanesync.core.identity import LocalIdentity, Role
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
     KEY_HASH_BYTES,
@@ -28,7 +28,7 @@ from lanesync.core.records import (
     parse_record,
     record_key,
 )
-from lanesync.core.replica import Change, LocalIdentity, Replica, certificate_key
+from lanesync.core.replica import Change, Replica, certificate_key
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import (

@@ -21,10 +21,15 @@ from lanesync.core.bundle import (
     encode_state,
     parse_bundle,
 )
-from lanesync.core.identity import SIGNATURE_SIZE, Role, issue_certificate, public_key_of
+from lanesync.core.identity import (
+    SIGNATURE_SIZE,
+    LocalIdentity,
+    Role,
+    issue_certificate,
+    public_key_of,
+)
 from lanesync.core.ids import StoreId, TerminalId
 from lanesync.core.records import Sale
-from lanesync.core.replica import LocalIdentity
 from lanesync.errors import BundleRejected, RemoteError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms

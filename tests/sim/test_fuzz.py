@@ -22,6 +22,7 @@ from lanesync.core.connection import Closed, ConnState, Established, PeerConnect
 from lanesync.core.election import Candidate
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Role,
     StoreIdentity,
     issue_certificate,
@@ -29,7 +30,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CONFIG_DOC, StoreId, TerminalId
 from lanesync.core.records import Receipt, Sale, SaleLine
-from lanesync.core.replica import LocalIdentity, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.wire import (
     MAX_FRAME_SIZE,
     MAX_HANDSHAKE_FRAME,

@@ -93,6 +93,14 @@ class Certificate:
         return self.not_before_ms <= ms <= self.not_after_ms
 
 
+@dataclass(frozen=True, slots=True)
+class LocalIdentity:
+    """The terminal this process writes and speaks as: its certificate and private key."""
+
+    certificate: Certificate
+    key: SigningKey
+
+
 def issue_certificate(
     authority: SigningKey,
     store_id: StoreId,

@@ -26,12 +26,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgpack
 import pycrdt
-from nacl.signing import SigningKey
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Revocation,
     StoreIdentity,
     parse_certificate,
@@ -49,14 +49,6 @@ CERTS_ROOT = "certs"
 # migration, only a new number.
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
-
-
-@dataclass(frozen=True, slots=True)
-class LocalIdentity:
-    """The terminal this replica writes as: its certificate and private key."""
-
-    certificate: Certificate
-    key: SigningKey
 
 
 @dataclass(slots=True)

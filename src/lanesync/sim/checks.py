@@ -10,8 +10,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from lanesync.core.hlc import Hlc
+from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
-from lanesync.core.replica import LocalIdentity, Replica
+from lanesync.core.replica import Replica
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import CLOUD, Host, Simulator
 

@@ -39,6 +39,7 @@ from lanesync.core import bodies
 from lanesync.core.election import GOSSIP_MS, LEASE_MS, Election
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Role,
     StoreIdentity,
     issue_certificate,
@@ -47,7 +48,7 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku, StoreId, TerminalId, sku
 from lanesync.core.node import Node
 from lanesync.core.records import Adjustment, Body, PriceChange, Receipt, Record, Sale, Void
-from lanesync.core.replica import Change, LocalIdentity, Replica
+from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError
 from lanesync.sim.model import (
     BACKOFF_INITIAL_MS,
