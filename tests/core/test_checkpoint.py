@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role, issue_revocation
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
@@ -31,7 +32,7 @@ from lanesync.core.records import (
     Void,
     make_record,
 )
-from lanesync.core.replica import CHECKPOINT_DIGEST_SIZE, RECORDS_ROOT, Change, Replica
+from lanesync.core.replica import RECORDS_ROOT, Change, Replica
 
 from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed
 

@@ -24,10 +24,16 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import msgpack
 import pycrdt
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
+from lanesync.core.checkpoint import (
+    EMPTY_UPDATE,
+    Refused,
+    fingerprints,
+    make_checkpoint,
+    open_checkpoint,
+)
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
@@ -44,11 +50,6 @@ from lanesync.errors import ConfigError, RemoteError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
-# Version of the checkpoint layout (``Replica.checkpoint``); a checkpoint of any other version
-# is ignored and the views are folded from the documents, so changing the layout needs no
-# migration, only a new number.
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 
 @dataclass(slots=True)
@@ -398,51 +399,18 @@ class Replica:
     def checkpoint(self) -> bytes:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
-        body: bytes = msgpack.packb(
-            [
-                CHECKPOINT_FORMAT,
-                self.store.store_id,
-                self._fingerprints(),
-                self.ledger.export_views(),
-            ],
-            use_bin_type=True,
+        return make_checkpoint(
+            self.store.store_id, fingerprints(self._docs), self.ledger.export_views()
         )
-        return body + hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest()
-
-    def _fingerprints(self) -> dict[str, list[bytes]]:
-        """Per non-empty document: its state vector (which insertions it holds; pending ones
-        excluded) and a hash of its delete set (which of them are deleted). Two states of one
-        document with equal fingerprints hold the same entries."""
-        out: dict[str, list[bytes]] = {}
-        for name, doc in sorted(self._docs.items()):
-            state = bytes(doc.get_state())
-            deletions = bytes(doc.get_update(state))
-            if state == EMPTY_STATE and deletions == EMPTY_UPDATE:
-                continue
-            out[name] = [state, hashlib.blake2b(deletions, digest_size=32).digest()]
-        return out
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
         not (and leave a ledger that ``restore`` replaces)."""
-        body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
-        if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
-            return "checkpoint corrupted"
+        opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
+        if isinstance(opened, Refused):
+            return opened.reason
         try:
-            fields = msgpack.unpackb(body, use_list=True, raw=False, strict_map_key=True)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            return "checkpoint does not decode"
-        if not (isinstance(fields, list) and len(fields) == 4):
-            return "checkpoint has the wrong shape"
-        fmt, store_id, fingerprints, views = fields
-        if fmt != CHECKPOINT_FORMAT:
-            return f"checkpoint of format {fmt!r}, this version reads {CHECKPOINT_FORMAT}"
-        if store_id != self.store.store_id:
-            return "checkpoint of another store"
-        if fingerprints != self._fingerprints():
-            return "checkpoint does not match the stored documents"
-        try:
-            self.ledger.load_views(views, self._stored_value, verified)
+            self.ledger.load_views(opened.views, self._stored_value, verified)
         except ValueError as exc:
             return str(exc)
         return None
@@ -661,10 +629,6 @@ class Replica:
                     h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
             self._digest = h.hexdigest()
         return self._digest
-
-
-EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
-EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
 
 
 def _with_tail(
