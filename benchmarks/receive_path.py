@@ -93,7 +93,7 @@ def receive_us(sales: int, batch: int) -> float:
                 node_b.data_received(CONN, frame, wall_clock_ms())
                 node_b.take_output()
             spent = time.process_time() - started
-            accepted = b.replica.ledger.accepted_count()
+            accepted = b.replica.views.accepted_count()
             if accepted < sales:
                 raise SystemExit(f"lane B accepted {accepted} of {sales} sales: a broken run")
         finally:

@@ -118,7 +118,7 @@ def sync_all(replicas: list[Replica], now_ms: int = NOW) -> None:
 
 
 def no_problems(replica: Replica) -> bool:
-    return not any(replica.ledger.problems().values())
+    return not any(replica.views.problems().values())
 
 
 def record_chain(

@@ -15,8 +15,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lanesync.core import bodies
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Record, Sale
+from lanesync.core.views import Views
 from lanesync.shell import storage
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.terminal import Terminal
@@ -25,8 +25,8 @@ SELLERS = 16
 LINES = [bodies.parse_line("milk:1:149")]
 
 
-def sell(ledger: Ledger) -> Sale:
-    return bodies.build_sale(ledger, LINES)
+def sell(views: Views) -> Sale:
+    return bodies.build_sale(views, LINES)
 
 
 def acknowledge(records: Iterable[Record]) -> None:

@@ -26,7 +26,7 @@ from lanesync.core import bodies
 from lanesync.shell.terminal import Terminal
 
 terminal = Terminal.open(Path(sys.argv[1]), lock_wait_s=0)
-terminal.write(lambda ledger: bodies.build_receipt("milk", 5))
+terminal.write(lambda views: bodies.build_receipt("milk", 5))
 print("ready", flush=True)
 time.sleep(120)
 """

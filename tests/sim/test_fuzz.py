@@ -292,16 +292,16 @@ BUNDLE = encode_bundle(ALICE, STORE.identity.store_id, SOURCE.updates_since({}),
 
 def _check_merge(target: Replica, updates: list[tuple[str, bytes]]) -> None:
     before = target.digest()
-    on_hand = target.ledger.on_hand()
+    on_hand = target.views.on_hand()
     try:
         target.merge(updates, NOW)
     except RemoteError:
         assert target.digest() == before, "a rejected merge changed the replica"
-        assert target.ledger.on_hand() == on_hand
+        assert target.views.on_hand() == on_hand
         return
     # Accepted (pycrdt accepts many bit flips): garbage may be held, but never counted.
     for _, _, record in target.records():
-        if target.ledger.is_accepted(record):
+        if target.views.is_accepted(record):
             assert record.hash in GENUINE or record.terminal == "bob"
 
 

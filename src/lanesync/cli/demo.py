@@ -18,8 +18,8 @@ from rich.text import Text
 from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Sale
+from lanesync.core.views import Views
 from lanesync.errors import LanesyncError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -38,11 +38,11 @@ SALES_APART = {
 }
 
 
-def _price(item: str, cents: int, _: Ledger) -> Body:
+def _price(item: str, cents: int, _: Views) -> Body:
     return bodies.build_price_change(Role.MANAGER, item, cents)
 
 
-def _receipt(item: str, qty: int, _: Ledger) -> Body:
+def _receipt(item: str, qty: int, _: Views) -> Body:
     return bodies.build_receipt(item, qty)
 
 
@@ -51,9 +51,9 @@ def _stock_table(title: str, terminals: dict[str, Terminal]) -> Table:
     table.add_column("SKU")
     for name in terminals:
         table.add_column(name, justify="right")
-    skus = sorted({s for t in terminals.values() for s in t.replica.ledger.on_hand()})
+    skus = sorted({s for t in terminals.values() for s in t.replica.views.on_hand()})
     for item in skus:
-        row = [str(t.replica.ledger.on_hand_of(Sku(item))) for t in terminals.values()]
+        row = [str(t.replica.views.on_hand_of(Sku(item))) for t in terminals.values()]
         table.add_row(item, *row)
     table.add_row("digest", *(t.digest()[:12] for t in terminals.values()), style="dim")
     return table
@@ -126,7 +126,7 @@ def _run(root: Path) -> None:
         digests = {t.digest() for t in terminals.values()}
         expected = {item: RECEIVED[item] - sold.get(item, 0) for item in RECEIVED}
         exact = all(
-            t.replica.ledger.on_hand_of(Sku(item)) == qty
+            t.replica.views.on_hand_of(Sku(item)) == qty
             for t in terminals.values()
             for item, qty in expected.items()
         )

@@ -25,8 +25,8 @@ from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
+from lanesync.core.views import Views
 from lanesync.errors import EXIT_STORAGE_FAILED, LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
@@ -155,7 +155,7 @@ def _daemon(terminal_dir: Path) -> DaemonClient | None:
     return DaemonClient.for_directory(terminal_dir)
 
 
-def _write_offline(terminal_dir: Path, build: Callable[[Ledger], Body]) -> Record:
+def _write_offline(terminal_dir: Path, build: Callable[[Views], Body]) -> Record:
     with Terminal.open(terminal_dir) as terminal:
         return terminal.write(build)
 
@@ -499,7 +499,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "store_id": terminal.store_id,
                 "role": terminal.role.value,
                 "digest": terminal.digest(),
-                "records": terminal.replica.ledger.accepted_count(),
+                "records": terminal.replica.views.accepted_count(),
                 "api": None,
                 "listen": None,
                 "leader": None,

@@ -44,7 +44,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
             "stores": [
                 {
                     "store_id": store_id,
-                    "records": runtime.terminal.replica.ledger.accepted_count(),
+                    "records": runtime.terminal.replica.views.accepted_count(),
                     "digest": runtime.terminal.digest(),
                     "connected_leaders": [
                         p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]

@@ -138,7 +138,7 @@ def open_store(
         open_storage=None if shared is None else (lambda: shared),
     )
     terminal.on_failure = on_failure
-    terminal.replica.ledger.collect_accepted = True
+    terminal.replica.views.collect_accepted = True
     node = Node(terminal.replica)
     runtime: StoreRuntime | None = None
 

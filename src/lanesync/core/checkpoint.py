@@ -1,6 +1,6 @@
 """Checkpoints of a replica's views: their byte layout, and when one fits the stored documents.
 
-A checkpoint lets a reopen skip folding every entry again. It is the views (``Ledger.export_views``)
+A checkpoint lets a reopen skip folding every entry again. It is the views (``Views.export_views``)
 plus a fingerprint of exactly the document state they were folded from, msgpack-encoded, followed
 by a BLAKE2b digest of that body. ``Replica.checkpoint`` makes one; ``Replica.restore`` calls
 ``open_checkpoint`` and takes the views only when it answers ``Opened``: a checkpoint that is
@@ -31,8 +31,8 @@ EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """The checkpoint fits: ``views`` is what ``Ledger.export_views`` gave, not yet checked
-    (``Ledger.load_views`` judges it and raises ``ValueError`` when it does not fit)."""
+    """The checkpoint fits: ``views`` is what ``Views.export_views`` gave, not yet checked
+    (``Views.load_views`` judges it and raises ``ValueError`` when it does not fit)."""
 
     views: object
 

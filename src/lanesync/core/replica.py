@@ -13,6 +13,11 @@ Documents: ``config`` (certificates), ``catalog`` (price records) and one ``ledg
 store-local business day. Every map value is an immutable signed record (or certificate) stored
 as bytes, because pycrdt turns integers into floats and drops concurrently created nested maps
 (FACTS.md); all typed data lives inside the signed msgpack bytes.
+
+The module is longer than most in ``core/`` because the replica is one object around its pycrdt
+documents: loading, merging, local writes and reads all share the documents' observers and the
+event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``) and
+the checkpoint layout (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -44,8 +49,8 @@ from lanesync.core.identity import (
     parse_revocation,
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
-from lanesync.core.ledger import Ledger, expected_doc
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
+from lanesync.core.views import Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError
 
 RECORDS_ROOT = "records"
@@ -132,7 +137,7 @@ class Replica:
         self.me = me
         self.client_id = client_id
         self.clock = HybridClock()
-        self.ledger = Ledger(store, self._tz, self._find_sale)
+        self.views = Views(store, self._tz, self._find_sale)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
@@ -227,7 +232,7 @@ class Replica:
                     # written back, so every replica converges on the genuine value.
                     restore.append((doc, key, bytes(old)))
                 elif doc != CONFIG_DOC:
-                    self.ledger.forget(doc, key, old)
+                    self.views.forget(doc, key, old)
             if action == "delete":
                 continue
             if doc == CONFIG_DOC:
@@ -238,21 +243,21 @@ class Replica:
             trust = known is not None or (
                 not isinstance(parsed, Rejection) and parsed.hash in trusted
             )
-            self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
+            self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
             if writers is not None:
                 if isinstance(parsed, Rejection):
                     writers = None
                 else:
                     writers.add(parsed.terminal)
             # Only counted records move the clock: a forgery naming us (or anyone) must not.
-            if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
+            if not isinstance(parsed, Rejection) and self.views.is_accepted(parsed):
                 if parsed.terminal == me:
                     self.clock.adopt(parsed.hlc)
                 else:
                     self.clock.observe(parsed.hlc, now_ms)
-        if self.ledger.needs_rebuild:
+        if self.views.needs_rebuild:
             self.rebuild(now_ms, trusted)
-        change = Change(verdicts=self.ledger.drain_new_verdicts(), entries=len(events))
+        change = Change(verdicts=self.views.drain_new_verdicts(), entries=len(events))
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
         # Last: a write-back above folds too.
@@ -274,7 +279,7 @@ class Replica:
         return (
             not isinstance(previous, Rejection)
             and previous.key == key
-            and self.ledger.is_accepted(previous)
+            and self.views.is_accepted(previous)
         )
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
@@ -284,26 +289,26 @@ class Replica:
             if key.startswith("cert:"):
                 cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
                 if key == certificate_key(cert):
-                    self.ledger.add_certificate(cert, now_ms)
+                    self.views.add_certificate(cert, now_ms)
             elif key.startswith("revoke:"):
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
-                    self.ledger.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+                    self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
         except RemoteError:
             return
 
     def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
         """Recompute every view from the documents (after a fork below an accepted head, a
         revocation, or an entry that broke a chain disappeared)."""
-        self.ledger.begin_rebuild()
+        self.views.begin_rebuild()
         for name in self.doc_names():
             if name == CONFIG_DOC:
                 continue
             for key, value in self._root(name).items():
                 parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
-                self.ledger.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
-        self.ledger.end_rebuild()
+                self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
+        self.views.end_rebuild()
         self._digest = None
 
     # -- loading and merging --------------------------------------------------------------------
@@ -352,7 +357,7 @@ class Replica:
             self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
         else:
             self._apply_stored(rest, silent=True)
-            self.ledger = Ledger(self.store, self._tz, self._find_sale)
+            self.views = Views(self.store, self._tz, self._find_sale)
             if CONFIG_DOC in self._docs:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
@@ -360,12 +365,12 @@ class Replica:
             self.restored_from = f"views folded from every entry ({why_not})"
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
-        for head in self.ledger.heads():
+        for head in self.views.heads():
             if self.me is not None and head.terminal == self.me.certificate.terminal_id:
                 self.clock.adopt(head.hlc)
             else:
                 self.clock.observe(head.hlc, now_ms)
-        change.verdicts.extend(self.ledger.drain_new_verdicts())
+        change.verdicts.extend(self.views.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
         return change
@@ -400,17 +405,17 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, fingerprints(self._docs), self.ledger.export_views()
+            self.store.store_id, fingerprints(self._docs), self.views.export_views()
         )
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
-        not (and leave a ledger that ``restore`` replaces)."""
+        not (and leave views that ``restore`` replaces)."""
         opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
         if isinstance(opened, Refused):
             return opened.reason
         try:
-            self.ledger.load_views(opened.views, self._stored_value, verified)
+            self.views.load_views(opened.views, self._stored_value, verified)
         except ValueError as exc:
             return str(exc)
         return None
@@ -516,13 +521,13 @@ class Replica:
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
         terminal = self.me.certificate.terminal_id
-        broken = self.ledger.is_broken(terminal)
+        broken = self.views.is_broken(terminal)
         if broken is not None:
             raise ConfigError(
                 f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
                 "directory was probably restored from a copy; enroll a new terminal id"
             )
-        head = self.ledger.head(terminal)
+        head = self.views.head(terminal)
         self.clock.adopt(head.hlc)
         record = make_record(
             self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
@@ -583,7 +588,7 @@ class Replica:
 
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
-        key = self.ledger.accepted_key(record_id)
+        key = self.views.accepted_key(record_id)
         if key is None:
             return None
         for name in self.doc_names():
@@ -597,7 +602,7 @@ class Replica:
         return None
 
     def _find_sale(self, key: str) -> Sale | None:
-        """The sale stored under ``key`` in a day's document (the ledger reads a sale's lines
+        """The sale stored under ``key`` in a day's document (the views read a sale's lines
         back from here when a void credits them, instead of holding every sale's lines)."""
         for name in self._docs:
             if name in (CONFIG_DOC, CATALOG_DOC):

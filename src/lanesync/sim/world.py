@@ -810,7 +810,7 @@ class Simulator:
 
     def _build(self, kind: EventKind, replica: Replica, item: Sku) -> Body:
         work = self.work
-        ledger = replica.ledger
+        ledger = replica.views
         match kind:
             case EventKind.SALE:
                 lines = []

@@ -3,31 +3,28 @@
 The fold is a pure function of the *set* of records present, whatever order they arrive in:
 
 * A record counts only once its signature verifies against a certificate of the store that was
-  valid at the record's time, it sits under its own key, and its terminal's chain up to it is
-  complete.
-* A terminal's accepted chain is the longest prefix ``1..k`` in which every seq holds exactly
-  one distinct validly signed record, linked to its predecessor by hash, with a later HLC.
-  Two distinct records at one seq (a fork) or a record that does not link stops the chain there
-  for good; a missing seq (a gap) only pauses it until the record arrives.
+  valid at the record's time (``core.trust``), it sits under its own key, and its terminal's
+  chain up to it is complete (``core.chains``).
 * Stock on hand of a SKU = receipts + adjustments - units sold + units of voided sales. A sale is
   credited back once however many voids name it (two lanes may void it during a split).
 
 Discovering a fork below an already accepted head cannot be folded in incrementally, so the
-ledger asks its owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild, which
-makes the rebuilt result the canonical one.
+views ask their owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild,
+which makes the rebuilt result the canonical one.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Container, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from lanesync.core.hlc import ZERO, Hlc
-from lanesync.core.identity import DOMAIN_RECORD, Certificate, StoreIdentity, verify
+from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core.hlc import Hlc
+from lanesync.core.identity import Certificate, StoreIdentity
 from lanesync.core.ids import (
     CATALOG_DOC,
     RecordId,
@@ -37,8 +34,6 @@ from lanesync.core.ids import (
     ledger_doc,
 )
 from lanesync.core.records import (
-    GENESIS_HASH,
-    HASH_SIZE,
     Adjustment,
     PriceChange,
     Receipt,
@@ -47,16 +42,8 @@ from lanesync.core.records import (
     Sale,
     Void,
     parse_record,
-    record_key,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ChainHead:
-    terminal: TerminalId
-    seq: int
-    hash: bytes
-    hlc: Hlc
+from lanesync.core.trust import Trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,41 +62,7 @@ class Price:
     terminal: TerminalId
 
 
-@dataclass(slots=True)
-class _Chain:
-    # The hashes of the accepted records, concatenated (seq i at [32 * (i - 1), 32 * i)): one
-    # buffer instead of one bytes object per record (65 B of header each, 100k per busy day).
-    hashes: bytearray = field(default_factory=bytearray)
-    # sales[i] is 1 when seq i+1 is a counted sale (accepted and authorised): its lines are
-    # read back from the document when a void needs them, so no per-sale object stays around.
-    sales: bytearray = field(default_factory=bytearray)
-    last_hlc: Hlc = ZERO
-    broken_at: int | None = None  # seq from which nothing more is ever accepted
-    broken_reason: str = ""
-    broken_by: bytes = b""  # hash of the record that broke it by not linking (else empty)
-    waiting: dict[int, dict[bytes, tuple[str, str, Record, Certificate]]] = field(
-        default_factory=dict
-    )
-
-    @property
-    def head_seq(self) -> int:
-        return len(self.sales)
-
-    @property
-    def head_hash(self) -> bytes:
-        return self.hash_at(len(self.sales)) if self.sales else GENESIS_HASH
-
-    def hash_at(self, seq: int) -> bytes:
-        return bytes(self.hashes[HASH_SIZE * (seq - 1) : HASH_SIZE * seq])
-
-    def all_hashes(self) -> Iterator[bytes]:
-        for start in range(0, len(self.hashes), HASH_SIZE):
-            yield bytes(self.hashes[start : start + HASH_SIZE])
-
-
 SaleFinder = Callable[[str], Sale | None]
-FORK = "two different records with one sequence number"
-BAD_LINK = "record does not link to its predecessor"
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
@@ -119,7 +72,7 @@ def expected_doc(record: Record, tz: ZoneInfo) -> str:
     return ledger_doc(record.hlc.business_day(tz))
 
 
-class Ledger:
+class Views:
     """Incrementally maintained views over every record entry a replica has seen."""
 
     def __init__(
@@ -130,9 +83,8 @@ class Ledger:
         self._store = store
         self._tz = tz
         self._find_sale = find_sale
-        self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
+        self._trust = Trust()
         self._deferring = False
-        self._revoked: dict[TerminalId, int] = {}
         # For materialised views (the cloud's head-office tables): records accepted since the
         # last drain, and how many rebuilds happened (a rebuild invalidates what was drained).
         self.collect_accepted = False
@@ -140,7 +92,7 @@ class Ledger:
         self._reset_views()
 
     def _reset_views(self) -> None:
-        self._chains: dict[TerminalId, _Chain] = defaultdict(_Chain)
+        self._chains = Chains()
         self._unverified: dict[TerminalId, dict[tuple[str, str], Record]] = defaultdict(dict)
         self._rejected: dict[tuple[str, str], str] = {}
         self._unauthorized: dict[tuple[str, str], str] = {}
@@ -148,8 +100,6 @@ class Ledger:
         self._voids: dict[str, int] = defaultdict(int)
         self._prices: dict[Sku, Price] = {}
         self._accepted = 0
-        self._new_verdicts: list[bytes] = []
-        self._checked: set[bytes] = set()
         self._accepted_log: list[Record] = []
         self.needs_rebuild = False
 
@@ -159,30 +109,22 @@ class Ledger:
         judged with all its candidates in view: the result is a function of the content alone,
         whatever order anything arrived in. Signatures already checked are not checked again."""
         self.rebuilds += 1
-        checked = {h for chain in self._chains.values() for h in chain.all_hashes()}
-        checked.update(
-            h for chain in self._chains.values() for c in chain.waiting.values() for h in c
-        )
+        checked = self._chains.known_hashes()
         self._reset_views()
-        self._checked = checked
+        self._trust.remember_checked(checked)
         self._deferring = True
 
     def end_rebuild(self) -> None:
         self._deferring = False
-        for terminal, chain in list(self._chains.items()):
-            self._advance(terminal, chain)
+        self._count_all(self._chains.advance_all())
         self.needs_rebuild = False
-        # Only a rebuild needs to know what was verified before (it forgets the views); after
-        # it the set would hold one hash per record for nothing.
-        self._checked = set()
+        self._trust.forget_checked()
 
     # -- certificates ---------------------------------------------------------------------------
 
     def add_certificate(self, cert: Certificate, now_ms: int) -> None:
-        known = self._certs[cert.terminal_id]
-        if any(c.encoded == cert.encoded for c in known):
+        if not self._trust.add_certificate(cert):
             return
-        known.append(cert)
         # Records that arrived before their signer's certificate can be judged now.
         waiting = self._unverified.pop(cert.terminal_id, {})
         for (doc, key), record in waiting.items():
@@ -191,64 +133,19 @@ class Ledger:
     def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> None:
         """From ``revoked_at_ms`` on, no certificate of ``terminal`` is valid. Records stamped
         earlier stay valid; any later one already counted is withdrawn by a rebuild."""
-        current = self._revoked.get(terminal)
-        if current is not None and current <= revoked_at_ms:
-            return
-        self._revoked[terminal] = revoked_at_ms
-        # Records already counted, waiting behind a gap, or judged with the old validity may all
-        # change verdict: revocations are rare, so judge everything again.
-        self.needs_rebuild = True
+        if self._trust.add_revocation(terminal, revoked_at_ms):
+            # Records already counted, waiting behind a gap, or judged with the old validity
+            # may all change verdict: revocations are rare, so judge everything again.
+            self.needs_rebuild = True
 
     def revoked_at(self, terminal: TerminalId) -> int | None:
-        return self._revoked.get(terminal)
+        return self._trust.revoked_at(terminal)
 
     def is_revoked(self, terminal: TerminalId, at_ms: int) -> bool:
-        revoked = self._revoked.get(terminal)
-        return revoked is not None and at_ms >= revoked
+        return self._trust.is_revoked(terminal, at_ms)
 
     def certificates(self) -> Iterator[Certificate]:
-        for certs in self._certs.values():
-            yield from certs
-
-    def _signer(self, record: Record, *, trusted: bool) -> Certificate | None:
-        """A certificate of the record's terminal, valid at the record's time, whose key made
-        the signature; None if there is none (yet). Every candidate is tried, so the answer does
-        not depend on the order certificates arrived in; for a price change a manager
-        certificate is preferred, since only that authorises it."""
-        at_ms = record.hlc.wall_ms
-        if self.is_revoked(record.terminal, at_ms):
-            return None
-        certs = self._certs.get(record.terminal, ())
-        checked_before = trusted or record.hash in self._checked
-        if len(certs) == 1:
-            # The common case: one certificate, so there is no choice between signers.
-            (cert,) = certs
-            if not cert.valid_at(at_ms):
-                return None
-            if checked_before:
-                return cert  # on a reopen
-            if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
-                return None
-            self._new_verdicts.append(record.hash)
-            return cert
-        candidates = [c for c in certs if c.valid_at(at_ms)]
-        if not candidates:
-            return None
-        if checked_before and (len(candidates) == 1 or not isinstance(record.body, PriceChange)):
-            # The signature was verified before. Only for a price change with several candidate
-            # certificates does it matter which one signed (their roles may differ).
-            return candidates[0]
-        signers = [
-            c
-            for c in candidates
-            if verify(c.public_key, DOMAIN_RECORD, record.payload, record.signature)
-        ]
-        if signers and not trusted:
-            self._new_verdicts.append(record.hash)
-        managers = [c for c in signers if c.role.may_set_prices]
-        if managers:
-            return managers[0]
-        return signers[0] if signers else None
+        return self._trust.certificates()
 
     # -- records --------------------------------------------------------------------------------
 
@@ -277,61 +174,27 @@ class Ledger:
         if doc != expected_doc(record, self._tz):
             self._rejected[(doc, key)] = f"record {record.id} is stored in the wrong document"
             return
-        signer = self._signer(record, trusted=trusted)
+        signer = self._trust.signer(record, trusted=trusted)
         if signer is None:
             self._unverified[record.terminal][(doc, key)] = record
             return
         self._rejected.pop((doc, key), None)
         self._unverified[record.terminal].pop((doc, key), None)
-        self._add_valid(doc, key, record, signer)
+        offered = self._chains.offer(doc, key, record, signer)
+        if offered is Offered.BELOW_HEAD_FORK:
+            self.needs_rebuild = True
+        elif offered is Offered.HELD and not self._deferring:
+            self._count_all(self._chains.advance(record.terminal))
 
-    def _add_valid(self, doc: str, key: str, record: Record, cert: Certificate) -> None:
-        chain = self._chains[record.terminal]
-        seq = record.seq
-        if chain.broken_at is not None and seq >= chain.broken_at:
-            if seq == chain.broken_at and chain.broken_by and record.hash != chain.broken_by:
-                # A second record at the seq where one failed to link: a fold that saw both at
-                # once calls it a fork, and the views must not depend on arrival order.
-                chain.broken_reason, chain.broken_by = FORK, b""
-            return  # reported through the chain's broken state
-        if seq <= chain.head_seq:
-            if chain.hash_at(seq) != record.hash:
-                # A fork below the head: what was counted must be judged again as a whole.
-                self.needs_rebuild = True
-            return
-        chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record, cert)
-        if not self._deferring:
-            self._advance(record.terminal, chain)
-
-    def _break(self, terminal: TerminalId, seq: int, reason: str, by: bytes = b"") -> None:
-        chain = self._chains[terminal]
-        if chain.broken_at is None or seq < chain.broken_at:
-            chain.broken_at, chain.broken_reason, chain.broken_by = seq, reason, by
-        for stale in [s for s in chain.waiting if s >= seq]:
-            del chain.waiting[stale]
-
-    def _advance(self, terminal: TerminalId, chain: _Chain) -> None:
-        while (candidates := chain.waiting.get(chain.head_seq + 1)) is not None:
-            seq = chain.head_seq + 1
-            if len(candidates) > 1:
-                self._break(terminal, seq, FORK)
-                return
-            ((doc, key, record, signer),) = candidates.values()
-            if record.prev_hash != chain.head_hash or record.hlc <= chain.last_hlc:
-                self._break(terminal, seq, BAD_LINK, record.hash)
-                return
-            del chain.waiting[seq]
-            chain.hashes += record.hash
-            chain.sales.append(0)  # _apply marks it once it counts as a sale
-            chain.last_hlc = record.hlc
+    def _count_all(self, accepted: Iterable[Candidate]) -> None:
+        """Count each record as its chain accepts it (before the next one is judged)."""
+        for doc, key, record, signer in accepted:
             self._accepted += 1
             if self.collect_accepted:
                 self._accepted_log.append(record)
-            self._apply(doc, key, record, signer, chain)
+            self._apply(doc, key, record, signer)
 
-    def _apply(
-        self, doc: str, key: str, record: Record, signer: Certificate, chain: _Chain
-    ) -> None:
+    def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
         body = record.body
         if not signer.role.may_sell and not isinstance(body, PriceChange):
             # A cloud certificate signs catalog records for its store and nothing else.
@@ -339,7 +202,7 @@ class Ledger:
             return
         match body:
             case Sale(lines):
-                chain.sales[record.seq - 1] = 1
+                self._chains.mark_sale(record)
                 # Voided before it counted: its SKUs still appear in the stock view, at +-0.
                 sign = 0 if self._voids.get(str(record.id)) else -1
                 for line in lines:
@@ -347,7 +210,7 @@ class Ledger:
             case Void(sale_id):
                 target = str(sale_id)
                 self._voids[target] += 1
-                if self._voids[target] == 1 and self._is_counted_sale(sale_id):
+                if self._voids[target] == 1 and self._chains.is_counted_sale(sale_id):
                     sale_key = self.accepted_key(sale_id)
                     sale = self._find_sale(sale_key) if sale_key is not None else None
                     if sale is None:
@@ -384,22 +247,9 @@ class Ledger:
         it). Records held but not counted yet (waiting behind a gap, or for a certificate)
         are named by document and key only: their bytes are in the documents."""
         if self._deferring:
-            raise RuntimeError("a checkpoint of a ledger in the middle of a rebuild")
+            raise RuntimeError("a checkpoint of views in the middle of a rebuild")
         return [
-            [
-                [
-                    terminal,
-                    bytes(c.hashes),
-                    bytes(c.sales),
-                    c.last_hlc.wall_ms,
-                    c.last_hlc.counter,
-                    c.broken_at,
-                    c.broken_reason,
-                    c.broken_by,
-                    sorted([d, k] for held in c.waiting.values() for d, k, _, _ in held.values()),
-                ]
-                for terminal, c in sorted(self._chains.items())
-            ],
+            self._chains.export(),
             sorted([d, k] for records in self._unverified.values() for d, k in records),
             sorted([d, k, r] for (d, k), r in self._rejected.items()),
             sorted([d, k, r] for (d, k), r in self._unauthorized.items()),
@@ -410,17 +260,17 @@ class Ledger:
                 for sku, p in self._prices.items()
             ),
             self._accepted,
-            sorted([t, ms] for t, ms in self._revoked.items()),
+            sorted([t, ms] for t, ms in self._trust.revocations().items()),
         ]
 
     def load_views(
         self, views: Any, lookup: Callable[[str, str], object], trusted: Container[bytes]
     ) -> None:
-        """Take the views ``export_views`` gave, into a ledger that has ingested its
+        """Take the views ``export_views`` gave, into views that have ingested their
         certificates and revocations and nothing else. ``lookup(doc, key)``: a stored value.
 
-        Raises ``ValueError`` when the views do not fit this ledger and its documents (then
-        the ledger is unusable: the owner discards it and folds everything again)."""
+        Raises ``ValueError`` when the views do not fit these views and their documents (then
+        they are unusable: the owner discards them and folds everything again)."""
         try:
             (
                 chains,
@@ -433,18 +283,9 @@ class Ledger:
                 accepted,
                 revoked,
             ) = views
-            if {TerminalId(t): int(ms) for t, ms in revoked} != self._revoked:
+            if {TerminalId(t): int(ms) for t, ms in revoked} != self._trust.revocations():
                 raise ValueError("the checkpoint was made under other revocations")
-            held: list[tuple[str, str]] = []
-            for terminal, hashes, sales, wall, counter, broken_at, reason, by, waiting in chains:
-                if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
-                    raise ValueError("a chain of the checkpoint is malformed")
-                chain = self._chains[TerminalId(sys.intern(terminal))]
-                chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
-                chain.last_hlc = Hlc(int(wall), int(counter))
-                chain.broken_at = None if broken_at is None else int(broken_at)
-                chain.broken_reason, chain.broken_by = str(reason), bytes(by)
-                held.extend((str(d), str(k)) for d, k in waiting)
+            held = self._chains.load(chains)
             held.extend((str(d), str(k)) for d, k in unverified)
             self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}
             self._unauthorized = {(str(d), str(k)): str(r) for d, k, r in unauthorized}
@@ -469,15 +310,13 @@ class Ledger:
             trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
             self.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=0)
         self._deferring = False
-        for terminal, chain in list(self._chains.items()):
-            self._advance(terminal, chain)
+        self._count_all(self._chains.advance_all())
 
     # -- reading --------------------------------------------------------------------------------
 
     def drain_new_verdicts(self) -> list[bytes]:
         """Hashes of records whose signature was verified since the last call (to persist)."""
-        verdicts, self._new_verdicts = self._new_verdicts, []
-        return verdicts
+        return self._trust.drain_new_verdicts()
 
     def forget(self, doc: str, key: str, value: object) -> None:
         """An entry left the documents (deleted or replaced): drop what the views hold of it.
@@ -489,16 +328,7 @@ class Ledger:
         if isinstance(parsed, Rejection):
             return
         self._unverified.get(parsed.terminal, {}).pop((doc, key), None)
-        chain = self._chains.get(parsed.terminal)
-        if chain is None:
-            return
-        candidates = chain.waiting.get(parsed.seq, {})
-        held = candidates.get(parsed.hash)
-        if held is not None and held[:2] == (doc, key):
-            del candidates[parsed.hash]
-            if not candidates:
-                del chain.waiting[parsed.seq]
-        if chain.broken_at is not None and parsed.seq >= chain.broken_at - 1:
+        if self._chains.forget(doc, key, parsed):
             self.needs_rebuild = True
 
     def drain_accepted(self) -> list[Record]:
@@ -518,60 +348,38 @@ class Ledger:
     def prices(self) -> dict[Sku, Price]:
         return dict(self._prices)
 
-    def _is_counted_sale(self, record_id: RecordId) -> bool:
-        chain = self._chains.get(record_id.terminal)
-        return (
-            chain is not None
-            and 1 <= record_id.seq <= chain.head_seq
-            and bool(chain.sales[record_id.seq - 1])
-        )
-
     def is_sale(self, record_id: str) -> bool:
         terminal, sep, seq = record_id.rpartition(":")
         if not sep or not is_decimal(seq):
             return False
         rid = RecordId(TerminalId(terminal), int(seq))
-        return str(rid) == record_id and self._is_counted_sale(rid)  # "lane1:07" names none
+        # "lane1:07" names none
+        return str(rid) == record_id and self._chains.is_counted_sale(rid)
 
     def is_voided(self, record_id: str) -> bool:
         return self._voids.get(record_id, 0) > 0
 
     def sale_ids(self) -> Iterator[str]:
-        for terminal, chain in self._chains.items():
-            for index, counted in enumerate(chain.sales):
-                if counted:
-                    yield f"{terminal}:{index + 1}"
+        return self._chains.sale_ids()
 
     def accepted_count(self) -> int:
         return self._accepted
 
     def head(self, terminal: TerminalId) -> ChainHead:
-        chain = self._chains.get(terminal) or _Chain()
-        return ChainHead(terminal, chain.head_seq, chain.head_hash, chain.last_hlc)
+        return self._chains.head(terminal)
 
     def heads(self) -> list[ChainHead]:
-        return [self.head(t) for t in sorted(self._chains) if self._chains[t].head_seq]
+        return self._chains.heads()
 
     def is_broken(self, terminal: TerminalId) -> tuple[int, str] | None:
-        chain = self._chains.get(terminal)
-        if chain is None or chain.broken_at is None:
-            return None
-        return chain.broken_at, chain.broken_reason
+        return self._chains.is_broken(terminal)
 
     def accepted_key(self, record_id: RecordId) -> str | None:
         """The map key of the accepted record with this id, if any."""
-        chain = self._chains.get(record_id.terminal)
-        if chain is None or not 1 <= record_id.seq <= chain.head_seq:
-            return None
-        return record_key(record_id, chain.hash_at(record_id.seq))
+        return self._chains.accepted_key(record_id)
 
     def is_accepted(self, record: Record) -> bool:
-        chain = self._chains.get(record.terminal)
-        return (
-            chain is not None
-            and record.seq <= chain.head_seq
-            and chain.hash_at(record.seq) == record.hash
-        )
+        return self._chains.is_accepted(record)
 
     def problems(self) -> dict[str, list[dict[str, object]]]:
         """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
@@ -589,16 +397,7 @@ class Ledger:
         unauthorized: list[dict[str, object]] = [
             {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
         ]
-        broken: list[dict[str, object]] = [
-            {"terminal": t, "from_seq": c.broken_at, "reason": c.broken_reason}
-            for t, c in sorted(self._chains.items())
-            if c.broken_at is not None
-        ]
-        gaps: list[dict[str, object]] = [
-            {"terminal": t, "missing_seq": c.head_seq + 1, "waiting": len(c.waiting)}
-            for t, c in sorted(self._chains.items())
-            if c.waiting and c.broken_at is None
-        ]
+        broken, gaps = self._chains.problems()
         return {
             "rejected": rejected,
             "unverified": unverified,
