@@ -44,17 +44,17 @@ Delivery = tuple[str, bytes]
 
 def views(replica: Replica) -> dict[str, object]:
     """Everything the views answer, for equality (the digest covers the documents)."""
-    ledger = replica.views
-    sale_ids = sorted(ledger.sale_ids())
+    current = replica.views
+    sale_ids = sorted(current.sale_ids())
     return {
-        "on_hand": ledger.on_hand(),
-        "prices": ledger.prices(),
-        "heads": ledger.heads(),
-        "problems": ledger.problems(),
+        "on_hand": current.on_hand(),
+        "prices": current.prices(),
+        "heads": current.heads(),
+        "problems": current.problems(),
         "sales": sale_ids,
-        "voided": sorted(s for s in sale_ids if ledger.is_voided(s)),
-        "accepted": ledger.accepted_count(),
-        "broken": {t: ledger.is_broken(t) for t in TERMINALS},
+        "voided": sorted(s for s in sale_ids if current.is_voided(s)),
+        "accepted": current.accepted_count(),
+        "broken": {t: current.is_broken(t) for t in TERMINALS},
         "digest": replica.digest(),
     }
 

@@ -24,6 +24,7 @@ from typing import Any
 from lanesync.cloud.sql import Row, Sql
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
+from lanesync.core.views import AcceptedRecords
 
 _STORE_TABLES = (
     "sales",
@@ -68,11 +69,12 @@ class HeadOffice:
         self._sql = sql
         self._rebuilds: dict[str, int] = {}
 
-    def project(self, store_id: str, replica: Replica) -> None:
-        """Write what changed in ``replica`` since the last projection (inside a transaction)."""
+    def project(self, store_id: str, replica: Replica, accepted: AcceptedRecords) -> None:
+        """Write what changed in ``replica`` since the last projection (inside a transaction).
+        ``accepted``: the replica's ``subscribe_accepted`` stream, drained by no one else."""
         views = replica.views
-        full = self._rebuilds.get(store_id) != views.rebuilds
-        records = views.drain_accepted()
+        full = self._rebuilds.get(store_id) != accepted.rebuilds
+        records = accepted.drain()
         if full:
             for table in _STORE_TABLES:
                 self._sql.execute(f"DELETE FROM {table} WHERE store_id = ?", (store_id,))  # noqa: S608 - fixed table names
@@ -113,7 +115,7 @@ class HeadOffice:
             "SET seq = excluded.seq, hash = excluded.hash",
             [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
         )
-        self._rebuilds[store_id] = views.rebuilds
+        self._rebuilds[store_id] = accepted.rebuilds
 
     def forget_projection(self, store_id: str) -> None:
         """The next projection of ``store_id`` rewrites its rows from scratch (used when a

@@ -50,7 +50,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
-from lanesync.core.views import Views, expected_doc
+from lanesync.core.views import AcceptedRecords, Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError
 
 RECORDS_ROOT = "records"
@@ -137,7 +137,8 @@ class Replica:
         self.me = me
         self.client_id = client_id
         self.clock = HybridClock()
-        self.views = Views(store, self._tz, self._find_sale)
+        self._accepted_subscribers: list[AcceptedRecords] = []
+        self.views = Views(store, self._tz, self, self._accepted_subscribers)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
@@ -357,7 +358,7 @@ class Replica:
             self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
         else:
             self._apply_stored(rest, silent=True)
-            self.views = Views(self.store, self._tz, self._find_sale)
+            self.views = Views(self.store, self._tz, self, self._accepted_subscribers)
             if CONFIG_DOC in self._docs:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
@@ -415,12 +416,13 @@ class Replica:
         if isinstance(opened, Refused):
             return opened.reason
         try:
-            self.views.load_views(opened.views, self._stored_value, verified)
+            self.views.load_views(opened.views, verified)
         except ValueError as exc:
             return str(exc)
         return None
 
-    def _stored_value(self, doc: str, key: str) -> object:
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None (``views.Documents``)."""
         if doc not in self._docs:
             return None
         return self._root(doc).get(key)
@@ -601,9 +603,10 @@ class Replica:
                     return parsed
         return None
 
-    def _find_sale(self, key: str) -> Sale | None:
-        """The sale stored under ``key`` in a day's document (the views read a sale's lines
-        back from here when a void credits them, instead of holding every sale's lines)."""
+    def sale_at(self, key: str) -> Sale | None:
+        """The sale stored under ``key`` in a day's document (``views.Documents``: the views
+        read a sale's lines back from here when a void credits them, instead of holding every
+        sale's lines)."""
         for name in self._docs:
             if name in (CONFIG_DOC, CATALOG_DOC):
                 continue
@@ -618,6 +621,14 @@ class Replica:
             ):
                 return parsed.body
         return None
+
+    def subscribe_accepted(self) -> AcceptedRecords:
+        """A stream of the records the views accept from now on, and of their rebuilds (see
+        ``AcceptedRecords`` for its guarantees). It outlives the views: a ``restore`` that
+        replaces them feeds the same stream."""
+        stream = AcceptedRecords()
+        self._accepted_subscribers.append(stream)
+        return stream
 
     def digest(self) -> str:
         """Canonical digest of the replicated content: every (document, key, value hash), sorted.

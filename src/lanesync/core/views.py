@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
@@ -62,7 +62,51 @@ class Price:
     terminal: TerminalId
 
 
-SaleFinder = Callable[[str], Sale | None]
+class Documents(Protocol):
+    """What the views read back from their owner's CRDT documents (``Replica`` is one). The
+    documents hold every record the views count: the views keep hashes and counts, not the
+    records, and read a record back when they need it again."""
+
+    def sale_at(self, key: str) -> Sale | None:
+        """The sale stored under map key ``key`` in a day's document, or None if none is."""
+        ...
+
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None."""
+        ...
+
+
+class AcceptedRecords:
+    """A subscription to the records a replica's views accept (``Replica.subscribe_accepted``),
+    for materialised views such as the cloud's head-office tables.
+
+    Guarantees: every record that joins an accepted chain after the subscription is in exactly
+    one ``drain()``, in the order it was accepted, unless a rebuild comes first. A rebuild
+    (after a fork below a head, a revocation, a removed entry, or a reopen that could not use
+    its checkpoint) may withdraw records already drained: it adds one to ``rebuilds`` and drops
+    what was not drained yet; what the rebuilt views accept then follows as usual. So a
+    subscriber that sees ``rebuilds`` change must read the views whole again.
+    """
+
+    __slots__ = ("_log", "rebuilds")
+
+    def __init__(self) -> None:
+        self._log: list[Record] = []
+        self.rebuilds = 0
+
+    def drain(self) -> list[Record]:
+        """Records accepted since the last call (or the subscription, or the last rebuild)."""
+        log, self._log = self._log, []
+        return log
+
+    def record_accepted(self, record: Record) -> None:
+        """Called by the views as ``record`` joins its chain."""
+        self._log.append(record)
+
+    def views_rebuilt(self) -> None:
+        """Called by the views as they start a rebuild."""
+        self.rebuilds += 1
+        self._log = []
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
@@ -76,19 +120,20 @@ class Views:
     """Incrementally maintained views over every record entry a replica has seen."""
 
     def __init__(
-        self, store: StoreIdentity, tz: ZoneInfo, find_sale: SaleFinder = lambda _key: None
+        self,
+        store: StoreIdentity,
+        tz: ZoneInfo,
+        documents: Documents,
+        subscribers: Sequence[AcceptedRecords] = (),
     ) -> None:
-        """``find_sale(key)``: the lines of the counted sale stored under map key ``key`` (its
-        owner's documents hold every record the views count), or None when it is not there."""
+        """``documents``: where the records the views count are stored. ``subscribers``: told
+        of every record accepted and every rebuild (the owner may add to the sequence later)."""
         self._store = store
         self._tz = tz
-        self._find_sale = find_sale
+        self._documents = documents
+        self._subscribers = subscribers
         self._trust = Trust()
         self._deferring = False
-        # For materialised views (the cloud's head-office tables): records accepted since the
-        # last drain, and how many rebuilds happened (a rebuild invalidates what was drained).
-        self.collect_accepted = False
-        self.rebuilds = 0
         self._reset_views()
 
     def _reset_views(self) -> None:
@@ -100,7 +145,6 @@ class Views:
         self._voids: dict[str, int] = defaultdict(int)
         self._prices: dict[Sku, Price] = {}
         self._accepted = 0
-        self._accepted_log: list[Record] = []
         self.needs_rebuild = False
 
     def begin_rebuild(self) -> None:
@@ -108,7 +152,8 @@ class Views:
         entry again and calls ``end_rebuild``. Nothing is accepted until then, so each chain is
         judged with all its candidates in view: the result is a function of the content alone,
         whatever order anything arrived in. Signatures already checked are not checked again."""
-        self.rebuilds += 1
+        for subscriber in self._subscribers:
+            subscriber.views_rebuilt()
         checked = self._chains.known_hashes()
         self._reset_views()
         self._trust.remember_checked(checked)
@@ -190,8 +235,8 @@ class Views:
         """Count each record as its chain accepts it (before the next one is judged)."""
         for doc, key, record, signer in accepted:
             self._accepted += 1
-            if self.collect_accepted:
-                self._accepted_log.append(record)
+            for subscriber in self._subscribers:
+                subscriber.record_accepted(record)
             self._apply(doc, key, record, signer)
 
     def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
@@ -212,7 +257,7 @@ class Views:
                 self._voids[target] += 1
                 if self._voids[target] == 1 and self._chains.is_counted_sale(sale_id):
                     sale_key = self.accepted_key(sale_id)
-                    sale = self._find_sale(sale_key) if sale_key is not None else None
+                    sale = self._documents.sale_at(sale_key) if sale_key is not None else None
                     if sale is None:
                         # The counted sale's entry is gone from the documents (deleted by a
                         # misbehaving peer, written back after this fold): judge it all again.
@@ -263,11 +308,10 @@ class Views:
             sorted([t, ms] for t, ms in self._trust.revocations().items()),
         ]
 
-    def load_views(
-        self, views: Any, lookup: Callable[[str, str], object], trusted: Container[bytes]
-    ) -> None:
+    def load_views(self, views: Any, trusted: Container[bytes]) -> None:
         """Take the views ``export_views`` gave, into views that have ingested their
-        certificates and revocations and nothing else. ``lookup(doc, key)``: a stored value.
+        certificates and revocations and nothing else; records held but not counted are read
+        back from the documents. ``trusted``: hashes of records verified before.
 
         Raises ``ValueError`` when the views do not fit these views and their documents (then
         they are unusable: the owner discards them and folds everything again)."""
@@ -303,7 +347,7 @@ class Views:
         # was taken mid-fold, and then moving them is what a fold would do.
         self._deferring = True
         for doc, key in held:
-            value = lookup(doc, key)
+            value = self._documents.value_at(doc, key)
             if value is None:
                 raise ValueError(f"the checkpoint holds {doc} {key}, the documents do not")
             parsed = parse_record(value, trusted)
@@ -330,11 +374,6 @@ class Views:
         self._unverified.get(parsed.terminal, {}).pop((doc, key), None)
         if self._chains.forget(doc, key, parsed):
             self.needs_rebuild = True
-
-    def drain_accepted(self) -> list[Record]:
-        """Records accepted since the last call (only with ``collect_accepted``)."""
-        log, self._accepted_log = self._accepted_log, []
-        return log
 
     def on_hand(self) -> dict[Sku, int]:
         return dict(self._on_hand)
