@@ -49,12 +49,12 @@ from typing import Any, TypeVar
 import httpx
 
 from lanesync.cloud.directory import CloudDirectory
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.election import FAILOVER_BOUND_MS, GOSSIP_MS, LEASE_MS
 from lanesync.core.identity import Role, public_key_of
 from lanesync.core.ids import Sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body
+from lanesync.core.views import Views
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 from lanesync.shell.uplink import CHECK_INTERVAL_S, PROBE_INTERVAL_S
@@ -267,11 +267,11 @@ def make_store(root: Path, lanes: int) -> tuple[StoreDirectory, CloudDirectory, 
     return store, cloud, paths
 
 
-def sale_builder(rng: random.Random) -> Callable[[Ledger], Body]:
+def sale_builder(rng: random.Random) -> Callable[[Views], Body]:
     requests = [
-        commands.LineRequest(rng.choice(SKUS), rng.randint(1, 3)) for _ in range(rng.randint(1, 3))
+        bodies.LineRequest(rng.choice(SKUS), rng.randint(1, 3)) for _ in range(rng.randint(1, 3))
     ]
-    return partial(commands.build_sale, requests=requests)
+    return partial(bodies.build_sale, requests=requests)
 
 
 def build_day(root: Path, cloud: CloudDirectory, lanes: list[Path], sales: int) -> dict[str, Any]:
@@ -280,8 +280,8 @@ def build_day(root: Path, cloud: CloudDirectory, lanes: list[Path], sales: int) 
     rng = random.Random(42)
     with Terminal.open(lanes[0]) as manager:
         for sku in SKUS:
-            manager.write(lambda _, s=sku: commands.build_price_change(Role.MANAGER, s, 100))
-        manager.write_batch([lambda _, s=sku: commands.build_receipt(s, 10_000) for sku in SKUS])
+            manager.write(lambda _, s=sku: bodies.build_price_change(Role.MANAGER, s, 100))
+        manager.write_batch([lambda _, s=sku: bodies.build_receipt(s, 10_000) for sku in SKUS])
         morning = manager.export_bundle()
     with Terminal.open_directory(cloud.store_directory(STORE_ID)) as replica:
         replica.import_bundle(morning)
@@ -322,9 +322,9 @@ def minimal_delta(cloud: CloudDirectory, leader: Path) -> dict[str, Any]:
         return {
             "minimal_delta_bytes": sum(len(u) for u in delta.values()),
             "delta_docs": {name: len(u) for name, u in sorted(delta.items())},
-            "leader_records": lane.replica.ledger.accepted_count(),
-            "leader_sales": sum(1 for _ in lane.replica.ledger.sale_ids()),
-            "cloud_records_before": replica.replica.ledger.accepted_count(),
+            "leader_records": lane.replica.views.accepted_count(),
+            "leader_sales": sum(1 for _ in lane.replica.views.sale_ids()),
+            "cloud_records_before": replica.replica.views.accepted_count(),
         }
 
 

@@ -60,13 +60,13 @@ import psycopg
 from cloud import ENV, ApiProbe, percentile, progress
 
 from lanesync.cloud.directory import CloudDirectory
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role, public_key_of
 from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.node import Node
 from lanesync.core.records import Body, Sale
 from lanesync.core.replica import Replica
+from lanesync.core.views import Views
 from lanesync.shell.directories import StoreDirectory, new_client_id
 from lanesync.shell.mesh import SHUTDOWN_REASON, Mesh
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -132,19 +132,19 @@ class Fleet:
         return sum(s.sales for s in self.stores)
 
 
-def sale_builder(rng: random.Random) -> Callable[[Ledger], Body]:
+def sale_builder(rng: random.Random) -> Callable[[Views], Body]:
     requests = [
-        commands.LineRequest(sku, rng.randint(1, 3), PRICES[sku])
+        bodies.LineRequest(sku, rng.randint(1, 3), PRICES[sku])
         for sku in rng.sample(SKUS, rng.randint(1, 3))
     ]
-    return partial(commands.build_sale, requests=requests)
+    return partial(bodies.build_sale, requests=requests)
 
 
-def receipt_builder(sku: Sku) -> Callable[[Ledger], Body]:
-    return lambda _: commands.build_receipt(sku, OPENING_QTY)
+def receipt_builder(sku: Sku) -> Callable[[Views], Body]:
+    return lambda _: bodies.build_receipt(sku, OPENING_QTY)
 
 
-def write_all(till: Terminal, builders: Sequence[Callable[[Ledger], Body]]) -> list[Body]:
+def write_all(till: Terminal, builders: Sequence[Callable[[Views], Body]]) -> list[Body]:
     bodies: list[Body] = []
     for first in range(0, len(builders), BATCH):
         for result in till.write_batch(builders[first : first + BATCH]):
@@ -193,7 +193,7 @@ def reference_merge(fleet: Fleet) -> dict[str, float]:
         started = time.process_time()
         replica.merge(updates, wall_clock_ms())
         cpu += time.process_time() - started
-        if replica.ledger.accepted_count() != day.records:
+        if replica.views.accepted_count() != day.records:
             raise RuntimeError(f"reference merge of {day.store_id} accepted the wrong records")
         records += day.records
     return {"records": records, "cpu_s_per_1k_records": round(cpu / records * 1000, 3)}

@@ -39,7 +39,7 @@ import psutil
 from nacl.signing import SigningKey
 from pycrdt import Array, Doc, Map, TransactionEvent
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.identity import Role, StoreIdentity
 from lanesync.core.ids import CONFIG_DOC, Sku
 from lanesync.core.replica import Replica
@@ -365,7 +365,7 @@ def build_terminal(path: Path, builders: Sequence[BodyBuilder]) -> BuildResult:
                 sizes.append(sum(len(update) for _, update in change.updates))
                 updates.extend(change.updates)
         config_update = terminal.replica.updates_since({})[CONFIG_DOC]
-        accepted = terminal.replica.ledger.accepted_count()
+        accepted = terminal.replica.views.accepted_count()
     if accepted != len(builders) or len(updates) != len(builders):
         raise RuntimeError(
             f"built {accepted} sales with {len(updates)} updates, expected {len(builders)}"
@@ -397,9 +397,9 @@ def merge_time(
     with stopwatch() as t:
         for start in range(0, len(updates), batch):
             replica.merge(updates[start : start + batch], wall_clock_ms())
-    if replica.ledger.accepted_count() != len(updates):
+    if replica.views.accepted_count() != len(updates):
         raise RuntimeError(
-            f"reader accepted {replica.ledger.accepted_count()} sales, expected {len(updates)}"
+            f"reader accepted {replica.views.accepted_count()} sales, expected {len(updates)}"
         )
     return t
 
@@ -561,7 +561,7 @@ def phase_reopen_lanesync(directory: Path, profile: bool) -> dict[str, Any]:
         if profiler is not None:
             profiler.disable()
     after = rss_mb()
-    accepted = terminal.replica.ledger.accepted_count()
+    accepted = terminal.replica.views.accepted_count()
     terminal.close()
     if profiler is not None:
         stats = pstats.Stats(profiler, stream=sys.stderr)

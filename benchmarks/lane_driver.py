@@ -45,12 +45,12 @@ from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.ids import Sku, TerminalId
-from lanesync.core.ledger import Ledger
 from lanesync.core.node import Output
 from lanesync.core.records import Body
 from lanesync.core.replica import Change
+from lanesync.core.views import Views
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.mesh import Mesh
@@ -205,14 +205,14 @@ class TimedMesh(Mesh):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.wire_out = 0
-        ledger = self.terminal.replica.ledger
-        self._ledger = ledger
+        views = self.terminal.replica.views
+        self._views = views
         self._me = str(self.terminal.terminal_id)
         self.accepted = Arrivals()  # in memory, in the views: what a query sees
         self.durable = Arrivals()  # after this lane's own durable commit of the update
-        self._accepted_count = ledger.accepted_count()
+        self._accepted_count = views.accepted_count()
         self._durable_count = self._accepted_count
-        self._committed_seq = ledger.head(TerminalId(self._me)).seq
+        self._committed_seq = views.head(TerminalId(self._me)).seq
         self.commits: list[list[int]] = []  # [first_seq, last_seq, time_ns] of local commits
         take_output = self.node.take_output
 
@@ -220,8 +220,8 @@ class TimedMesh(Mesh):
             # The node merges what it received in take_output (all frames of one event-loop
             # iteration together): records become accepted there.
             out = take_output()
-            if ledger.accepted_count() != self._accepted_count:
-                self._accepted_count = ledger.accepted_count()
+            if views.accepted_count() != self._accepted_count:
+                self._accepted_count = views.accepted_count()
                 self._scan(self.accepted)
             return out
 
@@ -235,8 +235,8 @@ class TimedMesh(Mesh):
 
         def durable_commit(*args: Any) -> None:
             commit(*args)  # peers' updates become durable here, not when they are merged
-            if ledger.accepted_count() != self._durable_count:
-                self._durable_count = ledger.accepted_count()
+            if views.accepted_count() != self._durable_count:
+                self._durable_count = views.accepted_count()
                 self._scan(self.durable)
 
         storage.commit = durable_commit  # type: ignore[method-assign]
@@ -258,13 +258,13 @@ class TimedMesh(Mesh):
 
     def _scan(self, into: Arrivals) -> None:
         at = now_ns()
-        # Benchmark-only peek at the ledger's chains: ``heads()`` builds a ChainHead per
+        # Benchmark-only peek at the views' chains: ``heads()`` builds a ChainHead per
         # terminal, which would make this observer cost more than it needs to per frame.
-        chains = getattr(self._ledger, "_chains", None)
+        chains = getattr(getattr(self._views, "_chains", None), "_chains", None)
         if isinstance(chains, dict):
             heads = [(terminal, chain.head_seq) for terminal, chain in chains.items()]
         else:
-            heads = [(head.terminal, head.seq) for head in self._ledger.heads()]
+            heads = [(head.terminal, head.seq) for head in self._views.heads()]
         for terminal, seq in heads:
             if terminal != self._me and seq:
                 into.advance(terminal, seq, at)
@@ -278,7 +278,7 @@ class TimedMesh(Mesh):
 
     def committed(self, changes: list[Change]) -> None:
         at = now_ns()
-        head = self._ledger.head(TerminalId(self._me)).seq
+        head = self._views.head(TerminalId(self._me)).seq
         if head > self._committed_seq:
             self.commits.append([self._committed_seq + 1, head, at])
             self._committed_seq = head
@@ -352,7 +352,7 @@ class LanesyncLane:
         return {
             "have": dict(self.mesh.accepted.seen),
             "durable": dict(self.mesh.durable.seen),
-            "sent": self.terminal.replica.ledger.head(self.terminal.terminal_id).seq,
+            "sent": self.terminal.replica.views.head(self.terminal.terminal_id).seq,
             "links": self.mesh.open_links(),
             "wire_out": self.mesh.wire_out,
             "payload_out": self.mesh.bytes_out,
@@ -375,8 +375,8 @@ class LanesyncLane:
         async def one(lines: list[tuple[str, int, int]]) -> None:
             requests = [LineRequest(Sku(sku), qty, unit) for sku, qty, unit in lines]
 
-            def build(ledger: Ledger) -> Body:
-                return build_sale(ledger, requests)
+            def build(views: Views) -> Body:
+                return build_sale(views, requests)
 
             issued = now_ns()
             record = await committer.write(build)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.node import Node
@@ -93,7 +93,7 @@ def receive_us(sales: int, batch: int) -> float:
                 node_b.data_received(CONN, frame, wall_clock_ms())
                 node_b.take_output()
             spent = time.process_time() - started
-            accepted = b.replica.ledger.accepted_count()
+            accepted = b.replica.views.accepted_count()
             if accepted < sales:
                 raise SystemExit(f"lane B accepted {accepted} of {sales} sales: a broken run")
         finally:

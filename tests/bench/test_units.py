@@ -146,7 +146,7 @@ def test_systems_must_include_lanesync() -> None:
 UNSIGNED_PROBE = """
 from nacl.signing import SigningKey
 from lanesync.cli.bench_lane import PlainBox, insecure_patches
-from lanesync.core import connection, ledger, records
+from lanesync.core import connection, records, trust
 from lanesync.core.hlc import Hlc
 from lanesync.core.ids import Sku, TerminalId
 
@@ -157,7 +157,7 @@ insecure_patches()
 plain = records.make_record(key, TerminalId("lane1"), 1, bytes(32), Hlc(1, 0), body)
 assert signed.signature != bytes(64), "signing was already off"
 assert plain.signature == bytes(64), "records are still signed"
-assert ledger.verify(b"k" * 32, b"d", b"m", b"s") is True, "records are still verified"
+assert trust.verify(b"k" * 32, b"d", b"m", b"s") is True, "records are still verified"
 assert connection.SecretBox is PlainBox, "frames are still sealed"
 print("ok")
 """

@@ -23,7 +23,7 @@ from typing import Any
 
 import pycrdt
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
@@ -229,5 +229,5 @@ def outsider(root: Path, store_id: str, terminal_id: str) -> Outsider:
     store = StoreDirectory.init(root / "store", store_id)
     store.enroll(root / terminal_id, terminal_id, Role.MANAGER, wall_clock_ms(), 30)
     with Terminal.open(root / terminal_id) as terminal:
-        terminal.write(lambda _: commands.build_receipt("milk", 5))
+        terminal.write(lambda _: bodies.build_receipt("milk", 5))
         return Outsider(terminal.export_bundle(), terminal.state_file())

@@ -13,7 +13,7 @@ import pytest
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.stores import Backend
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -62,7 +62,7 @@ def test_the_sqlite_files_of_a_serving_cloud_are_private(tmp_path: Path) -> None
     try:
         directory = cloud.store_directory(STORE_ID)
         with Terminal.open_directory(directory, lock_wait_s=0) as replica:
-            change = commands.build_price_change(Role.CLOUD, "milk", 100)
+            change = bodies.build_price_change(Role.CLOUD, "milk", 100)
             replica.write(lambda _: change)
             # Both databases have written: their -wal files exist while they are open, and the
             # head-office database's -shm (the store replica's is in exclusive locking mode:

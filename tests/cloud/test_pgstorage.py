@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import lanesync.core.identity
-import lanesync.core.ledger
+import lanesync.core.trust
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, connect
@@ -122,8 +122,8 @@ def test_any_interleaving_of_uploads_pulls_and_compactions_converges(
         digests["lane"] = lane.replica.digest()
         assert len(set(digests.values())) == 1, digests
         for process in (*processes.values(), fresh):
-            assert process.replica.ledger.on_hand() == lane.replica.ledger.on_hand()
-            assert process.replica.ledger.accepted_count() == lane.replica.ledger.accepted_count()
+            assert process.replica.views.on_hand() == lane.replica.views.on_hand()
+            assert process.replica.views.accepted_count() == lane.replica.views.accepted_count()
     finally:
         for sql in connections.values():
             sql.close()
@@ -143,9 +143,9 @@ def test_records_another_process_verified_are_not_verified_again(
         checks.append(message)
         return real(public_key, domain, message, signature)
 
-    # The ledger checks record signatures with the identity module's function.
-    assert vars(lanesync.core.ledger)["verify"] is real
-    monkeypatch.setattr(lanesync.core.ledger, "verify", counting)
+    # Trust checks record signatures with the identity module's function.
+    assert vars(lanesync.core.trust)["verify"] is real
+    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
     try:
         a, b = (opened(store, connections[name], store_key) for name in "ab")
         a.receive(lane.restored)
@@ -154,7 +154,7 @@ def test_records_another_process_verified_are_not_verified_again(
             a.receive(change)
         assert len(checks) == 20  # a verified each sale once
         b.pull(connections["b"])
-        assert b.replica.ledger.accepted_count() == 20
+        assert b.replica.views.accepted_count() == 20
         assert len(checks) == 20, "b checked again what a had verified"
         assert b.replica.digest() == a.replica.digest()
     finally:

@@ -13,6 +13,7 @@ from nacl.signing import SigningKey
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Revocation,
     Role,
     StoreIdentity,
@@ -25,7 +26,6 @@ from lanesync.core.replica import (
     CERTS_ROOT,
     RECORDS_ROOT,
     Change,
-    LocalIdentity,
     Replica,
     certificate_key,
     revocation_key,
@@ -118,7 +118,7 @@ def sync_all(replicas: list[Replica], now_ms: int = NOW) -> None:
 
 
 def no_problems(replica: Replica) -> bool:
-    return not any(replica.ledger.problems().values())
+    return not any(replica.views.problems().values())
 
 
 def record_chain(

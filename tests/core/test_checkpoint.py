@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role, issue_revocation
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
@@ -31,7 +32,7 @@ from lanesync.core.records import (
     Void,
     make_record,
 )
-from lanesync.core.replica import CHECKPOINT_DIGEST_SIZE, RECORDS_ROOT, Change, Replica
+from lanesync.core.replica import RECORDS_ROOT, Change, Replica
 
 from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed
 
@@ -43,17 +44,17 @@ Delivery = tuple[str, bytes]
 
 def views(replica: Replica) -> dict[str, object]:
     """Everything the views answer, for equality (the digest covers the documents)."""
-    ledger = replica.ledger
-    sale_ids = sorted(ledger.sale_ids())
+    current = replica.views
+    sale_ids = sorted(current.sale_ids())
     return {
-        "on_hand": ledger.on_hand(),
-        "prices": ledger.prices(),
-        "heads": ledger.heads(),
-        "problems": ledger.problems(),
+        "on_hand": current.on_hand(),
+        "prices": current.prices(),
+        "heads": current.heads(),
+        "problems": current.problems(),
         "sales": sale_ids,
-        "voided": sorted(s for s in sale_ids if ledger.is_voided(s)),
-        "accepted": ledger.accepted_count(),
-        "broken": {t: ledger.is_broken(t) for t in TERMINALS},
+        "voided": sorted(s for s in sale_ids if current.is_voided(s)),
+        "accepted": current.accepted_count(),
+        "broken": {t: current.is_broken(t) for t in TERMINALS},
         "digest": replica.digest(),
     }
 

@@ -102,7 +102,7 @@ class LaneMesh(RuleBasedStateMachine):
 
     def _append(self, i: int, body: Body) -> Record:
         terminal = self._lane(i)
-        before = terminal.replica.ledger.head(terminal.name).seq
+        before = terminal.replica.views.head(terminal.name).seq
         record, change = terminal.replica.append(body, self.now)
         assert record.seq == before + 1
         assert change.updates
@@ -127,11 +127,11 @@ class LaneMesh(RuleBasedStateMachine):
 
     @rule(i=lane, pick=st.integers(0, 1000))
     def void(self, i: int, pick: int) -> None:
-        visible = sorted(self._lane(i).replica.ledger.sale_ids())
+        visible = sorted(self._lane(i).replica.views.sale_ids())
         if visible:
             target = visible[pick % len(visible)]
             self._append(i, Void(RecordId.parse(target)))
-            assert self._lane(i).replica.ledger.is_voided(target)
+            assert self._lane(i).replica.views.is_voided(target)
 
     @rule(i=lane, j=lane, pick=st.integers(0, 1000))
     def void_twice_while_apart(self, i: int, j: int, pick: int) -> None:
@@ -139,7 +139,7 @@ class LaneMesh(RuleBasedStateMachine):
         a, b = self._lane(i), self._lane(j)
         if a is b:
             return
-        common = sorted(set(a.replica.ledger.sale_ids()) & set(b.replica.ledger.sale_ids()))
+        common = sorted(set(a.replica.views.sale_ids()) & set(b.replica.views.sale_ids()))
         if not common:
             sale = self._append(i, Sale.of((SaleLine(SKUS[pick % 3], 1 + pick % 4, 100),)))
             sync(a.replica, b.replica, self.now)
@@ -156,8 +156,8 @@ class LaneMesh(RuleBasedStateMachine):
             return
         sync(a, b, self.now)
         # dst now holds everything src held
-        for head in a.ledger.heads():
-            assert b.ledger.head(head.terminal).seq >= head.seq
+        for head in a.views.heads():
+            assert b.views.head(head.terminal).seq >= head.seq
         assert not a.updates_since(b.state_vectors())
 
     @rule(src=lane, dst=lane)
@@ -179,7 +179,7 @@ class LaneMesh(RuleBasedStateMachine):
     @invariant()
     def nothing_is_rejected(self) -> None:
         for terminal in self.terminals:
-            assert no_problems(terminal.replica), terminal.replica.ledger.problems()
+            assert no_problems(terminal.replica), terminal.replica.views.problems()
 
     def teardown(self) -> None:
         if not self.terminals:
@@ -193,14 +193,14 @@ class LaneMesh(RuleBasedStateMachine):
         first = replicas[0]
         for replica in replicas:
             assert replica.digest() == first.digest()
-            assert replica.ledger.on_hand() == expected
-            assert no_problems(replica), replica.ledger.problems()
-            assert {s: p.unit_cents for s, p in replica.ledger.prices().items()} == {
+            assert replica.views.on_hand() == expected
+            assert no_problems(replica), replica.views.problems()
+            assert {s: p.unit_cents for s, p in replica.views.prices().items()} == {
                 s: cents for s, (_, _, cents) in self.model.prices.items()
             }
-            assert set(replica.ledger.sale_ids()) == set(self.model.sales)
+            assert set(replica.views.sale_ids()) == set(self.model.sales)
             for sale_id in self.model.sales:
-                assert replica.ledger.is_voided(sale_id) == (sale_id in self.model.voided)
+                assert replica.views.is_voided(sale_id) == (sale_id in self.model.voided)
 
 
 LaneMesh.TestCase.settings = settings(
@@ -218,12 +218,12 @@ def test_two_lanes_voiding_one_sale_while_apart_credit_it_back_once() -> None:
     a.replica.append(Receipt(Sku("A"), 10), NOW)
     sale, _ = a.replica.append(Sale.of((SaleLine(Sku("A"), 4, 100),)), NOW)
     sync_all([a.replica, b.replica])
-    assert b.replica.ledger.on_hand() == {"A": 6}
+    assert b.replica.views.on_hand() == {"A": 6}
     a.replica.append(Void(sale.id), NOW + 1)
     b.replica.append(Void(sale.id), NOW + 2)
-    assert a.replica.ledger.on_hand() == b.replica.ledger.on_hand() == {"A": 10}
+    assert a.replica.views.on_hand() == b.replica.views.on_hand() == {"A": 10}
     sync_all([a.replica, b.replica], NOW + 3)
-    assert a.replica.ledger.on_hand() == b.replica.ledger.on_hand() == {"A": 10}
+    assert a.replica.views.on_hand() == b.replica.views.on_hand() == {"A": 10}
     assert a.replica.digest() == b.replica.digest()
 
 
@@ -236,8 +236,8 @@ def test_void_that_arrives_before_its_sale_credits_nothing_twice() -> None:
     sync(a.replica, b.replica)
     b.replica.append(Void(sale.id), NOW + 1)
     sync(b.replica, c)  # c gets the void and the sale together, b's chain first
-    assert c.ledger.on_hand() == {"A": 10}
-    assert c.ledger.is_voided(str(sale.id))
+    assert c.views.on_hand() == {"A": 10}
+    assert c.views.is_voided(str(sale.id))
 
 
 # -- delivery order and duplication of individual updates ----------------------------------------
@@ -268,7 +268,7 @@ def run_writers(
         elif op == "adjust":
             body = Adjustment(SKUS[n % 3], n % 5 - 2 or 1, "count")
         elif op == "void":
-            sales = sorted(w.replica.ledger.sale_ids())
+            sales = sorted(w.replica.views.sale_ids())
             if sales:
                 body = Void(RecordId.parse(sales[n % len(sales)]))
         elif op == "sync":
@@ -300,9 +300,9 @@ def test_any_delivery_order_with_duplicates_converges(
         fresh.merge([(name, update)], now)
 
     assert fresh.digest() == reference.digest()
-    assert fresh.ledger.on_hand() == reference.ledger.on_hand()
-    assert fresh.ledger.heads() == reference.ledger.heads()
-    assert no_problems(fresh), fresh.ledger.problems()
+    assert fresh.views.on_hand() == reference.views.on_hand()
+    assert fresh.views.heads() == reference.views.heads()
+    assert no_problems(fresh), fresh.views.problems()
     assert all(fresh.covered(name, [update]) == [True] for name, update in captured)
 
 
@@ -318,11 +318,11 @@ def test_updates_in_reverse_order_wait_for_their_predecessors() -> None:
     fresh.merge([last], NOW)
     # the last receipt's update depends on the earlier ones of the same client: pycrdt buffers it
     assert fresh.covered(last[0], [last[1]]) == [False]
-    assert fresh.ledger.on_hand() == {}
+    assert fresh.views.on_hand() == {}
     for update in reversed(earlier):
         fresh.merge([update], NOW)
     assert fresh.covered(last[0], [last[1]]) == [True]
-    assert fresh.ledger.on_hand() == {"A": 6}
+    assert fresh.views.on_hand() == {"A": 6}
     assert fresh.digest() == a.replica.digest()
 
 
@@ -356,10 +356,10 @@ def test_naive_shared_integer_loses_decrements_but_records_do_not() -> None:
         a.replica.append(Sale.of((SaleLine(Sku("X"), 1, 100),)), NOW + k)
     for k in range(4):
         b.replica.append(Sale.of((SaleLine(Sku("X"), 1, 100),)), NOW + k)
-    assert a.replica.ledger.on_hand() == {"X": 7}
-    assert b.replica.ledger.on_hand() == {"X": 6}
+    assert a.replica.views.on_hand() == {"X": 7}
+    assert b.replica.views.on_hand() == {"X": 6}
     sync_all([a.replica, b.replica], NOW + 10)
-    assert a.replica.ledger.on_hand() == b.replica.ledger.on_hand() == {"X": 10 - 3 - 4}
+    assert a.replica.views.on_hand() == b.replica.views.on_hand() == {"X": 10 - 3 - 4}
     assert a.replica.digest() == b.replica.digest()
 
 
@@ -367,11 +367,11 @@ def test_a_replica_without_identity_cannot_append() -> None:
     observer = Store().observer()
     with pytest.raises(ConfigError):
         observer.append(Receipt(Sku("A"), 1), NOW)
-    assert observer.ledger.on_hand() == {}
+    assert observer.views.on_hand() == {}
 
 
 def test_unused_terminal_id_has_empty_head() -> None:
     replica = Store().observer()
-    head = replica.ledger.head(TerminalId("lane9"))
+    head = replica.views.head(TerminalId("lane9"))
     assert head.seq == 0
-    assert replica.ledger.heads() == []
+    assert replica.views.heads() == []

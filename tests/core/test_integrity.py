@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc
-from lanesync.core.identity import Role
+from lanesync.core.identity import LocalIdentity, Role
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
     KEY_HASH_BYTES,
@@ -28,7 +28,7 @@ from lanesync.core.records import (
     parse_record,
     record_key,
 )
-from lanesync.core.replica import Change, LocalIdentity, Replica, certificate_key
+from lanesync.core.replica import Change, Replica, certificate_key
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import (
@@ -56,7 +56,7 @@ LANE1 = TerminalId("lane1")
 
 
 def problem_keys(replica: Replica, kind: str) -> list[tuple[object, object]]:
-    return [(p.get("doc"), p.get("key")) for p in replica.ledger.problems()[kind]]
+    return [(p.get("doc"), p.get("key")) for p in replica.views.problems()[kind]]
 
 
 def flipped(record: Record, position: int, mask: int = 0x01) -> bytes:
@@ -83,21 +83,21 @@ def test_tampered_record_is_not_counted_and_is_listed() -> None:
     # Under the genuine record's key: its hash no longer matches the key.
     replica = enrolled_observer(store, cert)
     put_records(replica, TODAY_DOC, {genuine.key: tampered}, client_id=4242)
-    assert replica.ledger.on_hand() == {}
-    assert replica.ledger.accepted_count() == 0
+    assert replica.views.on_hand() == {}
+    assert replica.views.accepted_count() == 0
     assert problem_keys(replica, "rejected") == [(TODAY_DOC, genuine.key)]
     assert problem_keys(replica, "unverified") == []
     # Under its own (recomputed) key: the key matches, the signature does not.
     own_key = enrolled_observer(store, cert)
     put_records(own_key, TODAY_DOC, {parsed.key: tampered}, client_id=4243)
-    assert own_key.ledger.on_hand() == {}
-    assert own_key.ledger.accepted_count() == 0
+    assert own_key.views.on_hand() == {}
+    assert own_key.views.accepted_count() == 0
     assert problem_keys(own_key, "unverified") == [(TODAY_DOC, parsed.key)]
     assert problem_keys(own_key, "rejected") == []
     # positive control: the genuine record is counted by the same kind of replica
     honest = enrolled_observer(store, cert)
     put_records(honest, TODAY_DOC, keyed(genuine), client_id=4242)
-    assert honest.ledger.on_hand() == {"X": 10}
+    assert honest.views.on_hand() == {"X": 10}
     assert no_problems(honest)
 
 
@@ -117,8 +117,8 @@ def test_no_single_byte_flip_of_a_record_is_ever_counted() -> None:
         for map_key in sorted(map_keys):
             replica = enrolled_observer(store, cert)
             put_records(replica, TODAY_DOC, {map_key: value}, client_id=77)
-            assert replica.ledger.accepted_count() == 0, (position, map_key)
-            assert replica.ledger.on_hand() == {}, (position, map_key)
+            assert replica.views.accepted_count() == 0, (position, map_key)
+            assert replica.views.on_hand() == {}, (position, map_key)
             listed = problem_keys(replica, "rejected") + problem_keys(replica, "unverified")
             assert listed == [(TODAY_DOC, map_key)], (position, map_key)
 
@@ -133,11 +133,11 @@ def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
     genuine_cert = store.certificate("lane1", SigningKey.generate())
 
     replica = enrolled_observer(store, genuine_cert, foreign_cert)
-    assert [c.terminal_id for c in replica.ledger.certificates()] == ["lane1"]
+    assert [c.terminal_id for c in replica.views.certificates()] == ["lane1"]
     put_records(replica, TODAY_DOC, keyed(forged), client_id=9)
     put_records(replica, TODAY_DOC, keyed(impostor), client_id=10)
-    assert replica.ledger.on_hand() == {}
-    assert replica.ledger.heads() == []
+    assert replica.views.on_hand() == {}
+    assert replica.views.heads() == []
     assert problem_keys(replica, "unverified") == [
         (TODAY_DOC, impostor.key),
         (TODAY_DOC, forged.key),
@@ -145,8 +145,8 @@ def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
     assert problem_keys(replica, "rejected") == []
     # and it stays that way after a full rebuild
     replica.rebuild(NOW)
-    assert replica.ledger.on_hand() == {}
-    assert len(replica.ledger.problems()["unverified"]) == 2
+    assert replica.views.on_hand() == {}
+    assert len(replica.views.problems()["unverified"]) == 2
 
 
 WRONG_KEYS = {
@@ -184,12 +184,12 @@ def test_record_stored_under_the_wrong_key_or_document_is_rejected(
     assert (doc, key) != (TODAY_DOC, record.key)
     replica = enrolled_observer(store, cert)
     put_records(replica, doc, {key: record.encoded}, client_id=31)
-    assert replica.ledger.on_hand() == {}
-    assert replica.ledger.accepted_count() == 0
+    assert replica.views.on_hand() == {}
+    assert replica.views.accepted_count() == 0
     assert problem_keys(replica, "rejected") == [(doc, key)]
     # positive control: the same record under its own key in its own document counts
     put_records(replica, TODAY_DOC, keyed(record), client_id=32)
-    assert replica.ledger.on_hand() == {"X": 10}
+    assert replica.views.on_hand() == {"X": 10}
     assert problem_keys(replica, "rejected") == [(doc, key)]  # the misfiled copy stays listed
 
 
@@ -210,11 +210,11 @@ def test_price_change_must_live_in_the_catalog() -> None:
     (price,) = record_chain(signer, "lane1", [PriceChange(Sku("X"), 250)])
     misplaced = enrolled_observer(store, cert)
     put_records(misplaced, TODAY_DOC, keyed(price), client_id=31)
-    assert misplaced.ledger.price_of(Sku("X")) is None
+    assert misplaced.views.price_of(Sku("X")) is None
     assert problem_keys(misplaced, "rejected") == [(TODAY_DOC, price.key)]
     placed = enrolled_observer(store, cert)
     put_records(placed, CATALOG_DOC, keyed(price), client_id=31)
-    assert placed.ledger.price_of(Sku("X")) is not None
+    assert placed.views.price_of(Sku("X")) is not None
     assert no_problems(placed)
 
 
@@ -236,11 +236,11 @@ def doc_of(record: Record) -> str:
 
 
 def assert_broken_at_2(replica: Replica) -> None:
-    problems = replica.ledger.problems()
+    problems = replica.views.problems()
     assert [(p["terminal"], p["from_seq"]) for p in problems["broken_chains"]] == [("lane1", 2)]
     assert problems["gaps"] == []
-    assert replica.ledger.head(LANE1).seq == 1
-    assert replica.ledger.on_hand() == {"A": 1}
+    assert replica.views.head(LANE1).seq == 1
+    assert replica.views.on_hand() == {"A": 1}
 
 
 def test_fork_stops_the_chain_whatever_the_arrival_order() -> None:
@@ -254,13 +254,13 @@ def test_fork_stops_the_chain_whatever_the_arrival_order() -> None:
     for order in itertools.permutations(records):
         replica = enrolled_observer(store, cert)
         for n, record in enumerate(order):
-            if record is y and replica.ledger.is_accepted(x3):
+            if record is y and replica.views.is_accepted(x3):
                 rebuilt = True  # seq 2 and 3 were counted; the fork below them forces a rebuild
-                assert replica.ledger.on_hand() == {"A": 26}
+                assert replica.views.on_hand() == {"A": 26}
             put_records(replica, doc_of(record), keyed(record), client_id=100 + n)
         assert_broken_at_2(replica)
-        assert not replica.ledger.is_accepted(x)
-        assert not replica.ledger.is_accepted(y)
+        assert not replica.views.is_accepted(x)
+        assert not replica.views.is_accepted(y)
         digests.add(replica.digest())
     assert rebuilt
     assert len(digests) == 1
@@ -288,8 +288,8 @@ def test_fork_discovered_after_acceptance_is_agreed_by_every_replica() -> None:
     sync(p, q)
     put_records(p, TODAY_DOC, keyed(x, x3), client_id=51)
     put_records(q, TOMORROW_DOC, keyed(y), client_id=52)
-    assert p.ledger.on_hand() == {"A": 26}
-    assert q.ledger.on_hand() == {"A": 8}
+    assert p.views.on_hand() == {"A": 26}
+    assert q.views.on_hand() == {"A": 8}
     sync_all([p, q])
     for replica in (p, q):
         assert_broken_at_2(replica)
@@ -316,8 +316,8 @@ def test_fork_under_one_id_is_seen_by_every_replica_with_the_same_digest() -> No
     sync(p, q)
     put_records(p, TODAY_DOC, keyed(x), client_id=60)
     put_records(q, TODAY_DOC, keyed(y), client_id=61)
-    assert p.ledger.on_hand() == {"A": 6}
-    assert q.ledger.on_hand() == {"A": 8}
+    assert p.views.on_hand() == {"A": 6}
+    assert q.views.on_hand() == {"A": 8}
     sync_all([p, q])
     sync_all([p, q])
     late = enrolled_observer(store)
@@ -328,9 +328,9 @@ def test_fork_under_one_id_is_seen_by_every_replica_with_the_same_digest() -> No
         assert_broken_at_2(replica)
         assert stored_value(replica, TODAY_DOC, x.key) == x.encoded
         assert stored_value(replica, TODAY_DOC, y.key) == y.encoded
-        assert not replica.ledger.is_accepted(x)
-        assert not replica.ledger.is_accepted(y)
-        assert replica.ledger.problems() == p.ledger.problems()
+        assert not replica.views.is_accepted(x)
+        assert not replica.views.is_accepted(y)
+        assert replica.views.problems() == p.views.problems()
 
 
 # -- gaps and late certificates -------------------------------------------------------------------
@@ -345,14 +345,14 @@ def test_gap_pauses_the_chain_until_the_missing_record_arrives() -> None:
     )
     replica = enrolled_observer(store, cert)
     put_records(replica, TODAY_DOC, keyed(r1, r3), 70)
-    assert replica.ledger.on_hand() == {"A": 1}
-    assert replica.ledger.problems()["gaps"] == [
+    assert replica.views.on_hand() == {"A": 1}
+    assert replica.views.problems()["gaps"] == [
         {"terminal": "lane1", "missing_seq": 2, "waiting": 1}
     ]
-    assert not replica.ledger.is_accepted(r3)
+    assert not replica.views.is_accepted(r3)
     put_records(replica, TODAY_DOC, keyed(r2), 71)
-    assert replica.ledger.on_hand() == {"A": 7}
-    assert replica.ledger.head(LANE1).seq == 3
+    assert replica.views.on_hand() == {"A": 7}
+    assert replica.views.head(LANE1).seq == 3
     assert no_problems(replica)
 
 
@@ -364,10 +364,10 @@ def test_records_that_arrive_before_their_certificate_count_once_it_arrives() ->
     everything = lane.replica.updates_since({})
     replica = store.observer()
     replica.merge([(TODAY_DOC, everything[TODAY_DOC])], NOW)
-    assert replica.ledger.on_hand() == {}
+    assert replica.views.on_hand() == {}
     assert problem_keys(replica, "unverified") == [(TODAY_DOC, first.key), (TODAY_DOC, second.key)]
     change = replica.merge([(CONFIG_DOC, everything[CONFIG_DOC])], NOW)
-    assert replica.ledger.on_hand() == {"A": 3}
+    assert replica.views.on_hand() == {"A": 3}
     assert no_problems(replica)
     assert replica.digest() == lane.replica.digest()
     assert len(change.verdicts) == 2  # both signatures were checked, once
@@ -381,13 +381,13 @@ def test_price_change_signed_by_a_cashier_is_not_applied() -> None:
     cashier.replica.append(Receipt(Sku("X"), 3), NOW + 1)  # the chain goes on
     sync_all([cashier.replica, manager.replica])
     for replica in (cashier.replica, manager.replica):
-        assert replica.ledger.price_of(Sku("X")) is None
+        assert replica.views.price_of(Sku("X")) is None
         assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, record.key)]
-        assert replica.ledger.on_hand() == {"X": 3}
+        assert replica.views.on_hand() == {"X": 3}
     manager.replica.append(PriceChange(Sku("X"), 250), NOW + 2)
     sync_all([cashier.replica, manager.replica], NOW + 3)
     for replica in (cashier.replica, manager.replica):
-        price = replica.ledger.price_of(Sku("X"))
+        price = replica.views.price_of(Sku("X"))
         assert price is not None
         assert (price.unit_cents, price.terminal) == (250, "lane2")
 
@@ -407,11 +407,11 @@ def test_price_change_counts_when_a_manager_certificate_verifies_it(manager_firs
         replica.merge([(CONFIG_DOC, config_update(cert, client_id=500 + n))], NOW)
     put_records(replica, CATALOG_DOC, keyed(price), client_id=510)
     put_records(replica, TODAY_DOC, keyed(receipt), client_id=511)
-    current = replica.ledger.price_of(Sku("X"))
+    current = replica.views.price_of(Sku("X"))
     assert current is not None
     assert current.unit_cents == 250
-    assert replica.ledger.on_hand() == {"X": 1}
-    assert no_problems(replica), replica.ledger.problems()
+    assert replica.views.on_hand() == {"X": 1}
+    assert no_problems(replica), replica.views.problems()
 
 
 @pytest.mark.parametrize("manager_first", [True, False])
@@ -436,10 +436,10 @@ def test_manager_certificate_of_another_key_does_not_authorise_a_price(
         replica.merge([(CONFIG_DOC, config_update(cert, client_id=500 + n))], NOW)
     put_records(replica, CATALOG_DOC, keyed(price), client_id=510)
     put_records(replica, TODAY_DOC, keyed(receipt), client_id=511)
-    assert replica.ledger.price_of(Sku("X")) is None
+    assert replica.views.price_of(Sku("X")) is None
     assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, price.key)]
-    assert replica.ledger.on_hand() == {"X": 1}
-    assert replica.ledger.head(LANE1).seq == 2
+    assert replica.views.on_hand() == {"X": 1}
+    assert replica.views.head(LANE1).seq == 2
 
 
 def test_certificate_stored_under_a_key_not_its_own_is_not_believed() -> None:
@@ -458,14 +458,14 @@ def test_certificate_stored_under_a_key_not_its_own_is_not_believed() -> None:
         replica = store.observer()
         replica.merge([(CONFIG_DOC, crafted_update("certs", {config_key: value}, 600 + n))], NOW)
         put_records(replica, TODAY_DOC, keyed(record), client_id=610)
-        assert list(replica.ledger.certificates()) == [], config_key
-        assert replica.ledger.on_hand() == {}, config_key
+        assert list(replica.views.certificates()) == [], config_key
+        assert replica.views.on_hand() == {}, config_key
         assert problem_keys(replica, "unverified") == [(TODAY_DOC, record.key)], config_key
     # positive control: under its own key it is believed
     replica = store.observer()
     replica.merge([(CONFIG_DOC, config_update(cert))], NOW)
     put_records(replica, TODAY_DOC, keyed(record), client_id=610)
-    assert replica.ledger.on_hand() == {"A": 5}
+    assert replica.views.on_hand() == {"A": 5}
 
 
 def test_later_price_wins_on_every_replica() -> None:
@@ -476,7 +476,7 @@ def test_later_price_wins_on_every_replica() -> None:
     b.replica.append(PriceChange(Sku("X"), 200), NOW)
     sync_all([a.replica, b.replica], NOW + 6)
     for replica in (a.replica, b.replica):
-        price = replica.ledger.price_of(Sku("X"))
+        price = replica.views.price_of(Sku("X"))
         assert price is not None
         assert price.unit_cents == 100
 
@@ -515,22 +515,22 @@ def test_record_with_a_timestamp_beyond_the_calendar_is_rejected(
     replica = enrolled_observer(store, *([cert] if enrolled else []))
     put_records(replica, TODAY_DOC, keyed(record), client_id=13)
     put_records(replica, TODAY_DOC, {str(record.id): record.encoded}, client_id=14)
-    assert replica.ledger.on_hand() == {}
-    assert replica.ledger.accepted_count() == 0
+    assert replica.views.on_hand() == {}
+    assert replica.views.accepted_count() == 0
     assert problem_keys(replica, "rejected") == sorted(
         [(TODAY_DOC, record.key), (TODAY_DOC, str(record.id))]
     )
     assert problem_keys(replica, "unverified") == []
     replica.digest()
     replica.rebuild(NOW)
-    assert replica.ledger.on_hand() == {}
+    assert replica.views.on_hand() == {}
 
 
 @settings(max_examples=150, deadline=None)
 @given(st.binary(max_size=300))
 def test_garbage_updates_raise_remote_error_and_change_nothing(data: bytes) -> None:
     _, replica = seeded_replica()
-    digest, vectors, stock = replica.digest(), replica.state_vectors(), replica.ledger.on_hand()
+    digest, vectors, stock = replica.digest(), replica.state_vectors(), replica.views.on_hand()
     try:
         replica.merge([(TODAY_DOC, data)], NOW)
     except RemoteError:
@@ -539,7 +539,7 @@ def test_garbage_updates_raise_remote_error_and_change_nothing(data: bytes) -> N
     else:
         # pycrdt decoded the bytes as a (pointless) update: still nothing counted
         pycrdt.get_state(data)
-    assert replica.ledger.on_hand() == stock
+    assert replica.views.on_hand() == stock
 
 
 def test_every_truncation_of_a_valid_update_is_refused() -> None:
@@ -565,9 +565,9 @@ def test_merge_is_all_or_nothing() -> None:
     with pytest.raises(RemoteError):
         replica.merge(batch, NOW)
     assert replica.digest() == digest
-    assert replica.ledger.on_hand() == {}
+    assert replica.views.on_hand() == {}
     replica.merge(list(good.items()), NOW)
-    assert replica.ledger.on_hand() == {"A": 5}
+    assert replica.views.on_hand() == {"A": 5}
 
 
 @pytest.mark.parametrize("update", [None, "", "text", 5, b"", bytearray()])
@@ -593,7 +593,7 @@ def test_unknown_document_name_is_refused_and_changes_nothing(name: object) -> N
         replica.merge([(TODAY_DOC, update), (name, update)], NOW)  # type: ignore[list-item]
     assert replica.digest() == digest
     assert replica.doc_names() == names
-    assert replica.ledger.on_hand() == {}
+    assert replica.views.on_hand() == {}
 
 
 @pytest.mark.parametrize(
@@ -612,7 +612,7 @@ def test_non_bytes_map_values_are_rejected_and_the_replica_keeps_working(
     doc: str, value: object
 ) -> None:
     store, replica = seeded_replica()
-    stock = replica.ledger.on_hand()
+    stock = replica.views.on_hand()
     key = (
         record_key(RecordId(TerminalId("lane9"), 1), bytes(32))
         if doc == TODAY_DOC
@@ -620,14 +620,14 @@ def test_non_bytes_map_values_are_rejected_and_the_replica_keeps_working(
     )
     root = "certs" if doc == CONFIG_DOC else "records"
     replica.merge([(doc, crafted_update(root, {key: value}))], NOW)
-    assert replica.ledger.on_hand() == stock
+    assert replica.views.on_hand() == stock
     if doc == TODAY_DOC and value is not None:
         assert problem_keys(replica, "rejected") == [(doc, key)]
     replica.digest()  # must not raise: a peer's bad value may not take the replica down
     peer = store.observer()
     sync(replica, peer)
     assert peer.digest() == replica.digest()
-    assert peer.ledger.on_hand() == stock
+    assert peer.views.on_hand() == stock
 
 
 # -- misbehaving enrolled peers overwriting records -----------------------------------------------
@@ -644,8 +644,8 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     key = record.key
     digest, stock, heads = (
         lane.replica.digest(),
-        lane.replica.ledger.on_hand(),
-        lane.replica.ledger.heads(),
+        lane.replica.views.on_hand(),
+        lane.replica.views.heads(),
     )
     (other,) = record_chain(SigningKey.generate(), "lane9", [Receipt(Sku("B"), 1)])
     value = {
@@ -662,16 +662,16 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     assert change.updates[0] == (TODAY_DOC, update)
     assert stored_value(lane.replica, TODAY_DOC, key) == record.encoded
     assert lane.replica.digest() == digest
-    assert lane.replica.ledger.on_hand() == stock
-    assert lane.replica.ledger.heads() == heads
-    assert no_problems(lane.replica), lane.replica.ledger.problems()
+    assert lane.replica.views.on_hand() == stock
+    assert lane.replica.views.heads() == heads
+    assert no_problems(lane.replica), lane.replica.views.problems()
 
     # a peer that first got the overwrite converges on the genuine record too
     peer = store.observer()
     peer.merge([(TODAY_DOC, lane.replica.full_state(TODAY_DOC))], NOW)
     sync(lane.replica, peer, NOW + 2)
     assert stored_value(peer, TODAY_DOC, key) == record.encoded
-    assert peer.ledger.on_hand() == stock
+    assert peer.views.on_hand() == stock
 
 
 @pytest.mark.parametrize("doc", [TODAY_DOC, CONFIG_DOC])
@@ -687,7 +687,7 @@ def test_identical_value_written_again_is_not_written_back(doc: str) -> None:
     change = lane.replica.merge([(doc, update)], NOW + 1)
     assert change.updates == [(doc, update)]  # persisted as received, nothing written back
     assert lane.replica.digest() == digest
-    assert lane.replica.ledger.on_hand() == {"A": 5}
+    assert lane.replica.views.on_hand() == {"A": 5}
 
 
 @pytest.mark.parametrize("replacement", ["junk", "deleted", "another certificate"])
@@ -706,14 +706,14 @@ def test_overwritten_or_deleted_certificate_is_written_back(replacement: str) ->
     change = b.replica.merge([(CONFIG_DOC, update)], NOW + 1)
     assert len(change.updates) >= 2
     assert stored_value(b.replica, CONFIG_DOC, key) == a.cert.encoded
-    assert b.replica.ledger.on_hand() == {"A": 5}
-    assert no_problems(b.replica), b.replica.ledger.problems()
+    assert b.replica.views.on_hand() == {"A": 5}
+    assert no_problems(b.replica), b.replica.views.problems()
     late = store.observer()
     late.merge([(CONFIG_DOC, update)], NOW + 1)  # the overwrite first, then everything else
     sync(b.replica, late, NOW + 2)
     assert stored_value(late, CONFIG_DOC, key) == a.cert.encoded
-    assert late.ledger.on_hand() == {"A": 5}
-    assert restarted(b.replica, now_ms=NOW + 3).ledger.on_hand() == {"A": 5}
+    assert late.views.on_hand() == {"A": 5}
+    assert restarted(b.replica, now_ms=NOW + 3).views.on_hand() == {"A": 5}
 
 
 @pytest.mark.parametrize("replacement", ["junk", "deleted"])
@@ -737,11 +737,11 @@ def test_unverified_record_replaced_before_its_certificate_arrives_is_not_counte
     fresh = store.observer()
     sync(replica, fresh)
     assert fresh.digest() == replica.digest()
-    assert fresh.ledger.on_hand() == {}
+    assert fresh.views.on_hand() == {}
     for other in (replica, restarted(replica)):
-        assert other.ledger.on_hand() == fresh.ledger.on_hand()
-        assert other.ledger.heads() == fresh.ledger.heads()
-        assert other.ledger.problems() == fresh.ledger.problems()
+        assert other.views.on_hand() == fresh.views.on_hand()
+        assert other.views.heads() == fresh.views.heads()
+        assert other.views.problems() == fresh.views.problems()
 
 
 @pytest.mark.parametrize("replacement", ["junk", "deleted"])
@@ -758,18 +758,18 @@ def test_record_waiting_behind_a_gap_replaced_before_the_gap_fills_is_not_counte
     )
     replica = enrolled_observer(store, cert)
     put_records(replica, TODAY_DOC, keyed(r1, r3), client_id=710)
-    assert replica.ledger.problems()["gaps"] != []
+    assert replica.views.problems()["gaps"] != []
     value = None if replacement == "deleted" else b"junk"
     replica.merge([(TODAY_DOC, overwrite(replica, TODAY_DOC, r3.key, value, 711))], NOW)
     put_records(replica, TODAY_DOC, keyed(r2), client_id=712)
     fresh = enrolled_observer(store)
     sync(replica, fresh)
     assert fresh.digest() == replica.digest()
-    assert fresh.ledger.on_hand() == {"A": 3}
+    assert fresh.views.on_hand() == {"A": 3}
     for other in (replica, restarted(replica)):
-        assert other.ledger.on_hand() == fresh.ledger.on_hand()
-        assert other.ledger.heads() == fresh.ledger.heads()
-        assert other.ledger.problems() == fresh.ledger.problems()
+        assert other.views.on_hand() == fresh.views.on_hand()
+        assert other.views.heads() == fresh.views.heads()
+        assert other.views.problems() == fresh.views.problems()
 
 
 def test_problem_of_a_deleted_entry_is_not_listed_any_more() -> None:
@@ -784,7 +784,7 @@ def test_problem_of_a_deleted_entry_is_not_listed_any_more() -> None:
     sync(replica, fresh)
     assert fresh.digest() == replica.digest()
     assert no_problems(fresh)
-    assert replica.ledger.problems() == fresh.ledger.problems()
+    assert replica.views.problems() == fresh.views.problems()
 
 
 def test_two_lanes_repairing_the_same_overwrite_while_apart_converge() -> None:
@@ -813,8 +813,8 @@ def test_two_lanes_repairing_the_same_overwrite_while_apart_converge() -> None:
     assert a.replica.digest() == b.replica.digest()
     for replica in (a.replica, b.replica):
         assert stored_value(replica, TODAY_DOC, record.key) == record.encoded
-        assert replica.ledger.on_hand() == {"A": 5}
-        assert no_problems(replica), replica.ledger.problems()
+        assert replica.views.on_hand() == {"A": 5}
+        assert no_problems(replica), replica.views.problems()
 
 
 def test_overwritten_certificate_is_written_back_and_survives_a_restart() -> None:
@@ -824,16 +824,16 @@ def test_overwritten_certificate_is_written_back_and_survives_a_restart() -> Non
     a, b = store.terminal("lane1"), store.terminal("lane2")
     a.replica.append(Receipt(Sku("A"), 5), NOW)
     changes = [b.restored, sync(a.replica, b.replica)]
-    assert b.replica.ledger.on_hand() == {"A": 5}
+    assert b.replica.views.on_hand() == {"A": 5}
     key = certificate_key(a.cert)
     update = overwrite(b.replica, CONFIG_DOC, key, b"junk", client_id=666)
     changes.append(b.replica.merge([(CONFIG_DOC, update)], NOW + 1))
-    assert b.replica.ledger.on_hand() == {"A": 5}
+    assert b.replica.views.on_hand() == {"A": 5}
     assert stored_value(b.replica, CONFIG_DOC, key) == a.cert.encoded
     again = Replica(store.identity, b.replica.client_id, LocalIdentity(b.cert, b.key))
     again.restore(durable_log(*changes), set(), NOW + 2)
-    assert again.ledger.on_hand() == {"A": 5}
-    assert no_problems(again), again.ledger.problems()
+    assert again.views.on_hand() == {"A": 5}
+    assert no_problems(again), again.views.problems()
 
 
 # -- restart --------------------------------------------------------------------------------------
@@ -849,11 +849,11 @@ def test_restore_from_the_durable_log_gives_the_same_state() -> None:
     again = Replica(store.identity, lane.replica.client_id, LocalIdentity(lane.cert, lane.key))
     change = again.restore(durable_log(*changes), set(), NOW + 10)
     assert again.digest() == lane.replica.digest()
-    assert again.ledger.on_hand() == {"A": 6}
+    assert again.views.on_hand() == {"A": 6}
     assert len(change.verdicts) == 3
     record, _ = again.append(Adjustment(Sku("A"), -1, "broken"), NOW + 11)
     assert record.seq == 4
-    assert again.ledger.on_hand() == {"A": 5}
+    assert again.views.on_hand() == {"A": 5}
 
 
 def test_own_chain_survives_a_clock_step_back_across_a_restart() -> None:
@@ -871,7 +871,7 @@ def test_own_chain_survives_a_clock_step_back_across_a_restart() -> None:
     record, _ = again.append(Receipt(Sku("A"), 1), earlier)
     assert record.seq == 4
     assert record.hlc > Hlc(NOW + 2, 0)
-    assert again.ledger.on_hand() == {"A": 4}
+    assert again.views.on_hand() == {"A": 4}
     assert no_problems(again)
 
 
@@ -887,17 +887,17 @@ def test_append_refuses_when_the_own_chain_is_broken_and_writes_nothing() -> Non
     copy.append(Receipt(Sku("A"), 2), NOW + 2)
     sync_all([lane.replica, copy], NOW + 3)
     for replica in (lane.replica, copy):
-        assert replica.ledger.is_broken(LANE1) is not None
-        assert replica.ledger.on_hand() == {"A": 5}
+        assert replica.views.is_broken(LANE1) is not None
+        assert replica.views.on_hand() == {"A": 5}
         digest, vectors = replica.digest(), replica.state_vectors()
-        heads, problems = replica.ledger.heads(), replica.ledger.problems()
+        heads, problems = replica.views.heads(), replica.views.problems()
         with pytest.raises(ConfigError, match="broken"):
             replica.append(Receipt(Sku("A"), 3), NOW + 4)
         assert replica.digest() == digest
         assert replica.state_vectors() == vectors
-        assert replica.ledger.heads() == heads
-        assert replica.ledger.problems() == problems
-        assert replica.ledger.on_hand() == {"A": 5}
+        assert replica.views.heads() == heads
+        assert replica.views.problems() == problems
+        assert replica.views.on_hand() == {"A": 5}
     # a restart does not heal it either
     with pytest.raises(ConfigError, match="broken"):
         restarted(copy, now_ms=NOW + 5).append(Receipt(Sku("A"), 3), NOW + 5)
@@ -922,7 +922,7 @@ def test_forged_record_in_my_name_does_not_move_my_clock(signer: str) -> None:
     record, change = lane.replica.append(Receipt(Sku("A"), 1), NOW + 5)
     assert record.hlc.wall_ms <= NOW + 5 + MAX_FORWARD_DRIFT_MS, record.hlc
     assert [name for name, _ in change.updates] == [TODAY_DOC]
-    assert lane.replica.ledger.on_hand() == {"A": 2}
+    assert lane.replica.views.on_hand() == {"A": 2}
 
 
 def test_digest_follows_edits_inside_a_nested_value() -> None:
@@ -943,7 +943,7 @@ def test_digest_follows_edits_inside_a_nested_value() -> None:
         nested["x"] = b"2"
     replica.merge([(TODAY_DOC, bytes(peer.get_update(before)))], NOW)
     assert replica.digest() == restarted(replica).digest()
-    assert replica.ledger.on_hand() == {"A": 5}
+    assert replica.views.on_hand() == {"A": 5}
 
 
 def test_certificate_arrival_order_does_not_change_the_views() -> None:
@@ -962,5 +962,5 @@ def test_certificate_arrival_order_does_not_change_the_views() -> None:
         put_records(replica, TODAY_DOC, keyed(record), client_id=400)
     assert first_old.digest() == first_new.digest()
     for replica in (first_old, first_new):
-        assert replica.ledger.on_hand() == {"A": 5}  # the record verifies with the new key
-        assert no_problems(replica), replica.ledger.problems()
+        assert replica.views.on_hand() == {"A": 5}  # the record verifies with the new key
+        assert no_problems(replica), replica.views.problems()

@@ -116,7 +116,7 @@ def test_handshake_establishes_both_ways_and_syncs_existing_state() -> None:
         assert link.dialer == (me == 0)
     assert mesh.digests()[0] == mesh.digests()[1]
     for terminal in terminals:
-        assert terminal.replica.ledger.on_hand() == {SKU: 12}
+        assert terminal.replica.views.on_hand() == {SKU: 12}
     assert all(count > 0 for count in mesh.persisted)  # what was received is handed to persist
     assert [name for _, name, _ in mesh.log].count("peer.connected") == 2
     assert mesh.closures == []
@@ -132,7 +132,7 @@ def test_live_update_reaches_the_peer_and_the_link_falls_quiet() -> None:
     digests = mesh.digests()
     assert digests[0] == digests[1]
     for node in mesh.nodes:
-        assert node.replica.ledger.on_hand() == {SKU: 6}
+        assert node.replica.views.on_hand() == {SKU: 6}
     # acknowledgements and anti-entropy change nothing and do not start a conversation loop
     for _ in range(3):
         mesh.advance(ANTI_ENTROPY_MS + 1)
@@ -167,7 +167,7 @@ def test_peers_updates_may_wait_for_a_commit_but_never_past_an_acknowledgement()
     merged = [out for out in outputs if out.persist]
     assert len(merged) == 2
     assert not any(out.acknowledges for out in outputs)
-    assert nodes[2].replica.ledger.on_hand() == {SKU: 12}  # visible before any commit
+    assert nodes[2].replica.views.on_hand() == {SKU: 12}  # visible before any commit
 
     outputs.clear()
     mesh.advance(ACK_DELAY_MS - ACK_DELAY_MS // 2)  # lane1's ack is due, lane2's not yet
@@ -188,9 +188,9 @@ def test_local_writes_go_out_batched_and_a_missing_predecessor_is_repaired() -> 
     assert len(mesh.in_flight) == 1  # batched in one frame
     mesh.run()
     # the first receipt was never handed to the node: anti-entropy brings it
-    assert mesh.nodes[1].replica.ledger.on_hand() == {}
+    assert mesh.nodes[1].replica.views.on_hand() == {}
     mesh.settle(rounds=1)
-    assert mesh.nodes[1].replica.ledger.on_hand() == {SKU: 80}
+    assert mesh.nodes[1].replica.views.on_hand() == {SKU: 80}
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
@@ -204,10 +204,10 @@ def test_chain_of_three_converges_through_the_middle_node() -> None:
     assert len(set(mesh.digests())) == 1
     mesh.append(0, Receipt(SKU, 10))
     mesh.run()
-    assert nodes[2].replica.ledger.on_hand() == {SKU: 10}  # relayed at once, no timer needed
+    assert nodes[2].replica.views.on_hand() == {SKU: 10}  # relayed at once, no timer needed
     mesh.append(2, sale(3))
     mesh.run()
-    assert nodes[0].replica.ledger.on_hand() == {SKU: 7}
+    assert nodes[0].replica.views.on_hand() == {SKU: 7}
     assert len(set(mesh.digests())) == 1
     assert not mesh.established(0, 2)
 
@@ -223,7 +223,7 @@ def test_chain_of_three_converges_from_pre_existing_state() -> None:
     mesh.settle(rounds=2)
     assert len(set(mesh.digests())) == 1
     for terminal in terminals:
-        assert terminal.replica.ledger.on_hand() == {SKU: 8}
+        assert terminal.replica.views.on_hand() == {SKU: 8}
 
 
 def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_once() -> None:
@@ -238,10 +238,10 @@ def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_on
     mesh.run()
     mesh.connect(1, 2)  # B catches up from C
     mesh.run()
-    assert terminals[1].replica.ledger.on_hand() == {SKU: 10}
+    assert terminals[1].replica.views.on_hand() == {SKU: 10}
     mesh.advance(0)  # B's "immediate" state exchange with A is due now
     mesh.run()
-    assert terminals[0].replica.ledger.on_hand() == {SKU: 10}
+    assert terminals[0].replica.views.on_hand() == {SKU: 10}
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
@@ -289,7 +289,7 @@ def test_peers_asked_after_the_catch_up_send_what_only_they_hold_at_once() -> No
     without waiting for an anti-entropy round (no time passes here)."""
     mesh, _ = store_and_newcomer(3, peers_synced=False)
     mesh.run()
-    assert mesh.nodes[-1].replica.ledger.on_hand() == {SKU: 60}
+    assert mesh.nodes[-1].replica.views.on_hand() == {SKU: 60}
 
 
 def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
@@ -303,7 +303,7 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     mesh.drop_transport(newcomer._catching_up_from)  # before that peer's answer arrives
     mesh.advance(0)  # the timers due at once (a closed link prompts a state exchange)
     mesh.run()
-    assert newcomer.replica.ledger.on_hand() == {SKU: 60}
+    assert newcomer.replica.views.on_hand() == {SKU: 60}
     joined, one = received_by_newcomer(mesh, links), one_copy_bytes()
     assert joined < 1.5 * one, f"the two other peers sent {joined} B, one copy is {one} B"
     mesh.settle()
@@ -546,7 +546,7 @@ def test_replayed_frame_closes_the_connection_and_changes_nothing() -> None:
     mesh, conn = connected_pair()
     (frame,) = sealed_frames_from_a(mesh, 1)
     mesh.deliver(Packet(1, conn, frame))
-    assert mesh.nodes[1].replica.ledger.on_hand() == {SKU: 1}
+    assert mesh.nodes[1].replica.views.on_hand() == {SKU: 1}
     assert_closed_untouched(mesh, conn, mesh.nodes[1].replica.digest(), frame)
     assert any("out of sequence" in r for r in mesh.reasons(1))
 
@@ -558,7 +558,7 @@ def test_reordered_frames_close_the_connection_and_change_nothing() -> None:
     assert_closed_untouched(mesh, conn, digest, second)
     mesh.deliver(Packet(1, conn, first))  # arrives after the close: ignored
     assert mesh.nodes[1].replica.digest() == digest
-    assert mesh.nodes[1].replica.ledger.on_hand() == {}
+    assert mesh.nodes[1].replica.views.on_hand() == {}
 
 
 def test_dropped_frame_closes_the_connection_at_the_next_one() -> None:
@@ -568,7 +568,7 @@ def test_dropped_frame_closes_the_connection_at_the_next_one() -> None:
     # the pair reconnects and catches up
     mesh.reconnect([(0, 1)])
     mesh.run()
-    assert mesh.nodes[1].replica.ledger.on_hand() == {SKU: 3}
+    assert mesh.nodes[1].replica.views.on_hand() == {SKU: 3}
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
@@ -790,7 +790,7 @@ def test_duplicate_connection_exactly_one_survives_on_both_sides(order: str) -> 
     assert "duplicate connection" in mesh.reasons()
     mesh.append(1, Receipt(SKU, 3))
     mesh.run()
-    assert terminals[0].replica.ledger.on_hand() == {SKU: 3}
+    assert terminals[0].replica.views.on_hand() == {SKU: 3}
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
@@ -819,7 +819,7 @@ def test_both_dialling_at_once_leaves_exactly_one_whatever_the_interleaving(
     assert set(nodes[0].links) == set(nodes[1].links) == {by_smaller}
     mesh.append(0, Receipt(SKU, 2))
     mesh.run()
-    assert terminals[1].replica.ledger.on_hand() == {SKU: 2}
+    assert terminals[1].replica.views.on_hand() == {SKU: 2}
 
 
 def test_many_simultaneous_connections_leave_exactly_one() -> None:
@@ -901,8 +901,8 @@ def test_three_nodes_converge_over_a_lossy_network(
     assert len(set(mesh.digests())) == 1
     expected = {SKU: stock} if any(a in ("sell", "receive") for a, _, _ in steps) else {}
     for terminal in terminals:
-        assert terminal.replica.ledger.on_hand() == expected
-        assert not any(terminal.replica.ledger.problems().values())
+        assert terminal.replica.views.on_hand() == expected
+        assert not any(terminal.replica.views.problems().values())
 
 
 def test_a_restarted_node_rejoins_and_converges() -> None:
@@ -922,7 +922,7 @@ def test_a_restarted_node_rejoins_and_converges() -> None:
     mesh.nodes[1] = Node(again, anti_entropy_ms=ANTI_ENTROPY_MS)
     mesh.reconnect([(0, 1)])
     mesh.run()
-    assert again.ledger.on_hand() == {SKU: 8}
+    assert again.views.on_hand() == {SKU: 8}
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
@@ -935,7 +935,7 @@ def test_config_update_through_the_mesh_enrols_a_late_certificate() -> None:
     stranger.replica.append(Receipt(SKU, 4), NOW)
     records_only = stranger.replica.updates_since({})
     terminals[0].replica.merge([(TODAY_DOC, records_only[TODAY_DOC])], NOW)
-    assert terminals[0].replica.ledger.on_hand() == {}
+    assert terminals[0].replica.views.on_hand() == {}
     mesh = Mesh(nodes)
     mesh.connect(0, 1)
     mesh.run()
@@ -946,6 +946,6 @@ def test_config_update_through_the_mesh_enrols_a_late_certificate() -> None:
     mesh.collect()
     mesh.run()
     for terminal in terminals:
-        assert terminal.replica.ledger.on_hand() == {SKU: 4}
+        assert terminal.replica.views.on_hand() == {SKU: 4}
     sync(terminals[0].replica, stranger.replica)
     assert stranger.replica.digest() == terminals[0].replica.digest()

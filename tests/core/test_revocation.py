@@ -81,16 +81,16 @@ def revocation_update(revocation: Revocation, client_id: int = 4_000) -> bytes:
 
 
 def assert_only_earlier_records_count(replica: Replica, records: list[Record]) -> None:
-    assert replica.ledger.is_revoked(LANE1, REVOKED_AT)
-    assert not replica.ledger.is_revoked(LANE1, REVOKED_AT - 1)
-    assert replica.ledger.revoked_at(LANE1) == REVOKED_AT
-    assert replica.ledger.on_hand() == expected_stock(BEFORE)
-    assert replica.ledger.head(LANE1).seq == BEFORE
+    assert replica.views.is_revoked(LANE1, REVOKED_AT)
+    assert not replica.views.is_revoked(LANE1, REVOKED_AT - 1)
+    assert replica.views.revoked_at(LANE1) == REVOKED_AT
+    assert replica.views.on_hand() == expected_stock(BEFORE)
+    assert replica.views.head(LANE1).seq == BEFORE
     for record in records:
-        assert replica.ledger.is_accepted(record) == (record.hlc.wall_ms < REVOKED_AT)
+        assert replica.views.is_accepted(record) == (record.hlc.wall_ms < REVOKED_AT)
     # the later ones are held, listed and not counted
     listed = {
-        p["key"] for kind in ("unverified", "rejected") for p in replica.ledger.problems()[kind]
+        p["key"] for kind in ("unverified", "rejected") for p in replica.views.problems()[kind]
     }
     assert {r.key for r in records[BEFORE:]} <= listed
 
@@ -118,7 +118,7 @@ def test_revocation_published_by_a_replica_spreads_and_applies_everywhere() -> N
         s.revocation.encoded
     )
     assert manager.replica.publish_revocation(s.revocation, NOW).updates == []  # idempotent
-    assert manager.replica.ledger.is_revoked(LANE1, REVOKED_AT)
+    assert manager.replica.views.is_revoked(LANE1, REVOKED_AT)
     replica = s.observer()
     put_records(replica, TODAY_DOC, keyed(*s.records), client_id=10)
     sync(manager.replica, replica)
@@ -138,8 +138,8 @@ def test_a_terminal_revoked_at_a_time_counts_nothing_after_it_even_with_a_new_ce
     replica = s.observer()
     replica.merge([(CONFIG_DOC, config_update(new_cert, s.revocation))], NOW)
     put_records(replica, TODAY_DOC, keyed(*s.records[:BEFORE], late), client_id=10)
-    assert replica.ledger.on_hand() == expected_stock(BEFORE)
-    assert not replica.ledger.is_accepted(late)
+    assert replica.views.on_hand() == expected_stock(BEFORE)
+    assert not replica.views.is_accepted(late)
 
 
 def test_earliest_of_two_revocations_applies_whatever_their_order() -> None:
@@ -160,7 +160,7 @@ def test_earliest_of_two_revocations_applies_whatever_their_order() -> None:
 @given(data=st.data())
 def test_later_records_never_count_whatever_the_arrival_order(data: st.DataObject) -> None:
     """Every record, the certificate and the revocation arrive as separate updates (records
-    relayed by different peers, so the ledger may see them in any order, with gaps)."""
+    relayed by different peers, so the views may see them in any order, with gaps)."""
     s = Setup()
     updates: dict[str, tuple[str, bytes]] = {
         "certificate": (CONFIG_DOC, config_update(s.cert, client_id=3_000)),
@@ -175,8 +175,8 @@ def test_later_records_never_count_whatever_the_arrival_order(data: st.DataObjec
         replica.merge([updates[label]], NOW)
         if "revocation" in schedule[: n + 1]:
             for record in s.records[BEFORE:]:
-                assert not replica.ledger.is_accepted(record), (record.id, schedule[: n + 1])
-            assert replica.ledger.head(LANE1).seq <= BEFORE
+                assert not replica.views.is_accepted(record), (record.id, schedule[: n + 1])
+            assert replica.views.head(LANE1).seq <= BEFORE
     assert_only_earlier_records_count(replica, s.records)
 
     reference = s.observer()
@@ -184,9 +184,9 @@ def test_later_records_never_count_whatever_the_arrival_order(data: st.DataObjec
     for update in updates.values():
         reference.merge([update], NOW)
     assert replica.digest() == reference.digest()
-    assert replica.ledger.on_hand() == reference.ledger.on_hand()
-    assert replica.ledger.heads() == reference.ledger.heads()
-    assert replica.ledger.problems() == reference.ledger.problems()
+    assert replica.views.on_hand() == reference.views.on_hand()
+    assert replica.views.heads() == reference.views.heads()
+    assert replica.views.problems() == reference.views.problems()
 
 
 # -- withdrawal ----------------------------------------------------------------------------------
@@ -201,7 +201,7 @@ def test_records_counted_before_the_revocation_arrived_are_withdrawn(counted_fir
 
     late = s.observer()  # counted records before it heard of the revocation
     put_records(late, TODAY_DOC, keyed(*s.records[:counted_first]), client_id=10)
-    assert late.ledger.on_hand() == expected_stock(counted_first)
+    assert late.views.on_hand() == expected_stock(counted_first)
     late.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW + 1)
     put_records(late, TODAY_DOC, keyed(*s.records[counted_first:]), client_id=11)
 
@@ -209,10 +209,10 @@ def test_records_counted_before_the_revocation_arrived_are_withdrawn(counted_fir
     sync(first, late)
     sync(late, first)
     assert late.digest() == first.digest()
-    assert late.ledger.on_hand() == first.ledger.on_hand()
-    assert late.ledger.heads() == first.ledger.heads()
-    assert late.ledger.problems() == first.ledger.problems()
-    assert sorted(late.ledger.sale_ids()) == sorted(first.ledger.sale_ids())
+    assert late.views.on_hand() == first.views.on_hand()
+    assert late.views.heads() == first.views.heads()
+    assert late.views.problems() == first.views.problems()
+    assert sorted(late.views.sale_ids()) == sorted(first.views.sale_ids())
 
 
 def test_withdrawal_spreads_through_sync() -> None:
@@ -220,7 +220,7 @@ def test_withdrawal_spreads_through_sync() -> None:
     a, b = s.observer(), s.observer()
     put_records(a, TODAY_DOC, keyed(*s.records), client_id=10)
     sync(a, b)
-    assert b.ledger.on_hand() == expected_stock(len(WALLS))
+    assert b.views.on_hand() == expected_stock(len(WALLS))
     authority_replica = s.store.terminal("lane2").replica
     authority_replica.publish_revocation(s.revocation, NOW)
     sync(authority_replica, a)
@@ -241,7 +241,7 @@ def test_fork_among_withdrawn_records_is_judged_alike_whichever_came_first() -> 
     )  # fmt: skip
     late = s.observer()
     put_records(late, TODAY_DOC, keyed(*s.records, fork), client_id=10)
-    assert late.ledger.problems()["broken_chains"]  # the fork was seen while it counted
+    assert late.views.problems()["broken_chains"]  # the fork was seen while it counted
     late.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
     first = s.observer()
     first.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
@@ -250,9 +250,9 @@ def test_fork_among_withdrawn_records_is_judged_alike_whichever_came_first() -> 
     sync(late, first)
     assert late.digest() == first.digest()
     for replica in (late, restarted(late)):
-        assert replica.ledger.on_hand() == first.ledger.on_hand() == expected_stock(BEFORE)
-        assert replica.ledger.heads() == first.ledger.heads()
-        assert replica.ledger.problems() == first.ledger.problems()
+        assert replica.views.on_hand() == first.views.on_hand() == expected_stock(BEFORE)
+        assert replica.views.heads() == first.views.heads()
+        assert replica.views.problems() == first.views.problems()
 
 
 # -- forged or misfiled revocations --------------------------------------------------------------
@@ -271,11 +271,11 @@ def test_revocation_signed_by_another_authority_changes_nothing() -> None:
     # delivered by a peer anyway, under its own key
     replica.merge([(CONFIG_DOC, revocation_update(forged))], NOW)
     put_records(replica, TODAY_DOC, keyed(*s.records), client_id=10)
-    assert replica.ledger.revoked_at(LANE1) is None
-    assert not replica.ledger.is_revoked(LANE1, REVOKED_AT + 1_000)
-    assert replica.ledger.on_hand() == expected_stock(len(WALLS))
-    assert all(replica.ledger.is_accepted(r) for r in s.records)
-    assert no_problems(replica), replica.ledger.problems()
+    assert replica.views.revoked_at(LANE1) is None
+    assert not replica.views.is_revoked(LANE1, REVOKED_AT + 1_000)
+    assert replica.views.on_hand() == expected_stock(len(WALLS))
+    assert all(replica.views.is_accepted(r) for r in s.records)
+    assert no_problems(replica), replica.views.problems()
 
 
 def test_revocation_for_another_store_or_misfiled_changes_nothing() -> None:
@@ -293,8 +293,8 @@ def test_revocation_for_another_store_or_misfiled_changes_nothing() -> None:
         replica = s.observer()
         replica.merge([(CONFIG_DOC, crafted_update(CERTS_ROOT, {key: value}, 4_100 + n))], NOW)
         put_records(replica, TODAY_DOC, keyed(*s.records), client_id=10)
-        assert replica.ledger.revoked_at(LANE1) is None, key
-        assert replica.ledger.on_hand() == expected_stock(len(WALLS)), key
+        assert replica.views.revoked_at(LANE1) is None, key
+        assert replica.views.on_hand() == expected_stock(len(WALLS)), key
 
 
 def test_revocation_round_trip_and_garbage() -> None:

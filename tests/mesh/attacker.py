@@ -65,7 +65,7 @@ from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
-from lanesync.core.commands import LineRequest, build_sale
+from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.connection import Closed, PeerConnection, Received
 from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import Sku

@@ -14,19 +14,19 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
-from lanesync.core import commands
-from lanesync.core.ledger import Ledger
+from lanesync.core import bodies
 from lanesync.core.records import Record, Sale
+from lanesync.core.views import Views
 from lanesync.shell import storage
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.terminal import Terminal
 
 SELLERS = 16
-LINES = [commands.parse_line("milk:1:149")]
+LINES = [bodies.parse_line("milk:1:149")]
 
 
-def sell(ledger: Ledger) -> Sale:
-    return commands.build_sale(ledger, LINES)
+def sell(views: Views) -> Sale:
+    return bodies.build_sale(views, LINES)
 
 
 def acknowledge(records: Iterable[Record]) -> None:

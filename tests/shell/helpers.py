@@ -6,7 +6,7 @@ import contextlib
 import sqlite3
 from pathlib import Path
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku, sku
 from lanesync.core.records import Body
@@ -15,32 +15,32 @@ from lanesync.shell.terminal import BodyBuilder, Terminal
 
 
 def sale(*lines: str) -> BodyBuilder:
-    """A builder for a sale of ``SKU:QTY[:UNIT_CENTS]`` lines, checked against the ledger."""
-    requests = [commands.parse_line(line) for line in lines]
-    return lambda ledger: commands.build_sale(ledger, requests)
+    """A builder for a sale of ``SKU:QTY[:UNIT_CENTS]`` lines, checked against the views."""
+    requests = [bodies.parse_line(line) for line in lines]
+    return lambda views: bodies.build_sale(views, requests)
 
 
 def receipt(item: str, qty: int) -> BodyBuilder:
-    body: Body = commands.build_receipt(item, qty)
-    return lambda _ledger: body
+    body: Body = bodies.build_receipt(item, qty)
+    return lambda _views: body
 
 
 def price(item: str, unit_cents: int, role: Role = Role.MANAGER) -> BodyBuilder:
     """A price change as a terminal of ``role`` asks for it (a cashier is refused at build)."""
-    return lambda _ledger: commands.build_price_change(role, item, unit_cents)
+    return lambda _views: bodies.build_price_change(role, item, unit_cents)
 
 
 def void(sale_id: str) -> BodyBuilder:
-    return lambda ledger: commands.build_void(ledger, sale_id)
+    return lambda views: bodies.build_void(views, sale_id)
 
 
 def on_hand(terminal: Terminal, item: str) -> int | None:
-    return terminal.replica.ledger.on_hand_of(Sku(sku(item)))
+    return terminal.replica.views.on_hand_of(Sku(sku(item)))
 
 
 def head_seq(terminal: Terminal, of: Terminal | None = None) -> int:
     """Sequence number of the last accepted record of ``of`` (default: ``terminal`` itself)."""
-    return terminal.replica.ledger.head((of or terminal).terminal_id).seq
+    return terminal.replica.views.head((of or terminal).terminal_id).seq
 
 
 def observable(terminal: Terminal) -> dict[str, object]:
@@ -48,10 +48,10 @@ def observable(terminal: Terminal) -> dict[str, object]:
     return {
         "digest": terminal.digest(),
         "stock": terminal.stock(),
-        "heads": terminal.replica.ledger.heads(),
+        "heads": terminal.replica.views.heads(),
         "verify": terminal.verify(),
-        "sales": sorted(terminal.replica.ledger.sale_ids()),
-        "prices": terminal.replica.ledger.prices(),
+        "sales": sorted(terminal.replica.views.sale_ids()),
+        "prices": terminal.replica.views.prices(),
     }
 
 

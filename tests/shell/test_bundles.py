@@ -21,10 +21,15 @@ from lanesync.core.bundle import (
     encode_state,
     parse_bundle,
 )
-from lanesync.core.identity import SIGNATURE_SIZE, Role, issue_certificate, public_key_of
+from lanesync.core.identity import (
+    SIGNATURE_SIZE,
+    LocalIdentity,
+    Role,
+    issue_certificate,
+    public_key_of,
+)
 from lanesync.core.ids import StoreId, TerminalId
 from lanesync.core.records import Sale
-from lanesync.core.replica import LocalIdentity
 from lanesync.errors import BundleRejected, RemoteError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -39,13 +44,13 @@ class Unchanged:
     def __init__(self, terminal: Terminal) -> None:
         self.terminal = terminal
         self.digest = terminal.digest()
-        self.records = terminal.replica.ledger.accepted_count()
+        self.records = terminal.replica.views.accepted_count()
         self.stock = terminal.stock()
         self.files = database_files(terminal)
 
     def check(self) -> None:
         assert self.terminal.digest() == self.digest
-        assert self.terminal.replica.ledger.accepted_count() == self.records
+        assert self.terminal.replica.views.accepted_count() == self.records
         assert self.terminal.stock() == self.stock
         assert database_files(self.terminal) == self.files
 
@@ -104,7 +109,7 @@ def test_three_terminals_converge(lanes: Lanes, manager: Terminal) -> None:
     for terminal in (manager, two, three):
         assert on_hand(terminal, "milk") == 50 - 2 - 1 - 5
         assert on_hand(terminal, "bread") == 20 - 1 + 4 - 3
-        assert terminal.replica.ledger.accepted_count() == 4 + 2 + 2 + 1
+        assert terminal.replica.views.accepted_count() == 4 + 2 + 2 + 1
         assert terminal.verify()["ok"] is True
     # Converged state is durable too.
     assert lanes.reopen(two).digest() in digests

@@ -13,8 +13,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
 from lanesync.core.identity import Role
-from lanesync.core.replica import CHECKPOINT_DIGEST_SIZE
 from lanesync.shell import storage
 from lanesync.shell.terminal import Terminal
 

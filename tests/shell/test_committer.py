@@ -14,9 +14,9 @@ from typing import TypeVar
 import pytest
 
 from lanesync.core.identity import Role
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.replica import Change
+from lanesync.core.views import Views
 from lanesync.errors import LanesyncError, PermissionDenied, UsageError
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest
@@ -101,15 +101,15 @@ def test_concurrent_writers_share_commits_and_every_record_is_durable(
     sold = sum(line.qty for r in records if isinstance(r.body, Sale) for line in r.body.lines)
 
     lane = lanes.reopen(lane)
-    ledger = lane.replica.ledger
-    assert all(ledger.is_sale(str(r.id)) for r in records)
+    views = lane.replica.views
+    assert all(views.is_sale(str(r.id)) for r in records)
     assert lane.replica.find_record(records[-1].id) == records[-1]
     assert on_hand(lane, "milk") == 10_000 - sold
     assert lane.verify()["ok"] is True
 
 
 def failing(error: Exception) -> BodyBuilder:
-    def build(_ledger: Ledger) -> Body:
+    def build(_views: Views) -> Body:
         raise error
 
     return build
@@ -143,7 +143,7 @@ def test_refusing_builder_fails_only_its_own_write(lanes: Lanes, lane: Terminal)
     assert sorted(r.seq for r in good) == list(range(2, 2 + len(good)))
 
     lane = lanes.reopen(lane)
-    assert all(lane.replica.ledger.is_sale(str(r.id)) for r in good)
+    assert all(lane.replica.views.is_sale(str(r.id)) for r in good)
     assert on_hand(lane, "milk") == 10_000 - 3 * len(REFUSALS)
     assert lane.verify()["ok"] is True
 
@@ -175,7 +175,7 @@ def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Termina
     assert "already voided" in str(errors[0])
     assert on_hand(lane, "milk") == 10_000
     lane = lanes.reopen(lane)
-    assert lane.replica.ledger.is_voided(str(target.id))
+    assert lane.replica.views.is_voided(str(target.id))
     assert on_hand(lane, "milk") == 10_000
     assert lane.verify()["ok"] is True
 
@@ -190,7 +190,7 @@ def test_builder_bug_in_a_batch_loses_no_later_acknowledged_write(
         lane.write_batch([sale("milk:1:149"), failing(RuntimeError("builder bug"))])
     acknowledged = lane.write(sale("milk:2:149"))
     lane = lanes.reopen(lane)
-    assert lane.replica.ledger.is_sale(str(acknowledged.id))
+    assert lane.replica.views.is_sale(str(acknowledged.id))
     assert lane.verify()["ok"] is True
 
 
@@ -220,7 +220,7 @@ def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: 
     assert results != ["timed out"], "writers of the batch were never answered"
     acknowledged = [r for r in [*results, later] if isinstance(r, Record)]
     lane = lanes.reopen(lane)
-    assert [r for r in acknowledged if not lane.replica.ledger.is_sale(str(r.id))] == []
+    assert [r for r in acknowledged if not lane.replica.views.is_sale(str(r.id))] == []
     assert lane.verify()["ok"] is True
 
 

@@ -303,5 +303,5 @@ def test_copied_store_directory_enrolls_into_the_same_store(
     ours = lanes.new("lane1")
     theirs = lanes.open(tmp_path / "lane9")
     ours.import_bundle(theirs.export_bundle())
-    certified = {cert.terminal_id for cert in ours.replica.ledger.certificates()}
+    certified = {cert.terminal_id for cert in ours.replica.views.certificates()}
     assert certified == {"lane1", "lane9"}

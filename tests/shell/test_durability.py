@@ -90,15 +90,15 @@ def test_acknowledged_sales_survive_sigkill(lanes: Lanes, tmp_path: Path, mode: 
     assert seqs == sorted(set(seqs))
 
     terminal = lanes.open(path)
-    ledger = terminal.replica.ledger
-    lost = [i for i in acked if not ledger.is_sale(i)]
+    views = terminal.replica.views
+    lost = [i for i in acked if not views.is_sale(i)]
     assert lost == [], f"{len(lost)} of {len(acked)} acknowledged sales lost"
-    sales = list(ledger.sale_ids())
+    sales = list(views.sale_ids())
     assert len(sales) == len(set(sales)) >= len(acked)
     assert all(i.startswith("lane1:") for i in sales)
 
-    head = ledger.head(terminal.terminal_id)
-    assert head.seq == ledger.accepted_count() == 1 + len(sales)
+    head = views.head(terminal.terminal_id)
+    assert head.seq == views.accepted_count() == 1 + len(sales)
     report = terminal.verify()
     assert report["ok"] is True, report
     assert [c["seq"] for c in report["chains"]] == [head.seq]

@@ -22,11 +22,11 @@ from .helpers import on_hand, receipt
 HOLDER = """
 import sys, time
 from pathlib import Path
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.shell.terminal import Terminal
 
 terminal = Terminal.open(Path(sys.argv[1]), lock_wait_s=0)
-terminal.write(lambda ledger: commands.build_receipt("milk", 5))
+terminal.write(lambda views: bodies.build_receipt("milk", 5))
 print("ready", flush=True)
 time.sleep(120)
 """

@@ -13,13 +13,13 @@ import pycrdt
 import pytest
 
 import lanesync.core.identity
-import lanesync.core.ledger
+import lanesync.core.trust
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import sku
-from lanesync.core.ledger import expected_doc
 from lanesync.core.records import Receipt, make_record
 from lanesync.core.replica import RECORDS_ROOT
+from lanesync.core.views import expected_doc
 from lanesync.errors import ConfigError, LanesyncError, LocalError, StorageError
 from lanesync.shell import storage
 from lanesync.shell.terminal import Terminal
@@ -42,9 +42,9 @@ from .helpers import (
 
 @pytest.fixture
 def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every record signature check the ledger makes from now on (payload of each)."""
-    # The ledger checks record signatures with the identity module's function.
-    assert vars(lanesync.core.ledger)["verify"] is vars(lanesync.core.identity)["verify"]
+    """Every record signature check the views make from now on (payload of each)."""
+    # Trust checks record signatures with the identity module's function.
+    assert vars(lanesync.core.trust)["verify"] is vars(lanesync.core.identity)["verify"]
     calls: list[bytes] = []
     real = lanesync.core.identity.verify
 
@@ -52,7 +52,7 @@ def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
         calls.append(message)
         return real(public_key, domain, message, signature)
 
-    monkeypatch.setattr(lanesync.core.ledger, "verify", counting)
+    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
     return calls
 
 
@@ -83,7 +83,7 @@ def test_reopen_holds_exactly_the_same_state(lanes: Lanes) -> None:
     record = terminal.write(sale("milk:1"))
     assert record.seq == head_seq(terminal) == 12
     terminal = lanes.reopen(terminal)
-    assert terminal.replica.ledger.is_sale(str(record.id))
+    assert terminal.replica.views.is_sale(str(record.id))
     assert terminal.verify()["ok"] is True
 
 
@@ -163,18 +163,18 @@ def test_update_after_a_gap_survives_compaction(
     # Only the second update reaches the reader: a gap in lane1's chain.
     change = reader.replica.merge(second_change.updates, reader.now_ms())
     reader.commit([change])
-    assert not reader.replica.ledger.is_sale(str(second.id))
+    assert not reader.replica.views.is_sale(str(second.id))
     assert reader.verify()["gaps"]
 
     monkeypatch.setattr(storage, "COMPACT_MIN_LOG_BYTES", 1)
     reader.compact_if_due()
     assert count_rows(reader, "snapshots") > 0
     reader = lanes.reopen(reader)
-    assert not reader.replica.ledger.is_sale(str(second.id))
+    assert not reader.replica.views.is_sale(str(second.id))
 
     change = reader.replica.merge(first_change.updates, reader.now_ms())
     reader.commit([change])
-    assert reader.replica.ledger.is_sale(str(second.id))
+    assert reader.replica.views.is_sale(str(second.id))
     assert reader.digest() == writer.digest()
     assert on_hand(reader, "milk") == on_hand(writer, "milk") == 103
     reader = lanes.reopen(reader)
@@ -193,7 +193,7 @@ def test_pending_crdt_update_survives_compaction(
     reader.import_bundle(writer.export_bundle())
 
     me = writer.directory.me
-    head = writer.replica.ledger.head(writer.terminal_id)
+    head = writer.replica.views.head(writer.terminal_id)
     record = make_record(
         me.key,
         writer.terminal_id,
@@ -353,7 +353,7 @@ def test_reopen_does_not_verify_signatures_again(
     2026-11-26)."""
     terminal = scenario(lanes)
     expected = observable(terminal)
-    assert terminal.replica.ledger.accepted_count() >= 7
+    assert terminal.replica.views.accepted_count() >= 7
     verifications.clear()
     terminal = lanes.reopen(terminal)
     assert observable(terminal) == expected

@@ -522,12 +522,12 @@ def test_chaos_store_converges_exactly(cluster: Cluster, proxies: ProxyLoop) -> 
     stamped: dict[str, int] = {}  # sale id -> its record's wall clock
     for name, path in chaos.dirs.items():
         with Terminal.open(path) as terminal:
-            ledger = terminal.replica.ledger
-            accepted = [r for _, _, r in terminal.replica.records() if ledger.is_accepted(r)]
+            views = terminal.replica.views
+            accepted = [r for _, _, r in terminal.replica.records() if views.is_accepted(r)]
             held = Counter(str(r.id) for r in accepted)
-            missing = [s for s in acked if not ledger.is_sale(s) or held[s] != 1]
+            missing = [s for s in acked if not views.is_sale(s) or held[s] != 1]
             assert not missing, f"{name} lacks acknowledged sales {missing[:5]}"
-            extra = set(ledger.sale_ids()) - set(acked)
+            extra = set(views.sale_ids()) - set(acked)
             assert not extra, f"{name} holds sales no client was answered with: {sorted(extra)}"
             stamped.update((str(r.id), r.hlc.wall_ms) for r in accepted)
         verify = cluster.cli("verify", path, "--json")

@@ -22,6 +22,7 @@ from lanesync.core.connection import Closed, ConnState, Established, PeerConnect
 from lanesync.core.election import Candidate
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Role,
     StoreIdentity,
     issue_certificate,
@@ -29,7 +30,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CONFIG_DOC, StoreId, TerminalId
 from lanesync.core.records import Receipt, Sale, SaleLine
-from lanesync.core.replica import LocalIdentity, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.wire import (
     MAX_FRAME_SIZE,
     MAX_HANDSHAKE_FRAME,
@@ -290,16 +291,16 @@ BUNDLE = encode_bundle(ALICE, STORE.identity.store_id, SOURCE.updates_since({}),
 
 def _check_merge(target: Replica, updates: list[tuple[str, bytes]]) -> None:
     before = target.digest()
-    on_hand = target.ledger.on_hand()
+    on_hand = target.views.on_hand()
     try:
         target.merge(updates, NOW)
     except RemoteError:
         assert target.digest() == before, "a rejected merge changed the replica"
-        assert target.ledger.on_hand() == on_hand
+        assert target.views.on_hand() == on_hand
         return
     # Accepted (pycrdt accepts many bit flips): garbage may be held, but never counted.
     for _, _, record in target.records():
-        if target.ledger.is_accepted(record):
+        if target.views.is_accepted(record):
             assert record.hash in GENUINE or record.terminal == "bob"
 
 

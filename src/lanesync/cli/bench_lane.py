@@ -46,12 +46,12 @@ class BenchMesh(Mesh):
         if _LOG is None:
             raise RuntimeError("BenchMesh needs the event log (run through lane.main)")
         self._events = _LOG
-        self._ledger = self.terminal.replica.ledger
+        self._views = self.terminal.replica.views
         self._me = str(self.terminal.terminal_id)
-        self._accepted = self._ledger.accepted_count()
+        self._accepted = self._views.accepted_count()
         now = time.time_ns()
         self._seen: dict[str, int] = {}
-        for head in self._ledger.heads():
+        for head in self._views.heads():
             self._seen[str(head.terminal)] = head.seq
             self._events.held(str(head.terminal), head.seq, now)
         # At once: a restarted lane that already holds everything may log nothing else for a
@@ -61,7 +61,7 @@ class BenchMesh(Mesh):
     def write(self, changes: list[Change], commit: Callable[[], None]) -> None:
         super().write(changes, commit)
         now = time.time_ns()
-        head = self._ledger.head(self.terminal.terminal_id).seq
+        head = self._views.head(self.terminal.terminal_id).seq
         before = self._seen.get(self._me, 0)
         if head > before:
             self._seen[self._me] = head
@@ -69,12 +69,12 @@ class BenchMesh(Mesh):
 
     def _flush(self) -> None:
         super()._flush()
-        count = self._ledger.accepted_count()
+        count = self._views.accepted_count()
         if count == self._accepted:
             return
         self._accepted = count
         now = time.time_ns()
-        for head in self._ledger.heads():
+        for head in self._views.heads():
             terminal = str(head.terminal)
             if terminal == self._me:
                 continue
@@ -116,11 +116,11 @@ def _always_valid(public_key: bytes, domain: bytes, message: bytes, signature: b
 
 def insecure_patches() -> None:
     """Turn off frame encryption and record signing/verification in this process only."""
-    from lanesync.core import connection, ledger, records
+    from lanesync.core import connection, records, trust
 
     connection.SecretBox = PlainBox  # type: ignore[attr-defined,assignment]
     records.sign = _no_signature  # type: ignore[attr-defined]
-    ledger.verify = _always_valid  # type: ignore[attr-defined]
+    trust.verify = _always_valid  # type: ignore[attr-defined]
 
 
 def main(argv: list[str] | None = None) -> None:

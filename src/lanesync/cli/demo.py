@@ -15,11 +15,11 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Sale
+from lanesync.core.views import Views
 from lanesync.errors import LanesyncError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -39,12 +39,12 @@ SALES_APART = {
 }
 
 
-def _price(item: str, cents: int, _: Ledger) -> Body:
-    return commands.build_price_change(Role.MANAGER, item, cents)
+def _price(item: str, cents: int, _: Views) -> Body:
+    return bodies.build_price_change(Role.MANAGER, item, cents)
 
 
-def _receipt(item: str, qty: int, _: Ledger) -> Body:
-    return commands.build_receipt(item, qty)
+def _receipt(item: str, qty: int, _: Views) -> Body:
+    return bodies.build_receipt(item, qty)
 
 
 def _stock_table(title: str, terminals: dict[str, Terminal]) -> Table:
@@ -52,9 +52,9 @@ def _stock_table(title: str, terminals: dict[str, Terminal]) -> Table:
     table.add_column("SKU")
     for name in terminals:
         table.add_column(name, justify="right")
-    skus = sorted({s for t in terminals.values() for s in t.replica.ledger.on_hand()})
+    skus = sorted({s for t in terminals.values() for s in t.replica.views.on_hand()})
     for item in skus:
-        row = [str(t.replica.ledger.on_hand_of(Sku(item))) for t in terminals.values()]
+        row = [str(t.replica.views.on_hand_of(Sku(item))) for t in terminals.values()]
         table.add_row(item, *row)
     table.add_row("digest", *(t.digest()[:12] for t in terminals.values()), style="dim")
     return table
@@ -105,8 +105,8 @@ def _run(root: Path) -> None:
         sold: dict[str, int] = {}
         for name, sales in SALES_APART.items():
             for lines in sales:
-                requests = [commands.parse_line(text) for text in lines]
-                record = terminals[name].write(partial(commands.build_sale, requests=requests))
+                requests = [bodies.parse_line(text) for text in lines]
+                record = terminals[name].write(partial(bodies.build_sale, requests=requests))
                 for request in requests:
                     sold[request.sku] = sold.get(request.sku, 0) + request.qty
                 total = record.body.total_cents if isinstance(record.body, Sale) else 0
@@ -114,7 +114,7 @@ def _run(root: Path) -> None:
                     f"  {name} sold {' '.join(lines)} -> sale {record.id} ({money(total)})"
                 )
         # A customer brings the first basket of lane3 back: its units return to the shelf once.
-        terminals["lane3"].write(partial(commands.build_void, sale_id="lane3:1"))
+        terminals["lane3"].write(partial(bodies.build_void, sale_id="lane3:1"))
         console.print("  lane3 voided sale lane3:1 (milk:4 eggs:6 go back on the shelf)")
         sold["milk"] -= 4
         sold["eggs"] -= 6
@@ -127,7 +127,7 @@ def _run(root: Path) -> None:
         digests = {t.digest() for t in terminals.values()}
         expected = {item: RECEIVED[item] - sold.get(item, 0) for item in RECEIVED}
         exact = all(
-            t.replica.ledger.on_hand_of(Sku(item)) == qty
+            t.replica.views.on_hand_of(Sku(item)) == qty
             for t in terminals.values()
             for item, qty in expected.items()
         )

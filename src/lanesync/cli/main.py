@@ -21,12 +21,12 @@ from rich.table import Table
 from rich.text import Text
 
 from lanesync import __version__
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
+from lanesync.core.views import Views
 from lanesync.errors import EXIT_STORAGE_FAILED, LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
@@ -155,7 +155,7 @@ def _daemon(terminal_dir: Path) -> DaemonClient | None:
     return DaemonClient.for_directory(terminal_dir)
 
 
-def _write_offline(terminal_dir: Path, build: Callable[[Ledger], Body]) -> Record:
+def _write_offline(terminal_dir: Path, build: Callable[[Views], Body]) -> Record:
     with Terminal.open(terminal_dir) as terminal:
         return terminal.write(build)
 
@@ -174,13 +174,13 @@ def _print_record(result: dict[str, Any], as_json: bool, what: str) -> None:
 @reports_errors
 def sell(terminal_dir: Path, lines: tuple[str, ...], as_json: bool) -> None:
     """Record a sale: LINES are SKU:QTY[:UNIT_CENTS] (no price: the catalog price)."""
-    requests = [commands.parse_line(text) for text in lines]
+    requests = [bodies.parse_line(text) for text in lines]
     daemon = _daemon(terminal_dir)
     if daemon is not None:
         body = [{"sku": r.sku, "qty": r.qty, "unit_price": r.unit_cents} for r in requests]
         result = daemon.call("POST", "/v1/sales", {"lines": body})
     else:
-        record = _write_offline(terminal_dir, partial(commands.build_sale, requests=requests))
+        record = _write_offline(terminal_dir, partial(bodies.build_sale, requests=requests))
         total = record.body.total_cents if isinstance(record.body, Sale) else 0
         result = {"sale_id": str(record.id), "total": total}
     if as_json:
@@ -201,7 +201,7 @@ def void(terminal_dir: Path, sale_id: str, as_json: bool) -> None:
         RecordId.parse(sale_id)  # a malformed id never reaches the URL
         result = daemon.call("POST", f"/v1/sales/{sale_id}/void")
     else:
-        record = _write_offline(terminal_dir, partial(commands.build_void, sale_id=sale_id))
+        record = _write_offline(terminal_dir, partial(bodies.build_void, sale_id=sale_id))
         result = {"record_id": str(record.id)}
     _print_record(result, as_json, f"sale {sale_id} voided by")
 
@@ -214,7 +214,7 @@ def void(terminal_dir: Path, sale_id: str, as_json: bool) -> None:
 @reports_errors
 def receive(terminal_dir: Path, sku: str, qty: int, as_json: bool) -> None:
     """Record a stock receipt of QTY units."""
-    body = commands.build_receipt(sku, qty)
+    body = bodies.build_receipt(sku, qty)
     daemon = _daemon(terminal_dir)
     if daemon is not None:
         result = daemon.call("POST", "/v1/stock/receive", {"sku": sku, "qty": qty})
@@ -232,7 +232,7 @@ def receive(terminal_dir: Path, sku: str, qty: int, as_json: bool) -> None:
 @reports_errors
 def adjust(terminal_dir: Path, sku: str, delta: int, reason: str, as_json: bool) -> None:
     """Adjust stock by DELTA units (negative to remove)."""
-    body = commands.build_adjustment(sku, delta, reason)
+    body = bodies.build_adjustment(sku, delta, reason)
     daemon = _daemon(terminal_dir)
     if daemon is not None:
         payload = {"sku": sku, "delta": delta, "reason": reason}
@@ -255,7 +255,7 @@ def price(terminal_dir: Path, sku: str, unit_cents: int, as_json: bool) -> None:
         result = daemon.call("POST", "/v1/prices", {"sku": sku, "unit_price": unit_cents})
     else:
         with Terminal.open(terminal_dir) as terminal:
-            body = commands.build_price_change(terminal.role, sku, unit_cents)
+            body = bodies.build_price_change(terminal.role, sku, unit_cents)
             result = {"record_id": str(terminal.write(lambda _: body).id)}
     _print_record(result, as_json, f"price of {sku} set to {money(unit_cents)}:")
 
@@ -499,7 +499,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "store_id": terminal.store_id,
                 "role": terminal.role.value,
                 "digest": terminal.digest(),
-                "records": terminal.replica.ledger.accepted_count(),
+                "records": terminal.replica.views.accepted_count(),
                 "api": None,
                 "listen": None,
                 "leader": None,

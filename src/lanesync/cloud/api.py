@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from lanesync import __version__
 from lanesync.cloud.service import CloudService
 from lanesync.cloud.stores import StoreRuntime
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import is_valid_name
 from lanesync.errors import UsageError
@@ -44,7 +44,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
             "stores": [
                 {
                     "store_id": store_id,
-                    "records": runtime.terminal.replica.ledger.accepted_count(),
+                    "records": runtime.terminal.replica.views.accepted_count(),
                     "digest": runtime.terminal.digest(),
                     "connected_leaders": [
                         p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]
@@ -75,7 +75,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     async def post_price(store_id: str, body: PriceIn, _: RequireToken) -> dict[str, str]:
         runtime = store(store_id)
         record = await runtime.committer.write(
-            lambda _: commands.build_price_change(Role.CLOUD, body.sku, body.unit_price)
+            lambda _: bodies.build_price_change(Role.CLOUD, body.sku, body.unit_price)
         )
         return {"record_id": str(record.id)}
 

@@ -25,6 +25,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Role,
     StoreIdentity,
     parse_certificate,
@@ -32,7 +33,6 @@ from lanesync.core.identity import (
     signing_key_from_seed,
 )
 from lanesync.core.ids import CLOUD_TERMINAL_ID
-from lanesync.core.replica import LocalIdentity
 from lanesync.errors import ConfigError, RemoteError, UsageError
 from lanesync.shell.directories import (
     DATABASE,

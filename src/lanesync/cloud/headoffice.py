@@ -24,6 +24,7 @@ from typing import Any
 from lanesync.cloud.sql import Row, Sql
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
+from lanesync.core.views import AcceptedRecords
 
 _STORE_TABLES = (
     "sales",
@@ -68,15 +69,16 @@ class HeadOffice:
         self._sql = sql
         self._rebuilds: dict[str, int] = {}
 
-    def project(self, store_id: str, replica: Replica) -> None:
-        """Write what changed in ``replica`` since the last projection (inside a transaction)."""
-        ledger = replica.ledger
-        full = self._rebuilds.get(store_id) != ledger.rebuilds
-        records = ledger.drain_accepted()
+    def project(self, store_id: str, replica: Replica, accepted: AcceptedRecords) -> None:
+        """Write what changed in ``replica`` since the last projection (inside a transaction).
+        ``accepted``: the replica's ``subscribe_accepted`` stream, drained by no one else."""
+        views = replica.views
+        full = self._rebuilds.get(store_id) != accepted.rebuilds
+        records = accepted.drain()
         if full:
             for table in _STORE_TABLES:
                 self._sql.execute(f"DELETE FROM {table} WHERE store_id = ?", (store_id,))  # noqa: S608 - fixed table names
-            records = [r for _, _, r in replica.records() if ledger.is_accepted(r)]
+            records = [r for _, _, r in replica.records() if views.is_accepted(r)]
         rows = self._gather(store_id, replica, records)
         sql = self._sql
         sql.executemany(
@@ -100,20 +102,20 @@ class HeadOffice:
         sql.executemany(
             "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
             "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand",
-            [(store_id, sku, n) for sku, n in ledger.on_hand().items()],
+            [(store_id, sku, n) for sku, n in views.on_hand().items()],
         )
         sql.executemany(
             "INSERT INTO prices (store_id, sku, unit_cents) VALUES (?, ?, ?) "
             "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents",
-            [(store_id, sku, p.unit_cents) for sku, p in ledger.prices().items()],
+            [(store_id, sku, p.unit_cents) for sku, p in views.prices().items()],
         )
         sql.executemany(
             "INSERT INTO chain_heads (store_id, terminal_id, seq, hash) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (store_id, terminal_id) DO UPDATE "
             "SET seq = excluded.seq, hash = excluded.hash",
-            [(store_id, h.terminal, h.seq, h.hash.hex()) for h in ledger.heads()],
+            [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
         )
-        self._rebuilds[store_id] = ledger.rebuilds
+        self._rebuilds[store_id] = accepted.rebuilds
 
     def forget_projection(self, store_id: str) -> None:
         """The next projection of ``store_id`` rewrites its rows from scratch (used when a
@@ -128,7 +130,7 @@ class HeadOffice:
             rid, day = str(record.id), tz_day(record)
             match record.body:
                 case Sale(lines, total):
-                    voided = int(replica.ledger.is_voided(rid))
+                    voided = int(replica.views.is_voided(rid))
                     rows.sales.append(
                         (
                             store_id,

@@ -55,7 +55,7 @@ class CloudService:
             log.info(
                 "store.opened store=%s records=%d db=%s",
                 store_id,
-                runtime.terminal.replica.ledger.accepted_count(),
+                runtime.terminal.replica.views.accepted_count(),
                 self.backend.description,
             )
 

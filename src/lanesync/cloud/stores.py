@@ -27,6 +27,7 @@ from lanesync.cloud.pgstorage import PostgresStoreStorage, store_heads
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
 from lanesync.core.node import Node
+from lanesync.core.views import AcceptedRecords
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
@@ -80,6 +81,7 @@ class StoreRuntime:
     committer: GroupCommitter
     backend: Backend
     headoffice: HeadOffice
+    accepted: AcceptedRecords  # what the replica accepts, for the head-office tables
     shared_storage: PostgresStoreStorage | None = None
     relay_scheduled: bool = field(default=False)
 
@@ -100,7 +102,7 @@ class StoreRuntime:
                         )
                         replica.persisted([merged])  # durable already: nothing is owed
                         pulled = True
-                self.headoffice.project(self.store_id, self.terminal.replica)
+                self.headoffice.project(self.store_id, self.terminal.replica, self.accepted)
         except BaseException:
             self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
             raise
@@ -138,7 +140,7 @@ def open_store(
         open_storage=None if shared is None else (lambda: shared),
     )
     terminal.on_failure = on_failure
-    terminal.replica.ledger.collect_accepted = True
+    accepted = terminal.replica.subscribe_accepted()
     node = Node(terminal.replica)
     runtime: StoreRuntime | None = None
 
@@ -149,7 +151,9 @@ def open_store(
     # Commit every merge at once: the head-office tables are projected after each commit.
     mesh = Mesh(node, terminal, on_persisted=refresh, commit_delay_s=0, gate=gate)
     committer = GroupCommitter(terminal, publish=mesh.write)
-    runtime = StoreRuntime(store_id, terminal, node, mesh, committer, backend, headoffice, shared)
+    runtime = StoreRuntime(
+        store_id, terminal, node, mesh, committer, backend, headoffice, accepted, shared
+    )
     return runtime
 
 

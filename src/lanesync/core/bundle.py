@@ -23,13 +23,13 @@ from lanesync.core.identity import (
     DOMAIN_BUNDLE,
     SIGNATURE_SIZE,
     Certificate,
+    LocalIdentity,
     StoreIdentity,
     parse_certificate,
     sign,
     verify,
 )
 from lanesync.core.ids import StoreId, TerminalId, is_valid_doc_name, is_valid_name
-from lanesync.core.replica import LocalIdentity
 from lanesync.errors import BundleRejected, RemoteError
 
 BUNDLE_MAGIC = b"LSB1"

@@ -33,8 +33,14 @@ from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 from nacl.secret import SecretBox
 
-from lanesync.core.identity import Certificate, StoreIdentity, parse_certificate, sign, verify
-from lanesync.core.replica import LocalIdentity
+from lanesync.core.identity import (
+    Certificate,
+    LocalIdentity,
+    StoreIdentity,
+    parse_certificate,
+    sign,
+    verify,
+)
 from lanesync.core.wire import (
     NONCE_SIZE,
     Auth,

@@ -3,6 +3,8 @@
 A store authority key signs one certificate per terminal. Every record, bundle and (later) frame
 is signed by a terminal key, and is believed only when that key's certificate verifies against
 the store's public key. Certificates are small msgpack documents signed by the store key.
+``LocalIdentity`` is a terminal's own certificate with its private key: what it signs and
+handshakes with.
 """
 
 from __future__ import annotations
@@ -91,6 +93,14 @@ class Certificate:
 
     def valid_at(self, ms: int) -> bool:
         return self.not_before_ms <= ms <= self.not_after_ms
+
+
+@dataclass(frozen=True, slots=True)
+class LocalIdentity:
+    """The terminal this process writes and speaks as: its certificate and private key."""
+
+    certificate: Certificate
+    key: SigningKey
 
 
 def issue_certificate(

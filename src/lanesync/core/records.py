@@ -317,7 +317,7 @@ def record_hash(payload: bytes) -> bytes:
 
 
 def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Rejection:
-    """Decode a stored record WITHOUT checking its signature (see ``Ledger`` for that).
+    """Decode a stored record WITHOUT checking its signature (``Trust.signer`` checks it).
 
     Never raises: anything malformed becomes a ``Rejection``. ``checked``: hashes of records
     this replica validated and verified before (its verdict cache); their bodies are trusted to

@@ -13,6 +13,11 @@ Documents: ``config`` (certificates), ``catalog`` (price records) and one ``ledg
 store-local business day. Every map value is an immutable signed record (or certificate) stored
 as bytes, because pycrdt turns integers into floats and drops concurrently created nested maps
 (FACTS.md); all typed data lives inside the signed msgpack bytes.
+
+The module is longer than most in ``core/`` because the replica is one object around its pycrdt
+documents: loading, merging, local writes and reads all share the documents' observers and the
+event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``) and
+the checkpoint layout (``checkpoint``).
 """
 
 from __future__ import annotations
@@ -24,39 +29,32 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import msgpack
 import pycrdt
-from nacl.signing import SigningKey
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
+from lanesync.core.checkpoint import (
+    EMPTY_UPDATE,
+    Refused,
+    fingerprints,
+    make_checkpoint,
+    open_checkpoint,
+)
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Revocation,
     StoreIdentity,
     parse_certificate,
     parse_revocation,
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
-from lanesync.core.ledger import Ledger, expected_doc
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
+from lanesync.core.views import AcceptedRecords, Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
-# Version of the checkpoint layout (``Replica.checkpoint``); a checkpoint of any other version
-# is ignored and the views are folded from the documents, so changing the layout needs no
-# migration, only a new number.
-CHECKPOINT_FORMAT = 1
-CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
-
-
-@dataclass(frozen=True, slots=True)
-class LocalIdentity:
-    """The terminal this replica writes as: its certificate and private key."""
-
-    certificate: Certificate
-    key: SigningKey
 
 
 @dataclass(slots=True)
@@ -139,7 +137,8 @@ class Replica:
         self.me = me
         self.client_id = client_id
         self.clock = HybridClock()
-        self.ledger = Ledger(store, self._tz, self._find_sale)
+        self._accepted_subscribers: list[AcceptedRecords] = []
+        self.views = Views(store, self._tz, self, self._accepted_subscribers)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
@@ -234,7 +233,7 @@ class Replica:
                     # written back, so every replica converges on the genuine value.
                     restore.append((doc, key, bytes(old)))
                 elif doc != CONFIG_DOC:
-                    self.ledger.forget(doc, key, old)
+                    self.views.forget(doc, key, old)
             if action == "delete":
                 continue
             if doc == CONFIG_DOC:
@@ -245,21 +244,21 @@ class Replica:
             trust = known is not None or (
                 not isinstance(parsed, Rejection) and parsed.hash in trusted
             )
-            self.ledger.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
+            self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
             if writers is not None:
                 if isinstance(parsed, Rejection):
                     writers = None
                 else:
                     writers.add(parsed.terminal)
             # Only counted records move the clock: a forgery naming us (or anyone) must not.
-            if not isinstance(parsed, Rejection) and self.ledger.is_accepted(parsed):
+            if not isinstance(parsed, Rejection) and self.views.is_accepted(parsed):
                 if parsed.terminal == me:
                     self.clock.adopt(parsed.hlc)
                 else:
                     self.clock.observe(parsed.hlc, now_ms)
-        if self.ledger.needs_rebuild:
+        if self.views.needs_rebuild:
             self.rebuild(now_ms, trusted)
-        change = Change(verdicts=self.ledger.drain_new_verdicts(), entries=len(events))
+        change = Change(verdicts=self.views.drain_new_verdicts(), entries=len(events))
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
         # Last: a write-back above folds too.
@@ -281,7 +280,7 @@ class Replica:
         return (
             not isinstance(previous, Rejection)
             and previous.key == key
-            and self.ledger.is_accepted(previous)
+            and self.views.is_accepted(previous)
         )
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
@@ -291,26 +290,26 @@ class Replica:
             if key.startswith("cert:"):
                 cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
                 if key == certificate_key(cert):
-                    self.ledger.add_certificate(cert, now_ms)
+                    self.views.add_certificate(cert, now_ms)
             elif key.startswith("revoke:"):
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
-                    self.ledger.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+                    self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
         except RemoteError:
             return
 
     def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
         """Recompute every view from the documents (after a fork below an accepted head, a
         revocation, or an entry that broke a chain disappeared)."""
-        self.ledger.begin_rebuild()
+        self.views.begin_rebuild()
         for name in self.doc_names():
             if name == CONFIG_DOC:
                 continue
             for key, value in self._root(name).items():
                 parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
-                self.ledger.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
-        self.ledger.end_rebuild()
+                self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
+        self.views.end_rebuild()
         self._digest = None
 
     # -- loading and merging --------------------------------------------------------------------
@@ -359,7 +358,7 @@ class Replica:
             self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
         else:
             self._apply_stored(rest, silent=True)
-            self.ledger = Ledger(self.store, self._tz, self._find_sale)
+            self.views = Views(self.store, self._tz, self, self._accepted_subscribers)
             if CONFIG_DOC in self._docs:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
@@ -367,12 +366,12 @@ class Replica:
             self.restored_from = f"views folded from every entry ({why_not})"
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
-        for head in self.ledger.heads():
+        for head in self.views.heads():
             if self.me is not None and head.terminal == self.me.certificate.terminal_id:
                 self.clock.adopt(head.hlc)
             else:
                 self.clock.observe(head.hlc, now_ms)
-        change.verdicts.extend(self.ledger.drain_new_verdicts())
+        change.verdicts.extend(self.views.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
         return change
@@ -406,56 +405,24 @@ class Replica:
     def checkpoint(self) -> bytes:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
-        body: bytes = msgpack.packb(
-            [
-                CHECKPOINT_FORMAT,
-                self.store.store_id,
-                self._fingerprints(),
-                self.ledger.export_views(),
-            ],
-            use_bin_type=True,
+        return make_checkpoint(
+            self.store.store_id, fingerprints(self._docs), self.views.export_views()
         )
-        return body + hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest()
-
-    def _fingerprints(self) -> dict[str, list[bytes]]:
-        """Per non-empty document: its state vector (which insertions it holds; pending ones
-        excluded) and a hash of its delete set (which of them are deleted). Two states of one
-        document with equal fingerprints hold the same entries."""
-        out: dict[str, list[bytes]] = {}
-        for name, doc in sorted(self._docs.items()):
-            state = bytes(doc.get_state())
-            deletions = bytes(doc.get_update(state))
-            if state == EMPTY_STATE and deletions == EMPTY_UPDATE:
-                continue
-            out[name] = [state, hashlib.blake2b(deletions, digest_size=32).digest()]
-        return out
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
-        not (and leave a ledger that ``restore`` replaces)."""
-        body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
-        if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
-            return "checkpoint corrupted"
+        not (and leave views that ``restore`` replaces)."""
+        opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
+        if isinstance(opened, Refused):
+            return opened.reason
         try:
-            fields = msgpack.unpackb(body, use_list=True, raw=False, strict_map_key=True)
-        except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
-            return "checkpoint does not decode"
-        if not (isinstance(fields, list) and len(fields) == 4):
-            return "checkpoint has the wrong shape"
-        fmt, store_id, fingerprints, views = fields
-        if fmt != CHECKPOINT_FORMAT:
-            return f"checkpoint of format {fmt!r}, this version reads {CHECKPOINT_FORMAT}"
-        if store_id != self.store.store_id:
-            return "checkpoint of another store"
-        if fingerprints != self._fingerprints():
-            return "checkpoint does not match the stored documents"
-        try:
-            self.ledger.load_views(views, self._stored_value, verified)
+            self.views.load_views(opened.views, verified)
         except ValueError as exc:
             return str(exc)
         return None
 
-    def _stored_value(self, doc: str, key: str) -> object:
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None (``views.Documents``)."""
         if doc not in self._docs:
             return None
         return self._root(doc).get(key)
@@ -556,13 +523,13 @@ class Replica:
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
         terminal = self.me.certificate.terminal_id
-        broken = self.ledger.is_broken(terminal)
+        broken = self.views.is_broken(terminal)
         if broken is not None:
             raise ConfigError(
                 f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
                 "directory was probably restored from a copy; enroll a new terminal id"
             )
-        head = self.ledger.head(terminal)
+        head = self.views.head(terminal)
         self.clock.adopt(head.hlc)
         record = make_record(
             self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
@@ -623,7 +590,7 @@ class Replica:
 
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
-        key = self.ledger.accepted_key(record_id)
+        key = self.views.accepted_key(record_id)
         if key is None:
             return None
         for name in self.doc_names():
@@ -636,9 +603,10 @@ class Replica:
                     return parsed
         return None
 
-    def _find_sale(self, key: str) -> Sale | None:
-        """The sale stored under ``key`` in a day's document (the ledger reads a sale's lines
-        back from here when a void credits them, instead of holding every sale's lines)."""
+    def sale_at(self, key: str) -> Sale | None:
+        """The sale stored under ``key`` in a day's document (``views.Documents``: the views
+        read a sale's lines back from here when a void credits them, instead of holding every
+        sale's lines)."""
         for name in self._docs:
             if name in (CONFIG_DOC, CATALOG_DOC):
                 continue
@@ -653,6 +621,14 @@ class Replica:
             ):
                 return parsed.body
         return None
+
+    def subscribe_accepted(self) -> AcceptedRecords:
+        """A stream of the records the views accept from now on, and of their rebuilds (see
+        ``AcceptedRecords`` for its guarantees). It outlives the views: a ``restore`` that
+        replaces them feeds the same stream."""
+        stream = AcceptedRecords()
+        self._accepted_subscribers.append(stream)
+        return stream
 
     def digest(self) -> str:
         """Canonical digest of the replicated content: every (document, key, value hash), sorted.
@@ -669,10 +645,6 @@ class Replica:
                     h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
             self._digest = h.hexdigest()
         return self._digest
-
-
-EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
-EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
 
 
 def _with_tail(

@@ -14,7 +14,7 @@ from lanesync.errors import UsageError
 
 
 def stock(replica: Replica, item: Sku | None = None) -> dict[str, Any]:
-    on_hand = replica.ledger.on_hand()
+    on_hand = replica.views.on_hand()
     if item is not None:
         if item not in on_hand:
             raise UsageError(f"SKU {item!r} has no stock movement or price on this terminal")
@@ -25,15 +25,15 @@ def stock(replica: Replica, item: Sku | None = None) -> dict[str, Any]:
 def oversold(replica: Replica) -> list[dict[str, Any]]:
     """SKUs whose on hand is negative, with the sales that took the balance below zero when all
     movements are replayed in timestamp order (HLC, then record id)."""
-    negative = {s for s, n in replica.ledger.on_hand().items() if n < 0}
+    negative = {s for s, n in replica.views.on_hand().items() if n < 0}
     if not negative:
         return []
     moves: dict[Sku, list[tuple[tuple[int, int, str, int], int, str | None]]] = {
         s: [] for s in negative
     }
-    ledger = replica.ledger
+    views = replica.views
     for _, _, record in replica.records():
-        if not ledger.is_accepted(record):
+        if not views.is_accepted(record):
             continue
         order = (record.hlc.wall_ms, record.hlc.counter, record.terminal, record.seq)
         body = record.body
@@ -41,7 +41,7 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
             moves[body.sku].append(
                 (order, body.qty if isinstance(body, Receipt) else body.delta, None)
             )
-        elif isinstance(body, Sale) and not ledger.is_voided(str(record.id)):
+        elif isinstance(body, Sale) and not views.is_voided(str(record.id)):
             for line in body.lines:
                 if line.sku in moves:
                     moves[line.sku].append((order, -line.qty, str(record.id)))
@@ -52,22 +52,22 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
             balance += delta
             if sale_id is not None and balance < 0:
                 causes.append(sale_id)
-        report.append({"sku": item, "on_hand": ledger.on_hand_of(item), "sales": causes})
+        report.append({"sku": item, "on_hand": views.on_hand_of(item), "sales": causes})
     return report
 
 
 def verify(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
     does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records)."""
-    problems = replica.ledger.problems()
+    problems = replica.views.problems()
     ok = not any(problems.values())
     heads = [
-        {"terminal": h.terminal, "seq": h.seq, "hash": h.hash.hex()} for h in replica.ledger.heads()
+        {"terminal": h.terminal, "seq": h.seq, "hash": h.hash.hex()} for h in replica.views.heads()
     ]
     return {
         "ok": ok,
         "digest": replica.digest(),
-        "records": replica.ledger.accepted_count(),
+        "records": replica.views.accepted_count(),
         "chains": heads,
         **problems,
         "oversold": oversold(replica),

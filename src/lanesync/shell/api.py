@@ -29,13 +29,13 @@ from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from lanesync import __version__
-from lanesync.core import commands, reports
+from lanesync.core import bodies, reports
 from lanesync.core.election import Election
 from lanesync.core.identity import parse_revocation
 from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record, Sale
+from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, UsageError
 from lanesync.shell.committer import GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
@@ -116,9 +116,9 @@ class _StateCollector(Collector):
         self._state = state
 
     def collect(self) -> Iterator[Metric]:
-        ledger = self._state.terminal.replica.ledger
+        views = self._state.terminal.replica.views
         yield GaugeMetricFamily(
-            "lanesync_records", "Records counted in the views", value=ledger.accepted_count()
+            "lanesync_records", "Records counted in the views", value=views.accepted_count()
         )
         peers = self._state.mesh.node.peer_status()
         yield GaugeMetricFamily("lanesync_peers_connected", "Open peer connections", len(peers))
@@ -142,7 +142,7 @@ class _StateCollector(Collector):
         yield CounterMetricFamily(
             "lanesync_bytes_sent", "Peer frame bytes sent", value=self._state.mesh.bytes_out
         )
-        oversold = sum(1 for n in ledger.on_hand().values() if n < 0)
+        oversold = sum(1 for n in views.on_hand().values() if n < 0)
         yield GaugeMetricFamily("lanesync_oversold_skus", "SKUs with negative stock", oversold)
 
 
@@ -177,7 +177,7 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "store_id": terminal.store_id,
         "role": terminal.role.value,
         "digest": terminal.digest(),
-        "records": terminal.replica.ledger.accepted_count(),
+        "records": terminal.replica.views.accepted_count(),
         "api": state.api,
         "listen": state.listen,
         "started_ms": state.started_ms,
@@ -211,7 +211,7 @@ def create_app(state: DaemonState) -> FastAPI:
     in_flight: dict[str, asyncio.Future[None]] = {}
 
     async def write(
-        build: Callable[[Ledger], Body],
+        build: Callable[[Views], Body],
         request: Request,
         response: Response,
         body: BaseModel | None = None,
@@ -241,7 +241,7 @@ def create_app(state: DaemonState) -> FastAPI:
             del in_flight[key]
             done.set_result(None)
 
-    async def timed_write(build: Callable[[Ledger], Body], key: RequestKey | None) -> Record:
+    async def timed_write(build: Callable[[Views], Body], key: RequestKey | None) -> Record:
         started = time.perf_counter()
         record = await state.committer.write(build, key)
         write_latency.observe(time.perf_counter() - started)
@@ -252,12 +252,10 @@ def create_app(state: DaemonState) -> FastAPI:
         body: SaleIn, request: Request, response: Response, _: RequireToken
     ) -> SaleOut:
         lines = [
-            commands.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
+            bodies.LineRequest(parse_sku(line.sku), line.qty, line.unit_price)
             for line in body.lines
         ]
-        record = await write(
-            lambda ledger: commands.build_sale(ledger, lines), request, response, body
-        )
+        record = await write(lambda views: bodies.build_sale(views, lines), request, response, body)
         total = record.body.total_cents if isinstance(record.body, Sale) else 0
         return SaleOut(sale_id=str(record.id), total=total)
 
@@ -267,7 +265,7 @@ def create_app(state: DaemonState) -> FastAPI:
     async def post_void(
         sale_id: str, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
-        record = await write(lambda ledger: commands.build_void(ledger, sale_id), request, response)
+        record = await write(lambda views: bodies.build_void(views, sale_id), request, response)
         return RecordOut(record_id=str(record.id))
 
     @app.post("/v1/stock/receive", status_code=201, response_model=RecordOut, tags=["writes"])
@@ -275,7 +273,7 @@ def create_app(state: DaemonState) -> FastAPI:
         body: ReceiveIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
         record = await write(
-            lambda _: commands.build_receipt(body.sku, body.qty), request, response, body
+            lambda _: bodies.build_receipt(body.sku, body.qty), request, response, body
         )
         return RecordOut(record_id=str(record.id))
 
@@ -284,7 +282,7 @@ def create_app(state: DaemonState) -> FastAPI:
         body: AdjustIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
         record = await write(
-            lambda _: commands.build_adjustment(body.sku, body.delta, body.reason),
+            lambda _: bodies.build_adjustment(body.sku, body.delta, body.reason),
             request,
             response,
             body,
@@ -297,7 +295,7 @@ def create_app(state: DaemonState) -> FastAPI:
     ) -> RecordOut:
         role = state.terminal.role
         record = await write(
-            lambda _: commands.build_price_change(role, body.sku, body.unit_price),
+            lambda _: bodies.build_price_change(role, body.sku, body.unit_price),
             request,
             response,
             body,

@@ -28,6 +28,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Revocation,
     Role,
     StoreIdentity,
@@ -38,7 +39,6 @@ from lanesync.core.identity import (
     signing_key_from_seed,
 )
 from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId, TerminalId, store_id, terminal_id
-from lanesync.core.replica import LocalIdentity
 from lanesync.errors import ConfigError, RemoteError, UsageError
 
 STORE_KEY = "store.key"

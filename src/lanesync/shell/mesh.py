@@ -290,7 +290,7 @@ class Mesh:
         handshake), unless a certificate we hold for that terminal contradicts its key."""
         known = [
             c.key_fingerprint
-            for c in self.node.replica.ledger.certificates()
+            for c in self.node.replica.views.certificates()
             if c.terminal_id == found.terminal_id
         ]
         if known and found.fingerprint not in known:

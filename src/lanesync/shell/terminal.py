@@ -25,9 +25,9 @@ from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.identity import Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
+from lanesync.core.views import Views
 from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
@@ -35,7 +35,7 @@ from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage
 
 log = logging.getLogger("lanesync.terminal")
 
-BodyBuilder = Callable[[Ledger], Body]
+BodyBuilder = Callable[[Views], Body]
 # A CLI command waits this long for a busy directory (another command finishing its commit)
 # before reporting it busy; a running daemon holds it for good.
 DEFAULT_LOCK_WAIT_S = 10.0
@@ -191,7 +191,7 @@ class Terminal:
     def stage(self, build: BodyBuilder) -> tuple[Record, Change]:
         """Build, sign and apply one record in memory. NOT durable until ``commit``."""
         self._check_usable()
-        body = build(self.replica.ledger)
+        body = build(self.replica.views)
         try:
             return self.replica.append(body, self._clock())
         except ValueError as exc:  # the body breaks a record rule (raised before any change)
@@ -292,12 +292,12 @@ class Terminal:
         """Merge a bundle, all or nothing; BundleRejected / RemoteError leave state unchanged."""
         self._check_usable()
         bundle = parse_bundle(data, self.directory.store)
-        before = self.replica.ledger.accepted_count()
+        before = self.replica.views.accepted_count()
         change = self.replica.merge(bundle.updates, self._clock())
         self.commit([change])
         self.compact_if_due()
         return ImportResult(
-            len(bundle.updates), before, self.replica.ledger.accepted_count(), self.replica.digest()
+            len(bundle.updates), before, self.replica.views.accepted_count(), self.replica.digest()
         )
 
     def publish_revocation(self, revocation: Revocation) -> None:

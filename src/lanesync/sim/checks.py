@@ -10,8 +10,9 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from lanesync.core.hlc import Hlc
+from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
-from lanesync.core.replica import LocalIdentity, Replica
+from lanesync.core.replica import Replica
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import CLOUD, Host, Simulator
 
@@ -110,21 +111,21 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     replica = host.replica
     if replica is None:
         return 0
-    ledger = replica.ledger
+    views = replica.views
     name = host.name
-    problems = {kind: rows for kind, rows in ledger.problems().items() if rows}
+    problems = {kind: rows for kind, rows in views.problems().items() if rows}
     if problems:
         details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in problems.items())
         sim.violate(Invariant.JOURNAL, f"{name}: {details}", (name,))
     short = [
-        f"{terminal} head {ledger.head(terminal).seq} of {count} acknowledged"  # type: ignore[arg-type]
+        f"{terminal} head {views.head(terminal).seq} of {count} acknowledged"  # type: ignore[arg-type]
         for terminal, count in sorted(expected.heads.items())
-        if ledger.head(terminal).seq != count  # type: ignore[arg-type]
+        if views.head(terminal).seq != count  # type: ignore[arg-type]
     ]
     if short:
         subjects = (name, *(s.split()[0] for s in short))
         sim.violate(Invariant.JOURNAL, f"{name}: {_short(short)}", subjects)
-    held = set(ledger.sale_ids())
+    held = set(views.sale_ids())
     missing = sorted(expected.sales - held)
     extra = sorted(held - expected.sales)
     copies = Counter(str(r.id) for _, _, r in replica.records() if isinstance(r.body, Sale))
@@ -141,7 +142,7 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
             Invariant.SALES, f"{name}: {'; '.join(parts)}", (name, *missing, *extra, *twice)
         )
     on_hand: dict[str, int] = (
-        host.view.on_hand() if host.view else {str(k): n for k, n in ledger.on_hand().items()}
+        host.view.on_hand() if host.view else {str(k): n for k, n in views.on_hand().items()}
     )
     wrong = [
         f"{item}={on_hand.get(item, 0)} (expected {expected.stock.get(item, 0)})"
@@ -153,7 +154,7 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     bad_prices = [
         f"{item}={p.unit_cents if p else None} (expected {cents})"
         for item, cents in sorted(expected.prices.items())
-        if (p := ledger.price_of(item)) is None or p.unit_cents != cents  # type: ignore[arg-type]
+        if (p := views.price_of(item)) is None or p.unit_cents != cents  # type: ignore[arg-type]
     ]
     if bad_prices:
         sim.violate(Invariant.PRICES, f"{name}: prices {_short(bad_prices)}", (name,))

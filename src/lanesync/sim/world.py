@@ -34,11 +34,12 @@ from typing import Any
 
 from nacl.signing import SigningKey
 
-from lanesync.core import commands
+from lanesync.core import bodies
 from lanesync.core.driver import Driver, UplinkStep, steer_uplink
 from lanesync.core.election import GOSSIP_MS, LEASE_MS, Election
 from lanesync.core.identity import (
     Certificate,
+    LocalIdentity,
     Role,
     StoreIdentity,
     issue_certificate,
@@ -47,7 +48,7 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku, StoreId, TerminalId, sku
 from lanesync.core.node import NOT_LEADER, Close, CloseCode, Node
 from lanesync.core.records import Adjustment, Body, PriceChange, Receipt, Record, Sale, Void
-from lanesync.core.replica import Change, LocalIdentity, Replica
+from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError
 from lanesync.sim.model import (
     BACKOFF_INITIAL_MS,
@@ -844,30 +845,30 @@ class Simulator:
 
     def _build(self, kind: EventKind, replica: Replica, item: Sku) -> Body:
         work = self.work
-        ledger = replica.ledger
+        ledger = replica.views
         match kind:
             case EventKind.SALE:
                 lines = []
                 for _ in range(work.choice((1, 1, 2))):
                     price = None if work.random() < 0.5 else work.randint(50, 999)
-                    line = commands.LineRequest(sku(work.choice(SKUS)), work.randint(1, 3), price)
+                    line = bodies.LineRequest(sku(work.choice(SKUS)), work.randint(1, 3), price)
                     if price is None and ledger.price_of(line.sku) is None:
-                        line = commands.LineRequest(line.sku, line.qty, work.randint(50, 999))
+                        line = bodies.LineRequest(line.sku, line.qty, work.randint(50, 999))
                     lines.append(line)
-                return commands.build_sale(ledger, lines)
+                return bodies.build_sale(ledger, lines)
             case EventKind.VOID:
                 open_sales = sorted(s for s in ledger.sale_ids() if not ledger.is_voided(s))
                 if not open_sales:
-                    return commands.build_void(ledger, "nosale:1")  # refused: no such sale
-                return commands.build_void(ledger, work.choice(open_sales))
+                    return bodies.build_void(ledger, "nosale:1")  # refused: no such sale
+                return bodies.build_void(ledger, work.choice(open_sales))
             case EventKind.RECEIPT:
-                return commands.build_receipt(item, work.randint(1, 20))
+                return bodies.build_receipt(item, work.randint(1, 20))
             case EventKind.ADJUSTMENT:
                 delta = work.choice((-3, -2, -1, 1, 2, 5))
-                return commands.build_adjustment(item, delta, "count")
+                return bodies.build_adjustment(item, delta, "count")
             case _:
                 role = Role.CLOUD if kind is EventKind.CLOUD_PRICE else Role.MANAGER
-                return commands.build_price_change(role, item, work.randint(50, 999))
+                return bodies.build_price_change(role, item, work.randint(50, 999))
 
     def _write(self, host: Host, kind: EventKind, body: Body) -> None:
         """The group committer: append (sign), then the driver commits and offers the record

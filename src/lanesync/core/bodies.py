@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from lanesync.core.identity import Role
 from lanesync.core.ids import RecordId, Sku, sku
-from lanesync.core.ledger import Ledger
 from lanesync.core.records import (
     MAX_LINES,
     MAX_QTY,
@@ -25,6 +24,7 @@ from lanesync.core.records import (
     SaleLine,
     Void,
 )
+from lanesync.core.views import Views
 from lanesync.errors import PermissionDenied, UsageError
 
 _LINE = re.compile(r"(?P<sku>[^:]+):(?P<qty>[0-9]{1,9})(?::(?P<price>[0-9]{1,15}))?")
@@ -60,7 +60,7 @@ def _check_price(cents: int) -> None:
         raise UsageError(f"unit price must be between 0 and {MAX_UNIT_CENTS} cents, got {cents}")
 
 
-def build_sale(ledger: Ledger, requests: list[LineRequest]) -> Sale:
+def build_sale(views: Views, requests: list[LineRequest]) -> Sale:
     if not requests:
         raise UsageError("a sale needs at least one line")
     if len(requests) > MAX_LINES:
@@ -70,7 +70,7 @@ def build_sale(ledger: Ledger, requests: list[LineRequest]) -> Sale:
         _check_qty(request.qty)
         unit = request.unit_cents
         if unit is None:
-            price = ledger.price_of(request.sku)
+            price = views.price_of(request.sku)
             if price is None:
                 raise UsageError(
                     f"no catalog price known for SKU {request.sku!r}: give one as "
@@ -85,11 +85,11 @@ def build_sale(ledger: Ledger, requests: list[LineRequest]) -> Sale:
     return sale
 
 
-def build_void(ledger: Ledger, sale_id: str) -> Void:
+def build_void(views: Views, sale_id: str) -> Void:
     rid = RecordId.parse(sale_id)
-    if not ledger.is_sale(str(rid)):
+    if not views.is_sale(str(rid)):
         raise UsageError(f"no sale {rid} is known on this terminal")
-    if ledger.is_voided(str(rid)):
+    if views.is_voided(str(rid)):
         raise UsageError(f"sale {rid} is already voided")
     return Void(rid)
 

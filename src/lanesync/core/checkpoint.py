@@ -1,0 +1,91 @@
+"""Checkpoints of a replica's views: their byte layout, and when one fits the stored documents.
+
+A checkpoint lets a reopen skip folding every entry again. It is the views (``Views.export_views``)
+plus a fingerprint of exactly the document state they were folded from, msgpack-encoded, followed
+by a BLAKE2b digest of that body. ``Replica.checkpoint`` makes one; ``Replica.restore`` calls
+``open_checkpoint`` and takes the views only when it answers ``Opened``: a checkpoint that is
+corrupted, of another format or store, or stale (the documents moved on) is ``Refused`` with a
+reason, and the views are folded from the documents instead. Nothing here raises on bad bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+from pycrdt import Doc
+
+from lanesync.core.ids import StoreId
+
+# Version of the checkpoint layout; a checkpoint of any other version is refused and the views
+# are folded from the documents, so changing the layout needs no migration, only a new number.
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
+
+EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
+EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """The checkpoint fits: ``views`` is what ``Views.export_views`` gave, not yet checked
+    (``Views.load_views`` judges it and raises ``ValueError`` when it does not fit)."""
+
+    views: object
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """The checkpoint does not fit; ``reason`` is one line for the shell's log."""
+
+    reason: str
+
+
+def fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
+    """Per non-empty document: its state vector (which insertions it holds; pending ones
+    excluded) and a hash of its delete set (which of them are deleted). Two states of one
+    document with equal fingerprints hold the same entries."""
+    out: dict[str, list[bytes]] = {}
+    for name, doc in sorted(docs.items()):
+        state = bytes(doc.get_state())
+        deletions = bytes(doc.get_update(state))
+        if state == EMPTY_STATE and deletions == EMPTY_UPDATE:
+            continue
+        out[name] = [state, hashlib.blake2b(deletions, digest_size=32).digest()]
+    return out
+
+
+def make_checkpoint(store_id: StoreId, prints: dict[str, list[bytes]], views: list[Any]) -> bytes:
+    """The checkpoint of ``views``, folded from documents whose ``fingerprints`` are ``prints``."""
+    body: bytes = msgpack.packb(
+        [CHECKPOINT_FORMAT, store_id, prints, views],
+        use_bin_type=True,
+    )
+    return body + hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest()
+
+
+def open_checkpoint(
+    checkpoint: bytes, store_id: StoreId, prints: dict[str, list[bytes]]
+) -> Opened | Refused:
+    """The views of ``checkpoint`` if it was made for this store from documents whose
+    ``fingerprints`` are ``prints``; else why not."""
+    body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
+    if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
+        return Refused("checkpoint corrupted")
+    try:
+        fields = msgpack.unpackb(body, use_list=True, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError):
+        return Refused("checkpoint does not decode")
+    if not (isinstance(fields, list) and len(fields) == 4):
+        return Refused("checkpoint has the wrong shape")
+    fmt, stored_store_id, stored_prints, views = fields
+    if fmt != CHECKPOINT_FORMAT:
+        return Refused(f"checkpoint of format {fmt!r}, this version reads {CHECKPOINT_FORMAT}")
+    if stored_store_id != store_id:
+        return Refused("checkpoint of another store")
+    if stored_prints != prints:
+        return Refused("checkpoint does not match the stored documents")
+    return Opened(views)

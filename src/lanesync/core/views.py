@@ -1,0 +1,446 @@
+"""Views folded from records: stock on hand, sales and voids, prices, chain heads, problems.
+
+The fold is a pure function of the *set* of records present, whatever order they arrive in:
+
+* A record counts only once its signature verifies against a certificate of the store that was
+  valid at the record's time (``core.trust``), it sits under its own key, and its terminal's
+  chain up to it is complete (``core.chains``).
+* Stock on hand of a SKU = receipts + adjustments - units sold + units of voided sales. A sale is
+  credited back once however many voids name it (two lanes may void it during a split).
+
+Discovering a fork below an already accepted head cannot be folded in incrementally, so the
+views ask their owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild,
+which makes the rebuilt result the canonical one.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from collections.abc import Container, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core.hlc import Hlc
+from lanesync.core.identity import Certificate, StoreIdentity
+from lanesync.core.ids import (
+    CATALOG_DOC,
+    RecordId,
+    Sku,
+    TerminalId,
+    is_decimal,
+    ledger_doc,
+)
+from lanesync.core.records import (
+    Adjustment,
+    PriceChange,
+    Receipt,
+    Record,
+    Rejection,
+    Sale,
+    Void,
+    parse_record,
+)
+from lanesync.core.trust import Trust
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Something a replica holds but does not count. ``where`` is ``doc`` and ``key``."""
+
+    doc: str
+    key: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    unit_cents: int
+    hlc: Hlc
+    terminal: TerminalId
+
+
+class Documents(Protocol):
+    """What the views read back from their owner's CRDT documents (``Replica`` is one). The
+    documents hold every record the views count: the views keep hashes and counts, not the
+    records, and read a record back when they need it again."""
+
+    def sale_at(self, key: str) -> Sale | None:
+        """The sale stored under map key ``key`` in a day's document, or None if none is."""
+        ...
+
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None."""
+        ...
+
+
+class AcceptedRecords:
+    """A subscription to the records a replica's views accept (``Replica.subscribe_accepted``),
+    for materialised views such as the cloud's head-office tables.
+
+    Guarantees: every record that joins an accepted chain after the subscription is in exactly
+    one ``drain()``, in the order it was accepted, unless a rebuild comes first. A rebuild
+    (after a fork below a head, a revocation, a removed entry, or a reopen that could not use
+    its checkpoint) may withdraw records already drained: it adds one to ``rebuilds`` and drops
+    what was not drained yet; what the rebuilt views accept then follows as usual. So a
+    subscriber that sees ``rebuilds`` change must read the views whole again.
+    """
+
+    __slots__ = ("_log", "rebuilds")
+
+    def __init__(self) -> None:
+        self._log: list[Record] = []
+        self.rebuilds = 0
+
+    def drain(self) -> list[Record]:
+        """Records accepted since the last call (or the subscription, or the last rebuild)."""
+        log, self._log = self._log, []
+        return log
+
+    def record_accepted(self, record: Record) -> None:
+        """Called by the views as ``record`` joins its chain."""
+        self._log.append(record)
+
+    def views_rebuilt(self) -> None:
+        """Called by the views as they start a rebuild."""
+        self.rebuilds += 1
+        self._log = []
+
+
+def expected_doc(record: Record, tz: ZoneInfo) -> str:
+    """Where a record must be stored: prices in the catalog, the rest by store-local day."""
+    if isinstance(record.body, PriceChange):
+        return CATALOG_DOC
+    return ledger_doc(record.hlc.business_day(tz))
+
+
+class Views:
+    """Incrementally maintained views over every record entry a replica has seen."""
+
+    def __init__(
+        self,
+        store: StoreIdentity,
+        tz: ZoneInfo,
+        documents: Documents,
+        subscribers: Sequence[AcceptedRecords] = (),
+    ) -> None:
+        """``documents``: where the records the views count are stored. ``subscribers``: told
+        of every record accepted and every rebuild (the owner may add to the sequence later)."""
+        self._store = store
+        self._tz = tz
+        self._documents = documents
+        self._subscribers = subscribers
+        self._trust = Trust()
+        self._deferring = False
+        self._reset_views()
+
+    def _reset_views(self) -> None:
+        self._chains = Chains()
+        self._unverified: dict[TerminalId, dict[tuple[str, str], Record]] = defaultdict(dict)
+        self._rejected: dict[tuple[str, str], str] = {}
+        self._unauthorized: dict[tuple[str, str], str] = {}
+        self._on_hand: dict[Sku, int] = {}
+        self._voids: dict[str, int] = defaultdict(int)
+        self._prices: dict[Sku, Price] = {}
+        self._accepted = 0
+        self.needs_rebuild = False
+
+    def begin_rebuild(self) -> None:
+        """Forget every view (certificates and revocations stay); the owner then ingests every
+        entry again and calls ``end_rebuild``. Nothing is accepted until then, so each chain is
+        judged with all its candidates in view: the result is a function of the content alone,
+        whatever order anything arrived in. Signatures already checked are not checked again."""
+        for subscriber in self._subscribers:
+            subscriber.views_rebuilt()
+        checked = self._chains.known_hashes()
+        self._reset_views()
+        self._trust.remember_checked(checked)
+        self._deferring = True
+
+    def end_rebuild(self) -> None:
+        self._deferring = False
+        self._count_all(self._chains.advance_all())
+        self.needs_rebuild = False
+        self._trust.forget_checked()
+
+    # -- certificates ---------------------------------------------------------------------------
+
+    def add_certificate(self, cert: Certificate, now_ms: int) -> None:
+        if not self._trust.add_certificate(cert):
+            return
+        # Records that arrived before their signer's certificate can be judged now.
+        waiting = self._unverified.pop(cert.terminal_id, {})
+        for (doc, key), record in waiting.items():
+            self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
+
+    def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> None:
+        """From ``revoked_at_ms`` on, no certificate of ``terminal`` is valid. Records stamped
+        earlier stay valid; any later one already counted is withdrawn by a rebuild."""
+        if self._trust.add_revocation(terminal, revoked_at_ms):
+            # Records already counted, waiting behind a gap, or judged with the old validity
+            # may all change verdict: revocations are rare, so judge everything again.
+            self.needs_rebuild = True
+
+    def revoked_at(self, terminal: TerminalId) -> int | None:
+        return self._trust.revoked_at(terminal)
+
+    def is_revoked(self, terminal: TerminalId, at_ms: int) -> bool:
+        return self._trust.is_revoked(terminal, at_ms)
+
+    def certificates(self) -> Iterator[Certificate]:
+        return self._trust.certificates()
+
+    # -- records --------------------------------------------------------------------------------
+
+    def ingest(
+        self, doc: str, key: str, value: object, *, trusted: bool = False, now_ms: int = 0
+    ) -> None:
+        """Fold one map entry in. ``trusted`` means its signature was verified before (verdict
+        cache) or it was signed by this very replica."""
+        self.ingest_parsed(doc, key, parse_record(value), trusted=trusted, now_ms=now_ms)
+
+    def ingest_parsed(
+        self, doc: str, key: str, parsed: Record | Rejection, *, trusted: bool, now_ms: int
+    ) -> None:
+        """``ingest`` for a value the caller already parsed (saves a second decode)."""
+        if isinstance(parsed, Rejection):
+            self._rejected[(doc, key)] = parsed.reason
+            return
+        self._ingest_parsed(doc, key, parsed, trusted=trusted, now_ms=now_ms)
+
+    def _ingest_parsed(
+        self, doc: str, key: str, record: Record, *, trusted: bool, now_ms: int
+    ) -> None:
+        if key != record.key:
+            self._rejected[(doc, key)] = f"record {record.id} is stored under a key not its own"
+            return
+        if doc != expected_doc(record, self._tz):
+            self._rejected[(doc, key)] = f"record {record.id} is stored in the wrong document"
+            return
+        signer = self._trust.signer(record, trusted=trusted)
+        if signer is None:
+            self._unverified[record.terminal][(doc, key)] = record
+            return
+        self._rejected.pop((doc, key), None)
+        self._unverified[record.terminal].pop((doc, key), None)
+        offered = self._chains.offer(doc, key, record, signer)
+        if offered is Offered.BELOW_HEAD_FORK:
+            self.needs_rebuild = True
+        elif offered is Offered.HELD and not self._deferring:
+            self._count_all(self._chains.advance(record.terminal))
+
+    def _count_all(self, accepted: Iterable[Candidate]) -> None:
+        """Count each record as its chain accepts it (before the next one is judged)."""
+        for doc, key, record, signer in accepted:
+            self._accepted += 1
+            for subscriber in self._subscribers:
+                subscriber.record_accepted(record)
+            self._apply(doc, key, record, signer)
+
+    def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
+        body = record.body
+        if not signer.role.may_sell and not isinstance(body, PriceChange):
+            # A cloud certificate signs catalog records for its store and nothing else.
+            self._unauthorized[(doc, key)] = "a cloud certificate may only set prices"
+            return
+        match body:
+            case Sale(lines):
+                self._chains.mark_sale(record)
+                # Voided before it counted: its SKUs still appear in the stock view, at +-0.
+                sign = 0 if self._voids.get(str(record.id)) else -1
+                for line in lines:
+                    self._move(line.sku, sign * line.qty)
+            case Void(sale_id):
+                target = str(sale_id)
+                self._voids[target] += 1
+                if self._voids[target] == 1 and self._chains.is_counted_sale(sale_id):
+                    sale_key = self.accepted_key(sale_id)
+                    sale = self._documents.sale_at(sale_key) if sale_key is not None else None
+                    if sale is None:
+                        # The counted sale's entry is gone from the documents (deleted by a
+                        # misbehaving peer, written back after this fold): judge it all again.
+                        self.needs_rebuild = True
+                        return
+                    for line in sale.lines:
+                        self._move(line.sku, line.qty)
+            case Receipt(sku, qty):
+                self._move(sku, qty)
+            case Adjustment(sku, delta):
+                self._move(sku, delta)
+            case PriceChange(sku, unit_cents):
+                if not signer.role.may_set_prices:
+                    self._unauthorized[(doc, key)] = "a cashier certificate may not set prices"
+                    return
+                current = self._prices.get(sku)
+                candidate = Price(unit_cents, record.hlc, record.terminal)
+                if current is None or (candidate.hlc, candidate.terminal) > (
+                    current.hlc,
+                    current.terminal,
+                ):
+                    self._prices[sku] = candidate
+                self._on_hand.setdefault(sku, 0)
+
+    def _move(self, sku: Sku, delta: int) -> None:
+        self._on_hand[sku] = self._on_hand.get(sku, 0) + delta
+
+    # -- checkpoints ----------------------------------------------------------------------------
+
+    def export_views(self) -> list[Any]:
+        """Every view as plain msgpack-able values, for a checkpoint (``load_views`` reverses
+        it). Records held but not counted yet (waiting behind a gap, or for a certificate)
+        are named by document and key only: their bytes are in the documents."""
+        if self._deferring:
+            raise RuntimeError("a checkpoint of views in the middle of a rebuild")
+        return [
+            self._chains.export(),
+            sorted([d, k] for records in self._unverified.values() for d, k in records),
+            sorted([d, k, r] for (d, k), r in self._rejected.items()),
+            sorted([d, k, r] for (d, k), r in self._unauthorized.items()),
+            sorted([sku, n] for sku, n in self._on_hand.items()),
+            sorted([rid, n] for rid, n in self._voids.items() if n),
+            sorted(
+                [sku, p.unit_cents, p.hlc.wall_ms, p.hlc.counter, p.terminal]
+                for sku, p in self._prices.items()
+            ),
+            self._accepted,
+            sorted([t, ms] for t, ms in self._trust.revocations().items()),
+        ]
+
+    def load_views(self, views: Any, trusted: Container[bytes]) -> None:
+        """Take the views ``export_views`` gave, into views that have ingested their
+        certificates and revocations and nothing else; records held but not counted are read
+        back from the documents. ``trusted``: hashes of records verified before.
+
+        Raises ``ValueError`` when the views do not fit these views and their documents (then
+        they are unusable: the owner discards them and folds everything again)."""
+        try:
+            (
+                chains,
+                unverified,
+                rejected,
+                unauthorized,
+                on_hand,
+                voids,
+                prices,
+                accepted,
+                revoked,
+            ) = views
+            if {TerminalId(t): int(ms) for t, ms in revoked} != self._trust.revocations():
+                raise ValueError("the checkpoint was made under other revocations")
+            held = self._chains.load(chains)
+            held.extend((str(d), str(k)) for d, k in unverified)
+            self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}
+            self._unauthorized = {(str(d), str(k)): str(r) for d, k, r in unauthorized}
+            self._on_hand = {Sku(sys.intern(sku)): int(n) for sku, n in on_hand}
+            self._voids.update((str(rid), int(n)) for rid, n in voids)
+            self._prices = {
+                Sku(sys.intern(sku)): Price(int(cents), Hlc(int(wall), int(counter)), TerminalId(t))
+                for sku, cents, wall, counter, t in prices
+            }
+            self._accepted = int(accepted)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"the checkpoint's views do not decode: {exc}") from exc
+        # Records held but not counted are judged again from the documents, all candidates in
+        # view before any chain moves (as in a rebuild); none can move unless the checkpoint
+        # was taken mid-fold, and then moving them is what a fold would do.
+        self._deferring = True
+        for doc, key in held:
+            value = self._documents.value_at(doc, key)
+            if value is None:
+                raise ValueError(f"the checkpoint holds {doc} {key}, the documents do not")
+            parsed = parse_record(value, trusted)
+            trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+            self.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=0)
+        self._deferring = False
+        self._count_all(self._chains.advance_all())
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def drain_new_verdicts(self) -> list[bytes]:
+        """Hashes of records whose signature was verified since the last call (to persist)."""
+        return self._trust.drain_new_verdicts()
+
+    def forget(self, doc: str, key: str, value: object) -> None:
+        """An entry left the documents (deleted or replaced): drop what the views hold of it.
+
+        Accepted records never get here (they are written back). A record that broke its chain
+        changes the verdict on what follows it, so that asks for a rebuild."""
+        self._rejected.pop((doc, key), None)
+        parsed = parse_record(value)
+        if isinstance(parsed, Rejection):
+            return
+        self._unverified.get(parsed.terminal, {}).pop((doc, key), None)
+        if self._chains.forget(doc, key, parsed):
+            self.needs_rebuild = True
+
+    def on_hand(self) -> dict[Sku, int]:
+        return dict(self._on_hand)
+
+    def on_hand_of(self, sku: Sku) -> int | None:
+        return self._on_hand.get(sku)
+
+    def price_of(self, sku: Sku) -> Price | None:
+        return self._prices.get(sku)
+
+    def prices(self) -> dict[Sku, Price]:
+        return dict(self._prices)
+
+    def is_sale(self, record_id: str) -> bool:
+        terminal, sep, seq = record_id.rpartition(":")
+        if not sep or not is_decimal(seq):
+            return False
+        rid = RecordId(TerminalId(terminal), int(seq))
+        # "lane1:07" names none
+        return str(rid) == record_id and self._chains.is_counted_sale(rid)
+
+    def is_voided(self, record_id: str) -> bool:
+        return self._voids.get(record_id, 0) > 0
+
+    def sale_ids(self) -> Iterator[str]:
+        return self._chains.sale_ids()
+
+    def accepted_count(self) -> int:
+        return self._accepted
+
+    def head(self, terminal: TerminalId) -> ChainHead:
+        return self._chains.head(terminal)
+
+    def heads(self) -> list[ChainHead]:
+        return self._chains.heads()
+
+    def is_broken(self, terminal: TerminalId) -> tuple[int, str] | None:
+        return self._chains.is_broken(terminal)
+
+    def accepted_key(self, record_id: RecordId) -> str | None:
+        """The map key of the accepted record with this id, if any."""
+        return self._chains.accepted_key(record_id)
+
+    def is_accepted(self, record: Record) -> bool:
+        return self._chains.is_accepted(record)
+
+    def problems(self) -> dict[str, list[dict[str, object]]]:
+        """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
+        rejected: list[dict[str, object]] = [
+            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._rejected.items())
+        ]
+        unverified: list[dict[str, object]] = sorted(
+            (
+                {"doc": d, "key": k, "reason": "no certificate of this store verifies it"}
+                for records in self._unverified.values()
+                for d, k in records
+            ),
+            key=lambda p: (str(p["doc"]), str(p["key"])),
+        )
+        unauthorized: list[dict[str, object]] = [
+            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
+        ]
+        broken, gaps = self._chains.problems()
+        return {
+            "rejected": rejected,
+            "unverified": unverified,
+            "unauthorized": unauthorized,
+            "broken_chains": broken,
+            "gaps": gaps,
+        }
