@@ -75,7 +75,8 @@ class RecordId:
 CLOUD_TERMINAL_ID = TerminalId("cloud")
 
 # Documents. A ledger document per business day keeps each CRDT document small: the cost of
-# diffing grows with document size (FACTS.md: 0.002 ms at 1k records, 0.9 ms at 100k).
+# diffing grows with document size (a 1-record delta took 0.002 ms at 1k records, 0.9 ms at
+# 100k, measured with pycrdt 0.14.13 on 2026-11-26).
 CATALOG_DOC = "catalog"
 CONFIG_DOC = "config"
 LEDGER_PREFIX = "ledger/"
