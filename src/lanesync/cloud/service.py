@@ -25,9 +25,7 @@ from lanesync.core.node import CloseCode
 from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
-from lanesync.shell.mesh import (
-    wall_ms,
-)
+from lanesync.shell.terminal import wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
@@ -43,7 +41,7 @@ class CloudService:
         self.gate = HandshakeGate()
         self.listen = ""
         self.api = ""
-        self.started_ms = wall_ms()
+        self.started_ms = wall_clock_ms()
 
     def open_stores(self, on_failure: Callable[[StorageError], None]) -> None:
         for store_id in self.directory.store_ids():

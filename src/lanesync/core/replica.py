@@ -449,8 +449,8 @@ class Replica:
         All updates of one document are applied in ONE pycrdt transaction and the views are
         folded once: per update, a transaction of its own with its observer callbacks cost
         ~20 us against ~1.7 us batched (16 per transaction; measured 2026-11-26), and merging
-        each received update alone was most of a busy lane's CPU. Duplicates (fully integrated already, or repeated within the
-        batch) are neither applied nor stored.
+        each received update alone was most of a busy lane's CPU. Duplicates (fully integrated
+        already, or repeated within the batch) are neither applied nor stored.
         """
         for name, update in updates:
             if not is_valid_doc_name(name):

@@ -26,7 +26,7 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.discovery import Discovery
-from lanesync.shell.mesh import Mesh, wall_ms, websocket_options
+from lanesync.shell.mesh import Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
     ApiServer,
@@ -36,7 +36,7 @@ from lanesync.shell.server import (
     socket_url,
     stop_api,
 )
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import Terminal, wall_clock_ms
 from lanesync.shell.uplink import Uplink
 
 log = logging.getLogger("lanesync.daemon")
@@ -95,7 +95,7 @@ async def run_daemon(config: DaemonConfig) -> None:
 
 async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -> None:
     shutdown.install_signals()
-    election = Election(terminal.terminal_id, priority=config.priority, started_ms=wall_ms())
+    election = Election(terminal.terminal_id, priority=config.priority, started_ms=wall_clock_ms())
     node = Node(
         terminal.replica,
         anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS,
@@ -117,7 +117,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         load_or_create_token(config.directory),
         listen=socket_url("ws", peer_sock),
         api=socket_url("http", api_sock),
-        started_ms=wall_ms(),
+        started_ms=wall_clock_ms(),
         election=election,
         uplink=uplink,
     )

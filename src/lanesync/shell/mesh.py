@@ -38,7 +38,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.discovery import Announcement
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
 
@@ -79,10 +79,6 @@ def _closed_reason(exc: ConnectionClosed) -> str:
     if exc.sent is not None and exc.sent.reason:
         return f"transport closed by us ({exc.sent.code} {exc.sent.reason})"
     return "transport closed (no close frame)"
-
-
-def wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def websocket_options() -> dict[str, Any]:
@@ -143,7 +139,7 @@ class Mesh:
         node: Node,
         terminal: Terminal,
         *,
-        clock: Callable[[], int] = wall_ms,
+        clock: Callable[[], int] = wall_clock_ms,
         on_persisted: Callable[[], None] | None = None,
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
         gate: HandshakeGate | None = None,
