@@ -1,6 +1,6 @@
 """The sans-I/O peer protocol: wire codec, one connection's state machine, and mesh nodes.
 
-Nodes are wired without sockets (``mesh_helpers.Mesh``): frames are carried from one node's
+Nodes are wired without sockets (``node_network.NodeNetwork``): frames are carried from one node's
 output to the other's input, where a test can drop, duplicate, reorder, delay or alter them.
 """
 
@@ -40,10 +40,10 @@ from lanesync.core.wire import (
 from lanesync.errors import ProtocolViolation
 
 from .helpers import HOUR_MS, NOW, TODAY_DOC, Store, config_update, sync
-from .mesh_helpers import (
+from .node_network import (
     ACK_DELAY_MS,
     ANTI_ENTROPY_MS,
-    Mesh,
+    NodeNetwork,
     Packet,
     deterministic_store,
     make_nodes,
@@ -58,17 +58,17 @@ def sale(qty: int = 1) -> Sale:
 
 def connected_pair(
     store: Store | None = None, names: tuple[str, str] = ("lane1", "lane2")
-) -> tuple[Mesh, int]:
+) -> tuple[NodeNetwork, int]:
     """Two nodes of one store, connected and in sync; returns the mesh and the connection id."""
     _, nodes = make_nodes(store or Store(), list(names))
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     mesh.run()
     assert mesh.established(0, 1) == [conn]
     return mesh, conn
 
 
-def sealed_frames_from_a(mesh: Mesh, count: int) -> list[bytes]:
+def sealed_frames_from_a(mesh: NodeNetwork, count: int) -> list[bytes]:
     """``count`` sealed frames from node 0 to node 1, each carrying a new local record of node 0;
     held back (not delivered)."""
     frames: list[bytes] = []
@@ -81,7 +81,7 @@ def sealed_frames_from_a(mesh: Mesh, count: int) -> list[bytes]:
     return frames
 
 
-def assert_closed_untouched(mesh: Mesh, conn: int, digest: str, data: bytes) -> None:
+def assert_closed_untouched(mesh: NodeNetwork, conn: int, digest: str, data: bytes) -> None:
     """Deliver ``data`` to node 1 on ``conn``: it must close the connection with a reason,
     raise nothing, and change nothing in node 1's replica."""
     mesh.deliver(Packet(1, conn, data))  # raises if the node lets an exception out
@@ -104,7 +104,7 @@ def test_handshake_establishes_both_ways_and_syncs_existing_state() -> None:
     terminals[0].replica.append(Receipt(SKU, 10), NOW)
     terminals[0].replica.append(sale(3), NOW + 1)
     terminals[1].replica.append(Receipt(SKU, 5), NOW + 2)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     mesh.run()
     assert mesh.established(0, 1) == [conn]
@@ -145,7 +145,7 @@ def test_peers_updates_may_wait_for_a_commit_but_never_past_an_acknowledgement()
     """The shell may defer ``persist`` (peers' data is durable at its origin) except when an
     output ``acknowledges``; one ack due acknowledges every link, so one commit serves all."""
     _, nodes = make_nodes(Store(), ["lane1", "lane2", "lane3"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     for a, b in ((0, 1), (0, 2), (1, 2)):
         mesh.connect(a, b)
     mesh.run()
@@ -197,7 +197,7 @@ def test_local_writes_go_out_batched_and_a_missing_predecessor_is_repaired() -> 
 def test_chain_of_three_converges_through_the_middle_node() -> None:
     """A-B-C, A and C never connected: live writes are relayed by B both ways."""
     _, nodes = make_nodes(Store(), ["lane1", "lane2", "lane3"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     mesh.connect(0, 1)
     mesh.connect(1, 2)
     mesh.settle(rounds=2)
@@ -217,7 +217,7 @@ def test_chain_of_three_converges_from_pre_existing_state() -> None:
     terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"])
     terminals[0].replica.append(Receipt(SKU, 10), NOW)
     terminals[2].replica.append(sale(2), NOW)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     mesh.connect(0, 1)
     mesh.connect(1, 2)
     mesh.settle(rounds=2)
@@ -233,7 +233,7 @@ def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_on
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"])
     terminals[2].replica.append(Receipt(SKU, 10), NOW)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     mesh.connect(0, 1)
     mesh.run()
     mesh.connect(1, 2)  # B catches up from C
@@ -245,7 +245,7 @@ def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_on
     assert mesh.digests()[0] == mesh.digests()[1]
 
 
-def store_and_newcomer(peers: int, *, peers_synced: bool = True) -> tuple[Mesh, list[int]]:
+def store_and_newcomer(peers: int, *, peers_synced: bool = True) -> tuple[NodeNetwork, list[int]]:
     """A store of ``peers`` lanes holding 60 records between them (all of them each, or only
     their own when not ``peers_synced``), and an empty lane (the last node) that has just
     dialled all of them at once; returns its connections."""
@@ -253,7 +253,7 @@ def store_and_newcomer(peers: int, *, peers_synced: bool = True) -> tuple[Mesh, 
     terminals, nodes = make_nodes(store, [f"lane{i}" for i in range(1, peers + 2)])
     for i in range(60):
         terminals[i % peers].replica.append(Receipt(SKU, 1), NOW + i)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     if peers_synced:
         for a in range(peers):
             for b in range(a + 1, peers):
@@ -262,7 +262,7 @@ def store_and_newcomer(peers: int, *, peers_synced: bool = True) -> tuple[Mesh, 
     return mesh, [mesh.connect(peers, i) for i in range(peers)]
 
 
-def received_by_newcomer(mesh: Mesh, links: list[int]) -> int:
+def received_by_newcomer(mesh: NodeNetwork, links: list[int]) -> int:
     newcomer = mesh.nodes[-1]
     return sum(newcomer.links[c].connection.bytes_received for c in links if c in newcomer.links)
 
@@ -310,7 +310,7 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     assert len(set(mesh.digests())) == 1
 
 
-def flood_with_questions(mesh: Mesh, asker: int, conn_id: int, questions: int) -> int:
+def flood_with_questions(mesh: NodeNetwork, asker: int, conn_id: int, questions: int) -> int:
     """``asker`` sends ``questions`` State(reply=True) with empty vectors (it claims to hold
     nothing) and reads none of the answers. Returns the bytes the other end queued for it."""
     connection = mesh.nodes[asker].links[conn_id].connection
@@ -377,7 +377,7 @@ def heal_link_by_link(per_lane: int, lanes: int = 6) -> tuple[int, int]:
     links come back one at a time (the dialers' jittered backoff). Returns the bytes the heal
     moved and the bytes of records it had to move (each to every lane of the other half)."""
     _, nodes = make_nodes(Store(), [f"lane{i}" for i in range(1, lanes + 1)])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     pairs = [(a, b) for a in range(lanes) for b in range(a + 1, lanes)]
     conns = {pair: mesh.connect(*pair) for pair in pairs}
     mesh.settle()
@@ -422,7 +422,7 @@ def test_node_of_another_store_is_refused_with_a_reason() -> None:
     ours, theirs = Store(), Store(store_id=StoreId("shop2"))
     _, (mine,) = make_nodes(ours, ["lane1"])
     _, (foreign,) = make_nodes(theirs, ["lane2"])
-    mesh = Mesh([mine, foreign])
+    mesh = NodeNetwork([mine, foreign])
     digests = mesh.digests()
     conn = mesh.connect(0, 1)
     mesh.run()
@@ -441,7 +441,7 @@ def test_same_store_id_with_another_authority_is_refused() -> None:
     impostor = Store()  # same store id "shop1", its own authority key
     _, (mine,) = make_nodes(ours, ["lane1"])
     _, (fake,) = make_nodes(impostor, ["lane2"])
-    mesh = Mesh([mine, fake])
+    mesh = NodeNetwork([mine, fake])
     digests = mesh.digests()
     mesh.connect(0, 1)
     mesh.run()
@@ -472,7 +472,7 @@ def test_invalid_peer_certificate_is_refused(case: str) -> None:
     )
     (lane1,) = make_nodes(store, ["lane1"])[1]
     other = Node(store.terminal(name, key=key, cert=cert).replica)
-    mesh = Mesh([lane1, other])
+    mesh = NodeNetwork([lane1, other])
     digest = lane1.replica.digest()
     mesh.connect(0, 1)
     mesh.run()
@@ -488,7 +488,7 @@ def test_revoked_terminal_is_refused_at_handshake() -> None:
     revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), NOW)
     terminals[0].replica.publish_revocation(revocation, NOW)
     terminals[1].replica.append(Receipt(SKU, 10), NOW + 1)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     digests = mesh.digests()
     mesh.connect(0, 1)
     mesh.run()
@@ -504,7 +504,7 @@ def test_revocation_from_the_future_does_not_refuse_yet() -> None:
     terminals, nodes = make_nodes(store, ["lane1", "lane2"])
     later = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), NOW + HOUR_MS)
     terminals[0].replica.publish_revocation(later, NOW)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     mesh.run()
     assert mesh.established(0, 1) == [conn]
@@ -516,7 +516,7 @@ def test_open_connection_to_a_terminal_is_closed_when_its_revocation_arrives(
 ) -> None:
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     revoked = mesh.connect(0, 1)
     mesh.connect(0, 2)
     mesh.run()
@@ -596,7 +596,7 @@ def test_injected_garbage_closes_the_connection_and_changes_nothing(garbage: byt
     assert_closed_untouched(mesh, conn, mesh.nodes[1].replica.digest(), garbage)
 
 
-def crafted(kind: str, mesh: Mesh, conn: int) -> bytes:
+def crafted(kind: str, mesh: NodeNetwork, conn: int) -> bytes:
     """Well-formed frames an attacker on the LAN could inject into an open connection."""
     cert = mesh.nodes[0].me.certificate.encoded
     receiver = mesh.nodes[1].links[conn].connection
@@ -641,7 +641,7 @@ def test_oversized_frame_closes_the_connection_and_changes_nothing() -> None:
 def test_oversized_hello_is_refused() -> None:
     store = Store()
     _, (node,) = make_nodes(store, ["lane1"])
-    mesh = Mesh([node, make_nodes(store, ["lane2"])[1][0]])
+    mesh = NodeNetwork([node, make_nodes(store, ["lane2"])[1][0]])
     conn = mesh.connect(0, 1)
     mesh.take()  # the genuine hellos never arrive
     big = encode_frame(Hello("shop1", bytes(MAX_HANDSHAKE_FRAME), bytes(32), bytes(range(32))))
@@ -657,7 +657,7 @@ def test_hello_with_a_low_order_ephemeral_key_is_refused_not_raised(point: bytes
     (libsodium refuses it): the connection must close with a reason, not raise."""
     store = Store()
     terminals, (node, peer) = make_nodes(store, ["lane1", "lane2"])
-    mesh = Mesh([node, peer])
+    mesh = NodeNetwork([node, peer])
     conn = mesh.connect(0, 1)
     mesh.take()
     hello = encode_frame(Hello("shop1", terminals[1].cert.encoded, bytes(32), point))
@@ -671,7 +671,7 @@ def test_hello_with_a_low_order_ephemeral_key_is_refused_not_raised(point: bytes
 def test_man_in_the_middle_swapping_ephemeral_keys_fails_authentication() -> None:
     mesh_store = Store()
     _, nodes = make_nodes(mesh_store, ["lane1", "lane2"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     hello_to_b, hello_to_a = mesh.take(dst=1), mesh.take(dst=0)
     assert hello_to_b[0].data is not None
@@ -778,7 +778,7 @@ def test_every_message_round_trips() -> None:
 @pytest.mark.parametrize("order", ["smaller dials first", "larger dials first"])
 def test_duplicate_connection_exactly_one_survives_on_both_sides(order: str) -> None:
     terminals, nodes = make_nodes(Store(), ["lane1", "lane2"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     if order == "smaller dials first":
         by_smaller, by_larger = mesh.connect(0, 1), mesh.connect(1, 0)
     else:
@@ -802,7 +802,7 @@ def test_both_dialling_at_once_leaves_exactly_one_whatever_the_interleaving(
     """Each connection keeps its own frames in order (as TCP does), but the two connections'
     frames interleave arbitrarily."""
     terminals, nodes = make_nodes(Store(), ["lane1", "lane2"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     by_smaller, _ = mesh.connect(0, 1), mesh.connect(1, 0)
     steps = 0
     while mesh.in_flight:
@@ -824,7 +824,7 @@ def test_both_dialling_at_once_leaves_exactly_one_whatever_the_interleaving(
 
 def test_many_simultaneous_connections_leave_exactly_one() -> None:
     _, nodes = make_nodes(Store(), ["lane1", "lane2"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     for n in range(6):
         mesh.connect(n % 2, 1 - n % 2)
     mesh.run()
@@ -853,7 +853,7 @@ def test_three_nodes_converge_over_a_lossy_network(
 ) -> None:
     store = deterministic_store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"], deterministic_keys=True)
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     stock = 0
     for a, b in PAIRS:
         mesh.connect(a, b)
@@ -910,7 +910,7 @@ def test_a_restarted_node_rejoins_and_converges() -> None:
     again with fresh connection ids and catches up both ways."""
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2"])
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     mesh.append(0, Receipt(SKU, 10))
     mesh.run()
@@ -936,7 +936,7 @@ def test_config_update_through_the_mesh_enrols_a_late_certificate() -> None:
     records_only = stranger.replica.updates_since({})
     terminals[0].replica.merge([(TODAY_DOC, records_only[TODAY_DOC])], NOW)
     assert terminals[0].replica.views.on_hand() == {}
-    mesh = Mesh(nodes)
+    mesh = NodeNetwork(nodes)
     mesh.connect(0, 1)
     mesh.run()
     change = terminals[1].replica.merge(

@@ -1,6 +1,6 @@
 """A socket-free harness for mesh nodes, in the style of h11's ConnectionPair.
 
-``Mesh`` wires ``Node`` objects together the way the shell's websocket pump does: it calls
+``NodeNetwork`` wires ``Node`` objects together the way the shell's websocket pump does: it calls
 ``connection_made`` on both ends of a connection, takes every node's output, carries each frame
 to the other end's ``data_received`` and turns a close into ``connection_lost`` there. Frames in
 flight are kept in one queue, so a test can deliver them in order (a perfect network), or drop,
@@ -76,7 +76,7 @@ class Closure:
     reason: str
 
 
-class Mesh:
+class NodeNetwork:
     def __init__(self, nodes: list[Node], now_ms: int = NOW) -> None:
         self.nodes = nodes
         self.now = now_ms
