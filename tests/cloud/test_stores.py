@@ -92,12 +92,11 @@ def test_a_merged_commit_is_projected_into_the_head_office_tables(
     assert cloud.failures == []
 
 
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
 def test_a_process_on_a_shared_database_merges_and_follows_what_another_committed(
     clouds: tuple[World, ExitStack, list[Cloud]],
 ) -> None:
     world, stack, opened = clouds
-    if world.db is None:
-        pytest.skip("SQLite: one process per cloud directory, nothing is shared")
     first = start(world, stack, world.cloud, opened)
     second = start(world, stack, world.copy_cloud("cloud2"), opened)
     lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
@@ -127,12 +126,11 @@ def test_a_process_on_a_shared_database_merges_and_follows_what_another_committe
     assert second.failures == first.failures == []
 
 
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # PostgreSQL: the test above
 def test_follow_returns_at_once_without_a_shared_database(
     clouds: tuple[World, ExitStack, list[Cloud]],
 ) -> None:
     world, stack, opened = clouds
-    if world.db is not None:
-        pytest.skip("PostgreSQL: the follower runs until cancelled (the test above)")
     cloud = start(world, stack, world.cloud, opened)
     asyncio.run(
         asyncio.wait_for(follow_database(cloud.backend, {}, cloud.failures.append), timeout=5)
