@@ -6,7 +6,7 @@ Run ``.venv/bin/python benchmarks/cloud_ingest.py [--stores 100] [--sales 300]
 
 Built offline, once: ``--stores`` stores, each with its authority (``StoreDirectory.init``), one
 enrolled cashier terminal holding the store's opening stock (one receipt per SKU) and a day of
-``--sales`` sales (``Terminal.write_batch``), and one cloud directory serving every store (the
+``--sales`` sales (500 per ``Terminal.commit``), and one cloud directory serving every store (the
 Python APIs behind ``cloud init``, ``store certify-cloud`` and ``cloud add-store``). The cloud
 directory is kept config-only (key, identity, stores/*/{store.json,terminal.cert}) and copied
 for every cloud process, like ``World.copy_cloud`` in tests/cloud/conftest.py.
@@ -86,7 +86,7 @@ SKUS = [Sku(f"sku{i:02d}") for i in range(20)]
 OPENING_QTY = 500
 # Catalog prices, drawn once (cents); sales carry explicit prices (a cashier sets none).
 PRICES = {sku: random.Random(42).randint(50, 4999) for sku in SKUS}
-BATCH = 500  # write_batch size, as in benchmarks/cloud.py (one group commit per 500 sales)
+BATCH = 500  # records per commit, as in benchmarks/cloud.py (one group commit per 500 sales)
 VALID_DAYS = 30  # certificates only need to outlive the run
 # How often the head-office tables are polled: the resolution of every completion time.
 POLL_INTERVAL_S = 0.2
@@ -145,12 +145,14 @@ def receipt_builder(sku: Sku) -> Callable[[Views], Body]:
 
 
 def write_all(till: Terminal, builders: Sequence[Callable[[Views], Body]]) -> list[Body]:
+    """Every record staged, then committed BATCH at a time (one ``Terminal.commit`` each, as
+    the daemon's group commit does), compacting when due; a refused write raises."""
     bodies: list[Body] = []
     for first in range(0, len(builders), BATCH):
-        for result in till.write_batch(builders[first : first + BATCH]):
-            if isinstance(result, Exception):
-                raise RuntimeError(f"{till.store_id}: a write was refused: {result}")
-            bodies.append(result.body)
+        staged = [till.stage(build) for build in builders[first : first + BATCH]]
+        till.commit([change for _, change in staged])
+        till.compact_if_due()
+        bodies += [record.body for record, _ in staged]
     return bodies
 
 

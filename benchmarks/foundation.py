@@ -347,7 +347,7 @@ class BuildResult:
 
 
 def build_terminal(path: Path, builders: Sequence[BodyBuilder]) -> BuildResult:
-    """Fill a terminal with every sale, BUILD_BATCH per durable commit (the write_batch path,
+    """Fill a terminal with every sale, BUILD_BATCH per durable commit (stage then one commit,
     with stage and commit timed apart); keep each sale's update bytes for (d) and (e)."""
     stage, commit = Elapsed(), Elapsed()
     sizes: list[int] = []
@@ -852,7 +852,7 @@ def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], 
             raw.sales_per_s,
             "higher",
             note=f"Filling the {n}-sale terminal: stage {BUILD_BATCH}, one commit, compaction "
-            "when due (the write_batch path).",
+            "when due.",
         ),
         Figure(
             "sales_per_s_staged",

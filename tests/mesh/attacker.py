@@ -58,6 +58,7 @@ from typing import Any, Protocol
 import httpx
 import msgpack
 import psutil
+from shell.helpers import write_together  # tests/ is on sys.path, as for `support`
 from support import FRESH_CONNECTIONS
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -160,10 +161,7 @@ def prefill(path: Path, sales: int, seed: int = 42) -> None:
                     for _ in range(rng.randint(1, 3))
                 ]
                 builders.append(partial(build_sale, requests=lines))
-            results = terminal.write_batch(builders)
-            refused = [r for r in results if isinstance(r, Exception)]
-            if refused:
-                raise AttackError(f"prefill: {len(refused)} sales refused, e.g. {refused[0]}")
+            write_together(terminal, builders)  # a refused sale raises
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
     durability_worker.py MODE TERMINAL_DIR COMPACT_MIN_LOG_BYTES
 
-MODE ``sync`` alternates ``Terminal.write`` and small ``Terminal.write_batch`` calls; MODE
+MODE ``sync`` alternates ``Terminal.write`` and small batches (``helpers.write_together``); MODE
 ``async`` runs 16 concurrent sellers through a ``GroupCommitter``. A sale id is printed (and
 flushed) only after the call that wrote it has returned: that line is the acknowledgement.
 """
@@ -13,6 +13,8 @@ import asyncio
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+
+from helpers import write_together  # tests/shell: this script's own directory is on sys.path
 
 from lanesync.core import bodies
 from lanesync.core.records import Record, Sale
@@ -41,13 +43,7 @@ def sync_loop(terminal: Terminal) -> None:
         if n % 2:
             acknowledge([terminal.write(sell)])
             continue
-        results = terminal.write_batch([sell] * (2 + n % 5))
-        records = []
-        for result in results:
-            if not isinstance(result, Record):
-                raise result
-            records.append(result)
-        acknowledge(records)
+        acknowledge(write_together(terminal, [sell] * (2 + n % 5)))
 
 
 async def async_loop(terminal: Terminal) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku, sku
-from lanesync.core.records import Body
+from lanesync.core.records import Body, Record
+from lanesync.core.replica import Change
 from lanesync.shell.storage import Storage
 from lanesync.shell.terminal import BodyBuilder, Terminal
 
@@ -32,6 +34,24 @@ def price(item: str, unit_cents: int, role: Role = Role.MANAGER) -> BodyBuilder:
 
 def void(sale_id: str) -> BodyBuilder:
     return lambda views: bodies.build_void(views, sale_id)
+
+
+def write_together(terminal: Terminal, builders: Iterable[BodyBuilder]) -> list[Record]:
+    """Stage a record per builder, then make them all durable in one ``Terminal.commit`` (one
+    SQLite transaction), and compact when due: what the daemon's group commit does for
+    concurrent writers, in one call. A refused builder raises; the records staged before it
+    are committed first, so the next write never chains onto a record that is not on disk."""
+    records: list[Record] = []
+    changes: list[Change] = []
+    try:
+        for build in builders:
+            record, change = terminal.stage(build)
+            records.append(record)
+            changes.append(change)
+    finally:
+        terminal.commit(changes)
+    terminal.compact_if_due()
+    return records
 
 
 def on_hand(terminal: Terminal, item: str) -> int | None:

@@ -35,7 +35,16 @@ from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 from .conftest import Lanes
-from .helpers import count_rows, database_files, on_hand, price, receipt, sale, void
+from .helpers import (
+    count_rows,
+    database_files,
+    on_hand,
+    price,
+    receipt,
+    sale,
+    void,
+    write_together,
+)
 
 
 class Unchanged:
@@ -84,7 +93,7 @@ def manager(lanes: Lanes) -> Terminal:
     terminal = lanes.new("lane1", Role.MANAGER)
     terminal.write(price("milk", 149))
     terminal.write(price("bread", 299))
-    terminal.write_batch([receipt("milk", 50), receipt("bread", 20)])
+    write_together(terminal, [receipt("milk", 50), receipt("bread", 20)])
     return terminal
 
 

@@ -19,7 +19,17 @@ from lanesync.shell import storage
 from lanesync.shell.terminal import Terminal
 
 from .conftest import Lanes
-from .helpers import head_seq, observable, on_hand, price, query_open, receipt, sale, void
+from .helpers import (
+    head_seq,
+    observable,
+    on_hand,
+    price,
+    query_open,
+    receipt,
+    sale,
+    void,
+    write_together,
+)
 
 LOGGER = "lanesync.terminal"
 
@@ -47,7 +57,7 @@ def store_day(lanes: Lanes) -> tuple[Terminal, Terminal]:
     cashier.write(void(str(first.id)))  # the manager's sale, voided on another lane
     manager.write(void(str(first.id)))  # and here too, while apart: credited once
     manager.import_bundle(cashier.export_bundle())
-    manager.write_batch([sale("milk:1"), receipt("bread", 5), sale("bread:2:299")])
+    write_together(manager, [sale("milk:1"), receipt("bread", 5), sale("bread:2:299")])
     return manager, cashier
 
 
@@ -171,7 +181,7 @@ def test_compaction_writes_the_checkpoint_with_the_snapshot(
     terminal = lanes.new("lane1", Role.MANAGER)
     terminal.write(receipt("milk", 100))
     for i in range(30):
-        terminal.write_batch([sale(f"milk:{1 + i % 2}"), receipt("bread", 1)])
+        write_together(terminal, [sale(f"milk:{1 + i % 2}:149"), receipt("bread", 1)])
     # Only compactions wrote checkpoints here; the last one covers every row it kept.
     checkpoint_row(terminal)
     terminal.storage.compact(terminal.replica, terminal.replica.doc_names()[-1])

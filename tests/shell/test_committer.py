@@ -1,4 +1,4 @@
-"""Group commit: ``Terminal.write_batch`` and the async ``GroupCommitter``.
+"""Group commit: the async ``GroupCommitter`` over ``Terminal.stage`` and ``Terminal.commit``.
 
 Concurrent writers share SQLite transactions, every acknowledged record is durable, and a
 builder that refuses fails alone.
@@ -148,16 +148,6 @@ def test_refusing_builder_fails_only_its_own_write(lanes: Lanes, lane: Terminal)
     assert lane.verify()["ok"] is True
 
 
-def test_write_batch_refusal_fails_alone(lanes: Lanes, lane: Terminal) -> None:
-    results = lane.write_batch([sale("milk:1:149"), sale("nosuch:1"), sale("milk:2:149")])
-    assert isinstance(results[0], Record)
-    assert isinstance(results[1], UsageError)
-    assert isinstance(results[2], Record)
-    assert results[2].seq == results[0].seq + 1
-    lane = lanes.reopen(lane)
-    assert on_hand(lane, "milk") == 10_000 - 3
-
-
 def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Terminal) -> None:
     target = lane.write(sale("milk:4:149"))
     assert on_hand(lane, "milk") == 10_000 - 4
@@ -180,23 +170,12 @@ def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Termina
     assert lane.verify()["ok"] is True
 
 
-def test_builder_bug_in_a_batch_loses_no_later_acknowledged_write(
-    lanes: Lanes, lane: Terminal
-) -> None:
+def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: Terminal) -> None:
     """A builder that fails unexpectedly (a programming error) must not leave records of the
     same batch signed in memory but never committed: the next acknowledged write would chain
-    onto them, and after a restart it would wait forever behind a gap."""
-    with pytest.raises(RuntimeError):
-        lane.write_batch([sale("milk:1:149"), failing(RuntimeError("builder bug"))])
-    acknowledged = lane.write(sale("milk:2:149"))
-    lane = lanes.reopen(lane)
-    assert lane.replica.views.is_sale(str(acknowledged.id))
-    assert lane.verify()["ok"] is True
-
-
-def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: Terminal) -> None:
-    """Same as above through the GroupCommitter: every writer of the batch gets an answer (no
-    writer hangs), and whatever is acknowledged afterwards survives a restart."""
+    onto them, and after a restart it would wait forever behind a gap. Every writer of the
+    batch gets an answer (no writer hangs), and whatever is acknowledged afterwards survives a
+    restart."""
 
     async def body(committer: GroupCommitter) -> tuple[list[object], Record | None]:
         writes = [

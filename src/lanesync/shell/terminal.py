@@ -28,7 +28,7 @@ from lanesync.core.ids import Sku, StoreId, TerminalId
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
 from lanesync.core.views import Views
-from lanesync.errors import LanesyncError, StorageError, UsageError
+from lanesync.errors import StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage, Storage
@@ -232,27 +232,6 @@ class Terminal:
         self.commit([change])
         self.compact_if_due()
         return record
-
-    def write_batch(self, builders: Sequence[BodyBuilder]) -> list[Record | LanesyncError]:
-        """Group commit: one durable transaction for many records. A builder that refuses
-        (UsageError, PermissionDenied) fails alone; the others are written."""
-        results: list[Record | LanesyncError] = []
-        changes: list[Change] = []
-        try:
-            for build in builders:
-                try:
-                    record, change = self.stage(build)
-                except (LanesyncError, ValueError) as exc:
-                    results.append(exc if isinstance(exc, LanesyncError) else UsageError(str(exc)))
-                    continue
-                results.append(record)
-                changes.append(change)
-        finally:
-            # Records staged before a builder raised something unexpected are signed and in
-            # memory: commit them, or the next acknowledged record would chain onto a gap.
-            self.commit(changes)
-        self.compact_if_due()
-        return results
 
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end

@@ -1,6 +1,6 @@
 """``Link.loss_pct``: the fault proxy models a lost TCP segment as a retransmission-timeout stall
 of that chunk (and of what queues behind it); latency and partitions are covered by
-tests/mesh/test_faultproxy.py."""
+tests/tools/test_faultproxy.py."""
 
 from __future__ import annotations
 

@@ -1,0 +1,192 @@
+"""The head-office tables (``lanesync.cloud.headoffice``): real replicas of the pure core
+projected into a real SQLite head-office database (the schema the cloud creates), then read
+through the same read API the cloud serves. The end-to-end path (lanes, uplink, HTTP) is in
+test_cloud_e2e; PostgreSQL runs the same statements there."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
+
+from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.schema import prepare_sqlite_headoffice
+from lanesync.cloud.sql import SqliteSql
+from lanesync.core.identity import Role
+from lanesync.core.ids import Sku
+from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, SaleLine, Void
+from lanesync.core.replica import Replica
+
+DAY = "2026-11-18"  # NOW's day in the store's time zone (UTC)
+
+
+@pytest.fixture
+def sql(tmp_path: Path) -> Iterator[SqliteSql]:
+    db = SqliteSql(tmp_path / "headoffice.db")
+    try:
+        prepare_sqlite_headoffice(db)
+        yield db
+    finally:
+        db.close()
+
+
+def project(office: HeadOffice, sql: SqliteSql, store_id: str, replica: Replica) -> None:
+    with sql.transaction():
+        office.project(store_id, replica)
+
+
+def sale_of(*lines: tuple[str, int, int]) -> Sale:
+    return Sale.of(tuple(SaleLine(Sku(s), q, c) for s, q, c in lines))
+
+
+def movements(sql: SqliteSql, store_id: str) -> list[tuple[str, str, int, str]]:
+    rows = sql.execute(
+        "SELECT movement_id, sku, delta, kind FROM stock_movements WHERE store_id = ? "
+        "ORDER BY kind, movement_id, sku",
+        (store_id,),
+    )
+    return [(str(m), str(s), int(d), str(k)) for m, s, d, k in rows]
+
+
+def cloud_replica(store: Store) -> Replica:
+    replica = store.observer()
+    replica.ledger.collect_accepted = True  # as cloud.stores.open_store sets it
+    return replica
+
+
+def deliver(replica: Replica, *sources: Replica) -> None:
+    for source in sources:
+        replica.merge(list(source.updates_since(replica.state_vectors()).items()), NOW + 100)
+
+
+def test_sales_stock_and_movements_are_projected_once_however_often_delivered(
+    sql: SqliteSql,
+) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    manager = store.terminal("lane2", Role.MANAGER)
+    lane.replica.append(Receipt(Sku("milk"), 10), NOW)
+    sold, _ = lane.replica.append(sale_of(("milk", 3, 149), ("milk", 1, 149)), NOW + 1)
+    lane.replica.append(Adjustment(Sku("milk"), -2, "broken"), NOW + 2)
+    manager.replica.append(PriceChange(Sku("milk"), 159), NOW + 3)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, lane.replica, manager.replica)
+    project(office, sql, "s1", cloud)
+    deliver(cloud, lane.replica, manager.replica)  # again: nothing new
+    project(office, sql, "s1", cloud)
+    office.forget_projection("s1")  # a full rewrite must not count anything twice either
+    project(office, sql, "s1", cloud)
+
+    assert office.stores() == [{"store_id": "s1", "sales_recorded": 1, "total": 596}]
+    assert office.stock("s1") == {"items": [{"sku": "milk", "on_hand": 4}]}
+    assert office.sales("s1", DAY) == {
+        "count": 1,
+        "total": 596,
+        "sales": [
+            {
+                "sale_id": str(sold.id),
+                "terminal_id": "lane1",
+                "business_day": DAY,
+                "hlc_ms": sold.hlc.wall_ms,
+                "total": 596,
+            }
+        ],
+    }
+    assert office.sales("s1", "2026-11-17") == {"count": 0, "total": 0, "sales": []}
+    receipt_id, adjustment_id = (str(r.id) for r in lane_records(lane.replica, Receipt, Adjustment))
+    # One movement per sale and SKU: two lines of milk become one row of -4.
+    assert sorted(movements(sql, "s1")) == sorted(
+        [
+            (adjustment_id, "milk", -2, "adjustment"),
+            (receipt_id, "milk", 10, "receipt"),
+            (str(sold.id), "milk", -4, "sale"),
+        ]
+    )
+    assert sql.execute("SELECT sku, unit_cents FROM prices WHERE store_id = 's1'") == [
+        ("milk", 159)
+    ]
+    heads = sql.execute("SELECT terminal_id, seq FROM chain_heads ORDER BY terminal_id")
+    assert heads == [("lane1", 3), ("lane2", 1)]
+
+
+def lane_records(replica: Replica, *kinds: type) -> list[Record]:
+    return sorted(
+        (r for _, _, r in replica.records() if isinstance(r.body, kinds)), key=lambda r: r.seq
+    )
+
+
+def test_two_voids_of_one_sale_credit_it_back_once_and_leave_it_out(sql: SqliteSql) -> None:
+    store = Store()
+    a, b = store.terminal("lane1"), store.terminal("lane2")
+    a.replica.append(Receipt(Sku("eggs"), 6), NOW)
+    sold, _ = a.replica.append(sale_of(("eggs", 2, 320)), NOW + 1)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, a.replica)
+    project(office, sql, "s1", cloud)
+    assert office.stock("s1") == {"items": [{"sku": "eggs", "on_hand": 4}]}
+    deliver(b.replica, a.replica)
+    a.replica.append(Void(sold.id), NOW + 2)
+    b.replica.append(Void(sold.id), NOW + 3)
+    deliver(cloud, a.replica)
+    project(office, sql, "s1", cloud)
+    deliver(cloud, b.replica)
+    project(office, sql, "s1", cloud)
+    assert office.stock("s1") == {"items": [{"sku": "eggs", "on_hand": 6}]}
+    assert office.sales("s1", None) == {"count": 0, "total": 0, "sales": []}
+    assert office.stores() == [{"store_id": "s1", "sales_recorded": 1, "total": 0}]
+    voids = [m for m in movements(sql, "s1") if m[3] == "void"]
+    assert voids == [(f"void:{sold.id}", "eggs", 2, "void")]
+
+
+def test_a_sale_that_arrives_after_its_void_is_projected_as_voided(sql: SqliteSql) -> None:
+    store = Store()
+    a, b = store.terminal("lane1"), store.terminal("lane2")
+    sold, _ = a.replica.append(sale_of(("bread", 1, 275)), NOW)
+    deliver(b.replica, a.replica)
+    b.replica.append(Void(sold.id), NOW + 1)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, b.replica)  # b holds the sale too: both arrive, in one merge
+    project(office, sql, "s1", cloud)
+    assert sql.execute("SELECT sale_id, voided FROM sales") == [(str(sold.id), 1)]
+    assert office.sales("s1", None)["count"] == 0
+    assert [m[3] for m in movements(sql, "s1")] == ["sale", "void"]
+
+
+def test_a_full_projection_replaces_the_stores_rows_and_an_incremental_one_does_not(
+    sql: SqliteSql,
+) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    lane.replica.append(Receipt(Sku("milk"), 5), NOW)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, lane.replica)
+    project(office, sql, "s1", cloud)
+    sql.execute("INSERT INTO sales VALUES ('s1', 'stale:1', 'lane9', 1, ?, 0, 999, 0)", (DAY,))
+    sql.execute("DELETE FROM stock_movements")
+    project(office, sql, "s1", cloud)  # incremental: only what is new (nothing)
+    assert movements(sql, "s1") == []
+    assert office.stores()[0]["sales_recorded"] == 1
+    cloud.rebuild(NOW + 200)  # the views were rebuilt: the next projection rewrites everything
+    project(office, sql, "s1", cloud)
+    assert [m[3] for m in movements(sql, "s1")] == ["receipt"]
+    assert office.stores() == []  # the stale sale is gone with the rewrite
+
+
+def test_stores_are_kept_apart(sql: SqliteSql) -> None:
+    one, two = Store(), Store()
+    office = HeadOffice(sql)
+    for store_id, store, qty in (("s1", one, 2), ("s2", two, 7)):
+        lane = store.terminal("lane1")
+        lane.replica.append(Receipt(Sku("milk"), 10), NOW)
+        lane.replica.append(sale_of(("milk", qty, 100)), NOW + 1)
+        cloud = cloud_replica(store)
+        deliver(cloud, lane.replica)
+        project(office, sql, store_id, cloud)
+    assert office.stores() == [
+        {"store_id": "s1", "sales_recorded": 1, "total": 200},
+        {"store_id": "s2", "sales_recorded": 1, "total": 700},
+    ]
+    assert office.stock("s2") == {"items": [{"sku": "milk", "on_hand": 3}]}
+    assert office.stock("s3") == {"items": []}

@@ -1,0 +1,154 @@
+"""How the cloud keeps one store's replica and its head-office tables in step
+(``lanesync.cloud.stores``), in one process: a real lane writes records, the cloud's store
+runtime merges and commits them as its mesh would, on SQLite files and on a real PostgreSQL
+database shared by two runtimes (two ``cloud serve`` processes). Serving over the network is
+test_cloud_e2e's part."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from shell.helpers import receipt  # tests/ is on sys.path, as for `support`
+
+from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.pgstorage import store_heads
+from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
+from lanesync.cloud.sql import SqliteSql
+from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
+from lanesync.errors import ConfigError, StorageError
+from lanesync.shell.admission import HandshakeGate
+from lanesync.shell.terminal import Terminal
+
+from .conftest import STORE_ID, World
+
+
+@dataclass
+class Cloud:
+    """What ``CloudService`` holds for one store: a backend, head office, the store runtime."""
+
+    backend: Backend
+    runtime: StoreRuntime
+    failures: list[StorageError] = field(default_factory=list)
+
+    @property
+    def office(self) -> HeadOffice:
+        return self.runtime.headoffice
+
+
+@pytest.fixture
+def clouds(world: World) -> Iterator[tuple[World, ExitStack, list[Cloud]]]:
+    opened: list[Cloud] = []
+    with ExitStack() as stack:
+        yield world, stack, opened
+
+
+def start(world: World, stack: ExitStack, path: Path, opened: list[Cloud]) -> Cloud:
+    directory = CloudDirectory.open(path)
+    backend = Backend.open(directory, world.db)
+    stack.callback(backend.close)
+    failures: list[StorageError] = []
+    runtime = open_store(
+        directory, backend, HeadOffice(backend.sql), STORE_ID, failures.append, HandshakeGate()
+    )
+    stack.callback(runtime.terminal.close)
+    cloud = Cloud(backend, runtime, failures)
+    opened.append(cloud)
+    return cloud
+
+
+def deliver(lane: Terminal, cloud: Cloud) -> None:
+    """What the mesh does with a peer's updates: merge, commit, then the refresh it triggers."""
+    replica = cloud.runtime.terminal.replica
+    change = replica.merge(
+        list(lane.replica.updates_since(replica.state_vectors()).items()),
+        cloud.runtime.terminal.now_ms(),
+    )
+    cloud.runtime.terminal.commit([change])
+    cloud.runtime.refresh()
+
+
+def test_a_merged_commit_is_projected_into_the_head_office_tables(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    cloud = start(world, stack, world.cloud, opened)
+    assert cloud.backend.shared is (world.db is not None)
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, cloud)
+    assert cloud.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
+    lane.write(receipt("milk", 2))
+    deliver(lane, cloud)
+    assert cloud.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 7}]}
+    # Its own commits never make a process think it is behind (SQLite: nobody else writes).
+    head = store_heads(cloud.backend.sql).get(STORE_ID) if cloud.backend.shared else None
+    assert not cloud.runtime.is_behind(head)
+    assert cloud.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
+def test_a_process_on_a_shared_database_merges_and_follows_what_another_committed(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, first)
+    assert second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
+
+    async def follow() -> None:
+        opened_stores = {STORE_ID: second.runtime}
+        task = asyncio.create_task(
+            follow_database(second.backend, opened_stores, second.failures.append)
+        )
+        try:
+            for _ in range(200):  # 10 s at most; FOLLOW_INTERVAL_S is 0.25 s
+                if second.runtime.terminal.digest() == first.runtime.terminal.digest():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(follow())
+    assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
+    assert not second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
+    assert second.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
+    assert second.failures == first.failures == []
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # PostgreSQL: the test above
+def test_follow_returns_at_once_without_a_shared_database(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    cloud = start(world, stack, world.cloud, opened)
+    asyncio.run(
+        asyncio.wait_for(follow_database(cloud.backend, {}, cloud.failures.append), timeout=5)
+    )
+
+
+def test_a_head_office_database_newer_than_this_lanesync_is_refused(tmp_path: Path) -> None:
+    directory = CloudDirectory.init(tmp_path / "cloud")
+    sql = SqliteSql(directory.headoffice_db)
+    try:
+        sql.execute(f"PRAGMA user_version={SQLITE_HEADOFFICE_VERSION + 1}")
+    finally:
+        sql.close()
+    with pytest.raises(ConfigError, match="newer than this lanesync knows"):
+        Backend.open(directory, None)
+    backend = Backend.open(CloudDirectory.init(tmp_path / "fresh"), None)
+    try:
+        assert backend.description == f"sqlite:{tmp_path / 'fresh' / 'headoffice.db'}"
+        assert not backend.shared
+    finally:
+        backend.close()
