@@ -66,6 +66,7 @@ from websockets.protocol import State as WsState
 from websockets.uri import parse_uri
 from websockets.utils import apply_mask
 
+from lanesync.bench.stats import percentile
 from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.connection import Closed, PeerConnection, Received
 from lanesync.core.identity import Certificate, Role
@@ -240,17 +241,6 @@ class Figures:
             f"{json.dumps(self.detail, default=str)}"
             + ("" if self.lane_alive else "; THE LANE DIED")
         )
-
-
-def percentile(samples: Sequence[float], p: float) -> float:
-    """Linear interpolation between closest ranks (as benchmarks/mesh.py)."""
-    ordered = sorted(samples)
-    if not ordered:
-        return math.nan
-    k = (len(ordered) - 1) * p / 100
-    low = math.floor(k)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (k - low)
 
 
 @dataclass(frozen=True, slots=True)
@@ -447,9 +437,9 @@ def measure(
         rss_peak=max(during),
         rss_held=held[-1],
         rss_after=during[-1],
-        api_idle_p99=percentile(idle_probes, 99),
-        api_p50=percentile(latencies, 50),
-        api_p99=percentile(latencies, 99),
+        api_idle_p99=percentile(sorted(idle_probes), 99),
+        api_p50=percentile(sorted(latencies), 50),
+        api_p99=percentile(sorted(latencies), 99),
         api_max=max(latencies, default=math.nan),
         api_requests=len(probes),
         api_failed=sum(not p.ok for p in probes),
