@@ -1,0 +1,193 @@
+"""Head office's cloud: set up, serve, query, set prices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from lanesync.errors import UsageError
+from lanesync.shell.runtime import DaemonClient
+
+from .common import (
+    DIR,
+    FILE_IN,
+    JSON_OPTION,
+    print_record,
+    reports_errors,
+    serves_until_storage_fails,
+)
+from .output import console, emit_json, money, stock_table
+
+
+@click.group()
+def cloud() -> None:
+    """Head office's cloud service: set up, serve, query."""
+
+
+def _cloud_client(cloud_dir: Path) -> DaemonClient:
+    client = DaemonClient.for_directory(cloud_dir)
+    if client is None:
+        raise UsageError(f"`lanesync cloud serve {cloud_dir}` is not running")
+    return client
+
+
+@cloud.command("init")
+@click.argument("cloud_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def cloud_init(cloud_dir: Path, as_json: bool) -> None:
+    """Create the cloud's key (mode 0600) and write its public identity file."""
+    from lanesync.cloud.directory import CloudDirectory
+
+    created = CloudDirectory.init(cloud_dir)
+    if as_json:
+        emit_json({"public_identity": str(created.identity_file)})
+    else:
+        console.print(f"cloud created; public identity: {created.identity_file}", markup=False)
+
+
+@cloud.command("add-store")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_public_identity", type=FILE_IN)
+@click.argument("cert_file", type=FILE_IN)
+@JSON_OPTION
+@reports_errors
+def cloud_add_store(
+    cloud_dir: Path, store_public_identity: Path, cert_file: Path, as_json: bool
+) -> None:
+    """Serve a store: learn its public identity and install its certificate for this cloud."""
+    from lanesync.cloud.directory import CloudDirectory
+
+    cert = CloudDirectory.open(cloud_dir).add_store(store_public_identity, cert_file)
+    if as_json:
+        emit_json({"store_id": cert.store_id})
+    else:
+        console.print(
+            f"store {cert.store_id} added (restart `cloud serve` to serve it)", markup=False
+        )
+
+
+DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    default=None,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB shared by every cloud process "
+    "(or set LANESYNC_CLOUD_DB, which keeps a password out of the process list). "
+    "Default: SQLite in CLOUD_DIR.",
+)
+
+
+@cloud.command("serve")
+@click.argument("cloud_dir", type=DIR)
+@click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
+@click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
+@DB_OPTION
+@reports_errors
+@serves_until_storage_fails
+def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
+    """Serve every store added to this cloud: uplinks from leaders and the read API."""
+    from lanesync.cloud.serve import CloudConfig
+    from lanesync.cloud.serve import run as run_cloud
+    from lanesync.shell.daemon import parse_address
+
+    run_cloud(
+        CloudConfig(
+            cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"), db_url
+        )
+    )
+
+
+@cloud.command("migrate")
+@click.argument("cloud_dir", type=DIR)
+@click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    required=True,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB (or set LANESYNC_CLOUD_DB).",
+)
+@JSON_OPTION
+@reports_errors
+def cloud_migrate(cloud_dir: Path, db_url: str, as_json: bool) -> None:
+    """Bring a PostgreSQL database to this lanesync's schema (safe to run again, or at once)."""
+    from lanesync.cloud.directory import CloudDirectory
+    from lanesync.cloud.schema import LATEST, migrate_postgresql
+    from lanesync.cloud.sql import connect
+
+    CloudDirectory.open(cloud_dir)  # the database is this cloud's: refuse a stray directory
+    sql = connect(db_url)
+    try:
+        applied = migrate_postgresql(sql)
+    finally:
+        sql.close()
+    if as_json:
+        emit_json(
+            {
+                "schema_version": LATEST,
+                "applied": [{"version": m.version, "description": m.description} for m in applied],
+            }
+        )
+    elif applied:
+        for migration in applied:
+            console.print(
+                f"applied migration {migration.version}: {migration.description}", markup=False
+            )
+        console.print(f"database schema is at version {LATEST}", markup=False)
+    else:
+        console.print(f"database schema already at version {LATEST}", markup=False)
+
+
+@cloud.command("stock")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@JSON_OPTION
+@reports_errors
+def cloud_stock(cloud_dir: Path, store_id: str, as_json: bool) -> None:
+    """Stock on hand of a store as the cloud holds it."""
+    report = _cloud_client(cloud_dir).call("GET", f"/v1/stores/{_path_id(store_id)}/stock")
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(stock_table(report["items"], title=f"Stock of {store_id} (cloud)"))
+
+
+@cloud.command("sales")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@click.option("--day", help="Business day YYYY-MM-DD (default: every day).")
+@JSON_OPTION
+@reports_errors
+def cloud_sales(cloud_dir: Path, store_id: str, day: str | None, as_json: bool) -> None:
+    """Sales of a store (voided sales excluded from count and total)."""
+    query = "" if day is None else f"?day={_path_id(day)}"
+    report = _cloud_client(cloud_dir).call("GET", f"/v1/stores/{_path_id(store_id)}/sales{query}")
+    if as_json:
+        emit_json(report)
+    else:
+        console.print(f"{report['count']} sales, total {money(report['total'])}", markup=False)
+
+
+@cloud.command("set-price")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@click.argument("sku")
+@click.argument("unit_cents", type=int)
+@JSON_OPTION
+@reports_errors
+def cloud_set_price(
+    cloud_dir: Path, store_id: str, sku: str, unit_cents: int, as_json: bool
+) -> None:
+    """Set a catalog price from head office; it reaches every lane through the leader."""
+    result = _cloud_client(cloud_dir).call(
+        "POST", f"/v1/stores/{_path_id(store_id)}/prices", {"sku": sku, "unit_price": unit_cents}
+    )
+    print_record(result, as_json, f"price of {sku} set to {money(unit_cents)} for {store_id}:")
+
+
+def _path_id(text: str) -> str:
+    """A value safe to put in a URL path or query (ids, days); anything else is refused."""
+    if not text or not all((c.isascii() and c.isalnum()) or c in "._-" for c in text):
+        raise UsageError(f"invalid value {text!r}")
+    return text

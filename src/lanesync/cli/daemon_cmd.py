@@ -1,0 +1,178 @@
+"""The daemon: ``run``, and what it shows (``status``, ``peers``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from lanesync.errors import UsageError
+from lanesync.shell.directories import TerminalDirectory
+from lanesync.shell.terminal import Terminal, wall_clock_ms
+
+from .common import (
+    DIR,
+    JSON_OPTION,
+    daemon_client,
+    reports_errors,
+    serves_until_storage_fails,
+)
+from .output import console, emit_json
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@click.option(
+    "--listen", default="127.0.0.1:0", show_default=True, help="Peer websocket HOST:PORT."
+)
+@click.option("--api", default="127.0.0.1:0", show_default=True, help="Local HTTP API HOST:PORT.")
+@click.option("--peer", "peers", multiple=True, help="A peer to dial, ws://HOST:PORT (repeat).")
+@click.option("--no-discovery", is_flag=True, help="Do not use mDNS (only --peer addresses).")
+@click.option(
+    "--interface",
+    "interfaces",
+    multiple=True,
+    help="Use mDNS only on this network interface (repeat). Default: all, or loopback only "
+    "when --listen is a loopback address.",
+)
+@click.option("--cloud", "cloud_url", help="The store's cloud, wss://HOST:PORT (leader uses it).")
+@click.option(
+    "--priority",
+    type=click.IntRange(-1000, 1000),
+    default=0,
+    show_default=True,
+    help="Preference as the store's uplink (higher wins among lanes that reach the cloud).",
+)
+@click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
+@reports_errors
+@serves_until_storage_fails
+def run(
+    terminal_dir: Path,
+    listen: str,
+    api: str,
+    peers: tuple[str, ...],
+    no_discovery: bool,
+    interfaces: tuple[str, ...],
+    cloud_url: str | None,
+    priority: int,
+    anti_entropy_ms: int | None,
+) -> None:
+    """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
+    from lanesync.shell.daemon import DaemonConfig, parse_address, parse_peer_url
+    from lanesync.shell.daemon import run as run_daemon
+    from lanesync.shell.discovery import interface_addresses
+
+    config = DaemonConfig(
+        terminal_dir,
+        listen=parse_address(listen, "--listen"),
+        api=parse_address(api, "--api"),
+        peers=tuple(parse_peer_url(p) for p in peers),
+        discovery=not no_discovery,
+        interfaces=interfaces,
+        cloud=None if cloud_url is None else parse_peer_url(cloud_url),
+        priority=priority,
+        anti_entropy_ms=anti_entropy_ms,
+    )
+    if interfaces and no_discovery:
+        raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
+    if interfaces:
+        interface_addresses(interfaces)  # an unknown interface is a clear error before start
+    run_daemon(config)
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def status(terminal_dir: Path, as_json: bool) -> None:
+    """Show the terminal: identity, digest, addresses and peers (live when the daemon runs)."""
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        report = daemon.call("GET", "/v1/status")
+        report["running"] = True
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            report = {
+                "terminal_id": terminal.terminal_id,
+                "store_id": terminal.store_id,
+                "role": terminal.role.value,
+                "digest": terminal.digest(),
+                "records": terminal.replica.views.accepted_count(),
+                "api": None,
+                "listen": None,
+                "leader": None,
+                "term": None,
+                "cloud": None,
+                "peers": [],
+                "running": False,
+            }
+    if as_json:
+        emit_json(report)
+        return
+    state_text = "running" if report["running"] else "not running"
+    console.print(
+        f"terminal {report['terminal_id']} of store {report['store_id']} ({report['role']}), "
+        f"{state_text}; {report['records']} records, digest {report['digest'][:16]}",
+        markup=False,
+    )
+    if report["running"]:
+        console.print(f"  api {report['api']}  peers {report['listen']}", markup=False)
+        console.print(f"  leader {report['leader']} (term {report['term']})", markup=False)
+        if report.get("cloud"):
+            cloud = report["cloud"]
+            console.print(
+                f"  cloud {cloud['url']}: connected {cloud['connected']}, last acknowledged "
+                f"{cloud['last_ack_ms']}, pending {cloud['pending_bytes']} bytes",
+                markup=False,
+            )
+    for peer in report["peers"]:
+        if peer["connected"]:
+            state = f"connected, unacknowledged {peer['unacked_bytes']} bytes"
+        else:
+            state = f"not connected (last error: {peer.get('last_error') or 'none'})"
+        console.print(f"  peer {peer['terminal_id']}: {state}")
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def peers(terminal_dir: Path, as_json: bool) -> None:
+    """Show the peers the running daemon knows (--peer, mDNS, inbound) and their links."""
+    daemon = daemon_client(terminal_dir)
+    if daemon is None:
+        TerminalDirectory.open(terminal_dir)  # a wrong path is an error, not "not running"
+        if as_json:
+            emit_json({"running": False, "peers": []})
+        else:
+            console.print("not running")
+        return
+    rows: list[dict[str, Any]] = daemon.call("GET", "/v1/peers")["peers"]
+    if as_json:
+        emit_json({"running": True, "peers": rows})
+        return
+    if not rows:
+        console.print("no peers known yet", markup=False)
+        return
+    console.print(_peers_table(rows, wall_clock_ms()))
+
+
+def _peers_table(rows: list[dict[str, Any]], now_ms: int) -> Table:
+    table = Table(title="Peers")
+    for column in ("Terminal", "Found by", "Addresses", "Connected", "Last seen", "Last error"):
+        table.add_column(column)
+    for row in rows:
+        seen = row.get("last_seen_ms")
+        table.add_row(
+            escape(str(row["terminal_id"] or "?")),
+            escape(", ".join(row["found_by"])),
+            escape("\n".join(row["addresses"]) or "-"),
+            Text("yes", style="green") if row["connected"] else Text("no", style="red"),
+            "-" if seen is None else f"{max(0, now_ms - int(seen)) / 1000:.1f} s ago",
+            escape(str(row["last_error"] or "")),
+        )
+    return table

@@ -1,0 +1,154 @@
+"""Sync without a network and integrity: bundles, state files, digests, verify."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lanesync.shell.terminal import Terminal
+
+from .common import (
+    DIR,
+    FILE_IN,
+    FILE_OUT,
+    JSON_OPTION,
+    daemon_client,
+    reports_errors,
+)
+from .output import console, emit_json
+
+
+@click.command("export")
+@click.argument("terminal_dir", type=DIR)
+@click.argument("bundle", type=FILE_OUT)
+@click.option("--since", type=FILE_IN, help="State file of the replica the bundle is for.")
+@JSON_OPTION
+@reports_errors
+def export_(terminal_dir: Path, bundle: Path, since: Path | None, as_json: bool) -> None:
+    """Write a signed bundle of everything held (or only what --since's replica lacks)."""
+    state_bytes = None if since is None else since.read_bytes()
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        data = daemon.call("POST", "/v1/export", raw=state_bytes or b"")
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            data = terminal.export_bundle(state_bytes)
+    tmp = bundle.with_name(bundle.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(bundle)
+    if as_json:
+        emit_json({"bundle": str(bundle), "bytes": len(data)})
+    else:
+        console.print(f"wrote {bundle} ({len(data)} bytes)", markup=False)
+
+
+@click.command("import")
+@click.argument("terminal_dir", type=DIR)
+@click.argument("bundle", type=FILE_IN)
+@JSON_OPTION
+@reports_errors
+def import_(terminal_dir: Path, bundle: Path, as_json: bool) -> None:
+    """Merge a bundle (idempotent, any order); a bad bundle is refused whole."""
+    data = bundle.read_bytes()
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        result = daemon.call("POST", "/v1/import", raw=data)
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            imported = terminal.import_bundle(data)
+        delta = imported.records_after - imported.records_before
+        result = {
+            "documents": imported.documents,
+            "new_records": max(0, delta),
+            # A bundle can reveal a fork or a revocation that withdraws counted records.
+            "withdrawn_records": max(0, -delta),
+            "digest": imported.digest,
+        }
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(
+            f"imported {bundle}: {result['new_records']} new records, "
+            f"digest {str(result['digest'])[:16]}",
+            markup=False,
+        )
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@click.argument("state_file", type=FILE_OUT)
+@reports_errors
+def state(terminal_dir: Path, state_file: Path) -> None:
+    """Save this replica's state vectors, for another replica's `export --since`."""
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        data = daemon.call("GET", "/v1/state")
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            data = terminal.state_file()
+    state_file.write_bytes(data)
+    console.print(f"wrote {state_file}", markup=False)
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def digest(terminal_dir: Path, as_json: bool) -> None:
+    """Print the canonical digest of the replica (equal digests = converged)."""
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        value = str(daemon.call("GET", "/v1/digest")["digest"])
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            value = terminal.digest()
+    if as_json:
+        emit_json({"digest": value})
+    else:
+        click.echo(value)
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@JSON_OPTION
+@reports_errors
+def verify(terminal_dir: Path, as_json: bool) -> None:
+    """Check signatures and chains; exit 1 when anything held does not verify."""
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        report = daemon.call("GET", "/v1/verify")
+    else:
+        with Terminal.open(terminal_dir) as terminal:
+            report = terminal.verify()
+    if as_json:
+        emit_json(report)
+    else:
+        _print_verify(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _print_verify(report: dict[str, Any]) -> None:
+    status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
+    console.print(
+        f"{status}: {report['records']} records, digest {report['digest'][:16]}", markup=True
+    )
+    for head in report["chains"]:
+        console.print(
+            f"  chain {head['terminal']}: head seq {head['seq']} ({head['hash'][:16]})",
+            markup=False,
+        )
+    for kind in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps"):
+        for problem in report[kind]:
+            details = ", ".join(f"{k}={v}" for k, v in problem.items())
+            console.print(f"  {kind}: {details}", markup=False, style="red")
+    for item in report["oversold"]:
+        console.print(
+            f"  oversold {item['sku']}: on hand {item['on_hand']}, "
+            f"sales {', '.join(item['sales'])}",
+            markup=False,
+            style="yellow",
+        )
