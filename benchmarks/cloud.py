@@ -10,8 +10,8 @@ prices, 1-3 lines over 200 SKUs), and the lanes exchange the day with signed bun
 LAN would have. The cloud saw none of it: the WAN was down all day. The minimal delta is
 computed offline: ``sum(len(u) for u in leader.updates_since(cloud.state_vectors()).values())``.
 Then the cloud (``lanesync cloud serve``) and two lanes (``lanesync run --cloud``; the leader
-holds the whole day) start with the WAN cut (a ``faultproxy.Link`` partitioned between the lanes
-and the cloud); once the leader is elected the WAN heals, and the benchmark measures the time
+holds the whole day) start with the WAN cut (a ``faultproxy.FaultLink`` partitioned between the
+lanes and the cloud); once the leader is elected the WAN heals, and the benchmark measures the time
 until the cloud's head-office tables hold every sale (and the digests match), and the bytes that
 crossed the WAN (proxy, both directions) and that the leader sent on its uplink (frame bytes).
 
@@ -58,7 +58,7 @@ from lanesync.core.views import Views
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 from lanesync.shell.uplink import CHECK_INTERVAL_S, PROBE_INTERVAL_S
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 T = TypeVar("T")
 LOOPBACK = "127.0.0.1"
@@ -182,7 +182,7 @@ class ProxyLoop:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.links: list[Link] = []
+        self.links: list[FaultLink] = []
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
@@ -193,8 +193,8 @@ class ProxyLoop:
 
         return self.run(hop())
 
-    def link(self, port: int) -> Link:
-        link = Link(LOOPBACK, port)
+    def link(self, port: int) -> FaultLink:
+        link = FaultLink(LOOPBACK, port)
         self.run(link.start(LOOPBACK))
         self.links.append(link)
         return link

@@ -46,7 +46,7 @@ from typing import Any, Literal
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 HERE = Path(__file__).resolve().parent
 DRIVER = HERE / "lane_driver.py"
@@ -598,7 +598,7 @@ class CatchUp:
     note: str = ""
 
 
-class TimedLink(Link):
+class TimedLink(FaultLink):
     """The fault proxy, noting when it lets a connection through."""
 
     accepted_ns: list[int]

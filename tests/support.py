@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import pytest
 
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 T = TypeVar("T")
 
@@ -113,13 +113,13 @@ class Cli:
 
 
 class ProxyLoop:
-    """An asyncio event loop in a thread of the test, running ``faultproxy.Link`` proxies.
+    """An asyncio event loop in a thread of the test, running ``faultproxy.FaultLink`` proxies.
 
     Links are only touched from their loop: ``partition``/``heal`` hop onto it."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.links: list[Link] = []
+        self.links: list[FaultLink] = []
         self._thread = threading.Thread(target=self.loop.run_forever, name="proxies", daemon=True)
         self._thread.start()
 
@@ -132,14 +132,14 @@ class ProxyLoop:
 
         return self.run(hop())
 
-    def link(self, target_port: int = 0, **options: Any) -> Link:
+    def link(self, target_port: int = 0, **options: Any) -> FaultLink:
         """A started proxy to 127.0.0.1:target_port (0: refuse until the port is set)."""
-        link = Link(LOOPBACK, target_port, **options)
+        link = FaultLink(LOOPBACK, target_port, **options)
         self.run(link.start(LOOPBACK))
         self.links.append(link)
         return link
 
-    def retarget(self, link: Link, port: int) -> None:
+    def retarget(self, link: FaultLink, port: int) -> None:
         """Point a proxy at another port (a process restarted on a new one)."""
 
         def point() -> None:
@@ -147,14 +147,14 @@ class ProxyLoop:
 
         self.call(point)
 
-    def partition(self, *links: Link) -> None:
+    def partition(self, *links: FaultLink) -> None:
         def cut() -> None:
             for link in links:
                 link.partition()
 
         self.call(cut)
 
-    def heal(self, *links: Link) -> None:
+    def heal(self, *links: FaultLink) -> None:
         def mend() -> None:
             for link in links:
                 link.heal()

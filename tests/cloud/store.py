@@ -148,7 +148,7 @@ def wait_leader(lanes: list[Lane], leader: Lane, timeout: float = LEAD_TIMEOUT_S
 
 
 @dataclass
-class Mesh:
+class FullMesh:
     """Lanes in a full mesh, one fault proxy per pair (the lower id dials the higher)."""
 
     lanes: dict[str, Lane]
@@ -170,7 +170,7 @@ def start_mesh(
     cloud: str | None,
     priorities: dict[str, int] | None = None,
     clouds: dict[str, str] | None = None,
-) -> Mesh:
+) -> FullMesh:
     """``cloud`` is every lane's cloud URL, unless ``clouds`` names another for a lane."""
     names = sorted(dirs)
     links = {pair: proxies.link() for pair in itertools.combinations(names, 2)}
@@ -186,7 +186,7 @@ def start_mesh(
     lanes = dict(zip(names, procs.lanes(specs), strict=True))
     for (_, target), link in links.items():
         proxies.retarget(link, port_of(lanes[target].listen))
-    return Mesh(lanes, links)
+    return FullMesh(lanes, links)
 
 
 def lines_for(i: int) -> list[tuple[str, int, int]]:

@@ -2,7 +2,7 @@
 --priority N``), the cloud (``lanesync cloud serve``), head office's commands.
 
 The store and the cloud are set up with the three documented commands (see conftest). Lanes
-form a full mesh through ``faultproxy.Link`` proxies (one per pair), so a test can split the
+form a full mesh through ``faultproxy.FaultLink`` proxies (one per pair), so a test can split the
 store; in the WAN-outage test the cloud also sits behind one. Expected figures are always
 computed from what the lanes acknowledged (``store.Books``), never read back from a lane.
 """

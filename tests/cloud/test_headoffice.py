@@ -18,6 +18,7 @@ from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, SaleLine, Void
 from lanesync.core.replica import Replica
+from lanesync.core.views import AcceptedRecords
 
 DAY = "2026-11-18"  # NOW's day in the store's time zone (UTC)
 
@@ -32,9 +33,13 @@ def sql(tmp_path: Path) -> Iterator[SqliteSql]:
         db.close()
 
 
+# Each cloud replica's stream of accepted records, as cloud.stores.open_store subscribes.
+_ACCEPTED: dict[Replica, AcceptedRecords] = {}
+
+
 def project(office: HeadOffice, sql: SqliteSql, store_id: str, replica: Replica) -> None:
     with sql.transaction():
-        office.project(store_id, replica)
+        office.project(store_id, replica, _ACCEPTED[replica])
 
 
 def sale_of(*lines: tuple[str, int, int]) -> Sale:
@@ -52,7 +57,7 @@ def movements(sql: SqliteSql, store_id: str) -> list[tuple[str, str, int, str]]:
 
 def cloud_replica(store: Store) -> Replica:
     replica = store.observer()
-    replica.ledger.collect_accepted = True  # as cloud.stores.open_store sets it
+    _ACCEPTED[replica] = replica.subscribe_accepted()  # as cloud.stores.open_store does
     return replica
 
 

@@ -40,7 +40,7 @@ CERT_NOT_AFTER = NOW + 365 * 24 * HOUR_MS
 
 
 @dataclass
-class Terminal:
+class CoreTerminal:
     name: TerminalId
     key: SigningKey
     cert: Certificate
@@ -91,12 +91,12 @@ class Store:
         now_ms: int = NOW,
         key: SigningKey | None = None,
         cert: Certificate | None = None,
-    ) -> Terminal:
+    ) -> CoreTerminal:
         key = key or SigningKey.generate()
         cert = cert or self.certificate(name, key, role)
         replica = Replica(self.identity, self.client_id(), LocalIdentity(cert, key))
         restored = replica.restore({}, set(), now_ms)
-        return Terminal(TerminalId(name), key, cert, replica, restored)
+        return CoreTerminal(TerminalId(name), key, cert, replica, restored)
 
     def observer(self, now_ms: int = NOW) -> Replica:
         """A replica with no identity of its own (it only receives)."""

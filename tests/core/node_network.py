@@ -20,7 +20,7 @@ from lanesync.core.node import Node
 from lanesync.core.records import Body
 from lanesync.core.replica import Change
 
-from .helpers import NOW, Store, Terminal
+from .helpers import NOW, CoreTerminal, Store
 
 # Small timers keep simulated time short; the logic does not depend on the values.
 ANTI_ENTROPY_MS = 1_000
@@ -229,7 +229,7 @@ def make_nodes(
     *,
     seed: int = 0,
     deterministic_keys: bool = False,
-) -> tuple[list[Terminal], list[Node]]:
+) -> tuple[list[CoreTerminal], list[Node]]:
     terminals = [
         store.terminal(name, key=seeded_key(seed * 100 + i) if deterministic_keys else None)
         for i, name in enumerate(names)

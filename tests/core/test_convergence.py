@@ -35,7 +35,7 @@ from lanesync.core.records import (
 from lanesync.core.replica import Replica
 from lanesync.errors import ConfigError
 
-from .helpers import HOUR_MS, NOW, Store, Terminal, no_problems, sync, sync_all
+from .helpers import HOUR_MS, NOW, CoreTerminal, Store, no_problems, sync, sync_all
 
 SKUS = [Sku("A"), Sku("B"), Sku("C")]
 lane = st.integers(0, 3)
@@ -87,7 +87,7 @@ class LaneMesh(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.store = Store()
-        self.terminals: list[Terminal] = []
+        self.terminals: list[CoreTerminal] = []
         self.now = NOW
         self.model = Model()
 
@@ -97,7 +97,7 @@ class LaneMesh(RuleBasedStateMachine):
             role = Role.MANAGER if i == 0 else Role.CASHIER
             self.terminals.append(self.store.terminal(f"lane{i + 1}", role, now_ms=self.now))
 
-    def _lane(self, i: int) -> Terminal:
+    def _lane(self, i: int) -> CoreTerminal:
         return self.terminals[i % len(self.terminals)]
 
     def _append(self, i: int, body: Body) -> Record:
@@ -251,7 +251,7 @@ op_st = st.tuples(
 
 def run_writers(
     ops: list[tuple[int, str, int]],
-) -> tuple[Store, list[Terminal], list[tuple[str, bytes]], int]:
+) -> tuple[Store, list[CoreTerminal], list[tuple[str, bytes]], int]:
     store = Store()
     writers = [store.terminal(f"lane{i + 1}") for i in range(3)]
     captured: list[tuple[str, bytes]] = []

@@ -67,7 +67,7 @@ def test_verify_of_a_healthy_replica_is_ok_with_its_heads_and_counts() -> None:
     assert report["records"] == 2
     assert report["chains"] == [{"terminal": "lane1", "seq": 2, "hash": last.hash.hex()}]
     assert report["oversold"] == [{"sku": "A", "on_hand": -1, "sales": [str(last.id)]}]
-    assert all(report[kind] == [] for kind in lane.replica.ledger.problems())
+    assert all(report[kind] == [] for kind in lane.replica.views.problems())
 
 
 def test_verify_is_not_ok_when_a_record_held_does_not_count() -> None:

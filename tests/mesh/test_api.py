@@ -83,7 +83,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
         cluster.close()
 
 
-def fingerprint(daemon: Daemon) -> tuple[str, int, int]:
+def observable_state(daemon: Daemon) -> tuple[str, int, int]:
     """What must not change when a request is refused: digest, record count, own chain head."""
     status = daemon.status()
     return status["digest"], status["records"], daemon.chain_head(daemon.terminal_id)
@@ -137,22 +137,22 @@ BAD_AUTH: dict[str, dict[bytes, bytes]] = {
 @pytest.mark.parametrize("auth", sorted(BAD_AUTH))
 @pytest.mark.parametrize(("method", "path", "body"), WRITES, ids=[w[1] for w in WRITES])
 def test_writes_need_the_token(shop: Shop, auth: str, method: str, path: str, body: Any) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
         response = anonymous.request(method, path, json=body, headers=BAD_AUTH[auth])
     error = assert_json_error(response, 401)
     assert error["code"] == "unauthorized"
     assert response.headers.get("www-authenticate") == "Bearer"
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_the_token_with_a_non_ascii_byte_added_is_refused(shop: Shop) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     headers = {b"Authorization": b"Bearer " + shop.m.token.encode() + b"\xff"}
     with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as other:
         response = other.post("/v1/stock/receive", json={"sku": "milk", "qty": 5}, headers=headers)
     assert assert_json_error(response, 401)["code"] == "unauthorized"
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 @pytest.mark.parametrize("auth", ["no header", "wrong token", "latin-1 token"])
@@ -184,12 +184,12 @@ def test_without_the_token_the_body_is_not_waited_for(shop: Shop) -> None:
 
 
 def test_token_of_another_terminal_is_refused(shop: Shop) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     headers = {"Authorization": f"Bearer {shop.c.token}"}
     with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as other:
         response = other.post("/v1/stock/receive", json={"sku": "milk", "qty": 5}, headers=headers)
     assert_json_error(response, 401)
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_token_file_is_private(shop: Shop) -> None:
@@ -269,12 +269,12 @@ BAD_SALES: dict[str, bytes] = {
 
 @pytest.mark.parametrize("body", BAD_SALES.values(), ids=BAD_SALES.keys())
 def test_bad_sale_is_refused(shop: Shop, body: bytes) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     response = shop.m.client.post(
         "/v1/sales", content=body, headers={"Content-Type": "application/json"}
     )
     assert_json_error(response)
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 BAD_WRITES: list[tuple[str, str, Any]] = [
@@ -312,9 +312,9 @@ BAD_WRITES: list[tuple[str, str, Any]] = [
     ("path", "body"), [(p, b) for _, p, b in BAD_WRITES], ids=[n for n, _, _ in BAD_WRITES]
 )
 def test_bad_write_is_refused(shop: Shop, path: str, body: Any) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     assert_json_error(shop.m.post(path, body))
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 BAD_BYTES: list[tuple[str, str, bytes]] = [
@@ -331,31 +331,31 @@ BAD_BYTES: list[tuple[str, str, bytes]] = [
     ("path", "body"), [(p, b) for _, p, b in BAD_BYTES], ids=[n for n, _, _ in BAD_BYTES]
 )
 def test_bad_bytes_are_refused(shop: Shop, path: str, body: bytes) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     assert_json_error(shop.m.client.post(path, content=body))
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_revocation_of_another_store_is_refused(shop: Shop, tmp_path: Path) -> None:
     other = StoreDirectory.init(tmp_path / "other", "s1")  # same id, another authority
     other.enroll(tmp_path / "intruder", "c", Role.CASHIER, 0, 1)
     revocation = other.revoke("c", 1)
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     assert_json_error(shop.m.client.post("/v1/revocations", content=revocation.encoded), 400)
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
     assert "c" in shop.m.peers()
 
 
 def test_cashier_may_not_set_prices(shop: Shop) -> None:
-    before = fingerprint(shop.c)
+    before = observable_state(shop.c)
     error = assert_json_error(shop.c.post("/v1/prices", {"sku": "milk", "unit_price": 1}), 403)
     assert error["code"] == "forbidden"
     assert "cashier" in error["message"]
-    assert fingerprint(shop.c) == before
+    assert observable_state(shop.c) == before
 
 
 def test_body_over_the_limit_is_413(shop: Shop) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     filler = "x" * (MAX_JSON_BODY + 1)
     body = json.dumps({"lines": [{"sku": "milk", "qty": 1}], "pad": filler}).encode()
     response = shop.m.client.post(
@@ -363,12 +363,12 @@ def test_body_over_the_limit_is_413(shop: Shop) -> None:
     )
     error = assert_json_error(response, 413)
     assert error["code"] == "too_large"
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_streamed_body_over_the_limit_is_413(shop: Shop) -> None:
     """No Content-Length (chunked): the limit still holds while the body is read."""
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     chunk = b" " * 65536
 
     def stream() -> Iterator[bytes]:
@@ -382,12 +382,12 @@ def test_streamed_body_over_the_limit_is_413(shop: Shop) -> None:
     )
     error = assert_json_error(response, 413)
     assert error["code"] == "too_large"
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_bogus_content_length_is_refused(shop: Shop) -> None:
     """A declared length far over the limit is refused before any body is read."""
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
     request = (
         f"POST /v1/sales HTTP/1.1\r\nHost: {host}\r\n"
@@ -402,14 +402,14 @@ def test_bogus_content_length_is_refused(shop: Shop) -> None:
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert json.loads(body)["error"]["code"] == "too_large"
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 @pytest.mark.parametrize("path", ["/v1/import", "/v1/export", "/v1/revocations"])
 def test_a_client_hanging_up_mid_body_changes_nothing_and_logs_no_error(
     shop: Shop, path: str
 ) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
     request = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {shop.m.token}\r\n"
@@ -421,7 +421,7 @@ def test_a_client_hanging_up_mid_body_changes_nothing_and_logs_no_error(
         while sock.recv(65536):
             pass
     assert shop.m.status()["terminal_id"] == "m"  # still serving
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
     log = shop.m.log_text()
     assert "Traceback" not in log, log[-2000:]
     assert "Exception in ASGI application" not in log, log[-2000:]
@@ -485,9 +485,9 @@ def test_sale_void_receive_adjust(shop: Shop) -> None:
     void = m.write(f"/v1/sales/{sale['sale_id']}/void")
     assert set(void) == {"record_id"}
     assert m.on_hand("milk") == start - 3
-    before = fingerprint(m)
+    before = observable_state(m)
     assert_json_error(m.post(f"/v1/sales/{sale['sale_id']}/void"), 400)  # already voided
-    assert fingerprint(m) == before
+    assert observable_state(m) == before
     assert set(m.write("/v1/stock/receive", {"sku": "milk", "qty": 10})) == {"record_id"}
     assert m.on_hand("milk") == start + 7
     adjust = {"sku": "milk", "delta": -4, "reason": "damaged"}
@@ -530,25 +530,25 @@ def test_a_key_reused_for_another_request_is_refused_and_changes_nothing(shop: S
     m = shop.m
     sale = {"lines": [{"sku": "milk", "qty": 1}]}
     assert keyed(m, "/v1/sales", sale, "pos-reuse").status_code == 201
-    before = fingerprint(m)
+    before = observable_state(m)
     other_sale = {"lines": [{"sku": "milk", "qty": 5}]}
     error = assert_json_error(keyed(m, "/v1/sales", other_sale, "pos-reuse"), 422)
     assert error["code"] == "idempotency_key_reused"
     receipt = {"sku": "milk", "qty": 1}
     assert_json_error(keyed(m, "/v1/stock/receive", receipt, "pos-reuse"), 422)
-    assert fingerprint(m) == before
+    assert observable_state(m) == before
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "two words", "tab\tkey"])
 def test_a_malformed_key_is_refused_and_changes_nothing(shop: Shop, key: str) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     response = shop.m.client.post(
         "/v1/sales",
         json={"lines": [{"sku": "milk", "qty": 1}]},
         headers={"Idempotency-Key": key.encode()},  # UTF-8 bytes: httpx sends them as they are
     )
     assert_json_error(response, 400)
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
 
 
 def test_concurrent_retries_with_one_key_write_once(shop: Shop) -> None:
@@ -672,7 +672,7 @@ def test_cli_sell_goes_through_the_daemon(shop: Shop) -> None:
 
 
 def test_cli_errors_through_the_daemon_match_offline(shop: Shop) -> None:
-    before = fingerprint(shop.m)
+    before = observable_state(shop.m)
     online = shop.cluster.cli("sell", shop.m.path, "caviar:1")
     offline = shop.cluster.cli("sell", shop.offline, "caviar:1")
     for result in (online, offline):
@@ -681,7 +681,7 @@ def test_cli_errors_through_the_daemon_match_offline(shop: Shop) -> None:
         assert len(result.stderr.splitlines()) == 1, result.describe()
         assert result.stderr.startswith("error: "), result.describe()
     assert online.stderr == offline.stderr
-    assert fingerprint(shop.m) == before
+    assert observable_state(shop.m) == before
     refused = shop.cluster.cli("price", shop.c.path, "milk", "1")
     assert refused.returncode == 1, refused.describe()
     assert refused.stderr.startswith("error: a cashier terminal may not set prices")

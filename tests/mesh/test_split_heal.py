@@ -1,4 +1,4 @@
-"""Four lanes in a full mesh through fault proxies (one ``faultproxy.Link`` per pair, with a
+"""Four lanes in a full mesh through fault proxies (one ``faultproxy.FaultLink`` per pair, with a
 little latency and jitter): the store splits into two halves that keep selling, the split
 heals, and all four converge to one digest with stock exactly received - sold."""
 

@@ -2,7 +2,7 @@
 on the real shell.
 
 Three ``lanesync run`` daemons in a full mesh and a ``lanesync cloud serve``, every link
-(lane-lane and lane-cloud) through a ``faultproxy.Link`` on 127.0.0.1. Point-of-sale clients
+(lane-lane and lane-cloud) through a ``faultproxy.FaultLink`` on 127.0.0.1. Point-of-sale clients
 (``LANESYNC_CHAOS_WRITERS`` threads, spread over the lanes) ring up sales all the time, as real
 ones do: each sale carries an ``Idempotency-Key`` and is sent again with the same key after a
 connection error or a timeout, until it gets a 2xx. Meanwhile the main thread injects faults:

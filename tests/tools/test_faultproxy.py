@@ -1,4 +1,4 @@
-"""The fault proxy itself (``lanesync.tools.faultproxy.Link``), against a tiny echo server on
+"""The fault proxy itself (``lanesync.tools.faultproxy.FaultLink``), against a tiny echo server on
 127.0.0.1: configured latency is observed, order survives jitter, a partition cuts both ways
 and refuses new connections until healed, and nothing but loopback is ever a target."""
 
@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 LATENCY_MS = 50.0
 # Generous: two vCPUs shared with whatever else runs; the lower bound is what matters.
@@ -50,10 +50,10 @@ class EchoServer:
 @contextlib.asynccontextmanager
 async def echo_and_link(
     latency_ms: float = 0.0, jitter_ms: float = 0.0, seed: int | None = None
-) -> AsyncIterator[tuple[EchoServer, Link]]:
+) -> AsyncIterator[tuple[EchoServer, FaultLink]]:
     echo = EchoServer()
     echo.server = await asyncio.start_server(echo._handle, "127.0.0.1", 0)
-    link = Link("127.0.0.1", echo.port, latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed)
+    link = FaultLink("127.0.0.1", echo.port, latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed)
     await link.start()
     try:
         yield echo, link
@@ -63,7 +63,7 @@ async def echo_and_link(
         await echo.server.wait_closed()
 
 
-async def open_client(link: Link) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def open_client(link: FaultLink) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", link.port)
 
 
@@ -95,7 +95,7 @@ async def is_cut(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
     return data == b""
 
 
-def is_partitioned(link: Link) -> bool:
+def is_partitioned(link: FaultLink) -> bool:
     return link.partitioned
 
 
@@ -211,13 +211,13 @@ def test_stats_count_forwarded_bytes() -> None:
 )
 def test_non_loopback_target_is_refused(host: str) -> None:
     with pytest.raises(ValueError, match="loopback"):
-        Link(host, 80)
+        FaultLink(host, 80)
 
 
 @pytest.mark.parametrize("host", [ALL_INTERFACES, "192.168.1.10", "::"])
 def test_non_loopback_listen_address_is_refused(host: str) -> None:
     async def main() -> None:
-        link = Link("127.0.0.1", 80)
+        link = FaultLink("127.0.0.1", 80)
         with pytest.raises(ValueError, match="loopback"):
             await link.start(host)
 
@@ -226,4 +226,4 @@ def test_non_loopback_listen_address_is_refused(host: str) -> None:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost"])
 def test_loopback_targets_are_accepted(host: str) -> None:
-    assert Link(host, 80).target_host == host
+    assert FaultLink(host, 80).target_host == host

@@ -1,5 +1,5 @@
-"""``Link.loss_pct``: the fault proxy models a lost TCP segment as a retransmission-timeout stall
-of that chunk (and of what queues behind it); latency and partitions are covered by
+"""``FaultLink.loss_pct``: the fault proxy models a lost TCP segment as a retransmission-timeout
+stall of that chunk (and of what queues behind it); latency and partitions are covered by
 tests/tools/test_faultproxy.py."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 ROUND_TRIPS = 120
 LOSS_PCT = 20.0
@@ -25,10 +25,10 @@ async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
     writer.close()
 
 
-async def round_trips(link_options: dict[str, float]) -> tuple[Link, list[float]]:
+async def round_trips(link_options: dict[str, float]) -> tuple[FaultLink, list[float]]:
     server = await asyncio.start_server(echo, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    link = Link("127.0.0.1", port, seed=7, **link_options)  # type: ignore[arg-type]
+    link = FaultLink("127.0.0.1", port, seed=7, **link_options)  # type: ignore[arg-type]
     await link.start()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", link.port)
@@ -70,4 +70,4 @@ def test_no_loss_means_no_stall() -> None:
 @pytest.mark.parametrize("bad", [-1.0, 100.5])
 def test_loss_out_of_range_is_refused(bad: float) -> None:
     with pytest.raises(ValueError, match="loss_pct"):
-        Link("127.0.0.1", 1, loss_pct=bad)
+        FaultLink("127.0.0.1", 1, loss_pct=bad)

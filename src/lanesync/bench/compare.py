@@ -21,7 +21,7 @@ class CompareError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Change:
+class FigureChange:
     scenario: str
     figure: str
     system: str
@@ -51,7 +51,7 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return abs(float(new["median"]) - float(old["median"])) / base > DEFAULT_NOISE
 
 
-def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
+def compare(old: dict[str, Any], new: dict[str, Any]) -> list[FigureChange]:
     rows = []
     for scenario, data in new["scenarios"].items():
         before = {
@@ -72,7 +72,7 @@ def compare(old: dict[str, Any], new: dict[str, Any]) -> list[Change]:
                     good = higher == (figure["better"] == "higher")
                     verdict = "better" if good else "worse"
                 rows.append(
-                    Change(
+                    FigureChange(
                         scenario,
                         figure["name"],
                         system,

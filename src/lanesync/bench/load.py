@@ -27,7 +27,7 @@ FILL_IN_FLIGHT = 4
 
 
 @dataclass(slots=True)
-class Sale:
+class ScheduledSale:
     member: str
     scheduled_ns: int
     issued_ns: int = 0
@@ -59,7 +59,7 @@ def basket(rng: random.Random) -> dict[str, Any]:
     }
 
 
-async def _post(member: Member | None, sale: Sale, body: dict[str, Any]) -> None:
+async def _post(member: Member | None, sale: ScheduledSale, body: dict[str, Any]) -> None:
     sale.issued_ns = time.time_ns()
     if member is None or member.api is None:
         sale.error = "member down"
@@ -87,16 +87,16 @@ async def ring(
     rate: float,
     count: int,
     rng: random.Random,
-    on_done: Callable[[Sale], None] | None = None,
-) -> list[Sale]:
+    on_done: Callable[[ScheduledSale], None] | None = None,
+) -> list[ScheduledSale]:
     """``count`` sales at ``rate`` per second in total, round-robin over ``names``."""
     loop = asyncio.get_running_loop()
     start_ns = time.time_ns() + int(START_DELAY_S * 1e9)
     t0 = loop.time() + START_DELAY_S
-    sales: list[Sale] = []
+    sales: list[ScheduledSale] = []
     tasks: list[asyncio.Task[None]] = []
 
-    async def one(sale: Sale, body: dict[str, Any]) -> None:
+    async def one(sale: ScheduledSale, body: dict[str, Any]) -> None:
         await _post(cluster.members.get(sale.member), sale, body)
         if on_done is not None:
             on_done(sale)
@@ -106,7 +106,7 @@ async def ring(
         now = loop.time()
         due = min(count, int((now - t0) * rate) + 1) if now >= t0 else 0
         while i < due:
-            sale = Sale(names[i % len(names)], start_ns + int(i / rate * 1e9))
+            sale = ScheduledSale(names[i % len(names)], start_ns + int(i / rate * 1e9))
             sales.append(sale)
             tasks.append(loop.create_task(one(sale, basket(rng))))
             i += 1
@@ -121,15 +121,15 @@ async def fill(
     names: Sequence[str],
     count: int,
     rng: random.Random,
-    on_done: Callable[[Sale], None] | None = None,
-) -> list[Sale]:
+    on_done: Callable[[ScheduledSale], None] | None = None,
+) -> list[ScheduledSale]:
     """``count`` sales as fast as the members answer (closed loop)."""
-    sales: list[Sale] = []
+    sales: list[ScheduledSale] = []
     queue = iter(range(count))
 
     async def worker(name: str) -> None:
         for _ in queue:
-            sale = Sale(name, time.time_ns())
+            sale = ScheduledSale(name, time.time_ns())
             sales.append(sale)
             await _post(cluster.members.get(name), sale, basket(rng))
             if on_done is not None:

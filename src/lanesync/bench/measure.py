@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from lanesync.bench.cluster import Cluster
 from lanesync.bench.events import Arrival
-from lanesync.bench.load import Sale, ring
+from lanesync.bench.load import ScheduledSale, ring
 from lanesync.bench.stats import Latency
 from lanesync.bench.ui import Ui
 
@@ -50,11 +50,11 @@ class Step:
     why_not: str = ""
     errors: list[str] = field(default_factory=list)  # the first few distinct refusals
     samples_ms: list[float] = field(default_factory=list, repr=False)
-    sales_list: list[Sale] = field(default_factory=list, repr=False)
+    sales_list: list[ScheduledSale] = field(default_factory=list, repr=False)
 
 
 def pending_pairs(
-    cluster: Cluster, sales: Sequence[Sale], receivers: Sequence[str]
+    cluster: Cluster, sales: Sequence[ScheduledSale], receivers: Sequence[str]
 ) -> list[tuple[str, str, int]]:
     tracker = cluster.tracker
     return [
@@ -93,7 +93,7 @@ async def wait_delivered(
 
 
 def join_arrivals(
-    sales: Sequence[Sale],
+    sales: Sequence[ScheduledSale],
     arrivals: Sequence[Arrival],
     receivers: Sequence[str],
     acks: dict[str, dict[int, int]],
@@ -155,7 +155,9 @@ async def measure(
     return step
 
 
-def analyse(step: Step, sales: Sequence[Sale], cluster: Cluster, receivers: Sequence[str]) -> None:
+def analyse(
+    step: Step, sales: Sequence[ScheduledSale], cluster: Cluster, receivers: Sequence[str]
+) -> None:
     tracker = cluster.tracker
     step.acked = sum(1 for s in sales if s.acked)
     step.failed = len(sales) - step.acked

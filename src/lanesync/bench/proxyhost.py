@@ -22,15 +22,15 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 LOOPBACK = "127.0.0.1"
 LINE_LIMIT = 1 << 20
 
 
 @dataclass
-class TimedLink(Link):
-    """A Link that notes when it let a connection through (reconnect times after a heal)."""
+class TimedLink(FaultLink):
+    """A FaultLink that notes when it let a connection through (reconnect times after a heal)."""
 
     accepts: list[int] = field(default_factory=list)
 
@@ -41,7 +41,7 @@ class TimedLink(Link):
             self.accepts.append(time.time_ns())
 
 
-class Host:
+class ProxyHost:
     def __init__(self) -> None:
         self.links: dict[int, TimedLink] = {}
 
@@ -112,7 +112,7 @@ class Host:
 
 
 def main() -> None:
-    asyncio.run(Host().serve())
+    asyncio.run(ProxyHost().serve())
 
 
 if __name__ == "__main__":

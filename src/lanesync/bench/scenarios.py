@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from lanesync.bench.cluster import LANESYNC, PYCRDT, UNSIGNED, BenchError, Cluster, Faults
-from lanesync.bench.load import Sale, fill, ring, seeded
+from lanesync.bench.load import ScheduledSale, fill, ring, seeded
 from lanesync.bench.measure import (
     ACK_SETTLE_S,
     Step,
@@ -117,7 +117,9 @@ def step_details(step: Step) -> dict[str, Any]:
     }
 
 
-async def final_check(ctx: Context, cluster: Cluster, sales: Sequence[Sale], out: Outcome) -> None:
+async def final_check(
+    ctx: Context, cluster: Cluster, sales: Sequence[ScheduledSale], out: Outcome
+) -> None:
     """Wait for every acknowledged sale to be everywhere, then count, from every member's API,
     acknowledged sales some member does not hold (lost) and compare digests."""
     receivers = [m.name for m in cluster.live()]
@@ -196,10 +198,10 @@ def report(ctx: Context, cluster: Cluster, step: Step) -> None:
 
 async def _steady_figures(
     ctx: Context, cluster: Cluster, names: Sequence[str], out: Outcome, suffix: str
-) -> list[Sale]:
+) -> list[ScheduledSale]:
     s = ctx.settings
     rng = seeded(s.seed)
-    collected: list[Sale] = []
+    collected: list[ScheduledSale] = []
 
     async def step(rate: float, duration: float, label: str) -> Step:
         result = await measure(cluster, names, rate, duration, rng, label, s.settle_s, ctx.ui)
@@ -273,7 +275,7 @@ async def split_heal(ctx: Context, system: str, out: Outcome) -> None:
     names = lane_names(max(2, s.lanes))
     half = set(names[: len(names) // 2])
     rng = seeded(s.seed)
-    collected: list[Sale] = []
+    collected: list[ScheduledSale] = []
     async with Cluster(system, ctx.work, s.faults) as cluster:
         await cluster.start(names)
         warm = await measure(cluster, names, s.rate, WARMUP_S, rng, "warm-up", s.settle_s, ctx.ui)
@@ -387,7 +389,7 @@ async def outage(ctx: Context, system: str, out: Outcome) -> None:
         await final_check(ctx, cluster, [*warm.sales_list, *sales], out)
 
 
-async def cloud_exact(cluster: Cluster, sales: Sequence[Sale]) -> bool:
+async def cloud_exact(cluster: Cluster, sales: Sequence[ScheduledSale]) -> bool:
     """The cloud's head-office tables count every acknowledged sale and its replica's digest
     equals the lanes'."""
     api = cluster.cloud_api

@@ -29,7 +29,7 @@ from lanesync.errors import LanesyncError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools.faultproxy import Link
+from lanesync.tools.faultproxy import FaultLink
 
 from .output import console
 
@@ -48,7 +48,7 @@ class Store:
         self.root = root
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.clients: dict[str, DaemonClient] = {}
-        self.links: dict[tuple[str, str], Link] = {}
+        self.links: dict[tuple[str, str], FaultLink] = {}
         self.sold: dict[str, int] = {}
         self.sales = 0
         self.phase = "starting"
@@ -61,7 +61,7 @@ class Store:
             store.enroll(self.root / name, name, role, wall_clock_ms(), 30)
         # One proxy per pair; the lower lane dials the higher one through it.
         for a, b in itertools.combinations(LANES, 2):
-            link = Link("127.0.0.1", 0)
+            link = FaultLink("127.0.0.1", 0)
             await link.start()
             link.partition()  # until the target lane is listening
             self.links[(a, b)] = link

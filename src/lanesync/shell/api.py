@@ -160,7 +160,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def fingerprint(request: Request, body: BaseModel | None) -> bytes:
+def request_fingerprint(request: Request, body: BaseModel | None) -> bytes:
     """What makes two requests the same: the route (with its path parameters) and the body."""
     text = f"{request.url.path}\n{body.model_dump_json() if body is not None else ''}"
     return hashlib.sha256(text.encode()).digest()
@@ -219,7 +219,7 @@ def create_app(state: DaemonState) -> FastAPI:
         key = idempotency_key(request)
         if key is None:
             return await timed_write(build, None)
-        request_digest = fingerprint(request, body)
+        request_digest = request_fingerprint(request, body)
         while (pending := in_flight.get(key)) is not None:
             await asyncio.shield(pending)
         found = state.terminal.find_request(key)

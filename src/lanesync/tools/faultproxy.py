@@ -1,7 +1,7 @@
 """A TCP proxy on loopback that injects faults between two lanes, in user space.
 
 This kernel has no netem (`tc qdisc ... netem` fails on the test machines), so latency and
-partitions are added here. Each ``Link``
+partitions are added here. Each ``FaultLink``
 forwards one listening port to one target; it can add a one-way delay (with jitter) to every
 chunk, and ``partition()`` cuts it: open connections are reset and new ones refused until
 ``heal()``. Delivery order within a connection is kept (TCP semantics), so jitter never
@@ -44,7 +44,7 @@ class LinkStats:
 
 
 @dataclass
-class Link:
+class FaultLink:
     target_host: str
     target_port: int  # may be set after start(); connections are refused while it is 0
     latency_ms: float = 0.0
