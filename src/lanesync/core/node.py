@@ -19,6 +19,8 @@ Sync, per connection:
 * On connect both sides send ``Peers`` (who they are connected to) and ``State(reply=True)``.
 * ``State(reply=True)`` is answered with ``Updates`` holding exactly what the sender lacks
   (state-vector diff per document, new documents whole) and our own ``State(reply=False)``.
+  One answer per peer is in flight: a question that comes before the peer's state shows it
+  merged the last answer (or before ``anti_entropy_ms`` passed) is answered then (``_answer``).
 * One catch-up at a time: connections opened while the answer to our first question on another
   one is on its way are asked once it is merged, so a joining lane downloads the day once, not
   once per peer (``_request_state``).
@@ -468,15 +470,15 @@ class Node:
         except RemoteError as exc:
             self._violation(link, str(exc), now_ms)
             return
+        ours = self.replica.state_vectors()
         if diff:
-            ours = self.replica.state_vectors()
             link.answer_brings = {
                 doc: decode_state_vector(ours[doc]) or {} for doc in diff if doc in ours
             }
             link.answer_sent_ms = now_ms
             link.pending.extend(Update(d, u, "") for d, u in diff.items())
             self._flush_pending(link)
-        self._send(link, State(self.replica.state_vectors(), reply=False))
+        self._send(link, State(ours, reply=False))
 
     def _owed_answer_due(self, link: Link) -> int | None:
         """When a question held back behind an answer in flight is answered anyway."""
