@@ -42,9 +42,8 @@ from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
 
-# Keepalive: a silently dead peer (cable pulled) is noticed after about interval + timeout
-# (websockets' own defaults, 20 s + 20 s, took over 40 s to notice a pulled cable, measured
-# 2026-11-26: far too slow for a store).
+# Keepalive: a silently dead peer (cable pulled) is noticed after about interval + timeout;
+# with websockets' own defaults (20 s + 20 s) that is some 40 s, far too slow for a store.
 PING_INTERVAL_S = 2.0
 PING_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 1.0
