@@ -8,7 +8,7 @@ are wired back to back, as tests/core/mesh_helpers.py does. Lane A signs and com
 frame carries B sales. Lane B then receives every frame: ``data_received`` (decrypt, decode)
 and ``take_output`` (merge: Ed25519 verification, record parsing, pycrdt transaction, fold into
 the views). B's commit is not measured: a daemon commits peers' updates about five times a second
-whatever the rate (docs/architecture.md, "The write path").
+whatever the rate (docs/explanation/architecture.md, "The write path").
 
 Reported per (sale, receiving lane): process CPU time, the minimum over ``--repeats`` runs
 (each on fresh terminals), because this VM's speed swings by +-50 % between runs and noise only

@@ -1,7 +1,7 @@
 """Fixtures of the cloud tests.
 
 ``cloud_template`` (once per session) sets up a store and a cloud with the three documented
-commands, through the CLI, exactly as docs/cloud.md shows them::
+commands, through the CLI, exactly as docs/how-to/cloud.md shows them::
 
     lanesync cloud init cloud
     lanesync store certify-cloud store cloud/cloud.json cloud.cert

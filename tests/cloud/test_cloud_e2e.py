@@ -66,8 +66,8 @@ from .store import (
 pytestmark = pytest.mark.slow
 
 UTC_ZONE = ZoneInfo("UTC")
-# Set to a directory to keep the head-office database of the first test (docs/cloud.md runs
-# its example queries against it).
+# Set to a directory to keep the head-office database of the first test
+# (docs/reference/headoffice-tables.md runs its example queries against it).
 KEEP_HEADOFFICE = os.environ.get("LANESYNC_KEEP_HEADOFFICE")
 
 
@@ -164,8 +164,8 @@ def test_sales_voids_and_prices_reach_the_cloud_exactly(
         shutil.copy2(world.cloud / "headoffice.db", keep / "headoffice.db")
 
 
-# docs/cloud.md section 7 shows these queries and their output; they must stay true on both
-# engines. Only the list aggregate differs: SQLite 3.40 has no string_agg.
+# docs/reference/headoffice-tables.md shows these queries and their output; they must stay true
+# on both engines. Only the list aggregate differs: SQLite 3.40 has no string_agg.
 SALES_PER_DAY = """
 SELECT store_id, business_day, COUNT(*) AS sales, SUM(total_cents) AS total_cents
 FROM sales WHERE voided = 0

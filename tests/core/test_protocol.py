@@ -227,9 +227,10 @@ def test_chain_of_three_converges_from_pre_existing_state() -> None:
 
 
 def test_catch_up_received_by_the_middle_node_is_pulled_by_its_other_peers_at_once() -> None:
-    """docs/protocol.md (Relay): a catch-up diff is not forwarded; it "triggers an immediate
-    state exchange with the other peers, which then pull exactly what they lack". So C's old
-    records reach A as soon as B's timers run, without waiting for periodic anti-entropy."""
+    """docs/reference/protocol.md (Relay): a catch-up diff is not forwarded; it "triggers an
+    immediate state exchange with the other peers, which then pull exactly what they lack". So
+    C's old records reach A as soon as B's timers run, without waiting for periodic
+    anti-entropy."""
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"])
     terminals[2].replica.append(Receipt(SKU, 10), NOW)

@@ -125,7 +125,8 @@ HELLO_FIRST_PART = 64 * 1024
 HELLO_PAUSE_S = 1.0
 HELLO_CHUNK = MIB  # a multiple of 4, so every chunk of the body starts at the same mask offset
 
-# The lane's log line for a closed link (core/node.py; docs/operations.md, "Logs and metrics").
+# The lane's log line for a closed link (core/node.py; docs/how-to/operations.md, "Logs and
+# metrics").
 PEER_CLOSED = re.compile(r"^peer\.closed peer=(\S+) reason=(.*) by_peer=(True|False)$")
 
 ATTACKER = "mallory"

@@ -429,7 +429,7 @@ def test_a_client_hanging_up_mid_body_changes_nothing_and_logs_no_error(
 
 def test_an_idle_keep_alive_connection_outlives_common_client_expiry(shop: Shop) -> None:
     """A POS client's pooled connection, idle for longer than uvicorn's default 5 s keep-alive,
-    still answers: the server must not be the side that closes it (docs/operations.md)."""
+    still answers: the server must not be the side that closes it (docs/how-to/operations.md)."""
     host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
     request = f"GET /v1/digest HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
     with socket.create_connection((host, int(port)), timeout=15) as sock:

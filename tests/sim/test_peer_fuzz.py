@@ -8,7 +8,8 @@ promptly, hold its RSS under ``RSS_BOUND`` times its idle level, and never chang
 (nothing the fuzzer sends is a valid record). Everything runs on 127.0.0.1.
 
 CI tries ``LANESYNC_PEER_FUZZ_EXAMPLES`` connections (20 by default); a longer run is
-``LANESYNC_PEER_FUZZ_EXAMPLES=500 pytest tests/sim/test_peer_fuzz.py`` (docs/simulation.md).
+``LANESYNC_PEER_FUZZ_EXAMPLES=500 pytest tests/sim/test_peer_fuzz.py``
+(docs/explanation/simulation.md).
 """
 
 from __future__ import annotations

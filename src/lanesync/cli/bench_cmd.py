@@ -2,7 +2,8 @@
 
 Every scenario runs real processes on 127.0.0.1 only, each link through a fault-injecting
 proxy, for lanesync and (in the same run) its baselines; results go to ``--out``:
-``results.json``, ``report.md`` and ``plots/*.png``. docs/benchmarks.md explains every figure.
+``results.json``, ``report.md`` and ``plots/*.png``. docs/reference/benchmarks.md explains every
+figure.
 """
 
 from __future__ import annotations

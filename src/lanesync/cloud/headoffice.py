@@ -13,7 +13,7 @@ are a projection of them, refreshed after every durable merge:
 When the replica rebuilds its views (a fork was found, or a revocation withdrew records), the
 store's rows are replaced from scratch. Every refresh is one transaction.
 
-Example queries are in docs/cloud.md.
+Example queries are in docs/reference/headoffice-tables.md.
 """
 
 from __future__ import annotations

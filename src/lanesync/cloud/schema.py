@@ -9,8 +9,9 @@ The SQLite database of a single-machine cloud (CLOUD_DIR/headoffice.db, plus one
 store, which is a terminal's own storage) is created and upgraded when ``serve`` opens it: one
 machine, one process, nobody else to coordinate with.
 
-The head-office tables are the same on both engines (docs/cloud.md shows them and example
-queries); PostgreSQL also holds each store's CRDT documents, which SQLite keeps per store.
+The head-office tables are the same on both engines (docs/reference/headoffice-tables.md shows
+them and example queries); PostgreSQL also holds each store's CRDT documents, which SQLite
+keeps per store.
 """
 
 from __future__ import annotations

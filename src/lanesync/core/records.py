@@ -7,8 +7,8 @@ Wire format of one record (the value stored under its key in a CRDT map)::
     hash      = BLAKE2b-256(payload)           -- the next record's prev_hash
 
 The signature covers the exact payload bytes, so verification never re-encodes anything, and a
-record's hash (and therefore the chain) is stable across replicas. ``docs/record-format.md``
-describes every body.
+record's hash (and therefore the chain) is stable across replicas.
+``docs/reference/record-format.md`` describes every body.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
@@ -183,6 +183,7 @@ def install_common(app: FastAPI, token: str) -> None:
     # Added last, so it runs first: a request without the token is refused before BodyLimit or
     # the app read any of its body.
     app.add_middleware(TokenFirst, router=app.router, token=app.state.token)
+    _document_token_and_errors(app)
 
     @app.exception_handler(LanesyncError)
     async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
@@ -210,3 +211,39 @@ def install_common(app: FastAPI, token: str) -> None:
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return _unauthorized()
+
+
+def _document_token_and_errors(app: FastAPI) -> None:
+    """Make the app's OpenAPI document say what the app does: a route with ``RequireToken``
+    needs the bearer token (401 without it), and a body that fails validation is answered 400
+    ``invalid_request`` (the handler in ``install_common``), not FastAPI's default 422."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default()
+        schema.setdefault("components", {})["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "TERMINAL_DIR/api.token"}
+        }
+        for route in app.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            for method in route.methods or ():
+                operation = schema["paths"][route.path_format].get(method.lower())
+                if operation is None:
+                    continue
+                responses = operation.setdefault("responses", {})
+                if responses.get("422", {}).get("description") == "Validation Error":
+                    del responses["422"]
+                    responses["400"] = {
+                        "description": "Invalid request (error code invalid_request)"
+                    }
+                if _needs_token(route.dependant):
+                    operation["security"] = [{"bearer": []}]
+                    responses["401"] = {
+                        "description": "No valid bearer token (error code unauthorized)"
+                    }
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -43,7 +43,7 @@ __all__ = [
 # How long the local API keeps an idle keep-alive connection. uvicorn's default is 5 s, as short
 # as common HTTP clients' own idle expiry (httpx 5 s, Node's agent 5 s, aiohttp 15 s): a POS
 # request sent on a connection the server is closing at that moment gets no answer. A server
-# that waits longer than its clients lets them always close first (docs/operations.md).
+# that waits longer than its clients lets them always close first (docs/how-to/operations.md).
 API_KEEP_ALIVE_S = 65
 # On shutdown, requests in flight get this long to be answered before their connections are
 # dropped. A write is answered in milliseconds (or at once with 503 after a storage failure);

@@ -42,11 +42,11 @@ REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
 # a few milliseconds (~300k small updates/s applied with pycrdt 0.14, measured 2026-11-26).
 COMPACT_MIN_LOG_BYTES = 1024 * 1024
 # A new checkpoint is written once the log rows after the last one hold more bytes than this
-# and than a quarter of the checkpoint itself. Measured (docs/benchmarks.md, foundation): a
-# reopen folds a log row after the checkpoint in ~60 us (221 B a sale), a checkpoint holds
-# ~38 B a record and costs ~25 ms to write at 116k records. So 256 KiB (~1,200 sales, ~70 ms
-# to fold) while small; at 100k sales a rewrite every ~4k sales (~0.25 s to fold), which
-# keeps the rewrite work linear in the data (one per ~4 % growth).
+# and than a quarter of the checkpoint itself. Measured (docs/reference/benchmarks.md,
+# foundation): a reopen folds a log row after the checkpoint in ~60 us (221 B a sale), a
+# checkpoint holds ~38 B a record and costs ~25 ms to write at 116k records. So 256 KiB
+# (~1,200 sales, ~70 ms to fold) while small; at 100k sales a rewrite every ~4k sales (~0.25 s
+# to fold), which keeps the rewrite work linear in the data (one per ~4 % growth).
 CHECKPOINT_MIN_LOG_BYTES = 256 * 1024
 CHECKPOINT_LOG_FRACTION = 4
 # A reopen that asks about more record hashes than this (a full fold asks about each) reads

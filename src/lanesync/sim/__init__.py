@@ -2,7 +2,8 @@
 
 Pure like the core it drives: no sockets, no asyncio, no threads, no SQLite, no real time. All
 randomness comes from ``random.Random`` seeded by the schedule's seed; time is a simulated
-integer millisecond clock. ``lanesync sim`` is its command line; docs/simulation.md explains it.
+integer millisecond clock. ``lanesync sim`` is its command line; docs/explanation/simulation.md
+explains it.
 """
 
 from lanesync.sim.model import (
