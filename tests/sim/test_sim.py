@@ -11,7 +11,7 @@ import pytest
 
 from lanesync.cli import sim_cmd
 from lanesync.core.election import GOSSIP_MS
-from lanesync.shell import mesh, uplink
+from lanesync.shell import dialing, mesh, uplink
 from lanesync.sim import (
     FaultRates,
     Invariant,
@@ -29,9 +29,9 @@ CI_JOBS = 2
 
 
 def test_timings_mirror_the_shell() -> None:
-    assert model.BACKOFF_INITIAL_MS == mesh.BACKOFF_INITIAL_S * 1000
-    assert model.BACKOFF_MAX_MS == mesh.BACKOFF_MAX_S * 1000
-    assert model.CONNECTION_OPEN_TIMEOUT_MS == mesh.CONNECTION_OPEN_TIMEOUT_S * 1000
+    assert model.BACKOFF_INITIAL_MS == dialing.BACKOFF_INITIAL_S * 1000
+    assert model.BACKOFF_MAX_MS == dialing.BACKOFF_MAX_S * 1000
+    assert model.CONNECTION_OPEN_TIMEOUT_MS == dialing.CONNECTION_OPEN_TIMEOUT_S * 1000
     assert model.PING_INTERVAL_MS == mesh.PING_INTERVAL_S * 1000
     assert model.PING_TIMEOUT_MS == mesh.PING_TIMEOUT_S * 1000
     assert model.UPLINK_CHECK_MS == uplink.CHECK_INTERVAL_S * 1000

@@ -53,7 +53,7 @@ LOOPBACK = "127.0.0.1"
 ROOM = "/bench"
 SIGNATURE_STANDIN = 64
 MAX_FRAME = 64 * 1024 * 1024
-BACKOFF_INITIAL_S = 0.2  # as lanesync.shell.mesh, so reconnects cost both the same
+BACKOFF_INITIAL_S = 0.2  # as lanesync.shell.dialing, so reconnects cost both the same
 BACKOFF_MAX_S = 5.0
 
 

@@ -1,5 +1,5 @@
 """What a shell does with a ``Node``, as code both shells run: ``shell/mesh.py`` (a lane, the
-cloud) and ``sim/world.py`` (the simulator). The shell supplies the effects (storage, transport,
+cloud) and ``sim/host.py`` (the simulator). The shell supplies the effects (storage, transport,
 timers) through ``Effects``; the driver decides when and in which order they happen, so the
 simulator exercises exactly the rules a lane runs.
 

@@ -6,7 +6,8 @@ commit what must be durable, send frames (per connection, in order, through one 
 close what must close. Peers' updates are committed with the next acknowledgement, the next
 local write, or after ``commit_delay_s`` (whichever comes first), not once per received frame:
 an fsync per frame was most of a receiving lane's time on the event loop. It also runs the
-node's timers and dials static peers with jittered exponential backoff.
+node's timers. Dialling peers (the peer table, backoff, identity checks) is ``dialing.py``'s
+``PeerTable``; ``Mesh`` runs the connections it dials and keeps its methods as its own.
 """
 
 from __future__ import annotations
@@ -15,15 +16,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as WsState
 
 from lanesync.core.driver import Driver
@@ -37,7 +36,7 @@ from lanesync.shell.admission import (
     TOO_MANY_HANDSHAKES,
     HandshakeGate,
 )
-from lanesync.shell.discovery import Announcement
+from lanesync.shell.dialing import PeerEntry, PeerTable
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
@@ -47,10 +46,6 @@ log = logging.getLogger("lanesync.mesh")
 PING_INTERVAL_S = 2.0
 PING_TIMEOUT_S = 2.0
 CLOSE_TIMEOUT_S = 1.0
-# Reconnect backoff: quick first retry, capped so a healed link is used within seconds.
-BACKOFF_INITIAL_S = 0.2
-BACKOFF_MAX_S = 5.0
-CONNECTION_OPEN_TIMEOUT_S = 5.0
 # An unauthenticated connection may not linger: a peer proves itself in two frames each way.
 HANDSHAKE_TIMEOUT_S = 10.0
 # A peer that does not read is cut off once this much waits for it. The largest legitimate
@@ -61,11 +56,6 @@ MAX_QUEUED_BYTES = MAX_FRAME_SIZE
 # Peers' updates wait at most this long for a commit: as long as an acknowledgement may wait
 # (node.ACK_DELAY_MS), which commits them anyway whenever they came over a link still open.
 PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
-
-
-def _ws_url(address: str, port: int) -> str:
-    host = address if ":" not in address else f"[{address}]"
-    return f"ws://{host}:{port}"
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:
@@ -103,35 +93,6 @@ class _Socket:
     authenticated: bool = False
 
 
-@dataclass(slots=True)
-class PeerEntry:
-    """A peer we know how to reach, from ``--peer`` (static) and/or mDNS discovery."""
-
-    urls: list[str]
-    found_by: set[str]
-    terminal_id: str | None = None  # from mDNS, or learned from the first handshake
-    fingerprint: str | None = None  # announced by mDNS; checked against the handshake
-    attempts: int = 0
-    last_error: str | None = None
-    gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
-    role: Role | None = None  # required role (the cloud endpoint must present a cloud cert)
-    task: asyncio.Task[None] | None = None
-
-    def report(self) -> dict[str, Any]:
-        return {
-            "terminal_id": self.terminal_id,
-            "found_by": sorted(self.found_by),
-            "addresses": list(self.urls),
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-        }
-
-
-# A discovered peer with the larger terminal id waits this long before dialling, so that usually
-# only the smaller one dials and no duplicate connection has to be torn down.
-DISCOVERED_DIAL_GRACE_S = 2.0
-
-
 class Mesh:
     def __init__(
         self,
@@ -157,7 +118,23 @@ class Mesh:
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None  # the node deadline ``_timer`` is armed for
-        self.peers: list[PeerEntry] = []
+        self.peer_table = PeerTable(
+            node,
+            clock=clock,
+            run_connection=self._run_dialed,
+            schedule_flush=self._schedule_flush,
+            flush=self._flush,
+            ws_options=websocket_options,
+        )
+        # The peer table's, under the names callers use (daemon, uplink, api, cloud, bench).
+        self.peers = self.peer_table.peers
+        self.add_static = self.peer_table.add_static
+        self.discovered = self.peer_table.discovered
+        self.add_uplink = self.peer_table.add_uplink
+        self.remove_uplink = self.peer_table.remove_uplink
+        self.lost = self.peer_table.lost
+        self.peers_report = self.peer_table.peers_report
+        self.connected_to = self.peer_table.connected_to
         self.frames_out = 0
         self.bytes_out = 0
         self.gate = HandshakeGate() if gate is None else gate
@@ -168,6 +145,10 @@ class Mesh:
         """websockets server handler for one inbound peer connection. ``first_frame``: a frame
         already read from ``ws`` (the cloud reads the hello to pick the store)."""
         await self._run_connection(ws, dialer=False, first_frame=first_frame)
+
+    async def _run_dialed(self, ws: ClientConnection, peer: PeerEntry) -> str:
+        """Run a connection the peer table dialled to ``peer``; returns why it ended."""
+        return await self._run_connection(ws, dialer=True, peer=peer)
 
     async def _run_connection(
         self,
@@ -202,7 +183,7 @@ class Mesh:
                 if not sock.authenticated:
                     self._check_authenticated(conn_id, sock)
                 if peer is not None and not checked:
-                    checked = self._check_identity(conn_id, peer)
+                    checked = self.peer_table.check_identity(conn_id, peer)
         except ConnectionClosed as exc:
             reason = _closed_reason(exc)
         finally:
@@ -246,81 +227,6 @@ class Mesh:
             self.frames_out += 1
             self.bytes_out += len(frame)
 
-    def _check_identity(self, conn_id: int, peer: PeerEntry) -> bool:
-        """Once the handshake is done: is the peer who its entry says? True when settled."""
-        link = self.node.links.get(conn_id)
-        if link is None or link.peer is None:
-            return False
-        cert = link.peer
-        if peer.role is not None and cert.role is not peer.role:
-            self.node.close_link(
-                conn_id,
-                f"expected a {peer.role.value} certificate, got {cert.role.value}",
-                self._clock(),
-            )
-            self._schedule_flush()
-            return True
-        if peer.terminal_id is None:
-            peer.terminal_id = cert.terminal_id
-        elif peer.terminal_id != cert.terminal_id:
-            self.node.close_link(
-                conn_id, f"answered as {cert.terminal_id}, not {peer.terminal_id}", self._clock()
-            )
-            self._schedule_flush()
-        elif peer.fingerprint is not None and peer.fingerprint != cert.key_fingerprint:
-            self.node.close_link(
-                conn_id, "key fingerprint does not match its mDNS announcement", self._clock()
-            )
-            self._schedule_flush()
-        return True
-
-    def add_static(self, url: str) -> PeerEntry:
-        entry = PeerEntry([url], {"static"})
-        self.peers.append(entry)
-        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
-        return entry
-
-    def discovered(self, found: Announcement) -> None:
-        """An mDNS announcement of a peer of our store: dial it (it must still pass the
-        handshake), unless a certificate we hold for that terminal contradicts its key."""
-        known = [
-            c.key_fingerprint
-            for c in self.node.replica.views.certificates()
-            if c.terminal_id == found.terminal_id
-        ]
-        if known and found.fingerprint not in known:
-            log.debug("mdns.ignored terminal=%s reason=unknown key fingerprint", found.terminal_id)
-            return
-        urls = [_ws_url(address, found.port) for address in found.addresses]
-        entry = next((p for p in self.peers if p.terminal_id == found.terminal_id), None)
-        if entry is None:
-            entry = PeerEntry([], set(), terminal_id=found.terminal_id)
-            self.peers.append(entry)
-        static = [u for u in entry.urls if "static" in entry.found_by and u not in urls]
-        entry.urls = urls + static if "mdns" in entry.found_by or not static else static + urls
-        entry.found_by.add("mdns")
-        entry.fingerprint = found.fingerprint
-        entry.gone = False
-        if entry.task is None or entry.task.done():
-            entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
-
-    def add_uplink(self, url: str, terminal_id: str, role: Role) -> PeerEntry:
-        """Dial the cloud (the leader only); the endpoint must present a ``role`` certificate."""
-        entry = PeerEntry([url], {"cloud"}, terminal_id=terminal_id, role=role)
-        self.peers.append(entry)
-        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
-        return entry
-
-    def remove_uplink(self, entry: PeerEntry) -> None:
-        """Stop dialling the cloud and close the link (leadership moved elsewhere)."""
-        entry.gone = True
-        if entry.task is not None:
-            entry.task.cancel()
-        if entry in self.peers:
-            self.peers.remove(entry)
-        self.node.close_cloud_links(self._clock())
-        self._flush()
-
     def cloud_link_status(self) -> dict[str, Any] | None:
         return next((p for p in self.node.peer_status() if p["role"] == Role.CLOUD.value), None)
 
@@ -330,84 +236,6 @@ class Mesh:
     def kick(self) -> None:
         """Something outside the node changed its timers (the election): re-arm them."""
         self._schedule_flush()
-
-    def lost(self, terminal_id: str) -> None:
-        """mDNS goodbye: stop redialling (an open connection lives until it closes)."""
-        for entry in self.peers:
-            if entry.terminal_id == terminal_id:
-                entry.found_by.discard("mdns")
-                entry.gone = not entry.found_by
-
-    async def _dial_forever(self, peer: PeerEntry) -> None:
-        """Keep one connection to a peer: reconnect with jittered exponential backoff."""
-        delay = BACKOFF_INITIAL_S
-        if (
-            peer.found_by == {"mdns"}
-            and peer.terminal_id is not None
-            and peer.terminal_id < self.node.terminal_id
-        ):
-            await asyncio.sleep(DISCOVERED_DIAL_GRACE_S)
-        while not peer.gone:
-            if peer.terminal_id is not None and self.connected_to(peer.terminal_id):
-                # The pair already has a connection (the peer dialed us): nothing to do.
-                await asyncio.sleep(BACKOFF_MAX_S)
-                continue
-            started = time.monotonic()
-            for url in list(peer.urls):  # most preferred address first; keep what answers
-                peer.attempts += 1
-                try:
-                    async with connect(
-                        url,
-                        open_timeout=CONNECTION_OPEN_TIMEOUT_S,
-                        proxy=None,
-                        **websocket_options(),
-                    ) as ws:
-                        peer.last_error = None
-                        if url in peer.urls and peer.urls[0] != url:
-                            peer.urls.remove(url)
-                            peer.urls.insert(0, url)
-                        peer.last_error = await self._run_connection(ws, dialer=True, peer=peer)
-                    break
-                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                    peer.last_error = f"{url}: {type(exc).__name__}: {exc}"
-            if time.monotonic() - started > 2 * BACKOFF_MAX_S:
-                delay = BACKOFF_INITIAL_S  # it was up for a while: retry promptly
-            # Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): lanes that
-            # lost the same switch do not all reconnect in the same millisecond.
-            await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
-            delay = min(BACKOFF_MAX_S, delay * 2)
-
-    def peers_report(self) -> list[dict[str, Any]]:
-        """Every peer known from --peer, mDNS or an inbound connection, one row per terminal."""
-        status = {str(p["terminal_id"]): p for p in self.node.peer_status()}
-        rows: dict[str, dict[str, Any]] = {}
-        for entry in self.peers:
-            row = entry.report()
-            key = entry.terminal_id or entry.urls[0]
-            live = status.get(key)
-            row["connected"] = live is not None
-            row["last_seen_ms"] = live["last_seen_ms"] if live else None
-            row["unacked_bytes"] = live["unacked_bytes"] if live else None
-            rows[key] = row
-        for terminal, live in status.items():
-            if terminal not in rows:
-                rows[terminal] = {
-                    "terminal_id": terminal,
-                    "found_by": ["inbound"],
-                    "addresses": [],
-                    "attempts": 0,
-                    "last_error": None,
-                    "connected": True,
-                    "last_seen_ms": live["last_seen_ms"],
-                    "unacked_bytes": live["unacked_bytes"],
-                }
-        return [rows[k] for k in sorted(rows)]
-
-    def connected_to(self, terminal_id: str) -> bool:
-        return any(
-            link.is_open and link.peer is not None and link.peer.terminal_id == terminal_id
-            for link in self.node.links.values()
-        )
 
     # -- local writes ----------------------------------------------------------------------------
 

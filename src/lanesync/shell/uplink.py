@@ -21,7 +21,8 @@ from lanesync.core.driver import UplinkStep, steer_uplink
 from lanesync.core.election import Election
 from lanesync.core.identity import Role
 from lanesync.core.ids import CLOUD_TERMINAL_ID
-from lanesync.shell.mesh import Mesh, PeerEntry
+from lanesync.shell.dialing import PeerEntry
+from lanesync.shell.mesh import Mesh
 
 log = logging.getLogger("lanesync.uplink")
 

@@ -13,8 +13,9 @@ from lanesync.core.hlc import Hlc
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
+from lanesync.sim.host import CLOUD, Host
 from lanesync.sim.model import Invariant
-from lanesync.sim.world import CLOUD, Host, Simulator
+from lanesync.sim.world import Simulator
 
 
 @dataclass(frozen=True, slots=True)

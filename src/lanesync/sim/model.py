@@ -12,11 +12,11 @@ from dataclasses import dataclass, field, replace
 from lanesync.core.node import ACK_DELAY_MS, ANTI_ENTROPY_MS
 
 # -- timings the simulated shell shares with the real one ---------------------------------------
-# Mirrors of lanesync.shell.mesh / lanesync.shell.uplink (which import asyncio, so the pure
+# Mirrors of lanesync.shell.mesh, .dialing and .uplink (which import asyncio, so the pure
 # simulator cannot import them); tests/sim checks they stay equal.
-BACKOFF_INITIAL_MS = 200  # shell.mesh.BACKOFF_INITIAL_S
-BACKOFF_MAX_MS = 5_000  # shell.mesh.BACKOFF_MAX_S
-CONNECTION_OPEN_TIMEOUT_MS = 5_000  # shell.mesh.CONNECTION_OPEN_TIMEOUT_S
+BACKOFF_INITIAL_MS = 200  # shell.dialing.BACKOFF_INITIAL_S
+BACKOFF_MAX_MS = 5_000  # shell.dialing.BACKOFF_MAX_S
+CONNECTION_OPEN_TIMEOUT_MS = 5_000  # shell.dialing.CONNECTION_OPEN_TIMEOUT_S
 PING_INTERVAL_MS = 2_000  # shell.mesh.PING_INTERVAL_S
 PING_TIMEOUT_MS = 2_000  # shell.mesh.PING_TIMEOUT_S
 UPLINK_CHECK_MS = 250  # shell.uplink.CHECK_INTERVAL_S

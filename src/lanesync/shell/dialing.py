@@ -1,0 +1,244 @@
+"""The peer table and dialling: the peers a lane knows how to reach (``--peer``, mDNS, the cloud
+uplink), one task per peer that keeps one connection to it (jittered exponential backoff), the
+check that a dialled peer is who its entry says, and the report of them all.
+
+``PeerTable`` is the pump's (``shell/mesh.py``) dialling half. Its interface to the pump is what
+``Mesh`` hands it: the node (read, and told to close links that fail the identity check), the
+clock, ``run_connection`` (the pump runs a dialled connection until it ends and says why), and
+``schedule_flush`` / ``flush`` (the node has output to drain). The pump calls
+``check_identity`` on each frame of a dialled connection until it returns True.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidURI
+
+from lanesync.core.identity import Role
+from lanesync.core.node import Node
+from lanesync.shell.discovery import Announcement
+
+log = logging.getLogger("lanesync.mesh")
+
+# Reconnect backoff: quick first retry, capped so a healed link is used within seconds.
+BACKOFF_INITIAL_S = 0.2
+BACKOFF_MAX_S = 5.0
+CONNECTION_OPEN_TIMEOUT_S = 5.0
+
+
+def _ws_url(address: str, port: int) -> str:
+    host = address if ":" not in address else f"[{address}]"
+    return f"ws://{host}:{port}"
+
+
+@dataclass(slots=True)
+class PeerEntry:
+    """A peer we know how to reach, from ``--peer`` (static) and/or mDNS discovery."""
+
+    urls: list[str]
+    found_by: set[str]
+    terminal_id: str | None = None  # from mDNS, or learned from the first handshake
+    fingerprint: str | None = None  # announced by mDNS; checked against the handshake
+    attempts: int = 0
+    last_error: str | None = None
+    gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
+    role: Role | None = None  # required role (the cloud endpoint must present a cloud cert)
+    task: asyncio.Task[None] | None = None
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "terminal_id": self.terminal_id,
+            "found_by": sorted(self.found_by),
+            "addresses": list(self.urls),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+        }
+
+
+# A discovered peer with the larger terminal id waits this long before dialling, so that usually
+# only the smaller one dials and no duplicate connection has to be torn down.
+DISCOVERED_DIAL_GRACE_S = 2.0
+
+
+class PeerTable:
+    """The peers we dial and their dialling tasks (see the module docstring for the interface)."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        clock: Callable[[], int],
+        run_connection: Callable[[ClientConnection, PeerEntry], Awaitable[str]],
+        schedule_flush: Callable[[], None],
+        flush: Callable[[], None],
+        ws_options: Callable[[], dict[str, Any]],
+    ) -> None:
+        """``ws_options``: a peer connection's websockets options (``mesh.websocket_options``)."""
+        self.node = node
+        self._clock = clock
+        self._run_connection = run_connection
+        self._schedule_flush = schedule_flush
+        self._flush = flush
+        self._ws_options = ws_options
+        self.peers: list[PeerEntry] = []
+
+    def check_identity(self, conn_id: int, peer: PeerEntry) -> bool:
+        """Once the handshake is done: is the peer who its entry says? True when settled."""
+        link = self.node.links.get(conn_id)
+        if link is None or link.peer is None:
+            return False
+        cert = link.peer
+        if peer.role is not None and cert.role is not peer.role:
+            self.node.close_link(
+                conn_id,
+                f"expected a {peer.role.value} certificate, got {cert.role.value}",
+                self._clock(),
+            )
+            self._schedule_flush()
+            return True
+        if peer.terminal_id is None:
+            peer.terminal_id = cert.terminal_id
+        elif peer.terminal_id != cert.terminal_id:
+            self.node.close_link(
+                conn_id, f"answered as {cert.terminal_id}, not {peer.terminal_id}", self._clock()
+            )
+            self._schedule_flush()
+        elif peer.fingerprint is not None and peer.fingerprint != cert.key_fingerprint:
+            self.node.close_link(
+                conn_id, "key fingerprint does not match its mDNS announcement", self._clock()
+            )
+            self._schedule_flush()
+        return True
+
+    def add_static(self, url: str) -> PeerEntry:
+        entry = PeerEntry([url], {"static"})
+        self.peers.append(entry)
+        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        return entry
+
+    def discovered(self, found: Announcement) -> None:
+        """An mDNS announcement of a peer of our store: dial it (it must still pass the
+        handshake), unless a certificate we hold for that terminal contradicts its key."""
+        known = [
+            c.key_fingerprint
+            for c in self.node.replica.views.certificates()
+            if c.terminal_id == found.terminal_id
+        ]
+        if known and found.fingerprint not in known:
+            log.debug("mdns.ignored terminal=%s reason=unknown key fingerprint", found.terminal_id)
+            return
+        urls = [_ws_url(address, found.port) for address in found.addresses]
+        entry = next((p for p in self.peers if p.terminal_id == found.terminal_id), None)
+        if entry is None:
+            entry = PeerEntry([], set(), terminal_id=found.terminal_id)
+            self.peers.append(entry)
+        static = [u for u in entry.urls if "static" in entry.found_by and u not in urls]
+        entry.urls = urls + static if "mdns" in entry.found_by or not static else static + urls
+        entry.found_by.add("mdns")
+        entry.fingerprint = found.fingerprint
+        entry.gone = False
+        if entry.task is None or entry.task.done():
+            entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+
+    def add_uplink(self, url: str, terminal_id: str, role: Role) -> PeerEntry:
+        """Dial the cloud (the leader only); the endpoint must present a ``role`` certificate."""
+        entry = PeerEntry([url], {"cloud"}, terminal_id=terminal_id, role=role)
+        self.peers.append(entry)
+        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        return entry
+
+    def remove_uplink(self, entry: PeerEntry) -> None:
+        """Stop dialling the cloud and close the link (leadership moved elsewhere)."""
+        entry.gone = True
+        if entry.task is not None:
+            entry.task.cancel()
+        if entry in self.peers:
+            self.peers.remove(entry)
+        self.node.close_cloud_links(self._clock())
+        self._flush()
+
+    def lost(self, terminal_id: str) -> None:
+        """mDNS goodbye: stop redialling (an open connection lives until it closes)."""
+        for entry in self.peers:
+            if entry.terminal_id == terminal_id:
+                entry.found_by.discard("mdns")
+                entry.gone = not entry.found_by
+
+    async def _dial_forever(self, peer: PeerEntry) -> None:
+        """Keep one connection to a peer: reconnect with jittered exponential backoff."""
+        delay = BACKOFF_INITIAL_S
+        if (
+            peer.found_by == {"mdns"}
+            and peer.terminal_id is not None
+            and peer.terminal_id < self.node.terminal_id
+        ):
+            await asyncio.sleep(DISCOVERED_DIAL_GRACE_S)
+        while not peer.gone:
+            if peer.terminal_id is not None and self.connected_to(peer.terminal_id):
+                # The pair already has a connection (the peer dialed us): nothing to do.
+                await asyncio.sleep(BACKOFF_MAX_S)
+                continue
+            started = time.monotonic()
+            for url in list(peer.urls):  # most preferred address first; keep what answers
+                peer.attempts += 1
+                try:
+                    async with connect(
+                        url,
+                        open_timeout=CONNECTION_OPEN_TIMEOUT_S,
+                        proxy=None,
+                        **self._ws_options(),
+                    ) as ws:
+                        peer.last_error = None
+                        if url in peer.urls and peer.urls[0] != url:
+                            peer.urls.remove(url)
+                            peer.urls.insert(0, url)
+                        peer.last_error = await self._run_connection(ws, peer)
+                    break
+                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                    peer.last_error = f"{url}: {type(exc).__name__}: {exc}"
+            if time.monotonic() - started > 2 * BACKOFF_MAX_S:
+                delay = BACKOFF_INITIAL_S  # it was up for a while: retry promptly
+            # Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): lanes that
+            # lost the same switch do not all reconnect in the same millisecond.
+            await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
+            delay = min(BACKOFF_MAX_S, delay * 2)
+
+    def peers_report(self) -> list[dict[str, Any]]:
+        """Every peer known from --peer, mDNS or an inbound connection, one row per terminal."""
+        status = {str(p["terminal_id"]): p for p in self.node.peer_status()}
+        rows: dict[str, dict[str, Any]] = {}
+        for entry in self.peers:
+            row = entry.report()
+            key = entry.terminal_id or entry.urls[0]
+            live = status.get(key)
+            row["connected"] = live is not None
+            row["last_seen_ms"] = live["last_seen_ms"] if live else None
+            row["unacked_bytes"] = live["unacked_bytes"] if live else None
+            rows[key] = row
+        for terminal, live in status.items():
+            if terminal not in rows:
+                rows[terminal] = {
+                    "terminal_id": terminal,
+                    "found_by": ["inbound"],
+                    "addresses": [],
+                    "attempts": 0,
+                    "last_error": None,
+                    "connected": True,
+                    "last_seen_ms": live["last_seen_ms"],
+                    "unacked_bytes": live["unacked_bytes"],
+                }
+        return [rows[k] for k in sorted(rows)]
+
+    def connected_to(self, terminal_id: str) -> bool:
+        return any(
+            link.is_open and link.peer is not None and link.peer.terminal_id == terminal_id
+            for link in self.node.links.values()
+        )

@@ -1,0 +1,376 @@
+"""The simulated shell of one host (a lane or the cloud): what survives its crashes, the effects
+its core ``Driver`` has (``_HostEffects``), start, commit, calls into the core, timers, crash and
+restart.
+
+A ``Host`` is the process; ``HostShell`` is the part of ``Simulator`` that runs it. It does what
+``shell/mesh.py``, ``shell/terminal.py`` and ``shell/daemon.py`` do for a real lane, on simulated
+storage (the ``durable`` rows) and the simulated network (``transport.py``). Dialling and the
+uplink are in ``dialing.py``.
+"""
+
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from nacl.signing import SigningKey
+
+from lanesync.core.driver import Driver
+from lanesync.core.election import LEASE_MS, Election
+from lanesync.core.identity import (
+    Certificate,
+    LocalIdentity,
+    Role,
+)
+from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId
+from lanesync.core.node import Close, Node
+from lanesync.core.replica import Change, Replica
+from lanesync.sim.loop import EventLoop
+from lanesync.sim.model import (
+    BACKOFF_INITIAL_MS,
+    BASE_MS,
+    DAY_MS,
+    UPLINK_CHECK_MS,
+    EventKind,
+    Invariant,
+)
+from lanesync.sim.network import Conn, Fin, Item
+from lanesync.sim.planted import (
+    RmwStockView,
+)
+
+CLOUD = str(CLOUD_TERMINAL_ID)
+STORE_ID = StoreId("simstore")
+CLIENT_ID_BITS = 31  # shell.directories.CLIENT_ID_BITS
+CERT_NOT_AFTER_MS = BASE_MS + 10 * 365 * DAY_MS
+SIM_REASON = "sim: "  # transport reasons the simulator gives (resets, timeouts, kills)
+
+
+class CrashMode:
+    """How a pending crash strikes: at the next local write before its commit, or right after
+    the next merge of received data, before that merge is committed."""
+
+    WRITE = "during-commit"
+    MERGE = "during-merge"
+
+
+@dataclass(eq=False)
+class Dialer:
+    """The daemon's ``_dial_forever`` for one peer: one attempt at a time, jittered backoff."""
+
+    target: str
+    delay_ms: int = BACKOFF_INITIAL_MS
+    conn_id: int | None = None  # the connection it dialed, while our end holds it
+    started_ms: int = 0
+    gen: int = 0  # bumped to cancel scheduled attempts
+    stopped: bool = False
+
+
+@dataclass(eq=False)
+class Host:
+    """A terminal process (a lane or the cloud) and what survives its crashes (``durable``)."""
+
+    name: str
+    role: Role
+    key: SigningKey
+    cert: Certificate
+    rng: random.Random
+    priority: int = 0
+    offset_ms: int = 0
+    durable: dict[str, list[bytes]] = field(default_factory=dict)
+    verified: set[bytes] = field(default_factory=set)
+    deferred: list[Change] = field(default_factory=list)  # peers' updates not committed yet
+    replica: Replica | None = None
+    node: Node | None = None
+    driver: Driver | None = None
+    election: Election | None = None
+    sessions: int = 0
+    timer_gen: int = 0
+    armed_ms: int | None = None
+    timer_ran_at: int | None = None
+    dialers: dict[str, Dialer] = field(default_factory=dict)
+    uplink: Dialer | None = None
+    pending_crash: str | None = None
+    view: RmwStockView | None = None
+    last_leader: str | None = None
+
+    @property
+    def alive(self) -> bool:
+        return self.node is not None
+
+    @property
+    def is_cloud(self) -> bool:
+        return self.role is Role.CLOUD
+
+
+class Killed(BaseException):
+    """The simulated process died inside a commit: nothing after it runs."""
+
+
+class _HostEffects:
+    """What the simulated shell does for one host's ``Driver`` (core.driver.Effects): the same
+    calls the real shell (``shell/mesh.py``) makes, on the simulated storage and network."""
+
+    def __init__(self, world: HostShell, host: Host) -> None:
+        self._world = world
+        self._host = host
+        self._session = host.sessions
+
+    def defer(self, changes: Sequence[Change]) -> None:
+        self._host.deferred.extend(change for change in changes if change)
+
+    def has_deferred(self) -> bool:
+        return bool(self._host.deferred)
+
+    def commit_deferred(self) -> bool:
+        self._world._commit_deferred(self._host)
+        return True
+
+    def commit_after(self, delay_ms: int) -> None:
+        world = self._world
+        world._at(world.now + delay_ms, world._commit_due, self._host, self._session)
+
+    def send(self, conn_id: int, frames: Sequence[bytes]) -> None:
+        self._world._transmit(self._host, conn_id, frames)
+
+    def close(self, conn_id: int, close: Close) -> None:
+        self._world._closed_locally(self._host, conn_id, close)
+
+    def note(self, event: str, fields: dict[str, Any]) -> None:
+        if event == "peer.connected":
+            world = self._world
+            world.last_change_ms = world.now
+            world._note(EventKind.CONNECTED, self._host.name, str(fields.get("peer", "")))
+
+    def wake_at(self, deadline_ms: int | None) -> None:
+        self._world._arm(self._host, deadline_ms)
+
+
+class HostShell(EventLoop):
+    """The ``Simulator``'s hosts: start, commit, calls into the core, timers, crash, restart."""
+
+    if TYPE_CHECKING:  # defined by a part above this one (see loop.py)
+
+        def _enqueue(self, conn: Conn, dst: str, item: Item) -> None: ...
+
+        def _forget_if_done(self, conn: Conn) -> None: ...
+
+        def _transmit(self, host: Host, conn_id: int, frames: Sequence[bytes]) -> None: ...
+
+        def _closed_locally(self, host: Host, conn_id: int, close: Close) -> None: ...
+
+        def _dial(self, host: Host, dialer: Dialer, gen: int, session: int) -> None: ...
+
+        def _probe(self, host: Host, session: int) -> None: ...
+
+        def _steer(self, host: Host, session: int) -> None: ...
+
+    # -- hosts -------------------------------------------------------------------------------------
+
+    def local_ms(self, host: Host) -> int:
+        return self.base + self.now + host.offset_ms
+
+    def _start(self, host: Host) -> None:
+        host.sessions += 1
+        local = self.local_ms(host)
+        replica = Replica(
+            self.store,
+            1 + host.rng.randrange(2**CLIENT_ID_BITS - 1),
+            LocalIdentity(host.cert, host.key),
+        )
+        self._commit(host, replica.restore(host.durable, host.verified, local))
+        election = None
+        if not host.is_cloud:
+            election = self._election_cls(host.name, priority=host.priority, started_ms=local)
+        host.replica = replica
+        host.election = election
+        node = host.node = self._node_cls(
+            replica,
+            random_bytes=host.rng.randbytes,
+            anti_entropy_ms=self.config.anti_entropy_ms,
+            ack_delay_ms=self.config.ack_delay_ms,
+            election=election,
+        )
+        # The cloud commits every merge at once (its head-office tables follow each commit).
+        delay = 0 if host.is_cloud else self.config.ack_delay_ms
+        host.driver = self._driver_cls(node, _HostEffects(self, host), commit_delay_ms=delay)
+        host.armed_ms = None
+        host.timer_gen += 1
+        host.pending_crash = None
+        host.last_leader = None
+        self.last_change_ms = self.now
+        if not host.is_cloud:
+            session = host.sessions
+            for peer in self.neighbors[host.name]:
+                dialer = Dialer(peer)
+                host.dialers[peer] = dialer
+                self._at(self.now, self._dial, host, dialer, dialer.gen, session)
+            self._at(self.now, self._probe, host, session)
+            self._at(self.now + UPLINK_CHECK_MS, self._steer, host, session)
+        self._flush(host)
+
+    def _valid(self, host: Host, session: int) -> bool:
+        return host.alive and host.sessions == session
+
+    def _commit_deferred(self, host: Host) -> None:
+        deferred, host.deferred = host.deferred, []
+        for change in deferred:
+            self._commit(host, change)
+
+    def _commit_due(self, host: Host, session: int) -> None:
+        if self._valid(host, session) and host.driver is not None:
+            host.driver.commit_due()
+
+    def _commit(self, host: Host, change: Change) -> None:
+        for doc, update in change.updates:
+            host.durable.setdefault(doc, []).append(update)
+        host.verified.update(change.verdicts)
+
+    def _call(self, host: Host, what: str, fn: Callable[[], object]) -> bool:
+        """Call into a host's core; an exception out of it is a finding (and kills the host,
+        as an unhandled exception would kill the daemon's task)."""
+        if what != "handle_timer":
+            # Work that arrives after the timer ran may legitimately be due at once (a closed
+            # link schedules anti-entropy now): only a deadline left in the past by
+            # handle_timer itself is a busy loop.
+            host.timer_ran_at = None
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - the simulator reports core exceptions
+            self._core_raised(host, what, exc)
+            return False
+        except BaseException as exc:
+            if type(exc).__name__ != "PanicException":  # pyo3's, from pycrdt
+                raise
+            self._core_raised(host, what, exc)
+            return False
+        return True
+
+    def _core_raised(self, host: Host, what: str, exc: BaseException) -> None:
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        self.violate(
+            Invariant.EXCEPTION,
+            f"{host.name} {what}: {type(exc).__name__}: {exc} "
+            f"(at {where.filename.rsplit('/', 1)[-1]}:{where.lineno})",
+            (host.name,),
+        )
+        self._crash(host, "core raised")
+
+    def _flush(self, host: Host) -> None:
+        """Handle a node's output as the real shell does: through the same core Driver."""
+        if host.driver is None:
+            return
+        host.driver.flush()
+        self._watch_leader(host)
+
+    def _watch_leader(self, host: Host) -> None:
+        election = host.election
+        if election is None or election.leader == host.last_leader:
+            return
+        host.last_leader = election.leader
+        self.last_change_ms = self.now
+        self._note(
+            EventKind.LEADER,
+            host.name,
+            election.leader or "",
+            f"term={election.leader_term} reachable={election.reachable}",
+        )
+
+    # -- timers ------------------------------------------------------------------------------------
+
+    def _arm(self, host: Host, deadline: int | None) -> None:
+        if host.node is None:
+            return
+        local = self.local_ms(host)
+        if deadline is not None and deadline <= local and host.timer_ran_at == local:
+            # handle_timer(now) just ran and still asks to be woken in the past: the real
+            # daemon would spin (call_later(0) forever). Report it, then wake at the next
+            # deadline that is really ahead, which is when the spinning daemon would act.
+            if not self.busy_timer_reported:  # once per schedule: it is one finding
+                self.busy_timer_reported = True
+                self.violate(
+                    Invariant.TIMERS,
+                    f"{host.name}: next_deadline() = {deadline} <= now {local} right after "
+                    "handle_timer(now): the shell's timer would fire in a busy loop",
+                    (host.name,),
+                )
+            deadline = self._future_deadline(host, local)
+        if deadline == host.armed_ms:
+            return
+        host.armed_ms = deadline
+        host.timer_gen += 1
+        if deadline is not None:
+            self._at(deadline - self.base - host.offset_ms, self._timer, host, host.timer_gen)
+
+    @staticmethod
+    def _future_deadline(host: Host, local: int) -> int | None:
+        node = host.node
+        candidates: list[int] = []
+        if node is not None:
+            for link in node.links.values():
+                if link.is_open:
+                    candidates += [
+                        d for d in (link.ack_due_ms, link.anti_entropy_due_ms) if d is not None
+                    ]
+        election = host.election
+        if election is not None:
+            candidates.append(election._next_gossip_ms)
+            candidates.append(election.started_ms + LEASE_MS)
+            candidates += [h.heard_ms + LEASE_MS for h in election._heard.values()]
+        return min((c for c in candidates if c > local), default=None)
+
+    def _timer(self, host: Host, gen: int) -> None:
+        node = host.node
+        if node is None or gen != host.timer_gen:
+            return
+        host.armed_ms = None
+        local = self.local_ms(host)
+        host.timer_ran_at = local
+        if self._call(host, "handle_timer", lambda: node.handle_timer(local)):
+            self._flush(host)
+
+    # -- crashes -----------------------------------------------------------------------------------
+
+    def _crash(self, host: Host, why: str) -> None:
+        """SIGKILL: memory is gone, ``durable`` stays; peers see the kernel close the sockets."""
+        if not host.alive:
+            return
+        self._note(EventKind.CRASH, host.name, detail=why)
+        self.last_change_ms = self.now
+        host.node = None
+        host.replica = None
+        host.election = None
+        host.pending_crash = None
+        host.deferred = []
+        host.driver = None
+        host.timer_gen += 1
+        host.armed_ms = None
+        for dialer in [*host.dialers.values(), host.uplink]:
+            if dialer is not None:
+                dialer.stopped = True
+                dialer.gen += 1
+        host.dialers = {}
+        host.uplink = None
+        for conn in list(self.conns.values()):
+            if host.name not in conn.ends:
+                continue
+            conn.ends.remove(host.name)
+            conn.pipes[host.name].clear()
+            other = conn.other(host.name)
+            if other in conn.ends:
+                self._enqueue(conn, other, Fin(SIM_REASON + "peer process killed"))
+            self._forget_if_done(conn)
+        delay = self.rng.randint(300, 4_000) if self.faulty else 1_000
+        self._at(self.now + delay, self._restart, host, host.sessions)
+
+    def _restart(self, host: Host, session: int) -> None:
+        if host.alive or host.sessions != session:
+            return
+        if not host.is_cloud and self.rng.random() < 0.5:  # a reboot may come back skewed
+            skew = self.config.max_skew_ms
+            host.offset_ms = self.rng.randint(-skew, skew)
+        self._note(EventKind.RESTART, host.name, detail=f"skew={host.offset_ms:+d}")
+        self._start(host)
