@@ -116,6 +116,8 @@ class PeerTable:
                 conn_id, "key fingerprint does not match its mDNS announcement", self._clock()
             )
             self._schedule_flush()
+        else:
+            peer.last_error = None  # a verified session: the last failure is history
         return True
 
     def add_static(self, url: str) -> PeerEntry:
@@ -196,7 +198,8 @@ class PeerTable:
                         proxy=None,
                         **self._ws_options(),
                     ) as ws:
-                        peer.last_error = None
+                        # ``last_error`` stays until the peer is verified (check_identity): a
+                        # transport that opens and is then refused must not read as healthy.
                         if url in peer.urls and peer.urls[0] != url:
                             peer.urls.remove(url)
                             peer.urls.insert(0, url)
