@@ -25,7 +25,7 @@ from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_r
 from lanesync.shell.server import (
     ApiServer,
     Shutdown,
-    bind_socket,
+    bind_sockets,
     configure_logging,
     socket_url,
     stop_api,
@@ -67,12 +67,7 @@ async def run_cloud(config: CloudConfig) -> None:
 
 async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown) -> None:
     shutdown.install_signals()
-    peer_sock = bind_socket(*config.listen)
-    try:
-        api_sock = bind_socket(*config.api)
-    except BaseException:
-        peer_sock.close()
-        raise
+    peer_sock, api_sock = bind_sockets(config.listen, config.api)
     service.listen = socket_url("ws", peer_sock)
     service.api = socket_url("http", api_sock)
     token = load_or_create_token(config.directory)

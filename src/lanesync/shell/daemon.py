@@ -31,7 +31,7 @@ from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_r
 from lanesync.shell.server import (
     ApiServer,
     Shutdown,
-    bind_socket,
+    bind_sockets,
     configure_logging,
     socket_url,
     stop_api,
@@ -104,12 +104,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
     mesh = Mesh(node, terminal)
     committer = GroupCommitter(terminal, publish=mesh.write)
     uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
-    peer_sock = bind_socket(*config.listen)
-    try:
-        api_sock = bind_socket(*config.api)
-    except BaseException:
-        peer_sock.close()
-        raise
+    peer_sock, api_sock = bind_sockets(config.listen, config.api)
     state = DaemonState(
         terminal,
         committer,

@@ -36,6 +36,7 @@ __all__ = [
     "ApiServer",
     "Shutdown",
     "bind_socket",
+    "bind_sockets",
     "socket_url",
     "stop_api",
 ]
@@ -115,6 +116,20 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def bind_sockets(
+    listen: tuple[str, int], api: tuple[str, int]
+) -> tuple[socket.socket, socket.socket]:
+    """The peer socket and the API socket, both bound, or neither (a UsageError naming the
+    address that could not be bound)."""
+    peer_sock = bind_socket(*listen)
+    try:
+        api_sock = bind_socket(*api)
+    except BaseException:
+        peer_sock.close()
+        raise
+    return peer_sock, api_sock
+
+
 def socket_url(scheme: str, sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
@@ -135,14 +150,14 @@ class Shutdown:
 
     def __init__(self) -> None:
         self._event = asyncio.Event()
-        self.failure: BaseException | None = None
+        self.failure: StorageError | None = None
 
     def install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._event.set)
 
-    def storage_failed(self, exc: BaseException) -> None:
+    def storage_failed(self, exc: StorageError) -> None:
         if self.failure is None:
             self.failure = exc
             log.error("storage failed, stopping: %s", exc)
@@ -153,7 +168,5 @@ class Shutdown:
 
     def raise_failure(self) -> None:
         """After the shutdown: raise the storage failure, if that is why it stopped."""
-        if isinstance(self.failure, StorageError):
-            raise self.failure
         if self.failure is not None:
-            raise StorageError(str(self.failure)) from self.failure
+            raise self.failure
