@@ -22,6 +22,9 @@ from typing import Any, Protocol, TypeVar
 import httpx
 import pytest
 
+from lanesync.core.connection import PeerConnection
+from lanesync.core.identity import Certificate
+from lanesync.shell.directories import TerminalDirectory
 from lanesync.tools.faultproxy import FaultLink
 
 T = TypeVar("T")
@@ -32,6 +35,18 @@ LOG_TAIL_LINES = 80
 # A new connection per request, so that no test depends on the API's keep-alive policy (which
 # test_an_idle_keep_alive_connection_outlives_common_client_expiry checks on its own).
 FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
+
+
+class AcceptAll:
+    """The refusal policy of a test's own peer: it accepts whoever the lane is."""
+
+    def refusal(self, peer: Certificate, now_ms: int) -> str | None:
+        return None
+
+
+def peer_connection(directory: TerminalDirectory) -> PeerConnection:
+    """A pure-core connection speaking as ``directory``'s enrolled terminal (a test's peer)."""
+    return PeerConnection(directory.me, directory.store, AcceptAll())
 
 
 def process_env(columns: int) -> dict[str, str]:

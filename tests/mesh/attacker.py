@@ -59,7 +59,7 @@ import httpx
 import msgpack
 import psutil
 from shell.helpers import write_together  # tests/ is on sys.path, as for `support`
-from support import FRESH_CONNECTIONS
+from support import FRESH_CONNECTIONS, peer_connection
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State as WsState
@@ -69,7 +69,7 @@ from websockets.utils import apply_mask
 from lanesync.bench.stats import percentile
 from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.connection import Closed, PeerConnection, Received
-from lanesync.core.identity import Certificate, Role
+from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.wire import (
     NONCE_SIZE,
@@ -580,18 +580,13 @@ class RawPeer:
             self.refusals.append(frame.reason)
 
 
-class _AcceptAll:
-    def refusal(self, peer: Certificate, now_ms: int) -> str | None:
-        return None
-
-
 # -- item 2: an enrolled peer that floods and never reads ----------------------------------------
 
 
 def authenticate(peer: RawPeer, directory: TerminalDirectory) -> PeerConnection:
     """A real handshake with the lane as ``directory``'s terminal, over ``peer``; returns the
     open connection (AttackError if the lane refused it)."""
-    connection = PeerConnection(directory.me, directory.store, _AcceptAll())
+    connection = peer_connection(directory)
     connection.start()
     peer.send_messages(connection.data_to_send())
     # Established on our side means the lane accepted our hello; the lane is established once

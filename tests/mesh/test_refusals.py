@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from support import peer_connection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -30,7 +31,7 @@ from lanesync.core.connection import (
     PeerConnection,
     Received,
 )
-from lanesync.core.identity import Certificate, Role
+from lanesync.core.identity import Role
 from lanesync.core.ids import CATALOG_DOC
 from lanesync.core.wire import (
     MAX_FRAME_SIZE,
@@ -343,16 +344,6 @@ def test_connections_stuck_in_the_handshake_are_capped_oldest_first(pair: Pair) 
 # -- replayed frames -------------------------------------------------------------------------------
 
 
-class AcceptAll:
-    def refusal(self, peer: Certificate, now_ms: int) -> str | None:
-        return None
-
-
-def peer_connection(path: Path) -> PeerConnection:
-    directory = TerminalDirectory.open(path)
-    return PeerConnection(directory.me, directory.store, AcceptAll())
-
-
 def authenticate(q: PeerConnection, ws: ClientConnection, pair: Pair) -> None:
     """Complete a real handshake of q with a over ``ws``."""
     q.start()
@@ -374,7 +365,7 @@ def test_an_authenticated_peer_may_send_messages_over_the_handshake_limit(pair: 
     read and judged on its content (here garbage updates: a policy violation), not refused by
     size (1009)."""
     before = settled(pair)
-    q = peer_connection(pair.spare["q"])
+    q = peer_connection(TerminalDirectory.open(pair.spare["q"]))
     with raw_client(pair.a) as ws:
         authenticate(q, ws, pair)
         q.send(Updates((Update(CATALOG_DOC, os.urandom(1024 * 1024), "q"),)))
@@ -393,7 +384,7 @@ def test_replayed_frame_over_a_real_socket_is_refused(pair: Pair) -> None:
     """An enrolled terminal (q, run here on the pure core) completes a real handshake with a,
     sends one sealed message, then sends the very same frame again."""
     before = settled(pair)
-    q = peer_connection(pair.spare["q"])
+    q = peer_connection(TerminalDirectory.open(pair.spare["q"]))
     with raw_client(pair.a) as ws:
         authenticate(q, ws, pair)
         q.send(Peers(()))
@@ -429,8 +420,9 @@ def handshake(left: PeerConnection, right: PeerConnection, now_ms: int) -> None:
 
 def test_replayed_frame_closes_the_connection_in_the_core(pair: Pair) -> None:
     now = wall_clock_ms()
-    sender = peer_connection(pair.spare["q"])
-    receiver = peer_connection(pair.a.path)  # reads keys only; a's daemon keeps its lock
+    sender = peer_connection(TerminalDirectory.open(pair.spare["q"]))
+    # Reads a's keys only; a's daemon keeps its lock.
+    receiver = peer_connection(TerminalDirectory.open(pair.a.path))
     handshake(sender, receiver, now)
     sender.send(Peers(("b",)))
     (sealed,) = sender.data_to_send()

@@ -9,15 +9,19 @@ a warning that says why, and the backlog is freed (the lane's other work goes on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+from support import peer_connection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
 from lanesync.core.connection import Closed, PeerConnection, Received
-from lanesync.core.identity import Certificate, Role
+from lanesync.core.identity import Role
 from lanesync.core.node import Node
 from lanesync.shell import mesh as mesh_module
 from lanesync.shell.directories import TerminalDirectory
@@ -29,11 +33,6 @@ from .conftest import Lanes
 # Small enough that a test queues past it at once, large enough for the handshake's frames.
 TEST_QUEUE_BOUND = 256 * 1024
 IO_TIMEOUT_S = 10.0
-
-
-class _AcceptAll:
-    def refusal(self, peer: Certificate, now_ms: int) -> str | None:
-        return None
 
 
 async def handshake(ws: ClientConnection, peer: PeerConnection) -> None:
@@ -53,6 +52,28 @@ async def handshake(ws: ClientConnection, peer: PeerConnection) -> None:
             return  # the lane is established too: it sent its first sealed message
 
 
+@contextlib.asynccontextmanager
+async def lane_and_peer(
+    terminal: Terminal, peer: TerminalDirectory, **client_options: Any
+) -> AsyncIterator[tuple[Mesh, ClientConnection, int]]:
+    """A lane's Mesh serving 127.0.0.1, and ``peer`` connected to it and verified: yields the
+    mesh, the peer's websocket and the lane's connection id for it. The mesh is closed after."""
+    mesh = Mesh(Node(terminal.replica), terminal)
+    mesh.start()
+    try:
+        async with serve(
+            mesh.serve_connection, "127.0.0.1", 0, **mesh_module.websocket_options()
+        ) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"ws://127.0.0.1:{port}"
+            async with connect(url, proxy=None, compression=None, **client_options) as ws:
+                await handshake(ws, peer_connection(peer))
+                (conn_id,) = mesh._sockets
+                yield mesh, ws, conn_id
+    finally:
+        mesh.close_all()
+
+
 def test_a_peer_that_stops_reading_is_cut_off_at_the_queue_bound(
     lanes: Lanes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -61,35 +82,23 @@ def test_a_peer_that_stops_reading_is_cut_off_at_the_queue_bound(
     stalled = TerminalDirectory.open(lanes.enroll("stalled"))
     caplog.set_level(logging.WARNING, "lanesync.mesh")
 
-    async def scenario() -> str:
-        mesh = Mesh(Node(terminal.replica), terminal)
-        mesh.start()
-        async with serve(
-            mesh.serve_connection, "127.0.0.1", 0, **mesh_module.websocket_options()
-        ) as server:
-            port = server.sockets[0].getsockname()[1]
-            # max_queue=1: once one message waits unread, the client stops reading the socket,
-            # so the lane's writes back up as they would for a peer that hung.
-            async with connect(
-                f"ws://127.0.0.1:{port}", proxy=None, compression=None, max_queue=1
-            ) as ws:
-                await handshake(ws, PeerConnection(stalled.me, stalled.store, _AcceptAll()))
-                (conn_id,) = mesh._sockets
-                # What the driver hands the shell for this peer: more than the bound at once.
-                mesh.send(conn_id, [b"\0" * (64 * 1024)] * 8)
-                try:
-                    async with asyncio.timeout(IO_TIMEOUT_S):
-                        while True:
-                            await ws.recv()  # drains what came before the cut, then ends
-                except ConnectionClosed:
-                    pass
+    async def scenario() -> None:
+        # max_queue=1: once one message waits unread, the client stops reading the socket, so
+        # the lane's writes back up as they would for a peer that hung.
+        async with lane_and_peer(terminal, stalled, max_queue=1) as (mesh, ws, conn_id):
+            # What the driver hands the shell for this peer: more than the bound at once.
+            mesh.send(conn_id, [b"\0" * (64 * 1024)] * 8)
+            try:
                 async with asyncio.timeout(IO_TIMEOUT_S):
-                    while mesh._sockets:  # noqa: ASYNC110 - the pump signals no "forgotten"
-                        await asyncio.sleep(0.01)
-        mesh.close_all()
-        return "closed"
+                    while True:
+                        await ws.recv()  # drains what came before the cut, then ends
+            except ConnectionClosed:
+                pass
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                while mesh._sockets:  # noqa: ASYNC110 - the pump signals no "forgotten"
+                    await asyncio.sleep(0.01)
 
-    assert asyncio.run(scenario()) == "closed"
+    asyncio.run(scenario())
     dropped = [r.getMessage() for r in caplog.records if "peer does not read" in r.getMessage()]
     assert len(dropped) == 1, [r.getMessage() for r in caplog.records]
     assert "bytes waiting for it" in dropped[0], dropped
@@ -105,24 +114,15 @@ def test_a_peer_that_reads_is_never_cut_off_below_the_bound(
     caplog.set_level(logging.WARNING, "lanesync.mesh")
 
     async def scenario() -> int:
-        mesh = Mesh(Node(terminal.replica), terminal)
-        mesh.start()
-        async with serve(
-            mesh.serve_connection, "127.0.0.1", 0, **mesh_module.websocket_options()
-        ) as server:
-            port = server.sockets[0].getsockname()[1]
-            async with connect(f"ws://127.0.0.1:{port}", proxy=None, compression=None) as ws:
-                await handshake(ws, PeerConnection(reader.me, reader.store, _AcceptAll()))
-                (conn_id,) = mesh._sockets
-                frames = [b"\1" * (16 * 1024)] * 8  # 128 KiB: half the bound
-                mesh.send(conn_id, frames)
-                got = 0
-                async with asyncio.timeout(IO_TIMEOUT_S):
-                    while got < len(frames):
-                        if await ws.recv() == frames[0]:
-                            got += 1
-        mesh.close_all()
-        return got
+        async with lane_and_peer(terminal, reader) as (mesh, ws, conn_id):
+            frames = [b"\1" * (16 * 1024)] * 8  # 128 KiB: half the bound
+            mesh.send(conn_id, frames)
+            got = 0
+            async with asyncio.timeout(IO_TIMEOUT_S):
+                while got < len(frames):
+                    if await ws.recv() == frames[0]:
+                        got += 1
+            return got
 
     assert asyncio.run(scenario()) == 8
     assert not [r for r in caplog.records if "peer does not read" in r.getMessage()]
