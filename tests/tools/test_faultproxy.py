@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -227,3 +228,33 @@ def test_non_loopback_listen_address_is_refused(host: str) -> None:
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.1.2.3", "::1", "localhost"])
 def test_loopback_targets_are_accepted(host: str) -> None:
     assert FaultLink(host, 80).target_host == host
+
+
+def test_stop_closes_a_connection_whose_upstream_dial_is_in_flight() -> None:
+    """A target whose accept queue is full never answers the SYN, so the link's upstream dial
+    hangs; stop() must still close the client's connection (it used to be left to the GC)."""
+
+    async def main() -> None:
+        with socket.socket() as stuck, contextlib.ExitStack() as queued:
+            stuck.bind(("127.0.0.1", 0))
+            stuck.listen(0)
+            while True:  # fill the accept queue until a connect gets no answer
+                filler = queued.enter_context(socket.socket())
+                filler.settimeout(0.2)
+                try:
+                    filler.connect(stuck.getsockname())
+                except TimeoutError:
+                    break
+            link = FaultLink("127.0.0.1", stuck.getsockname()[1])
+            await link.start()
+            reader, writer = await open_client(link)
+            try:
+                await asyncio.sleep(0.2)  # the link has accepted and is dialling
+                assert link.stats.connections == 0
+                assert link.stats.refused == 0
+                await asyncio.wait_for(link.stop(), IO_TIMEOUT_S)
+                assert await is_cut(reader, writer)
+            finally:
+                await close_client(writer)
+
+    asyncio.run(main())

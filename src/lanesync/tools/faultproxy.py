@@ -55,7 +55,7 @@ class FaultLink:
     stats: LinkStats = field(default_factory=LinkStats)
     _partitioned: bool = False
     _server: asyncio.Server | None = None
-    _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)  # accepts and pipes
     _writers: set[asyncio.StreamWriter] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -76,13 +76,17 @@ class FaultLink:
         self._server = await asyncio.start_server(self._accept, host, port)
 
     async def stop(self) -> None:
+        """Close the listener and every connection, including one still being accepted."""
         self.partition()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        for task in list(self._pipes):
+        for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # An aborted transport closes its socket in a callback on the next loop turn: give it
+        # that turn, or a loop stopped right after this leaves the socket to the GC.
+        await asyncio.sleep(0)
 
     @property
     def partitioned(self) -> bool:
@@ -107,24 +111,38 @@ class FaultLink:
             delay += self.loss_stall_ms
         return max(0.0, delay) / 1000
 
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self._partitioned:
-            self.stats.refused += 1
-            writer.transport.abort()
-            return
+        # Tracked from the start, so stop() also closes a connection whose upstream dial is
+        # still in flight (the server does not cancel its handlers).
+        current = asyncio.current_task()
+        assert current is not None
+        self._track(current)
+        self._writers.add(writer)
         try:
+            if self._partitioned:
+                raise ConnectionRefusedError
             up_reader, up_writer = await asyncio.open_connection(self.target_host, self.target_port)
         except OSError:
             self.stats.refused += 1
+            self._writers.discard(writer)
             writer.transport.abort()
             return
+        except asyncio.CancelledError:
+            writer.transport.abort()
+            raise
+        if self.partitioned:  # cut while dialling (mypy narrowed the attribute above)
+            self.stats.refused += 1
+            up_writer.transport.abort()
+            return
         self.stats.connections += 1
-        self._writers.update((writer, up_writer))
+        self._writers.add(up_writer)
         loop = asyncio.get_running_loop()
         for src, dst in ((reader, up_writer), (up_reader, writer)):
-            task = loop.create_task(self._pipe(src, dst))
-            self._pipes.add(task)
-            task.add_done_callback(self._pipes.discard)
+            self._track(loop.create_task(self._pipe(src, dst)))
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A delivery queue per direction keeps order while each chunk waits out its own delay.
