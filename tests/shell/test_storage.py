@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import psutil
 import pycrdt
 import pytest
+from support import CountingCrypto
 
-import lanesync.core.identity
-import lanesync.core.trust
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import sku
@@ -42,19 +41,12 @@ from .helpers import (
 
 
 @pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every record signature check the views make from now on (payload of each)."""
-    # Trust checks record signatures with the identity module's function.
-    assert vars(lanesync.core.trust)["verify"] is vars(lanesync.core.identity)["verify"]
-    calls: list[bytes] = []
-    real = lanesync.core.identity.verify
-
-    def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
-        calls.append(message)
-        return real(public_key, domain, message, signature)
-
-    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
-    return calls
+def verifications(lanes: Lanes) -> list[bytes]:
+    """Every record signature check the views of terminals opened from now on make (payload
+    of each)."""
+    counting = CountingCrypto()
+    lanes.crypto = counting
+    return counting.verified
 
 
 def busy_day(manager: Terminal) -> None:

@@ -13,6 +13,7 @@ from .common import (
     DIR,
     FILE_IN,
     JSON_OPTION,
+    handed_collaborators,
     print_record,
     reports_errors,
     serves_until_storage_fails,
@@ -94,7 +95,11 @@ def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> N
 
     run_cloud(
         CloudConfig(
-            cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"), db_url
+            cloud_dir,
+            parse_address(listen, "--listen"),
+            parse_address(api, "--api"),
+            db_url,
+            collaborators=handed_collaborators(),
         )
     )
 

@@ -18,6 +18,7 @@ from .common import (
     DIR,
     JSON_OPTION,
     daemon_client,
+    handed_collaborators,
     reports_errors,
     serves_until_storage_fails,
 )
@@ -76,6 +77,7 @@ def run(
         cloud=None if cloud_url is None else parse_peer_url(cloud_url),
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
+        collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
