@@ -19,7 +19,7 @@ from lanesync.cli.bench_lane import Unsigned
 from lanesync.core import bodies
 from lanesync.core.connection import Closed, PeerConnection, Received
 from lanesync.core.crypto import SODIUM, Crypto
-from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, Role, verify
+from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, Role, verify_signature
 from lanesync.core.ids import RecordId
 from lanesync.core.wire import Sealed, decode_frame, decode_message
 from lanesync.errors import ProtocolViolation
@@ -115,7 +115,7 @@ def test_the_unsigned_lane_skips_exactly_the_record_and_frame_crypto(
         record = lane1.replica.find_record(RecordId.parse(record_id["record_id"]))
     assert record is not None
     public_key = record_signer_key(tmp_path / "lane1")
-    signed = verify(public_key, DOMAIN_RECORD, record.payload, record.signature)
+    signed = verify_signature(public_key, DOMAIN_RECORD, record.payload, record.signature)
     assert (record.signature == ZERO_SIGNATURE, signed) == (unsigned, not unsigned)
 
 

@@ -89,11 +89,10 @@ DB_OPTION = click.option(
 @serves_until_storage_fails
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
-    from lanesync.cloud.serve import CloudConfig
-    from lanesync.cloud.serve import run as run_cloud
+    from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
 
-    run_cloud(
+    cloud_main(
         CloudConfig(
             cloud_dir,
             parse_address(listen, "--listen"),

@@ -115,6 +115,6 @@ async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown)
             task.cancel()
 
 
-def run(config: CloudConfig) -> None:
+def cloud_main(config: CloudConfig) -> None:
     configure_logging()
     asyncio.run(run_cloud(config))

@@ -39,7 +39,7 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_certificate,
     sign,
-    verify,
+    verify_signature,
 )
 from lanesync.core.wire import (
     NONCE_SIZE,
@@ -272,7 +272,7 @@ class PeerConnection:
         if self.peer is None:  # unreachable by the transition table; kept as a guard
             raise ProtocolViolation("auth before hello")
         transcript = _h(self._peer_hello) + _h(self._my_hello)
-        if not verify(self.peer.public_key, DOMAIN_HANDSHAKE, transcript, signature):
+        if not verify_signature(self.peer.public_key, DOMAIN_HANDSHAKE, transcript, signature):
             raise ProtocolViolation("peer failed to prove possession of its certified key")
         self._events.append(Established(self.peer))
 

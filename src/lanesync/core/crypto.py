@@ -5,7 +5,7 @@ seals peer frames (``connection.PeerConnection``) is given a ``Crypto``; the def
 ``SODIUM``, is Ed25519 and XSalsa20-Poly1305 through PyNaCl, and the product never passes
 another. The benchmark does (``lanesync-unsigned``, in cli/bench_lane.py) to show what this
 work costs. Certificates, revocations, bundles and the handshake always use
-``identity.sign`` / ``identity.verify`` directly: they are done once per peer or per file.
+``identity.sign`` / ``identity.verify_signature`` directly: they are done once per peer or per file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from nacl.exceptions import CryptoError
 from nacl.secret import SecretBox
 from nacl.signing import SigningKey
 
-from lanesync.core.identity import DOMAIN_RECORD, sign, verify
+from lanesync.core.identity import DOMAIN_RECORD, sign, verify_signature
 
 
 class FrameCipher(Protocol):
@@ -71,7 +71,7 @@ class Sodium:
         return sign(key, DOMAIN_RECORD, payload)
 
     def verify_record(self, public_key: bytes, payload: bytes, signature: bytes) -> bool:
-        return verify(public_key, DOMAIN_RECORD, payload, signature)
+        return verify_signature(public_key, DOMAIN_RECORD, payload, signature)
 
     def frame_cipher(self, key: bytes) -> FrameCipher:
         return _SecretBoxCipher(key)

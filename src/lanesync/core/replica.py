@@ -36,7 +36,7 @@ from pycrdt import Doc, Map, Subscription, TransactionEvent
 from lanesync.core.checkpoint import (
     EMPTY_UPDATE,
     Refused,
-    fingerprints,
+    document_fingerprints,
     make_checkpoint,
     open_checkpoint,
 )
@@ -421,13 +421,13 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, fingerprints(self._docs), self.views.export_views()
+            self.store.store_id, document_fingerprints(self._docs), self.views.export_views()
         )
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
         not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
+        opened = open_checkpoint(checkpoint, self.store.store_id, document_fingerprints(self._docs))
         if isinstance(opened, Refused):
             return opened.reason
         try:

@@ -148,7 +148,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 discovery = Discovery(
                     store_id=terminal.store_id,
                     terminal_id=terminal.terminal_id,
-                    fingerprint=terminal.directory.me.certificate.key_fingerprint,
+                    key_fingerprint=terminal.directory.me.certificate.key_fingerprint,
                     listen_host=config.listen[0],
                     port=peer_sock.getsockname()[1],
                     interfaces=config.interfaces,
@@ -178,6 +178,6 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
             task.cancel()
 
 
-def run(config: DaemonConfig) -> None:
+def daemon_main(config: DaemonConfig) -> None:
     configure_logging()
     asyncio.run(run_daemon(config))

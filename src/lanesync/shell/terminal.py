@@ -296,8 +296,8 @@ class Terminal:
     def stock(self, item: Sku | None = None) -> dict[str, Any]:
         return reports.stock(self.replica, item)
 
-    def verify(self) -> dict[str, Any]:
-        return reports.verify(self.replica)
+    def integrity(self) -> dict[str, Any]:
+        return reports.integrity(self.replica)
 
     def digest(self) -> str:
         return self.replica.digest()
