@@ -3,8 +3,9 @@
 Every process is started as ``python -m lanesync ...`` with ``--listen 127.0.0.1:0 --api
 127.0.0.1:0`` (lanes also ``--no-discovery``: no mDNS, only the ``--peer`` addresses given
 here, all 127.0.0.1). Addresses come from ``DIR/runtime.json`` (its pid must be the process's
-own), tokens from ``DIR/api.token``. A ``Procs`` remembers everything it started and ``close()``
-ends it all, SIGTERM then SIGKILL, whatever happened in the test.
+own), tokens from ``DIR/api.token``. A ``Procs`` starts them through one
+``lanesync.tools.procs.ProcessGroup`` and ``close()`` ends them all, SIGTERM then SIGKILL,
+whatever happened in the test.
 """
 
 from __future__ import annotations
@@ -17,14 +18,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from support import (
-    ApiProcess,
-    Cli,
-    end_all,
-    kill_and_wait,
-    process_env,
-    signal_and_wait,
-)
+from support import ApiProcess, Cli
+
+from lanesync.tools.procs import ProcessGroup, child_env
 
 T = TypeVar("T")
 
@@ -34,7 +30,7 @@ CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 20.0
 
 
-ENV = process_env(columns=100)
+ENV = child_env(columns=100)
 
 
 def cli(*args: str | Path, cwd: Path) -> Cli:
@@ -147,21 +143,11 @@ class Procs:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.all: list[Proc] = []
-        self._runs: dict[str, int] = {}
+        self.group = ProcessGroup(root, env=ENV, cwd=root)
         Procs.live.append(self)
 
     def _spawn(self, cls: type[Proc], name: str, path: Path, args: list[str]) -> Proc:
-        run = self._runs[name] = self._runs.get(name, 0) + 1
-        log_path = self.root / f"{name}.{run}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "lanesync", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-                cwd=self.root,
-            )
-        proc = cls(name, path, process, log_path)
+        proc = self.group.spawn(name, path, ["-m", "lanesync", *args], cls=cls)
         self.all.append(proc)
         return proc
 
@@ -199,7 +185,7 @@ class Procs:
     def ready(self, proc: T, timeout: float = START_TIMEOUT_S) -> T:
         """Wait for the process's own runtime.json, then open an API client."""
         assert isinstance(proc, Proc)
-        proc.wait_ready(timeout, HTTP_TIMEOUT_S)
+        proc.wait_api(timeout, HTTP_TIMEOUT_S)
         return proc
 
     def cloud(self, path: Path, db: str | None = None) -> Cloud:
@@ -211,20 +197,18 @@ class Procs:
         return [self.ready(lane) for lane in spawned]
 
     def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int:
-        proc.close_client()
-        return signal_and_wait(proc.process, sig, proc.describe)
+        return proc.stop_api(sig)
 
     def kill(self, proc: Proc) -> None:
         """SIGKILL: nothing in the process gets to run."""
-        kill_and_wait(proc.process)
-        proc.close_client()
+        proc.kill_api()
 
     def close(self) -> None:
         for proc in self.all:
             proc.close_client()
-        end_all(proc.process for proc in self.all)
+        self.group.close()
         with contextlib.suppress(ValueError):
             Procs.live.remove(self)
 
     def describe(self) -> str:
-        return "\n".join(p.describe() for p in self.all)
+        return self.group.describe()

@@ -3,8 +3,9 @@
 Every daemon is a real process (``python -m lanesync run DIR --listen 127.0.0.1:0 --api
 127.0.0.1:0 --no-discovery``) writing its log to a file beside the terminal directories. The
 addresses it bound are read from ``TERMINAL_DIR/runtime.json`` (port 0 picks a free port), the
-bearer token from ``TERMINAL_DIR/api.token``. A ``Cluster`` remembers every process it started
-and ``close()`` ends them all (SIGTERM, then SIGKILL after a timeout), whatever happened.
+bearer token from ``TERMINAL_DIR/api.token``. A ``Cluster`` starts them through one
+``lanesync.tools.procs.ProcessGroup``, and ``close()`` ends them all (SIGTERM, then SIGKILL after
+a timeout), whatever happened.
 
 Only loopback is ever used: the daemons bind 127.0.0.1, dial only the ``--peer`` addresses the
 tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
@@ -22,19 +23,12 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-from support import (
-    ApiProcess,
-    Cli,
-    end_all,
-    kill_and_wait,
-    process_env,
-    signal_and_wait,
-    wait_until,
-)
+from support import ApiProcess, Cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools.procs import ProcessGroup, child_env
 
 T = TypeVar("T")
 
@@ -45,7 +39,7 @@ HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
 
 
-ENV = process_env(columns=80)
+ENV = child_env(columns=80)
 
 
 def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
@@ -127,7 +121,7 @@ class Cluster:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         self.daemons: list[Daemon] = []
-        self._runs: dict[str, int] = {}
+        self.group = ProcessGroup(root, env=ENV)
         Cluster.live.append(self)
 
     # -- directories ------------------------------------------------------------------------------
@@ -152,27 +146,20 @@ class Cluster:
         env: Mapping[str, str] | None = None,
     ) -> Daemon:
         """Start a daemon without waiting for it (see ``ready``); ``env`` replaces ``ENV``."""
-        name = path.name
-        run = self._runs[name] = self._runs.get(name, 0) + 1
-        log_path = self.root / f"{name}.{run}.log"
         args = [
-            sys.executable, "-m", "lanesync", "run", str(path),
+            "-m", "lanesync", "run", str(path),
             "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0", "--no-discovery",
         ]  # fmt: skip
         for peer in peers:
             args += ["--peer", peer]
         args += list(extra)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=dict(env or ENV)
-            )
-        daemon = Daemon(name, path, process, log_path)
+        daemon = self.group.spawn(path.name, path, args, cls=Daemon, env=env)
         self.daemons.append(daemon)
         return daemon
 
     def ready(self, daemon: Daemon, timeout: float = START_TIMEOUT_S) -> Daemon:
         """Wait until the daemon runs (its own runtime.json), then open an API client."""
-        daemon.wait_ready(timeout, HTTP_TIMEOUT_S)
+        daemon.wait_api(timeout, HTTP_TIMEOUT_S)
         return daemon
 
     def start(
@@ -204,24 +191,22 @@ class Cluster:
 
     def stop(self, daemon: Daemon, sig: int = signal.SIGTERM) -> int:
         """Signal the daemon and wait for it; SIGKILL if it does not exit in time."""
-        daemon.close_client()
-        return signal_and_wait(daemon.process, sig, daemon.describe)
+        return daemon.stop_api(sig)
 
     def kill(self, daemon: Daemon) -> None:
         """SIGKILL: no cleanup of any kind runs in the daemon."""
-        kill_and_wait(daemon.process)
-        daemon.close_client()
+        daemon.kill_api()
 
     def close(self) -> None:
         """End every process this cluster started: SIGTERM all, then SIGKILL stragglers."""
         for daemon in self.daemons:
             daemon.close_client()
-        end_all(daemon.process for daemon in self.daemons)
+        self.group.close()
         with contextlib.suppress(ValueError):
             Cluster.live.remove(self)
 
     def describe(self) -> str:
-        return "\n".join(d.describe() for d in self.daemons)
+        return self.group.describe()
 
     # -- the command line -------------------------------------------------------------------------
 
