@@ -325,9 +325,9 @@ class ProcessGroup:
         """The pids of the processes still running."""
         return [proc.pid for proc in self.procs if proc.alive()]
 
-    def close(self) -> None:
+    def close(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """End every process this group started (see ``end_all``)."""
-        end_all(proc.process for proc in self.procs)
+        end_all((proc.process for proc in self.procs), timeout)
 
     def describe(self) -> str:
         return "\n".join(proc.describe() for proc in self.procs)
