@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -30,6 +33,7 @@ from lanesync.tools.procs import STOP_TIMEOUT_S, Proc
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
+CLI_TIMEOUT_S = 60.0  # a CLI command takes well under a second; this is for a loaded box
 # A new connection per request, so that no test depends on the API's keep-alive policy (which
 # test_an_idle_keep_alive_connection_outlives_common_client_expiry checks on its own).
 FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
@@ -98,6 +102,29 @@ class Cli:
             return json.loads(self.stdout)
         except ValueError as exc:
             raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+
+
+def run_cli(
+    args: Sequence[str | Path],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> Cli:
+    """Run ``python -m lanesync ARGS`` to its end (``wrap``: inside a namespace, say)."""
+    argv = [sys.executable, "-m", "lanesync", *(str(a) for a in args)]
+    proc = subprocess.run(
+        argv if wrap is None else wrap(argv),
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
 
 
 class ProxyLoop:

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
-from support import ApiProcess, Cli
+from support import ApiProcess, Cli, run_cli
 
 from lanesync.tools.procs import ProcessGroup, child_env
 
@@ -26,7 +24,6 @@ T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-core box more
-CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 20.0
 
 
@@ -34,18 +31,7 @@ ENV = child_env(columns=100)
 
 
 def cli(*args: str | Path, cwd: Path) -> Cli:
-    proc = subprocess.run(
-        [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-    return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+    return run_cli(args, env=ENV, cwd=cwd)
 
 
 def cli_ok(*args: str | Path, cwd: Path) -> Cli:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support import Cli, wait_until
+from support import Cli, run_cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
@@ -37,7 +37,6 @@ HERE = Path(__file__).resolve().parent
 QUICK_DAEMON = HERE / "quick_daemon.py"
 AGENT = HERE / "agent.py"
 START_TIMEOUT_S = 30.0
-CLI_TIMEOUT_S = 60.0
 VALID_DAYS = 30
 
 
@@ -243,8 +242,7 @@ class Lan:
         return self._agents[key]
 
     def cli(self, host: Host, *args: str | Path) -> Cli:
-        proc = host.run(sys.executable, "-m", "lanesync", *args, timeout=CLI_TIMEOUT_S, env=ENV)
-        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(args, env=ENV, wrap=lambda argv: host.command(*argv))
 
     def close(self) -> None:
         for agent in self._agents.values():

@@ -15,15 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import httpx
-from support import ApiProcess, Cli, wait_until
+from support import ApiProcess, Cli, run_cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
@@ -34,7 +32,6 @@ T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0  # a daemon starts in ~1 s; five at once on 2 cores take a few
-CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
 
@@ -211,18 +208,7 @@ class Cluster:
     # -- the command line -------------------------------------------------------------------------
 
     def cli(self, *args: str | Path, env: dict[str, str] | None = None) -> Cli:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
-            cwd=self.root,
-            env=env or ENV,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
-        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(args, env=env or ENV, cwd=self.root)
 
     def cli_json(self, *args: str | Path, env: dict[str, str] | None = None) -> Any:
         result = self.cli(*args, "--json", env=env)
