@@ -9,6 +9,7 @@ Importable as ``support``: pytest puts tests/ on sys.path for the test packages 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 import pytest
@@ -28,7 +29,7 @@ from lanesync.core.connection import PeerConnection
 from lanesync.core.identity import Certificate
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.tools.faultproxy import FaultLink
-from lanesync.tools.procs import STOP_TIMEOUT_S, Proc
+from lanesync.tools.procs import STOP_TIMEOUT_S, Proc, ProcessGroup
 
 T = TypeVar("T")
 
@@ -267,3 +268,55 @@ class ApiProcess(Proc):
         """SIGKILL: nothing in the process gets to run."""
         self.kill()
         self.close_client()
+
+
+A = TypeVar("A", bound=ApiProcess)
+
+
+class ApiGroup:
+    """A test's lanesync processes with HTTP APIs, all in one ``ProcessGroup``: ``ready`` waits
+    for one and opens its client, ``close()`` closes every client and ends every process. An
+    open group is listed in its class's ``live`` (each subclass has its own), which the
+    failure-report hooks of the conftest files read."""
+
+    live: ClassVar[list[ApiGroup]] = []
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str],
+        start_timeout_s: float,
+        http_timeout_s: float,
+        cwd: Path | None = None,
+    ) -> None:
+        self.root = root
+        self.group = ProcessGroup(root, env=env, cwd=cwd)
+        self.start_timeout_s = start_timeout_s
+        self.http_timeout_s = http_timeout_s
+        type(self).live.append(self)
+
+    def ready(self, proc: A, timeout: float | None = None) -> A:
+        """Wait for the process's own runtime.json, then open its API client."""
+        proc.wait_api(timeout or self.start_timeout_s, self.http_timeout_s)
+        return proc
+
+    def stop(self, proc: ApiProcess, sig: int = signal.SIGTERM) -> int:
+        """Signal it and wait; SIGKILL and a failure if it does not exit in time."""
+        return proc.stop_api(sig)
+
+    def kill(self, proc: ApiProcess) -> None:
+        """SIGKILL: no cleanup of any kind runs in the process."""
+        proc.kill_api()
+
+    def close(self) -> None:
+        """End every process this group started: SIGTERM all, then SIGKILL stragglers."""
+        for proc in self.group.procs:
+            if isinstance(proc, ApiProcess):
+                proc.close_client()
+        self.group.close()
+        with contextlib.suppress(ValueError):
+            type(self).live.remove(self)
+
+    def describe(self) -> str:
+        return self.group.describe()

@@ -10,17 +10,13 @@ whatever happened in the test.
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from support import ApiProcess, Cli, run_cli
+from support import ApiGroup, ApiProcess, Cli, run_cli
 
-from lanesync.tools.procs import ProcessGroup, child_env
-
-T = TypeVar("T")
+from lanesync.tools.procs import child_env
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-core box more
@@ -120,17 +116,20 @@ class Cloud(Proc):
         return result
 
 
-class Procs:
+class Procs(ApiGroup):
     """Every process a test started; ``close()`` ends them all."""
 
-    live: ClassVar[list[Procs]] = []
+    live: ClassVar[list[ApiGroup]] = []  # for the failure report hook in conftest
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            root,
+            env=ENV,
+            cwd=root,
+            start_timeout_s=START_TIMEOUT_S,
+            http_timeout_s=HTTP_TIMEOUT_S,
+        )
         self.all: list[Proc] = []
-        self.group = ProcessGroup(root, env=ENV, cwd=root)
-        Procs.live.append(self)
 
     def _spawn(self, cls: type[Proc], name: str, path: Path, args: list[str]) -> Proc:
         proc = self.group.spawn(name, path, ["-m", "lanesync", *args], cls=cls)
@@ -168,12 +167,6 @@ class Procs:
         assert isinstance(proc, Cloud)
         return proc
 
-    def ready(self, proc: T, timeout: float = START_TIMEOUT_S) -> T:
-        """Wait for the process's own runtime.json, then open an API client."""
-        assert isinstance(proc, Proc)
-        proc.wait_api(timeout, HTTP_TIMEOUT_S)
-        return proc
-
     def cloud(self, path: Path, db: str | None = None) -> Cloud:
         return self.ready(self.spawn_cloud(path, db))
 
@@ -181,20 +174,3 @@ class Procs:
         """Start several lanes at once (``spawn_lane`` keyword arguments plus ``path``)."""
         spawned = [self.spawn_lane(**spec) for spec in specs]
         return [self.ready(lane) for lane in spawned]
-
-    def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int:
-        return proc.stop_api(sig)
-
-    def kill(self, proc: Proc) -> None:
-        """SIGKILL: nothing in the process gets to run."""
-        proc.kill_api()
-
-    def close(self) -> None:
-        for proc in self.all:
-            proc.close_client()
-        self.group.close()
-        with contextlib.suppress(ValueError):
-            Procs.live.remove(self)
-
-    def describe(self) -> str:
-        return self.group.describe()

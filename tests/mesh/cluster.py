@@ -13,22 +13,18 @@ tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
 
 from __future__ import annotations
 
-import contextlib
-import signal
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
-from support import ApiProcess, Cli, run_cli, wait_until
+from support import ApiGroup, ApiProcess, Cli, run_cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools.procs import ProcessGroup, child_env
-
-T = TypeVar("T")
+from lanesync.tools.procs import child_env
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0  # a daemon starts in ~1 s; five at once on 2 cores take a few
@@ -109,17 +105,16 @@ class Daemon(ApiProcess):
         return int(heads.get(terminal, 0))
 
 
-class Cluster:
+class Cluster(ApiGroup):
     """Store directories, terminal directories and the daemons running on them."""
 
-    live: ClassVar[list[Cluster]] = []  # for the failure report hook in conftest
+    live: ClassVar[list[ApiGroup]] = []  # for the failure report hook in conftest
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            root, env=ENV, start_timeout_s=START_TIMEOUT_S, http_timeout_s=HTTP_TIMEOUT_S
+        )
         self.daemons: list[Daemon] = []
-        self.group = ProcessGroup(root, env=ENV)
-        Cluster.live.append(self)
 
     # -- directories ------------------------------------------------------------------------------
 
@@ -154,11 +149,6 @@ class Cluster:
         self.daemons.append(daemon)
         return daemon
 
-    def ready(self, daemon: Daemon, timeout: float = START_TIMEOUT_S) -> Daemon:
-        """Wait until the daemon runs (its own runtime.json), then open an API client."""
-        daemon.wait_api(timeout, HTTP_TIMEOUT_S)
-        return daemon
-
     def start(
         self,
         path: Path,
@@ -185,25 +175,6 @@ class Cluster:
         """Start several daemons at once (``(directory, peers)`` each) and wait for all."""
         spawned = [self.spawn(path, peers) for path, peers in specs]
         return [self.ready(daemon) for daemon in spawned]
-
-    def stop(self, daemon: Daemon, sig: int = signal.SIGTERM) -> int:
-        """Signal the daemon and wait for it; SIGKILL if it does not exit in time."""
-        return daemon.stop_api(sig)
-
-    def kill(self, daemon: Daemon) -> None:
-        """SIGKILL: no cleanup of any kind runs in the daemon."""
-        daemon.kill_api()
-
-    def close(self) -> None:
-        """End every process this cluster started: SIGTERM all, then SIGKILL stragglers."""
-        for daemon in self.daemons:
-            daemon.close_client()
-        self.group.close()
-        with contextlib.suppress(ValueError):
-            Cluster.live.remove(self)
-
-    def describe(self) -> str:
-        return self.group.describe()
 
     # -- the command line -------------------------------------------------------------------------
 
