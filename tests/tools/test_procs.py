@@ -101,21 +101,23 @@ def test_a_process_ignoring_sigterm_is_killed_and_reported(
     assert proc.returncode == -signal.SIGKILL
 
 
-def test_kill_then_respawn_with_a_new_log_and_the_same_environment(
+def test_restart_after_a_crash_or_a_stop_with_a_new_log_and_the_same_environment(
     group: ProcessGroup, tmp_path: Path
 ) -> None:
     env = child_env() | {"X": "skewed"}
     first = group.spawn("lane", tmp_path, ["-c", DAEMON, tmp_path], env=env)
     first.wait_ready(START_S)
-    with pytest.raises(ProcessFailed, match="still runs"):
-        group.respawn(first)
-    assert first.kill() == -signal.SIGKILL
-    second = group.respawn(first)
+    second = group.restart(first, kill=True)
+    assert first.returncode == -signal.SIGKILL
     assert second.wait_ready(START_S)["x"] == "skewed"
     assert second.pid != first.pid
     assert second.args == first.args
     assert (second.log_path.name, first.log_path.name) == ("lane.2.log", "lane.1.log")
-    assert group.pids() == [second.pid]
+    third = group.restart(second, args=["-c", DAEMON, tmp_path, "again"])
+    assert second.returncode == -signal.SIGTERM
+    third.wait_ready(START_S)
+    assert third.args[-1] == "again"
+    assert group.pids() == [third.pid]
 
 
 def test_close_ends_every_process_even_one_ignoring_sigterm(

@@ -94,7 +94,7 @@ class Proc:
     started: float = 0.0  # time.monotonic() just before the spawn
     started_ns: int = 0  # time.time_ns() just before the spawn
     runtime: dict[str, Any] = field(default_factory=dict)
-    # How it was launched, for ``ProcessGroup.respawn``: its own environment (None: the
+    # How it was launched, for ``ProcessGroup.restart``: its own environment (None: the
     # group's) and the wrapper of its command.
     env: Mapping[str, str] | None = field(default=None, repr=False)
     wrap: Wrap | None = field(default=None, repr=False)
@@ -305,12 +305,17 @@ class ProcessGroup:
         self.procs.append(proc)
         return proc
 
-    def respawn(self, proc: P, args: Sequence[str | Path] | None = None) -> P:
-        """Start ``proc`` again (after it stopped or was killed): the same name, directory,
-        environment and arguments (unless given new ones), a new log file. It may bind new
-        ports: read them from the new ``Proc``'s runtime once it is ready."""
-        if proc.alive():
-            raise ProcessFailed(f"{proc.name} still runs (pid {proc.pid}): stop it first")
+    def restart(
+        self, proc: P, *, kill: bool = False, args: Sequence[str | Path] | None = None
+    ) -> P:
+        """End ``proc`` if it still runs (``stop``, or SIGKILL with ``kill``: a crash) and start
+        it again: the same name, directory, environment and arguments (unless given new ones),
+        and a new log file. It may bind new ports: read them from the runtime of the returned
+        ``Proc`` once it is ready."""
+        if kill:
+            proc.kill()
+        else:
+            proc.stop()
         return self.spawn(
             proc.name,
             proc.path,
