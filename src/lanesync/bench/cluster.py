@@ -32,9 +32,9 @@ from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
 from lanesync.tools.procs import Proc, ProcessGroup, child_env
 
-# BenchError and Faults live in bench/proxies.py; the scenarios, the runner and the CLI import
-# them from here.
-__all__ = ["BenchError", "Cluster", "Faults", "Member"]
+# BenchError, Faults and the proxy classes live in bench/proxies.py; the scenarios, the runner
+# and the CLI import them from here, as before they moved.
+__all__ = ["BenchError", "Cluster", "Faults", "Member", "ProxyHost", "ProxyLink"]
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 90.0  # many lanes starting at once on two busy cores take a while
