@@ -20,7 +20,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from lanesync.core.link import Link
-from lanesync.core.replica import Merged, Replica, covered_by
+from lanesync.core.replica import Merged, Replica
+from lanesync.core.updates import covered_by
 from lanesync.core.wire import Update
 from lanesync.errors import RemoteError
 
