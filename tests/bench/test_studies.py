@@ -1,0 +1,69 @@
+"""Every study of ``lanesync bench`` (the scripts that were in ``benchmarks/``) in a tiny
+configuration: the real command in a subprocess, a valid results.json and report, and figures
+that were measured (present, finite, positive, in a plausible range), never wall-clock
+thresholds: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import RunBench
+
+pytestmark = [pytest.mark.slow]
+
+
+def figures(results: dict[str, Any], study: str) -> dict[str, dict[str, Any]]:
+    """The study's figures by name; checks the layout ``lanesync bench compare`` reads."""
+    assert results["schema"] == "lanesync-bench/1"
+    assert results["config"]["scenarios"] == [study]
+    assert results["machine"]["cpu_count"] >= 1
+    assert results["command"].startswith("lanesync bench " + study)
+    report = (Path(results["_out"]) / "report.md").read_text()
+    assert f"## {study}" in report
+    data = results["scenarios"][study]
+    assert data["figures"], "no figure"
+    return {f["name"]: f for f in data["figures"]}
+
+
+def values(figure: dict[str, Any], system: str = "lanesync") -> list[float]:
+    found: list[float] = figure["systems"][system]["values"]
+    assert found, figure["name"]
+    assert all(v is not None and math.isfinite(v) and v > 0 for v in found), figure
+    return found
+
+
+def test_receive_path(run_bench: RunBench) -> None:
+    results = run_bench("receive-path", "--sales", "60", "--batches", "1,20", "--repeats", "2")
+    by_name = figures(results, "receive-path")
+    assert set(by_name) == {
+        "Ed25519 verify alone",
+        "CPU per sale received, 1 per frame",
+        "CPU per sale received, 20 per frame",
+    }
+    verify = values(by_name["Ed25519 verify alone"])
+    assert len(verify) == 2
+    # One verification takes tens of microseconds (50-200 us on the 2-core test machine);
+    # receiving a sale verifies its record and does more, so its CPU time cannot be much below
+    # one verification (a third leaves room for the two being measured at different moments).
+    assert all(1 < v < 10_000 for v in verify)
+    for batch in (1, 20):
+        received = values(by_name[f"CPU per sale received, {batch} per frame"])
+        assert min(received) > min(verify) / 3
+        assert max(received) < 1e6
+
+
+def test_receive_path_refuses_a_bad_batch_list(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    done = CliRunner().invoke(
+        cli, ["bench", "receive-path", "--batches", "1,x", "--out", str(tmp_path)]
+    )
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1].startswith("error: --batches")
