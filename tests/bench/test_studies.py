@@ -67,3 +67,27 @@ def test_receive_path_refuses_a_bad_batch_list(tmp_path: Path) -> None:
     )
     assert done.exit_code == 1
     assert done.output.strip().splitlines()[-1].startswith("error: --batches")
+
+
+def test_foundation(run_bench: RunBench) -> None:
+    results = run_bench("foundation", "--sales", "100")
+    by_name = figures(results, "foundation")
+    assert len(by_name) == 20
+    for name, figure in by_name.items():
+        if name.startswith(("RSS", "same, vs raw reloaded")):
+            # A difference of two RSS readings: finite, but on 100 sales it may round to 0.
+            assert all(math.isfinite(v) for v in figure["systems"]["lanesync"]["values"])
+        else:
+            values(figure)
+    per_sale = values(by_name["Bytes per sale update"])[0]
+    raw_per_sale = values(by_name["Bytes per sale update"], "raw-pycrdt")[0]
+    # A sale's update carries a 64 B signature and a 32 B chain hash besides its lines.
+    assert 96 < per_sale < 2_000
+    assert 10 < raw_per_sale < 2_000
+    assert by_name["Bytes per sale update"]["ratios"]["raw-pycrdt"]["median"] > 0
+    concurrent = by_name["Sales/s, 64 concurrent writers, group commit, durable"]
+    assert values(concurrent, "raw-pycrdt")[0] > 0
+    data = results["scenarios"]["foundation"]
+    assert data["details"]["lanesync_first_open"]["sales"] == 100
+    assert [r["sales"] for r in data["details"]["lanesync_reopen_runs"]] == [100, 100, 100]
+    assert {t["result"] for t in data["targets"]} <= {"", "PASS", "FAIL", "n/a (small N)"}

@@ -21,7 +21,7 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     if unit == "s":
         return f"{value:.2f}"
-    if unit in ("B", "sales/s", "count"):
+    if unit in ("B", "sales/s", "updates/s", "count"):
         return f"{value:,.0f}"
     return f"{value:.3g}"
 

@@ -102,4 +102,36 @@ def receive_path(
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
-STUDIES: tuple[click.Command, ...] = (receive_path,)
+@click.command("foundation")
+@click.option(
+    "--sales",
+    type=click.IntRange(min=100),
+    default=100_000,
+    show_default=True,
+    help="N: sales on the filled terminal (targets for reopen and RSS are stated at 100k).",
+)
+@click.option(
+    "--profile-reopen",
+    is_flag=True,
+    help="Also cProfile one lanesync reopen and print the top functions to stderr.",
+)
+@_out_options("foundation")
+@reports_errors
+def foundation(
+    sales: int, profile_reopen: bool, out: Path | None, as_json: bool, work: Path | None
+) -> None:
+    """One terminal against raw pycrdt: write rates, ack latency, bytes, merge, reopen, RSS."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.foundation import study
+
+    try:
+        text, results = study(sales, work, profile_reopen)
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "foundation", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+STUDIES: tuple[click.Command, ...] = (foundation, receive_path)

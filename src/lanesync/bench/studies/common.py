@@ -115,7 +115,7 @@ class StudyRun:
             "started": self.started.isoformat(timespec="seconds"),
             "machine": machine_info(),
             "git": self.git,
-            "git_changed_during_run": git_info() != self.git,
+            "git_changed_during_run": git_info()["src_digest"] != self.git["src_digest"],
             "load_average_before": [round(x, 2) for x in self.load_before],
             "load_average_after": [round(x, 2) for x in os.getloadavg()],
             "config": {"scenarios": [self.name], "systems": list(systems), **self.config},
