@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import RunBench
+from .conftest import RunBench, requires_bench_deps
 
 pytestmark = [pytest.mark.slow]
 
@@ -91,3 +91,48 @@ def test_foundation(run_bench: RunBench) -> None:
     assert data["details"]["lanesync_first_open"]["sales"] == 100
     assert [r["sales"] for r in data["details"]["lanesync_reopen_runs"]] == [100, 100, 100]
     assert {t["result"] for t in data["targets"]} <= {"", "PASS", "FAIL", "n/a (small N)"}
+
+
+@requires_bench_deps
+def test_mesh(run_bench: RunBench) -> None:
+    results = run_bench(
+        "mesh", "--quick", "--lanes", "2", "--rate", "20", "--duration", "1",
+        "--split-sales", "30", "--ladder", "40",
+    )  # fmt: skip
+    by_name = figures(results, "mesh")
+    data = results["scenarios"]["mesh"]
+    assert data["systems"] == ["lanesync", "pycrdt-websocket"]
+    for name in (
+        "Propagation p50 at 20 sales/s",
+        "Propagation p99 at 20 sales/s",
+        "Wire bytes per sale and receiving lane at 20/s",
+        "Catch-up after a split of 30 sales",
+        "catch-up bytes per sale",
+        "CPU per sale at 20/s, all processes",
+    ):
+        values(by_name[name])
+        values(by_name[name], "pycrdt-websocket")
+        assert by_name[name]["ratios"]["pycrdt-websocket"]["median"] > 0
+    lanesync = data["details"]["lanesync"]
+    # Every sale of the latency step reached the other lane, and the lanes agree.
+    latency = lanesync["latency"]
+    assert latency["sales"] == 20
+    assert latency["pairs_received"] == latency["pairs_expected"] == 20
+    assert lanesync["check"]["digests_equal"] is True
+    assert lanesync["check"]["missing_deliveries"] == 0
+    # A sale carries at least its 64 B signature over the wire to the other lane.
+    assert values(by_name["Wire bytes per sale and receiving lane at 20/s"])[0] > 64
+    assert lanesync["catch_up"]["bytes"] > 30 * 64
+    assert {r["system"] for r in data["runs"]} == {"lanesync", "pycrdt-websocket"}
+
+
+def test_mesh_refuses_a_bad_ladder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    done = CliRunner().invoke(
+        cli, ["bench", "mesh", "--ladder", "200,fast", "--skip-baseline", "--out", str(tmp_path)]
+    )
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1].startswith("error: --ladder")

@@ -81,7 +81,7 @@ def checks_lines(data: dict[str, Any]) -> list[str]:
 
 def config_line(config: dict[str, Any]) -> str:
     """The run's settings: the scenarios' common ones, or a study's own options."""
-    if "lanes" not in config:
+    if "latency_ms" not in config:
         options = {k: v for k, v in config.items() if k not in ("scenarios", "systems")}
         return "- options: " + ", ".join(f"{k} {v}" for k, v in options.items())
     return (

@@ -134,4 +134,105 @@ def foundation(
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
-STUDIES: tuple[click.Command, ...] = (foundation, receive_path)
+def _ladder(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--ladder must be comma-separated sales/s, not {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise UsageError("every --ladder rate must be above 0")
+    return rates
+
+
+@click.command("mesh")
+@click.option("--lanes", type=click.IntRange(2, 16), help="Lanes (default 8; --quick 3).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=200.0,
+    show_default=True,
+    help="Store-wide sales/s of the latency step.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.5),
+    help="Seconds of every load step (default 5; --quick 1.5).",
+)
+@click.option("--quick", is_flag=True, help="A smoke run, about a minute.")
+@click.option(
+    "--split-sales",
+    type=click.IntRange(min=1),
+    help="Sales during the split (default 10000; --quick 2000).",
+)
+@click.option("--ladder", help="Comma-separated store-wide sales/s to try.")
+@click.option("--skip-baseline", is_flag=True, help="lanesync only (no ratios, no verdicts).")
+@click.option(
+    "--profile-rate",
+    type=click.FloatRange(min=0),
+    help="One more lanesync step at "
+    "this rate with lane 1 under cProfile (default: the first rate not kept up, if "
+    "under the 1,500/s target; 0 or --quick: never).",
+)
+@click.option(
+    "--profile-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep the cProfile data (pstats) here.",
+)
+@click.option(
+    "--wait-idle",
+    type=click.FloatRange(min=0),
+    help="Wait up to this many s for a "
+    "quiet machine (load average < 1.0, < 0.2 cores busy; default 600; --quick 0).",
+)
+@_out_options("mesh")
+@reports_errors
+def mesh(
+    lanes: int | None,
+    rate: float,
+    duration: float | None,
+    quick: bool,
+    split_sales: int | None,
+    ladder: str | None,
+    skip_baseline: bool,
+    profile_rate: float | None,
+    profile_out: Path | None,
+    wait_idle: float | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """Lane processes in a full mesh against pycrdt-websocket: latency, highest rate, bytes."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.deps import INSTALL_HINT, missing_bench_deps
+    from lanesync.bench.studies.common import run_guarded
+    from lanesync.bench.studies.mesh import run
+    from lanesync.bench.studies.mesh_systems import LADDER, QUICK_LADDER, SPLIT_SALES, MeshOptions
+
+    if not skip_baseline and "pycrdt-websocket" in missing_bench_deps():
+        raise UsageError(f"the baseline needs pycrdt-websocket: install it with `{INSTALL_HINT}`")
+    options = MeshOptions(
+        lanes=lanes or (3 if quick else 8),
+        rate=rate,
+        duration=duration or (1.5 if quick else 5.0),
+        quick=quick,
+        split_sales=split_sales or (2_000 if quick else SPLIT_SALES),
+        ladder=_ladder(ladder) or (QUICK_LADDER if quick else LADDER),
+        skip_baseline=skip_baseline,
+        profile_rate=profile_rate,
+        profile_out=profile_out,
+        wait_idle=(0.0 if quick else 600.0) if wait_idle is None else wait_idle,
+        workdir=work,
+    )
+    try:
+        text, results = run_guarded(lambda: run(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "mesh", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+STUDIES: tuple[click.Command, ...] = (foundation, mesh, receive_path)

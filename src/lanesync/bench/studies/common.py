@@ -3,20 +3,85 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import math
 import os
 import shlex
+import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+from lanesync.bench.cluster import BenchError
 from lanesync.bench.outcome import Outcome
 from lanesync.bench.runner import SCHEMA, aggregate, git_info, machine_info
+from lanesync.tools.procs import Proc
+
+LINE_LIMIT = 1 << 20  # the longest JSON line a helper process answers with
+
+T = TypeVar("T")
+
+
+def run_guarded(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())``; Ctrl-C, SIGTERM or SIGHUP cancel it (so every process it started
+    is stopped on the way out), then raise ``BenchError``."""
+
+    async def guarded() -> T:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        if task is not None:
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, task.cancel)
+        return await main()
+
+    try:
+        return asyncio.run(guarded())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise BenchError("interrupted; every process it started was stopped") from None
+
+
+class LinePipe:
+    """The stdin and stdout of a helper started with ``ProcessGroup.spawn(..., pipes=True)``,
+    one JSON-free line at a time, read without blocking the event loop."""
+
+    def __init__(self, proc: Proc, reader: asyncio.StreamReader) -> None:
+        self.proc = proc
+        self._reader = reader
+
+    @classmethod
+    async def open(cls, proc: Proc) -> LinePipe:
+        if proc.process.stdout is None:
+            raise BenchError(f"{proc.name} has no stdout pipe")
+        reader = asyncio.StreamReader(limit=LINE_LIMIT)
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), proc.process.stdout
+        )
+        return cls(proc, reader)
+
+    async def readline(self, within_s: float) -> bytes:
+        """The next line, or b"" when the process closed its stdout or did not answer."""
+        try:
+            return await asyncio.wait_for(self._reader.readline(), within_s)
+        except TimeoutError:
+            return b""
+
+    def send(self, line: str) -> None:
+        """Write one line (short commands: the pipe's buffer takes them at once)."""
+        stdin = self.proc.process.stdin
+        if stdin is None:
+            raise BenchError(f"{self.proc.name} has no stdin pipe")
+        try:
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
+        except (BrokenPipeError, ValueError) as exc:  # it exited; its stdin is closed
+            where = self.proc.log_path
+            raise BenchError(f"{self.proc.name} is gone ({exc!r}); see {where}") from None
 
 
 def progress(message: str) -> None:
