@@ -45,6 +45,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -55,10 +56,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+import httpx
 import psutil
 import psycopg
-from cloud import ENV, ApiProbe, percentile, progress
 
+from lanesync.bench.cluster import child_env
+from lanesync.bench.stats import percentile as sorted_percentile
+from lanesync.bench.studies.common import progress
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.core import bodies
 from lanesync.core.identity import Role, public_key_of
@@ -99,6 +103,41 @@ STOP_TIMEOUT_S = 15.0  # SIGTERM, then SIGKILL after this long
 # The offline reference merge (cloud-side work per record without any I/O) uses this many stores.
 REFERENCE_STORES = 5
 PR_SET_PDEATHSIG = 1  # prctl(2): children die with this script even if it is SIGKILLed
+
+ENV = child_env()
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    return sorted_percentile(sorted(samples), p)
+
+
+class ApiProbe:
+    """Polls the cloud's API every 0.2 s in a thread; ``stop()`` returns the slowest answer."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._client = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=300,
+            trust_env=False,
+        )
+        self._stop = threading.Event()
+        self.slowest = 0.0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.perf_counter()
+            self._client.get("/v1/status").raise_for_status()
+            self.slowest = max(self.slowest, time.perf_counter() - started)
+            self._stop.wait(0.2)
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join(300)
+        self._client.close()
+        return self.slowest
 
 
 # -- building the stores, offline ---------------------------------------------------------------

@@ -136,3 +136,27 @@ def test_mesh_refuses_a_bad_ladder(tmp_path: Path) -> None:
     )
     assert done.exit_code == 1
     assert done.output.strip().splitlines()[-1].startswith("error: --ladder")
+
+
+def test_cloud(run_bench: RunBench) -> None:
+    results = run_bench("cloud", "--lanes", "2", "--sales", "40", "--kills", "1")
+    by_name = figures(results, "cloud")
+    details = results["scenarios"]["cloud"]["details"]
+    catch_up = details["catch_up"]
+    # The cloud's tables hold the whole day (the run stops with an error otherwise), and what
+    # crossed the WAN is at least the delta it was missing.
+    assert catch_up["leader_sales"] == 40
+    assert catch_up["sales_written"] == 40
+    assert catch_up["minimal_delta_bytes"] > 40 * 64  # each sale carries a 64 B signature
+    assert catch_up["wan_over_minimal"] >= 1.0
+    assert values(by_name["catch-up: WAN bytes per sale"])[0] > 64
+    for name in (
+        "catch-up: heal -> tables exact",
+        "catch-up: heal -> everything acknowledged",
+        "failover: elected p50 after the kill",
+        "failover: uplinked p50 after the kill",
+    ):
+        values(by_name[name])
+    failover = details["failover"]
+    assert failover["kills"] == 1
+    assert 0 < failover["elected_s"]["max"] <= failover["uplinked_s"]["max"] < 60

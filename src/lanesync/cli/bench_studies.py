@@ -235,4 +235,73 @@ def mesh(
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
-STUDIES: tuple[click.Command, ...] = (foundation, mesh, receive_path)
+@click.command("cloud")
+@click.option(
+    "--lanes",
+    type=click.IntRange(2, 64),
+    default=16,
+    show_default=True,
+    help="Lanes that write the day (catch-up).",
+)
+@click.option(
+    "--sales",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Sales of the day (catch-up).",
+)
+@click.option(
+    "--kills",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="SIGKILLs of the leader (failover).",
+)
+@click.option("--quick", is_flag=True, help="4 lanes, 2,000 sales, 3 kills.")
+@click.option(
+    "--skip",
+    type=click.Choice(["catch-up", "failover"]),
+    multiple=True,
+    help="Leave a part out (repeatable).",
+)
+@click.option("--logs", type=DIR, help="Keep the processes' logs here.")
+@_out_options("cloud")
+@reports_errors
+def cloud(
+    lanes: int,
+    sales: int,
+    kills: int,
+    quick: bool,
+    skip: tuple[str, ...],
+    logs: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """The cloud: catch-up after a day-long WAN outage, and leader failover times."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.cloud import CloudOptions, run
+    from lanesync.bench.studies.common import run_guarded
+
+    if quick:
+        lanes, sales, kills = 4, 2_000, 3
+    options = CloudOptions(
+        lanes=lanes,
+        sales=sales,
+        kills=kills,
+        catch_up="catch-up" not in skip,
+        failover="failover" not in skip,
+        workdir=work,
+        logs=logs,
+    )
+    try:
+        text, results = run_guarded(lambda: run(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "cloud", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+STUDIES: tuple[click.Command, ...] = (cloud, foundation, mesh, receive_path)
