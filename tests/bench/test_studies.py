@@ -160,3 +160,45 @@ def test_cloud(run_bench: RunBench) -> None:
     failover = details["failover"]
     assert failover["kills"] == 1
     assert 0 < failover["elected_s"]["max"] <= failover["uplinked_s"]["max"] < 60
+
+
+def test_cloud_ingest(run_bench: RunBench) -> None:
+    from lanesync.tools.pgserver import unavailable_reason
+
+    # PostgreSQL too where the machine has its server binaries (as the cloud tests do).
+    processes = "1" if unavailable_reason() is None else ""
+    results = run_bench(
+        "cloud-ingest", "--stores", "2", "--sales", "5", "--uploaders", "1",
+        "--processes", processes,
+    )  # fmt: skip
+    data = results["scenarios"]["cloud-ingest"]
+    systems = ["SQLite-1", *(["PG-1"] if processes else [])]
+    assert data["systems"] == systems
+    by_name = figures(results, "cloud-ingest")
+    configurations = data["details"]["configurations"]
+    assert [c["name"] for c in configurations] == systems
+    for configuration in configurations:
+        # Every sale of both stores reached the head-office tables, exactly.
+        assert configuration["exact"] is True, configuration["problems"]
+        assert configuration["records"] == 2 * (5 + 20)  # 5 sales and 20 receipts per store
+        assert set(configuration["store_done_s"]) == {"store-000", "store-001"}
+    for system in systems:
+        records_per_s = values(by_name["records/s"], system)[0]
+        time_s = values(by_name["time until every sale is in the tables"], system)[0]
+        assert records_per_s == pytest.approx(50 / time_s, rel=0.05)  # time_s: rounded to 0.01
+        assert values(by_name["cloud peak RSS"], system)[0] > 10  # MB: a Python process at least
+    assert data["details"]["reference_merge"]["records"] == 50
+
+
+def test_cloud_ingest_refuses_nothing_to_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    args = ["bench", "cloud-ingest", "--skip-sqlite", "--processes", "", "--out", str(tmp_path)]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1
+    assert (
+        done.output.strip().splitlines()[-1]
+        == "error: nothing to run: --skip-sqlite and no --processes"
+    )

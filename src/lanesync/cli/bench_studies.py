@@ -304,4 +304,77 @@ def cloud(
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
-STUDIES: tuple[click.Command, ...] = (cloud, foundation, mesh, receive_path)
+def _processes(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(
+            f"--processes must be comma-separated counts like 1,2,4, not {text!r}"
+        ) from None
+    if any(c < 1 for c in counts):
+        raise UsageError("every --processes count must be at least 1")
+    return counts
+
+
+@click.command("cloud-ingest")
+@click.option("--stores", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--sales", type=click.IntRange(min=1), default=300, show_default=True, help="Sales per store."
+)
+@click.option(
+    "--processes",
+    default="1,2,4",
+    show_default=True,
+    help="PostgreSQL configurations to run (cloud processes each); empty: none.",
+)
+@click.option("--uploaders", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--skip-sqlite", is_flag=True, help="No SQLite-1 baseline.")
+@click.option("--quick", is_flag=True, help="10 stores x 50 sales.")
+@click.option("--keep", type=DIR, help="Copy the processes' logs here at the end.")
+@_out_options("cloud-ingest")
+@reports_errors
+def cloud_ingest(
+    stores: int,
+    sales: int,
+    processes: str,
+    uploaders: int,
+    skip_sqlite: bool,
+    quick: bool,
+    keep: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """Many stores upload a day each to the cloud: SQLite against PostgreSQL, 1-4 processes."""
+    import importlib.util
+
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.common import run_guarded
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise UsageError(
+            "cloud-ingest needs psycopg: install it with `pip install 'lanesync[postgresql]'`"
+        )
+    from lanesync.bench.studies.cloud_ingest import IngestOptions, run_study
+
+    counts = _processes(processes)
+    if skip_sqlite and not counts:
+        raise UsageError("nothing to run: --skip-sqlite and no --processes")
+    if quick:
+        stores, sales = 10, 50
+    options = IngestOptions(stores, sales, counts, uploaders, not skip_sqlite, work, keep)
+    try:
+        text, results, exact = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "cloud-ingest", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+    if not exact:
+        raise UsageError(
+            f"a configuration's tables are not exact (details in {target}/results.json)"
+        )
+
+
+STUDIES: tuple[click.Command, ...] = (cloud, cloud_ingest, foundation, mesh, receive_path)
