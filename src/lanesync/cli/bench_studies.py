@@ -98,7 +98,7 @@ def receive_path(
     target = _write(results, out, "receive-path", as_json)
     if not as_json:
         for line in lines:
-            console.print(line, markup=False)
+            console.print(line, markup=False, soft_wrap=True)
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
