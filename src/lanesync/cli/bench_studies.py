@@ -88,11 +88,11 @@ def receive_path(
 ) -> None:
     """CPU per received sale on one lane (decrypt, verify, merge, fold), by sales per frame."""
     from lanesync.bench.cluster import BenchError
-    from lanesync.bench.studies.receive_path import run
+    from lanesync.bench.studies.receive_path import run_study
 
     sizes = _batches(batches)
     try:
-        lines, results = run(sales, sizes, repeats, work)
+        lines, results = run_study(sales, sizes, repeats, work)
     except BenchError as exc:
         raise UsageError(f"benchmark failed: {exc}") from None
     target = _write(results, out, "receive-path", as_json)
@@ -122,10 +122,10 @@ def foundation(
 ) -> None:
     """One terminal against raw pycrdt: write rates, ack latency, bytes, merge, reopen, RSS."""
     from lanesync.bench.cluster import BenchError
-    from lanesync.bench.studies.foundation import study
+    from lanesync.bench.studies.foundation import run_study
 
     try:
-        text, results = study(sales, work, profile_reopen)
+        text, results = run_study(sales, work, profile_reopen)
     except BenchError as exc:
         raise UsageError(f"benchmark failed: {exc}") from None
     target = _write(results, out, "foundation", as_json)
@@ -207,7 +207,7 @@ def mesh(
     from lanesync.bench.cluster import BenchError
     from lanesync.bench.deps import INSTALL_HINT, missing_bench_deps
     from lanesync.bench.studies.common import run_guarded
-    from lanesync.bench.studies.mesh import run
+    from lanesync.bench.studies.mesh import run_study
     from lanesync.bench.studies.mesh_systems import LADDER, QUICK_LADDER, SPLIT_SALES, MeshOptions
 
     if not skip_baseline and "pycrdt-websocket" in missing_bench_deps():
@@ -226,7 +226,7 @@ def mesh(
         workdir=work,
     )
     try:
-        text, results = run_guarded(lambda: run(options))
+        text, results = run_guarded(lambda: run_study(options))
     except BenchError as exc:
         raise UsageError(f"benchmark failed: {exc}") from None
     target = _write(results, out, "mesh", as_json)
@@ -280,7 +280,7 @@ def cloud(
 ) -> None:
     """The cloud: catch-up after a day-long WAN outage, and leader failover times."""
     from lanesync.bench.cluster import BenchError
-    from lanesync.bench.studies.cloud import CloudOptions, run
+    from lanesync.bench.studies.cloud import CloudOptions, run_study
     from lanesync.bench.studies.common import run_guarded
 
     if quick:
@@ -295,7 +295,7 @@ def cloud(
         logs=logs,
     )
     try:
-        text, results = run_guarded(lambda: run(options))
+        text, results = run_guarded(lambda: run_study(options))
     except BenchError as exc:
         raise UsageError(f"benchmark failed: {exc}") from None
     target = _write(results, out, "cloud", as_json)

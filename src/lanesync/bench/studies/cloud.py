@@ -243,7 +243,7 @@ def outcome(result: dict[str, Any]) -> Outcome:
     return out
 
 
-async def run(options: CloudOptions) -> tuple[str, dict[str, Any]]:
+async def run_study(options: CloudOptions) -> tuple[str, dict[str, Any]]:
     """Both parts (unless skipped): the JSON text the script printed, and results.json."""
     config = {"lanes": options.lanes, "sales": options.sales, "kills": options.kills}
     record = StudyRun(NAME, config)

@@ -65,7 +65,7 @@ def median_of(runs: Sequence[dict[str, Any]], key: str) -> float:
     return float(statistics.median(run[key] for run in runs))
 
 
-def run(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], dict[str, Any]]:
+def measure(sales: int, workdir: Path, profile_reopen: bool) -> tuple[list[Figure], dict[str, Any]]:
     workload = make_workload(sales)
     sequential = min(sales, SEQUENTIAL_SALES)
     concurrent = min(sales, CONCURRENT_SALES)
@@ -377,7 +377,7 @@ def outcomes(figures: Sequence[Figure]) -> list[Outcome]:
     return [mine, theirs]
 
 
-def study(sales: int, workdir: Path | None, profile_reopen: bool) -> tuple[str, dict[str, Any]]:
+def run_study(sales: int, workdir: Path | None, profile_reopen: bool) -> tuple[str, dict[str, Any]]:
     """The whole run: the text to print (header and table) and ``results.json``."""
     import tempfile
 
@@ -385,7 +385,7 @@ def study(sales: int, workdir: Path | None, profile_reopen: bool) -> tuple[str, 
     load_before = calibrate()
     progress(describe_load("before", load_before))
     with tempfile.TemporaryDirectory(prefix="lanesync-bench-", dir=workdir) as tmp:
-        figures, details = run(sales, Path(tmp), profile_reopen)
+        figures, details = measure(sales, Path(tmp), profile_reopen)
     load_after = calibrate()
     extra = {
         "targets": [asdict(f) for f in figures],

@@ -330,7 +330,7 @@ def outcomes(rows: Sequence[Figure]) -> list[Outcome]:
     return [mine, theirs]
 
 
-async def run(args: MeshOptions) -> tuple[str, dict[str, Any]]:
+async def run_study(args: MeshOptions) -> tuple[str, dict[str, Any]]:
     """The whole benchmark: the text to print (figures and ladder tables) and results.json."""
     load = await wait_for_quiet(args.wait_idle)
     config = {

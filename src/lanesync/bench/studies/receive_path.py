@@ -122,7 +122,7 @@ def verify_us() -> float:
     )
 
 
-def run(
+def run_study(
     sales: int, batches: Sequence[int], repeats: int, work: Path | None = None
 ) -> tuple[list[str], dict[str, Any]]:
     """Every repeat of every batch size; returns the lines to print and ``results.json``."""
