@@ -164,7 +164,7 @@ class Replica:
         # pycrdt drops a callback when its Subscription is garbage collected: keep them.
         # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
         # every event in Python objects first, which cost ~27 us per merged transaction
-        # (benchmarks/receive_path.py), and only the ``keys`` of an event are read here.
+        # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
         self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
         self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
         self._docs[name] = doc
