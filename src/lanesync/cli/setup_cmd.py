@@ -114,9 +114,10 @@ def revoke(
     force: bool,
     as_json: bool,
 ) -> None:
-    """Revoke a terminal (or the cloud): nobody accepts its connections any more, and its
-    records count up to a cut (the last record --via holds of it, or --after SEQ) whenever
-    they arrive, never beyond it."""
+    """Revoke a terminal (or the cloud): no connections, no records past a cut.
+
+    Its records up to the cut (the last one --via holds, or --after SEQ) count whenever they
+    arrive; later ones never, whatever their timestamps."""
     store_directory = StoreDirectory.open(store_dir)
     tid = parse_terminal_id(terminal_id)
     roles = store_directory.enrolled_roles()
