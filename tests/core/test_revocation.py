@@ -447,6 +447,20 @@ def test_a_revocation_by_time_still_held_is_judged_by_time() -> None:
     assert_counted_up_to(restarted(replica), s.records)
 
 
+def test_a_checkpoint_lists_revocations_by_time_as_it_did_before_cuts() -> None:
+    """Checkpoints compare the revocations they were made under: format-1 ones are listed as
+    before cuts existed, so a store upgraded in place keeps using its checkpoint."""
+    s = Setup()
+    legacy = time_revocation(s.store.authority, s.store.store_id, LANE1, WALLS[5])
+    replica = s.observer()
+    assert replica.views.export_views()[-1] == []
+    replica.merge([(CONFIG_DOC, revocation_update(legacy))], NOW)
+    assert replica.views.export_views()[-1] == [["lane1", WALLS[5]]]
+    replica.merge([(CONFIG_DOC, revocation_update(s.revocation, 4_001))], NOW)
+    cut = ["lane1", b"", CUT, s.records[CUT - 1].hash]
+    assert replica.views.export_views()[-1] == [["lane1", WALLS[5]], cut]
+
+
 # -- forged or misfiled revocations --------------------------------------------------------------
 
 

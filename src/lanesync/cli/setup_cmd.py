@@ -189,8 +189,8 @@ def _plan_revocation(
     """The revocations to sign, after the guard rails (``UsageError`` when one refuses)."""
     if via == tid and not force:
         raise UsageError(
-            f"--via {via} is the terminal being revoked: it would stop talking to every peer "
-            "as soon as it holds its revocation; use another lane as --via (or --force)"
+            f"--via {via} is the terminal being revoked: peers drop it as soon as they learn "
+            "the revocation; spread it through another lane (or --force)"
         )
     if roles.get(tid) is Role.MANAGER and not force:
         unrevoked = {

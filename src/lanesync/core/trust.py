@@ -168,10 +168,13 @@ class Trust:
         return dict(self._revoked_from)
 
     def export_revocations(self) -> list[Any]:
-        """Every revocation in force as plain msgpack-able values (for a checkpoint)."""
+        """Every revocation in force as plain msgpack-able values (for a checkpoint): format-1
+        ones as ``[terminal, ms]`` first, exactly as checkpoints listed them before cuts
+        existed (so an upgraded store keeps using its checkpoint), then the cuts as
+        ``[terminal, key, after_seq, after_hash]``."""
         return [
-            sorted([t, k, c.after_seq, c.after_hash] for (t, k), c in self._cuts.items()),
-            sorted([t, ms] for t, ms in self._revoked_from.items()),
+            *sorted([t, ms] for t, ms in self._revoked_from.items()),
+            *sorted([t, k, c.after_seq, c.after_hash] for (t, k), c in self._cuts.items()),
         ]
 
     def certificates(self) -> Iterator[Certificate]:
