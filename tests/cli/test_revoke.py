@@ -183,3 +183,7 @@ def test_revoke_bad_arguments(shop: Shop) -> None:
     assert result.returncode == 2, result.describe()
     assert "Traceback" not in result.stderr
     assert_nothing_changed(shop, store_tree)
+    # the roles of the enrolled terminals are what the guard rail reads
+    (shop.path("store") / "terminals.json").write_text('{"lane1": {"role": "boss"}}\n')
+    assert_error(shop.cli.run("revoke", "store", "lane1", "--via", "lane2"), "malformed")
+    assert digest_of(shop.path("lane2")) == shop.digests["lane2"]

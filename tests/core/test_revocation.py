@@ -423,6 +423,34 @@ def test_a_revoked_cloud_key_is_cut_and_a_cloud_certified_afterwards_is_not() ->
     assert all("after the revocation cut of cloud key" in r for r in reasons)
 
 
+def test_a_key_cut_meets_the_cut_of_its_whole_terminal() -> None:
+    s = Setup()
+    key = public_key_of(s.key)
+    replica = s.observer()
+    for n, revocation in enumerate((s.revoke(5, key=key), s.revoke(CUT))):
+        replica.merge([(CONFIG_DOC, revocation_update(revocation, 4_000 + n))], NOW)
+    assert replica.views.cut_of(LANE1) == Cut(CUT, s.records[CUT - 1].hash)
+    assert replica.views.cut_of(LANE1, key) == Cut(CUT, s.records[CUT - 1].hash)
+    put_records(replica, TODAY_DOC, keyed(*s.records), client_id=10)
+    assert_counted_up_to(replica, s.records)
+
+
+def test_a_forgery_past_the_cut_is_unverified_not_revoked() -> None:
+    """Only a record that a revoked certificate's key signed is reported as refused by the
+    revocation; one no certificate verifies stays ``unverified``."""
+    s = Setup()
+    forged = make_record(
+        SigningKey.generate(), LANE1, CUT + 1, s.records[CUT - 1].hash, Hlc(WALLS[CUT], 0),
+        Receipt(LANE_SKU, 1),
+    )  # fmt: skip
+    replica = s.observer()
+    replica.merge([(CONFIG_DOC, revocation_update(s.revocation))], NOW)
+    put_records(replica, TODAY_DOC, keyed(*s.records[:CUT], forged), client_id=10)
+    problems = replica.views.problems()
+    assert problems["revoked"] == []
+    assert [p["key"] for p in problems["unverified"]] == [forged.key]
+
+
 # -- revocations of the first format (by time) ---------------------------------------------------
 
 
@@ -445,6 +473,20 @@ def test_a_revocation_by_time_still_held_is_judged_by_time() -> None:
     replica.merge([(CONFIG_DOC, revocation_update(s.revocation, 4_001))], NOW)
     assert_counted_up_to(replica, s.records)
     assert_counted_up_to(restarted(replica), s.records)
+
+
+def test_the_earliest_of_two_revocations_by_time_applies_whatever_their_order() -> None:
+    s = Setup()
+    early, late = (
+        time_revocation(s.store.authority, s.store.store_id, LANE1, WALLS[n]) for n in (2, 5)
+    )
+    for order in ((early, late), (late, early)):
+        replica = s.observer()
+        for n, revocation in enumerate(order):
+            replica.merge([(CONFIG_DOC, revocation_update(revocation, 4_000 + n))], NOW)
+        put_records(replica, TODAY_DOC, keyed(*s.records), client_id=10)
+        assert replica.views.head(LANE1).seq == 2
+        assert replica.views.revocations()[1] == {LANE1: WALLS[2]}
 
 
 def test_a_checkpoint_lists_revocations_by_time_as_it_did_before_cuts() -> None:
