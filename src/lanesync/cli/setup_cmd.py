@@ -11,7 +11,6 @@ import click
 from lanesync.core import reports
 from lanesync.core.identity import Revocation, Role, key_fingerprint
 from lanesync.core.ids import CLOUD_TERMINAL_ID, TerminalId
-from lanesync.core.ids import terminal_id as parse_terminal_id
 from lanesync.errors import UsageError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -119,10 +118,8 @@ def revoke(
     Its records up to the cut (the last one --via holds, or --after SEQ) count whenever they
     arrive; later ones never, whatever their timestamps."""
     store_directory = StoreDirectory.open(store_dir)
-    tid = parse_terminal_id(terminal_id)
+    tid = store_directory.revocable(terminal_id)  # before asking --via anything
     roles = store_directory.enrolled_roles()
-    if tid != CLOUD_TERMINAL_ID and tid not in roles:  # before asking --via anything
-        store_directory.revoke(tid, 0)  # raises: not enrolled
     daemon = daemon_client(via)
     if daemon is not None:
         status = daemon.call("GET", "/v1/status")

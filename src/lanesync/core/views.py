@@ -345,8 +345,8 @@ class Views:
                 revoked,
             ) = views
             if revoked != self._trust.export_revocations():
-                # (A checkpoint written before revocations cut chains never matches one with
-                # revocations: its views are folded again once.)
+                # (Format-1 revocations are listed as checkpoints listed them before cuts
+                # existed, so the checkpoint of a store upgraded in place still fits.)
                 raise ValueError("the checkpoint was made under other revocations")
             held = self._chains.load(chains)
             held.extend((str(d), str(k)) for d, k in unverified)

@@ -252,17 +252,21 @@ class StoreDirectory:
             roles[TerminalId(tid)] = Role(role)
         return roles
 
+    def revocable(self, tid: str) -> TerminalId:
+        """``tid`` as a terminal id this store can revoke: enrolled here, or the cloud."""
+        tid = terminal_id(tid)
+        if tid != CLOUD_TERMINAL_ID and tid not in self._registry():
+            raise UsageError(f"terminal {tid!r} is not enrolled in store {self.identity.store_id}")
+        return TerminalId(tid)
+
     def revoke(
         self, tid: str, after_seq: int, after_hash: bytes = b"", key: bytes = b""
     ) -> Revocation:
         """Sign a revocation that cuts ``tid``'s chain after ``after_seq`` (whose record has
         ``after_hash``, when known); ``key``: revoke only that key's certificates."""
-        tid = terminal_id(tid)
-        if tid != CLOUD_TERMINAL_ID and tid not in self._registry():
-            raise UsageError(f"terminal {tid!r} is not enrolled in store {self.identity.store_id}")
-        return issue_revocation(
-            self.authority(), self.identity.store_id, TerminalId(tid), after_seq, after_hash, key
-        )
+        terminal = self.revocable(tid)
+        store = self.identity.store_id
+        return issue_revocation(self.authority(), store, terminal, after_seq, after_hash, key)
 
 
 @dataclass(frozen=True, slots=True)
