@@ -7,9 +7,12 @@ it refuses to revoke the last unrevoked manager, or through the terminal being r
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
-from lanesync.core.identity import parse_certificate
+import msgpack
+
+from lanesync.core.identity import DOMAIN_REVOCATION, parse_certificate, sign
 from lanesync.core.ids import CONFIG_DOC
 from lanesync.core.replica import CERTS_ROOT, certificate_key
 from lanesync.shell.directories import StoreDirectory
@@ -18,6 +21,11 @@ from .conftest import Shop
 from .helpers import assert_error, digest_of, map_update, signed_bundle, tree
 
 MILK_ON_HAND = 9  # in the shop template
+
+
+def content_id(encoded: bytes) -> str:
+    """The content id in a config entry's key (docs/reference/record-format.md)."""
+    return hashlib.blake2b(encoded, digest_size=16).hexdigest()
 
 
 def on_hand(shop: Shop, lane: str) -> int:
@@ -172,6 +180,27 @@ def test_revoke_the_cloud(shop: Shop) -> None:
         "cloud": {"after_seq": None, "hash": None, "revoked_at_ms": None,
                   "keys": {cert.key_fingerprint: cut}},
     }  # fmt: skip
+
+
+def test_a_revocation_by_time_in_an_old_database_is_shown_and_still_judged(shop: Shop) -> None:
+    """A store upgraded in place may hold a revocation of the first format (by time): status
+    and verify show it, and records stamped from its time on do not count."""
+    store = StoreDirectory.open(shop.path("store"))
+    payload = bytes(msgpack.packb([1, "shop-1", "lane2", 0], use_bin_type=True))
+    encoded = payload + sign(store.authority(), DOMAIN_REVOCATION, payload)
+    update = map_update(CERTS_ROOT, f"revoke:lane2:{content_id(encoded)}", encoded)
+    shop.path("old.bundle").write_bytes(signed_bundle(shop.path("lane1"), {CONFIG_DOC: update}))
+    shop.cli.ok("import", "lane1", "old.bundle")
+    assert shop.cli.json("sell", "lane2", "milk:1")["sale_id"] == "lane2:1"
+    move_everything(shop, "lane2", "lane1")
+    assert on_hand(shop, "lane1") == MILK_ON_HAND
+    entry = {"after_seq": None, "hash": None, "revoked_at_ms": 0, "keys": {}}
+    assert shop.cli.json("status", "lane1")["revocations"] == {"lane2": entry}
+    assert "revoked lane2: by time (format 1)" in shop.cli.ok("status", "lane1").text
+    report = shop.cli.run("verify", "lane1", "--json").json()
+    assert [p["reason"] for p in report["revoked"]] == [
+        "lane2 is revoked from 0 ms on (record time)"
+    ]
 
 
 def test_revoke_bad_arguments(shop: Shop) -> None:
