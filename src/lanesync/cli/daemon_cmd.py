@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lanesync.core import reports
 from lanesync.errors import UsageError
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -22,7 +23,7 @@ from .common import (
     reports_errors,
     serves_until_storage_fails,
 )
-from .output import console, emit_json
+from .output import console, emit_json, revocation_lines
 
 
 @click.command("run")
@@ -110,6 +111,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "cloud": None,
                 "peers": [],
                 "running": False,
+                "revocations": reports.revocations(terminal.replica),
             }
     if as_json:
         emit_json(report)
@@ -136,6 +138,8 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         else:
             state = f"not connected (last error: {peer.get('last_error') or 'none'})"
         console.print(f"  peer {peer['terminal_id']}: {state}")
+    for line in revocation_lines(report["revocations"]):
+        console.print(f"  {line}", markup=False)
 
 
 @click.command()

@@ -41,6 +41,7 @@ from lanesync.core.checkpoint import (
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
+    AnyRevocation,
     Certificate,
     LocalIdentity,
     Revocation,
@@ -93,7 +94,7 @@ def certificate_key(cert: Certificate) -> str:
     return f"cert:{cert.terminal_id}:{_content_id(cert.encoded)}"
 
 
-def revocation_key(revocation: Revocation) -> str:
+def revocation_key(revocation: AnyRevocation) -> str:
     return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
 
 
@@ -286,7 +287,7 @@ class Replica:
             elif key.startswith("revoke:"):
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
-                    self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+                    self.views.add_revocation(revocation)
         except RemoteError:
             return
 
