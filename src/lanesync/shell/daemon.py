@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -54,6 +55,9 @@ class DaemonConfig:
     priority: int = 0
     anti_entropy_ms: int | None = None
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
+    # once it serves (runtime file written), in its task group; cancelled when it stops.
+    alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -144,6 +148,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         except StorageError as exc:
             shutdown.storage_failed(exc)
         else:
+            if config.alongside is not None:
+                tasks.append(group.create_task(config.alongside(state), name="alongside"))
             if config.discovery:
                 discovery = Discovery(
                     store_id=terminal.store_id,

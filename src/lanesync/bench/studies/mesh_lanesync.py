@@ -1,9 +1,9 @@
 """A lanesync lane of ``lanesync bench mesh``: the real daemon (``lanesync run DIR --listen
 127.0.0.1:0 --api 127.0.0.1:0 --no-discovery``: durable SQLite commit, record verification, frame
-encryption, the local API) in this process, with two daemon classes swapped for subclasses that
-only observe: ``TimedMesh`` (timestamps every record when it is accepted and when it is durable
-here, counts the bytes written to each socket) and ``CapturingCommitter`` (the
-``GroupCommitter`` the load is written through, as ``POST /v1/sales`` does).
+encryption, the local API) in this process, handed a ``LaneObserver`` (``shell.mesh.MeshObserver``:
+when each record is accepted and when it is durable here, SQLite's time, the bytes written to
+each socket) and, alongside it, the lane's control (``LanesyncLane``), which writes its load
+through the daemon's own ``GroupCommitter``, as ``POST /v1/sales`` does.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import os
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from websockets.asyncio.connection import Connection
 
@@ -35,76 +34,64 @@ from lanesync.bench.studies.mesh_control import (
 )
 from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.ids import Sku, TerminalId
-from lanesync.core.output import Output
 from lanesync.core.records import Body
-from lanesync.core.replica import Change
 from lanesync.core.views import Views
-from lanesync.shell.committer import GroupCommitter
-from lanesync.shell.mesh import Mesh
-from lanesync.shell.terminal import Terminal
-
-RUNTIME_POLL_S = 0.02
+from lanesync.shell.api import DaemonState
+from lanesync.shell.mesh import Collaborators, MeshObserver
+from lanesync.shell.terminal import StorageCall, Terminal
 
 
-class TimedMesh(Mesh):
-    """The daemon's Mesh, plus observation: when each record was accepted (verified, chained,
-    counted in the views) and when it became durable here, and the bytes written to sockets."""
+class LaneObserver(MeshObserver):
+    """When each record was accepted (verified, chained, counted in the views) and when it
+    became durable here, this lane's own commits, SQLite's time and the bytes written to
+    sockets. Observation only (``MeshObserver``)."""
 
-    current: ClassVar[TimedMesh | None] = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.wire_out = 0
-        views = self.terminal.replica.views
+    def __init__(self, terminal: Terminal) -> None:
+        views = terminal.replica.views
         self._views = views
-        self._me = str(self.terminal.terminal_id)
-        self.accepted = Arrivals()  # in memory, in the views: what a query sees
-        self.durable = Arrivals()  # after this lane's own durable commit of the update
+        self._me = str(terminal.terminal_id)
+        self.wire_out = 0
+        self.accepted_log = Arrivals()  # in memory, in the views: what a query sees
+        self.durable_log = Arrivals()  # after this lane's own durable commit of the update
         self._accepted_count = views.accepted_count()
         self._durable_count = self._accepted_count
         self._committed_seq = views.head(TerminalId(self._me)).seq
         self.commits: list[list[int]] = []  # [first_seq, last_seq, time_ns] of local commits
-        take_output = self.node.take_output
-
-        def taken() -> Output:
-            # The node merges what it received in take_output (all frames of one event-loop
-            # iteration together): records become accepted there.
-            out = take_output()
-            if views.accepted_count() != self._accepted_count:
-                self._accepted_count = views.accepted_count()
-                self._scan(self.accepted)
-            return out
-
-        self.node.take_output = taken  # type: ignore[method-assign]
         # Wall time the event loop spends inside SQLite (commit with its fsync, compaction):
         # the loop serves nothing else meanwhile.
         self.storage_s: dict[str, float] = defaultdict(float)
         self.storage_calls: dict[str, int] = defaultdict(int)
-        storage = self.terminal.storage
-        commit = self._timed("commit", storage.commit)
 
-        def durable_commit(changes: Iterable[Change], requests: Sequence[Any] = ()) -> None:
-            commit(changes, requests)  # peers' updates become durable here, not when merged
-            if views.accepted_count() != self._durable_count:
-                self._durable_count = views.accepted_count()
-                self._scan(self.durable)
+    def accepted(self) -> None:
+        # The node merges what it received in one flush (all frames of one event-loop
+        # iteration together): records become accepted there.
+        if self._views.accepted_count() != self._accepted_count:
+            self._accepted_count = self._views.accepted_count()
+            self._scan(self.accepted_log)
 
-        storage.commit = durable_commit  # type: ignore[method-assign]
-        storage.compact = self._timed("compact", storage.compact)  # type: ignore[method-assign]
-        TimedMesh.current = self
-        lane = LanesyncLane(self)
-        self._lane_task = asyncio.get_running_loop().create_task(lane.run(), name="bench-control")
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        self.storage_s[call.value] += seconds
+        self.storage_calls[call.value] += 1
+        # Peers' updates become durable here with a commit, not when merged.
+        if call is StorageCall.COMMIT and self._views.accepted_count() != self._durable_count:
+            self._durable_count = self._views.accepted_count()
+            self._scan(self.durable_log)
 
-    def _timed(self, what: str, call: Callable[..., None]) -> Callable[..., None]:
-        def timed(*args: Any) -> None:
-            started = time.perf_counter()
-            try:
-                call(*args)
-            finally:
-                self.storage_s[what] += time.perf_counter() - started
-                self.storage_calls[what] += 1
+    def wrote(self) -> None:
+        """The committer's commit made this lane's own sales durable: acknowledged now."""
+        at = now_ns()
+        head = self._views.head(TerminalId(self._me)).seq
+        if head > self._committed_seq:
+            self.commits.append([self._committed_seq + 1, head, at])
+            self._committed_seq = head
 
-        return timed
+    def connection_opened(self, ws: Connection) -> None:
+        # Counted as for the pycrdt-websocket lanes (``count_writes``), so both systems' wire
+        # bytes are the same measure.
+        count_writes(ws, self._add_wire)
+
+    def _add_wire(self, size: int) -> None:
+        self.wire_out += size
 
     def _scan(self, into: Arrivals) -> None:
         at = now_ns()
@@ -119,39 +106,14 @@ class TimedMesh(Mesh):
             if terminal != self._me and seq:
                 into.advance(terminal, seq, at)
 
-    async def _run_connection(self, ws: Connection, *args: Any, **kwargs: Any) -> str:
-        count_writes(ws, self._add_wire)
-        return await super()._run_connection(ws, *args, **kwargs)
-
-    def _add_wire(self, size: int) -> None:
-        self.wire_out += size
-
-    def write(self, changes: list[Change], commit: Callable[[], None]) -> None:
-        """The committer's publisher: ``commit`` made this lane's own sales durable, so they
-        are acknowledged now."""
-        super().write(changes, commit)
-        at = now_ns()
-        head = self._views.head(TerminalId(self._me)).seq
-        if head > self._committed_seq:
-            self.commits.append([self._committed_seq + 1, head, at])
-            self._committed_seq = head
-
-    def open_links(self) -> int:
-        return sum(1 for link in self.node.links.values() if link.is_open)
-
-
-class CapturingCommitter(GroupCommitter):
-    current: ClassVar[CapturingCommitter | None] = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        CapturingCommitter.current = self
-
 
 class LanesyncLane:
-    def __init__(self, mesh: TimedMesh) -> None:
-        self.mesh = mesh
-        self.terminal: Terminal = mesh.terminal
+    """The lane's control: answers the orchestrator's commands with the daemon's state."""
+
+    def __init__(self, state: DaemonState, observer: LaneObserver) -> None:
+        self.state = state
+        self.observer = observer
+        self.terminal: Terminal = state.terminal
         self.control = Control()
         self.profiler = Profiler()
         self.sends: list[list[int]] = []  # [seq, issue_ns, ack_ns]
@@ -159,12 +121,9 @@ class LanesyncLane:
         self.rng = lane_rng(str(self.terminal.terminal_id))
 
     async def run(self) -> None:
-        directory = self.terminal.directory.path
-        runtime = directory / "runtime.json"
-        # The daemon writes it once the peer server and the API are bound; nothing to await.
-        while not runtime.exists():  # noqa: ASYNC110
-            await asyncio.sleep(RUNTIME_POLL_S)
-        info = json.loads(runtime.read_text())
+        # The daemon runs this once the peer server and the API are bound and its runtime
+        # file is written.
+        info = json.loads((self.terminal.directory.path / "runtime.json").read_text())
         self.control.send({"event": "ready", "pid": os.getpid(), **info})
         await self.control.serve(self.handle)
         # quit or end of input: stop the daemon the way SIGTERM does.
@@ -174,7 +133,7 @@ class LanesyncLane:
         match request["cmd"]:
             case "connect":
                 for url in request["urls"]:
-                    self.mesh.add_static(url)
+                    self.state.mesh.add_static(url)
                 return {"ok": True}
             case "status":
                 return self.status()
@@ -185,12 +144,12 @@ class LanesyncLane:
                     request["path"],
                     {
                         "sends": self.sends,
-                        "commits": self.mesh.commits,
-                        "accepted": self.mesh.accepted.take(),
-                        "durable": self.mesh.durable.take(),
+                        "commits": self.observer.commits,
+                        "accepted": self.observer.accepted_log.take(),
+                        "durable": self.observer.durable_log.take(),
                     },
                 )
-                self.sends, self.mesh.commits = [], []
+                self.sends, self.observer.commits = [], []
                 return {"ok": True}
             case "profile":
                 return self.profiler.command(request)
@@ -200,27 +159,25 @@ class LanesyncLane:
                 return {"error": f"unknown command {other!r}"}
 
     def status(self) -> dict[str, Any]:
-        committer = CapturingCommitter.current
+        mesh, observer = self.state.mesh, self.observer
         return {
-            "have": dict(self.mesh.accepted.seen),
-            "durable": dict(self.mesh.durable.seen),
+            "have": dict(observer.accepted_log.seen),
+            "durable": dict(observer.durable_log.seen),
             "sent": self.terminal.replica.views.head(self.terminal.terminal_id).seq,
-            "links": self.mesh.open_links(),
-            "wire_out": self.mesh.wire_out,
-            "payload_out": self.mesh.bytes_out,
-            "frames_out": self.mesh.frames_out,
-            "commits": committer.commits if committer else 0,
-            "storage_s": dict(self.mesh.storage_s),
-            "storage_calls": dict(self.mesh.storage_calls),
+            "links": sum(1 for link in mesh.node.links.values() if link.is_open),
+            "wire_out": observer.wire_out,
+            "payload_out": mesh.bytes_out,
+            "frames_out": mesh.frames_out,
+            "commits": self.state.committer.commits,
+            "storage_s": dict(observer.storage_s),
+            "storage_calls": dict(observer.storage_calls),
             "cpu_s": time.process_time(),
             "runq_s": runqueue_wait_s(),
             "errors": len(self.errors),
         }
 
     async def load(self, request: dict[str, Any]) -> dict[str, Any]:
-        committer = CapturingCommitter.current
-        if committer is None:
-            return {"error": "the daemon has no committer yet"}
+        committer = self.state.committer
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[None]] = []
 
@@ -248,12 +205,18 @@ class LanesyncLane:
 
 def run_lanesync(directory: str) -> None:
     """``lanesync run DIR --listen 127.0.0.1:0 --api 127.0.0.1:0 --no-discovery``, observed."""
-    from lanesync.shell import daemon
+    from lanesync.shell.daemon import DaemonConfig, daemon_main
 
-    # The daemon builds its Mesh and GroupCommitter by these module-level names.
-    daemon.Mesh = TimedMesh  # type: ignore[attr-defined]
-    daemon.GroupCommitter = CapturingCommitter  # type: ignore[attr-defined]
-    config = daemon.DaemonConfig(
+    observers: list[LaneObserver] = []
+
+    def observe(terminal: Terminal) -> MeshObserver:
+        observers.append(LaneObserver(terminal))
+        return observers[-1]
+
+    async def alongside(state: DaemonState) -> None:
+        await LanesyncLane(state, observers[0]).run()
+
+    config = DaemonConfig(
         Path(directory),
         listen=(LOOPBACK, 0),
         api=(LOOPBACK, 0),
@@ -263,5 +226,7 @@ def run_lanesync(directory: str) -> None:
         cloud=None,
         priority=0,
         anti_entropy_ms=None,
+        collaborators=Collaborators(observe=observe),
+        alongside=alongside,
     )
-    daemon.daemon_main(config)
+    daemon_main(config)
