@@ -9,11 +9,12 @@ The replica is the pure core the shell drives. It never touches disk, sockets or
 * ``state_vectors`` / ``updates_since`` are the two halves of state-vector sync: only what the
   other side lacks is ever sent.
 
-Documents: ``config`` (certificates), ``catalog`` (price records) and one ``ledger/<day>`` per
-store-local business day. Every map value is an immutable signed record (or certificate) stored
-as bytes, because pycrdt turns integers into floats and drops concurrently created nested maps
-(both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives inside the signed msgpack
-bytes.
+Documents: ``config`` (certificates, revocations, fork resolutions), ``catalog`` (price records)
+and one ``ledger/<day>`` per store-local business day. Every map value is an immutable signed
+record (or certificate) stored as bytes, because pycrdt turns integers into floats and drops
+concurrently created nested maps (both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives
+inside the signed msgpack bytes.
+
 
 The module is longer than most in ``core/`` because the replica is one object around its pycrdt
 documents: loading, merging, local writes and reads all share the documents' observers and the
@@ -33,12 +34,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import pycrdt
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
+from lanesync.core.chains import FORK
 from lanesync.core.checkpoint import (
     EMPTY_UPDATE,
     Refused,
     fingerprints,
     make_checkpoint,
     open_checkpoint,
+)
+from lanesync.core.forks import (
+    Fork,
+    ForkResolution,
+    find_fork,
+    parse_fork_resolution,
 )
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
@@ -49,10 +57,10 @@ from lanesync.core.identity import (
     parse_certificate,
     parse_revocation,
 )
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError
+from lanesync.errors import ConfigError, RemoteError, UsageError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -95,6 +103,10 @@ def certificate_key(cert: Certificate) -> str:
 
 def revocation_key(revocation: Revocation) -> str:
     return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
+
+
+def fork_resolution_key(resolution: ForkResolution) -> str:
+    return f"fork:{resolution.terminal}:{_content_id(resolution.encoded)}"
 
 
 def _content_id(data: bytes) -> str:
@@ -277,6 +289,10 @@ class Replica:
             try:
                 return revocation_key(parse_revocation(value, self.store)) == key
             except RemoteError:
+                pass
+            try:
+                return fork_resolution_key(parse_fork_resolution(value, self.store)) == key
+            except RemoteError:
                 return False
         previous = parse_record(value)
         return (
@@ -297,6 +313,10 @@ class Replica:
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
                     self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+            elif key.startswith("fork:"):
+                resolution = parse_fork_resolution(value, self.store)
+                if key == fork_resolution_key(resolution):
+                    self.views.add_fork_resolution(resolution)
         except RemoteError:
             return
 
@@ -503,6 +523,29 @@ class Replica:
             return Change()
         return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
 
+    def publish_fork_resolution(self, resolution: ForkResolution, now_ms: int) -> Change:
+        """Record a store-signed fork resolution; it spreads to every replica like any data."""
+        parse_fork_resolution(resolution.encoded, self.store)  # refuse to spread a forged one
+        key = fork_resolution_key(resolution)
+        if self._root(CONFIG_DOC).get(key) == resolution.encoded:
+            return Change()
+        return self._local_put(CONFIG_DOC, key, resolution.encoded, now_ms)
+
+    def open_fork(self, terminal: TerminalId) -> Fork:
+        """The branches of ``terminal``'s open fork, as this replica holds them (what a
+        resolution of it names); UsageError when its chain has no open fork here."""
+        broken = self.views.is_broken(terminal)
+        if broken is None or broken[1] != FORK:
+            raise UsageError(f"{terminal} has no open fork on this terminal")
+        base = self.views.head(terminal)
+        return find_fork(
+            terminal,
+            broken[0],
+            base.hash,
+            (record for _, _, record in self.records()),
+            self.views.verifies,
+        )
+
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()
         root = self._root(doc)
@@ -524,18 +567,33 @@ class Replica:
         """
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
-        terminal = self.me.certificate.terminal_id
+        cert = self.me.certificate
+        terminal = cert.terminal_id
+        closed = self.views.closed_reason(cert)
+        if closed is not None:
+            raise ConfigError(
+                f"this terminal's chain is closed: {closed}; this lane goes on under the "
+                "terminal that `lanesync enroll --replaces` created"
+            )
         broken = self.views.is_broken(terminal)
         if broken is not None:
             raise ConfigError(
                 f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
-                "directory was probably restored from a copy; enroll a new terminal id"
+                "directory was probably restored from a copy; resolve the fork with "
+                "`lanesync store resolve-fork` and enroll a replacement with --replaces"
             )
         head = self.views.head(terminal)
+        seq, prev = head.seq + 1, head.hash
+        if seq < cert.first_seq:
+            # A re-keyed lane writes after the record its certificate continues from, linked to
+            # it: it must hold the old chain up to there (a bundle or a peer brings it), or it
+            # would sign seqs the old key used.
+            raise ConfigError(
+                f"this terminal's key signs from seq {cert.first_seq} on, and it holds its chain "
+                f"only up to seq {head.seq}; import a bundle of another lane first"
+            )
         self.clock.adopt(head.hlc)
-        record = make_record(
-            self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
-        )
+        record = make_record(self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body)
         doc = expected_doc(record, self._tz)
         self._captured.clear()
         root = self._root(doc)

@@ -58,7 +58,10 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
 
 def verify(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
-    does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records)."""
+    does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records,
+    records past a chain the store closed). Forks the store resolved are listed apart
+    (``resolved_forks``): they are no problem, their branches count. ``successions`` names
+    every re-key and replacement: which chain a terminal continues, after which seq."""
     problems = replica.views.problems()
     ok = not any(problems.values())
     heads = [
@@ -70,5 +73,23 @@ def verify(replica: Replica) -> dict[str, Any]:
         "records": replica.views.accepted_count(),
         "chains": heads,
         **problems,
+        "resolved_forks": replica.views.resolved_forks(),
+        "successions": successions(replica),
         "oversold": oversold(replica),
     }
+
+
+def successions(replica: Replica) -> list[dict[str, Any]]:
+    """Every certificate that continues (re-key) or replaces (another id) a terminal's chain."""
+    return [
+        {
+            "terminal": cert.terminal_id,
+            "kind": "rekey" if cert.is_rekey else "replacement",
+            "predecessor": cert.succeeds.terminal,
+            "after_seq": cert.succeeds.seq,
+            "after_hash": cert.succeeds.hash.hex(),
+            "key_fingerprint": cert.key_fingerprint,
+        }
+        for cert in replica.views.successions()
+        if cert.succeeds is not None
+    ]

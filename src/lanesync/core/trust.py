@@ -1,11 +1,14 @@
 """Trust: the store's terminal certificates and revocations, and which of them signed a record.
 
-A record is believed only when a certificate of its terminal, valid at the record's time and
-not revoked then, verifies its signature. ``Trust`` holds what the replica has learnt of both
-(certificates and revocations only ever accumulate) and answers ``signer(record)``; it also
-remembers which signatures it verified, so the shell can persist those verdicts and a rebuild
-or a reopen need not verify a record twice. Deciding what a believed record then counts for is
-the business of ``core.chains`` and ``core.views``.
+A record is believed only when a certificate of its terminal, valid at the record's time and not
+revoked then, and covering the record's seq, verifies its signature. A certificate covers seqs from
+its ``first_seq`` (1, or just past where a re-key took over) up to where a newer key of the same
+terminal takes over: after a re-key the old key signs nothing more, and a renewal (a new
+certificate for the same key) changes nothing but the validity period. ``Trust`` holds what the
+replica has learnt of both (certificates and revocations only ever accumulate) and answers
+``signer(record)``; it also remembers which signatures it verified, so the shell can persist those
+verdicts and a rebuild or a reopen need not verify a record twice. Deciding what a believed record
+then counts for is the business of ``core.chains`` and ``core.views``.
 """
 
 from __future__ import annotations
@@ -63,6 +66,22 @@ class Trust:
         for certs in self._certs.values():
             yield from certs
 
+    def next_takeover(self, cert: Certificate) -> int | None:
+        """The first seq of ``cert``'s terminal that another, newer key signs (a re-key), or
+        None: ``cert``'s key may sign up to just before it."""
+        later = [
+            c.first_seq
+            for c in self._certs.get(cert.terminal_id, ())
+            if c.public_key != cert.public_key and c.first_seq > cert.first_seq
+        ]
+        return min(later) if later else None
+
+    def covers(self, cert: Certificate, seq: int) -> bool:
+        if seq < cert.first_seq:
+            return False
+        takeover = self.next_takeover(cert)
+        return takeover is None or seq < takeover
+
     # -- signatures -----------------------------------------------------------------------------
 
     def signer(self, record: Record, *, trusted: bool) -> Certificate | None:
@@ -79,7 +98,7 @@ class Trust:
         if len(certs) == 1:
             # The common case: one certificate, so there is no choice between signers.
             (cert,) = certs
-            if not cert.valid_at(at_ms):
+            if not cert.valid_at(at_ms) or record.seq < cert.first_seq:
                 return None
             if checked_before:
                 return cert  # on a reopen
@@ -87,7 +106,7 @@ class Trust:
                 return None
             self._new_verdicts.append(record.hash)
             return cert
-        candidates = [c for c in certs if c.valid_at(at_ms)]
+        candidates = [c for c in certs if c.valid_at(at_ms) and self.covers(c, record.seq)]
         if not candidates:
             return None
         if checked_before and (len(candidates) == 1 or not isinstance(record.body, PriceChange)):

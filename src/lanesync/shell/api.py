@@ -323,7 +323,14 @@ def create_app(state: DaemonState) -> FastAPI:
         report = reports.verify(state.terminal.replica)
         problems = {
             k: report[k]
-            for k in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps")
+            for k in (
+                "rejected",
+                "unverified",
+                "unauthorized",
+                "broken_chains",
+                "gaps",
+                "closed_chains",
+            )
             if report[k]
         }
         return {"oversold": report["oversold"], "integrity": problems}
