@@ -109,9 +109,16 @@ class Trust:
         candidates = [c for c in certs if c.valid_at(at_ms) and self.covers(c, record.seq)]
         if not candidates:
             return None
-        if checked_before and (len(candidates) == 1 or not isinstance(record.body, PriceChange)):
-            # The signature was verified before. Only for a price change with several candidate
-            # certificates does it matter which one signed (their roles may differ).
+        one_key = len({c.public_key for c in certs}) == 1
+        if (
+            checked_before
+            and one_key
+            and (len(candidates) == 1 or not isinstance(record.body, PriceChange))
+        ):
+            # The signature was verified before, by some key of this terminal: by this one if
+            # the terminal has one key (after a re-key, the key decides which seqs it covers).
+            # Only for a price change with several candidate certificates does it matter which
+            # one signed (their roles may differ).
             return candidates[0]
         signers = [
             c
