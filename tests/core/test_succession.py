@@ -218,3 +218,15 @@ def test_a_renewed_certificate_for_the_same_key_keeps_the_chain_counting() -> No
     replica.merge([(CONFIG_DOC, config_update(expiring))], NOW)
     assert replica.views.is_accepted(late)
     assert replica.views.on_hand() == {A: 94}
+
+
+def test_a_rekey_before_the_first_record_closes_the_old_key_too() -> None:
+    lane = Lane()
+    rekey = successor_cert(lane.store, "lane1", lane.new_key, Succession(LANE1, 0, bytes(32)))
+    assert rekey.first_seq == 1
+    replica = enrolled_observer(lane.store, lane.old_cert, rekey)
+    put_records(replica, TODAY_DOC, keyed(lane.old[0]), client_id=10)  # the old key's seq 1
+    assert not replica.views.is_accepted(lane.old[0])
+    new = record_chain(lane.new_key, "lane1", [Receipt(A, 7)])
+    put_records(replica, TODAY_DOC, keyed(*new), client_id=11)
+    assert replica.views.on_hand() == {A: 7}

@@ -69,10 +69,13 @@ class Trust:
     def next_takeover(self, cert: Certificate) -> int | None:
         """The first seq of ``cert``'s terminal that another, newer key signs (a re-key), or
         None: ``cert``'s key may sign up to just before it."""
+        # A re-key outranks a plain certificate from the same seq on: a re-key of a terminal
+        # that never wrote (at seq 0) still closes the old key.
+        rank = (cert.first_seq, cert.is_rekey)
         later = [
             c.first_seq
             for c in self._certs.get(cert.terminal_id, ())
-            if c.public_key != cert.public_key and c.first_seq > cert.first_seq
+            if c.public_key != cert.public_key and (c.first_seq, c.is_rekey) > rank
         ]
         return min(later) if later else None
 

@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from lanesync import __version__
 from lanesync.core import bodies, reports
 from lanesync.core.election import Election
-from lanesync.core.identity import parse_revocation
-from lanesync.core.ids import RecordId
+from lanesync.core.forks import parse_fork_resolution
+from lanesync.core.identity import parse_certificate, parse_revocation
+from lanesync.core.ids import RecordId, terminal_id
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
@@ -187,6 +188,19 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "cloud": state.uplink.status() if state.uplink else None,
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
+        "succeeds": succession_of(terminal),
+    }
+
+
+def succession_of(terminal: Terminal) -> dict[str, Any] | None:
+    """The chain this terminal continues (a re-key) or replaces, from its own certificate."""
+    cert = terminal.directory.me.certificate
+    if cert.succeeds is None:
+        return None
+    return {
+        "kind": "rekey" if cert.is_rekey else "replacement",
+        "predecessor": cert.succeeds.terminal,
+        "after_seq": cert.succeeds.seq,
     }
 
 
@@ -372,6 +386,42 @@ def create_app(state: DaemonState) -> FastAPI:
         state.terminal.publish_revocation(revocation)
         state.mesh.bundle_imported()
         return {"revoked": revocation.terminal_id, "revoked_at_ms": revocation.revoked_at_ms}
+
+    @app.get("/v1/forks/{terminal}", tags=["reads"])
+    async def get_fork(terminal: str) -> dict[str, Any]:
+        """The open fork of a terminal's chain, as this lane holds it: what a resolution names."""
+        fork = state.terminal.replica.open_fork(terminal_id(terminal))
+        return {
+            "terminal": fork.terminal,
+            "fork_seq": fork.fork_seq,
+            "base_hash": fork.base_hash.hex(),
+            "branches": [
+                {
+                    "first_hash": b.first_hash.hex(),
+                    "head_seq": b.head_seq,
+                    "head_hash": b.head_hash.hex(),
+                }
+                for b in fork.branches
+            ],
+        }
+
+    @app.post("/v1/fork-resolutions", status_code=201, tags=["writes"])
+    async def post_fork_resolution(request: Request, _: RequireToken) -> dict[str, Any]:
+        resolution = parse_fork_resolution(await request.body(), state.terminal.directory.store)
+        state.terminal.publish_fork_resolution(resolution)
+        state.mesh.bundle_imported()
+        return {
+            "terminal": resolution.terminal,
+            "fork_seq": resolution.fork_seq,
+            "closed_at": resolution.closed_at,
+        }
+
+    @app.post("/v1/certificates", status_code=201, tags=["writes"])
+    async def post_certificate(request: Request, _: RequireToken) -> dict[str, Any]:
+        cert = parse_certificate(await request.body(), state.terminal.directory.store)
+        state.terminal.publish_certificate(cert)
+        state.mesh.bundle_imported()
+        return {"terminal_id": cert.terminal_id, "key_fingerprint": cert.key_fingerprint}
 
     @app.get("/metrics", tags=["reads"], response_class=Response)
     async def metrics() -> Response:
