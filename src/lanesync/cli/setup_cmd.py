@@ -287,6 +287,7 @@ def store_resolve_fork(store_dir: Path, terminal: str, via: Path, as_json: bool)
     """Declare both branches of a forked chain genuine: each counts once; the chain closes."""
     store_directory = StoreDirectory.open(store_dir)
     tid = terminal_id(terminal)
+    store_directory.role_of(tid)  # an enrolled terminal of this store
     daemon = daemon_client(via)
     if daemon is not None:
         found = daemon.call("GET", f"/v1/forks/{tid}")
