@@ -136,6 +136,10 @@ def test_enroll_replaces_a_lane_after_a_resolved_fork(shop: Shop) -> None:
     ]
     text = cli.ok("verify", "lane1b").text
     assert "replacement: lane1b continues lane1 after seq 7" in text
+    status = cli.json("status", "lane1b")
+    assert status["succeeds"] == {"kind": "replacement", "predecessor": "lane1", "after_seq": 7}
+    assert "continues lane1 after seq 7 (replacement)" in cli.ok("status", "lane1b").text
+    assert cli.json("status", "lane2")["succeeds"] is None
 
 
 def test_enroll_replaces_a_working_lane_and_closes_its_chain(shop: Shop) -> None:

@@ -188,19 +188,7 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "cloud": state.uplink.status() if state.uplink else None,
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
-        "succeeds": succession_of(terminal),
-    }
-
-
-def succession_of(terminal: Terminal) -> dict[str, Any] | None:
-    """The chain this terminal continues (a re-key) or replaces, from its own certificate."""
-    cert = terminal.directory.me.certificate
-    if cert.succeeds is None:
-        return None
-    return {
-        "kind": "rekey" if cert.is_rekey else "replacement",
-        "predecessor": cert.succeeds.terminal,
-        "after_seq": cert.succeeds.seq,
+        "succeeds": terminal.succession(),
     }
 
 

@@ -285,6 +285,18 @@ class Terminal:
         self._check_usable()
         self.commit([self.replica.publish_revocation(revocation, self._clock())])
 
+    def succession(self) -> dict[str, Any] | None:
+        """The chain this terminal continues (a re-key) or replaced (``enroll --replaces``),
+        from its own certificate: receipt numbers stay traceable across a replacement."""
+        cert = self.directory.me.certificate
+        if cert.succeeds is None:
+            return None
+        return {
+            "kind": "rekey" if cert.is_rekey else "replacement",
+            "predecessor": cert.succeeds.terminal,
+            "after_seq": cert.succeeds.seq,
+        }
+
     def publish_fork_resolution(self, resolution: ForkResolution) -> None:
         """Store a store-signed fork resolution; it spreads to every replica like any data."""
         self._check_usable()
