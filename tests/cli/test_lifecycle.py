@@ -69,12 +69,17 @@ def test_resolve_fork_counts_both_branches_once_and_closes_the_chain(shop: Shop)
     assert text.text.startswith("OK: 8 records")
     assert "resolved fork lane1 at seq 6, closed at seq 7" in text.text
 
+    # lane1:6 names a sale on each branch: no void can tell which; lane1:7 names one
+    assert_error(cli.run("void", "lane2", "lane1:6"), "lane1:6")
+    assert cli.json("void", "lane2", "lane1:7")["record_id"] == "lane2:1"
+    assert milk(shop, "lane2") == 9 - 1 - 3
+
     # the resolution spreads like data; the lane itself may sign nothing more
     cli.ok("export", "lane2", "resolved.bundle")
     cli.ok("import", "lane1", "resolved.bundle")
     assert cli.json("verify", "lane1")["ok"] is True
     assert_error(cli.run("sell", "lane1", "milk:1"), "closed")
-    assert milk(shop, "lane1") == 3
+    assert milk(shop, "lane1") == 5
 
     # nothing left to resolve
     again = cli.run("store", "resolve-fork", "store", "lane1", "--via", "lane2")
