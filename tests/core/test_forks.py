@@ -373,3 +373,125 @@ def test_a_checkpoint_keeps_the_branches() -> None:
     again.restore(stored, set(), NOW, checkpoint=replica.checkpoint())
     assert again.restored_from.startswith("views from the checkpoint")
     assert _views(again) == _views(replica)
+
+
+# -- branches that break, duplicates, lookups ----------------------------------------------------
+
+
+def test_a_fork_inside_a_branch_stops_that_branch_whatever_the_order() -> None:
+    """A second seq 4 on branch Y (linking y's seq 3): Y counts up to seq 3 only, X all of it,
+    whether the second record comes before or after Y's seq 4 was counted."""
+    f = Forked()
+    again = extend(f.key, f.y[0], [sale(19)], NOW + 40)
+    expected = {A: 100 - 1 - 2 - 3 - 5}
+    for late in (False, True):
+        replica = f.observer()
+        replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+        first = f.all_records if late else [*f.all_records, *again]
+        put_records(replica, TODAY_DOC, keyed(*first), client_id=10)
+        if late:
+            assert replica.views.is_accepted(f.y[2])
+            put_records(replica, TODAY_DOC, keyed(*again), client_id=11)
+        assert replica.views.on_hand() == expected
+        assert not replica.views.is_accepted(f.y[1])
+        (broken,) = replica.views.problems()["broken_chains"]
+        assert broken == {
+            "terminal": LANE1,
+            "from_seq": 4,
+            "reason": FORK,
+            "branch": f.y[0].hash.hex(),
+        }
+
+
+def test_at_a_branch_head_only_the_named_record_counts_whatever_the_order() -> None:
+    """Another seq 4 on branch X, whose head the resolution names at seq 4: it never counts
+    and forks nothing; it is held past the closed chain."""
+    f = Forked()
+    other = extend(f.key, f.x[0], [sale(19)], NOW + 40)
+    for late in (False, True):
+        replica = f.observer()
+        replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+        first = f.all_records if late else [*f.all_records, *other]
+        put_records(replica, TODAY_DOC, keyed(*first), client_id=10)
+        if late:
+            put_records(replica, TODAY_DOC, keyed(*other), client_id=11)
+        assert replica.views.on_hand() == RESOLVED_STOCK
+        assert replica.views.problems()["broken_chains"] == []
+        assert replica.views.problems()["closed_chains"] == [
+            {"terminal": LANE1, "closed_at": 5, "refused": 1}
+        ]
+
+
+def test_a_branch_record_that_does_not_move_the_clock_forward_stops_the_branch() -> None:
+    f = Forked()
+    # y's seq 4 again, linked right but stamped before y's seq 3: it breaks branch Y
+    stale = make_record(f.key, LANE1, 4, f.y[0].hash, Hlc(NOW - 5, 0), sale(23))
+    replica = f.observer()
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    put_records(replica, TODAY_DOC, keyed(*f.prefix, *f.x, f.y[0], f.y[2], stale), client_id=10)
+    (broken,) = replica.views.problems()["broken_chains"]
+    assert (broken["from_seq"], broken["reason"]) == (4, "record does not link to its predecessor")
+    # the genuine y seq 4 arriving too makes it a fork at 4, as a fold seeing both would say
+    put_records(replica, TODAY_DOC, keyed(f.y[1]), client_id=11)
+    (broken,) = replica.views.problems()["broken_chains"]
+    assert (broken["from_seq"], broken["reason"]) == (4, FORK)
+    assert replica.views.problems() == restarted(replica).views.problems()
+    assert replica.views.on_hand() == {A: 100 - 1 - 2 - 3 - 5}
+
+
+def test_a_branch_record_delivered_twice_counts_once() -> None:
+    f = Forked()
+    replica = f.observer()
+    put_records(replica, TODAY_DOC, keyed(*f.all_records), client_id=10)
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    put_records(replica, TODAY_DOC, keyed(*f.x, *f.y), client_id=11)  # the same entries again
+    assert_resolved(replica, f)
+
+
+def test_before_the_chain_reaches_the_fork_everything_past_it_waits_as_a_gap() -> None:
+    f = Forked()
+    replica = f.observer()
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    put_records(replica, TODAY_DOC, keyed(f.prefix[0]), client_id=9)
+    assert replica.views.problems()["gaps"] == []
+    put_records(replica, TODAY_DOC, keyed(*f.x, *f.y), client_id=10)
+    assert replica.views.problems()["gaps"] == [{"terminal": LANE1, "missing_seq": 2, "waiting": 5}]
+    assert replica.views.resolved_forks()[0]["branches"][0]["counted_to_seq"] == 2
+    put_records(replica, TODAY_DOC, keyed(f.prefix[1]), client_id=11)
+    assert_resolved(replica, f)
+
+
+def test_an_id_two_branches_hold_finds_no_record_and_an_id_one_holds_finds_it() -> None:
+    f = Forked()
+    replica = f.observer()
+    put_records(replica, TODAY_DOC, keyed(*f.all_records), client_id=10)
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    assert replica.find_record(RecordId(LANE1, 4)) is None
+    assert replica.find_record(RecordId(LANE1, 5)) == f.y[2]
+    assert replica.find_record(RecordId(LANE1, 2)) == f.prefix[1]
+    assert replica.find_record(RecordId(LANE1, 6)) is None
+
+
+def test_a_signed_resolution_that_is_not_msgpack_or_names_too_many_branches_is_refused() -> None:
+    f = Forked()
+    garbage = b"\xc1" * 10
+    encoded = garbage + sign(f.store.authority, DOMAIN_FORK_RESOLUTION, garbage)
+    with pytest.raises(RemoteError, match="not valid msgpack"):
+        parse_fork_resolution(encoded, f.store.identity)
+    many = [
+        make_record(f.key, LANE1, 3, f.prefix[-1].hash, Hlc(NOW + 10, n), sale(1 + n))
+        for n in range(9)
+    ]
+    with pytest.raises(UsageError, match="9 branches at seq 3: too many"):
+        find_fork(LANE1, 3, f.prefix[-1].hash, [*f.prefix, *many], lambda _: True)
+
+
+def test_a_checkpoint_made_under_other_resolutions_does_not_load() -> None:
+    f = Forked()
+    before = f.observer()
+    put_records(before, TODAY_DOC, keyed(*f.all_records), client_id=10)
+    views = before.views.export_views()
+    after = f.observer()
+    after.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    with pytest.raises(ValueError, match="other fork resolutions"):
+        after.views.load_views(views, set())

@@ -230,3 +230,19 @@ def test_a_rekey_before_the_first_record_closes_the_old_key_too() -> None:
     new = record_chain(lane.new_key, "lane1", [Receipt(A, 7)])
     put_records(replica, TODAY_DOC, keyed(*new), client_id=11)
     assert replica.views.on_hand() == {A: 7}
+
+
+def test_of_two_replacements_the_lower_closure_holds_whatever_their_order() -> None:
+    lane = Lane()
+    at_two = Succession(LANE1, 2, lane.old[1].hash)
+    first = successor_cert(lane.store, "lane1b", SigningKey.generate(), lane.at)
+    second = successor_cert(lane.store, "lane1c", SigningKey.generate(), at_two)
+    for order in ((first, second), (second, first)):
+        replica = enrolled_observer(lane.store, lane.old_cert)
+        put_records(replica, TODAY_DOC, keyed(*lane.old), client_id=10)
+        for n, cert in enumerate(order):
+            replica.merge([(CONFIG_DOC, config_update(cert, client_id=3_000 + n))], NOW)
+        assert replica.views.on_hand() == {A: 99}
+        assert replica.views.problems()["closed_chains"] == [
+            {"terminal": LANE1, "closed_at": 2, "refused": 1}
+        ]

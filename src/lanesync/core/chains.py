@@ -207,7 +207,8 @@ class Chains:
             if branch.holds(seq):
                 if branch.hash_at(seq) == record.hash:
                     return Offered.IGNORED
-                if branch.hash_at(seq - 1) == record.prev_hash:
+                pinned = seq == branch.limit_seq and branch.limit_hash not in (None, record.hash)
+                if branch.hash_at(seq - 1) == record.prev_hash and not pinned:
                     return Offered.BELOW_HEAD_FORK  # a branch forks again under its head
             elif branch.broken_at == seq and branch.eligible(record):
                 # As in ``offer``: whatever arrives first, a second linking record is a fork.
@@ -320,9 +321,9 @@ class Chains:
     def mark_sale(self, record: Record) -> None:
         """The accepted ``record`` counts as a sale."""
         if self._in_branches(record.terminal, record.seq):
-            branch = self._branch_of(record.terminal, record.seq, record.hash)
-            if branch is not None:
-                branch.sales[record.seq - branch.base_seq - 1] = 1
+            for branch in self._chains[record.terminal].branches or ():
+                if branch.holds(record.seq) and branch.hash_at(record.seq) == record.hash:
+                    branch.sales[record.seq - branch.base_seq - 1] = 1
             return
         self._chains[record.terminal].sales[record.seq - 1] = 1
 
@@ -465,12 +466,9 @@ class Chains:
                 closed.append({"terminal": t, "closed_at": limit, "refused": past})
         return {"broken_chains": broken, "gaps": gaps, "closed_chains": closed}
 
-    def resolved(self, terminal: TerminalId) -> list[dict[str, object]]:
-        """How far each branch of ``terminal``'s resolved fork is counted (for ``verify``)."""
-        chain = self._chains.get(terminal)
-        resolution = self._resolutions.get(terminal)
-        if resolution is None:
-            return []
+    def resolved(self, resolution: ForkResolution) -> list[dict[str, object]]:
+        """How far each branch of a resolved fork is counted (for ``verify``)."""
+        chain = self._chains.get(resolution.terminal)
         branches = [] if chain is None or chain.branches is None else chain.branches
         counted = {b.first_hash: b.head_seq for b in branches}
         return [
@@ -538,8 +536,7 @@ class Chains:
             waiting,
             branches,
         ) in chains:
-            if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
-                raise ValueError("a chain of the checkpoint is malformed")
+            _check_counted(hashes, sales)
             chain = self._chains[TerminalId(sys.intern(terminal))]
             chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
             chain.last_hlc = Hlc(int(wall), int(counter))
@@ -553,8 +550,7 @@ class Chains:
 
 def _load_branch(fields: Any) -> BranchChain:
     first, base_seq, base, limit_seq, limit_hash, wall, counter, hashes, sales, at, why = fields
-    if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
-        raise ValueError("a branch of the checkpoint is malformed")
+    _check_counted(hashes, sales)
     return BranchChain(
         bytes(first),
         int(base_seq),
@@ -567,3 +563,9 @@ def _load_branch(fields: Any) -> BranchChain:
         None if at is None else int(at),
         str(why),
     )
+
+
+def _check_counted(hashes: bytes, sales: bytes) -> None:
+    """One hash and one sale flag per accepted record, or the checkpoint is unusable."""
+    if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
+        raise ValueError("a chain of the checkpoint is malformed")

@@ -211,9 +211,6 @@ class Views:
         if self._chains.knows(resolution.terminal):
             self.needs_rebuild = True
 
-    def fork_resolution(self, terminal: TerminalId) -> ForkResolution | None:
-        return self._resolutions.get(terminal)
-
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
         terminal = cert.terminal_id
@@ -530,7 +527,7 @@ class Views:
                 "terminal": t,
                 "fork_seq": r.fork_seq,
                 "closed_at": r.closed_at,
-                "branches": self._chains.resolved(t),
+                "branches": self._chains.resolved(r),
             }
             for t, r in sorted(self._resolutions.items())
         ]
