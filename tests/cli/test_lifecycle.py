@@ -13,7 +13,7 @@ from typing import Any
 from lanesync.shell.directories import TerminalDirectory
 
 from .conftest import Shop
-from .helpers import assert_error
+from .helpers import assert_error, outsider
 
 FORK = "two different records with one sequence number"
 
@@ -224,3 +224,42 @@ def test_store_renew_gives_the_same_key_a_later_expiry(shop: Shop) -> None:
     assert cli.json("sell", "lane2", "milk:1")["sale_id"] == "lane2:1"
     assert_error(cli.run("store", "renew", "store", "lane2", "--valid-days", "0"), "--valid-days")
     assert_error(cli.run("store", "renew", "store", "plain"), "not a terminal directory")
+
+
+def test_a_lane_of_another_store_is_refused_as_via_or_to_renew(shop: Shop) -> None:
+    cli = shop.cli
+    outsider(shop.path("other"), "shop-2", "lane7")
+    other = shop.path("other") / "lane7"
+    assert_error(cli.run("store", "renew", "store", other), "another store")
+    assert_error(
+        cli.run("store", "resolve-fork", "store", "lane1", "--via", other), "another store"
+    )
+    replaced = cli.run(
+        "enroll", "store", "new", "--terminal-id", "new", "--replaces", "lane1", "--via", other
+    )
+    assert_error(replaced, "another store")
+    registry = shop.path("store") / "terminals.json"
+    registry.write_text('{"lane1": {"role": "boss"}}\n')
+    assert_error(cli.run("store", "resolve-fork", "store", "lane1", "--via", "lane2"), "malformed")
+
+
+def test_the_text_output_says_what_was_done_and_what_to_do_next(shop: Shop) -> None:
+    cli = shop.cli
+    fork_lane1(shop)
+    resolved = cli.ok("store", "resolve-fork", "store", "lane1", "--via", "lane2").text
+    assert resolved.startswith("fork of lane1 at seq 6 resolved: both branches count")
+    assert "lane1's chain is closed at seq 7" in resolved
+    assert "--replaces lane1 --via lane2" in resolved
+    replaced = cli.ok(
+        "enroll", "store", "lane1b", "--terminal-id", "lane1b", "--replaces", "lane1",
+        "--via", "lane2",
+    ).text  # fmt: skip
+    assert replaced.startswith("terminal lane1b enrolled to replace lane1 as manager")
+    assert "lane1's chain is closed after seq 7" in replaced
+    rekeyed = cli.ok(
+        "enroll", "store", "lane2-new", "--terminal-id", "lane2", "--replaces", "lane2",
+        "--via", "lane1b",
+    ).text  # fmt: skip
+    assert rekeyed.startswith("terminal lane2 re-keyed as cashier")
+    renewed = cli.ok("store", "renew", "store", "lane2-new").text
+    assert renewed.startswith("terminal lane2 renewed")

@@ -74,6 +74,16 @@ def test_resolve_fork_and_replace_through_a_running_lane(
         assert b.sell("milk", 1) == "lane1b:1"
         wait_until(lambda: m.on_hand("milk") == 10, 15, "m counted lane1b's sale")
 
+        # a running lane of another store is no --via
+        other_store = cluster.store("other-store", "s2")
+        other = cluster.start(cluster.enroll(other_store, "o"))
+        refused = cluster.cli(
+            "enroll", "store", "lane1c", "--terminal-id", "lane1c", "--replaces", "lane1b",
+            "--via", other.path,
+        )  # fmt: skip
+        assert refused.returncode == 1, refused.describe()
+        assert "another store" in refused.stderr
+
         renewed = cluster.cli_json("store", "renew", "store", cluster.root / "lane1b")
         assert renewed["key_fingerprint"] == enrolled["key_fingerprint"]
         assert renewed["not_after_ms"] > enrolled["not_after_ms"]
