@@ -472,6 +472,10 @@ class Views:
         # "lane1:07" names none
         return str(rid) == record_id and self._chains.is_counted_sale(rid)
 
+    def is_ambiguous(self, record_id: RecordId) -> bool:
+        """Does this id name records of two branches of a resolved fork (no single sale)?"""
+        return self._chains.is_ambiguous(record_id)
+
     def is_voided(self, record_id: str) -> bool:
         return self._voids.get(record_id, 0) > 0
 
