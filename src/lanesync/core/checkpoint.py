@@ -22,7 +22,9 @@ from lanesync.core.ids import StoreId
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
-CHECKPOINT_FORMAT = 1
+# 2: the views also carry the fork resolutions and closures they were judged under, and each
+# chain the branches of its resolved fork.
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
