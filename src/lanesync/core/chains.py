@@ -163,6 +163,8 @@ class Chains:
 
     def _main_limit(self, terminal: TerminalId) -> int | None:
         """The highest seq the chain proper accepts (past a resolved fork: its branches)."""
+        if not (self._resolutions or self._closures):
+            return None  # the common case: the store never acted on a chain
         limits = []
         resolution = self._resolutions.get(terminal)
         if resolution is not None:
@@ -178,7 +180,7 @@ class Chains:
         """Hold a validly signed record as a candidate for its seq (``advance`` judges it)."""
         chain = self._chains[record.terminal]
         seq = record.seq
-        resolution = self._resolutions.get(record.terminal)
+        resolution = self._resolutions.get(record.terminal) if self._resolutions else None
         if resolution is not None and seq >= resolution.fork_seq:
             return self._offer_to_branches(chain, (doc, key, record, cert))
         limit = self._main_limit(record.terminal)
@@ -238,7 +240,7 @@ class Chains:
             chain.sales.append(0)  # mark_sale marks it once it counts as a sale
             chain.last_hlc = record.hlc
             yield doc, key, record, signer
-        resolution = self._resolutions.get(terminal)
+        resolution = self._resolutions.get(terminal) if self._resolutions else None
         if resolution is not None:
             yield from self._advance_branches(terminal, chain, resolution)
 
@@ -298,6 +300,8 @@ class Chains:
         return None
 
     def _in_branches(self, terminal: TerminalId, seq: int) -> bool:
+        if not self._resolutions:
+            return False  # the common case, on every record's way in
         resolution = self._resolutions.get(terminal)
         return resolution is not None and seq >= resolution.fork_seq
 

@@ -101,7 +101,9 @@ class Trust:
         if len(certs) == 1:
             # The common case: one certificate, so there is no choice between signers.
             (cert,) = certs
-            if not cert.valid_at(at_ms) or record.seq < cert.first_seq:
+            if not cert.valid_at(at_ms) or (
+                cert.succeeds is not None and record.seq < cert.first_seq
+            ):
                 return None
             if checked_before:
                 return cert  # on a reopen
