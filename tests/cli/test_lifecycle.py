@@ -86,7 +86,7 @@ def test_resolve_fork_counts_both_branches_once_and_closes_the_chain(shop: Shop)
     assert_error(again, "no open fork")
 
 
-def test_records_the_restored_copy_signs_after_the_resolution_never_count(shop: Shop) -> None:
+def test_records_signed_after_the_resolution_count_only_if_resolved_again(shop: Shop) -> None:
     cli = shop.cli
     fork_lane1(shop)
     cli.ok("store", "resolve-fork", "store", "lane1", "--via", "lane2")
@@ -98,6 +98,15 @@ def test_records_the_restored_copy_signs_after_the_resolution_never_count(shop: 
     assert report.returncode == 1, report.describe()
     assert report.json()["closed_chains"] == [{"terminal": "lane1", "closed_at": 7, "refused": 1}]
     assert milk(shop, "lane2") == 3
+    # the store may decide it is a genuine sale all the same: resolving again names the longer
+    # branch, and every replica keeps the resolution that counts more
+    again = cli.json("store", "resolve-fork", "store", "lane1", "--via", "lane2")
+    assert sorted(b["head_seq"] for b in again["branches"]) == [7, 7]
+    assert cli.json("verify", "lane2")["ok"] is True
+    assert milk(shop, "lane2") == 3 - 4
+    assert_error(
+        cli.run("store", "resolve-fork", "store", "lane1", "--via", "lane2"), "no open fork"
+    )
 
 
 def test_resolve_fork_refuses_what_it_cannot_resolve(shop: Shop) -> None:

@@ -495,3 +495,26 @@ def test_a_checkpoint_made_under_other_resolutions_does_not_load() -> None:
     after.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
     with pytest.raises(ValueError, match="other fork resolutions"):
         after.views.load_views(views, set())
+
+
+def test_a_resolved_fork_opens_again_only_for_records_past_a_named_head() -> None:
+    f = Forked()
+    replica = f.observer()
+    put_records(replica, TODAY_DOC, keyed(*f.all_records), client_id=10)
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    with pytest.raises(UsageError, match="no open fork"):
+        replica.open_fork(LANE1)
+    put_records(replica, TODAY_DOC, keyed(*f.after), client_id=11)
+    longer = replica.open_fork(LANE1)
+    assert sorted(b.head_seq for b in longer.branches) == [5, 6]
+    again = issue_fork_resolution(
+        f.store.authority, f.store.store_id, LANE1, 3, f.prefix[-1].hash, longer.branches
+    )
+    # whichever resolution a replica gets first, it ends with the one that counts more
+    for first, second in ((f.resolution, again), (again, f.resolution)):
+        other = f.observer()
+        put_records(other, TODAY_DOC, keyed(*f.all_records, *f.after), client_id=10)
+        other.merge([(CONFIG_DOC, resolution_update(first, 6_000))], NOW)
+        other.merge([(CONFIG_DOC, resolution_update(second, 6_001))], NOW)
+        assert other.views.on_hand() == {A: RESOLVED_STOCK[A] - 13 - 17}
+        assert other.views.problems()["closed_chains"] == []

@@ -13,9 +13,12 @@ and names, for one terminal:
 Every record of a branch counts once it links, from ``fork_seq`` up to that branch's head, and
 at the head's seq only the named record counts. The chain is then closed: nothing the terminal
 signs past a branch's head counts, on any branch (the resolution commits to the heads by hash, so
-no record written after it can join). Records of a branch up to its head that arrive later (a
-lane that was offline) still count. The lane goes on under a new terminal id (``enroll
---replaces``). Wire format (stored in the config document, spread like data)::
+no record written after it can join). Records of a branch up to its head that arrive later (a lane
+that was offline) still count. The lane goes on under a new terminal id (``enroll --replaces``).
+Only the store can take in more: a second resolution of the same fork naming longer branches (of
+two, every replica keeps the one whose heads sum higher).
+
+Wire format (stored in the config document, spread like data)::
 
     payload    = msgpack [1, store_id, terminal, fork_seq, base_hash,
                           [[first_hash, head_seq, head_hash], ...]]   -- sorted by first_hash

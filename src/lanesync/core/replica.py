@@ -533,18 +533,25 @@ class Replica:
 
     def open_fork(self, terminal: TerminalId) -> Fork:
         """The branches of ``terminal``'s open fork, as this replica holds them (what a
-        resolution of it names); UsageError when its chain has no open fork here."""
-        broken = self.views.is_broken(terminal)
-        if broken is None or broken[1] != FORK:
-            raise UsageError(f"{terminal} has no open fork on this terminal")
-        base = self.views.head(terminal)
-        return find_fork(
-            terminal,
-            broken[0],
-            base.hash,
-            (record for _, _, record in self.records()),
-            self.views.verifies,
-        )
+        resolution of it names). A fork already resolved is open again when this replica holds
+        records of a branch past the head the resolution named (the lane sold on before it
+        heard of the resolution): resolving it again names the longer branches, and every
+        replica keeps the resolution that counts more. UsageError when there is nothing to
+        resolve here."""
+        records = (record for _, _, record in self.records())
+        resolved = self.views.fork_resolution(terminal)
+        if resolved is not None:
+            fork = find_fork(
+                terminal, resolved.fork_seq, resolved.base_hash, records, self.views.verifies
+            )
+            if sum(b.head_seq for b in fork.branches) > sum(b.head_seq for b in resolved.branches):
+                return fork  # it counts more than the resolution in force
+        else:
+            broken = self.views.is_broken(terminal)
+            if broken is not None and broken[1] == FORK:
+                base = self.views.head(terminal)
+                return find_fork(terminal, broken[0], base.hash, records, self.views.verifies)
+        raise UsageError(f"{terminal} has no open fork on this terminal")
 
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()

@@ -211,6 +211,10 @@ class Views:
         if self._chains.knows(resolution.terminal):
             self.needs_rebuild = True
 
+    def fork_resolution(self, terminal: TerminalId) -> ForkResolution | None:
+        """The fork resolution in force for ``terminal``, if any."""
+        return self._resolutions.get(terminal)
+
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
         terminal = cert.terminal_id
