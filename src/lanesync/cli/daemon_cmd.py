@@ -110,6 +110,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "term": None,
                 "cloud": None,
                 "peers": [],
+                "succeeds": terminal.succession(),
                 "running": False,
                 "revocations": reports.revocations(terminal.replica),
             }
@@ -122,6 +123,13 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         f"{state_text}; {report['records']} records, digest {report['digest'][:16]}",
         markup=False,
     )
+    succeeds = report.get("succeeds")
+    if succeeds:
+        console.print(
+            f"  continues {succeeds['predecessor']} after seq {succeeds['after_seq']} "
+            f"({succeeds['kind']})",
+            markup=False,
+        )
     if report["running"]:
         console.print(f"  api {report['api']}  peers {report['listen']}", markup=False)
         console.print(f"  leader {report['leader']} (term {report['term']})", markup=False)

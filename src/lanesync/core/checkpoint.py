@@ -23,7 +23,9 @@ from lanesync.core.updates import EMPTY_STATE, EMPTY_UPDATE
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
-CHECKPOINT_FORMAT = 1
+# 2: the views also carry the fork resolutions and closures they were judged under, and each
+# chain the branches of its resolved fork.
+CHECKPOINT_FORMAT = 2
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 
