@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core.chains import FORK
+from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
     Refused,
     document_fingerprints,

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core.chain import Candidate, Offered
+from lanesync.core.chains import ChainHead, Chains
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
 from lanesync.core.hlc import Hlc
