@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -47,6 +48,15 @@ from .output import console, emit_json
     show_default=True,
     help="Preference as the store's uplink (higher wins among lanes that reach the cloud).",
 )
+@click.option(
+    "--isolated-after",
+    "isolated_after_s",
+    type=click.IntRange(1, 86_400),
+    default=DEFAULT_ISOLATION_AFTER_MS // 1000,
+    show_default=True,
+    help="Seconds without any peer or cloud connection after which the status reports the "
+    "lane isolated (isolated_since).",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
@@ -59,6 +69,7 @@ def run(
     interfaces: tuple[str, ...],
     cloud_url: str | None,
     priority: int,
+    isolated_after_s: int,
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
@@ -76,6 +87,7 @@ def run(
         cloud=None if cloud_url is None else parse_peer_url(cloud_url),
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
+        isolation_after_ms=isolated_after_s * 1000,
     )
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
@@ -108,6 +120,8 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "term": None,
                 "cloud": None,
                 "peers": [],
+                "revoked": terminal.revoked,
+                "isolated_since": None,  # only a running daemon hears peers
                 "running": False,
             }
     if as_json:
@@ -119,6 +133,16 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         f"{state_text}; {report['records']} records, digest {report['digest'][:16]}",
         markup=False,
     )
+    if report["revoked"]:
+        console.print(
+            "  REVOKED by the store: every write is refused; enroll a replacement terminal",
+            markup=False,
+        )
+    if report["isolated_since"] is not None:
+        console.print(
+            f"  ISOLATED since {report['isolated_since']} (ms): its sales do not reach the store",
+            markup=False,
+        )
     if report["running"]:
         console.print(f"  api {report['api']}  peers {report['listen']}", markup=False)
         console.print(f"  leader {report['leader']} (term {report['term']})", markup=False)

@@ -52,7 +52,7 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError
+from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -516,14 +516,34 @@ class Replica:
 
     # -- local records --------------------------------------------------------------------------
 
+    def revoked(self) -> bool:
+        """Does this replica hold a store-signed revocation of its own terminal? Then it may
+        sign no record (``check_writable``), whatever the revocation says about the records
+        before it. The one place that asks: the write path, the status and the metrics all
+        call this."""
+        return self.me is not None and (
+            self.views.revoked_at(self.me.certificate.terminal_id) is not None
+        )
+
+    def check_writable(self) -> None:
+        """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
+        if self.me is not None and self.revoked():
+            raise TerminalRevoked(
+                f"terminal {self.me.certificate.terminal_id} is revoked by the store and may "
+                "record nothing more: enroll a replacement terminal (lanesync enroll) and "
+                "contact the store authority"
+            )
+
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
         """Sign ``body`` as the next record of this terminal's chain and add it to the state.
 
         The record is acknowledged to nobody yet: the shell commits ``Change`` first. Until it
         has, the update must not leave this process (a crash would reuse the CRDT clock).
+        A revoked terminal (``revoked``) gets ``TerminalRevoked`` and changes nothing.
         """
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
+        self.check_writable()
         terminal = self.me.certificate.terminal_id
         broken = self.views.is_broken(terminal)
         if broken is not None:

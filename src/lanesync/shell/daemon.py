@@ -14,6 +14,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from websockets.asyncio.server import serve
 
 from lanesync.core.election import Election
 from lanesync.core.ids import is_decimal
+from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS, Isolation
 from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
@@ -53,6 +55,8 @@ class DaemonConfig:
     cloud: str | None = None
     priority: int = 0
     anti_entropy_ms: int | None = None
+    # How long the lane may hear no peer and no cloud before its status says it is isolated.
+    isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -101,7 +105,11 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS,
         election=election,
     )
-    mesh = Mesh(node, terminal)
+    isolation = Isolation(terminal.terminal_id, wall_clock_ms(), config.isolation_after_ms)
+    mesh = Mesh(node, terminal, isolation=isolation)
+    terminal.on_revoked = partial(_revoked, terminal)
+    if terminal.revoked:
+        _revoked(terminal)  # learnt before this start: said once per run, here
     committer = GroupCommitter(terminal, publish=mesh.write)
     uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
     peer_sock, api_sock = bind_sockets(config.listen, config.api)
@@ -175,6 +183,14 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         await stop_api(api, serving_api)
         for task in tasks:
             task.cancel()
+
+
+def _revoked(terminal: Terminal) -> None:
+    log.error(
+        "terminal.revoked terminal=%s: the store revoked this terminal; every write is refused "
+        "from now on: enroll a replacement terminal and contact the store authority",
+        terminal.terminal_id,
+    )
 
 
 def run(config: DaemonConfig) -> None:

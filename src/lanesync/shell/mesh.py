@@ -27,6 +27,7 @@ from websockets.protocol import State as WsState
 
 from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
+from lanesync.core.isolation import Isolation
 from lanesync.core.node import ACK_DELAY_MS, Close, CloseCode, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
@@ -103,11 +104,13 @@ class Mesh:
         on_persisted: Callable[[], None] | None = None,
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
         gate: HandshakeGate | None = None,
+        isolation: Isolation | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
-        the handshake (the cloud shares one among its stores' meshes)."""
+        the handshake (the cloud shares one among its stores' meshes). ``isolation``: told of
+        every connection verified and ended (a lane's status reads it; the cloud has none)."""
         self.node = node
         self.terminal = terminal
         self._clock = clock
@@ -138,6 +141,7 @@ class Mesh:
         self.frames_out = 0
         self.bytes_out = 0
         self.gate = HandshakeGate() if gate is None else gate
+        self.isolation = isolation
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -195,6 +199,15 @@ class Mesh:
             await sock.queue.put(None)
             await writer
             del self._sockets[conn_id]
+            # The node's reason, when it closed first (a peer's refusal): the flush above
+            # has handed it over even when the refusal and the transport's end came at once.
+            ended = sock.close_reason or reason
+            if self.isolation is not None and self.isolation.closed(conn_id, ended, self._clock()):
+                log.error(
+                    "terminal.refused_as_revoked terminal=%s: a peer refused this terminal as "
+                    "revoked by the store; its sales no longer reach the store",
+                    self.node.terminal_id,
+                )
         return reason
 
     def _check_authenticated(self, conn_id: int, sock: _Socket) -> None:
@@ -202,6 +215,8 @@ class Mesh:
         link = self.node.links.get(conn_id)
         if link is not None and link.is_open:
             sock.authenticated = True
+            if self.isolation is not None:
+                self.isolation.opened(conn_id, self._clock())
             sock.ws.protocol.max_message_size = MAX_FRAME_SIZE
             self.gate.done(sock.ws)
 
