@@ -21,8 +21,10 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import pytest
+from nacl.signing import SigningKey
 
 from lanesync.core.connection import PeerConnection
+from lanesync.core.crypto import SODIUM, FrameCipher
 from lanesync.core.identity import Certificate
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.tools.faultproxy import FaultLink
@@ -42,6 +44,24 @@ class AcceptAll:
 
     def refusal(self, peer: Certificate, now_ms: int) -> str | None:
         return None
+
+
+class CountingCrypto:
+    """The real crypto, remembering the payload of every record signature it checks: how a
+    test sees which records were verified (handed to what it opens as ``crypto``)."""
+
+    def __init__(self) -> None:
+        self.verified: list[bytes] = []
+
+    def sign_record(self, key: SigningKey, payload: bytes) -> bytes:
+        return SODIUM.sign_record(key, payload)
+
+    def verify_record(self, public_key: bytes, payload: bytes, signature: bytes) -> bool:
+        self.verified.append(payload)
+        return SODIUM.verify_record(public_key, payload, signature)
+
+    def frame_cipher(self, key: bytes) -> FrameCipher:
+        return SODIUM.frame_cipher(key)
 
 
 def peer_connection(directory: TerminalDirectory) -> PeerConnection:

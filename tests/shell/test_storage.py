@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import psutil
 import pycrdt
 import pytest
+from support import CountingCrypto
 
-import lanesync.core.identity
-import lanesync.core.trust
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import sku
@@ -42,19 +41,12 @@ from .helpers import (
 
 
 @pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every record signature check the views make from now on (payload of each)."""
-    # Trust checks record signatures with the identity module's function.
-    assert vars(lanesync.core.trust)["verify"] is vars(lanesync.core.identity)["verify"]
-    calls: list[bytes] = []
-    real = lanesync.core.identity.verify
-
-    def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
-        calls.append(message)
-        return real(public_key, domain, message, signature)
-
-    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
-    return calls
+def verifications(lanes: Lanes) -> list[bytes]:
+    """Every record signature check the views of terminals opened from now on make (payload
+    of each)."""
+    counting = CountingCrypto()
+    lanes.crypto = counting
+    return counting.verified
 
 
 def busy_day(manager: Terminal) -> None:
@@ -85,7 +77,7 @@ def test_reopen_holds_exactly_the_same_state(lanes: Lanes) -> None:
     assert record.seq == head_seq(terminal) == 12
     terminal = lanes.reopen(terminal)
     assert terminal.replica.views.is_sale(str(record.id))
-    assert terminal.verify()["ok"] is True
+    assert terminal.integrity()["ok"] is True
 
 
 def test_reopen_after_imports_holds_the_same_state(lanes: Lanes) -> None:
@@ -128,7 +120,7 @@ def test_compaction_keeps_the_state_and_shrinks_the_log(
     terminal = lanes.reopen(terminal)
     assert observable(terminal) == before
     assert on_hand(terminal, "milk") == 1000 - 60 - sum(2 * (1 + i % 3) for i in range(60))
-    assert terminal.verify()["ok"] is True
+    assert terminal.integrity()["ok"] is True
 
     # Compacting every document explicitly leaves no log row: every update was integrated.
     for doc in terminal.replica.doc_names():
@@ -164,7 +156,7 @@ def test_update_after_a_gap_survives_compaction(
     change = reader.replica.merge(second_change.updates, reader.now_ms())
     reader.commit([change])
     assert not reader.replica.views.is_sale(str(second.id))
-    assert reader.verify()["gaps"]
+    assert reader.integrity()["gaps"]
 
     monkeypatch.setattr(storage, "COMPACT_MIN_LOG_BYTES", 1)
     reader.compact_if_due()
@@ -179,7 +171,7 @@ def test_update_after_a_gap_survives_compaction(
     assert on_hand(reader, "milk") == on_hand(writer, "milk") == 103
     reader = lanes.reopen(reader)
     assert reader.digest() == writer.digest()
-    assert reader.verify()["ok"] is True
+    assert reader.integrity()["ok"] is True
 
 
 def test_pending_crdt_update_survives_compaction(
@@ -227,7 +219,7 @@ def test_pending_crdt_update_survives_compaction(
     reader.commit([reader.replica.merge([(doc_name, origin)], reader.now_ms())])
     assert reader.replica.find_record(record.id) == record
     assert on_hand(reader, "milk") == 107
-    assert reader.verify()["ok"] is True
+    assert reader.integrity()["ok"] is True
     expected = reader.digest()
     reader = lanes.reopen(reader)
     assert reader.digest() == expected
@@ -284,7 +276,7 @@ def test_corrupted_database_is_a_storage_error_and_releases_the_lock(lanes: Lane
     assert not isinstance(caught.value, LocalError)
     assert "\n" not in str(caught.value)
     (path / "lanesync.db").unlink()
-    assert lanes.open(path, lock_wait_s=0).verify()["ok"] is True
+    assert lanes.open(path, lock_wait_s=0).integrity()["ok"] is True
 
 
 def test_verification_counter_sees_imports(lanes: Lanes, verifications: list[bytes]) -> None:

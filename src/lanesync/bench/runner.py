@@ -230,7 +230,7 @@ async def run_plan(plan: Plan, ui: Ui) -> dict[str, Any]:
     return results
 
 
-def run(plan: Plan, *, progress: bool = True) -> dict[str, Any]:
+def run_bench(plan: Plan, *, progress: bool = True) -> dict[str, Any]:
     """Run the plan (blocking). Ctrl-C, SIGTERM or SIGHUP stop every process it started, then
     raise ``BenchError``."""
 
@@ -280,5 +280,5 @@ __all__ = [
     "Plan",
     "command_line",
     "lanesync_failures",
-    "run",
+    "run_bench",
 ]

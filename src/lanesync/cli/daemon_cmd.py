@@ -19,13 +19,14 @@ from .common import (
     DIR,
     JSON_OPTION,
     daemon_client,
+    handed_collaborators,
     reports_errors,
     serves_until_storage_fails,
 )
 from .output import console, emit_json
 
 
-@click.command()
+@click.command("run")
 @click.argument("terminal_dir", type=DIR)
 @click.option(
     "--listen", default="127.0.0.1:0", show_default=True, help="Peer websocket HOST:PORT."
@@ -60,7 +61,7 @@ from .output import console, emit_json
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
-def run(
+def run_command(
     terminal_dir: Path,
     listen: str,
     api: str,
@@ -73,8 +74,7 @@ def run(
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
-    from lanesync.shell.daemon import DaemonConfig, parse_address, parse_peer_url
-    from lanesync.shell.daemon import run as run_daemon
+    from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
     from lanesync.shell.discovery import interface_addresses
 
     config = DaemonConfig(
@@ -88,12 +88,13 @@ def run(
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
+        collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
-    run_daemon(config)
+    daemon_main(config)
 
 
 @click.command()

@@ -111,27 +111,27 @@ def digest(terminal_dir: Path, as_json: bool) -> None:
         click.echo(value)
 
 
-@click.command()
+@click.command("verify")
 @click.argument("terminal_dir", type=DIR)
 @JSON_OPTION
 @reports_errors
-def verify(terminal_dir: Path, as_json: bool) -> None:
+def verify_command(terminal_dir: Path, as_json: bool) -> None:
     """Check signatures and chains; exit 1 when anything held does not verify."""
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
         report = daemon.call("GET", "/v1/verify")
     else:
         with Terminal.open(terminal_dir) as terminal:
-            report = terminal.verify()
+            report = terminal.integrity()
     if as_json:
         emit_json(report)
     else:
-        _print_verify(report)
+        _print_integrity(report)
     if not report["ok"]:
         sys.exit(1)
 
 
-def _print_verify(report: dict[str, Any]) -> None:
+def _print_integrity(report: dict[str, Any]) -> None:
     status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
     console.print(
         f"{status}: {report['records']} records, digest {report['digest'][:16]}", markup=True

@@ -44,7 +44,7 @@ class Refused:
     reason: str
 
 
-def fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
+def document_fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
     """Per non-empty document: its state vector (which insertions it holds; pending ones
     excluded) and a hash of its delete set (which of them are deleted). Two states of one
     document with equal fingerprints hold the same entries."""
@@ -59,7 +59,8 @@ def fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
 
 
 def make_checkpoint(store_id: StoreId, prints: dict[str, list[bytes]], views: list[Any]) -> bytes:
-    """The checkpoint of ``views``, folded from documents whose ``fingerprints`` are ``prints``."""
+    """The checkpoint of ``views``, folded from documents whose ``document_fingerprints`` are
+    ``prints``."""
     body: bytes = msgpack.packb(
         [CHECKPOINT_FORMAT, store_id, prints, views],
         use_bin_type=True,
@@ -71,7 +72,7 @@ def open_checkpoint(
     checkpoint: bytes, store_id: StoreId, prints: dict[str, list[bytes]]
 ) -> Opened | Refused:
     """The views of ``checkpoint`` if it was made for this store from documents whose
-    ``fingerprints`` are ``prints``; else why not."""
+    ``document_fingerprints`` are ``prints``; else why not."""
     body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
     if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
         return Refused("checkpoint corrupted")

@@ -49,7 +49,7 @@ class Role(enum.Enum):
         return self is not Role.CLOUD
 
 
-def fingerprint(public_key: bytes) -> str:
+def key_fingerprint(public_key: bytes) -> str:
     """A short stable name for a key: the first 8 bytes of its BLAKE2b-256 hash, in hex."""
     return hashlib.blake2b(public_key, digest_size=32).hexdigest()[:16]
 
@@ -59,7 +59,7 @@ def sign(key: SigningKey, domain: bytes, message: bytes) -> bytes:
     return signature
 
 
-def verify(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
+def verify_signature(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
     try:
         VerifyKey(public_key).verify(domain + message, signature)
     except (BadSignatureError, ValueError, TypeError):
@@ -89,7 +89,7 @@ class Certificate:
 
     @property
     def key_fingerprint(self) -> str:
-        return fingerprint(self.public_key)
+        return key_fingerprint(self.public_key)
 
     def valid_at(self, ms: int) -> bool:
         return self.not_before_ms <= ms <= self.not_after_ms
@@ -133,7 +133,7 @@ def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
         raise RemoteError("certificate has an impossible size")
     encoded = bytes(encoded)
     payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify(store.public_key, DOMAIN_CERT, payload, signature):
+    if not verify_signature(store.public_key, DOMAIN_CERT, payload, signature):
         raise RemoteError(f"certificate is not signed by the authority of store {store.store_id}")
     try:
         fields = msgpack.unpackb(payload, use_list=True, raw=False)
@@ -201,7 +201,7 @@ def parse_revocation(encoded: object, store: StoreIdentity) -> Revocation:
         raise RemoteError("revocation has an impossible size")
     encoded = bytes(encoded)
     payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify(store.public_key, DOMAIN_REVOCATION, payload, signature):
+    if not verify_signature(store.public_key, DOMAIN_REVOCATION, payload, signature):
         raise RemoteError(f"revocation is not signed by the authority of store {store.store_id}")
     try:
         fields = msgpack.unpackb(payload, use_list=True, raw=False)

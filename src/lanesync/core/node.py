@@ -185,7 +185,11 @@ class Node:
 
     def connection_made(self, conn_id: int, *, dialer: bool, now_ms: int) -> None:
         connection = PeerConnection(
-            self.me, self.replica.store, self._policy, random_bytes=self._random
+            self.me,
+            self.replica.store,
+            self._policy,
+            random_bytes=self._random,
+            crypto=self.replica.crypto,
         )
         self.links[conn_id] = Link(conn_id, connection, dialer, now_ms)
         connection.start()

@@ -23,8 +23,9 @@ from typing import Any
 import msgpack
 from nacl.signing import SigningKey
 
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, sign
+from lanesync.core.identity import SIGNATURE_SIZE
 from lanesync.core.ids import RecordId, Sku, TerminalId, is_decimal, is_valid_name, is_valid_sku
 
 RECORD_FORMAT = 1
@@ -271,6 +272,7 @@ def make_record(
     prev_hash: bytes,
     hlc: Hlc,
     body: Body,
+    crypto: Crypto = SODIUM,
 ) -> Record:
     """Build and sign a record; ``seq`` and ``prev_hash`` must continue the chain."""
     validate_body(body)
@@ -296,7 +298,7 @@ def make_record(
         hlc,
         body,
         payload,
-        sign(key, DOMAIN_RECORD, payload),
+        crypto.sign_record(key, payload),
         record_hash(payload),
     )
 

@@ -36,10 +36,11 @@ from pycrdt import Doc, Map, Subscription, TransactionEvent
 from lanesync.core.checkpoint import (
     EMPTY_UPDATE,
     Refused,
-    fingerprints,
+    document_fingerprints,
     make_checkpoint,
     open_checkpoint,
 )
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
@@ -129,17 +130,27 @@ def check_update(update: bytes) -> None:
 
 
 class Replica:
-    def __init__(self, store: StoreIdentity, client_id: int, me: LocalIdentity | None) -> None:
+    def __init__(
+        self,
+        store: StoreIdentity,
+        client_id: int,
+        me: LocalIdentity | None,
+        *,
+        crypto: Crypto = SODIUM,
+    ) -> None:
+        """``crypto``: signs this replica's records, verifies everyone's and seals its peer
+        connections' frames (core.crypto; only the benchmark passes another than the default)."""
         try:
             self._tz = ZoneInfo(store.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"unknown time zone {store.timezone!r}") from exc
         self.store = store
         self.me = me
+        self.crypto = crypto
         self.client_id = client_id
         self.clock = HybridClock()
         self._accepted_subscribers: list[AcceptedRecords] = []
-        self.views = Views(store, self._tz, self, self._accepted_subscribers)
+        self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
@@ -360,7 +371,9 @@ class Replica:
             self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
         else:
             self._apply_stored(rest, silent=True)
-            self.views = Views(self.store, self._tz, self, self._accepted_subscribers)
+            self.views = Views(
+                self.store, self._tz, self, self._accepted_subscribers, crypto=self.crypto
+            )
             if CONFIG_DOC in self._docs:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
@@ -408,13 +421,13 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, fingerprints(self._docs), self.views.export_views()
+            self.store.store_id, document_fingerprints(self._docs), self.views.export_views()
         )
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
         not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
+        opened = open_checkpoint(checkpoint, self.store.store_id, document_fingerprints(self._docs))
         if isinstance(opened, Refused):
             return opened.reason
         try:
@@ -554,7 +567,13 @@ class Replica:
         head = self.views.head(terminal)
         self.clock.adopt(head.hlc)
         record = make_record(
-            self.me.key, terminal, head.seq + 1, head.hash, self.clock.tick(now_ms), body
+            self.me.key,
+            terminal,
+            head.seq + 1,
+            head.hash,
+            self.clock.tick(now_ms),
+            body,
+            self.crypto,
         )
         doc = expected_doc(record, self._tz)
         self._captured.clear()

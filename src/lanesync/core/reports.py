@@ -56,7 +56,7 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
     return report
 
 
-def verify(replica: Replica) -> dict[str, Any]:
+def integrity(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
     does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records)."""
     problems = replica.views.problems()

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
-from lanesync.core.identity import DOMAIN_RECORD, Certificate, verify
+from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.identity import Certificate
 from lanesync.core.ids import TerminalId
 from lanesync.core.records import PriceChange, Record
 
@@ -21,7 +22,8 @@ from lanesync.core.records import PriceChange, Record
 class Trust:
     """Certificates and revocations of one store, and the signature verdicts made with them."""
 
-    def __init__(self) -> None:
+    def __init__(self, crypto: Crypto = SODIUM) -> None:
+        self._crypto = crypto
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
         self._revoked: dict[TerminalId, int] = {}
         self._new_verdicts: list[bytes] = []
@@ -83,7 +85,7 @@ class Trust:
                 return None
             if checked_before:
                 return cert  # on a reopen
-            if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
+            if not self._crypto.verify_record(cert.public_key, record.payload, record.signature):
                 return None
             self._new_verdicts.append(record.hash)
             return cert
@@ -97,7 +99,7 @@ class Trust:
         signers = [
             c
             for c in candidates
-            if verify(c.public_key, DOMAIN_RECORD, record.payload, record.signature)
+            if self._crypto.verify_record(c.public_key, record.payload, record.signature)
         ]
         if signers and not trusted:
             self._new_verdicts.append(record.hash)

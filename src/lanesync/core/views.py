@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Certificate, StoreIdentity
 from lanesync.core.ids import (
@@ -125,14 +126,17 @@ class Views:
         tz: ZoneInfo,
         documents: Documents,
         subscribers: Sequence[AcceptedRecords] = (),
+        *,
+        crypto: Crypto = SODIUM,
     ) -> None:
         """``documents``: where the records the views count are stored. ``subscribers``: told
-        of every record accepted and every rebuild (the owner may add to the sequence later)."""
+        of every record accepted and every rebuild (the owner may add to the sequence later).
+        ``crypto``: checks records' signatures (core.crypto)."""
         self._store = store
         self._tz = tz
         self._documents = documents
         self._subscribers = subscribers
-        self._trust = Trust()
+        self._trust = Trust(crypto)
         self._deferring = False
         self._reset_views()
 

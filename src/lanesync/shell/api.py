@@ -199,7 +199,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def request_fingerprint(request: Request, body: BaseModel | None) -> bytes:
+def request_digest(request: Request, body: BaseModel | None) -> bytes:
     """What makes two requests the same: the route (with its path parameters) and the body."""
     text = f"{request.url.path}\n{body.model_dump_json() if body is not None else ''}"
     return hashlib.sha256(text.encode()).digest()
@@ -262,12 +262,12 @@ def create_app(state: DaemonState) -> FastAPI:
         key = idempotency_key(request)
         if key is None:
             return await timed_write(build, None)
-        request_digest = request_fingerprint(request, body)
+        digest = request_digest(request, body)
         while (pending := in_flight.get(key)) is not None:
             await asyncio.shield(pending)
         found = state.terminal.find_request(key)
         if found is not None:
-            if found.fingerprint != request_digest:
+            if found.request_digest != digest:
                 raise IdempotencyConflict(
                     f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request"
                 )
@@ -288,7 +288,7 @@ def create_app(state: DaemonState) -> FastAPI:
         done = asyncio.get_running_loop().create_future()
         in_flight[key] = done
         try:
-            return await timed_write(build, (key, request_digest))
+            return await timed_write(build, (key, digest))
         finally:
             del in_flight[key]
             done.set_result(None)
@@ -400,7 +400,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/v1/alerts", tags=["reads"])
     async def get_alerts() -> dict[str, Any]:
-        report = reports.verify(state.terminal.replica)
+        report = reports.integrity(state.terminal.replica)
         problems = {
             k: report[k]
             for k in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps")
@@ -410,7 +410,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/v1/verify", tags=["reads"])
     async def get_verify() -> dict[str, Any]:
-        return reports.verify(state.terminal.replica)
+        return reports.integrity(state.terminal.replica)
 
     @app.get("/v1/digest", tags=["reads"])
     async def get_digest() -> dict[str, str]:

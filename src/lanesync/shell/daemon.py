@@ -28,7 +28,7 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.discovery import Discovery
-from lanesync.shell.mesh import Mesh, websocket_options
+from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
     ApiServer,
@@ -57,6 +57,7 @@ class DaemonConfig:
     anti_entropy_ms: int | None = None
     # How long the lane may hear no peer and no cloud before its status says it is isolated.
     isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
+    collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -84,7 +85,7 @@ def parse_peer_url(text: str) -> str:
 async def run_daemon(config: DaemonConfig) -> None:
     """Serve until SIGTERM/SIGINT (returns) or a storage failure (raises ``StorageError`` once
     everything is closed: lock, ports, runtime file)."""
-    terminal = Terminal.open(config.directory, lock_wait_s=0)
+    terminal = Terminal.open(config.directory, lock_wait_s=0, crypto=config.collaborators.crypto)
     started = time.monotonic()
     shutdown = Shutdown()
     terminal.on_failure = shutdown.storage_failed
@@ -106,7 +107,12 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         election=election,
     )
     isolation = Isolation(terminal.terminal_id, wall_clock_ms(), config.isolation_after_ms)
-    mesh = Mesh(node, terminal, isolation=isolation)
+    mesh = Mesh(
+        node,
+        terminal,
+        observer=config.collaborators.observer(terminal),
+        isolation=isolation,
+    )
     terminal.on_revoked = partial(_revoked, terminal)
     if terminal.revoked:
         _revoked(terminal)  # learnt before this start: said once per run, here
@@ -155,7 +161,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 discovery = Discovery(
                     store_id=terminal.store_id,
                     terminal_id=terminal.terminal_id,
-                    fingerprint=terminal.directory.me.certificate.key_fingerprint,
+                    key_fingerprint=terminal.directory.me.certificate.key_fingerprint,
                     listen_host=config.listen[0],
                     port=peer_sock.getsockname()[1],
                     interfaces=config.interfaces,
@@ -193,6 +199,6 @@ def _revoked(terminal: Terminal) -> None:
     )
 
 
-def run(config: DaemonConfig) -> None:
+def daemon_main(config: DaemonConfig) -> None:
     configure_logging()
     asyncio.run(run_daemon(config))

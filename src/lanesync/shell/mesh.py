@@ -18,13 +18,14 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as WsState
 
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
 from lanesync.core.isolation import Isolation
@@ -57,6 +58,36 @@ MAX_QUEUED_BYTES = MAX_FRAME_SIZE
 # Peers' updates wait at most this long for a commit: as long as an acknowledgement may wait
 # (node.ACK_DELAY_MS), which commits them anyway whenever they came over a link still open.
 PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
+
+
+class MeshObserver(Protocol):
+    """Watches one mesh from outside (the benchmark's event log). Observation only: it reads
+    the terminal's views and never changes state, so a mesh behaves the same with or without."""
+
+    def wrote(self) -> None:
+        """Local records were just made durable by ``Mesh.write`` (before any reply is sent)."""
+        ...
+
+    def flushed(self) -> None:
+        """``Mesh`` drained the node's output: merged peers' records and committed them."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What a serving process (``run``, ``cloud serve``) may be handed instead of its defaults.
+    The product never does; the benchmark's lane driver (cli.bench_lane) does, to log events
+    and for the ``lanesync-unsigned`` baseline."""
+
+    crypto: Crypto = SODIUM
+    # Called with each terminal a process serves, when its Mesh is built.
+    observe: Callable[[Terminal], MeshObserver] | None = None
+
+    def observer(self, terminal: Terminal) -> MeshObserver | None:
+        return None if self.observe is None else self.observe(terminal)
+
+
+DEFAULT_COLLABORATORS: Final = Collaborators()
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:
@@ -104,14 +135,17 @@ class Mesh:
         on_persisted: Callable[[], None] | None = None,
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
         gate: HandshakeGate | None = None,
+        observer: MeshObserver | None = None,
         isolation: Isolation | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
-        the handshake (the cloud shares one among its stores' meshes). ``isolation``: told of
-        every connection verified and ended (a lane's status reads it; the cloud has none)."""
+        the handshake (the cloud shares one among its stores' meshes). ``observer``: told after
+        each local write and each flush (see ``MeshObserver``). ``isolation``: told of every
+        connection verified and ended (a lane's status reads it; the cloud has none)."""
         self.node = node
+        self._observer = observer
         self.terminal = terminal
         self._clock = clock
         self._on_persisted = on_persisted
@@ -261,6 +295,8 @@ class Mesh:
         if self._on_persisted is not None:
             self._on_persisted()
         self._schedule_flush()
+        if self._observer is not None:
+            self._observer.wrote()
 
     def bundle_imported(self) -> None:
         """State changed from outside the mesh (a bundle, a revocation): sync with everyone."""
@@ -277,6 +313,8 @@ class Mesh:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.driver.flush()
+        if self._observer is not None:
+            self._observer.flushed()
 
     # -- the driver's effects (core.driver.Effects) -----------------------------------------------
 

@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.identity import Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
 from lanesync.core.records import Body, Record
@@ -85,9 +86,10 @@ class Terminal:
         *,
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
+        crypto: Crypto = SODIUM,
     ) -> Terminal:
         return cls.open_directory(
-            TerminalDirectory.open(path), lock_wait_s=lock_wait_s, clock=clock
+            TerminalDirectory.open(path), lock_wait_s=lock_wait_s, clock=clock, crypto=crypto
         )
 
     @classmethod
@@ -98,9 +100,11 @@ class Terminal:
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
         open_storage: Callable[[], ReplicaStorage] | None = None,
+        crypto: Crypto = SODIUM,
     ) -> Terminal:
         """Open a replica whose identity is already loaded (the cloud's per-store replicas,
-        which may keep their documents elsewhere than the directory's SQLite file)."""
+        which may keep their documents elsewhere than the directory's SQLite file).
+        ``crypto``: the replica's (core.crypto; only the benchmark passes another)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:
@@ -109,7 +113,7 @@ class Terminal:
             )
             try:
                 loaded = storage.load()
-                replica = Replica(directory.store, new_client_id(), directory.me)
+                replica = Replica(directory.store, new_client_id(), directory.me, crypto=crypto)
                 change = replica.restore(
                     loaded.stored,
                     loaded.verified,
@@ -311,8 +315,8 @@ class Terminal:
     def stock(self, item: Sku | None = None) -> dict[str, Any]:
         return reports.stock(self.replica, item)
 
-    def verify(self) -> dict[str, Any]:
-        return reports.verify(self.replica)
+    def integrity(self) -> dict[str, Any]:
+        return reports.integrity(self.replica)
 
     def digest(self) -> str:
         return self.replica.digest()

@@ -68,7 +68,7 @@ SETTLE_POLL_MS = 500
 
 
 class Simulator(Workload, Faults):
-    """One seeded schedule of one store. ``run()`` once; then read ``violations`` / ``trace``."""
+    """One seeded schedule of one store. ``play()`` once; then read ``violations`` / ``trace``."""
 
     def __init__(self, seed: int, config: SimConfig) -> None:
         self.seed = seed
@@ -143,7 +143,7 @@ class Simulator(Workload, Faults):
         rng = random.Random(f"lanesync-sim-{name}:{self.seed}")  # noqa: S311 - simulated nonces
         return Host(name, role, key, cert, rng)
 
-    def run(self) -> None:
+    def play(self) -> None:
         """Play the schedule: setup, faulty phase, quiet phase until settled (or the bound)."""
         cfg = self.config
         self._note(EventKind.START, detail=self._describe_setup())
