@@ -47,7 +47,7 @@ from websockets.exceptions import ConnectionClosed
 
 from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.ids import Sku, TerminalId
-from lanesync.core.node import Output
+from lanesync.core.output import Output
 from lanesync.core.records import Body
 from lanesync.core.replica import Change
 from lanesync.core.views import Views

@@ -6,13 +6,10 @@ each check below fails if the lane ignored the crypto it was handed (or was hand
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from support import AcceptAll, end_all, signal_and_wait, tail, wait_until
+from support import AcceptAll
 from websockets.sync.client import connect
 
 from lanesync.cli.bench_lane import Unsigned
@@ -26,6 +23,7 @@ from lanesync.errors import ProtocolViolation
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.tools.procs import ProcessGroup
 
 pytestmark = pytest.mark.slow
 
@@ -78,20 +76,14 @@ def test_the_unsigned_lane_skips_exactly_the_record_and_frame_crypto(
     store.enroll(tmp_path / "lane2", "lane2", Role.CASHIER, now, 30)
     # Made offline before the lane starts: lane2's receipt with a zero signature.
     zero_signed = bundle_of_one_receipt(tmp_path / "lane2", Unsigned())
-    log = tmp_path / "lane1.log"
-    command = [sys.executable, "-m", "lanesync.cli.bench_lane", "--events"]
-    command += [str(tmp_path / "events.bin"), *(["--unsigned"] if unsigned else [])]
-    command += ["--", "run", str(tmp_path / "lane1"), "--no-discovery"]
-    with log.open("wb") as out:
-        lane = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
+    args = ["-m", "lanesync.cli.bench_lane", "--events", tmp_path / "events.bin"]
+    args += [*(["--unsigned"] if unsigned else []), "--", "run", tmp_path / "lane1"]
+    group = ProcessGroup(tmp_path / "logs")
     try:
-        started = wait_until(
-            lambda: DaemonClient.for_directory(tmp_path / "lane1"),
-            START_TIMEOUT_S,
-            lambda: f"lane1 did not start\n{tail(log)}",
-        )
-        assert started is not None  # wait_until returns only what is truthy
-        client = started
+        lane = group.spawn("lane1", tmp_path / "lane1", [*args, "--no-discovery"])
+        lane.wait_ready(START_TIMEOUT_S)
+        client = DaemonClient.for_directory(tmp_path / "lane1")
+        assert client is not None
         # Verification: only the unsigned lane believes a zero signature.
         client.call("POST", "/v1/import", raw=zero_signed)
         assert on_hand(client).get("milk") == (5 if unsigned else None)
@@ -108,9 +100,9 @@ def test_the_unsigned_lane_skips_exactly_the_record_and_frame_crypto(
 
         # Signing: the lane's own record carries a zero signature, or a real one.
         record_id = client.call("POST", "/v1/stock/receive", {"sku": "bread", "qty": 1})
-        assert signal_and_wait(lane, signal.SIGTERM, lambda: tail(log)) == 0
+        assert lane.stop() == 0
     finally:
-        end_all([lane])
+        group.close()
     with Terminal.open(tmp_path / "lane1") as lane1:
         record = lane1.replica.find_record(RecordId.parse(record_id["record_id"]))
     assert record is not None

@@ -16,7 +16,8 @@ from lanesync.core.connection import ConnState
 from lanesync.core.election import Candidate
 from lanesync.core.identity import Role, issue_certificate, issue_revocation, public_key_of
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, Sku, StoreId, TerminalId
-from lanesync.core.node import Node, Output
+from lanesync.core.node import Node
+from lanesync.core.output import Output
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Replica
 from lanesync.core.wire import (
@@ -297,11 +298,11 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     mesh, links = store_and_newcomer(3)
     newcomer = mesh.nodes[-1]
     # Deliver until it has asked one peer and holds back its question to the other two.
-    while newcomer._catching_up_from is None or not all(
+    while newcomer._catch_up.asking is None or not all(
         c in newcomer.links and newcomer.links[c].is_open for c in links
     ):
         mesh.deliver(mesh.in_flight.pop(0))
-    mesh.drop_transport(newcomer._catching_up_from)  # before that peer's answer arrives
+    mesh.drop_transport(newcomer._catch_up.asking)  # before that peer's answer arrives
     mesh.advance(0)  # the timers due at once (a closed link prompts a state exchange)
     mesh.run()
     assert newcomer.replica.views.on_hand() == {SKU: 60}

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
-from lanesync.core.node import CloseCode
+from lanesync.core.link import CloseCode
 from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate

@@ -19,14 +19,12 @@ import msgpack
 from pycrdt import Doc
 
 from lanesync.core.ids import StoreId
+from lanesync.core.updates import EMPTY_STATE, EMPTY_UPDATE
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
 CHECKPOINT_FORMAT = 1
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
-
-EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
-EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
 
 
 @dataclass(frozen=True, slots=True)

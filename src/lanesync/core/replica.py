@@ -17,8 +17,8 @@ bytes.
 
 The module is longer than most in ``core/`` because the replica is one object around its pycrdt
 documents: loading, merging, local writes and reads all share the documents' observers and the
-event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``) and
-the checkpoint layout (``checkpoint``).
+event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``),
+the checkpoint layout (``checkpoint``) and the checks on update bytes (``updates``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,9 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pycrdt
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core.checkpoint import (
-    EMPTY_UPDATE,
     Refused,
     document_fingerprints,
     make_checkpoint,
@@ -52,6 +50,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
+from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
 
@@ -107,26 +106,6 @@ def _value_bytes(value: object) -> bytes:
     if isinstance(value, bytes | bytearray):
         return b"b" + bytes(value)
     return b"o" + f"{type(value).__name__}:{value}".encode()
-
-
-def _is_panic(exc: BaseException) -> bool:
-    # pyo3's PanicException derives from BaseException and lives in a module we cannot import
-    # by name; match it by name so everything else (KeyboardInterrupt...) still propagates.
-    return type(exc).__name__ == "PanicException"
-
-
-def check_update(update: bytes) -> None:
-    """Decode a CRDT update without applying it; RemoteError when it is not one."""
-    if not isinstance(update, bytes | bytearray) or not update:
-        raise RemoteError("CRDT update is empty or not bytes")
-    try:
-        pycrdt.get_state(bytes(update))
-    except (ValueError, RuntimeError) as exc:
-        raise RemoteError("CRDT update does not decode") from exc
-    except BaseException as exc:
-        if _is_panic(exc):
-            raise RemoteError("CRDT update does not decode") from None
-        raise
 
 
 class Replica:
@@ -695,15 +674,3 @@ def _with_tail(
     for name, update in tail:
         merged.setdefault(name, []).append(update)
     return merged
-
-
-def covered_by(update: bytes, state_vector: bytes | None) -> bool:
-    """True when a document whose state vector is ``state_vector`` (None: no such document)
-    holds everything in ``update``. Pure bytes in, bytes out: touches no Doc, so it is safe off
-    the document's owner thread (compaction uses it that way)."""
-    if state_vector is None:
-        return False
-    try:
-        return bytes(pycrdt.get_update(update, state_vector)) == EMPTY_UPDATE
-    except (ValueError, RuntimeError):
-        return False  # undecodable: merge's own checks reject it

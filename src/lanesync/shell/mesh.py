@@ -29,7 +29,8 @@ from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
 from lanesync.core.isolation import Isolation
-from lanesync.core.node import ACK_DELAY_MS, Close, CloseCode, Node
+from lanesync.core.link import Close, CloseCode
+from lanesync.core.node import ACK_DELAY_MS, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
@@ -51,7 +52,7 @@ CLOSE_TIMEOUT_S = 1.0
 # An unauthenticated connection may not linger: a peer proves itself in two frames each way.
 HANDSHAKE_TIMEOUT_S = 10.0
 # A peer that does not read is cut off once this much waits for it. The largest legitimate
-# backlog is one catch-up answer (a node answers one at a time: core.node) plus live traffic;
+# backlog is one catch-up answer (a node answers one at a time: core.catchup) plus live traffic;
 # an answer is a document diff, and a frame no peer accepts above MAX_FRAME_SIZE, so this is
 # the bound that never cuts off a peer that reads.
 MAX_QUEUED_BYTES = MAX_FRAME_SIZE
