@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
 from lanesync.shell.directories import TerminalDirectory
@@ -58,6 +59,16 @@ from .output import console, emit_json
     help="Seconds without any peer or cloud connection after which the status reports the "
     "lane isolated (isolated_since).",
 )
+@click.option(
+    "--head-wait",
+    "head_wait_s",
+    type=click.FloatRange(0, 600),
+    default=DEFAULT_HEAD_WAIT_MS / 1000,
+    show_default=True,
+    help="Seconds the first write after the start waits for a peer or the cloud to answer with "
+    "this lane's own chain head (a lane restored from a backup then continues its chain); 0: "
+    "do not wait.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
@@ -71,6 +82,7 @@ def run_command(
     cloud_url: str | None,
     priority: int,
     isolated_after_s: int,
+    head_wait_s: float,
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
@@ -88,6 +100,7 @@ def run_command(
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
+        head_wait_ms=round(head_wait_s * 1000),
         collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
@@ -123,6 +136,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "peers": [],
                 "revoked": terminal.revoked,
                 "isolated_since": None,  # only a running daemon hears peers
+                "first_write_unheard_ms": None,
                 "running": False,
             }
     if as_json:

@@ -24,6 +24,12 @@ when the lane's sales reach nobody: a peer refused it as revoked (from the first
 or no peer or cloud connection has been open for longer than ``lanesync run --isolated-after``
 (default 60 s; then it is the time the last connection closed, or the daemon's start). A POS
 should warn its cashier while it is not null.
+
+The first write after the daemon starts waits until a peer (or the cloud) has answered the
+lane's catch-up, at most ``lanesync run --head-wait`` (default 3 s; 0: no wait), so that a lane
+restored from a backup continues its own chain from the head its peers hold. When a write went
+through before anyone answered, ``GET /v1/status`` says when in ``"first_write_unheard_ms"``
+(null otherwise): such a lane may have forked its chain if it was restored from a backup.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, TerminalRevoked, UsageError
-from lanesync.shell.committer import GroupCommitter, RequestKey
+from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -73,6 +79,7 @@ class DaemonState:
     started_ms: int = 0
     election: Election | None = None
     uplink: Uplink | None = None
+    first_write: FirstWrite | None = None
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -229,6 +236,9 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "revoked": terminal.revoked,
         "isolated_since": (
             None if mesh.isolation is None else mesh.isolation.isolated_since(terminal.now_ms())
+        ),
+        "first_write_unheard_ms": (
+            None if state.first_write is None else state.first_write.check.unheard_write_ms
         ),
     }
 

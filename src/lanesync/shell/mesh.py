@@ -138,13 +138,16 @@ class Mesh:
         gate: HandshakeGate | None = None,
         observer: MeshObserver | None = None,
         isolation: Isolation | None = None,
+        on_caught_up: Callable[[], None] | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
         the handshake (the cloud shares one among its stores' meshes). ``observer``: told after
         each local write and each flush (see ``MeshObserver``). ``isolation``: told of every
-        connection verified and ended (a lane's status reads it; the cloud has none)."""
+        connection verified and ended (a lane's status reads it; the cloud has none).
+        ``on_caught_up``: called after each flush once a peer's answer to our catch-up is merged
+        (a lane's first write waits for it: ``core.headcheck``)."""
         self.node = node
         self._observer = observer
         self.terminal = terminal
@@ -177,6 +180,7 @@ class Mesh:
         self.bytes_out = 0
         self.gate = HandshakeGate() if gate is None else gate
         self.isolation = isolation
+        self._on_caught_up = on_caught_up
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -314,6 +318,8 @@ class Mesh:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.driver.flush()
+        if self._on_caught_up is not None and self.node.caught_up:
+            self._on_caught_up()
         if self._observer is not None:
             self._observer.flushed()
 
