@@ -84,6 +84,8 @@ class GroupCommitter:
         same transaction (``Terminal.find_request`` finds it afterwards)."""
         if self._terminal.failure is not None:
             raise self._terminal.failure  # stopping: no commit will run for it
+        # A revoked terminal says so at once, not after the first write's wait for a peer.
+        self._terminal.replica.check_writable()
         future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
         self._pending.append((build, key, future))
         self._wake.set()
