@@ -2,16 +2,19 @@
 the revocation itself through its API), and from then on its POS is told too.
 
 Manager ``a`` and cashier ``r`` (which dials ``a``) run. ``r`` sells with an idempotency key,
-``a`` holds that sale, and the store revokes ``r`` through ``a``. ``a`` cuts ``r`` off and
-refuses it at every redial, so ``r``'s status says ``isolated_since`` while it still sells (it
-does not hold the revocation: peers refuse before anything is exchanged). Then ``a``'s bundle
+``a`` holds that sale, and, while ``r`` is stopped, the store revokes ``r`` through ``a``.
+Started again, ``r`` is refused by ``a`` at every dial, so its status says ``isolated_since``
+while it still sells (it does not hold the revocation: peers refuse before anything is
+exchanged). Then ``a``'s bundle
 is imported into ``r`` through ``r``'s daemon: from then on every write route answers 403
 ``terminal_revoked``, the CLI says so in one line, the status and the metrics say
 ``revoked``, and one error line in the log says it once. A retry of the sale acknowledged
 before the revocation gets its first answer again; a retry of the sale made after it (which
 the revocation withdrew) does not.
 
-A restart of ``r`` says it again, once, from its own database. The isolation bound
+A restart of ``r`` says it again, once, from its own database. A lane ``s`` that is connected
+to ``a`` when ``a`` revokes it learns it live (``a`` sends it the config document as it cuts
+it off). The isolation bound
 (``--isolated-after``) is checked on its own lane ``q``, alone, then with
 a peer, then alone again.
 """
@@ -90,13 +93,15 @@ def error_lines(daemon: Daemon, event: str) -> list[dict[str, object]]:
     return [line for line in lines if str(line["msg"]).startswith(event)]
 
 
-def assert_revoked_answer(status: int, body: dict[str, object], what: str) -> None:
+def assert_revoked_answer(
+    status: int, body: dict[str, object], what: str, terminal: str = "r"
+) -> None:
     assert status == 403, f"{what}: {status} {body}"
     assert set(body) == {"error"}, body
     error = body["error"]
     assert isinstance(error, dict), body
     assert error["code"] == "terminal_revoked", body
-    assert "terminal r is revoked" in error["message"], body
+    assert f"terminal {terminal} is revoked" in error["message"], body
     assert "enroll a replacement terminal" in error["message"], body
 
 
@@ -111,8 +116,11 @@ def test_a_revoked_lane_is_isolated_then_refuses_every_write(lanes: Lanes, tmp_p
     assert before["sale_id"] == "r:1"
     wait_until(lambda: a.chain_head("r") == 1, 15, "a holds r's sale")
 
+    # r is off when the store revokes it (had it been connected, a would have told it as it
+    # cut it off: the next test); back on, a refuses it at every dial: that is all it hears
+    cluster.stop(r)
     cluster.cli_json("revoke", lanes.store.path, "r", "--via", a.path)
-    # a cuts r off and refuses it at every redial: r hears of its revocation that way only
+    r = cluster.start(r.path, [a.listen])
     wait_until(
         lambda: r.status()["isolated_since"] is not None,
         20,
@@ -167,6 +175,24 @@ def test_a_revoked_lane_is_isolated_then_refuses_every_write(lanes: Lanes, tmp_p
     assert r.status()["revoked"] is True
     assert_revoked_answer(*sale(r)[:2], "a sale after the restart")
     assert [line["level"] for line in error_lines(r, "terminal.revoked")] == ["error"]
+
+
+def test_a_lane_connected_when_it_is_revoked_learns_it_live(lanes: Lanes) -> None:
+    """The peer that cuts it off sends it the store's config document first."""
+    cluster, a = lanes.cluster, lanes.a
+    s = cluster.start(cluster.enroll(lanes.store, "s"), [a.listen])
+    wait_connected(s, {"a"})
+    assert s.sell("milk") == "s:1"
+    cluster.cli_json("revoke", lanes.store.path, "s", "--via", a.path)
+    wait_until(
+        lambda: s.status()["revoked"],
+        15,
+        lambda: "s learnt its revocation live\n" + cluster.describe(),
+    )
+    assert_revoked_answer(*sale(s)[:2], "a sale once revoked", "s")
+    assert metric(s, "lanesync_terminal_revoked") == 1
+    assert [line["level"] for line in error_lines(s, "terminal.revoked")] == ["error"]
+    assert "s" not in a.peers()
 
 
 def test_a_lane_that_hears_nobody_for_the_bound_is_isolated(lanes: Lanes) -> None:
