@@ -25,8 +25,8 @@ from .conftest import Shop
 from .helpers import ENV, Cli, assert_usage_error
 
 HASH = re.compile(r"[0-9a-f]{64}")
-PROBLEM_KINDS = ("rejected", "unverified", "unauthorized", "broken_chains", "gaps")
-VERIFY_KEYS = {"ok", "digest", "records", "chains", "oversold", *PROBLEM_KINDS}
+PROBLEM_KINDS = ("rejected", "unverified", "revoked", "unauthorized", "broken_chains", "gaps")
+VERIFY_KEYS = {"ok", "digest", "records", "chains", "oversold", "revocations", *PROBLEM_KINDS}
 
 
 def items(**on_hand: int) -> dict[str, Any]:
@@ -43,6 +43,7 @@ def check_verify(report: dict[str, Any], heads: dict[str, int], records: int) ->
         assert HASH.fullmatch(head["hash"]), head
     for kind in PROBLEM_KINDS:
         assert report[kind] == [], kind
+    assert report["revocations"] == {}
 
 
 def test_offline_flow_of_three_lanes_converges_exactly(cli: Cli, tmp_path: Path) -> None:

@@ -99,7 +99,7 @@ def test_the_bound_must_be_positive() -> None:
 def test_the_refusal_a_revoked_lane_meets_is_recognised() -> None:
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane3"])
-    revocation = issue_revocation(store.authority, store.store_id, LANE, NOW)
+    revocation = issue_revocation(store.authority, store.store_id, LANE, 0)
     terminals[0].replica.publish_revocation(revocation, NOW)
     mesh = NodeNetwork(nodes)
     conn = mesh.connect(1, 0)

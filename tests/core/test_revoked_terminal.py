@@ -20,8 +20,9 @@ SKU = Sku("milk")
 def test_a_revoked_terminal_refuses_to_append(reaches: str) -> None:
     store = Store()
     lane1, lane3 = store.terminal("lane1"), store.terminal("lane3")
-    lane3.replica.append(Receipt(SKU, 5), NOW)
-    revocation = issue_revocation(store.authority, store.store_id, lane3.name, NOW + 10)
+    first, _ = lane3.replica.append(Receipt(SKU, 5), NOW)
+    # the store accepts lane3's first record and nothing after it
+    revocation = issue_revocation(store.authority, store.store_id, lane3.name, 1, first.hash)
     replica = lane3.replica
     if reaches == "published here":
         replica.publish_revocation(revocation, NOW + 20)
@@ -47,7 +48,7 @@ def test_a_revoked_terminal_refuses_to_append(reaches: str) -> None:
 def test_another_terminals_revocation_changes_nothing_here() -> None:
     store = Store()
     lane1, lane3 = store.terminal("lane1"), store.terminal("lane3")
-    revocation = issue_revocation(store.authority, store.store_id, lane1.name, NOW)
+    revocation = issue_revocation(store.authority, store.store_id, lane1.name, 0)
     lane3.replica.publish_revocation(revocation, NOW)
     assert not lane3.replica.revoked()
     lane3.replica.check_writable()
@@ -71,7 +72,7 @@ def test_a_connected_terminal_learns_its_revocation_as_it_is_cut_off(arrives: st
     mesh.connect(0, 2)
     mesh.run()
     lane2 = terminals[1].replica
-    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), mesh.now)
+    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
     origin = 0 if arrives == "published locally" else 2
     change = terminals[origin].replica.publish_revocation(revocation, mesh.now)
     nodes[origin].local_change(change, mesh.now)

@@ -21,7 +21,7 @@ from lanesync.core.replica import RECORDS_ROOT
 from lanesync.core.views import expected_doc
 from lanesync.errors import ConfigError, LanesyncError, LocalError, StorageError
 from lanesync.shell import storage
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import StorageCall, StorageObserver, Terminal
 
 from .conftest import Lanes
 from .helpers import (
@@ -380,3 +380,32 @@ def test_storage_opened_on_a_new_path_creates_a_private_file(tmp_path: Path) -> 
 def test_storage_in_a_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open database"):
         storage.Storage(tmp_path / "missing" / "lanesync.db")
+
+
+class StorageCalls(StorageObserver):
+    """Notes each storage call it is told of, and whether its transaction was over by then."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self._terminal = terminal
+        self.calls: list[tuple[StorageCall, float, bool]] = []
+
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        assert isinstance(self._terminal.storage, storage.Storage)
+        self.calls.append((call, seconds, self._terminal.storage._db.in_transaction))
+
+
+def test_a_storage_observer_is_told_each_commit_and_compaction_once_done(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = lanes.new("lane1", Role.MANAGER)
+    watched = StorageCalls(terminal)
+    terminal.observer = watched
+    terminal.write(price("milk", 149))  # one commit; no log is large enough to compact
+    assert [call for call, _, _ in watched.calls] == [StorageCall.COMMIT]
+    monkeypatch.setattr(storage, "COMPACT_MIN_LOG_BYTES", 1)
+    terminal.write(receipt("milk", 3))
+    commits = [c for c in watched.calls if c[0] is StorageCall.COMMIT]
+    compactions = [c for c in watched.calls if c[0] is StorageCall.COMPACT]
+    assert len(commits) == 2
+    assert compactions
+    assert all(seconds >= 0 and not in_transaction for _, seconds, in_transaction in watched.calls)

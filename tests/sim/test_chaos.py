@@ -19,7 +19,8 @@ that the chaos bit: kills hit requests in flight, clients had to retry, the clou
 and the skewed lanes' clocks really were skewed (their ``started_ms`` and their records' times).
 
 CI runs a short chaos (``LANESYNC_CHAOS_S``, 15 s of faults by default); a long one is
-``LANESYNC_CHAOS_S=600 pytest -m slow tests/sim/test_chaos.py -s`` (docs/explanation/simulation.md).
+``LANESYNC_CHAOS_S=600 pytest -m slow tests/sim/test_chaos.py -s``
+(docs/how-to/simulate-and-fuzz.md).
 """
 
 from __future__ import annotations

@@ -280,3 +280,9 @@ def _row(row: Any) -> dict[str, Any]:
         "ratio": row.ratio,
         "change": row.verdict or None,
     }
+
+
+from lanesync.cli import bench_studies  # noqa: E402 - kept beside its registration
+
+for _study in bench_studies.STUDIES:
+    bench.add_command(_study)

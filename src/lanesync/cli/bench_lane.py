@@ -40,7 +40,7 @@ from lanesync.shell.terminal import Terminal
 PROFILE_ENV = "LANESYNC_BENCH_PROFILE"
 
 
-class LaneEvents:
+class LaneEvents(MeshObserver):
     """A Mesh's observer that logs what became durable (observation only: behaviour is
     unchanged). Built when the mesh is: it logs the chain heads held at start at once."""
 

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lanesync.core import reports
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
@@ -24,7 +25,7 @@ from .common import (
     reports_errors,
     serves_until_storage_fails,
 )
-from .output import console, emit_json
+from .output import console, emit_json, revocation_lines
 
 
 @click.command("run")
@@ -138,6 +139,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "isolated_since": None,  # only a running daemon hears peers
                 "first_write_unheard_ms": None,
                 "running": False,
+                "revocations": reports.revocations(terminal.replica),
             }
     if as_json:
         emit_json(report)
@@ -174,6 +176,8 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         else:
             state = f"not connected (last error: {peer.get('last_error') or 'none'})"
         console.print(f"  peer {peer['terminal_id']}: {state}")
+    for line in revocation_lines(report["revocations"]):
+        console.print(f"  {line}", markup=False)
 
 
 @click.command()

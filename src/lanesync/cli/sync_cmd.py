@@ -18,7 +18,7 @@ from .common import (
     daemon_client,
     reports_errors,
 )
-from .output import console, emit_json
+from .output import console, emit_json, revocation_lines
 
 
 @click.command("export")
@@ -141,7 +141,9 @@ def _print_integrity(report: dict[str, Any]) -> None:
             f"  chain {head['terminal']}: head seq {head['seq']} ({head['hash'][:16]})",
             markup=False,
         )
-    for kind in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps"):
+    for line in revocation_lines(report["revocations"]):
+        console.print(f"  {line}", markup=False)
+    for kind in ("rejected", "unverified", "revoked", "unauthorized", "broken_chains", "gaps"):
         for problem in report[kind]:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")

@@ -200,6 +200,12 @@ class Chains:
             return None
         return record_key(record_id, chain.hash_at(record_id.seq))
 
+    def accepted_hash(self, terminal: TerminalId, seq: int) -> bytes | None:
+        chain = self._chains.get(terminal)
+        if chain is None or not 1 <= seq <= chain.head_seq:
+            return None
+        return chain.hash_at(seq)
+
     def is_accepted(self, record: Record) -> bool:
         chain = self._chains.get(record.terminal)
         return (

@@ -63,7 +63,7 @@ class _Policy:
         self._replica = replica
 
     def refusal(self, peer: Certificate, now_ms: int) -> str | None:
-        if self._replica.views.is_revoked(peer.terminal_id, now_ms):
+        if self._replica.views.revokes(peer, now_ms):
             return f"terminal {peer.terminal_id} is revoked"
         return None
 
@@ -374,7 +374,7 @@ class Node:
 
     def _close_revoked(self, now_ms: int) -> None:
         for link in list(self.links.values()):
-            if link.peer and self.replica.views.is_revoked(link.peer.terminal_id, now_ms):
+            if link.peer and self.replica.views.revokes(link.peer, now_ms):
                 if link.is_open:
                     # Its last frame: our config document, its revocation in it. Every peer
                     # refuses it from now on, so this is the only way it learns it live, and

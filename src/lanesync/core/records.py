@@ -209,7 +209,7 @@ def _terminal(value: object) -> TerminalId | None:
 
 def _parse_sale(fields: list[Any]) -> Sale:
     # Written out rather than as a pattern and helper calls: sales are nearly every record a
-    # lane receives, and this is the per-record path (benchmarks/receive_path.py).
+    # lane receives, and this is the per-record path (`lanesync bench receive-path`).
     if len(fields) != 2 or type(fields[0]) is not list:
         raise _Invalid("malformed sale body")
     raw_lines, total = fields

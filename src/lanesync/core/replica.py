@@ -41,6 +41,7 @@ from lanesync.core.checkpoint import (
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
+    AnyRevocation,
     Certificate,
     LocalIdentity,
     Revocation,
@@ -93,7 +94,7 @@ def certificate_key(cert: Certificate) -> str:
     return f"cert:{cert.terminal_id}:{_content_id(cert.encoded)}"
 
 
-def revocation_key(revocation: Revocation) -> str:
+def revocation_key(revocation: AnyRevocation) -> str:
     return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
 
 
@@ -164,7 +165,7 @@ class Replica:
         # pycrdt drops a callback when its Subscription is garbage collected: keep them.
         # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
         # every event in Python objects first, which cost ~27 us per merged transaction
-        # (benchmarks/receive_path.py), and only the ``keys`` of an event are read here.
+        # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
         self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
         self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
         self._docs[name] = doc
@@ -286,7 +287,7 @@ class Replica:
             elif key.startswith("revoke:"):
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
-                    self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+                    self.views.add_revocation(revocation)
         except RemoteError:
             return
 
@@ -509,12 +510,18 @@ class Replica:
     # -- local records --------------------------------------------------------------------------
 
     def revoked(self) -> bool:
-        """Does this replica hold a store-signed revocation of its own terminal? Then it may
-        sign no record (``check_writable``), whatever the revocation says about the records
-        before it. The one place that asks: the write path, the status and the metrics all
-        call this."""
-        return self.me is not None and (
-            self.views.revoked_at(self.me.certificate.terminal_id) is not None
+        """Does this replica hold a store-signed revocation of its own terminal (a cut of its
+        chain, for its terminal or for its key, or a revocation of the first format, by time,
+        whatever its time)? Then it may sign no record (``check_writable``), whatever the
+        revocation admits of the records before it. The one place that asks: the write path,
+        the status and the metrics all call this."""
+        if self.me is None:
+            return False
+        me = self.me.certificate
+        _, by_time = self.views.revocations()
+        return (
+            self.views.cut_of(me.terminal_id, me.public_key) is not None
+            or me.terminal_id in by_time
         )
 
     def check_writable(self) -> None:

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lanesync.core.ids import Sku
+from lanesync.core.identity import key_fingerprint
+from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.records import Adjustment, Receipt, Sale
 from lanesync.core.replica import Replica
 from lanesync.errors import UsageError
@@ -71,4 +72,55 @@ def integrity(replica: Replica) -> dict[str, Any]:
         "chains": heads,
         **problems,
         "oversold": oversold(replica),
+        "revocations": revocations(replica),
     }
+
+
+def revocations(replica: Replica) -> dict[str, dict[str, Any]]:
+    """Every revocation this replica holds, per revoked terminal: the cut of its whole chain
+    (``after_seq``, ``hash``: records up to that seq count, the one at it only with that hash
+    when one is named), the cuts that apply to single keys of it (``keys``, by key fingerprint:
+    the cloud's), and ``revoked_at_ms`` for a revocation of the first format (by record time)."""
+    cuts, times = replica.views.revocations()
+    report: dict[str, dict[str, Any]] = {}
+
+    def entry(terminal: str) -> dict[str, Any]:
+        empty: dict[str, Any] = {"after_seq": None, "hash": None, "revoked_at_ms": None, "keys": {}}
+        return report.setdefault(terminal, empty)
+
+    for (terminal, key), cut in sorted(cuts.items()):
+        shown = {"after_seq": cut.after_seq, "hash": cut.after_hash.hex() or None}
+        if key:
+            entry(terminal)["keys"][key_fingerprint(key)] = shown
+        else:
+            entry(terminal).update(shown)
+    for terminal, revoked_at_ms in sorted(times.items()):
+        entry(terminal)["revoked_at_ms"] = revoked_at_ms
+    return dict(sorted(report.items()))
+
+
+def chain(replica: Replica, terminal: TerminalId, seq: int | None = None) -> dict[str, Any]:
+    """What a revocation of ``terminal`` needs to know of it here: its accepted head, the hash
+    of its accepted record at ``seq`` (None when not accepted here), its certificates, and the
+    revocation of it in force."""
+    views = replica.views
+    head = views.head(terminal)
+    report: dict[str, Any] = {
+        "terminal_id": terminal,
+        "head": {"seq": head.seq, "hash": head.hash.hex() if head.seq else None},
+        "certificates": [
+            {
+                "role": cert.role.value,
+                "public_key": cert.public_key.hex(),
+                "key_fingerprint": cert.key_fingerprint,
+                "not_after_ms": cert.not_after_ms,
+            }
+            for cert in sorted(views.certificates(), key=lambda c: c.encoded)
+            if cert.terminal_id == terminal
+        ],
+        "revocation": revocations(replica).get(terminal),
+    }
+    if seq is not None:
+        found = views.accepted_hash(terminal, seq)
+        report["record"] = {"seq": seq, "hash": None if found is None else found.hex()}
+    return report

@@ -50,12 +50,12 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from lanesync import __version__
 from lanesync.core import bodies, reports
 from lanesync.core.election import Election
-from lanesync.core.identity import parse_revocation
-from lanesync.core.ids import RecordId
+from lanesync.core.identity import TimeRevocation, parse_revocation
+from lanesync.core.ids import RecordId, terminal_id
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
-from lanesync.errors import IdempotencyConflict, TerminalRevoked, UsageError
+from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
@@ -233,6 +233,7 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "cloud": state.uplink.status() if state.uplink else None,
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
+        "revocations": reports.revocations(terminal.replica),
         "revoked": terminal.revoked,
         "isolated_since": (
             None if mesh.isolation is None else mesh.isolation.isolated_since(terminal.now_ms())
@@ -413,7 +414,7 @@ def create_app(state: DaemonState) -> FastAPI:
         report = reports.integrity(state.terminal.replica)
         problems = {
             k: report[k]
-            for k in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps")
+            for k in ("rejected", "unverified", "revoked", "unauthorized", "broken_chains", "gaps")
             if report[k]
         }
         return {"oversold": report["oversold"], "integrity": problems}
@@ -421,6 +422,14 @@ def create_app(state: DaemonState) -> FastAPI:
     @app.get("/v1/verify", tags=["reads"])
     async def get_verify() -> dict[str, Any]:
         return reports.integrity(state.terminal.replica)
+
+    @app.get("/v1/chains/{terminal}", tags=["reads"])
+    async def get_chain(terminal: str, seq: int | None = None) -> dict[str, Any]:
+        """A terminal's accepted head, certificates and revocation; with ``?seq=N`` also the
+        hash of its accepted record at N (what ``lanesync revoke`` cuts at)."""
+        if seq is not None and seq < 0:
+            raise UsageError("seq must be 0 or more")
+        return reports.chain(state.terminal.replica, terminal_id(terminal), seq)
 
     @app.get("/v1/digest", tags=["reads"])
     async def get_digest() -> dict[str, str]:
@@ -452,9 +461,19 @@ def create_app(state: DaemonState) -> FastAPI:
     async def post_revocation(request: Request, _: RequireToken) -> dict[str, Any]:
         data = await request.body()
         revocation = parse_revocation(data, state.terminal.directory.store)
+        if isinstance(revocation, TimeRevocation):
+            raise RemoteError(
+                "a revocation by time (format 1) is no longer issued: revoke with this "
+                "lanesync's `lanesync revoke`, which cuts the chain at a position"
+            )
         state.terminal.publish_revocation(revocation)
         state.mesh.bundle_imported()
-        return {"revoked": revocation.terminal_id, "revoked_at_ms": revocation.revoked_at_ms}
+        return {
+            "revoked": revocation.terminal_id,
+            "after_seq": revocation.after_seq,
+            "hash": revocation.after_hash.hex() or None,
+            "key": revocation.key.hex() or None,
+        }
 
     @app.get("/metrics", tags=["reads"], response_class=Response)
     async def metrics() -> Response:

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -61,6 +62,9 @@ class DaemonConfig:
     # How long the first write after opening waits for a peer's answer (0: not at all).
     head_wait_ms: int = DEFAULT_HEAD_WAIT_MS
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
+    # once it serves (runtime file written), in its task group; cancelled when it stops.
+    alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -164,6 +168,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         except StorageError as exc:
             shutdown.storage_failed(exc)
         else:
+            if config.alongside is not None:
+                tasks.append(group.create_task(config.alongside(state), name="alongside"))
             if config.discovery:
                 discovery = Discovery(
                     store_id=terminal.store_id,

@@ -40,7 +40,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.dialing import PeerEntry, PeerTable
-from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
 
@@ -61,17 +61,29 @@ MAX_QUEUED_BYTES = MAX_FRAME_SIZE
 PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
 
 
-class MeshObserver(Protocol):
-    """Watches one mesh from outside (the benchmark's event log). Observation only: it reads
-    the terminal's views and never changes state, so a mesh behaves the same with or without."""
+class MeshObserver(StorageObserver, Protocol):
+    """Watches one mesh, and its terminal's storage (``StorageObserver``), from outside (the
+    benchmark's lanes). Observation only: it reads the terminal's views and never changes
+    state, so a mesh behaves the same with or without. Every hook does nothing unless a class
+    that names ``MeshObserver`` as its base overrides it; with no observer, no hook is called."""
 
     def wrote(self) -> None:
         """Local records were just made durable by ``Mesh.write`` (before any reply is sent)."""
-        ...
+        return
+
+    def accepted(self) -> None:
+        """The node just merged what peers sent: records it accepted (verified, chained) are in
+        the views now, and wait for a commit to be durable here (``stored``)."""
+        return
 
     def flushed(self) -> None:
-        """``Mesh`` drained the node's output: merged peers' records and committed them."""
-        ...
+        """``Mesh`` drained the node's output: merged peers' records (and committed them unless
+        their commit may wait: ``PEER_DATA_COMMIT_DELAY_S``)."""
+        return
+
+    def connection_opened(self, ws: Connection) -> None:
+        """A peer connection's websocket handshake is done and ``Mesh`` starts running it."""
+        return
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,13 +155,15 @@ class Mesh:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
-        the handshake (the cloud shares one among its stores' meshes). ``observer``: told after
-        each local write and each flush (see ``MeshObserver``). ``isolation``: told of every
-        connection verified and ended (a lane's status reads it; the cloud has none).
+        the handshake (the cloud shares one among its stores' meshes). ``observer``: told what
+        happens here and in the terminal's storage (see ``MeshObserver``). ``isolation``: told of
+        every connection verified and ended (a lane's status reads it; the cloud has none).
         ``on_caught_up``: called after each flush once a peer's answer to our catch-up is merged
         (a lane's first write waits for it: ``core.headcheck``)."""
         self.node = node
         self._observer = observer
+        if observer is not None:
+            terminal.observer = observer
         self.terminal = terminal
         self._clock = clock
         self._on_persisted = on_persisted
@@ -202,6 +216,8 @@ class Mesh:
         first_frame: bytes | None = None,
     ) -> str:
         conn_id = next(self._ids)
+        if self._observer is not None:
+            self._observer.connection_opened(ws)
         sock = _Socket(ws)
         self._sockets[conn_id] = sock
         self.gate.admit(ws, lambda: self._refuse(conn_id, TOO_MANY_HANDSHAKES))
@@ -327,6 +343,8 @@ class Mesh:
 
     def defer(self, changes: Sequence[Change]) -> None:
         self.terminal.defer(changes)
+        if self._observer is not None:
+            self._observer.accepted()
 
     def has_deferred(self) -> bool:
         return self.terminal.deferred > 0

@@ -17,9 +17,10 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
@@ -54,6 +55,24 @@ class ImportResult:
     digest: str
 
 
+class StorageCall(StrEnum):
+    """The storage calls a ``StorageObserver`` is told the duration of."""
+
+    COMMIT = "commit"  # one transaction with its fsync
+    COMPACT = "compact"  # one document's log folded into a snapshot
+
+
+class StorageObserver(Protocol):
+    """Watches a terminal's storage from outside (the benchmark). Observation only: it must
+    never change state. Not told of failed calls: a failure stops the terminal."""
+
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        """``call`` succeeded after ``seconds`` of wall time in SQLite, on the caller's thread
+        (the event loop serves nothing else meanwhile). After a commit, what it held is
+        durable."""
+        return
+
+
 class Terminal:
     def __init__(
         self,
@@ -78,6 +97,8 @@ class Terminal:
         # already is not told: its owner asks ``revoked`` at start.
         self.on_revoked: Callable[[], None] | None = None
         self._revoked = replica.revoked()
+        # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
+        self.observer: StorageObserver | None = None
 
     @classmethod
     def open(
@@ -225,11 +246,14 @@ class Terminal:
         replays disk) is safe."""
         self._check_usable()
         batch = [*self._deferred, *changes]
+        started = time.perf_counter() if self.observer is not None else 0.0
         try:
             self.storage.commit(batch, requests)
         except StorageError as exc:
             self._storage_failed(exc)
             raise
+        if self.observer is not None:
+            self.observer.stored(StorageCall.COMMIT, time.perf_counter() - started)
         self._deferred.clear()
         self.replica.persisted(batch)
         self._notice_revocation()
@@ -273,7 +297,10 @@ class Terminal:
             return
         try:
             for doc in self.storage.documents_to_compact():
+                started = time.perf_counter() if self.observer is not None else 0.0
                 self.storage.compact(self.replica, doc)
+                if self.observer is not None:
+                    self.observer.stored(StorageCall.COMPACT, time.perf_counter() - started)
             if self.storage.checkpoint_due():
                 self.storage.write_checkpoint(self.replica)
         except StorageError as exc:
