@@ -107,3 +107,6 @@ def test_a_lane_that_hears_nobody_writes_after_the_wait_and_says_so(
     assert unheard >= started + int(wait_s) * 1000, (unheard, started)
     q.receive("milk", 1)
     assert q.status()["first_write_unheard_ms"] == unheard  # the first one, not the last
+    shown = cluster.cli("status", q.path)
+    assert shown.returncode == 0, shown.describe()
+    assert f"WROTE UNHEARD at {unheard}" in shown.stdout, shown.describe()

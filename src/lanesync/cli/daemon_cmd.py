@@ -155,6 +155,12 @@ def status(terminal_dir: Path, as_json: bool) -> None:
             "  REVOKED by the store: every write is refused; enroll a replacement terminal",
             markup=False,
         )
+    if report["first_write_unheard_ms"] is not None:
+        console.print(
+            f"  WROTE UNHEARD at {report['first_write_unheard_ms']} (ms): before any peer "
+            "answered; if this lane was restored from a backup, run verify on a peer",
+            markup=False,
+        )
     if report["isolated_since"] is not None:
         console.print(
             f"  ISOLATED since {report['isolated_since']} (ms): its sales do not reach the store",
