@@ -14,6 +14,7 @@ from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.schema import prepare_sqlite_headoffice
 from lanesync.cloud.sql import SqliteSql
+from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, SaleLine, Void
@@ -195,3 +196,40 @@ def test_stores_are_kept_apart(sql: SqliteSql) -> None:
     ]
     assert office.stock("s2") == {"items": [{"sku": "milk", "on_hand": 3}]}
     assert office.stock("s3") == {"items": []}
+
+
+def test_both_branches_of_a_resolved_fork_are_projected_each_sale_once(sql: SqliteSql) -> None:
+    """lane1 forks at seq 2 (two copies of it each sold there and on) and the store resolved it:
+    lane1:2 names a sale on each branch. Each gets its own row, under its record key, and a void
+    of lane1:2 voids neither (as in the views); a void of lane1:3 (one branch) voids it."""
+    store = Store()
+    lane = store.terminal("lane1")
+    lane.replica.append(Receipt(Sku("milk"), 100), NOW)
+    copy = Replica(store.identity, store.client_id(), lane.replica.me)
+    copy.restore(
+        {name: [lane.replica.full_state(name)] for name in lane.replica.doc_names()}, (), NOW
+    )
+    x2, _ = lane.replica.append(sale_of(("milk", 1, 100)), NOW + 1)
+    x3, _ = lane.replica.append(sale_of(("milk", 2, 100)), NOW + 2)
+    y2, _ = copy.append(sale_of(("milk", 5, 100)), NOW + 3)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, lane.replica, copy)
+    fork = cloud.open_fork(lane.name)
+    resolution = issue_fork_resolution(
+        store.authority, store.store_id, lane.name, fork.fork_seq, fork.base_hash, fork.branches
+    )
+    cloud.publish_fork_resolution(resolution, NOW + 10)
+    project(office, sql, "s1", cloud)
+    sales = office.sales("s1", DAY)
+    assert sorted(s["sale_id"] for s in sales["sales"]) == sorted([x2.key, y2.key, "lane1:3"])
+    assert sales["total"] == 100 * (1 + 2 + 5)
+    assert office.stock("s1") == {"items": [{"sku": "milk", "on_hand": 92}]}
+
+    manager = store.terminal("lane2", Role.MANAGER)
+    deliver(manager.replica, cloud)
+    manager.replica.append(Void(x2.id), NOW + 20)
+    manager.replica.append(Void(x3.id), NOW + 21)
+    deliver(cloud, manager.replica)
+    project(office, sql, "s1", cloud)
+    assert office.sales("s1", DAY)["total"] == 100 * (1 + 5)
+    assert office.stock("s1") == {"items": [{"sku": "milk", "on_hand": 94}]}

@@ -569,18 +569,22 @@ def test_the_earliest_of_two_revocations_by_time_applies_whatever_their_order() 
         assert replica.views.revocations()[1] == {LANE1: WALLS[2]}
 
 
+REVOCATIONS = 8  # where export_views lists the revocations in force
+
+
 def test_a_checkpoint_lists_revocations_by_time_as_it_did_before_cuts() -> None:
-    """Checkpoints compare the revocations they were made under: format-1 ones are listed as
-    before cuts existed, so a store upgraded in place keeps using its checkpoint."""
+    """Checkpoints compare the revocations they were made under (the ninth element of the
+    views; the tenth is the fork resolutions and closures): format-1 ones as ``[terminal, ms]``,
+    then the cuts."""
     s = Setup()
     legacy = time_revocation(s.store.authority, s.store.store_id, LANE1, WALLS[5])
     replica = s.observer()
-    assert replica.views.export_views()[-1] == []
+    assert replica.views.export_views()[REVOCATIONS] == []
     replica.merge([(CONFIG_DOC, revocation_update(legacy))], NOW)
-    assert replica.views.export_views()[-1] == [["lane1", WALLS[5]]]
+    assert replica.views.export_views()[REVOCATIONS] == [["lane1", WALLS[5]]]
     replica.merge([(CONFIG_DOC, revocation_update(s.revocation, 4_001))], NOW)
     cut = ["lane1", b"", CUT, s.records[CUT - 1].hash]
-    assert replica.views.export_views()[-1] == [["lane1", WALLS[5]], cut]
+    assert replica.views.export_views()[REVOCATIONS] == [["lane1", WALLS[5]], cut]
 
 
 # -- forged or misfiled revocations --------------------------------------------------------------

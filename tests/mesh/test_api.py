@@ -54,6 +54,9 @@ V1_PATHS = {
     "/v1/import",
     "/v1/revocations",
     "/v1/chains/{terminal}",
+    "/v1/forks/{terminal}",
+    "/v1/fork-resolutions",
+    "/v1/certificates",
 }
 
 
@@ -118,6 +121,8 @@ WRITES: list[tuple[str, str, Any]] = [
     ("POST", "/v1/stock/adjust", {"sku": "milk", "delta": -1, "reason": "count"}),
     ("POST", "/v1/prices", {"sku": "milk", "unit_price": 1}),
     ("POST", "/v1/revocations", None),
+    ("POST", "/v1/fork-resolutions", None),
+    ("POST", "/v1/certificates", None),
     ("POST", "/v1/import", None),
     ("POST", "/v1/export", None),
     ("GET", "/v1/state", None),
@@ -323,6 +328,11 @@ BAD_BYTES: list[tuple[str, str, bytes]] = [
     ("revocation garbage", "/v1/revocations", b"garbage"),
     ("revocation empty", "/v1/revocations", b""),
     ("revocation random", "/v1/revocations", bytes(range(256)) * 2),
+    ("fork resolution garbage", "/v1/fork-resolutions", b"garbage"),
+    ("fork resolution empty", "/v1/fork-resolutions", b""),
+    ("fork resolution random", "/v1/fork-resolutions", bytes(range(256)) * 2),
+    ("certificate garbage", "/v1/certificates", b"garbage"),
+    ("certificate empty", "/v1/certificates", b""),
     ("import garbage", "/v1/import", b"not a bundle"),
     ("import empty", "/v1/import", b""),
     ("export garbage state", "/v1/export", b"not a state file"),

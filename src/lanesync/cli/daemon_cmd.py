@@ -138,6 +138,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "revoked": terminal.revoked,
                 "isolated_since": None,  # only a running daemon hears peers
                 "first_write_unheard_ms": None,
+                "succeeds": terminal.succession(),
                 "running": False,
                 "revocations": reports.revocations(terminal.replica),
             }
@@ -150,6 +151,13 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         f"{state_text}; {report['records']} records, digest {report['digest'][:16]}",
         markup=False,
     )
+    succeeds = report.get("succeeds")
+    if succeeds:
+        console.print(
+            f"  continues {succeeds['predecessor']} after seq {succeeds['after_seq']} "
+            f"({succeeds['kind']})",
+            markup=False,
+        )
     if report["revoked"]:
         console.print(
             "  REVOKED by the store: every write is refused; enroll a replacement terminal",

@@ -1,4 +1,8 @@
-"""Store setup: the store authority, enrolling terminals, revoking them, certifying a cloud."""
+"""Store setup: the store authority, enrolling terminals, revoking them, certifying a cloud.
+
+When a lane breaks (``docs/how-to/operations.md``): ``enroll --replaces`` replaces or re-keys
+a terminal, ``store renew`` renews a certificate, ``store resolve-fork`` repairs a fork.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from typing import Any
 import click
 
 from lanesync.core import reports
-from lanesync.core.identity import Revocation, Role, key_fingerprint
-from lanesync.core.ids import CLOUD_TERMINAL_ID, TerminalId
+from lanesync.core.forks import Branch, Fork
+from lanesync.core.identity import Certificate, Revocation, Role, Succession, key_fingerprint
+from lanesync.core.ids import CLOUD_TERMINAL_ID, TerminalId, terminal_id
+from lanesync.core.records import GENESIS_HASH
 from lanesync.errors import UsageError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -58,33 +64,139 @@ def store_init(store_dir: Path, store_id: str, timezone: str, as_json: bool) -> 
 @click.option(
     "--role",
     type=click.Choice([r.value for r in Role]),
-    default=Role.CASHIER.value,
-    show_default=True,
+    default=None,
+    help="[default: cashier, or the replaced terminal's role]",
 )
 @click.option("--valid-days", type=int, default=DEFAULT_VALID_DAYS, show_default=True)
+@click.option(
+    "--replaces",
+    "replaces",
+    help="Terminal whose chain this one continues: another id replaces it, the same id re-keys "
+    "it. Its chain is closed at its last record that --via holds.",
+)
+@click.option(
+    "--via", "via", type=DIR, help="With --replaces: a lane of the store that spreads it."
+)
 @JSON_OPTION
 @reports_errors
 def enroll(
-    store_dir: Path, terminal_dir: Path, terminal_id: str, role: str, valid_days: int, as_json: bool
+    store_dir: Path,
+    terminal_dir: Path,
+    terminal_id: str,
+    role: str | None,
+    valid_days: int,
+    replaces: str | None,
+    via: Path | None,
+    as_json: bool,
 ) -> None:
     """Create a terminal key and a certificate for it signed by the store key."""
-    cert = StoreDirectory.open(store_dir).enroll(
-        terminal_dir, terminal_id, Role(role), wall_clock_ms(), valid_days
-    )
-    if as_json:
-        emit_json(
-            {
-                "terminal_id": cert.terminal_id,
-                "role": cert.role.value,
-                "key_fingerprint": cert.key_fingerprint,
-                "not_after_ms": cert.not_after_ms,
-            }
+    store_directory = StoreDirectory.open(store_dir)
+    succeeds = None
+    if replaces is not None:
+        if via is None:
+            raise UsageError("--replaces needs --via, a lane that holds the replaced chain")
+        predecessor = store_directory.role_of(replaces)
+        role = role or predecessor.value
+        succeeds = _chain_end(
+            via, store_directory, TerminalId(replaces), rekey=replaces == terminal_id
         )
-    else:
+    elif via is not None:
+        raise UsageError("--via goes with --replaces")
+    cert = store_directory.enroll(
+        terminal_dir,
+        terminal_id,
+        Role(role or Role.CASHIER.value),
+        wall_clock_ms(),
+        valid_days,
+        succeeds,
+    )
+    result: dict[str, Any] = {
+        "terminal_id": cert.terminal_id,
+        "role": cert.role.value,
+        "key_fingerprint": cert.key_fingerprint,
+        "not_after_ms": cert.not_after_ms,
+    }
+    if succeeds is not None and via is not None:
+        _spread_and_seed(via, cert, terminal_dir)
+        result["replaces"] = succeeds.terminal
+        result["after_seq"] = succeeds.seq
+        result["after_hash"] = succeeds.hash.hex()
+    if as_json:
+        emit_json(result)
+    elif succeeds is None:
         console.print(
             f"terminal {cert.terminal_id} enrolled as {cert.role.value} "
             f"(key {cert.key_fingerprint}) in {terminal_dir}"
         )
+    else:
+        what = "re-keyed" if cert.is_rekey else f"enrolled to replace {succeeds.terminal}"
+        console.print(
+            f"terminal {cert.terminal_id} {what} as {cert.role.value} (key "
+            f"{cert.key_fingerprint}) in {terminal_dir}; {succeeds.terminal}'s chain is closed "
+            f"after seq {succeeds.seq}; {via} spreads it",
+            markup=False,
+        )
+
+
+def _verify_report(via: Path, store: StoreDirectory) -> dict[str, Any]:
+    daemon = daemon_client(via)
+    if daemon is not None:
+        if daemon.call("GET", "/v1/status")["store_id"] != store.identity.store_id:
+            raise UsageError(f"{via} belongs to another store")
+        report: dict[str, Any] = daemon.call("GET", "/v1/verify")
+        return report
+    with Terminal.open(via) as terminal:
+        if terminal.store_id != store.identity.store_id:
+            raise UsageError(f"{via} belongs to another store")
+        return terminal.integrity()
+
+
+def _chain_end(
+    via: Path, store: StoreDirectory, predecessor: TerminalId, *, rekey: bool
+) -> Succession:
+    """Where ``via`` holds ``predecessor``'s chain to end: its head, or past a resolved fork the
+    highest branch head (the resolution already closed it there)."""
+    report = _verify_report(via, store)
+    if any(b["terminal"] == predecessor for b in report["broken_chains"]):
+        raise UsageError(
+            f"{predecessor}'s chain is broken on {via}: if it forked, resolve the fork first "
+            f"with `lanesync store resolve-fork STORE_DIR {predecessor} --via {via}`"
+        )
+    revoked = report["revocations"].get(predecessor)
+    if rekey and revoked is not None and _wholly_revoked(revoked):
+        raise UsageError(
+            f"{predecessor} is revoked, which cuts every key of it: enroll a new terminal id "
+            "with --replaces instead of re-keying it"
+        )
+    for fork in report["resolved_forks"]:
+        if fork["terminal"] == predecessor:
+            if rekey:
+                raise UsageError(
+                    f"{predecessor}'s fork was resolved, which closed its chain: enroll a new "
+                    "terminal id with --replaces instead of re-keying it"
+                )
+            last = max(fork["branches"], key=lambda b: (b["head_seq"], b["head_hash"]))
+            return Succession(predecessor, last["head_seq"], bytes.fromhex(last["head_hash"]))
+    for head in report["chains"]:
+        if head["terminal"] == predecessor:
+            return Succession(predecessor, head["seq"], bytes.fromhex(head["hash"]))
+    return Succession(predecessor, 0, GENESIS_HASH)  # it never wrote a record
+
+
+def _spread_and_seed(via: Path, cert: Certificate, terminal_dir: Path) -> None:
+    """Publish the new certificate through ``via`` (the old chain closes everywhere it spreads)
+    and give the new lane everything ``via`` holds, the old chain included: a re-keyed lane
+    writes after it, and a replacement starts with the store's stock."""
+    daemon = daemon_client(via)
+    if daemon is not None:
+        daemon.call("POST", "/v1/certificates", raw=cert.encoded)
+        bundle: bytes = daemon.call("POST", "/v1/export", raw=b"")
+    else:
+        with Terminal.open(via) as terminal:
+            terminal.publish_certificate(cert)
+            bundle = terminal.export_bundle()
+    with Terminal.open(terminal_dir) as new_lane:
+        new_lane.import_bundle(bundle)
 
 
 @click.command()
@@ -252,4 +364,95 @@ def store_certify_cloud(
     else:
         console.print(
             f"wrote {cert_file}: the cloud may set prices for {cert.store_id}", markup=False
+        )
+
+
+@store.command("renew")
+@click.argument("store_dir", type=DIR)
+@click.argument("terminal_dir", type=DIR)
+@click.option("--valid-days", type=int, default=DEFAULT_VALID_DAYS, show_default=True)
+@JSON_OPTION
+@reports_errors
+def store_renew(store_dir: Path, terminal_dir: Path, valid_days: int, as_json: bool) -> None:
+    """Renew a terminal's certificate before it lapses: same id, same key, a later expiry."""
+    cert = StoreDirectory.open(store_dir).renew(terminal_dir, wall_clock_ms(), valid_days)
+    daemon = daemon_client(terminal_dir)
+    if daemon is not None:
+        daemon.call("POST", "/v1/certificates", raw=cert.encoded)
+    else:
+        with Terminal.open(terminal_dir):
+            pass  # opening a lane publishes its own certificate: it spreads from there
+    if as_json:
+        emit_json(
+            {
+                "terminal_id": cert.terminal_id,
+                "key_fingerprint": cert.key_fingerprint,
+                "not_after_ms": cert.not_after_ms,
+            }
+        )
+    else:
+        console.print(
+            f"terminal {cert.terminal_id} renewed (key {cert.key_fingerprint}) in {terminal_dir}",
+            markup=False,
+        )
+
+
+@store.command("resolve-fork")
+@click.argument("store_dir", type=DIR)
+@click.argument("terminal")
+@click.option("--via", "via", type=DIR, required=True, help="Lane that holds the fork.")
+@JSON_OPTION
+@reports_errors
+def store_resolve_fork(store_dir: Path, terminal: str, via: Path, as_json: bool) -> None:
+    """Declare both branches of a forked chain genuine: each counts once; the chain closes."""
+    store_directory = StoreDirectory.open(store_dir)
+    tid = terminal_id(terminal)
+    store_directory.role_of(tid)  # an enrolled terminal of this store
+    daemon = daemon_client(via)
+    if daemon is not None:
+        found = daemon.call("GET", f"/v1/forks/{tid}")
+        fork = Fork(
+            tid,
+            int(found["fork_seq"]),
+            bytes.fromhex(found["base_hash"]),
+            tuple(
+                Branch(
+                    bytes.fromhex(b["first_hash"]),
+                    int(b["head_seq"]),
+                    bytes.fromhex(b["head_hash"]),
+                )
+                for b in found["branches"]
+            ),
+        )
+        resolution = store_directory.resolve_fork(fork)
+        daemon.call("POST", "/v1/fork-resolutions", raw=resolution.encoded)
+    else:
+        with Terminal.open(via) as lane:
+            if lane.store_id != store_directory.identity.store_id:
+                raise UsageError(f"{via} belongs to another store")
+            resolution = store_directory.resolve_fork(lane.replica.open_fork(tid))
+            lane.publish_fork_resolution(resolution)
+    result = {
+        "terminal": resolution.terminal,
+        "fork_seq": resolution.fork_seq,
+        "closed_at": resolution.closed_at,
+        "branches": [
+            {
+                "first_hash": b.first_hash.hex(),
+                "head_seq": b.head_seq,
+                "head_hash": b.head_hash.hex(),
+            }
+            for b in resolution.branches
+        ],
+    }
+    if as_json:
+        emit_json(result)
+    else:
+        heads = " and ".join(f"seq {b.head_seq}" for b in resolution.branches)
+        console.print(
+            f"fork of {tid} at seq {resolution.fork_seq} resolved: both branches count (heads "
+            f"{heads}); {tid}'s chain is closed at seq {resolution.closed_at}; {via} spreads it. "
+            f"Continue the lane with `lanesync enroll {store_dir} NEW_DIR --terminal-id NEW_ID "
+            f"--replaces {tid} --via {via}`",
+            markup=False,
         )

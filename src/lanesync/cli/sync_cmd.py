@@ -147,6 +147,29 @@ def _print_integrity(report: dict[str, Any]) -> None:
         for problem in report[kind]:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")
+    for closed in report["closed_chains"]:
+        console.print(
+            f"  closed_chains: terminal={closed['terminal']}, closed_at={closed['closed_at']}, "
+            f"refused={closed['refused']}",
+            markup=False,
+            style="red",
+        )
+    for fork in report["resolved_forks"]:
+        branches = "; ".join(
+            f"{b['first_hash'][:16]} counted to seq {b['counted_to_seq']} of {b['head_seq']}"
+            for b in fork["branches"]
+        )
+        console.print(
+            f"  resolved fork {fork['terminal']} at seq {fork['fork_seq']}, closed at seq "
+            f"{fork['closed_at']}: {branches}",
+            markup=False,
+        )
+    for item in report["successions"]:
+        console.print(
+            f"  {item['kind']}: {item['terminal']} continues {item['predecessor']} after seq "
+            f"{item['after_seq']}",
+            markup=False,
+        )
     for item in report["oversold"]:
         console.print(
             f"  oversold {item['sku']}: on hand {item['on_hand']}, "

@@ -127,10 +127,14 @@ class HeadOffice:
         rows = _Rows(store_id)
         tz_day = replica.business_day
         for record in records:
-            rid, day = str(record.id), tz_day(record)
+            day = tz_day(record)
+            # An id two branches of a resolved fork hold names two genuine sales: each gets a
+            # row of its own under its record key, and no void names either.
+            ambiguous = replica.views.is_ambiguous(record.id)
+            rid = record.key if ambiguous else str(record.id)
             match record.body:
                 case Sale(lines, total):
-                    voided = int(replica.views.is_voided(rid))
+                    voided = int(not ambiguous and replica.views.is_voided(rid))
                     rows.sales.append(
                         (
                             store_id,

@@ -19,11 +19,19 @@ import msgpack
 from pycrdt import Doc
 
 from lanesync.core.ids import StoreId
-from lanesync.core.updates import EMPTY_STATE, EMPTY_UPDATE
+from lanesync.core.updates import (
+    EMPTY_STATE,
+    EMPTY_UPDATE,
+    canonical_deletions,
+    canonical_state,
+)
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
-CHECKPOINT_FORMAT = 1
+# 2: the views also carry the fork resolutions and closures they were judged under, and each
+# chain the branches of its resolved fork. 3: document fingerprints in canonical form (clients
+# ascending), so a document rebuilt in another order (a compacted snapshot) still matches.
+CHECKPOINT_FORMAT = 3
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 
@@ -44,15 +52,17 @@ class Refused:
 
 def document_fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
     """Per non-empty document: its state vector (which insertions it holds; pending ones
-    excluded) and a hash of its delete set (which of them are deleted). Two states of one
-    document with equal fingerprints hold the same entries."""
+    excluded) and a hash of its delete set (which of them are deleted), both in canonical form
+    (``updates.canonical_state``). Two states of one document hold the same entries exactly when
+    their fingerprints are equal, whatever order their updates were applied in."""
     out: dict[str, list[bytes]] = {}
     for name, doc in sorted(docs.items()):
         state = bytes(doc.get_state())
         deletions = bytes(doc.get_update(state))
         if state == EMPTY_STATE and deletions == EMPTY_UPDATE:
             continue
-        out[name] = [state, hashlib.blake2b(deletions, digest_size=32).digest()]
+        deleted = canonical_deletions(deletions)
+        out[name] = [canonical_state(state), hashlib.blake2b(deleted, digest_size=32).digest()]
     return out
 
 

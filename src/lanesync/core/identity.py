@@ -23,7 +23,11 @@ from lanesync.errors import ConfigError, RemoteError
 SIGNATURE_SIZE = 64  # Ed25519 (RFC 8032 section 5.1.6)
 PUBLIC_KEY_SIZE = 32  # Ed25519 (RFC 8032 section 5.1.5)
 CERT_FORMAT = 1
+# A certificate that continues or replaces a terminal's chain (``Succession``) has one more
+# field; certificates without one keep format 1, so what was issued before still verifies.
+CERT_FORMAT_SUCCESSION = 2
 MAX_CERT_SIZE = 512
+HASH_SIZE = 32  # BLAKE2b-256 of a record's payload (core.records)
 
 # Domain separation: a signature made for one kind of message can never be replayed as another.
 DOMAIN_CERT = b"lanesync/cert/v1\x00"
@@ -81,6 +85,24 @@ class StoreIdentity:
 
 
 @dataclass(frozen=True, slots=True)
+class Succession:
+    """Where a certificate's key takes over a chain: after record ``seq`` (hash ``hash``) of
+    ``terminal``. The store closes ``terminal``'s chain there.
+
+    * ``terminal`` is the certificate's own terminal: a re-key. The new key signs that
+      terminal's records from ``seq + 1`` on, the first linking to ``hash``; every other key of
+      the terminal signs nothing past ``seq``, so the chain goes on without a fork.
+    * another terminal: a replacement. That terminal's chain is closed at ``seq`` (nothing past
+      it counts, whichever key signed it); the certificate's own chain starts at 1 and names
+      its predecessor, so receipt numbers stay traceable.
+    """
+
+    terminal: TerminalId
+    seq: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Certificate:
     store_id: StoreId
     terminal_id: TerminalId
@@ -89,6 +111,16 @@ class Certificate:
     not_before_ms: int
     not_after_ms: int
     encoded: bytes  # payload || store signature, exactly as issued
+    succeeds: Succession | None = None
+
+    @property
+    def is_rekey(self) -> bool:
+        return self.succeeds is not None and self.succeeds.terminal == self.terminal_id
+
+    @property
+    def first_seq(self) -> int:
+        """The first seq of its terminal's chain this certificate's key may sign."""
+        return self.succeeds.seq + 1 if self.is_rekey and self.succeeds is not None else 1
 
     @property
     def key_fingerprint(self) -> str:
@@ -114,14 +146,24 @@ def issue_certificate(
     role: Role,
     not_before_ms: int,
     not_after_ms: int,
+    succeeds: Succession | None = None,
 ) -> Certificate:
-    payload = msgpack.packb(
-        [CERT_FORMAT, store_id, terminal_id, public_key, role.value, not_before_ms, not_after_ms],
-        use_bin_type=True,
-    )
+    fields: list[object] = [
+        CERT_FORMAT,
+        store_id,
+        terminal_id,
+        public_key,
+        role.value,
+        not_before_ms,
+        not_after_ms,
+    ]
+    if succeeds is not None:
+        fields[0] = CERT_FORMAT_SUCCESSION
+        fields.append([succeeds.terminal, succeeds.seq, succeeds.hash])
+    payload = msgpack.packb(fields, use_bin_type=True)
     encoded = payload + sign(authority, DOMAIN_CERT, payload)
     return Certificate(
-        store_id, terminal_id, public_key, role, not_before_ms, not_after_ms, encoded
+        store_id, terminal_id, public_key, role, not_before_ms, not_after_ms, encoded, succeeds
     )
 
 
@@ -142,9 +184,17 @@ def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
         fields = msgpack.unpackb(payload, use_list=True, raw=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise RemoteError("certificate payload is not valid msgpack") from exc
-    if not (isinstance(fields, list) and len(fields) == 7 and fields[0] == CERT_FORMAT):
-        raise RemoteError("certificate has an unknown format")
-    _, cert_store, terminal, public_key, role, not_before, not_after = fields
+    succeeds: Succession | None = None
+    match fields:
+        case [1, _, _, _, _, _, _]:
+            pass
+        case [2, _, _, _, _, _, _, [str(predecessor), int(seq), bytes(at)]] if (
+            is_valid_name(predecessor) and seq >= 0 and len(at) == HASH_SIZE
+        ):
+            succeeds = Succession(TerminalId(predecessor), seq, at)
+        case _:
+            raise RemoteError("certificate has an unknown format")
+    _, cert_store, terminal, public_key, role, not_before, not_after = fields[:7]
     if cert_store != store.store_id:
         raise RemoteError(f"certificate is for store {cert_store!r}, not {store.store_id!r}")
     if not is_valid_name(terminal):
@@ -163,6 +213,7 @@ def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
         not_before,
         not_after,
         encoded,
+        succeeds,
     )
 
 

@@ -9,11 +9,12 @@ The replica is the pure core the shell drives. It never touches disk, sockets or
 * ``state_vectors`` / ``updates_since`` are the two halves of state-vector sync: only what the
   other side lacks is ever sent.
 
-Documents: ``config`` (certificates), ``catalog`` (price records) and one ``ledger/<day>`` per
-store-local business day. Every map value is an immutable signed record (or certificate) stored
-as bytes, because pycrdt turns integers into floats and drops concurrently created nested maps
-(both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives inside the signed msgpack
-bytes.
+Documents: ``config`` (certificates, revocations, fork resolutions), ``catalog`` (price records)
+and one ``ledger/<day>`` per store-local business day. Every map value is an immutable signed
+record (or certificate) stored as bytes, because pycrdt turns integers into floats and drops
+concurrently created nested maps (both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives
+inside the signed msgpack bytes.
+
 
 The module is longer than most in ``core/`` because the replica is one object around its pycrdt
 documents: loading, merging, local writes and reads all share the documents' observers and the
@@ -32,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
+from lanesync.core.chains import FORK
 from lanesync.core.checkpoint import (
     Refused,
     document_fingerprints,
@@ -39,6 +41,12 @@ from lanesync.core.checkpoint import (
     open_checkpoint,
 )
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.forks import (
+    Fork,
+    ForkResolution,
+    find_fork,
+    parse_fork_resolution,
+)
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     AnyRevocation,
@@ -49,11 +57,11 @@ from lanesync.core.identity import (
     parse_certificate,
     parse_revocation,
 )
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, is_valid_doc_name
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
+from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -96,6 +104,10 @@ def certificate_key(cert: Certificate) -> str:
 
 def revocation_key(revocation: AnyRevocation) -> str:
     return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
+
+
+def fork_resolution_key(resolution: ForkResolution) -> str:
+    return f"fork:{resolution.terminal}:{_content_id(resolution.encoded)}"
 
 
 def _content_id(data: bytes) -> str:
@@ -268,6 +280,10 @@ class Replica:
             try:
                 return revocation_key(parse_revocation(value, self.store)) == key
             except RemoteError:
+                pass
+            try:
+                return fork_resolution_key(parse_fork_resolution(value, self.store)) == key
+            except RemoteError:
                 return False
         previous = parse_record(value)
         return (
@@ -288,6 +304,10 @@ class Replica:
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
                     self.views.add_revocation(revocation)
+            elif key.startswith("fork:"):
+                resolution = parse_fork_resolution(value, self.store)
+                if key == fork_resolution_key(resolution):
+                    self.views.add_fork_resolution(resolution)
         except RemoteError:
             return
 
@@ -496,6 +516,36 @@ class Replica:
             return Change()
         return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
 
+    def publish_fork_resolution(self, resolution: ForkResolution, now_ms: int) -> Change:
+        """Record a store-signed fork resolution; it spreads to every replica like any data."""
+        parse_fork_resolution(resolution.encoded, self.store)  # refuse to spread a forged one
+        key = fork_resolution_key(resolution)
+        if self._root(CONFIG_DOC).get(key) == resolution.encoded:
+            return Change()
+        return self._local_put(CONFIG_DOC, key, resolution.encoded, now_ms)
+
+    def open_fork(self, terminal: TerminalId) -> Fork:
+        """The branches of ``terminal``'s open fork, as this replica holds them (what a
+        resolution of it names). A fork already resolved is open again when this replica holds
+        records of a branch past the head the resolution named (the lane sold on before it
+        heard of the resolution): resolving it again names the longer branches, and every
+        replica keeps the resolution that counts more. UsageError when there is nothing to
+        resolve here."""
+        records = (record for _, _, record in self.records())
+        resolved = self.views.fork_resolution(terminal)
+        if resolved is not None:
+            fork = find_fork(
+                terminal, resolved.fork_seq, resolved.base_hash, records, self.views.verifies
+            )
+            if sum(b.head_seq for b in fork.branches) > sum(b.head_seq for b in resolved.branches):
+                return fork  # it counts more than the resolution in force
+        else:
+            broken = self.views.is_broken(terminal)
+            if broken is not None and broken[1] == FORK:
+                base = self.views.head(terminal)
+                return find_fork(terminal, broken[0], base.hash, records, self.views.verifies)
+        raise UsageError(f"{terminal} has no open fork on this terminal")
+
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()
         root = self._root(doc)
@@ -527,10 +577,11 @@ class Replica:
     def check_writable(self) -> None:
         """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
         if self.me is not None and self.revoked():
+            me = self.me.certificate.terminal_id
             raise TerminalRevoked(
-                f"terminal {self.me.certificate.terminal_id} is revoked by the store and may "
-                "record nothing more: enroll a replacement terminal (lanesync enroll) and "
-                "contact the store authority"
+                f"terminal {me} is revoked by the store and may record nothing more: enroll a "
+                f"replacement terminal (lanesync enroll STORE_DIR NEW_DIR --terminal-id NEW_ID "
+                f"--replaces {me} --via LANE_DIR) and contact the store authority"
             )
 
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
@@ -543,23 +594,34 @@ class Replica:
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
         self.check_writable()
-        terminal = self.me.certificate.terminal_id
+        cert = self.me.certificate
+        terminal = cert.terminal_id
+        closed = self.views.closed_reason(cert)
+        if closed is not None:
+            raise ConfigError(
+                f"this terminal's chain is closed: {closed}; this lane goes on under the "
+                "terminal that `lanesync enroll --replaces` created"
+            )
         broken = self.views.is_broken(terminal)
         if broken is not None:
             raise ConfigError(
                 f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
-                "directory was probably restored from a copy; enroll a new terminal id"
+                "directory was probably restored from a copy; resolve the fork with "
+                "`lanesync store resolve-fork` and enroll a replacement with --replaces"
             )
         head = self.views.head(terminal)
+        seq, prev = head.seq + 1, head.hash
+        if seq < cert.first_seq:
+            # A re-keyed lane writes after the record its certificate continues from, linked to
+            # it: it must hold the old chain up to there (a bundle or a peer brings it), or it
+            # would sign seqs the old key used.
+            raise ConfigError(
+                f"this terminal's key signs from seq {cert.first_seq} on, and it holds its chain "
+                f"only up to seq {head.seq}; import a bundle of another lane first"
+            )
         self.clock.adopt(head.hlc)
         record = make_record(
-            self.me.key,
-            terminal,
-            head.seq + 1,
-            head.hash,
-            self.clock.tick(now_ms),
-            body,
-            self.crypto,
+            self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
         )
         doc = expected_doc(record, self._tz)
         self._captured.clear()

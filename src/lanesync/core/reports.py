@@ -59,7 +59,10 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
 
 def integrity(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
-    does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records)."""
+    does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records,
+    records past a chain the store closed). Forks the store resolved are listed apart
+    (``resolved_forks``): they are no problem, their branches count. ``successions`` names
+    every re-key and replacement: which chain a terminal continues, after which seq."""
     problems = replica.views.problems()
     ok = not any(problems.values())
     heads = [
@@ -71,6 +74,8 @@ def integrity(replica: Replica) -> dict[str, Any]:
         "records": replica.views.accepted_count(),
         "chains": heads,
         **problems,
+        "resolved_forks": replica.views.resolved_forks(),
+        "successions": successions(replica),
         "oversold": oversold(replica),
         "revocations": revocations(replica),
     }
@@ -100,14 +105,30 @@ def revocations(replica: Replica) -> dict[str, dict[str, Any]]:
 
 
 def chain(replica: Replica, terminal: TerminalId, seq: int | None = None) -> dict[str, Any]:
-    """What a revocation of ``terminal`` needs to know of it here: its accepted head, the hash
-    of its accepted record at ``seq`` (None when not accepted here), its certificates, and the
-    revocation of it in force."""
+    """What a revocation of ``terminal`` needs to know of it here: its accepted head (past a
+    resolved fork, the furthest counted record of its branches), the hash of its accepted
+    record at ``seq`` (None when not accepted here, or where two branches hold one), its
+    certificates, and the revocation of it in force."""
     views = replica.views
     head = views.head(terminal)
+    held = {"seq": head.seq, "hash": head.hash.hex() if head.seq else None}
+    furthest = max(
+        (
+            int(b["counted_to_seq"])
+            for fork in views.resolved_forks()
+            if fork["terminal"] == terminal
+            for b in fork["branches"]  # type: ignore[attr-defined]
+        ),
+        default=head.seq,
+    )
+    if furthest > head.seq:
+        # Past a resolved fork the chain counts on in its branches: a cut at the head of the
+        # chain proper would take them all away. No hash where two branches reach that seq.
+        found = views.accepted_hash(terminal, furthest)
+        held = {"seq": furthest, "hash": None if found is None else found.hex()}
     report: dict[str, Any] = {
         "terminal_id": terminal,
-        "head": {"seq": head.seq, "hash": head.hash.hex() if head.seq else None},
+        "head": held,
         "certificates": [
             {
                 "role": cert.role.value,
@@ -124,3 +145,19 @@ def chain(replica: Replica, terminal: TerminalId, seq: int | None = None) -> dic
         found = views.accepted_hash(terminal, seq)
         report["record"] = {"seq": seq, "hash": None if found is None else found.hex()}
     return report
+
+
+def successions(replica: Replica) -> list[dict[str, Any]]:
+    """Every certificate that continues (re-key) or replaces (another id) a terminal's chain."""
+    return [
+        {
+            "terminal": cert.terminal_id,
+            "kind": "rekey" if cert.is_rekey else "replacement",
+            "predecessor": cert.succeeds.terminal,
+            "after_seq": cert.succeeds.seq,
+            "after_hash": cert.succeeds.hash.hex(),
+            "key_fingerprint": cert.key_fingerprint,
+        }
+        for cert in replica.views.successions()
+        if cert.succeeds is not None
+    ]

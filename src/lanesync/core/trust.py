@@ -1,11 +1,19 @@
 """Trust: the store's terminal certificates and revocations, and which of them signed a record.
 
-A record is believed only when a certificate of its terminal, valid at the record's time, whose
-revocations (if any) admit the record's position in its chain, verifies its signature. A
-revocation cuts a chain at a seq (and the hash of the record there, when the revoking replica
+A record is believed only when a certificate of its terminal, valid at the record's time, covering
+the record's seq, and whose revocations (if any) admit the record's position in its chain,
+verifies its signature.
+
+A certificate covers seqs from its ``first_seq`` (1, or just past where a re-key took over) up to
+where a newer key of the same terminal takes over: after a re-key the old key signs nothing more,
+and a renewal (a new certificate for the same key) changes nothing but the validity period.
+
+A revocation cuts a chain at a seq (and the hash of the record there, when the revoking replica
 held it): the signer chooses a record's time, never its position, so a stolen key cannot write
-its way back in. Several revocations of one terminal meet: only what all of them admit counts.
-Revocations of the first format (a time) are still judged by the record's time.
+its way back in. It cuts every key of the terminal, or one key only (``key``): a re-keyed
+terminal's old key revoked that way signs nothing past the cut, while the new key's records
+count as the re-key says. Several revocations of one scope meet: only what all of them admit
+counts. Revocations of the first format (a time) are still judged by the record's time.
 
 ``Trust`` holds what the replica has learnt of both (certificates and revocations only ever
 accumulate) and answers ``signer(record)``; it also remembers which signatures it verified, so
@@ -168,10 +176,9 @@ class Trust:
         return dict(self._revoked_from)
 
     def export_revocations(self) -> list[Any]:
-        """Every revocation in force as plain msgpack-able values (for a checkpoint): format-1
-        ones as ``[terminal, ms]`` first, exactly as checkpoints listed them before cuts
-        existed (so an upgraded store keeps using its checkpoint), then the cuts as
-        ``[terminal, key, after_seq, after_hash]``."""
+        """Every revocation in force as plain msgpack-able values (for a checkpoint, which fits
+        only views judged under the same ones): format-1 ones as ``[terminal, ms]`` first, then
+        the cuts as ``[terminal, key, after_seq, after_hash]``."""
         return [
             *sorted([t, ms] for t, ms in self._revoked_from.items()),
             *sorted([t, k, c.after_seq, c.after_hash] for (t, k), c in self._cuts.items()),
@@ -180,6 +187,25 @@ class Trust:
     def certificates(self) -> Iterator[Certificate]:
         for certs in self._certs.values():
             yield from certs
+
+    def next_takeover(self, cert: Certificate) -> int | None:
+        """The first seq of ``cert``'s terminal that another, newer key signs (a re-key), or
+        None: ``cert``'s key may sign up to just before it."""
+        # A re-key outranks a plain certificate from the same seq on: a re-key of a terminal
+        # that never wrote (at seq 0) still closes the old key.
+        rank = (cert.first_seq, cert.is_rekey)
+        later = [
+            c.first_seq
+            for c in self._certs.get(cert.terminal_id, ())
+            if c.public_key != cert.public_key and (c.first_seq, c.is_rekey) > rank
+        ]
+        return min(later) if later else None
+
+    def covers(self, cert: Certificate, seq: int) -> bool:
+        if seq < cert.first_seq:
+            return False
+        takeover = self.next_takeover(cert)
+        return takeover is None or seq < takeover
 
     # -- signatures -----------------------------------------------------------------------------
 
@@ -190,14 +216,19 @@ class Trust:
         certificate is preferred, since only that authorises it. ``trusted``: the signature was
         verified before (verdict cache) or made by this very replica."""
         at_ms = record.hlc.wall_ms
-        certs: list[Certificate] = self._certs.get(record.terminal, [])
+        known: list[Certificate] = self._certs.get(record.terminal, [])
+        certs = known
         if record.terminal in self._revoked_terminals:
-            certs = [c for c in certs if self._admits(c, record)]
+            certs = [c for c in known if self._admits(c, record)]
         checked_before = trusted or record.hash in self._checked
-        if len(certs) == 1:
-            # The common case: one certificate, so there is no choice between signers.
+        if len(known) == 1 and certs:
+            # The common case: one certificate, so there is no choice between signers (and no
+            # other key to take over from it). One left of several by revocations still needs
+            # ``covers`` below: an old key whose successor is revoked does not sign again.
             (cert,) = certs
-            if not cert.valid_at(at_ms):
+            if not cert.valid_at(at_ms) or (
+                cert.succeeds is not None and record.seq < cert.first_seq
+            ):
                 return None
             if checked_before:
                 return cert  # on a reopen
@@ -205,12 +236,21 @@ class Trust:
                 return None
             self._new_verdicts.append(record.hash)
             return cert
-        candidates = [c for c in certs if c.valid_at(at_ms)]
+        candidates = [c for c in certs if c.valid_at(at_ms) and self.covers(c, record.seq)]
         if not candidates:
             return None
-        if checked_before and (len(candidates) == 1 or not isinstance(record.body, PriceChange)):
-            # The signature was verified before. Only for a price change with several candidate
-            # certificates does it matter which one signed (their roles may differ).
+        # Over every certificate of the terminal, revoked or not: the verdict says some key of
+        # the terminal verified the signature, not that an admitted one did.
+        one_key = len({c.public_key for c in known}) == 1
+        if (
+            checked_before
+            and one_key
+            and (len(candidates) == 1 or not isinstance(record.body, PriceChange))
+        ):
+            # The signature was verified before, by some key of this terminal: by this one if
+            # the terminal has one key (after a re-key, the key decides which seqs it covers).
+            # Only for a price change with several candidate certificates does it matter which
+            # one signed (their roles may differ).
             return candidates[0]
         signers = [
             c

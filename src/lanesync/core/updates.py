@@ -48,3 +48,81 @@ def covered_by(update: bytes, state_vector: bytes | None) -> bool:
         return bytes(pycrdt.get_update(update, state_vector)) == EMPTY_UPDATE
     except (ValueError, RuntimeError):
         return False  # undecodable: merge's own checks reject it
+
+
+# -- canonical forms ---------------------------------------------------------------------------
+# pycrdt (yrs) writes a state vector's clients, and a delete set's, in the order of its hash
+# table, which depends on the order the clients were first seen: two documents holding exactly
+# the same entries can encode them differently (three clients applied in the six possible
+# orders gave six different state vectors, measured with pycrdt 0.12). A checkpoint compares
+# these encodings, so it compares canonical ones: clients in ascending order, each client's
+# deleted ranges sorted and merged.
+
+
+def _varuint(data: bytes, pos: int) -> tuple[int, int]:
+    """One lib0 variable-length unsigned integer at ``pos``: (value, next position)."""
+    value = shift = 0
+    while True:
+        byte = data[pos]  # IndexError past the end: the caller's input is truncated
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _put_varuint(out: bytearray, value: int) -> None:
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+
+
+def canonical_state(state: bytes) -> bytes:
+    """The state vector ``state`` (lib0 v1) with its clients in ascending order."""
+    count, pos = _varuint(state, 0)
+    clocks = []
+    for _ in range(count):
+        client, pos = _varuint(state, pos)
+        clock, pos = _varuint(state, pos)
+        clocks.append((client, clock))
+    out = bytearray()
+    _put_varuint(out, count)
+    for client, clock in sorted(clocks):
+        _put_varuint(out, client)
+        _put_varuint(out, clock)
+    return bytes(out)
+
+
+def canonical_deletions(update: bytes) -> bytes:
+    """The delete set of ``update`` (lib0 v1) with clients ascending and each client's ranges
+    sorted and merged; an update that also carries structs is returned as it is (its bytes are
+    then compared as they are, which can only refuse a checkpoint, never accept a wrong one)."""
+    structs, pos = _varuint(update, 0)
+    if structs:
+        return update
+    count, pos = _varuint(update, pos)
+    ranges: dict[int, list[tuple[int, int]]] = {}
+    for _ in range(count):
+        client, pos = _varuint(update, pos)
+        length, pos = _varuint(update, pos)
+        for _ in range(length):
+            clock, pos = _varuint(update, pos)
+            size, pos = _varuint(update, pos)
+            ranges.setdefault(client, []).append((clock, clock + size))
+    out = bytearray()
+    _put_varuint(out, 0)
+    _put_varuint(out, len(ranges))
+    for client in sorted(ranges):
+        merged: list[list[int]] = []
+        for start, end in sorted(ranges[client]):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        _put_varuint(out, client)
+        _put_varuint(out, len(merged))
+        for start, end in merged:
+            _put_varuint(out, start)
+            _put_varuint(out, end - start)
+    return bytes(out)

@@ -10,7 +10,9 @@ The fold is a pure function of the *set* of records present, whatever order they
 
 Discovering a fork below an already accepted head cannot be folded in incrementally, so the
 views ask their owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild,
-which makes the rebuilt result the canonical one.
+which makes the rebuilt result the canonical one. So is a store object that changes how a
+chain is judged, once records of that chain are held: a fork resolution (``core.forks``) or a
+certificate that re-keys or replaces a terminal (``identity.Succession``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from zoneinfo import ZoneInfo
 
 from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.forks import ForkResolution
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import AnyRevocation, Certificate, StoreIdentity
 from lanesync.core.ids import (
@@ -137,11 +140,14 @@ class Views:
         self._documents = documents
         self._subscribers = subscribers
         self._trust = Trust(crypto)
+        # What the store signed about chains; like certificates, kept across a rebuild.
+        self._resolutions: dict[TerminalId, ForkResolution] = {}
+        self._closures: dict[TerminalId, int] = {}
         self._deferring = False
         self._reset_views()
 
     def _reset_views(self) -> None:
-        self._chains = Chains()
+        self._chains = Chains(self._resolutions, self._closures)
         self._unverified: dict[TerminalId, dict[tuple[str, str], Record]] = defaultdict(dict)
         self._rejected: dict[tuple[str, str], str] = {}
         self._unauthorized: dict[tuple[str, str], str] = {}
@@ -174,6 +180,16 @@ class Views:
     def add_certificate(self, cert: Certificate, now_ms: int) -> None:
         if not self._trust.add_certificate(cert):
             return
+        if cert.succeeds is not None:
+            # A re-key changes which key signs which seqs of its terminal; a replacement closes
+            # its predecessor's chain: what was judged of either may change.
+            predecessor = cert.succeeds.terminal
+            if not cert.is_rekey:
+                current = self._closures.get(predecessor)
+                if current is None or cert.succeeds.seq < current:
+                    self._closures[predecessor] = cert.succeeds.seq
+            if self._chains.knows(predecessor):
+                self.needs_rebuild = True
         # Records that arrived before their signer's certificate can be judged now.
         waiting = self._unverified.pop(cert.terminal_id, {})
         for (doc, key), record in waiting.items():
@@ -187,6 +203,51 @@ class Views:
             # Records already counted, waiting behind a gap, or judged with the old validity
             # may all change verdict: revocations are rare, so judge everything again.
             self.needs_rebuild = True
+
+    def add_fork_resolution(self, resolution: ForkResolution) -> None:
+        """The store declared every branch of ``resolution.terminal``'s fork genuine. With two
+        resolutions of one terminal (two people resolved it from replicas that held different
+        heads), every replica keeps the same one: the one counting the most records, then the
+        greatest bytes."""
+        current = self._resolutions.get(resolution.terminal)
+        if current is not None and _resolution_rank(current) >= _resolution_rank(resolution):
+            return
+        self._resolutions[resolution.terminal] = resolution
+        if self._chains.knows(resolution.terminal):
+            self.needs_rebuild = True
+
+    def fork_resolution(self, terminal: TerminalId) -> ForkResolution | None:
+        """The fork resolution in force for ``terminal``, if any."""
+        return self._resolutions.get(terminal)
+
+    def closed_reason(self, cert: Certificate) -> str | None:
+        """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
+        terminal = cert.terminal_id
+        resolution = self._resolutions.get(terminal)
+        if resolution is not None:
+            return (
+                f"the store resolved its fork at seq {resolution.fork_seq} and closed its chain "
+                f"at seq {resolution.closed_at}"
+            )
+        closure = self._closures.get(terminal)
+        if closure is not None:
+            successor = sorted(
+                c.terminal_id
+                for c in self._trust.certificates()
+                if c.succeeds is not None and not c.is_rekey and c.succeeds.terminal == terminal
+            )
+            return f"{', '.join(successor)} replaces it after seq {closure}"
+        takeover = self._trust.next_takeover(cert)
+        if takeover is not None:
+            return f"it was re-keyed: another key signs its records from seq {takeover}"
+        return None
+
+    def successions(self) -> list[Certificate]:
+        """Certificates that re-key or replace a terminal, sorted by terminal."""
+        return sorted(
+            (c for c in self._trust.certificates() if c.succeeds is not None),
+            key=lambda c: (c.terminal_id, c.first_seq, c.encoded),
+        )
 
     def is_revoked(self, terminal: TerminalId, now_ms: int) -> bool:
         """Is every certificate of ``terminal`` revoked? ``now_ms`` matters only for a
@@ -208,6 +269,10 @@ class Views:
 
     def certificates(self) -> Iterator[Certificate]:
         return self._trust.certificates()
+
+    def verifies(self, record: Record) -> bool:
+        """Does a certificate of the store, valid for the record, verify its signature?"""
+        return self._trust.signer(record, trusted=False) is not None
 
     # -- records --------------------------------------------------------------------------------
 
@@ -265,8 +330,12 @@ class Views:
         match body:
             case Sale(lines):
                 self._chains.mark_sale(record)
-                # Voided before it counted: its SKUs still appear in the stock view, at +-0.
-                sign = 0 if self._voids.get(str(record.id)) else -1
+                # Voided before it counted: its SKUs still appear in the stock view, at +-0. An
+                # id two branches of a resolved fork hold names no single sale: never voided.
+                voided = self._voids.get(str(record.id)) and not self._chains.is_ambiguous(
+                    record.id
+                )
+                sign = 0 if voided else -1
                 for line in lines:
                     self._move(line.sku, sign * line.qty)
             case Void(sale_id):
@@ -323,6 +392,15 @@ class Views:
             ),
             self._accepted,
             self._trust.export_revocations(),
+            self._store_actions(),
+        ]
+
+    def _store_actions(self) -> list[Any]:
+        """Fork resolutions and closures in force: a checkpoint fits only views judged under
+        the same ones."""
+        return [
+            sorted(r.encoded for r in self._resolutions.values()),
+            sorted([t, seq] for t, seq in self._closures.items()),
         ]
 
     def load_views(self, views: Any, trusted: Container[bytes]) -> None:
@@ -343,11 +421,12 @@ class Views:
                 prices,
                 accepted,
                 revoked,
+                actions,
             ) = views
             if revoked != self._trust.export_revocations():
-                # (Format-1 revocations are listed as checkpoints listed them before cuts
-                # existed, so the checkpoint of a store upgraded in place still fits.)
                 raise ValueError("the checkpoint was made under other revocations")
+            if actions != self._store_actions():
+                raise ValueError("the checkpoint was made under other fork resolutions")
             held = self._chains.load(chains)
             held.extend((str(d), str(k)) for d, k in unverified)
             self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}
@@ -414,6 +493,10 @@ class Views:
         # "lane1:07" names none
         return str(rid) == record_id and self._chains.is_counted_sale(rid)
 
+    def is_ambiguous(self, record_id: RecordId) -> bool:
+        """Does this id name records of two branches of a resolved fork (no single sale)?"""
+        return self._chains.is_ambiguous(record_id)
+
     def is_voided(self, record_id: str) -> bool:
         return self._voids.get(record_id, 0) > 0
 
@@ -463,12 +546,26 @@ class Views:
         unauthorized: list[dict[str, object]] = [
             {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
         ]
-        broken, gaps = self._chains.problems()
         return {
             "rejected": rejected,
             "unverified": unverified,
             "revoked": revoked,
             "unauthorized": unauthorized,
-            "broken_chains": broken,
-            "gaps": gaps,
+            **self._chains.problems(),
         }
+
+    def resolved_forks(self) -> list[dict[str, object]]:
+        """Every fork the store resolved, with how far each branch counts (for ``verify``)."""
+        return [
+            {
+                "terminal": t,
+                "fork_seq": r.fork_seq,
+                "closed_at": r.closed_at,
+                "branches": self._chains.resolved(r),
+            }
+            for t, r in sorted(self._resolutions.items())
+        ]
+
+
+def _resolution_rank(resolution: ForkResolution) -> tuple[int, bytes]:
+    return sum(b.head_seq for b in resolution.branches), resolution.encoded

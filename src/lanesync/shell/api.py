@@ -50,7 +50,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 from lanesync import __version__
 from lanesync.core import bodies, reports
 from lanesync.core.election import Election
-from lanesync.core.identity import TimeRevocation, parse_revocation
+from lanesync.core.forks import parse_fork_resolution
+from lanesync.core.identity import TimeRevocation, parse_certificate, parse_revocation
 from lanesync.core.ids import RecordId, terminal_id
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
@@ -241,6 +242,7 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "first_write_unheard_ms": (
             None if state.first_write is None else state.first_write.check.unheard_write_ms
         ),
+        "succeeds": terminal.succession(),
     }
 
 
@@ -290,7 +292,8 @@ def create_app(state: DaemonState) -> FastAPI:
                 raise TerminalRevoked(
                     f"the write made with {key!r} ({found.record_id}) does not count: terminal "
                     f"{state.terminal.terminal_id} is revoked by the store; enroll a "
-                    "replacement terminal (lanesync enroll) and contact the store authority"
+                    "replacement terminal (lanesync enroll --replaces) and contact the store "
+                    "authority"
                 )
             if record is None:  # only if this terminal's own records stopped counting
                 raise IdempotencyConflict(f"the write made with {key!r} is no longer held")
@@ -414,7 +417,15 @@ def create_app(state: DaemonState) -> FastAPI:
         report = reports.integrity(state.terminal.replica)
         problems = {
             k: report[k]
-            for k in ("rejected", "unverified", "revoked", "unauthorized", "broken_chains", "gaps")
+            for k in (
+                "rejected",
+                "unverified",
+                "revoked",
+                "unauthorized",
+                "broken_chains",
+                "gaps",
+                "closed_chains",
+            )
             if report[k]
         }
         return {"oversold": report["oversold"], "integrity": problems}
@@ -474,6 +485,42 @@ def create_app(state: DaemonState) -> FastAPI:
             "hash": revocation.after_hash.hex() or None,
             "key": revocation.key.hex() or None,
         }
+
+    @app.get("/v1/forks/{terminal}", tags=["reads"])
+    async def get_fork(terminal: str) -> dict[str, Any]:
+        """The open fork of a terminal's chain, as this lane holds it: what a resolution names."""
+        fork = state.terminal.replica.open_fork(terminal_id(terminal))
+        return {
+            "terminal": fork.terminal,
+            "fork_seq": fork.fork_seq,
+            "base_hash": fork.base_hash.hex(),
+            "branches": [
+                {
+                    "first_hash": b.first_hash.hex(),
+                    "head_seq": b.head_seq,
+                    "head_hash": b.head_hash.hex(),
+                }
+                for b in fork.branches
+            ],
+        }
+
+    @app.post("/v1/fork-resolutions", status_code=201, tags=["writes"])
+    async def post_fork_resolution(request: Request, _: RequireToken) -> dict[str, Any]:
+        resolution = parse_fork_resolution(await request.body(), state.terminal.directory.store)
+        state.terminal.publish_fork_resolution(resolution)
+        state.mesh.bundle_imported()
+        return {
+            "terminal": resolution.terminal,
+            "fork_seq": resolution.fork_seq,
+            "closed_at": resolution.closed_at,
+        }
+
+    @app.post("/v1/certificates", status_code=201, tags=["writes"])
+    async def post_certificate(request: Request, _: RequireToken) -> dict[str, Any]:
+        cert = parse_certificate(await request.body(), state.terminal.directory.store)
+        state.terminal.publish_certificate(cert)
+        state.mesh.bundle_imported()
+        return {"terminal_id": cert.terminal_id, "key_fingerprint": cert.key_fingerprint}
 
     @app.get("/metrics", tags=["reads"], response_class=Response)
     async def metrics() -> Response:

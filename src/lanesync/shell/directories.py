@@ -4,7 +4,8 @@ Store directory (kept by the store owner, holds the authority key)::
 
     store.key        Ed25519 seed of the store authority, hex, mode 0600
     store.json       public identity: store id, public key, time zone (safe to copy anywhere)
-    terminals.json   terminal ids enrolled so far (an id is never issued twice)
+    terminals.json   terminal ids enrolled so far (an id is never issued twice, except to re-key
+                     the same terminal)
 
 Terminal directory (one per lane, mode 0700 when ``enroll`` creates it)::
 
@@ -26,12 +27,14 @@ from pathlib import Path
 
 from nacl.signing import SigningKey
 
+from lanesync.core.forks import Fork, ForkResolution, issue_fork_resolution
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     Revocation,
     Role,
     StoreIdentity,
+    Succession,
     issue_certificate,
     issue_revocation,
     parse_certificate,
@@ -187,9 +190,17 @@ class StoreDirectory:
         return data
 
     def enroll(
-        self, terminal_path: Path, tid: str, role: Role, now_ms: int, valid_days: int
+        self,
+        terminal_path: Path,
+        tid: str,
+        role: Role,
+        now_ms: int,
+        valid_days: int,
+        succeeds: Succession | None = None,
     ) -> Certificate:
-        """Create a terminal directory with a new key and a certificate for it."""
+        """Create a terminal directory with a new key and a certificate for it. ``succeeds``:
+        the key takes over a chain there (the same id: a re-key) or the terminal replaces
+        another one whose chain closes there."""
         tid = terminal_id(tid)
         if tid == CLOUD_TERMINAL_ID:
             raise UsageError("terminal id 'cloud' is reserved for the store's cloud service")
@@ -198,7 +209,12 @@ class StoreDirectory:
         if not 1 <= valid_days <= 10 * 366:
             raise UsageError("--valid-days must be between 1 and 3660")
         registry = self._registry()
-        if tid in registry:
+        if succeeds is not None and succeeds.terminal not in registry:
+            raise UsageError(
+                f"terminal {succeeds.terminal!r} is not enrolled in store {self.identity.store_id}"
+            )
+        rekey = succeeds is not None and succeeds.terminal == tid
+        if tid in registry and not rekey:
             raise UsageError(
                 f"terminal id {tid!r} is already enrolled in store {self.identity.store_id}; "
                 "record ids must stay unique, so choose another id"
@@ -218,13 +234,17 @@ class StoreDirectory:
             role,
             now_ms - DAY_MS,
             now_ms + valid_days * DAY_MS,
+            succeeds,
         )
         _write_private(terminal_path / TERMINAL_KEY, bytes(key).hex() + "\n")
         _write_public(terminal_path / TERMINAL_CERT, cert.encoded)
         _write_public(terminal_path / STORE_IDENTITY, identity_to_json(self.identity))
         config = {"terminal_id": tid}
         _write_public(terminal_path / TERMINAL_CONFIG, (json.dumps(config) + "\n").encode())
-        registry[tid] = {"role": role.value, "key": cert.key_fingerprint}
+        entry: dict[str, object] = {"role": role.value, "key": cert.key_fingerprint}
+        if succeeds is not None:
+            entry["succeeds"] = {"terminal": succeeds.terminal, "after_seq": succeeds.seq}
+        registry[tid] = entry
         _write_public(
             self.path / TERMINAL_REGISTRY, (json.dumps(registry, indent=2) + "\n").encode()
         )
@@ -251,6 +271,50 @@ class StoreDirectory:
                 raise ConfigError(f"{TERMINAL_REGISTRY} in {self.path} is malformed")
             roles[TerminalId(tid)] = Role(role)
         return roles
+
+    def role_of(self, tid: str) -> Role:
+        """The role an enrolled terminal was given (UsageError if it is not enrolled)."""
+        entry = self._registry().get(terminal_id(tid))
+        if not isinstance(entry, dict):
+            raise UsageError(f"terminal {tid!r} is not enrolled in store {self.identity.store_id}")
+        try:
+            return Role(entry["role"])
+        except (KeyError, ValueError) as exc:
+            raise ConfigError(f"{TERMINAL_REGISTRY} in {self.path} is malformed") from exc
+
+    def renew(self, terminal_path: Path, now_ms: int, valid_days: int) -> Certificate:
+        """A new certificate for a terminal's own key (same id, role and succession), valid
+        from a day ago for ``valid_days``, written over the terminal's certificate file."""
+        if not 1 <= valid_days <= 10 * 366:
+            raise UsageError("--valid-days must be between 1 and 3660")
+        current = TerminalDirectory.open(terminal_path)
+        if current.store != self.identity:
+            raise UsageError(f"{terminal_path} belongs to another store")
+        old = current.me.certificate
+        cert = issue_certificate(
+            self.authority(),
+            self.identity.store_id,
+            old.terminal_id,
+            old.public_key,
+            old.role,
+            now_ms - DAY_MS,
+            now_ms + valid_days * DAY_MS,
+            old.succeeds,
+        )
+        _write_public(terminal_path / TERMINAL_CERT, cert.encoded)
+        return cert
+
+    def resolve_fork(self, fork: Fork) -> ForkResolution:
+        """Sign a resolution declaring every branch of ``fork`` genuine (``core.forks``)."""
+        self.role_of(fork.terminal)  # an enrolled terminal of this store
+        return issue_fork_resolution(
+            self.authority(),
+            self.identity.store_id,
+            fork.terminal,
+            fork.fork_seq,
+            fork.base_hash,
+            fork.branches,
+        )
 
     def revocable(self, tid: str) -> TerminalId:
         """``tid`` as a terminal id this store can revoke: enrolled here, or the cloud."""

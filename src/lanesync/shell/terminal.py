@@ -25,7 +25,8 @@ from typing import Any, Protocol, Self
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.crypto import SODIUM, Crypto
-from lanesync.core.identity import Revocation, Role
+from lanesync.core.forks import ForkResolution
+from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
@@ -333,6 +334,29 @@ class Terminal:
         """Store a store-signed revocation; it spreads to every replica like any data."""
         self._check_usable()
         self.commit([self.replica.publish_revocation(revocation, self._clock())])
+
+    def succession(self) -> dict[str, Any] | None:
+        """The chain this terminal continues (a re-key) or replaced (``enroll --replaces``),
+        from its own certificate: receipt numbers stay traceable across a replacement."""
+        cert = self.directory.me.certificate
+        if cert.succeeds is None:
+            return None
+        return {
+            "kind": "rekey" if cert.is_rekey else "replacement",
+            "predecessor": cert.succeeds.terminal,
+            "after_seq": cert.succeeds.seq,
+        }
+
+    def publish_fork_resolution(self, resolution: ForkResolution) -> None:
+        """Store a store-signed fork resolution; it spreads to every replica like any data."""
+        self._check_usable()
+        self.commit([self.replica.publish_fork_resolution(resolution, self._clock())])
+
+    def publish_certificate(self, cert: Certificate) -> None:
+        """Store a certificate of the store (a replacement, a re-key, a renewal): it spreads to
+        every replica like any data, so a chain it closes is closed everywhere at once."""
+        self._check_usable()
+        self.commit([self.replica.publish_certificate(cert, self._clock())])
 
     def state_file(self) -> bytes:
         return encode_state(self.store_id, self.terminal_id, self.replica.state_vectors())
