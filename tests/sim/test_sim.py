@@ -76,7 +76,8 @@ def test_every_fault_kind_happens() -> None:
         "drop", "dup", "reorder", "corrupt", "reset", "delay", "lan-partition", "lan-heal",
         "wan-partition", "wan-heal", "crash", "restart", "clock-step", "compact", "sale", "void",
         "receipt", "adjustment", "price", "cloud-price", "lost-write", "leader", "uplink-start",
-        "uplink-stop", "settled",
+        "uplink-stop", "settled", "backup", "restore", "isolated", "fork-resolved", "replaced",
+        "re-key",
     }  # fmt: skip
     missing = sorted(k for k in wanted if not summary.counts.get(k))
     assert not missing, summary.counts
@@ -91,10 +92,15 @@ def test_ci_batch_of_seeds_keeps_every_invariant() -> None:
     report = summary.to_json()
     print(
         f"\nsim: {report['seeds_run']} seeds in {wall:.1f} s ({report['seeds_per_s']} seeds/s "
-        f"on {CI_JOBS} processes), {report['invariant_checks']} invariant checks, events "
-        f"{report['events']}"
+        f"on {CI_JOBS} processes), {report['invariant_checks']} invariant checks, seeds with "
+        f"{report['seeds_with']}, events {report['events']}"
     )
     assert report["seeds_run"] == CI_SEEDS
+    if CI_SEEDS >= 1000:
+        # The batch exercises the lifecycle: forks resolved, lanes replaced, re-keyed.
+        assert report["seeds_with"]["fork-resolved"] >= CI_SEEDS // 10, report["seeds_with"]
+        assert report["seeds_with"]["replaced"] >= CI_SEEDS // 10, report["seeds_with"]
+        assert report["seeds_with"]["re-key"] >= CI_SEEDS // 20, report["seeds_with"]
     assert not summary.failed, "\n\n".join(r.render_failure() for r in summary.failed[:3])
 
 
@@ -134,6 +140,7 @@ def test_cli_json_summary(args: list[str]) -> None:
     assert report["violations"] == []
     assert report["invariant_checks"] > 0
     assert {"frames", "sale", "dial"} <= set(report["events"])
+    assert set(report["seeds_with"]) == {"restore", "fork-resolved", "replaced", "re-key"}
 
 
 def test_cli_exit_status_and_report_on_a_planted_bug() -> None:

@@ -1,0 +1,326 @@
+"""A terminal's lifecycle in the simulated store: backups, a restore from an old backup (which
+can fork the lane's chain), a re-key, and what the store authority does about a fork once the
+store has settled: it resolves it and the forked lane goes on under a replacement terminal id.
+
+Each does what the real commands do, on the simulated hosts:
+
+* a backup copies a lane's committed log (``durable``) and its signature verdicts;
+* a restore kills the lane and puts its last backup back in place of its committed log, so it
+  restarts with its own chain shorter than the records it signed and acknowledged. Its network
+  may come back late (``isolated_until_ms``) while the POS sells on it: those sales sign seqs it
+  already used, a fork, once its peers hold the lost records. A restore is only made when every
+  record it takes away is committed on another host: the simulator holds the store to every
+  acknowledged record, and a record that no longer exists anywhere cannot be counted;
+* a re-key (``lanesync enroll --replaces LANE --terminal-id LANE``): a new key whose certificate
+  continues the lane's chain after its head, published through the lane, which then restarts
+  with the new key (a re-keyed lane starts from a new directory: its backups are gone);
+* once the store settles, every open fork is resolved as ``lanesync store resolve-fork`` does
+  (the resolution is built from a replica that holds every branch: at that point every replica
+  holds the same records) and published through a lane; each lane whose chain a resolution
+  closed is replaced as ``lanesync enroll --replaces`` does: a new terminal id whose certificate
+  names the old chain's last record, published through a lane, the new lane seeded with that
+  lane's documents (a bundle) and put in the old one's place in the topology. It then sells.
+
+``Lifecycle`` is a part of ``Simulator`` (see ``loop.py``); its choices come from the seeded
+``rng``, its keys from ``keys``.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import TYPE_CHECKING
+
+from nacl.signing import SigningKey
+
+from lanesync.core import bodies
+from lanesync.core.forks import ForkResolution, issue_fork_resolution
+from lanesync.core.identity import Role, Succession, issue_certificate, public_key_of
+from lanesync.core.ids import TerminalId, sku
+from lanesync.core.replica import Change
+from lanesync.errors import LanesyncError, UsageError
+from lanesync.sim.faults import Faults
+from lanesync.sim.host import CERT_NOT_AFTER_MS, STORE_ID, Backup, Dialer, Host
+from lanesync.sim.model import SKUS, EventKind
+
+if TYPE_CHECKING:
+    from lanesync.core.records import Body
+
+# How long a restored lane's network stays down after the restore, at most: its restart takes
+# 0.3 to 4 s (``HostShell._crash``), so it is up and selling alone for part of this in most
+# restores. The POS tries this many sales on it meanwhile.
+ISOLATION_MS = (2_000, 5_500)
+SALES_WHILE_ISOLATED = 3
+
+
+class Lifecycle(Faults):
+    """The ``Simulator``'s terminal lifecycle: backups, restores, re-keys, and the store's
+    repair of forks in the quiet phase."""
+
+    authority: SigningKey
+    retired: list[Host]
+
+    if TYPE_CHECKING:  # defined by a part above this one (see loop.py)
+
+        def _write(self, host: Host, kind: EventKind, body: Body) -> None: ...
+
+    # -- enrolling -----------------------------------------------------------------------------
+
+    def _make_host(
+        self,
+        keys: random.Random,
+        name: str,
+        role: Role,
+        succeeds: Succession | None = None,
+    ) -> Host:
+        key = SigningKey(keys.randbytes(32))
+        cert = issue_certificate(
+            self.authority,
+            STORE_ID,
+            TerminalId(name),
+            public_key_of(key),
+            role,
+            0,
+            CERT_NOT_AFTER_MS,
+            succeeds,
+        )
+        rng = random.Random(f"lanesync-sim-{name}:{self.seed}")  # noqa: S311 - simulated nonces
+        return Host(name, role, key, cert, rng)
+
+    def _publish(self, host: Host, change: Change, what: str) -> bool:
+        """Write a store object (certificate, resolution) through a lane: committed, then
+        offered to its peers, as its daemon's API does. True when it was committed."""
+        driver = host.driver
+        if driver is None or not change:
+            return False
+        committed = False
+
+        def commit() -> None:
+            nonlocal committed
+            self._commit_deferred(host)
+            self._commit(host, change)
+            committed = True
+
+        if self._call(host, what, lambda: driver.write([change], commit, self.local_ms(host))):
+            self._flush(host)
+        return committed
+
+    def _own_records(self, host: Host) -> int:
+        """How many records of its own chain ``host`` signed and committed (acknowledged)."""
+        return sum(1 for record in self.acked if record.terminal == host.name)
+
+    # -- faults --------------------------------------------------------------------------------
+
+    def _first_backups(self) -> None:
+        """Every lane is backed up as it is installed (the oldest backup there can be)."""
+        for host in self.lanes:
+            self._back_up(host)
+
+    def _fault_backup(self) -> None:
+        lanes = [h for h in self.lanes if h.alive and not h.restored]
+        if lanes:
+            self._back_up(self.rng.choice(lanes))
+
+    def _back_up(self, host: Host) -> None:
+        own = self._own_records(host)
+        host.backup = Backup(
+            {doc: tuple(rows) for doc, rows in host.durable.items()},
+            frozenset(host.verified),
+            own,
+            self.now,
+        )
+        self._note(EventKind.BACKUP, host.name, detail=f"own chain to seq {own}")
+
+    def _restorable(self, host: Host) -> bool:
+        """May ``host`` be put back to its backup without destroying an acknowledged record?
+        Every acknowledged record it committed since (its own or another lane's: its own
+        signatures are among its verdicts) must be committed on another host too."""
+        backup = host.backup
+        if backup is None or not host.alive or host.restored:
+            return False
+        others = [h for h in self.by_name.values() if h is not host and not h.retired]
+        return all(
+            any(r.hash in h.verified for h in others)
+            for r in self.acked
+            if r.hash in host.verified and r.hash not in backup.verified
+        )
+
+    def _fault_restore(self) -> None:
+        lanes = [h for h in self.lanes if self._restorable(h)]
+        # Prefer a lane whose backup lacks records it signed since: restoring it can fork.
+        behind = [h for h in lanes if h.backup and h.backup.own_seq < self._own_records(h)]
+        if not lanes:
+            return
+        host = self.rng.choice(behind or lanes)
+        backup = host.backup
+        assert backup is not None  # _restorable checked it
+        own = self._own_records(host)
+        host.restored = True
+        self._crash(host, "restored from a backup")
+        host.durable = {doc: list(rows) for doc, rows in backup.durable.items()}
+        host.verified = set(backup.verified)
+        self._note(
+            EventKind.RESTORE,
+            host.name,
+            detail=f"backup of t={backup.taken_ms}: own chain to seq {backup.own_seq} of {own}",
+        )
+        if self.rng.random() < 0.25:
+            return  # its network is up at once: it learns its own later records from peers
+        host.isolated_until_ms = self.now + self.rng.randint(*ISOLATION_MS)
+        self._note(EventKind.ISOLATED, host.name, detail=f"until t={host.isolated_until_ms}")
+        for _ in range(SALES_WHILE_ISOLATED):
+            at = self.rng.randint(self.now + 300, host.isolated_until_ms)
+            self._at(at, self._sell_alone, host)
+
+    def _sell_alone(self, host: Host) -> None:
+        """The POS of a lane sells (the lane may be down still: then nothing happens)."""
+        if self.faulty and host.alive:
+            self._sell(host)
+
+    def _sell(self, host: Host) -> None:
+        replica = host.replica
+        if replica is None:
+            return
+        item = sku(self.rng.choice(SKUS))
+        try:
+            body = bodies.build_sale(
+                replica.views,
+                [bodies.LineRequest(item, self.rng.randint(1, 3), self.rng.randint(50, 999))],
+            )
+        except LanesyncError as exc:
+            self._note(EventKind.REFUSED, host.name, detail=f"sale: {exc}"[:80])
+            return
+        self._write(host, EventKind.SALE, body)
+
+    def _fault_rekey(self) -> None:
+        """``lanesync enroll STORE NEWDIR --terminal-id LANE --replaces LANE --via LANE``: the
+        lane's chain goes on after its head under a new key; the lane restarts with it."""
+        lanes = [
+            h
+            for h in self.lanes
+            if h.alive
+            and not h.restored
+            and h.replica is not None
+            and h.replica.views.is_broken(TerminalId(h.name)) is None
+            and h.replica.views.fork_resolution(TerminalId(h.name)) is None
+        ]
+        if not lanes:
+            return
+        host = self.rng.choice(lanes)
+        replica = host.replica
+        assert replica is not None  # chosen alive
+        terminal = TerminalId(host.name)
+        head = replica.views.head(terminal)
+        keys = random.Random(f"lanesync-sim-rekey-{host.name}:{self.seed}:{self.now}")  # noqa: S311
+        fresh = self._make_host(
+            keys, host.name, host.role, Succession(terminal, head.seq, head.hash)
+        )
+        if not self._publish(
+            host, replica.publish_certificate(fresh.cert, self.local_ms(host)), "rekey"
+        ):
+            return
+        host.key, host.cert = fresh.key, fresh.cert
+        host.backup = None  # a new directory: the old one's backups hold the old key
+        self._note(EventKind.REKEY, host.name, detail=f"new key from seq {head.seq + 1}")
+        self._crash(host, "re-keyed: restarts with its new key")
+
+    # -- the store authority, once the store settles --------------------------------------------
+
+    def _store_acts(self) -> bool:
+        """Resolve every open fork and replace every lane whose chain a resolution closed, as
+        the store's IT would on reading ``lanesync verify``. True when it did anything."""
+        via = self._via()
+        if via is None or via.replica is None:
+            return False
+        acted = False
+        names = sorted({h.name for h in self.lanes} | {h.name for h in self.retired})
+        for name in names:
+            try:
+                fork = via.replica.open_fork(TerminalId(name))
+            except UsageError:
+                continue
+            issued = issue_fork_resolution(
+                self.authority,
+                STORE_ID,
+                fork.terminal,
+                fork.fork_seq,
+                fork.base_hash,
+                fork.branches,
+            )
+            change = via.replica.publish_fork_resolution(issued, self.local_ms(via))
+            if self._publish(via, change, "publish_fork_resolution"):
+                heads = " ".join(f"{b.head_seq}:{b.head_hash.hex()[:8]}" for b in issued.branches)
+                self._note(
+                    EventKind.FORK_RESOLVED, via.name, name, f"seq {fork.fork_seq} heads {heads}"
+                )
+                acted = True
+        views = via.replica.views
+        closed = [(h, views.fork_resolution(TerminalId(h.name))) for h in self.lanes]
+        for host, resolution in closed:
+            # Through another lane: the closed one is about to go (a lane it replaced
+            # earlier in this loop holds everything its via held).
+            other = next((h for h in self.lanes if h is not host and h.replica is not None), None)
+            if resolution is not None and other is not None:
+                self._replace(host, resolution, other)
+                acted = True
+        return acted
+
+    def _via(self) -> Host | None:
+        """The lane the store acts through: the first whose own chain the store has no business
+        with (any lane holds every record once the store settled)."""
+        fallback = None
+        for host in self.lanes:
+            replica = host.replica
+            if replica is None:
+                continue
+            fallback = fallback or host
+            terminal = TerminalId(host.name)
+            if replica.views.is_broken(terminal) is None and (
+                replica.views.fork_resolution(terminal) is None
+            ):
+                return host
+        return fallback
+
+    def _replace(self, old: Host, resolution: ForkResolution, via: Host) -> None:
+        """``lanesync enroll STORE NEWDIR --terminal-id NEW --replaces OLD --via VIA``."""
+        replica = via.replica
+        if replica is None:
+            return
+        last = max(resolution.branches, key=lambda b: (b.head_seq, b.head_hash))
+        succession = Succession(TerminalId(old.name), last.head_seq, last.head_hash)
+        name = old.name + "r"
+        while name in self.by_name:
+            name += "r"
+        keys = random.Random(f"lanesync-sim-keys-{name}:{self.seed}")  # noqa: S311
+        new = self._make_host(keys, name, old.role, succession)
+        if not self._publish(
+            via, replica.publish_certificate(new.cert, self.local_ms(via)), "enroll"
+        ):
+            return
+        # The new directory is seeded with a bundle of everything ``via`` holds.
+        new.durable = {doc: [replica.full_state(doc)] for doc in sorted(replica.doc_names())}
+        new.priority, new.offset_ms = old.priority, old.offset_ms
+        old.retired = True
+        self._note(EventKind.REPLACED, old.name, name, f"after seq {succession.seq}")
+        self._crash(old, f"replaced by {name}")
+        self.retired.append(old)
+        del self.hosts[old.name]
+        self.hosts[name] = self.by_name[name] = new
+        self.lanes[self.lanes.index(old)] = new
+        self.pairs = [
+            (name if a == old.name else a, name if b == old.name else b) for a, b in self.pairs
+        ]
+        self.neighbors = {h.name: [] for h in self.lanes}
+        for a, b in self.pairs:
+            self.neighbors[a].append(b)
+            self.neighbors[b].append(a)
+        for peer_name in self.neighbors[name]:
+            peer = self.hosts[peer_name]
+            stale = peer.dialers.pop(old.name, None)
+            if stale is not None:
+                stale.stopped = True
+                stale.gen += 1
+            if peer.alive:
+                dialer = peer.dialers[name] = Dialer(name)
+                self._at(self.now, self._dial, peer, dialer, dialer.gen, peer.sessions)
+        self._start(new)
+        self._at(self.now + self.rng.randint(200, 1_500), self._sell, new)
