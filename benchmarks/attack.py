@@ -67,7 +67,7 @@ RUNS = 5
 # storage and bound its ports by then); the idle baseline starts after this.
 SETTLE_S = 2.0
 ATTACKS = ("a", "b")
-# Other work under this many cores counts as a quiet machine (benchmarks/mesh.py's threshold).
+# Other work under this many cores counts as a quiet machine (`lanesync bench mesh`'s threshold).
 QUIET_CORES = 0.25
 WAIT_QUIET_S = 60.0
 

@@ -1,5 +1,8 @@
 """What every process-level test harness shares (tests/mesh, tests/cloud, tests/discovery).
 
+Processes are started, awaited, stopped and described by ``lanesync.tools.procs`` (the harness
+the benchmarks and the demo use too); ``ApiProcess`` adds a client for a process's HTTP API.
+
 Importable as ``support``: pytest puts tests/ on sys.path for the test packages below it.
 """
 
@@ -8,30 +11,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import httpx
 import pytest
+from nacl.signing import SigningKey
 
 from lanesync.core.connection import PeerConnection
+from lanesync.core.crypto import SODIUM, FrameCipher
 from lanesync.core.identity import Certificate
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.tools.faultproxy import FaultLink
+from lanesync.tools.procs import STOP_TIMEOUT_S, Proc, ProcessGroup
 
 T = TypeVar("T")
 
 LOOPBACK = "127.0.0.1"
-STOP_TIMEOUT_S = 10.0
-LOG_TAIL_LINES = 80
+CLI_TIMEOUT_S = 60.0  # a CLI command takes well under a second; this is for a loaded box
 # A new connection per request, so that no test depends on the API's keep-alive policy (which
 # test_an_idle_keep_alive_connection_outlives_common_client_expiry checks on its own).
 FRESH_CONNECTIONS = httpx.Limits(max_keepalive_connections=0)
@@ -44,26 +49,27 @@ class AcceptAll:
         return None
 
 
+class CountingCrypto:
+    """The real crypto, remembering the payload of every record signature it checks: how a
+    test sees which records were verified (handed to what it opens as ``crypto``)."""
+
+    def __init__(self) -> None:
+        self.verified: list[bytes] = []
+
+    def sign_record(self, key: SigningKey, payload: bytes) -> bytes:
+        return SODIUM.sign_record(key, payload)
+
+    def verify_record(self, public_key: bytes, payload: bytes, signature: bytes) -> bool:
+        self.verified.append(payload)
+        return SODIUM.verify_record(public_key, payload, signature)
+
+    def frame_cipher(self, key: bytes) -> FrameCipher:
+        return SODIUM.frame_cipher(key)
+
+
 def peer_connection(directory: TerminalDirectory) -> PeerConnection:
     """A pure-core connection speaking as ``directory``'s enrolled terminal (a test's peer)."""
     return PeerConnection(directory.me, directory.store, AcceptAll())
-
-
-def process_env(columns: int) -> dict[str, str]:
-    """The environment for processes under test: no proxy variables (they talk to loopback or
-    test namespaces only; a test that wants a proxy sets one itself), no colour switches, and a
-    fixed terminal width so rich output wraps the same everywhere."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "ws_proxy")
-    }
-    env.update(
-        {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONIOENCODING": "utf-8", "COLUMNS": str(columns)}
-    )
-    for name in ("FORCE_COLOR", "NO_COLOR", "CLICOLOR_FORCE", "TTY_COMPATIBLE"):
-        env.pop(name, None)
-    return env
 
 
 def wait_until(
@@ -93,14 +99,6 @@ def parallel(calls: Sequence[Callable[[], T]]) -> list[T]:
         return [future.result() for future in futures]
 
 
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    """The last lines of a process log, for failure reports."""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
 def port_of(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
@@ -125,6 +123,29 @@ class Cli:
             return json.loads(self.stdout)
         except ValueError as exc:
             raise AssertionError(f"stdout is not JSON: {exc}\n{self.describe()}") from None
+
+
+def run_cli(
+    args: Sequence[str | Path],
+    *,
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    wrap: Callable[[list[str]], list[str]] | None = None,
+) -> Cli:
+    """Run ``python -m lanesync ARGS`` to its end (``wrap``: inside a namespace, say)."""
+    argv = [sys.executable, "-m", "lanesync", *(str(a) for a in args)]
+    proc = subprocess.run(
+        argv if wrap is None else wrap(argv),
+        cwd=cwd,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
 
 
 class ProxyLoop:
@@ -193,41 +214,6 @@ class ProxyLoop:
 # -- processes under test ---------------------------------------------------------------------
 
 
-def signal_and_wait(process: subprocess.Popen[Any], sig: int, describe: Callable[[], str]) -> int:
-    """Send ``sig`` and wait for the exit code; a process that ignores it for STOP_TIMEOUT_S is
-    killed and the test fails with ``describe()`` (its name and log tail)."""
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        return process.wait(STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(STOP_TIMEOUT_S)
-        raise AssertionError(f"ignored signal {sig} for {STOP_TIMEOUT_S} s\n{describe()}") from None
-
-
-def kill_and_wait(process: subprocess.Popen[Any]) -> None:
-    """SIGKILL: nothing in the process gets to run."""
-    process.kill()
-    process.wait(STOP_TIMEOUT_S)
-
-
-def end_all(processes: Iterable[subprocess.Popen[Any]]) -> None:
-    """SIGTERM every process still running, then SIGKILL whatever is not gone by one shared
-    deadline (teardown: whatever the test did, nothing outlives it)."""
-    processes = list(processes)
-    for process in processes:
-        if process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):  # it exited just now
-                process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
-    for process in processes:
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            kill_and_wait(process)
-
-
 class Describes(Protocol):
     """A harness of processes: ``describe()`` gives the tails of their logs."""
 
@@ -248,14 +234,10 @@ def attach_logs(
 
 
 @dataclass(eq=False)
-class ApiProcess:
-    """One running lanesync process (a lane daemon or a cloud) and a client for its HTTP API."""
+class ApiProcess(Proc):
+    """A lanesync process (a lane daemon or a cloud, started by a ``ProcessGroup``) and a client
+    for its HTTP API, opened by ``wait_api``."""
 
-    name: str
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    runtime: dict[str, Any] = field(default_factory=dict)
     token: str = ""
     _client: httpx.Client | None = None
 
@@ -268,51 +250,21 @@ class ApiProcess:
         return str(self.runtime["api"])
 
     @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    @property
     def client(self) -> httpx.Client:
         if self._client is None:
             raise AssertionError(f"{self.name} has no API client (not started, or stopped)")
         return self._client
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def describe(self) -> str:
-        state = "running" if self.alive() else f"exited {self.process.returncode}"
-        return f"--- {self.name} ({state}) {self.log_path.name} ---\n{tail(self.log_path)}"
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def get(self, path: str) -> Any:
         response = self.client.get(path)
         assert response.status_code == 200, f"GET {path}: {response.status_code} {response.text}"
         return response.json()
 
-    def wait_ready(self, timeout: float, http_timeout: float) -> None:
-        """Wait until the process wrote its runtime.json (its own: the pid must match, a file
-        left behind by a killed predecessor does not count), then open an API client."""
-        runtime_path = self.path / "runtime.json"
-
-        def runtime() -> dict[str, Any] | None:
-            if not self.alive():
-                raise AssertionError(
-                    f"{self.name} exited with {self.process.returncode} while starting\n"
-                    + self.describe()
-                )
-            try:
-                info = json.loads(runtime_path.read_text())
-            except (OSError, ValueError):
-                return None
-            return info if isinstance(info, dict) and info.get("pid") == self.pid else None
-
-        self.runtime = wait_until(
-            runtime, timeout, lambda: f"{self.name} started\n{self.describe()}"
-        )
-        self.token = (self.path / "api.token").read_text().strip()
+    def wait_api(self, timeout: float, http_timeout: float) -> None:
+        """Wait until the process wrote its own runtime.json (``Proc.wait_ready``), then open
+        an API client."""
+        self.wait_ready(timeout)
+        self.token = self.read_token()
         self._client = httpx.Client(
             base_url=self.api,
             headers={"Authorization": f"Bearer {self.token}"},
@@ -325,3 +277,66 @@ class ApiProcess:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    def stop_api(self, sig: int = signal.SIGTERM) -> int:
+        """Close the client, send ``sig`` and wait (``Proc.stop``: SIGKILL and a failure if the
+        process ignores it)."""
+        self.close_client()
+        return self.stop(sig)
+
+    def kill_api(self) -> None:
+        """SIGKILL: nothing in the process gets to run."""
+        self.kill()
+        self.close_client()
+
+
+A = TypeVar("A", bound=ApiProcess)
+
+
+class ApiGroup:
+    """A test's lanesync processes with HTTP APIs, all in one ``ProcessGroup``: ``ready`` waits
+    for one and opens its client, ``close()`` closes every client and ends every process. An
+    open group is listed in its class's ``live`` (each subclass has its own), which the
+    failure-report hooks of the conftest files read."""
+
+    live: ClassVar[list[ApiGroup]] = []
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        env: Mapping[str, str],
+        start_timeout_s: float,
+        http_timeout_s: float,
+        cwd: Path | None = None,
+    ) -> None:
+        self.root = root
+        self.group = ProcessGroup(root, env=env, cwd=cwd)
+        self.start_timeout_s = start_timeout_s
+        self.http_timeout_s = http_timeout_s
+        type(self).live.append(self)
+
+    def ready(self, proc: A, timeout: float | None = None) -> A:
+        """Wait for the process's own runtime.json, then open its API client."""
+        proc.wait_api(timeout or self.start_timeout_s, self.http_timeout_s)
+        return proc
+
+    def stop(self, proc: ApiProcess, sig: int = signal.SIGTERM) -> int:
+        """Signal it and wait; SIGKILL and a failure if it does not exit in time."""
+        return proc.stop_api(sig)
+
+    def kill(self, proc: ApiProcess) -> None:
+        """SIGKILL: no cleanup of any kind runs in the process."""
+        proc.kill_api()
+
+    def close(self) -> None:
+        """End every process this group started: SIGTERM all, then SIGKILL stragglers."""
+        for proc in self.group.procs:
+            if isinstance(proc, ApiProcess):
+                proc.close_client()
+        self.group.close()
+        with contextlib.suppress(ValueError):
+            type(self).live.remove(self)
+
+    def describe(self) -> str:
+        return self.group.describe()

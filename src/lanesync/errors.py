@@ -10,6 +10,8 @@
     │   └── LocalProtocolError  we tried to send on a connection not in a state to send
     ├── StorageError            the local database failed (a full disk, an I/O error): the
     │                           call may succeed once that is fixed, after a reopen
+    ├── ProcessFailed           a process started by tools/procs.py (for the tests, the bench,
+    │                           the demo) exited while starting, did not start, or hung
     └── RemoteError             bytes from elsewhere (a peer, a bundle file) are unacceptable
         ├── RecordRejected      one record fails decoding, signature, certificate or chain checks
         ├── BundleRejected      a bundle is corrupted, foreign, or not signed by an enrolled key
@@ -62,6 +64,12 @@ class DirectoryBusy(LocalError):
 
 class LocalProtocolError(LocalError):
     """We misused a connection (e.g. sent before the handshake finished)."""
+
+
+class ProcessFailed(LanesyncError):
+    """A process started by ``lanesync.tools.procs`` (a daemon under test, a benchmark member,
+    a demo lane) exited while starting, did not start in time, or ignored SIGTERM. The message
+    ends with its log tail."""
 
 
 class RemoteError(LanesyncError):

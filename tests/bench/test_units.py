@@ -141,36 +141,3 @@ def test_systems_must_include_lanesync() -> None:
     done = CliRunner().invoke(cli, ["bench", "steady", "--systems", "naive-broadcast"])
     assert done.exit_code == 1
     assert "must include lanesync" in done.output
-
-
-UNSIGNED_PROBE = """
-from nacl.signing import SigningKey
-from lanesync.cli.bench_lane import PlainBox, insecure_patches
-from lanesync.core import connection, records, trust
-from lanesync.core.hlc import Hlc
-from lanesync.core.ids import Sku, TerminalId
-
-key = SigningKey.generate()
-body = records.Receipt(Sku("milk"), 1)
-signed = records.make_record(key, TerminalId("lane1"), 1, bytes(32), Hlc(1, 0), body)
-insecure_patches()
-plain = records.make_record(key, TerminalId("lane1"), 1, bytes(32), Hlc(1, 0), body)
-assert signed.signature != bytes(64), "signing was already off"
-assert plain.signature == bytes(64), "records are still signed"
-assert trust.verify(b"k" * 32, b"d", b"m", b"s") is True, "records are still verified"
-assert connection.SecretBox is PlainBox, "frames are still sealed"
-print("ok")
-"""
-
-
-def test_unsigned_switch_still_reaches_what_it_patches() -> None:
-    """The benchmark-only switch patches names inside lanesync.core; if a refactor moves them,
-    the "unsigned" baseline would silently stay signed. Run it in a fresh process."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", UNSIGNED_PROBE], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"

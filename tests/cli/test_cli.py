@@ -25,10 +25,28 @@ from .conftest import Shop
 from .helpers import ENV, Cli, assert_usage_error
 
 HASH = re.compile(r"[0-9a-f]{64}")
-PROBLEM_KINDS = ("rejected", "unverified", "unauthorized", "broken_chains", "gaps", "closed_chains")
-# what the store did to chains: listed, not problems (empty in a store that never needed it)
+PROBLEM_KINDS = (
+    "rejected",
+    "unverified",
+    "revoked",
+    "unauthorized",
+    "broken_chains",
+    "gaps",
+    "closed_chains",
+)
+# what the store did to chains: listed, not problems (empty in a store that never needed it;
+# "revocations", a mapping by terminal, too)
 STORE_ACTIONS = ("resolved_forks", "successions")
-VERIFY_KEYS = {"ok", "digest", "records", "chains", "oversold", *PROBLEM_KINDS, *STORE_ACTIONS}
+VERIFY_KEYS = {
+    "ok",
+    "digest",
+    "records",
+    "chains",
+    "oversold",
+    "revocations",
+    *PROBLEM_KINDS,
+    *STORE_ACTIONS,
+}
 
 
 def items(**on_hand: int) -> dict[str, Any]:
@@ -45,6 +63,7 @@ def check_verify(report: dict[str, Any], heads: dict[str, int], records: int) ->
         assert HASH.fullmatch(head["hash"]), head
     for kind in (*PROBLEM_KINDS, *STORE_ACTIONS):
         assert report[kind] == [], kind
+    assert report["revocations"] == {}
 
 
 def test_offline_flow_of_three_lanes_converges_exactly(cli: Cli, tmp_path: Path) -> None:

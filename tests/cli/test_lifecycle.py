@@ -272,3 +272,33 @@ def test_the_text_output_says_what_was_done_and_what_to_do_next(shop: Shop) -> N
     assert rekeyed.startswith("terminal lane2 re-keyed as cashier")
     renewed = cli.ok("store", "renew", "store", "lane2-new").text
     assert renewed.startswith("terminal lane2 renewed")
+
+
+def test_revoking_a_resolved_lane_cuts_after_its_furthest_branch_and_it_cannot_be_rekeyed(
+    shop: Shop,
+) -> None:
+    """lane1's chain proper ends at seq 5; its branches at 7 (lane1) and 6 (the copy). The
+    default cut is the furthest branch's head, named by hash (only one branch reaches seq 7):
+    every sale of both branches still counts. A cut at seq 6, which both branches reach, names
+    no hash. A revoked lane is replaced, never re-keyed."""
+    cli = shop.cli
+    fork_lane1(shop)
+    cli.ok("store", "resolve-fork", "store", "lane1", "--via", "lane2")
+    branch_head = next(
+        b["head_hash"] for b in cli.json("verify", "lane2")["resolved_forks"][0]["branches"]
+        if b["head_seq"] == 7
+    )  # fmt: skip
+    revoked = cli.json("revoke", "store", "lane1", "--via", "lane2", "--force")
+    assert (revoked["after_seq"], revoked["hash"], revoked["held_seq"]) == (7, branch_head, 7)
+    report = cli.json("verify", "lane2")
+    assert report["ok"] is True
+    assert report["revocations"]["lane1"]["after_seq"] == 7
+    assert milk(shop, "lane2") == 9 - 1 - 2 - 3
+    lower = cli.json("revoke", "store", "lane1", "--via", "lane2", "--after", "6", "--force")
+    assert (lower["after_seq"], lower["hash"]) == (6, None)
+    assert milk(shop, "lane2") == 9 - 1 - 3  # lane1:7 (2 milk) is past the cut now
+    rekey = cli.run(
+        "enroll", "store", "y", "--terminal-id", "lane1", "--replaces", "lane1", "--via", "lane2"
+    )
+    assert_error(rekey, "revoked")
+    assert not shop.path("y").exists()

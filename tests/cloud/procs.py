@@ -3,53 +3,31 @@
 Every process is started as ``python -m lanesync ...`` with ``--listen 127.0.0.1:0 --api
 127.0.0.1:0`` (lanes also ``--no-discovery``: no mDNS, only the ``--peer`` addresses given
 here, all 127.0.0.1). Addresses come from ``DIR/runtime.json`` (its pid must be the process's
-own), tokens from ``DIR/api.token``. A ``Procs`` remembers everything it started and ``close()``
-ends it all, SIGTERM then SIGKILL, whatever happened in the test.
+own), tokens from ``DIR/api.token``. A ``Procs`` starts them through one
+``lanesync.tools.procs.ProcessGroup`` and ``close()`` ends them all, SIGTERM then SIGKILL,
+whatever happened in the test.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
-from support import (
-    ApiProcess,
-    Cli,
-    end_all,
-    kill_and_wait,
-    process_env,
-    signal_and_wait,
-)
+from support import ApiGroup, ApiProcess, Cli, run_cli
 
-T = TypeVar("T")
+from lanesync.tools.procs import child_env
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 45.0  # a start takes ~1-3 s; several at once on a loaded 2-core box more
-CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 20.0
 
 
-ENV = process_env(columns=100)
+ENV = child_env(columns=100)
 
 
 def cli(*args: str | Path, cwd: Path) -> Cli:
-    proc = subprocess.run(
-        [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=CLI_TIMEOUT_S,
-        check=False,
-    )
-    return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+    return run_cli(args, env=ENV, cwd=cwd)
 
 
 def cli_ok(*args: str | Path, cwd: Path) -> Cli:
@@ -138,30 +116,23 @@ class Cloud(Proc):
         return result
 
 
-class Procs:
+class Procs(ApiGroup):
     """Every process a test started; ``close()`` ends them all."""
 
-    live: ClassVar[list[Procs]] = []
+    live: ClassVar[list[ApiGroup]] = []  # for the failure report hook in conftest
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            root,
+            env=ENV,
+            cwd=root,
+            start_timeout_s=START_TIMEOUT_S,
+            http_timeout_s=HTTP_TIMEOUT_S,
+        )
         self.all: list[Proc] = []
-        self._runs: dict[str, int] = {}
-        Procs.live.append(self)
 
     def _spawn(self, cls: type[Proc], name: str, path: Path, args: list[str]) -> Proc:
-        run = self._runs[name] = self._runs.get(name, 0) + 1
-        log_path = self.root / f"{name}.{run}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "lanesync", *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=ENV,
-                cwd=self.root,
-            )
-        proc = cls(name, path, process, log_path)
+        proc = self.group.spawn(name, path, ["-m", "lanesync", *args], cls=cls)
         self.all.append(proc)
         return proc
 
@@ -196,12 +167,6 @@ class Procs:
         assert isinstance(proc, Cloud)
         return proc
 
-    def ready(self, proc: T, timeout: float = START_TIMEOUT_S) -> T:
-        """Wait for the process's own runtime.json, then open an API client."""
-        assert isinstance(proc, Proc)
-        proc.wait_ready(timeout, HTTP_TIMEOUT_S)
-        return proc
-
     def cloud(self, path: Path, db: str | None = None) -> Cloud:
         return self.ready(self.spawn_cloud(path, db))
 
@@ -209,22 +174,3 @@ class Procs:
         """Start several lanes at once (``spawn_lane`` keyword arguments plus ``path``)."""
         spawned = [self.spawn_lane(**spec) for spec in specs]
         return [self.ready(lane) for lane in spawned]
-
-    def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> int:
-        proc.close_client()
-        return signal_and_wait(proc.process, sig, proc.describe)
-
-    def kill(self, proc: Proc) -> None:
-        """SIGKILL: nothing in the process gets to run."""
-        kill_and_wait(proc.process)
-        proc.close_client()
-
-    def close(self) -> None:
-        for proc in self.all:
-            proc.close_client()
-        end_all(proc.process for proc in self.all)
-        with contextlib.suppress(ValueError):
-            Procs.live.remove(self)
-
-    def describe(self) -> str:
-        return "\n".join(p.describe() for p in self.all)

@@ -30,7 +30,7 @@ from websockets.sync.client import connect
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import Role
+from lanesync.core.identity import Role, parse_certificate
 from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
 from lanesync.core.records import GENESIS_HASH, Record, Sale, SaleLine, make_record
 from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, certificate_key
@@ -481,7 +481,7 @@ def test_forged_records_are_never_counted_and_are_reported(
 
     procs.stop(cloud)
     with world.open_store_replica() as replica:
-        report = replica.verify()
+        report = replica.integrity()
     assert {p["key"] for p in report["unverified"]} == {ghost.key, fake_lane1.key}
     assert report["digest"] == digest
     rows = world.rows("SELECT sale_id FROM sales")
@@ -554,6 +554,36 @@ def test_lanes_refuse_cloud_endpoints_without_a_valid_certificate(
     assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: 0}
     assert cloud.sales(STORE_ID)["count"] == 0
     assert "this cloud does not serve store 's2'" in cloud.log_text()
+
+
+def test_a_revoked_cloud_is_refused_by_the_lanes(world: World, procs: Procs) -> None:
+    """``lanesync revoke STORE cloud --via LANE`` revokes the cloud's key: the lane drops the
+    link, refuses every redial, and nothing it sells afterwards reaches the cloud."""
+    lane_dir = world.enroll("lane1")
+    cloud = procs.cloud(world.cloud, world.db)
+    lane = procs.ready(procs.spawn_lane(lane_dir, cloud=cloud.listen))
+    lane.sell([("milk", 1, 100)])
+    wait_until(lambda: cloud.sales(STORE_ID)["count"] == 1, 30, lambda: str(lane.status()))
+
+    revoked = cli_json("revoke", world.store, "cloud", "--via", lane_dir, cwd=world.root)
+    cloud_cert = (world.cloud / "stores" / STORE_ID / "terminal.cert").read_bytes()
+    store = StoreDirectory.open(world.store).identity
+    assert revoked["keys"] == [parse_certificate(cloud_cert, store).key_fingerprint]
+
+    def refused() -> bool:
+        row = cloud_row(lane)
+        return (
+            lane.status()["cloud"]["connected"] is False
+            and "terminal cloud is revoked" in str(row.get("last_error"))
+            and row.get("attempts", 0) >= 2
+        )
+
+    wait_until(refused, 30, lambda: str(lane.status()))
+    lane.sell([("milk", 1, 100)])
+    for _ in range(10):
+        assert not lane.status()["cloud"]["connected"]
+        time.sleep(0.1)
+    assert cloud.sales(STORE_ID)["count"] == 1
 
 
 def test_the_cloud_port_refuses_big_hellos_and_caps_strangers(world: World, procs: Procs) -> None:

@@ -17,12 +17,12 @@ import pytest
 from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support import CountingCrypto
 
-import lanesync.core.identity
-import lanesync.core.trust
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, connect
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.ids import Sku
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Change, Replica
@@ -64,10 +64,10 @@ class Process:
             self.replica.merge(pulled.updates, NOW, trusted=pulled.verified)
 
 
-def opened(store: Store, sql: PostgresSql, store_key: str) -> Process:
+def opened(store: Store, sql: PostgresSql, store_key: str, crypto: Crypto = SODIUM) -> Process:
     """A process starting up: its replica loaded from the database."""
     storage = PostgresStoreStorage(sql, store_key)
-    replica = Replica(store.identity, store.client_id(), None)
+    replica = Replica(store.identity, store.client_id(), None, crypto=crypto)
     loaded = storage.load()
     replica.restore(
         loaded.stored, loaded.verified, NOW, checkpoint=loaded.checkpoint, tail=loaded.tail
@@ -129,25 +129,15 @@ def test_any_interleaving_of_uploads_pulls_and_compactions_converges(
             sql.close()
 
 
-def test_records_another_process_verified_are_not_verified_again(
-    database: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_records_another_process_verified_are_not_verified_again(database: str) -> None:
     store = Store()
     lane = store.terminal("lane1")
     store_key = f"trust{next(_stores)}"
     connections = {name: connect(database) for name in "ab"}
-    checks: list[bytes] = []
-    real = lanesync.core.identity.verify
-
-    def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
-        checks.append(message)
-        return real(public_key, domain, message, signature)
-
-    # Trust checks record signatures with the identity module's function.
-    assert vars(lanesync.core.trust)["verify"] is real
-    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
+    counting = CountingCrypto()
+    checks = counting.verified
     try:
-        a, b = (opened(store, connections[name], store_key) for name in "ab")
+        a, b = (opened(store, connections[name], store_key, counting) for name in "ab")
         a.receive(lane.restored)
         for _ in range(20):
             _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)

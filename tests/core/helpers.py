@@ -7,18 +7,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import msgpack
 import pycrdt
 from nacl.signing import SigningKey
 
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
+    DOMAIN_REVOCATION,
+    AnyRevocation,
     Certificate,
     LocalIdentity,
-    Revocation,
     Role,
     StoreIdentity,
+    TimeRevocation,
     issue_certificate,
     public_key_of,
+    sign,
 )
 from lanesync.core.ids import CONFIG_DOC, StoreId, TerminalId
 from lanesync.core.records import GENESIS_HASH, Body, Record, make_record
@@ -166,7 +170,18 @@ def keyed(*records: Record) -> dict[str, object]:
     return {record.key: record.encoded for record in records}
 
 
-def config_update(*entries: Certificate | Revocation, client_id: int = 8_888_888) -> bytes:
+def time_revocation(
+    authority: SigningKey, store_id: StoreId, terminal: TerminalId, revoked_at_ms: int
+) -> TimeRevocation:
+    """A revocation of the first format (by record time), as lanesync issued them before
+    revocations cut chains by position: databases may still hold one. Built by hand because
+    lanesync no longer issues them."""
+    payload = msgpack.packb([1, store_id, terminal, revoked_at_ms], use_bin_type=True)
+    encoded = payload + sign(authority, DOMAIN_REVOCATION, payload)
+    return TimeRevocation(store_id, terminal, revoked_at_ms, encoded)
+
+
+def config_update(*entries: Certificate | AnyRevocation, client_id: int = 8_888_888) -> bytes:
     """A config-document update holding certificates and revocations under their own keys."""
     return crafted_update(
         CERTS_ROOT,

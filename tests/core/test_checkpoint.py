@@ -18,7 +18,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import Role, issue_revocation
+from lanesync.core.identity import AnyRevocation, Role, issue_revocation
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
     GENESIS_HASH,
@@ -34,7 +34,7 @@ from lanesync.core.records import (
 )
 from lanesync.core.replica import RECORDS_ROOT, Change, Replica
 
-from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed
+from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed, time_revocation
 
 SKUS = [Sku("A"), Sku("B"), Sku("C")]
 TERMINALS = [TerminalId("lane1"), TerminalId("lane2"), TerminalId("lane3")]
@@ -74,8 +74,9 @@ def histories(draw: st.DrawFn) -> tuple[Store, list[Delivery]]:
 
     sales: list[RecordId] = []
     wall_ms: list[list[int]] = []
+    hashes: list[list[bytes]] = []
     for index, (terminal, key) in enumerate(zip(TERMINALS, keys, strict=True)):
-        prev, walls = GENESIS_HASH, []
+        prev, walls, chain = GENESIS_HASH, [], []
         for seq in range(1, draw(st.integers(1, 6)) + 1):
             body = draw(bodies(sales))
             at = NOW + 10 * seq + index
@@ -91,14 +92,24 @@ def histories(draw: st.DrawFn) -> tuple[Store, list[Delivery]]:
                 deliver(CATALOG_DOC if isinstance(body, PriceChange) else TODAY_DOC, bad)
             prev = record.hash
             walls.append(at)
+            chain.append(record.hash)
         wall_ms.append(walls)
+        hashes.append(chain)
     # lane3's certificate may come late (its records wait), or never (they stay unverified).
     known = certs if draw(st.booleans()) else certs[:2]
     deliveries.append((CONFIG_DOC, config_update(*known, client_id=next(client))))
     if draw(st.booleans()):
         victim = draw(st.integers(0, 2))
-        cut = draw(st.sampled_from(wall_ms[victim]))
-        revocation = issue_revocation(store.authority, store.store_id, TERMINALS[victim], cut)
+        revocation: AnyRevocation
+        if draw(st.booleans()):  # a cut at a position, pinned to the record there
+            seq = draw(st.integers(0, len(hashes[victim])))
+            pinned = hashes[victim][seq - 1] if seq else b""
+            revocation = issue_revocation(
+                store.authority, store.store_id, TERMINALS[victim], seq, pinned
+            )
+        else:  # by time (the first format, still held by old databases)
+            at = draw(st.sampled_from(wall_ms[victim]))
+            revocation = time_revocation(store.authority, store.store_id, TERMINALS[victim], at)
         deliveries.append((CONFIG_DOC, config_update(revocation, client_id=next(client))))
     if draw(st.booleans()):
         garbage = crafted_update(RECORDS_ROOT, {"lane2:1#00": b"not a record"}, next(client))

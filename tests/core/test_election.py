@@ -1,11 +1,11 @@
 """Leader election (``lanesync.core.election``): examples, then properties over simulated stores.
 
-The simulator (``election_sim``) drives one ``Election`` per terminal with a simulated clock and
+The simulator (``election_harness``) drives one ``Election`` per terminal with a simulated clock and
 a simulated LAN. What is asserted, precisely:
 
 * Ranking oracle, written independently of the implementation: in every connected component
   the leader must be the live member that can reach the cloud, then has the highest priority,
-  then the smallest terminal id (``election_sim.rank_key``).
+  then the smallest terminal id (``election_harness.rank_key``).
 * Settled agreement: once ``settle_ms`` has passed since the last change (a terminal died or
   restarted, cloud reachability flipped, the graph changed), at EVERY later step until the next
   change, in every component: every member names the oracle's leader and exactly that member
@@ -14,7 +14,7 @@ a simulated LAN. What is asserted, precisely:
   diameter ``D``, at most ``S`` consecutive lost frames per link and one-way delays up to
   ``max_delay``: the documented bound plus, per relay hop, one gossip round per lost frame and
   the transit delay. Only windows inside the lease's stated tolerance are checked
-  (``election_sim.lease_tolerates``: beyond it a live terminal is legitimately declared dead).
+  (``election_harness.lease_tolerates``: beyond it a live terminal is legitimately declared dead).
 * Failover bound on a store LAN (every component fully connected, no loss, delays <= 5 ms):
   from ``FAILOVER_BOUND_MS`` after the last change on, the agreement above holds. No slack.
 * Terms, once settled: every member reports the leader's own term (``leader_term``); it is at
@@ -39,7 +39,7 @@ from lanesync.core.election import (
     Election,
 )
 
-from .election_sim import Sim, lease_tolerates
+from .election_harness import ElectionHarness, lease_tolerates
 
 NAMES = ("lane1", "lane2", "lane3", "lane4", "lane5", "lane6")
 
@@ -47,7 +47,7 @@ NAMES = ("lane1", "lane2", "lane3", "lane4", "lane5", "lane6")
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def agreement_problems(sim: Sim) -> list[str]:
+def agreement_problems(sim: ElectionHarness) -> list[str]:
     """Why the store is not (yet) in the settled state; empty when it is."""
     problems = []
     for component in sim.components():
@@ -62,7 +62,7 @@ def agreement_problems(sim: Sim) -> list[str]:
     return problems
 
 
-def settle_ms(sim: Sim) -> tuple[int, bool]:
+def settle_ms(sim: ElectionHarness) -> tuple[int, bool]:
     """(settling time, within the lease's tolerance) for the current topology."""
     diameter = max((sim.diameter(c) for c in sim.components()), default=0)
     per_hop = (sim.max_loss_streak + 1) * GOSSIP_MS + sim.max_delay_ms
@@ -81,7 +81,7 @@ class AgreementChecker:
     last_problem_ms: int = 0
     latencies: list[int] = field(default_factory=list)  # per settled window
 
-    def reset(self, sim: Sim) -> None:
+    def reset(self, sim: ElectionHarness) -> None:
         if sim.now - self.last_change >= self.settle and self.tolerated:
             self.latencies.append(self.last_problem_ms - self.last_change)
         self.last_change = self.last_problem_ms = sim.now
@@ -89,7 +89,7 @@ class AgreementChecker:
         if self.fixed_settle_ms is not None:
             self.settle = self.fixed_settle_ms
 
-    def step(self, sim: Sim) -> None:
+    def step(self, sim: ElectionHarness) -> None:
         problems = agreement_problems(sim)
         if problems:
             self.last_problem_ms = sim.now
@@ -108,7 +108,7 @@ class TermChecker:
     named_max: dict[tuple[str, int], int] = field(default_factory=dict)
     settled: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
 
-    def step(self, sim: Sim) -> None:
+    def step(self, sim: ElectionHarness) -> None:
         for tid in sim.alive():
             election, life = sim.election(tid), sim.terminals[tid].life
             if election.leader is not None:
@@ -184,7 +184,7 @@ def scenarios(draw: st.DrawFn, *, lan: bool) -> Scenario:
     return Scenario(priorities, reachable, max_delay, loss, streak, steps, seed)
 
 
-def apply_change(sim: Sim, change: tuple[object, ...]) -> None:
+def apply_change(sim: ElectionHarness, change: tuple[object, ...]) -> None:
     ids = sorted(sim.terminals)
     match change:
         case ("kill", int(i)):
@@ -203,7 +203,7 @@ def apply_change(sim: Sim, change: tuple[object, ...]) -> None:
 
 
 def run_scenario(scenario: Scenario, *, lan: bool, check_terms: bool = False) -> AgreementChecker:
-    sim = Sim(
+    sim = ElectionHarness(
         scenario.priorities,
         scenario.reachable,
         seed=scenario.seed,
@@ -233,11 +233,13 @@ def run_scenario(scenario: Scenario, *, lan: bool, check_terms: bool = False) ->
 
 def clique(
     priorities: dict[str, int], reachable: dict[str, bool] | None = None, **options: int
-) -> Sim:
-    return Sim(priorities, reachable or dict.fromkeys(priorities, True), seed=1, **options)
+) -> ElectionHarness:
+    return ElectionHarness(
+        priorities, reachable or dict.fromkeys(priorities, True), seed=1, **options
+    )
 
 
-def settled_leaders(sim: Sim) -> dict[str, str | None]:
+def settled_leaders(sim: ElectionHarness) -> dict[str, str | None]:
     return {t: sim.election(t).leader for t in sim.alive()}
 
 
@@ -310,7 +312,7 @@ def test_an_outranked_leader_leads_until_the_better_one_claims_a_higher_term() -
     restarted = sim.now
     claimed: list[tuple[int, list[str]]] = []
 
-    def watch(s: Sim) -> None:
+    def watch(s: ElectionHarness) -> None:
         claimed.append((s.now, [t for t in s.alive() if s.election(t).is_leader]))
 
     sim.on_step.append(watch)
@@ -379,7 +381,7 @@ def test_leader_killed_is_replaced_within_the_failover_bound() -> None:
     killed_at = sim.now
     replaced: list[int] = []
 
-    def watch(s: Sim) -> None:
+    def watch(s: ElectionHarness) -> None:
         if not replaced and not agreement_problems(s):
             replaced.append(s.now)
 
@@ -500,7 +502,7 @@ def test_settled_terms_are_agreed_and_increase_with_every_new_leadership(
 @pytest.mark.parametrize("seed", range(3))
 def test_simulation_is_deterministic(seed: int) -> None:
     def trace() -> list[tuple[int, str | None, int]]:
-        sim = Sim(
+        sim = ElectionHarness(
             dict.fromkeys(NAMES[:4], 0),
             dict.fromkeys(NAMES[:4], True),
             seed=seed,

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core import reports
 from lanesync.core.forks import (
     DOMAIN_FORK_RESOLUTION,
     Branch,
@@ -26,7 +27,7 @@ from lanesync.core.forks import (
     parse_fork_resolution,
 )
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import sign
+from lanesync.core.identity import issue_revocation, sign
 from lanesync.core.ids import CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import GENESIS_HASH, Receipt, Record, Sale, SaleLine, Void, make_record
 from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica, fork_resolution_key
@@ -126,6 +127,7 @@ def assert_resolved(replica: Replica, f: Forked) -> None:
     assert views.problems() == {
         "rejected": [],
         "unverified": [],
+        "revoked": [],
         "unauthorized": [],
         "broken_chains": [],
         "gaps": [],
@@ -518,3 +520,82 @@ def test_a_resolved_fork_opens_again_only_for_records_past_a_named_head() -> Non
         other.merge([(CONFIG_DOC, resolution_update(second, 6_001))], NOW)
         assert other.views.on_hand() == {A: RESOLVED_STOCK[A] - 13 - 17}
         assert other.views.problems()["closed_chains"] == []
+
+
+# -- a resolved fork whose terminal is then revoked ----------------------------------------------
+
+
+def revoke_lane1(f: Forked, after_seq: int, after_hash: bytes = b"") -> bytes:
+    revocation = issue_revocation(f.store.authority, f.store.store_id, LANE1, after_seq, after_hash)
+    return config_update(revocation, client_id=4_000)
+
+
+def test_a_revocation_names_a_branch_record_only_where_one_branch_reaches() -> None:
+    """What `lanesync revoke` reads (``reports.chain``): X and Y both reach seq 4, so no single
+    record is named there; only Y reaches seq 5. The held head is the furthest branch's, not
+    the chain proper's (seq 2): a default cut there would take both branches away."""
+    f = Forked()
+    replica = f.observer()
+    put_records(replica, TODAY_DOC, keyed(*f.all_records), client_id=10)
+    assert reports.chain(replica, LANE1)["head"] == {"seq": 2, "hash": f.prefix[-1].hash.hex()}
+    replica.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
+    views = replica.views
+    assert views.accepted_hash(LANE1, 2) == f.prefix[-1].hash
+    assert views.accepted_hash(LANE1, 3) is None
+    assert views.accepted_hash(LANE1, 4) is None
+    assert views.accepted_hash(LANE1, 5) == f.y[-1].hash
+    assert views.accepted_hash(LANE1, 6) is None
+    report = reports.chain(replica, LANE1, 4)
+    assert report["head"] == {"seq": 5, "hash": f.y[-1].hash.hex()}
+    assert report["record"] == {"seq": 4, "hash": None}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_revocation_cut_inside_the_branches_of_a_resolved_fork_whatever_the_order(
+    data: st.DataObject,
+) -> None:
+    """Both mechanisms at once: the resolution decides which records join the chain past the
+    fork, the revocation which of them lane1's key may still have signed. A cut at seq 4 with no
+    hash (both branches reach it) admits each branch up to seq 4 (Y's seq 5 is revoked); one
+    naming X's seq 4 admits X whole and Y up to seq 3 only."""
+    f = Forked()
+    cuts = {
+        "both branches to seq 4": (revoke_lane1(f, 4), {A: 100 - 1 - 2 - 3 - 5 - 7}, 1),
+        "x's seq 4": (revoke_lane1(f, 4, f.x[-1].hash), {A: 100 - 1 - 2 - 3 - 5}, 2),
+    }
+    name = data.draw(st.sampled_from(sorted(cuts)), label="cut")
+    revocation, stock, revoked = cuts[name]
+    updates: dict[str, tuple[str, bytes]] = {
+        "certificate": (CONFIG_DOC, config_update(f.cert, client_id=3_000)),
+        "resolution": (CONFIG_DOC, resolution_update(f.resolution)),
+        "revocation": (CONFIG_DOC, revocation),
+    }
+    for n, record in enumerate([*f.all_records, *f.after]):
+        update = crafted_update(RECORDS_ROOT, keyed(record), client_id=5_000 + n)
+        updates[f"{record.id}#{record.hash.hex()[:6]}"] = (TODAY_DOC, update)
+    schedule = data.draw(st.permutations(list(updates)), label="arrival order")
+    replica = f.store.observer()
+    for label in schedule:
+        replica.merge([updates[label]], NOW)
+    views = replica.views
+    assert views.on_hand() == stock
+    problems = views.problems()
+    # revoked: the branch records past the cut, and the two records signed past the branch
+    # heads (the revocation refuses them before the closed chain could hold them)
+    assert len(problems["revoked"]) == revoked + len(f.after)
+    assert problems["broken_chains"] == problems["gaps"] == problems["closed_chains"] == []
+    assert views.is_accepted(f.x[0])
+    assert views.is_accepted(f.y[0])
+    assert not views.is_accepted(f.y[-1])
+    # reopened from its log (the updates as they came) and the checkpoint, which fits the
+    # revocation and the resolution it was made under
+    log: dict[str, list[bytes]] = {}
+    for label in schedule:
+        doc, update = updates[label]
+        log.setdefault(doc, []).append(update)
+    again = Replica(replica.store, replica.client_id, None)
+    again.restore(log, set(), NOW, checkpoint=replica.checkpoint())
+    assert again.restored_from.startswith("views from the checkpoint")
+    assert _views(again) == _views(replica)
+    assert _views(restarted(replica)) == _views(replica)

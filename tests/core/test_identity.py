@@ -18,8 +18,8 @@ from lanesync.core.identity import (
     Certificate,
     Role,
     StoreIdentity,
-    fingerprint,
     issue_certificate,
+    key_fingerprint,
     parse_certificate,
     public_key_of,
     sign,
@@ -79,7 +79,7 @@ def test_certificate_round_trip(terminal: str, role: Role, not_before: int, span
     assert parsed.terminal_id == terminal
     assert parsed.role is role
     assert parsed.public_key == public_key_of(key)
-    assert parsed.key_fingerprint == fingerprint(public_key_of(key))
+    assert parsed.key_fingerprint == key_fingerprint(public_key_of(key))
     assert parsed.valid_at(not_before)
     assert parsed.valid_at(not_before + span)
     assert not parsed.valid_at(not_before - 1)
@@ -94,9 +94,9 @@ def test_only_managers_may_set_prices() -> None:
 
 def test_fingerprint_is_short_and_stable() -> None:
     public = public_key_of(TERMINAL_KEY)
-    assert fingerprint(public) == fingerprint(bytes(public))
-    assert len(fingerprint(public)) == 16
-    assert fingerprint(public) != fingerprint(public_key_of(SigningKey.generate()))
+    assert key_fingerprint(public) == key_fingerprint(bytes(public))
+    assert len(key_fingerprint(public)) == 16
+    assert key_fingerprint(public) != key_fingerprint(public_key_of(SigningKey.generate()))
 
 
 def test_certificate_of_another_authority_is_rejected() -> None:

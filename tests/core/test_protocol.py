@@ -15,8 +15,9 @@ from nacl.signing import SigningKey
 from lanesync.core.connection import ConnState
 from lanesync.core.election import Candidate
 from lanesync.core.identity import Role, issue_certificate, issue_revocation, public_key_of
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, Sku, StoreId, TerminalId
-from lanesync.core.node import Node, Output
+from lanesync.core.ids import CATALOG_DOC, CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, StoreId, TerminalId
+from lanesync.core.node import Node
+from lanesync.core.output import Output
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Replica
 from lanesync.core.wire import (
@@ -39,7 +40,7 @@ from lanesync.core.wire import (
 )
 from lanesync.errors import ProtocolViolation
 
-from .helpers import HOUR_MS, NOW, TODAY_DOC, Store, config_update, sync
+from .helpers import HOUR_MS, NOW, TODAY_DOC, Store, config_update, sync, time_revocation
 from .node_network import (
     ACK_DELAY_MS,
     ANTI_ENTROPY_MS,
@@ -47,6 +48,7 @@ from .node_network import (
     Packet,
     deterministic_store,
     make_nodes,
+    seeded_bytes,
 )
 
 SKU = Sku("A")
@@ -297,11 +299,11 @@ def test_a_catch_up_cut_off_is_asked_again_of_one_other_peer() -> None:
     mesh, links = store_and_newcomer(3)
     newcomer = mesh.nodes[-1]
     # Deliver until it has asked one peer and holds back its question to the other two.
-    while newcomer._catching_up_from is None or not all(
+    while newcomer._catch_up.asking is None or not all(
         c in newcomer.links and newcomer.links[c].is_open for c in links
     ):
         mesh.deliver(mesh.in_flight.pop(0))
-    mesh.drop_transport(newcomer._catching_up_from)  # before that peer's answer arrives
+    mesh.drop_transport(newcomer._catch_up.asking)  # before that peer's answer arrives
     mesh.advance(0)  # the timers due at once (a closed link prompts a state exchange)
     mesh.run()
     assert newcomer.replica.views.on_hand() == {SKU: 60}
@@ -486,7 +488,7 @@ def test_invalid_peer_certificate_is_refused(case: str) -> None:
 def test_revoked_terminal_is_refused_at_handshake() -> None:
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2"])
-    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), NOW)
+    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
     terminals[0].replica.publish_revocation(revocation, NOW)
     terminals[1].replica.append(Receipt(SKU, 10), NOW + 1)
     mesh = NodeNetwork(nodes)
@@ -500,15 +502,40 @@ def test_revoked_terminal_is_refused_at_handshake() -> None:
     assert any("lane2 is revoked" in r for r in mesh.reasons(1))  # told why
 
 
-def test_revocation_from_the_future_does_not_refuse_yet() -> None:
+def test_revocation_by_time_from_the_future_does_not_refuse_yet() -> None:
+    """A revocation of the first format (by time), still held by an old database."""
     store = Store()
     terminals, nodes = make_nodes(store, ["lane1", "lane2"])
-    later = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), NOW + HOUR_MS)
-    terminals[0].replica.publish_revocation(later, NOW)
+    later = time_revocation(store.authority, store.store_id, TerminalId("lane2"), NOW + HOUR_MS)
+    terminals[0].replica.merge([(CONFIG_DOC, config_update(later))], NOW)
     mesh = NodeNetwork(nodes)
     conn = mesh.connect(0, 1)
     mesh.run()
     assert mesh.established(0, 1) == [conn]
+
+
+def test_a_revoked_cloud_key_is_refused_and_a_cloud_certified_afterwards_is_not() -> None:
+    """``lanesync revoke STORE cloud`` names the cloud's key: every cloud signs as ``cloud``,
+    so the next one the store certifies (another key) must still get in."""
+    store = Store()
+    lane = store.terminal("lane1")
+    old_cloud = store.terminal(CLOUD_TERMINAL_ID, Role.CLOUD)
+    new_cloud = store.terminal(CLOUD_TERMINAL_ID, Role.CLOUD)
+    revocation = issue_revocation(
+        store.authority, store.store_id, CLOUD_TERMINAL_ID, 0, b"", old_cloud.cert.public_key
+    )
+    lane.replica.publish_revocation(revocation, NOW)
+    nodes = [
+        Node(t.replica, random_bytes=seeded_bytes(i), anti_entropy_ms=ANTI_ENTROPY_MS)
+        for i, t in enumerate((lane, old_cloud, new_cloud))
+    ]
+    mesh = NodeNetwork(nodes)
+    mesh.connect(0, 1)
+    fresh = mesh.connect(0, 2)
+    mesh.run()
+    assert not mesh.established(0, 1)
+    assert mesh.established(0, 2) == [fresh]
+    assert any("terminal cloud is revoked" in r for r in mesh.reasons(1))  # told why
 
 
 @pytest.mark.parametrize("arrives", ["published locally", "relayed by a peer"])
@@ -521,7 +548,7 @@ def test_open_connection_to_a_terminal_is_closed_when_its_revocation_arrives(
     revoked = mesh.connect(0, 1)
     mesh.connect(0, 2)
     mesh.run()
-    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), mesh.now)
+    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
     if arrives == "published locally":
         change = terminals[0].replica.publish_revocation(revocation, mesh.now)
         nodes[0].local_change(change, mesh.now)

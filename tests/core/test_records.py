@@ -13,7 +13,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core import records
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc, HybridClock
-from lanesync.core.identity import DOMAIN_RECORD, public_key_of, verify
+from lanesync.core.identity import DOMAIN_RECORD, public_key_of, verify_signature
 from lanesync.core.ids import RecordId, Sku, TerminalId
 from lanesync.core.records import (
     GENESIS_HASH,
@@ -134,7 +134,7 @@ def test_round_trip_every_body_type(
     assert parsed == record
     # a bytearray (what pycrdt hands back) parses the same way
     assert parse_record(bytearray(record.encoded)) == record
-    assert verify(public_key_of(KEY), DOMAIN_RECORD, parsed.payload, parsed.signature)
+    assert verify_signature(public_key_of(KEY), DOMAIN_RECORD, parsed.payload, parsed.signature)
 
 
 @pytest.mark.parametrize("n_lines", [1, 5, MAX_LINES])
@@ -491,12 +491,15 @@ def test_make_record_refuses_invalid_bodies(body: Body) -> None:
 def test_flipping_any_payload_byte_breaks_the_signature(body: Body) -> None:
     record = sample_record(body)
     public = public_key_of(KEY)
-    assert verify(public, DOMAIN_RECORD, record.payload, record.signature)
+    assert verify_signature(public, DOMAIN_RECORD, record.payload, record.signature)
     for i in range(len(record.payload)):
         for mask in (0x01, 0x80, 0xFF):
             flipped = bytearray(record.payload)
             flipped[i] ^= mask
-            assert not verify(public, DOMAIN_RECORD, bytes(flipped), record.signature), (i, mask)
+            assert not verify_signature(public, DOMAIN_RECORD, bytes(flipped), record.signature), (
+                i,
+                mask,
+            )
 
 
 def test_flipping_any_signature_byte_breaks_the_signature() -> None:
@@ -505,16 +508,18 @@ def test_flipping_any_signature_byte_breaks_the_signature() -> None:
     for i in range(len(record.signature)):
         flipped = bytearray(record.signature)
         flipped[i] ^= 0x01
-        assert not verify(public, DOMAIN_RECORD, record.payload, bytes(flipped)), i
+        assert not verify_signature(public, DOMAIN_RECORD, record.payload, bytes(flipped)), i
 
 
 def test_signature_is_bound_to_key_and_domain() -> None:
     record = sample_record()
     other = public_key_of(SigningKey.generate())
-    assert not verify(other, DOMAIN_RECORD, record.payload, record.signature)
-    assert not verify(public_key_of(KEY), b"lanesync/cert/v1\x00", record.payload, record.signature)
-    assert not verify(b"short", DOMAIN_RECORD, record.payload, record.signature)
-    assert not verify(public_key_of(KEY), DOMAIN_RECORD, record.payload, b"short")
+    assert not verify_signature(other, DOMAIN_RECORD, record.payload, record.signature)
+    assert not verify_signature(
+        public_key_of(KEY), b"lanesync/cert/v1\x00", record.payload, record.signature
+    )
+    assert not verify_signature(b"short", DOMAIN_RECORD, record.payload, record.signature)
+    assert not verify_signature(public_key_of(KEY), DOMAIN_RECORD, record.payload, b"short")
 
 
 # -- hybrid logical clock -------------------------------------------------------------------------

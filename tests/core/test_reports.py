@@ -61,7 +61,7 @@ def test_verify_of_a_healthy_replica_is_ok_with_its_heads_and_counts() -> None:
     lane = Store().terminal("lane1")
     lane.replica.append(Receipt(Sku("A"), 1), NOW)
     last, _ = lane.replica.append(sale_of("A", 2), NOW + 1)
-    report = reports.verify(lane.replica)
+    report = reports.integrity(lane.replica)
     assert report["ok"] is True
     assert report["digest"] == lane.replica.digest()
     assert report["records"] == 2
@@ -75,7 +75,7 @@ def test_verify_is_not_ok_when_a_record_held_does_not_count() -> None:
     lane.replica.append(Receipt(Sku("A"), 1), NOW)
     (forged,) = record_chain(SigningKey.generate(), "lane9", [Receipt(Sku("A"), 99)])
     put_records(lane.replica, TODAY_DOC, keyed(forged), client_id=9)
-    report = reports.verify(lane.replica)
+    report = reports.integrity(lane.replica)
     assert report["ok"] is False
     assert report["records"] == 1  # the forged one is held, not counted
     assert len(report["unverified"]) == 1

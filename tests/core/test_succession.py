@@ -17,16 +17,18 @@ from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
+    Revocation,
     Role,
     Succession,
     issue_certificate,
+    issue_revocation,
     parse_certificate,
     public_key_of,
 )
 from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
 from lanesync.core.records import Receipt, Record, Sale, SaleLine, make_record
 from lanesync.core.replica import RECORDS_ROOT, Replica
-from lanesync.core.reports import verify
+from lanesync.core.reports import integrity
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import (
@@ -150,7 +152,7 @@ def test_a_rekeyed_lane_writes_after_the_old_chain_and_the_old_key_may_write_no_
     assert old.replica.views.on_hand() == {A: 94}
     with pytest.raises(ConfigError, match="re-keyed: another key signs its records from seq 4"):
         old.replica.append(sale(1), NOW + 20)
-    report = verify(old.replica)
+    report = integrity(old.replica)
     assert report["ok"] is True
     assert report["successions"] == [
         {
@@ -190,7 +192,7 @@ def test_a_replacement_closes_the_old_chain_and_starts_its_own() -> None:
     assert old.replica.views.on_hand() == views.on_hand()
     with pytest.raises(ConfigError, match="lane1b replaces it after seq 3"):
         old.replica.append(sale(1), NOW + 30)
-    (succession,) = verify(old.replica)["successions"]
+    (succession,) = integrity(old.replica)["successions"]
     assert succession["kind"] == "replacement"
     assert (succession["terminal"], succession["predecessor"]) == ("lane1b", "lane1")
 
@@ -246,3 +248,76 @@ def test_of_two_replacements_the_lower_closure_holds_whatever_their_order() -> N
         assert replica.views.problems()["closed_chains"] == [
             {"terminal": LANE1, "closed_at": 2, "refused": 1}
         ]
+
+
+# -- a re-keyed terminal and key-scoped revocations ----------------------------------------------
+
+
+def revoke_key(lane: Lane, key: SigningKey, after: Record) -> Revocation:
+    return issue_revocation(
+        lane.store.authority,
+        lane.store.store_id,
+        LANE1,
+        after.seq,
+        after.hash,
+        public_key_of(key),
+    )
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_key_scoped_revocation_of_the_old_key_leaves_the_rekeyed_chain_whole(
+    data: st.DataObject,
+) -> None:
+    """The old key was stolen: the store re-keys lane1 at seq 3 and revokes the old key alone
+    after seq 3. The old chain and the new key's records count; what the thief signs (at seq 4,
+    and at seq 6 on top of the new key's records) is refused, as revoked, in any order."""
+    lane = Lane()
+    new4 = lane.next_record(lane.new_key, 3, lane.old[-1], NOW + 10)
+    new5 = lane.next_record(lane.new_key, 4, new4, NOW + 11)
+    stolen4 = lane.next_record(lane.old_key, 50, lane.old[-1], NOW + 12)
+    stolen6 = lane.next_record(lane.old_key, 60, new5, NOW + 13)
+    revocation = revoke_key(lane, lane.old_key, lane.old[-1])
+    updates = {
+        "old certificate": (CONFIG_DOC, config_update(lane.old_cert, client_id=3_000)),
+        "re-key certificate": (CONFIG_DOC, config_update(lane.rekey, client_id=3_001)),
+        "revocation": (CONFIG_DOC, config_update(revocation, client_id=3_002)),
+    }
+    for n, record in enumerate([*lane.old, new4, new5, stolen4, stolen6]):
+        update = crafted_update(RECORDS_ROOT, keyed(record), client_id=5_000 + n)
+        updates[f"{record.id}#{record.hash.hex()[:6]}"] = (TODAY_DOC, update)
+    schedule = data.draw(st.permutations(list(updates)), label="arrival order")
+    replica = lane.store.observer()
+    for label in schedule:
+        replica.merge([updates[label]], NOW)
+    views = replica.views
+    assert views.on_hand() == {A: 100 - 1 - 2 - 3 - 4}
+    assert views.head(LANE1).seq == 5
+    assert not views.is_revoked(LANE1, NOW)
+    assert views.revokes(lane.old_cert, NOW)
+    assert not views.revokes(lane.rekey, NOW)
+    problems = views.problems()
+    assert problems["unverified"] == problems["broken_chains"] == []
+    assert sorted(p["key"] for p in problems["revoked"]) == sorted([stolen4.key, stolen6.key])
+    assert restarted(replica).views.on_hand() == views.on_hand()
+
+
+def test_a_revoked_successor_key_does_not_hand_the_chain_back_to_the_old_key() -> None:
+    """The new key is revoked after seq 4: its seq 5 is refused, and the old key, which the
+    re-key closed at seq 3, cannot sign seq 5 instead (with one certificate left admitted, it
+    is still the re-key that decides which seqs the old key covers)."""
+    lane = Lane()
+    new4 = lane.next_record(lane.new_key, 3, lane.old[-1], NOW + 10)
+    new5 = lane.next_record(lane.new_key, 4, new4, NOW + 11)
+    old5 = lane.next_record(lane.old_key, 50, new4, NOW + 12)
+    revocation = revoke_key(lane, lane.new_key, new4)
+    replica = enrolled_observer(lane.store, lane.old_cert, lane.rekey)
+    replica.merge([(CONFIG_DOC, config_update(revocation))], NOW)
+    put_records(replica, TODAY_DOC, keyed(*lane.old, new4, new5, old5), client_id=10)
+    views = replica.views
+    assert views.head(LANE1).seq == 4
+    assert views.on_hand() == {A: 100 - 1 - 2 - 3}
+    assert not views.is_accepted(old5)
+    problems = views.problems()
+    assert [p["key"] for p in problems["revoked"]] == [new5.key]
+    assert [p["key"] for p in problems["unverified"]] == [old5.key]

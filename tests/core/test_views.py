@@ -49,7 +49,7 @@ def test_a_rebuild_is_counted_and_drops_what_was_not_drained() -> None:
     records = record_chain(key, "lane1", [Receipt(SKU, n) for n in (1, 2, 3)])
     put_records(replica, TODAY_DOC, keyed(*records[:2]), client_id=10)
     revocation = issue_revocation(
-        store.authority, store.store_id, TerminalId("lane1"), records[2].hlc.wall_ms
+        store.authority, store.store_id, TerminalId("lane1"), 2, records[1].hash
     )
     replica.merge([(CONFIG_DOC, config_update(revocation))], NOW)
     assert stream.rebuilds == 1

@@ -5,8 +5,10 @@ machine can ever be mistaken for one of ours), its terminal directories, the dae
 API agent per host (``agent.py``: each daemon's API listens on 127.0.0.1 inside its own
 namespace). Daemons inside namespaces listen on 0.0.0.0 there (the namespace is isolated);
 daemons in the host's own namespace are only ever started on loopback (lanesync then binds
-mDNS to 127.0.0.1 only). ``Lan.close()`` stops everything; the ``TestNet`` behind it ends
-whatever is left and removes the namespaces.
+mDNS to 127.0.0.1 only). The daemons are started through one
+``lanesync.tools.procs.ProcessGroup`` (inside a namespace with ``ip netns exec``, which execs
+the daemon: the pid is the daemon's own). ``Lan.close()`` stops everything; the ``TestNet``
+behind it ends whatever is left and removes the namespaces.
 """
 
 from __future__ import annotations
@@ -17,17 +19,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from support import Cli, process_env, signal_and_wait, tail, wait_until
+from support import Cli, run_cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools.procs import Proc, ProcessGroup, child_env
 
 from .netns import Host, stop_process
 
@@ -35,11 +37,10 @@ HERE = Path(__file__).resolve().parent
 QUICK_DAEMON = HERE / "quick_daemon.py"
 AGENT = HERE / "agent.py"
 START_TIMEOUT_S = 30.0
-CLI_TIMEOUT_S = 60.0
 VALID_DAYS = 30
 
 
-ENV = process_env(columns=120)
+ENV = child_env(columns=120)
 
 
 class Agent:
@@ -79,28 +80,18 @@ class Agent:
 
 
 @dataclass(eq=False)
-class LanDaemon:
-    """One ``lanesync run`` process (through ``quick_daemon.py`` unless told otherwise)."""
+class LanDaemon(Proc):
+    """One ``lanesync run`` process (through ``quick_daemon.py`` unless told otherwise), on
+    ``host``, of ``lan`` (both set by ``Lan.spawn``)."""
 
-    lan: Lan
-    name: str
-    host: Host
-    path: Path
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    started: float  # time.monotonic() just before the process was spawned
-    runtime: dict[str, Any] = field(default_factory=dict)
+    lan: Lan | None = None
+    host: Host | None = None
 
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def describe(self) -> str:
-        state = "running" if self.alive() else f"exited {self.process.returncode}"
-        where = self.host.ns or "host namespace"
-        return f"--- {self.name} in {where} ({state}) ---\n{tail(self.log_path)}"
+    @property
+    def agent(self) -> Agent:
+        assert self.lan is not None
+        assert self.host is not None
+        return self.lan.agent(self.host)
 
     @property
     def terminal_id(self) -> str:
@@ -113,13 +104,14 @@ class LanDaemon:
     @property
     def url(self) -> str:
         """How peers should reach it: ws://<its address in the test network>:<port>."""
+        assert self.host is not None
         address = self.host.address if self.host.ns is not None else "127.0.0.1"
         return f"ws://{address}:{self.port}"
 
     # -- the API, through the host's agent --------------------------------------------------------
 
     def api(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        return self.lan.agent(self.host).call(self.path, method, path, body)
+        return self.agent.call(self.path, method, path, body)
 
     def get(self, path: str) -> Any:
         answer = self.api("GET", path)
@@ -154,6 +146,8 @@ class LanDaemon:
     # -- the command line, inside the daemon's namespace ------------------------------------------
 
     def cli(self, *args: str | Path) -> Cli:
+        assert self.lan is not None
+        assert self.host is not None
         return self.lan.cli(self.host, *args)
 
 
@@ -169,7 +163,7 @@ class Lan:
         self._stores: dict[str, StoreDirectory] = {}
         self.daemons: list[LanDaemon] = []
         self._agents: dict[int, Agent] = {}
-        self._runs: dict[str, int] = {}
+        self.group = ProcessGroup(root, env=ENV)
         Lan.live.append(self)
 
     # -- directories ------------------------------------------------------------------------------
@@ -209,38 +203,25 @@ class Lan:
             listen_args = [] if listen is None else ["--listen", listen]
         else:
             listen_args = ["--listen", listen or "0.0.0.0:0"]
-        name = path.name
-        run = self._runs[name] = self._runs.get(name, 0) + 1
-        log_path = self.root / f"{name}.{run}.log"
         program = [str(QUICK_DAEMON)] if quick else ["-m", "lanesync"]
-        args = [
-            sys.executable, *program, "run", str(path),
-            *listen_args, "--api", "127.0.0.1:0", *extra,
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            started = time.monotonic()
-            process = host.popen(args, env=ENV, stdout=log, stderr=subprocess.STDOUT)
-        daemon = LanDaemon(self, name, host, path, process, log_path, started)
+        args = [*program, "run", str(path), *listen_args, "--api", "127.0.0.1:0", *extra]
+        daemon = self.group.spawn(
+            path.name,
+            path,
+            args,
+            cls=LanDaemon,
+            wrap=lambda argv: host.command(*argv),
+            where=f"in {host.ns or 'host namespace'}",
+        )
+        daemon.lan, daemon.host = self, host
+        if host.net is not None:
+            host.net.processes.append(daemon.process)  # the network ends it too, if need be
         self.daemons.append(daemon)
         return daemon
 
     def ready(self, daemon: LanDaemon, timeout: float = START_TIMEOUT_S) -> LanDaemon:
         """Wait for the daemon's own runtime.json (its pid; not one a killed predecessor left)."""
-        runtime_path = daemon.path / "runtime.json"
-
-        def runtime() -> dict[str, Any] | None:
-            if not daemon.alive():
-                raise AssertionError(
-                    f"{daemon.name} exited with {daemon.process.returncode} while starting\n"
-                    + daemon.describe()
-                )
-            try:
-                info = json.loads(runtime_path.read_text())
-            except (OSError, ValueError):
-                return None
-            return info if info.get("pid") == daemon.process.pid else None
-
-        daemon.runtime = wait_until(runtime, timeout, lambda: f"{daemon.name} started")
+        daemon.wait_ready(timeout)
         return daemon
 
     def start(self, host: Host, path: Path, extra: Sequence[str] = (), **kw: Any) -> LanDaemon:
@@ -252,7 +233,7 @@ class Lan:
 
     def stop(self, daemon: LanDaemon, sig: int = signal.SIGTERM) -> int:
         """Send ``sig`` and wait for the exit; SIGKILL (and AssertionError) if it hangs."""
-        return signal_and_wait(daemon.process, sig, daemon.describe)
+        return daemon.stop(sig)
 
     def agent(self, host: Host) -> Agent:
         key = id(host)
@@ -261,23 +242,18 @@ class Lan:
         return self._agents[key]
 
     def cli(self, host: Host, *args: str | Path) -> Cli:
-        proc = host.run(sys.executable, "-m", "lanesync", *args, timeout=CLI_TIMEOUT_S, env=ENV)
-        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(args, env=ENV, wrap=lambda argv: host.command(*argv))
 
     def close(self) -> None:
         for agent in self._agents.values():
             agent.close()
         self._agents.clear()
-        for daemon in self.daemons:
-            if daemon.alive():
-                daemon.process.send_signal(signal.SIGTERM)
-        for daemon in self.daemons:
-            stop_process(daemon.process, signalled=True)
+        self.group.close()
         if self in Lan.live:
             Lan.live.remove(self)
 
     def describe(self) -> str:
-        return "\n".join(d.describe() for d in self.daemons)
+        return self.group.describe()
 
 
 def wait_connected(daemon: LanDaemon, peers: Iterable[str], timeout: float = 20.0) -> None:
@@ -287,7 +263,7 @@ def wait_connected(daemon: LanDaemon, peers: Iterable[str], timeout: float = 20.
         timeout,
         lambda: (
             f"{daemon.name} connected to {sorted(wanted)}: peers {daemon.peers()}\n"
-            + daemon.lan.describe()
+            + (daemon.lan.describe() if daemon.lan else daemon.describe())
         ),
     )
 
@@ -301,7 +277,7 @@ def wait_converged(daemons: Sequence[LanDaemon], timeout: float = 20.0) -> str:
             f"same digest on {[d.name for d in daemons]}: "
             + str({d.name: d.digest()[:16] for d in daemons})
             + "\n"
-            + daemons[0].lan.describe()
+            + (daemons[0].lan.describe() if daemons[0].lan else "")
         ),
         interval=0.1,
     )

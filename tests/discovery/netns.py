@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from support import STOP_TIMEOUT_S, end_all
+from lanesync.tools.procs import STOP_TIMEOUT_S, end_all
 
 SUBNET = "10.213"  # 10.213.<segment + 1>.<host number>/24, only inside the namespaces
 PREFIX_ROOT = "lst"

@@ -130,7 +130,7 @@ HELLO_CHUNK = MIB  # a multiple of 4, so every chunk of the body starts at the s
 PEER_CLOSED = re.compile(r"^peer\.closed peer=(\S+) reason=(.*) by_peer=(True|False)$")
 
 ATTACKER = "mallory"
-# The workload of benchmarks/foundation.py: 1-3 lines over 500 SKUs, quantities 1-5, prices
+# The workload of `lanesync bench foundation`: 1-3 lines over 500 SKUs, quantities 1-5, prices
 # 50-4999 cents. ``prefill`` of 2,000 such sales makes a 412 KB ledger document (measured with
 # ``Replica.updates_since({})``, 2026-12-07; about 200 B per sale), a busy lane's day: what one
 # State(reply=True) with empty vectors gets as its answer.

@@ -3,8 +3,9 @@
 Every daemon is a real process (``python -m lanesync run DIR --listen 127.0.0.1:0 --api
 127.0.0.1:0 --no-discovery``) writing its log to a file beside the terminal directories. The
 addresses it bound are read from ``TERMINAL_DIR/runtime.json`` (port 0 picks a free port), the
-bearer token from ``TERMINAL_DIR/api.token``. A ``Cluster`` remembers every process it started
-and ``close()`` ends them all (SIGTERM, then SIGKILL after a timeout), whatever happened.
+bearer token from ``TERMINAL_DIR/api.token``. A ``Cluster`` starts them through one
+``lanesync.tools.procs.ProcessGroup``, and ``close()`` ends them all (SIGTERM, then SIGKILL after
+a timeout), whatever happened.
 
 Only loopback is ever used: the daemons bind 127.0.0.1, dial only the ``--peer`` addresses the
 tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
@@ -12,40 +13,26 @@ tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 import httpx
-from support import (
-    ApiProcess,
-    Cli,
-    end_all,
-    kill_and_wait,
-    process_env,
-    signal_and_wait,
-    wait_until,
-)
+from support import ApiGroup, ApiProcess, Cli, run_cli, wait_until
 
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-
-T = TypeVar("T")
+from lanesync.tools.procs import child_env
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 30.0  # a daemon starts in ~1 s; five at once on 2 cores take a few
-CLI_TIMEOUT_S = 60.0
 HTTP_TIMEOUT_S = 15.0
 VALID_DAYS = 30
 
 
-ENV = process_env(columns=80)
+ENV = child_env(columns=80)
 
 
 def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
@@ -118,17 +105,16 @@ class Daemon(ApiProcess):
         return int(heads.get(terminal, 0))
 
 
-class Cluster:
+class Cluster(ApiGroup):
     """Store directories, terminal directories and the daemons running on them."""
 
-    live: ClassVar[list[Cluster]] = []  # for the failure report hook in conftest
+    live: ClassVar[list[ApiGroup]] = []  # for the failure report hook in conftest
 
     def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(
+            root, env=ENV, start_timeout_s=START_TIMEOUT_S, http_timeout_s=HTTP_TIMEOUT_S
+        )
         self.daemons: list[Daemon] = []
-        self._runs: dict[str, int] = {}
-        Cluster.live.append(self)
 
     # -- directories ------------------------------------------------------------------------------
 
@@ -152,27 +138,15 @@ class Cluster:
         env: Mapping[str, str] | None = None,
     ) -> Daemon:
         """Start a daemon without waiting for it (see ``ready``); ``env`` replaces ``ENV``."""
-        name = path.name
-        run = self._runs[name] = self._runs.get(name, 0) + 1
-        log_path = self.root / f"{name}.{run}.log"
         args = [
-            sys.executable, "-m", "lanesync", "run", str(path),
+            "-m", "lanesync", "run", str(path),
             "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0", "--no-discovery",
         ]  # fmt: skip
         for peer in peers:
             args += ["--peer", peer]
         args += list(extra)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, env=dict(env or ENV)
-            )
-        daemon = Daemon(name, path, process, log_path)
+        daemon = self.group.spawn(path.name, path, args, cls=Daemon, env=env)
         self.daemons.append(daemon)
-        return daemon
-
-    def ready(self, daemon: Daemon, timeout: float = START_TIMEOUT_S) -> Daemon:
-        """Wait until the daemon runs (its own runtime.json), then open an API client."""
-        daemon.wait_ready(timeout, HTTP_TIMEOUT_S)
         return daemon
 
     def start(
@@ -202,42 +176,10 @@ class Cluster:
         spawned = [self.spawn(path, peers) for path, peers in specs]
         return [self.ready(daemon) for daemon in spawned]
 
-    def stop(self, daemon: Daemon, sig: int = signal.SIGTERM) -> int:
-        """Signal the daemon and wait for it; SIGKILL if it does not exit in time."""
-        daemon.close_client()
-        return signal_and_wait(daemon.process, sig, daemon.describe)
-
-    def kill(self, daemon: Daemon) -> None:
-        """SIGKILL: no cleanup of any kind runs in the daemon."""
-        kill_and_wait(daemon.process)
-        daemon.close_client()
-
-    def close(self) -> None:
-        """End every process this cluster started: SIGTERM all, then SIGKILL stragglers."""
-        for daemon in self.daemons:
-            daemon.close_client()
-        end_all(daemon.process for daemon in self.daemons)
-        with contextlib.suppress(ValueError):
-            Cluster.live.remove(self)
-
-    def describe(self) -> str:
-        return "\n".join(d.describe() for d in self.daemons)
-
     # -- the command line -------------------------------------------------------------------------
 
     def cli(self, *args: str | Path, env: dict[str, str] | None = None) -> Cli:
-        proc = subprocess.run(
-            [sys.executable, "-m", "lanesync", *(str(a) for a in args)],
-            cwd=self.root,
-            env=env or ENV,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=CLI_TIMEOUT_S,
-            check=False,
-        )
-        return Cli(tuple(str(a) for a in args), proc.returncode, proc.stdout, proc.stderr)
+        return run_cli(args, env=env or ENV, cwd=self.root)
 
     def cli_json(self, *args: str | Path, env: dict[str, str] | None = None) -> Any:
         result = self.cli(*args, "--json", env=env)

@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgpack
 import pytest
 
-from lanesync.core.identity import Role
+from lanesync.core.identity import DOMAIN_REVOCATION, Role, sign
 from lanesync.core.records import MAX_LINES, MAX_REASON
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.http import MAX_JSON_BODY
@@ -52,6 +53,7 @@ V1_PATHS = {
     "/v1/export",
     "/v1/import",
     "/v1/revocations",
+    "/v1/chains/{terminal}",
     "/v1/forks/{terminal}",
     "/v1/fork-resolutions",
     "/v1/certificates",
@@ -354,6 +356,35 @@ def test_revocation_of_another_store_is_refused(shop: Shop, tmp_path: Path) -> N
     assert_json_error(shop.m.client.post("/v1/revocations", content=revocation.encoded), 400)
     assert observable_state(shop.m) == before
     assert "c" in shop.m.peers()
+
+
+def test_revocation_by_time_is_no_longer_accepted(shop: Shop) -> None:
+    """Format 1 (revoked from a time the signer's clock chose) is only read from old
+    databases: a new one posted is refused, even signed by the store."""
+    payload = msgpack.packb([1, shop.store.identity.store_id, "o", 0], use_bin_type=True)
+    encoded = payload + sign(shop.store.authority(), DOMAIN_REVOCATION, payload)
+    before = observable_state(shop.m)
+    error = assert_json_error(shop.m.client.post("/v1/revocations", content=encoded), 400)
+    assert "no longer issued" in error["message"]
+    assert observable_state(shop.m) == before
+    assert shop.m.status()["revocations"] == {}
+
+
+def test_chain_route_shows_a_terminals_head_and_certificates(shop: Shop) -> None:
+    own = shop.m.get("/v1/chains/m?seq=1")
+    head = shop.m.chain_head("m")
+    assert own["terminal_id"] == "m"
+    assert own["head"]["seq"] == head
+    assert own["record"]["seq"] == 1
+    assert len(own["record"]["hash"]) == 64
+    assert [c["role"] for c in own["certificates"]] == ["manager"]
+    assert own["revocation"] is None
+    unknown = shop.m.get("/v1/chains/nobody?seq=3")
+    assert unknown["head"] == {"seq": 0, "hash": None}
+    assert unknown["record"] == {"seq": 3, "hash": None}
+    assert unknown["certificates"] == []
+    for bad in ("/v1/chains/m?seq=-1", "/v1/chains/m?seq=x", "/v1/chains/bad%20id"):
+        assert_json_error(shop.m.client.get(bad))
 
 
 def test_cashier_may_not_set_prices(shop: Shop) -> None:

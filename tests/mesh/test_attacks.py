@@ -59,7 +59,7 @@ RSS_FACTOR = 2.0
 API_P99_S = 0.100
 HELLO_GROWTH = 32 * MIB
 # The latency bound is judged on the best of this many attacks, each on a freshly started lane:
-# on a shared 2-core machine other work only ever adds latency (benchmarks/receive_path.py
+# on a shared 2-core machine other work only ever adds latency (`lanesync bench receive-path`
 # takes its minimum for the same reason), while a lane that stalls under the attack fails every
 # time. Closing the attacker and the RSS bound must hold in every attempt.
 LATENCY_ATTEMPTS = 3

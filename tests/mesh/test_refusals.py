@@ -151,8 +151,15 @@ def test_revoked_terminal_never_connects(pair: Pair) -> None:
     offline = pair.cluster.cli_json("sell", r_dir, "gum:1:50")
     assert offline["sale_id"] == "r:1"
     revoked = pair.cluster.cli_json("revoke", pair.store.path, "r", "--via", pair.a.path)
-    assert revoked["revoked"] == "r"
+    # a (through its daemon) holds nothing of r: nothing of r ever counts, r:1 included
+    assert revoked == {
+        "revoked": "r", "after_seq": 0, "hash": None, "held_seq": 0, "keys": [], "via": "a",
+    }  # fmt: skip
+    cut = {"after_seq": 0, "hash": None, "revoked_at_ms": None, "keys": {}}
+    assert pair.a.status()["revocations"] == {"r": cut}
+    assert pair.a.get("/v1/chains/r")["revocation"] == cut
     before = settled(pair)  # b holds the revocation too
+    assert pair.b.status()["revocations"] == {"r": cut}
     log_before = len(pair.a.log_text())
     r = pair.cluster.start(r_dir, [pair.a.listen])
     wait_until(

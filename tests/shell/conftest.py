@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -31,6 +32,7 @@ class Lanes:
         self.store = store
         self.root = root
         self._open: list[Terminal] = []
+        self.crypto: Crypto = SODIUM  # what every terminal opened from now on is handed
 
     def enroll(
         self,
@@ -47,7 +49,7 @@ class Lanes:
         return path
 
     def open(self, path: Path, *, lock_wait_s: float = 1.0) -> Terminal:
-        terminal = Terminal.open(path, lock_wait_s=lock_wait_s)
+        terminal = Terminal.open(path, lock_wait_s=lock_wait_s, crypto=self.crypto)
         self._open.append(terminal)
         return terminal
 

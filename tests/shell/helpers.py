@@ -69,7 +69,7 @@ def observable(terminal: Terminal) -> dict[str, object]:
         "digest": terminal.digest(),
         "stock": terminal.stock(),
         "heads": terminal.replica.views.heads(),
-        "verify": terminal.verify(),
+        "verify": terminal.integrity(),
         "sales": sorted(terminal.replica.views.sale_ids()),
         "prices": terminal.replica.views.prices(),
     }

@@ -119,7 +119,7 @@ def test_three_terminals_converge(lanes: Lanes, manager: Terminal) -> None:
         assert on_hand(terminal, "milk") == 50 - 2 - 1 - 5
         assert on_hand(terminal, "bread") == 20 - 1 + 4 - 3
         assert terminal.replica.views.accepted_count() == 4 + 2 + 2 + 1
-        assert terminal.verify()["ok"] is True
+        assert terminal.integrity()["ok"] is True
     # Converged state is durable too.
     assert lanes.reopen(two).digest() in digests
 
@@ -185,7 +185,7 @@ def test_bundles_in_any_order_converge(lanes: Lanes, manager: Terminal, tmp_path
         terminal = lanes.open(path)
         for i in order:
             terminal.import_bundle(bundles[i])
-        assert terminal.verify()["ok"] is True
+        assert terminal.integrity()["ok"] is True
         results[order] = (terminal.digest(), {item: on_hand(terminal, item) for item in expected})
         lanes.close(terminal)
     assert len({digest for digest, _ in results.values()}) == 1

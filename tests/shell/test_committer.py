@@ -105,7 +105,7 @@ def test_concurrent_writers_share_commits_and_every_record_is_durable(
     assert all(views.is_sale(str(r.id)) for r in records)
     assert lane.replica.find_record(records[-1].id) == records[-1]
     assert on_hand(lane, "milk") == 10_000 - sold
-    assert lane.verify()["ok"] is True
+    assert lane.integrity()["ok"] is True
 
 
 def failing(error: Exception) -> BodyBuilder:
@@ -145,7 +145,7 @@ def test_refusing_builder_fails_only_its_own_write(lanes: Lanes, lane: Terminal)
     lane = lanes.reopen(lane)
     assert all(lane.replica.views.is_sale(str(r.id)) for r in good)
     assert on_hand(lane, "milk") == 10_000 - 3 * len(REFUSALS)
-    assert lane.verify()["ok"] is True
+    assert lane.integrity()["ok"] is True
 
 
 def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Terminal) -> None:
@@ -167,7 +167,7 @@ def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Termina
     lane = lanes.reopen(lane)
     assert lane.replica.views.is_voided(str(target.id))
     assert on_hand(lane, "milk") == 10_000
-    assert lane.verify()["ok"] is True
+    assert lane.integrity()["ok"] is True
 
 
 def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: Terminal) -> None:
@@ -200,7 +200,7 @@ def test_builder_bug_in_the_committer_resolves_every_writer(lanes: Lanes, lane: 
     acknowledged = [r for r in [*results, later] if isinstance(r, Record)]
     lane = lanes.reopen(lane)
     assert [r for r in acknowledged if not lane.replica.views.is_sale(str(r.id))] == []
-    assert lane.verify()["ok"] is True
+    assert lane.integrity()["ok"] is True
 
 
 def peers_updates(source: Terminal, target: Terminal) -> Change:
@@ -245,7 +245,7 @@ def test_idempotency_keys_commit_with_their_record_and_expire_after_a_week(
     record, _ = with_committer(lane, keyed_sale)
     found = lane.find_request("till-1/42")
     assert found is not None
-    assert (found.fingerprint, found.record_id) == (b"request digest", str(record.id))
+    assert (found.request_digest, found.record_id) == (b"request digest", str(record.id))
     assert lane.find_request("till-1/43") is None
     path = lane.directory.path
     lanes.close(lane)

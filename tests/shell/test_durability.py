@@ -99,7 +99,7 @@ def test_acknowledged_sales_survive_sigkill(lanes: Lanes, tmp_path: Path, mode: 
 
     head = views.head(terminal.terminal_id)
     assert head.seq == views.accepted_count() == 1 + len(sales)
-    report = terminal.verify()
+    report = terminal.integrity()
     assert report["ok"] is True, report
     assert [c["seq"] for c in report["chains"]] == [head.seq]
     assert on_hand(terminal, "milk") == MAX_QTY - len(sales)

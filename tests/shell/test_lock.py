@@ -168,4 +168,4 @@ def test_holder_in_another_process_makes_the_directory_busy_until_killed(
     terminal = lanes.open(path, lock_wait_s=0)
     assert time.monotonic() - started < 5
     assert on_hand(terminal, "milk") == 5
-    assert terminal.verify()["ok"] is True
+    assert terminal.integrity()["ok"] is True

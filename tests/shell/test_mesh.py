@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
 from support import peer_connection
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.connection import Connection
 from websockets.asyncio.server import serve
 from websockets.exceptions import ConnectionClosed
 
@@ -25,10 +27,11 @@ from lanesync.core.identity import Role
 from lanesync.core.node import Node
 from lanesync.shell import mesh as mesh_module
 from lanesync.shell.directories import TerminalDirectory
-from lanesync.shell.mesh import Mesh
-from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.shell.mesh import Mesh, MeshObserver
+from lanesync.shell.terminal import StorageCall, Terminal, wall_clock_ms
 
 from .conftest import Lanes
+from .helpers import sale
 
 # Small enough that a test queues past it at once, large enough for the handshake's frames.
 TEST_QUEUE_BOUND = 256 * 1024
@@ -126,3 +129,84 @@ def test_a_peer_that_reads_is_never_cut_off_below_the_bound(
 
     assert asyncio.run(scenario()) == 8
     assert not [r for r in caplog.records if "peer does not read" in r.getMessage()]
+
+
+class Recorder(MeshObserver):
+    """Notes each hook with the number of records the views had accepted then."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self._views = terminal.replica.views
+        self.events: list[tuple[str, int]] = []
+        self.seconds: list[float] = []
+
+    def _note(self, what: str) -> None:
+        self.events.append((what, self._views.accepted_count()))
+
+    def wrote(self) -> None:
+        self._note("wrote")
+
+    def accepted(self) -> None:
+        self._note("accepted")
+
+    def flushed(self) -> None:
+        self._note("flushed")
+
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        self.seconds.append(seconds)
+        self._note(call.value)
+
+    def connection_opened(self, ws: Connection) -> None:
+        self._note("connection_opened")
+
+
+def test_an_observer_is_told_of_connections_merges_commits_and_writes(lanes: Lanes) -> None:
+    """Two lanes' meshes over loopback, each watched: the sender is told its sale was
+    committed then written; the receiver of the connection, then of the sale accepted in its
+    views before the commit that made it durable here."""
+    a: Terminal = lanes.new("lane-a")
+    b: Terminal = lanes.new("lane-b")
+    seen_a, seen_b = Recorder(a), Recorder(b)
+    before = b.replica.views.accepted_count()
+
+    async def scenario() -> None:
+        mesh_a = Mesh(Node(a.replica), a, observer=seen_a)
+        mesh_b = Mesh(Node(b.replica), b, observer=seen_b)
+        mesh_a.start()
+        mesh_b.start()
+        try:
+            async with serve(
+                mesh_a.serve_connection, "127.0.0.1", 0, **mesh_module.websocket_options()
+            ) as server:
+                mesh_b.add_static(f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+                async with asyncio.timeout(IO_TIMEOUT_S):
+                    while not mesh_a.connected_to(b.terminal_id):  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                _, change = a.stage(sale("milk:1:100"))
+                mesh_a.write([change], partial(a.commit, [change]))
+                async with asyncio.timeout(IO_TIMEOUT_S):
+                    while ("commit", before + 1) not in seen_b.events:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+        finally:
+            mesh_a.close_all()
+            mesh_b.close_all()
+            for entry in mesh_b.peers:
+                if entry.task is not None:
+                    entry.task.cancel()
+
+    asyncio.run(scenario())
+    assert seen_a.events.index(("commit", 1)) < seen_a.events.index(("wrote", 1))
+    assert seen_b.events[0] == ("connection_opened", before)
+    first_accepted = seen_b.events.index(("accepted", before + 1))
+    assert ("commit", before) not in seen_b.events[first_accepted:]  # not durable yet there
+    assert first_accepted < seen_b.events.index(("commit", before + 1))
+    assert "connection_opened" in {what for what, _ in seen_a.events}
+    assert all(s >= 0 for s in seen_a.seconds + seen_b.seconds)
+
+
+def test_with_no_observer_the_terminal_is_watched_by_none(lanes: Lanes) -> None:
+    terminal: Terminal = lanes.new("lane")
+    Mesh(Node(terminal.replica), terminal)
+    assert terminal.observer is None
+    watched = Recorder(terminal)
+    Mesh(Node(terminal.replica), terminal, observer=watched)
+    assert terminal.observer is watched

@@ -11,9 +11,8 @@ from zoneinfo import ZoneInfo
 import psutil
 import pycrdt
 import pytest
+from support import CountingCrypto
 
-import lanesync.core.identity
-import lanesync.core.trust
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import sku
@@ -22,7 +21,7 @@ from lanesync.core.replica import RECORDS_ROOT
 from lanesync.core.views import expected_doc
 from lanesync.errors import ConfigError, LanesyncError, LocalError, StorageError
 from lanesync.shell import storage
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import StorageCall, StorageObserver, Terminal
 
 from .conftest import Lanes
 from .helpers import (
@@ -42,19 +41,12 @@ from .helpers import (
 
 
 @pytest.fixture
-def verifications(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    """Every record signature check the views make from now on (payload of each)."""
-    # Trust checks record signatures with the identity module's function.
-    assert vars(lanesync.core.trust)["verify"] is vars(lanesync.core.identity)["verify"]
-    calls: list[bytes] = []
-    real = lanesync.core.identity.verify
-
-    def counting(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
-        calls.append(message)
-        return real(public_key, domain, message, signature)
-
-    monkeypatch.setattr(lanesync.core.trust, "verify", counting)
-    return calls
+def verifications(lanes: Lanes) -> list[bytes]:
+    """Every record signature check the views of terminals opened from now on make (payload
+    of each)."""
+    counting = CountingCrypto()
+    lanes.crypto = counting
+    return counting.verified
 
 
 def busy_day(manager: Terminal) -> None:
@@ -85,7 +77,7 @@ def test_reopen_holds_exactly_the_same_state(lanes: Lanes) -> None:
     assert record.seq == head_seq(terminal) == 12
     terminal = lanes.reopen(terminal)
     assert terminal.replica.views.is_sale(str(record.id))
-    assert terminal.verify()["ok"] is True
+    assert terminal.integrity()["ok"] is True
 
 
 def test_reopen_after_imports_holds_the_same_state(lanes: Lanes) -> None:
@@ -128,7 +120,7 @@ def test_compaction_keeps_the_state_and_shrinks_the_log(
     terminal = lanes.reopen(terminal)
     assert observable(terminal) == before
     assert on_hand(terminal, "milk") == 1000 - 60 - sum(2 * (1 + i % 3) for i in range(60))
-    assert terminal.verify()["ok"] is True
+    assert terminal.integrity()["ok"] is True
 
     # Compacting every document explicitly leaves no log row: every update was integrated.
     for doc in terminal.replica.doc_names():
@@ -164,7 +156,7 @@ def test_update_after_a_gap_survives_compaction(
     change = reader.replica.merge(second_change.updates, reader.now_ms())
     reader.commit([change])
     assert not reader.replica.views.is_sale(str(second.id))
-    assert reader.verify()["gaps"]
+    assert reader.integrity()["gaps"]
 
     monkeypatch.setattr(storage, "COMPACT_MIN_LOG_BYTES", 1)
     reader.compact_if_due()
@@ -179,7 +171,7 @@ def test_update_after_a_gap_survives_compaction(
     assert on_hand(reader, "milk") == on_hand(writer, "milk") == 103
     reader = lanes.reopen(reader)
     assert reader.digest() == writer.digest()
-    assert reader.verify()["ok"] is True
+    assert reader.integrity()["ok"] is True
 
 
 def test_pending_crdt_update_survives_compaction(
@@ -227,7 +219,7 @@ def test_pending_crdt_update_survives_compaction(
     reader.commit([reader.replica.merge([(doc_name, origin)], reader.now_ms())])
     assert reader.replica.find_record(record.id) == record
     assert on_hand(reader, "milk") == 107
-    assert reader.verify()["ok"] is True
+    assert reader.integrity()["ok"] is True
     expected = reader.digest()
     reader = lanes.reopen(reader)
     assert reader.digest() == expected
@@ -284,7 +276,7 @@ def test_corrupted_database_is_a_storage_error_and_releases_the_lock(lanes: Lane
     assert not isinstance(caught.value, LocalError)
     assert "\n" not in str(caught.value)
     (path / "lanesync.db").unlink()
-    assert lanes.open(path, lock_wait_s=0).verify()["ok"] is True
+    assert lanes.open(path, lock_wait_s=0).integrity()["ok"] is True
 
 
 def test_verification_counter_sees_imports(lanes: Lanes, verifications: list[bytes]) -> None:
@@ -388,3 +380,32 @@ def test_storage_opened_on_a_new_path_creates_a_private_file(tmp_path: Path) -> 
 def test_storage_in_a_missing_directory_is_a_storage_error(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="cannot open database"):
         storage.Storage(tmp_path / "missing" / "lanesync.db")
+
+
+class StorageCalls(StorageObserver):
+    """Notes each storage call it is told of, and whether its transaction was over by then."""
+
+    def __init__(self, terminal: Terminal) -> None:
+        self._terminal = terminal
+        self.calls: list[tuple[StorageCall, float, bool]] = []
+
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        assert isinstance(self._terminal.storage, storage.Storage)
+        self.calls.append((call, seconds, self._terminal.storage._db.in_transaction))
+
+
+def test_a_storage_observer_is_told_each_commit_and_compaction_once_done(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    terminal = lanes.new("lane1", Role.MANAGER)
+    watched = StorageCalls(terminal)
+    terminal.observer = watched
+    terminal.write(price("milk", 149))  # one commit; no log is large enough to compact
+    assert [call for call, _, _ in watched.calls] == [StorageCall.COMMIT]
+    monkeypatch.setattr(storage, "COMPACT_MIN_LOG_BYTES", 1)
+    terminal.write(receipt("milk", 3))
+    commits = [c for c in watched.calls if c[0] is StorageCall.COMMIT]
+    compactions = [c for c in watched.calls if c[0] is StorageCall.COMPACT]
+    assert len(commits) == 2
+    assert compactions
+    assert all(seconds >= 0 and not in_transaction for _, seconds, in_transaction in watched.calls)

@@ -13,7 +13,7 @@ and ``Content-Length`` values (any byte the HTTP parser hands to the app, latin-
 included). Properties: never a 5xx; every 4xx the app answers is the JSON error shape (the
 parser's own 400 for a Content-Length that is not a number is uvicorn's, before the app);
 nothing is logged as an exception; the daemon still serves afterwards.
-``LANESYNC_HEADER_FUZZ_EXAMPLES`` sets the number of requests (docs/explanation/simulation.md).
+``LANESYNC_HEADER_FUZZ_EXAMPLES`` sets the number of requests (docs/how-to/simulate-and-fuzz.md).
 """
 
 from __future__ import annotations

@@ -19,7 +19,8 @@ that the chaos bit: kills hit requests in flight, clients had to retry, the clou
 and the skewed lanes' clocks really were skewed (their ``started_ms`` and their records' times).
 
 CI runs a short chaos (``LANESYNC_CHAOS_S``, 15 s of faults by default); a long one is
-``LANESYNC_CHAOS_S=600 pytest -m slow tests/sim/test_chaos.py -s`` (docs/explanation/simulation.md).
+``LANESYNC_CHAOS_S=600 pytest -m slow tests/sim/test_chaos.py -s``
+(docs/how-to/simulate-and-fuzz.md).
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ from __future__ import annotations
 import itertools
 import os
 import random
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -47,10 +46,11 @@ from mesh.cluster import (  # tests/mesh: the real-daemon harness
     wait_converged,
     wait_until,
 )
-from support import ApiProcess, ProxyLoop, end_all, kill_and_wait, port_of
+from support import ApiProcess, ProxyLoop, port_of
 
 from lanesync.core.identity import Role
 from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.tools.procs import end_all
 
 LANES = ("lane1", "lane2", "lane3")
 STORE_ID = "chaos"
@@ -193,17 +193,11 @@ class Chaos:
     # -- processes --------------------------------------------------------------------------------
 
     def _start_cloud(self) -> CloudProc:
-        run = len(self.clouds) + 1
-        log_path = self.cluster.root / f"cloud.{run}.log"
-        with log_path.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "lanesync", "cloud", "serve", str(self.cloud_dir),
-                 "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"],
-                stdout=out, stderr=subprocess.STDOUT, env=ENV,
-            )  # fmt: skip
-        cloud = CloudProc("cloud", self.cloud_dir, process, log_path)
+        args = ["-m", "lanesync", "cloud", "serve", self.cloud_dir,
+                "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]  # fmt: skip
+        cloud = self.cluster.group.spawn("cloud", self.cloud_dir, args, cls=CloudProc)
         self.clouds.append(cloud)
-        cloud.wait_ready(START_TIMEOUT_S, HTTP_TIMEOUT_S)
+        cloud.wait_api(START_TIMEOUT_S, HTTP_TIMEOUT_S)
         return cloud
 
     def _spawn(self, name: str) -> Daemon:
@@ -396,8 +390,7 @@ class Chaos:
             time.sleep(0.001)
 
     def kill_cloud(self) -> None:
-        kill_and_wait(self.cloud.process)
-        self.cloud.close_client()
+        self.cloud.kill_api()
         self.counts["cloud-sigkill"] += 1
         time.sleep(self.rng.uniform(0.2, 2.0))  # the lanes' uplinks fail meanwhile
         self.cloud = self._start_cloud()
@@ -472,7 +465,7 @@ class Chaos:
             n: (d.digest()[:12], d.stock(), d.status()["leader"]) for n, d in self.lanes.items()
         }
         cloud = self.cloud.store_get("/digest")
-        logs = f"{self.cluster.describe()}\n{self.cloud.describe()}"
+        logs = self.cluster.describe()  # the clouds' logs too: one process group
         return f"lanes {lanes} cloud {cloud} expected {self.expected_stock()}\n{logs}"
 
 

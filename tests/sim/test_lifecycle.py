@@ -76,7 +76,7 @@ def test_expected_counts_both_branches_and_a_void_of_a_shared_id_credits_nothing
 def _seeds_with(kind: EventKind, seeds: range) -> Iterator[Simulator]:
     for seed in seeds:
         sim = Simulator(seed, CONFIG)
-        sim.run()
+        sim.play()
         if sim.counts.get(kind.value):
             yield sim
 
@@ -111,7 +111,7 @@ def test_an_unresolved_fork_fails_the_checks() -> None:
     lane's acknowledged records past the fork."""
     seed = next(_seeds_with(EventKind.FORK_RESOLVED, range(100))).seed
     sim = _StoreNeverActs(seed, CONFIG)
-    sim.run()
+    sim.play()
     check(sim)
     failed = {v.invariant for v in sim.violations}
     assert Invariant.JOURNAL in failed

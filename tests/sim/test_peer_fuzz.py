@@ -9,7 +9,7 @@ promptly, hold its RSS under ``RSS_BOUND`` times its idle level, and never chang
 
 CI tries ``LANESYNC_PEER_FUZZ_EXAMPLES`` connections (20 by default); a longer run is
 ``LANESYNC_PEER_FUZZ_EXAMPLES=500 pytest tests/sim/test_peer_fuzz.py``
-(docs/explanation/simulation.md).
+(docs/how-to/simulate-and-fuzz.md).
 """
 
 from __future__ import annotations

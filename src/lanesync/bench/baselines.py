@@ -73,6 +73,7 @@ class WsChannel:
     def __init__(self, ws: Connection, path: str) -> None:
         self._ws = ws
         self._path = path
+        self.bytes_out = 0  # message payloads sent (``lanesync bench mesh`` reports them)
 
     @property
     def path(self) -> str:
@@ -88,6 +89,7 @@ class WsChannel:
             raise StopAsyncIteration from None
 
     async def send(self, message: bytes) -> None:
+        self.bytes_out += len(message)
         with contextlib.suppress(ConnectionClosed):
             await self._ws.send(message)
 

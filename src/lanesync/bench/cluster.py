@@ -6,20 +6,17 @@ Every member is a real process bound to 127.0.0.1 (lanes: ``--listen 127.0.0.1:0
 127.0.0.1:0 --no-discovery``); members reach each other only through the proxies of one
 ``proxyhost`` process, so latency, jitter, loss and partitions apply to every system alike.
 
-``close()`` stops every process and the proxies whatever happened (SIGTERM, then SIGKILL);
-processes also get SIGKILL from the kernel if the orchestrator dies (``PR_SET_PDEATHSIG``).
+Every process, the proxy host included, is started in one ``lanesync.tools.procs``
+``ProcessGroup``: ``close()`` stops them all whatever happened (SIGTERM, then SIGKILL), and
+they also get SIGKILL from the kernel if the orchestrator dies (``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import itertools
-import json
 import os
-import signal
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,15 +25,20 @@ from typing import Any
 
 from lanesync.bench.events import Tracker
 from lanesync.bench.httpio import HttpClient, HttpError
+from lanesync.bench.proxies import BenchError, Faults, ProxyHost, ProxyLink
 from lanesync.core.identity import Role
+from lanesync.errors import ProcessFailed
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools.procs import Proc, ProcessGroup, child_env
+
+# BenchError, Faults and the proxy classes live in bench/proxies.py; the scenarios, the runner
+# and the CLI import them from here, as before they moved.
+__all__ = ["BenchError", "Cluster", "Faults", "Member", "ProxyHost", "ProxyLink"]
 
 LOOPBACK = "127.0.0.1"
 START_TIMEOUT_S = 90.0  # many lanes starting at once on two busy cores take a while
-STOP_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 60.0
-POLL_S = 0.05
 VALID_DAYS = 30
 STORE_ID = "bench-store"
 
@@ -46,63 +48,6 @@ PYCRDT = "pycrdt-websocket"
 NAIVE = "naive-broadcast"
 SYSTEMS = (LANESYNC, UNSIGNED, PYCRDT, NAIVE)
 BASELINES = (UNSIGNED, PYCRDT, NAIVE)
-
-
-class BenchError(Exception):
-    """The benchmark could not run what it was asked to (not a slow result: a broken run)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Faults:
-    """What every proxy adds to every chunk it forwards (one way)."""
-
-    latency_ms: float = 0.0
-    jitter_ms: float = 0.0
-    loss_pct: float = 0.0
-    seed: int = 0
-
-
-def child_env() -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "ws_proxy", "no_proxy")
-    }
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-def _die_with_parent() -> None:
-    """Linux: SIGKILL this child when the orchestrator dies, whatever way it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-async def spawn(args: Sequence[str], log: Path, *, stdin_pipe: bool = False) -> Any:
-    with log.open("ab") as out:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            stdin=asyncio.subprocess.PIPE if stdin_pipe else asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE if stdin_pipe else out,
-            stderr=out,
-            env=child_env(),
-            preexec_fn=_die_with_parent,
-        )
-
-
-async def terminate(process: Any, timeout_s: float = STOP_TIMEOUT_S) -> None:
-    if process is None or process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -122,76 +67,7 @@ def loopback_port(url: str, what: str) -> int:
     raise BenchError(f"{what} is bound to {url!r}, not {LOOPBACK}: refusing to go on")
 
 
-# -- the proxies --------------------------------------------------------------------------------
-
-
-class ProxyHost:
-    """Client of one ``lanesync.bench.proxyhost`` process."""
-
-    def __init__(self, log: Path, faults: Faults) -> None:
-        self.log = log
-        self.faults = faults
-        self.process: Any = None
-        self._ids = itertools.count(1)
-        self._seeds = itertools.count(faults.seed * 1000 + 1)
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> None:
-        self.process = await spawn(["-m", "lanesync.bench.proxyhost"], self.log, stdin_pipe=True)
-
-    async def call(self, cmd: str, **fields: Any) -> dict[str, Any]:
-        process = self.process
-        if process is None or process.stdin is None or process.stdout is None:
-            raise BenchError("the proxy host is not running")
-        async with self._lock:
-            request = {"id": next(self._ids), "cmd": cmd, **fields}
-            try:
-                process.stdin.write(json.dumps(request).encode() + b"\n")
-                await process.stdin.drain()
-                line = await asyncio.wait_for(process.stdout.readline(), 30)
-            except (ConnectionError, TimeoutError) as exc:
-                raise BenchError(f"proxy host: {cmd} failed ({exc!r}); see {self.log}") from None
-        if not line:
-            raise BenchError(f"the proxy host exited; see {self.log}")
-        reply: dict[str, Any] = json.loads(line)
-        if "error" in reply:
-            raise BenchError(f"proxy host: {cmd}: {reply['error']}")
-        return reply
-
-    async def add(self, target_port: int = 0, *, partitioned: bool = False) -> tuple[int, int]:
-        f = self.faults
-        reply = await self.call(
-            "add",
-            target=target_port,
-            latency_ms=f.latency_ms,
-            jitter_ms=f.jitter_ms,
-            loss_pct=f.loss_pct,
-            seed=next(self._seeds),
-            partitioned=partitioned,
-        )
-        return int(reply["id"]), int(reply["port"])
-
-    async def stats(self) -> dict[str, Any]:
-        return await self.call("stats")
-
-    async def stop(self) -> None:
-        if self.process is None or self.process.returncode is not None:
-            return
-        with contextlib.suppress(BenchError, OSError):
-            await self.call("quit")
-        await terminate(self.process)
-
-
 # -- members ------------------------------------------------------------------------------------
-
-
-@dataclass
-class ProxyLink:
-    id: int
-    port: int
-    dialer: str
-    target: str  # a member name, "hub" or "cloud"
-    target_port: int = 0  # the port the proxy forwards to; 0: not yet known (refused)
 
 
 @dataclass
@@ -199,7 +75,7 @@ class Member:
     name: str
     directory: Path
     args: list[str] = field(default_factory=list)  # without --events (per incarnation)
-    process: Any = None
+    process: Proc | None = None
     api: HttpClient | None = None
     listen_port: int = 0
     incarnation: int = 0
@@ -214,12 +90,12 @@ class Member:
         return self.directory.parent / f"events-{self.name}-{self.incarnation}.log"
 
     @property
-    def log(self) -> Path:
-        return self.directory.parent / f"{self.name}.log"
+    def log(self) -> Path | None:
+        return None if self.process is None else self.process.log_path
 
     @property
     def up(self) -> bool:
-        return self.api is not None and self.process is not None and self.process.returncode is None
+        return self.api is not None and self.process is not None and self.process.alive()
 
 
 class Cluster:
@@ -230,7 +106,8 @@ class Cluster:
             raise BenchError(f"unknown system {system!r}")
         self.system = system
         self.root = root
-        self.proxy = ProxyHost(root / "proxyhost.log", faults)
+        self.group = ProcessGroup(root, env=child_env(), die_with_parent=True)
+        self.proxy = ProxyHost(faults)
         self.tracker = Tracker()
         self.members: dict[str, Member] = {}
         self.links: list[ProxyLink] = []
@@ -250,22 +127,20 @@ class Cluster:
         return self.system == PYCRDT
 
     async def __aenter__(self) -> Cluster:
-        await self.proxy.start()
+        self.proxy.start(self.group, self.root)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        procs = [m.process for m in self.members.values()]
-        procs += [x.process for x in (self.hub, self.cloud) if x is not None]
-        await asyncio.gather(*(terminate(p) for p in procs), return_exceptions=True)
         for member in self.members.values():
             if member.api is not None:
                 member.api.close()
         if self.cloud_api is not None:
             self.cloud_api.close()
         await self.proxy.stop()
+        await asyncio.to_thread(self.group.close)
 
     # -- building ---------------------------------------------------------------------------------
 
@@ -393,7 +268,6 @@ class Cluster:
         return member
 
     async def _launch(self, member: Member, *, watch: bool = True) -> None:
-        member.runtime.unlink(missing_ok=True)
         member.api = None
         events = member.events_path()
         if self.lanesync or member is self.cloud:
@@ -409,23 +283,18 @@ class Cluster:
                 member.sender = f"{member.name}.{member.incarnation}"
         if watch:
             self.tracker.watch(member.name, events, member.sender)
-        member.started_ns.append(time.time_ns())
-        member.process = await spawn(args, member.log)
+        member.process = self.group.spawn(member.name, member.directory, args)
+        member.started_ns.append(member.process.started_ns)
 
     async def _wait_runtime(self, member: Member) -> dict[str, Any]:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if member.process is not None and member.process.returncode is not None:
-                raise BenchError(f"{self.system} {member.name} exited; see {member.log}")
-            try:
-                info: dict[str, Any] = json.loads(member.runtime.read_text())
-                if "listen" in info or "api" in info:
-                    return info
-            except (OSError, ValueError):
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(f"{self.system} {member.name} did not start; see {member.log}")
-            await asyncio.sleep(POLL_S)
+        """Its own runtime.json (``Proc.wait_ready_async``)."""
+        if member.process is None:
+            raise BenchError(f"{self.system} {member.name} was never started")
+        try:
+            return await member.process.wait_ready_async(START_TIMEOUT_S)
+        except ProcessFailed:
+            what = "did not start" if member.process.alive() else "exited"
+            raise BenchError(f"{self.system} {member.name} {what}; see {member.log}") from None
 
     async def _ready(self, member: Member) -> None:
         info = await self._wait_runtime(member)
@@ -499,9 +368,10 @@ class Cluster:
         return [m for m in self.members.values() if m.up]
 
     def pids(self) -> list[int]:
+        """The running members, the server and the cloud (not the proxy host)."""
         procs = [m.process for m in self.members.values()]
         procs += [x.process for x in (self.hub, self.cloud) if x is not None]
-        return [p.pid for p in procs if p is not None and p.returncode is None]
+        return [p.pid for p in procs if p is not None and p.alive()]
 
     def cpu(self) -> dict[int, float]:
         return {pid: cpu_seconds(pid) for pid in self.pids()}
@@ -537,9 +407,8 @@ class Cluster:
         if member.api is not None:
             member.api.close()
         member.api = None
-        if member.process is not None and member.process.returncode is None:
-            member.process.kill()
-            await member.process.wait()
+        if member.process is not None:
+            await asyncio.to_thread(member.process.kill)
         member.incarnation += 1
         member.listen_port = 0
         await self._launch(member)

@@ -21,7 +21,7 @@ def fmt(value: float | None, unit: str) -> str:
         return f"{value:.2f}" if abs(value) < 10 else f"{value:.1f}"
     if unit == "s":
         return f"{value:.2f}"
-    if unit in ("B", "sales/s", "count"):
+    if unit in ("B", "sales/s", "updates/s", "count"):
         return f"{value:,.0f}"
     return f"{value:.3g}"
 
@@ -79,6 +79,19 @@ def checks_lines(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def config_line(config: dict[str, Any]) -> str:
+    """The run's settings: the scenarios' common ones, or a study's own options."""
+    if "latency_ms" not in config:
+        options = {k: v for k, v in config.items() if k not in ("scenarios", "systems")}
+        return "- options: " + ", ".join(f"{k} {v}" for k, v in options.items())
+    return (
+        f"- {config['lanes']} lanes, {config['rate']:g} sales/s store-wide, "
+        f"{config['duration_s']:g} s per step, proxy latency {config['latency_ms']:g} ms, "
+        f"jitter {config['jitter_ms']:g} ms, loss {config['loss_pct']:g} %, "
+        f"{config['repeat']} repeat(s), seed {config['seed']}"
+    )
+
+
 def render(results: dict[str, Any], plots: dict[str, list[str]]) -> str:
     machine = results["machine"]
     config = results["config"]
@@ -94,17 +107,15 @@ def render(results: dict[str, Any], plots: dict[str, list[str]]) -> str:
         f"- git commit {git['commit']}{' (with uncommitted changes)' if git['dirty'] else ''}",
         f"- load average (1, 5, 15 min) before {results['load_average_before']}, "
         f"after {results.get('load_average_after')}",
-        f"- {config['lanes']} lanes, {config['rate']:g} sales/s store-wide, "
-        f"{config['duration_s']:g} s per step, proxy latency {config['latency_ms']:g} ms, "
-        f"jitter {config['jitter_ms']:g} ms, loss {config['loss_pct']:g} %, "
-        f"{config['repeat']} repeat(s), seed {config['seed']}",
+        config_line(config),
         "",
         "Cells: median over repeats, [min-max] when they differ. Ratios: lanesync's value over "
         "the baseline's, per repeat (below 1 means lanesync is lower).",
     ]
     for scenario, data in results["scenarios"].items():
-        lines += ["", f"## {scenario}", "", *scenario_table(data), "", "Checks:", ""]
-        lines += checks_lines(data)
+        lines += ["", f"## {scenario}", "", *scenario_table(data)]
+        if data["checks"]:
+            lines += ["", "Checks:", "", *checks_lines(data)]
         for plot in plots.get(scenario, []):
             lines += ["", f"![{scenario}]({plot})"]
     for skip in results.get("skipped", []):

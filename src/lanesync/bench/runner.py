@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import math
 import os
@@ -68,8 +69,16 @@ def machine_info() -> dict[str, Any]:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             versions[dist] = "not installed"
+    memory_mb = None
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_mb = int(line.split()[1]) // 1024  # the kernel reports kB
+                break
     return {
         "cpu_count": os.cpu_count(),
+        "usable_cpus": len(os.sched_getaffinity(0)),
+        "memory_mb": memory_mb,
         "cpu_model": cpu,
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -88,10 +97,24 @@ def git_info() -> dict[str, Any]:
             )
         except (OSError, subprocess.SubprocessError):
             return None
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")
 
-    status = git("status", "--porcelain") or ""
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status.strip())}
+    commit = git("rev-parse", "HEAD")
+    changed = (git("status", "--porcelain", "--untracked-files=all") or "").splitlines()
+    # A fingerprint of the code under src/: others may edit it while a run goes on, and the
+    # processes a run starts import whatever is there then.
+    root = Path(git("rev-parse", "--show-toplevel") or ".")
+    src = (git("diff", "HEAD", "--", "src") or "") + "".join(
+        (root / line[3:]).read_text(errors="replace")
+        for line in changed
+        if line.startswith("?? src/") and (root / line[3:]).is_file()
+    )
+    return {
+        "commit": commit,
+        "dirty": bool(changed),
+        "changed": changed,
+        "src_digest": hashlib.sha256(f"{commit}\n{src}".encode()).hexdigest(),
+    }
 
 
 def _clean(value: float) -> float | None:
@@ -230,7 +253,7 @@ async def run_plan(plan: Plan, ui: Ui) -> dict[str, Any]:
     return results
 
 
-def run(plan: Plan, *, progress: bool = True) -> dict[str, Any]:
+def run_bench(plan: Plan, *, progress: bool = True) -> dict[str, Any]:
     """Run the plan (blocking). Ctrl-C, SIGTERM or SIGHUP stop every process it started, then
     raise ``BenchError``."""
 
@@ -280,5 +303,5 @@ __all__ = [
     "Plan",
     "command_line",
     "lanesync_failures",
-    "run",
+    "run_bench",
 ]

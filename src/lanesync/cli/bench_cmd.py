@@ -157,7 +157,7 @@ def _make_command(name: str) -> click.Command:
     ) -> None:
         _require_bench_deps()
         from lanesync.bench.cluster import BenchError, Faults
-        from lanesync.bench.runner import Plan, command_line, lanesync_failures, run
+        from lanesync.bench.runner import Plan, command_line, lanesync_failures, run_bench
         from lanesync.bench.scenarios import LADDER, SCENARIOS, Settings
 
         settings = Settings(
@@ -183,7 +183,7 @@ def _make_command(name: str) -> click.Command:
         )
         target.mkdir(parents=True, exist_ok=True)
         try:
-            results = run(plan, progress=not as_json or sys.stderr.isatty())
+            results = run_bench(plan, progress=not as_json or sys.stderr.isatty())
         except BenchError as exc:
             raise UsageError(f"benchmark failed: {exc}") from None
         write_results(results, target)
@@ -280,3 +280,9 @@ def _row(row: Any) -> dict[str, Any]:
         "ratio": row.ratio,
         "change": row.verdict or None,
     }
+
+
+from lanesync.cli import bench_studies  # noqa: E402 - kept beside its registration
+
+for _study in bench_studies.STUDIES:
+    bench.add_command(_study)

@@ -13,6 +13,7 @@ from .common import (
     DIR,
     FILE_IN,
     JSON_OPTION,
+    handed_collaborators,
     print_record,
     reports_errors,
     serves_until_storage_fails,
@@ -88,13 +89,16 @@ DB_OPTION = click.option(
 @serves_until_storage_fails
 def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
-    from lanesync.cloud.serve import CloudConfig
-    from lanesync.cloud.serve import run as run_cloud
+    from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
 
-    run_cloud(
+    cloud_main(
         CloudConfig(
-            cloud_dir, parse_address(listen, "--listen"), parse_address(api, "--api"), db_url
+            cloud_dir,
+            parse_address(listen, "--listen"),
+            parse_address(api, "--api"),
+            db_url,
+            collaborators=handed_collaborators(),
         )
     )
 

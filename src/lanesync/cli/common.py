@@ -7,7 +7,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import click
 
@@ -18,6 +18,9 @@ from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal
 
 from .output import console, emit_json, errors, one_line
+
+if TYPE_CHECKING:
+    from lanesync.shell.mesh import Collaborators
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -41,6 +44,15 @@ def serves_until_storage_fails(func: Callable[P, R]) -> Callable[P, R]:
             sys.exit(EXIT_STORAGE_FAILED)
 
     return wrapper
+
+
+def handed_collaborators() -> Collaborators:
+    """What the caller handed a serving command (``run``, ``cloud serve``) through click's
+    context object: only the benchmark's lane driver does (cli.bench_lane); else the defaults."""
+    from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators
+
+    handed = click.get_current_context().find_object(Collaborators)
+    return DEFAULT_COLLABORATORS if handed is None else handed
 
 
 def reports_errors(func: Callable[P, R]) -> Callable[P, R]:

@@ -10,6 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from lanesync.core import reports
 from lanesync.errors import UsageError
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -18,13 +19,14 @@ from .common import (
     DIR,
     JSON_OPTION,
     daemon_client,
+    handed_collaborators,
     reports_errors,
     serves_until_storage_fails,
 )
-from .output import console, emit_json
+from .output import console, emit_json, revocation_lines
 
 
-@click.command()
+@click.command("run")
 @click.argument("terminal_dir", type=DIR)
 @click.option(
     "--listen", default="127.0.0.1:0", show_default=True, help="Peer websocket HOST:PORT."
@@ -50,7 +52,7 @@ from .output import console, emit_json
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
-def run(
+def run_command(
     terminal_dir: Path,
     listen: str,
     api: str,
@@ -62,8 +64,7 @@ def run(
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
-    from lanesync.shell.daemon import DaemonConfig, parse_address, parse_peer_url
-    from lanesync.shell.daemon import run as run_daemon
+    from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
     from lanesync.shell.discovery import interface_addresses
 
     config = DaemonConfig(
@@ -76,12 +77,13 @@ def run(
         cloud=None if cloud_url is None else parse_peer_url(cloud_url),
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
+        collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
-    run_daemon(config)
+    daemon_main(config)
 
 
 @click.command()
@@ -110,6 +112,7 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "peers": [],
                 "succeeds": terminal.succession(),
                 "running": False,
+                "revocations": reports.revocations(terminal.replica),
             }
     if as_json:
         emit_json(report)
@@ -143,6 +146,8 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         else:
             state = f"not connected (last error: {peer.get('last_error') or 'none'})"
         console.print(f"  peer {peer['terminal_id']}: {state}")
+    for line in revocation_lines(report["revocations"]):
+        console.print(f"  {line}", markup=False)
 
 
 @click.command()

@@ -131,7 +131,7 @@ def _run(root: Path) -> None:
             for t in terminals.values()
             for item, qty in expected.items()
         )
-        clean = all(t.verify()["ok"] for t in terminals.values())
+        clean = all(t.integrity()["ok"] for t in terminals.values())
         if len(digests) != 1 or not exact or not clean:
             raise LanesyncError(
                 f"demo failed: converged={len(digests) == 1} exact={exact} verified={clean}"

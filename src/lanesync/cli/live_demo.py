@@ -3,7 +3,9 @@
 The lanes replicate live through fault-injecting proxies (one per pair of lanes). The demo
 rings sales on every lane, splits the store in two halves that cannot reach each other, keeps
 selling on both sides, heals the split, and shows each lane's stock and digest live until all
-four hold the same state with stock exactly received - sold.
+four hold the same state with stock exactly received - sold. The lanes are started, and
+stopped whatever happens, by ``lanesync.tools.procs`` (the harness of the tests and benchmarks
+too).
 """
 
 from __future__ import annotations
@@ -11,11 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import random
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,12 @@ from rich.table import Table
 from rich.text import Text
 
 from lanesync.core.identity import Role
-from lanesync.errors import LanesyncError
+from lanesync.errors import LanesyncError, ProcessFailed
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import wall_clock_ms
 from lanesync.tools.faultproxy import FaultLink
+from lanesync.tools.procs import Proc, ProcessGroup
 
 from .output import console
 
@@ -46,7 +45,9 @@ START_TIMEOUT_S = 20.0
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        # die_with_parent: a demo killed outright (not Ctrl-C) leaves no lane running.
+        self.group = ProcessGroup(root, die_with_parent=True)
+        self.lanes: dict[str, Proc] = {}
         self.clients: dict[str, DaemonClient] = {}
         self.links: dict[tuple[str, str], FaultLink] = {}
         self.sold: dict[str, int] = {}
@@ -68,28 +69,22 @@ class Store:
         for name in LANES:
             peers = [f"ws://127.0.0.1:{self.links[(name, b)].port}" for b in LANES if b > name]
             # Lanes reach each other only through the proxies (no mDNS), so the split is real.
-            args = [
-                sys.executable,
-                "-m",
-                "lanesync",
-                "run",
-                str(self.root / name),
-                "--no-discovery",
-            ]
+            args = ["-m", "lanesync", "run", str(self.root / name), "--no-discovery"]
             for peer in peers:
                 args += ["--peer", peer]
-            log = (self.root / f"{name}.log").open("wb")
-            self.processes[name] = subprocess.Popen(args, stdout=log, stderr=log)  # noqa: ASYNC220
+            self.lanes[name] = self.group.spawn(name, self.root / name, args)
         deadline = time.monotonic() + START_TIMEOUT_S
-        for name in LANES:
-            while (client := DaemonClient.for_directory(self.root / name)) is None:
-                if time.monotonic() > deadline or self.processes[name].poll() is not None:
-                    raise LanesyncError(f"{name} did not start; see {self.root / name}.log")
-                await asyncio.sleep(0.05)
+        for name, lane in self.lanes.items():
+            try:
+                await lane.wait_ready_async(max(0.0, deadline - time.monotonic()))
+            except ProcessFailed:
+                raise LanesyncError(f"{name} did not start; see {lane.log_path}") from None
+            client = DaemonClient.for_directory(lane.path)
+            if client is None:
+                raise LanesyncError(f"{name} started without its API; see {lane.log_path}")
             self.clients[name] = client
         for (_, b), link in self.links.items():
-            runtime = json.loads((self.root / b / "runtime.json").read_text())
-            link.target_port = int(runtime["listen"].rsplit(":", 1)[1])
+            link.target_port = int(str(self.lanes[b].runtime["listen"]).rsplit(":", 1)[1])
             link.heal()
 
     async def call(self, lane: str, method: str, path: str, body: Any = None) -> Any:
@@ -159,14 +154,7 @@ class Store:
             link.heal()
 
     async def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                await asyncio.to_thread(process.wait, 10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        await asyncio.to_thread(self.group.close)
         for link in self.links.values():
             await link.stop()
 

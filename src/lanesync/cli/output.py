@@ -40,3 +40,24 @@ def stock_table(items: list[dict[str, Any]], title: str = "Stock on hand") -> Ta
         on_hand = int(item["on_hand"])
         table.add_row(str(item["sku"]), Text(str(on_hand), style="red" if on_hand < 0 else ""))
     return table
+
+
+def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per revocation in a ``revocations`` report (status, verify)."""
+
+    def cut(entry: dict[str, Any]) -> str:
+        pinned = f" (hash {entry['hash'][:16]})" if entry["hash"] else ""
+        return f"counts up to seq {entry['after_seq']}{pinned}, nothing after"
+
+    lines = []
+    for terminal, entry in revocations.items():
+        if entry["after_seq"] is not None:
+            lines.append(f"revoked {terminal}: {cut(entry)}")
+        for key, keyed in entry["keys"].items():
+            lines.append(f"revoked {terminal} key {key}: {cut(keyed)}")
+        if entry["revoked_at_ms"] is not None:
+            lines.append(
+                f"revoked {terminal}: by time (format 1), records stamped from "
+                f"{entry['revoked_at_ms']} ms on never count"
+            )
+    return lines

@@ -6,14 +6,16 @@ a terminal, ``store renew`` renews a certificate, ``store resolve-fork`` repairs
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
+from lanesync.core import reports
 from lanesync.core.forks import Branch, Fork
-from lanesync.core.identity import Certificate, Role, Succession
-from lanesync.core.ids import TerminalId, terminal_id
+from lanesync.core.identity import Certificate, Revocation, Role, Succession, key_fingerprint
+from lanesync.core.ids import CLOUD_TERMINAL_ID, TerminalId, terminal_id
 from lanesync.core.records import GENESIS_HASH
 from lanesync.errors import UsageError
 from lanesync.shell.directories import StoreDirectory
@@ -146,7 +148,7 @@ def _verify_report(via: Path, store: StoreDirectory) -> dict[str, Any]:
     with Terminal.open(via) as terminal:
         if terminal.store_id != store.identity.store_id:
             raise UsageError(f"{via} belongs to another store")
-        return terminal.verify()
+        return terminal.integrity()
 
 
 def _chain_end(
@@ -159,6 +161,12 @@ def _chain_end(
         raise UsageError(
             f"{predecessor}'s chain is broken on {via}: if it forked, resolve the fork first "
             f"with `lanesync store resolve-fork STORE_DIR {predecessor} --via {via}`"
+        )
+    revoked = report["revocations"].get(predecessor)
+    if rekey and revoked is not None and _wholly_revoked(revoked):
+        raise UsageError(
+            f"{predecessor} is revoked, which cuts every key of it: enroll a new terminal id "
+            "with --replaces instead of re-keying it"
         )
     for fork in report["resolved_forks"]:
         if fork["terminal"] == predecessor:
@@ -195,28 +203,140 @@ def _spread_and_seed(via: Path, cert: Certificate, terminal_dir: Path) -> None:
 @click.argument("store_dir", type=DIR)
 @click.argument("terminal_id")
 @click.option("--via", "via", type=DIR, required=True, help="Terminal that spreads it.")
+@click.option(
+    "--after",
+    "after_seq",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Last seq of the terminal the store accepts. Default: the last one --via holds.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Revoke even the last unrevoked manager, or the --via terminal itself.",
+)
 @JSON_OPTION
 @reports_errors
-def revoke(store_dir: Path, terminal_id: str, via: Path, as_json: bool) -> None:
-    """Revoke a terminal: from now on nobody accepts its connections or new records."""
+def revoke(
+    store_dir: Path,
+    terminal_id: str,
+    via: Path,
+    after_seq: int | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Revoke a terminal (or the cloud): no connections, no records past a cut.
+
+    Its records up to the cut (the last one --via holds, or --after SEQ) count whenever they
+    arrive; later ones never, whatever their timestamps."""
     store_directory = StoreDirectory.open(store_dir)
-    revocation = store_directory.revoke(terminal_id, wall_clock_ms())
+    tid = store_directory.revocable(terminal_id)  # before asking --via anything
+    roles = store_directory.enrolled_roles()
     daemon = daemon_client(via)
     if daemon is not None:
-        daemon.call("POST", "/v1/revocations", raw=revocation.encoded)
+        status = daemon.call("GET", "/v1/status")
+        query = "" if after_seq is None else f"?seq={after_seq}"
+        chain = daemon.call("GET", f"/v1/chains/{tid}{query}")
+        plan = _plan_revocation(
+            store_directory, tid, roles, str(status["terminal_id"]), status["revocations"],
+            chain, after_seq, force,
+        )  # fmt: skip
+        for revocation in plan.revocations:
+            daemon.call("POST", "/v1/revocations", raw=revocation.encoded)
     else:
         with Terminal.open(via) as terminal:
             if terminal.store_id != store_directory.identity.store_id:
                 raise UsageError(f"{via} belongs to another store")
-            terminal.publish_revocation(revocation)
-    result = {"revoked": revocation.terminal_id, "revoked_at_ms": revocation.revoked_at_ms}
+            plan = _plan_revocation(
+                store_directory, tid, roles, terminal.terminal_id,
+                reports.revocations(terminal.replica),
+                reports.chain(terminal.replica, tid, after_seq), after_seq, force,
+            )  # fmt: skip
+            for revocation in plan.revocations:
+                terminal.publish_revocation(revocation)
+    keys = [key_fingerprint(r.key) for r in plan.revocations if r.key]
+    result = {
+        "revoked": tid,
+        "after_seq": plan.after_seq,
+        "hash": plan.after_hash.hex() or None,
+        "held_seq": plan.held_seq,
+        "keys": keys,
+        "via": plan.via,
+    }
     if as_json:
         emit_json(result)
-    else:
-        console.print(
-            f"terminal {revocation.terminal_id} revoked; {via} spreads the revocation",
-            markup=False,
+        return
+    pinned = f" (hash {plan.after_hash.hex()[:16]})" if plan.after_hash else ""
+    scope = f" (key {', '.join(keys)})" if keys else ""
+    console.print(
+        f"terminal {tid}{scope} revoked after seq {plan.after_seq}{pinned}: its records up to "
+        f"seq {plan.after_seq} count, later ones never; {plan.via} holds up to seq "
+        f"{plan.held_seq} and spreads the revocation",
+        markup=False,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    revocations: list[Revocation]
+    after_seq: int
+    after_hash: bytes
+    held_seq: int  # the head of the terminal's chain that --via holds
+    via: str
+
+
+def _plan_revocation(
+    store_directory: StoreDirectory,
+    tid: TerminalId,
+    roles: dict[TerminalId, Role],
+    via: str,
+    revoked: dict[str, Any],
+    chain: dict[str, Any],
+    after_seq: int | None,
+    force: bool,
+) -> _Plan:
+    """The revocations to sign, after the guard rails (``UsageError`` when one refuses)."""
+    if via == tid and not force:
+        raise UsageError(
+            f"--via {via} is the terminal being revoked: peers drop it as soon as they learn "
+            "the revocation; spread it through another lane (or --force)"
         )
+    if roles.get(tid) is Role.MANAGER and not force:
+        unrevoked = {
+            t
+            for t, role in roles.items()
+            if role is Role.MANAGER and not _wholly_revoked(revoked.get(t))
+        }
+        if unrevoked <= {tid}:
+            raise UsageError(
+                f"{tid} is the last unrevoked manager: without one no lane can set prices; "
+                "enroll another manager first (or --force)"
+            )
+    held_seq = int(chain["head"]["seq"])
+    if after_seq is None:
+        after_seq = held_seq
+        digest = chain["head"]["hash"]
+    else:
+        digest = chain["record"]["hash"]
+    after_hash = bytes.fromhex(digest) if digest else b""
+    keys = [b""]
+    if tid == CLOUD_TERMINAL_ID:
+        # Every cloud of the store signs as `cloud`: revoke the keys certified so far, so a
+        # cloud certified afterwards (another key) is accepted.
+        keys = sorted({bytes.fromhex(c["public_key"]) for c in chain["certificates"]})
+        if not keys:
+            raise UsageError(
+                f"{via} holds no certificate of the cloud (it has not synced with it): "
+                "revoke through a lane that has"
+            )
+    revocations = [store_directory.revoke(tid, after_seq, after_hash, key) for key in keys]
+    return _Plan(revocations, after_seq, after_hash, held_seq, via)
+
+
+def _wholly_revoked(entry: dict[str, Any] | None) -> bool:
+    return entry is not None and (
+        entry.get("after_seq") is not None or entry.get("revoked_at_ms") is not None
+    )
 
 
 @store.command("certify-cloud")

@@ -18,7 +18,7 @@ from .common import (
     daemon_client,
     reports_errors,
 )
-from .output import console, emit_json
+from .output import console, emit_json, revocation_lines
 
 
 @click.command("export")
@@ -111,27 +111,27 @@ def digest(terminal_dir: Path, as_json: bool) -> None:
         click.echo(value)
 
 
-@click.command()
+@click.command("verify")
 @click.argument("terminal_dir", type=DIR)
 @JSON_OPTION
 @reports_errors
-def verify(terminal_dir: Path, as_json: bool) -> None:
+def verify_command(terminal_dir: Path, as_json: bool) -> None:
     """Check signatures and chains; exit 1 when anything held does not verify."""
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
         report = daemon.call("GET", "/v1/verify")
     else:
         with Terminal.open(terminal_dir) as terminal:
-            report = terminal.verify()
+            report = terminal.integrity()
     if as_json:
         emit_json(report)
     else:
-        _print_verify(report)
+        _print_integrity(report)
     if not report["ok"]:
         sys.exit(1)
 
 
-def _print_verify(report: dict[str, Any]) -> None:
+def _print_integrity(report: dict[str, Any]) -> None:
     status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
     console.print(
         f"{status}: {report['records']} records, digest {report['digest'][:16]}", markup=True
@@ -141,7 +141,9 @@ def _print_verify(report: dict[str, Any]) -> None:
             f"  chain {head['terminal']}: head seq {head['seq']} ({head['hash'][:16]})",
             markup=False,
         )
-    for kind in ("rejected", "unverified", "unauthorized", "broken_chains", "gaps"):
+    for line in revocation_lines(report["revocations"]):
+        console.print(f"  {line}", markup=False)
+    for kind in ("rejected", "unverified", "revoked", "unauthorized", "broken_chains", "gaps"):
         for problem in report[kind]:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")

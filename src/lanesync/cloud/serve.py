@@ -20,7 +20,7 @@ from lanesync.cloud.stores import follow_database
 from lanesync.errors import StorageError
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
-from lanesync.shell.mesh import websocket_options
+from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
     ApiServer,
@@ -40,6 +40,7 @@ class CloudConfig:
     listen: tuple[str, int] = ("127.0.0.1", 0)
     api: tuple[str, int] = ("127.0.0.1", 0)
     db_url: str | None = None  # None: SQLite in the directory; else a shared PostgreSQL
+    collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
 
 
 async def run_cloud(config: CloudConfig) -> None:
@@ -49,7 +50,7 @@ async def run_cloud(config: CloudConfig) -> None:
     lock = DirectoryLock(config.directory / LOCK)
     lock.acquire(0)  # one serve per cloud directory
     try:
-        service = CloudService(directory, config.db_url)
+        service = CloudService(directory, config.db_url, config.collaborators)
     except BaseException:
         lock.release()
         raise
@@ -114,6 +115,6 @@ async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown)
             task.cancel()
 
 
-def run(config: CloudConfig) -> None:
+def cloud_main(config: CloudConfig) -> None:
     configure_logging()
     asyncio.run(run_cloud(config))

@@ -21,10 +21,11 @@ from websockets.exceptions import ConnectionClosed
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
-from lanesync.core.node import CloseCode
+from lanesync.core.link import CloseCode
 from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
+from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators
 from lanesync.shell.terminal import wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
@@ -32,8 +33,14 @@ HELLO_TIMEOUT_S = 10.0
 
 
 class CloudService:
-    def __init__(self, directory: CloudDirectory, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: CloudDirectory,
+        db_url: str | None = None,
+        collaborators: Collaborators = DEFAULT_COLLABORATORS,
+    ) -> None:
         self.directory = directory
+        self.collaborators = collaborators
         self.backend = Backend.open(directory, db_url)
         self.headoffice = HeadOffice(self.backend.sql)
         self.stores: dict[str, StoreRuntime] = {}
@@ -46,7 +53,13 @@ class CloudService:
     def open_stores(self, on_failure: Callable[[StorageError], None]) -> None:
         for store_id in self.directory.store_ids():
             runtime = open_store(
-                self.directory, self.backend, self.headoffice, store_id, on_failure, self.gate
+                self.directory,
+                self.backend,
+                self.headoffice,
+                store_id,
+                on_failure,
+                self.gate,
+                self.collaborators,
             )
             self.stores[store_id] = runtime
             runtime.refresh()

@@ -31,7 +31,7 @@ from lanesync.core.views import AcceptedRecords
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
-from lanesync.shell.mesh import Mesh
+from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh
 from lanesync.shell.terminal import Terminal
 
 log = logging.getLogger("lanesync.cloud")
@@ -132,12 +132,14 @@ def open_store(
     store_id: str,
     on_failure: Callable[[StorageError], None],
     gate: HandshakeGate,
+    collaborators: Collaborators = DEFAULT_COLLABORATORS,
 ) -> StoreRuntime:
     shared = PostgresStoreStorage(backend.sql, store_id) if backend.shared else None
     terminal = Terminal.open_directory(
         directory.store_directory(store_id),
         lock_wait_s=0,
         open_storage=None if shared is None else (lambda: shared),
+        crypto=collaborators.crypto,
     )
     terminal.on_failure = on_failure
     accepted = terminal.replica.subscribe_accepted()
@@ -149,7 +151,14 @@ def open_store(
         runtime.refresh()
 
     # Commit every merge at once: the head-office tables are projected after each commit.
-    mesh = Mesh(node, terminal, on_persisted=refresh, commit_delay_s=0, gate=gate)
+    mesh = Mesh(
+        node,
+        terminal,
+        on_persisted=refresh,
+        commit_delay_s=0,
+        gate=gate,
+        observer=collaborators.observer(terminal),
+    )
     committer = GroupCommitter(terminal, publish=mesh.write)
     runtime = StoreRuntime(
         store_id, terminal, node, mesh, committer, backend, headoffice, accepted, shared

@@ -27,7 +27,7 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_certificate,
     sign,
-    verify,
+    verify_signature,
 )
 from lanesync.core.ids import StoreId, TerminalId, is_valid_doc_name, is_valid_name
 from lanesync.errors import BundleRejected, RemoteError
@@ -100,7 +100,7 @@ def parse_bundle(data: bytes, store: StoreIdentity) -> Bundle:
         exporter = parse_certificate(cert_bytes, store)
     except RemoteError as exc:
         raise BundleRejected(f"bundle exporter is not enrolled in this store: {exc}") from exc
-    if not verify(exporter.public_key, DOMAIN_BUNDLE, payload, signature):
+    if not verify_signature(exporter.public_key, DOMAIN_BUNDLE, payload, signature):
         raise BundleRejected("bundle signature does not verify (corrupted or forged)")
     if type(created_ms) is not int or not isinstance(raw_updates, list):
         raise BundleRejected("bundle has a malformed body")

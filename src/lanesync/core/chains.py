@@ -412,6 +412,22 @@ class Chains:
             return None
         return record_key(record_id, chain.hash_at(record_id.seq))
 
+    def accepted_hash(self, terminal: TerminalId, seq: int) -> bytes | None:
+        """The hash of the one accepted record of ``terminal`` at ``seq``, if there is one. Past
+        a resolved fork, only while a single branch of the resolution reaches ``seq``: where two
+        branches may both hold a record at it, no single record is named (a revocation cut there
+        then admits each branch up to ``seq``)."""
+        if self._in_branches(terminal, seq):
+            resolution = self._resolutions[terminal]
+            if sum(b.head_seq >= seq for b in resolution.branches) != 1:
+                return None
+            branch = self._branch_of(terminal, seq, None)
+            return None if branch is None else branch.hash_at(seq)
+        chain = self._chains.get(terminal)
+        if chain is None or not 1 <= seq <= chain.head_seq:
+            return None
+        return chain.hash_at(seq)
+
     def is_accepted(self, record: Record) -> bool:
         if self._in_branches(record.terminal, record.seq):
             return self._branch_of(record.terminal, record.seq, record.hash) is not None

@@ -19,6 +19,7 @@ import msgpack
 from pycrdt import Doc
 
 from lanesync.core.ids import StoreId
+from lanesync.core.updates import EMPTY_STATE, EMPTY_UPDATE
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
@@ -26,9 +27,6 @@ from lanesync.core.ids import StoreId
 # chain the branches of its resolved fork.
 CHECKPOINT_FORMAT = 2
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
-
-EMPTY_UPDATE = b"\x00\x00"  # lib0 encoding of an update with no structs and no deletions
-EMPTY_STATE = b"\x00"  # lib0 encoding of the state vector of an empty document
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +44,7 @@ class Refused:
     reason: str
 
 
-def fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
+def document_fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
     """Per non-empty document: its state vector (which insertions it holds; pending ones
     excluded) and a hash of its delete set (which of them are deleted). Two states of one
     document with equal fingerprints hold the same entries."""
@@ -61,7 +59,8 @@ def fingerprints(docs: Mapping[str, Doc[Any]]) -> dict[str, list[bytes]]:
 
 
 def make_checkpoint(store_id: StoreId, prints: dict[str, list[bytes]], views: list[Any]) -> bytes:
-    """The checkpoint of ``views``, folded from documents whose ``fingerprints`` are ``prints``."""
+    """The checkpoint of ``views``, folded from documents whose ``document_fingerprints`` are
+    ``prints``."""
     body: bytes = msgpack.packb(
         [CHECKPOINT_FORMAT, store_id, prints, views],
         use_bin_type=True,
@@ -73,7 +72,7 @@ def open_checkpoint(
     checkpoint: bytes, store_id: StoreId, prints: dict[str, list[bytes]]
 ) -> Opened | Refused:
     """The views of ``checkpoint`` if it was made for this store from documents whose
-    ``fingerprints`` are ``prints``; else why not."""
+    ``document_fingerprints`` are ``prints``; else why not."""
     body, digest = checkpoint[:-CHECKPOINT_DIGEST_SIZE], checkpoint[-CHECKPOINT_DIGEST_SIZE:]
     if hashlib.blake2b(body, digest_size=CHECKPOINT_DIGEST_SIZE).digest() != digest:
         return Refused("checkpoint corrupted")

@@ -31,15 +31,15 @@ from typing import Protocol
 
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
-from nacl.secret import SecretBox
 
+from lanesync.core.crypto import SODIUM, Crypto, FrameCipher
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     StoreIdentity,
     parse_certificate,
     sign,
-    verify,
+    verify_signature,
 )
 from lanesync.core.wire import (
     NONCE_SIZE,
@@ -122,8 +122,10 @@ class PeerConnection:
         policy: PeerPolicy,
         *,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        crypto: Crypto = SODIUM,
     ) -> None:
         self._me = me
+        self._crypto = crypto
         self._store = store
         self._policy = policy
         self._random = random_bytes
@@ -142,8 +144,8 @@ class PeerConnection:
             )
         )
         self._peer_hello = b""
-        self._send_box: SecretBox | None = None
-        self._recv_box: SecretBox | None = None
+        self._send_box: FrameCipher | None = None
+        self._recv_box: FrameCipher | None = None
         self._send_seq = 0
         self._recv_seq = 0
         self.frames_sent = 0
@@ -179,8 +181,7 @@ class PeerConnection:
     def send(self, message: Message) -> None:
         if self.state is not ConnState.OPEN or self._send_box is None:
             raise LocalProtocolError(f"cannot send on a connection in state {self.state.value}")
-        nonce = self._send_seq.to_bytes(SecretBox.NONCE_SIZE, "big")
-        box = self._send_box.encrypt(encode_message(message), nonce).ciphertext
+        box = self._send_box.seal(self._send_seq, encode_message(message))
         self._emit(encode_frame(Sealed(self._send_seq, box)))
         self._send_seq += 1
 
@@ -263,14 +264,15 @@ class PeerConnection:
         keys = hashlib.blake2b(shared + low + high, digest_size=64, person=KDF_PERSON).digest()
         first, second = keys[:32], keys[32:]
         send, recv = (first, second) if mine == low else (second, first)
-        self._send_box, self._recv_box = SecretBox(send), SecretBox(recv)
+        self._send_box = self._crypto.frame_cipher(send)
+        self._recv_box = self._crypto.frame_cipher(recv)
         self._emit(encode_frame(Auth(sign(self._me.key, DOMAIN_HANDSHAKE, mine + theirs))))
 
     def _on_auth(self, signature: bytes) -> None:
         if self.peer is None:  # unreachable by the transition table; kept as a guard
             raise ProtocolViolation("auth before hello")
         transcript = _h(self._peer_hello) + _h(self._my_hello)
-        if not verify(self.peer.public_key, DOMAIN_HANDSHAKE, transcript, signature):
+        if not verify_signature(self.peer.public_key, DOMAIN_HANDSHAKE, transcript, signature):
             raise ProtocolViolation("peer failed to prove possession of its certified key")
         self._events.append(Established(self.peer))
 
@@ -282,10 +284,8 @@ class PeerConnection:
                 f"frame {seq} out of sequence (expected {self._recv_seq}): replayed, "
                 "reordered or injected"
             )
-        nonce = seq.to_bytes(SecretBox.NONCE_SIZE, "big")
-        try:
-            plaintext = self._recv_box.decrypt(box, nonce)
-        except CryptoError:
-            raise ProtocolViolation("frame failed authentication: altered or forged") from None
+        plaintext = self._recv_box.open(seq, box)
+        if plaintext is None:
+            raise ProtocolViolation("frame failed authentication: altered or forged")
         self._recv_seq += 1
         self._events.append(Received(decode_message(plaintext)))

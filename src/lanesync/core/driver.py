@@ -23,7 +23,8 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from lanesync.core.node import Close, Node
+from lanesync.core.link import Close
+from lanesync.core.node import Node
 from lanesync.core.replica import Change
 
 

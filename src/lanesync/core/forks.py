@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import msgpack
 from nacl.signing import SigningKey
 
-from lanesync.core.identity import SIGNATURE_SIZE, StoreIdentity, sign, verify
+from lanesync.core.identity import SIGNATURE_SIZE, StoreIdentity, sign, verify_signature
 from lanesync.core.ids import StoreId, TerminalId, is_valid_name
 from lanesync.core.records import GENESIS_HASH, HASH_SIZE, Record
 from lanesync.errors import RemoteError, UsageError
@@ -113,7 +113,7 @@ def parse_fork_resolution(encoded: object, store: StoreIdentity) -> ForkResoluti
         raise RemoteError("fork resolution has an impossible size")
     encoded = bytes(encoded)
     payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify(store.public_key, DOMAIN_FORK_RESOLUTION, payload, signature):
+    if not verify_signature(store.public_key, DOMAIN_FORK_RESOLUTION, payload, signature):
         raise RemoteError(
             f"fork resolution is not signed by the authority of store {store.store_id}"
         )

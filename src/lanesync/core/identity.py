@@ -34,7 +34,10 @@ DOMAIN_CERT = b"lanesync/cert/v1\x00"
 DOMAIN_RECORD = b"lanesync/record/v1\x00"
 DOMAIN_BUNDLE = b"lanesync/bundle/v1\x00"
 DOMAIN_REVOCATION = b"lanesync/revocation/v1\x00"
-REVOCATION_FORMAT = 1
+# Format 2 cuts a chain at a position; format 1 (a time, chosen by the signer's clock) is still
+# read from databases that hold one, never issued.
+REVOCATION_FORMAT = 2
+CHAIN_HASH_SIZE = 32  # BLAKE2b-256 of a record (core.records.HASH_SIZE; records imports us)
 
 
 class Role(enum.Enum):
@@ -53,7 +56,7 @@ class Role(enum.Enum):
         return self is not Role.CLOUD
 
 
-def fingerprint(public_key: bytes) -> str:
+def key_fingerprint(public_key: bytes) -> str:
     """A short stable name for a key: the first 8 bytes of its BLAKE2b-256 hash, in hex."""
     return hashlib.blake2b(public_key, digest_size=32).hexdigest()[:16]
 
@@ -63,7 +66,7 @@ def sign(key: SigningKey, domain: bytes, message: bytes) -> bytes:
     return signature
 
 
-def verify(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
+def verify_signature(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -> bool:
     try:
         VerifyKey(public_key).verify(domain + message, signature)
     except (BadSignatureError, ValueError, TypeError):
@@ -121,7 +124,7 @@ class Certificate:
 
     @property
     def key_fingerprint(self) -> str:
-        return fingerprint(self.public_key)
+        return key_fingerprint(self.public_key)
 
     def valid_at(self, ms: int) -> bool:
         return self.not_before_ms <= ms <= self.not_after_ms
@@ -175,7 +178,7 @@ def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
         raise RemoteError("certificate has an impossible size")
     encoded = bytes(encoded)
     payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify(store.public_key, DOMAIN_CERT, payload, signature):
+    if not verify_signature(store.public_key, DOMAIN_CERT, payload, signature):
         raise RemoteError(f"certificate is not signed by the authority of store {store.store_id}")
     try:
         fields = msgpack.unpackb(payload, use_list=True, raw=False)
@@ -226,7 +229,27 @@ def public_key_of(key: SigningKey) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Revocation:
-    """The store authority withdraws a terminal's certificates from ``revoked_at_ms`` on."""
+    """The store authority cuts a terminal's chain: its records up to ``after_seq`` (the one at
+    ``after_seq`` with hash ``after_hash``, when that is known) still count, whenever they
+    arrive; nothing later ever does, and nobody accepts its connections any more.
+
+    ``key`` empty: every certificate of the terminal is revoked. Otherwise only certificates of
+    that public key are (the cloud's: every cloud of a store signs as ``cloud``, so revoking the
+    terminal id would refuse the cloud certified next too)."""
+
+    store_id: StoreId
+    terminal_id: TerminalId
+    after_seq: int
+    after_hash: bytes  # HASH_SIZE bytes, or empty when the revoking replica did not hold it
+    key: bytes  # PUBLIC_KEY_SIZE bytes, or empty for every key of the terminal
+    encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TimeRevocation:
+    """A revocation of format 1, issued before revocations cut chains by position: from
+    ``revoked_at_ms`` on (a record's own HLC time), no certificate of the terminal is valid.
+    No longer issued; still believed where databases hold one, and judged as before."""
 
     store_id: StoreId
     terminal_id: TerminalId
@@ -234,33 +257,54 @@ class Revocation:
     encoded: bytes
 
 
+AnyRevocation = Revocation | TimeRevocation
+
+
 def issue_revocation(
-    authority: SigningKey, store_id: StoreId, terminal_id: TerminalId, revoked_at_ms: int
+    authority: SigningKey,
+    store_id: StoreId,
+    terminal_id: TerminalId,
+    after_seq: int,
+    after_hash: bytes = b"",
+    key: bytes = b"",
 ) -> Revocation:
+    if after_seq < 0 or len(after_hash) not in (0, CHAIN_HASH_SIZE):
+        raise ConfigError("a revocation cuts at a seq >= 0 and names a 32-byte hash or none")
+    if len(key) not in (0, PUBLIC_KEY_SIZE):
+        raise ConfigError("a revocation names a 32-byte public key or none")
     payload = msgpack.packb(
-        [REVOCATION_FORMAT, store_id, terminal_id, revoked_at_ms], use_bin_type=True
+        [REVOCATION_FORMAT, store_id, terminal_id, after_seq, after_hash, key], use_bin_type=True
     )
     encoded = payload + sign(authority, DOMAIN_REVOCATION, payload)
-    return Revocation(store_id, terminal_id, revoked_at_ms, encoded)
+    return Revocation(store_id, terminal_id, after_seq, after_hash, key, encoded)
 
 
-def parse_revocation(encoded: object, store: StoreIdentity) -> Revocation:
-    """Decode a revocation and check the store authority signed it; RemoteError otherwise."""
+def parse_revocation(encoded: object, store: StoreIdentity) -> AnyRevocation:
+    """Decode a revocation (either format) and check the store authority signed it;
+    RemoteError otherwise."""
     if not isinstance(encoded, bytes | bytearray) or not (
         SIGNATURE_SIZE < len(encoded) <= MAX_CERT_SIZE
     ):
         raise RemoteError("revocation has an impossible size")
     encoded = bytes(encoded)
     payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify(store.public_key, DOMAIN_REVOCATION, payload, signature):
+    if not verify_signature(store.public_key, DOMAIN_REVOCATION, payload, signature):
         raise RemoteError(f"revocation is not signed by the authority of store {store.store_id}")
     try:
         fields = msgpack.unpackb(payload, use_list=True, raw=False)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise RemoteError("revocation payload is not valid msgpack") from exc
     match fields:
+        case [2, str(sid), str(terminal), int(seq), bytes(cut), bytes(key)] if (
+            sid == store.store_id
+            and is_valid_name(terminal)
+            and seq >= 0
+            and len(cut) in (0, CHAIN_HASH_SIZE)
+            and len(key) in (0, PUBLIC_KEY_SIZE)
+        ):
+            return Revocation(store.store_id, TerminalId(terminal), seq, cut, key, encoded)
         case [1, str(sid), str(terminal), int(at)] if (
             sid == store.store_id and is_valid_name(terminal) and at >= 0
         ):
-            return Revocation(store.store_id, TerminalId(terminal), at, encoded)
+            return TimeRevocation(store.store_id, TerminalId(terminal), at, encoded)
     raise RemoteError("revocation is malformed or for another store")

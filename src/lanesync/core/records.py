@@ -23,8 +23,9 @@ from typing import Any
 import msgpack
 from nacl.signing import SigningKey
 
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import DOMAIN_RECORD, SIGNATURE_SIZE, sign
+from lanesync.core.identity import SIGNATURE_SIZE
 from lanesync.core.ids import RecordId, Sku, TerminalId, is_decimal, is_valid_name, is_valid_sku
 
 RECORD_FORMAT = 1
@@ -208,7 +209,7 @@ def _terminal(value: object) -> TerminalId | None:
 
 def _parse_sale(fields: list[Any]) -> Sale:
     # Written out rather than as a pattern and helper calls: sales are nearly every record a
-    # lane receives, and this is the per-record path (benchmarks/receive_path.py).
+    # lane receives, and this is the per-record path (`lanesync bench receive-path`).
     if len(fields) != 2 or type(fields[0]) is not list:
         raise _Invalid("malformed sale body")
     raw_lines, total = fields
@@ -271,6 +272,7 @@ def make_record(
     prev_hash: bytes,
     hlc: Hlc,
     body: Body,
+    crypto: Crypto = SODIUM,
 ) -> Record:
     """Build and sign a record; ``seq`` and ``prev_hash`` must continue the chain."""
     validate_body(body)
@@ -296,7 +298,7 @@ def make_record(
         hlc,
         body,
         payload,
-        sign(key, DOMAIN_RECORD, payload),
+        crypto.sign_record(key, payload),
         record_hash(payload),
     )
 

@@ -18,8 +18,8 @@ inside the signed msgpack bytes.
 
 The module is longer than most in ``core/`` because the replica is one object around its pycrdt
 documents: loading, merging, local writes and reads all share the documents' observers and the
-event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``) and
-the checkpoint layout (``checkpoint``).
+event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``),
+the checkpoint layout (``checkpoint``) and the checks on update bytes (``updates``).
 """
 
 from __future__ import annotations
@@ -31,17 +31,16 @@ from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import pycrdt
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core.chains import FORK
 from lanesync.core.checkpoint import (
-    EMPTY_UPDATE,
     Refused,
-    fingerprints,
+    document_fingerprints,
     make_checkpoint,
     open_checkpoint,
 )
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import (
     Fork,
     ForkResolution,
@@ -50,6 +49,7 @@ from lanesync.core.forks import (
 )
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
+    AnyRevocation,
     Certificate,
     LocalIdentity,
     Revocation,
@@ -59,6 +59,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
+from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError, UsageError
 
@@ -101,7 +102,7 @@ def certificate_key(cert: Certificate) -> str:
     return f"cert:{cert.terminal_id}:{_content_id(cert.encoded)}"
 
 
-def revocation_key(revocation: Revocation) -> str:
+def revocation_key(revocation: AnyRevocation) -> str:
     return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
 
 
@@ -120,38 +121,28 @@ def _value_bytes(value: object) -> bytes:
     return b"o" + f"{type(value).__name__}:{value}".encode()
 
 
-def _is_panic(exc: BaseException) -> bool:
-    # pyo3's PanicException derives from BaseException and lives in a module we cannot import
-    # by name; match it by name so everything else (KeyboardInterrupt...) still propagates.
-    return type(exc).__name__ == "PanicException"
-
-
-def check_update(update: bytes) -> None:
-    """Decode a CRDT update without applying it; RemoteError when it is not one."""
-    if not isinstance(update, bytes | bytearray) or not update:
-        raise RemoteError("CRDT update is empty or not bytes")
-    try:
-        pycrdt.get_state(bytes(update))
-    except (ValueError, RuntimeError) as exc:
-        raise RemoteError("CRDT update does not decode") from exc
-    except BaseException as exc:
-        if _is_panic(exc):
-            raise RemoteError("CRDT update does not decode") from None
-        raise
-
-
 class Replica:
-    def __init__(self, store: StoreIdentity, client_id: int, me: LocalIdentity | None) -> None:
+    def __init__(
+        self,
+        store: StoreIdentity,
+        client_id: int,
+        me: LocalIdentity | None,
+        *,
+        crypto: Crypto = SODIUM,
+    ) -> None:
+        """``crypto``: signs this replica's records, verifies everyone's and seals its peer
+        connections' frames (core.crypto; only the benchmark passes another than the default)."""
         try:
             self._tz = ZoneInfo(store.timezone)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ConfigError(f"unknown time zone {store.timezone!r}") from exc
         self.store = store
         self.me = me
+        self.crypto = crypto
         self.client_id = client_id
         self.clock = HybridClock()
         self._accepted_subscribers: list[AcceptedRecords] = []
-        self.views = Views(store, self._tz, self, self._accepted_subscribers)
+        self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
         self._events: list[tuple[str, str, str, object, object]] = []
@@ -186,7 +177,7 @@ class Replica:
         # pycrdt drops a callback when its Subscription is garbage collected: keep them.
         # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
         # every event in Python objects first, which cost ~27 us per merged transaction
-        # (benchmarks/receive_path.py), and only the ``keys`` of an event are read here.
+        # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
         self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
         self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
         self._docs[name] = doc
@@ -312,7 +303,7 @@ class Replica:
             elif key.startswith("revoke:"):
                 revocation = parse_revocation(value, self.store)
                 if key == revocation_key(revocation):
-                    self.views.add_revocation(revocation.terminal_id, revocation.revoked_at_ms)
+                    self.views.add_revocation(revocation)
             elif key.startswith("fork:"):
                 resolution = parse_fork_resolution(value, self.store)
                 if key == fork_resolution_key(resolution):
@@ -380,7 +371,9 @@ class Replica:
             self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
         else:
             self._apply_stored(rest, silent=True)
-            self.views = Views(self.store, self._tz, self, self._accepted_subscribers)
+            self.views = Views(
+                self.store, self._tz, self, self._accepted_subscribers, crypto=self.crypto
+            )
             if CONFIG_DOC in self._docs:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
@@ -428,13 +421,13 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, fingerprints(self._docs), self.views.export_views()
+            self.store.store_id, document_fingerprints(self._docs), self.views.export_views()
         )
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
         not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(checkpoint, self.store.store_id, fingerprints(self._docs))
+        opened = open_checkpoint(checkpoint, self.store.store_id, document_fingerprints(self._docs))
         if isinstance(opened, Refused):
             return opened.reason
         try:
@@ -600,7 +593,9 @@ class Replica:
                 f"only up to seq {head.seq}; import a bundle of another lane first"
             )
         self.clock.adopt(head.hlc)
-        record = make_record(self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body)
+        record = make_record(
+            self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
+        )
         doc = expected_doc(record, self._tz)
         self._captured.clear()
         root = self._root(doc)
@@ -721,15 +716,3 @@ def _with_tail(
     for name, update in tail:
         merged.setdefault(name, []).append(update)
     return merged
-
-
-def covered_by(update: bytes, state_vector: bytes | None) -> bool:
-    """True when a document whose state vector is ``state_vector`` (None: no such document)
-    holds everything in ``update``. Pure bytes in, bytes out: touches no Doc, so it is safe off
-    the document's owner thread (compaction uses it that way)."""
-    if state_vector is None:
-        return False
-    try:
-        return bytes(pycrdt.get_update(update, state_vector)) == EMPTY_UPDATE
-    except (ValueError, RuntimeError):
-        return False  # undecodable: merge's own checks reject it

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lanesync.core.ids import Sku
+from lanesync.core.identity import key_fingerprint
+from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.records import Adjustment, Receipt, Sale
 from lanesync.core.replica import Replica
 from lanesync.errors import UsageError
@@ -56,7 +57,7 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
     return report
 
 
-def verify(replica: Replica) -> dict[str, Any]:
+def integrity(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
     does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records,
     records past a chain the store closed). Forks the store resolved are listed apart
@@ -76,7 +77,74 @@ def verify(replica: Replica) -> dict[str, Any]:
         "resolved_forks": replica.views.resolved_forks(),
         "successions": successions(replica),
         "oversold": oversold(replica),
+        "revocations": revocations(replica),
     }
+
+
+def revocations(replica: Replica) -> dict[str, dict[str, Any]]:
+    """Every revocation this replica holds, per revoked terminal: the cut of its whole chain
+    (``after_seq``, ``hash``: records up to that seq count, the one at it only with that hash
+    when one is named), the cuts that apply to single keys of it (``keys``, by key fingerprint:
+    the cloud's), and ``revoked_at_ms`` for a revocation of the first format (by record time)."""
+    cuts, times = replica.views.revocations()
+    report: dict[str, dict[str, Any]] = {}
+
+    def entry(terminal: str) -> dict[str, Any]:
+        empty: dict[str, Any] = {"after_seq": None, "hash": None, "revoked_at_ms": None, "keys": {}}
+        return report.setdefault(terminal, empty)
+
+    for (terminal, key), cut in sorted(cuts.items()):
+        shown = {"after_seq": cut.after_seq, "hash": cut.after_hash.hex() or None}
+        if key:
+            entry(terminal)["keys"][key_fingerprint(key)] = shown
+        else:
+            entry(terminal).update(shown)
+    for terminal, revoked_at_ms in sorted(times.items()):
+        entry(terminal)["revoked_at_ms"] = revoked_at_ms
+    return dict(sorted(report.items()))
+
+
+def chain(replica: Replica, terminal: TerminalId, seq: int | None = None) -> dict[str, Any]:
+    """What a revocation of ``terminal`` needs to know of it here: its accepted head (past a
+    resolved fork, the furthest counted record of its branches), the hash of its accepted
+    record at ``seq`` (None when not accepted here, or where two branches hold one), its
+    certificates, and the revocation of it in force."""
+    views = replica.views
+    head = views.head(terminal)
+    held = {"seq": head.seq, "hash": head.hash.hex() if head.seq else None}
+    furthest = max(
+        (
+            int(b["counted_to_seq"])
+            for fork in views.resolved_forks()
+            if fork["terminal"] == terminal
+            for b in fork["branches"]  # type: ignore[attr-defined]
+        ),
+        default=head.seq,
+    )
+    if furthest > head.seq:
+        # Past a resolved fork the chain counts on in its branches: a cut at the head of the
+        # chain proper would take them all away. No hash where two branches reach that seq.
+        found = views.accepted_hash(terminal, furthest)
+        held = {"seq": furthest, "hash": None if found is None else found.hex()}
+    report: dict[str, Any] = {
+        "terminal_id": terminal,
+        "head": held,
+        "certificates": [
+            {
+                "role": cert.role.value,
+                "public_key": cert.public_key.hex(),
+                "key_fingerprint": cert.key_fingerprint,
+                "not_after_ms": cert.not_after_ms,
+            }
+            for cert in sorted(views.certificates(), key=lambda c: c.encoded)
+            if cert.terminal_id == terminal
+        ],
+        "revocation": revocations(replica).get(terminal),
+    }
+    if seq is not None:
+        found = views.accepted_hash(terminal, seq)
+        report["record"] = {"seq": seq, "hash": None if found is None else found.hex()}
+    return report
 
 
 def successions(replica: Replica) -> list[dict[str, Any]]:

@@ -1,32 +1,78 @@
 """Trust: the store's terminal certificates and revocations, and which of them signed a record.
 
-A record is believed only when a certificate of its terminal, valid at the record's time and not
-revoked then, and covering the record's seq, verifies its signature. A certificate covers seqs from
-its ``first_seq`` (1, or just past where a re-key took over) up to where a newer key of the same
-terminal takes over: after a re-key the old key signs nothing more, and a renewal (a new
-certificate for the same key) changes nothing but the validity period. ``Trust`` holds what the
-replica has learnt of both (certificates and revocations only ever accumulate) and answers
-``signer(record)``; it also remembers which signatures it verified, so the shell can persist those
-verdicts and a rebuild or a reopen need not verify a record twice. Deciding what a believed record
-then counts for is the business of ``core.chains`` and ``core.views``.
+A record is believed only when a certificate of its terminal, valid at the record's time, covering
+the record's seq, and whose revocations (if any) admit the record's position in its chain,
+verifies its signature.
+
+A certificate covers seqs from its ``first_seq`` (1, or just past where a re-key took over) up to
+where a newer key of the same terminal takes over: after a re-key the old key signs nothing more,
+and a renewal (a new certificate for the same key) changes nothing but the validity period.
+
+A revocation cuts a chain at a seq (and the hash of the record there, when the revoking replica
+held it): the signer chooses a record's time, never its position, so a stolen key cannot write
+its way back in. It cuts every key of the terminal, or one key only (``key``): a re-keyed
+terminal's old key revoked that way signs nothing past the cut, while the new key's records
+count as the re-key says. Several revocations of one scope meet: only what all of them admit
+counts. Revocations of the first format (a time) are still judged by the record's time.
+
+``Trust`` holds what the replica has learnt of both (certificates and revocations only ever
+accumulate) and answers ``signer(record)``; it also remembers which signatures it verified, so
+the shell can persist those verdicts and a rebuild or a reopen need not verify a record twice.
+Deciding what a believed record then counts for is the business of ``core.chains`` and
+``core.views``.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
-from lanesync.core.identity import DOMAIN_RECORD, Certificate, verify
+from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.identity import AnyRevocation, Certificate, Revocation
 from lanesync.core.ids import TerminalId
 from lanesync.core.records import PriceChange, Record
+
+EVERY_KEY = b""  # a revocation's ``key`` when it revokes every certificate of its terminal
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """Where revocations cut a chain: its records up to ``after_seq`` count; at ``after_seq``
+    only the one whose hash is ``after_hash`` when that is given."""
+
+    after_seq: int
+    after_hash: bytes = b""
+
+    def admits(self, record: Record) -> bool:
+        if record.seq != self.after_seq:
+            return record.seq < self.after_seq
+        return not self.after_hash or record.hash == self.after_hash
+
+    def meet(self, other: Cut) -> Cut:
+        """The cut admitting exactly what both admit (commutative and associative, so the
+        result does not depend on the order revocations arrive in)."""
+        if self.after_seq != other.after_seq:
+            return self if self.after_seq < other.after_seq else other
+        if self.after_hash == other.after_hash or not other.after_hash:
+            return self
+        if not self.after_hash:
+            return other
+        # Two different records named at one seq: neither is admitted.
+        return Cut(max(self.after_seq - 1, 0))
 
 
 class Trust:
     """Certificates and revocations of one store, and the signature verdicts made with them."""
 
-    def __init__(self) -> None:
+    def __init__(self, crypto: Crypto = SODIUM) -> None:
+        self._crypto = crypto
         self._certs: dict[TerminalId, list[Certificate]] = defaultdict(list)
-        self._revoked: dict[TerminalId, int] = {}
+        # Cuts by (terminal, revoked public key or EVERY_KEY), and format-1 revocations by time.
+        self._cuts: dict[tuple[TerminalId, bytes], Cut] = {}
+        self._revoked_from: dict[TerminalId, int] = {}
+        self._revoked_terminals: set[TerminalId] = set()  # with any revocation at all
         self._new_verdicts: list[bytes] = []
         # Hashes of records whose signature verified before a rebuild (the rebuild forgets
         # every view, not what was verified): see ``remember_checked``.
@@ -42,25 +88,101 @@ class Trust:
         known.append(cert)
         return True
 
-    def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> bool:
-        """From ``revoked_at_ms`` on, no certificate of ``terminal`` is valid. False when an
-        equal or earlier revocation of it was known already (nothing changes)."""
-        current = self._revoked.get(terminal)
-        if current is not None and current <= revoked_at_ms:
+    def add_revocation(self, revocation: AnyRevocation) -> bool:
+        """Believe a store-signed revocation. False when it changes nothing (what it refuses
+        was refused already)."""
+        terminal = revocation.terminal_id
+        self._revoked_terminals.add(terminal)
+        if isinstance(revocation, Revocation):
+            scope = (terminal, revocation.key)
+            cut = Cut(revocation.after_seq, revocation.after_hash)
+            current = self._cuts.get(scope)
+            met = cut if current is None else current.meet(cut)
+            if met == current:
+                return False
+            self._cuts[scope] = met
+            return True
+        revoked_from = self._revoked_from.get(terminal)
+        if revoked_from is not None and revoked_from <= revocation.revoked_at_ms:
             return False
-        self._revoked[terminal] = revoked_at_ms
+        self._revoked_from[terminal] = revocation.revoked_at_ms
         return True
 
-    def revoked_at(self, terminal: TerminalId) -> int | None:
-        return self._revoked.get(terminal)
+    def cut_of(self, terminal: TerminalId, key: bytes = EVERY_KEY) -> Cut | None:
+        """The cut of ``terminal``'s chain for certificates of ``key`` (EVERY_KEY: the cut that
+        applies to all of them), or None if none applies."""
+        wide = self._cuts.get((terminal, EVERY_KEY))
+        if key == EVERY_KEY:
+            return wide
+        own = self._cuts.get((terminal, key))
+        if wide is None or own is None:
+            return wide or own
+        return wide.meet(own)
 
-    def is_revoked(self, terminal: TerminalId, at_ms: int) -> bool:
-        revoked = self._revoked.get(terminal)
-        return revoked is not None and at_ms >= revoked
+    def is_revoked(self, terminal: TerminalId, now_ms: int) -> bool:
+        """Is every certificate of ``terminal`` revoked (at ``now_ms``, which matters only for
+        a format-1 revocation)?"""
+        revoked_from = self._revoked_from.get(terminal)
+        return (terminal, EVERY_KEY) in self._cuts or (
+            revoked_from is not None and now_ms >= revoked_from
+        )
 
-    def revocations(self) -> dict[TerminalId, int]:
-        """Every revocation in force: terminal -> from when (ms)."""
-        return dict(self._revoked)
+    def revokes(self, cert: Certificate, now_ms: int) -> bool:
+        """Is ``cert`` revoked, by a revocation of its terminal or of its key?"""
+        return self.is_revoked(cert.terminal_id, now_ms) or (
+            (cert.terminal_id, cert.public_key) in self._cuts
+        )
+
+    def _admits(self, cert: Certificate, record: Record) -> bool:
+        revoked_from = self._revoked_from.get(record.terminal)
+        if revoked_from is not None and record.hlc.wall_ms >= revoked_from:
+            return False
+        cut = self.cut_of(record.terminal, cert.public_key)
+        return cut is None or cut.admits(record)
+
+    def revocation_refusal(self, record: Record) -> str | None:
+        """Why revocations refuse ``record``: a certificate of its terminal, valid at its time,
+        whose key made the signature, is revoked for it. None when that is not so (the record
+        is then simply unverified). Verifies a signature: for reports, not for the fold."""
+        if record.terminal not in self._revoked_terminals:
+            return None
+        for cert in self._certs.get(record.terminal, ()):
+            if (
+                cert.valid_at(record.hlc.wall_ms)
+                and not self._admits(cert, record)
+                and self._crypto.verify_record(cert.public_key, record.payload, record.signature)
+            ):
+                return self._refusal(cert, record)
+        return None
+
+    def _refusal(self, cert: Certificate, record: Record) -> str:
+        cut = self.cut_of(record.terminal, cert.public_key)
+        if cut is None or cut.admits(record):
+            revoked_from = self._revoked_from[record.terminal]
+            return f"{record.terminal} is revoked from {revoked_from} ms on (record time)"
+        whose = str(record.terminal)
+        if self.cut_of(record.terminal) != cut:
+            whose += f" key {cert.key_fingerprint}"
+        if record.seq > cut.after_seq:
+            return f"after the revocation cut of {whose} at seq {cut.after_seq}"
+        return f"not the record at seq {cut.after_seq} that the revocation of {whose} names"
+
+    def cuts(self) -> dict[tuple[TerminalId, bytes], Cut]:
+        """Every cut in force, by (terminal, public key or EVERY_KEY)."""
+        return dict(self._cuts)
+
+    def time_revocations(self) -> dict[TerminalId, int]:
+        """Every format-1 revocation in force: terminal -> from when (ms, record time)."""
+        return dict(self._revoked_from)
+
+    def export_revocations(self) -> list[Any]:
+        """Every revocation in force as plain msgpack-able values (for a checkpoint, which fits
+        only views judged under the same ones): format-1 ones as ``[terminal, ms]`` first, then
+        the cuts as ``[terminal, key, after_seq, after_hash]``."""
+        return [
+            *sorted([t, ms] for t, ms in self._revoked_from.items()),
+            *sorted([t, k, c.after_seq, c.after_hash] for (t, k), c in self._cuts.items()),
+        ]
 
     def certificates(self) -> Iterator[Certificate]:
         for certs in self._certs.values():
@@ -94,12 +216,15 @@ class Trust:
         certificate is preferred, since only that authorises it. ``trusted``: the signature was
         verified before (verdict cache) or made by this very replica."""
         at_ms = record.hlc.wall_ms
-        if self.is_revoked(record.terminal, at_ms):
-            return None
-        certs = self._certs.get(record.terminal, ())
+        known: list[Certificate] = self._certs.get(record.terminal, [])
+        certs = known
+        if record.terminal in self._revoked_terminals:
+            certs = [c for c in known if self._admits(c, record)]
         checked_before = trusted or record.hash in self._checked
-        if len(certs) == 1:
-            # The common case: one certificate, so there is no choice between signers.
+        if len(known) == 1 and certs:
+            # The common case: one certificate, so there is no choice between signers (and no
+            # other key to take over from it). One left of several by revocations still needs
+            # ``covers`` below: an old key whose successor is revoked does not sign again.
             (cert,) = certs
             if not cert.valid_at(at_ms) or (
                 cert.succeeds is not None and record.seq < cert.first_seq
@@ -107,14 +232,16 @@ class Trust:
                 return None
             if checked_before:
                 return cert  # on a reopen
-            if not verify(cert.public_key, DOMAIN_RECORD, record.payload, record.signature):
+            if not self._crypto.verify_record(cert.public_key, record.payload, record.signature):
                 return None
             self._new_verdicts.append(record.hash)
             return cert
         candidates = [c for c in certs if c.valid_at(at_ms) and self.covers(c, record.seq)]
         if not candidates:
             return None
-        one_key = len({c.public_key for c in certs}) == 1
+        # Over every certificate of the terminal, revoked or not: the verdict says some key of
+        # the terminal verified the signature, not that an admitted one did.
+        one_key = len({c.public_key for c in known}) == 1
         if (
             checked_before
             and one_key
@@ -128,7 +255,7 @@ class Trust:
         signers = [
             c
             for c in candidates
-            if verify(c.public_key, DOMAIN_RECORD, record.payload, record.signature)
+            if self._crypto.verify_record(c.public_key, record.payload, record.signature)
         ]
         if signers and not trusted:
             self._new_verdicts.append(record.hash)

@@ -25,9 +25,10 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import Certificate, StoreIdentity
+from lanesync.core.identity import AnyRevocation, Certificate, StoreIdentity
 from lanesync.core.ids import (
     CATALOG_DOC,
     RecordId,
@@ -46,7 +47,7 @@ from lanesync.core.records import (
     Void,
     parse_record,
 )
-from lanesync.core.trust import Trust
+from lanesync.core.trust import EVERY_KEY, Cut, Trust
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,14 +129,17 @@ class Views:
         tz: ZoneInfo,
         documents: Documents,
         subscribers: Sequence[AcceptedRecords] = (),
+        *,
+        crypto: Crypto = SODIUM,
     ) -> None:
         """``documents``: where the records the views count are stored. ``subscribers``: told
-        of every record accepted and every rebuild (the owner may add to the sequence later)."""
+        of every record accepted and every rebuild (the owner may add to the sequence later).
+        ``crypto``: checks records' signatures (core.crypto)."""
         self._store = store
         self._tz = tz
         self._documents = documents
         self._subscribers = subscribers
-        self._trust = Trust()
+        self._trust = Trust(crypto)
         # What the store signed about chains; like certificates, kept across a rebuild.
         self._resolutions: dict[TerminalId, ForkResolution] = {}
         self._closures: dict[TerminalId, int] = {}
@@ -191,10 +195,11 @@ class Views:
         for (doc, key), record in waiting.items():
             self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
 
-    def add_revocation(self, terminal: TerminalId, revoked_at_ms: int) -> None:
-        """From ``revoked_at_ms`` on, no certificate of ``terminal`` is valid. Records stamped
-        earlier stay valid; any later one already counted is withdrawn by a rebuild."""
-        if self._trust.add_revocation(terminal, revoked_at_ms):
+    def add_revocation(self, revocation: AnyRevocation) -> None:
+        """Records of the revoked terminal past its cut (or, for a format-1 revocation, stamped
+        at or after its time) no longer count; any already counted is withdrawn by a rebuild.
+        Records up to the cut count whenever they arrive."""
+        if self._trust.add_revocation(revocation):
             # Records already counted, waiting behind a gap, or judged with the old validity
             # may all change verdict: revocations are rare, so judge everything again.
             self.needs_rebuild = True
@@ -244,11 +249,23 @@ class Views:
             key=lambda c: (c.terminal_id, c.first_seq, c.encoded),
         )
 
-    def revoked_at(self, terminal: TerminalId) -> int | None:
-        return self._trust.revoked_at(terminal)
+    def is_revoked(self, terminal: TerminalId, now_ms: int) -> bool:
+        """Is every certificate of ``terminal`` revoked? ``now_ms`` matters only for a
+        revocation of the first format (by time): a cut is in force from when it is held."""
+        return self._trust.is_revoked(terminal, now_ms)
 
-    def is_revoked(self, terminal: TerminalId, at_ms: int) -> bool:
-        return self._trust.is_revoked(terminal, at_ms)
+    def revokes(self, cert: Certificate, now_ms: int) -> bool:
+        """Is ``cert`` revoked, with its terminal or by its key (the handshake policy)?"""
+        return self._trust.revokes(cert, now_ms)
+
+    def cut_of(self, terminal: TerminalId, key: bytes = EVERY_KEY) -> Cut | None:
+        """Where revocations cut ``terminal``'s chain (for certificates of ``key``)."""
+        return self._trust.cut_of(terminal, key)
+
+    def revocations(self) -> tuple[dict[tuple[TerminalId, bytes], Cut], dict[TerminalId, int]]:
+        """Every cut in force by (terminal, key or EVERY_KEY), and every format-1 revocation
+        (terminal -> from when, ms)."""
+        return self._trust.cuts(), self._trust.time_revocations()
 
     def certificates(self) -> Iterator[Certificate]:
         return self._trust.certificates()
@@ -374,7 +391,7 @@ class Views:
                 for sku, p in self._prices.items()
             ),
             self._accepted,
-            sorted([t, ms] for t, ms in self._trust.revocations().items()),
+            self._trust.export_revocations(),
             self._store_actions(),
         ]
 
@@ -406,7 +423,7 @@ class Views:
                 revoked,
                 actions,
             ) = views
-            if {TerminalId(t): int(ms) for t, ms in revoked} != self._trust.revocations():
+            if revoked != self._trust.export_revocations():
                 raise ValueError("the checkpoint was made under other revocations")
             if actions != self._store_actions():
                 raise ValueError("the checkpoint was made under other fork resolutions")
@@ -505,25 +522,34 @@ class Views:
     def is_accepted(self, record: Record) -> bool:
         return self._chains.is_accepted(record)
 
+    def accepted_hash(self, terminal: TerminalId, seq: int) -> bytes | None:
+        """The hash of ``terminal``'s accepted record at ``seq``, if it is accepted here."""
+        return self._chains.accepted_hash(terminal, seq)
+
     def problems(self) -> dict[str, list[dict[str, object]]]:
         """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
         rejected: list[dict[str, object]] = [
             {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._rejected.items())
         ]
-        unverified: list[dict[str, object]] = sorted(
-            (
-                {"doc": d, "key": k, "reason": "no certificate of this store verifies it"}
-                for records in self._unverified.values()
-                for d, k in records
-            ),
-            key=lambda p: (str(p["doc"]), str(p["key"])),
-        )
+        unverified: list[dict[str, object]] = []
+        revoked: list[dict[str, object]] = []
+        for records in self._unverified.values():
+            for (d, k), record in records.items():
+                refusal = self._trust.revocation_refusal(record)
+                if refusal is None:
+                    reason = "no certificate of this store verifies it"
+                    unverified.append({"doc": d, "key": k, "reason": reason})
+                else:
+                    revoked.append({"doc": d, "key": k, "reason": refusal})
+        unverified.sort(key=lambda p: (str(p["doc"]), str(p["key"])))
+        revoked.sort(key=lambda p: (str(p["doc"]), str(p["key"])))
         unauthorized: list[dict[str, object]] = [
             {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
         ]
         return {
             "rejected": rejected,
             "unverified": unverified,
+            "revoked": revoked,
             "unauthorized": unauthorized,
             **self._chains.problems(),
         }

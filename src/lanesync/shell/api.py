@@ -32,12 +32,12 @@ from lanesync import __version__
 from lanesync.core import bodies, reports
 from lanesync.core.election import Election
 from lanesync.core.forks import parse_fork_resolution
-from lanesync.core.identity import parse_certificate, parse_revocation
+from lanesync.core.identity import TimeRevocation, parse_certificate, parse_revocation
 from lanesync.core.ids import RecordId, terminal_id
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
-from lanesync.errors import IdempotencyConflict, UsageError
+from lanesync.errors import IdempotencyConflict, RemoteError, UsageError
 from lanesync.shell.committer import GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
@@ -161,7 +161,7 @@ def idempotency_key(request: Request) -> str | None:
     return key
 
 
-def request_fingerprint(request: Request, body: BaseModel | None) -> bytes:
+def request_digest(request: Request, body: BaseModel | None) -> bytes:
     """What makes two requests the same: the route (with its path parameters) and the body."""
     text = f"{request.url.path}\n{body.model_dump_json() if body is not None else ''}"
     return hashlib.sha256(text.encode()).digest()
@@ -188,6 +188,7 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "cloud": state.uplink.status() if state.uplink else None,
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
+        "revocations": reports.revocations(terminal.replica),
         "succeeds": terminal.succession(),
     }
 
@@ -221,12 +222,12 @@ def create_app(state: DaemonState) -> FastAPI:
         key = idempotency_key(request)
         if key is None:
             return await timed_write(build, None)
-        request_digest = request_fingerprint(request, body)
+        digest = request_digest(request, body)
         while (pending := in_flight.get(key)) is not None:
             await asyncio.shield(pending)
         found = state.terminal.find_request(key)
         if found is not None:
-            if found.fingerprint != request_digest:
+            if found.request_digest != digest:
                 raise IdempotencyConflict(
                     f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request"
                 )
@@ -238,7 +239,7 @@ def create_app(state: DaemonState) -> FastAPI:
         done = asyncio.get_running_loop().create_future()
         in_flight[key] = done
         try:
-            return await timed_write(build, (key, request_digest))
+            return await timed_write(build, (key, digest))
         finally:
             del in_flight[key]
             done.set_result(None)
@@ -322,12 +323,13 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/v1/alerts", tags=["reads"])
     async def get_alerts() -> dict[str, Any]:
-        report = reports.verify(state.terminal.replica)
+        report = reports.integrity(state.terminal.replica)
         problems = {
             k: report[k]
             for k in (
                 "rejected",
                 "unverified",
+                "revoked",
                 "unauthorized",
                 "broken_chains",
                 "gaps",
@@ -339,7 +341,15 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/v1/verify", tags=["reads"])
     async def get_verify() -> dict[str, Any]:
-        return reports.verify(state.terminal.replica)
+        return reports.integrity(state.terminal.replica)
+
+    @app.get("/v1/chains/{terminal}", tags=["reads"])
+    async def get_chain(terminal: str, seq: int | None = None) -> dict[str, Any]:
+        """A terminal's accepted head, certificates and revocation; with ``?seq=N`` also the
+        hash of its accepted record at N (what ``lanesync revoke`` cuts at)."""
+        if seq is not None and seq < 0:
+            raise UsageError("seq must be 0 or more")
+        return reports.chain(state.terminal.replica, terminal_id(terminal), seq)
 
     @app.get("/v1/digest", tags=["reads"])
     async def get_digest() -> dict[str, str]:
@@ -371,9 +381,19 @@ def create_app(state: DaemonState) -> FastAPI:
     async def post_revocation(request: Request, _: RequireToken) -> dict[str, Any]:
         data = await request.body()
         revocation = parse_revocation(data, state.terminal.directory.store)
+        if isinstance(revocation, TimeRevocation):
+            raise RemoteError(
+                "a revocation by time (format 1) is no longer issued: revoke with this "
+                "lanesync's `lanesync revoke`, which cuts the chain at a position"
+            )
         state.terminal.publish_revocation(revocation)
         state.mesh.bundle_imported()
-        return {"revoked": revocation.terminal_id, "revoked_at_ms": revocation.revoked_at_ms}
+        return {
+            "revoked": revocation.terminal_id,
+            "after_seq": revocation.after_seq,
+            "hash": revocation.after_hash.hex() or None,
+            "key": revocation.key.hex() or None,
+        }
 
     @app.get("/v1/forks/{terminal}", tags=["reads"])
     async def get_fork(terminal: str) -> dict[str, Any]:

@@ -30,7 +30,9 @@ from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.storage import KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal
 
-RequestKey = tuple[str, bytes]  # an idempotency key and the fingerprint of its request
+RequestKey = tuple[
+    str, bytes
+]  # an idempotency key and the digest of its request (api.request_digest)
 # Runs a batch's commit (the second argument) and then makes its changes known (to peers).
 Publish = Callable[[list[Change], Callable[[], None]], None]
 
@@ -45,7 +47,7 @@ class GroupCommitter:
         self.records = 0
 
     async def write(self, build: BodyBuilder, key: RequestKey | None = None) -> Record:
-        """``key``: the request's idempotency key and fingerprint, stored with the record in the
+        """``key``: the request's idempotency key and request digest, stored with the record in the
         same transaction (``Terminal.find_request`` finds it afterwards)."""
         if self._terminal.failure is not None:
             raise self._terminal.failure  # stopping: no commit will run for it

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.discovery import Discovery
-from lanesync.shell.mesh import Mesh, websocket_options
+from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
     ApiServer,
@@ -53,6 +54,10 @@ class DaemonConfig:
     cloud: str | None = None
     priority: int = 0
     anti_entropy_ms: int | None = None
+    collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
+    # once it serves (runtime file written), in its task group; cancelled when it stops.
+    alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
 
 
 def parse_address(text: str, what: str) -> tuple[str, int]:
@@ -80,7 +85,7 @@ def parse_peer_url(text: str) -> str:
 async def run_daemon(config: DaemonConfig) -> None:
     """Serve until SIGTERM/SIGINT (returns) or a storage failure (raises ``StorageError`` once
     everything is closed: lock, ports, runtime file)."""
-    terminal = Terminal.open(config.directory, lock_wait_s=0)
+    terminal = Terminal.open(config.directory, lock_wait_s=0, crypto=config.collaborators.crypto)
     started = time.monotonic()
     shutdown = Shutdown()
     terminal.on_failure = shutdown.storage_failed
@@ -101,7 +106,7 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS,
         election=election,
     )
-    mesh = Mesh(node, terminal)
+    mesh = Mesh(node, terminal, observer=config.collaborators.observer(terminal))
     committer = GroupCommitter(terminal, publish=mesh.write)
     uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
     peer_sock, api_sock = bind_sockets(config.listen, config.api)
@@ -143,11 +148,13 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         except StorageError as exc:
             shutdown.storage_failed(exc)
         else:
+            if config.alongside is not None:
+                tasks.append(group.create_task(config.alongside(state), name="alongside"))
             if config.discovery:
                 discovery = Discovery(
                     store_id=terminal.store_id,
                     terminal_id=terminal.terminal_id,
-                    fingerprint=terminal.directory.me.certificate.key_fingerprint,
+                    key_fingerprint=terminal.directory.me.certificate.key_fingerprint,
                     listen_host=config.listen[0],
                     port=peer_sock.getsockname()[1],
                     interfaces=config.interfaces,
@@ -177,6 +184,6 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
             task.cancel()
 
 
-def run(config: DaemonConfig) -> None:
+def daemon_main(config: DaemonConfig) -> None:
     configure_logging()
     asyncio.run(run_daemon(config))

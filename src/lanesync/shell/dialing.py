@@ -46,7 +46,7 @@ class PeerEntry:
     urls: list[str]
     found_by: set[str]
     terminal_id: str | None = None  # from mDNS, or learned from the first handshake
-    fingerprint: str | None = None  # announced by mDNS; checked against the handshake
+    key_fingerprint: str | None = None  # announced by mDNS; checked against the handshake
     attempts: int = 0
     last_error: str | None = None
     gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
@@ -111,7 +111,7 @@ class PeerTable:
                 conn_id, f"answered as {cert.terminal_id}, not {peer.terminal_id}", self._clock()
             )
             self._schedule_flush()
-        elif peer.fingerprint is not None and peer.fingerprint != cert.key_fingerprint:
+        elif peer.key_fingerprint is not None and peer.key_fingerprint != cert.key_fingerprint:
             self.node.close_link(
                 conn_id, "key fingerprint does not match its mDNS announcement", self._clock()
             )
@@ -134,7 +134,7 @@ class PeerTable:
             for c in self.node.replica.views.certificates()
             if c.terminal_id == found.terminal_id
         ]
-        if known and found.fingerprint not in known:
+        if known and found.key_fingerprint not in known:
             log.debug("mdns.ignored terminal=%s reason=unknown key fingerprint", found.terminal_id)
             return
         urls = [_ws_url(address, found.port) for address in found.addresses]
@@ -145,7 +145,7 @@ class PeerTable:
         static = [u for u in entry.urls if "static" in entry.found_by and u not in urls]
         entry.urls = urls + static if "mdns" in entry.found_by or not static else static + urls
         entry.found_by.add("mdns")
-        entry.fingerprint = found.fingerprint
+        entry.key_fingerprint = found.key_fingerprint
         entry.gone = False
         if entry.task is None or entry.task.done():
             entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))

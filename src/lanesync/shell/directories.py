@@ -262,6 +262,16 @@ class StoreDirectory:
             now_ms + valid_days * DAY_MS,
         )
 
+    def enrolled_roles(self) -> dict[TerminalId, Role]:
+        """Every terminal enrolled so far, with its role (the cloud is not enrolled)."""
+        roles: dict[TerminalId, Role] = {}
+        for tid, entry in self._registry().items():
+            role = entry.get("role") if isinstance(entry, dict) else None
+            if role not in {r.value for r in Role}:
+                raise ConfigError(f"{TERMINAL_REGISTRY} in {self.path} is malformed")
+            roles[TerminalId(tid)] = Role(role)
+        return roles
+
     def role_of(self, tid: str) -> Role:
         """The role an enrolled terminal was given (UsageError if it is not enrolled)."""
         entry = self._registry().get(terminal_id(tid))
@@ -306,12 +316,21 @@ class StoreDirectory:
             fork.branches,
         )
 
-    def revoke(self, tid: str, now_ms: int) -> Revocation:
-        """Sign a revocation of an enrolled terminal, effective from ``now_ms``."""
+    def revocable(self, tid: str) -> TerminalId:
+        """``tid`` as a terminal id this store can revoke: enrolled here, or the cloud."""
         tid = terminal_id(tid)
-        if tid not in self._registry():
+        if tid != CLOUD_TERMINAL_ID and tid not in self._registry():
             raise UsageError(f"terminal {tid!r} is not enrolled in store {self.identity.store_id}")
-        return issue_revocation(self.authority(), self.identity.store_id, TerminalId(tid), now_ms)
+        return TerminalId(tid)
+
+    def revoke(
+        self, tid: str, after_seq: int, after_hash: bytes = b"", key: bytes = b""
+    ) -> Revocation:
+        """Sign a revocation that cuts ``tid``'s chain after ``after_seq`` (whose record has
+        ``after_hash``, when known); ``key``: revoke only that key's certificates."""
+        terminal = self.revocable(tid)
+        store = self.identity.store_id
+        return issue_revocation(self.authority(), store, terminal, after_seq, after_hash, key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ class Announcement:
     instance: str
     store_id: str
     terminal_id: str
-    fingerprint: str
+    key_fingerprint: str
     addresses: tuple[str, ...]  # most preferred first
     port: int
 
@@ -177,7 +177,7 @@ class Discovery:
         *,
         store_id: str,
         terminal_id: str,
-        fingerprint: str,
+        key_fingerprint: str,
         listen_host: str,
         port: int,
         interfaces: Sequence[str],
@@ -186,7 +186,7 @@ class Discovery:
     ) -> None:
         self._store_id = store_id
         self._terminal_id = terminal_id
-        self._fingerprint = fingerprint
+        self._key_fingerprint = key_fingerprint
         self._listen_host = listen_host
         self._port = port
         self._interfaces = list(interfaces)
@@ -253,7 +253,7 @@ class Discovery:
                 "v": str(PROTOCOL_VERSION),
                 "store": self._store_id,
                 "terminal": self._terminal_id,
-                "fp": self._fingerprint,
+                "fp": self._key_fingerprint,
             },
             server=f"{self._store_id}-{self._terminal_id}.local.",
         )
@@ -314,8 +314,8 @@ class Discovery:
         if props.get("store") != self._store_id:
             log.debug("mdns.ignored instance=%s reason=store %s", name, props.get("store"))
             return None
-        terminal, fingerprint = props.get("terminal", ""), props.get("fp", "")
-        if not terminal or not fingerprint or info.port is None:
+        terminal, key_fingerprint = props.get("terminal", ""), props.get("fp", "")
+        if not terminal or not key_fingerprint or info.port is None:
             log.debug("mdns.ignored instance=%s reason=incomplete announcement", name)
             return None
         if terminal == self._terminal_id:
@@ -324,4 +324,4 @@ class Discovery:
         if not addresses:
             log.debug("mdns.ignored instance=%s reason=no address on our links", name)
             return None
-        return Announcement(name, self._store_id, terminal, fingerprint, addresses, info.port)
+        return Announcement(name, self._store_id, terminal, key_fingerprint, addresses, info.port)

@@ -18,16 +18,18 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Protocol
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as WsState
 
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
-from lanesync.core.node import ACK_DELAY_MS, Close, CloseCode, Node
+from lanesync.core.link import Close, CloseCode
+from lanesync.core.node import ACK_DELAY_MS, Node
 from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
@@ -37,7 +39,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.dialing import PeerEntry, PeerTable
-from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
 
@@ -49,13 +51,55 @@ CLOSE_TIMEOUT_S = 1.0
 # An unauthenticated connection may not linger: a peer proves itself in two frames each way.
 HANDSHAKE_TIMEOUT_S = 10.0
 # A peer that does not read is cut off once this much waits for it. The largest legitimate
-# backlog is one catch-up answer (a node answers one at a time: core.node) plus live traffic;
+# backlog is one catch-up answer (a node answers one at a time: core.catchup) plus live traffic;
 # an answer is a document diff, and a frame no peer accepts above MAX_FRAME_SIZE, so this is
 # the bound that never cuts off a peer that reads.
 MAX_QUEUED_BYTES = MAX_FRAME_SIZE
 # Peers' updates wait at most this long for a commit: as long as an acknowledgement may wait
 # (node.ACK_DELAY_MS), which commits them anyway whenever they came over a link still open.
 PEER_DATA_COMMIT_DELAY_S = ACK_DELAY_MS / 1000
+
+
+class MeshObserver(StorageObserver, Protocol):
+    """Watches one mesh, and its terminal's storage (``StorageObserver``), from outside (the
+    benchmark's lanes). Observation only: it reads the terminal's views and never changes
+    state, so a mesh behaves the same with or without. Every hook does nothing unless a class
+    that names ``MeshObserver`` as its base overrides it; with no observer, no hook is called."""
+
+    def wrote(self) -> None:
+        """Local records were just made durable by ``Mesh.write`` (before any reply is sent)."""
+        return
+
+    def accepted(self) -> None:
+        """The node just merged what peers sent: records it accepted (verified, chained) are in
+        the views now, and wait for a commit to be durable here (``stored``)."""
+        return
+
+    def flushed(self) -> None:
+        """``Mesh`` drained the node's output: merged peers' records (and committed them unless
+        their commit may wait: ``PEER_DATA_COMMIT_DELAY_S``)."""
+        return
+
+    def connection_opened(self, ws: Connection) -> None:
+        """A peer connection's websocket handshake is done and ``Mesh`` starts running it."""
+        return
+
+
+@dataclass(frozen=True, slots=True)
+class Collaborators:
+    """What a serving process (``run``, ``cloud serve``) may be handed instead of its defaults.
+    The product never does; the benchmark's lane driver (cli.bench_lane) does, to log events
+    and for the ``lanesync-unsigned`` baseline."""
+
+    crypto: Crypto = SODIUM
+    # Called with each terminal a process serves, when its Mesh is built.
+    observe: Callable[[Terminal], MeshObserver] | None = None
+
+    def observer(self, terminal: Terminal) -> MeshObserver | None:
+        return None if self.observe is None else self.observe(terminal)
+
+
+DEFAULT_COLLABORATORS: Final = Collaborators()
 
 
 def _closed_reason(exc: ConnectionClosed) -> str:
@@ -103,12 +147,17 @@ class Mesh:
         on_persisted: Callable[[], None] | None = None,
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
         gate: HandshakeGate | None = None,
+        observer: MeshObserver | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
-        the handshake (the cloud shares one among its stores' meshes)."""
+        the handshake (the cloud shares one among its stores' meshes). ``observer``: told what
+        happens here and in the terminal's storage (see ``MeshObserver``)."""
         self.node = node
+        self._observer = observer
+        if observer is not None:
+            terminal.observer = observer
         self.terminal = terminal
         self._clock = clock
         self._on_persisted = on_persisted
@@ -159,6 +208,8 @@ class Mesh:
         first_frame: bytes | None = None,
     ) -> str:
         conn_id = next(self._ids)
+        if self._observer is not None:
+            self._observer.connection_opened(ws)
         sock = _Socket(ws)
         self._sockets[conn_id] = sock
         self.gate.admit(ws, lambda: self._refuse(conn_id, TOO_MANY_HANDSHAKES))
@@ -246,6 +297,8 @@ class Mesh:
         if self._on_persisted is not None:
             self._on_persisted()
         self._schedule_flush()
+        if self._observer is not None:
+            self._observer.wrote()
 
     def bundle_imported(self) -> None:
         """State changed from outside the mesh (a bundle, a revocation): sync with everyone."""
@@ -262,11 +315,15 @@ class Mesh:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.driver.flush()
+        if self._observer is not None:
+            self._observer.flushed()
 
     # -- the driver's effects (core.driver.Effects) -----------------------------------------------
 
     def defer(self, changes: Sequence[Change]) -> None:
         self.terminal.defer(changes)
+        if self._observer is not None:
+            self._observer.accepted()
 
     def has_deferred(self) -> bool:
         return self.terminal.deferred > 0

@@ -86,7 +86,7 @@ class KeyedRequest:
     """A write sent with an idempotency key: stored with its record, in the same transaction."""
 
     key: str
-    fingerprint: bytes  # of the request: the same key with another request is refused
+    request_digest: bytes  # the same key with another request is refused (column `fingerprint`)
     record_id: str
     at_ms: int
 
@@ -263,7 +263,7 @@ class Storage:
             self._db.executemany("INSERT OR IGNORE INTO verified (hash) VALUES (?)", verdicts)
             self._db.executemany(
                 "INSERT INTO requests (key, fingerprint, record_id, at_ms) VALUES (?, ?, ?, ?)",
-                [(r.key, r.fingerprint, r.record_id, r.at_ms) for r in requests],
+                [(r.key, r.request_digest, r.record_id, r.at_ms) for r in requests],
             )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:

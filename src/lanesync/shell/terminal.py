@@ -17,12 +17,14 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
+from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
@@ -54,6 +56,24 @@ class ImportResult:
     digest: str
 
 
+class StorageCall(StrEnum):
+    """The storage calls a ``StorageObserver`` is told the duration of."""
+
+    COMMIT = "commit"  # one transaction with its fsync
+    COMPACT = "compact"  # one document's log folded into a snapshot
+
+
+class StorageObserver(Protocol):
+    """Watches a terminal's storage from outside (the benchmark). Observation only: it must
+    never change state. Not told of failed calls: a failure stops the terminal."""
+
+    def stored(self, call: StorageCall, seconds: float) -> None:
+        """``call`` succeeded after ``seconds`` of wall time in SQLite, on the caller's thread
+        (the event loop serves nothing else meanwhile). After a commit, what it held is
+        durable."""
+        return
+
+
 class Terminal:
     def __init__(
         self,
@@ -73,6 +93,8 @@ class Terminal:
         # Told once, on the first storage failure: the daemon stops on it (a supervisor
         # restarts it, and the reopen replays what is durable).
         self.on_failure: Callable[[StorageError], None] | None = None
+        # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
+        self.observer: StorageObserver | None = None
 
     @classmethod
     def open(
@@ -81,9 +103,10 @@ class Terminal:
         *,
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
+        crypto: Crypto = SODIUM,
     ) -> Terminal:
         return cls.open_directory(
-            TerminalDirectory.open(path), lock_wait_s=lock_wait_s, clock=clock
+            TerminalDirectory.open(path), lock_wait_s=lock_wait_s, clock=clock, crypto=crypto
         )
 
     @classmethod
@@ -94,9 +117,11 @@ class Terminal:
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
         clock: Callable[[], int] = wall_clock_ms,
         open_storage: Callable[[], ReplicaStorage] | None = None,
+        crypto: Crypto = SODIUM,
     ) -> Terminal:
         """Open a replica whose identity is already loaded (the cloud's per-store replicas,
-        which may keep their documents elsewhere than the directory's SQLite file)."""
+        which may keep their documents elsewhere than the directory's SQLite file).
+        ``crypto``: the replica's (core.crypto; only the benchmark passes another)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:
@@ -105,7 +130,7 @@ class Terminal:
             )
             try:
                 loaded = storage.load()
-                replica = Replica(directory.store, new_client_id(), directory.me)
+                replica = Replica(directory.store, new_client_id(), directory.me, crypto=crypto)
                 change = replica.restore(
                     loaded.stored,
                     loaded.verified,
@@ -205,11 +230,14 @@ class Terminal:
         replays disk) is safe."""
         self._check_usable()
         batch = [*self._deferred, *changes]
+        started = time.perf_counter() if self.observer is not None else 0.0
         try:
             self.storage.commit(batch, requests)
         except StorageError as exc:
             self._storage_failed(exc)
             raise
+        if self.observer is not None:
+            self.observer.stored(StorageCall.COMMIT, time.perf_counter() - started)
         self._deferred.clear()
         self.replica.persisted(batch)
 
@@ -251,7 +279,10 @@ class Terminal:
             return
         try:
             for doc in self.storage.documents_to_compact():
+                started = time.perf_counter() if self.observer is not None else 0.0
                 self.storage.compact(self.replica, doc)
+                if self.observer is not None:
+                    self.observer.stored(StorageCall.COMPACT, time.perf_counter() - started)
             if self.storage.checkpoint_due():
                 self.storage.write_checkpoint(self.replica)
         except StorageError as exc:
@@ -316,8 +347,8 @@ class Terminal:
     def stock(self, item: Sku | None = None) -> dict[str, Any]:
         return reports.stock(self.replica, item)
 
-    def verify(self) -> dict[str, Any]:
-        return reports.verify(self.replica)
+    def integrity(self) -> dict[str, Any]:
+        return reports.integrity(self.replica)
 
     def digest(self) -> str:
         return self.replica.digest()

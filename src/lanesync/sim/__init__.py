@@ -2,8 +2,8 @@
 
 Pure like the core it drives: no sockets, no asyncio, no threads, no SQLite, no real time. All
 randomness comes from ``random.Random`` seeded by the schedule's seed; time is a simulated
-integer millisecond clock. ``lanesync sim`` is its command line; docs/explanation/simulation.md
-explains it.
+integer millisecond clock. ``lanesync sim`` is its command line; docs/reference/simulation.md
+says what a schedule does and checks, docs/explanation/simulation.md why it is built this way.
 """
 
 from lanesync.sim.model import (

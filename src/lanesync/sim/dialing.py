@@ -7,7 +7,7 @@ backoff, one attempt at a time) and the uplink to the cloud that only the leader
 from __future__ import annotations
 
 from lanesync.core.driver import UplinkStep, steer_uplink
-from lanesync.core.node import NOT_LEADER, CloseCode
+from lanesync.core.link import NOT_LEADER, CloseCode
 from lanesync.sim.host import CLOUD, Dialer, Host
 from lanesync.sim.model import (
     BACKOFF_INITIAL_MS,

@@ -26,7 +26,8 @@ from lanesync.core.identity import (
     Role,
 )
 from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId
-from lanesync.core.node import Close, Node
+from lanesync.core.link import Close
+from lanesync.core.node import Node
 from lanesync.core.replica import Change, Replica
 from lanesync.sim.loop import EventLoop
 from lanesync.sim.model import (

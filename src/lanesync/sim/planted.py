@@ -16,7 +16,8 @@ from lanesync.core.chains import Chains
 from lanesync.core.driver import Driver
 from lanesync.core.election import Election
 from lanesync.core.ids import Sku
-from lanesync.core.node import Link, Node
+from lanesync.core.link import Link
+from lanesync.core.node import Node
 from lanesync.core.replica import Change, Replica
 from lanesync.core.views import Views
 from lanesync.core.wire import Update
@@ -37,7 +38,7 @@ class NoRelayNode(Node):
             except RemoteError as exc:
                 self._violation(link, f"bad update from {source}: {exc}", now_ms)
                 return
-            self._out.persist.append(change)
+            self._out.persist(change)
         if link.ack_due_ms is None:
             link.ack_due_ms = now_ms + self._ack_delay_ms
         self._close_revoked(now_ms)

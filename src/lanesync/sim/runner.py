@@ -84,7 +84,7 @@ class SeedResult:
 def run_seed(seed: int, config: SimConfig) -> SeedResult:
     """Play one schedule and check every invariant at its end."""
     sim = Simulator(seed, config)
-    sim.run()
+    sim.play()
     checks = check(sim)
     return SeedResult(
         seed,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from lanesync.core.node import Close, CloseCode
+from lanesync.core.link import Close, CloseCode
 from lanesync.sim.host import CLOUD, SIM_REASON, CrashMode, Dialer, Host, HostShell
 from lanesync.sim.model import (
     EventKind,

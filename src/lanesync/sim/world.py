@@ -71,7 +71,7 @@ SETTLE_POLL_MS = 500
 
 
 class Simulator(Workload, Lifecycle):
-    """One seeded schedule of one store. ``run()`` once; then read ``violations`` / ``trace``."""
+    """One seeded schedule of one store. ``play()`` once; then read ``violations`` / ``trace``."""
 
     def __init__(self, seed: int, config: SimConfig) -> None:
         self.seed = seed
@@ -135,7 +135,7 @@ class Simulator(Workload, Lifecycle):
             if plant is PlantedBug.RMW_STOCK:
                 host.view = RmwStockView(1 + host.rng.randrange(2**CLIENT_ID_BITS - 1))
 
-    def run(self) -> None:
+    def play(self) -> None:
         """Play the schedule: setup, faulty phase, quiet phase until settled (or the bound)."""
         cfg = self.config
         self._note(EventKind.START, detail=self._describe_setup())

@@ -1,33 +1,37 @@
-"""CPU per received sale on one lane, by how many sales each frame carries; no sockets, no disk.
-
-Run ``.venv/bin/python benchmarks/receive_path.py [--sales N] [--batches 1,10,50] [--repeats R]``.
+"""``lanesync bench receive-path``: CPU per received sale on one lane, by how many sales each
+frame carries; no sockets, no disk.
 
 Two terminals of one store (real directories in a temporary folder) and their ``Node`` objects
 are wired back to back, as tests/core/mesh_helpers.py does. Lane A signs and commits N sales
-(the workload of benchmarks/foundation.py) and hands them to its node in groups of B, so each
-frame carries B sales. Lane B then receives every frame: ``data_received`` (decrypt, decode)
-and ``take_output`` (merge: Ed25519 verification, record parsing, pycrdt transaction, fold into
-the views). B's commit is not measured: a daemon commits peers' updates about five times a second
-whatever the rate (docs/explanation/architecture.md, "The write path").
+(1-3 lines over 500 SKUs, as ``lanesync bench foundation``) and hands them to its node in groups
+of B, so each frame carries B sales. Lane B then receives every frame: ``data_received``
+(decrypt, decode) and ``take_output`` (merge: Ed25519 verification, record parsing, pycrdt
+transaction, fold into the views). B's commit is not measured: a daemon commits peers' updates
+about five times a second whatever the rate (docs/explanation/architecture.md, "The write
+path").
 
-Reported per (sale, receiving lane): process CPU time, the minimum over ``--repeats`` runs
-(each on fresh terminals), because this VM's speed swings by +-50 % between runs and noise only
-ever adds time. Also one Ed25519 verification measured alone, the floor of the figure.
+Reported per (sale, receiving lane): process CPU time, each repeat on fresh terminals; the
+figure to quote is the minimum over the repeats, because this VM's speed swings by +-50 %
+between runs and noise only ever adds time. Also one Ed25519 verification measured alone, the
+floor of the figure.
 """
 
 from __future__ import annotations
 
-import argparse
-import random
 import tempfile
 import time
 import timeit
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from nacl.signing import SigningKey
 
+from lanesync.bench.cluster import LANESYNC, BenchError
+from lanesync.bench.load import seeded
+from lanesync.bench.outcome import Outcome
+from lanesync.bench.studies.common import StudyRun
 from lanesync.core.bodies import LineRequest, build_sale
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
@@ -35,8 +39,15 @@ from lanesync.core.node import Node
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
-SKU_COUNT = 500  # the workload of benchmarks/foundation.py: 1-3 lines over 500 SKUs
+NAME = "receive-path"
+SKU_COUNT = 500  # the workload of ``lanesync bench foundation``: 1-3 lines over 500 SKUs
 CONN = 1
+VERIFY_RUNS = 2000
+VERIFY_FIGURE = "Ed25519 verify alone"
+
+
+def figure_name(batch: int) -> str:
+    return f"CPU per sale received, {batch} per frame"
 
 
 def connected(root: Path) -> tuple[Terminal, Terminal, Node, Node]:
@@ -62,7 +73,7 @@ def connected(root: Path) -> tuple[Terminal, Terminal, Node, Node]:
 
 
 def frames_of_sales(a: Terminal, node_a: Node, sales: int, batch: int) -> list[bytes]:
-    rng = random.Random(42)
+    rng = seeded(42)
     frames: list[bytes] = []
     for _ in range(0, sales, batch):
         changes = []
@@ -83,8 +94,9 @@ def frames_of_sales(a: Terminal, node_a: Node, sales: int, batch: int) -> list[b
     return frames
 
 
-def receive_us(sales: int, batch: int) -> float:
-    with tempfile.TemporaryDirectory() as tmp:
+def receive_us(sales: int, batch: int, work: Path | None = None) -> float:
+    """CPU microseconds lane B spends per sale it receives, ``batch`` sales per frame."""
+    with tempfile.TemporaryDirectory(prefix="lanesync-receive-", dir=work) as tmp:
         a, b, node_a, node_b = connected(Path(tmp))
         try:
             frames = frames_of_sales(a, node_a, sales, batch)
@@ -95,7 +107,7 @@ def receive_us(sales: int, batch: int) -> float:
             spent = time.process_time() - started
             accepted = b.replica.views.accepted_count()
             if accepted < sales:
-                raise SystemExit(f"lane B accepted {accepted} of {sales} sales: a broken run")
+                raise BenchError(f"lane B accepted {accepted} of {sales} sales: a broken run")
         finally:
             a.close()
             b.close()
@@ -105,27 +117,30 @@ def receive_us(sales: int, batch: int) -> float:
 def verify_us() -> float:
     key = SigningKey.generate()
     signed = key.sign(b"x" * 250)  # about a record's size
-    runs = 2000
-    return timeit.timeit(lambda: key.verify_key.verify(signed), number=runs) / runs * 1e6
+    return (
+        timeit.timeit(lambda: key.verify_key.verify(signed), number=VERIFY_RUNS) / VERIFY_RUNS * 1e6
+    )
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sales", type=int, default=3000, help="sales per run (default 3000)")
-    parser.add_argument("--batches", default="1,10,50", help="sales per frame, comma-separated")
-    parser.add_argument("--repeats", type=int, default=5, help="runs per batch size (default 5)")
-    args = parser.parse_args(argv)
-    batches = [int(b) for b in args.batches.split(",")]
-    if args.sales < 1 or args.repeats < 1 or any(b < 1 for b in batches):
-        parser.error("--sales, --repeats and every batch size must be at least 1")
-    print(f"Ed25519 verify alone: {min(verify_us() for _ in range(args.repeats)):.0f} us")
+def run_study(
+    sales: int, batches: Sequence[int], repeats: int, work: Path | None = None
+) -> tuple[list[str], dict[str, Any]]:
+    """Every repeat of every batch size; returns the lines to print and ``results.json``."""
+    study = StudyRun(NAME, {"sales": sales, "batches": list(batches), "repeats": repeats})
+    outcomes = [Outcome(NAME, LANESYNC, r) for r in range(repeats)]
+    for outcome in outcomes:
+        outcome.add(VERIFY_FIGURE, verify_us(), "us", "lower")
+    lines = [
+        f"Ed25519 verify alone: {min(o.figures[VERIFY_FIGURE].value for o in outcomes):.0f} us"
+    ]
     for batch in batches:
-        runs = [receive_us(args.sales, batch) for _ in range(args.repeats)]
-        print(
+        runs = []
+        for outcome in outcomes:
+            spent = receive_us(sales, batch, work)
+            outcome.add(figure_name(batch), spent, "us", "lower")
+            runs.append(spent)
+        lines.append(
             f"{batch:>4} sales per frame: {min(runs):6.0f} us CPU per sale received "
-            f"(min of {args.repeats}; all: {', '.join(f'{r:.0f}' for r in runs)})"
+            f"(min of {repeats}; all: {', '.join(f'{r:.0f}' for r in runs)})"
         )
-
-
-if __name__ == "__main__":
-    main()
+    return lines, study.results(outcomes, (LANESYNC,), {})

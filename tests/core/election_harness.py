@@ -1,4 +1,9 @@
-"""A deterministic simulator of a store's leader election (pure core, simulated clock).
+"""The election's property harness: many pure ``Election`` objects on a simulated clock.
+
+Not a second system simulator: ``lanesync.sim`` runs whole lanes (the election included) on its
+simulated network; this drives the election alone, so its timing properties (lease bounds,
+agreement after heal) can be checked over hundreds of seeds in a second, as h11 tests its state
+machine with ``ConnectionPair``.
 
 Several ``lanesync.core.election.Election`` objects, one per terminal, are driven by a simulated
 millisecond clock. Gossip travels only along the edges of the current connectivity graph, each
@@ -63,7 +68,7 @@ class _Terminal:
     last_fired: int = -1
 
 
-class Sim:
+class ElectionHarness:
     def __init__(
         self,
         priorities: dict[str, int],
@@ -89,7 +94,7 @@ class Sim:
         self._streak: dict[tuple[str, str], int] = {}
         self.messages_sent = 0
         self.messages_lost = 0
-        self.on_step: list[Callable[[Sim], None]] = []
+        self.on_step: list[Callable[[ElectionHarness], None]] = []
         self._adjacency: dict[str, list[str]] | None = None
         for tid in ids:
             self.start(tid)

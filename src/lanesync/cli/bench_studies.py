@@ -1,0 +1,380 @@
+"""``lanesync bench foundation`` and ``lanesync bench receive-path``: the studies (the scripts
+that were in ``benchmarks/``), each writing ``results.json`` and ``report.md`` to ``--out`` as the
+scenarios do. benchmarks/README.md explains every figure and holds the latest results.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from lanesync.errors import UsageError
+
+from .common import reports_errors
+from .output import console, emit_json
+
+DIR = click.Path(path_type=Path, file_okay=False)
+
+
+def _out_options(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            [
+                click.option(
+                    "--out", type=DIR, help=f"Results directory (default bench-results/{name})."
+                ),
+                click.option(
+                    "--json", "as_json", is_flag=True, help="Print results.json on stdout."
+                ),
+                click.option(
+                    "--work",
+                    "--workdir",
+                    "work",
+                    type=DIR,
+                    help="Parent of the temporary directory (default $TMPDIR; deleted at the end).",
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
+
+
+def _write(results: dict[str, Any], out: Path | None, name: str, as_json: bool) -> Path:
+    from lanesync.bench.report import render
+
+    target = out or Path("bench-results") / name
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
+    (target / "report.md").write_text(render(results, {}))
+    if as_json:
+        emit_json(results)
+    return target
+
+
+def _batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise UsageError(f"--batches must be comma-separated numbers, not {text!r}") from None
+    if not batches or any(b < 1 for b in batches):
+        raise UsageError("every --batches size must be at least 1")
+    return batches
+
+
+@click.command("receive-path")
+@click.option(
+    "--sales", type=click.IntRange(min=1), default=3000, show_default=True, help="Sales per run."
+)
+@click.option(
+    "--batches", default="1,10,50", show_default=True, help="Sales per frame, comma-separated."
+)
+@click.option(
+    "--repeats",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Runs per batch size (the minimum is the figure).",
+)
+@_out_options("receive-path")
+@reports_errors
+def receive_path(
+    sales: int, batches: str, repeats: int, out: Path | None, as_json: bool, work: Path | None
+) -> None:
+    """CPU per received sale on one lane (decrypt, verify, merge, fold), by sales per frame."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.receive_path import run_study
+
+    sizes = _batches(batches)
+    try:
+        lines, results = run_study(sales, sizes, repeats, work)
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "receive-path", as_json)
+    if not as_json:
+        for line in lines:
+            console.print(line, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+@click.command("foundation")
+@click.option(
+    "--sales",
+    type=click.IntRange(min=100),
+    default=100_000,
+    show_default=True,
+    help="N: sales on the filled terminal (targets for reopen and RSS are stated at 100k).",
+)
+@click.option(
+    "--profile-reopen",
+    is_flag=True,
+    help="Also cProfile one lanesync reopen and print the top functions to stderr.",
+)
+@_out_options("foundation")
+@reports_errors
+def foundation(
+    sales: int, profile_reopen: bool, out: Path | None, as_json: bool, work: Path | None
+) -> None:
+    """One terminal against raw pycrdt: write rates, ack latency, bytes, merge, reopen, RSS."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.foundation import run_study
+
+    try:
+        text, results = run_study(sales, work, profile_reopen)
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "foundation", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+def _ladder(text: str | None) -> tuple[float, ...] | None:
+    if not text:
+        return None
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--ladder must be comma-separated sales/s, not {text!r}") from None
+    if not rates or any(r <= 0 for r in rates):
+        raise UsageError("every --ladder rate must be above 0")
+    return rates
+
+
+@click.command("mesh")
+@click.option("--lanes", type=click.IntRange(2, 16), help="Lanes (default 8; --quick 3).")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=1),
+    default=200.0,
+    show_default=True,
+    help="Store-wide sales/s of the latency step.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0.5),
+    help="Seconds of every load step (default 5; --quick 1.5).",
+)
+@click.option("--quick", is_flag=True, help="A smoke run, about a minute.")
+@click.option(
+    "--split-sales",
+    type=click.IntRange(min=1),
+    help="Sales during the split (default 10000; --quick 2000).",
+)
+@click.option("--ladder", help="Comma-separated store-wide sales/s to try.")
+@click.option("--skip-baseline", is_flag=True, help="lanesync only (no ratios, no verdicts).")
+@click.option(
+    "--profile-rate",
+    type=click.FloatRange(min=0),
+    help="One more lanesync step at "
+    "this rate with lane 1 under cProfile (default: the first rate not kept up, if "
+    "under the 1,500/s target; 0 or --quick: never).",
+)
+@click.option(
+    "--profile-out",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Keep the cProfile data (pstats) here.",
+)
+@click.option(
+    "--wait-idle",
+    type=click.FloatRange(min=0),
+    help="Wait up to this many s for a "
+    "quiet machine (load average < 1.0, < 0.2 cores busy; default 600; --quick 0).",
+)
+@_out_options("mesh")
+@reports_errors
+def mesh(
+    lanes: int | None,
+    rate: float,
+    duration: float | None,
+    quick: bool,
+    split_sales: int | None,
+    ladder: str | None,
+    skip_baseline: bool,
+    profile_rate: float | None,
+    profile_out: Path | None,
+    wait_idle: float | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """Lane processes in a full mesh against pycrdt-websocket: latency, highest rate, bytes."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.deps import INSTALL_HINT, missing_bench_deps
+    from lanesync.bench.studies.common import run_guarded
+    from lanesync.bench.studies.mesh import run_study
+    from lanesync.bench.studies.mesh_systems import LADDER, QUICK_LADDER, SPLIT_SALES, MeshOptions
+
+    if not skip_baseline and "pycrdt-websocket" in missing_bench_deps():
+        raise UsageError(f"the baseline needs pycrdt-websocket: install it with `{INSTALL_HINT}`")
+    options = MeshOptions(
+        lanes=lanes or (3 if quick else 8),
+        rate=rate,
+        duration=duration or (1.5 if quick else 5.0),
+        quick=quick,
+        split_sales=split_sales or (2_000 if quick else SPLIT_SALES),
+        ladder=_ladder(ladder) or (QUICK_LADDER if quick else LADDER),
+        skip_baseline=skip_baseline,
+        profile_rate=profile_rate,
+        profile_out=profile_out,
+        wait_idle=(0.0 if quick else 600.0) if wait_idle is None else wait_idle,
+        workdir=work,
+    )
+    try:
+        text, results = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "mesh", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+@click.command("cloud")
+@click.option(
+    "--lanes",
+    type=click.IntRange(2, 64),
+    default=16,
+    show_default=True,
+    help="Lanes that write the day (catch-up).",
+)
+@click.option(
+    "--sales",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Sales of the day (catch-up).",
+)
+@click.option(
+    "--kills",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="SIGKILLs of the leader (failover).",
+)
+@click.option("--quick", is_flag=True, help="4 lanes, 2,000 sales, 3 kills.")
+@click.option(
+    "--skip",
+    type=click.Choice(["catch-up", "failover"]),
+    multiple=True,
+    help="Leave a part out (repeatable).",
+)
+@click.option("--logs", type=DIR, help="Keep the processes' logs here.")
+@_out_options("cloud")
+@reports_errors
+def cloud(
+    lanes: int,
+    sales: int,
+    kills: int,
+    quick: bool,
+    skip: tuple[str, ...],
+    logs: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """The cloud: catch-up after a day-long WAN outage, and leader failover times."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.cloud import CloudOptions, run_study
+    from lanesync.bench.studies.common import run_guarded
+
+    if quick:
+        lanes, sales, kills = 4, 2_000, 3
+    options = CloudOptions(
+        lanes=lanes,
+        sales=sales,
+        kills=kills,
+        catch_up="catch-up" not in skip,
+        failover="failover" not in skip,
+        workdir=work,
+        logs=logs,
+    )
+    try:
+        text, results = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "cloud", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+def _processes(text: str) -> tuple[int, ...]:
+    try:
+        counts = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise UsageError(
+            f"--processes must be comma-separated counts like 1,2,4, not {text!r}"
+        ) from None
+    if any(c < 1 for c in counts):
+        raise UsageError("every --processes count must be at least 1")
+    return counts
+
+
+@click.command("cloud-ingest")
+@click.option("--stores", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option(
+    "--sales", type=click.IntRange(min=1), default=300, show_default=True, help="Sales per store."
+)
+@click.option(
+    "--processes",
+    default="1,2,4",
+    show_default=True,
+    help="PostgreSQL configurations to run (cloud processes each); empty: none.",
+)
+@click.option("--uploaders", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--skip-sqlite", is_flag=True, help="No SQLite-1 baseline.")
+@click.option("--quick", is_flag=True, help="10 stores x 50 sales.")
+@click.option("--keep", type=DIR, help="Copy the processes' logs here at the end.")
+@_out_options("cloud-ingest")
+@reports_errors
+def cloud_ingest(
+    stores: int,
+    sales: int,
+    processes: str,
+    uploaders: int,
+    skip_sqlite: bool,
+    quick: bool,
+    keep: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """Many stores upload a day each to the cloud: SQLite against PostgreSQL, 1-4 processes."""
+    import importlib.util
+
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.common import run_guarded
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise UsageError(
+            "cloud-ingest needs psycopg: install it with `pip install 'lanesync[postgresql]'`"
+        )
+    from lanesync.bench.studies.cloud_ingest import IngestOptions, run_study
+
+    counts = _processes(processes)
+    if skip_sqlite and not counts:
+        raise UsageError("nothing to run: --skip-sqlite and no --processes")
+    if quick:
+        stores, sales = 10, 50
+    options = IngestOptions(stores, sales, counts, uploaders, not skip_sqlite, work, keep)
+    try:
+        text, results, exact = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "cloud-ingest", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+    if not exact:
+        raise UsageError(
+            f"a configuration's tables are not exact (details in {target}/results.json)"
+        )
+
+
+STUDIES: tuple[click.Command, ...] = (cloud, cloud_ingest, foundation, mesh, receive_path)

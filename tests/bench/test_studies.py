@@ -1,0 +1,204 @@
+"""Every study of ``lanesync bench`` (the scripts that were in ``benchmarks/``) in a tiny
+configuration: the real command in a subprocess, a valid results.json and report, and figures
+that were measured (present, finite, positive, in a plausible range), never wall-clock
+thresholds: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import RunBench, requires_bench_deps
+
+pytestmark = [pytest.mark.slow]
+
+
+def figures(results: dict[str, Any], study: str) -> dict[str, dict[str, Any]]:
+    """The study's figures by name; checks the layout ``lanesync bench compare`` reads."""
+    assert results["schema"] == "lanesync-bench/1"
+    assert results["config"]["scenarios"] == [study]
+    assert results["machine"]["cpu_count"] >= 1
+    assert results["command"].startswith("lanesync bench " + study)
+    report = (Path(results["_out"]) / "report.md").read_text()
+    assert f"## {study}" in report
+    data = results["scenarios"][study]
+    assert data["figures"], "no figure"
+    return {f["name"]: f for f in data["figures"]}
+
+
+def values(figure: dict[str, Any], system: str = "lanesync") -> list[float]:
+    found: list[float] = figure["systems"][system]["values"]
+    assert found, figure["name"]
+    assert all(v is not None and math.isfinite(v) and v > 0 for v in found), figure
+    return found
+
+
+def test_receive_path(run_bench: RunBench) -> None:
+    results = run_bench("receive-path", "--sales", "60", "--batches", "1,20", "--repeats", "2")
+    by_name = figures(results, "receive-path")
+    assert set(by_name) == {
+        "Ed25519 verify alone",
+        "CPU per sale received, 1 per frame",
+        "CPU per sale received, 20 per frame",
+    }
+    verify = values(by_name["Ed25519 verify alone"])
+    assert len(verify) == 2
+    # One verification takes tens of microseconds (50-200 us on the 2-core test machine);
+    # receiving a sale verifies its record and does more, so its CPU time cannot be much below
+    # one verification (a third leaves room for the two being measured at different moments).
+    assert all(1 < v < 10_000 for v in verify)
+    for batch in (1, 20):
+        received = values(by_name[f"CPU per sale received, {batch} per frame"])
+        assert min(received) > min(verify) / 3
+        assert max(received) < 1e6
+
+
+def test_receive_path_refuses_a_bad_batch_list(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    done = CliRunner().invoke(
+        cli, ["bench", "receive-path", "--batches", "1,x", "--out", str(tmp_path)]
+    )
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1].startswith("error: --batches")
+
+
+def test_foundation(run_bench: RunBench) -> None:
+    results = run_bench("foundation", "--sales", "100")
+    by_name = figures(results, "foundation")
+    assert len(by_name) == 20
+    for name, figure in by_name.items():
+        if name.startswith(("RSS", "same, vs raw reloaded")):
+            # A difference of two RSS readings: finite, but on 100 sales it may round to 0.
+            assert all(math.isfinite(v) for v in figure["systems"]["lanesync"]["values"])
+        else:
+            values(figure)
+    per_sale = values(by_name["Bytes per sale update"])[0]
+    raw_per_sale = values(by_name["Bytes per sale update"], "raw-pycrdt")[0]
+    # A sale's update carries a 64 B signature and a 32 B chain hash besides its lines.
+    assert 96 < per_sale < 2_000
+    assert 10 < raw_per_sale < 2_000
+    assert by_name["Bytes per sale update"]["ratios"]["raw-pycrdt"]["median"] > 0
+    concurrent = by_name["Sales/s, 64 concurrent writers, group commit, durable"]
+    assert values(concurrent, "raw-pycrdt")[0] > 0
+    data = results["scenarios"]["foundation"]
+    assert data["details"]["lanesync_first_open"]["sales"] == 100
+    assert [r["sales"] for r in data["details"]["lanesync_reopen_runs"]] == [100, 100, 100]
+    assert {t["result"] for t in data["targets"]} <= {"", "PASS", "FAIL", "n/a (small N)"}
+
+
+@requires_bench_deps
+def test_mesh(run_bench: RunBench) -> None:
+    results = run_bench(
+        "mesh", "--quick", "--lanes", "2", "--rate", "20", "--duration", "1",
+        "--split-sales", "30", "--ladder", "40",
+    )  # fmt: skip
+    by_name = figures(results, "mesh")
+    data = results["scenarios"]["mesh"]
+    assert data["systems"] == ["lanesync", "pycrdt-websocket"]
+    for name in (
+        "Propagation p50 at 20 sales/s",
+        "Propagation p99 at 20 sales/s",
+        "Wire bytes per sale and receiving lane at 20/s",
+        "Catch-up after a split of 30 sales",
+        "catch-up bytes per sale",
+        "CPU per sale at 20/s, all processes",
+    ):
+        values(by_name[name])
+        values(by_name[name], "pycrdt-websocket")
+        assert by_name[name]["ratios"]["pycrdt-websocket"]["median"] > 0
+    lanesync = data["details"]["lanesync"]
+    # Every sale of the latency step reached the other lane, and the lanes agree.
+    latency = lanesync["latency"]
+    assert latency["sales"] == 20
+    assert latency["pairs_received"] == latency["pairs_expected"] == 20
+    assert lanesync["check"]["digests_equal"] is True
+    assert lanesync["check"]["missing_deliveries"] == 0
+    # A sale carries at least its 64 B signature over the wire to the other lane.
+    assert values(by_name["Wire bytes per sale and receiving lane at 20/s"])[0] > 64
+    assert lanesync["catch_up"]["bytes"] > 30 * 64
+    assert {r["system"] for r in data["runs"]} == {"lanesync", "pycrdt-websocket"}
+
+
+def test_mesh_refuses_a_bad_ladder(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    done = CliRunner().invoke(
+        cli, ["bench", "mesh", "--ladder", "200,fast", "--skip-baseline", "--out", str(tmp_path)]
+    )
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1].startswith("error: --ladder")
+
+
+def test_cloud(run_bench: RunBench) -> None:
+    results = run_bench("cloud", "--lanes", "2", "--sales", "40", "--kills", "1")
+    by_name = figures(results, "cloud")
+    details = results["scenarios"]["cloud"]["details"]
+    catch_up = details["catch_up"]
+    # The cloud's tables hold the whole day (the run stops with an error otherwise), and what
+    # crossed the WAN is at least the delta it was missing.
+    assert catch_up["leader_sales"] == 40
+    assert catch_up["sales_written"] == 40
+    assert catch_up["minimal_delta_bytes"] > 40 * 64  # each sale carries a 64 B signature
+    assert catch_up["wan_over_minimal"] >= 1.0
+    assert values(by_name["catch-up: WAN bytes per sale"])[0] > 64
+    for name in (
+        "catch-up: heal -> tables exact",
+        "catch-up: heal -> everything acknowledged",
+        "failover: elected p50 after the kill",
+        "failover: uplinked p50 after the kill",
+    ):
+        values(by_name[name])
+    failover = details["failover"]
+    assert failover["kills"] == 1
+    assert 0 < failover["elected_s"]["max"] <= failover["uplinked_s"]["max"] < 60
+
+
+def test_cloud_ingest(run_bench: RunBench) -> None:
+    from lanesync.tools.pgserver import unavailable_reason
+
+    # PostgreSQL too where the machine has its server binaries (as the cloud tests do).
+    processes = "1" if unavailable_reason() is None else ""
+    results = run_bench(
+        "cloud-ingest", "--stores", "2", "--sales", "5", "--uploaders", "1",
+        "--processes", processes,
+    )  # fmt: skip
+    data = results["scenarios"]["cloud-ingest"]
+    systems = ["SQLite-1", *(["PG-1"] if processes else [])]
+    assert data["systems"] == systems
+    by_name = figures(results, "cloud-ingest")
+    configurations = data["details"]["configurations"]
+    assert [c["name"] for c in configurations] == systems
+    for configuration in configurations:
+        # Every sale of both stores reached the head-office tables, exactly.
+        assert configuration["exact"] is True, configuration["problems"]
+        assert configuration["records"] == 2 * (5 + 20)  # 5 sales and 20 receipts per store
+        assert set(configuration["store_done_s"]) == {"store-000", "store-001"}
+    for system in systems:
+        records_per_s = values(by_name["records/s"], system)[0]
+        time_s = values(by_name["time until every sale is in the tables"], system)[0]
+        assert records_per_s == pytest.approx(50 / time_s, rel=0.05)  # time_s: rounded to 0.01
+        assert values(by_name["cloud peak RSS"], system)[0] > 10  # MB: a Python process at least
+    assert data["details"]["reference_merge"]["records"] == 50
+
+
+def test_cloud_ingest_refuses_nothing_to_run(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    args = ["bench", "cloud-ingest", "--skip-sqlite", "--processes", "", "--out", str(tmp_path)]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1
+    assert (
+        done.output.strip().splitlines()[-1]
+        == "error: nothing to run: --skip-sqlite and no --processes"
+    )
