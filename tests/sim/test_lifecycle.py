@@ -139,3 +139,32 @@ def test_a_re_key_continues_the_chain_under_the_new_key() -> None:
     assert replica.views.head(TerminalId(host.name)).seq == sum(
         1 for r in sim.acked if r.terminal == host.name
     )
+
+
+def test_a_revoked_lane_counts_up_to_its_cut_and_is_replaced() -> None:
+    """The store revokes a lane during the run: what it wrote past the cut before it heard
+    never counts, it writes nothing once it holds its revocation, everything up to the cut
+    counts everywhere, and a new terminal replaces it."""
+    for sim in _seeds_with(EventKind.REVOKE, range(100)):
+        ((name, cut),) = sim.revoked.items()
+        past = [r for r in sim.acked if r.terminal == name and r.seq > cut]
+        if past:
+            break
+    else:
+        raise AssertionError("no revoked lane wrote past its cut in 100 seeds")
+    check(sim)
+    assert not sim.violations, [v.render() for v in sim.violations]
+    assert [h.name for h in sim.retired] == [name]
+    successor = next(h for h in sim.lanes if h.cert.succeeds is not None)
+    assert successor.cert.succeeds is not None
+    assert successor.cert.succeeds.terminal == name
+    for host in sim.hosts.values():
+        replica = host.replica
+        assert replica is not None
+        assert replica.views.head(TerminalId(name)).seq == cut
+        assert not any(replica.views.is_accepted(r) for r in past)
+    # Counted as if the cut did not exist, the store would be short of those sales.
+    sim.revoked.clear()
+    sim.violations.clear()
+    check(sim)
+    assert Invariant.JOURNAL in {v.invariant for v in sim.violations}

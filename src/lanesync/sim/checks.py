@@ -7,6 +7,7 @@ append was committed), never from the replicas under test.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +35,11 @@ class Expected:
     forks: dict[str, frozenset[tuple[int, bytes]]]
 
 
-def expected_of(acked: list[Record]) -> Expected:
+def expected_of(acked: list[Record], cuts: Mapping[str, int] | None = None) -> Expected:
+    """``cuts``: revoked terminal -> the last seq of its chain the store accepts. What a revoked
+    lane wrote past its cut (before it heard of its revocation) never counts."""
+    if cuts:
+        acked = [r for r in acked if r.seq <= cuts.get(r.terminal, r.seq)]
     stock: dict[str, int] = defaultdict(int)
     by_id: dict[str, list[Record]] = defaultdict(list)
     voided: set[str] = set()
@@ -91,7 +96,7 @@ def _short(items: list[str], limit: int = 4) -> str:
 
 def check(sim: Simulator) -> int:
     """Check every invariant; violations go to ``sim.violate``. Returns the checks made."""
-    expected = expected_of(sim.acked)
+    expected = expected_of(sim.acked, sim.revoked)
     checks = 0
     hosts = [h for h in sim.hosts.values() if h.replica is not None]
     down = [h.name for h in sim.hosts.values() if h.replica is None]
@@ -135,6 +140,14 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     views = replica.views
     name = host.name
     problems = {kind: rows for kind, rows in views.problems().items() if rows}
+    # A revoked lane's records past its cut are held and refused, as they must be.
+    refused = [
+        row
+        for row in problems.pop("revoked", [])
+        if str(row["key"]).split(":")[0] not in sim.revoked
+    ]
+    if refused:
+        problems["revoked"] = refused
     if problems:
         details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in problems.items())
         sim.violate(Invariant.JOURNAL, f"{name}: {details}", (name,))

@@ -31,6 +31,8 @@ class Faults(Dialing):
 
         def _fault_rekey(self) -> None: ...
 
+        def _fault_revoke(self) -> None: ...
+
     # -- faults ------------------------------------------------------------------------------------
 
     def _schedule_faults(self) -> None:
@@ -47,6 +49,7 @@ class Faults(Dialing):
             (rates.backups_per_s, self._fault_backup),
             (rates.restores_per_s, self._fault_restore),
             (rates.rekeys_per_s, self._fault_rekey),
+            (rates.revocations_per_s, self._fault_revoke),
         ):
             if rate > 0:
                 self._at(self._next_fault(rate), self._fault, action, rate)

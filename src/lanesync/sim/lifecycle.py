@@ -32,9 +32,15 @@ from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
-from lanesync.core import bodies
-from lanesync.core.forks import ForkResolution, issue_fork_resolution
-from lanesync.core.identity import Role, Succession, issue_certificate, public_key_of
+from lanesync.core import bodies, reports
+from lanesync.core.forks import issue_fork_resolution
+from lanesync.core.identity import (
+    Role,
+    Succession,
+    issue_certificate,
+    issue_revocation,
+    public_key_of,
+)
 from lanesync.core.ids import TerminalId, sku
 from lanesync.core.replica import Change
 from lanesync.errors import LanesyncError, UsageError
@@ -135,7 +141,7 @@ class Lifecycle(Faults):
         Every acknowledged record it committed since (its own or another lane's: its own
         signatures are among its verdicts) must be committed on another host too."""
         backup = host.backup
-        if backup is None or not host.alive or host.restored:
+        if backup is None or not host.alive or host.restored or host.name in self.revoked:
             return False
         others = [h for h in self.by_name.values() if h is not host and not h.retired]
         return all(
@@ -199,6 +205,7 @@ class Lifecycle(Faults):
             for h in self.lanes
             if h.alive
             and not h.restored
+            and h.name not in self.revoked
             and h.replica is not None
             and h.replica.views.is_broken(TerminalId(h.name)) is None
             and h.replica.views.fork_resolution(TerminalId(h.name)) is None
@@ -222,6 +229,52 @@ class Lifecycle(Faults):
         host.backup = None  # a new directory: the old one's backups hold the old key
         self._note(EventKind.REKEY, host.name, detail=f"new key from seq {head.seq + 1}")
         self._crash(host, "re-keyed: restarts with its new key")
+
+    def _fault_revoke(self) -> None:
+        """``lanesync revoke STORE LANE --via VIA``: the store cuts LANE's chain at the head VIA
+        holds of it (the command's default cut). Never the manager (``revoke`` refuses the last
+        manager) nor a lane restored or forked; one per schedule, so enough lanes carry on."""
+        if self.revoked:
+            return
+        lanes = [h for h in self.lanes[1:] if h.alive and not h.restored]
+        if not lanes:
+            return
+        host = self.rng.choice(lanes)
+        vias = [h for h in self.lanes if h is not host and h.replica is not None]
+        if not vias:
+            return
+        via = self.rng.choice(vias)
+        assert via.replica is not None  # chosen up
+        terminal = TerminalId(host.name)
+        head = reports.chain(via.replica, terminal)["head"]
+        cut_hash = b"" if head["hash"] is None else bytes.fromhex(head["hash"])
+        revocation = issue_revocation(self.authority, STORE_ID, terminal, head["seq"], cut_hash)
+        change = via.replica.publish_revocation(revocation, self.local_ms(via))
+        if self._publish(via, change, "publish_revocation"):
+            self.revoked[host.name] = head["seq"]
+            own = self._own_records(host)
+            self._note(
+                EventKind.REVOKE, via.name, host.name, f"cut after seq {head['seq']} of {own}"
+            )
+
+    def _decommission(self) -> None:
+        """The quiet phase: a revoked lane is taken out of service. What it holds comes in by a
+        bundle imported on another lane (its records up to the cut that nobody else holds, when
+        its peers cut it off before they had them), and a new terminal replaces it."""
+        for host in [h for h in self.lanes if h.name in self.revoked]:
+            via = next(
+                (h for h in self.lanes if h.name not in self.revoked and h.replica is not None),
+                None,
+            )
+            if via is None or via.replica is None:
+                continue
+            rows = [(doc, row) for doc in sorted(host.durable) for row in host.durable[doc]]
+            change = via.replica.merge(rows, self.local_ms(via))
+            self._publish(via, change, "import_bundle")
+            self._note(EventKind.BUNDLE, host.name, via.name, f"{len(rows)} updates")
+            terminal = TerminalId(host.name)
+            head = via.replica.views.head(terminal)
+            self._replace(host, Succession(terminal, head.seq, head.hash), via)
 
     # -- the store authority, once the store settles --------------------------------------------
 
@@ -260,7 +313,10 @@ class Lifecycle(Faults):
             # earlier in this loop holds everything its via held).
             other = next((h for h in self.lanes if h is not host and h.replica is not None), None)
             if resolution is not None and other is not None:
-                self._replace(host, resolution, other)
+                # ``enroll --replaces`` closes a resolved chain at its highest branch head.
+                last = max(resolution.branches, key=lambda b: (b.head_seq, b.head_hash))
+                succession = Succession(TerminalId(host.name), last.head_seq, last.head_hash)
+                self._replace(host, succession, other)
                 acted = True
         return acted
 
@@ -280,13 +336,11 @@ class Lifecycle(Faults):
                 return host
         return fallback
 
-    def _replace(self, old: Host, resolution: ForkResolution, via: Host) -> None:
+    def _replace(self, old: Host, succession: Succession, via: Host) -> None:
         """``lanesync enroll STORE NEWDIR --terminal-id NEW --replaces OLD --via VIA``."""
         replica = via.replica
         if replica is None:
             return
-        last = max(resolution.branches, key=lambda b: (b.head_seq, b.head_hash))
-        succession = Succession(TerminalId(old.name), last.head_seq, last.head_hash)
         name = old.name + "r"
         while name in self.by_name:
             name += "r"

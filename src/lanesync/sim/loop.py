@@ -47,6 +47,7 @@ class EventLoop:
     counts: Counter[str]
     violations: list[Violation]
     acked: list[Record]
+    revoked: dict[str, int]  # revoked terminal -> the last seq of its chain the store accepts
     faulty: bool
     done: bool
     last_change_ms: int

@@ -83,6 +83,8 @@ class EventKind(enum.Enum):
     FORK_RESOLVED = "fork-resolved"  # the store authority resolved a fork (resolve-fork)
     REPLACED = "replaced"  # a lane continues under a new terminal id (enroll --replaces)
     REKEY = "re-key"  # a lane's key replaced, its chain continued (enroll --replaces, same id)
+    REVOKE = "revoke"  # the store revoked a lane, cutting its chain at a position
+    BUNDLE = "bundle"  # a revoked lane's documents imported on another lane as it is replaced
     LEADER = "leader"
     UPLINK_START = "uplink-start"
     UPLINK_STOP = "uplink-stop"
@@ -161,6 +163,8 @@ class FaultRates:
     backups_per_s: float = 0.3
     restores_per_s: float = 0.15
     rekeys_per_s: float = 0.02
+    # The store revokes a lane (at most one per schedule): about one seed in six of the CI batch.
+    revocations_per_s: float = 0.04
     # Raw faults inside an established (sealed) stream: each frame with this probability.
     drop: float = 0.002
     dup: float = 0.002

@@ -28,6 +28,7 @@ LIFECYCLE_EVENTS = (
     EventKind.FORK_RESOLVED,
     EventKind.REPLACED,
     EventKind.REKEY,
+    EventKind.REVOKE,
 )
 
 

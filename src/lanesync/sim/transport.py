@@ -153,8 +153,12 @@ class Transport(HostShell):
         if other in conn.ends:
             self._enqueue(conn, other, Fin(reason))
         self._forget_if_done(conn)
-        benign = close.code is not CloseCode.POLICY_VIOLATION or reason.startswith(
-            ("refused by peer: ", SIM_REASON)
+        # A revoked lane is cut off by its peers: the simulator revoked it.
+        benign = (
+            close.code is not CloseCode.POLICY_VIOLATION
+            or reason.startswith(("refused by peer: ", SIM_REASON))
+            or host.name in self.revoked
+            or other in self.revoked
         )
         if not benign and not conn.tainted:
             self.violate(

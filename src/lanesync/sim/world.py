@@ -105,6 +105,7 @@ class Simulator(Workload, Lifecycle):
         self._seq = 0
         self.hosts = {}
         self.retired = []
+        self.revoked = {}
         plant = config.plant
         self._node_cls = NoRelayNode if plant is PlantedBug.NO_RELAY else Node
         self._election_cls = StickyLeaseElection if plant is PlantedBug.STICKY_LEASE else Election
@@ -175,6 +176,7 @@ class Simulator(Workload, Lifecycle):
             if not host.alive:
                 self._note(EventKind.RESTART, host.name, detail=f"skew={host.offset_ms:+d}")
                 self._start(host)
+        self._decommission()
         self.last_change_ms = self.now
         self._at(self.now + self.config.quiet_min_ms, self._settle_poll)
 
