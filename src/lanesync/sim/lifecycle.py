@@ -1,6 +1,7 @@
 """A terminal's lifecycle in the simulated store: backups, a restore from an old backup (which
-can fork the lane's chain), a re-key, and what the store authority does about a fork once the
-store has settled: it resolves it and the forked lane goes on under a replacement terminal id.
+can fork the lane's chain), a re-key, a revocation, and what the store authority does about a
+fork once the store has settled: it resolves it and the forked lane goes on under a replacement
+terminal id.
 
 Each does what the real commands do, on the simulated hosts:
 
@@ -14,6 +15,10 @@ Each does what the real commands do, on the simulated hosts:
 * a re-key (``lanesync enroll --replaces LANE --terminal-id LANE``): a new key whose certificate
   continues the lane's chain after its head, published through the lane, which then restarts
   with the new key (a re-keyed lane starts from a new directory: its backups are gone);
+* a revocation (``lanesync revoke STORE LANE --via VIA``) cuts the lane's chain at the head VIA
+  holds of it, the command's default; in the quiet phase the revoked lane's documents are
+  imported on another lane (a bundle: its records up to the cut count, whoever held them) and a
+  new terminal replaces it;
 * once the store settles, every open fork is resolved as ``lanesync store resolve-fork`` does
   (the resolution is built from a replica that holds every branch: at that point every replica
   holds the same records) and published through a lane; each lane whose chain a resolution
