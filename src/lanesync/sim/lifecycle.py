@@ -48,7 +48,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import TerminalId, sku
 from lanesync.core.replica import Change
-from lanesync.errors import LanesyncError, UsageError
+from lanesync.errors import UsageError
 from lanesync.sim.faults import Faults
 from lanesync.sim.host import CERT_NOT_AFTER_MS, STORE_ID, Backup, Dialer, Host
 from lanesync.sim.model import SKUS, EventKind
@@ -97,23 +97,19 @@ class Lifecycle(Faults):
         rng = random.Random(f"lanesync-sim-{name}:{self.seed}")  # noqa: S311 - simulated nonces
         return Host(name, role, key, cert, rng)
 
-    def _publish(self, host: Host, change: Change, what: str) -> bool:
-        """Write a store object (certificate, resolution) through a lane: committed, then
-        offered to its peers, as its daemon's API does. True when it was committed."""
+    def _publish(self, host: Host, change: Change, what: str) -> None:
+        """Write what the store hands a lane (a certificate, a resolution, a revocation, a
+        bundle) through it: committed, then offered to its peers, as its daemon's API does.
+        ``host`` is up: the store acts through a running lane."""
         driver = host.driver
-        if driver is None or not change:
-            return False
-        committed = False
+        assert driver is not None  # the callers chose a lane that is up
 
         def commit() -> None:
-            nonlocal committed
             self._commit_deferred(host)
             self._commit(host, change)
-            committed = True
 
         if self._call(host, what, lambda: driver.write([change], commit, self.local_ms(host))):
             self._flush(host)
-        return committed
 
     def _own_records(self, host: Host) -> int:
         """How many records of its own chain ``host`` signed and committed (acknowledged)."""
@@ -183,24 +179,20 @@ class Lifecycle(Faults):
             self._at(at, self._sell_alone, host)
 
     def _sell_alone(self, host: Host) -> None:
-        """The POS of a lane sells (the lane may be down still: then nothing happens)."""
-        if self.faulty and host.alive:
+        """The POS of a restored lane sells while its network is down."""
+        if self.faulty:
             self._sell(host)
 
     def _sell(self, host: Host) -> None:
+        """A sale of one line at an explicit price (no catalog needed)."""
         replica = host.replica
         if replica is None:
+            self._note(EventKind.REFUSED, host.name, detail="sale: terminal is down")
             return
-        item = sku(self.rng.choice(SKUS))
-        try:
-            body = bodies.build_sale(
-                replica.views,
-                [bodies.LineRequest(item, self.rng.randint(1, 3), self.rng.randint(50, 999))],
-            )
-        except LanesyncError as exc:
-            self._note(EventKind.REFUSED, host.name, detail=f"sale: {exc}"[:80])
-            return
-        self._write(host, EventKind.SALE, body)
+        line = bodies.LineRequest(
+            sku(self.rng.choice(SKUS)), self.rng.randint(1, 3), self.rng.randint(50, 999)
+        )
+        self._write(host, EventKind.SALE, bodies.build_sale(replica.views, [line]))
 
     def _fault_rekey(self) -> None:
         """``lanesync enroll STORE NEWDIR --terminal-id LANE --replaces LANE --via LANE``: the
@@ -226,10 +218,7 @@ class Lifecycle(Faults):
         fresh = self._make_host(
             keys, host.name, host.role, Succession(terminal, head.seq, head.hash)
         )
-        if not self._publish(
-            host, replica.publish_certificate(fresh.cert, self.local_ms(host)), "rekey"
-        ):
-            return
+        self._publish(host, replica.publish_certificate(fresh.cert, self.local_ms(host)), "rekey")
         host.key, host.cert = fresh.key, fresh.cert
         host.backup = None  # a new directory: the old one's backups hold the old key
         self._note(EventKind.REKEY, host.name, detail=f"new key from seq {head.seq + 1}")
@@ -255,24 +244,19 @@ class Lifecycle(Faults):
         cut_hash = b"" if head["hash"] is None else bytes.fromhex(head["hash"])
         revocation = issue_revocation(self.authority, STORE_ID, terminal, head["seq"], cut_hash)
         change = via.replica.publish_revocation(revocation, self.local_ms(via))
-        if self._publish(via, change, "publish_revocation"):
-            self.revoked[host.name] = head["seq"]
-            own = self._own_records(host)
-            self._note(
-                EventKind.REVOKE, via.name, host.name, f"cut after seq {head['seq']} of {own}"
-            )
+        self._publish(via, change, "publish_revocation")
+        self.revoked[host.name] = head["seq"]
+        own = self._own_records(host)
+        self._note(EventKind.REVOKE, via.name, host.name, f"cut after seq {head['seq']} of {own}")
 
     def _decommission(self) -> None:
         """The quiet phase: a revoked lane is taken out of service. What it holds comes in by a
         bundle imported on another lane (its records up to the cut that nobody else holds, when
         its peers cut it off before they had them), and a new terminal replaces it."""
         for host in [h for h in self.lanes if h.name in self.revoked]:
-            via = next(
-                (h for h in self.lanes if h.name not in self.revoked and h.replica is not None),
-                None,
-            )
-            if via is None or via.replica is None:
-                continue
+            # lane1 is never revoked, and every lane is up again when the quiet phase begins.
+            via = next(h for h in self.lanes if h.name not in self.revoked)
+            assert via.replica is not None
             rows = [(doc, row) for doc in sorted(host.durable) for row in host.durable[doc]]
             change = via.replica.merge(rows, self.local_ms(via))
             self._publish(via, change, "import_bundle")
@@ -287,8 +271,7 @@ class Lifecycle(Faults):
         """Resolve every open fork and replace every lane whose chain a resolution closed, as
         the store's IT would on reading ``lanesync verify``. True when it did anything."""
         via = self._via()
-        if via is None or via.replica is None:
-            return False
+        assert via.replica is not None  # every host is up when the replicas agree
         acted = False
         names = sorted({h.name for h in self.lanes} | {h.name for h in self.retired})
         for name in names:
@@ -305,19 +288,19 @@ class Lifecycle(Faults):
                 fork.branches,
             )
             change = via.replica.publish_fork_resolution(issued, self.local_ms(via))
-            if self._publish(via, change, "publish_fork_resolution"):
-                heads = " ".join(f"{b.head_seq}:{b.head_hash.hex()[:8]}" for b in issued.branches)
-                self._note(
-                    EventKind.FORK_RESOLVED, via.name, name, f"seq {fork.fork_seq} heads {heads}"
-                )
-                acted = True
+            self._publish(via, change, "publish_fork_resolution")
+            heads = " ".join(f"{b.head_seq}:{b.head_hash.hex()[:8]}" for b in issued.branches)
+            self._note(
+                EventKind.FORK_RESOLVED, via.name, name, f"seq {fork.fork_seq} heads {heads}"
+            )
+            acted = True
         views = via.replica.views
         closed = [(h, views.fork_resolution(TerminalId(h.name))) for h in self.lanes]
         for host, resolution in closed:
-            # Through another lane: the closed one is about to go (a lane it replaced
-            # earlier in this loop holds everything its via held).
-            other = next((h for h in self.lanes if h is not host and h.replica is not None), None)
-            if resolution is not None and other is not None:
+            if resolution is not None:
+                # Through another lane: the closed one is about to go (a lane it replaced
+                # earlier in this loop holds everything its via held).
+                other = next(h for h in self.lanes if h is not host)
                 # ``enroll --replaces`` closes a resolved chain at its highest branch head.
                 last = max(resolution.branches, key=lambda b: (b.head_seq, b.head_hash))
                 succession = Succession(TerminalId(host.name), last.head_seq, last.head_hash)
@@ -325,36 +308,30 @@ class Lifecycle(Faults):
                 acted = True
         return acted
 
-    def _via(self) -> Host | None:
-        """The lane the store acts through: the first whose own chain the store has no business
-        with (any lane holds every record once the store settled)."""
-        fallback = None
-        for host in self.lanes:
-            replica = host.replica
-            if replica is None:
-                continue
-            fallback = fallback or host
-            terminal = TerminalId(host.name)
-            if replica.views.is_broken(terminal) is None and (
-                replica.views.fork_resolution(terminal) is None
-            ):
-                return host
-        return fallback
+    def _via(self) -> Host:
+        """The lane the store acts through: the first whose own chain is neither forked nor
+        resolved, else the first (every lane holds every record once the replicas agree)."""
+        return next((h for h in self.lanes if self._intact(h)), self.lanes[0])
+
+    @staticmethod
+    def _intact(host: Host) -> bool:
+        views = host.replica.views if host.replica is not None else None
+        terminal = TerminalId(host.name)
+        return (
+            views is not None
+            and views.is_broken(terminal) is None
+            and views.fork_resolution(terminal) is None
+        )
 
     def _replace(self, old: Host, succession: Succession, via: Host) -> None:
         """``lanesync enroll STORE NEWDIR --terminal-id NEW --replaces OLD --via VIA``."""
         replica = via.replica
-        if replica is None:
-            return
+        assert replica is not None  # chosen up
+        # A replacement is made in the quiet phase and never replaced itself: the name is new.
         name = old.name + "r"
-        while name in self.by_name:
-            name += "r"
         keys = random.Random(f"lanesync-sim-keys-{name}:{self.seed}")  # noqa: S311
         new = self._make_host(keys, name, old.role, succession)
-        if not self._publish(
-            via, replica.publish_certificate(new.cert, self.local_ms(via)), "enroll"
-        ):
-            return
+        self._publish(via, replica.publish_certificate(new.cert, self.local_ms(via)), "enroll")
         # The new directory is seeded with a bundle of everything ``via`` holds.
         new.durable = {doc: [replica.full_state(doc)] for doc in sorted(replica.doc_names())}
         new.priority, new.offset_ms = old.priority, old.offset_ms
@@ -372,14 +349,13 @@ class Lifecycle(Faults):
         for a, b in self.pairs:
             self.neighbors[a].append(b)
             self.neighbors[b].append(a)
-        for peer_name in self.neighbors[name]:
-            peer = self.hosts[peer_name]
-            stale = peer.dialers.pop(old.name, None)
-            if stale is not None:
-                stale.stopped = True
-                stale.gen += 1
-            if peer.alive:
-                dialer = peer.dialers[name] = Dialer(name)
-                self._at(self.now, self._dial, peer, dialer, dialer.gen, peer.sessions)
+        # Its neighbours dial the new lane instead (each up one holds a dialer for every
+        # neighbour; a peer that is down dials its neighbours as it restarts).
+        for peer in [self.hosts[n] for n in self.neighbors[name] if self.hosts[n].alive]:
+            stale = peer.dialers.pop(old.name)
+            stale.stopped = True
+            stale.gen += 1
+            dialer = peer.dialers[name] = Dialer(name)
+            self._at(self.now, self._dial, peer, dialer, dialer.gen, peer.sessions)
         self._start(new)
         self._at(self.now + self.rng.randint(200, 1_500), self._sell, new)
