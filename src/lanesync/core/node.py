@@ -95,6 +95,11 @@ class Node:
         self._catch_up = CatchUp(replica, self._out, anti_entropy_ms)
 
     @property
+    def caught_up(self) -> bool:
+        """Has a peer's (or the cloud's) answer to our catch-up been merged since we started?"""
+        return self._catch_up.answered
+
+    @property
     def terminal_id(self) -> TerminalId:
         return self.me.certificate.terminal_id
 
