@@ -187,3 +187,32 @@ def test_a_revoked_lane_counts_up_to_its_cut_and_is_replaced() -> None:
     sim.violations.clear()
     check(sim)
     assert Invariant.JOURNAL in {v.invariant for v in sim.violations}
+
+
+def test_a_revoked_lane_that_learns_it_refuses_its_pos_itself() -> None:
+    """The lane connected when the store revokes it learns it from the peer that cuts it off;
+    from then on its own replica refuses its POS's writes (``TerminalRevoked``, the daemon's 403)
+    and nothing it is asked to write is acknowledged: the simulator does not stop the POS."""
+    for sim in _seeds_with(EventKind.REVOKE):
+        ((name, cut),) = sim.revoked.items()
+        refusals = [
+            e
+            for e in sim.trace
+            if e.kind is EventKind.REFUSED and e.lane == name and "revoked" in e.detail
+        ]
+        if refusals:
+            break
+    else:
+        raise AssertionError(f"no revoked lane's POS was refused in {SEED_BUDGET} seeds")
+    check(sim)
+    assert not sim.violations, [v.render() for v in sim.violations]
+    # The refusal is the lane's own (Replica.append's message), not a note of the simulator.
+    assert all(f"terminal {name} is revoked by the store" in e.detail for e in refusals), [
+        e.detail for e in refusals
+    ]
+    # What it wrote past the cut before it heard counts nowhere.
+    past = [r for r in sim.acked if r.terminal == name and r.seq > cut]
+    for host in sim.hosts.values():
+        replica = host.replica
+        assert replica is not None
+        assert not any(replica.views.is_accepted(r) for r in past)
