@@ -6,11 +6,12 @@ from __future__ import annotations
 import pytest
 
 from lanesync.core.identity import issue_revocation
-from lanesync.core.ids import Sku
+from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.records import Receipt
 from lanesync.errors import PermissionDenied, TerminalRevoked
 
 from .helpers import NOW, Store, restarted, sync
+from .node_network import NodeNetwork, make_nodes
 
 SKU = Sku("milk")
 
@@ -58,3 +59,32 @@ def test_another_terminals_revocation_changes_nothing_here() -> None:
 def test_a_replica_without_an_identity_is_never_revoked() -> None:
     store = Store()
     assert not store.observer().revoked()
+
+
+@pytest.mark.parametrize("arrives", ["published locally", "relayed by a peer"])
+def test_a_connected_terminal_learns_its_revocation_as_it_is_cut_off(arrives: str) -> None:
+    """The peer that cuts a revoked terminal off sends it the config document first: the
+    terminal then holds its revocation and refuses to write, though nobody accepts it again."""
+    store = Store()
+    terminals, nodes = make_nodes(store, ["lane1", "lane2", "lane3"])
+    mesh = NodeNetwork(nodes)
+    cut = mesh.connect(0, 1)
+    mesh.connect(0, 2)
+    mesh.run()
+    lane2 = terminals[1].replica
+    revocation = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
+    origin = 0 if arrives == "published locally" else 2
+    change = terminals[origin].replica.publish_revocation(revocation, mesh.now)
+    nodes[origin].local_change(change, mesh.now)
+    if origin == 0:
+        nodes[0].request_sync(mesh.now)
+    mesh.collect()
+    mesh.run()
+    assert cut not in nodes[0].links
+    assert lane2.revoked()
+    with pytest.raises(TerminalRevoked):
+        lane2.append(Receipt(SKU, 1), mesh.now + 1)
+    # nothing but the config document went to it: a sale made now never reaches it
+    mesh.append(0, Receipt(SKU, 7))
+    mesh.run()
+    assert lane2.views.on_hand_of(SKU) is None

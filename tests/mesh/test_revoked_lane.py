@@ -12,7 +12,9 @@ is imported into ``r`` through ``r``'s daemon: from then on every write route an
 before the revocation gets its first answer again; a retry of the sale made after it (which
 the revocation withdrew) does not.
 
-A restart of ``r`` says it again, once, from its own database. The isolation bound
+A restart of ``r`` says it again, once, from its own database. A lane ``s`` that is connected
+to ``a`` when ``a`` revokes it learns it live (``a`` sends it the config document as it cuts
+it off). The isolation bound
 (``--isolated-after``) is checked on its own lane ``q``, alone, then with
 a peer, then alone again.
 """
@@ -114,8 +116,8 @@ def test_a_revoked_lane_is_isolated_then_refuses_every_write(lanes: Lanes, tmp_p
     assert before["sale_id"] == "r:1"
     wait_until(lambda: a.chain_head("r") == 1, 15, "a holds r's sale")
 
-    # r is off when the store revokes it; back on, a refuses it at every dial: that is all it
-    # hears (a connected lane is cut off as the revocation arrives, before it is sent anything)
+    # r is off when the store revokes it (had it been connected, a would have told it as it
+    # cut it off: the next test); back on, a refuses it at every dial: that is all it hears
     cluster.stop(r)
     cluster.cli_json("revoke", lanes.store.path, "r", "--via", a.path)
     r = cluster.start(r.path, [a.listen])
@@ -173,6 +175,24 @@ def test_a_revoked_lane_is_isolated_then_refuses_every_write(lanes: Lanes, tmp_p
     assert r.status()["revoked"] is True
     assert_revoked_answer(*sale(r)[:2], "a sale after the restart")
     assert [line["level"] for line in error_lines(r, "terminal.revoked")] == ["error"]
+
+
+def test_a_lane_connected_when_it_is_revoked_learns_it_live(lanes: Lanes) -> None:
+    """The peer that cuts it off sends it the store's config document first."""
+    cluster, a = lanes.cluster, lanes.a
+    s = cluster.start(cluster.enroll(lanes.store, "s"), [a.listen])
+    wait_connected(s, {"a"})
+    assert s.sell("milk") == "s:1"
+    cluster.cli_json("revoke", lanes.store.path, "s", "--via", a.path)
+    wait_until(
+        lambda: s.status()["revoked"],
+        15,
+        lambda: "s learnt its revocation live\n" + cluster.describe(),
+    )
+    assert_revoked_answer(*sale(s)[:2], "a sale once revoked", "s")
+    assert metric(s, "lanesync_terminal_revoked") == 1
+    assert [line["level"] for line in error_lines(s, "terminal.revoked")] == ["error"]
+    assert "s" not in a.peers()
 
 
 def test_a_lane_that_hears_nobody_for_the_bound_is_isolated(lanes: Lanes) -> None:

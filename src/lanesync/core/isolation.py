@@ -5,12 +5,13 @@ when the lane's sales are not reaching anyone: the stock it shows drifts from th
 if the store revoked the lane, none of them will ever count. Two facts say so:
 
 * **Refused as revoked.** A peer refused our handshake because it holds the store's revocation
-  of this terminal. Peers refuse (and cut an open connection) before anything is exchanged, so
-  the lane itself may never learn its revocation live; the refusal is how it hears of it. It
-  stays isolated from the first such refusal on (a revocation is never withdrawn; a peer that
-  still accepts the lane has only not heard of it yet). A refusal is not proof (the refuse
-  frame comes before the handshake authenticates anyone), so it only warns: the lane refuses
-  its own writes once it holds the signed revocation itself (``Replica.revoked``).
+  of this terminal. Peers refuse before anything is exchanged, so a lane that was not connected
+  when its peers learnt the revocation (the node that cuts a connected one off sends it the
+  revocation first) may never receive it; the refusal is how it hears of it. It stays isolated
+  from the first such refusal on (a revocation is never withdrawn; a peer that still accepts the
+  lane has only not heard of it yet). A refusal is not proof (the refuse frame comes before the
+  handshake authenticates anyone), so it only warns: the lane refuses its own writes once it
+  holds the signed revocation itself (``Replica.revoked``).
 * **Silence.** No verified connection to a peer or to the cloud has been open for longer than
   the bound. An open connection counts as hearing the peer: the shell's websocket keepalive
   closes a connection whose peer stopped answering within seconds. The lane is isolated since

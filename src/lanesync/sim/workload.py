@@ -11,7 +11,7 @@ from lanesync.core import bodies
 from lanesync.core.identity import (
     Role,
 )
-from lanesync.core.ids import Sku, TerminalId, sku
+from lanesync.core.ids import Sku, sku
 from lanesync.core.records import Adjustment, Body, PriceChange, Receipt, Sale, Void
 from lanesync.core.replica import Replica
 from lanesync.errors import LanesyncError
@@ -100,12 +100,9 @@ class Workload(Dialing):
         if replica is None or driver is None:
             return
         local = self.local_ms(host)
-        if host.name in self.revoked and replica.views.is_revoked(TerminalId(host.name), local):
-            # Once a lane holds its own revocation its POS stops selling on it: what it would
-            # write past the cut could never count.
-            self._note(EventKind.REFUSED, host.name, detail=f"{kind.value}: terminal is revoked")
-            return
         try:
+            # A lane that holds its own revocation refuses here (TerminalRevoked), as the
+            # daemon answers its POS 403: the POS is told, nothing is acknowledged.
             record, change = replica.append(body, local)
         except LanesyncError as exc:
             self._note(EventKind.REFUSED, host.name, detail=f"{kind.value}: {exc}"[:80])
