@@ -5,6 +5,7 @@
     │   ├── UsageError          bad argument from a user or API client (unknown SKU, bad price ...)
     │   │   └── IdempotencyConflict  an idempotency key reused for another request
     │   ├── PermissionDenied    the terminal's role does not allow the operation
+    │   │   └── TerminalRevoked  the store revoked this terminal: it may sign nothing more
     │   ├── ConfigError         missing or unreadable key, certificate or directory
     │   ├── DirectoryBusy       another process holds the terminal directory
     │   └── LocalProtocolError  we tried to send on a connection not in a state to send
@@ -40,6 +41,10 @@ class IdempotencyConflict(UsageError):
 
 class PermissionDenied(LocalError):
     """The terminal's certificate role does not allow this operation."""
+
+
+class TerminalRevoked(PermissionDenied):
+    """This terminal holds a store-signed revocation of itself: it may write no record."""
 
 
 class ConfigError(LocalError):

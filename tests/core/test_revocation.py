@@ -27,7 +27,7 @@ from lanesync.core.ids import CATALOG_DOC, CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, S
 from lanesync.core.records import Body, PriceChange, Receipt, Record, Sale, SaleLine, make_record
 from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica, revocation_key
 from lanesync.core.trust import Cut
-from lanesync.errors import ConfigError, RemoteError
+from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
 
 from .helpers import (
     HOUR_MS,
@@ -358,7 +358,11 @@ def test_a_mesh_counts_the_revoked_lane_up_to_the_cut_whatever_the_order(
         return head.seq
 
     for action, (a, b) in actions:
-        if action == "lane3 sells":
+        if action == "lane3 sells" and terminals[2].replica.revoked():
+            # lane3 learnt its revocation (lane1 sends it as it cuts lane3 off): it refuses
+            with pytest.raises(TerminalRevoked):
+                terminals[2].replica.append(Sale.of((SaleLine(LANE_SKU, 1, 100),)), mesh.now)
+        elif action == "lane3 sells":
             mesh.append(2, Sale.of((SaleLine(LANE_SKU, 1, 100),)))
         elif action == "lane2 sells":
             mesh.append(1, Sale.of((SaleLine(LANE_SKU, 1, 100),)))

@@ -13,14 +13,15 @@ from typing import TypeVar
 
 import pytest
 
+from lanesync.core.headcheck import HeadCheck, HeadState
 from lanesync.core.identity import Role
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.replica import Change
 from lanesync.core.views import Views
 from lanesync.errors import LanesyncError, PermissionDenied, UsageError
-from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest
-from lanesync.shell.terminal import BodyBuilder, Terminal
+from lanesync.shell.terminal import BodyBuilder, Terminal, wall_clock_ms
 
 from .conftest import Lanes
 from .helpers import on_hand, price, receipt, sale, void
@@ -253,3 +254,54 @@ def test_idempotency_keys_commit_with_their_record_and_expire_after_a_week(
         assert reopened.find_request("till-1/42") == found
     with Terminal.open(path, clock=lambda: found.at_ms + REQUEST_KEEP_MS + 1) as reopened:
         assert reopened.find_request("till-1/42") is None
+
+
+# -- the first write after opening (core.headcheck) ------------------------------------------------
+
+
+def first_write_run(
+    terminal: Terminal, first: FirstWrite, answer_after_s: float | None
+) -> tuple[Record, bool]:
+    """One write through a committer that waits on ``first``; the answer comes after
+    ``answer_after_s`` (None: never). Returns the record and whether it was held meanwhile."""
+
+    async def main() -> tuple[Record, bool]:
+        committer = GroupCommitter(terminal, first_write=first)
+        runner = asyncio.create_task(committer.run())
+        try:
+            writing = asyncio.create_task(committer.write(receipt("milk", 1)))
+            await asyncio.sleep(0.05)
+            held = not writing.done()
+            if answer_after_s is not None:
+                await asyncio.sleep(answer_after_s)
+                first.answered()
+            async with asyncio.timeout(TIMEOUT_S):
+                return await writing, held
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
+    return asyncio.run(main())
+
+
+def test_the_first_write_waits_for_a_peers_answer(lane: Terminal) -> None:
+    now = [lane.now_ms()]
+    first = FirstWrite(HeadCheck(now[0], 60_000), lambda: now[0])  # time stands still
+    record, held = first_write_run(lane, first, answer_after_s=0.05)
+    assert held
+    assert record.seq == 2
+    assert first.check.unheard_write_ms is None
+    first.answered()  # again: nothing changes
+    assert first.check.state is HeadState.CONFIRMED
+
+
+def test_the_first_write_goes_through_unheard_once_the_wait_ran_out(lane: Terminal) -> None:
+    started = wall_clock_ms()
+    first = FirstWrite(HeadCheck(started, 200), wall_clock_ms)
+    record, held = first_write_run(lane, first, answer_after_s=None)
+    assert held
+    assert record.seq == 2
+    unheard = first.check.unheard_write_ms
+    assert unheard is not None
+    assert unheard >= started + 200

@@ -1,5 +1,5 @@
-"""The simulator bites: each planted bug is found within a bounded number of seeds, and the
-unmodified system passes exactly the seeds that found it."""
+"""The simulator bites: each planted bug is found within a bounded number of seeds, by the
+invariant it breaks, and the unmodified system passes every seed tried."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ EXPECTED = {
     # The record sent before its commit survives at the peers; the restarted lane signs another
     # at the same seq (a fork): the chain heads no longer match what was acknowledged.
     PlantedBug.SEND_BEFORE_COMMIT: Invariant.JOURNAL,
+    # A lane restored from an old backup forks; the store resolves the fork and the longest
+    # branch's sales are listed twice.
+    PlantedBug.COUNT_FORK_TWICE: Invariant.SALES,
 }
 
 
@@ -26,7 +29,9 @@ def test_planted_bug_is_found_and_control_passes(plant: PlantedBug) -> None:
     for seed in range(MAX_SEEDS):
         tried.append(seed)
         result = run_seed(seed, config)
-        if result.failures():
+        # A planted bug may break another invariant first (a sticky lease can also leave a
+        # timer due in the past): the hunt goes on to the first seed that shows its own.
+        if EXPECTED[plant] in {v.invariant for v in result.failures()}:
             found = result
             break
     assert found is not None, f"{plant.value} not found in {MAX_SEEDS} seeds"

@@ -11,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 
 from lanesync.core import reports
+from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
+from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
@@ -49,6 +51,25 @@ from .output import console, emit_json, revocation_lines
     show_default=True,
     help="Preference as the store's uplink (higher wins among lanes that reach the cloud).",
 )
+@click.option(
+    "--isolated-after",
+    "isolated_after_s",
+    type=click.IntRange(1, 86_400),
+    default=DEFAULT_ISOLATION_AFTER_MS // 1000,
+    show_default=True,
+    help="Seconds without any peer or cloud connection after which the status reports the "
+    "lane isolated (isolated_since).",
+)
+@click.option(
+    "--head-wait",
+    "head_wait_s",
+    type=click.FloatRange(0, 600),
+    default=DEFAULT_HEAD_WAIT_MS / 1000,
+    show_default=True,
+    help="Seconds the first write after the start waits for a peer or the cloud to answer with "
+    "this lane's own chain head (a lane restored from a backup then continues its chain); 0: "
+    "do not wait.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
@@ -61,6 +82,8 @@ def run_command(
     interfaces: tuple[str, ...],
     cloud_url: str | None,
     priority: int,
+    isolated_after_s: int,
+    head_wait_s: float,
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
@@ -77,6 +100,8 @@ def run_command(
         cloud=None if cloud_url is None else parse_peer_url(cloud_url),
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
+        isolation_after_ms=isolated_after_s * 1000,
+        head_wait_ms=round(head_wait_s * 1000),
         collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
@@ -110,6 +135,9 @@ def status(terminal_dir: Path, as_json: bool) -> None:
                 "term": None,
                 "cloud": None,
                 "peers": [],
+                "revoked": terminal.revoked,
+                "isolated_since": None,  # only a running daemon hears peers
+                "first_write_unheard_ms": None,
                 "succeeds": terminal.succession(),
                 "running": False,
                 "revocations": reports.revocations(terminal.replica),
@@ -128,6 +156,22 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         console.print(
             f"  continues {succeeds['predecessor']} after seq {succeeds['after_seq']} "
             f"({succeeds['kind']})",
+            markup=False,
+        )
+    if report["revoked"]:
+        console.print(
+            "  REVOKED by the store: every write is refused; enroll a replacement terminal",
+            markup=False,
+        )
+    if report["first_write_unheard_ms"] is not None:
+        console.print(
+            f"  WROTE UNHEARD at {report['first_write_unheard_ms']} (ms): before any peer "
+            "answered; if this lane was restored from a backup, run verify on a peer",
+            markup=False,
+        )
+    if report["isolated_since"] is not None:
+        console.print(
+            f"  ISOLATED since {report['isolated_since']} (ms): its sales do not reach the store",
             markup=False,
         )
     if report["running"]:

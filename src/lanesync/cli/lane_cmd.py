@@ -115,8 +115,9 @@ def price(terminal_dir: Path, sku: str, unit_cents: int, as_json: bool) -> None:
         result = daemon.call("POST", "/v1/prices", {"sku": sku, "unit_price": unit_cents})
     else:
         with Terminal.open(terminal_dir) as terminal:
-            body = bodies.build_price_change(terminal.role, sku, unit_cents)
-            result = {"record_id": str(terminal.write(lambda _: body).id)}
+            # Built in the write, like every other record: a revoked lane says so first.
+            build = partial(bodies.build_price_change, terminal.role, sku, unit_cents)
+            result = {"record_id": str(terminal.write(lambda _: build()).id)}
     print_record(result, as_json, f"price of {sku} set to {money(unit_cents)}:")
 
 

@@ -152,5 +152,7 @@ def _print_text(summary: Summary, full_trace: bool) -> None:
         f"{data['invariant_checks']} invariant checks, {data['simulated_s']} s simulated in "
         f"{data['wall_s']} s ({data['seeds_per_s']} seeds/s)"
     )
+    seeds_with = ", ".join(f"{kind} {n}" for kind, n in data["seeds_with"].items())
+    out(f"seeds with: {seeds_with}")
     for name, info in data["known_findings"].items():
         out(f"known core finding {name} seen in {info['seeds']} seeds (--strict fails on it)")

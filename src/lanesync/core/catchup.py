@@ -51,6 +51,10 @@ class CatchUp:
         # Set when that answer came (or the link closed): ``ask_deferred`` asks the deferred
         # links, once the answer's updates are merged, so they see the state it brought.
         self._then: Ask | None = None
+        # A peer's answer to one of our catch-ups has been merged: we hold everything it held
+        # then, our own chain's records included (a lane's first write waits for this:
+        # core.headcheck).
+        self.answered = False
 
     # -- our questions ---------------------------------------------------------------------------
 
@@ -78,6 +82,8 @@ class CatchUp:
         ask, self._then = self._then, None
         if ask is None:
             return
+        if ask is Ask.EVERY_DEFERRED:
+            self.answered = True  # take_output merged the answer just before this call
         for link in list(links.values()):
             if link.state_request_deferred and link.is_open:
                 link.state_request_deferred = False

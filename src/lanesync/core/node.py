@@ -42,7 +42,7 @@ from lanesync.core.catchup import CatchUp, answer_merged
 from lanesync.core.connection import Closed, Established, PeerConnection, Received
 from lanesync.core.election import Election
 from lanesync.core.identity import Certificate
-from lanesync.core.ids import TerminalId
+from lanesync.core.ids import CONFIG_DOC, TerminalId
 from lanesync.core.link import DUPLICATE_CONNECTION, NOT_LEADER, SHUTTING_DOWN, CloseCode, Link
 from lanesync.core.output import Outbox, Output
 from lanesync.core.relay import Frame, forward
@@ -93,6 +93,11 @@ class Node:
         self._inbox: list[Frame] = []
         self._inbox_ms = 0
         self._catch_up = CatchUp(replica, self._out, anti_entropy_ms)
+
+    @property
+    def caught_up(self) -> bool:
+        """Has a peer's (or the cloud's) answer to our catch-up been merged since we started?"""
+        return self._catch_up.answered
 
     @property
     def terminal_id(self) -> TerminalId:
@@ -370,6 +375,13 @@ class Node:
     def _close_revoked(self, now_ms: int) -> None:
         for link in list(self.links.values()):
             if link.peer and self.replica.views.revokes(link.peer, now_ms):
+                if link.is_open:
+                    # Its last frame: our config document, its revocation in it. Every peer
+                    # refuses it from now on, so this is the only way it learns it live, and
+                    # then it refuses its POS's writes (Replica.revoked). Certificates and
+                    # revocations only; none of the store's records go to it any more.
+                    config = Update(CONFIG_DOC, self.replica.full_state(CONFIG_DOC), "")
+                    self._out.send(link, Updates((config,)))
                 link.connection.close(f"terminal {link.peer.terminal_id} is revoked")
                 self._pump(link, now_ms)
 

@@ -61,7 +61,7 @@ from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import AcceptedRecords, Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError, UsageError
+from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -559,14 +559,41 @@ class Replica:
 
     # -- local records --------------------------------------------------------------------------
 
+    def revoked(self) -> bool:
+        """Does this replica hold a store-signed revocation of its own terminal (a cut of its
+        chain, for its terminal or for its key, or a revocation of the first format, by time,
+        whatever its time)? Then it may sign no record (``check_writable``), whatever the
+        revocation admits of the records before it. The one place that asks: the write path,
+        the status and the metrics all call this."""
+        if self.me is None:
+            return False
+        me = self.me.certificate
+        _, by_time = self.views.revocations()
+        return (
+            self.views.cut_of(me.terminal_id, me.public_key) is not None
+            or me.terminal_id in by_time
+        )
+
+    def check_writable(self) -> None:
+        """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
+        if self.me is not None and self.revoked():
+            me = self.me.certificate.terminal_id
+            raise TerminalRevoked(
+                f"terminal {me} is revoked by the store and may record nothing more: enroll a "
+                f"replacement terminal (lanesync enroll STORE_DIR NEW_DIR --terminal-id NEW_ID "
+                f"--replaces {me} --via LANE_DIR) and contact the store authority"
+            )
+
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
         """Sign ``body`` as the next record of this terminal's chain and add it to the state.
 
         The record is acknowledged to nobody yet: the shell commits ``Change`` first. Until it
         has, the update must not leave this process (a crash would reuse the CRDT clock).
+        A revoked terminal (``revoked``) gets ``TerminalRevoked`` and changes nothing.
         """
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
+        self.check_writable()
         cert = self.me.certificate
         terminal = cert.terminal_id
         closed = self.views.closed_reason(cert)

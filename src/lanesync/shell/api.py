@@ -11,6 +11,25 @@ different request is refused (422). Keys are kept 7 days.
 
 Errors are JSON ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can
 fix, 503 when storage failed; a 500 means a lanesync bug.
+
+A terminal the store revoked (it holds the store-signed revocation of itself) refuses every
+write that would sign a record (sales, voids, receipts, adjustments, prices) with 403
+``terminal_revoked``, whose message says what to do. A retry of a write acknowledged before
+the revocation still gets its first answer, as long as the record still counts. Bundles and
+revocations are still taken and exports still given: they sign nothing, and they are how the
+lane's records reach the store. ``GET /v1/status`` says ``"revoked": true`` then.
+
+``GET /v1/status`` also has ``"isolated_since"``: null, or the time (ms since the epoch) since
+when the lane's sales reach nobody: a peer refused it as revoked (from the first refusal on),
+or no peer or cloud connection has been open for longer than ``lanesync run --isolated-after``
+(default 60 s; then it is the time the last connection closed, or the daemon's start). A POS
+should warn its cashier while it is not null.
+
+The first write after the daemon starts waits until a peer (or the cloud) has answered the
+lane's catch-up, at most ``lanesync run --head-wait`` (default 3 s; 0: no wait), so that a lane
+restored from a backup continues its own chain from the head its peers hold. When a write went
+through before anyone answered, ``GET /v1/status`` says when in ``"first_write_unheard_ms"``
+(null otherwise): such a lane may have forked its chain if it was restored from a backup.
 """
 
 from __future__ import annotations
@@ -37,8 +56,8 @@ from lanesync.core.ids import RecordId, terminal_id
 from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
-from lanesync.errors import IdempotencyConflict, RemoteError, UsageError
-from lanesync.shell.committer import GroupCommitter, RequestKey
+from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -61,6 +80,7 @@ class DaemonState:
     started_ms: int = 0
     election: Election | None = None
     uplink: Uplink | None = None
+    first_write: FirstWrite | None = None
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -107,6 +127,18 @@ class RecordOut(BaseModel):
     record_id: str
 
 
+# The answers a write route may give besides its own (the OpenAPI document lists them).
+WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {"description": "This terminal is revoked (error code terminal_revoked)"}
+}
+PRICE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    403: {
+        "description": "This terminal is revoked (error code terminal_revoked), or its role may "
+        "not set prices (error code forbidden)"
+    }
+}
+
+
 # -- metrics ---------------------------------------------------------------------------------------
 
 
@@ -145,6 +177,20 @@ class _StateCollector(Collector):
         )
         oversold = sum(1 for n in views.on_hand().values() if n < 0)
         yield GaugeMetricFamily("lanesync_oversold_skus", "SKUs with negative stock", oversold)
+        yield GaugeMetricFamily(
+            "lanesync_terminal_revoked",
+            "1 when the store revoked this terminal (every write is refused)",
+            value=int(self._state.terminal.revoked),
+        )
+        isolation = self._state.mesh.isolation
+        isolated = isolation is not None and (
+            isolation.isolated_since(self._state.terminal.now_ms()) is not None
+        )
+        yield GaugeMetricFamily(
+            "lanesync_isolated",
+            "1 while the status has an isolated_since (refused as revoked, or nobody heard)",
+            value=int(isolated),
+        )
 
 
 # -- idempotency -----------------------------------------------------------------------------------
@@ -189,6 +235,13 @@ def status_report(state: DaemonState) -> dict[str, Any]:
         "peers": mesh.peers_report(),
         "connections": mesh.node.peer_status(),
         "revocations": reports.revocations(terminal.replica),
+        "revoked": terminal.revoked,
+        "isolated_since": (
+            None if mesh.isolation is None else mesh.isolation.isolated_since(terminal.now_ms())
+        ),
+        "first_write_unheard_ms": (
+            None if state.first_write is None else state.first_write.check.unheard_write_ms
+        ),
         "succeeds": terminal.succession(),
     }
 
@@ -231,7 +284,17 @@ def create_app(state: DaemonState) -> FastAPI:
                 raise IdempotencyConflict(
                     f"{IDEMPOTENCY_HEADER} {key!r} was used for a different request"
                 )
+            # A write acknowledged before the terminal was revoked is answered again as it was
+            # (it writes nothing). One the revocation withdrew is not: that would confirm a
+            # sale the store does not count.
             record = state.terminal.replica.find_record(RecordId.parse(found.record_id))
+            if record is None and state.terminal.revoked:
+                raise TerminalRevoked(
+                    f"the write made with {key!r} ({found.record_id}) does not count: terminal "
+                    f"{state.terminal.terminal_id} is revoked by the store; enroll a "
+                    "replacement terminal (lanesync enroll --replaces) and contact the store "
+                    "authority"
+                )
             if record is None:  # only if this terminal's own records stopped counting
                 raise IdempotencyConflict(f"the write made with {key!r} is no longer held")
             response.headers[REPLAYED_HEADER] = "true"
@@ -250,7 +313,13 @@ def create_app(state: DaemonState) -> FastAPI:
         write_latency.observe(time.perf_counter() - started)
         return record
 
-    @app.post("/v1/sales", status_code=201, response_model=SaleOut, tags=["writes"])
+    @app.post(
+        "/v1/sales",
+        status_code=201,
+        response_model=SaleOut,
+        tags=["writes"],
+        responses=WRITE_RESPONSES,
+    )
     async def post_sale(
         body: SaleIn, request: Request, response: Response, _: RequireToken
     ) -> SaleOut:
@@ -263,7 +332,11 @@ def create_app(state: DaemonState) -> FastAPI:
         return SaleOut(sale_id=str(record.id), total=total)
 
     @app.post(
-        "/v1/sales/{sale_id}/void", status_code=201, response_model=RecordOut, tags=["writes"]
+        "/v1/sales/{sale_id}/void",
+        status_code=201,
+        response_model=RecordOut,
+        tags=["writes"],
+        responses=WRITE_RESPONSES,
     )
     async def post_void(
         sale_id: str, request: Request, response: Response, _: RequireToken
@@ -271,7 +344,13 @@ def create_app(state: DaemonState) -> FastAPI:
         record = await write(lambda views: bodies.build_void(views, sale_id), request, response)
         return RecordOut(record_id=str(record.id))
 
-    @app.post("/v1/stock/receive", status_code=201, response_model=RecordOut, tags=["writes"])
+    @app.post(
+        "/v1/stock/receive",
+        status_code=201,
+        response_model=RecordOut,
+        tags=["writes"],
+        responses=WRITE_RESPONSES,
+    )
     async def post_receive(
         body: ReceiveIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
@@ -280,7 +359,13 @@ def create_app(state: DaemonState) -> FastAPI:
         )
         return RecordOut(record_id=str(record.id))
 
-    @app.post("/v1/stock/adjust", status_code=201, response_model=RecordOut, tags=["writes"])
+    @app.post(
+        "/v1/stock/adjust",
+        status_code=201,
+        response_model=RecordOut,
+        tags=["writes"],
+        responses=WRITE_RESPONSES,
+    )
     async def post_adjust(
         body: AdjustIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:
@@ -292,7 +377,13 @@ def create_app(state: DaemonState) -> FastAPI:
         )
         return RecordOut(record_id=str(record.id))
 
-    @app.post("/v1/prices", status_code=201, response_model=RecordOut, tags=["writes"])
+    @app.post(
+        "/v1/prices",
+        status_code=201,
+        response_model=RecordOut,
+        tags=["writes"],
+        responses=PRICE_RESPONSES,
+    )
     async def post_price(
         body: PriceIn, request: Request, response: Response, _: RequireToken
     ) -> RecordOut:

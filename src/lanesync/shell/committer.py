@@ -24,6 +24,7 @@ import contextlib
 from collections.abc import Callable
 from functools import partial
 
+from lanesync.core.headcheck import HeadCheck
 from lanesync.core.records import Record
 from lanesync.core.replica import Change
 from lanesync.errors import LanesyncError, StorageError, UsageError
@@ -37,10 +38,42 @@ RequestKey = tuple[
 Publish = Callable[[list[Change], Callable[[], None]], None]
 
 
+class FirstWrite:
+    """The daemon's side of ``core.headcheck.HeadCheck``: the committer waits on it before its
+    first write, the mesh tells it when a peer's catch-up answer is merged (``answered``)."""
+
+    def __init__(self, check: HeadCheck, clock: Callable[[], int]) -> None:
+        self.check = check
+        self._clock = clock
+        self._answered = asyncio.Event()
+
+    def answered(self) -> None:
+        if not self._answered.is_set():
+            self.check.answered()
+            self._answered.set()
+
+    async def wait(self) -> None:
+        """Return once writes may go through: someone answered, or the wait ran out."""
+        while (wait_ms := self.check.wait_ms(self._clock())) is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._answered.wait(), max(wait_ms, 1) / 1000)
+
+    def wrote(self) -> None:
+        self.check.wrote(self._clock())
+
+
 class GroupCommitter:
-    def __init__(self, terminal: Terminal, publish: Publish | None = None) -> None:
+    def __init__(
+        self,
+        terminal: Terminal,
+        publish: Publish | None = None,
+        first_write: FirstWrite | None = None,
+    ) -> None:
+        """``first_write``: what the first write after opening waits for (the daemon's check of
+        its own chain head, ``core.headcheck``); None: nothing."""
         self._terminal = terminal
         self._publish = publish
+        self._first_write = first_write
         self._pending: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]] = []
         self._wake = asyncio.Event()
         self.commits = 0
@@ -51,6 +84,8 @@ class GroupCommitter:
         same transaction (``Terminal.find_request`` finds it afterwards)."""
         if self._terminal.failure is not None:
             raise self._terminal.failure  # stopping: no commit will run for it
+        # A revoked terminal says so at once, not after the first write's wait for a peer.
+        self._terminal.replica.check_writable()
         future: asyncio.Future[Record] = asyncio.get_running_loop().create_future()
         self._pending.append((build, key, future))
         self._wake.set()
@@ -61,6 +96,8 @@ class GroupCommitter:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self._first_write is not None:
+                await self._first_write.wait()  # at once, after the first time
             batch, self._pending = self._pending, []
             if batch:
                 await self._commit_batch(batch)
@@ -107,6 +144,8 @@ class GroupCommitter:
                     future.set_exception(exc)
             return
         self.commits += 1
+        if self._first_write is not None:
+            self._first_write.wrote()
         self.records += len(staged)
         for record, future in staged:
             if not future.done():  # the caller may have been cancelled; the record stays

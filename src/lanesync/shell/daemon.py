@@ -15,17 +15,20 @@ import os
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import serve
 
 from lanesync.core.election import Election
+from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS, HeadCheck
 from lanesync.core.ids import is_decimal
+from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS, Isolation
 from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
-from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.discovery import Discovery
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
@@ -54,6 +57,10 @@ class DaemonConfig:
     cloud: str | None = None
     priority: int = 0
     anti_entropy_ms: int | None = None
+    # How long the lane may hear no peer and no cloud before its status says it is isolated.
+    isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
+    # How long the first write after opening waits for a peer's answer (0: not at all).
+    head_wait_ms: int = DEFAULT_HEAD_WAIT_MS
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
@@ -106,8 +113,20 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         anti_entropy_ms=config.anti_entropy_ms or ANTI_ENTROPY_MS,
         election=election,
     )
-    mesh = Mesh(node, terminal, observer=config.collaborators.observer(terminal))
-    committer = GroupCommitter(terminal, publish=mesh.write)
+    started_ms = wall_clock_ms()
+    isolation = Isolation(terminal.terminal_id, started_ms, config.isolation_after_ms)
+    first_write = FirstWrite(HeadCheck(started_ms, config.head_wait_ms), wall_clock_ms)
+    mesh = Mesh(
+        node,
+        terminal,
+        observer=config.collaborators.observer(terminal),
+        isolation=isolation,
+        on_caught_up=first_write.answered,
+    )
+    terminal.on_revoked = partial(_revoked, terminal)
+    if terminal.revoked:
+        _revoked(terminal)  # learnt before this start: said once per run, here
+    committer = GroupCommitter(terminal, publish=mesh.write, first_write=first_write)
     uplink = None if config.cloud is None else Uplink(mesh, election, config.cloud)
     peer_sock, api_sock = bind_sockets(config.listen, config.api)
     state = DaemonState(
@@ -117,7 +136,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         load_or_create_token(config.directory),
         listen=socket_url("ws", peer_sock),
         api=socket_url("http", api_sock),
-        started_ms=wall_clock_ms(),
+        started_ms=started_ms,
+        first_write=first_write,
         election=election,
         uplink=uplink,
     )
@@ -182,6 +202,14 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         await stop_api(api, serving_api)
         for task in tasks:
             task.cancel()
+
+
+def _revoked(terminal: Terminal) -> None:
+    log.error(
+        "terminal.revoked terminal=%s: the store revoked this terminal; every write is refused "
+        "from now on: enroll a replacement terminal and contact the store authority",
+        terminal.terminal_id,
+    )
 
 
 def daemon_main(config: DaemonConfig) -> None:

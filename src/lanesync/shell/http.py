@@ -33,6 +33,7 @@ from lanesync.errors import (
     PermissionDenied,
     RemoteError,
     StorageError,
+    TerminalRevoked,
 )
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
@@ -44,6 +45,8 @@ def error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def status_of(exc: LanesyncError) -> tuple[int, str]:
+    if isinstance(exc, TerminalRevoked):
+        return 403, "terminal_revoked"
     if isinstance(exc, PermissionDenied):
         return 403, "forbidden"
     if isinstance(exc, IdempotencyConflict):

@@ -28,6 +28,7 @@ from websockets.protocol import State as WsState
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
 from lanesync.core.identity import Role
+from lanesync.core.isolation import Isolation
 from lanesync.core.link import Close, CloseCode
 from lanesync.core.node import ACK_DELAY_MS, Node
 from lanesync.core.replica import Change
@@ -148,12 +149,17 @@ class Mesh:
         commit_delay_s: float = PEER_DATA_COMMIT_DELAY_S,
         gate: HandshakeGate | None = None,
         observer: MeshObserver | None = None,
+        isolation: Isolation | None = None,
+        on_caught_up: Callable[[], None] | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
         follow every commit through ``on_persisted``). ``gate``: the process's connections in
         the handshake (the cloud shares one among its stores' meshes). ``observer``: told what
-        happens here and in the terminal's storage (see ``MeshObserver``)."""
+        happens here and in the terminal's storage (see ``MeshObserver``). ``isolation``: told of
+        every connection verified and ended (a lane's status reads it; the cloud has none).
+        ``on_caught_up``: called after each flush once a peer's answer to our catch-up is merged
+        (a lane's first write waits for it: ``core.headcheck``)."""
         self.node = node
         self._observer = observer
         if observer is not None:
@@ -187,6 +193,8 @@ class Mesh:
         self.frames_out = 0
         self.bytes_out = 0
         self.gate = HandshakeGate() if gate is None else gate
+        self.isolation = isolation
+        self._on_caught_up = on_caught_up
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -246,6 +254,15 @@ class Mesh:
             await sock.queue.put(None)
             await writer
             del self._sockets[conn_id]
+            # The node's reason, when it closed first (a peer's refusal): the flush above
+            # has handed it over even when the refusal and the transport's end came at once.
+            ended = sock.close_reason or reason
+            if self.isolation is not None and self.isolation.closed(conn_id, ended, self._clock()):
+                log.error(
+                    "terminal.refused_as_revoked terminal=%s: a peer refused this terminal as "
+                    "revoked by the store; its sales no longer reach the store",
+                    self.node.terminal_id,
+                )
         return reason
 
     def _check_authenticated(self, conn_id: int, sock: _Socket) -> None:
@@ -253,6 +270,8 @@ class Mesh:
         link = self.node.links.get(conn_id)
         if link is not None and link.is_open:
             sock.authenticated = True
+            if self.isolation is not None:
+                self.isolation.opened(conn_id, self._clock())
             sock.ws.protocol.max_message_size = MAX_FRAME_SIZE
             self.gate.done(sock.ws)
 
@@ -315,6 +334,8 @@ class Mesh:
     def _flush(self) -> None:
         self._flush_scheduled = False
         self.driver.flush()
+        if self._on_caught_up is not None and self.node.caught_up:
+            self._on_caught_up()
         if self._observer is not None:
             self._observer.flushed()
 

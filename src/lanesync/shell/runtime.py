@@ -23,6 +23,7 @@ from lanesync.errors import (
     LanesyncError,
     PermissionDenied,
     StorageError,
+    TerminalRevoked,
     UsageError,
 )
 from lanesync.shell.lock import DirectoryLock
@@ -136,6 +137,8 @@ def _error_from(exc: urllib.error.HTTPError) -> LanesyncError:
         message, code = str(error["message"]), str(error["code"])
     except (ValueError, KeyError, TypeError):
         return LanesyncError(f"the daemon answered HTTP {exc.code}")
+    if code == "terminal_revoked":
+        return TerminalRevoked(message)
     if exc.code == 403:
         return PermissionDenied(message)
     if exc.code == 503:

@@ -93,6 +93,11 @@ class Terminal:
         # Told once, on the first storage failure: the daemon stops on it (a supervisor
         # restarts it, and the reopen replays what is durable).
         self.on_failure: Callable[[StorageError], None] | None = None
+        # Told once, when a change (a bundle, a peer's update, a published revocation) brings
+        # this terminal's own revocation: the daemon logs it. A terminal opened revoked
+        # already is not told: its owner asks ``revoked`` at start.
+        self.on_revoked: Callable[[], None] | None = None
+        self._revoked = replica.revoked()
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
 
@@ -197,6 +202,17 @@ class Terminal:
     def now_ms(self) -> int:
         return self._clock()
 
+    @property
+    def revoked(self) -> bool:
+        """The store revoked this terminal (``Replica.revoked``): every write fails."""
+        return self.replica.revoked()
+
+    def _notice_revocation(self) -> None:
+        if not self._revoked and self.replica.revoked():
+            self._revoked = True
+            if self.on_revoked is not None:
+                self.on_revoked()
+
     # -- writing ----------------------------------------------------------------------------------
 
     @property
@@ -217,6 +233,7 @@ class Terminal:
     def stage(self, build: BodyBuilder) -> tuple[Record, Change]:
         """Build, sign and apply one record in memory. NOT durable until ``commit``."""
         self._check_usable()
+        self.replica.check_writable()  # before the body: a revoked lane says so, not "no SKU"
         body = build(self.replica.views)
         try:
             return self.replica.append(body, self._clock())
@@ -240,6 +257,7 @@ class Terminal:
             self.observer.stored(StorageCall.COMMIT, time.perf_counter() - started)
         self._deferred.clear()
         self.replica.persisted(batch)
+        self._notice_revocation()
 
     def find_request(self, key: str) -> KeyedRequest | None:
         """The write made with idempotency key ``key`` in the last ``REQUEST_KEEP_MS``."""
@@ -249,6 +267,7 @@ class Terminal:
         """Hold changes merged from peers for the next ``commit``. Only for data durable at its
         origin already: a crash loses them here, and peers send them again."""
         self._deferred.extend(change for change in changes if change)
+        self._notice_revocation()
 
     @property
     def deferred(self) -> int:

@@ -7,12 +7,15 @@ append was committed), never from the replicas under test.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
+from lanesync.core.views import Views
 from lanesync.sim.host import CLOUD, Host
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import Simulator
@@ -24,21 +27,31 @@ class Expected:
 
     stock: dict[str, int]
     prices: dict[str, int]
-    sales: frozenset[str]
-    heads: dict[str, int]  # terminal -> number of acknowledged records (its chain head)
+    # sale id -> how many acknowledged sales carry it: two on two branches of a fork, each a
+    # genuine sale the POS was told succeeded, each counted once.
+    sales: Counter[str]
+    heads: dict[str, int]  # unforked terminal -> number of acknowledged records (its head)
+    # forked terminal -> (seq, hash) of the head of each branch of acknowledged records
+    forks: dict[str, frozenset[tuple[int, bytes]]]
 
 
-def expected_of(acked: list[Record]) -> Expected:
+def expected_of(acked: list[Record], cuts: Mapping[str, int] | None = None) -> Expected:
+    """``cuts``: revoked terminal -> the last seq of its chain the store accepts. What a revoked
+    lane wrote past its cut (before it heard of its revocation) never counts."""
+    if cuts:
+        acked = [r for r in acked if r.seq <= cuts.get(r.terminal, r.seq)]
     stock: dict[str, int] = defaultdict(int)
-    sales: dict[str, Sale] = {}
+    by_id: dict[str, list[Record]] = defaultdict(list)
     voided: set[str] = set()
     winners: dict[str, tuple[tuple[Hlc, str], int]] = {}
-    heads: Counter[str] = Counter()
+    chains: dict[str, list[Record]] = defaultdict(list)
+    sales: Counter[str] = Counter()
     for record in acked:
-        heads[record.terminal] += 1
+        chains[record.terminal].append(record)
+        by_id[str(record.id)].append(record)
         match record.body:
-            case Sale(lines) as sold:
-                sales[str(record.id)] = sold
+            case Sale(lines):
+                sales[str(record.id)] += 1
                 for line in lines:
                     stock[line.sku] -= line.qty
             case Void(sale_id):
@@ -52,15 +65,27 @@ def expected_of(acked: list[Record]) -> Expected:
                 if item not in winners or rank > winners[item][0]:
                     winners[item] = (rank, cents)
     for voided_id in sorted(voided):  # credited once, however many voids name it
-        sale = sales.get(voided_id)
-        if sale is not None:
-            for line in sale.lines:
+        named = by_id.get(voided_id, [])
+        # An id two branches of a fork hold names no single sale: a void of it credits
+        # nothing back (core.forks), whichever branch the voiding lane had seen.
+        if len(named) == 1 and isinstance(named[0].body, Sale):
+            for line in named[0].body.lines:
                 stock[line.sku] += line.qty
+    heads: dict[str, int] = {}
+    forks: dict[str, frozenset[tuple[int, bytes]]] = {}
+    for terminal, records in chains.items():
+        linked = {r.prev_hash for r in records}
+        tips = frozenset((r.seq, r.hash) for r in records if r.hash not in linked)
+        if len(tips) == 1:
+            heads[terminal] = len(records)
+        else:
+            forks[terminal] = tips
     return Expected(
         dict(stock),
         {item: cents for item, (_, cents) in winners.items()},
-        frozenset(sales),
-        dict(heads),
+        sales,
+        heads,
+        forks,
     )
 
 
@@ -71,7 +96,7 @@ def _short(items: list[str], limit: int = 4) -> str:
 
 def check(sim: Simulator) -> int:
     """Check every invariant; violations go to ``sim.violate``. Returns the checks made."""
-    expected = expected_of(sim.acked)
+    expected = expected_of(sim.acked, sim.revoked)
     checks = 0
     hosts = [h for h in sim.hosts.values() if h.replica is not None]
     down = [h.name for h in sim.hosts.values() if h.replica is None]
@@ -115,6 +140,14 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     views = replica.views
     name = host.name
     problems = {kind: rows for kind, rows in views.problems().items() if rows}
+    # A revoked lane's records past its cut are held and refused, as they must be.
+    refused = [
+        row
+        for row in problems.pop("revoked", [])
+        if str(row["key"]).split(":")[0] not in sim.revoked
+    ]
+    if refused:
+        problems["revoked"] = refused
     if problems:
         details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in problems.items())
         sim.violate(Invariant.JOURNAL, f"{name}: {details}", (name,))
@@ -123,25 +156,28 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
         for terminal, count in sorted(expected.heads.items())
         if views.head(terminal).seq != count  # type: ignore[arg-type]
     ]
+    short += _fork_heads(views, expected)
     if short:
         subjects = (name, *(s.split()[0] for s in short))
         sim.violate(Invariant.JOURNAL, f"{name}: {_short(short)}", subjects)
-    held = set(views.sale_ids())
-    missing = sorted(expected.sales - held)
-    extra = sorted(held - expected.sales)
+    held = Counter(views.sale_ids())
+    missing = sorted(rid for rid, n in expected.sales.items() if held[rid] < n)
+    extra = sorted(rid for rid, n in held.items() if not expected.sales[rid])
+    counted = sorted(rid for rid, n in held.items() if n > expected.sales[rid] > 0)
     copies = Counter(str(r.id) for _, _, r in replica.records() if isinstance(r.body, Sale))
-    twice = sorted(rid for rid, n in copies.items() if n > 1)
-    if missing or extra or twice:
+    twice = sorted(rid for rid, n in copies.items() if n > max(1, expected.sales[rid]))
+    if missing or extra or counted or twice:
         parts = []
         if missing:
             parts.append(f"missing acknowledged sales {_short(missing)}")
         if extra:
             parts.append(f"sales never acknowledged {_short(extra)}")
+        if counted:
+            parts.append(f"sales counted more often than acknowledged {_short(counted)}")
         if twice:
             parts.append(f"sales held twice {_short(twice)}")
-        sim.violate(
-            Invariant.SALES, f"{name}: {'; '.join(parts)}", (name, *missing, *extra, *twice)
-        )
+        subjects = (name, *missing, *extra, *counted, *twice)
+        sim.violate(Invariant.SALES, f"{name}: {'; '.join(parts)}", subjects)
     on_hand: dict[str, int] = (
         host.view.on_hand() if host.view else {str(k): n for k, n in views.on_hand().items()}
     )
@@ -160,6 +196,30 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     if bad_prices:
         sim.violate(Invariant.PRICES, f"{name}: prices {_short(bad_prices)}", (name,))
     return 5
+
+
+def _fork_heads(views: Views, expected: Expected) -> list[str]:
+    """Each forked terminal's fork is resolved, naming exactly the heads of the acknowledged
+    branches, and every branch is counted up to its head."""
+    wrong = []
+    resolved = {str(fork["terminal"]): fork for fork in views.resolved_forks()}
+    for terminal, tips in sorted(expected.forks.items()):
+        fork = resolved.get(terminal)
+        if fork is None:
+            wrong.append(f"{terminal} forked and not resolved")
+            continue
+        branches: list[dict[str, Any]] = fork["branches"]  # type: ignore[assignment]
+        named = frozenset((int(b["head_seq"]), bytes.fromhex(b["head_hash"])) for b in branches)
+        if named != tips:
+            heads = sorted(seq for seq, _ in tips)
+            wrong.append(f"{terminal} resolution names heads other than acknowledged {heads}")
+        wrong += [
+            f"{terminal} branch {b['first_hash'][:8]} counted to {b['counted_to_seq']} of "
+            f"{b['head_seq']}"
+            for b in branches
+            if b["counted_to_seq"] != b["head_seq"]
+        ]
+    return wrong
 
 
 def _components(sim: Simulator) -> list[list[str]]:

@@ -54,7 +54,7 @@ class Dialing(Transport):
             self._at(self.now + BACKOFF_MAX_MS, self._dial, host, dialer, dialer.gen, session)
             return
         dialer.started_ms = self.now
-        target = self.hosts[dialer.target]
+        target = self.by_name[dialer.target]
         wan = CLOUD in (host.name, target.name)
         conn = Conn(
             self._next_conn,
@@ -87,7 +87,7 @@ class Dialing(Transport):
     def _open(self, host: Host, dialer: Dialer, conn: Conn, session: int) -> None:
         if dialer.conn_id != conn.conn_id:
             return
-        target = self.hosts[conn.listener]
+        target = self.by_name[conn.listener]
         if not self._valid(host, session) or dialer.stopped:
             dialer.conn_id = None
             return

@@ -8,6 +8,7 @@ of ``Simulator`` (see ``loop.py``).
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from lanesync.sim.dialing import Dialing
 from lanesync.sim.host import CrashMode, Host
@@ -22,6 +23,16 @@ from lanesync.sim.network import Conn
 class Faults(Dialing):
     """The ``Simulator``'s faults: scheduling them, applying them, healing partitions."""
 
+    if TYPE_CHECKING:  # defined by a part above this one (see loop.py)
+
+        def _fault_backup(self) -> None: ...
+
+        def _fault_restore(self) -> None: ...
+
+        def _fault_rekey(self) -> None: ...
+
+        def _fault_revoke(self) -> None: ...
+
     # -- faults ------------------------------------------------------------------------------------
 
     def _schedule_faults(self) -> None:
@@ -35,6 +46,10 @@ class Faults(Dialing):
             (rates.clock_steps_per_s, self._fault_clock_step),
             (rates.delay_spikes_per_s, self._fault_delay_spike),
             (rates.compactions_per_s, self._fault_compact),
+            (rates.backups_per_s, self._fault_backup),
+            (rates.restores_per_s, self._fault_restore),
+            (rates.rekeys_per_s, self._fault_rekey),
+            (rates.revocations_per_s, self._fault_revoke),
         ):
             if rate > 0:
                 self._at(self._next_fault(rate), self._fault, action, rate)

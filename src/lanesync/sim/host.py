@@ -70,6 +70,17 @@ class Dialer:
     stopped: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Backup:
+    """A copy of a host's committed state (``durable`` and its signature verdicts), and how
+    many records of its own chain it held then."""
+
+    durable: dict[str, tuple[bytes, ...]]
+    verified: frozenset[bytes]
+    own_seq: int
+    taken_ms: int
+
+
 @dataclass(eq=False)
 class Host:
     """A terminal process (a lane or the cloud) and what survives its crashes (``durable``)."""
@@ -97,6 +108,10 @@ class Host:
     pending_crash: str | None = None
     view: RmwStockView | None = None
     last_leader: str | None = None
+    backup: Backup | None = None  # its last backup (restore.py)
+    restored: bool = False  # restarted from a backup once: not restored or re-keyed again
+    retired: bool = False  # replaced by another terminal: never restarts
+    isolated_until_ms: int = 0  # restored with its network down: reaches nobody until then
 
     @property
     def alive(self) -> bool:
@@ -177,7 +192,7 @@ class HostShell(EventLoop):
     def _start(self, host: Host) -> None:
         host.sessions += 1
         local = self.local_ms(host)
-        replica = Replica(
+        replica = self._replica_cls(
             self.store,
             1 + host.rng.randrange(2**CLIENT_ID_BITS - 1),
             LocalIdentity(host.cert, host.key),
@@ -368,7 +383,7 @@ class HostShell(EventLoop):
         self._at(self.now + delay, self._restart, host, host.sessions)
 
     def _restart(self, host: Host, session: int) -> None:
-        if host.alive or host.sessions != session:
+        if host.alive or host.sessions != session or host.retired:
             return
         if not host.is_cloud and self.rng.random() < 0.5:  # a reboot may come back skewed
             skew = self.config.max_skew_ms

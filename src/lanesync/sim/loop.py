@@ -3,7 +3,8 @@
 ``Simulator`` (``world.py``) is assembled from parts, one module per idea, each a class in one
 chain of bases: ``EventLoop`` (here) < ``HostShell`` (``host.py``: one host's simulated shell) <
 ``Transport`` (``transport.py``: the simulated network) < ``Dialing`` (``dialing.py``: dialers and
-the uplink) < ``Workload`` (``workload.py``) and ``Faults`` (``faults.py``: the fault schedule).
+the uplink) < ``Workload`` (``workload.py``) and ``Faults`` (``faults.py``: the fault schedule) <
+``Lifecycle`` (``lifecycle.py``: backups, restores, re-keys and the store's fork repair).
 Their methods run on the one ``Simulator`` and share the state declared here, which
 ``Simulator.__init__`` sets. A part that calls a method of a part above it in the chain declares
 it for the type checker only (``if TYPE_CHECKING``), so nothing is defined twice.
@@ -22,6 +23,7 @@ from lanesync.core.election import Election
 from lanesync.core.identity import StoreIdentity
 from lanesync.core.node import Node
 from lanesync.core.records import Record
+from lanesync.core.replica import Replica
 from lanesync.sim.model import EventKind, Invariant, SimConfig, TraceEvent, Violation
 from lanesync.sim.network import Conn
 
@@ -45,6 +47,7 @@ class EventLoop:
     counts: Counter[str]
     violations: list[Violation]
     acked: list[Record]
+    revoked: dict[str, int]  # revoked terminal -> the last seq of its chain the store accepts
     faulty: bool
     done: bool
     last_change_ms: int
@@ -57,7 +60,8 @@ class EventLoop:
     _next_conn: int
     _queue: list[Event]
     _seq: int
-    hosts: dict[str, Host]
+    hosts: dict[str, Host]  # the hosts of the store now
+    by_name: dict[str, Host]  # every host there ever was (frames to a replaced one may fly)
     lanes: list[Host]
     cloud: Host
     pairs: list[tuple[str, str]]
@@ -65,6 +69,7 @@ class EventLoop:
     _node_cls: type[Node]
     _election_cls: type[Election]
     _driver_cls: type[Driver]
+    _replica_cls: type[Replica]
 
     # -- the event loop ----------------------------------------------------------------------------
 

@@ -44,6 +44,7 @@ class PlantedBug(enum.Enum):
     NO_RELAY = "no-relay"  # a node that never forwards what it merged
     STICKY_LEASE = "sticky-lease"  # a leader whose lease never expires
     SEND_BEFORE_COMMIT = "send-before-commit"  # a local record sent before it is durable
+    COUNT_FORK_TWICE = "count-fork-twice"  # a resolved fork's shared prefix counted per branch
 
 
 class EventKind(enum.Enum):
@@ -76,6 +77,14 @@ class EventKind(enum.Enum):
     RESTART = "restart"
     CLOCK_STEP = "clock-step"
     COMPACT = "compact"
+    BACKUP = "backup"  # a copy of a lane's committed log, taken to be restored later
+    RESTORE = "restore"  # a lane restarted from its last backup (may fork its chain)
+    ISOLATED = "isolated"  # a restored lane back before its network: it sells alone
+    FORK_RESOLVED = "fork-resolved"  # the store authority resolved a fork (resolve-fork)
+    REPLACED = "replaced"  # a lane continues under a new terminal id (enroll --replaces)
+    REKEY = "re-key"  # a lane's key replaced, its chain continued (enroll --replaces, same id)
+    REVOKE = "revoke"  # the store revoked a lane, cutting its chain at a position
+    BUNDLE = "bundle"  # a revoked lane's documents imported on another lane as it is replaced
     LEADER = "leader"
     UPLINK_START = "uplink-start"
     UPLINK_STOP = "uplink-stop"
@@ -148,6 +157,14 @@ class FaultRates:
     clock_steps_per_s: float = 0.05
     delay_spikes_per_s: float = 0.15
     compactions_per_s: float = 0.05
+    # A lane's committed log copied (a backup), then a lane restarted from its last copy, as a
+    # restore from an old backup does: at these rates about a third of the CI batch's seeds
+    # (3 lanes, 6 s) fork a chain and resolve it (the counts are in the summary's seeds_with).
+    backups_per_s: float = 0.3
+    restores_per_s: float = 0.15
+    rekeys_per_s: float = 0.02
+    # The store revokes a lane (at most one per schedule): about one seed in six of the CI batch.
+    revocations_per_s: float = 0.04
     # Raw faults inside an established (sealed) stream: each frame with this probability.
     drop: float = 0.002
     dup: float = 0.002
@@ -156,7 +173,7 @@ class FaultRates:
 
     @classmethod
     def none(cls) -> FaultRates:
-        return cls(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        return cls(**dict.fromkeys(cls.__dataclass_fields__, 0))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,17 +7,19 @@ bounded number of seeds while the unmodified system passes the same seeds.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from pycrdt import Doc, Map
 
+from lanesync.core.chains import Chains
 from lanesync.core.driver import Driver
 from lanesync.core.election import Election
 from lanesync.core.ids import Sku
 from lanesync.core.link import Link
 from lanesync.core.node import Node
-from lanesync.core.replica import Change
+from lanesync.core.replica import Change, Replica
+from lanesync.core.views import Views
 from lanesync.core.wire import Update
 from lanesync.errors import RemoteError
 
@@ -87,3 +89,44 @@ class RmwStockView:
 
     def on_hand(self) -> dict[str, int]:
         return {sku: int(value) for sku, value in sorted(self.map.items())}
+
+
+class ForkTwiceChains(Chains):
+    """PLANTED BUG "a resolved fork's longest branch counted twice": the sales listing takes
+    the longest branch of a resolved fork for the chain's continuation and lists its sales
+    there, on top of listing every branch, so that branch's sales are counted twice."""
+
+    def sale_ids(self) -> Iterator[str]:
+        yield from super().sale_ids()
+        for terminal, chain in self._chains.items():
+            if not chain.branches:
+                continue
+            longest = max(chain.branches, key=lambda b: (b.head_seq, b.first_hash))
+            for index, counted in enumerate(longest.sales):
+                if counted:
+                    yield f"{terminal}:{longest.base_seq + index + 1}"
+
+
+class ForkTwiceViews(Views):
+    """The real views, judging chains with ``ForkTwiceChains``."""
+
+    def _reset_views(self) -> None:
+        super()._reset_views()
+        self._chains = ForkTwiceChains(self._resolutions, self._closures)
+
+
+class ForkTwiceReplica(Replica):
+    """The real replica, whose views (built at its creation and again by ``restore``) are
+    ``ForkTwiceViews``."""
+
+    _planted_views: Views
+
+    @property
+    def views(self) -> Views:
+        return self._planted_views
+
+    @views.setter
+    def views(self, views: Views) -> None:
+        if type(views) is Views:
+            views = ForkTwiceViews(self.store, self._tz, self, self._accepted_subscribers)
+        self._planted_views = views

@@ -21,6 +21,16 @@ from lanesync.sim.world import Simulator
 # (The first one, a busy election timer, was fixed in core/election.py and is now a hard check.)
 KNOWN_FINDINGS: dict[str, str] = {}
 
+# Events of a terminal's lifecycle that only some schedules have: the summary says in how many
+# seeds each happened at least once (``seeds_with``), to show a batch exercised them.
+LIFECYCLE_EVENTS = (
+    EventKind.RESTORE,
+    EventKind.FORK_RESOLVED,
+    EventKind.REPLACED,
+    EventKind.REKEY,
+    EventKind.REVOKE,
+)
+
 
 @dataclass(frozen=True, slots=True)
 class SeedResult:
@@ -100,11 +110,13 @@ class Summary:
     wall_s: float = 0.0
     failed: list[SeedResult] = field(default_factory=list)
     known: Counter[str] = field(default_factory=Counter)
+    seeds_with: Counter[str] = field(default_factory=Counter)
     strict: bool = False
 
     def add(self, result: SeedResult) -> None:
         self.seeds.append(result.seed)
         self.counts.update(result.counts)
+        self.seeds_with.update(e.value for e in LIFECYCLE_EVENTS if result.counts.get(e.value))
         self.checks += result.checks
         self.sim_ms += result.sim_ms
         self.known.update(v.known for v in result.violations if v.known)
@@ -125,6 +137,7 @@ class Summary:
                 "plant": self.config.plant.value if self.config.plant else None,
             },
             "events": dict(sorted(self.counts.items())),
+            "seeds_with": {e.value: self.seeds_with[e.value] for e in LIFECYCLE_EVENTS},
             "invariant_checks": self.checks,
             "simulated_s": round(self.sim_ms / 1000, 1),
             "wall_s": round(self.wall_s, 2),

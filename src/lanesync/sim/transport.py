@@ -29,6 +29,8 @@ class Transport(HostShell):
     # -- the network -------------------------------------------------------------------------------
 
     def reachable(self, a: str, b: str) -> bool:
+        if self.now < max(self.by_name[a].isolated_until_ms, self.by_name[b].isolated_until_ms):
+            return False  # a restored lane whose network is not back yet
         if CLOUD in (a, b):
             lane = b if a == CLOUD else a
             return lane not in self.wan_cut
@@ -100,7 +102,7 @@ class Transport(HostShell):
         if conn.held or not pipe.items:
             return
         _, item = pipe.items.popleft()
-        host = self.hosts[dst]
+        host = self.by_name[dst]
         node = host.node
         if dst in conn.ends and node is not None:
             if isinstance(item, Fin):
@@ -121,7 +123,7 @@ class Transport(HostShell):
             self._arm_pipe(conn, dst, pipe)
 
     def _pull_view(self, conn: Conn, host: Host) -> None:
-        sender = self.hosts[conn.other(host.name)]
+        sender = self.by_name[conn.other(host.name)]
         if host.view is not None and sender.view is not None:
             host.view.pull(sender.view)
 
@@ -151,8 +153,12 @@ class Transport(HostShell):
         if other in conn.ends:
             self._enqueue(conn, other, Fin(reason))
         self._forget_if_done(conn)
-        benign = close.code is not CloseCode.POLICY_VIOLATION or reason.startswith(
-            ("refused by peer: ", SIM_REASON)
+        # A revoked lane is cut off by its peers: the simulator revoked it.
+        benign = (
+            close.code is not CloseCode.POLICY_VIOLATION
+            or reason.startswith(("refused by peer: ", SIM_REASON))
+            or host.name in self.revoked
+            or other in self.revoked
         )
         if not benign and not conn.tainted:
             self.violate(
@@ -184,4 +190,4 @@ class Transport(HostShell):
         for pipe in conn.pipes.values():
             pipe.clear()
         for name in list(conn.ends):
-            self._lose(self.hosts[name], conn, SIM_REASON + reason)
+            self._lose(self.by_name[name], conn, SIM_REASON + reason)

@@ -101,6 +101,8 @@ class Workload(Dialing):
             return
         local = self.local_ms(host)
         try:
+            # A lane that holds its own revocation refuses here (TerminalRevoked), as the
+            # daemon answers its POS 403: the POS is told, nothing is acknowledged.
             record, change = replica.append(body, local)
         except LanesyncError as exc:
             self._note(EventKind.REFUSED, host.name, detail=f"{kind.value}: {exc}"[:80])

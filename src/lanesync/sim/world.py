@@ -17,14 +17,17 @@ Guarantees:
 * Faults: connection resets, raw drop / duplication / reordering / corruption of sealed frames,
   delay spikes, LAN and WAN partitions (silent: frames held until heal or keepalive timeout; or
   loud: reset at once), SIGKILL-like crashes (also in the middle of a commit or of a merge),
-  clock skew and steps, log compaction. Faults stop at the end of the faulty phase; the quiet
-  phase heals everything, restarts every crashed host and lets the store settle.
+  clock skew and steps, log compaction, a lane restored from an old backup (its chain may
+  fork), a re-key. Faults stop at the end of the faulty phase; the quiet phase heals
+  everything, restarts every crashed host and lets the store settle; once every replica holds
+  the same records, the store authority resolves every open fork and replaces the forked lane.
 
 ``Simulator`` is the entry point; this module sets a schedule up, runs its event loop and the
 quiet phase and says when the store has settled. The rest is in one module per idea, each a
 part of ``Simulator`` (``loop.py`` draws the chain): ``host.py`` (one host's simulated shell),
 ``transport.py`` (the simulated network; its connections and pipes are in ``network.py``),
-``dialing.py`` (dialers and the uplink), ``workload.py`` and ``faults.py`` (the fault schedule).
+``dialing.py`` (dialers and the uplink), ``workload.py``, ``faults.py`` (the fault schedule) and
+``lifecycle.py`` (backups, restores, re-keys, the store's fork repair).
 """
 
 from __future__ import annotations
@@ -41,13 +44,12 @@ from lanesync.core.election import GOSSIP_MS, LEASE_MS, Election
 from lanesync.core.identity import (
     Role,
     StoreIdentity,
-    issue_certificate,
     public_key_of,
 )
-from lanesync.core.ids import TerminalId
 from lanesync.core.node import Node
-from lanesync.sim.faults import Faults
-from lanesync.sim.host import CERT_NOT_AFTER_MS, CLIENT_ID_BITS, CLOUD, STORE_ID, Host
+from lanesync.core.replica import Replica
+from lanesync.sim.host import CLIENT_ID_BITS, CLOUD, STORE_ID
+from lanesync.sim.lifecycle import Lifecycle
 from lanesync.sim.model import (
     BASE_MS,
     DAY_MS,
@@ -57,6 +59,7 @@ from lanesync.sim.model import (
     Topology,
 )
 from lanesync.sim.planted import (
+    ForkTwiceReplica,
     NoRelayNode,
     RmwStockView,
     SendBeforeCommitDriver,
@@ -67,7 +70,7 @@ from lanesync.sim.workload import Workload
 SETTLE_POLL_MS = 500
 
 
-class Simulator(Workload, Faults):
+class Simulator(Workload, Lifecycle):
     """One seeded schedule of one store. ``play()`` once; then read ``violations`` / ``trace``."""
 
     def __init__(self, seed: int, config: SimConfig) -> None:
@@ -82,8 +85,8 @@ class Simulator(Workload, Faults):
         self.base = BASE_MS
         if rng.random() < 0.25:  # straddle a midnight: records of one run in two days' documents
             self.base = (BASE_MS // DAY_MS + 1) * DAY_MS - rng.randint(500, config.fault_ms)
-        authority = SigningKey(keys.randbytes(32))
-        self.store = StoreIdentity(STORE_ID, public_key_of(authority), "UTC")
+        self.authority = SigningKey(keys.randbytes(32))
+        self.store = StoreIdentity(STORE_ID, public_key_of(self.authority), "UTC")
         self.trace = []
         self.counts = Counter()
         self.violations = []
@@ -101,17 +104,21 @@ class Simulator(Workload, Faults):
         self._queue = []
         self._seq = 0
         self.hosts = {}
+        self.retired = []
+        self.revoked = {}
         plant = config.plant
         self._node_cls = NoRelayNode if plant is PlantedBug.NO_RELAY else Node
         self._election_cls = StickyLeaseElection if plant is PlantedBug.STICKY_LEASE else Election
         self._driver_cls = (
             SendBeforeCommitDriver if plant is PlantedBug.SEND_BEFORE_COMMIT else Driver
         )
+        self._replica_cls = ForkTwiceReplica if plant is PlantedBug.COUNT_FORK_TWICE else Replica
         for i in range(1, config.lanes + 1):
             name = f"lane{i}"
             role = Role.MANAGER if i == 1 else Role.CASHIER
-            self.hosts[name] = self._make_host(authority, keys, name, role)
-        self.hosts[CLOUD] = self._make_host(authority, keys, CLOUD, Role.CLOUD)
+            self.hosts[name] = self._make_host(keys, name, role)
+        self.hosts[CLOUD] = self._make_host(keys, CLOUD, Role.CLOUD)
+        self.by_name = dict(self.hosts)
         self.lanes = [h for h in self.hosts.values() if not h.is_cloud]
         self.cloud = self.hosts[CLOUD]
         names = [h.name for h in self.lanes]
@@ -129,26 +136,13 @@ class Simulator(Workload, Faults):
             if plant is PlantedBug.RMW_STOCK:
                 host.view = RmwStockView(1 + host.rng.randrange(2**CLIENT_ID_BITS - 1))
 
-    def _make_host(self, authority: SigningKey, keys: random.Random, name: str, role: Role) -> Host:
-        key = SigningKey(keys.randbytes(32))
-        cert = issue_certificate(
-            authority,
-            STORE_ID,
-            TerminalId(name),
-            public_key_of(key),
-            role,
-            0,
-            CERT_NOT_AFTER_MS,
-        )
-        rng = random.Random(f"lanesync-sim-{name}:{self.seed}")  # noqa: S311 - simulated nonces
-        return Host(name, role, key, cert, rng)
-
     def play(self) -> None:
         """Play the schedule: setup, faulty phase, quiet phase until settled (or the bound)."""
         cfg = self.config
         self._note(EventKind.START, detail=self._describe_setup())
         for host in self.hosts.values():
             self._start(host)
+        self._first_backups()
         self._schedule_workload()
         self._schedule_faults()
         self._at(cfg.fault_ms, self._begin_quiet)
@@ -178,13 +172,21 @@ class Simulator(Workload, Faults):
             conn.spike_until_ms = 0
         for host in self.hosts.values():
             host.pending_crash = None
+            host.isolated_until_ms = 0
             if not host.alive:
                 self._note(EventKind.RESTART, host.name, detail=f"skew={host.offset_ms:+d}")
                 self._start(host)
+        self._decommission()
         self.last_change_ms = self.now
         self._at(self.now + self.config.quiet_min_ms, self._settle_poll)
 
     def _settle_poll(self) -> None:
+        if self.converged() and self._store_acts():
+            # The store repaired a fork (from any replica: they all hold every record): settle
+            # again after it.
+            self.last_change_ms = self.now
+            self._at(self.now + SETTLE_POLL_MS, self._settle_poll)
+            return
         if self.settled():
             self._note(EventKind.SETTLED)
             self.done = True
@@ -214,6 +216,14 @@ class Simulator(Workload, Faults):
         if any(h.election is None or h.election.leader != leader for h in self.lanes):
             return False
         if not self.established(leader, CLOUD):
+            return False
+        return self.converged()
+
+    def converged(self) -> bool:
+        """Every host up, nothing held back by a partition, every replica at one digest."""
+        if not all(h.alive for h in self.hosts.values()):
+            return False
+        if any(conn.held for conn in self.conns.values()):
             return False
         digests = {h.replica.digest() for h in self.hosts.values() if h.replica is not None}
         return len(digests) == 1
