@@ -36,6 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core import configdoc
+from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
     Refused,
@@ -62,7 +63,7 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
-from lanesync.core.views import AcceptedRecords, Views, expected_doc
+from lanesync.core.views import Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
 
 RECORDS_ROOT = "records"

@@ -15,8 +15,8 @@ certificate that re-keys or replaces a terminal (``identity.Succession``).
 holds that surface and the decisions (which entry is judged when, when to rebuild); the parts
 it holds live beside it, one idea each: what a counted record does to stock, voids and prices
 (``core.tally``), what is held but not counted (``core.uncounted``), the store's fork
-resolutions and closures (``core.storeactions``), and the checkpoint layout
-(``core.viewstate``).
+resolutions and closures (``core.storeactions``), the checkpoint layout
+(``core.viewstate``), and what a subscriber to accepted records sees (``core.accepted``).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from lanesync.core import viewstate
+from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.chain import Candidate, Offered
 from lanesync.core.chains import ChainHead, Chains
 from lanesync.core.crypto import SODIUM, Crypto
@@ -74,39 +75,6 @@ class Documents(Protocol):
     def value_at(self, doc: str, key: str) -> object:
         """The value stored under ``key`` in document ``doc``, or None."""
         ...
-
-
-class AcceptedRecords:
-    """A subscription to the records a replica's views accept (``Replica.subscribe_accepted``),
-    for materialised views such as the cloud's head-office tables.
-
-    Guarantees: every record that joins an accepted chain after the subscription is in exactly
-    one ``drain()``, in the order it was accepted, unless a rebuild comes first. A rebuild
-    (after a fork below a head, a revocation, a removed entry, or a reopen that could not use
-    its checkpoint) may withdraw records already drained: it adds one to ``rebuilds`` and drops
-    what was not drained yet; what the rebuilt views accept then follows as usual. So a
-    subscriber that sees ``rebuilds`` change must read the views whole again.
-    """
-
-    __slots__ = ("_log", "rebuilds")
-
-    def __init__(self) -> None:
-        self._log: list[Record] = []
-        self.rebuilds = 0
-
-    def drain(self) -> list[Record]:
-        """Records accepted since the last call (or the subscription, or the last rebuild)."""
-        log, self._log = self._log, []
-        return log
-
-    def record_accepted(self, record: Record) -> None:
-        """Called by the views as ``record`` joins its chain."""
-        self._log.append(record)
-
-    def views_rebuilt(self) -> None:
-        """Called by the views as they start a rebuild."""
-        self.rebuilds += 1
-        self._log = []
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
