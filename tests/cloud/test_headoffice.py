@@ -14,12 +14,12 @@ from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.schema import prepare_sqlite_headoffice
 from lanesync.cloud.sql import SqliteSql
+from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, SaleLine, Void
 from lanesync.core.replica import Replica
-from lanesync.core.views import AcceptedRecords
 
 DAY = "2026-11-18"  # NOW's day in the store's time zone (UTC)
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.configdoc import certificate_key
 from lanesync.core.identity import (
     CERT_FORMAT,
     DOMAIN_CERT,
@@ -26,7 +27,6 @@ from lanesync.core.identity import (
     signing_key_from_seed,
 )
 from lanesync.core.ids import StoreId, TerminalId
-from lanesync.core.replica import certificate_key
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import NOW, Store

@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.configdoc import revocation_key
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     DOMAIN_REVOCATION,
@@ -25,7 +26,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CATALOG_DOC, CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, StoreId, TerminalId
 from lanesync.core.records import Body, PriceChange, Receipt, Record, Sale, SaleLine, make_record
-from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica, revocation_key
+from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica
 from lanesync.core.trust import Cut
 from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
 

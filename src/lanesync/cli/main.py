@@ -1,7 +1,7 @@
 """``lanesync``: the command group. The commands live by what they are for: store setup
-(setup_cmd), selling and stock (lane_cmd), bundles and integrity (sync_cmd), the daemon
-(daemon_cmd), the cloud (cloud_cmd), the simulator (sim_cmd) and benchmarks (bench_cmd); the
-demo is here.
+(setup_cmd), a terminal's life once enrolled (lifecycle_cmd: revoke, renew, resolve a fork),
+selling and stock (lane_cmd), bundles and integrity (sync_cmd), the daemon (daemon_cmd), the
+cloud (cloud_cmd), the simulator (sim_cmd) and benchmarks (bench_cmd); the demo is here.
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
 found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
@@ -17,7 +17,7 @@ import click
 
 from lanesync import __version__
 
-from . import cloud_cmd, daemon_cmd, lane_cmd, setup_cmd, sync_cmd
+from . import cloud_cmd, daemon_cmd, lane_cmd, lifecycle_cmd, setup_cmd, sync_cmd
 from .common import (
     DIR,
     reports_errors,
@@ -49,7 +49,7 @@ def demo(work_dir: Path | None, offline: bool) -> None:
 for command in (
     setup_cmd.store,
     setup_cmd.enroll,
-    setup_cmd.revoke,
+    lifecycle_cmd.revoke,
     lane_cmd.sell,
     lane_cmd.void,
     lane_cmd.receive,
@@ -67,6 +67,8 @@ for command in (
     cloud_cmd.cloud,
 ):
     cli.add_command(command)
+for command in (lifecycle_cmd.store_renew, lifecycle_cmd.store_resolve_fork):
+    setup_cmd.store.add_command(command)
 
 
 from lanesync.cli import sim_cmd  # noqa: E402 - kept beside its registration

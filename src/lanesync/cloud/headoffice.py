@@ -22,9 +22,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from lanesync.cloud.sql import Row, Sql
+from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
-from lanesync.core.views import AcceptedRecords
 
 _STORE_TABLES = (
     "sales",

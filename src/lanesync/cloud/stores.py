@@ -26,8 +26,8 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage, store_heads
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
+from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.node import Node
-from lanesync.core.views import AcceptedRecords
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter

@@ -11,37 +11,34 @@ accepted record counts for is ``core.views``'s business. A fork discovered below
 head cannot be folded in incrementally: ``offer`` answers ``BELOW_HEAD_FORK`` and the owner
 rebuilds.
 
-The store can act on a chain (the owner passes what it signed, and rebuilds when it changes):
-
-* a fork resolution (``core.forks``): the chain is accepted up to the record both branches link
-  to, then each named branch on its own, up to its named head; nothing else past the fork.
-* a closure (a replacement terminal's certificate names this chain's last seq): nothing past
-  that seq is accepted.
-
-Records held past either are kept, to be reported (``problems``: ``closed_chains``).
+The store can act on a chain (a fork resolution, a closure: ``core.branches`` says what each
+changes); the owner passes what it signed, and rebuilds when it changes. Each terminal's chain
+is held as ``core.chain`` records it, which is also the form a checkpoint takes.
 """
 
 from __future__ import annotations
 
-import enum
-import sys
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+from lanesync.core import branches
+from lanesync.core.chain import (
+    BAD_LINK,
+    FORK,
+    BranchChain,
+    Candidate,
+    Chain,
+    Offered,
+    export_chain,
+    load_chain,
+)
 from lanesync.core.forks import ForkResolution
-from lanesync.core.hlc import ZERO, Hlc
+from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Certificate
 from lanesync.core.ids import RecordId, TerminalId
-from lanesync.core.records import GENESIS_HASH, HASH_SIZE, Record, record_key
-
-FORK = "two different records with one sequence number"
-BAD_LINK = "record does not link to its predecessor"
-
-# A record waiting to join its chain: the document and key it is stored under, the record, and
-# the certificate that signed it.
-Candidate = tuple[str, str, Record, Certificate]
+from lanesync.core.records import HASH_SIZE, Record, record_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,94 +47,6 @@ class ChainHead:
     seq: int
     hash: bytes
     hlc: Hlc
-
-
-class Offered(enum.Enum):
-    """What ``Chains.offer`` did with a record."""
-
-    HELD = "held"  # waiting for its turn (``advance`` may accept it)
-    IGNORED = "ignored"  # already in the chain, or at or past where the chain broke
-    BELOW_HEAD_FORK = "below head fork"  # differs from the accepted record at its seq
-
-
-@dataclass(slots=True)
-class BranchChain:
-    """One branch of a resolved fork, accepted from ``base_seq + 1`` up to ``limit_seq``."""
-
-    first_hash: bytes
-    base_seq: int
-    base_hash: bytes
-    limit_seq: int
-    limit_hash: bytes | None  # the branch's named head, unless a closure cuts it shorter
-    last_hlc: Hlc
-    hashes: bytearray = field(default_factory=bytearray)
-    sales: bytearray = field(default_factory=bytearray)
-    broken_at: int | None = None
-    broken_reason: str = ""
-
-    @property
-    def head_seq(self) -> int:
-        return self.base_seq + len(self.sales)
-
-    @property
-    def head_hash(self) -> bytes:
-        return self.hash_at(self.head_seq)
-
-    @property
-    def complete(self) -> bool:
-        return self.broken_at is not None or self.head_seq >= self.limit_seq
-
-    def hash_at(self, seq: int) -> bytes:
-        if seq == self.base_seq:
-            return self.base_hash
-        index = seq - self.base_seq
-        return bytes(self.hashes[HASH_SIZE * (index - 1) : HASH_SIZE * index])
-
-    def holds(self, seq: int) -> bool:
-        return self.base_seq < seq <= self.head_seq
-
-    def eligible(self, record: Record) -> bool:
-        """May ``record`` be this branch's next record (it links to the branch's head)?"""
-        seq = record.seq
-        return (
-            seq == self.head_seq + 1
-            and seq <= self.limit_seq
-            and record.prev_hash == self.head_hash
-            and (seq != self.base_seq + 1 or record.hash == self.first_hash)
-            and (seq != self.limit_seq or self.limit_hash in (None, record.hash))
-        )
-
-
-@dataclass(slots=True)
-class Chain:
-    # The hashes of the accepted records, concatenated (seq i at [32 * (i - 1), 32 * i)): one
-    # buffer instead of one bytes object per record (65 B of header each, 100k per busy day).
-    hashes: bytearray = field(default_factory=bytearray)
-    # sales[i] is 1 when seq i+1 is a counted sale (accepted and authorised): its lines are
-    # read back from the document when a void needs them, so no per-sale object stays around.
-    sales: bytearray = field(default_factory=bytearray)
-    last_hlc: Hlc = ZERO
-    broken_at: int | None = None  # seq from which nothing more is ever accepted
-    broken_reason: str = ""
-    broken_by: bytes = b""  # hash of the record that broke it by not linking (else empty)
-    waiting: dict[int, dict[bytes, Candidate]] = field(default_factory=dict)
-    # The branches of a resolved fork, once the chain reaches the record they link to.
-    branches: list[BranchChain] | None = None
-
-    @property
-    def head_seq(self) -> int:
-        return len(self.sales)
-
-    @property
-    def head_hash(self) -> bytes:
-        return self.hash_at(len(self.sales)) if self.sales else GENESIS_HASH
-
-    def hash_at(self, seq: int) -> bytes:
-        return bytes(self.hashes[HASH_SIZE * (seq - 1) : HASH_SIZE * seq])
-
-    def all_hashes(self) -> Iterator[bytes]:
-        for start in range(0, len(self.hashes), HASH_SIZE):
-            yield bytes(self.hashes[start : start + HASH_SIZE])
 
 
 class Chains:
@@ -165,14 +74,7 @@ class Chains:
         """The highest seq the chain proper accepts (past a resolved fork: its branches)."""
         if not (self._resolutions or self._closures):
             return None  # the common case: the store never acted on a chain
-        limits = []
-        resolution = self._resolutions.get(terminal)
-        if resolution is not None:
-            limits.append(resolution.fork_seq - 1)
-        closure = self._closures.get(terminal)
-        if closure is not None:
-            limits.append(closure)
-        return min(limits) if limits else None
+        return branches.main_limit(self._resolutions.get(terminal), self._closures.get(terminal))
 
     # -- acceptance -----------------------------------------------------------------------------
 
@@ -182,7 +84,7 @@ class Chains:
         seq = record.seq
         resolution = self._resolutions.get(record.terminal) if self._resolutions else None
         if resolution is not None and seq >= resolution.fork_seq:
-            return self._offer_to_branches(chain, (doc, key, record, cert))
+            return branches.offer_to_branches(chain, (doc, key, record, cert))
         limit = self._main_limit(record.terminal)
         if limit is not None and seq > limit:
             # Past where the store closed the chain: never accepted, held to be reported.
@@ -200,23 +102,6 @@ class Chains:
                 return Offered.BELOW_HEAD_FORK
             return Offered.IGNORED
         chain.waiting.setdefault(seq, {})[record.hash] = (doc, key, record, cert)
-        return Offered.HELD
-
-    def _offer_to_branches(self, chain: Chain, candidate: Candidate) -> Offered:
-        record = candidate[2]
-        seq = record.seq
-        for branch in chain.branches or ():
-            if branch.holds(seq):
-                if branch.hash_at(seq) == record.hash:
-                    return Offered.IGNORED
-                pinned = seq == branch.limit_seq and branch.limit_hash not in (None, record.hash)
-                if branch.hash_at(seq - 1) == record.prev_hash and not pinned:
-                    return Offered.BELOW_HEAD_FORK  # a branch forks again under its head
-            elif branch.broken_at == seq and branch.eligible(record):
-                # As in ``offer``: whatever arrives first, a second linking record is a fork.
-                branch.broken_reason = FORK
-        # Held even if no branch will take it: ``problems`` reports what never joins one.
-        chain.waiting.setdefault(seq, {})[record.hash] = candidate
         return Offered.HELD
 
     def advance(self, terminal: TerminalId) -> Iterator[Candidate]:
@@ -242,52 +127,7 @@ class Chains:
             yield doc, key, record, signer
         resolution = self._resolutions.get(terminal) if self._resolutions else None
         if resolution is not None:
-            yield from self._advance_branches(terminal, chain, resolution)
-
-    def _advance_branches(
-        self, terminal: TerminalId, chain: Chain, resolution: ForkResolution
-    ) -> Iterator[Candidate]:
-        base_seq = resolution.fork_seq - 1
-        if chain.branches is None:
-            if (
-                chain.broken_at is not None
-                or chain.head_seq != base_seq
-                or chain.head_hash != resolution.base_hash
-            ):
-                return  # the chain has not reached the record the branches link to
-            closure = self._closures.get(terminal)
-            chain.branches = [
-                BranchChain(
-                    b.first_hash,
-                    base_seq,
-                    resolution.base_hash,
-                    b.head_seq if closure is None else min(b.head_seq, closure),
-                    b.head_hash if closure is None or closure >= b.head_seq else None,
-                    chain.last_hlc,
-                )
-                for b in resolution.branches
-            ]
-        for branch in chain.branches:
-            while not branch.complete:
-                seq = branch.head_seq + 1
-                held = chain.waiting.get(seq, {})
-                linking = [c for c in held.values() if branch.eligible(c[2])]
-                if not linking:
-                    break
-                if len(linking) > 1:
-                    branch.broken_at, branch.broken_reason = seq, FORK
-                    break
-                ((doc, key, record, signer),) = linking
-                if record.hlc <= branch.last_hlc:
-                    branch.broken_at, branch.broken_reason = seq, BAD_LINK
-                    break
-                del held[record.hash]
-                if not held:
-                    del chain.waiting[seq]
-                branch.hashes += record.hash
-                branch.sales.append(0)
-                branch.last_hlc = record.hlc
-                yield doc, key, record, signer
+            yield from branches.advance_branches(chain, resolution, self._closures.get(terminal))
 
     def _branch_of(self, terminal: TerminalId, seq: int, hash_: bytes | None) -> BranchChain | None:
         """The branch of a resolved fork that holds ``seq`` (with that hash, if given)."""
@@ -457,27 +297,13 @@ class Chains:
                 for b in c.branches or ()
                 if b.broken_at is not None
             )
-            limit = self._main_limit(t)
             resolution = self._resolutions.get(t)
-            if resolution is not None and c.branches is None:
-                # The chain has not reached the fork yet: everything held waits for it.
-                if c.waiting and c.broken_at is None:
-                    waiting = sum(len(h) for h in c.waiting.values())
-                    gaps.append({"terminal": t, "missing_seq": c.head_seq + 1, "waiting": waiting})
+            if resolution is not None:
+                more_gaps, more_closed = branches.resolved_problems(t, c)
+                gaps.extend(more_gaps)
+                closed.extend(more_closed)
                 continue
-            if resolution is not None and c.branches is not None:
-                # Past the fork: a branch still short of its head may be waiting for a record;
-                # what no branch can take any more (or is past every head) never counts.
-                open_branches = [b for b in c.branches if not b.complete]
-                last = max(b.limit_seq for b in c.branches)
-                waiting = sum(len(h) for s, h in c.waiting.items() if s <= last)
-                if open_branches and waiting:
-                    missing = min(b.head_seq + 1 for b in open_branches)
-                    gaps.append({"terminal": t, "missing_seq": missing, "waiting": waiting})
-                refused = sum(len(h) for s, h in c.waiting.items() if s > last or not open_branches)
-                if refused:
-                    closed.append({"terminal": t, "closed_at": last, "refused": refused})
-                continue
+            limit = self._main_limit(t)
             below = sum(len(h) for s, h in c.waiting.items() if limit is None or s <= limit)
             if below and c.broken_at is None:
                 gaps.append({"terminal": t, "missing_seq": c.head_seq + 1, "waiting": below})
@@ -488,104 +314,19 @@ class Chains:
 
     def resolved(self, resolution: ForkResolution) -> list[dict[str, object]]:
         """How far each branch of a resolved fork is counted (for ``verify``)."""
-        chain = self._chains.get(resolution.terminal)
-        branches = [] if chain is None or chain.branches is None else chain.branches
-        counted = {b.first_hash: b.head_seq for b in branches}
-        return [
-            {
-                "first_hash": b.first_hash.hex(),
-                "head_seq": b.head_seq,
-                "head_hash": b.head_hash.hex(),
-                "counted_to_seq": counted.get(b.first_hash, resolution.fork_seq - 1),
-            }
-            for b in resolution.branches
-        ]
+        return branches.resolved(self._chains.get(resolution.terminal), resolution)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
     def export(self) -> list[Any]:
-        """Every chain as plain msgpack-able values (``load`` reverses it). Waiting records are
-        named by document and key only: their bytes are in the documents."""
-        return [
-            [
-                terminal,
-                bytes(c.hashes),
-                bytes(c.sales),
-                c.last_hlc.wall_ms,
-                c.last_hlc.counter,
-                c.broken_at,
-                c.broken_reason,
-                c.broken_by,
-                sorted([d, k] for held in c.waiting.values() for d, k, _, _ in held.values()),
-                None
-                if c.branches is None
-                else [
-                    [
-                        b.first_hash,
-                        b.base_seq,
-                        b.base_hash,
-                        b.limit_seq,
-                        b.limit_hash,
-                        b.last_hlc.wall_ms,
-                        b.last_hlc.counter,
-                        bytes(b.hashes),
-                        bytes(b.sales),
-                        b.broken_at,
-                        b.broken_reason,
-                    ]
-                    for b in c.branches
-                ],
-            ]
-            for terminal, c in sorted(self._chains.items())
-        ]
+        """Every chain as plain msgpack-able values (``load`` reverses it)."""
+        return [export_chain(terminal, c) for terminal, c in sorted(self._chains.items())]
 
     def load(self, chains: Any) -> list[tuple[str, str]]:
         """Take the chains ``export`` gave into empty ``Chains``; returns the (document, key) of
         every record that was waiting, for the owner to offer again. Raises ``ValueError`` (or
         ``TypeError``, ``KeyError``) when they do not decode."""
         held: list[tuple[str, str]] = []
-        for (
-            terminal,
-            hashes,
-            sales,
-            wall,
-            counter,
-            broken_at,
-            reason,
-            by,
-            waiting,
-            branches,
-        ) in chains:
-            _check_counted(hashes, sales)
-            chain = self._chains[TerminalId(sys.intern(terminal))]
-            chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
-            chain.last_hlc = Hlc(int(wall), int(counter))
-            chain.broken_at = None if broken_at is None else int(broken_at)
-            chain.broken_reason, chain.broken_by = str(reason), bytes(by)
-            if branches is not None:
-                chain.branches = [_load_branch(b) for b in branches]
-            held.extend((str(d), str(k)) for d, k in waiting)
+        for fields in chains:
+            held.extend(load_chain(fields, self._chains))
         return held
-
-
-def _load_branch(fields: Any) -> BranchChain:
-    first, base_seq, base, limit_seq, limit_hash, wall, counter, hashes, sales, at, why = fields
-    _check_counted(hashes, sales)
-    return BranchChain(
-        bytes(first),
-        int(base_seq),
-        bytes(base),
-        int(limit_seq),
-        None if limit_hash is None else bytes(limit_hash),
-        Hlc(int(wall), int(counter)),
-        bytearray(hashes),
-        bytearray(sales),
-        None if at is None else int(at),
-        str(why),
-    )
-
-
-def _check_counted(hashes: bytes, sales: bytes) -> None:
-    """One hash and one sale flag per accepted record, or the checkpoint is unusable."""
-    if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
-        raise ValueError("a chain of the checkpoint is malformed")

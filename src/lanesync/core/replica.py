@@ -18,8 +18,10 @@ inside the signed msgpack bytes.
 
 The module is longer than most in ``core/`` because the replica is one object around its pycrdt
 documents: loading, merging, local writes and reads all share the documents' observers and the
-event queue they fill. What can live apart does: the views (``views``, ``chains``, ``trust``),
-the checkpoint layout (``checkpoint``) and the checks on update bytes (``updates``).
+event queue they fill. What can live apart does: the views (``views`` and the modules beside
+it: ``chains``, ``trust``, ``tally``...), the config document's keys and which of its entries
+are genuine (``configdoc``), the checkpoint layout (``checkpoint``) and the checks on update
+bytes (``updates``).
 """
 
 from __future__ import annotations
@@ -33,13 +35,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core.chains import FORK
+from lanesync.core import configdoc
+from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
     Refused,
     document_fingerprints,
     make_checkpoint,
     open_checkpoint,
 )
+from lanesync.core.configdoc import certificate_key, fork_resolution_key, revocation_key
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import (
     Fork,
@@ -49,18 +54,16 @@ from lanesync.core.forks import (
 )
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
-    AnyRevocation,
     Certificate,
     LocalIdentity,
     Revocation,
     StoreIdentity,
-    parse_certificate,
     parse_revocation,
 )
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
-from lanesync.core.views import AcceptedRecords, Views, expected_doc
+from lanesync.core.views import Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
 
 RECORDS_ROOT = "records"
@@ -94,24 +97,6 @@ class Merged:
     fresh: tuple[bool, ...]
     # The terminals whose records were new here, or None if anything else was new too.
     writers: frozenset[str] | None = None
-
-
-# Keys of the config document. ':' cannot occur in ids, so the kinds never collide.
-# Content-addressed like record keys: a value can never displace a different one.
-def certificate_key(cert: Certificate) -> str:
-    return f"cert:{cert.terminal_id}:{_content_id(cert.encoded)}"
-
-
-def revocation_key(revocation: AnyRevocation) -> str:
-    return f"revoke:{revocation.terminal_id}:{_content_id(revocation.encoded)}"
-
-
-def fork_resolution_key(resolution: ForkResolution) -> str:
-    return f"fork:{resolution.terminal}:{_content_id(resolution.encoded)}"
-
-
-def _content_id(data: bytes) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 def _value_bytes(value: object) -> bytes:
@@ -273,18 +258,7 @@ class Replica:
     def _was_accepted(self, doc: str, key: str, value: object) -> bool:
         """Was ``value`` a genuine entry under its own content key (worth writing back)?"""
         if doc == CONFIG_DOC:
-            try:
-                return certificate_key(parse_certificate(value, self.store)) == key  # type: ignore[arg-type]
-            except RemoteError:
-                pass
-            try:
-                return revocation_key(parse_revocation(value, self.store)) == key
-            except RemoteError:
-                pass
-            try:
-                return fork_resolution_key(parse_fork_resolution(value, self.store)) == key
-            except RemoteError:
-                return False
+            return configdoc.is_genuine(key, value, self.store)
         previous = parse_record(value)
         return (
             not isinstance(previous, Rejection)
@@ -293,23 +267,13 @@ class Replica:
         )
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
-        # A foreign, corrupt or misfiled certificate or revocation changes nothing: only what
-        # the store authority signed, under its own key, is believed.
-        try:
-            if key.startswith("cert:"):
-                cert = parse_certificate(value, self.store)  # type: ignore[arg-type]
-                if key == certificate_key(cert):
-                    self.views.add_certificate(cert, now_ms)
-            elif key.startswith("revoke:"):
-                revocation = parse_revocation(value, self.store)
-                if key == revocation_key(revocation):
-                    self.views.add_revocation(revocation)
-            elif key.startswith("fork:"):
-                resolution = parse_fork_resolution(value, self.store)
-                if key == fork_resolution_key(resolution):
-                    self.views.add_fork_resolution(resolution)
-        except RemoteError:
-            return
+        entry = configdoc.read_entry(key, value, self.store)
+        if isinstance(entry, Certificate):
+            self.views.add_certificate(entry, now_ms)
+        elif isinstance(entry, ForkResolution):
+            self.views.add_fork_resolution(entry)
+        elif entry is not None:
+            self.views.add_revocation(entry)
 
     def rebuild(self, now_ms: int, trusted: Container[bytes] = ()) -> None:
         """Recompute every view from the documents (after a fork below an accepted head, a

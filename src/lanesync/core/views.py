@@ -1,33 +1,37 @@
 """Views folded from records: stock on hand, sales and voids, prices, chain heads, problems.
 
-The fold is a pure function of the *set* of records present, whatever order they arrive in:
-
-* A record counts only once its signature verifies against a certificate of the store that was
-  valid at the record's time (``core.trust``), it sits under its own key, and its terminal's
-  chain up to it is complete (``core.chains``).
-* Stock on hand of a SKU = receipts + adjustments - units sold + units of voided sales. A sale is
-  credited back once however many voids name it (two lanes may void it during a split).
+The fold is a pure function of the *set* of records present, whatever order they arrive in. A
+record counts only once its signature verifies against a certificate of the store that was
+valid at the record's time (``core.trust``), it sits under its own key in its own document, and
+its terminal's chain up to it is complete (``core.chains``).
 
 Discovering a fork below an already accepted head cannot be folded in incrementally, so the
 views ask their owner for a rebuild (``needs_rebuild``); forks are kept across the rebuild,
 which makes the rebuilt result the canonical one. So is a store object that changes how a
 chain is judged, once records of that chain are held: a fork resolution (``core.forks``) or a
 certificate that re-keys or replaces a terminal (``identity.Succession``).
+
+``Views`` is the one object its owner (``Replica``) folds into and reads from, so this module
+holds that surface and the decisions (which entry is judged when, when to rebuild); the parts
+it holds live beside it, one idea each: what a counted record does to stock, voids and prices
+(``core.tally``), what is held but not counted (``core.uncounted``), the store's fork
+resolutions and closures (``core.storeactions``), the checkpoint layout
+(``core.viewstate``), and what a subscriber to accepted records sees (``core.accepted``).
 """
 
 from __future__ import annotations
 
-import sys
-from collections import defaultdict
 from collections.abc import Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from lanesync.core.chains import Candidate, ChainHead, Chains, Offered
+from lanesync.core import viewstate
+from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.chain import Candidate, Offered
+from lanesync.core.chains import ChainHead, Chains
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
-from lanesync.core.hlc import Hlc
 from lanesync.core.identity import AnyRevocation, Certificate, StoreIdentity
 from lanesync.core.ids import (
     CATALOG_DOC,
@@ -38,16 +42,16 @@ from lanesync.core.ids import (
     ledger_doc,
 )
 from lanesync.core.records import (
-    Adjustment,
     PriceChange,
-    Receipt,
     Record,
     Rejection,
     Sale,
-    Void,
     parse_record,
 )
+from lanesync.core.storeactions import StoreActions
+from lanesync.core.tally import Effect, Price, Tally
 from lanesync.core.trust import EVERY_KEY, Cut, Trust
+from lanesync.core.uncounted import Uncounted
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +61,6 @@ class Problem:
     doc: str
     key: str
     reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class Price:
-    unit_cents: int
-    hlc: Hlc
-    terminal: TerminalId
 
 
 class Documents(Protocol):
@@ -78,39 +75,6 @@ class Documents(Protocol):
     def value_at(self, doc: str, key: str) -> object:
         """The value stored under ``key`` in document ``doc``, or None."""
         ...
-
-
-class AcceptedRecords:
-    """A subscription to the records a replica's views accept (``Replica.subscribe_accepted``),
-    for materialised views such as the cloud's head-office tables.
-
-    Guarantees: every record that joins an accepted chain after the subscription is in exactly
-    one ``drain()``, in the order it was accepted, unless a rebuild comes first. A rebuild
-    (after a fork below a head, a revocation, a removed entry, or a reopen that could not use
-    its checkpoint) may withdraw records already drained: it adds one to ``rebuilds`` and drops
-    what was not drained yet; what the rebuilt views accept then follows as usual. So a
-    subscriber that sees ``rebuilds`` change must read the views whole again.
-    """
-
-    __slots__ = ("_log", "rebuilds")
-
-    def __init__(self) -> None:
-        self._log: list[Record] = []
-        self.rebuilds = 0
-
-    def drain(self) -> list[Record]:
-        """Records accepted since the last call (or the subscription, or the last rebuild)."""
-        log, self._log = self._log, []
-        return log
-
-    def record_accepted(self, record: Record) -> None:
-        """Called by the views as ``record`` joins its chain."""
-        self._log.append(record)
-
-    def views_rebuilt(self) -> None:
-        """Called by the views as they start a rebuild."""
-        self.rebuilds += 1
-        self._log = []
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
@@ -141,20 +105,14 @@ class Views:
         self._subscribers = subscribers
         self._trust = Trust(crypto)
         # What the store signed about chains; like certificates, kept across a rebuild.
-        self._resolutions: dict[TerminalId, ForkResolution] = {}
-        self._closures: dict[TerminalId, int] = {}
+        self._actions = StoreActions()
         self._deferring = False
         self._reset_views()
 
     def _reset_views(self) -> None:
-        self._chains = Chains(self._resolutions, self._closures)
-        self._unverified: dict[TerminalId, dict[tuple[str, str], Record]] = defaultdict(dict)
-        self._rejected: dict[tuple[str, str], str] = {}
-        self._unauthorized: dict[tuple[str, str], str] = {}
-        self._on_hand: dict[Sku, int] = {}
-        self._voids: dict[str, int] = defaultdict(int)
-        self._prices: dict[Sku, Price] = {}
-        self._accepted = 0
+        self._chains = Chains(self._actions.resolutions, self._actions.closures)
+        self._uncounted = Uncounted()
+        self._tally = Tally()
         self.needs_rebuild = False
 
     def begin_rebuild(self) -> None:
@@ -183,15 +141,11 @@ class Views:
         if cert.succeeds is not None:
             # A re-key changes which key signs which seqs of its terminal; a replacement closes
             # its predecessor's chain: what was judged of either may change.
-            predecessor = cert.succeeds.terminal
-            if not cert.is_rekey:
-                current = self._closures.get(predecessor)
-                if current is None or cert.succeeds.seq < current:
-                    self._closures[predecessor] = cert.succeeds.seq
-            if self._chains.knows(predecessor):
+            self._actions.add_succession(cert)
+            if self._chains.knows(cert.succeeds.terminal):
                 self.needs_rebuild = True
         # Records that arrived before their signer's certificate can be judged now.
-        waiting = self._unverified.pop(cert.terminal_id, {})
+        waiting = self._uncounted.take_unverified(cert.terminal_id)
         for (doc, key), record in waiting.items():
             self._ingest_parsed(doc, key, record, trusted=False, now_ms=now_ms)
 
@@ -209,38 +163,16 @@ class Views:
         resolutions of one terminal (two people resolved it from replicas that held different
         heads), every replica keeps the same one: the one counting the most records, then the
         greatest bytes."""
-        current = self._resolutions.get(resolution.terminal)
-        if current is not None and _resolution_rank(current) >= _resolution_rank(resolution):
-            return
-        self._resolutions[resolution.terminal] = resolution
-        if self._chains.knows(resolution.terminal):
+        if self._actions.add_resolution(resolution) and self._chains.knows(resolution.terminal):
             self.needs_rebuild = True
 
     def fork_resolution(self, terminal: TerminalId) -> ForkResolution | None:
         """The fork resolution in force for ``terminal``, if any."""
-        return self._resolutions.get(terminal)
+        return self._actions.resolutions.get(terminal)
 
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
-        terminal = cert.terminal_id
-        resolution = self._resolutions.get(terminal)
-        if resolution is not None:
-            return (
-                f"the store resolved its fork at seq {resolution.fork_seq} and closed its chain "
-                f"at seq {resolution.closed_at}"
-            )
-        closure = self._closures.get(terminal)
-        if closure is not None:
-            successor = sorted(
-                c.terminal_id
-                for c in self._trust.certificates()
-                if c.succeeds is not None and not c.is_rekey and c.succeeds.terminal == terminal
-            )
-            return f"{', '.join(successor)} replaces it after seq {closure}"
-        takeover = self._trust.next_takeover(cert)
-        if takeover is not None:
-            return f"it was re-keyed: another key signs its records from seq {takeover}"
-        return None
+        return self._actions.closed_reason(cert, self._trust)
 
     def successions(self) -> list[Certificate]:
         """Certificates that re-key or replace a terminal, sorted by terminal."""
@@ -288,7 +220,7 @@ class Views:
     ) -> None:
         """``ingest`` for a value the caller already parsed (saves a second decode)."""
         if isinstance(parsed, Rejection):
-            self._rejected[(doc, key)] = parsed.reason
+            self._uncounted.reject(doc, key, parsed.reason)
             return
         self._ingest_parsed(doc, key, parsed, trusted=trusted, now_ms=now_ms)
 
@@ -296,17 +228,18 @@ class Views:
         self, doc: str, key: str, record: Record, *, trusted: bool, now_ms: int
     ) -> None:
         if key != record.key:
-            self._rejected[(doc, key)] = f"record {record.id} is stored under a key not its own"
+            self._uncounted.reject(
+                doc, key, f"record {record.id} is stored under a key not its own"
+            )
             return
         if doc != expected_doc(record, self._tz):
-            self._rejected[(doc, key)] = f"record {record.id} is stored in the wrong document"
+            self._uncounted.reject(doc, key, f"record {record.id} is stored in the wrong document")
             return
         signer = self._trust.signer(record, trusted=trusted)
         if signer is None:
-            self._unverified[record.terminal][(doc, key)] = record
+            self._uncounted.unverified[record.terminal][(doc, key)] = record
             return
-        self._rejected.pop((doc, key), None)
-        self._unverified[record.terminal].pop((doc, key), None)
+        self._uncounted.verified(doc, key, record.terminal)
         offered = self._chains.offer(doc, key, record, signer)
         if offered is Offered.BELOW_HEAD_FORK:
             self.needs_rebuild = True
@@ -316,60 +249,17 @@ class Views:
     def _count_all(self, accepted: Iterable[Candidate]) -> None:
         """Count each record as its chain accepts it (before the next one is judged)."""
         for doc, key, record, signer in accepted:
-            self._accepted += 1
+            self._tally.accepted += 1
             for subscriber in self._subscribers:
                 subscriber.record_accepted(record)
             self._apply(doc, key, record, signer)
 
     def _apply(self, doc: str, key: str, record: Record, signer: Certificate) -> None:
-        body = record.body
-        if not signer.role.may_sell and not isinstance(body, PriceChange):
-            # A cloud certificate signs catalog records for its store and nothing else.
-            self._unauthorized[(doc, key)] = "a cloud certificate may only set prices"
-            return
-        match body:
-            case Sale(lines):
-                self._chains.mark_sale(record)
-                # Voided before it counted: its SKUs still appear in the stock view, at +-0. An
-                # id two branches of a resolved fork hold names no single sale: never voided.
-                voided = self._voids.get(str(record.id)) and not self._chains.is_ambiguous(
-                    record.id
-                )
-                sign = 0 if voided else -1
-                for line in lines:
-                    self._move(line.sku, sign * line.qty)
-            case Void(sale_id):
-                target = str(sale_id)
-                self._voids[target] += 1
-                if self._voids[target] == 1 and self._chains.is_counted_sale(sale_id):
-                    sale_key = self.accepted_key(sale_id)
-                    sale = self._documents.sale_at(sale_key) if sale_key is not None else None
-                    if sale is None:
-                        # The counted sale's entry is gone from the documents (deleted by a
-                        # misbehaving peer, written back after this fold): judge it all again.
-                        self.needs_rebuild = True
-                        return
-                    for line in sale.lines:
-                        self._move(line.sku, line.qty)
-            case Receipt(sku, qty):
-                self._move(sku, qty)
-            case Adjustment(sku, delta):
-                self._move(sku, delta)
-            case PriceChange(sku, unit_cents):
-                if not signer.role.may_set_prices:
-                    self._unauthorized[(doc, key)] = "a cashier certificate may not set prices"
-                    return
-                current = self._prices.get(sku)
-                candidate = Price(unit_cents, record.hlc, record.terminal)
-                if current is None or (candidate.hlc, candidate.terminal) > (
-                    current.hlc,
-                    current.terminal,
-                ):
-                    self._prices[sku] = candidate
-                self._on_hand.setdefault(sku, 0)
-
-    def _move(self, sku: Sku, delta: int) -> None:
-        self._on_hand[sku] = self._on_hand.get(sku, 0) + delta
+        effect = self._tally.count(record, signer, self._chains, self._documents.sale_at)
+        if effect is Effect.SALE_GONE:
+            self.needs_rebuild = True
+        elif effect is not Effect.COUNTED:
+            self._uncounted.refuse(doc, key, effect.value)
 
     # -- checkpoints ----------------------------------------------------------------------------
 
@@ -379,29 +269,9 @@ class Views:
         are named by document and key only: their bytes are in the documents."""
         if self._deferring:
             raise RuntimeError("a checkpoint of views in the middle of a rebuild")
-        return [
-            self._chains.export(),
-            sorted([d, k] for records in self._unverified.values() for d, k in records),
-            sorted([d, k, r] for (d, k), r in self._rejected.items()),
-            sorted([d, k, r] for (d, k), r in self._unauthorized.items()),
-            sorted([sku, n] for sku, n in self._on_hand.items()),
-            sorted([rid, n] for rid, n in self._voids.items() if n),
-            sorted(
-                [sku, p.unit_cents, p.hlc.wall_ms, p.hlc.counter, p.terminal]
-                for sku, p in self._prices.items()
-            ),
-            self._accepted,
-            self._trust.export_revocations(),
-            self._store_actions(),
-        ]
-
-    def _store_actions(self) -> list[Any]:
-        """Fork resolutions and closures in force: a checkpoint fits only views judged under
-        the same ones."""
-        return [
-            sorted(r.encoded for r in self._resolutions.values()),
-            sorted([t, seq] for t, seq in self._closures.items()),
-        ]
+        return viewstate.export_views(
+            self._chains, self._uncounted, self._tally, self._trust, self._actions
+        )
 
     def load_views(self, views: Any, trusted: Container[bytes]) -> None:
         """Take the views ``export_views`` gave, into views that have ingested their
@@ -410,36 +280,9 @@ class Views:
 
         Raises ``ValueError`` when the views do not fit these views and their documents (then
         they are unusable: the owner discards them and folds everything again)."""
-        try:
-            (
-                chains,
-                unverified,
-                rejected,
-                unauthorized,
-                on_hand,
-                voids,
-                prices,
-                accepted,
-                revoked,
-                actions,
-            ) = views
-            if revoked != self._trust.export_revocations():
-                raise ValueError("the checkpoint was made under other revocations")
-            if actions != self._store_actions():
-                raise ValueError("the checkpoint was made under other fork resolutions")
-            held = self._chains.load(chains)
-            held.extend((str(d), str(k)) for d, k in unverified)
-            self._rejected = {(str(d), str(k)): str(r) for d, k, r in rejected}
-            self._unauthorized = {(str(d), str(k)): str(r) for d, k, r in unauthorized}
-            self._on_hand = {Sku(sys.intern(sku)): int(n) for sku, n in on_hand}
-            self._voids.update((str(rid), int(n)) for rid, n in voids)
-            self._prices = {
-                Sku(sys.intern(sku)): Price(int(cents), Hlc(int(wall), int(counter)), TerminalId(t))
-                for sku, cents, wall, counter, t in prices
-            }
-            self._accepted = int(accepted)
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"the checkpoint's views do not decode: {exc}") from exc
+        held = viewstate.load_views(
+            views, self._chains, self._uncounted, self._tally, self._trust, self._actions
+        )
         # Records held but not counted are judged again from the documents, all candidates in
         # view before any chain moves (as in a rebuild); none can move unless the checkpoint
         # was taken mid-fold, and then moving them is what a fold would do.
@@ -465,25 +308,25 @@ class Views:
 
         Accepted records never get here (they are written back). A record that broke its chain
         changes the verdict on what follows it, so that asks for a rebuild."""
-        self._rejected.pop((doc, key), None)
+        self._uncounted.rejected.pop((doc, key), None)
         parsed = parse_record(value)
         if isinstance(parsed, Rejection):
             return
-        self._unverified.get(parsed.terminal, {}).pop((doc, key), None)
+        self._uncounted.unverified.get(parsed.terminal, {}).pop((doc, key), None)
         if self._chains.forget(doc, key, parsed):
             self.needs_rebuild = True
 
     def on_hand(self) -> dict[Sku, int]:
-        return dict(self._on_hand)
+        return dict(self._tally.on_hand)
 
     def on_hand_of(self, sku: Sku) -> int | None:
-        return self._on_hand.get(sku)
+        return self._tally.on_hand.get(sku)
 
     def price_of(self, sku: Sku) -> Price | None:
-        return self._prices.get(sku)
+        return self._tally.prices.get(sku)
 
     def prices(self) -> dict[Sku, Price]:
-        return dict(self._prices)
+        return dict(self._tally.prices)
 
     def is_sale(self, record_id: str) -> bool:
         terminal, sep, seq = record_id.rpartition(":")
@@ -498,13 +341,13 @@ class Views:
         return self._chains.is_ambiguous(record_id)
 
     def is_voided(self, record_id: str) -> bool:
-        return self._voids.get(record_id, 0) > 0
+        return self._tally.is_voided(record_id)
 
     def sale_ids(self) -> Iterator[str]:
         return self._chains.sale_ids()
 
     def accepted_count(self) -> int:
-        return self._accepted
+        return self._tally.accepted
 
     def head(self, terminal: TerminalId) -> ChainHead:
         return self._chains.head(terminal)
@@ -528,44 +371,8 @@ class Views:
 
     def problems(self) -> dict[str, list[dict[str, object]]]:
         """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
-        rejected: list[dict[str, object]] = [
-            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._rejected.items())
-        ]
-        unverified: list[dict[str, object]] = []
-        revoked: list[dict[str, object]] = []
-        for records in self._unverified.values():
-            for (d, k), record in records.items():
-                refusal = self._trust.revocation_refusal(record)
-                if refusal is None:
-                    reason = "no certificate of this store verifies it"
-                    unverified.append({"doc": d, "key": k, "reason": reason})
-                else:
-                    revoked.append({"doc": d, "key": k, "reason": refusal})
-        unverified.sort(key=lambda p: (str(p["doc"]), str(p["key"])))
-        revoked.sort(key=lambda p: (str(p["doc"]), str(p["key"])))
-        unauthorized: list[dict[str, object]] = [
-            {"doc": d, "key": k, "reason": r} for (d, k), r in sorted(self._unauthorized.items())
-        ]
-        return {
-            "rejected": rejected,
-            "unverified": unverified,
-            "revoked": revoked,
-            "unauthorized": unauthorized,
-            **self._chains.problems(),
-        }
+        return {**self._uncounted.problems(self._trust), **self._chains.problems()}
 
     def resolved_forks(self) -> list[dict[str, object]]:
         """Every fork the store resolved, with how far each branch counts (for ``verify``)."""
-        return [
-            {
-                "terminal": t,
-                "fork_seq": r.fork_seq,
-                "closed_at": r.closed_at,
-                "branches": self._chains.resolved(r),
-            }
-            for t, r in sorted(self._resolutions.items())
-        ]
-
-
-def _resolution_rank(resolution: ForkResolution) -> tuple[int, bytes]:
-    return sum(b.head_seq for b in resolution.branches), resolution.encoded
+        return self._actions.resolved_forks(self._chains)

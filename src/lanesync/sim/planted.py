@@ -112,7 +112,7 @@ class ForkTwiceViews(Views):
 
     def _reset_views(self) -> None:
         super()._reset_views()
-        self._chains = ForkTwiceChains(self._resolutions, self._closures)
+        self._chains = ForkTwiceChains(self._actions.resolutions, self._actions.closures)
 
 
 class ForkTwiceReplica(Replica):
