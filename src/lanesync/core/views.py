@@ -22,7 +22,6 @@ resolutions and closures (``core.storeactions``), the checkpoint layout
 from __future__ import annotations
 
 from collections.abc import Container, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -52,15 +51,6 @@ from lanesync.core.storeactions import StoreActions
 from lanesync.core.tally import Effect, Price, Tally
 from lanesync.core.trust import EVERY_KEY, Cut, Trust
 from lanesync.core.uncounted import Uncounted
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    """Something a replica holds but does not count. ``where`` is ``doc`` and ``key``."""
-
-    doc: str
-    key: str
-    reason: str
 
 
 class Documents(Protocol):
