@@ -43,19 +43,19 @@ def usual_umask() -> Iterator[None]:
 
 # Branch coverage (statements and branches, %) each package of src/lanesync must keep, checked
 # after a run of the whole suite (pyproject's addopts turn pytest-cov on; its data includes the
-# lanes, clouds and CLI runs the tests start). Each floor sits 1 to 1.5 points under the figure
-# the whole suite measured on 2026-12-07 (the comment; `pytest` at 92588a3 on 2 shared cores,
+# lanes, clouds and CLI runs the tests start). Each floor sits 1.5 to 2 points under the figure
+# the whole suite measured on 2026-12-07 (the comment; `pytest` at d39bc6b on 2 shared cores,
 # root, PostgreSQL 15 and faketime installed): the daemons' timing moves a figure by a few
 # tenths. Raise a floor when its figure rises. "lanesync" is the top-level modules.
 COVERAGE_FLOORS = {
     "lanesync": 99.0,  # 100.0
-    "bench": 88.0,  # 89.4
-    "cli": 89.0,  # 90.6
-    "cloud": 90.0,  # 91.5
-    "core": 94.0,  # 95.5
-    "shell": 91.0,  # 92.3
-    "sim": 91.0,  # 92.5
-    "tools": 86.0,  # 87.3
+    "bench": 88.5,  # 90.0
+    "cli": 90.5,  # 92.3
+    "cloud": 91.5,  # 93.2
+    "core": 95.0,  # 96.9
+    "shell": 92.5,  # 94.4
+    "sim": 92.5,  # 94.5
+    "tools": 91.0,  # 92.9
 }
 
 
