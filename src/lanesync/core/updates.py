@@ -54,7 +54,7 @@ def covered_by(update: bytes, state_vector: bytes | None) -> bool:
 # pycrdt (yrs) writes a state vector's clients, and a delete set's, in the order of its hash
 # table, which depends on the order the clients were first seen: two documents holding exactly
 # the same entries can encode them differently (three clients applied in the six possible
-# orders gave six different state vectors, measured with pycrdt 0.12). A checkpoint compares
+# orders gave six different state vectors, measured with pycrdt 0.14.13). A checkpoint compares
 # these encodings, so it compares canonical ones: clients in ascending order, each client's
 # deleted ranges sorted and merged.
 
