@@ -13,6 +13,9 @@
     │                           call may succeed once that is fixed, after a reopen
     ├── ProcessFailed           a process started by tools/procs.py (for the tests, the bench,
     │                           the demo) exited while starting, did not start, or hung
+    ├── NetnsError              an `ip` command building or removing a private test network of
+    │   │                       network namespaces (tools/netns.py) failed
+    │   └── NetnsUnavailable    this machine or user cannot create network namespaces
     └── RemoteError             bytes from elsewhere (a peer, a bundle file) are unacceptable
         ├── RecordRejected      one record fails decoding, signature, certificate or chain checks
         ├── BundleRejected      a bundle is corrupted, foreign, or not signed by an enrolled key
@@ -75,6 +78,16 @@ class ProcessFailed(LanesyncError):
     """A process started by ``lanesync.tools.procs`` (a daemon under test, a benchmark member,
     a demo lane) exited while starting, did not start in time, or ignored SIGTERM. The message
     ends with its log tail."""
+
+
+class NetnsError(LanesyncError):
+    """Building or removing a private test network (``lanesync.tools.netns``: the discovery
+    tests and ``lanesync bench discovery``) failed; the message names the ``ip`` command."""
+
+
+class NetnsUnavailable(NetnsError):
+    """This machine (or this user) cannot create network namespaces: not root, or no
+    iproute2."""
 
 
 class RemoteError(LanesyncError):

@@ -7,12 +7,16 @@ thresholds: the machine is shared.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import RunBench, requires_bench_deps
+from lanesync.tools.netns import unavailable_reason
+
+from .conftest import ENV, RunBench, requires_bench_deps
 
 pytestmark = [pytest.mark.slow]
 
@@ -202,3 +206,42 @@ def test_cloud_ingest_refuses_nothing_to_run(tmp_path: Path) -> None:
         done.output.strip().splitlines()[-1]
         == "error: nothing to run: --skip-sqlite and no --processes"
     )
+
+
+@pytest.mark.skipif(
+    unavailable_reason() is not None,
+    reason=f"network namespaces unavailable: {unavailable_reason()}",
+)
+def test_discovery(run_bench: RunBench) -> None:
+    # The daemons listen on 0.0.0.0 and speak mDNS only inside the namespaces the study
+    # creates (and deletes: TestNet.close fails the run if anything with its prefix is left).
+    results = run_bench("discovery", "--reps", "1")
+    by_name = figures(results, "discovery")
+    orders = ("new lane sorts first", "new lane sorts last")
+    phases = ("start -> synced", "start -> ready", "ready -> registered (probing)")
+    phases += ("registered -> synced", "ready -> synced")
+    assert set(by_name) == {f"{phase}, {order}" for phase in phases for order in orders}
+    for order in orders:
+        (total,) = values(by_name[f"start -> synced, {order}"])
+        parts = [values(by_name[f"{p}, {order}"])[0] for p in phases[1:4]]
+        assert total == pytest.approx(sum(parts))
+        # Registration includes RFC 6762 probing: a random 150-250 ms, then two 500 ms gaps.
+        assert parts[1] > 1.0
+        assert total < 60  # the study's own timeout per wait
+
+
+def test_discovery_without_namespaces_is_one_error_line(tmp_path: Path) -> None:
+    # No `ip` on the PATH (and, for a user, no root either): the study refuses before it starts.
+    done = subprocess.run(
+        [sys.executable, "-m", "lanesync", "bench", "discovery", "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        env=ENV | {"PATH": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith("error: lanesync bench discovery needs network namespaces: ")
+    assert not (tmp_path / "o").exists()

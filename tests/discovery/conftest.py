@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 from support import attach_logs
 
+from lanesync.errors import NetnsUnavailable
+from lanesync.tools.netns import TestNet
+
 from .lan import Lan
-from .netns import NetnsUnavailable, TestNet
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 
 A ``Lan`` owns a store (with a store id unique to the test, so that no other daemon on this
 machine can ever be mistaken for one of ours), its terminal directories, the daemons and one
-API agent per host (``agent.py``: each daemon's API listens on 127.0.0.1 inside its own
-namespace). Daemons inside namespaces listen on 0.0.0.0 there (the namespace is isolated);
-daemons in the host's own namespace are only ever started on loopback (lanesync then binds
-mDNS to 127.0.0.1 only). The daemons are started through one
+API agent per host (``lanesync/tools/nsagent.py``: each daemon's API listens on 127.0.0.1
+inside its own namespace). Daemons inside namespaces listen on 0.0.0.0 there (the namespace is
+isolated); daemons in the host's own namespace are only ever started on loopback (lanesync
+then binds mDNS to 127.0.0.1 only). The daemons are started through one
 ``lanesync.tools.procs.ProcessGroup`` (inside a namespace with ``ip netns exec``, which execs
 the daemon: the pid is the daemon's own). ``Lan.close()`` stops everything; the ``TestNet``
 behind it ends whatever is left and removes the namespaces.
@@ -29,13 +29,13 @@ from support import Cli, run_cli, wait_until
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools import nsagent
+from lanesync.tools.netns import Host, stop_process
 from lanesync.tools.procs import Proc, ProcessGroup, child_env
-
-from .netns import Host, stop_process
 
 HERE = Path(__file__).resolve().parent
 QUICK_DAEMON = HERE / "quick_daemon.py"
-AGENT = HERE / "agent.py"
+AGENT = Path(nsagent.__file__)
 START_TIMEOUT_S = 30.0
 VALID_DAYS = 30
 
@@ -44,7 +44,7 @@ ENV = child_env(columns=120)
 
 
 class Agent:
-    """``agent.py`` running inside one host's namespace; one request at a time."""
+    """``nsagent.py`` running inside one host's namespace; one request at a time."""
 
     def __init__(self, host: Host) -> None:
         self.host = host

@@ -6,8 +6,8 @@ their namespace and find each other with zeroconf on its default interfaces, non
 exists outside the test network. The one test in the host's own namespace runs its daemons on
 127.0.0.1, where lanesync binds mDNS to loopback only. No --peer anywhere: every connection
 here comes from discovery. zeroconf's probe and announce timers are shortened through
-quick_daemon.py (as python-zeroconf's own tests do); benchmarks/discovery.py measures the real
-ones.
+quick_daemon.py (as python-zeroconf's own tests do); `lanesync bench discovery` measures the
+real ones.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from click.testing import CliRunner
 from lanesync.cli.main import cli
 from lanesync.shell.discovery import multicast_interfaces
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.tools.netns import Host, TestNet, stop_process
 
 from .lan import ENV, Lan, LanDaemon, wait_connected, wait_converged, wait_until
-from .netns import Host, TestNet, stop_process
 
 BROWSE = Path(__file__).resolve().parent / "browse.py"
 SERVICE_TYPE = "_lanesync._tcp.local."

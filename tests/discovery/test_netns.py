@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import pytest
 
-from .netns import NetnsUnavailable, TestNet, run_ip, unavailable_reason
+from lanesync.errors import NetnsError, NetnsUnavailable, UsageError
+from lanesync.tools.netns import Host, TestNet, run_ip, unavailable_reason
 
 
 def test_without_root_namespaces_are_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,3 +43,30 @@ def test_network_is_private_and_fully_removed(net: TestNet) -> None:
     assert net.leftovers() == []
     listed = run_ip("netns", "list").stdout
     assert net.prefix not in listed
+
+
+def test_without_iproute2_namespaces_are_unavailable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no `ip` there
+    assert unavailable_reason() == "iproute2 (`ip`) is not installed"
+
+
+def test_a_failing_ip_command_is_a_netns_error() -> None:
+    # A subcommand `ip` does not know: no privilege needed, nothing changed.
+    with pytest.raises(NetnsError, match="ip no-such-object -> exit"):
+        run_ip("no-such-object")
+
+
+def test_a_host_outside_the_test_network_has_no_address() -> None:
+    with pytest.raises(NetnsError, match="no address"):
+        _ = Host(None, "loopback", None).address
+
+
+@pytest.mark.timeout(60)
+def test_a_host_needs_an_existing_segment(net: TestNet) -> None:
+    with pytest.raises(UsageError, match="at least one segment"):
+        net.add_host("h1", segments=())
+    with pytest.raises(UsageError, match="no segment 3"):
+        net.add_host("h2", segments=(3,))

@@ -1,6 +1,7 @@
-"""``lanesync bench foundation`` and ``lanesync bench receive-path``: the studies (the scripts
-that were in ``benchmarks/``), each writing ``results.json`` and ``report.md`` to ``--out`` as the
-scenarios do. benchmarks/README.md explains every figure and holds the latest results.
+"""The studies of ``lanesync bench`` (``foundation``, ``receive-path``, ``discovery`` ...: the
+scripts that were in ``benchmarks/``), each writing ``results.json`` and ``report.md`` to
+``--out`` as the scenarios do. benchmarks/README.md explains every figure and holds the latest
+results.
 """
 
 from __future__ import annotations
@@ -377,4 +378,38 @@ def cloud_ingest(
         )
 
 
-STUDIES: tuple[click.Command, ...] = (cloud, cloud_ingest, foundation, mesh, receive_path)
+@click.command("discovery")
+@click.option(
+    "--reps",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Repetitions per order (new lane sorting first, then last).",
+)
+@_out_options("discovery")
+@reports_errors
+def discovery(reps: int, out: Path | None, as_json: bool, work: Path | None) -> None:
+    """Start of a lane to its first sync with a peer found by mDNS, in network namespaces
+    (root only)."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.discovery import run_study
+
+    try:
+        lines, results = run_study(reps, work)
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "discovery", as_json)
+    if not as_json:
+        for line in lines:
+            console.print(line, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
+STUDIES: tuple[click.Command, ...] = (
+    cloud,
+    cloud_ingest,
+    discovery,
+    foundation,
+    mesh,
+    receive_path,
+)

@@ -1,8 +1,9 @@
 """Reach daemons' local APIs from inside a network namespace.
 
 Each daemon's API listens on 127.0.0.1 *inside its own namespace*, so the test cannot call it
-directly. This script runs there (``ip netns exec NS python agent.py``) and serves one JSON
-request per stdin line, one JSON answer per stdout line::
+directly. This script runs there (``ip netns exec NS python .../lanesync/tools/nsagent.py``,
+by path, so that the package is not imported) and serves one JSON request per stdin line, one
+JSON answer per stdout line::
 
     {"dir": TERMINAL_DIR, "method": "GET", "path": "/v1/peers", "body": null}
     -> {"status": 200, "body": {...}, "t": <time.monotonic() when answered>}

@@ -16,8 +16,8 @@ cannot reach the machine's real network card, and addresses may repeat between r
 ``TestNet.close()`` ends every process started through ``Host.popen`` (SIGTERM, then SIGKILL),
 kills whatever else still runs inside the namespaces, deletes the namespaces (which deletes
 their veths and bridges) and checks that nothing with the prefix is left behind. Use it as a
-context manager, or through the ``net`` fixture in conftest.py; both run ``close()`` whatever
-the test did.
+context manager, or through the ``net`` fixture in tests/discovery/conftest.py; both run
+``close()`` whatever the test did. ``lanesync bench discovery`` uses it too.
 """
 
 from __future__ import annotations
@@ -32,15 +32,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from lanesync.errors import NetnsError, NetnsUnavailable, UsageError
 from lanesync.tools.procs import STOP_TIMEOUT_S, end_all
 
 SUBNET = "10.213"  # 10.213.<segment + 1>.<host number>/24, only inside the namespaces
 PREFIX_ROOT = "lst"
 IP_TIMEOUT_S = 20.0
-
-
-class NetnsUnavailable(Exception):
-    """This machine (or this user) cannot create network namespaces."""
 
 
 def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -52,7 +49,7 @@ def run_ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         check=False,
     )
     if check and proc.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} -> exit {proc.returncode}: {proc.stderr.strip()}")
+        raise NetnsError(f"ip {' '.join(args)} -> exit {proc.returncode}: {proc.stderr.strip()}")
     return proc
 
 
@@ -86,7 +83,7 @@ class Host:
     def address(self) -> str:
         """The host's first IPv4 address in the test network."""
         if not self.interfaces:
-            raise AssertionError(f"{self.name} has no address in the test network")
+            raise NetnsError(f"{self.name} has no address in the test network")
         return next(iter(self.interfaces.values()))
 
     def command(self, *args: str | Path) -> list[str]:
@@ -167,7 +164,7 @@ class TestNet:
         net = cls()
         try:
             net._add_namespace(net.switch)
-        except RuntimeError as exc:
+        except NetnsError as exc:
             net.close()
             raise NetnsUnavailable(str(exc)) from None
         try:
@@ -214,7 +211,7 @@ class TestNet:
     def add_host(self, name: str, segments: Sequence[int] = (0,)) -> Host:
         """A namespace with one interface (eth0, eth1, ...) on each of ``segments``."""
         if not segments:
-            raise ValueError("a host needs at least one segment")
+            raise UsageError("a host needs at least one segment")
         index = len(self.hosts) + 1
         ns = f"{self.prefix}-{name}"
         self._add_namespace(ns)
@@ -222,7 +219,7 @@ class TestNet:
         self.hosts.append(host)
         for position, segment in enumerate(segments):
             if not 0 <= segment < self.segments:
-                raise ValueError(f"no segment {segment} (the network has {self.segments})")
+                raise UsageError(f"no segment {segment} (the network has {self.segments})")
             device, port = f"eth{position}", f"h{index}p{position}"
             run_ip(
                 "-n", self.switch, "link", "add", port, "type", "veth",
@@ -239,7 +236,7 @@ class TestNet:
     # -- tearing down -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """End every process, delete every namespace; AssertionError if anything is left."""
+        """End every process, delete every namespace; ``NetnsError`` if anything is left."""
         end_all(self.processes)
         for process in self.processes:
             for pipe in (process.stdin, process.stdout, process.stderr):
@@ -259,7 +256,7 @@ class TestNet:
         self._namespaces.clear()
         left = self.leftovers()
         if errors or left:
-            raise AssertionError(f"test network {self.prefix} not fully removed: {errors} {left}")
+            raise NetnsError(f"test network {self.prefix} not fully removed: {errors} {left}")
 
     def leftovers(self) -> list[str]:
         """Namespaces and links of the host namespace whose name carries the prefix."""
