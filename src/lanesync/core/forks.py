@@ -38,7 +38,12 @@ from dataclasses import dataclass
 import msgpack
 from nacl.signing import SigningKey
 
-from lanesync.core.identity import SIGNATURE_SIZE, StoreIdentity, sign, verify_signature
+from lanesync.core.identity import (
+    StoreIdentity,
+    open_store_signed,
+    sign,
+    unpack_payload,
+)
 from lanesync.core.ids import StoreId, TerminalId, is_valid_name
 from lanesync.core.records import GENESIS_HASH, HASH_SIZE, Record
 from lanesync.errors import RemoteError, UsageError
@@ -107,24 +112,14 @@ def issue_fork_resolution(
 
 def parse_fork_resolution(encoded: object, store: StoreIdentity) -> ForkResolution:
     """Decode a fork resolution and check the store authority signed it; RemoteError otherwise."""
-    if not isinstance(encoded, bytes | bytearray) or not (
-        SIGNATURE_SIZE < len(encoded) <= MAX_RESOLUTION_SIZE
-    ):
-        raise RemoteError("fork resolution has an impossible size")
-    encoded = bytes(encoded)
-    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify_signature(store.public_key, DOMAIN_FORK_RESOLUTION, payload, signature):
-        raise RemoteError(
-            f"fork resolution is not signed by the authority of store {store.store_id}"
-        )
+    encoded, payload = open_store_signed(
+        encoded, store, DOMAIN_FORK_RESOLUTION, "fork resolution", MAX_RESOLUTION_SIZE
+    )
     return _decode(payload, encoded, store.store_id)
 
 
 def _decode(payload: bytes, encoded: bytes, store_id: StoreId) -> ForkResolution:
-    try:
-        fields = msgpack.unpackb(payload, use_list=True, raw=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise RemoteError("fork resolution payload is not valid msgpack") from exc
+    fields = unpack_payload(payload, "fork resolution")
     match fields:
         case [1, str(sid), str(terminal), int(fork_seq), bytes(base), list(raw)] if (
             sid == store_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 from nacl.exceptions import BadSignatureError
@@ -167,23 +168,39 @@ def issue_certificate(
     )
 
 
+def open_store_signed(
+    encoded: object, store: StoreIdentity, domain: bytes, what: str, max_size: int
+) -> tuple[bytes, bytes]:
+    """The bytes and the payload of an object the store authority signed (``payload ||
+    signature`` over ``domain || payload``: certificates, revocations, fork resolutions), once
+    its size and signature are checked; RemoteError naming ``what`` otherwise."""
+    if not isinstance(encoded, bytes | bytearray) or not (
+        SIGNATURE_SIZE < len(encoded) <= max_size
+    ):
+        raise RemoteError(f"{what} has an impossible size")
+    encoded = bytes(encoded)
+    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
+    if not verify_signature(store.public_key, domain, payload, signature):
+        raise RemoteError(f"{what} is not signed by the authority of store {store.store_id}")
+    return encoded, payload
+
+
+def unpack_payload(payload: bytes, what: str) -> Any:
+    """A signed object's msgpack payload (Any, as msgpack types it: the caller matches its shape);
+    RemoteError naming ``what`` when it does not decode."""
+    try:
+        return msgpack.unpackb(payload, use_list=True, raw=False)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise RemoteError(f"{what} payload is not valid msgpack") from exc
+
+
 def parse_certificate(encoded: bytes, store: StoreIdentity) -> Certificate:
     """Decode a certificate and check it was issued by ``store``'s authority.
 
     Raises ``RemoteError`` with a one-line reason for anything else.
     """
-    if not isinstance(encoded, bytes | bytearray) or not (
-        SIGNATURE_SIZE < len(encoded) <= MAX_CERT_SIZE
-    ):
-        raise RemoteError("certificate has an impossible size")
-    encoded = bytes(encoded)
-    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify_signature(store.public_key, DOMAIN_CERT, payload, signature):
-        raise RemoteError(f"certificate is not signed by the authority of store {store.store_id}")
-    try:
-        fields = msgpack.unpackb(payload, use_list=True, raw=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise RemoteError("certificate payload is not valid msgpack") from exc
+    encoded, payload = open_store_signed(encoded, store, DOMAIN_CERT, "certificate", MAX_CERT_SIZE)
+    fields = unpack_payload(payload, "certificate")
     succeeds: Succession | None = None
     match fields:
         case [1, _, _, _, _, _, _]:
@@ -282,18 +299,10 @@ def issue_revocation(
 def parse_revocation(encoded: object, store: StoreIdentity) -> AnyRevocation:
     """Decode a revocation (either format) and check the store authority signed it;
     RemoteError otherwise."""
-    if not isinstance(encoded, bytes | bytearray) or not (
-        SIGNATURE_SIZE < len(encoded) <= MAX_CERT_SIZE
-    ):
-        raise RemoteError("revocation has an impossible size")
-    encoded = bytes(encoded)
-    payload, signature = encoded[:-SIGNATURE_SIZE], encoded[-SIGNATURE_SIZE:]
-    if not verify_signature(store.public_key, DOMAIN_REVOCATION, payload, signature):
-        raise RemoteError(f"revocation is not signed by the authority of store {store.store_id}")
-    try:
-        fields = msgpack.unpackb(payload, use_list=True, raw=False)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise RemoteError("revocation payload is not valid msgpack") from exc
+    encoded, payload = open_store_signed(
+        encoded, store, DOMAIN_REVOCATION, "revocation", MAX_CERT_SIZE
+    )
+    fields = unpack_payload(payload, "revocation")
     match fields:
         case [2, str(sid), str(terminal), int(seq), bytes(cut), bytes(key)] if (
             sid == store.store_id
