@@ -35,7 +35,6 @@ from lanesync.tools.procs import Proc, ProcessGroup, child_env
 
 HERE = Path(__file__).resolve().parent
 QUICK_DAEMON = HERE / "quick_daemon.py"
-AGENT = Path(nsagent.__file__)
 START_TIMEOUT_S = 30.0
 VALID_DAYS = 30
 
@@ -50,7 +49,7 @@ class Agent:
         self.host = host
         self._lock = threading.Lock()
         self.process = host.popen(
-            [sys.executable, AGENT],
+            [sys.executable, "-m", nsagent.__name__],
             env=ENV,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -73,8 +72,9 @@ class Agent:
 
     def close(self) -> None:
         if self.process.stdin is not None:
-            self.process.stdin.close()
-        stop_process(self.process, 5.0)
+            self.process.stdin.close()  # the agent ends at the end of its input, cleanly
+        # No SIGTERM on top: it would cut the agent's own exit short (its coverage data too).
+        stop_process(self.process, 5.0, signalled=True)
         if self.process.stdout is not None:
             self.process.stdout.close()
 

@@ -1,1 +1,3 @@
-"""Tools around the product: the fault-injecting proxy used by the demo, tests and benchmarks."""
+"""Tools around the product for the demo, tests and benchmarks: the fault-injecting proxy,
+the process harness, the throwaway PostgreSQL server, and the network-namespace test network
+with its API agent."""

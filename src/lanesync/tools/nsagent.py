@@ -1,16 +1,15 @@
 """Reach daemons' local APIs from inside a network namespace.
 
 Each daemon's API listens on 127.0.0.1 *inside its own namespace*, so the test cannot call it
-directly. This script runs there (``ip netns exec NS python .../lanesync/tools/nsagent.py``,
-by path, so that the package is not imported) and serves one JSON request per stdin line, one
-JSON answer per stdout line::
+directly. This module runs there (``ip netns exec NS python -m lanesync.tools.nsagent``) and
+serves one JSON request per stdin line, one JSON answer per stdout line, until its stdin ends::
 
     {"dir": TERMINAL_DIR, "method": "GET", "path": "/v1/peers", "body": null}
     -> {"status": 200, "body": {...}, "t": <time.monotonic() when answered>}
     -> {"error": "..."} when no daemon answers
 
 It reads TERMINAL_DIR/runtime.json and api.token for every request (a restarted daemon has a
-new port), and imports nothing of lanesync, so it starts in a few tens of milliseconds.
+new port), and imports nothing else of lanesync, so it starts in a few tens of milliseconds.
 CLOCK_MONOTONIC is shared by every namespace, so ``t`` can be compared with the test's clock.
 """
 

@@ -73,7 +73,7 @@ class Agent:
 
     def __init__(self, host: Host) -> None:
         self.process = host.popen(
-            [sys.executable, nsagent.__file__],
+            [sys.executable, "-m", nsagent.__name__],
             env=ENV,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
