@@ -18,10 +18,11 @@ from .common import (
     reports_errors,
     serves_until_storage_fails,
 )
+from .group import UntruncatedGroup
 from .output import console, emit_json, money, stock_table
 
 
-@click.group()
+@click.group(cls=UntruncatedGroup)
 def cloud() -> None:
     """Head office's cloud service: set up, serve, query."""
 
