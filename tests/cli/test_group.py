@@ -139,3 +139,25 @@ def test_state_json(shop: Shop) -> None:
     }
     assert shop.cli.ok("state", "lane1", "again.state").text == "wrote again.state"
     assert shop.path("again.state").read_bytes() == shop.path("lane1.state").read_bytes()
+
+
+def test_lanesync_alone_prints_the_help(cli: Cli) -> None:
+    # no command at all is not a mistake to explain in one line: the help says what there is
+    result = cli.run()
+    assert result.returncode == 2, result.describe()
+    assert result.stderr.startswith("Usage: "), result.describe()
+    assert "Store setup:" in result.stderr
+
+
+def test_an_aborted_command_is_one_error_line() -> None:
+    # click raises Abort for an interrupted prompt (EOF or Ctrl-C while it reads input)
+    @click.command("prompting")
+    def prompting() -> None:
+        raise click.Abort
+
+    click_group.add_command(prompting)
+    try:
+        result = CliRunner().invoke(click_group, ["prompting"], prog_name="lanesync")
+    finally:
+        del click_group.commands["prompting"]
+    assert (result.exit_code, result.output) == (1, "error: aborted\n")

@@ -41,7 +41,7 @@ def closed(peer: str | None, reason: str, *, by_peer: bool) -> dict[str, Any]:
             "peer.closed",
             closed(None, "terminal r is revoked", by_peer=False),
             logging.WARNING,
-            "refused a connection that did not prove itself",
+            "this lane refused the connection",
         ),
         # a stranger that hung up during the handshake: nothing to act on
         ("peer.closed", closed(None, "connection closed", by_peer=True), logging.INFO, None),

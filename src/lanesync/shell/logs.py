@@ -52,5 +52,5 @@ def node_event(event: str, fields: dict[str, Any]) -> tuple[int, str]:
             f"{text}: the link to the cloud is lost; sales wait on this lane until it is back",
         )
     if peer is None and not fields.get("by_peer"):
-        return logging.WARNING, f"{text}: refused a connection that did not prove itself"
+        return logging.WARNING, f"{text}: this lane refused the connection"
     return logging.INFO, text
