@@ -141,7 +141,7 @@ FILES = [
     error(
         "export-into-missing-dir",
         *("export", "lane1", "nowhere/out.bundle"),
-        says="No such file or directory",
+        says="error: nowhere/out.bundle.tmp: no such file or directory",
     ),
     usage("import-missing", "import", "lane1", "missing.bundle", says="does not exist"),
 ]

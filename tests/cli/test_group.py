@@ -3,12 +3,14 @@ in sections with whole one-line helps, and ``--json`` on every command that prin
 
 from __future__ import annotations
 
+import errno
 import re
 
 import click
 import pytest
 from click.testing import CliRunner
 
+from lanesync.cli.common import reports_errors
 from lanesync.cli.group import OTHER_SECTION, SECTIONS
 from lanesync.cli.main import cli as click_group
 
@@ -161,3 +163,18 @@ def test_an_aborted_command_is_one_error_line() -> None:
     finally:
         del click_group.commands["prompting"]
     assert (result.exit_code, result.output) == (1, "error: aborted\n")
+
+
+def test_an_os_error_without_a_file_is_one_plain_error_line() -> None:
+    # a socket's error has no file name: it once printed "error:: Address already in use"
+    @click.command("failing")
+    @reports_errors
+    def failing() -> None:
+        raise OSError(errno.EADDRINUSE, "Address already in use")
+
+    click_group.add_command(failing)
+    try:
+        result = CliRunner().invoke(click_group, ["failing"], prog_name="lanesync")
+    finally:
+        del click_group.commands["failing"]
+    assert (result.exit_code, result.output) == (1, "error: address already in use\n")

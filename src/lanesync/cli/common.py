@@ -74,8 +74,10 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
             sys.exit(1)
         except OSError as exc:
-            name = f" {exc.filename}" if exc.filename else ""
-            errors.print(f"error:{one_line(name)}: {exc.strerror or exc}", soft_wrap=True)
+            why = str(exc.strerror or exc)
+            why = why[:1].lower() + why[1:]
+            where = f"{exc.filename}: " if exc.filename else ""  # none for a socket, say
+            errors.print(f"error: {one_line(where + why)}", soft_wrap=True)
             sys.exit(1)
 
     return wrapper
