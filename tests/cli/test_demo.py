@@ -73,3 +73,14 @@ def test_ctrl_c_on_the_live_demo_exits_130_and_stops_its_lanes(tmp_path: Path) -
     assert not [pid for pid in lanes if _alive(pid)]
     assert not list(root.glob("lane*/runtime.json"))  # each lane stopped cleanly
     assert (root / "store").is_dir()  # --dir is kept: only what the demo started is gone
+
+
+@pytest.mark.slow
+def test_live_demo_json_is_only_the_summary(cli: Cli) -> None:
+    # the live table and the split/heal narration go nowhere: stdout is one JSON document
+    summary = cli.ok("demo", "--json", timeout_s=180).json()
+    assert (summary["mode"], summary["lanes"], summary["converged"]) == ("live", 4, True)
+    assert summary["verified"] is True
+    assert summary["states_during_split"] >= 2  # the halves differed while apart
+    assert summary["sales"] > 0
+    assert set(summary["stock"]) == {"bread", "eggs", "milk"}
