@@ -1,6 +1,7 @@
 """Store and terminal directories on disk: keys, certificates and identity files.
 
-Store directory (kept by the store owner, holds the authority key)::
+Store directory (kept by the store owner, holds the authority key; mode 0700 when ``store
+init`` creates it)::
 
     store.key        Ed25519 seed of the store authority, hex, mode 0600
     store.json       public identity: store id, public key, time zone (safe to copy anywhere)
@@ -157,7 +158,7 @@ class StoreDirectory:
             raise UsageError(f"unknown time zone {timezone!r}") from exc
         if (path / STORE_KEY).exists():
             raise UsageError(f"{path} already holds a store (found {STORE_KEY})")
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_directory(path)  # it holds the store's authority key
         key = SigningKey.generate()
         identity = StoreIdentity(StoreId(sid), public_key_of(key), timezone)
         _write_private(path / STORE_KEY, bytes(key).hex() + "\n")
