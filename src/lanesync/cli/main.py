@@ -4,9 +4,9 @@ selling and stock (lane_cmd), bundles and integrity (sync_cmd), the daemon (daem
 cloud (cloud_cmd), the simulator (sim_cmd) and benchmarks (bench_cmd); the demo is here.
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
-found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
-failed in ``run`` or ``cloud serve`` (a full disk, an I/O error: they stop, for a supervisor to
-restart them).
+found integrity problems; 2 a malformed command line (click's usage errors, one ``error:`` line
+too: cli/group.py); 74 storage failed in ``run`` or ``cloud serve`` (a full disk, an I/O error:
+they stop, for a supervisor to restart them); 130 interrupted by Ctrl-C (one line).
 """
 
 from __future__ import annotations
