@@ -56,6 +56,7 @@ def _walkthrough() -> list[tuple[list[str], str]]:
     return commands
 
 
+@pytest.mark.slow  # sixteen lanesync runs: about 10 s on a loaded 2-core machine
 def test_readme_walkthrough_runs_and_both_digests_end_equal(cli: Cli) -> None:
     digests: list[str] = []
     for argv, comment in _walkthrough():
