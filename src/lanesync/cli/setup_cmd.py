@@ -27,11 +27,12 @@ from .common import (
     JSON_OPTION,
     reports_errors,
 )
+from .group import UntruncatedGroup
 from .lifecycle_cmd import chain_end, nearest_chain_end, spread_and_seed
 from .output import console, emit_json
 
 
-@click.group()
+@click.group(cls=UntruncatedGroup)
 def store() -> None:
     """Create and manage a store authority."""
 
