@@ -58,6 +58,7 @@ from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
+from lanesync.shell.dashboard import dashboard_router
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -262,6 +263,7 @@ def create_app(state: DaemonState) -> FastAPI:
     )
 
     install_common(app, state.token)
+    app.include_router(dashboard_router(state.terminal))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}
