@@ -47,14 +47,17 @@
   };
 
   class Unauthorized extends Error {}
+  class Stale extends Error {} // the answer came after a sign-out: nobody may see it
 
   // -- talking to the lane ------------------------------------------------------------------
 
   async function api(path) {
+    const session = state.session;
     const response = await fetch(path, {
       headers: { Authorization: `Bearer ${state.token}` },
       cache: "no-store",
     });
+    if (state.session !== session) throw new Stale();
     if (response.status === 401) throw new Unauthorized("the lane refused the token");
     let body = null;
     try {
@@ -399,6 +402,7 @@
       await REFRESHERS[name]();
       showBoardError("");
     } catch (error) {
+      if (error instanceof Stale) return;
       if (error instanceof Unauthorized) {
         signOut("The lane refused the token (it may have been replaced); sign in again.");
       } else {
@@ -530,7 +534,12 @@
           signOut("The lane refused the token (it may have been replaced); sign in again.");
           return;
         }
-        if (response.status === 404 || response.status === 405) {
+        if (response.status === 400 && state.lastEventId !== null) {
+          // The lane no longer knows that id (its directory was replaced): start afresh; the
+          // full refresh on connecting shows what the missed events would have.
+          state.lastEventId = null;
+          wait = 0;
+        } else if (response.status === 404 || response.status === 405) {
           setFeed("polling", `polling every ${TICK_MS / 1000} s (this lane has no change feed)`);
           wait = FEED_ABSENT_RETRY_MS;
         } else if (!response.ok || !response.body) {
@@ -600,7 +609,10 @@
     note("login-error", "");
     let answer;
     try {
-      answer = await api("/v1/status");
+      // A route that needs the token whatever this lane's version (older ones served their
+      // other reads without it).
+      answer = await api("/v1/dashboard");
+      if (answer.ok) answer = await api("/v1/status");
     } catch (error) {
       state.token = null;
       sessionStorage.removeItem(TOKEN_KEY);

@@ -1,0 +1,217 @@
+"""The store dashboard in a real browser: Debian's headless Chromium, driven through Debian's
+chromedriver by Selenium, against two real lanes meshed on loopback.
+
+``lane1`` (a manager) dials ``lane2`` (a cashier). A manager opens lane1's page, is refused with
+a wrong token, signs in through the form, sees a sale made on lane2 (through lane2's own API)
+appear without the page reloading, and sees lane2 shown as down once its daemon stops.
+
+Screenshots of those states are kept in the directory named by ``LANESYNC_SCREENSHOTS``
+(default: ``screenshots`` under the test's pytest tmp path). Chromium starts with a fresh
+profile and the flags that stop it reaching for the network (none is reachable from a store's
+back office, nor from the test machine).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.chrome.webdriver import WebDriver
+from selenium.webdriver.common.by import By
+
+from lanesync.core.identity import Role
+
+from .cluster import Cluster, wait_connected, wait_until
+
+CHROMIUM = shutil.which("chromium")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        CHROMIUM is None or CHROMEDRIVER is None,
+        reason="needs Debian's chromium and chromium-driver (.ci/run installs them: "
+        "apt-get install chromium chromium-driver)",
+    ),
+]
+
+SCREENSHOTS_ENV = "LANESYNC_SCREENSHOTS"
+# Headless, and nothing that reaches for the network: no QUIC probing, no first-run pages, no
+# component or safe-browsing downloads, no sync. --no-sandbox: CI runs as root in a container.
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",
+    "--window-size=1280,1100",
+)
+# The page asks for the status every 2 s; a peer's sale reaches lane1 in well under a second.
+SEEN_TIMEOUT_S = 15.0
+# lane1 notices lane2's connection closing at once (a TCP close), then the next status refresh.
+DOWN_TIMEOUT_S = 20.0
+MILK_PRICE = 120
+TIMES = "\N{MULTIPLICATION SIGN}"  # a sale line reads quantity, this sign, SKU
+MILK_RECEIVED = 10
+
+
+@pytest.fixture
+def screenshots(tmp_path: Path) -> Path:
+    chosen = os.environ.get(SCREENSHOTS_ENV)
+    directory = Path(chosen) if chosen else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[WebDriver]:
+    assert CHROMIUM is not None  # the skipif above
+    assert CHROMEDRIVER is not None
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for console_errors
+    # The driver's path is given, so Selenium never runs its manager (which would download one).
+    service = Service(CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(options=options, service=service)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+# -- reading the page ------------------------------------------------------------------------------
+
+
+def text_of(browser: WebDriver, css: str) -> str:
+    try:
+        return str(browser.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def attribute_of(browser: WebDriver, css: str, name: str) -> str | None:
+    try:
+        value = browser.find_element(By.CSS_SELECTOR, css).get_attribute(name)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return None
+    return None if value is None else str(value)
+
+
+def lane_link(browser: WebDriver, lane: str) -> str | None:
+    """What the Lanes table says of ``lane``'s link: "up", "down", or None (no row)."""
+    return attribute_of(browser, f'#lanes tr[data-lane="{lane}"]', "data-link")
+
+
+def wait_page(browser: WebDriver, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    wait_until(
+        predicate,
+        timeout,
+        lambda: f"{what}; the page shows:\n{text_of(browser, 'body')}",
+        interval=0.1,
+    )
+
+
+def sign_in(browser: WebDriver, token: str) -> None:
+    field = browser.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    browser.find_element(By.ID, "login").click()
+
+
+def console_errors(browser: WebDriver) -> list[str]:
+    """Errors the page logged, apart from failed requests (a stopped lane's own are expected)."""
+    return [
+        str(entry["message"])
+        for entry in browser.get_log("browser")
+        if entry["level"] == "SEVERE" and "Failed to load resource" not in entry["message"]
+    ]
+
+
+# -- the test --------------------------------------------------------------------------------------
+
+
+def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down(
+    cluster: Cluster, browser: WebDriver, screenshots: Path
+) -> None:
+    store = cluster.store()
+    lane2 = cluster.start(cluster.enroll(store, "lane2"))
+    lane1 = cluster.start(cluster.enroll(store, "lane1", Role.MANAGER), [lane2.listen])
+    wait_connected(lane1, {"lane2"})
+    lane1.set_price("milk", MILK_PRICE)
+    lane1.receive("milk", MILK_RECEIVED)
+    wait_until(lambda: lane2.on_hand("milk") == MILK_RECEIVED, 15, "lane2 got the receipt")
+
+    browser.get(f"{lane1.api}/")
+    assert browser.title == "lanesync · store dashboard"
+    assert browser.find_element(By.ID, "board").is_displayed() is False
+
+    # A wrong token: refused, said so, nothing of the store shown, nothing kept.
+    sign_in(browser, "not-the-token")
+    wait_page(
+        browser,
+        lambda: "refused" in text_of(browser, "#login-error"),
+        SEEN_TIMEOUT_S,
+        "a wrong token is refused on the page",
+    )
+    assert browser.find_element(By.ID, "board").is_displayed() is False
+    assert text_of(browser, "#identity") == ""
+    assert browser.execute_script("return sessionStorage.length") == 0
+    browser.save_screenshot(str(screenshots / "1-wrong-token.png"))
+
+    sign_in(browser, lane1.token)
+    wait_page(
+        browser, lambda: lane_link(browser, "lane2") == "up", SEEN_TIMEOUT_S, "lane2 shown up"
+    )
+    assert lane_link(browser, "lane1") == "up"  # this lane, first row
+    assert "lane lane1" in text_of(browser, "#identity")
+    # The token is in the tab's session, never in the address.
+    assert lane1.token not in browser.current_url
+    assert browser.execute_script("return Object.values(sessionStorage)") == [lane1.token]
+    wait_page(
+        browser,
+        lambda: text_of(browser, '#stock tr[data-sku="milk"]') == f"milk {MILK_RECEIVED}",
+        SEEN_TIMEOUT_S,
+        "milk's stock listed",
+    )
+
+    # A sale on the other lane, through that lane's API; the page must not reload to show it
+    # (a reload would drop this marker).
+    browser.execute_script("window.lanesyncTestMarker = 'not reloaded'")
+    sale_id = lane2.sell("milk", 2)
+    wait_page(
+        browser,
+        lambda: bool(attribute_of(browser, f'#sales tr[data-sale="{sale_id}"]', "data-sale")),
+        SEEN_TIMEOUT_S,
+        f"sale {sale_id} of lane2 listed on lane1's page",
+    )
+    sale_row = text_of(browser, f'#sales tr[data-sale="{sale_id}"]')
+    assert f"2 {TIMES} milk" in sale_row, sale_row
+    assert "2.40" in sale_row, sale_row  # 2 at 1.20
+    wait_page(
+        browser,
+        lambda: text_of(browser, '#stock tr[data-sku="milk"]') == f"milk {MILK_RECEIVED - 2}",
+        SEEN_TIMEOUT_S,
+        "milk's stock down by the sale",
+    )
+    assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
+    browser.save_screenshot(str(screenshots / "2-sale-from-lane2.png"))
+
+    lane2.stop_api()
+    wait_page(
+        browser, lambda: lane_link(browser, "lane2") == "down", DOWN_TIMEOUT_S, "lane2 shown down"
+    )
+    assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
+    browser.save_screenshot(str(screenshots / "3-lane2-down.png"))
+    assert console_errors(browser) == []
