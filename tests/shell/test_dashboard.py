@@ -26,7 +26,7 @@ from lanesync.shell.dashboard import (
     ASSET_PATH,
     CONTENT_SECURITY_POLICY,
     Asset,
-    dashboard_router,
+    install_dashboard,
 )
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.http import install_common
@@ -40,10 +40,15 @@ REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "src" / "lanesync" / "shell" / ASSET_DIRECTORY
 
 
-def serve(terminal: Terminal, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def make_app(terminal: Terminal) -> FastAPI:
     app = FastAPI()
     install_common(app, TOKEN)
-    app.include_router(dashboard_router(terminal))
+    install_dashboard(app, terminal)
+    return app
+
+
+def serve(terminal: Terminal, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    app = make_app(terminal)
 
     async def call() -> httpx.Response:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -98,6 +103,15 @@ def test_the_business_day_needs_the_token_and_follows_the_store_time_zone(
     zone = terminal.directory.store.timezone
     expected = {"UTC": "2026-03-01", "Pacific/Auckland": "2026-03-02"}[zone]
     assert answer.json() == {"business_day": expected, "time_zone": zone, "now_ms": NOW_MS}
+
+
+def test_the_openapi_document_lists_the_data_route_with_its_token_and_not_the_page(
+    terminal: Terminal,
+) -> None:
+    paths = make_app(terminal).openapi()["paths"]
+    assert paths["/v1/dashboard"]["get"]["security"] == [{"bearer": []}]
+    assert "401" in paths["/v1/dashboard"]["get"]["responses"]
+    assert not [p for p in paths if p == "/" or p.startswith(ASSET_PATH)]
 
 
 def test_the_page_loads_nothing_from_elsewhere_and_runs_no_inline_script() -> None:

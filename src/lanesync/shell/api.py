@@ -58,7 +58,7 @@ from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
-from lanesync.shell.dashboard import dashboard_router
+from lanesync.shell.dashboard import install_dashboard
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -263,7 +263,6 @@ def create_app(state: DaemonState) -> FastAPI:
     )
 
     install_common(app, state.token)
-    app.include_router(dashboard_router(state.terminal))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}
@@ -528,4 +527,5 @@ def create_app(state: DaemonState) -> FastAPI:
     async def metrics() -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+    install_dashboard(app, state.terminal)
     return app
