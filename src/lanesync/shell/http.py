@@ -30,6 +30,7 @@ from lanesync.core.ids import is_decimal
 from lanesync.errors import (
     IdempotencyConflict,
     LanesyncError,
+    NotFound,
     PermissionDenied,
     RemoteError,
     StorageError,
@@ -51,6 +52,8 @@ def status_of(exc: LanesyncError) -> tuple[int, str]:
         return 403, "forbidden"
     if isinstance(exc, IdempotencyConflict):
         return 422, "idempotency_key_reused"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
     if isinstance(exc, StorageError):
         return 503, "storage_failed"
     if isinstance(exc, RemoteError):
