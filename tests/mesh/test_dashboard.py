@@ -3,7 +3,8 @@ chromedriver by Selenium, against two real lanes meshed on loopback.
 
 ``lane1`` (a manager) dials ``lane2`` (a cashier). A manager opens lane1's page, is refused with
 a wrong token, signs in through the form, sees a sale made on lane2 (through lane2's own API)
-appear without the page reloading, and sees lane2 shown as down once its daemon stops.
+appear without the page reloading (with today's totals, the stock it took and the SKU it
+oversold), searches the stock, and sees lane2 shown as down once its daemon stops.
 
 Screenshots of those states are kept in the directory named by ``LANESYNC_SCREENSHOTS``
 (default: ``screenshots`` under the test's pytest tmp path). Chromium starts with a fresh
@@ -24,6 +25,7 @@ from selenium.common.exceptions import NoSuchElementException, StaleElementRefer
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.chrome.webdriver import WebDriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 from lanesync.core.identity import Role
 
@@ -63,6 +65,9 @@ DOWN_TIMEOUT_S = 20.0
 MILK_PRICE = 120
 TIMES = "\N{MULTIPLICATION SIGN}"  # a sale line reads quantity, this sign, SKU
 MILK_RECEIVED = 10
+BREAD_PRICE = 250
+BREAD_RECEIVED = 2
+BREAD_SOLD = 3  # one more than received: bread is oversold
 
 
 @pytest.fixture
@@ -150,8 +155,10 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
     lane1 = cluster.start(cluster.enroll(store, "lane1", Role.MANAGER), [lane2.listen])
     wait_connected(lane1, {"lane2"})
     lane1.set_price("milk", MILK_PRICE)
+    lane1.set_price("bread", BREAD_PRICE)
     lane1.receive("milk", MILK_RECEIVED)
-    wait_until(lambda: lane2.on_hand("milk") == MILK_RECEIVED, 15, "lane2 got the receipt")
+    lane1.receive("bread", BREAD_RECEIVED)
+    wait_until(lambda: lane2.on_hand("bread") == BREAD_RECEIVED, 15, "lane2 got the receipts")
 
     browser.get(f"{lane1.api}/")
     assert browser.title == "lanesync · store dashboard"
@@ -189,7 +196,9 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
     # A sale on the other lane, through that lane's API; the page must not reload to show it
     # (a reload would drop this marker).
     browser.execute_script("window.lanesyncTestMarker = 'not reloaded'")
-    sale_id = lane2.sell("milk", 2)
+    lines = [{"sku": "milk", "qty": 2}, {"sku": "bread", "qty": BREAD_SOLD}]
+    sale_id = str(lane2.write("/v1/sales", {"lines": lines})["sale_id"])
+    total = 2 * MILK_PRICE + BREAD_SOLD * BREAD_PRICE
     wait_page(
         browser,
         lambda: bool(attribute_of(browser, f'#sales tr[data-sale="{sale_id}"]', "data-sale")),
@@ -197,16 +206,60 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         f"sale {sale_id} of lane2 listed on lane1's page",
     )
     sale_row = text_of(browser, f'#sales tr[data-sale="{sale_id}"]')
-    assert f"2 {TIMES} milk" in sale_row, sale_row
-    assert "2.40" in sale_row, sale_row  # 2 at 1.20
+    assert f"2 {TIMES} milk, {BREAD_SOLD} {TIMES} bread" in sale_row, sale_row
+    assert f"{total // 100}.{total % 100:02d}" in sale_row, sale_row
     wait_page(
         browser,
         lambda: text_of(browser, '#stock tr[data-sku="milk"]') == f"milk {MILK_RECEIVED - 2}",
         SEEN_TIMEOUT_S,
         "milk's stock down by the sale",
     )
+    wait_page(
+        browser,
+        lambda: (
+            (text_of(browser, "#today-count"), text_of(browser, "#today-net"))
+            == ("1", f"{total // 100}.{total % 100:02d}")
+        ),
+        SEEN_TIMEOUT_S,
+        "today's count and net",
+    )
+    oversold = '#oversold tr[data-sku="bread"]'
+    wait_page(
+        browser,
+        lambda: text_of(browser, oversold) == f"bread {BREAD_RECEIVED - BREAD_SOLD} {sale_id}",
+        SEEN_TIMEOUT_S,
+        "bread shown oversold by the sale",
+    )
     assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
     browser.save_screenshot(str(screenshots / "2-sale-from-lane2.png"))
+
+    search = browser.find_element(By.ID, "stock-query")
+    search.send_keys("BRE")  # a part of the SKU, any case
+    wait_page(
+        browser,
+        lambda: text_of(browser, "#stock tbody") == f"bread {BREAD_RECEIVED - BREAD_SOLD}",
+        SEEN_TIMEOUT_S,
+        "the search lists bread only",
+    )
+    search.send_keys("x")
+    wait_page(
+        browser,
+        lambda: text_of(browser, "#stock-note") == "No SKU matches.",
+        SEEN_TIMEOUT_S,
+        "the search says nothing matches",
+    )
+    assert text_of(browser, "#stock tbody") == ""
+    search.send_keys(Keys.CONTROL, "a")
+    search.send_keys(Keys.BACKSPACE)  # as typed (clear() sends no input event)
+    wait_page(
+        browser,
+        lambda: (
+            text_of(browser, "#stock tbody").splitlines()
+            == [f"bread {BREAD_RECEIVED - BREAD_SOLD}", f"milk {MILK_RECEIVED - 2}"]
+        ),
+        SEEN_TIMEOUT_S,
+        "an empty search lists every SKU",
+    )
 
     lane2.stop_api()
     wait_page(

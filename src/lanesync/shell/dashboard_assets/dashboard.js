@@ -506,6 +506,7 @@
     const link = type === "cloud_link" ? (body.up ? "up" : "down") : "";
     item.textContent = `${new Date().toLocaleTimeString()} ${type} ${what} ${link}`.trim();
     const list = $("events");
+    note("events-note", "");
     list.prepend(item);
     while (list.children.length > EVENTS_SHOWN) list.lastElementChild.remove();
   }
@@ -541,6 +542,7 @@
           wait = 0;
         } else if (response.status === 404 || response.status === 405) {
           setFeed("polling", `polling every ${TICK_MS / 1000} s (this lane has no change feed)`);
+          note("events-note", "This lane has no change feed (GET /v1/events).");
           wait = FEED_ABSENT_RETRY_MS;
         } else if (!response.ok || !response.body) {
           throw new Error(`HTTP ${response.status}`);
@@ -596,6 +598,8 @@
     state.feed = null;
     state.lanes.clear();
     state.sales.clear();
+    $("events").replaceChildren();
+    note("events-note", "No event yet.");
     $("board").hidden = true;
     $("logout").hidden = true;
     $("login-panel").hidden = false;
