@@ -448,9 +448,11 @@
 
     push(chunk) {
       this.buffer += chunk;
-      const lines = this.buffer.split(/\r\n|\r|\n/);
-      // A chunk may end between \r and \n: keep a trailing \r for the next chunk.
-      this.buffer = lines.pop();
+      // A chunk may end between the \r and the \n of one line end: hold that \r back until
+      // the next chunk says which it is, or it would end the line and then an empty one.
+      const held = this.buffer.endsWith("\r") ? "\r" : "";
+      const lines = this.buffer.slice(0, this.buffer.length - held.length).split(/\r\n|\r|\n/);
+      this.buffer = lines.pop() + held;
       for (const line of lines) this.line(line);
     }
 
