@@ -352,39 +352,66 @@
     );
   }
 
+  // The Z-report of the last closed day (issue #17's shape). A lane without day closes
+  // answers 404 to /v1/days: the panel stays hidden.
   async function refreshReport() {
-    const days = await api("/v1/days");
     const panel = $("zreport-panel");
-    if (!days.ok) {
-      panel.hidden = true; // this lane closes no days (an older version), or not yet
-      return;
-    }
-    const closed = (days.body.days || []).filter((d) => d.report_hash || d.state !== "open");
+    const days = await api("/v1/days");
+    const closed = days.ok
+      ? (days.body.days || []).filter((d) => d.state === "closed" || d.state === "sealed")
+      : [];
     if (closed.length === 0) {
       panel.hidden = true;
       return;
     }
     const day = closed[closed.length - 1].day;
-    const report = await api(`/v1/reports/${encodeURIComponent(day)}`);
-    if (!report.ok) {
-      panel.hidden = true;
-      return;
-    }
-    text("zreport-day", day);
+    const answer = await api(`/v1/reports/${encodeURIComponent(day)}`);
+    if (!answer.ok) throw new Error(errorText(answer));
+    renderReport(answer.body);
+    panel.hidden = false;
+  }
+
+  function renderReport(report) {
+    const totals = report.totals || {};
+    text("zreport-day", report.day);
+    const missing = report.missing_terminals || [];
+    text(
+      "zreport-state",
+      (report.complete ? "Complete: every lane closed the day." : `Waiting for ${missing.join(", ")}.`) +
+        (report.sealed ? " Sealed." : ""),
+    );
+    text("zreport-sales", String(totals.sales));
+    text("zreport-voids", String(totals.voids));
+    text("zreport-gross", money(totals.gross_cents));
+    text("zreport-voided", money(totals.voided_cents));
+    text("zreport-net", money(totals.net_cents));
     fill(
-      "zreport",
-      Object.entries(report.body).map(([key, value]) =>
-        row([
-          cell(key.replaceAll("_", " ")),
-          cell(
-            key.endsWith("_cents") ? money(value)
-              : typeof value === "object" ? JSON.stringify(value) : String(value),
-            "num",
-          ),
-        ]),
+      "zreport-lanes",
+      (report.terminals || []).map((lane) =>
+        row(
+          [
+            cell(lane.terminal_id),
+            cell(`${lane.first_seq}-${lane.last_seq}`),
+            cell(String(lane.sales), "num"),
+            cell(String(lane.voids), "num"),
+            cell(money(lane.gross_cents), "num"),
+            cell(money(lane.voided_cents), "num"),
+            cell(money(lane.net_cents), "num"),
+          ],
+          { lane: lane.terminal_id },
+        ),
       ),
     );
-    panel.hidden = false;
+    fill(
+      "zreport-skus",
+      (report.skus || []).map((item) =>
+        row(
+          [cell(item.sku), cell(String(item.units), "num"), cell(money(item.net_cents), "num")],
+          { sku: item.sku },
+        ),
+      ),
+    );
+    text("zreport-hash", `report hash ${report.report_hash}`);
   }
 
   const REFRESHERS = {
