@@ -23,6 +23,10 @@
   const RECORD_EVENTS = new Set([
     "sale", "void", "receipt", "adjustment", "price", "revocation", "day_close",
   ]);
+  const EVENT_BURST_MS = 250; // events come in bursts (a peer's catch-up): one refresh each
+  // Listing a busy day's sales takes several calls: at most once per tick, however many sales
+  // arrive (each still shows at once in Recent sales, from its event).
+  const MIN_REFRESH_MS = { sales: TICK_MS };
   const STATUS_EVENTS = new Set(["peer_up", "peer_down", "leader", "cloud_link"]);
   const NO_CLOUD = "no cloud configured";
 
@@ -44,6 +48,7 @@
     busy: new Set(), // refreshes in flight (one of each at a time)
     pending: new Set(), // refreshes asked for by events, run once (debounced)
     pendingTimer: null,
+    lastRefreshMs: {}, // per refresh, when it last started
   };
 
   class Unauthorized extends Error {}
@@ -425,6 +430,7 @@
   async function refresh(name) {
     if (state.busy.has(name) || !state.token) return;
     state.busy.add(name);
+    state.lastRefreshMs[name] = Date.now();
     try {
       await REFRESHERS[name]();
       showBoardError("");
@@ -448,13 +454,23 @@
   // Events arrive in bursts (a peer's catch-up): refresh each panel once per burst.
   function refreshSoon(...names) {
     for (const name of names) state.pending.add(name);
-    if (state.pendingTimer !== null) return;
-    state.pendingTimer = setTimeout(() => {
-      state.pendingTimer = null;
-      const names = [...state.pending];
-      state.pending.clear();
-      names.forEach(refresh);
-    }, 250);
+    if (state.pendingTimer === null) state.pendingTimer = setTimeout(runPending, EVENT_BURST_MS);
+  }
+
+  function runPending() {
+    state.pendingTimer = null;
+    const now = Date.now();
+    let next = Infinity;
+    for (const name of [...state.pending]) {
+      const due = (state.lastRefreshMs[name] || 0) + (MIN_REFRESH_MS[name] || 0);
+      if (due <= now && !state.busy.has(name)) {
+        state.pending.delete(name);
+        refresh(name);
+      } else {
+        next = Math.min(next, Math.max(due - now, EVENT_BURST_MS));
+      }
+    }
+    if (state.pending.size) state.pendingTimer = setTimeout(runPending, next);
   }
 
   // -- the change feed ----------------------------------------------------------------------
@@ -623,6 +639,9 @@
     state.lastEventId = null;
     sessionStorage.removeItem(TOKEN_KEY);
     clearInterval(state.ticker);
+    clearTimeout(state.pendingTimer);
+    state.pendingTimer = null;
+    state.pending.clear();
     if (state.feed) state.feed.abort();
     state.feed = null;
     state.lanes.clear();
