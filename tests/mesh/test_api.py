@@ -57,6 +57,7 @@ V1_PATHS = {
     "/v1/forks/{terminal}",
     "/v1/fork-resolutions",
     "/v1/certificates",
+    "/v1/events",
 }
 
 

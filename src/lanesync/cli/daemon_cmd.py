@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ from .output import console, emit_json, revocation_lines
     "do not wait.",
 )
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
+# Tests only: the change feed's keep-alive interval and per-client queue (shell.feed).
+@click.option("--feed-keepalive-ms", type=click.IntRange(10, 3_600_000), default=None, hidden=True)
+@click.option("--feed-queue-bytes", type=click.IntRange(1024, 2**30), default=None, hidden=True)
+@click.option("--feed-max-clients", type=click.IntRange(1, 1024), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
 def run_command(
@@ -85,6 +90,9 @@ def run_command(
     isolated_after_s: int,
     head_wait_s: float,
     anti_entropy_ms: int | None,
+    feed_keepalive_ms: int | None,
+    feed_queue_bytes: int | None,
+    feed_max_clients: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
     from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
@@ -104,6 +112,12 @@ def run_command(
         head_wait_ms=round(head_wait_s * 1000),
         collaborators=handed_collaborators(),
     )
+    if feed_keepalive_ms is not None:
+        config = replace(config, feed_keepalive_s=feed_keepalive_ms / 1000)
+    if feed_queue_bytes is not None:
+        config = replace(config, feed_queue_bytes=feed_queue_bytes)
+    if feed_max_clients is not None:
+        config = replace(config, feed_max_clients=feed_max_clients)
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
     if interfaces:

@@ -61,9 +61,11 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.api_feed import add_feed_routes
 from lanesync.shell.api_reads import reads_router
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.dashboard import install_dashboard
+from lanesync.shell.feed import FeedHub
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -87,6 +89,7 @@ class DaemonState:
     election: Election | None = None
     uplink: Uplink | None = None
     first_write: FirstWrite | None = None
+    feed: FeedHub | None = None
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -528,6 +531,8 @@ def create_app(state: DaemonState) -> FastAPI:
         state.terminal.publish_certificate(cert)
         state.mesh.bundle_imported()
         return {"terminal_id": cert.terminal_id, "key_fingerprint": cert.key_fingerprint}
+
+    add_feed_routes(app, state)
 
     @app.get("/metrics", tags=["reads"], response_class=Response)
     async def metrics(_: RequireToken) -> Response:

@@ -30,6 +30,13 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.discovery import Discovery
+from lanesync.shell.feed import (
+    KEEPALIVE_S,
+    MAX_QUEUED_BYTES,
+    MAX_SUBSCRIBERS,
+    FeedHub,
+    read_status,
+)
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
@@ -61,6 +68,10 @@ class DaemonConfig:
     isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
     # How long the first write after opening waits for a peer's answer (0: not at all).
     head_wait_ms: int = DEFAULT_HEAD_WAIT_MS
+    # The change feed's keep-alive interval (shortened only by tests).
+    feed_keepalive_s: float = KEEPALIVE_S
+    feed_queue_bytes: int = MAX_QUEUED_BYTES
+    feed_max_clients: int = MAX_SUBSCRIBERS
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
@@ -141,6 +152,14 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         election=election,
         uplink=uplink,
     )
+    if terminal.feed is not None:
+        state.feed = FeedHub(
+            terminal.feed,
+            partial(read_status, mesh, election, uplink),
+            keepalive_s=config.feed_keepalive_s,
+            queue_bytes=config.feed_queue_bytes,
+            max_subscribers=config.feed_max_clients,
+        )
     api = ApiServer(create_app(state))
     async with (
         serve(mesh.serve_connection, sock=peer_sock, **websocket_options()) as server,
@@ -148,6 +167,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
     ):
         serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")
         tasks = [group.create_task(committer.run(), name="committer")]
+        if state.feed is not None:
+            tasks.append(group.create_task(state.feed.run(), name="feed"))
         mesh.start()
         if uplink is not None:
             tasks.append(group.create_task(uplink.run(), name="uplink"))
@@ -199,6 +220,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
             if entry.task is not None:
                 entry.task.cancel()
         server.close()
+        if state.feed is not None:
+            state.feed.close()  # streams end now, not at uvicorn's grace timeout
         await stop_api(api, serving_api)
         for task in tasks:
             task.cancel()
