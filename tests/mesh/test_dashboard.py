@@ -6,6 +6,11 @@ a wrong token, signs in through the form, sees a sale made on lane2 (through lan
 appear without the page reloading (with today's totals, the stock it took and the SKU it
 oversold), searches the stock, and sees lane2 shown as down once its daemon stops.
 
+The sale comes through the change feed: with the feed live, the page asks for the sales list
+only on an event or every 30 s, and the sale must show within 15 s of being made; the feed's
+own ``sale`` event must be listed among the live events too. Lane2 going down must show both
+as a ``peer_down`` event and in the Lanes table (from the status asked every 2 s).
+
 Screenshots of those states are kept in the directory named by ``LANESYNC_SCREENSHOTS``
 (default: ``screenshots`` under the test's pytest tmp path). Chromium starts with a fresh
 profile and the flags that stop it reaching for the network (none is reachable from a store's
@@ -182,6 +187,12 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         browser, lambda: lane_link(browser, "lane2") == "up", SEEN_TIMEOUT_S, "lane2 shown up"
     )
     assert lane_link(browser, "lane1") == "up"  # this lane, first row
+    wait_page(
+        browser,
+        lambda: attribute_of(browser, "#feed-state", "data-state") == "live",
+        SEEN_TIMEOUT_S,
+        "the change feed followed",
+    )
     assert "lane lane1" in text_of(browser, "#identity")
     # The token is in the tab's session, never in the address.
     assert lane1.token not in browser.current_url
@@ -205,6 +216,7 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         SEEN_TIMEOUT_S,
         f"sale {sale_id} of lane2 listed on lane1's page",
     )
+    assert sale_id in text_of(browser, '#events li[data-type="sale"]')
     sale_row = text_of(browser, f'#sales tr[data-sale="{sale_id}"]')
     assert f"2 {TIMES} milk, {BREAD_SOLD} {TIMES} bread" in sale_row, sale_row
     assert f"{total // 100}.{total % 100:02d}" in sale_row, sale_row
@@ -264,6 +276,12 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
     lane2.stop_api()
     wait_page(
         browser, lambda: lane_link(browser, "lane2") == "down", DOWN_TIMEOUT_S, "lane2 shown down"
+    )
+    wait_page(
+        browser,
+        lambda: "lane2" in text_of(browser, '#events li[data-type="peer_down"]'),
+        SEEN_TIMEOUT_S,
+        "lane2's peer_down event listed",
     )
     assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
     browser.save_screenshot(str(screenshots / "3-lane2-down.png"))

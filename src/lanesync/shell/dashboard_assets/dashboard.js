@@ -43,6 +43,7 @@
     clockSkewMs: 0, // the lane's clock minus this browser's
     lanes: new Map(), // every lane seen since sign-in: terminal id -> last row shown
     sales: new Map(), // recent sales by id
+    today: null, // the store's business day, as the lane said last
     salesListed: true, // false: this lane has no GET /v1/sales
     stock: [],
     busy: new Set(), // refreshes in flight (one of each at a time)
@@ -241,6 +242,7 @@
     if (!today.ok) throw new Error(errorText(today));
     state.clockSkewMs = today.body.now_ms - Date.now();
     const day = today.body.business_day;
+    state.today = day;
     text("today-day", day);
     const sales = [];
     let cursor = null;
@@ -275,6 +277,13 @@
       state.sales = new Map(sales.slice(-RECENT_SALES).map((s) => [s.id, s]));
     }
     renderSales();
+  }
+
+  function keepRecentSales() {
+    const newest = [...state.sales.values()]
+      .sort((a, b) => b.at_ms - a.at_ms || b.id.localeCompare(a.id))
+      .slice(0, RECENT_SALES);
+    state.sales = new Map(newest.map((sale) => [sale.id, sale]));
   }
 
   function renderSales() {
@@ -531,8 +540,10 @@
       return; // not ours to show
     }
     logEvent(type, body);
-    if (type === "sale" && typeof body.id === "string") {
+    // The feed first replays every record event the lane holds: only today's sales are recent.
+    if (type === "sale" && typeof body.id === "string" && (!state.today || body.day === state.today)) {
       state.sales.set(body.id, { ...body, voided: false, void_id: null });
+      keepRecentSales();
       renderSales();
     } else if (type === "void" && state.sales.has(body.sale_id)) {
       state.sales.set(body.sale_id, { ...state.sales.get(body.sale_id), voided: true, void_id: body.id });
@@ -544,12 +555,38 @@
     if (type === "oversold") refreshSoon("alerts");
   }
 
+  // One line per event: what a manager needs to recognise it.
+  function describe(type, body) {
+    switch (type) {
+      case "sale":
+        return `${body.id} ${money(body.total_cents)}`;
+      case "void":
+        return `${body.id} voids ${body.sale_id}`;
+      case "receipt":
+        return `${body.id} +${body.qty} ${body.sku}`;
+      case "adjustment":
+        return `${body.id} ${body.delta > 0 ? "+" : ""}${body.delta} ${body.sku} (${body.reason})`;
+      case "price":
+        return `${body.id} ${body.sku} ${money(body.unit_cents)}`;
+      case "peer_up":
+      case "peer_down":
+        return String(body.peer);
+      case "leader":
+        return body.leader ? `${body.leader} (term ${body.term})` : "none elected";
+      case "cloud_link":
+        return body.up ? "up" : "down";
+      case "oversold":
+        return (body.skus || []).join(", ") || "none";
+      default:
+        return typeof body.id === "string" ? body.id : "";
+    }
+  }
+
   function logEvent(type, body) {
     const item = document.createElement("li");
     item.dataset.type = type;
-    const what = body.id || body.peer || body.leader || (body.skus || []).join(", ") || "";
-    const link = type === "cloud_link" ? (body.up ? "up" : "down") : "";
-    item.textContent = `${new Date().toLocaleTimeString()} ${type} ${what} ${link}`.trim();
+    const at = typeof body.at_ms === "number" ? body.at_ms : laneNow();
+    item.textContent = `${clock(at)} ${type.replaceAll("_", " ")} ${describe(type, body)}`;
     const list = $("events");
     note("events-note", "");
     list.prepend(item);
