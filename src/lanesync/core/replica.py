@@ -80,7 +80,13 @@ from lanesync.core.records import (
 )
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
+from lanesync.errors import (
+    ConfigError,
+    PermissionDenied,
+    RemoteError,
+    TerminalRevoked,
+    UsageError,
+)
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -635,10 +641,12 @@ class Replica:
         terminal's clock stands in the day after ``until``.
 
         ``UsageError`` for a malformed day or one after today; ``TerminalRevoked`` when this
-        terminal may sign nothing more.
+        terminal may sign nothing more; ``PermissionDenied`` for the cloud (it sells nothing).
         """
         if self.me is None:
             raise ConfigError("this replica has no terminal identity to sign records with")
+        if not self.me.certificate.role.may_sell:
+            raise PermissionDenied("the cloud closes no day: each lane closes its own")
         self.check_writable()
         today = dayclose.today(now_ms, self._tz)
         day = today if until is None else until
