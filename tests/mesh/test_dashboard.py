@@ -4,7 +4,8 @@ chromedriver by Selenium, against two real lanes meshed on loopback.
 ``lane1`` (a manager) dials ``lane2`` (a cashier). A manager opens lane1's page, is refused with
 a wrong token, signs in through the form, sees a sale made on lane2 (through lane2's own API)
 appear without the page reloading (with today's totals, the stock it took and the SKU it
-oversold), searches the stock, and sees lane2 shown as down once its daemon stops.
+oversold), searches the stock, sees the day's Z-report once both lanes closed the day, and
+sees lane2 shown as down once its daemon stops.
 
 The sale comes through the change feed: with the feed live, the page asks for the sales list
 only on an event or every 30 s, and the sale must show within 15 s of being made; the feed's
@@ -273,6 +274,25 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         "an empty search lists every SKU",
     )
 
+    # Both lanes close the day: the store's Z-report of it shows, with the sale in it.
+    assert browser.find_element(By.ID, "zreport-panel").is_displayed() is False
+    for lane in (lane1, lane2):
+        lane.write("/v1/close", {})
+    wait_page(
+        browser,
+        lambda: text_of(browser, "#zreport-net") == f"{total // 100}.{total % 100:02d}",
+        SEEN_TIMEOUT_S,
+        "the day's Z-report shown",
+    )
+    assert text_of(browser, "#zreport-sales") == "1"
+    assert text_of(browser, "#zreport-state").startswith("Complete")
+    assert text_of(browser, '#zreport-lanes tr[data-lane="lane2"]').startswith("lane2 1-1 1 0")
+    assert text_of(browser, '#zreport-skus tr[data-sku="bread"]') == f"bread {BREAD_SOLD} 7.50"
+    report = browser.find_element(By.ID, "zreport-panel")
+    browser.execute_script("arguments[0].scrollIntoView()", report)
+    browser.save_screenshot(str(screenshots / "3-z-report.png"))
+    browser.execute_script("window.scrollTo(0, 0)")
+
     lane2.stop_api()
     wait_page(
         browser, lambda: lane_link(browser, "lane2") == "down", DOWN_TIMEOUT_S, "lane2 shown down"
@@ -284,5 +304,5 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         "lane2's peer_down event listed",
     )
     assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
-    browser.save_screenshot(str(screenshots / "3-lane2-down.png"))
+    browser.save_screenshot(str(screenshots / "4-lane2-down.png"))
     assert console_errors(browser) == []

@@ -22,8 +22,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from lanesync.core.dayclose import figures_json
 from lanesync.core.ids import is_decimal
-from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
+from lanesync.core.records import Adjustment, DayEnd, PriceChange, Receipt, Record, Sale, Void
 from lanesync.errors import UsageError
 
 # An event id is the decimal form of a positive integer below 2**63 (an SQLite INTEGER
@@ -92,6 +93,9 @@ def _body_fields(record: Record) -> tuple[EventType, dict[str, Any]]:
             return EventType.ADJUSTMENT, {"sku": sku, "delta": delta, "reason": reason}
         case PriceChange(sku, unit_cents):
             return EventType.PRICE, {"sku": sku, "unit_cents": unit_cents}
+        case DayEnd():
+            # The day it closes (the ledger it is stored in) and its signed totals.
+            return EventType.DAY_CLOSE, {"day": record.body.day, **figures_json(record.body)}
 
 
 def record_event(event_id: int, record: Record, day: str, origin: Origin) -> FeedEvent:

@@ -61,6 +61,7 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.api_days import days_router
 from lanesync.shell.api_feed import add_feed_routes
 from lanesync.shell.api_reads import reads_router
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
@@ -272,6 +273,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     install_common(app, state.token)
     app.include_router(reads_router(state.terminal))
+    app.include_router(days_router(state.terminal, state.committer))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}

@@ -568,6 +568,8 @@
         return `${body.id} ${body.delta > 0 ? "+" : ""}${body.delta} ${body.sku} (${body.reason})`;
       case "price":
         return `${body.id} ${body.sku} ${money(body.unit_cents)}`;
+      case "day_close":
+        return `${body.id} closes ${body.day} (net ${money(body.net_cents)})`;
       case "peer_up":
       case "peer_down":
         return String(body.peer);
