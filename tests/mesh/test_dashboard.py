@@ -285,6 +285,8 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
         "the day's Z-report shown",
     )
     assert text_of(browser, "#zreport-sales") == "1"
+    day = text_of(browser, "#zreport-day")
+    assert f"closes {day}" in text_of(browser, '#events li[data-type="day_close"]')  # the feed's
     assert text_of(browser, "#zreport-state").startswith("Complete")
     assert text_of(browser, '#zreport-lanes tr[data-lane="lane2"]').startswith("lane2 1-1 1 0")
     assert text_of(browser, '#zreport-skus tr[data-sku="bread"]') == f"bread {BREAD_SOLD} 7.50"
