@@ -10,6 +10,7 @@ a warning while the others go on; the daemon stops promptly with clients connect
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +158,67 @@ def test_refusals_are_json(pair: Pair) -> None:
         )
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "bad_request"
+
+
+SLOW_QUEUE_BYTES = 64 * 1024  # the daemon's per-client queue in the next test: ~14 of its sales
+MAX_CLIENTS = 3
+
+
+def test_a_client_that_does_not_read_is_dropped_the_rest_go_on_and_the_lane_stops_promptly(
+    cluster: Cluster,
+) -> None:
+    store = cluster.store()
+    options = (
+        *FEED_OPTIONS,
+        "--feed-queue-bytes", str(SLOW_QUEUE_BYTES),
+        "--feed-max-clients", str(MAX_CLIENTS),
+    )  # fmt: skip
+    a = cluster.start(cluster.enroll(store, "a", Role.MANAGER), extra=options)
+    a.set_price("milk", MILK_PRICE)
+    reader = follow(a)
+    # A client that sends its request and never reads a byte, with a small receive buffer so
+    # the daemon's queue for it fills after a few hundred kilobytes.
+    host, port = a.api.removeprefix("http://").rsplit(":", 1)
+    slow = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.settimeout(10)
+    slow.connect((host, int(port)))
+    request = f"GET /v1/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {a.token}\r\n"
+    slow.sendall(f"{request}\r\n".encode())
+    wait_until(lambda: "feed.subscribed client=2" in a.log_text(), 10, "the slow client is in")
+    try:
+        # The cap counts the slow client: one more reader fills it, the next is refused.
+        second = follow(a)
+        refused = FeedClient(a)
+        assert refused.status_code == 503
+        second.close()
+
+        big_sale = [{"sku": f"sku{i}", "qty": 1, "unit_price": 100} for i in range(100)]
+        sold: list[str] = []
+        while "feed.dropped client=2" not in a.log_text():
+            assert len(sold) < 2000, "the client that does not read was never dropped"
+            sold.append(a.write("/v1/sales", {"lines": big_sale})["sale_id"])
+        assert 'level": "warning' in next(
+            line for line in a.log_text().splitlines() if "feed.dropped client=2" in line
+        )
+        # The reader got every sale, in order, while the other was dropped.
+        got = [e.data.get("id") for e in reader.until(lambda e: e.data.get("id") == sold[-1])]
+        assert [i for i in got if i in sold] == sold
+        # The dropped stream is closed: reading it now ends (EOF) after what was buffered.
+        received = 0
+        while chunk := slow.recv(65536):
+            received += len(chunk)
+        assert received > 0
+        # Its place is free again.
+        again = follow(a)
+        again.close()
+    finally:
+        slow.close()
+
+    # Stopping with clients connected: their streams end and the daemon exits well within
+    # uvicorn's grace period (it never has to cancel a stream).
+    others = [follow(a), follow(a)]
+    assert cluster.stop(a) == 0
+    for feed in [reader, *others]:
+        assert feed.ended.wait(5)
+    assert "graceful shutdown exceeded" not in a.log_text()

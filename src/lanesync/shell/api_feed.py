@@ -47,7 +47,9 @@ class EventStream(Response):
 
     def __init__(self, subscriber: Subscriber, feed: FeedLog) -> None:
         super().__init__(
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            # A stream ends only when the lane drops it or stops: no request follows it on the
+            # connection, and closing it is how a client that stopped reading is let go.
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "close"},
             media_type=MEDIA_TYPE,
         )
         # A stream has no length: Response declared the empty body's (0).
@@ -60,25 +62,21 @@ class EventStream(Response):
         pump = asyncio.ensure_future(self._pump(send))
         gone = asyncio.ensure_future(_disconnected(receive))
         ended = asyncio.ensure_future(self._subscriber.ended.wait())
+        tasks = (pump, gone, ended)
         try:
-            await asyncio.wait({pump, gone, ended}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._subscriber.close()
-            for task in (pump, gone, ended):
+            for task in tasks:
                 task.cancel()
-            for task in (gone, ended):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        try:
-            await pump  # its own error (a storage failure while replaying) is not swallowed
-        except asyncio.CancelledError:
-            if gone.cancelled():
-                # Ended while a send waited on the client: end the response if its window
-                # lets us; if not, uvicorn closes the connection.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(_end_body(send), FINAL_SEND_S)
-            return
-        if not gone.done():
+            # Each has finished, one way or another; pump's own error is raised below.
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if not pump.cancelled() and (failure := pump.exception()) is not None:
+            raise failure  # a storage failure while replaying: not swallowed
+        if gone not in done:
+            # Ended by the hub (dropped, or stopping): end the response if the client's TCP
+            # window lets us; if it does not (it stopped reading), uvicorn closes the
+            # connection after we return.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(_end_body(send), FINAL_SEND_S)
 
