@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import reports
+from lanesync.core import dayclose, reports
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
@@ -71,6 +71,13 @@ from .output import console, emit_json, revocation_lines
     "this lane's own chain head (a lane restored from a backup then continues its chain); 0: "
     "do not wait.",
 )
+@click.option(
+    "--close-at",
+    default="04:00",
+    show_default=True,
+    help="Store time (HH:MM) at which the daemon closes the day before on its own (it also "
+    "closes the days it missed when it starts); 'off': only `lanesync close` closes days.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 # Tests only: the change feed's keep-alive interval and per-client queue (shell.feed).
 @click.option("--feed-keepalive-ms", type=click.IntRange(10, 3_600_000), default=None, hidden=True)
@@ -89,6 +96,7 @@ def run_command(
     priority: int,
     isolated_after_s: int,
     head_wait_s: float,
+    close_at: str,
     anti_entropy_ms: int | None,
     feed_keepalive_ms: int | None,
     feed_queue_bytes: int | None,
@@ -110,6 +118,7 @@ def run_command(
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
         head_wait_ms=round(head_wait_s * 1000),
+        close_at_minute=_close_at(close_at),
         collaborators=handed_collaborators(),
     )
     if feed_keepalive_ms is not None:
@@ -123,6 +132,15 @@ def run_command(
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
     daemon_main(config)
+
+
+def _close_at(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return dayclose.parse_close_at(text)
+    except ValueError as exc:
+        raise UsageError(f"--close-at: {exc}, or off") from None
 
 
 @click.command()
