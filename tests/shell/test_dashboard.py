@@ -26,7 +26,7 @@ from lanesync.shell.dashboard import (
     ASSET_PATH,
     CONTENT_SECURITY_POLICY,
     Asset,
-    install_dashboard,
+    dashboard_router,
 )
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.http import install_common
@@ -43,7 +43,7 @@ ASSETS = REPO / "src" / "lanesync" / "shell" / ASSET_DIRECTORY
 def make_app(terminal: Terminal) -> FastAPI:
     app = FastAPI()
     install_common(app, TOKEN)
-    install_dashboard(app, terminal)
+    app.include_router(dashboard_router(terminal))
     return app
 
 

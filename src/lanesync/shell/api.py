@@ -65,7 +65,7 @@ from lanesync.shell.api_days import days_router
 from lanesync.shell.api_feed import add_feed_routes
 from lanesync.shell.api_reads import reads_router
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
-from lanesync.shell.dashboard import install_dashboard
+from lanesync.shell.dashboard import dashboard_router
 from lanesync.shell.feed import FeedHub
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
@@ -540,5 +540,5 @@ def create_app(state: DaemonState) -> FastAPI:
     async def metrics(_: RequireToken) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
-    install_dashboard(app, state.terminal)
+    app.include_router(dashboard_router(state.terminal))
     return app

@@ -22,7 +22,7 @@ from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from fastapi import FastAPI
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from lanesync.core.hlc import Hlc
@@ -76,13 +76,9 @@ def business_day(terminal: Terminal) -> str:
     return Hlc(terminal.now_ms(), 0).business_day(zone)
 
 
-def install_dashboard(app: FastAPI, terminal: Terminal) -> None:
-    """Add ``GET /``, its two files under ``/dashboard/``, and ``GET /v1/dashboard`` to ``app``.
-
-    On the app itself, not through ``include_router``: FastAPI (0.165) keeps an included
-    router's routes behind one wrapper route, where ``lanesync.shell.http`` (the token checked
-    before the body, the OpenAPI ``security`` of a route) does not see them."""
-    router = app.router
+def dashboard_router(terminal: Terminal) -> APIRouter:
+    """``GET /``, its two files under ``/dashboard/``, and ``GET /v1/dashboard``."""
+    router = APIRouter()
     # Read once: the files are part of the installed package and do not change under it.
     bodies = {asset: asset.read() for asset in Asset}
 
@@ -110,3 +106,5 @@ def install_dashboard(app: FastAPI, terminal: Terminal) -> None:
             "time_zone": terminal.directory.store.timezone,
             "now_ms": terminal.now_ms(),
         }
+
+    return router
