@@ -274,7 +274,9 @@
       text("today-voided", String(sales.length - kept.length));
       note("today-note", "");
       note("sales-note", "");
-      state.sales = new Map(sales.slice(-RECENT_SALES).map((s) => [s.id, s]));
+      // Listed oldest first per round: a peer's late sale may come after newer ones.
+      state.sales = new Map(sales.map((s) => [s.id, s]));
+      keepRecentSales();
     }
     renderSales();
   }
@@ -305,7 +307,7 @@
         ),
       ),
     );
-    if (recent.length === 0 && state.salesListed) note("sales-note", "No sale today yet.");
+    if (state.salesListed) note("sales-note", recent.length ? "" : "No sale today yet.");
   }
 
   async function refreshAlerts() {
