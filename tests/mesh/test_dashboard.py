@@ -24,6 +24,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
@@ -35,7 +36,7 @@ from selenium.webdriver.common.keys import Keys
 
 from lanesync.core.identity import Role
 
-from .cluster import Cluster, wait_connected, wait_until
+from .cluster import LOOPBACK, Cluster, wait_connected, wait_until
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -68,6 +69,8 @@ CHROMIUM_FLAGS = (
 SEEN_TIMEOUT_S = 15.0
 # lane1 notices lane2's connection closing at once (a TCP close), then the next status refresh.
 DOWN_TIMEOUT_S = 20.0
+# A restarted lane answers in ~1 s; the page retries its feed after 1, 2, 5 then 10 s.
+RESTART_TIMEOUT_S = 30.0
 MILK_PRICE = 120
 TIMES = "\N{MULTIPLICATION SIGN}"  # a sale line reads quantity, this sign, SKU
 MILK_RECEIVED = 10
@@ -308,3 +311,66 @@ def test_a_manager_signs_in_sees_a_sale_of_another_lane_live_and_sees_it_go_down
     assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
     browser.save_screenshot(str(screenshots / "4-lane2-down.png"))
     assert console_errors(browser) == []
+
+
+def test_the_page_follows_its_own_lane_through_a_restart_and_misses_no_event(
+    cluster: Cluster, browser: WebDriver, screenshots: Path
+) -> None:
+    """The lane the page came from restarts (a reboot): the page says it does not answer,
+    keeps the token, reconnects to the feed with the last event id it saw, and gets the sale
+    made on lane2 meanwhile exactly once, with no event it already had sent again."""
+    store = cluster.store()
+    lane2 = cluster.start(cluster.enroll(store, "lane2"))
+    lane1_dir = cluster.enroll(store, "lane1", Role.MANAGER)
+    lane1 = cluster.start(lane1_dir, [lane2.listen])
+    wait_connected(lane1, {"lane2"})
+    price_id = lane1.set_price("milk", MILK_PRICE)
+    wait_until(lambda: lane2.chain_head("lane1") == 1, 15, "lane2 got the price")
+
+    browser.get(f"{lane1.api}/")
+    sign_in(browser, lane1.token)
+    wait_page(
+        browser,
+        lambda: (
+            price_id in text_of(browser, '#events li[data-type="price"]')
+            and attribute_of(browser, "#feed-state", "data-state") == "live"
+        ),
+        SEEN_TIMEOUT_S,
+        "the feed live, with the price",
+    )
+    browser.execute_script("window.lanesyncTestMarker = 'not reloaded'")
+
+    api_port = urlsplit(lane1.api).port
+    cluster.stop(lane1)
+    wait_page(
+        browser,
+        lambda: (
+            "did not answer" in text_of(browser, "#board-error")
+            and attribute_of(browser, "#feed-state", "data-state") == "reconnecting"
+            and lane_link(browser, "lane1") == "down"
+        ),
+        SEEN_TIMEOUT_S,
+        "the page says its lane does not answer",
+    )
+    browser.save_screenshot(str(screenshots / "5-own-lane-down.png"))
+    sale_id = lane2.sell("milk", 1)
+
+    cluster.start(lane1_dir, [lane2.listen], extra=["--api", f"{LOOPBACK}:{api_port}"])
+    wait_page(
+        browser,
+        lambda: (
+            bool(attribute_of(browser, f'#sales tr[data-sale="{sale_id}"]', "data-sale"))
+            and attribute_of(browser, "#feed-state", "data-state") == "live"
+            and sale_id in text_of(browser, '#events li[data-type="sale"]')
+        ),
+        RESTART_TIMEOUT_S,
+        "the page back live with lane2's sale",
+    )
+    assert not browser.find_element(By.ID, "board-error").is_displayed()
+    assert lane_link(browser, "lane1") == "up"
+    events = text_of(browser, "#events").splitlines()
+    assert sum(price_id in line for line in events) == 1, events  # resumed, not replayed
+    assert sum(sale_id in line for line in events) == 1, events
+    assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
+    assert browser.execute_script("return Object.values(sessionStorage)") == [lane1.token]
+    browser.save_screenshot(str(screenshots / "6-own-lane-back.png"))

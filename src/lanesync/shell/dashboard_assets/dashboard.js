@@ -231,6 +231,15 @@
     $("lanes-empty").hidden = others.length > 0;
   }
 
+  // What the page shows is this lane's view: while it does not answer, say so in its row.
+  function markThisLaneDown() {
+    const row = $("lanes").querySelector("tbody tr");
+    if (!row) return;
+    row.dataset.link = "down";
+    row.cells[1].textContent = "down";
+    row.cells[2].textContent = "not answering";
+  }
+
   async function refreshStatus() {
     const answer = await api("/v1/status");
     if (!answer.ok) throw new Error(errorText(answer));
@@ -451,6 +460,7 @@
         signOut("The lane refused the token (it may have been replaced); sign in again.");
       } else {
         showBoardError(`This lane did not answer (${error.message}); retrying.`);
+        if (name === "status") markThisLaneDown();
       }
     } finally {
       state.busy.delete(name);
