@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import enum
 from importlib import resources
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
 
 from lanesync.core.hlc import Hlc
 from lanesync.shell.http import RequireToken
@@ -70,6 +70,15 @@ SECURITY_HEADERS = {
 }
 
 
+class DashboardOut(BaseModel):
+    business_day: str = Field(
+        description="The store-local day a record written now belongs to (YYYY-MM-DD).",
+        examples=["2026-12-07"],
+    )
+    time_zone: str = Field(description="The store's time zone.", examples=["Europe/Paris"])
+    now_ms: int = Field(description="The lane's clock (ms since the epoch).")
+
+
 def business_day(terminal: Terminal) -> str:
     """The store-local day (``YYYY-MM-DD``) a record written now would belong to."""
     zone = ZoneInfo(terminal.directory.store.timezone)
@@ -97,14 +106,14 @@ def dashboard_router(terminal: Terminal) -> APIRouter:
     async def style() -> Response:
         return serve(Asset.STYLE)
 
-    @router.get("/v1/dashboard", tags=["reads"])
-    async def get_dashboard(_: RequireToken) -> dict[str, Any]:
-        """What the dashboard page cannot know by itself: the store's business day now and the
-        store's time zone."""
-        return {
-            "business_day": business_day(terminal),
-            "time_zone": terminal.directory.store.timezone,
-            "now_ms": terminal.now_ms(),
-        }
+    @router.get("/v1/dashboard", tags=["reads"], response_model=DashboardOut)
+    async def get_dashboard(_: RequireToken) -> DashboardOut:
+        """What the dashboard page cannot know by itself: the store's business day now, the
+        store's time zone, and the lane's clock (to show "heard 3 s ago" right)."""
+        return DashboardOut(
+            business_day=business_day(terminal),
+            time_zone=terminal.directory.store.timezone,
+            now_ms=terminal.now_ms(),
+        )
 
     return router
