@@ -1,16 +1,19 @@
 """The store dashboard in a real browser: Debian's headless Chromium, driven through Debian's
-chromedriver by Selenium, against two real lanes meshed on loopback.
+chromedriver by Selenium, against real lanes (and a cloud) on loopback.
 
-``lane1`` (a manager) dials ``lane2`` (a cashier). A manager opens lane1's page, is refused with
-a wrong token, signs in through the form, sees a sale made on lane2 (through lane2's own API)
-appear without the page reloading (with today's totals, the stock it took and the SKU it
-oversold), searches the stock, sees the day's Z-report once both lanes closed the day, and
-sees lane2 shown as down once its daemon stops.
+The main test: ``lane1`` (a manager) dials ``lane2`` (a cashier). A manager opens lane1's page,
+is refused with a wrong token, signs in through the form, sees a sale made on lane2 (through
+lane2's own API) appear without the page reloading (with today's totals, the stock it took and
+the SKU it oversold), searches the stock, sees the day's Z-report once both lanes closed the
+day, and sees lane2 shown as down once its daemon stops.
 
 The sale comes through the change feed: with the feed live, the page asks for the sales list
 only on an event or every 30 s, and the sale must show within 15 s of being made; the feed's
 own ``sale`` event must be listed among the live events too. Lane2 going down must show both
 as a ``peer_down`` event and in the Lanes table (from the status asked every 2 s).
+
+Two more: the page's own lane restarting under it (the feed resumed with ``Last-Event-ID``),
+and the cloud panel (link up, nothing pending; cloud stopped, link down, a sale pending).
 
 Screenshots of those states are kept in the directory named by ``LANESYNC_SCREENSHOTS``
 (default: ``screenshots`` under the test's pytest tmp path). Chromium starts with a fresh
@@ -36,7 +39,7 @@ from selenium.webdriver.common.keys import Keys
 
 from lanesync.core.identity import Role
 
-from .cluster import LOOPBACK, Cluster, wait_connected, wait_until
+from .cluster import LOOPBACK, Cluster, Daemon, wait_connected, wait_until
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -374,3 +377,57 @@ def test_the_page_follows_its_own_lane_through_a_restart_and_misses_no_event(
     assert browser.execute_script("return window.lanesyncTestMarker") == "not reloaded"
     assert browser.execute_script("return Object.values(sessionStorage)") == [lane1.token]
     browser.save_screenshot(str(screenshots / "6-own-lane-back.png"))
+
+
+def test_the_cloud_panel_shows_the_link_and_what_is_still_pending(
+    cluster: Cluster, browser: WebDriver, screenshots: Path
+) -> None:
+    """A lane with the store's cloud: the panel shows the link up and nothing pending once the
+    cloud acknowledged a sale; with the cloud stopped, the link down and the next sale pending."""
+    store = cluster.store()  # the directory "store" under the cluster's root (cwd of the CLI)
+    lane1_dir = cluster.enroll(store, "lane1", Role.MANAGER)
+    for args in (
+        ("cloud", "init", "cloud"),
+        ("store", "certify-cloud", "store", "cloud/cloud.json", "cloud.cert"),
+        ("cloud", "add-store", "cloud", "store/store.json", "cloud.cert"),
+    ):
+        made = cluster.cli(*args)
+        assert made.returncode == 0, made.describe()
+    cloud_dir = cluster.root / "cloud"
+    serve = ["-m", "lanesync", "cloud", "serve", str(cloud_dir)]
+    serve += ["--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
+    cloud = cluster.ready(cluster.group.spawn("cloud", cloud_dir, serve, cls=Daemon))
+    lane1 = cluster.start(lane1_dir, extra=["--cloud", cloud.listen])
+
+    browser.get(f"{lane1.api}/")
+    sign_in(browser, lane1.token)
+    lane1.sell("milk", 1, unit_price=MILK_PRICE)
+    wait_page(
+        browser,
+        lambda: (
+            attribute_of(browser, "#cloud-link", "data-link") == "up"
+            and text_of(browser, "#cloud-pending") == "0 B"
+            and text_of(browser, "#leader") == "lane1"
+            and "ago" in text_of(browser, "#cloud-ack")
+        ),
+        RESTART_TIMEOUT_S,
+        "the cloud link up, the sale acknowledged",
+    )
+    assert cloud.listen in text_of(browser, "#cloud-link")
+    assert lane_link(browser, "cloud") is None  # the cloud is no lane
+
+    cluster.stop(cloud)
+    lane1.sell("milk", 1, unit_price=MILK_PRICE)
+
+    def pending() -> bool:
+        shown = text_of(browser, "#cloud-pending")
+        return shown.endswith("B") and shown != "0 B"
+
+    wait_page(
+        browser,
+        lambda: attribute_of(browser, "#cloud-link", "data-link") == "down" and pending(),
+        RESTART_TIMEOUT_S,
+        "the cloud link down, the second sale pending",
+    )
+    assert lane_link(browser, "cloud") is None  # the cloud is no lane
+    browser.save_screenshot(str(screenshots / "7-cloud-down.png"))

@@ -42,6 +42,7 @@
     lastFullMs: 0,
     clockSkewMs: 0, // the lane's clock minus this browser's
     lanes: new Map(), // every lane seen since sign-in: terminal id -> last row shown
+    cloudIds: new Set(), // terminal ids seen connected with the cloud's role
     sales: new Map(), // recent sales by id
     today: null, // the store's business day, as the lane said last
     salesListed: true, // false: this lane has no GET /v1/sales
@@ -175,13 +176,18 @@
   }
 
   function renderLanes(status) {
-    const cloudIds = new Set(
-      (status.connections || []).filter((c) => c.role === "cloud").map((c) => c.terminal_id),
-    );
+    // The cloud is a peer too, but not a lane: known by its role while connected, by its
+    // address (the status's cloud URL) or by having been seen connected, when not.
+    for (const link of status.connections || []) {
+      if (link.role === "cloud") state.cloudIds.add(link.terminal_id);
+    }
+    const cloudUrl = status.cloud ? status.cloud.url : null;
     const seen = new Set();
     for (const peer of status.peers || []) {
       const id = peer.terminal_id || (peer.addresses && peer.addresses[0]) || "?";
-      if (cloudIds.has(id)) continue;
+      if (state.cloudIds.has(id) || (cloudUrl && (peer.addresses || []).includes(cloudUrl))) {
+        continue;
+      }
       seen.add(id);
       const known = state.lanes.get(id) || {};
       state.lanes.set(id, {
@@ -696,6 +702,7 @@
     if (state.feed) state.feed.abort();
     state.feed = null;
     state.lanes.clear();
+    state.cloudIds.clear();
     state.sales.clear();
     $("events").replaceChildren();
     note("events-note", "No event yet.");
