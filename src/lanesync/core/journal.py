@@ -22,6 +22,13 @@ bounds and a place, nothing of this process). ``next_cursor`` is null when nothi
 matched at the time of the request: the listing is complete. What arrives later is news for
 the change feed (``GET /v1/events``), or for a new listing.
 
+Cost, measured 2026-12-07 on the shared 2-core machine with a lane of 100,000 sales
+(``Terminal.open`` of a directory filled with ``Terminal.stage``/``commit``, then
+``terminal.journal.page``): a page of 100 in about 2 ms (reading its sales back from the
+documents is most of it; 11-14 ms through the daemon's HTTP API under a load average of 8), a
+page after a new sale the same, the journal's first read of every sale held 0.8-1.9 s (once per
+process).
+
 Exceptions, said plainly: a sale the store withdraws (a revocation cutting its chain before
 it) disappears from later pages; sales on the branches of a fork the store resolved may come
 in the round of their branch's arrival or, when a branch arrives after its seqs were passed,
@@ -279,8 +286,12 @@ class SalesJournal:
         for terminal, entries in terminals.items():
             _merge(self._by_terminal.setdefault(terminal, []), entries)
             by_seq = self._seqs.setdefault(terminal, [])
-            by_seq.extend(entries)
-            by_seq.sort(key=_seq)  # sorted but for the new run: a linear merge
+            entries.sort(key=_seq)
+            if by_seq and _seq(entries[0]) < _seq(by_seq[-1]):
+                by_seq.extend(entries)
+                by_seq.sort(key=_seq)  # two sorted runs: a linear merge
+            else:
+                by_seq.extend(entries)  # the common case: a chain grows at its end
 
     # -- reading --------------------------------------------------------------------------------
 
