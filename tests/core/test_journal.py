@@ -17,7 +17,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Certificate, Role, issue_revocation
-from lanesync.core.ids import Sku, TerminalId, ledger_doc
+from lanesync.core.ids import CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, TerminalId, ledger_doc
 from lanesync.core.journal import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -44,12 +44,15 @@ from .helpers import (
     DAY,
     HOUR_MS,
     NOW,
+    TODAY_DOC,
     Store,
     durable_log,
     enrolled_observer,
     keyed,
     put_records,
+    sync_all,
 )
+from .test_forks import Forked, resolution_update
 
 TERMINALS = ("lane1", "lane2", "lane3")
 
@@ -292,12 +295,20 @@ def test_a_revocation_withdraws_the_sales_past_its_cut_from_the_listing() -> Non
     shop = Shop()
     records = chain(shop.keys["lane1"], "lane1", [(NOW + i, sale()) for i in range(4)])
     shop.deliver(records)
+    shop.deliver(chain(shop.keys["lane2"], "lane2", [(NOW + 9, sale())]))
     journal = SalesJournal(shop.replica)
-    assert len(walk(journal, SalesQuery(), 10)) == 4
+    assert len(walk(journal, SalesQuery(), 10)) == 5
+    under_way = journal.page(SalesQuery(), 1)["next_cursor"]  # lane1:1 listed
     store = shop.store
     cut = issue_revocation(store.authority, store.store_id, TerminalId("lane1"), 2, records[1].hash)
     shop.replica.publish_revocation(cut, NOW + 100)
+    # lane2 is cut before its first record: none of its sales count any more.
+    everything = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
+    shop.replica.publish_revocation(everything, NOW + 100)
     assert [s["id"] for s in walk(journal, SalesQuery(), 10)] == ["lane1:1", "lane1:2"]
+    # A listing under way goes on with what still counts.
+    rest = journal.page(SalesQuery(), 10, under_way)
+    assert ([s["id"] for s in rest["sales"]], rest["next_cursor"]) == (["lane1:2"], None)
     with pytest.raises(NotFound):
         journal.sale("lane1:3")
 
@@ -389,6 +400,7 @@ NO_FILTER = [None, None, None]
         packed([1, *NO_FILTER, ["lane1"], [0], [True], None]),
         packed([1, "1", None, None, [], [], [], None]),
         packed([1, None, "2026-13-01", None, [], [], [], None]),
+        packed([1, None, 20261201, None, [], [], [], None]),
         packed([1, *NO_FILTER, [], [], [], [1, 2, "lane1"]]),
         packed([1, *NO_FILTER, [], [], [], [1, 2, "lane1", 3, 4]]),
         packed([1, *NO_FILTER, [], [], [], "after"]),
@@ -399,3 +411,66 @@ def test_a_cursor_not_made_by_a_listing_is_refused(bad: str) -> None:
     journal = SalesJournal(Store().terminal("lane1").replica)
     with pytest.raises(UsageError, match="invalid cursor"):
         journal.page(SalesQuery(), 10, bad)
+
+
+# -- forks the store resolved, and a cloud's void -------------------------------------------------
+
+
+def test_both_branches_of_a_resolved_fork_are_listed_and_their_shared_ids_name_no_sale() -> None:
+    """lane1 forked at seq 3 (branch x: seqs 3-4, branch y: seqs 3-5); once the store resolved
+    it, every sale of both branches counts: the listing shows each once (ids 3 and 4 twice,
+    one per branch), and asking for such an id by itself is refused as ambiguous."""
+    forked = Forked()
+    replica = forked.observer()
+    put_records(replica, TODAY_DOC, keyed(*forked.all_records), 5_000)
+    journal = SalesJournal(replica)
+    before = walk(journal, SalesQuery(), 1)
+    assert [s["id"] for s in before] == ["lane1:2"]  # the chain stops at the fork
+    replica.merge([(CONFIG_DOC, resolution_update(forked.resolution))], NOW + 100)
+    for limit in (1, 2, 10):
+        listed = walk(journal, SalesQuery(), limit)
+        assert [(s["id"], s["total_cents"]) for s in listed] == [
+            ("lane1:2", 100),
+            ("lane1:3", 200),
+            ("lane1:4", 300),
+            ("lane1:3", 500),
+            ("lane1:4", 700),
+            ("lane1:5", 1100),
+        ]
+    assert journal.sale("lane1:5")["total_cents"] == 1100
+    with pytest.raises(UsageError, match="names a sale on each branch"):
+        journal.sale("lane1:3")
+    # A listing begun before the resolution still ends with every sale once.
+    page = journal.page(SalesQuery(), 1)
+    assert walk(SalesJournal(replica), SalesQuery(), 3)[0] == page["sales"][0]
+
+
+def test_a_void_signed_by_a_cloud_certificate_is_not_the_void_of_a_sale() -> None:
+    """A cloud certificate signs prices only: its void credits nothing back, so the sale's
+    void is the lane's, even though the cloud's is stamped earlier."""
+    store = Store()
+    lane1, lane2 = store.terminal("lane1"), store.terminal("lane2")
+    cloud = store.terminal(str(CLOUD_TERMINAL_ID), Role.CLOUD)
+    sold, _ = lane1.replica.append(sale(), NOW)
+    sync_all([lane1.replica, lane2.replica, cloud.replica])
+    journal = SalesJournal(lane1.replica)
+    cloud.replica.append(Void(sold.id), NOW + 5)
+    sync_all([lane1.replica, cloud.replica], NOW + 6)
+    assert journal.sale(str(sold.id))["voided"] is False  # the cloud's void does not count
+    lane2.replica.append(Void(sold.id), NOW + 10)
+    sync_all([lane1.replica, lane2.replica], NOW + 11)
+    shown = journal.sale(str(sold.id))
+    assert (shown["voided"], shown["void_id"]) == (True, "lane2:1")
+
+
+def test_a_branch_arriving_after_the_resolution_joins_the_listing_in_timestamp_order() -> None:
+    forked = Forked()
+    replica = forked.observer()
+    put_records(replica, TODAY_DOC, keyed(*forked.prefix, *forked.x), 5_000)
+    replica.merge([(CONFIG_DOC, resolution_update(forked.resolution))], NOW + 100)
+    journal = SalesJournal(replica)
+    assert [s["total_cents"] for s in walk(journal, SalesQuery(), 2)] == [100, 200, 300]
+    put_records(replica, TODAY_DOC, keyed(*forked.y), 5_001)  # seqs 3-5, below x's head 4
+    listed = walk(journal, SalesQuery(), 2)
+    assert [s["total_cents"] for s in listed] == [100, 200, 300, 500, 700, 1100]
+    assert journal.sale("lane1:5")["total_cents"] == 1100

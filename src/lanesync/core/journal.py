@@ -22,6 +22,13 @@ bounds and a place, nothing of this process). ``next_cursor`` is null when nothi
 matched at the time of the request: the listing is complete. What arrives later is news for
 the change feed (``GET /v1/events``), or for a new listing.
 
+Cost, measured 2026-12-07 on the shared 2-core machine with a lane of 100,000 sales
+(``Terminal.open`` of a directory filled with ``Terminal.stage``/``commit``, then
+``terminal.journal.page``): a page of 100 in about 2 ms (reading its sales back from the
+documents is most of it; 11-14 ms through the daemon's HTTP API under a load average of 8), a
+page after a new sale the same, the journal's first read of every sale held 0.8-1.9 s (once per
+process).
+
 Exceptions, said plainly: a sale the store withdraws (a revocation cutting its chain before
 it) disappears from later pages; sales on the branches of a fork the store resolved may come
 in the round of their branch's arrival or, when a branch arrives after its seqs were passed,
@@ -278,9 +285,9 @@ class SalesJournal:
             _merge(self._by_day.setdefault(day, []), entries)
         for terminal, entries in terminals.items():
             _merge(self._by_terminal.setdefault(terminal, []), entries)
-            by_seq = self._seqs.setdefault(terminal, [])
-            by_seq.extend(entries)
-            by_seq.sort(key=_seq)  # sorted but for the new run: a linear merge
+            # Along one chain, seq order is place order (only a resolved fork's branches
+            # interleave): a chain growing at its end appends.
+            _merge(self._seqs.setdefault(terminal, []), sorted(entries, key=_seq), _seq)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -424,13 +431,17 @@ class SalesJournal:
         return voids[0][1] if voids else None
 
 
-def _merge(into: list[Entry], new: list[Entry]) -> None:
-    """Merge sorted ``new`` into sorted ``into`` (in place)."""
-    if into and new and new[0] < into[-1]:
-        into.extend(new)
-        into.sort()  # two sorted runs: timsort merges them in linear time
-    else:
-        into.extend(new)
+def _merge(
+    into: list[Entry], new: list[Entry], key: Callable[[Entry], tuple[Any, ...]] | None = None
+) -> None:
+    """Merge ``new`` into ``into`` (in place), both sorted by ``key`` (None: as tuples, which
+    is by place: a place is unique)."""
+    into.extend(new)
+    if not new or len(into) == len(new):
+        return
+    first, before = new[0], into[-len(new) - 1]
+    if (key(first) < key(before)) if key is not None else first < before:
+        into.sort(key=key)  # two sorted runs: timsort merges them in linear time
 
 
 def _check_same(given: SalesQuery, cursor: SalesQuery) -> None:

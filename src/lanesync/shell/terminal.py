@@ -419,7 +419,7 @@ class Terminal:
     @property
     def journal(self) -> SalesJournal:
         """The sales in timestamp order, for listings; made on first use (it reads every
-        sale held once: 1.5 s for 100k sales, the figure in ``core.journal``)."""
+        sale held once: up to 2 s for 100k sales, the figures are in ``core.journal``)."""
         if self._journal is None:
             self._journal = SalesJournal(self.replica)
         return self._journal
