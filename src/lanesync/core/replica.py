@@ -52,7 +52,7 @@ from lanesync.core.forks import (
     find_fork,
     parse_fork_resolution,
 )
-from lanesync.core.hlc import HybridClock
+from lanesync.core.hlc import Hlc, HybridClock
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
@@ -604,6 +604,10 @@ class Replica:
     def business_day(self, record: Record) -> str:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
+
+    def day_of(self, wall_ms: int) -> str:
+        """The store-local business day of a wall-clock time."""
+        return Hlc(wall_ms, 0).business_day(self._tz)
 
     def state_vectors(self) -> dict[str, bytes]:
         return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
