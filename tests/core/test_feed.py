@@ -19,6 +19,7 @@ from lanesync.core.feed import (
     StatusSnapshot,
     parse_last_event_id,
     record_event,
+    revocation_event,
     status_events,
 )
 from lanesync.core.ids import RecordId, Sku, TerminalId
@@ -136,3 +137,22 @@ def test_only_what_changed_is_sent() -> None:
         ("cloud_link", {"up": False}),
         ("oversold", {"skus": ["milk"]}),
     ]
+
+
+def test_a_revocation_event_names_the_cut() -> None:
+    event = revocation_event(9, "lane2", 4, b"\x01\x02", "ab12", NOW, "2026-11-18", Origin.LOCAL)
+    assert (event.event_id, event.type) == (9, EventType.REVOCATION)
+    assert event.data == {
+        "id": "revocation:lane2",
+        "terminal": "lane2",
+        "seq": 4,
+        "kind": "revocation",
+        "at_ms": NOW,
+        "day": "2026-11-18",
+        "origin": "local",
+        "after_seq": 4,
+        "hash": "0102",
+        "key": "ab12",
+    }
+    whole = revocation_event(1, "lane2", 0, b"", None, NOW, "2026-11-18", Origin.PEER).data
+    assert (whole["hash"], whole["key"]) == (None, None)

@@ -95,14 +95,33 @@ def test_bundles_rebuilds_and_withdrawn_records(lanes: Lanes) -> None:
     assert [(e.data["id"], e.data["origin"]) for e in heard] == [("lane2:1", "bundle")]
 
     # The store revokes lane2 from its first record on: its sale no longer counts. The views
-    # are rebuilt (every record accepted again), yet no record gets a second event.
+    # are rebuilt (every record accepted again), yet no record gets a second event; the
+    # revocation has one of its own.
     revocation = lanes.store.revoke("lane2", 0)
     manager.publish_revocation(revocation)
     manager.write(sale("milk:1"))
-    assert [e.data["id"] for e in heard] == ["lane2:1", "lane1:2"]
+    assert [(e.type, e.data["id"]) for e in heard] == [
+        (EventType.SALE, "lane2:1"),
+        (EventType.REVOCATION, "revocation:lane2"),
+        (EventType.SALE, "lane1:2"),
+    ]
+    revoked = heard[1].data
+    assert revoked["origin"] == "local"
+    assert (revoked["terminal"], revoked["seq"], revoked["after_seq"]) == ("lane2", 0, 0)
+    assert (revoked["hash"], revoked["key"]) == (None, None)
+    assert revoked["at_ms"] > 0
     # A replay leaves out what is no longer counted.
-    assert [e.data["id"] for e in replay_all(manager)] == ["lane1:1", "lane1:2"]
-    assert feed_of(manager).last_id == 3  # price, lane2's sale, the last sale: none twice
+    assert [e.data["id"] for e in replay_all(manager)] == [
+        "lane1:1",
+        "revocation:lane2",
+        "lane1:2",
+    ]
+    assert replay_all(manager)[1] == heard[1]
+    manager = lanes.reopen(manager)
+    heard = listen(manager)
+    manager.write(sale("milk:1"))
+    assert [e.data["id"] for e in heard] == ["lane1:3"]  # the revocation is not logged again
+    assert [e.event_id for e in heard] == [5]
 
 
 def test_a_long_replay_comes_in_pages(lanes: Lanes) -> None:

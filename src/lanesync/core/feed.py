@@ -114,6 +114,38 @@ def record_event(event_id: int, record: Record, day: str, origin: Origin) -> Fee
     return FeedEvent(event_id, kind, data)
 
 
+def revocation_event(
+    event_id: int,
+    terminal: str,
+    after_seq: int,
+    after_hash: bytes,
+    key_fingerprint: str | None,
+    at_ms: int,
+    day: str,
+    origin: Origin,
+) -> FeedEvent:
+    """The event of a store-signed revocation this lane made durable: ``terminal``'s records
+    up to ``after_seq`` count (the one at it only with ``after_hash``, when given), of every
+    certificate of it (``key_fingerprint`` None) or of one key. Its ``seq`` is ``after_seq``;
+    ``at_ms`` and ``day`` say when this lane made it durable (a revocation has no time)."""
+    return FeedEvent(
+        event_id,
+        EventType.REVOCATION,
+        {
+            "id": f"revocation:{terminal}",
+            "terminal": terminal,
+            "seq": after_seq,
+            "kind": EventType.REVOCATION.value,
+            "at_ms": at_ms,
+            "day": day,
+            "origin": origin.value,
+            "after_seq": after_seq,
+            "hash": after_hash.hex() or None,
+            "key": key_fingerprint,
+        },
+    )
+
+
 def parse_last_event_id(value: str | None) -> int:
     """The event id a reconnecting client last saw (``Last-Event-ID``); 0: none, send every
     record event held. Anything not an id of ours is the client's error (400)."""

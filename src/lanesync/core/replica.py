@@ -720,6 +720,10 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
+    def day_of(self, wall_ms: int) -> str:
+        """The store-local business day of a wall-clock time."""
+        return Hlc(wall_ms, 0).business_day(self._tz)
+
     def state_vectors(self) -> dict[str, bytes]:
         return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
 

@@ -26,13 +26,23 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lanesync.core.feed import FeedEvent, Origin, record_event
-from lanesync.core.ids import CATALOG_DOC, TerminalId, ledger_doc
+from lanesync.core.feed import FeedEvent, Origin, record_event, revocation_event
+from lanesync.core.identity import key_fingerprint
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, TerminalId, ledger_doc
 from lanesync.core.records import PriceChange, Record, Rejection, parse_record
 from lanesync.core.replica import Replica
+from lanesync.core.trust import Cut
 from lanesync.shell.storage import EventRow, Storage
 
 log = logging.getLogger("lanesync.feed")
+
+# A revocation's key in the log: the revoked terminal and key (hex; empty: every key).
+_CUT_PREFIX = "revocation/"
+
+
+def _cut_key(terminal: TerminalId, key: bytes) -> str:
+    return f"{_CUT_PREFIX}{terminal}/{key.hex()}"
+
 
 # Rows read per query while replaying (a reconnect after a long outage replays in pages, so a
 # subscriber never holds more than one page beyond its queue).
@@ -54,6 +64,18 @@ class FeedLog:
         self._accepted = replica.subscribe_accepted()
         self._rebuilds_seen = self._accepted.rebuilds
         self._pending: list[_Pending] = []
+        # Revocations logged already: a new or narrowed cut is an event. One held at open but
+        # never logged (a lanesync without the feed, a crash before the commit that logs it)
+        # is logged by the first commit that holds everything.
+        logged = storage.event_keys(CONFIG_DOC)
+        self._cuts_logged: dict[tuple[TerminalId, bytes], Cut] = {
+            (terminal, key): cut
+            for (terminal, key), cut in replica.views.revocations()[0].items()
+            if _cut_key(terminal, key) in logged
+        }
+        self._cuts_due: list[tuple[TerminalId, bytes, Cut]] = []
+        # Where the last merge before the next commit came from (a revocation's origin).
+        self.merged_from: Origin | None = None
         self.last_id = storage.last_event_id()
         # Told of the events of every commit, after it returned (the daemon's feed).
         self.listener: Callable[[list[FeedEvent]], None] | None = None
@@ -70,19 +92,23 @@ class FeedLog:
         if self._accepted.rebuilds != self._rebuilds_seen:
             # The rebuilt views accepted every record again: keep only those never logged.
             self._rebuilds_seen = self._accepted.rebuilds
-            logged = self._storage.event_keys()
+            logged = self._storage.event_keys(None)
             logged.update(p.record.key for p in self._pending)
             records = [r for r in records if r.key not in logged]
         self._pending.extend(_Pending(r, self._origin(r, origin), ready) for r in records)
+        if origin is not None and origin is not Origin.LOCAL:
+            self.merged_from = origin
 
     def mark_ready(self) -> None:
         """Every record merged so far is handed to the terminal for the next commit."""
         for pending in self._pending:
             pending.ready = True
 
-    def rows_for_commit(self) -> list[EventRow]:
-        """The rows of the ready records, numbered from ``last_id``; ``committed`` once they
-        are durable (nothing changes until then, so a failed commit leaves all as it was)."""
+    def rows_for_commit(self, holds_everything: bool, now_ms: int) -> list[EventRow]:
+        """The rows of the ready records, numbered from ``last_id``, and, when the commit
+        ``holds_everything`` merged so far, of the revocations new since the last such commit;
+        ``committed`` once they are durable (nothing changes until then, so a failed commit
+        leaves all as it was)."""
         rows = []
         next_id = self.last_id
         for pending in self._pending:
@@ -91,6 +117,16 @@ class FeedLog:
                 rows.append(
                     EventRow(next_id, self._doc(pending.record), pending.record.key, pending.origin)
                 )
+        self._cuts_due = []
+        if holds_everything:
+            origin = self.merged_from or Origin.PEER
+            for (terminal, key), cut in sorted(self._replica.views.revocations()[0].items()):
+                if self._cuts_logged.get((terminal, key)) != cut:
+                    next_id += 1
+                    self._cuts_due.append((terminal, key, cut))
+                    rows.append(
+                        EventRow(next_id, CONFIG_DOC, _cut_key(terminal, key), origin, now_ms)
+                    )
         return rows
 
     def committed(self, rows: list[EventRow]) -> None:
@@ -98,14 +134,35 @@ class FeedLog:
             return
         done = [p for p in self._pending if p.ready]
         self._pending = [p for p in self._pending if not p.ready]
+        self.merged_from = None
+        for terminal, key, cut in self._cuts_due:
+            self._cuts_logged[(terminal, key)] = cut
         self.last_id = rows[-1].event_id
         if self.listener is not None:
-            self.listener(
-                [
-                    record_event(row.event_id, p.record, self._day(p.record), p.origin)
-                    for row, p in zip(rows, done, strict=True)
-                ]
-            )
+            events: list[FeedEvent | None] = [
+                record_event(row.event_id, p.record, self._day(p.record), p.origin)
+                for row, p in zip(rows, done, strict=False)
+            ]
+            events.extend(self._revocation_event(row) for row in rows[len(done) :])
+            self.listener([e for e in events if e is not None])
+
+    def _revocation_event(self, row: EventRow) -> FeedEvent | None:
+        terminal, _, key_hex = row.key.removeprefix(_CUT_PREFIX).partition("/")
+        key = bytes.fromhex(key_hex)
+        cut = self._replica.views.revocations()[0].get((TerminalId(terminal), key))
+        if cut is None:
+            return None  # not held here (the row is from another store's database?)
+        at_ms = row.at_ms or 0
+        return revocation_event(
+            row.event_id,
+            terminal,
+            cut.after_seq,
+            cut.after_hash,
+            key_fingerprint(key) if key else None,
+            at_ms,
+            self._replica.day_of(at_ms),
+            Origin(row.origin),
+        )
 
     def _day(self, record: Record) -> str:
         return self._replica.business_day(record)
@@ -140,6 +197,11 @@ class FeedLog:
         cursor = through_id if len(rows) < REPLAY_PAGE else rows[-1].event_id
         events = []
         for row in rows:
+            if row.doc == CONFIG_DOC:
+                revoked = self._revocation_event(row)
+                if revoked is not None:
+                    events.append(revoked)
+                continue
             record = parse_record(self._replica.value_at(row.doc, row.key))
             if isinstance(record, Rejection):
                 continue  # no longer held here (a record gone with its document)

@@ -82,7 +82,8 @@ CREATE TABLE IF NOT EXISTS events (  -- the change feed's durable accept order (
     id INTEGER PRIMARY KEY,  -- the event id: ids only grow, in the order records were accepted
     doc TEXT NOT NULL,  -- where the record is stored, under
     key TEXT NOT NULL,  -- this key
-    origin TEXT NOT NULL  -- core.feed.Origin
+    origin TEXT NOT NULL,  -- core.feed.Origin
+    at_ms INTEGER  -- when it was made durable here (revocations, which have no time of their own)
 );
 """
 
@@ -105,6 +106,7 @@ class EventRow:
     doc: str
     key: str
     origin: str
+    at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,8 +290,8 @@ class Storage:
             )
             if events:
                 self._db.executemany(
-                    "INSERT INTO events (id, doc, key, origin) VALUES (?, ?, ?, ?)",
-                    [(e.event_id, e.doc, e.key, e.origin) for e in events],
+                    "INSERT INTO events (id, doc, key, origin, at_ms) VALUES (?, ?, ?, ?, ?)",
+                    [(e.event_id, e.doc, e.key, e.origin, e.at_ms) for e in events],
                 )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -316,19 +318,21 @@ class Storage:
     def events_after(self, after_id: int, through_id: int, limit: int) -> list[EventRow]:
         """At most ``limit`` events with ``after_id < id <= through_id``, in id order."""
         return [
-            EventRow(int(i), str(doc), str(key), str(origin))
-            for i, doc, key, origin in self._read(
-                "SELECT id, doc, key, origin FROM events WHERE id > ? AND id <= ? "
+            EventRow(int(i), str(doc), str(key), str(origin), at_ms)
+            for i, doc, key, origin, at_ms in self._read(
+                "SELECT id, doc, key, origin, at_ms FROM events WHERE id > ? AND id <= ? "
                 "ORDER BY id LIMIT ?",
                 (after_id, through_id, limit),
             )
         ]
 
-    def event_keys(self) -> set[str]:
-        """The key of every record the feed holds an event of."""
-        return {str(key) for (key,) in self._read("SELECT key FROM events", ())}
+    def event_keys(self, doc: str | None) -> set[str]:
+        """The key of every event stored (of document ``doc``'s entries only, unless None)."""
+        if doc is None:
+            return {str(key) for (key,) in self._read("SELECT key FROM events", ())}
+        return {str(k) for (k,) in self._read("SELECT key FROM events WHERE doc = ?", (doc,))}
 
-    def _read(self, sql: str, args: tuple[int, ...] | tuple[()]) -> list[tuple[Any, ...]]:
+    def _read(self, sql: str, args: tuple[int | str, ...]) -> list[tuple[Any, ...]]:
         try:
             rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:

@@ -273,7 +273,8 @@ class Terminal:
             # Whatever is left was merged by a path that commits right after (a bundle, a
             # publication, the reopen): this commit holds it.
             self.feed.take(None, ready=True)
-            events = self.feed.rows_for_commit()
+            held = self.replica.unpersisted_updates == sum(len(c.updates) for c in batch)
+            events = self.feed.rows_for_commit(held, self._clock())
         try:
             if events and self._feed_storage is not None:
                 self._feed_storage.commit(batch, requests, events)
@@ -383,7 +384,10 @@ class Terminal:
     def publish_revocation(self, revocation: Revocation) -> None:
         """Store a store-signed revocation; it spreads to every replica like any data."""
         self._check_usable()
-        self.commit([self.replica.publish_revocation(revocation, self._clock())])
+        change = self.replica.publish_revocation(revocation, self._clock())
+        if self.feed is not None:
+            self.feed.merged_from = Origin.LOCAL  # its event's origin: published here
+        self.commit([change])
 
     def succession(self) -> dict[str, Any] | None:
         """The chain this terminal continues (a re-key) or replaced (``enroll --replaces``),
