@@ -145,9 +145,8 @@ def _report(replica: Replica, folded: _Day, held_here: _Held) -> dict[str, Any]:
     totals = dict.fromkeys(_FIGURES, 0)
     skus: dict[str, list[int]] = {}
     for terminal, held in sorted(folded.terminals.items()):
+        # Every terminal held here has a counted record of the day or its day-end of it.
         figures = held.figures
-        if not held.counted and held.day_end is None:
-            continue
         signed_fields = figures_json(figures)
         lines.append({"terminal_id": terminal, **signed_fields})
         for name in _FIGURES:
