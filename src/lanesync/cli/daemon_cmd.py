@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import reports
+from lanesync.core import dayclose, reports
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
@@ -72,7 +73,18 @@ from .output import console, emit_json, revocation_lines, when
     "do not wait.",
 )
 @LOG_LEVEL_OPTION
+@click.option(
+    "--close-at",
+    default="04:00",
+    show_default=True,
+    help="Store time (HH:MM) at which the daemon closes the day before on its own (it also "
+    "closes the days it missed when it starts); 'off': only `lanesync close` closes days.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
+# Tests only: the change feed's keep-alive interval and per-client queue (shell.feed).
+@click.option("--feed-keepalive-ms", type=click.IntRange(10, 3_600_000), default=None, hidden=True)
+@click.option("--feed-queue-bytes", type=click.IntRange(1024, 2**30), default=None, hidden=True)
+@click.option("--feed-max-clients", type=click.IntRange(1, 1024), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
 def run_command(
@@ -87,7 +99,11 @@ def run_command(
     isolated_after_s: int,
     head_wait_s: float,
     log_level: str,
+    close_at: str,
     anti_entropy_ms: int | None,
+    feed_keepalive_ms: int | None,
+    feed_queue_bytes: int | None,
+    feed_max_clients: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
     from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
@@ -105,14 +121,30 @@ def run_command(
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
         head_wait_ms=round(head_wait_s * 1000),
+        close_at_minute=_close_at(close_at),
         collaborators=handed_collaborators(),
         log_level=log_level,
     )
+    if feed_keepalive_ms is not None:
+        config = replace(config, feed_keepalive_s=feed_keepalive_ms / 1000)
+    if feed_queue_bytes is not None:
+        config = replace(config, feed_queue_bytes=feed_queue_bytes)
+    if feed_max_clients is not None:
+        config = replace(config, feed_max_clients=feed_max_clients)
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
     daemon_main(config)
+
+
+def _close_at(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return dayclose.parse_close_at(text)
+    except ValueError as exc:
+        raise UsageError(f"--close-at: {exc}, or off") from None
 
 
 @click.command()

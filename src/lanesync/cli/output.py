@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -64,6 +64,36 @@ def stock_table(items: list[dict[str, Any]], title: str = "Stock on hand") -> Ta
     return table
 
 
+def local_time(at_ms: int) -> str:
+    """A timestamp (ms since the epoch) as this computer's local time, to the second."""
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def sales_table(sales: list[dict[str, Any]]) -> Table:
+    """Sales as ``GET /v1/sales`` gives them: id, local time, lines, total, voided mark."""
+    table = Table(title="Sales")
+    table.add_column("Sale")
+    table.add_column("Time")
+    table.add_column("Lines")
+    table.add_column("Total", justify="right")
+    table.add_column("Voided")
+    for sale in sales:
+        lines = ", ".join(
+            f"{line['sku']} x{line['qty']} @ {money(int(line['unit_cents']))}"
+            for line in sale["lines"]
+        )
+        voided = f"VOIDED by {sale['void_id']}" if sale["voided"] else ""
+        table.add_row(
+            str(sale["id"]),
+            local_time(int(sale["at_ms"])),
+            lines,
+            money(int(sale["total_cents"])),
+            Text(voided, style="red" if voided else ""),
+        )
+    return table
+
+
 def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
     """One line per revocation in a ``revocations`` report (status, verify)."""
 
@@ -83,3 +113,39 @@ def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
                 f"{entry['revoked_at_ms']} ms on never count"
             )
     return lines
+
+
+def print_z_report(report: dict[str, Any]) -> None:
+    """A Z-report for people: one block per lane, the SKUs, the store's totals, the hash."""
+    state = "complete" if report["complete"] else "INCOMPLETE"
+    console.print(f"Z-report  store {report['store_id']}  day {report['day']}  ({state})")
+    if report["missing_terminals"]:
+        console.print(f"not closed yet by: {', '.join(report['missing_terminals'])}")
+    lanes = Table(title="Lanes")
+    for column in ("Lane", "Seqs", "Sales", "Voids", "Gross", "Voided", "Net"):
+        lanes.add_column(column, justify="left" if column in ("Lane", "Seqs") else "right")
+    for line in report["terminals"]:
+        seqs = f"{line['first_seq']}-{line['last_seq']}" if line["first_seq"] else "-"
+        lanes.add_row(
+            line["terminal_id"],
+            seqs,
+            str(line["sales"]),
+            str(line["voids"]),
+            money(line["gross_cents"]),
+            money(line["voided_cents"]),
+            money(line["net_cents"]),
+        )
+    console.print(lanes)
+    skus = Table(title="SKUs")
+    skus.add_column("SKU")
+    skus.add_column("Units", justify="right")
+    skus.add_column("Net", justify="right")
+    for line in report["skus"]:
+        skus.add_row(line["sku"], str(line["units"]), money(line["net_cents"]))
+    console.print(skus)
+    totals = report["totals"]
+    console.print(
+        f"sales {totals['sales']}  voids {totals['voids']}  gross {money(totals['gross_cents'])}  "
+        f"voided {money(totals['voided_cents'])}  net {money(totals['net_cents'])}"
+    )
+    console.print(f"report hash {report['report_hash']}")
