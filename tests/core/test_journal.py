@@ -203,6 +203,50 @@ def test_filters_list_exactly_the_matching_sales(
     assert walk(journal, query, limit) == expected
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(history=histories(), data=st.data())
+def test_a_journal_read_in_slices_while_records_arrive_lists_what_a_whole_read_lists(
+    history: tuple[dict[str, list[tuple[int, Body]]], int], data: st.DataObject
+) -> None:
+    """The daemon reads the journal a slice at a time (``scan``) while merges go on: records
+    arriving between slices, some of them already copied by the scan, are listed once, and
+    the listing equals that of a journal read whole afterwards."""
+    stamped, slice_records = history
+    shop = Shop()
+    records = [r for t in TERMINALS for r in chain(shop.keys[t], t, stamped[t])]
+    order = data.draw(st.permutations(records))
+    held = data.draw(st.integers(0, len(order)))
+    shop.deliver(list(order[:held]))
+    journal = SalesJournal(shop.replica, scan=False)
+    assert not journal.scanned
+    rest = list(order[held:])
+    for _ in journal.scan(slice_records):
+        if rest:
+            shop.deliver([rest.pop(0)])
+    shop.deliver(rest)
+    assert journal.scanned
+    listed = walk(journal, SalesQuery(), MAX_LIMIT)
+    assert [s["id"] for s in listed] == [
+        s["id"] for s in walk(SalesJournal(shop.replica), SalesQuery(), MAX_LIMIT)
+    ]
+    assert {s["id"] for s in listed} == counted_sales(shop.replica)
+
+
+def test_a_rebuild_of_the_views_during_a_sliced_read_ends_it_with_every_sale_told() -> None:
+    lane = Store().terminal("lane1")
+    for i in range(6):
+        lane.replica.append(sale(qty=i + 1), NOW + i)
+    journal = SalesJournal(lane.replica, scan=False)
+    slices = journal.scan(2)
+    next(slices)
+    journal.views_rebuilt()  # what a rebuild tells subscribers first
+    for record in (r for _, _, r in lane.replica.records([TODAY_DOC])):
+        journal.record_accepted(record)  # then every record that counts, again
+    assert list(slices) == []
+    assert journal.scanned
+    assert [s["seq"] for s in walk(journal, SalesQuery(), 10)] == [1, 2, 3, 4, 5, 6]
+
+
 # -- what a sale shows -----------------------------------------------------------------------------
 
 
@@ -323,7 +367,7 @@ def test_a_journal_made_after_a_restore_from_a_checkpoint_lists_the_same() -> No
     saved = lane.replica.checkpoint()
     again = Replica(lane.replica.store, lane.replica.client_id, lane.replica.me)
     again.restore(durable_log(*changes), set(), NOW + 10, checkpoint=saved)
-    assert again.restored_from.startswith("views from the checkpoint")
+    assert again.restored_from.startswith("loaded stock and sales from the checkpoint")
     listed = walk(SalesJournal(again), SalesQuery(), 2)
     assert listed == walk(SalesJournal(lane.replica), SalesQuery(), 3)
     assert [s["total_cents"] for s in listed] == [100, 200, 300, 400, 500]

@@ -764,6 +764,13 @@ class Replica:
                 if not isinstance(parsed, Rejection):
                     yield name, key, parsed
 
+    def entries(self, name: str) -> list[tuple[str, bytes]]:
+        """A copy of document ``name``'s entries (key, value), unparsed: a reader that works
+        in slices is then not disturbed by merges in between."""
+        if name not in self._docs:
+            return []
+        return list(self._root(name).items())
+
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
         key = self.views.accepted_key(record_id)

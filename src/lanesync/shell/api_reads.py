@@ -12,6 +12,7 @@ sale or SKU is 404 ``not_found``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 
 from lanesync.core import reports
 from lanesync.core.ids import sku as parse_sku
-from lanesync.core.journal import MAX_LIMIT, SalesQuery, check_limit
+from lanesync.core.journal import MAX_LIMIT, SalesJournal, SalesQuery, check_limit
 from lanesync.shell.http import RequireToken
 from lanesync.shell.terminal import Terminal
 
@@ -72,6 +73,15 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 
 def reads_router(terminal: Terminal) -> APIRouter:
     router = APIRouter(tags=["reads"])
+    reading = asyncio.Lock()
+
+    async def journal() -> SalesJournal:
+        """The journal, read a slice at a time on first use, letting the loop answer sales
+        and peers in between (the first listing of 100k sales reads for up to 2 s)."""
+        async with reading:
+            for _ in terminal.journal_scan():
+                await asyncio.sleep(0)
+        return terminal.journal
 
     @router.get("/v1/health", response_model=Health)
     async def get_health() -> dict[str, bool]:
@@ -99,12 +109,13 @@ def reads_router(terminal: Terminal) -> APIRouter:
         query = SalesQuery.of(since, day, terminal_id)
         # Built from plain values by the core: sent as they are (FastAPI's validation of a
         # page against SalesPage cost more than building it).
-        return JSONResponse(terminal.journal.page(query, check_limit(limit), cursor))
+        page = (await journal()).page(query, check_limit(limit), cursor)
+        return JSONResponse(page)
 
     @router.get("/v1/sales/{sale_id}", response_model=SaleRead, responses=NOT_FOUND)
     async def get_sale(sale_id: str, _: RequireToken) -> dict[str, Any]:
         """One sale: its lines, total, and whether (and by which record) it was voided."""
-        return terminal.journal.sale(sale_id)
+        return (await journal()).sale(sale_id)
 
     @router.get("/v1/prices", response_model=Catalog)
     async def get_prices(_: RequireToken) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -104,6 +104,7 @@ class Terminal:
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
         self._journal: SalesJournal | None = None
+        self._journal_slices: Iterator[None] = iter(())
         # A lane's change feed (shell.feedlog); the cloud's replicas (other storage) have none.
         self._feed_storage = storage if isinstance(storage, Storage) else None
         self.feed: FeedLog | None = None
@@ -423,9 +424,24 @@ class Terminal:
     @property
     def journal(self) -> SalesJournal:
         """The sales in timestamp order, for listings; made on first use (it reads every
-        sale held once: up to 2 s for 100k sales, the figures are in ``core.journal``)."""
+        sale held once: up to 2 s for 100k sales, the figures are in ``core.journal``), or
+        finished here if ``journal_scan`` began it."""
+        journal = self._started_journal()
+        for _ in self._journal_slices:
+            pass
+        return journal
+
+    def journal_scan(self) -> Iterator[None]:
+        """The reading of the sales held, a slice at a time, for the daemon's API: it drives
+        this between other work, so the first listing of a large lane does not stall the
+        loop. Exhausted (and cheap) once the journal is read."""
+        self._started_journal()
+        return self._journal_slices
+
+    def _started_journal(self) -> SalesJournal:
         if self._journal is None:
-            self._journal = SalesJournal(self.replica)
+            self._journal = SalesJournal(self.replica, scan=False)
+            self._journal_slices = self._journal.scan()
         return self._journal
 
     def integrity(self) -> dict[str, Any]:
