@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,27 @@ def money(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
     return f"{sign}{whole}.{frac:02d}"
+
+
+def when(ms: int, now_ms: int) -> str:
+    """A moment for people: local time (with the date unless it is today) and how long ago,
+    e.g. ``12:03:44, 5 s ago``; never raw epoch milliseconds."""
+    moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    today = datetime.fromtimestamp(now_ms / 1000).astimezone().date()
+    shown = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M:%S")
+    return f"{shown}, {age(now_ms - ms)}"
+
+
+def age(elapsed_ms: int) -> str:
+    """How long ago, in the largest unit that keeps it readable: ``5 s ago``, ``3 min ago``."""
+    if elapsed_ms < 0:
+        return "in the future (clocks differ)"
+    seconds = elapsed_ms // 1000
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return f"{seconds} s ago"
 
 
 def one_line(text: str) -> str:

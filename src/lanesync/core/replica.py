@@ -332,7 +332,9 @@ class Replica:
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
             change.extend(self._fold_events(now_ms, verified))
-            self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
+            self.restored_from = (
+                f"loaded stock and sales from the checkpoint, then {folded} later changes"
+            )
         else:
             self._apply_stored(rest, silent=True)
             self.views = Views(
@@ -342,7 +344,9 @@ class Replica:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
             self.rebuild(now_ms, trusted=verified)
-            self.restored_from = f"views folded from every entry ({why_not})"
+            self.restored_from = (
+                f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"
+            )
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
         for head in self.views.heads():

@@ -37,6 +37,7 @@ from lanesync.shell.feed import (
     FeedHub,
     read_status,
 )
+from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
@@ -73,6 +74,7 @@ class DaemonConfig:
     feed_queue_bytes: int = MAX_QUEUED_BYTES
     feed_max_clients: int = MAX_SUBSCRIBERS
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
     alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
@@ -86,7 +88,9 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_peer_url(text: str) -> str:
+def parse_peer_url(text: str, what: str = "peer") -> str:
+    """A ``ws://`` or ``wss://`` address with a host and a port, no path; ``what`` names it in
+    the error (``peer`` for ``--peer``, ``cloud URL`` for ``--cloud``)."""
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -94,9 +98,9 @@ def parse_peer_url(text: str) -> str:
         port = None
         parts = urlsplit("")
     if parts.scheme not in ("ws", "wss") or not parts.hostname or port is None:
-        raise UsageError(f"invalid peer {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
+        raise UsageError(f"invalid {what} {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"invalid peer {text!r}: a peer address has no path")
+        raise UsageError(f"invalid {what} {text!r}: an address has no path")
     return text.rstrip("/")
 
 
@@ -236,5 +240,5 @@ def _revoked(terminal: Terminal) -> None:
 
 
 def daemon_main(config: DaemonConfig) -> None:
-    configure_logging()
+    configure_logging(LOG_LEVELS[config.log_level])
     asyncio.run(run_daemon(config))

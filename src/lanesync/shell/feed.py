@@ -197,7 +197,12 @@ class FeedHub:
         for sub in list(self._subscribers.values()):
             if not sub.offer(frame):
                 reason = f"client does not read: over {self.queue_bytes} bytes waiting for it"
-                log.warning("feed.dropped client=%d reason=%s", sub.number, reason)
+                log.warning(
+                    "feed.dropped client=%d reason=%s: its stream is closed; it catches up by "
+                    "reconnecting with Last-Event-ID",
+                    sub.number,
+                    reason,
+                )
                 sub.end(reason)
                 self.left(sub)
 

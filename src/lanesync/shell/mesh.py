@@ -41,6 +41,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.dialing import PeerEntry, PeerTable
+from lanesync.shell.logs import node_event
 from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
@@ -401,7 +402,8 @@ class Mesh:
         asyncio.get_running_loop().create_task(self._close(sock, close))
 
     def note(self, event: str, fields: dict[str, Any]) -> None:
-        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+        level, message = node_event(event, fields)
+        log.log(level, "%s", message)
 
     def wake_at(self, deadline_ms: int | None) -> None:
         if self._timer is not None and deadline_ms == self._timer_deadline:
