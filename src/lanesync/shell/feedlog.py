@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 from lanesync.core.feed import FeedEvent, Origin, record_event, revocation_event
 from lanesync.core.identity import key_fingerprint
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, TerminalId, ledger_doc
-from lanesync.core.records import PriceChange, Record, Rejection, parse_record
+from lanesync.core.ids import CONFIG_DOC, TerminalId
+from lanesync.core.records import Record, Rejection, parse_record
 from lanesync.core.replica import Replica
 from lanesync.core.trust import Cut
 from lanesync.shell.storage import EventRow, Storage
@@ -174,9 +174,7 @@ class FeedLog:
         return self._replica.business_day(record)
 
     def _doc(self, record: Record) -> str:
-        if isinstance(record.body, PriceChange):
-            return CATALOG_DOC
-        return ledger_doc(self._day(record))
+        return self._replica.doc_of(record)
 
     def backfill(self) -> None:
         """A lane whose log is empty but which holds records (written by a lanesync without
