@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
-from .cluster import Daemon
+from support import ApiProcess
 
 KEEPALIVE_MS = 200
 # The options a feed test's daemons run with.
@@ -36,7 +35,7 @@ class FeedClient:
     """Follows one daemon's change feed until ``close``; ``events`` receives each event, in
     order, then None when the stream ended."""
 
-    def __init__(self, daemon: Daemon, last_id: str | None = None) -> None:
+    def __init__(self, daemon: ApiProcess, last_id: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {daemon.token}"}
         if last_id is not None:
             headers["Last-Event-ID"] = last_id

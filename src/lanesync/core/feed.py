@@ -76,6 +76,8 @@ class FeedEvent:
 
 
 def _body_fields(record: Record) -> tuple[EventType, dict[str, Any]]:
+    """The event type and the fields of a record's kind. A field named ``day`` overrides the
+    record's business day (a day-end record names the day it closes)."""
     match record.body:
         case Sale(lines, total):
             return EventType.SALE, {

@@ -724,6 +724,10 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
+    def doc_of(self, record: Record) -> str:
+        """The document a record is stored in (``views.expected_doc``)."""
+        return expected_doc(record, self._tz)
+
     def day_of(self, wall_ms: int) -> str:
         """The store-local business day of a wall-clock time."""
         return Hlc(wall_ms, 0).business_day(self._tz)

@@ -13,11 +13,16 @@ Guarantees (what ``GET /v1/events`` promises rests on them):
 * ``replay`` gives the events after an id that the lane still holds: a record the views no
   longer count (withdrawn by a revocation) is left out.
 
+* A revocation (a new or narrowed cut of a terminal's chain) gets an event too, in the first
+  commit that holds everything merged so far (``rows_for_commit``); one held but never logged
+  (an older lanesync, a crash) is logged then.
+
 Which records are ready: a local record is staged and committed with no await in between, so
-it is ready at once; a record merged from a peer waits until ``Mesh`` hands its change to the
-terminal (``Terminal.defer``: every merge so far is in that hand-over), after which any commit
-holds it; records a synchronous path merged and then committed (a bundle, a published
-revocation or certificate, the reopen) are in the commit that follows.
+it is ready at once; a record from a peer or the cloud is merged by the node in the flush that
+hands its change to the terminal (``Mesh.defer``, then ``Terminal.defer``), so it is ready from
+that hand-over and any later commit holds it; one accepted outside a hand-over waits for the
+next; records a synchronous path merged and then committed (a bundle, a published revocation
+or certificate) are in the commit that follows.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from dataclasses import dataclass
 
 from lanesync.core.feed import FeedEvent, Origin, record_event, revocation_event
 from lanesync.core.identity import key_fingerprint
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, TerminalId, ledger_doc
-from lanesync.core.records import PriceChange, Record, Rejection, parse_record
+from lanesync.core.ids import CONFIG_DOC, TerminalId
+from lanesync.core.records import Record, Rejection, parse_record
 from lanesync.core.replica import Replica
 from lanesync.core.trust import Cut
 from lanesync.shell.storage import EventRow, Storage
@@ -44,8 +49,9 @@ def _cut_key(terminal: TerminalId, key: bytes) -> str:
     return f"{_CUT_PREFIX}{terminal}/{key.hex()}"
 
 
-# Rows read per query while replaying (a reconnect after a long outage replays in pages, so a
-# subscriber never holds more than one page beyond its queue).
+# Rows read per query while replaying: a reconnect after a long outage replays in pages, so a
+# subscriber holds at most one page beyond its queue; 256 sale events are ~70 KB of frames
+# (220-310 B each, core.feed), small next to the 1 MiB a subscriber may queue (shell.feed).
 REPLAY_PAGE = 256
 
 
@@ -168,9 +174,7 @@ class FeedLog:
         return self._replica.business_day(record)
 
     def _doc(self, record: Record) -> str:
-        if isinstance(record.body, PriceChange):
-            return CATALOG_DOC
-        return ledger_doc(self._day(record))
+        return self._replica.doc_of(record)
 
     def backfill(self) -> None:
         """A lane whose log is empty but which holds records (written by a lanesync without

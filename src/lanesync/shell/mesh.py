@@ -197,6 +197,7 @@ class Mesh:
         self.gate = HandshakeGate() if gate is None else gate
         self.isolation = isolation
         self._on_caught_up = on_caught_up
+        self._merging_from = Origin.PEER  # where the records of the flush under way came from
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -233,7 +234,6 @@ class Mesh:
             )
             if first_frame is not None:
                 self.node.data_received(conn_id, first_frame, self._clock())
-                self._accepted_from(conn_id)
             self._schedule_flush()
             async for message in ws:
                 if isinstance(message, str):
@@ -241,7 +241,6 @@ class Mesh:
                     await ws.close(CloseCode.POLICY_VIOLATION, reason)
                     break
                 self.node.data_received(conn_id, message, self._clock())
-                self._accepted_from(conn_id)
                 self._schedule_flush()
                 if not sock.authenticated:
                     self._check_authenticated(conn_id, sock)
@@ -268,13 +267,6 @@ class Mesh:
                     self.node.terminal_id,
                 )
         return reason
-
-    def _accepted_from(self, conn_id: int) -> None:
-        """Tell the change feed where what the views just accepted came from; it is durable
-        once the flush has handed it to the terminal and a commit made it so."""
-        link = self.node.links.get(conn_id)
-        cloud = link is not None and link.peer is not None and link.peer.role is Role.CLOUD
-        self.terminal.accepted(Origin.CLOUD if cloud else Origin.PEER, ready=False)
 
     def _check_authenticated(self, conn_id: int, sock: _Socket) -> None:
         """Once the node has verified the peer: full-size messages, and out of the gate."""
@@ -344,6 +336,11 @@ class Mesh:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        # The flush merges what every link sent since the last one, in one batch: from the
+        # cloud when only the cloud sent updates (a batch with lanes' updates counts as a peer's).
+        self._merging_from = (
+            Origin.CLOUD if self.node.inbox_roles() == {Role.CLOUD} else Origin.PEER
+        )
         self.driver.flush()
         if self._on_caught_up is not None and self.node.caught_up:
             self._on_caught_up()
@@ -353,6 +350,9 @@ class Mesh:
     # -- the driver's effects (core.driver.Effects) -----------------------------------------------
 
     def defer(self, changes: Sequence[Change]) -> None:
+        # The driver hands over what the flush merged: its records are ready for the change
+        # feed with the next commit (shell.feedlog).
+        self.terminal.accepted(self._merging_from, ready=True)
         self.terminal.defer(changes)
         if self._observer is not None:
             self._observer.accepted()

@@ -85,6 +85,8 @@ class Terminal:
         storage: ReplicaStorage,
         replica: Replica,
         clock: Callable[[], int],
+        *,
+        feed: bool = True,
     ) -> None:
         self.directory = directory
         self.replica = replica
@@ -105,8 +107,9 @@ class Terminal:
         self.observer: StorageObserver | None = None
         self._journal: SalesJournal | None = None
         self._journal_slices: Iterator[None] = iter(())
-        # A lane's change feed (shell.feedlog); the cloud's replicas (other storage) have none.
-        self._feed_storage = storage if isinstance(storage, Storage) else None
+        # A lane's change feed (shell.feedlog), kept by every writer of its database (the
+        # daemon, offline CLI commands); the cloud's replicas have none.
+        self._feed_storage = storage if feed and isinstance(storage, Storage) else None
         self.feed: FeedLog | None = None
         if self._feed_storage is not None:
             self.feed = FeedLog(replica, self._feed_storage, directory.terminal_id)
@@ -133,10 +136,12 @@ class Terminal:
         clock: Callable[[], int] = wall_clock_ms,
         open_storage: Callable[[], ReplicaStorage] | None = None,
         crypto: Crypto = SODIUM,
+        feed: bool = True,
     ) -> Terminal:
         """Open a replica whose identity is already loaded (the cloud's per-store replicas,
         which may keep their documents elsewhere than the directory's SQLite file).
-        ``crypto``: the replica's (core.crypto; only the benchmark passes another)."""
+        ``crypto``: the replica's (core.crypto; only the benchmark passes another). ``feed``:
+        keep the change feed's log (a lane; not the cloud)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:
@@ -165,7 +170,7 @@ class Terminal:
         except BaseException:
             lock.release()
             raise
-        terminal = cls(directory, lock, storage, replica, clock)
+        terminal = cls(directory, lock, storage, replica, clock, feed=feed)
         try:
             if terminal.feed is not None:
                 terminal.feed.backfill()
