@@ -95,6 +95,8 @@ def test_sales_here_and_on_another_lane_appear_and_a_resume_misses_nothing(pair:
         assert all_ids == sorted(all_ids)
         assert len(set(all_ids)) == len(all_ids)
         last_seen = str(all_ids[-1])
+        # The status names the newest id: a client that wants only what comes next starts there.
+        assert a.status()["last_event_id"] == all_ids[-1]
         # A quiet stream gets keep-alive comments (every 200 ms here).
         wait_until(lambda: feed.comments >= 2, 5, "keep-alive comments")
     finally:

@@ -64,17 +64,19 @@ def test_status_then_replay_then_live_with_keepalives(lanes: Lanes) -> None:
     lane = lanes.new("lane1", Role.MANAGER)
     lane.write(price("milk", 100))
     lane.write(receipt("milk", 5))
+    assert lane.feed is not None
+    price_id = lane.feed.last_id - 1
 
     async def run() -> None:
         status = Status()
         hub = hub_of(lane, status, keepalive_s=0.05)
-        sub = hub.subscribe(1)  # seen the price already
+        sub = hub.subscribe(price_id)  # seen the price already
         frames = sub.frames(hub.feed)
         assert lines_of(await next_chunk(frames), "event") == ["leader", "oversold"]
         replay = await next_chunk(frames)
-        assert lines_of(replay, "id") == ["2"]
+        assert lines_of(replay, "id") == [str(price_id + 1)]
         lane.write(receipt("milk", 1))
-        assert lines_of(await next_chunk(frames), "id") == ["3"]
+        assert lines_of(await next_chunk(frames), "id") == [str(price_id + 2)]
         assert await next_chunk(frames) == KEEPALIVE_FRAME  # nothing for 50 ms
         # A status change goes to every subscriber, without an id.
         status.now = StatusSnapshot(frozenset({"lane2"}), "lane1", 1, None, ())
@@ -112,19 +114,21 @@ def test_the_cap_and_a_subscriber_that_falls_behind(lanes: Lanes) -> None:
         await next_chunk(fast_frames)  # status
         await next_chunk(fast_frames)  # the price, replayed
         lane.write(receipt("milk", 1))
-        assert lines_of(await next_chunk(fast_frames), "id") == ["2"]
+        assert lane.feed is not None
+        second = lane.feed.last_id
+        assert lines_of(await next_chunk(fast_frames), "id") == [str(second)]
         lane.write(receipt("milk", 1))
         lane.write(receipt("milk", 1))  # the slow one never read: over 400 bytes now
         assert slow.ended.is_set()
         assert slow.end_reason is not None
         assert "does not read" in slow.end_reason
         assert slow.queued_bytes == 0  # its backlog is freed at once
-        assert lines_of(await next_chunk(fast_frames), "id") == ["3", "4"]
+        assert lines_of(await next_chunk(fast_frames), "id") == [str(second + 1), str(second + 2)]
         assert hub.subscribers == 1
-        again = hub.subscribe(3)  # its place is free; it resumes where it left off
+        again = hub.subscribe(second + 1)  # its place is free; it resumes where it left off
         again_frames = again.frames(hub.feed)
         await next_chunk(again_frames)
-        assert lines_of(await next_chunk(again_frames), "id") == ["4"]
+        assert lines_of(await next_chunk(again_frames), "id") == [str(second + 2)]
         again.close()
         fast.close()
         assert hub.subscribers == 0

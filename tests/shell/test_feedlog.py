@@ -4,15 +4,19 @@ committed; one event per record across a rebuild; a replay of what is still held
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 
 from lanesync.core.feed import EventType, FeedEvent, Origin
 from lanesync.core.identity import Role
-from lanesync.shell.feedlog import REPLAY_PAGE, FeedLog
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.feedlog import REPLAY_PAGE, FeedLog, id_floor
+from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 from .conftest import Lanes
 from .helpers import price, receipt, sale, write_together
+
+# Before any test of this module opened a terminal: ids are above its floor.
+OPENED_AFTER_MS = wall_clock_ms()
 
 
 def feed_of(terminal: Terminal) -> FeedLog:
@@ -40,21 +44,24 @@ def test_ids_follow_commits_and_survive_a_reopen(lanes: Lanes) -> None:
     heard = listen(lane)
     lane.write(price("milk", 150))
     write_together(lane, [receipt("milk", 10), sale("milk:2")])
-    assert [(e.event_id, e.type, e.data["id"]) for e in heard] == [
-        (1, EventType.PRICE, "lane1:1"),
-        (2, EventType.RECEIPT, "lane1:2"),
-        (3, EventType.SALE, "lane1:3"),
+    first = heard[0].event_id
+    assert first > id_floor(OPENED_AFTER_MS)  # an opening's ids start at its time
+    assert [(e.event_id - first, e.type, e.data["id"]) for e in heard] == [
+        (0, EventType.PRICE, "lane1:1"),
+        (1, EventType.RECEIPT, "lane1:2"),
+        (2, EventType.SALE, "lane1:3"),
     ]
     assert {e.data["origin"] for e in heard} == {"local"}
     assert replay_all(lane) == heard
-    assert replay_all(lane, after=2) == heard[2:]
+    assert replay_all(lane, after=heard[1].event_id) == heard[2:]
 
     lane = lanes.reopen(lane)
-    assert feed_of(lane).last_id == 3
+    assert feed_of(lane).last_id >= heard[-1].event_id
     assert replay_all(lane) == heard  # the same events, ids and all, from disk
     heard_after = listen(lane)
     lane.write(sale("milk:1"))
-    assert [(e.event_id, e.data["id"]) for e in heard_after] == [(4, "lane1:4")]
+    assert [e.data["id"] for e in heard_after] == ["lane1:4"]
+    assert heard_after[0].event_id > heard[-1].event_id
 
 
 def test_a_merge_waits_for_the_commit_that_holds_it(lanes: Lanes) -> None:
@@ -81,7 +88,7 @@ def test_a_merge_waits_for_the_commit_that_holds_it(lanes: Lanes) -> None:
         ("lane1:2", "local"),
         ("lane2:1", "peer"),
     ]
-    assert [e.event_id for e in heard] == [2, 3]
+    assert heard[1].event_id == heard[0].event_id + 1
 
 
 def test_bundles_rebuilds_and_withdrawn_records(lanes: Lanes) -> None:
@@ -121,7 +128,6 @@ def test_bundles_rebuilds_and_withdrawn_records(lanes: Lanes) -> None:
     heard = listen(manager)
     manager.write(sale("milk:1"))
     assert [e.data["id"] for e in heard] == ["lane1:3"]  # the revocation is not logged again
-    assert [e.event_id for e in heard] == [5]
 
 
 def test_a_long_replay_comes_in_pages(lanes: Lanes) -> None:
@@ -131,7 +137,7 @@ def test_a_long_replay_comes_in_pages(lanes: Lanes) -> None:
     feed = feed_of(lane)
     page, cursor = feed.replay(0, feed.last_id)
     assert len(page) == REPLAY_PAGE
-    assert cursor == REPLAY_PAGE
+    assert cursor == page[-1].event_id
     rest, cursor = feed.replay(cursor, feed.last_id)
     assert len(rest) == 11
     assert cursor == feed.last_id
@@ -151,10 +157,32 @@ def test_records_from_before_the_feed_are_logged_once_at_open(lanes: Lanes) -> N
     finally:
         db.close()
     lane = lanes.open(path)
-    assert [(e.event_id, e.data["id"]) for e in replay_all(lane)] == [
-        (1, "lane1:1"),
-        (2, "lane1:2"),
-        (3, "lane1:3"),
-    ]
+    logged = replay_all(lane)
+    assert [e.data["id"] for e in logged] == ["lane1:1", "lane1:2", "lane1:3"]
+    assert [e.event_id - logged[0].event_id for e in logged] == [0, 1, 2]
     lane = lanes.reopen(lane)
-    assert feed_of(lane).last_id == 3  # not logged again
+    assert replay_all(lane) == logged  # not logged again
+
+
+def test_a_lane_restored_from_an_older_backup_never_hands_out_an_id_again(lanes: Lanes) -> None:
+    """A client that saw events after the backup was taken resumes with a newer id than the
+    restored database holds: the restored lane's new events must still come after it."""
+    lane = lanes.new("lane1", Role.MANAGER)
+    lane.write(price("milk", 150))
+    path = lane.directory.path
+    lanes.close(lane)
+    backup = path.with_name("backup")
+    shutil.copytree(path, backup)
+    lane = lanes.open(path)
+    heard = listen(lane)
+    lane.write(receipt("milk", 10))
+    seen_by_client = heard[-1].event_id
+    lanes.close(lane)
+    shutil.rmtree(path)
+    shutil.copytree(backup, path)  # restored: its stored ids end before seen_by_client
+    lane = lanes.open(path)
+    heard = listen(lane)
+    lane.write(sale("milk:1"))
+    assert [e.data["id"] for e in heard] == ["lane1:2"]  # the seq comes back; the id does not
+    assert heard[0].event_id > seen_by_client
+    assert [e.data["id"] for e in replay_all(lane, after=seen_by_client)] == ["lane1:2"]

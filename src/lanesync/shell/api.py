@@ -253,6 +253,9 @@ def status_report(state: DaemonState) -> dict[str, Any]:
             None if state.first_write is None else state.first_write.check.unheard_write_ms
         ),
         "succeeds": terminal.succession(),
+        # A change-feed client that wants only what happens from now on starts after this id
+        # (``Last-Event-ID``); without it the feed first replays every record held.
+        "last_event_id": None if terminal.feed is None else terminal.feed.last_id,
     }
 
 

@@ -7,7 +7,10 @@ Guarantees (what ``GET /v1/events`` promises rests on them):
   for the commit that holds its update (``ready``), and listeners hear of it only after that
   commit returned. A crash loses no event of a durable record and leaves none of a lost one.
 * Ids only grow, in commit order (an ``INTEGER PRIMARY KEY`` assigned here from the stored
-  maximum, so a restart continues where the last run ended).
+  maximum, so a restart continues where the last run ended), and each opening starts at least
+  at its wall-clock time in microseconds (``id_floor``): a lane restored from an older backup
+  holds a smaller maximum than the ids its clients saw, and without the floor it would hand
+  those ids out again, so a client resuming after one of them would miss new events.
 * Each record has at most one event: a rebuild of the views (a fork, a revocation) accepts
   every record again, and those the log holds already are skipped.
 * ``replay`` gives the events after an id that the lane still holds: a record the views no
@@ -62,8 +65,17 @@ class _Pending:
     ready: bool  # its update is handed to the terminal: the next commit makes it durable
 
 
+def id_floor(opened_ms: int) -> int:
+    """The least id an opening at ``opened_ms`` hands out: above every id of any earlier
+    opening, unless a run issued more than a thousand events per millisecond since it opened
+    (a lane commits a few thousand records per second at most), or the clock stepped back.
+    Milliseconds until the year 2255 times 1,000 stay below 2**53, so a browser's numbers
+    hold every id exactly."""
+    return opened_ms * 1000
+
+
 class FeedLog:
-    def __init__(self, replica: Replica, storage: Storage, me: TerminalId) -> None:
+    def __init__(self, replica: Replica, storage: Storage, me: TerminalId, opened_ms: int) -> None:
         self._replica = replica
         self._storage = storage
         self._me = me
@@ -82,7 +94,7 @@ class FeedLog:
         self._cuts_due: list[tuple[TerminalId, bytes, Cut]] = []
         # Where the last merge before the next commit came from (a revocation's origin).
         self.merged_from: Origin | None = None
-        self.last_id = storage.last_event_id()
+        self.last_id = max(storage.last_event_id(), id_floor(opened_ms))
         # Told of the events of every commit, after it returned (the daemon's feed).
         self.listener: Callable[[list[FeedEvent]], None] | None = None
 
@@ -180,7 +192,7 @@ class FeedLog:
         """A lane whose log is empty but which holds records (written by a lanesync without
         the feed): log every accepted record once, oldest first, so that a client starting
         from nothing is sent them all and later ids follow."""
-        if self.last_id:
+        if self._storage.last_event_id():
             return
         held = [r for _, _, r in self._replica.records() if self._replica.views.is_accepted(r)]
         if not held:
@@ -188,7 +200,7 @@ class FeedLog:
         held.sort(key=lambda r: (r.hlc, r.terminal, r.seq))
         rows = [
             EventRow(i, self._doc(r), r.key, self._origin(r, None))
-            for i, r in enumerate(held, start=1)
+            for i, r in enumerate(held, start=self.last_id + 1)
         ]
         self._storage.commit([], events=rows)
         self.last_id = rows[-1].event_id

@@ -112,7 +112,7 @@ class Terminal:
         self._feed_storage = storage if feed and isinstance(storage, Storage) else None
         self.feed: FeedLog | None = None
         if self._feed_storage is not None:
-            self.feed = FeedLog(replica, self._feed_storage, directory.terminal_id)
+            self.feed = FeedLog(replica, self._feed_storage, directory.terminal_id, clock())
 
     @classmethod
     def open(

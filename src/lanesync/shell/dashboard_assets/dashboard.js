@@ -626,6 +626,13 @@
       let wait = FEED_RETRY_MS[Math.min(failures, FEED_RETRY_MS.length - 1)];
       try {
         const headers = { Authorization: `Bearer ${state.token}`, Accept: "text/event-stream" };
+        if (state.lastEventId === null) {
+          // From now on: the panels are read whole on connecting, so the lane's history need
+          // not be replayed as events (on a lane of 100k sales that is megabytes).
+          const answer = await api("/v1/status");
+          const last = answer.ok && answer.body ? answer.body.last_event_id : null;
+          if (typeof last === "number") state.lastEventId = String(last);
+        }
         if (state.lastEventId !== null) headers["Last-Event-ID"] = state.lastEventId;
         watch();
         const response = await fetch("/v1/events", {
@@ -664,6 +671,10 @@
         }
       } catch (error) {
         if (state.session !== session) return; // signed out meanwhile
+        if (error instanceof Unauthorized) {
+          signOut("The lane refused the token (it may have been replaced); sign in again.");
+          return;
+        }
         failures += 1;
         setFeed("reconnecting", `reconnecting to the change feed (${error.message || error.name})`);
       } finally {
