@@ -268,7 +268,7 @@ def test_help_of_every_command(path: tuple[str, ...]) -> None:
 
 
 def test_unknown_command_is_a_usage_error(cli: Cli) -> None:
-    assert_usage_error(cli.run("frobnicate"), "No such command 'frobnicate'")
+    assert_usage_error(cli.run("frobnicate"), "no such command 'frobnicate'")
 
 
 def test_text_output_shows_paths_verbatim(cli: Cli) -> None:

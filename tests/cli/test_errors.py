@@ -67,7 +67,7 @@ SALES = [
         *("sell", "lane1", "milk:1", "eggs:2"),
         says="no catalog price known for SKU 'eggs'",
     ),
-    usage("sell-no-lines", "sell", "lane1", says="Missing argument 'LINES...'"),
+    usage("sell-no-lines", "sell", "lane1", says="missing argument 'LINES...'"),
     # Error lines of 5000+ characters (the 80 columns rich sees must not wrap them); these were
     # a ValueError traceback (int() of more than 4300 digits) until the parser was fixed.
     error("sell-qty-5000-digits", "sell", "lane1", "milk:" + "1" * 5000, says=None),
@@ -117,16 +117,23 @@ ADJUSTMENTS = [
         *("adjust", "lane1", "milk", "3", "--reason", "   "),
         says="an adjustment needs a reason of 1 to 200 characters",
     ),
-    usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="Missing option '--reason'"),
+    usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="missing option '--reason'"),
 ]
 
 STOCK = [
-    error(
-        "stock-unknown-sku",
-        *("stock", "lane1", "eggs"),
-        says="SKU 'eggs' has no stock movement or price on this terminal",
-    ),
     error("stock-bad-sku", "stock", "lane1", "bad sku!", "--json", says="invalid SKU 'bad sku!'"),
+]
+
+JOURNAL = [
+    error(
+        "sales-bad-day", "sales", "lane1", "--day", "2026-02-30", says="invalid day '2026-02-30'"
+    ),
+    error("sales-limit-zero", "sales", "lane1", "--limit", "0", says="limit must be 1 to 1000"),
+    error("sales-limit-huge", "sales", "lane1", "--limit", "1001", says="limit must be 1 to 1000"),
+    error("sales-bad-cursor", "sales", "lane1", "--cursor", "abc!", says="invalid cursor"),
+    error("sales-bad-terminal", "sales", "lane1", "--terminal", "a b", says="invalid terminal id"),
+    error("sales-store", "sales", "store", says="store " + NOT_A_TERMINAL, terminal=None),
+    usage("sales-limit-not-int", "sales", "lane1", "--limit", "ten", says="is not a valid integer"),
 ]
 
 NOT_TERMINALS = [
@@ -141,7 +148,7 @@ FILES = [
     error(
         "export-into-missing-dir",
         *("export", "lane1", "nowhere/out.bundle"),
-        says="No such file or directory",
+        says="error: nowhere/out.bundle.tmp: no such file or directory",
     ),
     usage("import-missing", "import", "lane1", "missing.bundle", says="does not exist"),
 ]
@@ -197,6 +204,7 @@ CASES = [
     *RECEIPTS,
     *ADJUSTMENTS,
     *STOCK,
+    *JOURNAL,
     *NOT_TERMINALS,
     *FILES,
     *STORES,

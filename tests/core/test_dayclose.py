@@ -231,7 +231,7 @@ def test_the_close_survives_a_checkpoint() -> None:
     again = Replica(replica.store, replica.client_id, replica.me)
     stored = {name: [replica.full_state(name)] for name in replica.doc_names()}
     again.restore(stored, (), NOW - HOUR_MS, checkpoint=checkpoint)
-    assert again.restored_from.startswith("views from the checkpoint")
+    assert again.restored_from.startswith("loaded stock and sales from the checkpoint")
     assert again.views.closed_days(lane.name) == {TODAY: 2}
     record, _ = again.append(sale(), NOW - HOUR_MS)
     assert again.business_day(record) == TOMORROW

@@ -180,7 +180,7 @@ def test_a_storage_failure_ends_the_schedule(lanes: Lanes, monkeypatch: pytest.M
         terminal.write(sale("milk:1:100"))
         clock.ms = now
 
-        def full_disk(changes: object, requests: object = ()) -> None:
+        def full_disk(*stored: object) -> None:
             raise StorageError("disk full")
 
         monkeypatch.setattr(terminal.storage, "commit", full_disk)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -74,13 +75,14 @@ def _exchange(root: Path, terminals: dict[str, Terminal]) -> int:
     return moved
 
 
-def run_demo(work_dir: Path | None) -> None:
+def run_demo(work_dir: Path | None) -> dict[str, Any]:
+    """Run the offline demo; returns its summary (``lanesync demo --offline --json``)."""
     with tempfile.TemporaryDirectory(prefix="lanesync-demo-") as tmp:
         root = work_dir or Path(tmp)
-        _run(root)
+        return _run(root)
 
 
-def _run(root: Path) -> None:
+def _run(root: Path) -> dict[str, Any]:
     now = wall_clock_ms()
     store = StoreDirectory.init(root / "store", "demo-store")
     console.rule(
@@ -136,10 +138,11 @@ def _run(root: Path) -> None:
             raise LanesyncError(
                 f"demo failed: converged={len(digests) == 1} exact={exact} verified={clean}"
             )
+        digest = digests.pop()
         summary = ", ".join(f"{item} {qty}" for item, qty in sorted(expected.items()))
         console.print(
             f"converged: {len(terminals)} lanes, one digest "
-            f"{digests.pop()[:16]}; stock exact ({summary} = received - sold + voided back); "
+            f"{digest[:16]}; stock exact ({summary} = received - sold + voided back); "
             "every journal verifies"
         )
         # Each lane closes the day; one more exchange and every lane prints the same report.
@@ -152,6 +155,16 @@ def _run(root: Path) -> None:
             raise LanesyncError("demo failed: the lanes print different Z-reports")
         console.print()
         print_z_report(reports[0])
+        return {
+            "mode": "offline",
+            "lanes": len(terminals),
+            "converged": True,
+            "digest": digest,
+            "stock": dict(sorted(expected.items())),
+            "bundle_bytes": moved,
+            "verified": True,
+            "z_report": reports[0],
+        }
     finally:
         for terminal in terminals.values():
             terminal.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,27 @@ def money(cents: int) -> str:
     sign = "-" if cents < 0 else ""
     whole, frac = divmod(abs(cents), 100)
     return f"{sign}{whole}.{frac:02d}"
+
+
+def when(ms: int, now_ms: int) -> str:
+    """A moment for people: local time (with the date unless it is today) and how long ago,
+    e.g. ``12:03:44, 5 s ago``; never raw epoch milliseconds."""
+    moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    today = datetime.fromtimestamp(now_ms / 1000).astimezone().date()
+    shown = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M:%S")
+    return f"{shown}, {age(now_ms - ms)}"
+
+
+def age(elapsed_ms: int) -> str:
+    """How long ago, in the largest unit that keeps it readable: ``5 s ago``, ``3 min ago``."""
+    if elapsed_ms < 0:
+        return "in the future (clocks differ)"
+    seconds = elapsed_ms // 1000
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return f"{seconds} s ago"
 
 
 def one_line(text: str) -> str:
@@ -39,6 +61,36 @@ def stock_table(items: list[dict[str, Any]], title: str = "Stock on hand") -> Ta
     for item in items:
         on_hand = int(item["on_hand"])
         table.add_row(str(item["sku"]), Text(str(on_hand), style="red" if on_hand < 0 else ""))
+    return table
+
+
+def local_time(at_ms: int) -> str:
+    """A timestamp (ms since the epoch) as this computer's local time, to the second."""
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def sales_table(sales: list[dict[str, Any]]) -> Table:
+    """Sales as ``GET /v1/sales`` gives them: id, local time, lines, total, voided mark."""
+    table = Table(title="Sales")
+    table.add_column("Sale")
+    table.add_column("Time")
+    table.add_column("Lines")
+    table.add_column("Total", justify="right")
+    table.add_column("Voided")
+    for sale in sales:
+        lines = ", ".join(
+            f"{line['sku']} x{line['qty']} @ {money(int(line['unit_cents']))}"
+            for line in sale["lines"]
+        )
+        voided = f"VOIDED by {sale['void_id']}" if sale["voided"] else ""
+        table.add_row(
+            str(sale["id"]),
+            local_time(int(sale["at_ms"])),
+            lines,
+            money(int(sale["total_cents"])),
+            Text(voided, style="red" if voided else ""),
+        )
     return table
 
 

@@ -140,6 +140,7 @@ def open_store(
         lock_wait_s=0,
         open_storage=None if shared is None else (lambda: shared),
         crypto=collaborators.crypto,
+        feed=False,  # head office follows the store through its own tables, not a feed
     )
     terminal.on_failure = on_failure
     accepted = terminal.replica.subscribe_accepted()

@@ -41,7 +41,7 @@ from typing import Any
 from lanesync.core.catchup import CatchUp, answer_merged
 from lanesync.core.connection import Closed, Established, PeerConnection, Received
 from lanesync.core.election import Election
-from lanesync.core.identity import Certificate
+from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import CONFIG_DOC, TerminalId
 from lanesync.core.link import DUPLICATE_CONNECTION, NOT_LEADER, SHUTTING_DOWN, CloseCode, Link
 from lanesync.core.output import Outbox, Output
@@ -221,6 +221,11 @@ class Node:
             self._pump(link, now_ms)
 
     # -- output ----------------------------------------------------------------------------------
+
+    def inbox_roles(self) -> set[Role]:
+        """The roles of the peers whose updates the next ``take_output`` merges (a lane's
+        change feed says where a record came from)."""
+        return {link.peer.role for link, _ in self._inbox if link.peer is not None}
 
     def take_output(self) -> Output:
         """Everything to do now. Updates received since the last call are merged first, all in

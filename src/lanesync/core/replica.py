@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core import configdoc, dayclose
-from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
     Refused,
@@ -148,7 +148,7 @@ class Replica:
         self.crypto = crypto
         self.client_id = client_id
         self.clock = HybridClock()
-        self._accepted_subscribers: list[AcceptedRecords] = []
+        self._accepted_subscribers: list[AcceptedSubscriber] = []
         self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
@@ -354,7 +354,9 @@ class Replica:
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
             change.extend(self._fold_events(now_ms, verified))
-            self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
+            self.restored_from = (
+                f"loaded stock and sales from the checkpoint, then {folded} later changes"
+            )
         else:
             self._apply_stored(rest, silent=True)
             self.views = Views(
@@ -364,7 +366,9 @@ class Replica:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
             self.rebuild(now_ms, trusted=verified)
-            self.restored_from = f"views folded from every entry ({why_not})"
+            self.restored_from = (
+                f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"
+            )
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
         for head in self.views.heads():
@@ -720,6 +724,14 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
+    def doc_of(self, record: Record) -> str:
+        """The document a record is stored in (``views.expected_doc``)."""
+        return expected_doc(record, self._tz)
+
+    def day_of(self, wall_ms: int) -> str:
+        """The store-local business day of a wall-clock time."""
+        return Hlc(wall_ms, 0).business_day(self._tz)
+
     def state_vectors(self) -> dict[str, bytes]:
         return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
 
@@ -755,6 +767,13 @@ class Replica:
                 parsed = parse_record(value)
                 if not isinstance(parsed, Rejection):
                     yield name, key, parsed
+
+    def entries(self, name: str) -> list[tuple[str, bytes]]:
+        """A copy of document ``name``'s entries (key, value), unparsed: a reader that works
+        in slices is then not disturbed by merges in between."""
+        if name not in self._docs:
+            return []
+        return list(self._root(name).items())
 
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
@@ -795,8 +814,13 @@ class Replica:
         ``AcceptedRecords`` for its guarantees). It outlives the views: a ``restore`` that
         replaces them feeds the same stream."""
         stream = AcceptedRecords()
-        self._accepted_subscribers.append(stream)
+        self.subscribe(stream)
         return stream
+
+    def subscribe(self, subscriber: AcceptedSubscriber) -> None:
+        """Tell ``subscriber`` of every record the views accept from now on and of every
+        rebuild (a read model kept beside the views: ``core.journal``)."""
+        self._accepted_subscribers.append(subscriber)
 
     def digest(self) -> str:
         """Canonical digest of the replicated content: every (document, key, value hash), sorted.

@@ -12,7 +12,7 @@ what the route accepts, and the server does not wait for its body.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute, APIRouter
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
@@ -30,6 +30,7 @@ from lanesync.core.ids import is_decimal
 from lanesync.errors import (
     IdempotencyConflict,
     LanesyncError,
+    NotFound,
     PermissionDenied,
     RemoteError,
     StorageError,
@@ -51,6 +52,8 @@ def status_of(exc: LanesyncError) -> tuple[int, str]:
         return 403, "forbidden"
     if isinstance(exc, IdempotencyConflict):
         return 422, "idempotency_key_reused"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
     if isinstance(exc, StorageError):
         return 503, "storage_failed"
     if isinstance(exc, RemoteError):
@@ -141,6 +144,21 @@ def _needs_token(dependant: Dependant) -> bool:
     return any(d.call is _authorized or _needs_token(d) for d in dependant.dependencies)
 
 
+def served_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
+    """Every route reachable from ``routes``, in the order the router tries them, with the path
+    prefix it is served under. FastAPI (0.165) keeps a router added with ``include_router`` as
+    one entry (a private class) that names the router (``original_router``) and its prefix
+    (``include_context.prefix``): its routes are reached through those two attributes, so a
+    route of an included router is checked for the token and documented like any other."""
+    for route in routes:
+        included = getattr(route, "original_router", None)
+        if isinstance(included, APIRouter):
+            context = getattr(route, "include_context", None)
+            yield from served_routes(included.routes, prefix + str(getattr(context, "prefix", "")))
+        else:
+            yield prefix, route
+
+
 def _unauthorized() -> JSONResponse:
     response = error(401, "unauthorized", "a valid bearer token (api.token) is required")
     response.headers["WWW-Authenticate"] = "Bearer"
@@ -162,8 +180,11 @@ class TokenFirst:
         self.token = token
 
     def _route_needs_token(self, scope: Scope) -> bool:
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
+        path: str = scope["path"]
+        for prefix, route in served_routes(self.router.routes):
+            if not path.startswith(prefix):
+                continue
+            match, _ = route.matches({**scope, "path": path[len(prefix) :]})
             if match is Match.FULL:
                 return isinstance(route, APIRoute) and _needs_token(route.dependant)
         return False
@@ -229,11 +250,12 @@ def _document_token_and_errors(app: FastAPI) -> None:
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer", "description": "TERMINAL_DIR/api.token"}
         }
-        for route in app.routes:
+        for prefix, route in served_routes(app.routes):
             if not isinstance(route, APIRoute) or not route.include_in_schema:
                 continue
             for method in route.methods or ():
-                operation = schema["paths"][route.path_format].get(method.lower())
+                path = schema["paths"].get(prefix + route.path_format, {})
+                operation = path.get(method.lower())
                 if operation is None:
                     continue
                 responses = operation.setdefault("responses", {})

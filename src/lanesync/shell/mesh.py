@@ -27,6 +27,7 @@ from websockets.protocol import State as WsState
 
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
+from lanesync.core.feed import Origin
 from lanesync.core.identity import Role
 from lanesync.core.isolation import Isolation
 from lanesync.core.link import Close, CloseCode
@@ -40,6 +41,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.dialing import PeerEntry, PeerTable
+from lanesync.shell.logs import node_event
 from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
@@ -195,6 +197,7 @@ class Mesh:
         self.gate = HandshakeGate() if gate is None else gate
         self.isolation = isolation
         self._on_caught_up = on_caught_up
+        self._merging_from = Origin.PEER  # where the records of the flush under way came from
 
     # -- connections -----------------------------------------------------------------------------
 
@@ -333,6 +336,11 @@ class Mesh:
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        # The flush merges what every link sent since the last one, in one batch: from the
+        # cloud when only the cloud sent updates (a batch with lanes' updates counts as a peer's).
+        self._merging_from = (
+            Origin.CLOUD if self.node.inbox_roles() == {Role.CLOUD} else Origin.PEER
+        )
         self.driver.flush()
         if self._on_caught_up is not None and self.node.caught_up:
             self._on_caught_up()
@@ -342,6 +350,9 @@ class Mesh:
     # -- the driver's effects (core.driver.Effects) -----------------------------------------------
 
     def defer(self, changes: Sequence[Change]) -> None:
+        # The driver hands over what the flush merged: its records are ready for the change
+        # feed with the next commit (shell.feedlog).
+        self.terminal.accepted(self._merging_from, ready=True)
         self.terminal.defer(changes)
         if self._observer is not None:
             self._observer.accepted()
@@ -391,7 +402,8 @@ class Mesh:
         asyncio.get_running_loop().create_task(self._close(sock, close))
 
     def note(self, event: str, fields: dict[str, Any]) -> None:
-        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+        level, message = node_event(event, fields)
+        log.log(level, "%s", message)
 
     def wake_at(self, deadline_ms: int | None) -> None:
         if self._timer is not None and deadline_ms == self._timer_deadline:

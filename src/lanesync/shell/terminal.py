@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -25,14 +25,17 @@ from typing import Any, Protocol, Self
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.feed import Origin
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
+from lanesync.core.journal import SalesJournal
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
 from lanesync.core.views import Views
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
+from lanesync.shell.feedlog import FeedLog
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage, Storage
 
@@ -82,6 +85,8 @@ class Terminal:
         storage: ReplicaStorage,
         replica: Replica,
         clock: Callable[[], int],
+        *,
+        feed: bool = True,
     ) -> None:
         self.directory = directory
         self.replica = replica
@@ -100,6 +105,14 @@ class Terminal:
         self._revoked = replica.revoked()
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
+        self._journal: SalesJournal | None = None
+        self._journal_slices: Iterator[None] = iter(())
+        # A lane's change feed (shell.feedlog), kept by every writer of its database (the
+        # daemon, offline CLI commands); the cloud's replicas have none.
+        self._feed_storage = storage if feed and isinstance(storage, Storage) else None
+        self.feed: FeedLog | None = None
+        if self._feed_storage is not None:
+            self.feed = FeedLog(replica, self._feed_storage, directory.terminal_id)
 
     @classmethod
     def open(
@@ -123,10 +136,12 @@ class Terminal:
         clock: Callable[[], int] = wall_clock_ms,
         open_storage: Callable[[], ReplicaStorage] | None = None,
         crypto: Crypto = SODIUM,
+        feed: bool = True,
     ) -> Terminal:
         """Open a replica whose identity is already loaded (the cloud's per-store replicas,
         which may keep their documents elsewhere than the directory's SQLite file).
-        ``crypto``: the replica's (core.crypto; only the benchmark passes another)."""
+        ``crypto``: the replica's (core.crypto; only the benchmark passes another). ``feed``:
+        keep the change feed's log (a lane; not the cloud)."""
         lock = DirectoryLock(directory.lock_file)
         lock.acquire(lock_wait_s)
         try:
@@ -155,8 +170,10 @@ class Terminal:
         except BaseException:
             lock.release()
             raise
-        terminal = cls(directory, lock, storage, replica, clock)
+        terminal = cls(directory, lock, storage, replica, clock, feed=feed)
         try:
+            if terminal.feed is not None:
+                terminal.feed.backfill()
             terminal.compact_if_due()
         except BaseException:
             terminal.close()  # the lock and the database, or a restart finds them held
@@ -235,10 +252,19 @@ class Terminal:
         self._check_usable()
         self.replica.check_writable()  # before the body: a revoked lane says so, not "no SKU"
         body = build(self.replica.views)
+        self.accepted(None, ready=False)  # merged elsewhere, not handed over yet
         try:
-            return self.replica.append(body, self._clock())
+            staged = self.replica.append(body, self._clock())
         except ValueError as exc:  # the body breaks a record rule (raised before any change)
             raise UsageError(str(exc)) from exc
+        self.accepted(Origin.LOCAL, ready=True)  # committed before anything else runs
+        return staged
+
+    def accepted(self, origin: Origin | None, *, ready: bool) -> None:
+        """Tell the change feed what the views just accepted came from (None: local if signed
+        here, else a peer); ``ready``: the next commit holds it (``shell.feedlog``)."""
+        if self.feed is not None:
+            self.feed.take(origin, ready=ready)
 
     def commit(self, changes: Sequence[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         """Make staged changes durable in one transaction, after every deferred change (so the
@@ -248,8 +274,18 @@ class Terminal:
         self._check_usable()
         batch = [*self._deferred, *changes]
         started = time.perf_counter() if self.observer is not None else 0.0
+        events = []
+        if self.feed is not None:
+            # Whatever is left was merged by a path that commits right after (a bundle, a
+            # publication, the reopen): this commit holds it.
+            self.feed.take(None, ready=True)
+            held = self.replica.unpersisted_updates == sum(len(c.updates) for c in batch)
+            events = self.feed.rows_for_commit(held, self._clock())
         try:
-            self.storage.commit(batch, requests)
+            if events and self._feed_storage is not None:
+                self._feed_storage.commit(batch, requests, events)
+            else:
+                self.storage.commit(batch, requests)
         except StorageError as exc:
             self._storage_failed(exc)
             raise
@@ -257,6 +293,8 @@ class Terminal:
             self.observer.stored(StorageCall.COMMIT, time.perf_counter() - started)
         self._deferred.clear()
         self.replica.persisted(batch)
+        if self.feed is not None:
+            self.feed.committed(events)
         self._notice_revocation()
 
     def find_request(self, key: str) -> KeyedRequest | None:
@@ -267,6 +305,9 @@ class Terminal:
         """Hold changes merged from peers for the next ``commit``. Only for data durable at its
         origin already: a crash loses them here, and peers send them again."""
         self._deferred.extend(change for change in changes if change)
+        if self.feed is not None:
+            self.feed.take(None, ready=True)
+            self.feed.mark_ready()  # every merge so far is in a change handed over by now
         self._notice_revocation()
 
     @property
@@ -339,6 +380,7 @@ class Terminal:
         bundle = parse_bundle(data, self.directory.store)
         before = self.replica.views.accepted_count()
         change = self.replica.merge(bundle.updates, self._clock())
+        self.accepted(Origin.BUNDLE, ready=True)
         self.commit([change])
         self.compact_if_due()
         return ImportResult(
@@ -348,7 +390,10 @@ class Terminal:
     def publish_revocation(self, revocation: Revocation) -> None:
         """Store a store-signed revocation; it spreads to every replica like any data."""
         self._check_usable()
-        self.commit([self.replica.publish_revocation(revocation, self._clock())])
+        change = self.replica.publish_revocation(revocation, self._clock())
+        if self.feed is not None:
+            self.feed.merged_from = Origin.LOCAL  # its event's origin: published here
+        self.commit([change])
 
     def succession(self) -> dict[str, Any] | None:
         """The chain this terminal continues (a re-key) or replaced (``enroll --replaces``),
@@ -380,6 +425,29 @@ class Terminal:
 
     def stock(self, item: Sku | None = None) -> dict[str, Any]:
         return reports.stock(self.replica, item)
+
+    @property
+    def journal(self) -> SalesJournal:
+        """The sales in timestamp order, for listings; made on first use (it reads every
+        sale held once: up to 2 s for 100k sales, the figures are in ``core.journal``), or
+        finished here if ``journal_scan`` began it."""
+        journal = self._started_journal()
+        for _ in self._journal_slices:
+            pass
+        return journal
+
+    def journal_scan(self) -> Iterator[None]:
+        """The reading of the sales held, a slice at a time, for the daemon's API: it drives
+        this between other work, so the first listing of a large lane does not stall the
+        loop. Exhausted (and cheap) once the journal is read."""
+        self._started_journal()
+        return self._journal_slices
+
+    def _started_journal(self) -> SalesJournal:
+        if self._journal is None:
+            self._journal = SalesJournal(self.replica, scan=False)
+            self._journal_slices = self._journal.scan()
+        return self._journal
 
     def integrity(self) -> dict[str, Any]:
         return reports.integrity(self.replica)
