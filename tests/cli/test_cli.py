@@ -33,6 +33,9 @@ PROBLEM_KINDS = (
     "broken_chains",
     "gaps",
     "closed_chains",
+    # the business days' findings (core.zreport.day_findings)
+    "day_end_mismatches",
+    "records_after_close",
 )
 # what the store did to chains: listed, not problems (empty in a store that never needed it;
 # "revocations", a mapping by terminal, too)

@@ -27,8 +27,10 @@ LANES_START_WITHIN_S = 40.0
 def test_offline_demo_json_is_only_the_summary(cli: Cli) -> None:
     summary = cli.json("demo", "--offline", "--dir", "demo")
     assert set(summary) == {
-        "mode", "lanes", "converged", "digest", "stock", "bundle_bytes", "verified",
+        "mode", "lanes", "converged", "digest", "stock", "bundle_bytes", "verified", "z_report",
     }  # fmt: skip
+    assert summary["z_report"]["complete"] is True
+    assert summary["z_report"]["totals"]["sales"] == 6
     assert (summary["mode"], summary["lanes"], summary["converged"]) == ("offline", 3, True)
     assert summary["stock"] == {"bread": 8, "eggs": 18, "milk": 14}  # received - sold + voided
     assert summary["verified"] is True

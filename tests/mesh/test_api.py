@@ -62,6 +62,10 @@ V1_PATHS = {
     "/v1/sales/{sale_id}",
     "/v1/prices/{sku}",
     "/v1/dashboard",
+    "/v1/close",
+    "/v1/reports",
+    "/v1/reports/{day}",
+    "/v1/days",
 }
 
 

@@ -153,6 +153,10 @@ def _run(root: Path) -> dict[str, Any]:
         reports = [zreport.z_report(t.replica, day) for t in terminals.values()]
         if not reports[0]["complete"] or any(r != reports[0] for r in reports):
             raise LanesyncError("demo failed: the lanes print different Z-reports")
+        closed = {t.digest() for t in terminals.values()}
+        if len(closed) != 1:
+            raise LanesyncError("demo failed: the lanes differ after closing the day")
+        digest = closed.pop()  # the summary's digest is the lanes' last state
         console.print()
         print_z_report(reports[0])
         return {
