@@ -1,7 +1,8 @@
 """``lanesync``: the command group. The commands live by what they are for: store setup
 (setup_cmd), a terminal's life once enrolled (lifecycle_cmd: revoke, renew, resolve a fork),
-selling and stock (lane_cmd), bundles and integrity (sync_cmd), the daemon (daemon_cmd), the
-cloud (cloud_cmd), the simulator (sim_cmd) and benchmarks (bench_cmd); the demo is here.
+selling and stock (lane_cmd), closing days and the Z-report (day_cmd), bundles and integrity
+(sync_cmd), the daemon (daemon_cmd), the cloud (cloud_cmd), the simulator (sim_cmd) and
+benchmarks (bench_cmd); the demo is here.
 
 Exit codes: 0 success; 1 a lanesync error (one line on stderr, nothing changed) or ``verify``
 found integrity problems; 2 a malformed command line (click's own usage errors); 74 storage
@@ -17,7 +18,7 @@ import click
 
 from lanesync import __version__
 
-from . import cloud_cmd, daemon_cmd, lane_cmd, lifecycle_cmd, setup_cmd, sync_cmd
+from . import cloud_cmd, daemon_cmd, day_cmd, lane_cmd, lifecycle_cmd, setup_cmd, sync_cmd
 from .common import (
     DIR,
     reports_errors,
@@ -56,6 +57,9 @@ for command in (
     lane_cmd.adjust,
     lane_cmd.price,
     lane_cmd.stock,
+    day_cmd.close,
+    day_cmd.report,
+    day_cmd.days,
     sync_cmd.export_,
     sync_cmd.import_,
     sync_cmd.state,

@@ -661,10 +661,12 @@ class Replica:
         if first is None:
             return signed, change
         closed = self.views.closed_days(me)
+        prices = self.catalog_by_day()
         for open_day in dayclose.days_between(first, day):
             if open_day in closed:
                 continue
-            own = (r for _, _, r in self.records([ledger_doc(open_day)]) if r.terminal == me)
+            held = [r for _, _, r in self.records([ledger_doc(open_day)])]
+            own = (r for r in [*held, *prices.get(open_day, [])] if r.terminal == me)
             counted = (r for r in own if self.views.is_accepted(r))
             figures = dayclose.fold_day(counted, self.counted_sale)
             record, added = self.append(figures.body(open_day), now_ms)
@@ -689,6 +691,15 @@ class Replica:
             head = self.views.head(terminal)
             return None if head.seq == 0 else head.hlc.business_day(self._tz)
         return first.hlc.business_day(self._tz)
+
+    def catalog_by_day(self) -> dict[str, list[Record]]:
+        """The counted catalog records (prices), by business day: they belong to the day of
+        their timestamp like any record, though they are stored in the catalog document."""
+        by_day: dict[str, list[Record]] = {}
+        for _, _, record in self.records([CATALOG_DOC]):
+            if self.views.is_accepted(record):
+                by_day.setdefault(record.hlc.business_day(self._tz), []).append(record)
+        return by_day
 
     def counted_sale(self, sale_id: RecordId) -> Sale | None:
         """The counted sale with this id, if this replica holds one (what a void takes back)."""

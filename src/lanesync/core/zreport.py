@@ -77,14 +77,29 @@ def _bound(bounds: list[tuple[str, int]], day: str) -> int | None:
     return None
 
 
-def _fold(replica: Replica, day: str, bounds: dict[TerminalId, list[tuple[str, int]]]) -> _Day:
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """What every day's fold needs from the whole replica, gathered once."""
+
+    bounds: dict[TerminalId, list[tuple[str, int]]]
+    prices: dict[str, list[Record]]  # counted catalog records by business day
+    lanes: frozenset[TerminalId]  # terminals with a cashier or manager certificate
+
+
+def _held(replica: Replica) -> _Held:
+    lanes = frozenset(c.terminal_id for c in replica.views.certificates() if c.role.may_sell)
+    return _Held(_close_bounds(replica), replica.catalog_by_day(), lanes)
+
+
+def _fold(replica: Replica, day: str, held_here: _Held) -> _Day:
     views = replica.views
     folded = _Day(day)
     held: dict[TerminalId, list[Record]] = {}
-    for _, _, record in replica.records([ledger_doc(day)]):
-        if not views.is_accepted(record):
-            continue
-        folded.records += 1
+    in_ledger = [r for _, _, r in replica.records([ledger_doc(day)]) if views.is_accepted(r)]
+    folded.records = len(in_ledger)
+    for record in [*in_ledger, *held_here.prices.get(day, [])]:
+        if record.terminal not in held_here.lanes:
+            continue  # the cloud's prices: it sells nothing and closes no day
         terminal_day = folded.terminals.setdefault(record.terminal, _TerminalDay())
         if isinstance(record.body, DayEnd):
             if views.closed_days(record.terminal).get(day) == record.seq:
@@ -94,7 +109,7 @@ def _fold(replica: Replica, day: str, bounds: dict[TerminalId, list[tuple[str, i
             held.setdefault(record.terminal, []).append(record)
     for terminal, records in held.items():
         terminal_day = folded.terminals[terminal]
-        bound = _bound(bounds.get(terminal, []), day)
+        bound = _bound(held_here.bounds.get(terminal, []), day)
         counted = []
         for record in sorted(records, key=lambda r: r.seq):
             if bound is not None and record.seq > bound:
@@ -105,12 +120,11 @@ def _fold(replica: Replica, day: str, bounds: dict[TerminalId, list[tuple[str, i
     return folded
 
 
-def _required(replica: Replica, folded: _Day) -> list[TerminalId]:
+def _required(replica: Replica, folded: _Day, lanes: frozenset[TerminalId]) -> list[TerminalId]:
     """The lane terminals whose day-end the day needs (see the module docstring)."""
     views = replica.views
-    lanes = sorted({c.terminal_id for c in views.certificates() if c.role.may_sell})
     required = []
-    for terminal in lanes:
+    for terminal in sorted(lanes):
         first = replica.first_record_day(terminal)
         if first is None or first > folded.day:
             continue
@@ -121,10 +135,10 @@ def _required(replica: Replica, folded: _Day) -> list[TerminalId]:
     return required
 
 
-def _report(replica: Replica, folded: _Day) -> dict[str, Any]:
+def _report(replica: Replica, folded: _Day, held_here: _Held) -> dict[str, Any]:
     missing = [
         t
-        for t in _required(replica, folded)
+        for t in _required(replica, folded, held_here.lanes)
         if t not in folded.terminals or folded.terminals[t].day_end is None
     ]
     lines = []
@@ -166,7 +180,8 @@ def report_hash(report: dict[str, Any]) -> str:
 def z_report(replica: Replica, day: str) -> dict[str, Any]:
     """The store's Z-report of ``day`` as this replica's records make it."""
     check_day(day)
-    return _report(replica, _fold(replica, day, _close_bounds(replica)))
+    held = _held(replica)
+    return _report(replica, _fold(replica, day, held), held)
 
 
 def default_day(replica: Replica) -> str:
@@ -190,11 +205,11 @@ def _held_days(replica: Replica) -> list[str]:
 def days(replica: Replica) -> dict[str, Any]:
     """Every business day this replica holds a ledger of: ``closed`` once its report is complete
     (every lane terminal that must close it did), with its report's hash; ``open`` otherwise."""
-    bounds = _close_bounds(replica)
+    held = _held(replica)
     listed = []
     for day in _held_days(replica):
-        folded = _fold(replica, day, bounds)
-        report = _report(replica, folded)
+        folded = _fold(replica, day, held)
+        report = _report(replica, folded, held)
         closed = report["complete"] and any(t.day_end for t in folded.terminals.values())
         listed.append(
             {
@@ -226,11 +241,11 @@ def day_findings(replica: Replica) -> dict[str, list[dict[str, Any]]]:
     """For ``verify``: day-ends whose signed figures disagree with the records they cover (when
     this replica holds every voided sale they need), and records a terminal signed after it
     closed a day that they fall in."""
-    bounds = _close_bounds(replica)
+    held_here = _held(replica)
     mismatches: list[dict[str, Any]] = []
     after_close: list[dict[str, Any]] = []
     for day in _held_days(replica):
-        for terminal, held in sorted(_fold(replica, day, bounds).terminals.items()):
+        for terminal, held in sorted(_fold(replica, day, held_here).terminals.items()):
             mismatch = _mismatch(held)
             if mismatch is not None:
                 mismatches.append({"terminal": terminal, "day": day, **mismatch})

@@ -57,6 +57,7 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.api_days import days_router
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
@@ -262,6 +263,7 @@ def create_app(state: DaemonState) -> FastAPI:
     )
 
     install_common(app, state.token)
+    app.include_router(days_router(state.terminal, state.committer))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}

@@ -281,6 +281,21 @@ class Terminal:
         self.compact_if_due()
         return record
 
+    def stage_close(self, until: str | None) -> tuple[list[Record], Change]:
+        """Sign the day-ends of this terminal's open days up to ``until`` (default: today,
+        store time) in memory (``Replica.close_days``). NOT durable until ``commit``."""
+        self._check_usable()
+        return self.replica.close_days(until, self._clock())
+
+    def close_days(self, until: str | None) -> list[Record]:
+        """Sign and commit the day-ends of this terminal's open days up to ``until``; returns
+        them once durable (none when every day up to ``until`` was closed already)."""
+        records, change = self.stage_close(until)
+        if change:
+            self.commit([change])
+            self.compact_if_due()
+        return records
+
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end
         (each compaction writes one too). A checkpoint is written only while the replica holds
