@@ -261,14 +261,14 @@ def figures(points: Sequence[Checkpoint], scale: Scale) -> list[YearFigure]:
         ),
         YearFigure(
             "report_old_work_ms",
-            "  its own work",
+            "  its own work (first day)",
             "ms",
             "lower",
             per_day(lambda p: median(p.reports_old, "work_s", 1e3)),
         ),
         YearFigure(
             "report_old_sealed_ms",
-            "  its own work, when that day is sealed",
+            "  its own work (first day, sealed)",
             "ms",
             "lower",
             old_sealed,
@@ -284,7 +284,7 @@ def figures(points: Sequence[Checkpoint], scale: Scale) -> list[YearFigure]:
         ),
         YearFigure(
             "report_new_work_ms",
-            "  its own work",
+            "  its own work (newest day)",
             "ms",
             "lower",
             per_day(lambda p: median(p.reports_new, "work_s", 1e3)),
