@@ -288,3 +288,26 @@ def test_the_cloud_closes_no_day() -> None:
     cloud = Store().terminal("cloud", Role.CLOUD)
     with pytest.raises(PermissionDenied, match="closes no day"):
         cloud.replica.close_days(None, NOW)
+
+
+# -- when a daemon closes on its own ------------------------------------------------------------
+
+
+def test_the_due_day_turns_at_the_closing_time() -> None:
+    utc = ZoneInfo("UTC")
+    four = dayclose.parse_close_at("04:00")
+    assert four == 240
+    at_three = DAY + 3 * HOUR_MS  # 2026-11-18 03:00
+    assert dayclose.due_day(at_three, utc, four) == "2026-11-16"
+    assert dayclose.due_day(at_three + HOUR_MS, utc, four) == YESTERDAY
+    assert dayclose.next_close_ms(at_three, utc, four) == DAY + 4 * HOUR_MS
+    assert dayclose.next_close_ms(DAY + 4 * HOUR_MS, utc, four) == DAY + DAY_MS + 4 * HOUR_MS
+    paris = ZoneInfo("Europe/Paris")  # UTC+1 in November: 04:00 there is 03:00 UTC
+    assert dayclose.due_day(DAY + 3 * HOUR_MS, paris, four) == YESTERDAY
+    assert dayclose.next_close_ms(DAY, paris, four) == DAY + 3 * HOUR_MS
+
+
+@pytest.mark.parametrize("text", ["4:00", "24:00", "04:60", "0400", "ab:cd", "04:00:00", ""])
+def test_a_malformed_closing_time_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="expected HH:MM"):
+        dayclose.parse_close_at(text)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import reports
+from lanesync.core import dayclose, reports
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
@@ -70,6 +70,13 @@ from .output import console, emit_json, revocation_lines
     "this lane's own chain head (a lane restored from a backup then continues its chain); 0: "
     "do not wait.",
 )
+@click.option(
+    "--close-at",
+    default="04:00",
+    show_default=True,
+    help="Store time (HH:MM) at which the daemon closes the day before on its own (it also "
+    "closes the days it missed when it starts); 'off': only `lanesync close` closes days.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
@@ -84,6 +91,7 @@ def run_command(
     priority: int,
     isolated_after_s: int,
     head_wait_s: float,
+    close_at: str,
     anti_entropy_ms: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
@@ -102,6 +110,7 @@ def run_command(
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
         head_wait_ms=round(head_wait_s * 1000),
+        close_at_minute=_close_at(close_at),
         collaborators=handed_collaborators(),
     )
     if interfaces and no_discovery:
@@ -109,6 +118,15 @@ def run_command(
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
     daemon_main(config)
+
+
+def _close_at(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return dayclose.parse_close_at(text)
+    except ValueError as exc:
+        raise UsageError(f"--close-at: {exc}, or off") from None
 
 
 @click.command()

@@ -6,7 +6,6 @@ and opens the directory itself otherwise; the output is identical."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.table import Table
@@ -16,7 +15,7 @@ from lanesync.core.records import DayEnd
 from lanesync.shell.terminal import Terminal
 
 from .common import DIR, JSON_OPTION, daemon_client, reports_errors
-from .output import console, emit_json, money
+from .output import console, emit_json, print_z_report
 
 DAY_OPTION = click.option("--day", help="A business day, YYYY-MM-DD (store time).")
 
@@ -66,7 +65,7 @@ def report(terminal_dir: Path, day: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(result)
     else:
-        print_report(result)
+        print_z_report(result)
 
 
 @click.command()
@@ -93,39 +92,3 @@ def days(terminal_dir: Path, as_json: bool) -> None:
             entry["day"], entry["state"], str(entry["records"]), digest[:16] if digest else "-"
         )
     console.print(table)
-
-
-def print_report(report: dict[str, Any]) -> None:
-    """A Z-report for people: one block per lane, the SKUs, the store's totals, the hash."""
-    state = "complete" if report["complete"] else "INCOMPLETE"
-    console.print(f"Z-report  store {report['store_id']}  day {report['day']}  ({state})")
-    if report["missing_terminals"]:
-        console.print(f"not closed yet by: {', '.join(report['missing_terminals'])}")
-    lanes = Table(title="Lanes")
-    for column in ("Lane", "Seqs", "Sales", "Voids", "Gross", "Voided", "Net"):
-        lanes.add_column(column, justify="left" if column in ("Lane", "Seqs") else "right")
-    for line in report["terminals"]:
-        seqs = f"{line['first_seq']}-{line['last_seq']}" if line["first_seq"] else "-"
-        lanes.add_row(
-            line["terminal_id"],
-            seqs,
-            str(line["sales"]),
-            str(line["voids"]),
-            money(line["gross_cents"]),
-            money(line["voided_cents"]),
-            money(line["net_cents"]),
-        )
-    console.print(lanes)
-    skus = Table(title="SKUs")
-    skus.add_column("SKU")
-    skus.add_column("Units", justify="right")
-    skus.add_column("Net", justify="right")
-    for line in report["skus"]:
-        skus.add_row(line["sku"], str(line["units"]), money(line["net_cents"]))
-    console.print(skus)
-    totals = report["totals"]
-    console.print(
-        f"sales {totals['sales']}  voids {totals['voids']}  gross {money(totals['gross_cents'])}  "
-        f"voided {money(totals['voided_cents'])}  net {money(totals['net_cents'])}"
-    )
-    console.print(f"report hash {report['report_hash']}")

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import bodies
+from lanesync.core import bodies, zreport
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.records import Body, Sale
@@ -24,7 +24,7 @@ from lanesync.errors import LanesyncError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
-from .output import console, money
+from .output import console, money, print_z_report
 
 LANES = (("lane1", Role.MANAGER), ("lane2", Role.CASHIER), ("lane3", Role.CASHIER))
 RECEIVED = {"milk": 24, "bread": 12, "eggs": 30}
@@ -142,6 +142,16 @@ def _run(root: Path) -> None:
             f"{digests.pop()[:16]}; stock exact ({summary} = received - sold + voided back); "
             "every journal verifies"
         )
+        # Each lane closes the day; one more exchange and every lane prints the same report.
+        for terminal in terminals.values():
+            terminal.close_days(None)
+        _exchange(root, terminals)
+        day = zreport.default_day(terminals["lane1"].replica)
+        reports = [zreport.z_report(t.replica, day) for t in terminals.values()]
+        if not reports[0]["complete"] or any(r != reports[0] for r in reports):
+            raise LanesyncError("demo failed: the lanes print different Z-reports")
+        console.print()
+        print_z_report(reports[0])
     finally:
         for terminal in terminals.values():
             terminal.close()

@@ -30,7 +30,7 @@ from lanesync.shell.terminal import wall_clock_ms
 from lanesync.tools.faultproxy import FaultLink
 from lanesync.tools.procs import Proc, ProcessGroup
 
-from .output import console
+from .output import console, print_z_report
 
 LANES = ("lane1", "lane2", "lane3", "lane4")
 HALVES = ({"lane1", "lane2"}, {"lane3", "lane4"})
@@ -221,8 +221,27 @@ async def _demo(root: Path) -> None:
             f"{rows[lane1]['digest'][:16]} and stock exactly received - sold; "
             "every journal verifies"
         )
+        await _close_the_day(store)
     finally:
         await store.stop()
+
+
+async def _close_the_day(store: Store) -> None:
+    """Every lane closes the demo's day; once each holds every day-end, the store's Z-report
+    is the same on all of them: print it."""
+    for lane in LANES:
+        await store.call(lane, "POST", "/v1/close", {})
+    started = time.monotonic()
+    while True:
+        reports = [await store.call(lane, "GET", "/v1/reports") for lane in LANES]
+        if reports[0]["complete"] and all(r == reports[0] for r in reports):
+            break
+        if time.monotonic() - started > CONVERGE_TIMEOUT_S:
+            raise LanesyncError("the lanes did not agree on the day's Z-report within 30 s")
+        await asyncio.sleep(0.1)
+    console.print()
+    print_z_report(reports[0])
+    console.print("every lane prints this report, byte for byte")
 
 
 def run_live_demo(work_dir: Path | None) -> None:

@@ -68,6 +68,47 @@ def today(now_ms: int, tz: ZoneInfo) -> str:
     return day_of_ms(now_ms, tz)
 
 
+# When a daemon closes the day before on its own (``lanesync run --close-at``): after the night's
+# last sales and before the morning's first, like the Z-report a store prints at opening.
+DEFAULT_CLOSE_AT_MINUTE = 4 * 60
+
+
+def parse_close_at(text: str) -> int:
+    """``HH:MM`` (store time) as minutes after midnight; ValueError otherwise."""
+    hours, sep, minutes = text.partition(":")
+    if not (sep and len(hours) == 2 and len(minutes) == 2 and (hours + minutes).isdigit()):
+        raise ValueError(f"invalid time {text!r}: expected HH:MM, e.g. 04:00")
+    if not (int(hours) < 24 and int(minutes) < 60):
+        raise ValueError(f"invalid time {text!r}: expected HH:MM, e.g. 04:00")
+    return int(hours) * 60 + int(minutes)
+
+
+def _local(now_ms: int, tz: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(now_ms / 1000, tz=tz)
+
+
+def due_day(now_ms: int, tz: ZoneInfo, close_at_minute: int) -> str:
+    """The last day a daemon closing days at ``close_at_minute`` (store time) has closed by
+    ``now_ms``: yesterday once today's closing time has passed, the day before otherwise."""
+    local = _local(now_ms, tz)
+    behind = 1 if local.hour * 60 + local.minute >= close_at_minute else 2
+    return (local.date() - timedelta(days=behind)).isoformat()
+
+
+def next_close_ms(now_ms: int, tz: ZoneInfo, close_at_minute: int) -> int:
+    """The first time after ``now_ms`` at which the store-local clock reads ``close_at_minute``
+    (or, on a day that skips it, the first minute after)."""
+    local = _local(now_ms, tz).date()
+    for offset in range(3):
+        day = local + timedelta(days=offset)
+        hours, minutes = divmod(close_at_minute, 60)
+        at = datetime(day.year, day.month, day.day, hours, minutes, tzinfo=tz)
+        at_ms = int(at.timestamp()) * 1000
+        if at_ms > now_ms:
+            return at_ms
+    raise ValueError("no closing time within two days")  # pragma: no cover
+
+
 def day_of_doc(doc: str) -> str | None:
     """The business day a ledger document holds, or None for another document."""
     return doc[len(LEDGER_PREFIX) :] if doc.startswith(LEDGER_PREFIX) else None

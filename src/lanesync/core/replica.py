@@ -661,10 +661,9 @@ class Replica:
         if first is None:
             return signed, change
         closed = self.views.closed_days(me)
-        prices = self.catalog_by_day()
-        for open_day in dayclose.days_between(first, day):
-            if open_day in closed:
-                continue
+        to_close = [d for d in dayclose.days_between(first, day) if d not in closed]
+        prices = self.catalog_by_day() if to_close else {}
+        for open_day in to_close:
             held = [r for _, _, r in self.records([ledger_doc(open_day)])]
             own = (r for r in [*held, *prices.get(open_day, [])] if r.terminal == me)
             counted = (r for r in own if self.views.is_accepted(r))

@@ -1,10 +1,11 @@
 """``lanesync run``: one terminal as a long-running process.
 
 Runs, in one asyncio TaskGroup: the peer websocket server, a dialer per static peer, the local
-HTTP API (uvicorn), and the group committer. SIGTERM or SIGINT shuts down cleanly: peers are
-told, servers stop, the runtime file is removed and the directory lock released. A storage
-failure takes the same path and then exits with ``EXIT_STORAGE_FAILED`` (lanesync.shell.server).
-A second daemon on the same directory is refused (the directory lock).
+HTTP API (uvicorn), the group committer, and the closing of business days (shell.dayclosing).
+SIGTERM or SIGINT shuts down cleanly: peers are told, servers stop, the runtime file is removed
+and the directory lock released. A storage failure takes the same path and then exits with
+``EXIT_STORAGE_FAILED`` (lanesync.shell.server). A second daemon on the same directory is
+refused (the directory lock).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.server import serve
 
+from lanesync.core.dayclose import DEFAULT_CLOSE_AT_MINUTE
 from lanesync.core.election import Election
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS, HeadCheck
 from lanesync.core.ids import is_decimal
@@ -29,6 +31,7 @@ from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
+from lanesync.shell.dayclosing import close_days_on_schedule
 from lanesync.shell.discovery import Discovery
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
@@ -61,6 +64,9 @@ class DaemonConfig:
     isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
     # How long the first write after opening waits for a peer's answer (0: not at all).
     head_wait_ms: int = DEFAULT_HEAD_WAIT_MS
+    # Store-time minute of the day at which the lane closes the day before (None: never on its
+    # own); it also closes the days it missed when it starts (shell.dayclosing).
+    close_at_minute: int | None = DEFAULT_CLOSE_AT_MINUTE
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
@@ -148,6 +154,11 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
     ):
         serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")
         tasks = [group.create_task(committer.run(), name="committer")]
+        if config.close_at_minute is not None:
+            closing = close_days_on_schedule(
+                terminal, committer, config.close_at_minute, wall_clock_ms
+            )
+            tasks.append(group.create_task(closing, name="day-close"))
         mesh.start()
         if uplink is not None:
             tasks.append(group.create_task(uplink.run(), name="uplink"))
