@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,10 +73,22 @@ def phase_reopen(directory: Path, now_ms: int) -> dict[str, Any]:
     }
 
 
-def run_cli(*args: str) -> tuple[float, str]:
+@dataclass(frozen=True)
+class CliRun:
+    wall_s: float
+    cpu_s: float  # the child's user + system time: on a shared machine, what its work cost
+    output: str
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_cli(*args: str) -> CliRun:
     """Run ``lanesync ARGS`` in a fresh interpreter (the benchmarks import no CLI code): its
-    wall time, interpreter start and imports included, and its output."""
-    started = time.perf_counter()
+    wall and CPU time, interpreter start and imports included, and its output."""
+    cpu, started = _children_cpu_s(), time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "lanesync", *args],
         capture_output=True,
@@ -82,23 +96,26 @@ def run_cli(*args: str) -> tuple[float, str]:
         timeout=PHASE_TIMEOUT_S,
         check=False,
     )
-    seconds = time.perf_counter() - started
+    wall_s, cpu_s = time.perf_counter() - started, _children_cpu_s() - cpu
     if done.returncode != 0:
         raise BenchError(f"lanesync {args[0]} failed ({done.returncode}): {done.stderr.strip()}")
-    return seconds, done.stdout
+    return CliRun(wall_s, cpu_s, done.stdout)
 
 
 def report(directory: Path, day: str) -> dict[str, Any]:
     """``lanesync report DIR --day DAY --json``, and the same command's start alone (``--help``:
     the interpreter and the CLI's imports, no lane opened), in fresh processes."""
-    seconds, output = run_cli("report", str(directory), "--day", day, "--json")
-    start_s, _ = run_cli("report", "--help")
-    answer = json.loads(output)
+    done = run_cli("report", str(directory), "--day", day, "--json")
+    start = run_cli("report", "--help")
+    answer = json.loads(done.output)
     return {
-        "report_s": seconds,
-        "start_s": start_s,
+        "report_s": done.wall_s,
+        "start_s": start.wall_s,
         # What the command itself costs: a POS asking a running lane pays no interpreter start.
-        "work_s": seconds - start_s,
+        "work_s": done.wall_s - start.wall_s,
+        "report_cpu_s": done.cpu_s,
+        "start_cpu_s": start.cpu_s,
+        "work_cpu_s": done.cpu_s - start.cpu_s,
         "complete": answer["complete"],
         "sales": answer["totals"]["sales"],
         "sealed": answer.get("sealed", False),
@@ -107,8 +124,7 @@ def report(directory: Path, day: str) -> dict[str, Any]:
 
 def days(directory: Path) -> dict[str, Any]:
     """``lanesync days DIR --json``: how many days are in each state."""
-    _, output = run_cli("days", str(directory), "--json")
-    listed = json.loads(output)["days"]
+    listed = json.loads(run_cli("days", str(directory), "--json").output)["days"]
     return {
         "states": dict(Counter(entry["state"] for entry in listed)),
         "records": sum(entry["records"] for entry in listed),
