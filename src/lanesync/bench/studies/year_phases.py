@@ -67,6 +67,9 @@ def phase_reopen(directory: Path, now_ms: int) -> dict[str, Any]:
         "open_cpu_s": t.cpu,
         "rss_mb": opened - before,
         "rss_after_sale_mb": sold - before,
+        # The whole process, as a lane's RSS is seen from outside (issue #17's figures).
+        "rss_process_mb": opened,
+        "rss_process_after_sale_mb": sold,
         "state_bytes": len(state),
         "state_docs": len(vectors),
         "records": heads,
