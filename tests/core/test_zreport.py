@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanesync.core import reports, zreport
+from lanesync.core import dayclose, reports, zreport
 from lanesync.core.identity import Certificate, Role, issue_revocation
 from lanesync.core.ids import RecordId, Sku
-from lanesync.core.records import DayEnd, Receipt, Record, Sale, SaleLine, Void
+from lanesync.core.records import DayEnd, PriceChange, Receipt, Record, Sale, SaleLine, Void
 from lanesync.core.replica import Replica
 from lanesync.errors import UsageError
 
@@ -290,3 +290,42 @@ def test_any_delivery_order_gives_the_same_report(seed: int, order: random.Rando
     assert [d["state"] for d in zreport.days(first)["days"]] == ["closed", "closed"]
     assert reports.integrity(first)["ok"] is True
     assert reports.integrity(first)["day_end_mismatches"] == []
+
+
+def test_the_clouds_prices_are_in_no_report_and_a_lanes_are() -> None:
+    store = Store()
+    cloud = store.terminal("cloud", Role.CLOUD)
+    manager = store.terminal("lane1", Role.MANAGER)
+    cloud.replica.append(PriceChange(MILK, 120), NOW)
+    manager.replica.append(PriceChange(BREAD, 300), NOW + 1)
+    sync(cloud.replica, manager.replica)
+    manager.replica.close_days(None, NOW + 2)
+    report = zreport.z_report(manager.replica, TODAY)
+    assert [(t["terminal_id"], t["first_seq"], t["last_seq"]) for t in report["terminals"]] == [
+        ("lane1", 1, 1)
+    ]
+    assert report["complete"] is True
+
+
+def test_a_second_day_end_of_a_day_does_not_count_as_the_close() -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    bodies = [
+        sale((MILK, 1, 100)),
+        DayEnd(TODAY, 1, 1, 1, 0, 100, 0, 100),
+        DayEnd(TODAY, 1, 1, 1, 0, 100, 0, 100),
+    ]
+    observer = enrolled_observer(store, lane.cert)
+    put_records(observer, f"ledger/{TODAY}", keyed(*record_chain(lane.key, "lane1", bodies)), 77)
+    assert observer.views.closed_days(lane.name) == {TODAY: 2}
+    assert zreport.z_report(observer, TODAY)["terminals"][0]["last_seq"] == 1
+    assert reports.integrity(observer)["ok"] is True
+
+
+def test_fold_day_skips_day_ends() -> None:
+    lane = Store().terminal("lane1")
+    records = record_chain(
+        lane.key, "lane1", [sale((MILK, 2, 50)), DayEnd(TODAY, 1, 1, 1, 0, 100, 0, 100)]
+    )
+    figures = dayclose.fold_day(records, lambda _: None)
+    assert (figures.first_seq, figures.last_seq, figures.gross_cents) == (1, 1, 100)

@@ -57,6 +57,10 @@ V1_PATHS = {
     "/v1/forks/{terminal}",
     "/v1/fork-resolutions",
     "/v1/certificates",
+    "/v1/close",
+    "/v1/reports",
+    "/v1/reports/{day}",
+    "/v1/days",
 }
 
 

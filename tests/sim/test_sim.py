@@ -78,7 +78,7 @@ def test_every_fault_kind_happens() -> None:
         "wan-partition", "wan-heal", "crash", "restart", "clock-step", "compact", "sale", "void",
         "receipt", "adjustment", "price", "cloud-price", "lost-write", "leader", "uplink-start",
         "uplink-stop", "settled", "backup", "restore", "isolated", "fork-resolved", "replaced",
-        "re-key", "revoke", "bundle",
+        "re-key", "revoke", "bundle", "close",
     }  # fmt: skip
     missing = sorted(k for k in wanted if not summary.counts.get(k))
     assert not missing, summary.counts
@@ -103,6 +103,8 @@ def test_ci_batch_of_seeds_keeps_every_invariant() -> None:
         assert report["seeds_with"]["replaced"] >= CI_SEEDS // 10, report["seeds_with"]
         assert report["seeds_with"]["re-key"] >= CI_SEEDS // 20, report["seeds_with"]
         assert report["seeds_with"]["revoke"] >= CI_SEEDS // 10, report["seeds_with"]
+        # Lanes close their days, and replicas with one digest print one Z-report.
+        assert report["seeds_with"]["close"] >= CI_SEEDS // 3, report["seeds_with"]
     assert not summary.failed, "\n\n".join(r.render_failure() for r in summary.failed[:3])
 
 
@@ -146,7 +148,7 @@ def test_cli_json_summary(args: list[str]) -> None:
     assert report["invariant_checks"] > 0
     assert {"frames", "sale", "dial"} <= set(report["events"])
     assert set(report["seeds_with"]) == {
-        "restore", "fork-resolved", "replaced", "re-key", "revoke",
+        "restore", "fork-resolved", "replaced", "re-key", "revoke", "close",
     }  # fmt: skip
 
 

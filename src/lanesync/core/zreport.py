@@ -11,7 +11,9 @@ What a day holds, per terminal: its counted records (day-ends aside) whose busin
 day, up to its day-end of that day (or of any later day: a record it signed after closing a day
 that still falls in it was written with a wrong clock, and is a ``records_after_close`` finding,
 counted in no report). A void counts on the day of the void, with the total of the sale it
-voids; a day's report never changes when a later day voids one of its sales.
+voids; a day's report never changes when a later day voids one of its sales. Past a fork the
+store resolved, both branches' records of the day count (each sale is genuine) and neither
+finding applies to that terminal: a day-end covers its own branch only.
 
 ``complete``: every lane terminal (cashier or manager; the cloud's chain sells nothing and closes
 no day) whose first record falls on the day or before it has a day-end of the day, except a
@@ -42,6 +44,7 @@ class _TerminalDay:
     day_end: Record | None = None
     after_close: list[tuple[Record, int]] = field(default_factory=list)  # record, closing seq
     counted: bool = False  # holds a counted record of the day (day-ends aside)
+    forked: bool = False  # the store resolved a fork of its chain
 
 
 @dataclass(slots=True)
@@ -109,7 +112,10 @@ def _fold(replica: Replica, day: str, held_here: _Held) -> _Day:
             held.setdefault(record.terminal, []).append(record)
     for terminal, records in held.items():
         terminal_day = folded.terminals[terminal]
-        bound = _bound(held_here.bounds.get(terminal, []), day)
+        terminal_day.forked = views.fork_resolution(terminal) is not None
+        # Past a resolved fork, seqs no longer order one chain: both branches' records count
+        # and no day-end bounds the other branch (see _mismatch).
+        bound = None if terminal_day.forked else _bound(held_here.bounds.get(terminal, []), day)
         counted = []
         for record in sorted(records, key=lambda r: r.seq):
             if bound is not None and record.seq > bound:
@@ -145,9 +151,8 @@ def _report(replica: Replica, folded: _Day, held_here: _Held) -> dict[str, Any]:
     totals = dict.fromkeys(_FIGURES, 0)
     skus: dict[str, list[int]] = {}
     for terminal, held in sorted(folded.terminals.items()):
+        # Every terminal held here has a counted record of the day or its day-end of it.
         figures = held.figures
-        if not held.counted and held.day_end is None:
-            continue
         signed_fields = figures_json(figures)
         lines.append({"terminal_id": terminal, **signed_fields})
         for name in _FIGURES:
@@ -224,9 +229,10 @@ def days(replica: Replica) -> dict[str, Any]:
 
 def _mismatch(held: _TerminalDay) -> dict[str, Any] | None:
     """How ``held``'s day-end disagrees with its records, None when it agrees or cannot be
-    checked here (no day-end, or a voided sale this replica lacks)."""
+    checked here (no day-end, a voided sale this replica lacks, or a chain whose fork the store
+    resolved: a day-end covers its own branch, the day counts both)."""
     end = held.day_end
-    if end is None or not isinstance(end.body, DayEnd) or not held.figures.whole:
+    if end is None or not isinstance(end.body, DayEnd) or not held.figures.whole or held.forked:
         return None
     if held.figures.matches(end.body):
         return None

@@ -28,9 +28,10 @@ async def close_days_on_schedule(
     committer: GroupCommitter,
     close_at_minute: int,
     clock: Callable[[], int],
+    check_every_s: float = CHECK_EVERY_S,
 ) -> None:
     """Run until cancelled, or until the terminal may sign nothing more (revoked, storage
-    failed)."""
+    failed). ``check_every_s``: how often it looks at the clock (tests shorten it)."""
     replica = terminal.replica
     me = terminal.terminal_id
     while True:
@@ -50,4 +51,4 @@ async def close_days_on_schedule(
                 closed = [r.body.day for r in records if isinstance(r.body, DayEnd)]
                 if closed:
                     log.info("days.closed terminal=%s days=%s", me, ",".join(closed))
-        await asyncio.sleep(CHECK_EVERY_S)
+        await asyncio.sleep(check_every_s)

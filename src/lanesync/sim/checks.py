@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lanesync.core import dayclose, zreport
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
@@ -127,6 +128,7 @@ def check(sim: Simulator) -> int:
         )
     for host in hosts:
         checks += _check_replica(sim, host, expected)
+    checks += _check_reports(sim, hosts)
     checks += _check_leaders(sim)
     for host in hosts:
         checks += _check_durable(sim, host)
@@ -196,6 +198,34 @@ def _check_replica(sim: Simulator, host: Host, expected: Expected) -> int:
     if bad_prices:
         sim.violate(Invariant.PRICES, f"{name}: prices {_short(bad_prices)}", (name,))
     return 5
+
+
+def _check_reports(sim: Simulator, hosts: list[Host]) -> int:
+    """Replicas holding the same records (the same digest) print the same Z-report of every
+    day, byte for byte; no replica finds a day-end that disagrees with its records, or a record
+    written into a day its lane had closed."""
+    reports: dict[str, dict[str, str]] = {}
+    for host in hosts:
+        replica = host.replica
+        if replica is None:
+            continue
+        findings = {kind: rows for kind, rows in zreport.day_findings(replica).items() if rows}
+        if findings:
+            details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in findings.items())
+            sim.violate(Invariant.JOURNAL, f"{host.name}: {details}", (host.name,))
+        days = (dayclose.day_of_doc(name) for name in replica.doc_names())
+        hashes = {day: str(zreport.z_report(replica, day)["report_hash"]) for day in days if day}
+        digest = replica.digest()
+        first = reports.setdefault(digest, hashes)
+        if first != hashes:
+            differ = sorted(d for d in set(first) | set(hashes) if first.get(d) != hashes.get(d))
+            sim.violate(
+                Invariant.REPORT,
+                f"{host.name}: the Z-report of {_short(differ)} differs from another replica's "
+                f"with the same digest {digest[:12]}",
+                (host.name,),
+            )
+    return 2 * len(hosts)
 
 
 def _fork_heads(views: Views, expected: Expected) -> list[str]:

@@ -57,6 +57,7 @@ class EventKind(enum.Enum):
     ADJUSTMENT = "adjustment"
     PRICE = "price"
     CLOUD_PRICE = "cloud-price"
+    CLOSE = "close"  # a lane closed its open business days (a day-end record each)
     REFUSED = "refused"  # a write the views refused (a void of an unknown sale ...)
     LOST_WRITE = "lost-write"  # killed before the commit: never acknowledged
     DIAL = "dial"
@@ -105,6 +106,7 @@ class Invariant(enum.Enum):
     LEADER = "single-leader"  # at most one leader per connected component, one when settled
     DURABILITY = "durable-equals-memory"  # what restarts from the committed log = memory
     PROTOCOL = "no-spurious-close"  # only injected faults make a connection fail
+    REPORT = "same-report"  # replicas with the same digest print the same Z-reports
     TIMERS = "timer-progress"  # after handle_timer(now), next_deadline() is in the future
     EXCEPTION = "no-exception"  # the core never raises out of a transport or timer call
 

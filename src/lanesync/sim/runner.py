@@ -29,6 +29,7 @@ LIFECYCLE_EVENTS = (
     EventKind.REPLACED,
     EventKind.REKEY,
     EventKind.REVOKE,
+    EventKind.CLOSE,
 )
 
 

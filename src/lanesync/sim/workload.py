@@ -7,13 +7,26 @@ is a part of ``Simulator`` (see ``loop.py``).
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
+from functools import partial
+
 from lanesync.core import bodies
 from lanesync.core.identity import (
     Role,
 )
 from lanesync.core.ids import Sku, sku
-from lanesync.core.records import Adjustment, Body, DayEnd, PriceChange, Receipt, Sale, Void
-from lanesync.core.replica import Replica
+from lanesync.core.records import (
+    Adjustment,
+    Body,
+    DayEnd,
+    PriceChange,
+    Receipt,
+    Record,
+    Sale,
+    Void,
+)
+from lanesync.core.replica import Change, Replica
 from lanesync.errors import LanesyncError
 from lanesync.sim.dialing import Dialing
 from lanesync.sim.host import CrashMode, Host, Killed
@@ -21,6 +34,10 @@ from lanesync.sim.model import (
     SKUS,
     EventKind,
 )
+
+# Closes per schedule (0 to this many, on random lanes): a close moves the lane's clock to the
+# next day, so more than a few would put most of a schedule's sales on later days.
+MAX_CLOSES = 2
 
 
 class Workload(Dialing):
@@ -32,6 +49,12 @@ class Workload(Dialing):
         cfg = self.config
         for _ in range(cfg.ops):
             self._at(self.work.randint(300, max(301, cfg.fault_ms - 1)), self._operation)
+        # Closes draw from a generator of their own: adding them left every other choice of a
+        # seed's schedule as it was.
+        closes = random.Random(f"lanesync-sim-close:{self.seed}")  # noqa: S311 - a schedule
+        for _ in range(closes.randint(0, MAX_CLOSES)):
+            lane = closes.choice(self.lanes)
+            self._at(closes.randint(300, max(301, cfg.fault_ms - 1)), self._close, lane)
 
     def _operation(self) -> None:
         if not self.faulty:
@@ -96,23 +119,55 @@ class Workload(Dialing):
     def _write(self, host: Host, kind: EventKind, body: Body) -> None:
         """The group committer: append (sign), then the driver commits and offers the record
         to peers (in that order, unless a planted bug swaps them); then acknowledge."""
-        replica, driver = host.replica, host.driver
-        if replica is None or driver is None:
+        replica = host.replica
+        if replica is None:
+            return
+
+        def sign(now_ms: int) -> tuple[list[Record], Change]:
+            # A lane that holds its own revocation refuses here (TerminalRevoked), as the
+            # daemon answers its POS 403: the POS is told, nothing is acknowledged.
+            record, change = replica.append(body, now_ms)
+            return [record], change
+
+        self._sign_and_commit(host, kind, sign)
+
+    def _close(self, host: Host) -> None:
+        """A lane closes its open days up to today (``lanesync close``), through the same
+        commit path as a sale."""
+        if not self.faulty:
+            return
+        replica = host.replica
+        if replica is None:
+            self._note(EventKind.REFUSED, host.name, detail="close: terminal is down")
+            return
+        self._sign_and_commit(host, EventKind.CLOSE, partial(replica.close_days, None))
+
+    def _sign_and_commit(
+        self,
+        host: Host,
+        kind: EventKind,
+        sign: Callable[[int], tuple[list[Record], Change]],
+    ) -> None:
+        driver = host.driver
+        if driver is None:
             return
         local = self.local_ms(host)
         try:
-            # A lane that holds its own revocation refuses here (TerminalRevoked), as the
-            # daemon answers its POS 403: the POS is told, nothing is acknowledged.
-            record, change = replica.append(body, local)
+            records, change = sign(local)
         except LanesyncError as exc:
             self._note(EventKind.REFUSED, host.name, detail=f"{kind.value}: {exc}"[:80])
+            return
+        if not records:
+            self._note(kind, host.name, detail="nothing to sign")
             return
         committed = False
 
         def commit() -> None:
             nonlocal committed
             if host.pending_crash == CrashMode.WRITE:
-                self._note(EventKind.LOST_WRITE, host.name, detail=f"{record.id} never committed")
+                self._note(
+                    EventKind.LOST_WRITE, host.name, detail=f"{records[0].id} never committed"
+                )
                 self._crash(host, "killed before the commit")
                 raise Killed
             self._commit_deferred(host)  # the log keeps the order of memory (Terminal.commit)
@@ -124,10 +179,11 @@ class Workload(Dialing):
         except Killed:
             return
         if committed:
-            self.acked.append(record)
-            self._note(kind, host.name, detail=f"{record.id} {describe(body)}")
-            if host.view is not None:
-                self._move_view(host, body)
+            for record in records:
+                self.acked.append(record)
+                self._note(kind, host.name, detail=f"{record.id} {describe(record.body)}")
+                if host.view is not None:
+                    self._move_view(host, record.body)
         if wrote:
             self._flush(host)
 
