@@ -14,10 +14,13 @@ from click.testing import CliRunner
 
 from lanesync.bench.studies.year import (
     DEFAULT_CHECKPOINTS,
+    Checkpoint,
     YearOptions,
     checkpoint_days,
     estimate_s,
+    figures,
     first_day,
+    outcomes,
 )
 from lanesync.bench.studies.year_build import (
     CLOSES_AT_HOUR,
@@ -165,3 +168,71 @@ def test_year_refuses_bad_options(tmp_path: Path, args: list[str], message: str)
     done = CliRunner().invoke(cli, ["bench", "year", *args, "--out", str(tmp_path)])
     assert done.exit_code == 1
     assert done.output.strip().splitlines()[-1].startswith(message)
+
+
+def _checkpoint(day: int, sealed: int, rss: float, open_s: float) -> Checkpoint:
+    def reopen(run: int) -> dict[str, float]:
+        return {
+            "open_s": open_s + run / 100,
+            "open_cpu_s": open_s,
+            "rss_mb": rss - 35,
+            "rss_after_sale_mb": rss - 34,
+            "rss_process_mb": rss,
+            "rss_process_after_sale_mb": rss + 1,
+            "state_bytes": 90.0,
+            "state_docs": 3.0,
+            "records": 2_504.0 * day,
+        }
+
+    def folded(first_day_sealed: bool) -> dict[str, object]:
+        return {
+            "report_s": 0.5,
+            "start_s": 0.45,
+            "work_s": 0.05,
+            "report_cpu_s": 0.4,
+            "start_cpu_s": 0.37,
+            "work_cpu_s": 0.03,
+            "complete": True,
+            "sales": 2_500,
+            "sealed": first_day_sealed,
+        }
+
+    states = {"closed": day - sealed} | ({"sealed": sealed} if sealed else {})
+    return Checkpoint(
+        day=day,
+        build_s=1.0,
+        builder_rss_mb=100.0,
+        disk_bytes=120 * 2_500 * day,
+        database_bytes=110 * 2_500 * day,
+        sales=2_500 * day,
+        reopens=[reopen(run) for run in range(3)],
+        reports_old=[folded(sealed > 0) for _ in range(3)],
+        reports_new=[folded(False) for _ in range(3)],
+        listing={"states": states, "records": 2_504 * day, "days": []},
+        resume_s=0.1,
+    )
+
+
+def test_the_sealed_figures_fill_in_once_days_are_sealed() -> None:
+    # What a year with sealing would report: day 1 still open to amendments, later days sealed.
+    points = [
+        _checkpoint(1, 0, 40.0, 0.05),
+        _checkpoint(30, 29, 60.0, 0.1),
+        _checkpoint(365, 364, 70.0, 0.2),
+    ]
+    listed = {f.key: f for f in figures(points, Scale(365, 2_500, 4))}
+    assert listed["report_old_sealed_ms"].values == {1: None, 30: 50.0, 365: 50.0}
+    assert listed["report_old_sealed_ms"].result == "PASS"
+    assert listed["days_sealed"].values == {1: 0, 30: 29, 365: 364}
+    assert listed["rss_process_mb"].result == "PASS"  # 70 MB, and <= 1.2x day 30
+    assert listed["reopen_s"].values[365] == pytest.approx(0.21)  # the median of the runs
+    assert listed["reopen_s"].result == "PASS"
+    assert listed["state_bytes"].result == "PASS"
+    assert listed["disk_bytes_per_sale"].result == "PASS"
+    assert listed["close_to_sealed_s"].result == NOT_APPLICABLE
+    runs = outcomes(points, list(listed.values()), 3)
+    assert [o.repeat for o in runs] == [0, 1, 2]
+    assert runs[2].figures["Reopen, day 365"].value == pytest.approx(0.22)  # each run its own
+    assert runs[0].figures["Days sealed, day 30"].value == 29
+    assert "its own work (first day, sealed), day 1" not in runs[0].figures
+    assert runs[0].figures["its own work (first day, sealed), day 365"].value == 50.0

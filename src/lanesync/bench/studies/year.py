@@ -180,8 +180,9 @@ def median(runs: Sequence[dict[str, Any]], key: str, scale: float = 1.0) -> floa
     return float(statistics.median(run[key] for run in runs)) * scale
 
 
-def sealed_days(point: Checkpoint) -> int:
-    return int(point.listing["states"].get("sealed", 0))
+def first_day_sealed(point: Checkpoint) -> bool:
+    """Every run's report of the year's first day said it was sealed (its ``sealed`` field)."""
+    return all(report["sealed"] for report in point.reports_old)
 
 
 def figures(points: Sequence[Checkpoint], scale: Scale) -> list[YearFigure]:
@@ -189,7 +190,7 @@ def figures(points: Sequence[Checkpoint], scale: Scale) -> list[YearFigure]:
         return {p.day: pick(p) for p in points}
 
     old_sealed = {
-        p.day: median(p.reports_old, "work_s", 1e3) if sealed_days(p) else None for p in points
+        p.day: median(p.reports_old, "work_s", 1e3) if first_day_sealed(p) else None for p in points
     }
     listed = [
         YearFigure(
