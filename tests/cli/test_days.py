@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from lanesync.core.records import DayEnd
+from lanesync.shell.terminal import Terminal
+
 from .conftest import Shop
 from .helpers import assert_error
 
@@ -112,3 +115,20 @@ def test_day_commands_refuse_bad_input_in_one_line(shop: Shop) -> None:
     assert_error(cli.run("report", "lane2"), "closed no day")
     assert_error(cli.run("days", "plain"), None)
     assert cli.digest("lane1") == before
+
+
+def test_verify_names_a_day_end_that_disagrees_with_its_records(shop: Shop) -> None:
+    cli = shop.cli
+    day = today()
+    # lane1 signs a day-end of its own with a wrong gross (its records say 447 cents): only a
+    # lane whose software lies would, and every replica must say so.
+    with Terminal.open(shop.path("lane1")) as terminal:
+        terminal.write(lambda _: DayEnd(day, 1, 5, 2, 1, 999, 298, 701))
+    result = cli.run("verify", "lane1")
+    assert result.returncode == 1, result.describe()
+    text = " ".join(result.stdout.split())
+    assert f"day_end_mismatches: lane1 {day} (seq 6) signed" in text
+    assert "'gross_cents': 999" in text
+    assert "'gross_cents': 447" in text
+    report = cli.json("report", "lane1")  # the report counts the records, not the signature
+    assert report["totals"]["gross_cents"] == 447

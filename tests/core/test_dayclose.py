@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lanesync.core import dayclose
+from lanesync.core import dayclose, reports, zreport
 from lanesync.core.identity import Role, issue_revocation
 from lanesync.core.ids import RecordId, Sku, TerminalId
 from lanesync.core.records import (
@@ -311,3 +311,30 @@ def test_the_due_day_turns_at_the_closing_time() -> None:
 def test_a_malformed_closing_time_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="expected HH:MM"):
         dayclose.parse_close_at(text)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    steps=st.lists(st.integers(-3 * DAY_MS, 2 * HOUR_MS), min_size=1, max_size=8),
+    close_at=st.integers(0, 10 * HOUR_MS),
+)
+def test_a_clock_set_back_after_a_close_never_changes_the_closed_day(
+    steps: list[int], close_at: int
+) -> None:
+    """Whatever the lane's wall clock does after it closed today (steps back by up to three
+    days, or on), no record it writes lands in a day it closed, and the closed days' reports
+    stay byte for byte what they were."""
+    lane = Store().terminal("lane1")
+    replica = lane.replica
+    replica.append(sale(2, 100), NOW - DAY_MS)
+    replica.append(sale(1, 100), NOW)
+    replica.close_days(None, NOW + close_at // 10)
+    closed = replica.views.closed_days(lane.name)
+    before = {day: zreport.z_report(replica, day) for day in closed}
+    now = NOW + close_at // 10
+    for step in steps:
+        now += step
+        record, _ = replica.append(sale(1, 7), now)
+        assert replica.business_day(record) > TODAY
+    assert {day: zreport.z_report(replica, day) for day in closed} == before
+    assert reports.integrity(replica)["ok"] is True

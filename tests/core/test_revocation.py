@@ -570,12 +570,12 @@ def test_the_earliest_of_two_revocations_by_time_applies_whatever_their_order() 
         assert replica.views.revocations()[1] == {LANE1: WALLS[2]}
 
 
-REVOCATIONS = 8  # where export_views lists the revocations in force
+REVOCATIONS = 9  # where export_views lists the revocations in force (format 4)
 
 
 def test_a_checkpoint_lists_revocations_by_time_as_it_did_before_cuts() -> None:
-    """Checkpoints compare the revocations they were made under (the ninth element of the
-    views; the tenth is the fork resolutions and closures): format-1 ones as ``[terminal, ms]``,
+    """Checkpoints compare the revocations they were made under (the tenth element of the
+    views; the eleventh is the fork resolutions and closures): format-1 ones as ``[terminal, ms]``,
     then the cuts."""
     s = Setup()
     legacy = time_revocation(s.store.authority, s.store.store_id, LANE1, WALLS[5])

@@ -147,6 +147,21 @@ def _print_integrity(report: dict[str, Any]) -> None:
         for problem in report[kind]:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")
+    for mismatch in report["day_end_mismatches"]:
+        console.print(
+            f"  day_end_mismatches: {mismatch['terminal']} {mismatch['day']} (seq "
+            f"{mismatch['seq']}) signed {mismatch['signed']}, its records say "
+            f"{mismatch['computed']}",
+            markup=False,
+            style="red",
+        )
+    for late in report["records_after_close"]:
+        console.print(
+            f"  records_after_close: {late['record']} falls in {late['day']}, closed by seq "
+            f"{late['closed_by_seq']}",
+            markup=False,
+            style="red",
+        )
     for closed in report["closed_chains"]:
         console.print(
             f"  closed_chains: terminal={closed['terminal']}, closed_at={closed['closed_at']}, "
