@@ -245,3 +245,49 @@ def test_discovery_without_namespaces_is_one_error_line(tmp_path: Path) -> None:
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith("error: lanesync bench discovery needs network namespaces: ")
     assert not (tmp_path / "o").exists()
+
+
+def test_year(run_bench: RunBench) -> None:
+    results = run_bench(
+        "year", "--days", "2", "--sales-per-day", "40", "--runs", "1", "--checkpoints", "2"
+    )
+    by_name = figures(results, "year")
+    data = results["scenarios"]["year"]
+    points = data["details"]["checkpoints"]
+    assert [p["day"] for p in points] == [2]  # one checkpoint keeps the test short
+    for point in points:
+        day = point["day"]
+        assert point["sales"] == 40 * day
+        # Every day built is closed (or, once sealing exists, sealed) on the measured lane.
+        states = point["listing"]["states"]
+        assert states.get("closed", 0) + states.get("sealed", 0) == day
+        (opened,) = point["reopens"]
+        assert opened["records"] == 40 * day + 4 * day  # every sale, a day-end per lane and day
+        for name in ("Lane RSS after reopening", "after reopening + a sale"):
+            # The whole process: the interpreter and lanesync's imports are tens of MB.
+            assert values(by_name[f"{name}, day {day}"])[0] > 10
+        for name in ("the lane alone (minus the imports)",):
+            assert all(math.isfinite(v) for v in by_name[f"{name}, day {day}"]["systems"][
+                "lanesync"]["values"])  # fmt: skip
+        for name in (
+            "Reopen",
+            "CPU",
+            "State message of one anti-entropy round",
+            "documents in it",
+            "Disk per sale",
+            "report --day, the year's first day",
+            "report --day, the newest day",
+        ):
+            values(by_name[f"{name}, day {day}"])
+        # A State message holds at least the config document's vector and the day's ledger's.
+        assert opened["state_docs"] >= 2
+        assert values(by_name[f"Disk per sale, day {day}"])[0] > 64  # a signature at least
+        # "its own work" is a difference of two wall times: finite, not necessarily positive.
+        for which in ("first day", "newest day"):
+            for row in (f"its own work ({which})", f"its own work, CPU ({which})"):
+                own = by_name[f"{row}, day {day}"]["systems"]["lanesync"]
+                assert math.isfinite(own["median"])
+    assert not any(name.startswith("Close to sealed") for name in by_name)  # never measured here
+    results_by_key = {t["key"]: t["result"] for t in data["targets"]}
+    assert results_by_key["close_to_sealed_s"] == "n/a"
+    assert results_by_key["reopen_s"] == "n/a (smaller run)"

@@ -405,6 +405,80 @@ def discovery(reps: int, out: Path | None, as_json: bool, work: Path | None) -> 
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
+def _checkpoints(text: str) -> tuple[int, ...]:
+    try:
+        days = tuple(int(d) for d in text.split(",") if d.strip())
+    except ValueError:
+        raise UsageError(f"--checkpoints must be comma-separated days, not {text!r}") from None
+    if any(d < 1 for d in days):
+        raise UsageError("every --checkpoints day must be at least 1")
+    return days
+
+
+@click.command("year")
+@click.option(
+    "--days", type=click.IntRange(min=1), default=3, show_default=True, help="Days simulated."
+)
+@click.option(
+    "--sales-per-day",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="The store's sales a day (spread over the lanes).",
+)
+@click.option("--lanes", type=click.IntRange(1, 32), default=4, show_default=True)
+@click.option(
+    "--checkpoints",
+    default="1,30,60,120,240,365",
+    show_default=True,
+    help="Days after which the lane is measured (those after --days are left out; the last "
+    "day always is one).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Fresh processes per timed figure (the median is the figure).",
+)
+@_out_options("year")
+@reports_errors
+def year(
+    days: int,
+    sales_per_day: int,
+    lanes: int,
+    checkpoints: str,
+    runs: int,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """A store's year through the real storage: lane RSS, reopen, state exchange, disk per sale
+    and report latency as the days add up. The defaults are a smoke run; issue #17's figures:
+    --days 365 --sales-per-day 2500 --lanes 4."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.year import YearOptions, checkpoint_days, run_study
+
+    if sales_per_day < lanes:
+        raise UsageError("--sales-per-day must be at least --lanes (every lane sells every day)")
+    options = YearOptions(
+        days=days,
+        sales_per_day=sales_per_day,
+        lanes=lanes,
+        checkpoints=checkpoint_days(_checkpoints(checkpoints), days),
+        runs=runs,
+        workdir=work,
+    )
+    try:
+        text, results = run_study(options)
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "year", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
 STUDIES: tuple[click.Command, ...] = (
     cloud,
     cloud_ingest,
@@ -412,4 +486,5 @@ STUDIES: tuple[click.Command, ...] = (
     foundation,
     mesh,
     receive_path,
+    year,
 )
