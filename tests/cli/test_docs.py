@@ -139,3 +139,20 @@ def test_change_feed_docs_list_every_event_type() -> None:
     day_close_row = next(row for row in section.splitlines() if row.startswith("| `day_close`"))
     for field in ("day", *figures_json(DayFigures())):
         assert f"`{field}`" in day_close_row, field
+
+
+def test_the_readme_revokes_only_terminals_it_enrolled() -> None:
+    # "Running lanes live" ended with `revoke store lane3`, a terminal the README never
+    # enrolled: run as written, `error: terminal 'lane3' is not enrolled in store store-042`.
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    enrolled: set[str] = set()
+    revoked = []
+    for line in "\n".join(blocks).splitlines():
+        argv = shlex.split(line.partition("#")[0])
+        if argv[:3] == ["lanesync", "enroll", "store"]:
+            enrolled.add(argv[argv.index("--terminal-id") + 1])
+        if argv[:3] == ["lanesync", "revoke", "store"]:
+            revoked.append(argv[3])
+            assert argv[3] in enrolled, line
+    assert revoked
