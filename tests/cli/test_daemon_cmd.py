@@ -68,6 +68,14 @@ def test_cloud_serve_on_a_busy_port_names_the_address(shop: Shop, busy_port: int
         ("--cloud", "http://x", "invalid cloud URL 'http://x': expected ws://HOST:PORT"),
         ("--cloud", "wss://head-office:443/up", "invalid cloud URL 'wss://head-office:443/up'"),
         ("--peer", "http://x", "invalid peer 'http://x': expected ws://HOST:PORT"),
+        # a user name or password in the URL is not used, and would be logged with the URL
+        ("--cloud", "wss://ho:secret@h:443", "invalid cloud URL 'wss://ho:secret@h:443': no user"),
+        ("--peer", "ws://me@127.0.0.1:7001", "invalid peer 'ws://me@127.0.0.1:7001': no user"),
+        (
+            "--cloud",
+            "wss://h:443?x=1",
+            "invalid cloud URL 'wss://h:443?x=1': an address has no path, query",
+        ),
     ],
 )
 def test_address_mistakes_are_called_what_they_are(

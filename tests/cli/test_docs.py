@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from lanesync.core.dayclose import DayFigures, figures_json
+from lanesync.core.feed import EventType
 from lanesync.shell.logs import LOG_LEVELS
 from lanesync.shell.server import JsonLines
 
@@ -124,3 +126,33 @@ def test_logs_reference_covers_every_key_level_and_logger() -> None:
     for logger in loggers:
         assert f"`{logger}`" in reference, logger
     assert "../reference/logs.md" in (ROOT / "docs/how-to/operations.md").read_text()
+
+
+def test_change_feed_docs_list_every_event_type() -> None:
+    # operations.md's change-feed section is where a POS integrator learns the event types
+    # (issue 18); `day_close` was sent by the lane but named nowhere in it.
+    text = (ROOT / "docs/how-to/operations.md").read_text()
+    section = text.split("### Follow the change feed", 1)[1].split("\n### ", 1)[0]
+    first_cells = [row.split("|")[1] for row in section.splitlines() if row.startswith("| `")]
+    for event_type in EventType:
+        assert any(f"`{event_type.value}`" in cell for cell in first_cells), event_type
+    day_close_row = next(row for row in section.splitlines() if row.startswith("| `day_close`"))
+    for field in ("day", *figures_json(DayFigures())):
+        assert f"`{field}`" in day_close_row, field
+
+
+def test_the_readme_revokes_only_terminals_it_enrolled() -> None:
+    # "Running lanes live" ended with `revoke store lane3`, a terminal the README never
+    # enrolled: run as written, `error: terminal 'lane3' is not enrolled in store store-042`.
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.DOTALL)
+    enrolled: set[str] = set()
+    revoked = []
+    for line in "\n".join(blocks).splitlines():
+        argv = shlex.split(line.partition("#")[0])
+        if argv[:3] == ["lanesync", "enroll", "store"]:
+            enrolled.add(argv[argv.index("--terminal-id") + 1])
+        if argv[:3] == ["lanesync", "revoke", "store"]:
+            revoked.append(argv[3])
+            assert argv[3] in enrolled, line
+    assert revoked

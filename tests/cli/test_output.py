@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from lanesync.cli.output import age, when
+from lanesync.cli.output import age, revocation_lines, when
 
 MINUTE_MS = 60_000
 DAY_MS = 86_400_000
@@ -36,3 +36,14 @@ def test_when_is_local_time_with_the_date_unless_today() -> None:
     assert when(now_ms - 5_000, now_ms) == "15:29:55, 5 s ago"
     earlier = now_ms - 2 * DAY_MS
     assert when(earlier, now_ms) == "2026-12-05 15:30:00, 2 days ago"
+
+
+def test_a_revocation_by_time_is_shown_as_local_time_not_epoch_ms() -> None:
+    # `status` and `verify` text promise moments as local time (issue 18: "status prints raw
+    # epoch ms"); a format-1 revocation by time was still shown as its epoch milliseconds.
+    revoked_at = datetime(2026, 12, 7, 15, 30, 0).astimezone()
+    revoked_at_ms = int(revoked_at.timestamp() * 1000)
+    entry = {"after_seq": None, "hash": None, "revoked_at_ms": revoked_at_ms, "keys": {}}
+    [line] = revocation_lines({"lane3": entry})
+    assert str(revoked_at_ms) not in line
+    assert "2026-12-07 15:30:00" in line

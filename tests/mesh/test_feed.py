@@ -10,6 +10,7 @@ a warning while the others go on; the daemon stops promptly with clients connect
 
 from __future__ import annotations
 
+import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,6 +161,12 @@ def test_refusals_are_json(pair: Pair) -> None:
         )
         assert response.status_code == 400
         assert response.json()["error"]["code"] == "bad_request"
+        # an id this lane never gave (past its last): refused, not waited on in silence
+        future = str(a.status()["last_event_id"] + 10**12)
+        headers = {"Authorization": f"Bearer {a.token}", "Last-Event-ID": future}
+        with client.stream("GET", "/v1/events", headers=headers) as streamed:
+            assert streamed.status_code == 400
+            assert json.loads(streamed.read())["error"]["code"] == "bad_request"
 
 
 SLOW_QUEUE_BYTES = 64 * 1024  # the daemon's per-client queue in the next test: ~14 of its sales

@@ -9,6 +9,7 @@ attempt. ``a`` (default level) logs the refusal as a warning and its routine lif
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import pytest
@@ -67,3 +68,23 @@ def test_a_revoked_refusal_warns_and_log_level_warning_hides_info(cluster: Clust
     assert cluster.stop(r) == 0
     r = cluster.start(r_dir, [a.listen])
     wait_until(lambda: levels_of(r, "started terminal=r") == {"info"}, 20, cluster.describe)
+
+
+def test_a_lane_whose_cloud_does_not_answer_still_leads_and_its_warning_says_so(
+    cluster: Cluster,
+) -> None:
+    # Reachability ranks lanes for the uplink, it is not required (docs/how-to/cloud.md,
+    # sections 4 and 5): a lane alone, or the best of lanes none of which reach the cloud,
+    # leads and keeps dialling. The probe's warning said "this lane does not stand for the
+    # uplink until it does", and the next line was this lane's uplink.start.
+    store = cluster.store()
+    lane = cluster.enroll(store, "a", Role.MANAGER)
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: every connection is refused
+        url = f"ws://127.0.0.1:{closed.getsockname()[1]}"
+        a = cluster.start(lane, extra=["--cloud", url])
+        wait_until(lambda: levels_of(a, "uplink.start") == {"info"}, 20, cluster.describe)
+    [warning] = [line for line in log_of(a) if "uplink.probe reachable=False" in line["msg"]]
+    assert warning["level"] == "warning"
+    assert "does not stand" not in warning["msg"], warning
+    assert "lanes that reach it are preferred" in warning["msg"], warning

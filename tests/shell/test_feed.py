@@ -10,6 +10,7 @@ import pytest
 
 from lanesync.core.feed import KEEPALIVE_FRAME, StatusSnapshot
 from lanesync.core.identity import Role
+from lanesync.errors import UsageError
 from lanesync.shell.feed import FeedHub, FeedUnavailable, Subscriber
 from lanesync.shell.terminal import Terminal
 
@@ -134,3 +135,18 @@ def test_the_cap_and_a_subscriber_that_falls_behind(lanes: Lanes) -> None:
         assert hub.subscribers == 0
 
     asyncio.run(run())
+
+
+def test_an_id_after_every_event_of_this_lane_is_refused(lanes: Lanes) -> None:
+    # Ids are per lane (docs/how-to/operations.md). An id past this lane's last one (another
+    # lane's, a typo) was taken as is: the client was sent none of the records held, and no
+    # new one until this lane's ids passed it, possibly years later.
+    lane = lanes.new("lane1", Role.MANAGER)
+    lane.write(price("milk", 100))
+    assert lane.feed is not None
+    last = lane.feed.last_id
+    hub = hub_of(lane, Status())
+    with pytest.raises(UsageError, match="after every event of this lane"):
+        hub.subscribe(last + 1)
+    assert hub.subscribers == 0
+    hub.subscribe(last).close()  # the last id itself: resume with what comes next

@@ -110,7 +110,7 @@ def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
         if entry["revoked_at_ms"] is not None:
             lines.append(
                 f"revoked {terminal}: by time (format 1), records stamped from "
-                f"{entry['revoked_at_ms']} ms on never count"
+                f"{local_time(int(entry['revoked_at_ms']))} on never count"
             )
     return lines
 

@@ -105,8 +105,11 @@ def parse_peer_url(text: str, what: str = "peer") -> str:
         parts = urlsplit("")
     if parts.scheme not in ("ws", "wss") or not parts.hostname or port is None:
         raise UsageError(f"invalid {what} {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
+    if parts.username is not None or parts.password is not None:
+        # Never used (peers prove who they are with certificates), and logged with the URL.
+        raise UsageError(f"invalid {what} {text!r}: no user name or password in an address")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"invalid {what} {text!r}: an address has no path")
+        raise UsageError(f"invalid {what} {text!r}: an address has no path, query or fragment")
     return text.rstrip("/")
 
 

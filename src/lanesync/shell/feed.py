@@ -28,7 +28,7 @@ from typing import Final
 from lanesync.core.election import Election
 from lanesync.core.feed import KEEPALIVE_FRAME, FeedEvent, StatusSnapshot, status_events
 from lanesync.core.identity import Role
-from lanesync.errors import LocalError
+from lanesync.errors import LocalError, UsageError
 from lanesync.shell.feedlog import FeedLog
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.uplink import Uplink
@@ -175,6 +175,14 @@ class FeedHub:
         if len(self._subscribers) >= self.max_subscribers:
             raise FeedUnavailable(
                 f"{self.max_subscribers} clients follow the change feed already; try again later"
+            )
+        if after_id > self.feed.last_id:
+            # Not an id of this lane: taken as is, it would hold back every event held and
+            # every new one until this lane's ids passed it.
+            raise UsageError(
+                f"Last-Event-ID {after_id} is after every event of this lane (its last is "
+                f"{self.feed.last_id}): ids are per lane; resume on the lane that gave it, "
+                "or send none"
             )
         status = self._refresh_status()  # the others get what changed; this one all of it
         sub = Subscriber(

@@ -64,8 +64,8 @@ class Uplink:
                 log.info("uplink.probe reachable=True url=%s: the cloud answers again", self.url)
             elif not ok and self.last_probe_ok is not False:
                 log.warning(
-                    "uplink.probe reachable=False url=%s: the cloud does not answer; this lane "
-                    "does not stand for the uplink until it does",
+                    "uplink.probe reachable=False url=%s: the cloud does not answer from this "
+                    "lane; lanes that reach it are preferred as the store's uplink",
                     self.url,
                 )
             self.last_probe_ok = ok
