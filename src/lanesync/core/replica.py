@@ -58,6 +58,7 @@ from lanesync.core.identity import (
     LocalIdentity,
     Revocation,
     StoreIdentity,
+    outside_certificate,
     parse_revocation,
 )
 from lanesync.core.ids import (
@@ -615,6 +616,10 @@ class Replica:
                 f"only up to seq {head.seq}; import a bundle of another lane first"
             )
         self.clock.adopt(head.hlc)
+        if not cert.valid_at(self.clock.peek(now_ms).wall_ms):
+            # Every replica judges a record by the certificate valid at its timestamp: one
+            # signed outside it would be acknowledged here and count nowhere.
+            raise PermissionDenied(outside_certificate(cert, self.clock.peek(now_ms).wall_ms))
         record = make_record(
             self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
         )
