@@ -57,6 +57,7 @@ from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     Revocation,
+    Role,
     StoreIdentity,
     outside_certificate,
     parse_revocation,
@@ -574,10 +575,20 @@ class Replica:
         """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
         if self.me is not None and self.revoked():
             me = self.me.certificate.terminal_id
+            if self.me.certificate.role is Role.CLOUD:
+                # A cloud is not enrolled: a new cloud key, certified by the store, goes on.
+                way_on = (
+                    "the store certifies a new cloud key (lanesync cloud init NEW_CLOUD_DIR; "
+                    "lanesync store certify-cloud STORE_DIR NEW_CLOUD_DIR/cloud.json CERT_FILE)"
+                )
+            else:
+                way_on = (
+                    "enroll a replacement terminal (lanesync enroll STORE_DIR NEW_DIR "
+                    f"--terminal-id NEW_ID --replaces {me} --via LANE_DIR) and contact the "
+                    "store authority"
+                )
             raise TerminalRevoked(
-                f"terminal {me} is revoked by the store and may record nothing more: enroll a "
-                f"replacement terminal (lanesync enroll STORE_DIR NEW_DIR --terminal-id NEW_ID "
-                f"--replaces {me} --via LANE_DIR) and contact the store authority"
+                f"terminal {me} is revoked by the store and may record nothing more: {way_on}"
             )
 
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
