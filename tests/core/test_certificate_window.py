@@ -57,3 +57,26 @@ def test_a_write_outside_the_certificate_is_refused_and_changes_nothing(
     assert record.seq == 1
     assert lane.replica.views.on_hand_of(SKU) == 5
     assert no_problems(lane.replica)
+
+
+def test_a_renewed_certificate_held_by_the_replica_lets_the_lane_write_on() -> None:
+    """``lanesync store renew`` publishes the renewal to a running lane, which goes on with
+    the certificate it loaded at start until restarted: the renewal held in its config
+    document verifies its records, so it must not refuse them."""
+    store = Store()
+    key = SigningKey.generate()
+    lane1 = TerminalId("lane1")
+    expiring = issue_certificate(
+        store.authority, store.store_id, lane1, public_key_of(key), Role.CASHIER, 0, NOW
+    )
+    lane = store.terminal("lane1", key=key, cert=expiring)
+    with pytest.raises(PermissionDenied, match="expired"):
+        lane.replica.append(Receipt(SKU, 5), NOW + HOUR_MS)
+    renewed = issue_certificate(
+        store.authority, store.store_id, lane1, public_key_of(key), Role.CASHIER, 0, NOW + DAY_MS
+    )
+    lane.replica.publish_certificate(renewed, NOW + HOUR_MS)
+    record, _ = lane.replica.append(Receipt(SKU, 5), NOW + HOUR_MS)
+    assert record.seq == 1
+    assert lane.replica.views.on_hand_of(SKU) == 5
+    assert no_problems(lane.replica)

@@ -627,10 +627,11 @@ class Replica:
                 f"only up to seq {head.seq}; import a bundle of another lane first"
             )
         self.clock.adopt(head.hlc)
-        if not cert.valid_at(self.clock.peek(now_ms).wall_ms):
-            # Every replica judges a record by the certificate valid at its timestamp: one
-            # signed outside it would be acknowledged here and count nowhere.
-            raise PermissionDenied(outside_certificate(cert, self.clock.peek(now_ms).wall_ms))
+        at_ms = self.clock.peek(now_ms).wall_ms
+        if not any(c.valid_at(at_ms) for c in self._own_key_certificates(cert)):
+            # Every replica judges a record by a certificate valid at its timestamp: one
+            # signed outside them all would be acknowledged here and count nowhere.
+            raise PermissionDenied(outside_certificate(cert, at_ms))
         record = make_record(
             self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
         )
@@ -694,6 +695,15 @@ class Replica:
         if signed:
             self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
         return signed, change
+
+    def _own_key_certificates(self, cert: Certificate) -> list[Certificate]:
+        """``cert`` and every certificate held for its key (a renewal published to a running
+        lane verifies its records before it is restarted with it)."""
+        held = self.views.certificates()
+        same = (
+            c for c in held if (c.terminal_id, c.public_key) == (cert.terminal_id, cert.public_key)
+        )
+        return [cert, *same]
 
     def _first_open_day(self, terminal: TerminalId) -> str | None:
         """The first day ``terminal`` has not closed, from the day of its first record; None
