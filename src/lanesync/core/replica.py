@@ -696,14 +696,14 @@ class Replica:
             self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
         return signed, change
 
-    def _own_key_certificates(self, cert: Certificate) -> list[Certificate]:
-        """``cert`` and every certificate held for its key (a renewal published to a running
-        lane verifies its records before it is restarted with it)."""
-        held = self.views.certificates()
-        same = (
-            c for c in held if (c.terminal_id, c.public_key) == (cert.terminal_id, cert.public_key)
-        )
-        return [cert, *same]
+    def _own_key_certificates(self, cert: Certificate) -> Iterator[Certificate]:
+        """``cert``, then every certificate held for its key (a renewal published to a running
+        lane verifies its records before it is restarted with it); lazily: the write path
+        asks only until one fits."""
+        yield cert
+        for held in self.views.certificates():
+            if (held.terminal_id, held.public_key) == (cert.terminal_id, cert.public_key):
+                yield held
 
     def _first_open_day(self, terminal: TerminalId) -> str | None:
         """The first day ``terminal`` has not closed, from the day of its first record; None
