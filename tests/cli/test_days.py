@@ -33,7 +33,15 @@ def test_close_then_report_then_days(shop: Shop) -> None:
     day = today()
     assert cli.json("close", "lane1") == {"closed": [day]}
     assert cli.json("close", "lane1") == {"closed": []}
-    assert cli.ok("close", "lane1").stdout.startswith("nothing to close")
+    assert (
+        cli.ok("close", "lane1").stdout
+        == "nothing to close: this lane has no open day up to today\n"
+    )
+    # lane2 never wrote a record: it has no day to close, and none it closed already
+    assert cli.json("close", "lane2") == {"closed": []}
+    assert cli.ok("close", "lane2", "--day", day).stdout == (
+        f"nothing to close: this lane has no open day up to {day}\n"
+    )
     report = cli.json("report", "lane1")
     assert set(report) == REPORT_KEYS
     assert report["day"] == day

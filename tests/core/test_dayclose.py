@@ -307,7 +307,11 @@ def test_the_due_day_turns_at_the_closing_time() -> None:
     assert dayclose.next_close_ms(DAY, paris, four) == DAY + 3 * HOUR_MS
 
 
-@pytest.mark.parametrize("text", ["4:00", "24:00", "04:60", "0400", "ab:cd", "04:00:00", ""])
+@pytest.mark.parametrize(
+    "text",
+    # a fullwidth zero, Arabic-Indic zeros: digits of other scripts, which isdigit and int() take
+    ["4:00", "24:00", "04:60", "0400", "ab:cd", "04:00:00", "", "\uff104:00", "04:\u0660\u0660"],
+)
 def test_a_malformed_closing_time_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="expected HH:MM"):
         dayclose.parse_close_at(text)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from lanesync.core.identity import issue_revocation
-from lanesync.core.ids import Sku, TerminalId
-from lanesync.core.records import Receipt
+from lanesync.core.identity import Role, issue_revocation
+from lanesync.core.ids import CLOUD_TERMINAL_ID, Sku, TerminalId
+from lanesync.core.records import PriceChange, Receipt
 from lanesync.errors import PermissionDenied, TerminalRevoked
 
 from .helpers import NOW, Store, restarted, sync
@@ -88,3 +88,20 @@ def test_a_connected_terminal_learns_its_revocation_as_it_is_cut_off(arrives: st
     mesh.append(0, Receipt(SKU, 7))
     mesh.run()
     assert lane2.views.on_hand_of(SKU) is None
+
+
+def test_a_revoked_cloud_is_told_to_certify_a_new_cloud_key_not_to_enroll_a_lane() -> None:
+    """A cloud is not enrolled (``enroll --replaces cloud`` refuses it): the way on is a new
+    cloud key certified by the store (docs/how-to/cloud.md)."""
+    store = Store()
+    cloud = store.terminal(CLOUD_TERMINAL_ID, Role.CLOUD)
+    revocation = issue_revocation(
+        store.authority, store.store_id, cloud.name, 0, key=cloud.cert.public_key
+    )
+    cloud.replica.publish_revocation(revocation, NOW + 10)
+    with pytest.raises(TerminalRevoked) as refused:
+        cloud.replica.append(PriceChange(SKU, 149), NOW + 20)
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "certify-cloud" in message
+    assert "enroll" not in message

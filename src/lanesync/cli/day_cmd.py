@@ -42,7 +42,8 @@ def close(terminal_dir: Path, day: str | None, as_json: bool) -> None:
     elif result["closed"]:
         console.print(f"closed {', '.join(result['closed'])}")
     else:
-        console.print("nothing to close: every day up to it is closed already")
+        # Closed already, or before this lane's first record (a spare never started has none).
+        console.print(f"nothing to close: this lane has no open day up to {day or 'today'}")
 
 
 @click.command()

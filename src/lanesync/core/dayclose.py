@@ -76,7 +76,10 @@ DEFAULT_CLOSE_AT_MINUTE = 4 * 60
 def parse_close_at(text: str) -> int:
     """``HH:MM`` (store time) as minutes after midnight; ValueError otherwise."""
     hours, sep, minutes = text.partition(":")
-    if not (sep and len(hours) == 2 and len(minutes) == 2 and (hours + minutes).isdigit()):
+    digits = hours + minutes
+    if not (
+        sep and len(hours) == 2 and len(minutes) == 2 and digits.isascii() and digits.isdigit()
+    ):
         raise ValueError(f"invalid time {text!r}: expected HH:MM, e.g. 04:00")
     if not (int(hours) < 24 and int(minutes) < 60):
         raise ValueError(f"invalid time {text!r}: expected HH:MM, e.g. 04:00")

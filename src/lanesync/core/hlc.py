@@ -48,12 +48,15 @@ class HybridClock:
     def last(self) -> Hlc:
         return self._last
 
+    def peek(self, now_ms: int) -> Hlc:
+        """The timestamp ``tick`` would give now, without taking it (a write may be refused)."""
+        if now_ms > self._last.wall_ms:
+            return Hlc(now_ms, 0)
+        return Hlc(self._last.wall_ms, self._last.counter + 1)
+
     def tick(self, now_ms: int) -> Hlc:
         """A timestamp for a new local event, strictly greater than every earlier one."""
-        if now_ms > self._last.wall_ms:
-            self._last = Hlc(now_ms, 0)
-        else:
-            self._last = Hlc(self._last.wall_ms, self._last.counter + 1)
+        self._last = self.peek(now_ms)
         return self._last
 
     def adopt(self, own: Hlc) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
@@ -129,6 +130,24 @@ class Certificate:
 
     def valid_at(self, ms: int) -> bool:
         return self.not_before_ms <= ms <= self.not_after_ms
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def outside_certificate(cert: Certificate, at_ms: int) -> str:
+    """Why ``cert``'s terminal may not sign a record stamped ``at_ms`` (one line)."""
+    if at_ms < cert.not_before_ms:
+        why = f"is not valid before {_utc(cert.not_before_ms)}"
+        fix = "set this lane's clock right"
+    else:
+        why = f"expired at {_utc(cert.not_after_ms)}"
+        fix = "check this lane's clock; if it is right, renew it (lanesync store renew)"
+    return (
+        f"terminal {cert.terminal_id}'s certificate {why} and this lane's clock reads "
+        f"{_utc(at_ms)}: a record signed now would count nowhere; {fix}"
+    )
 
 
 @dataclass(frozen=True, slots=True)

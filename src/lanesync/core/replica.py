@@ -57,7 +57,9 @@ from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     Revocation,
+    Role,
     StoreIdentity,
+    outside_certificate,
     parse_revocation,
 )
 from lanesync.core.ids import (
@@ -573,10 +575,20 @@ class Replica:
         """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
         if self.me is not None and self.revoked():
             me = self.me.certificate.terminal_id
+            if self.me.certificate.role is Role.CLOUD:
+                # A cloud is not enrolled: a new cloud key, certified by the store, goes on.
+                way_on = (
+                    "the store certifies a new cloud key (lanesync cloud init NEW_CLOUD_DIR; "
+                    "lanesync store certify-cloud STORE_DIR NEW_CLOUD_DIR/cloud.json CERT_FILE)"
+                )
+            else:
+                way_on = (
+                    "enroll a replacement terminal (lanesync enroll STORE_DIR NEW_DIR "
+                    f"--terminal-id NEW_ID --replaces {me} --via LANE_DIR) and contact the "
+                    "store authority"
+                )
             raise TerminalRevoked(
-                f"terminal {me} is revoked by the store and may record nothing more: enroll a "
-                f"replacement terminal (lanesync enroll STORE_DIR NEW_DIR --terminal-id NEW_ID "
-                f"--replaces {me} --via LANE_DIR) and contact the store authority"
+                f"terminal {me} is revoked by the store and may record nothing more: {way_on}"
             )
 
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
@@ -615,6 +627,11 @@ class Replica:
                 f"only up to seq {head.seq}; import a bundle of another lane first"
             )
         self.clock.adopt(head.hlc)
+        at_ms = self.clock.peek(now_ms).wall_ms
+        if not any(c.valid_at(at_ms) for c in self._own_key_certificates(cert)):
+            # Every replica judges a record by a certificate valid at its timestamp: one
+            # signed outside them all would be acknowledged here and count nowhere.
+            raise PermissionDenied(outside_certificate(cert, at_ms))
         record = make_record(
             self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
         )
@@ -678,6 +695,15 @@ class Replica:
         if signed:
             self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
         return signed, change
+
+    def _own_key_certificates(self, cert: Certificate) -> Iterator[Certificate]:
+        """``cert``, then every certificate held for its key (a renewal published to a running
+        lane verifies its records before it is restarted with it); lazily: the write path
+        asks only until one fits."""
+        yield cert
+        for held in self.views.certificates():
+            if (held.terminal_id, held.public_key) == (cert.terminal_id, cert.public_key):
+                yield held
 
     def _first_open_day(self, terminal: TerminalId) -> str | None:
         """The first day ``terminal`` has not closed, from the day of its first record; None

@@ -2,7 +2,7 @@
 
 ``POST /v1/close`` signs the day-ends of this lane's open days (``core.dayclose``) through the
 group committer, like any write (403 ``terminal_revoked`` on a revoked lane); the reads fold the
-replica's records (``core.zreport``). Shapes are in docs/reference/http-api.md.
+replica's records (``core.zreport``). Shapes are in docs/reference/http.md.
 """
 
 from __future__ import annotations
