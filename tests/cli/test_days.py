@@ -120,6 +120,7 @@ def test_day_commands_refuse_bad_input_in_one_line(shop: Shop) -> None:
     assert_error(cli.run("close", "lane1", "--day", "2999-01-01"), "has not ended")
     assert_error(cli.run("close", "lane1", "--day", "yesterday"), "invalid day")
     assert_error(cli.run("report", "lane1", "--day", "2026-02-30"), "invalid day")
+    assert_error(cli.run("report", "lane1", "--day", "9999-12-31"), "has not begun")
     assert_error(cli.run("report", "lane2"), "closed no day")
     assert_error(cli.run("days", "plain"), None)
     assert cli.digest("lane1") == before

@@ -79,7 +79,11 @@ def test_bad_days_are_4xx_and_change_nothing(cluster: Cluster) -> None:
     a = cluster.start(cluster.enroll(store, "a", Role.MANAGER))
     a.sell("milk", 1, 100)
     digest = a.digest()
-    for path, code in (("/v1/reports/2026-13-01", 400), ("/v1/reports/latest", 400)):
+    for path, code in (
+        ("/v1/reports/2026-13-01", 400),
+        ("/v1/reports/latest", 400),
+        ("/v1/reports/9999-12-31", 400),  # a day that has not begun
+    ):
         response = a.client.get(path)
         assert response.status_code == code, response.text
         assert response.json()["error"]["code"] == "bad_request"

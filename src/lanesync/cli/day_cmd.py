@@ -61,7 +61,10 @@ def report(terminal_dir: Path, day: str | None, as_json: bool) -> None:
         result = daemon.call("GET", "/v1/reports" if day is None else f"/v1/reports/{day}")
     else:
         with Terminal.open(terminal_dir) as terminal:
-            day = day or zreport.default_day(terminal.replica)
+            if day is None:
+                day = zreport.default_day(terminal.replica)
+            else:
+                zreport.check_begun(terminal.replica, day, terminal.now_ms())
             result = zreport.z_report(terminal.replica, day)
     if as_json:
         emit_json(result)

@@ -244,6 +244,14 @@ def _plan_revocation(
         digest = chain["head"]["hash"]
     else:
         digest = chain["record"]["hash"]
+    in_force = (revoked.get(tid) or {}).get("after_seq")
+    if in_force is not None and after_seq > in_force:
+        # The lowest cut of a terminal is the one that counts: a higher one would sign and
+        # spread a revocation that changes nothing, and print a cut that is not in force.
+        raise UsageError(
+            f"{tid} is revoked after seq {in_force} already, and a revocation can only lower "
+            f"that cut: after seq {after_seq} would change nothing"
+        )
     after_hash = bytes.fromhex(digest) if digest else b""
     keys = [b""]
     if tid == CLOUD_TERMINAL_ID:

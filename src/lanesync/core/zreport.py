@@ -60,6 +60,17 @@ def check_day(day: str) -> str:
     return day
 
 
+def check_begun(replica: Replica, day: str, now_ms: int) -> str:
+    """``day`` for a report asked at ``now_ms``: a well-formed day that has begun, store time (a
+    Z-report of a day to come would print an empty, incomplete report with a hash, as if
+    something were known of it)."""
+    check_day(day)
+    today = dayclose.today(now_ms, replica.tz)
+    if day > today:
+        raise UsageError(f"{day} has not begun: today is {today} (store time)")
+    return day
+
+
 def _close_bounds(replica: Replica) -> dict[TerminalId, list[tuple[str, int]]]:
     """Per terminal with day-ends: (day, least seq of its day-ends of that day or any later)."""
     bounds: dict[TerminalId, list[tuple[str, int]]] = {}

@@ -65,7 +65,8 @@ def days_router(terminal: Terminal, committer: GroupCommitter) -> APIRouter:
     @router.get("/v1/reports/{day}", tags=["reads"])
     async def get_report(day: str, _: RequireToken) -> dict[str, Any]:
         """The store's Z-report of ``day`` (YYYY-MM-DD) from the records this lane holds."""
-        return zreport.z_report(terminal.replica, zreport.check_day(day))
+        day = zreport.check_begun(terminal.replica, day, terminal.now_ms())
+        return zreport.z_report(terminal.replica, day)
 
     @router.get("/v1/days", tags=["reads"])
     async def get_days(_: RequireToken) -> dict[str, Any]:
