@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, ConfigDict, StrictInt
 from starlette.types import Message
 
@@ -53,6 +53,15 @@ def make_app() -> FastAPI:
     async def get_workers(_: RequireToken) -> dict[str, list[int]]:
         return {"workers": sorted(worker_threads())}
 
+    # A route of another module's router, included after install_common (FastAPI keeps it
+    # in the router it was included from, not in app.routes).
+    router = APIRouter()
+
+    @router.post("/counts", status_code=201)
+    async def post_routed_count(body: Count, _: RequireToken) -> dict[str, int]:
+        return {"qty": body.qty}
+
+    app.include_router(router, prefix="/v1/routed")
     return app
 
 
@@ -161,14 +170,13 @@ async def call_raw(
     [[], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Bearer \xe9")]],
     ids=["no token", "wrong token", "non-ascii token"],
 )
+@pytest.mark.parametrize("path", ["/v1/counts", "/v1/routed/counts"])
 def test_the_token_is_checked_before_the_body_is_read(
-    headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]], path: str
 ) -> None:
     # A client without the token must not make the server read (or wait for) its body.
     length = [(b"content-type", b"application/json"), (b"content-length", b"8")]
-    status, reads = asyncio.run(
-        call_raw(make_app(), "POST", "/v1/counts", headers + length, MALFORMED)
-    )
+    status, reads = asyncio.run(call_raw(make_app(), "POST", path, headers + length, MALFORMED))
     assert (status, reads) == (401, 0)
 
 

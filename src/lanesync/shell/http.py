@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute, APIRouter
+from fastapi.routing import APIRoute, APIRouter, iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.routing import Match
@@ -35,9 +35,11 @@ from lanesync.errors import (
     StorageError,
     TerminalRevoked,
 )
+from lanesync.shell.openapi import ApiDoc, document, serve_docs
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
 LARGE_BODY_PATHS = frozenset({"/v1/import"})  # bundles
+NO_DOC = ApiDoc()
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -162,10 +164,12 @@ class TokenFirst:
         self.token = token
 
     def _route_needs_token(self, scope: Scope) -> bool:
-        for route in self.router.routes:
+        # Route contexts, not router.routes: FastAPI keeps the routes of an included router
+        # inside it, and only the context has the dependencies include_router added.
+        for route in iter_route_contexts(self.router.routes):
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return isinstance(route, APIRoute) and _needs_token(route.dependant)
+                return isinstance(route.original_route, APIRoute) and _needs_token(route.dependant)
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,14 +183,16 @@ class TokenFirst:
         await self.app(scope, receive, send)
 
 
-def install_common(app: FastAPI, token: str) -> None:
-    """Error handlers, the body limit and the token every lanesync API uses."""
+def install_common(app: FastAPI, token: str, doc: ApiDoc = NO_DOC) -> None:
+    """Error handlers, the body limit and the token every lanesync API uses, its OpenAPI
+    document completed to say so (and what ``doc`` adds), and ``/docs`` served without a CDN."""
     app.state.token = token.encode()
     app.add_middleware(BodyLimit)
     # Added last, so it runs first: a request without the token is refused before BodyLimit or
     # the app read any of its body.
     app.add_middleware(TokenFirst, router=app.router, token=app.state.token)
-    _document_token_and_errors(app)
+    document(app, _needs_token, doc)
+    serve_docs(app)
 
     @app.exception_handler(LanesyncError)
     async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
@@ -202,7 +208,10 @@ def install_common(app: FastAPI, token: str) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, "http_error", str(exc.detail))
+        response = error(exc.status_code, "http_error", str(exc.detail))
+        # The router's 405 carries the Allow header RFC 9110 section 15.5.6 requires.
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(_: Request, __: ClientDisconnect) -> JSONResponse:
@@ -214,39 +223,3 @@ def install_common(app: FastAPI, token: str) -> None:
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return _unauthorized()
-
-
-def _document_token_and_errors(app: FastAPI) -> None:
-    """Make the app's OpenAPI document say what the app does: a route with ``RequireToken``
-    needs the bearer token (401 without it), and a body that fails validation is answered 400
-    ``invalid_request`` (the handler in ``install_common``), not FastAPI's default 422."""
-    default = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = default()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "TERMINAL_DIR/api.token"}
-        }
-        for route in app.routes:
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
-                continue
-            for method in route.methods or ():
-                operation = schema["paths"][route.path_format].get(method.lower())
-                if operation is None:
-                    continue
-                responses = operation.setdefault("responses", {})
-                if responses.get("422", {}).get("description") == "Validation Error":
-                    del responses["422"]
-                    responses["400"] = {
-                        "description": "Invalid request (error code invalid_request)"
-                    }
-                if _needs_token(route.dependant):
-                    operation["security"] = [{"bearer": []}]
-                    responses["401"] = {
-                        "description": "No valid bearer token (error code unauthorized)"
-                    }
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

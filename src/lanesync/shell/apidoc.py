@@ -1,0 +1,132 @@
+"""What the lane API's OpenAPI document shows beyond what FastAPI derives from the routes:
+examples of the main routes, the ``Idempotency-Key`` header of writes, and the raw bodies
+(bundles, signed objects) that routes read themselves.
+
+The examples are one lane's real exchanges (a manager lane ``lane1``: price, receipt,
+adjustment, sale, void, in that order); tests/shell/test_apidoc.py checks that each one fits the
+schema of its operation.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lanesync.core.ids import NAME_PATTERN, RECORD_ID_PATTERN, SKU_PATTERN
+from lanesync.core.records import MAX_LINES, MAX_QTY, MAX_REASON, MAX_UNIT_CENTS
+from lanesync.shell.openapi import ApiDoc, Example, Examples
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 255  # what common POS SDKs send (UUIDs, 36) fits many times over
+
+# openapi_extra of a write that takes an Idempotency-Key (lanesync.shell.api documents its use).
+IDEMPOTENT: dict[str, Any] = {
+    "parameters": [
+        {
+            "name": IDEMPOTENCY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Unique per write (e.g. a UUID): a retry with the same key and "
+            "request gets the first answer again (header Idempotent-Replayed: true) and writes "
+            "nothing; the same key with another request is refused (422). Kept 7 days.",
+            "schema": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_IDEMPOTENCY_KEY,
+                "pattern": "^[!-~]+$",  # visible ASCII
+            },
+            "example": "9b2f6c1e-4d3a-4f7b-8a51-0c6e2d9f7a13",
+        }
+    ]
+}
+
+
+def raw_body(what: str, *, required: bool = True) -> dict[str, Any]:
+    """openapi_extra of a route that reads its body as bytes (``what`` they are)."""
+    return {
+        "requestBody": {
+            "required": required,
+            "description": what,
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
+    }
+
+
+# The bounds lanesync.core.bodies checks, as JSON Schema keywords of the request fields.
+SKU_FIELD: dict[str, Any] = {"pattern": SKU_PATTERN}
+QTY_FIELD: dict[str, Any] = {"minimum": 1, "maximum": MAX_QTY}
+DELTA_FIELD: dict[str, Any] = {"minimum": -MAX_QTY, "maximum": MAX_QTY}
+CENTS_FIELD: dict[str, Any] = {"minimum": 0, "maximum": MAX_UNIT_CENTS}
+REASON_FIELD: dict[str, Any] = {"minLength": 1, "maxLength": MAX_REASON}
+LINES_FIELD: dict[str, Any] = {"maxItems": MAX_LINES}
+
+STOCK = {"items": [{"sku": "milk", "on_hand": 21}]}
+
+LANE_EXAMPLES: Examples = {
+    ("POST", "/v1/sales"): Example(
+        "Sell: each line at its catalog price, or at unit_price (cents) when given.",
+        request={
+            "lines": [{"sku": "milk", "qty": 2}, {"sku": "bread", "qty": 1, "unit_price": 249}]
+        },
+        response={"sale_id": "lane1:4", "total": 507},
+    ),
+    ("POST", "/v1/sales/{sale_id}/void"): Example(
+        "Void a sale (its id as the sale answered it): its lines go back into stock.",
+        parameters={"sale_id": "lane1:4"},
+        response={"record_id": "lane1:5"},
+    ),
+    ("POST", "/v1/stock/receive"): Example(
+        "Receive goods into stock.",
+        request={"sku": "milk", "qty": 24},
+        response={"record_id": "lane1:2"},
+    ),
+    ("POST", "/v1/stock/adjust"): Example(
+        "Adjust stock by delta (negative: shrinkage), with the reason.",
+        request={"sku": "milk", "delta": -1, "reason": "damaged"},
+        response={"record_id": "lane1:3"},
+    ),
+    ("POST", "/v1/prices"): Example(
+        "Set a catalog price in cents (a manager lane, or the cloud).",
+        request={"sku": "milk", "unit_price": 129},
+        response={"record_id": "lane1:1"},
+    ),
+    ("GET", "/v1/stock"): Example("Stock on hand of every SKU.", response=STOCK),
+    ("GET", "/v1/stock/{sku}"): Example(
+        "Stock on hand of one SKU.", parameters={"sku": "milk"}, response=STOCK
+    ),
+    ("GET", "/v1/status"): Example(
+        "This lane, its peers, its leader and its cloud link.",
+        response={
+            "terminal_id": "lane1",
+            "store_id": "s1",
+            "role": "manager",
+            "digest": "56d8aa75d85aa3f5258789945f890c157ad83996c4ac0c294a66d82fde824420",
+            "records": 5,
+            "api": "http://127.0.0.1:8080",
+            "listen": "ws://127.0.0.1:7300",
+            "started_ms": 1796632146148,
+            "version": "0.1.0",
+            "leader": "lane1",
+            "term": 1,
+            "cloud": None,
+            "peers": [],
+            "connections": [],
+            "revocations": {},
+            "revoked": False,
+            "isolated_since": None,
+            "first_write_unheard_ms": None,
+            "succeeds": None,
+        },
+    ),
+}
+
+LANE_DOC = ApiDoc(
+    examples=LANE_EXAMPLES,
+    parameters={
+        "sku": SKU_FIELD,
+        "terminal": {"pattern": NAME_PATTERN},
+        "sale_id": {"pattern": RECORD_ID_PATTERN},
+        "seq": {"minimum": 0},
+    },
+)
