@@ -41,8 +41,10 @@ from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.openapi import ApiDoc, Example, complete
+from lanesync.shell.terminal import Terminal
 
 from .conftest import Lanes
+from .helpers import receipt, write_together
 
 TOKEN = "the-token"  # noqa: S105 - a test token
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -51,7 +53,10 @@ ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 @pytest.fixture
 def lane_app(lanes: Lanes) -> FastAPI:
-    terminal = lanes.new("lane1", Role.MANAGER)
+    return make_lane_app(lanes.new("lane1", Role.MANAGER))
+
+
+def make_lane_app(terminal: Terminal) -> FastAPI:
     node = Node(terminal.replica, election=Election("lane1"))
     mesh = Mesh(node, terminal)
     committer = GroupCommitter(terminal, publish=mesh.write)
@@ -162,6 +167,15 @@ def test_the_answers_the_lane_gives_fit_its_document(lane_app: FastAPI) -> None:
     assert invalid.json()["error"]["code"] == "invalid_request"
     # RFC 9110 section 15.5.6: a 405 says which methods the resource takes.
     assert wrong_method.headers["allow"] == "GET"
+
+
+def test_stock_of_a_sku_with_a_slash_is_found(lanes: Lanes) -> None:
+    """A SKU may hold "/" (lanesync.core.ids), which a client sends as %2F in the path."""
+    terminal = lanes.new("lane1", Role.MANAGER)
+    write_together(terminal, [receipt("tea/green", 3)])
+    answer = call(make_lane_app(terminal), "GET", "/v1/stock/tea%2Fgreen")
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"items": [{"sku": "tea/green", "on_hand": 3}]}
 
 
 # -- routes added by routers, and what ``complete`` refuses ----------------------------------------

@@ -426,7 +426,7 @@ def create_app(state: DaemonState) -> FastAPI:
     async def get_stock() -> dict[str, Any]:
         return reports.stock(state.terminal.replica)
 
-    @app.get("/v1/stock/{sku}", tags=["reads"])
+    @app.get("/v1/stock/{sku:path}", tags=["reads"])  # a SKU may hold "/"
     async def get_stock_of(sku: str) -> dict[str, Any]:
         return reports.stock(state.terminal.replica, parse_sku(sku))
 

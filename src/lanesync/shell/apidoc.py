@@ -58,7 +58,13 @@ SKU_FIELD: dict[str, Any] = {"pattern": SKU_PATTERN}
 QTY_FIELD: dict[str, Any] = {"minimum": 1, "maximum": MAX_QTY}
 DELTA_FIELD: dict[str, Any] = {"minimum": -MAX_QTY, "maximum": MAX_QTY}
 CENTS_FIELD: dict[str, Any] = {"minimum": 0, "maximum": MAX_UNIT_CENTS}
-REASON_FIELD: dict[str, Any] = {"minLength": 1, "maxLength": MAX_REASON}
+# The core strips the reason (str.strip: Unicode whitespace, with \x1c-\x1f and \x85, which
+# ECMA-262's \s leaves out), so one character must be left.
+REASON_FIELD: dict[str, Any] = {
+    "minLength": 1,
+    "maxLength": MAX_REASON,
+    "pattern": r"[^\s\x1c-\x1f\x85]",
+}
 LINES_FIELD: dict[str, Any] = {"maxItems": MAX_LINES}
 
 STOCK = {"items": [{"sku": "milk", "on_hand": 21}]}
