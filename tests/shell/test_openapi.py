@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import os
 import re
 import subprocess
 import sys
@@ -24,13 +23,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema_rs
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from mesh.cluster import Cluster, Daemon  # tests/mesh: the real-daemon harness
+from openapi_checks import (
+    BIN,
+    ERROR_REF,
+    assert_docs_load_only_local_assets,
+    assert_errors_are_the_error_model,
+    assert_schemathesis_passed,
+    conforms,
+    operations,
+    run_schemathesis,
+)
 from pydantic import BaseModel
-from swagger_ui_bundle import swagger_ui_path
 
 from lanesync.core.election import Election
 from lanesync.core.identity import Role
@@ -47,8 +54,6 @@ from .conftest import Lanes
 from .helpers import receipt, write_together
 
 TOKEN = "the-token"  # noqa: S105 - a test token
-METHODS = ("get", "post", "put", "patch", "delete")
-ERROR_REF = {"$ref": "#/components/schemas/Error"}
 
 
 @pytest.fixture
@@ -70,19 +75,6 @@ def call(app: FastAPI, method: str, path: str, **kwargs: Any) -> httpx.Response:
             return await client.request(method, path, **kwargs)
 
     return asyncio.run(go())
-
-
-def operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
-    for path, item in spec["paths"].items():
-        for method in METHODS:
-            if method in item:
-                yield method, path, item[method]
-
-
-def conforms(spec: dict[str, Any], schema: dict[str, Any], instance: Any) -> bool:
-    """Whether ``instance`` fits ``schema``, whose references point into ``spec``."""
-    root = {**schema, "components": spec.get("components", {})}
-    return bool(jsonschema_rs.validator_for(root).is_valid(instance))
 
 
 def refused_without_token(app: FastAPI, method: str, path: str) -> bool:
@@ -113,19 +105,10 @@ def test_the_lane_document_says_which_routes_need_the_token(lane_app: FastAPI) -
 
 def test_every_error_the_lane_documents_is_the_error_model(lane_app: FastAPI) -> None:
     spec = call(lane_app, "GET", "/openapi.json").json()
-    schemas = spec["components"]["schemas"]
-    assert "HTTPValidationError" not in schemas
-    assert "ValidationError" not in schemas
-    error = {"error": {"code": "unauthorized", "message": "a valid bearer token is required"}}
-    assert conforms(spec, ERROR_REF, error)
-    assert not conforms(spec, ERROR_REF, {"detail": [{"loc": ["body"], "msg": "x"}]})
+    assert_errors_are_the_error_model(spec)
     for method, path, operation in operations(spec):
         responses = operation["responses"]
         where = f"{method} {path}"
-        for status, response in responses.items():
-            if status[0] in "45":
-                assert response["content"] == {"application/json": {"schema": ERROR_REF}}, where
-                assert response["description"], where
         if operation.get("parameters") or operation.get("requestBody") or method == "post":
             assert "400" in responses, where
         if method == "post":
@@ -246,28 +229,9 @@ def test_an_example_body_for_an_operation_without_a_json_body_is_refused() -> No
 
 # -- /docs -----------------------------------------------------------------------------------------
 
-LINKS = re.compile(r"""(?:src|href|url)\s*[:=]\s*["']([^"']*)["']""")
-
 
 def test_docs_load_every_asset_from_the_app_itself(lane_app: FastAPI) -> None:
-    page = call(lane_app, "GET", "/docs")
-    assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    # Nothing from another host: no absolute URL, no protocol-relative one.
-    assert not re.search(r"https?:|[\"'(=]\s*//", page.text), page.text
-    links = LINKS.findall(page.text)
-    assert "/openapi.json" in links
-    assets = [link for link in links if link.startswith("/docs/assets/")]
-    assert len(assets) == 3, links  # the script, the style sheet, the icon
-    for link in links:
-        assert link.startswith("/"), link
-        answer = call(lane_app, "GET", link)
-        assert answer.status_code == 200, link
-        if link in assets:
-            shipped = (Path(str(swagger_ui_path)) / link.rsplit("/", 1)[1]).read_bytes()
-            assert answer.content == shipped, link
-    assert "validatorUrl" in page.text  # the badge would send the document to a public host
-    assert '"validatorUrl": null' in page.text
+    assert_docs_load_only_local_assets(lambda path: call(lane_app, "GET", path))
 
 
 def test_docs_serve_no_other_file_and_fastapis_cdn_pages_are_gone(lane_app: FastAPI) -> None:
@@ -282,14 +246,6 @@ def test_docs_serve_no_other_file_and_fastapis_cdn_pages_are_gone(lane_app: Fast
 
 
 # -- against a live lane -------------------------------------------------------------------------
-
-BIN = Path(sys.executable).parent  # the virtualenv's scripts: the generator, schemathesis
-# A few examples per operation by default (the run takes ~30 s on 2 cores); more with the
-# variable (docs/how-to/simulate-and-fuzz.md). LANESYNC_SCHEMATHESIS_SEED replays a run.
-SCHEMATHESIS_EXAMPLES = int(os.environ.get("LANESYNC_SCHEMATHESIS_EXAMPLES", "10"))
-SCHEMATHESIS_SEED = os.environ.get("LANESYNC_SCHEMATHESIS_SEED")
-# Loopback only: a proxy from the environment would take the requests elsewhere.
-NO_PROXY_ENV = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
 
 
 @pytest.fixture
@@ -405,32 +361,11 @@ def test_a_generated_client_sells_voids_and_reads_through_a_live_lane(
 
 @pytest.mark.slow
 def test_schemathesis_finds_nothing_wrong_with_a_live_lane(lane: Daemon, tmp_path: Path) -> None:
-    """Every operation of the lane's own document, with generated valid and invalid input,
-    with and without the token. All checks but positive_data_acceptance: a request the
-    schema allows may still be refused 400 by what the lane holds (a SKU without a price, a
-    sale it does not hold, an object not signed by the store), as documented."""
+    """Every operation of the lane's own document (openapi_checks.run_schemathesis), then the
+    lane still serves, its records verify and it logged no traceback."""
     lane.set_price("milk", 100)
     lane.receive("milk", 1_000_000)
-    command = [
-        BIN / "st", "run", f"{lane.api}/openapi.json",
-        "--header", f"Authorization: Bearer {lane.token}",
-        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-examples", str(SCHEMATHESIS_EXAMPLES), "--workers", "1",
-        "--generation-database", "none", "--no-color",
-    ]  # fmt: skip
-    if SCHEMATHESIS_SEED:
-        command += ["--seed", SCHEMATHESIS_SEED]
-    result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,  # its reports, if any, go there
-        env=NO_PROXY_ENV,
-        timeout=60 + 3 * SCHEMATHESIS_EXAMPLES,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-4000:]
-    assert " passed" in result.stdout, result.stdout[-4000:]
+    assert_schemathesis_passed(run_schemathesis(lane.api, lane.token, tmp_path))
     assert lane.alive(), lane.describe()
     assert lane.verify()["ok"], lane.describe()
     assert "Traceback" not in lane.log_text(), lane.describe()
