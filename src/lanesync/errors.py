@@ -3,7 +3,8 @@
     LanesyncError
     ├── LocalError              we (or our caller) did something wrong: fix the call
     │   ├── UsageError          bad argument from a user or API client (unknown SKU, bad price ...)
-    │   │   └── IdempotencyConflict  an idempotency key reused for another request
+    │   │   ├── IdempotencyConflict  an idempotency key reused for another request
+    │   │   └── NotFound    a read names something this terminal does not hold (a sale id)
     │   ├── PermissionDenied    the terminal's role does not allow the operation
     │   │   └── TerminalRevoked  the store revoked this terminal: it may sign nothing more
     │   ├── ConfigError         missing or unreadable key, certificate or directory
@@ -40,6 +41,10 @@ class UsageError(LocalError):
 
 class IdempotencyConflict(UsageError):
     """An idempotency key was used again for a different request."""
+
+
+class NotFound(UsageError):
+    """A read named something this terminal does not hold (a sale, a priced SKU): HTTP 404."""
 
 
 class PermissionDenied(LocalError):

@@ -121,12 +121,19 @@ ADJUSTMENTS = [
 ]
 
 STOCK = [
-    error(
-        "stock-unknown-sku",
-        *("stock", "lane1", "eggs"),
-        says="SKU 'eggs' has no stock movement or price on this terminal",
-    ),
     error("stock-bad-sku", "stock", "lane1", "bad sku!", "--json", says="invalid SKU 'bad sku!'"),
+]
+
+JOURNAL = [
+    error(
+        "sales-bad-day", "sales", "lane1", "--day", "2026-02-30", says="invalid day '2026-02-30'"
+    ),
+    error("sales-limit-zero", "sales", "lane1", "--limit", "0", says="limit must be 1 to 1000"),
+    error("sales-limit-huge", "sales", "lane1", "--limit", "1001", says="limit must be 1 to 1000"),
+    error("sales-bad-cursor", "sales", "lane1", "--cursor", "abc!", says="invalid cursor"),
+    error("sales-bad-terminal", "sales", "lane1", "--terminal", "a b", says="invalid terminal id"),
+    error("sales-store", "sales", "store", says="store " + NOT_A_TERMINAL, terminal=None),
+    usage("sales-limit-not-int", "sales", "lane1", "--limit", "ten", says="is not a valid integer"),
 ]
 
 NOT_TERMINALS = [
@@ -197,6 +204,7 @@ CASES = [
     *RECEIPTS,
     *ADJUSTMENTS,
     *STOCK,
+    *JOURNAL,
     *NOT_TERMINALS,
     *FILES,
     *STORES,

@@ -7,9 +7,10 @@ import pytest
 from nacl.signing import SigningKey
 
 from lanesync.core import reports
+from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
-from lanesync.core.records import Receipt, Sale, SaleLine, Void
-from lanesync.errors import UsageError
+from lanesync.core.records import PriceChange, Receipt, Sale, SaleLine, Void
+from lanesync.errors import NotFound
 
 from .helpers import NOW, TODAY_DOC, Store, keyed, put_records, record_chain, sync_all
 
@@ -27,8 +28,29 @@ def test_stock_lists_every_sku_in_order_or_one_on_request() -> None:
         "items": [{"sku": "A", "on_hand": 5}, {"sku": "B", "on_hand": 4}]
     }
     assert reports.stock(lane.replica, Sku("B")) == {"items": [{"sku": "B", "on_hand": 4}]}
-    with pytest.raises(UsageError, match="'C' has no stock movement"):
-        reports.stock(lane.replica, Sku("C"))
+    # A SKU never received, sold or priced has nothing on hand (issue 18: 200, not 400).
+    assert reports.stock(lane.replica, Sku("C")) == {"items": [{"sku": "C", "on_hand": 0}]}
+
+
+def test_prices_list_the_price_in_force_of_every_sku_with_who_set_it_and_when() -> None:
+    store = Store()
+    manager = store.terminal("mgr", Role.MANAGER)
+    other = store.terminal("mgr2", Role.MANAGER)
+    manager.replica.append(PriceChange(Sku("milk"), 149), NOW)
+    manager.replica.append(PriceChange(Sku("bread"), 250), NOW + 1)
+    other.replica.append(PriceChange(Sku("milk"), 159), NOW + 5)  # later: in force
+    sync_all([manager.replica, other.replica], NOW + 10)
+    expected = {
+        "prices": [
+            {"sku": "bread", "unit_cents": 250, "set_by": "mgr", "at_ms": NOW + 1},
+            {"sku": "milk", "unit_cents": 159, "set_by": "mgr2", "at_ms": NOW + 5},
+        ]
+    }
+    assert reports.prices(manager.replica) == reports.prices(other.replica) == expected
+    assert reports.price(manager.replica, Sku("milk")) == expected["prices"][1]
+    with pytest.raises(NotFound, match="'caviar' has no price"):
+        reports.price(manager.replica, Sku("caviar"))
+    assert reports.prices(store.terminal("lane1").replica) == {"prices": []}
 
 
 def test_oversold_names_only_the_sales_that_took_the_balance_below_zero() -> None:

@@ -57,6 +57,9 @@ V1_PATHS = {
     "/v1/forks/{terminal}",
     "/v1/fork-resolutions",
     "/v1/certificates",
+    "/v1/health",
+    "/v1/sales/{sale_id}",
+    "/v1/prices/{sku}",
 }
 
 
@@ -214,10 +217,41 @@ def test_terminal_directory_and_database_are_private(shop: Shop) -> None:
     assert not (shop.m.path / "lanesync.db-shm").exists()
 
 
-def test_reads_need_no_token(shop: Shop) -> None:
+# A value for each path parameter of a read route, so every read is asked for something real.
+PATH_EXAMPLES = {"{sku}": "milk", "{terminal}": "m", "{sale_id}": "m:1"}
+TOKEN_FREE = {"/v1/health", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+
+def read_routes(shop: Shop) -> list[str]:
+    """Every GET route of the app (from its OpenAPI document, so a new one is covered)."""
+    paths = []
+    for path, operations in shop.m.get("/openapi.json")["paths"].items():
+        if "get" in operations:
+            for name, value in PATH_EXAMPLES.items():
+                path = path.replace(name, value)
+            assert "{" not in path, f"no example for the parameter of {path}"
+            paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("auth", ["no header", "wrong token", "basic scheme", "latin-1 token"])
+def test_every_read_needs_the_token_but_health(shop: Shop, auth: str) -> None:
+    """Reads show the store's sales, stock and peers: 401 without the token, like writes.
+    Health (and the API's own description) hold no store data and need none."""
+    routes = read_routes(shop)
+    assert {"/v1/stock", "/v1/sales", "/v1/prices", "/metrics", "/v1/health"} <= set(routes)
     with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
-        for path in ("/v1/stock", "/v1/stock/milk", "/v1/status", "/v1/digest", "/v1/verify"):
-            assert anonymous.get(path).status_code == 200, path
+        for path in routes:
+            response = anonymous.get(path, headers=BAD_AUTH[auth])
+            if path in TOKEN_FREE:
+                assert response.status_code == 200, path
+                continue
+            assert assert_json_error(response, 401)["code"] == "unauthorized", path
+            assert response.headers.get("www-authenticate") == "Bearer"
+            assert shop.m.client.get(path).status_code != 401, path
+        assert anonymous.get("/v1/health").json() == {"ok": True}
+        assert anonymous.get("/openapi.json").status_code == 200
+        assert anonymous.get("/docs").status_code == 200
 
 
 # -- bad input -------------------------------------------------------------------------------------
@@ -472,7 +506,9 @@ def test_an_idle_keep_alive_connection_outlives_common_client_expiry(shop: Shop)
     """A POS client's pooled connection, idle for longer than uvicorn's default 5 s keep-alive,
     still answers: the server must not be the side that closes it (docs/how-to/operations.md)."""
     host, port = shop.m.api.removeprefix("http://").rsplit(":", 1)
-    request = f"GET /v1/digest HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+    request = (
+        f"GET /v1/digest HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {shop.m.token}\r\n\r\n"
+    ).encode()
     with socket.create_connection((host, int(port)), timeout=15) as sock:
         for idle_s in (API_IDLE_PROBE_S, 0):
             sock.sendall(request)
@@ -494,9 +530,8 @@ def test_an_idle_keep_alive_connection_outlives_common_client_expiry(shop: Shop)
     [
         ("GET", "/v1/nothing-here", 404),
         ("DELETE", "/v1/sales", 405),
-        ("GET", "/v1/sales", 405),
+        ("PUT", "/v1/prices", 405),
         ("GET", "/v1/stock/not%20a%20sku", 400),
-        ("GET", "/v1/stock/never-seen", 400),
     ],
 )
 def test_unknown_routes_and_reads_are_json_errors(
@@ -629,6 +664,8 @@ def test_stock_reads(shop: Shop) -> None:
     assert all(set(i) == {"sku", "on_hand"} for i in items)
     assert {"sku": "bread", "on_hand": 5} in items
     assert m.get("/v1/stock/bread") == {"items": [{"sku": "bread", "on_hand": 5}]}
+    # Never received, sold nor priced: nothing on hand (not an error: issue 18).
+    assert m.get("/v1/stock/never-seen") == {"items": [{"sku": "never-seen", "on_hand": 0}]}
 
 
 def test_status(shop: Shop) -> None:

@@ -53,15 +53,26 @@ def make_app() -> FastAPI:
     async def get_workers(_: RequireToken) -> dict[str, list[int]]:
         return {"workers": sorted(worker_threads())}
 
-    # A route of another module's router, included after install_common (FastAPI keeps it
-    # in the router it was included from, not in app.routes).
-    router = APIRouter()
+    # Routes of included routers (each helper module of an API has its own), with and
+    # without a prefix: FastAPI keeps them behind one entry of the app's routes.
+    routed = APIRouter()
 
-    @router.post("/counts", status_code=201)
-    async def post_routed_count(body: Count, _: RequireToken) -> dict[str, int]:
+    @routed.post("/counts", status_code=201)
+    async def post_routed(body: Count, _: RequireToken) -> dict[str, int]:
         return {"qty": body.qty}
 
-    app.include_router(router, prefix="/v1/routed")
+    @routed.get("/open")
+    async def get_routed_open() -> dict[str, bool]:
+        return {"open": True}
+
+    app.include_router(routed, prefix="/v2")
+    plain = APIRouter()
+
+    @plain.post("/v1/routed", status_code=201)
+    async def post_plain(body: Count, _: RequireToken) -> dict[str, int]:
+        return {"qty": body.qty}
+
+    app.include_router(plain)
     return app
 
 
@@ -170,7 +181,7 @@ async def call_raw(
     [[], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Bearer \xe9")]],
     ids=["no token", "wrong token", "non-ascii token"],
 )
-@pytest.mark.parametrize("path", ["/v1/counts", "/v1/routed/counts"])
+@pytest.mark.parametrize("path", ["/v1/counts", "/v2/counts"])
 def test_the_token_is_checked_before_the_body_is_read(
     headers: list[tuple[bytes, bytes]], path: str
 ) -> None:
@@ -178,6 +189,31 @@ def test_the_token_is_checked_before_the_body_is_read(
     length = [(b"content-type", b"application/json"), (b"content-length", b"8")]
     status, reads = asyncio.run(call_raw(make_app(), "POST", path, headers + length, MALFORMED))
     assert (status, reads) == (401, 0)
+
+
+@pytest.mark.parametrize("path", ["/v1/routed", "/v2/counts"])
+def test_a_route_of_an_included_router_is_checked_before_its_body_is_read(path: str) -> None:
+    length = [(b"content-type", b"application/json"), (b"content-length", b"8")]
+    status, reads = asyncio.run(call_raw(make_app(), "POST", path, length, MALFORMED))
+    assert (status, reads) == (401, 0)
+    token = [(b"authorization", f"Bearer {TOKEN}".encode())]
+    status, reads = asyncio.run(call_raw(make_app(), "POST", path, token + length, MALFORMED))
+    assert (status, reads) == (400, 1)
+    response = request("POST", path, json={"qty": 2}, headers=bearer(TOKEN))
+    assert (response.status_code, response.json()) == (201, {"qty": 2})
+    assert request("GET", "/v2/open").json() == {"open": True}  # no token needed there
+
+
+def test_the_openapi_document_says_which_routes_need_the_token() -> None:
+    paths = make_app().openapi()["paths"]
+    for path in ("/v1/counts", "/v1/workers", "/v1/routed", "/v2/counts"):
+        (operation,) = paths[path].values()
+        assert operation["security"] == [{"bearer": []}], path
+        assert "401" in operation["responses"], path
+    for path in ("/v1/echo", "/v1/open", "/v2/open"):
+        (operation,) = paths[path].values()
+        assert "security" not in operation, path
+    assert "422" not in paths["/v2/counts"]["post"]["responses"]
 
 
 def test_routes_without_the_token_dependency_read_the_body() -> None:

@@ -51,7 +51,7 @@ from lanesync.shell.openapi import ApiDoc, Example, complete
 from lanesync.shell.terminal import Terminal
 
 from .conftest import Lanes
-from .helpers import receipt, write_together
+from .helpers import price, receipt, write_together
 
 TOKEN = "the-token"  # noqa: S105 - a test token
 
@@ -148,17 +148,31 @@ def test_the_answers_the_lane_gives_fit_its_document(lane_app: FastAPI) -> None:
         assert conforms(spec, ERROR_REF, response.json()), response.text
     assert unauthorized.headers["www-authenticate"] == "Bearer"
     assert invalid.json()["error"]["code"] == "invalid_request"
-    # RFC 9110 section 15.5.6: a 405 says which methods the resource takes.
+    # RFC 9110 section 15.5.6: a 405 says which methods the resource takes, all of them,
+    # though GET /v1/sales is the reads router's and POST /v1/sales the app's.
     assert wrong_method.headers["allow"] == "GET"
+    both = call(lane_app, "PUT", "/v1/sales", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert (both.status_code, both.headers["allow"]) == (405, "GET, POST")
+    # A concrete path before a templated one (OpenAPI's rule): GET /v1/stock/{sku} is not
+    # advertised on /v1/stock/adjust, nor POST /v1/stock/adjust on /v1/stock/milk.
+    adjust = call(lane_app, "PUT", "/v1/stock/adjust", headers={"Authorization": "Bearer x"})
+    assert (adjust.status_code, adjust.headers["allow"]) == (405, "POST")
+    milk = call(lane_app, "PUT", "/v1/stock/milk")
+    assert (milk.status_code, milk.headers["allow"]) == (405, "GET")
 
 
-def test_stock_of_a_sku_with_a_slash_is_found(lanes: Lanes) -> None:
+def test_stock_and_price_of_a_sku_with_a_slash_are_found(lanes: Lanes) -> None:
     """A SKU may hold "/" (lanesync.core.ids), which a client sends as %2F in the path."""
     terminal = lanes.new("lane1", Role.MANAGER)
-    write_together(terminal, [receipt("tea/green", 3)])
-    answer = call(make_lane_app(terminal), "GET", "/v1/stock/tea%2Fgreen")
-    assert answer.status_code == 200, answer.text
-    assert answer.json() == {"items": [{"sku": "tea/green", "on_hand": 3}]}
+    write_together(terminal, [receipt("tea/green", 3), price("tea/green", 450)])
+    app = make_lane_app(terminal)
+    token = {"Authorization": f"Bearer {TOKEN}"}
+    stock = call(app, "GET", "/v1/stock/tea%2Fgreen", headers=token)
+    assert stock.status_code == 200, stock.text
+    assert stock.json() == {"items": [{"sku": "tea/green", "on_hand": 3}]}
+    found = call(app, "GET", "/v1/prices/tea%2Fgreen", headers=token)
+    assert found.status_code == 200, found.text
+    assert (found.json()["sku"], found.json()["unit_cents"]) == ("tea/green", 450)
 
 
 # -- routes added by routers, and what ``complete`` refuses ----------------------------------------
@@ -352,10 +366,17 @@ def test_a_generated_client_sells_voids_and_reads_through_a_live_lane(
             assert refused_qty.status_code == 400
             assert isinstance(refused_qty.parsed, models.Error)
 
-            if "get" in spec["paths"].get("/v1/sales", {}):  # the read API (issue 18)
-                sales = operation_module(package, spec, "get", "/v1/sales")
-                listed = sales.sync_detailed(client=client).parsed.to_dict()["sales"]
-                assert [(s["id"], s["voided"]) for s in listed] == [(sale.sale_id, True)]
+            sales = operation_module(package, spec, "get", "/v1/sales")
+            listed = sales.sync(client=client, limit=10).to_dict()
+            assert [(s["id"], s["voided"]) for s in listed["sales"]] == [(sale.sale_id, True)]
+            assert listed["next_cursor"] is None
+            one = operation_module(package, spec, "get", "/v1/sales/{sale_id}")
+            found = one.sync(client=client, sale_id=sale.sale_id).to_dict()
+            assert (found["total_cents"], found["void_id"]) == (258, void.record_id)
+            unknown = one.sync_detailed(client=client, sale_id="lane1:999")
+            assert unknown.status_code == 404
+            assert isinstance(unknown.parsed, models.Error)
+            assert unknown.parsed.error.code == "not_found"
     assert lane.verify()["ok"], lane.describe()
 
 

@@ -168,9 +168,10 @@ def test_every_v1_route_survives_generated_requests(tmp_path: Path) -> None:
 
         call()
         assert seen == set(routes)
-        status = loop.run_until_complete(client.get("/v1/status"))
+        authorized = {"Authorization": f"Bearer {TOKEN}"}
+        status = loop.run_until_complete(client.get("/v1/status", headers=authorized))
         assert status.status_code == 200
-        verify = loop.run_until_complete(client.get("/v1/verify")).json()
+        verify = loop.run_until_complete(client.get("/v1/verify", headers=authorized)).json()
         assert verify["ok"], json.dumps(verify)[:500]
 
 

@@ -148,7 +148,8 @@ def test_whatever_a_peer_sends_the_lane_keeps_its_memory_and_its_api(
     assert lane.alive(), lane.describe()
     started = time.monotonic()
     with httpx.Client(base_url=lane.api, trust_env=False, timeout=API_TIMEOUT_S) as client:
-        assert client.get("/v1/status").status_code == 200
+        authorized = {"Authorization": f"Bearer {lane.token}"}
+        assert client.get("/v1/status", headers=authorized).status_code == 200
     assert time.monotonic() - started < API_TIMEOUT_S
     rss = psutil.Process(lane.pid).memory_info().rss
     assert rss < RSS_BOUND * target.idle_rss, (rss, target.idle_rss, steps)

@@ -1,18 +1,23 @@
-"""Selling and stock on one lane: sale, void, receipt, adjustment, price, stock on hand.
+"""Selling and stock on one lane: sale, void, receipt, adjustment, price, stock on hand, and
+the sales journal.
 
 Each command runs through the terminal's daemon when one holds the directory (the daemon owns
 the replica and its lock), and opens the directory itself otherwise. Output is identical."""
 
 from __future__ import annotations
 
+import contextlib
 from functools import partial
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
 
 import click
 
 from lanesync.core import bodies
 from lanesync.core.ids import RecordId
 from lanesync.core.ids import sku as parse_sku
+from lanesync.core.journal import MAX_LIMIT, SalesQuery, check_limit
 from lanesync.core.records import Sale
 from lanesync.shell.terminal import Terminal
 
@@ -24,7 +29,7 @@ from .common import (
     reports_errors,
     write_offline,
 )
-from .output import console, emit_json, money, stock_table
+from .output import console, emit_json, money, sales_table, stock_table
 
 
 @click.command()
@@ -139,3 +144,55 @@ def stock(terminal_dir: Path, sku: str | None, as_json: bool) -> None:
         emit_json(report)
     else:
         console.print(stock_table(report["items"]))
+
+
+@click.command()
+@click.argument("terminal_dir", type=DIR)
+@click.option("--day", help="Only sales of this store-local day (YYYY-MM-DD).")
+@click.option("--terminal", "terminal_id", help="Only sales made by this terminal.")
+@click.option(
+    "--limit",
+    type=int,
+    help=f"Show at most N sales (1-{MAX_LIMIT}) and the cursor of the rest; default: all.",
+)
+@click.option("--cursor", help="Continue a listing from the cursor a --limit listing gave.")
+@JSON_OPTION
+@reports_errors
+def sales(
+    terminal_dir: Path,
+    day: str | None,
+    terminal_id: str | None,
+    limit: int | None,
+    cursor: str | None,
+    as_json: bool,
+) -> None:
+    """List the sales that count on this lane, oldest first: time, lines, total, voided."""
+    query = SalesQuery.of(None, day, terminal_id)
+    page_size = check_limit(limit) if limit is not None else MAX_LIMIT
+    daemon = daemon_client(terminal_dir)
+    listed: list[dict[str, Any]] = []
+    with contextlib.ExitStack() as stack:
+        if daemon is None:
+            journal = stack.enter_context(Terminal.open(terminal_dir)).journal
+
+            def page(after: str | None) -> dict[str, Any]:
+                return journal.page(query, page_size, after)
+        else:
+
+            def page(after: str | None) -> dict[str, Any]:
+                params = {"day": day, "terminal": terminal_id, "limit": page_size, "cursor": after}
+                given = {k: v for k, v in params.items() if v is not None}
+                return dict(daemon.call("GET", f"/v1/sales?{urlencode(given)}"))
+
+        while True:
+            answer = page(cursor)
+            listed.extend(answer["sales"])
+            cursor = answer["next_cursor"]
+            if cursor is None or limit is not None:
+                break
+    if as_json:
+        emit_json({"sales": listed, "next_cursor": cursor})
+        return
+    console.print(sales_table(listed))
+    if cursor is not None:
+        console.print(f"more: lanesync sales {terminal_dir} --cursor {cursor}", soft_wrap=True)

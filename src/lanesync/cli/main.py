@@ -56,6 +56,7 @@ for command in (
     lane_cmd.adjust,
     lane_cmd.price,
     lane_cmd.stock,
+    lane_cmd.sales,
     sync_cmd.export_,
     sync_cmd.import_,
     sync_cmd.state,

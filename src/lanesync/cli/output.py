@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Console
@@ -39,6 +40,36 @@ def stock_table(items: list[dict[str, Any]], title: str = "Stock on hand") -> Ta
     for item in items:
         on_hand = int(item["on_hand"])
         table.add_row(str(item["sku"]), Text(str(on_hand), style="red" if on_hand < 0 else ""))
+    return table
+
+
+def local_time(at_ms: int) -> str:
+    """A timestamp (ms since the epoch) as this computer's local time, to the second."""
+    moment = datetime.fromtimestamp(at_ms / 1000, tz=UTC).astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def sales_table(sales: list[dict[str, Any]]) -> Table:
+    """Sales as ``GET /v1/sales`` gives them: id, local time, lines, total, voided mark."""
+    table = Table(title="Sales")
+    table.add_column("Sale")
+    table.add_column("Time")
+    table.add_column("Lines")
+    table.add_column("Total", justify="right")
+    table.add_column("Voided")
+    for sale in sales:
+        lines = ", ".join(
+            f"{line['sku']} x{line['qty']} @ {money(int(line['unit_cents']))}"
+            for line in sale["lines"]
+        )
+        voided = f"VOIDED by {sale['void_id']}" if sale["voided"] else ""
+        table.add_row(
+            str(sale["id"]),
+            local_time(int(sale["at_ms"])),
+            lines,
+            money(int(sale["total_cents"])),
+            Text(voided, style="red" if voided else ""),
+        )
     return table
 
 

@@ -7,7 +7,19 @@ module holds what a subscriber sees and what it may rely on, apart from how the 
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from lanesync.core.records import Record
+
+
+class AcceptedSubscriber(Protocol):
+    """What the views tell of what they accept (``Replica.subscribe``): each record as it joins
+    its chain (before the views count it: its signer may still lack the role for it), and each
+    rebuild, after which every record that still counts is told again."""
+
+    def record_accepted(self, record: Record) -> None: ...
+
+    def views_rebuilt(self) -> None: ...
 
 
 class AcceptedRecords:

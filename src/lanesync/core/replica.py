@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core import configdoc
-from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
     Refused,
@@ -126,7 +126,7 @@ class Replica:
         self.crypto = crypto
         self.client_id = client_id
         self.clock = HybridClock()
-        self._accepted_subscribers: list[AcceptedRecords] = []
+        self._accepted_subscribers: list[AcceptedSubscriber] = []
         self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
         self._docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
@@ -680,8 +680,13 @@ class Replica:
         ``AcceptedRecords`` for its guarantees). It outlives the views: a ``restore`` that
         replaces them feeds the same stream."""
         stream = AcceptedRecords()
-        self._accepted_subscribers.append(stream)
+        self.subscribe(stream)
         return stream
+
+    def subscribe(self, subscriber: AcceptedSubscriber) -> None:
+        """Tell ``subscriber`` of every record the views accept from now on and of every
+        rebuild (a read model kept beside the views: ``core.journal``)."""
+        self._accepted_subscribers.append(subscriber)
 
     def digest(self) -> str:
         """Canonical digest of the replicated content: every (document, key, value hash), sorted.

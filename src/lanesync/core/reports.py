@@ -11,16 +11,43 @@ from lanesync.core.identity import key_fingerprint
 from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.records import Adjustment, Receipt, Sale
 from lanesync.core.replica import Replica
-from lanesync.errors import UsageError
+from lanesync.core.tally import Price
+from lanesync.errors import NotFound
 
 
 def stock(replica: Replica, item: Sku | None = None) -> dict[str, Any]:
-    on_hand = replica.views.on_hand()
+    """Stock on hand of every SKU with a movement or a price, or of ``item``: 0 when it has
+    none here (a SKU never received nor sold has none on hand; the POS asks before its first
+    sale)."""
     if item is not None:
-        if item not in on_hand:
-            raise UsageError(f"SKU {item!r} has no stock movement or price on this terminal")
-        return {"items": [{"sku": item, "on_hand": on_hand[item]}]}
+        return {"items": [{"sku": item, "on_hand": replica.views.on_hand_of(item) or 0}]}
+    on_hand = replica.views.on_hand()
     return {"items": [{"sku": s, "on_hand": n} for s, n in sorted(on_hand.items())]}
+
+
+def prices(replica: Replica) -> dict[str, Any]:
+    """The catalog: every SKU's price in force (the last set: greatest HLC, then terminal),
+    who set it (``set_by``, a terminal id) and when (``at_ms``, its HLC wall ms)."""
+    return {
+        "prices": [_price(item, found) for item, found in sorted(replica.views.prices().items())]
+    }
+
+
+def price(replica: Replica, item: Sku) -> dict[str, Any]:
+    """One SKU's price in force; NotFound when no price was ever set for it here."""
+    found = replica.views.price_of(item)
+    if found is None:
+        raise NotFound(f"SKU {item!r} has no price on this terminal")
+    return _price(item, found)
+
+
+def _price(item: Sku, found: Price) -> dict[str, Any]:
+    return {
+        "sku": item,
+        "unit_cents": found.unit_cents,
+        "set_by": found.terminal,
+        "at_ms": found.hlc.wall_ms,
+    }
 
 
 def oversold(replica: Replica) -> list[dict[str, Any]]:

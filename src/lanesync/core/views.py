@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from lanesync.core import viewstate
-from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.accepted import AcceptedSubscriber
 from lanesync.core.chain import Candidate, Offered
 from lanesync.core.chains import ChainHead, Chains
 from lanesync.core.crypto import SODIUM, Crypto
@@ -82,7 +82,7 @@ class Views:
         store: StoreIdentity,
         tz: ZoneInfo,
         documents: Documents,
-        subscribers: Sequence[AcceptedRecords] = (),
+        subscribers: Sequence[AcceptedSubscriber] = (),
         *,
         crypto: Crypto = SODIUM,
     ) -> None:

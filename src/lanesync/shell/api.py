@@ -1,7 +1,11 @@
 """The local HTTP API for the POS app (FastAPI; OpenAPI at /openapi.json, docs at /docs).
 
-Bound to 127.0.0.1 by default. Writes need ``Authorization: Bearer <token>`` (the token is in
-TERMINAL_DIR/api.token, mode 0600) and return only after the record is durably committed.
+Bound to 127.0.0.1 by default. Every route needs ``Authorization: Bearer <token>`` (the token
+is in TERMINAL_DIR/api.token, mode 0600), reads and ``/metrics`` included: they show the
+store's sales, stock and peers. Only ``GET /v1/health`` does not, and ``/docs`` and
+``/openapi.json``, which describe the API and hold no store data. Writes return only after the
+record is durably committed. The read routes of the sales journal and the catalog live in
+``shell.api_reads``.
 
 A write may carry an ``Idempotency-Key`` header (1-255 visible ASCII characters, unique per
 write, e.g. a UUID): the key is committed with the record, in the same transaction, so a retry
@@ -57,6 +61,7 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.api_reads import reads_router
 from lanesync.shell.apidoc import (
     CENTS_FIELD,
     DELTA_FIELD,
@@ -283,6 +288,7 @@ def create_app(state: DaemonState) -> FastAPI:
     )
 
     install_common(app, state.token, LANE_DOC)
+    app.include_router(reads_router(state.terminal))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}
@@ -423,23 +429,23 @@ def create_app(state: DaemonState) -> FastAPI:
         return RecordOut(record_id=str(record.id))
 
     @app.get("/v1/stock", tags=["reads"])
-    async def get_stock() -> dict[str, Any]:
+    async def get_stock(_: RequireToken) -> dict[str, Any]:
         return reports.stock(state.terminal.replica)
 
     @app.get("/v1/stock/{sku:path}", tags=["reads"])  # a SKU may hold "/"
-    async def get_stock_of(sku: str) -> dict[str, Any]:
+    async def get_stock_of(sku: str, _: RequireToken) -> dict[str, Any]:
         return reports.stock(state.terminal.replica, parse_sku(sku))
 
     @app.get("/v1/status", tags=["reads"])
-    async def get_status() -> dict[str, Any]:
+    async def get_status(_: RequireToken) -> dict[str, Any]:
         return status_report(state)
 
     @app.get("/v1/peers", tags=["reads"])
-    async def get_peers() -> dict[str, Any]:
+    async def get_peers(_: RequireToken) -> dict[str, Any]:
         return {"peers": state.mesh.peers_report()}
 
     @app.get("/v1/alerts", tags=["reads"])
-    async def get_alerts() -> dict[str, Any]:
+    async def get_alerts(_: RequireToken) -> dict[str, Any]:
         report = reports.integrity(state.terminal.replica)
         problems = {
             k: report[k]
@@ -457,11 +463,11 @@ def create_app(state: DaemonState) -> FastAPI:
         return {"oversold": report["oversold"], "integrity": problems}
 
     @app.get("/v1/verify", tags=["reads"])
-    async def get_verify() -> dict[str, Any]:
+    async def get_verify(_: RequireToken) -> dict[str, Any]:
         return reports.integrity(state.terminal.replica)
 
     @app.get("/v1/chains/{terminal}", tags=["reads"])
-    async def get_chain(terminal: str, seq: int | None = None) -> dict[str, Any]:
+    async def get_chain(terminal: str, _: RequireToken, seq: int | None = None) -> dict[str, Any]:
         """A terminal's accepted head, certificates and revocation; with ``?seq=N`` also the
         hash of its accepted record at N (what ``lanesync revoke`` cuts at)."""
         if seq is not None and seq < 0:
@@ -469,7 +475,7 @@ def create_app(state: DaemonState) -> FastAPI:
         return reports.chain(state.terminal.replica, terminal_id(terminal), seq)
 
     @app.get("/v1/digest", tags=["reads"])
-    async def get_digest() -> dict[str, str]:
+    async def get_digest(_: RequireToken) -> dict[str, str]:
         return {"digest": state.terminal.digest()}
 
     @app.get("/v1/state", tags=["bundles"], response_class=Response)
@@ -529,7 +535,7 @@ def create_app(state: DaemonState) -> FastAPI:
         }
 
     @app.get("/v1/forks/{terminal}", tags=["reads"])
-    async def get_fork(terminal: str) -> dict[str, Any]:
+    async def get_fork(terminal: str, _: RequireToken) -> dict[str, Any]:
         """The open fork of a terminal's chain, as this lane holds it: what a resolution names."""
         fork = state.terminal.replica.open_fork(terminal_id(terminal))
         return {
@@ -575,7 +581,7 @@ def create_app(state: DaemonState) -> FastAPI:
         return {"terminal_id": cert.terminal_id, "key_fingerprint": cert.key_fingerprint}
 
     @app.get("/metrics", tags=["reads"], response_class=Response)
-    async def metrics() -> Response:
+    async def metrics(_: RequireToken) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     return app

@@ -3,16 +3,17 @@ examples of the main routes, the ``Idempotency-Key`` header of writes, and the r
 (bundles, signed objects) that routes read themselves.
 
 The examples are one lane's real exchanges (a manager lane ``lane1``: price, receipt,
-adjustment, sale, void, in that order); tests/shell/test_apidoc.py checks that each one fits the
-schema of its operation.
+adjustment, sale, void, in that order, then the reads); tests/shell/test_apidoc.py checks that
+each one fits the schema of its operation.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from lanesync.core.ids import NAME_PATTERN, RECORD_ID_PATTERN, SKU_PATTERN
-from lanesync.core.records import MAX_LINES, MAX_QTY, MAX_REASON, MAX_UNIT_CENTS
+from lanesync.core.ids import DAY_PATTERN, NAME_PATTERN, RECORD_ID_PATTERN, SKU_PATTERN
+from lanesync.core.journal import MAX_LIMIT
+from lanesync.core.records import MAX_LINES, MAX_QTY, MAX_REASON, MAX_UNIT_CENTS, MAX_WALL_MS
 from lanesync.shell.openapi import ApiDoc, Example, Examples
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -67,7 +68,21 @@ REASON_FIELD: dict[str, Any] = {
 }
 LINES_FIELD: dict[str, Any] = {"maxItems": MAX_LINES}
 
-STOCK = {"items": [{"sku": "milk", "on_hand": 21}]}
+SALE = {
+    "id": "lane1:4",
+    "terminal": "lane1",
+    "seq": 4,
+    "at_ms": 1796633564142,
+    "day": "2026-12-07",
+    "lines": [
+        {"sku": "milk", "qty": 2, "unit_cents": 129},
+        {"sku": "bread", "qty": 1, "unit_cents": 249},
+    ],
+    "total_cents": 507,
+    "voided": True,
+    "void_id": "lane1:5",
+}
+PRICE = {"sku": "milk", "unit_cents": 129, "set_by": "lane1", "at_ms": 1796633564048}
 
 LANE_EXAMPLES: Examples = {
     ("POST", "/v1/sales"): Example(
@@ -97,10 +112,30 @@ LANE_EXAMPLES: Examples = {
         request={"sku": "milk", "unit_price": 129},
         response={"record_id": "lane1:1"},
     ),
-    ("GET", "/v1/stock"): Example("Stock on hand of every SKU.", response=STOCK),
-    ("GET", "/v1/stock/{sku}"): Example(
-        "Stock on hand of one SKU.", parameters={"sku": "milk"}, response=STOCK
+    ("GET", "/v1/stock"): Example(
+        "Stock on hand of every SKU.",
+        response={"items": [{"sku": "bread", "on_hand": 0}, {"sku": "milk", "on_hand": 23}]},
     ),
+    ("GET", "/v1/stock/{sku}"): Example(
+        "Stock on hand of one SKU (0 for one never seen).",
+        parameters={"sku": "milk"},
+        response={"items": [{"sku": "milk", "on_hand": 23}]},
+    ),
+    ("GET", "/v1/sales"): Example(
+        "Sales, oldest first, a page at a time.",
+        parameters={"day": "2026-12-07", "terminal": "lane1", "limit": 1},
+        response={"sales": [SALE], "next_cursor": None},
+    ),
+    ("GET", "/v1/sales/{sale_id}"): Example(
+        "One sale, to reprint its receipt or to void it.",
+        parameters={"sale_id": "lane1:4"},
+        response=SALE,
+    ),
+    ("GET", "/v1/prices"): Example("The catalog.", response={"prices": [PRICE]}),
+    ("GET", "/v1/prices/{sku}"): Example(
+        "One SKU's price in force.", parameters={"sku": "milk"}, response=PRICE
+    ),
+    ("GET", "/v1/health"): Example("Token-free: the process answers.", response={"ok": True}),
     ("GET", "/v1/status"): Example(
         "This lane, its peers, its leader and its cloud link.",
         response={
@@ -134,5 +169,8 @@ LANE_DOC = ApiDoc(
         "terminal": {"pattern": NAME_PATTERN},
         "sale_id": {"pattern": RECORD_ID_PATTERN},
         "seq": {"minimum": 0},
+        "day": {"pattern": DAY_PATTERN},  # and a real calendar day
+        "limit": {"minimum": 1, "maximum": MAX_LIMIT},
+        "since": {"minimum": 0, "maximum": MAX_WALL_MS},
     },
 )

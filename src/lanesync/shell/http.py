@@ -30,6 +30,7 @@ from lanesync.core.ids import is_decimal
 from lanesync.errors import (
     IdempotencyConflict,
     LanesyncError,
+    NotFound,
     PermissionDenied,
     RemoteError,
     StorageError,
@@ -53,6 +54,8 @@ def status_of(exc: LanesyncError) -> tuple[int, str]:
         return 403, "forbidden"
     if isinstance(exc, IdempotencyConflict):
         return 422, "idempotency_key_reused"
+    if isinstance(exc, NotFound):
+        return 404, "not_found"
     if isinstance(exc, StorageError):
         return 503, "storage_failed"
     if isinstance(exc, RemoteError):
@@ -143,6 +146,20 @@ def _needs_token(dependant: Dependant) -> bool:
     return any(d.call is _authorized or _needs_token(d) for d in dependant.dependencies)
 
 
+def allowed_methods(router: APIRouter, scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path (whatever its method). Routes of
+    that very path come first, as OpenAPI matches concrete paths before templated ones: for
+    ``/v1/stock/adjust`` that is POST, though ``GET /v1/stock/{sku}`` would take it too."""
+    concrete: set[str] = set()
+    templated: set[str] = set()
+    for route in iter_route_contexts(router.routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            params = getattr(route, "param_convertors", None)
+            (templated if params else concrete).update(route.methods or ())
+    return sorted(concrete or templated)
+
+
 def _unauthorized() -> JSONResponse:
     response = error(401, "unauthorized", "a valid bearer token (api.token) is required")
     response.headers["WWW-Authenticate"] = "Bearer"
@@ -207,10 +224,14 @@ def install_common(app: FastAPI, token: str, doc: ApiDoc = NO_DOC) -> None:
         return error(400, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         response = error(exc.status_code, "http_error", str(exc.detail))
-        # The router's 405 carries the Allow header RFC 9110 section 15.5.6 requires.
         response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 section 15.5.6: Allow lists what the resource takes. The router's names
+            # only the first route of that path, and a path may have its GET in a router and
+            # its POST in the app (GET and POST /v1/sales).
+            response.headers["Allow"] = ", ".join(allowed_methods(app.router, request.scope))
         return response
 
     @app.exception_handler(ClientDisconnect)

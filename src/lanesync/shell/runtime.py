@@ -21,6 +21,7 @@ from lanesync.errors import (
     BundleRejected,
     ConfigError,
     LanesyncError,
+    NotFound,
     PermissionDenied,
     StorageError,
     TerminalRevoked,
@@ -145,4 +146,6 @@ def _error_from(exc: urllib.error.HTTPError) -> LanesyncError:
         return StorageError(message)
     if code == "rejected":
         return BundleRejected(message)
+    if code == "not_found":
+        return NotFound(message)
     return UsageError(message)

@@ -28,6 +28,7 @@ from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
+from lanesync.core.journal import SalesJournal
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Change, Replica
 from lanesync.core.views import Views
@@ -100,6 +101,7 @@ class Terminal:
         self._revoked = replica.revoked()
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
+        self._journal: SalesJournal | None = None
 
     @classmethod
     def open(
@@ -365,6 +367,14 @@ class Terminal:
 
     def stock(self, item: Sku | None = None) -> dict[str, Any]:
         return reports.stock(self.replica, item)
+
+    @property
+    def journal(self) -> SalesJournal:
+        """The sales in timestamp order, for listings; made on first use (it reads every
+        sale held once: up to 2 s for 100k sales, the figures are in ``core.journal``)."""
+        if self._journal is None:
+            self._journal = SalesJournal(self.replica)
+        return self._journal
 
     def integrity(self) -> dict[str, Any]:
         return reports.integrity(self.replica)

@@ -1,0 +1,73 @@
+"""The read routes of the local HTTP API: health, the sales journal, the price catalog.
+
+Every route here but ``GET /v1/health`` needs the bearer token, like every other route of the
+API (``RequireToken``): the journal and the catalog are the store's data. Health says only
+that the process answers, so a supervisor or a load balancer may ask it without the token; it
+reads no state, so it stays cheap however busy the lane is.
+
+The answers are the pure core's (``core.journal``, ``core.reports``); bad parameters are 400
+``bad_request`` (or ``invalid_request`` when they are not even of the right type), an unknown
+sale or SKU is 404 ``not_found``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from lanesync.core import reports
+from lanesync.core.ids import sku as parse_sku
+from lanesync.core.journal import MAX_LIMIT, SalesQuery, check_limit
+from lanesync.shell.http import RequireToken
+from lanesync.shell.terminal import Terminal
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Not held on this terminal (error code not_found)"}
+}
+
+
+def reads_router(terminal: Terminal) -> APIRouter:
+    router = APIRouter(tags=["reads"])
+
+    @router.get("/v1/health")
+    async def get_health() -> dict[str, bool]:
+        """Token-free: the process answers. Reads nothing."""
+        return {"ok": True}
+
+    @router.get("/v1/sales")
+    async def get_sales(
+        _: RequireToken,
+        since: Annotated[
+            int | None, Query(description="Only sales stamped after this (HLC wall ms)")
+        ] = None,
+        day: Annotated[str | None, Query(description="Store-local day, YYYY-MM-DD")] = None,
+        terminal_id: Annotated[
+            str | None, Query(alias="terminal", description="Only sales of this terminal")
+        ] = None,
+        limit: Annotated[
+            int | None, Query(description=f"Sales per page, 1-{MAX_LIMIT}; default 100")
+        ] = None,
+        cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+    ) -> dict[str, Any]:
+        """Sales that count here, oldest first (newest last), a page at a time: follow
+        ``next_cursor`` until it is null to see every sale exactly once, even while sales
+        arrive (those arriving meanwhile come after the ones held when the listing started)."""
+        query = SalesQuery.of(since, day, terminal_id)
+        return terminal.journal.page(query, check_limit(limit), cursor)
+
+    @router.get("/v1/sales/{sale_id}", responses=NOT_FOUND)
+    async def get_sale(sale_id: str, _: RequireToken) -> dict[str, Any]:
+        """One sale: its lines, total, and whether (and by which record) it was voided."""
+        return terminal.journal.sale(sale_id)
+
+    @router.get("/v1/prices")
+    async def get_prices(_: RequireToken) -> dict[str, Any]:
+        """The catalog: each SKU's price in force, who set it and when."""
+        return reports.prices(terminal.replica)
+
+    @router.get("/v1/prices/{sku:path}", responses=NOT_FOUND)  # a SKU may hold "/"
+    async def get_price(sku: str, _: RequireToken) -> dict[str, Any]:
+        return reports.price(terminal.replica, parse_sku(sku))
+
+    return router
