@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from mesh.cluster import Cluster, Daemon  # tests/mesh: the real-daemon harness
 from openapi_checks import (
     BIN,
     ERROR_REF,
+    NO_PROXY_ENV,
     assert_docs_load_only_local_assets,
     assert_errors_are_the_error_model,
     assert_schemathesis_passed,
@@ -228,6 +230,26 @@ def test_fastapis_validation_error_is_replaced_by_the_error_model() -> None:
     assert set(completed["components"]["schemas"]) == {"Thing", "Error", "ErrorDetail"}
 
 
+def test_operations_sharing_an_endpoint_name_keep_fastapis_unique_ids() -> None:
+    app = FastAPI(title="t")
+    install_common(app, TOKEN)
+    for prefix in ("/v1/a", "/v1/b"):
+        router = APIRouter()
+
+        @router.get("/thing")
+        async def get_thing() -> dict[str, str]:
+            return {}
+
+        app.include_router(router, prefix=prefix)
+    first = call(app, "GET", "/openapi.json").json()
+    ids = {path: item["get"]["operationId"] for path, item in first["paths"].items()}
+    assert ids == {
+        "/v1/a/thing": "get_thing_v1_a_thing_get",
+        "/v1/b/thing": "get_thing_v1_b_thing_get",
+    }
+    assert call(app, "GET", "/openapi.json").json() == first  # built once
+
+
 def test_an_example_body_for_an_operation_without_a_json_body_is_refused() -> None:
     app = FastAPI(title="t")
 
@@ -390,3 +412,27 @@ def test_schemathesis_finds_nothing_wrong_with_a_live_lane(lane: Daemon, tmp_pat
     assert lane.alive(), lane.describe()
     assert lane.verify()["ok"], lane.describe()
     assert "Traceback" not in lane.log_text(), lane.describe()
+
+
+CHROMIUM = shutil.which("chromium")  # Debian's package; .ci/run installs it
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: chromium)")
+def test_docs_render_in_a_browser_that_reaches_no_other_host(lane: Daemon, tmp_path: Path) -> None:
+    """Headless Chromium runs Swagger UI's script and lists the operations, with every host
+    name but the lane's unresolvable: what a store LAN without internet gets."""
+    command = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        "--virtual-time-budget=10000", "--dump-dom", f"{lane.api}/docs",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=NO_PROXY_ENV, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    rendered = set(re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', result.stdout))
+    assert {"/v1/sales", "/v1/sales/{sale_id}/void", "/v1/stock/{sku}"} <= rendered, result.stdout[
+        -4000:
+    ]
+    assert "Authorize" in result.stdout  # the bearer scheme, from the document
