@@ -135,16 +135,17 @@ def assert_error(result: Run, fragment: str | None = None) -> None:
 
 
 def assert_usage_error(result: Run, fragment: str | None = None) -> None:
-    """A malformed command line refused by click: exit 2, its Usage/Error block, no traceback."""
+    """A malformed command line refused by click: exit 2 (click's status for it), exactly one
+    stderr line starting with ``error: `` (no ``Usage:`` block, no ``Try ... --help`` hint),
+    nothing on stdout, no traceback. ``fragment`` must appear in that line."""
     assert "Traceback" not in result.stderr, result.describe()
     assert result.returncode == 2, result.describe()
-    first = result.stderr.partition("\n")[0]
-    assert first.startswith("Usage: "), result.describe()
-    assert "lanesync" in first, result.describe()
-    assert "\nError: " in result.stderr, result.describe()
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, f"expected exactly one stderr line\n{result.describe()}"
+    assert lines[0].startswith("error: "), result.describe()
     assert result.stdout == "", result.describe()
     if fragment is not None:
-        assert fragment in result.stderr, result.describe()
+        assert fragment in lines[0], f"{fragment!r} not in the error line\n{result.describe()}"
 
 
 def digest_of(terminal_dir: Path) -> str:

@@ -206,6 +206,10 @@ def test_offline_demo_converges(cli: Cli) -> None:
     assert "every journal verifies" in result.text
     assert "lanesync demo: one store, three lanes" in result.text
     assert "[bold]" not in result.text  # the console prints markup as typed (cli/output.py)
+    # it ends with the store's Z-report, every lane having closed the day
+    assert result.text.rsplit("converged", 1)[1].count("Z-report store demo-store") == 1
+    assert "(complete)" in result.text
+    assert "report hash " in result.text
     assert (cli.cwd / "demo" / "lane3" / "lanesync.db").is_file()
 
 
@@ -218,6 +222,8 @@ def test_demo_converges(cli: Cli) -> None:
     assert "every journal verifies" in result.text
     assert "lanesync demo: four lanes" in result.text
     assert "[bold]" not in result.text
+    assert "(complete)" in result.text.rsplit("converged", 1)[1]
+    assert "every lane prints this report, byte for byte" in result.text
 
 
 def test_version(cli: Cli) -> None:
@@ -262,7 +268,7 @@ def test_help_of_every_command(path: tuple[str, ...]) -> None:
 
 
 def test_unknown_command_is_a_usage_error(cli: Cli) -> None:
-    assert_usage_error(cli.run("frobnicate"), "No such command 'frobnicate'")
+    assert_usage_error(cli.run("frobnicate"), "no such command 'frobnicate'")
 
 
 def test_text_output_shows_paths_verbatim(cli: Cli) -> None:

@@ -67,7 +67,7 @@ SALES = [
         *("sell", "lane1", "milk:1", "eggs:2"),
         says="no catalog price known for SKU 'eggs'",
     ),
-    usage("sell-no-lines", "sell", "lane1", says="Missing argument 'LINES...'"),
+    usage("sell-no-lines", "sell", "lane1", says="missing argument 'LINES...'"),
     # Error lines of 5000+ characters (the 80 columns rich sees must not wrap them); these were
     # a ValueError traceback (int() of more than 4300 digits) until the parser was fixed.
     error("sell-qty-5000-digits", "sell", "lane1", "milk:" + "1" * 5000, says=None),
@@ -117,7 +117,7 @@ ADJUSTMENTS = [
         *("adjust", "lane1", "milk", "3", "--reason", "   "),
         says="an adjustment needs a reason of 1 to 200 characters",
     ),
-    usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="Missing option '--reason'"),
+    usage("adjust-no-reason", "adjust", "lane1", "milk", "-3", says="missing option '--reason'"),
 ]
 
 STOCK = [
@@ -148,7 +148,7 @@ FILES = [
     error(
         "export-into-missing-dir",
         *("export", "lane1", "nowhere/out.bundle"),
-        says="No such file or directory",
+        says="error: nowhere/out.bundle.tmp: no such file or directory",
     ),
     usage("import-missing", "import", "lane1", "missing.bundle", says="does not exist"),
 ]

@@ -199,12 +199,62 @@ def test_enroll_rekeys_a_lane_and_its_chain_goes_on_without_a_fork(shop: Shop) -
     assert_error(cli.run("sell", "lane1", "milk:1"), "re-keyed")
 
 
+def test_enroll_replaces_without_via_asks_the_lanes_enrolled_here(shop: Shop) -> None:
+    """The issue's own command: no --via. lane1 holds lane1:6, which lane2 never saw: the
+    chain closes after 6, where lane1 (the lane holding most of it) ends it."""
+    cli = shop.cli
+    assert cli.json("sell", "lane1", "milk:1")["sale_id"] == "lane1:6"
+    enrolled = cli.json(
+        "enroll", "store", "lane3b", "--terminal-id", "lane3b", "--replaces", "lane1"
+    )
+    assert (enrolled["replaces"], enrolled["after_seq"]) == ("lane1", 6)
+    assert enrolled["via"] == str(shop.path("lane1"))
+    assert enrolled["role"] == "manager"  # the replaced lane's role
+    assert_error(cli.run("sell", "lane1", "milk:1"), "lane3b replaces it after seq 6")
+    assert cli.json("sell", "lane3b", "milk:1")["sale_id"] == "lane3b:1"
+    assert milk(shop, "lane3b") == 7
+    assert "continues lane1 after seq 6 (replacement)" in cli.ok("status", "lane3b").text
+
+
+def test_enroll_replaces_without_via_prefers_another_lane_when_both_hold_the_head(
+    shop: Shop,
+) -> None:
+    """lane1 and lane2 both hold lane1:1-5: lane2 spreads the replacement, so a broken lane1
+    need not be touched."""
+    cli = shop.cli
+    text = cli.ok("enroll", "store", "lane1b", "--terminal-id", "lane1b", "--replaces", "lane1")
+    assert f"lane1's chain is closed after seq 5; {shop.path('lane2')} spreads it" in text.text
+    # lane1 itself was not told: it learns when lane2's data reaches it
+    assert cli.json("sell", "lane1", "milk:1")["sale_id"] == "lane1:6"
+    cli.ok("export", "lane2", "all.bundle")
+    cli.ok("import", "lane1", "all.bundle")
+    assert_error(cli.run("sell", "lane1", "milk:1"), "lane1b replaces it after seq 5")
+
+
+def test_enroll_replaces_without_via_needs_a_lane_on_this_machine(shop: Shop) -> None:
+    cli = shop.cli
+    for lane in ("lane1", "lane2"):
+        shutil.move(shop.path(lane), shop.path(f"moved-{lane}"))
+    args = ("enroll", "store", "new", "--terminal-id", "new", "--replaces", "lane1")
+    assert_error(cli.run(*args), "--replaces needs --via")
+    assert not shop.path("new").exists()
+    enrolled = cli.json(*args, "--via", "moved-lane2")
+    assert enrolled["after_seq"] == 5
+
+
+def test_enroll_replaces_without_via_says_why_no_lane_can_answer(shop: Shop) -> None:
+    fork_lane1(shop)  # lane2 holds both branches of lane1:6
+    shutil.rmtree(shop.path("lane1"))
+    result = shop.cli.run("enroll", "store", "new", "--terminal-id", "new", "--replaces", "lane1")
+    assert_error(result, "resolve-fork")
+    assert not shop.path("new").exists()
+
+
 def test_enroll_replaces_refuses_without_via_an_unknown_terminal_or_an_open_fork(
     shop: Shop,
 ) -> None:
     cli = shop.cli
     args = ("enroll", "store", "new", "--terminal-id", "new")
-    assert_error(cli.run(*args, "--replaces", "lane1"), "--via")
     assert_error(cli.run(*args, "--via", "lane2"), "--replaces")
     assert_error(cli.run(*args, "--replaces", "lane9", "--via", "lane2"), "not enrolled")
     assert_error(

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from .conftest import Shop
 from .helpers import assert_error, business_day
 
@@ -46,6 +48,7 @@ def test_sales_text_shows_local_time_total_and_the_voided_mark(shop: Shop) -> No
     assert at.strftime("%Y-%m-%d") in text
 
 
+@pytest.mark.slow  # eleven commands, ~14 s on a busy 2-core machine
 def test_sales_pages_with_limit_and_cursor_and_filters(shop: Shop) -> None:
     cli = shop.cli
     everything = cli.json("sales", "lane1")["sales"]

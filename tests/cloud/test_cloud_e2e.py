@@ -128,6 +128,9 @@ def test_sales_voids_and_prices_reach_the_cloud_exactly(
     sold = cli_json("sell", dirs["lane2"], "milk:2", cwd=world.root)
     assert sold["total"] == 330, sold
     books.record_sale(sold["sale_id"], [("milk", 2)], sold["total"])
+    # Every lane closes its day: the cloud verifies and keeps the day-end records.
+    for lane in lanes:
+        assert lane.post("/v1/close") == {"closed": [today()]}
 
     wait_cloud_exact(cloud, books)
     check_cloud_cli(world.root, world.cloud, books)
@@ -158,6 +161,12 @@ def test_sales_voids_and_prices_reach_the_cloud_exactly(
         **PRICES,
         "milk": 165,
     }
+    day_ends = world.rows("SELECT terminal_id, business_day, sales, voids FROM day_ends")
+    sold_by = {name: sum(1 for s in books.sales if s.startswith(f"{name}:")) for name in dirs}
+    assert sorted(day_ends) == [
+        (name, today(), sold_by[name], {"lane1": 0, "lane2": 1, "lane3": 1}[name])
+        for name in sorted(dirs)
+    ]
     check_documented_queries(world, books)
     if KEEP_HEADOFFICE and world.db is None:
         keep = Path(KEEP_HEADOFFICE)

@@ -233,3 +233,22 @@ def test_both_branches_of_a_resolved_fork_are_projected_each_sale_once(sql: Sqli
     project(office, sql, "s1", cloud)
     assert office.sales("s1", DAY)["total"] == 100 * (1 + 5)
     assert office.stock("s1") == {"items": [{"sku": "milk", "on_hand": 94}]}
+
+
+def test_day_ends_are_projected_once_and_sales_stay_as_they_were(sql: SqliteSql) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    lane.replica.append(sale_of(("milk", 2, 150)), NOW)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, lane.replica)
+    project(office, sql, "s1", cloud)
+    (day_end,), _ = lane.replica.close_days(None, NOW + 1)
+    deliver(cloud, lane.replica)
+    project(office, sql, "s1", cloud)
+    office.forget_projection("s1")  # a full rewrite keeps one row per lane and day
+    project(office, sql, "s1", cloud)
+    assert sql.execute("SELECT * FROM day_ends") == [
+        ("s1", "lane1", DAY, day_end.seq, 1, 1, 1, 0, 300, 0, 300)
+    ]
+    assert office.stores() == [{"store_id": "s1", "sales_recorded": 1, "total": 300}]
+    assert cloud.views.closed_days(lane.name) == {DAY: 2}

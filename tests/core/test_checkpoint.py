@@ -172,9 +172,11 @@ def test_restore_from_a_checkpoint_equals_the_full_fold(
     covered, tail = durable(before), durable(after)
 
     full = replay(store, covered, tail, verified, None)
-    assert full.restored_from.startswith("views folded from every entry (no checkpoint)")
+    assert full.restored_from.startswith("rebuilt stock and sales from ")
     resumed = replay(store, covered, tail, verified, checkpoint)
-    assert resumed.restored_from.startswith("views from the checkpoint"), resumed.restored_from
+    assert resumed.restored_from.startswith("loaded stock and sales from the checkpoint"), (
+        resumed.restored_from
+    )
     assert views(resumed) == views(full)
     # And both are what the live replica folded incrementally, entry by entry.
     assert views(live) == views(full)
@@ -203,7 +205,9 @@ def test_a_checkpoint_fits_documents_rebuilt_in_another_order(
             rebuilt.apply_update(update)
         snapshots.append((doc, bytes(rebuilt.get_update())))
     resumed = replay(store, snapshots, [], verified, checkpoint)
-    assert resumed.restored_from.startswith("views from the checkpoint"), resumed.restored_from
+    assert resumed.restored_from.startswith("loaded stock and sales from the checkpoint"), (
+        resumed.restored_from
+    )
     assert views(resumed) == views(live)
 
 
@@ -237,7 +241,7 @@ def test_a_checkpoint_that_does_not_fit_is_refused_and_everything_is_folded(
         if checkpoint is stale and stale_fits:
             continue  # nothing new was stored after it: it is not stale
         replica = replay(store, everything, [], verified, checkpoint)
-        assert replica.restored_from.startswith("views folded from every entry"), why
+        assert replica.restored_from.startswith("rebuilt stock and sales from "), why
         assert why in replica.restored_from
         assert replica.checkpoint_refused
         assert views(replica) == views(full)

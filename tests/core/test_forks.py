@@ -374,7 +374,7 @@ def test_a_checkpoint_keeps_the_branches() -> None:
     stored = {name: [replica.full_state(name)] for name in replica.doc_names()}
     again = Replica(replica.store, replica.client_id, None)
     again.restore(stored, set(), NOW, checkpoint=replica.checkpoint())
-    assert again.restored_from.startswith("views from the checkpoint")
+    assert again.restored_from.startswith("loaded stock and sales from the checkpoint")
     assert _views(again) == _views(replica)
 
 
@@ -597,6 +597,6 @@ def test_a_revocation_cut_inside_the_branches_of_a_resolved_fork_whatever_the_or
         log.setdefault(doc, []).append(update)
     again = Replica(replica.store, replica.client_id, None)
     again.restore(log, set(), NOW, checkpoint=replica.checkpoint())
-    assert again.restored_from.startswith("views from the checkpoint")
+    assert again.restored_from.startswith("loaded stock and sales from the checkpoint")
     assert _views(again) == _views(replica)
     assert _views(restarted(replica)) == _views(replica)

@@ -295,12 +295,20 @@ def test_a_revocation_withdraws_the_sales_past_its_cut_from_the_listing() -> Non
     shop = Shop()
     records = chain(shop.keys["lane1"], "lane1", [(NOW + i, sale()) for i in range(4)])
     shop.deliver(records)
+    shop.deliver(chain(shop.keys["lane2"], "lane2", [(NOW + 9, sale())]))
     journal = SalesJournal(shop.replica)
-    assert len(walk(journal, SalesQuery(), 10)) == 4
+    assert len(walk(journal, SalesQuery(), 10)) == 5
+    under_way = journal.page(SalesQuery(), 1)["next_cursor"]  # lane1:1 listed
     store = shop.store
     cut = issue_revocation(store.authority, store.store_id, TerminalId("lane1"), 2, records[1].hash)
     shop.replica.publish_revocation(cut, NOW + 100)
+    # lane2 is cut before its first record: none of its sales count any more.
+    everything = issue_revocation(store.authority, store.store_id, TerminalId("lane2"), 0)
+    shop.replica.publish_revocation(everything, NOW + 100)
     assert [s["id"] for s in walk(journal, SalesQuery(), 10)] == ["lane1:1", "lane1:2"]
+    # A listing under way goes on with what still counts.
+    rest = journal.page(SalesQuery(), 10, under_way)
+    assert ([s["id"] for s in rest["sales"]], rest["next_cursor"]) == (["lane1:2"], None)
     with pytest.raises(NotFound):
         journal.sale("lane1:3")
 
@@ -392,6 +400,7 @@ NO_FILTER = [None, None, None]
         packed([1, *NO_FILTER, ["lane1"], [0], [True], None]),
         packed([1, "1", None, None, [], [], [], None]),
         packed([1, None, "2026-13-01", None, [], [], [], None]),
+        packed([1, None, 20261201, None, [], [], [], None]),
         packed([1, *NO_FILTER, [], [], [], [1, 2, "lane1"]]),
         packed([1, *NO_FILTER, [], [], [], [1, 2, "lane1", 3, 4]]),
         packed([1, *NO_FILTER, [], [], [], "after"]),
@@ -452,3 +461,16 @@ def test_a_void_signed_by_a_cloud_certificate_is_not_the_void_of_a_sale() -> Non
     sync_all([lane1.replica, lane2.replica], NOW + 11)
     shown = journal.sale(str(sold.id))
     assert (shown["voided"], shown["void_id"]) == (True, "lane2:1")
+
+
+def test_a_branch_arriving_after_the_resolution_joins_the_listing_in_timestamp_order() -> None:
+    forked = Forked()
+    replica = forked.observer()
+    put_records(replica, TODAY_DOC, keyed(*forked.prefix, *forked.x), 5_000)
+    replica.merge([(CONFIG_DOC, resolution_update(forked.resolution))], NOW + 100)
+    journal = SalesJournal(replica)
+    assert [s["total_cents"] for s in walk(journal, SalesQuery(), 2)] == [100, 200, 300]
+    put_records(replica, TODAY_DOC, keyed(*forked.y), 5_001)  # seqs 3-5, below x's head 4
+    listed = walk(journal, SalesQuery(), 2)
+    assert [s["total_cents"] for s in listed] == [100, 200, 300, 500, 700, 1100]
+    assert journal.sale("lane1:5")["total_cents"] == 1100

@@ -318,6 +318,7 @@ VALID_FIELDS = {
     Kind.RECEIPT: ["X", 5],
     Kind.ADJUSTMENT: ["X", -1, "breakage"],
     Kind.PRICE: ["X", 100],
+    Kind.DAY_END: ["2026-11-18", 0, 0, 0, 0, 0, 0, 0],
 }
 
 

@@ -13,12 +13,8 @@ behind it ends whatever is left and removes the namespaces.
 
 from __future__ import annotations
 
-import json
 import secrets
 import signal
-import subprocess
-import sys
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +25,7 @@ from support import Cli, run_cli, wait_until
 from lanesync.core.identity import Role
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools import nsagent
-from lanesync.tools.netns import Host, stop_process
+from lanesync.tools.netns import ApiAgent, Host
 from lanesync.tools.procs import Proc, ProcessGroup, child_env
 
 HERE = Path(__file__).resolve().parent
@@ -42,43 +37,6 @@ VALID_DAYS = 30
 ENV = child_env(columns=120)
 
 
-class Agent:
-    """``nsagent.py`` running inside one host's namespace; one request at a time."""
-
-    def __init__(self, host: Host) -> None:
-        self.host = host
-        self._lock = threading.Lock()
-        self.process = host.popen(
-            [sys.executable, "-m", nsagent.__name__],
-            env=ENV,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def call(self, directory: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        request = {"dir": str(directory), "method": method, "path": path, "body": body}
-        with self._lock:
-            stdin, stdout = self.process.stdin, self.process.stdout
-            assert stdin is not None
-            assert stdout is not None
-            stdin.write(json.dumps(request) + "\n")
-            stdin.flush()
-            line = stdout.readline()
-        if not line:
-            raise AssertionError(f"the API agent in {self.host.name} exited")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()  # the agent ends at the end of its input, cleanly
-        # No SIGTERM on top: it would cut the agent's own exit short (its coverage data too).
-        stop_process(self.process, 5.0, signalled=True)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
-
 @dataclass(eq=False)
 class LanDaemon(Proc):
     """One ``lanesync run`` process (through ``quick_daemon.py`` unless told otherwise), on
@@ -88,7 +46,7 @@ class LanDaemon(Proc):
     host: Host | None = None
 
     @property
-    def agent(self) -> Agent:
+    def agent(self) -> ApiAgent:
         assert self.lan is not None
         assert self.host is not None
         return self.lan.agent(self.host)
@@ -162,7 +120,7 @@ class Lan:
         self.store_id = f"st-{secrets.token_hex(3)}"
         self._stores: dict[str, StoreDirectory] = {}
         self.daemons: list[LanDaemon] = []
-        self._agents: dict[int, Agent] = {}
+        self._agents: dict[int, ApiAgent] = {}
         self.group = ProcessGroup(root, env=ENV)
         Lan.live.append(self)
 
@@ -235,10 +193,10 @@ class Lan:
         """Send ``sig`` and wait for the exit; SIGKILL (and AssertionError) if it hangs."""
         return daemon.stop(sig)
 
-    def agent(self, host: Host) -> Agent:
+    def agent(self, host: Host) -> ApiAgent:
         key = id(host)
         if key not in self._agents:
-            self._agents[key] = Agent(host)
+            self._agents[key] = ApiAgent(host, ENV)
         return self._agents[key]
 
     def cli(self, host: Host, *args: str | Path) -> Cli:

@@ -57,9 +57,11 @@ V1_PATHS = {
     "/v1/forks/{terminal}",
     "/v1/fork-resolutions",
     "/v1/certificates",
+    "/v1/events",
     "/v1/health",
     "/v1/sales/{sale_id}",
     "/v1/prices/{sku}",
+    "/v1/dashboard",
 }
 
 

@@ -97,7 +97,7 @@ def test_reopen_from_the_checkpoint_holds_exactly_the_full_fold(
     assert through > 0
 
     manager = lanes.reopen(manager)
-    assert "views from the checkpoint" in restored_from(caplog)
+    assert "loaded stock and sales from the checkpoint" in restored_from(caplog)
     assert observable(manager) == expected
 
     # The same database with the checkpoint gone: folded in full, to the same views.
@@ -107,7 +107,11 @@ def test_reopen_from_the_checkpoint_holds_exactly_the_full_fold(
         conn.commit()
     checkpoints(monkeypatch, every_write=False)  # keep it absent
     manager = lanes.open(manager.directory.path)
-    assert "views folded from every entry (no checkpoint)" in restored_from(caplog)
+    records = manager.replica.views.accepted_count()
+    # in plain words: what was rebuilt, from how many records, and why (the logs' reference)
+    assert f"rebuilt stock and sales from {records} records (no checkpoint)" in restored_from(
+        caplog
+    )
     assert observable(manager) == expected
     # And the terminal goes on where it stopped.
     record = manager.write(sale("milk:1"))
@@ -128,7 +132,9 @@ def test_rows_after_the_checkpoint_are_folded_on_top_of_it(
     expected = observable(manager)
 
     manager = lanes.reopen(manager)
-    assert "views from the checkpoint, 3 entries folded after it" in restored_from(caplog)
+    assert "loaded stock and sales from the checkpoint, then 3 later changes" in restored_from(
+        caplog
+    )
     assert observable(manager) == expected
 
 
@@ -165,7 +171,7 @@ def test_corrupted_stale_or_foreign_format_checkpoints_are_refused(
         caplog.clear()
         terminal = lanes.open(manager.directory.path)
         message = restored_from(caplog)
-        assert "views folded from every entry" in message, message
+        assert "rebuilt stock and sales from " in message, message
         assert reason in message, message
         assert last_line(caplog).levelno == logging.WARNING
         assert observable(terminal) == expected
@@ -190,7 +196,7 @@ def test_compaction_writes_the_checkpoint_with_the_snapshot(
     expected = observable(terminal)
 
     terminal = lanes.reopen(terminal)
-    assert "views from the checkpoint" in restored_from(caplog)
+    assert "loaded stock and sales from the checkpoint" in restored_from(caplog)
     assert observable(terminal) == expected
 
 
@@ -209,13 +215,13 @@ def test_database_of_schema_1_opens_folds_once_and_gets_a_checkpoint(
 
     checkpoints(monkeypatch, every_write=True)
     manager = lanes.open(manager.directory.path)
-    assert "views folded from every entry (no checkpoint)" in restored_from(caplog)
+    assert " records (no checkpoint)" in restored_from(caplog)
     assert observable(manager) == expected
     assert query_open(manager, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
     manager.write(sale("milk:1"))
     expected = observable(manager)
     manager = lanes.reopen(manager)
-    assert "views from the checkpoint" in restored_from(caplog)
+    assert "loaded stock and sales from the checkpoint" in restored_from(caplog)
     assert observable(manager) == expected
 
 
@@ -241,5 +247,7 @@ def test_no_checkpoint_while_merged_updates_wait_for_their_commit(
     assert checkpoint_row(manager) != before
     expected = observable(manager)
     manager = lanes.reopen(manager)
-    assert "views from the checkpoint, 0 entries folded after it" in restored_from(caplog)
+    assert "loaded stock and sales from the checkpoint, then 0 later changes" in restored_from(
+        caplog
+    )
     assert observable(manager) == expected

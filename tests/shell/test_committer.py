@@ -20,7 +20,7 @@ from lanesync.core.replica import Change
 from lanesync.core.views import Views
 from lanesync.errors import LanesyncError, PermissionDenied, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter
-from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest
+from lanesync.shell.storage import REQUEST_KEEP_MS, EventRow, KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal, wall_clock_ms
 
 from .conftest import Lanes
@@ -37,9 +37,13 @@ def count_transactions(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> l
     transactions: list[int] = []
     real = terminal.storage.commit
 
-    def commit(changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
+    def commit(
+        changes: Iterable[Change],
+        requests: Sequence[KeyedRequest] = (),
+        events: Sequence[EventRow] = (),
+    ) -> None:
         changes = list(changes)
-        real(changes, requests)
+        real(changes, requests, events)
         transactions.append(len(changes))
 
     monkeypatch.setattr(terminal.storage, "commit", commit)

@@ -109,6 +109,29 @@ def test_enroll_writes_key_certificate_and_config(store: StoreDirectory, tmp_pat
 
 
 @pytest.mark.usefixtures("usual_umask")
+def test_store_init_creates_a_private_store_directory(tmp_path: Path) -> None:
+    path = tmp_path / "store"
+    StoreDirectory.init(path, "shop-1")
+    assert file_mode(path) == 0o700
+    assert file_mode(path / "store.key") == 0o600
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_enroll_records_the_lane_directory_relative_to_the_store(
+    store: StoreDirectory, tmp_path: Path
+) -> None:
+    path = tmp_path / "lanes" / "lane1"
+    store.enroll(path, "lane1", Role.CASHIER, wall_clock_ms(), 7)
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path, moved, ignore=shutil.ignore_patterns("moved"))
+    copied = StoreDirectory.open(moved / store.path.relative_to(tmp_path))
+    # the copy finds its own lane, not the original's
+    assert copied.lane_directories() == {"lane1": (moved / "lanes" / "lane1").resolve()}
+    shutil.rmtree(moved / "lanes")
+    assert copied.lane_directories() == {}
+
+
+@pytest.mark.usefixtures("usual_umask")
 def test_enroll_creates_a_private_terminal_directory(store: StoreDirectory, tmp_path: Path) -> None:
     path = tmp_path / "lane1"
     store.enroll(path, "lane1", Role.CASHIER, wall_clock_ms(), 7)

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from lanesync.errors import LanesyncError, UsageError
 
+from .group import UntruncatedGroup
 from .output import console, emit_json, errors
 
 DIR = click.Path(path_type=Path, file_okay=False)
@@ -129,7 +130,7 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-@click.group("bench")
+@click.group("bench", cls=UntruncatedGroup)
 def bench() -> None:
     """Benchmark lanesync against its baselines on real processes (loopback only)."""
 

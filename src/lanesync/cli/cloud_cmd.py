@@ -13,15 +13,17 @@ from .common import (
     DIR,
     FILE_IN,
     JSON_OPTION,
+    LOG_LEVEL_OPTION,
     handed_collaborators,
     print_record,
     reports_errors,
     serves_until_storage_fails,
 )
+from .group import UntruncatedGroup
 from .output import console, emit_json, money, stock_table
 
 
-@click.group()
+@click.group(cls=UntruncatedGroup)
 def cloud() -> None:
     """Head office's cloud service: set up, serve, query."""
 
@@ -85,9 +87,10 @@ DB_OPTION = click.option(
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
 @DB_OPTION
+@LOG_LEVEL_OPTION
 @reports_errors
 @serves_until_storage_fails
-def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> None:
+def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None, log_level: str) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
     from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
@@ -99,6 +102,7 @@ def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None) -> N
             parse_address(api, "--api"),
             db_url,
             collaborators=handed_collaborators(),
+            log_level=log_level,
         )
     )
 

@@ -14,6 +14,7 @@ import click
 from lanesync.core.records import Body, Record
 from lanesync.core.views import Views
 from lanesync.errors import EXIT_STORAGE_FAILED, LanesyncError, StorageError
+from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from lanesync.shell.runtime import DaemonClient
 from lanesync.shell.terminal import Terminal
 
@@ -28,6 +29,13 @@ DIR = click.Path(path_type=Path, file_okay=False)
 FILE_IN = click.Path(path_type=Path, dir_okay=False, exists=True, readable=True)
 FILE_OUT = click.Path(path_type=Path, dir_okay=False, writable=True)
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+LOG_LEVEL_OPTION = click.option(
+    "--log-level",
+    type=click.Choice(list(LOG_LEVELS)),
+    default=DEFAULT_LOG_LEVEL,
+    show_default=True,
+    help="Log from this level up (JSON lines on stderr; docs/reference/logs.md).",
+)
 DEFAULT_VALID_DAYS = 5 * 365  # lanes are replaced every few years; renew before that
 
 
@@ -66,8 +74,10 @@ def reports_errors(func: Callable[P, R]) -> Callable[P, R]:
             errors.print(f"error: {one_line(str(exc))}", soft_wrap=True)
             sys.exit(1)
         except OSError as exc:
-            name = f" {exc.filename}" if exc.filename else ""
-            errors.print(f"error:{one_line(name)}: {exc.strerror or exc}", soft_wrap=True)
+            why = str(exc.strerror or exc)
+            why = why[:1].lower() + why[1:]
+            where = f"{exc.filename}: " if exc.filename else ""  # none for a socket, say
+            errors.print(f"error: {one_line(where + why)}", soft_wrap=True)
             sys.exit(1)
 
     return wrapper

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import reports
+from lanesync.core import dayclose, reports
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS
 from lanesync.core.isolation import DEFAULT_ISOLATION_AFTER_MS
 from lanesync.errors import UsageError
@@ -20,12 +21,13 @@ from lanesync.shell.terminal import Terminal, wall_clock_ms
 from .common import (
     DIR,
     JSON_OPTION,
+    LOG_LEVEL_OPTION,
     daemon_client,
     handed_collaborators,
     reports_errors,
     serves_until_storage_fails,
 )
-from .output import console, emit_json, revocation_lines
+from .output import console, emit_json, revocation_lines, when
 
 
 @click.command("run")
@@ -70,7 +72,19 @@ from .output import console, emit_json, revocation_lines
     "this lane's own chain head (a lane restored from a backup then continues its chain); 0: "
     "do not wait.",
 )
+@LOG_LEVEL_OPTION
+@click.option(
+    "--close-at",
+    default="04:00",
+    show_default=True,
+    help="Store time (HH:MM) at which the daemon closes the day before on its own (it also "
+    "closes the days it missed when it starts); 'off': only `lanesync close` closes days.",
+)
 @click.option("--anti-entropy-ms", type=click.IntRange(50, 3_600_000), default=None, hidden=True)
+# Tests only: the change feed's keep-alive interval and per-client queue (shell.feed).
+@click.option("--feed-keepalive-ms", type=click.IntRange(10, 3_600_000), default=None, hidden=True)
+@click.option("--feed-queue-bytes", type=click.IntRange(1024, 2**30), default=None, hidden=True)
+@click.option("--feed-max-clients", type=click.IntRange(1, 1024), default=None, hidden=True)
 @reports_errors
 @serves_until_storage_fails
 def run_command(
@@ -84,7 +98,12 @@ def run_command(
     priority: int,
     isolated_after_s: int,
     head_wait_s: float,
+    log_level: str,
+    close_at: str,
     anti_entropy_ms: int | None,
+    feed_keepalive_ms: int | None,
+    feed_queue_bytes: int | None,
+    feed_max_clients: int | None,
 ) -> None:
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
     from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
@@ -97,18 +116,35 @@ def run_command(
         peers=tuple(parse_peer_url(p) for p in peers),
         discovery=not no_discovery,
         interfaces=interfaces,
-        cloud=None if cloud_url is None else parse_peer_url(cloud_url),
+        cloud=None if cloud_url is None else parse_peer_url(cloud_url, "cloud URL"),
         priority=priority,
         anti_entropy_ms=anti_entropy_ms,
         isolation_after_ms=isolated_after_s * 1000,
         head_wait_ms=round(head_wait_s * 1000),
+        close_at_minute=_close_at(close_at),
         collaborators=handed_collaborators(),
+        log_level=log_level,
     )
+    if feed_keepalive_ms is not None:
+        config = replace(config, feed_keepalive_s=feed_keepalive_ms / 1000)
+    if feed_queue_bytes is not None:
+        config = replace(config, feed_queue_bytes=feed_queue_bytes)
+    if feed_max_clients is not None:
+        config = replace(config, feed_max_clients=feed_max_clients)
     if interfaces and no_discovery:
         raise UsageError("--interface only applies to mDNS discovery; drop --no-discovery")
     if interfaces:
         interface_addresses(interfaces)  # an unknown interface is a clear error before start
     daemon_main(config)
+
+
+def _close_at(text: str) -> int | None:
+    if text == "off":
+        return None
+    try:
+        return dayclose.parse_close_at(text)
+    except ValueError as exc:
+        raise UsageError(f"--close-at: {exc}, or off") from None
 
 
 @click.command()
@@ -145,7 +181,15 @@ def status(terminal_dir: Path, as_json: bool) -> None:
     if as_json:
         emit_json(report)
         return
-    state_text = "running" if report["running"] else "not running"
+    _print_status(report, wall_clock_ms())
+
+
+def _print_status(report: dict[str, Any], now_ms: int) -> None:
+    """``status`` for people: every moment as local time and age (``when``), never epoch ms."""
+    state_text = "not running"
+    if report["running"]:
+        started = report.get("started_ms")
+        state_text = "running" if started is None else f"running since {when(started, now_ms)}"
     console.print(
         f"terminal {report['terminal_id']} of store {report['store_id']} ({report['role']}), "
         f"{state_text}; {report['records']} records, digest {report['digest'][:16]}",
@@ -165,31 +209,39 @@ def status(terminal_dir: Path, as_json: bool) -> None:
         )
     if report["first_write_unheard_ms"] is not None:
         console.print(
-            f"  WROTE UNHEARD at {report['first_write_unheard_ms']} (ms): before any peer "
-            "answered; if this lane was restored from a backup, run verify on a peer",
+            f"  WROTE UNHEARD at {when(report['first_write_unheard_ms'], now_ms)}: before any "
+            "peer answered; if this lane was restored from a backup, run verify on a peer",
             markup=False,
         )
     if report["isolated_since"] is not None:
         console.print(
-            f"  ISOLATED since {report['isolated_since']} (ms): its sales do not reach the store",
+            f"  ISOLATED since {when(report['isolated_since'], now_ms)}: its sales do not reach "
+            "the store",
             markup=False,
         )
     if report["running"]:
-        console.print(f"  api {report['api']}  peers {report['listen']}", markup=False)
+        console.print(f"  local API: {report['api']}", markup=False)
+        console.print(f"  listening for peers on: {report['listen']}", markup=False)
         console.print(f"  leader {report['leader']} (term {report['term']})", markup=False)
         if report.get("cloud"):
             cloud = report["cloud"]
+            acked = cloud["last_ack_ms"]
+            pending = cloud["pending_bytes"]
             console.print(
-                f"  cloud {cloud['url']}: connected {cloud['connected']}, last acknowledged "
-                f"{cloud['last_ack_ms']}, pending {cloud['pending_bytes']} bytes",
+                f"  cloud {cloud['url']}: {'connected' if cloud['connected'] else 'not connected'}"
+                f", last acknowledged {'never' if acked is None else when(acked, now_ms)}, "
+                f"pending {'unknown' if pending is None else f'{pending} bytes'}",
                 markup=False,
             )
     for peer in report["peers"]:
         if peer["connected"]:
             state = f"connected, unacknowledged {peer['unacked_bytes']} bytes"
+            seen = peer.get("last_seen_ms")
+            if seen is not None:
+                state += f", last heard {when(seen, now_ms)}"
         else:
             state = f"not connected (last error: {peer.get('last_error') or 'none'})"
-        console.print(f"  peer {peer['terminal_id']}: {state}")
+        console.print(f"  peer {peer['terminal_id']}: {state}", markup=False)
     for line in revocation_lines(report["revocations"]):
         console.print(f"  {line}", markup=False)
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 from rich.text import Text
 
-from lanesync.core import bodies
+from lanesync.core import bodies, zreport
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku
 from lanesync.core.records import Body, Sale
@@ -24,7 +25,7 @@ from lanesync.errors import LanesyncError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
-from .output import console, money
+from .output import console, money, print_z_report
 
 LANES = (("lane1", Role.MANAGER), ("lane2", Role.CASHIER), ("lane3", Role.CASHIER))
 RECEIVED = {"milk": 24, "bread": 12, "eggs": 30}
@@ -74,13 +75,14 @@ def _exchange(root: Path, terminals: dict[str, Terminal]) -> int:
     return moved
 
 
-def run_demo(work_dir: Path | None) -> None:
+def run_demo(work_dir: Path | None) -> dict[str, Any]:
+    """Run the offline demo; returns its summary (``lanesync demo --offline --json``)."""
     with tempfile.TemporaryDirectory(prefix="lanesync-demo-") as tmp:
         root = work_dir or Path(tmp)
-        _run(root)
+        return _run(root)
 
 
-def _run(root: Path) -> None:
+def _run(root: Path) -> dict[str, Any]:
     now = wall_clock_ms()
     store = StoreDirectory.init(root / "store", "demo-store")
     console.rule(
@@ -136,12 +138,33 @@ def _run(root: Path) -> None:
             raise LanesyncError(
                 f"demo failed: converged={len(digests) == 1} exact={exact} verified={clean}"
             )
+        digest = digests.pop()
         summary = ", ".join(f"{item} {qty}" for item, qty in sorted(expected.items()))
         console.print(
             f"converged: {len(terminals)} lanes, one digest "
-            f"{digests.pop()[:16]}; stock exact ({summary} = received - sold + voided back); "
+            f"{digest[:16]}; stock exact ({summary} = received - sold + voided back); "
             "every journal verifies"
         )
+        # Each lane closes the day; one more exchange and every lane prints the same report.
+        for terminal in terminals.values():
+            terminal.close_days(None)
+        _exchange(root, terminals)
+        day = zreport.default_day(terminals["lane1"].replica)
+        reports = [zreport.z_report(t.replica, day) for t in terminals.values()]
+        if not reports[0]["complete"] or any(r != reports[0] for r in reports):
+            raise LanesyncError("demo failed: the lanes print different Z-reports")
+        console.print()
+        print_z_report(reports[0])
+        return {
+            "mode": "offline",
+            "lanes": len(terminals),
+            "converged": True,
+            "digest": digest,
+            "stock": dict(sorted(expected.items())),
+            "bundle_bytes": moved,
+            "verified": True,
+            "z_report": reports[0],
+        }
     finally:
         for terminal in terminals.values():
             terminal.close()

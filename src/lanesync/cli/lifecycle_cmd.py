@@ -22,7 +22,7 @@ from lanesync.core.forks import Branch, Fork
 from lanesync.core.identity import Certificate, Revocation, Role, Succession, key_fingerprint
 from lanesync.core.ids import CLOUD_TERMINAL_ID, TerminalId, terminal_id
 from lanesync.core.records import GENESIS_HASH
-from lanesync.errors import UsageError
+from lanesync.errors import DirectoryBusy, UsageError
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
@@ -79,6 +79,34 @@ def chain_end(
         if head["terminal"] == predecessor:
             return Succession(predecessor, head["seq"], bytes.fromhex(head["hash"]))
     return Succession(predecessor, 0, GENESIS_HASH)  # it never wrote a record
+
+
+def nearest_chain_end(
+    store: StoreDirectory, predecessor: TerminalId, *, rekey: bool
+) -> tuple[Path, Succession]:
+    """``enroll --replaces`` without ``--via``: ask every lane this store enrolled into a
+    directory on this machine, and close ``predecessor``'s chain where the lane that holds most
+    of it ends it (ties: a lane other than the replaced one, then by id). A lane that cannot
+    answer (busy, broken chain) is skipped; if none can, its reason is the error."""
+    lanes = store.lane_directories()
+    if not lanes:
+        raise UsageError(
+            f"--replaces needs --via: no lane of store {store.identity.store_id} was enrolled "
+            "into a directory on this machine; name a lane that holds the replaced chain"
+        )
+    ends: list[tuple[int, bool, str, Path, Succession]] = []
+    refusals: list[str] = []
+    for tid, lane in sorted(lanes.items()):
+        try:
+            end = chain_end(lane, store, predecessor, rekey=rekey)
+        except (UsageError, DirectoryBusy) as exc:
+            refusals.append(f"{lane}: {exc}")
+            continue
+        ends.append((-end.seq, tid == predecessor, tid, lane, end))
+    if not ends:
+        raise UsageError(f"no lane here can say where {predecessor}'s chain ends ({refusals[0]})")
+    *_, lane, end = min(ends)
+    return lane, end
 
 
 def spread_and_seed(via: Path, cert: Certificate, terminal_dir: Path) -> None:

@@ -11,7 +11,6 @@ too).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 import time
@@ -30,7 +29,7 @@ from lanesync.shell.terminal import wall_clock_ms
 from lanesync.tools.faultproxy import FaultLink
 from lanesync.tools.procs import Proc, ProcessGroup
 
-from .output import console
+from .output import console, print_z_report
 
 LANES = ("lane1", "lane2", "lane3", "lane4")
 HALVES = ({"lane1", "lane2"}, {"lane3", "lane4"})
@@ -164,7 +163,7 @@ def _converged(rows: dict[str, dict[str, Any]], expected: dict[str, int]) -> boo
     return len(digests) == 1 and all(row["stock"] == expected for row in rows.values())
 
 
-async def _demo(root: Path) -> None:
+async def _demo(root: Path) -> dict[str, Any]:
     store = Store(root)
     console.rule(
         Text.assemble(("lanesync demo", "bold"), ": four lanes, no server, a split and a heal")
@@ -185,9 +184,14 @@ async def _demo(root: Path) -> None:
         with Live(console=console, refresh_per_second=8) as live:
 
             async def show_until(done: asyncio.Task[None]) -> None:
-                while not done.done():
-                    live.update(store.table(await store.snapshot()))
-                    await asyncio.sleep(0.25)
+                try:
+                    while not done.done():
+                        live.update(store.table(await store.snapshot()))
+                        await asyncio.sleep(0.25)
+                finally:
+                    # Interrupted (Ctrl-C): the sales stop before the lanes they ring on do.
+                    done.cancel()
+                    await asyncio.wait([done])
                 done.result()  # a refused sale stops the demo with its error
 
             store.phase = "all lanes connected, selling"
@@ -221,15 +225,50 @@ async def _demo(root: Path) -> None:
             f"{rows[lane1]['digest'][:16]} and stock exactly received - sold; "
             "every journal verifies"
         )
+        report = await _close_the_day(store)
+        return {
+            "mode": "live",
+            "lanes": len(LANES),
+            "converged": True,
+            "sales": store.sales,
+            "states_during_split": halves,
+            "converged_after_heal_s": round(took, 1),
+            "digest": rows[lane1]["digest"],
+            "stock": dict(sorted(store.expected().items())),
+            "verified": True,
+            "z_report": report,
+        }
     finally:
         await store.stop()
 
 
-def run_live_demo(work_dir: Path | None) -> None:
+async def _close_the_day(store: Store) -> dict[str, Any]:
+    """Every lane closes the demo's day; once each holds every day-end, the store's Z-report
+    is the same on all of them: print it, and return it for the summary."""
+    for lane in LANES:
+        await store.call(lane, "POST", "/v1/close", {})
+    started = time.monotonic()
+    while True:
+        reports = [await store.call(lane, "GET", "/v1/reports") for lane in LANES]
+        if reports[0]["complete"] and all(r == reports[0] for r in reports):
+            break
+        if time.monotonic() - started > CONVERGE_TIMEOUT_S:
+            raise LanesyncError("the lanes did not agree on the day's Z-report within 30 s")
+        await asyncio.sleep(0.1)
+    console.print()
+    print_z_report(reports[0])
+    console.print("every lane prints this report, byte for byte")
+    report: dict[str, Any] = reports[0]
+    return report
+
+
+def run_live_demo(work_dir: Path | None) -> dict[str, Any]:
+    """Run the live demo; returns its summary (``lanesync demo --json``). Ctrl-C stops it: the
+    lanes and proxies it started are stopped (``_demo``'s finally, run as asyncio cancels it)
+    before ``KeyboardInterrupt`` leaves here, for the CLI's one-line exit 130."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="lanesync-demo-") as tmp:
         root = work_dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_demo(root))
+        return asyncio.run(_demo(root))

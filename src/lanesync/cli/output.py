@@ -23,6 +23,27 @@ def money(cents: int) -> str:
     return f"{sign}{whole}.{frac:02d}"
 
 
+def when(ms: int, now_ms: int) -> str:
+    """A moment for people: local time (with the date unless it is today) and how long ago,
+    e.g. ``12:03:44, 5 s ago``; never raw epoch milliseconds."""
+    moment = datetime.fromtimestamp(ms / 1000).astimezone()
+    today = datetime.fromtimestamp(now_ms / 1000).astimezone().date()
+    shown = moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M:%S")
+    return f"{shown}, {age(now_ms - ms)}"
+
+
+def age(elapsed_ms: int) -> str:
+    """How long ago, in the largest unit that keeps it readable: ``5 s ago``, ``3 min ago``."""
+    if elapsed_ms < 0:
+        return "in the future (clocks differ)"
+    seconds = elapsed_ms // 1000
+    for unit, size in (("day", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if unit == 'day' and count > 1 else ''} ago"
+    return f"{seconds} s ago"
+
+
 def one_line(text: str) -> str:
     """An error message as exactly one line: control characters (a newline in a path) are
     shown escaped instead of breaking the line."""
@@ -92,3 +113,39 @@ def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
                 f"{entry['revoked_at_ms']} ms on never count"
             )
     return lines
+
+
+def print_z_report(report: dict[str, Any]) -> None:
+    """A Z-report for people: one block per lane, the SKUs, the store's totals, the hash."""
+    state = "complete" if report["complete"] else "INCOMPLETE"
+    console.print(f"Z-report  store {report['store_id']}  day {report['day']}  ({state})")
+    if report["missing_terminals"]:
+        console.print(f"not closed yet by: {', '.join(report['missing_terminals'])}")
+    lanes = Table(title="Lanes")
+    for column in ("Lane", "Seqs", "Sales", "Voids", "Gross", "Voided", "Net"):
+        lanes.add_column(column, justify="left" if column in ("Lane", "Seqs") else "right")
+    for line in report["terminals"]:
+        seqs = f"{line['first_seq']}-{line['last_seq']}" if line["first_seq"] else "-"
+        lanes.add_row(
+            line["terminal_id"],
+            seqs,
+            str(line["sales"]),
+            str(line["voids"]),
+            money(line["gross_cents"]),
+            money(line["voided_cents"]),
+            money(line["net_cents"]),
+        )
+    console.print(lanes)
+    skus = Table(title="SKUs")
+    skus.add_column("SKU")
+    skus.add_column("Units", justify="right")
+    skus.add_column("Net", justify="right")
+    for line in report["skus"]:
+        skus.add_row(line["sku"], str(line["units"]), money(line["net_cents"]))
+    console.print(skus)
+    totals = report["totals"]
+    console.print(
+        f"sales {totals['sales']}  voids {totals['voids']}  gross {money(totals['gross_cents'])}  "
+        f"voided {money(totals['voided_cents'])}  net {money(totals['net_cents'])}"
+    )
+    console.print(f"report hash {report['report_hash']}")

@@ -27,11 +27,12 @@ from .common import (
     JSON_OPTION,
     reports_errors,
 )
-from .lifecycle_cmd import chain_end, spread_and_seed
+from .group import UntruncatedGroup
+from .lifecycle_cmd import chain_end, nearest_chain_end, spread_and_seed
 from .output import console, emit_json
 
 
-@click.group()
+@click.group(cls=UntruncatedGroup)
 def store() -> None:
     """Create and manage a store authority."""
 
@@ -98,10 +99,14 @@ def store_certify_cloud(
     "--replaces",
     "replaces",
     help="Terminal whose chain this one continues: another id replaces it, the same id re-keys "
-    "it. Its chain is closed at its last record that --via holds.",
+    "it. Its chain is closed at its last record that --via holds (without --via: the lane "
+    "enrolled on this machine that holds most of it).",
 )
 @click.option(
-    "--via", "via", type=DIR, help="With --replaces: a lane of the store that spreads it."
+    "--via",
+    "via",
+    type=DIR,
+    help="With --replaces: the lane of the store that says where the chain ends and spreads it.",
 )
 @JSON_OPTION
 @reports_errors
@@ -119,13 +124,13 @@ def enroll(
     store_directory = StoreDirectory.open(store_dir)
     succeeds = None
     if replaces is not None:
-        if via is None:
-            raise UsageError("--replaces needs --via, a lane that holds the replaced chain")
         predecessor = store_directory.role_of(replaces)
         role = role or predecessor.value
-        succeeds = chain_end(
-            via, store_directory, TerminalId(replaces), rekey=replaces == terminal_id
-        )
+        rekey = replaces == terminal_id
+        if via is None:
+            via, succeeds = nearest_chain_end(store_directory, TerminalId(replaces), rekey=rekey)
+        else:
+            succeeds = chain_end(via, store_directory, TerminalId(replaces), rekey=rekey)
     elif via is not None:
         raise UsageError("--via goes with --replaces")
     cert = store_directory.enroll(
@@ -147,6 +152,7 @@ def enroll(
         result["replaces"] = succeeds.terminal
         result["after_seq"] = succeeds.seq
         result["after_hash"] = succeeds.hash.hex()
+        result["via"] = str(via)
     if as_json:
         emit_json(result)
     elif succeeds is None:

@@ -80,8 +80,9 @@ def import_(terminal_dir: Path, bundle: Path, as_json: bool) -> None:
 @click.command()
 @click.argument("terminal_dir", type=DIR)
 @click.argument("state_file", type=FILE_OUT)
+@JSON_OPTION
 @reports_errors
-def state(terminal_dir: Path, state_file: Path) -> None:
+def state(terminal_dir: Path, state_file: Path, as_json: bool) -> None:
     """Save this replica's state vectors, for another replica's `export --since`."""
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
@@ -90,7 +91,10 @@ def state(terminal_dir: Path, state_file: Path) -> None:
         with Terminal.open(terminal_dir) as terminal:
             data = terminal.state_file()
     state_file.write_bytes(data)
-    console.print(f"wrote {state_file}", markup=False)
+    if as_json:
+        emit_json({"state_file": str(state_file), "bytes": len(data)})
+    else:
+        console.print(f"wrote {state_file}", markup=False)
 
 
 @click.command()

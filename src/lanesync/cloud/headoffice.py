@@ -9,6 +9,8 @@ are a projection of them, refreshed after every durable merge:
 * ``stock_movements``: receipts, adjustments, sales (negative) and voids (positive, keyed by
   the voided sale, so two voids of one sale credit it once).
 * ``stock_on_hand``, ``prices``, ``chain_heads``: the replica's current views.
+* ``day_ends``: each lane's signed day-end record per business day (its figures as signed; the
+  Z-report itself is folded from the sales, ``lanesync report``).
 
 When the replica rebuilds its views (a fork was found, or a revocation withdrew records), the
 store's rows are replaced from scratch. Every refresh is one transaction.
@@ -23,7 +25,15 @@ from typing import Any
 
 from lanesync.cloud.sql import Row, Sql
 from lanesync.core.accepted import AcceptedRecords
-from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
+from lanesync.core.records import (
+    Adjustment,
+    DayEnd,
+    PriceChange,
+    Receipt,
+    Record,
+    Sale,
+    Void,
+)
 from lanesync.core.replica import Replica
 
 _STORE_TABLES = (
@@ -33,6 +43,7 @@ _STORE_TABLES = (
     "stock_on_hand",
     "prices",
     "chain_heads",
+    "day_ends",
 )
 
 
@@ -45,6 +56,7 @@ class _Rows:
         self.lines: list[Row] = []
         self.movements: list[Row] = []
         self.voided: list[Row] = []
+        self.day_ends: list[Row] = []
 
     def move(
         self, movement_id: str, deltas: Iterable[tuple[str, int]], kind: str, day: str
@@ -98,6 +110,12 @@ class HeadOffice:
             "INSERT INTO stock_movements (store_id, movement_id, sku, delta, kind, business_day) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows.movements,
+        )
+        sql.executemany(
+            "INSERT INTO day_ends (store_id, terminal_id, business_day, seq, first_seq, "
+            "last_seq, sales, voids, gross_cents, voided_cents, net_cents) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows.day_ends,
         )
         sql.executemany(
             "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
@@ -166,6 +184,22 @@ class HeadOffice:
                     rows.move(rid, [(sku, delta)], "adjustment", day)
                 case PriceChange():
                     pass  # the prices table holds the winning price per SKU
+                case DayEnd():
+                    rows.day_ends.append(
+                        (
+                            store_id,
+                            record.terminal,
+                            record.body.day,
+                            record.seq,
+                            record.body.first_seq,
+                            record.body.last_seq,
+                            record.body.sales,
+                            record.body.voids,
+                            record.body.gross_cents,
+                            record.body.voided_cents,
+                            record.body.net_cents,
+                        )
+                    )
         return rows
 
     # -- queries (the read API) ----------------------------------------------------------------

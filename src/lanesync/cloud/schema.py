@@ -87,9 +87,30 @@ def _headoffice_tables(integer: str) -> tuple[str, ...]:
     )
 
 
+def _day_ends_table(integer: str) -> tuple[str, ...]:
+    """Each lane's signed day-end records (added in version 2 on both engines)."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS day_ends (
+            store_id TEXT NOT NULL,
+            terminal_id TEXT NOT NULL,
+            business_day TEXT NOT NULL,
+            seq {integer} NOT NULL,
+            first_seq {integer} NOT NULL,
+            last_seq {integer} NOT NULL,
+            sales {integer} NOT NULL,
+            voids {integer} NOT NULL,
+            gross_cents {integer} NOT NULL,
+            voided_cents {integer} NOT NULL,
+            net_cents {integer} NOT NULL,
+            PRIMARY KEY (store_id, terminal_id, business_day)
+        )""",
+    )
+
+
 # SQLite integers are 64-bit whatever the declared type; its user_version is the schema version.
-SQLITE_HEADOFFICE_VERSION = 1
-SQLITE_HEADOFFICE = _headoffice_tables("INTEGER")
+# 2: the day_ends table (created on open, like every table: IF NOT EXISTS).
+SQLITE_HEADOFFICE_VERSION = 2
+SQLITE_HEADOFFICE = (*_headoffice_tables("INTEGER"), *_day_ends_table("INTEGER"))
 
 POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -133,6 +154,7 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX store_verified_by_seq ON store_verified (store_id, added_seq)",
         ),
     ),
+    Migration(2, "day_ends: each lane's signed day-end records", _day_ends_table("BIGINT")),
 )
 LATEST = POSTGRESQL_MIGRATIONS[-1].version
 

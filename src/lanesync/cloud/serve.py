@@ -20,6 +20,7 @@ from lanesync.cloud.stores import follow_database
 from lanesync.errors import StorageError
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
+from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
@@ -41,6 +42,7 @@ class CloudConfig:
     api: tuple[str, int] = ("127.0.0.1", 0)
     db_url: str | None = None  # None: SQLite in the directory; else a shared PostgreSQL
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
 
 
 async def run_cloud(config: CloudConfig) -> None:
@@ -116,5 +118,5 @@ async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown)
 
 
 def cloud_main(config: CloudConfig) -> None:
-    configure_logging()
+    configure_logging(LOG_LEVELS[config.log_level])
     asyncio.run(run_cloud(config))

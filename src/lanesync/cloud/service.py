@@ -110,7 +110,7 @@ class CloudService:
                 if store is None:
                     reason = f"this cloud does not serve store {hello.store_id[:64]!r}"
         if store is None or not isinstance(first, bytes):
-            log.info("uplink.refused reason=%s", reason)
+            log.warning("uplink.refused reason=%s: a lane's uplink was refused", reason)
             with contextlib.suppress(ConnectionClosed):
                 await ws.close(CloseCode.POLICY_VIOLATION, (reason or "refused")[:120])
             return

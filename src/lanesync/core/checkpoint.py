@@ -31,7 +31,8 @@ from lanesync.core.updates import (
 # 2: the views also carry the fork resolutions and closures they were judged under, and each
 # chain the branches of its resolved fork. 3: document fingerprints in canonical form (clients
 # ascending), so a document rebuilt in another order (a compacted snapshot) still matches.
-CHECKPOINT_FORMAT = 3
+# 4: the tally also carries the days each terminal closed (its day-end records).
+CHECKPOINT_FORMAT = 4
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 

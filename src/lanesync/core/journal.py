@@ -285,13 +285,9 @@ class SalesJournal:
             _merge(self._by_day.setdefault(day, []), entries)
         for terminal, entries in terminals.items():
             _merge(self._by_terminal.setdefault(terminal, []), entries)
-            by_seq = self._seqs.setdefault(terminal, [])
-            entries.sort(key=_seq)
-            if by_seq and _seq(entries[0]) < _seq(by_seq[-1]):
-                by_seq.extend(entries)
-                by_seq.sort(key=_seq)  # two sorted runs: a linear merge
-            else:
-                by_seq.extend(entries)  # the common case: a chain grows at its end
+            # Along one chain, seq order is place order (only a resolved fork's branches
+            # interleave): a chain growing at its end appends.
+            _merge(self._seqs.setdefault(terminal, []), sorted(entries, key=_seq), _seq)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -435,13 +431,17 @@ class SalesJournal:
         return voids[0][1] if voids else None
 
 
-def _merge(into: list[Entry], new: list[Entry]) -> None:
-    """Merge sorted ``new`` into sorted ``into`` (in place)."""
-    if into and new and new[0] < into[-1]:
-        into.extend(new)
-        into.sort()  # two sorted runs: timsort merges them in linear time
-    else:
-        into.extend(new)
+def _merge(
+    into: list[Entry], new: list[Entry], key: Callable[[Entry], tuple[Any, ...]] | None = None
+) -> None:
+    """Merge ``new`` into ``into`` (in place), both sorted by ``key`` (None: as tuples, which
+    is by place: a place is unique)."""
+    into.extend(new)
+    if not new or len(into) == len(new):
+        return
+    first, before = new[0], into[-len(new) - 1]
+    if (key(first) < key(before)) if key is not None else first < before:
+        into.sort(key=key)  # two sorted runs: timsort merges them in linear time
 
 
 def _check_same(given: SalesQuery, cursor: SalesQuery) -> None:

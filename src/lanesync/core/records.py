@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import sys
 from collections.abc import Callable, Container
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
 import msgpack
@@ -51,6 +53,7 @@ class Kind(enum.IntEnum):
     RECEIPT = 3
     ADJUSTMENT = 4
     PRICE = 5
+    DAY_END = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,7 +97,28 @@ class PriceChange:
     unit_cents: int
 
 
-Body = Sale | Void | Receipt | Adjustment | PriceChange
+@dataclass(frozen=True, slots=True)
+class DayEnd:
+    """A terminal closes a store-local business day: which of its records the day holds and
+    what they add up to (``core.dayclose`` folds it; ``core.zreport`` checks it).
+
+    ``first_seq``/``last_seq``: the least and greatest seq of the terminal's records (day-ends
+    aside) whose business day is ``day``, 0/0 for a day without any. ``sales``/``gross_cents``:
+    its sales of the day; ``voids``/``voided_cents``: its voids of the day, each with the total of
+    the sale it voids (a void counts on the day of the void); ``net_cents`` = gross - voided (may
+    be negative: a day whose voids undo the day before's sales)."""
+
+    day: str
+    first_seq: int
+    last_seq: int
+    sales: int
+    voids: int
+    gross_cents: int
+    voided_cents: int
+    net_cents: int
+
+
+Body = Sale | Void | Receipt | Adjustment | PriceChange | DayEnd
 
 KIND_OF: dict[type, Kind] = {
     Sale: Kind.SALE,
@@ -102,6 +126,7 @@ KIND_OF: dict[type, Kind] = {
     Receipt: Kind.RECEIPT,
     Adjustment: Kind.ADJUSTMENT,
     PriceChange: Kind.PRICE,
+    DayEnd: Kind.DAY_END,
 }
 
 
@@ -159,6 +184,17 @@ def _body_fields(body: Body) -> list[object]:
             return [sku, delta, reason]
         case PriceChange(sku, unit_cents):
             return [sku, unit_cents]
+        case DayEnd():
+            return [
+                body.day,
+                body.first_seq,
+                body.last_seq,
+                body.sales,
+                body.voids,
+                body.gross_cents,
+                body.voided_cents,
+                body.net_cents,
+            ]
 
 
 def _int(value: object, low: int, high: int, what: str) -> int:
@@ -233,11 +269,50 @@ def _parse_sale(fields: list[Any]) -> Sale:
     return Sale(tuple(lines), sum_cents)
 
 
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# Seqs and counts of one day stay far below this; it keeps them inside SQL's BIGINT.
+MAX_SEQ = 2**63 - 1
+
+
+def is_valid_day(value: object) -> bool:
+    """``YYYY-MM-DD`` naming a real calendar date."""
+    if type(value) is not str or _DAY.fullmatch(value) is None:
+        return False
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _parse_day_end(fields: list[Any]) -> DayEnd:
+    if len(fields) != 8:
+        raise _Invalid("malformed day_end body")
+    day, first, last, sales, voids, gross, voided, net = fields
+    if not is_valid_day(day):
+        raise _Invalid("day-end names an invalid day")
+    first = _int(first, 0, MAX_SEQ, "first seq")
+    last = _int(last, 0, MAX_SEQ, "last seq")
+    if first > last or (first == 0) != (last == 0):
+        raise _Invalid("day-end seq range is invalid")
+    sales = _int(sales, 0, MAX_SEQ, "sales count")
+    voids = _int(voids, 0, MAX_SEQ, "voids count")
+    gross = _int(gross, 0, MAX_TOTAL, "gross total")
+    voided = _int(voided, 0, MAX_TOTAL, "voided total")
+    if _int(net, -MAX_TOTAL, MAX_TOTAL, "net total") != gross - voided:
+        raise _Invalid("day-end net is not gross minus voided")
+    if first == 0 and sales + voids:
+        raise _Invalid("day-end counts records of an empty day")
+    return DayEnd(day, first, last, sales, voids, gross, voided, net)
+
+
 def _parse_body(kind: Kind, fields: object) -> Body:
     if not isinstance(fields, list):
         raise _Invalid("body is not a list")
     if kind is Kind.SALE:
         return _parse_sale(fields)
+    if kind is Kind.DAY_END:
+        return _parse_day_end(fields)
     match kind, fields:
         case Kind.VOID, [str(sale_id)]:
             terminal, sep, seq = sale_id.rpartition(":")
@@ -276,6 +351,8 @@ def make_record(
 ) -> Record:
     """Build and sign a record; ``seq`` and ``prev_hash`` must continue the chain."""
     validate_body(body)
+    if isinstance(body, DayEnd) and body.last_seq >= seq:
+        raise ValueError("a day-end covers only seqs before its own")
     payload = msgpack.packb(
         [
             RECORD_FORMAT,
@@ -362,6 +439,8 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
             parsed_body = _parse_body(record_kind, body)
     except _Invalid as exc:
         return Rejection(str(exc))
+    if type(parsed_body) is DayEnd and parsed_body.last_seq >= seq:
+        return Rejection("day-end covers seqs not before its own")
     return Record(
         terminal,
         seq,
@@ -389,3 +468,5 @@ def _trusted_body(kind: Kind, fields: list[Any]) -> Body:
             return Adjustment(Sku(sys.intern(fields[0])), fields[1], fields[2])
         case Kind.PRICE:
             return PriceChange(Sku(sys.intern(fields[0])), fields[1])
+        case Kind.DAY_END:
+            return DayEnd(*fields)

@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core import configdoc
+from lanesync.core import configdoc, dayclose
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.chain import FORK
 from lanesync.core.checkpoint import (
@@ -52,7 +52,7 @@ from lanesync.core.forks import (
     find_fork,
     parse_fork_resolution,
 )
-from lanesync.core.hlc import HybridClock
+from lanesync.core.hlc import Hlc, HybridClock
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
@@ -60,11 +60,33 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_revocation,
 )
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
-from lanesync.core.records import Body, Record, Rejection, Sale, make_record, parse_record
+from lanesync.core.ids import (
+    CATALOG_DOC,
+    CONFIG_DOC,
+    RecordId,
+    TerminalId,
+    is_valid_doc_name,
+    ledger_doc,
+)
+from lanesync.core.records import (
+    Body,
+    DayEnd,
+    Record,
+    Rejection,
+    Sale,
+    is_valid_day,
+    make_record,
+    parse_record,
+)
 from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import Views, expected_doc
-from lanesync.errors import ConfigError, RemoteError, TerminalRevoked, UsageError
+from lanesync.errors import (
+    ConfigError,
+    PermissionDenied,
+    RemoteError,
+    TerminalRevoked,
+    UsageError,
+)
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -243,7 +265,7 @@ class Replica:
             # Only counted records move the clock: a forgery naming us (or anyone) must not.
             if not isinstance(parsed, Rejection) and self.views.is_accepted(parsed):
                 if parsed.terminal == me:
-                    self.clock.adopt(parsed.hlc)
+                    self._adopt_own(parsed)
                 else:
                     self.clock.observe(parsed.hlc, now_ms)
         if self.views.needs_rebuild:
@@ -332,7 +354,9 @@ class Replica:
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
             change.extend(self._fold_events(now_ms, verified))
-            self.restored_from = f"views from the checkpoint, {folded} entries folded after it"
+            self.restored_from = (
+                f"loaded stock and sales from the checkpoint, then {folded} later changes"
+            )
         else:
             self._apply_stored(rest, silent=True)
             self.views = Views(
@@ -342,7 +366,9 @@ class Replica:
                 for key, value in self._root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
             self.rebuild(now_ms, trusted=verified)
-            self.restored_from = f"views folded from every entry ({why_not})"
+            self.restored_from = (
+                f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"
+            )
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
         for head in self.views.heads():
@@ -350,6 +376,11 @@ class Replica:
                 self.clock.adopt(head.hlc)
             else:
                 self.clock.observe(head.hlc, now_ms)
+        if self.me is not None:
+            # Nothing this terminal writes may enter a day it closed, whatever its clock says.
+            closed = self.views.last_closed_day(self.me.certificate.terminal_id)
+            if closed is not None:
+                self.clock.adopt(Hlc(dayclose.first_ms_after(closed, self._tz), 0))
         change.verdicts.extend(self.views.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
@@ -599,11 +630,103 @@ class Replica:
         change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
         return record, change
 
+    def _adopt_own(self, record: Record) -> None:
+        """Move the clock past one of this terminal's own counted records, and past the day a
+        day-end of it closed (after a restore, its peers may hand back its later records)."""
+        self.clock.adopt(record.hlc)
+        if isinstance(record.body, DayEnd):
+            self.clock.adopt(Hlc(dayclose.first_ms_after(record.body.day, self._tz), 0))
+
+    def close_days(self, until: str | None, now_ms: int) -> tuple[list[Record], Change]:
+        """Sign a day-end record for each of this terminal's open business days up to and
+        including ``until`` (default: today, store time), empty days included, from the day of
+        its first record; a day already closed is skipped (closing again signs nothing). Like
+        ``append``, the shell commits the change before telling anyone. Afterwards this
+        terminal's clock stands in the day after ``until``.
+
+        ``UsageError`` for a malformed day or one after today; ``TerminalRevoked`` when this
+        terminal may sign nothing more; ``PermissionDenied`` for the cloud (it sells nothing).
+        """
+        if self.me is None:
+            raise ConfigError("this replica has no terminal identity to sign records with")
+        if not self.me.certificate.role.may_sell:
+            raise PermissionDenied("the cloud closes no day: each lane closes its own")
+        self.check_writable()
+        today = dayclose.today(now_ms, self._tz)
+        day = today if until is None else until
+        if not is_valid_day(day):
+            raise UsageError(f"invalid day {day!r}: expected YYYY-MM-DD, e.g. 2026-12-07")
+        if day > today:
+            raise UsageError(f"{day} has not ended: today is {today} (store time)")
+        me = self.me.certificate.terminal_id
+        first = self._first_open_day(me)
+        signed: list[Record] = []
+        change = Change()
+        if first is None:
+            return signed, change
+        closed = self.views.closed_days(me)
+        to_close = [d for d in dayclose.days_between(first, day) if d not in closed]
+        prices = self.catalog_by_day() if to_close else {}
+        for open_day in to_close:
+            held = [r for _, _, r in self.records([ledger_doc(open_day)])]
+            own = (r for r in [*held, *prices.get(open_day, [])] if r.terminal == me)
+            counted = (r for r in own if self.views.is_accepted(r))
+            figures = dayclose.fold_day(counted, self.counted_sale)
+            record, added = self.append(figures.body(open_day), now_ms)
+            signed.append(record)
+            change.extend(added)
+        if signed:
+            self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
+        return signed, change
+
+    def _first_open_day(self, terminal: TerminalId) -> str | None:
+        """The first day ``terminal`` has not closed, from the day of its first record; None
+        when it has written nothing."""
+        last = self.views.last_closed_day(terminal)
+        if last is not None:
+            return dayclose.next_day(last)
+        return self.first_record_day(terminal)
+
+    def first_record_day(self, terminal: TerminalId) -> str | None:
+        """The business day of ``terminal``'s first counted record, None when none counts."""
+        first = self.find_record(RecordId(terminal, 1))
+        if first is None:
+            head = self.views.head(terminal)
+            return None if head.seq == 0 else head.hlc.business_day(self._tz)
+        return first.hlc.business_day(self._tz)
+
+    def catalog_by_day(self) -> dict[str, list[Record]]:
+        """The counted catalog records (prices), by business day: they belong to the day of
+        their timestamp like any record, though they are stored in the catalog document."""
+        by_day: dict[str, list[Record]] = {}
+        for _, _, record in self.records([CATALOG_DOC]):
+            if self.views.is_accepted(record):
+                by_day.setdefault(record.hlc.business_day(self._tz), []).append(record)
+        return by_day
+
+    def counted_sale(self, sale_id: RecordId) -> Sale | None:
+        """The counted sale with this id, if this replica holds one (what a void takes back)."""
+        if self.views.is_ambiguous(sale_id):
+            return None  # two branches of a resolved fork hold this id: no single sale
+        record = self.find_record(sale_id)
+        if record is None or not isinstance(record.body, Sale):
+            return None
+        return record.body
+
     # -- reading --------------------------------------------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The store's time zone (business days are store-local)."""
+        return self._tz
 
     def business_day(self, record: Record) -> str:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
+
+    def day_of(self, wall_ms: int) -> str:
+        """The store-local business day of a wall-clock time."""
+        return Hlc(wall_ms, 0).business_day(self._tz)
 
     def state_vectors(self) -> dict[str, bytes]:
         return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from lanesync.core import zreport
 from lanesync.core.identity import key_fingerprint
 from lanesync.core.ids import Sku, TerminalId
 from lanesync.core.records import Adjustment, Receipt, Sale
@@ -87,11 +88,14 @@ def oversold(replica: Replica) -> list[dict[str, Any]]:
 def integrity(replica: Replica) -> dict[str, Any]:
     """Chain heads and every integrity problem; ``ok`` is False when anything is held that
     does not count (bad signatures, broken chains, gaps, unauthorized or misplaced records,
-    records past a chain the store closed). Forks the store resolved are listed apart
-    (``resolved_forks``): they are no problem, their branches count. ``successions`` names
+    records past a chain the store closed), and when a day-end's signed figures disagree with
+    the records it covers or a terminal wrote into a day it had closed (``core.zreport``).
+    Forks the store resolved are listed apart (``resolved_forks``): they are no problem, their
+    branches count. ``successions`` names
     every re-key and replacement: which chain a terminal continues, after which seq."""
     problems = replica.views.problems()
-    ok = not any(problems.values())
+    findings = zreport.day_findings(replica)
+    ok = not any(problems.values()) and not any(findings.values())
     heads = [
         {"terminal": h.terminal, "seq": h.seq, "hash": h.hash.hex()} for h in replica.views.heads()
     ]
@@ -101,6 +105,7 @@ def integrity(replica: Replica) -> dict[str, Any]:
         "records": replica.views.accepted_count(),
         "chains": heads,
         **problems,
+        **findings,
         "resolved_forks": replica.views.resolved_forks(),
         "successions": successions(replica),
         "oversold": oversold(replica),

@@ -9,6 +9,8 @@ its chain accepts it; a record's signer may still lack the role for it (``Effect
 * A sale is credited back once however many voids name it (two lanes may void it during a
   split): ``void`` says whether a void is the first.
 * A price is the last one set: the greatest (HLC, terminal).
+* The days each terminal closed (its counted day-ends): what ``core.dayclose`` skips and the
+  clock is moved past.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ from lanesync.core.chains import Chains
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Certificate
 from lanesync.core.ids import Sku, TerminalId
-from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
+from lanesync.core.records import (
+    Adjustment,
+    DayEnd,
+    PriceChange,
+    Receipt,
+    Record,
+    Sale,
+    Void,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +58,15 @@ class Effect(enum.Enum):
 class Tally:
     """Stock on hand, voids, prices and the count of records counted."""
 
-    __slots__ = ("accepted", "on_hand", "prices", "voids")
+    __slots__ = ("accepted", "closed", "on_hand", "prices", "voids")
 
     def __init__(self) -> None:
         self.on_hand: dict[Sku, int] = {}
         self.voids: dict[str, int] = defaultdict(int)  # sale id -> voids naming it
         self.prices: dict[Sku, Price] = {}
         self.accepted = 0
+        # terminal -> day -> seq of its day-end (the least, should a chain hold two).
+        self.closed: dict[TerminalId, dict[str, int]] = {}
 
     def count(
         self,
@@ -97,6 +109,9 @@ class Tally:
                 if not signer.role.may_set_prices:
                     return Effect.CASHIER_PRICE
                 self._set_price(sku, Price(unit_cents, record.hlc, record.terminal))
+            case DayEnd(day):
+                days = self.closed.setdefault(record.terminal, {})
+                days[day] = min(days.get(day, record.seq), record.seq)
         return Effect.COUNTED
 
     def _move(self, sku: Sku, delta: int) -> None:
@@ -130,9 +145,12 @@ class Tally:
                 for sku, p in self.prices.items()
             ),
             self.accepted,
+            sorted(
+                [t, sorted([d, seq] for d, seq in days.items())] for t, days in self.closed.items()
+            ),
         ]
 
-    def load(self, on_hand: Any, voids: Any, prices: Any, accepted: Any) -> None:
+    def load(self, on_hand: Any, voids: Any, prices: Any, accepted: Any, closed: Any) -> None:
         """Take what ``export`` gave into an empty tally. Raises ``ValueError`` (or
         ``TypeError``) when it does not decode."""
         self.on_hand = {Sku(sys.intern(sku)): int(n) for sku, n in on_hand}
@@ -142,3 +160,6 @@ class Tally:
             for sku, cents, wall, counter, t in prices
         }
         self.accepted = int(accepted)
+        self.closed = {
+            TerminalId(str(t)): {str(d): int(seq) for d, seq in days} for t, days in closed
+        }

@@ -41,6 +41,7 @@ from lanesync.core.ids import (
     ledger_doc,
 )
 from lanesync.core.records import (
+    DayEnd,
     PriceChange,
     Record,
     Rejection,
@@ -68,10 +69,21 @@ class Documents(Protocol):
 
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
-    """Where a record must be stored: prices in the catalog, the rest by store-local day."""
-    if isinstance(record.body, PriceChange):
+    """Where a record must be stored: prices in the catalog, a day-end in the ledger of the
+    day it closes (so the day's document holds its own close), the rest by store-local day."""
+    body = record.body
+    if isinstance(body, PriceChange):
         return CATALOG_DOC
+    if isinstance(body, DayEnd):
+        return ledger_doc(body.day)
     return ledger_doc(record.hlc.business_day(tz))
+
+
+def closes_a_later_day(record: Record, tz: ZoneInfo) -> bool:
+    """Is ``record`` a day-end of a day after its own business day (a day that has not
+    begun when it was signed)? Such a record never counts."""
+    body = record.body
+    return isinstance(body, DayEnd) and body.day > record.hlc.business_day(tz)
 
 
 class Views:
@@ -160,6 +172,16 @@ class Views:
         """The fork resolution in force for ``terminal``, if any."""
         return self._actions.resolutions.get(terminal)
 
+    def chain_ended(self, terminal: TerminalId) -> bool:
+        """Did the store end ``terminal``'s chain (a replacement or a fork resolution closed
+        it, or a revocation cut it): it will sign nothing more."""
+        return (
+            terminal in self._actions.closures
+            or terminal in self._actions.resolutions
+            or self._trust.cut_of(terminal) is not None
+            or terminal in self._trust.time_revocations()
+        )
+
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
         return self._actions.closed_reason(cert, self._trust)
@@ -224,6 +246,9 @@ class Views:
             return
         if doc != expected_doc(record, self._tz):
             self._uncounted.reject(doc, key, f"record {record.id} is stored in the wrong document")
+            return
+        if closes_a_later_day(record, self._tz):
+            self._uncounted.reject(doc, key, f"record {record.id} closes a day after its own")
             return
         signer = self._trust.signer(record, trusted=trusted)
         if signer is None:
@@ -338,6 +363,18 @@ class Views:
 
     def accepted_count(self) -> int:
         return self._tally.accepted
+
+    def closed_days(self, terminal: TerminalId) -> dict[str, int]:
+        """The days ``terminal`` closed with a counted day-end: day -> the day-end's seq."""
+        return dict(self._tally.closed.get(terminal, {}))
+
+    def last_closed_day(self, terminal: TerminalId) -> str | None:
+        """The latest day ``terminal`` closed with a counted day-end, if any."""
+        return max(self._tally.closed.get(terminal, {}), default=None)
+
+    def closing_terminals(self) -> list[TerminalId]:
+        """Every terminal with a counted day-end, sorted."""
+        return sorted(t for t, days in self._tally.closed.items() if days)
 
     def head(self, terminal: TerminalId) -> ChainHead:
         return self._chains.head(terminal)

@@ -53,6 +53,7 @@ def load_views(
             voids,
             prices,
             accepted,
+            closed,
             revoked,
             exported_actions,
         ) = views
@@ -62,7 +63,7 @@ def load_views(
             raise ValueError("the checkpoint was made under other fork resolutions")
         held = chains.load(exported_chains)
         held.extend(uncounted.load(unverified, rejected, unauthorized))
-        tally.load(on_hand, voids, prices, accepted)
+        tally.load(on_hand, voids, prices, accepted, closed)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"the checkpoint's views do not decode: {exc}") from exc
     return held

@@ -61,6 +61,8 @@ from lanesync.core.ids import sku as parse_sku
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
 from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, UsageError
+from lanesync.shell.api_days import days_router
+from lanesync.shell.api_feed import add_feed_routes
 from lanesync.shell.api_reads import reads_router
 from lanesync.shell.apidoc import (
     CENTS_FIELD,
@@ -76,6 +78,8 @@ from lanesync.shell.apidoc import (
     raw_body,
 )
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
+from lanesync.shell.dashboard import dashboard_router
+from lanesync.shell.feed import FeedHub
 from lanesync.shell.http import RequireToken, install_common
 from lanesync.shell.mesh import Mesh
 from lanesync.shell.terminal import Terminal
@@ -97,6 +101,7 @@ class DaemonState:
     election: Election | None = None
     uplink: Uplink | None = None
     first_write: FirstWrite | None = None
+    feed: FeedHub | None = None
 
 
 # -- request bodies --------------------------------------------------------------------------------
@@ -289,6 +294,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     install_common(app, state.token, LANE_DOC)
     app.include_router(reads_router(state.terminal))
+    app.include_router(days_router(state.terminal, state.committer))
 
     # Keyed writes still in flight: a retry with the same key waits for the first's outcome.
     in_flight: dict[str, asyncio.Future[None]] = {}
@@ -580,8 +586,11 @@ def create_app(state: DaemonState) -> FastAPI:
         state.mesh.bundle_imported()
         return {"terminal_id": cert.terminal_id, "key_fingerprint": cert.key_fingerprint}
 
+    add_feed_routes(app, state)
+
     @app.get("/metrics", tags=["reads"], response_class=Response)
     async def metrics(_: RequireToken) -> Response:
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
+    app.include_router(dashboard_router(state.terminal))
     return app

@@ -91,6 +91,33 @@ class GroupCommitter:
         self._wake.set()
         return await future
 
+    async def close_days(self, until: str | None) -> list[Record]:
+        """Sign and commit the day-ends of this terminal's open days up to ``until``
+        (``Terminal.stage_close``), published like a batch; returns them once durable. Waits for
+        the first write's check of the own chain head like any write (a lane restored from a
+        backup must not close from an old head)."""
+        if self._terminal.failure is not None:
+            raise self._terminal.failure
+        self._terminal.replica.check_writable()
+        if self._first_write is not None:
+            await self._first_write.wait()
+        # Staged and committed with no await between, like a batch (see _commit_batch).
+        records, change = self._terminal.stage_close(until)
+        if not change:
+            return records
+        commit = partial(self._terminal.commit, [change])
+        if self._publish is None:
+            commit()
+        else:
+            self._publish([change], commit)
+        self.commits += 1
+        self.records += len(records)
+        if self._first_write is not None:
+            self._first_write.wrote()
+        with contextlib.suppress(StorageError):  # the terminal has reported it (on_failure)
+            self._terminal.compact_if_due()
+        return records
+
     async def run(self) -> None:
         """Commit batches until cancelled; run it in the terminal's task group."""
         while True:

@@ -1,10 +1,11 @@
 """``lanesync run``: one terminal as a long-running process.
 
 Runs, in one asyncio TaskGroup: the peer websocket server, a dialer per static peer, the local
-HTTP API (uvicorn), and the group committer. SIGTERM or SIGINT shuts down cleanly: peers are
-told, servers stop, the runtime file is removed and the directory lock released. A storage
-failure takes the same path and then exits with ``EXIT_STORAGE_FAILED`` (lanesync.shell.server).
-A second daemon on the same directory is refused (the directory lock).
+HTTP API (uvicorn), the group committer, and the closing of business days (shell.dayclosing).
+SIGTERM or SIGINT shuts down cleanly: peers are told, servers stop, the runtime file is removed
+and the directory lock released. A storage failure takes the same path and then exits with
+``EXIT_STORAGE_FAILED`` (lanesync.shell.server). A second daemon on the same directory is
+refused (the directory lock).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.server import serve
 
+from lanesync.core.dayclose import DEFAULT_CLOSE_AT_MINUTE
 from lanesync.core.election import Election
 from lanesync.core.headcheck import DEFAULT_HEAD_WAIT_MS, HeadCheck
 from lanesync.core.ids import is_decimal
@@ -29,7 +31,16 @@ from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
+from lanesync.shell.dayclosing import close_days_on_schedule
 from lanesync.shell.discovery import Discovery
+from lanesync.shell.feed import (
+    KEEPALIVE_S,
+    MAX_QUEUED_BYTES,
+    MAX_SUBSCRIBERS,
+    FeedHub,
+    read_status,
+)
+from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh, websocket_options
 from lanesync.shell.runtime import load_or_create_token, remove_runtime, write_runtime
 from lanesync.shell.server import (
@@ -61,7 +72,15 @@ class DaemonConfig:
     isolation_after_ms: int = DEFAULT_ISOLATION_AFTER_MS
     # How long the first write after opening waits for a peer's answer (0: not at all).
     head_wait_ms: int = DEFAULT_HEAD_WAIT_MS
+    # The change feed's keep-alive interval (shortened only by tests).
+    feed_keepalive_s: float = KEEPALIVE_S
+    feed_queue_bytes: int = MAX_QUEUED_BYTES
+    feed_max_clients: int = MAX_SUBSCRIBERS
+    # Store-time minute of the day at which the lane closes the day before (None: never on its
+    # own); it also closes the days it missed when it starts (shell.dayclosing).
+    close_at_minute: int | None = DEFAULT_CLOSE_AT_MINUTE
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
+    log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
     alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
@@ -75,7 +94,9 @@ def parse_address(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def parse_peer_url(text: str) -> str:
+def parse_peer_url(text: str, what: str = "peer") -> str:
+    """A ``ws://`` or ``wss://`` address with a host and a port, no path; ``what`` names it in
+    the error (``peer`` for ``--peer``, ``cloud URL`` for ``--cloud``)."""
     try:
         parts = urlsplit(text)
         port = parts.port
@@ -83,9 +104,9 @@ def parse_peer_url(text: str) -> str:
         port = None
         parts = urlsplit("")
     if parts.scheme not in ("ws", "wss") or not parts.hostname or port is None:
-        raise UsageError(f"invalid peer {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
+        raise UsageError(f"invalid {what} {text!r}: expected ws://HOST:PORT or wss://HOST:PORT")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"invalid peer {text!r}: a peer address has no path")
+        raise UsageError(f"invalid {what} {text!r}: an address has no path")
     return text.rstrip("/")
 
 
@@ -141,6 +162,14 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
         election=election,
         uplink=uplink,
     )
+    if terminal.feed is not None:
+        state.feed = FeedHub(
+            terminal.feed,
+            partial(read_status, mesh, election, uplink),
+            keepalive_s=config.feed_keepalive_s,
+            queue_bytes=config.feed_queue_bytes,
+            max_subscribers=config.feed_max_clients,
+        )
     api = ApiServer(create_app(state))
     async with (
         serve(mesh.serve_connection, sock=peer_sock, **websocket_options()) as server,
@@ -148,6 +177,13 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
     ):
         serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")
         tasks = [group.create_task(committer.run(), name="committer")]
+        if state.feed is not None:
+            tasks.append(group.create_task(state.feed.run(), name="feed"))
+        if config.close_at_minute is not None:
+            closing = close_days_on_schedule(
+                terminal, committer, config.close_at_minute, wall_clock_ms
+            )
+            tasks.append(group.create_task(closing, name="day-close"))
         mesh.start()
         if uplink is not None:
             tasks.append(group.create_task(uplink.run(), name="uplink"))
@@ -199,6 +235,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
             if entry.task is not None:
                 entry.task.cancel()
         server.close()
+        if state.feed is not None:
+            state.feed.close()  # streams end now, not at uvicorn's grace timeout
         await stop_api(api, serving_api)
         for task in tasks:
             task.cancel()
@@ -213,5 +251,5 @@ def _revoked(terminal: Terminal) -> None:
 
 
 def daemon_main(config: DaemonConfig) -> None:
-    configure_logging()
+    configure_logging(LOG_LEVELS[config.log_level])
     asyncio.run(run_daemon(config))

@@ -1,11 +1,13 @@
 """Store and terminal directories on disk: keys, certificates and identity files.
 
-Store directory (kept by the store owner, holds the authority key)::
+Store directory (kept by the store owner, holds the authority key; mode 0700 when ``store
+init`` creates it)::
 
     store.key        Ed25519 seed of the store authority, hex, mode 0600
     store.json       public identity: store id, public key, time zone (safe to copy anywhere)
     terminals.json   terminal ids enrolled so far (an id is never issued twice, except to re-key
-                     the same terminal)
+                     the same terminal), each with its role, key and the directory it was
+                     enrolled into (``enroll --replaces`` asks those lanes where a chain ends)
 
 Terminal directory (one per lane, mode 0700 when ``enroll`` creates it)::
 
@@ -156,7 +158,7 @@ class StoreDirectory:
             raise UsageError(f"unknown time zone {timezone!r}") from exc
         if (path / STORE_KEY).exists():
             raise UsageError(f"{path} already holds a store (found {STORE_KEY})")
-        path.mkdir(parents=True, exist_ok=True)
+        make_private_directory(path)  # it holds the store's authority key
         key = SigningKey.generate()
         identity = StoreIdentity(StoreId(sid), public_key_of(key), timezone)
         _write_private(path / STORE_KEY, bytes(key).hex() + "\n")
@@ -241,7 +243,12 @@ class StoreDirectory:
         _write_public(terminal_path / STORE_IDENTITY, identity_to_json(self.identity))
         config = {"terminal_id": tid}
         _write_public(terminal_path / TERMINAL_CONFIG, (json.dumps(config) + "\n").encode())
-        entry: dict[str, object] = {"role": role.value, "key": cert.key_fingerprint}
+        entry: dict[str, object] = {
+            "role": role.value,
+            "key": cert.key_fingerprint,
+            # relative to this directory: a store tree copied or moved whole still finds its lanes
+            "path": os.path.relpath(terminal_path.resolve(), self.path.resolve()),
+        }
         if succeeds is not None:
             entry["succeeds"] = {"terminal": succeeds.terminal, "after_seq": succeeds.seq}
         registry[tid] = entry
@@ -271,6 +278,23 @@ class StoreDirectory:
                 raise ConfigError(f"{TERMINAL_REGISTRY} in {self.path} is malformed")
             roles[TerminalId(tid)] = Role(role)
         return roles
+
+    def lane_directories(self) -> dict[TerminalId, Path]:
+        """The directories terminals were enrolled into that still hold that terminal of this
+        store on this machine (a lane moved, deleted or enrolled before paths were kept is
+        left out)."""
+        found: dict[TerminalId, Path] = {}
+        for tid, entry in self._registry().items():
+            where = entry.get("path") if isinstance(entry, dict) else None
+            if not isinstance(where, str):
+                continue
+            try:
+                lane = TerminalDirectory.open((self.path / where).resolve())
+            except (ConfigError, OSError):
+                continue
+            if lane.store == self.identity and lane.terminal_id == tid:
+                found[TerminalId(tid)] = lane.path
+        return found
 
     def role_of(self, tid: str) -> Role:
         """The role an enrolled terminal was given (UsageError if it is not enrolled)."""

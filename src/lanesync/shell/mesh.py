@@ -27,6 +27,7 @@ from websockets.protocol import State as WsState
 
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
+from lanesync.core.feed import Origin
 from lanesync.core.identity import Role
 from lanesync.core.isolation import Isolation
 from lanesync.core.link import Close, CloseCode
@@ -40,6 +41,7 @@ from lanesync.shell.admission import (
     HandshakeGate,
 )
 from lanesync.shell.dialing import PeerEntry, PeerTable
+from lanesync.shell.logs import node_event
 from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.mesh")
@@ -231,6 +233,7 @@ class Mesh:
             )
             if first_frame is not None:
                 self.node.data_received(conn_id, first_frame, self._clock())
+                self._accepted_from(conn_id)
             self._schedule_flush()
             async for message in ws:
                 if isinstance(message, str):
@@ -238,6 +241,7 @@ class Mesh:
                     await ws.close(CloseCode.POLICY_VIOLATION, reason)
                     break
                 self.node.data_received(conn_id, message, self._clock())
+                self._accepted_from(conn_id)
                 self._schedule_flush()
                 if not sock.authenticated:
                     self._check_authenticated(conn_id, sock)
@@ -264,6 +268,13 @@ class Mesh:
                     self.node.terminal_id,
                 )
         return reason
+
+    def _accepted_from(self, conn_id: int) -> None:
+        """Tell the change feed where what the views just accepted came from; it is durable
+        once the flush has handed it to the terminal and a commit made it so."""
+        link = self.node.links.get(conn_id)
+        cloud = link is not None and link.peer is not None and link.peer.role is Role.CLOUD
+        self.terminal.accepted(Origin.CLOUD if cloud else Origin.PEER, ready=False)
 
     def _check_authenticated(self, conn_id: int, sock: _Socket) -> None:
         """Once the node has verified the peer: full-size messages, and out of the gate."""
@@ -391,7 +402,8 @@ class Mesh:
         asyncio.get_running_loop().create_task(self._close(sock, close))
 
     def note(self, event: str, fields: dict[str, Any]) -> None:
-        log.info("%s %s", event, " ".join(f"{k}={v}" for k, v in fields.items()))
+        level, message = node_event(event, fields)
+        log.log(level, "%s", message)
 
     def wake_at(self, deadline_ms: int | None) -> None:
         if self._timer is not None and deadline_ms == self._timer_deadline:

@@ -114,7 +114,10 @@ class DaemonClient:
             self.base_url + path, data=data, method=method
         )
         request.add_header("Authorization", f"Bearer {self.token}")
-        if body is not None:
+        if raw is not None:
+            # urllib would label the bytes application/x-www-form-urlencoded
+            request.add_header("Content-Type", "application/octet-stream")
+        elif body is not None:
             request.add_header("Content-Type", "application/json")
         try:
             with _OPENER.open(request, timeout=CLIENT_TIMEOUT_S) as response:

@@ -68,6 +68,8 @@ class JsonLines(logging.Formatter):
 
 
 def configure_logging(level: int = logging.INFO) -> None:
+    """JSON lines on stderr from ``level`` up (docs/reference/logs.md); the libraries' own
+    loggers only from warning up, whatever ``level`` is: their debug is not ours."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonLines())
     root = logging.getLogger()
@@ -112,7 +114,8 @@ def bind_socket(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+        why = str(exc.strerror or exc)
+        raise UsageError(f"cannot listen on {where}: {why[:1].lower()}{why[1:]}") from exc
     return sock
 
 

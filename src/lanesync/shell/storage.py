@@ -27,14 +27,14 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from lanesync.core.replica import Change, Replica
 from lanesync.errors import ConfigError, StorageError
 
 # 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT
 # EXISTS) and is folded in full once, after which it has a checkpoint like any other.
-SCHEMA_VERSION = 2  # the requests table is additive: older code ignores it, so still 2
+SCHEMA_VERSION = 2  # the requests and events tables are additive: older code ignores them
 # An idempotency key is honoured this long: a POS retries within seconds or, after an outage,
 # hours; a week covers any retry and keeps the table small (one row per keyed write).
 REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -78,6 +78,13 @@ CREATE TABLE IF NOT EXISTS requests (  -- idempotency keys of API writes, with t
     record_id TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events (  -- the change feed's durable accept order (shell.feedlog)
+    id INTEGER PRIMARY KEY,  -- the event id: ids only grow, in the order records were accepted
+    doc TEXT NOT NULL,  -- where the record is stored, under
+    key TEXT NOT NULL,  -- this key
+    origin TEXT NOT NULL,  -- core.feed.Origin
+    at_ms INTEGER  -- when it was made durable here (revocations, which have no time of their own)
+);
 """
 
 
@@ -89,6 +96,17 @@ class KeyedRequest:
     request_digest: bytes  # the same key with another request is refused (column `fingerprint`)
     record_id: str
     at_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """A record's place in the change feed, stored in the transaction that makes it durable."""
+
+    event_id: int
+    doc: str
+    key: str
+    origin: str
+    at_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,15 +265,20 @@ class Storage:
         self._checkpoint_bytes = len(checkpoint or b"")
         return Loaded(dict(stored), tail, verified, checkpoint)
 
-    def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
-        """Write every change, and the idempotency keys of the writes they hold, in one
-        durable transaction (group commit)."""
+    def commit(
+        self,
+        changes: Iterable[Change],
+        requests: Sequence[KeyedRequest] = (),
+        events: Sequence[EventRow] = (),
+    ) -> None:
+        """Write every change, the idempotency keys of the writes they hold and the feed's
+        rows of the records they made durable, in one durable transaction (group commit)."""
         rows: list[tuple[str, bytes]] = []
         verdicts: list[tuple[bytes]] = []
         for change in changes:
             rows.extend(change.updates)
             verdicts.extend((h,) for h in change.verdicts)
-        if not rows and not verdicts and not requests:
+        if not rows and not verdicts and not requests and not events:
             return
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -265,6 +288,11 @@ class Storage:
                 "INSERT INTO requests (key, fingerprint, record_id, at_ms) VALUES (?, ?, ?, ?)",
                 [(r.key, r.request_digest, r.record_id, r.at_ms) for r in requests],
             )
+            if events:
+                self._db.executemany(
+                    "INSERT INTO events (id, doc, key, origin, at_ms) VALUES (?, ?, ?, ?, ?)",
+                    [(e.event_id, e.doc, e.key, e.origin, e.at_ms) for e in events],
+                )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
@@ -281,6 +309,35 @@ class Storage:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read {self._path}: {_reason(exc)}") from exc
         return None if row is None else KeyedRequest(key, bytes(row[0]), str(row[1]), int(row[2]))
+
+    def last_event_id(self) -> int:
+        """The id of the last event stored (0: none)."""
+        row = self._read("SELECT coalesce(max(id), 0) FROM events", ())
+        return int(row[0][0])
+
+    def events_after(self, after_id: int, through_id: int, limit: int) -> list[EventRow]:
+        """At most ``limit`` events with ``after_id < id <= through_id``, in id order."""
+        return [
+            EventRow(int(i), str(doc), str(key), str(origin), at_ms)
+            for i, doc, key, origin, at_ms in self._read(
+                "SELECT id, doc, key, origin, at_ms FROM events WHERE id > ? AND id <= ? "
+                "ORDER BY id LIMIT ?",
+                (after_id, through_id, limit),
+            )
+        ]
+
+    def event_keys(self, doc: str | None) -> set[str]:
+        """The key of every event stored (of document ``doc``'s entries only, unless None)."""
+        if doc is None:
+            return {str(key) for (key,) in self._read("SELECT key FROM events", ())}
+        return {str(k) for (k,) in self._read("SELECT key FROM events WHERE doc = ?", (doc,))}
+
+    def _read(self, sql: str, args: tuple[int | str, ...]) -> list[tuple[Any, ...]]:
+        try:
+            rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read {self._path}: {_reason(exc)}") from exc
+        return rows
 
     def forget_requests(self, before_ms: int) -> None:
         """Drop idempotency keys stored before ``before_ms``."""

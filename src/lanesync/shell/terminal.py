@@ -25,6 +25,7 @@ from typing import Any, Protocol, Self
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.feed import Origin
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
@@ -34,6 +35,7 @@ from lanesync.core.replica import Change, Replica
 from lanesync.core.views import Views
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
+from lanesync.shell.feedlog import FeedLog
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage, Storage
 
@@ -102,6 +104,11 @@ class Terminal:
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
         self._journal: SalesJournal | None = None
+        # A lane's change feed (shell.feedlog); the cloud's replicas (other storage) have none.
+        self._feed_storage = storage if isinstance(storage, Storage) else None
+        self.feed: FeedLog | None = None
+        if self._feed_storage is not None:
+            self.feed = FeedLog(replica, self._feed_storage, directory.terminal_id)
 
     @classmethod
     def open(
@@ -159,6 +166,8 @@ class Terminal:
             raise
         terminal = cls(directory, lock, storage, replica, clock)
         try:
+            if terminal.feed is not None:
+                terminal.feed.backfill()
             terminal.compact_if_due()
         except BaseException:
             terminal.close()  # the lock and the database, or a restart finds them held
@@ -237,10 +246,19 @@ class Terminal:
         self._check_usable()
         self.replica.check_writable()  # before the body: a revoked lane says so, not "no SKU"
         body = build(self.replica.views)
+        self.accepted(None, ready=False)  # merged elsewhere, not handed over yet
         try:
-            return self.replica.append(body, self._clock())
+            staged = self.replica.append(body, self._clock())
         except ValueError as exc:  # the body breaks a record rule (raised before any change)
             raise UsageError(str(exc)) from exc
+        self.accepted(Origin.LOCAL, ready=True)  # committed before anything else runs
+        return staged
+
+    def accepted(self, origin: Origin | None, *, ready: bool) -> None:
+        """Tell the change feed what the views just accepted came from (None: local if signed
+        here, else a peer); ``ready``: the next commit holds it (``shell.feedlog``)."""
+        if self.feed is not None:
+            self.feed.take(origin, ready=ready)
 
     def commit(self, changes: Sequence[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         """Make staged changes durable in one transaction, after every deferred change (so the
@@ -250,8 +268,18 @@ class Terminal:
         self._check_usable()
         batch = [*self._deferred, *changes]
         started = time.perf_counter() if self.observer is not None else 0.0
+        events = []
+        if self.feed is not None:
+            # Whatever is left was merged by a path that commits right after (a bundle, a
+            # publication, the reopen): this commit holds it.
+            self.feed.take(None, ready=True)
+            held = self.replica.unpersisted_updates == sum(len(c.updates) for c in batch)
+            events = self.feed.rows_for_commit(held, self._clock())
         try:
-            self.storage.commit(batch, requests)
+            if events and self._feed_storage is not None:
+                self._feed_storage.commit(batch, requests, events)
+            else:
+                self.storage.commit(batch, requests)
         except StorageError as exc:
             self._storage_failed(exc)
             raise
@@ -259,6 +287,8 @@ class Terminal:
             self.observer.stored(StorageCall.COMMIT, time.perf_counter() - started)
         self._deferred.clear()
         self.replica.persisted(batch)
+        if self.feed is not None:
+            self.feed.committed(events)
         self._notice_revocation()
 
     def find_request(self, key: str) -> KeyedRequest | None:
@@ -269,6 +299,9 @@ class Terminal:
         """Hold changes merged from peers for the next ``commit``. Only for data durable at its
         origin already: a crash loses them here, and peers send them again."""
         self._deferred.extend(change for change in changes if change)
+        if self.feed is not None:
+            self.feed.take(None, ready=True)
+            self.feed.mark_ready()  # every merge so far is in a change handed over by now
         self._notice_revocation()
 
     @property
@@ -282,6 +315,21 @@ class Terminal:
         self.commit([change])
         self.compact_if_due()
         return record
+
+    def stage_close(self, until: str | None) -> tuple[list[Record], Change]:
+        """Sign the day-ends of this terminal's open days up to ``until`` (default: today,
+        store time) in memory (``Replica.close_days``). NOT durable until ``commit``."""
+        self._check_usable()
+        return self.replica.close_days(until, self._clock())
+
+    def close_days(self, until: str | None) -> list[Record]:
+        """Sign and commit the day-ends of this terminal's open days up to ``until``; returns
+        them once durable (none when every day up to ``until`` was closed already)."""
+        records, change = self.stage_close(until)
+        if change:
+            self.commit([change])
+            self.compact_if_due()
+        return records
 
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end
@@ -326,6 +374,7 @@ class Terminal:
         bundle = parse_bundle(data, self.directory.store)
         before = self.replica.views.accepted_count()
         change = self.replica.merge(bundle.updates, self._clock())
+        self.accepted(Origin.BUNDLE, ready=True)
         self.commit([change])
         self.compact_if_due()
         return ImportResult(
@@ -335,7 +384,10 @@ class Terminal:
     def publish_revocation(self, revocation: Revocation) -> None:
         """Store a store-signed revocation; it spreads to every replica like any data."""
         self._check_usable()
-        self.commit([self.replica.publish_revocation(revocation, self._clock())])
+        change = self.replica.publish_revocation(revocation, self._clock())
+        if self.feed is not None:
+            self.feed.merged_from = Origin.LOCAL  # its event's origin: published here
+        self.commit([change])
 
     def succession(self) -> dict[str, Any] | None:
         """The chain this terminal continues (a re-key) or replaced (``enroll --replaces``),

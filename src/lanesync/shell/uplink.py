@@ -45,6 +45,7 @@ class Uplink:
         # behind it is while the link is down (the live link's figures vanish with it).
         self._last_ack_ms: int | None = None
         self._cloud_state: dict[str, bytes] | None = None
+        self._started_term: int | None = None  # the leadership term the uplink last started in
 
     async def run(self) -> None:
         probe = asyncio.get_running_loop().create_task(self._probe_forever())
@@ -59,8 +60,14 @@ class Uplink:
     async def _probe_forever(self) -> None:
         while True:
             ok = await self._probe()
-            if ok != self.last_probe_ok:
-                log.info("uplink.probe reachable=%s url=%s", ok, self.url)
+            if ok and self.last_probe_ok is False:
+                log.info("uplink.probe reachable=True url=%s: the cloud answers again", self.url)
+            elif not ok and self.last_probe_ok is not False:
+                log.warning(
+                    "uplink.probe reachable=False url=%s: the cloud does not answer; this lane "
+                    "does not stand for the uplink until it does",
+                    self.url,
+                )
             self.last_probe_ok = ok
             self._election.set_reachable(ok, self._mesh.now_ms())
             self._mesh.kick()
@@ -93,11 +100,16 @@ class Uplink:
         )
         match steer_uplink(self._election.is_leader, dialling):
             case UplinkStep.START:
-                log.info("uplink.start term=%d url=%s", self._election.leader_term, self.url)
+                term = self._election.leader_term
+                # Once per leadership; a dial that ended on its own is redialled quietly.
+                level = logging.DEBUG if term == self._started_term else logging.INFO
+                log.log(level, "uplink.start term=%d url=%s", term, self.url)
+                self._started_term = term
                 self._stop_link()  # a dialler that ended on its own, if any
                 self._entry = self._mesh.add_uplink(self.url, CLOUD_TERMINAL_ID, Role.CLOUD)
             case UplinkStep.STOP:
                 log.info("uplink.stop leader=%s", self._election.leader)
+                self._started_term = None
                 self._stop_link()
             case UplinkStep.KEEP:
                 pass

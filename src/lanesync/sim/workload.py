@@ -12,7 +12,7 @@ from lanesync.core.identity import (
     Role,
 )
 from lanesync.core.ids import Sku, sku
-from lanesync.core.records import Adjustment, Body, PriceChange, Receipt, Sale, Void
+from lanesync.core.records import Adjustment, Body, DayEnd, PriceChange, Receipt, Sale, Void
 from lanesync.core.replica import Replica
 from lanesync.errors import LanesyncError
 from lanesync.sim.dialing import Dialing
@@ -149,7 +149,7 @@ class Workload(Dialing):
                 view.move(item, qty)
             case Adjustment(item, delta):
                 view.move(item, delta)
-            case PriceChange():
+            case PriceChange() | DayEnd():
                 pass
 
 
@@ -166,3 +166,5 @@ def describe(body: Body) -> str:
             return f"{item}{delta:+d}"
         case PriceChange(item, cents):
             return f"{item}={cents}"
+        case DayEnd(day, first, last):
+            return f"close {day} seqs {first}-{last}"

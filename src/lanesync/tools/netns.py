@@ -23,16 +23,20 @@ context manager, or through the ``net`` fixture in tests/discovery/conftest.py; 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import signal
 import subprocess
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from lanesync.errors import NetnsError, NetnsUnavailable, UsageError
+from lanesync.tools import nsagent
 from lanesync.tools.procs import STOP_TIMEOUT_S, end_all
 
 SUBNET = "10.213"  # 10.213.<segment + 1>.<host number>/24, only inside the namespaces
@@ -139,6 +143,54 @@ def stop_process(
     except subprocess.TimeoutExpired:
         process.kill()
         return process.wait(timeout)
+
+
+# The agent ends at the end of its input; a few seconds covers writing its coverage data.
+AGENT_STOP_S = 5.0
+
+
+class ApiAgent:
+    """``lanesync.tools.nsagent`` running inside ``host``'s namespace: it reaches the local APIs
+    of the daemons there, one request at a time (callers in several threads take turns)."""
+
+    def __init__(self, host: Host, env: dict[str, str] | None = None) -> None:
+        self.host = host
+        self._lock = threading.Lock()
+        self.process = host.popen(
+            [sys.executable, "-m", nsagent.__name__],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def call(self, directory: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        """``nsagent``'s answer: ``{"status", "body", "pid", "t"}``, or ``{"error", "t"}`` when
+        no daemon answered. Raises ``NetnsError`` when the agent itself is gone."""
+        request = {"dir": str(directory), "method": method, "path": path, "body": body}
+        stdin, stdout = self.process.stdin, self.process.stdout
+        if stdin is None or stdout is None:
+            raise NetnsError(f"the API agent in {self.host.name} has no pipes")
+        with self._lock:
+            try:
+                stdin.write(json.dumps(request) + "\n")
+                stdin.flush()
+            except OSError as exc:
+                raise NetnsError(f"the API agent in {self.host.name} is gone: {exc}") from exc
+            line = stdout.readline()
+        if not line:
+            code = self.process.poll()
+            raise NetnsError(f"the API agent in {self.host.name} exited (code {code})")
+        answer: dict[str, Any] = json.loads(line)
+        return answer
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            self.process.stdin.close()  # the agent ends at the end of its input, cleanly
+        # No SIGTERM on top: it would cut the agent's own exit short (its coverage data too).
+        stop_process(self.process, AGENT_STOP_S, signalled=True)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
 
 class TestNet:

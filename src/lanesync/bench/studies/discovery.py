@@ -23,7 +23,6 @@ discovered-peer dial rule makes one side wait 2 s before dialling; the other sid
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import subprocess
@@ -41,15 +40,13 @@ from lanesync.core.identity import Role
 from lanesync.errors import NetnsUnavailable
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import wall_clock_ms
-from lanesync.tools import nsagent
-from lanesync.tools.netns import Host, TestNet, stop_process, unavailable_reason
+from lanesync.tools.netns import ApiAgent, Host, TestNet, stop_process, unavailable_reason
 from lanesync.tools.procs import child_env
 
 NAME = "discovery"
 POLL_S = 0.02
 TIMEOUT_S = 60.0
 VALID_DAYS = 1
-AGENT_STOP_S = 5.0
 # RFC 6762 section 8.1 as this zeroconf does it: 150-250 ms random delay, then 2 x 500 ms
 # between three probes.
 PROBING_FLOOR_S = 1.2
@@ -66,39 +63,6 @@ ENV = child_env(columns=120)
 
 def figure_name(phase: str, order: str) -> str:
     return f"{phase}, {order}"
-
-
-class Agent:
-    """``lanesync.tools.nsagent`` inside one namespace: one API request at a time."""
-
-    def __init__(self, host: Host) -> None:
-        self.process = host.popen(
-            [sys.executable, "-m", nsagent.__name__],
-            env=ENV,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def call(self, directory: Path, method: str, path: str, body: Any = None) -> dict[str, Any]:
-        stdin, stdout = self.process.stdin, self.process.stdout
-        if stdin is None or stdout is None:
-            raise BenchError("the API agent has no pipes")
-        request = {"dir": str(directory), "method": method, "path": path, "body": body}
-        stdin.write(json.dumps(request) + "\n")
-        stdin.flush()
-        line = stdout.readline()
-        if not line:
-            raise BenchError(f"the API agent exited (code {self.process.poll()})")
-        answer: dict[str, Any] = json.loads(line)
-        return answer
-
-    def stop(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()  # the agent ends at the end of its input
-        stop_process(self.process, AGENT_STOP_S, signalled=True)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
 
 
 def spawn(host: Host, directory: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -132,7 +96,7 @@ def one_run(net: TestNet, work: Path, rep: int, b_first: bool) -> dict[str, floa
     a_dir, b_dir = work / "a", work / "b"
     store.enroll(a_dir, a_id, Role.CASHIER, wall_clock_ms(), VALID_DAYS)
     store.enroll(b_dir, b_id, Role.CASHIER, wall_clock_ms(), VALID_DAYS)
-    agent_a, agent_b = Agent(h1), Agent(h2)
+    agent_a, agent_b = ApiAgent(h1, ENV), ApiAgent(h2, ENV)
     a_log, b_log = work / "a.log", work / "b.log"
     a = spawn(h1, a_dir, a_log)
     b: subprocess.Popen[bytes] | None = None
@@ -167,8 +131,8 @@ def one_run(net: TestNet, work: Path, rep: int, b_first: bool) -> dict[str, floa
         for process in (b, a):
             if process is not None:
                 stop_process(process)
-        agent_a.stop()
-        agent_b.stop()
+        agent_a.close()
+        agent_b.close()
     return {
         "start_to_synced": done - started,
         "start_to_ready": ready - started,
