@@ -159,6 +159,12 @@ def test_every_v1_route_survives_generated_requests(tmp_path: Path) -> None:
                 kwargs["json"] = body
             before = terminal.digest()
             response = loop.run_until_complete(client.request(method, path, **kwargs))
+            if route == ("GET", "/v1/events") and token == TOKEN:
+                # This in-process app has no feed hub (a daemon starts one): the feed's
+                # documented 503, never a stream that would not end.
+                assert response.status_code == 503, (path, response.text)
+                assert response.json()["error"]["code"] == "unavailable", response.text
+                return
             assert response.status_code < 500, (method, path, body, response.text)
             if response.status_code >= 400:
                 assert terminal.digest() == before, (method, path, body, response.text)

@@ -155,8 +155,10 @@ class RecordOut(BaseModel):
 
 
 # The answers a write route may give besides its own (the OpenAPI document lists them).
-KEY_REUSED = {"description": f"{IDEMPOTENCY_HEADER} reused for another request (error code "
-              "idempotency_key_reused)"}  # fmt: skip
+KEY_REUSED = {
+    "description": f"{IDEMPOTENCY_HEADER} reused for another request (error code "
+    "idempotency_key_reused)"
+}
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {"description": "This terminal is revoked (error code terminal_revoked)"},
     422: KEY_REUSED,
