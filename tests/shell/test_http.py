@@ -181,14 +181,13 @@ async def call_raw(
     [[], [(b"authorization", b"Bearer wrong")], [(b"authorization", b"Bearer \xe9")]],
     ids=["no token", "wrong token", "non-ascii token"],
 )
+@pytest.mark.parametrize("path", ["/v1/counts", "/v2/counts"])
 def test_the_token_is_checked_before_the_body_is_read(
-    headers: list[tuple[bytes, bytes]],
+    headers: list[tuple[bytes, bytes]], path: str
 ) -> None:
     # A client without the token must not make the server read (or wait for) its body.
     length = [(b"content-type", b"application/json"), (b"content-length", b"8")]
-    status, reads = asyncio.run(
-        call_raw(make_app(), "POST", "/v1/counts", headers + length, MALFORMED)
-    )
+    status, reads = asyncio.run(call_raw(make_app(), "POST", path, headers + length, MALFORMED))
     assert (status, reads) == (401, 0)
 
 

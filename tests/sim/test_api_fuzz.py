@@ -146,6 +146,9 @@ def test_every_v1_route_survives_generated_requests(tmp_path: Path) -> None:
             token=st.sampled_from([TOKEN, TOKEN, "", "wrong"]),
         )
         def call(route: tuple[str, str], params: list[str], body: object, token: str) -> None:
+            check(route, params, body, token)
+
+        def check(route: tuple[str, str], params: list[str], body: object, token: str) -> None:
             TRIED["http.local-api"] += 1
             method, template = route
             seen.add(route)
@@ -159,6 +162,12 @@ def test_every_v1_route_survives_generated_requests(tmp_path: Path) -> None:
                 kwargs["json"] = body
             before = terminal.digest()
             response = loop.run_until_complete(client.request(method, path, **kwargs))
+            if route == ("GET", "/v1/events") and token == TOKEN:
+                # This in-process app has no feed hub (a daemon starts one): the feed's
+                # documented 503, never a stream that would not end.
+                assert response.status_code == 503, (path, response.text)
+                assert response.json()["error"]["code"] == "unavailable", response.text
+                return
             assert response.status_code < 500, (method, path, body, response.text)
             if response.status_code >= 400:
                 assert terminal.digest() == before, (method, path, body, response.text)
@@ -167,6 +176,11 @@ def test_every_v1_route_survives_generated_requests(tmp_path: Path) -> None:
                 assert isinstance(error["message"], str)
 
         call()
+        # Hypothesis draws routes unevenly (it mutates earlier inputs): with 30-odd routes, 600
+        # examples missed one in about a third of the runs. Each one it missed is called here.
+        for route in sorted(set(routes) - seen):
+            for token in (TOKEN, "", "wrong"):
+                check(route, ["m:1", "milk"], None, token)
         assert seen == set(routes)
         authorized = {"Authorization": f"Bearer {TOKEN}"}
         status = loop.run_until_complete(client.get("/v1/status", headers=authorized))

@@ -1,4 +1,4 @@
-"""The cloud's read API for head office (FastAPI; OpenAPI at /openapi.json).
+"""The cloud's read API for head office (FastAPI; OpenAPI at /openapi.json, docs at /docs).
 
 Every route needs the bearer token in CLOUD_DIR/api.token: head-office data is confidential.
 """
@@ -9,27 +9,37 @@ from datetime import date
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from lanesync import __version__
 from lanesync.cloud.service import CloudService
 from lanesync.cloud.stores import StoreRuntime
 from lanesync.core import bodies
 from lanesync.core.identity import Role
-from lanesync.core.ids import is_valid_name
+from lanesync.core.ids import DAY_PATTERN, NAME_PATTERN, is_valid_name
 from lanesync.errors import UsageError
+from lanesync.shell.apidoc import CENTS_FIELD, SKU_FIELD
 from lanesync.shell.http import RequireToken, install_common
+from lanesync.shell.openapi import ApiDoc
 
 
 class PriceIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
-    sku: StrictStr
-    unit_price: StrictInt
+    sku: StrictStr = Field(json_schema_extra=SKU_FIELD)
+    unit_price: StrictInt = Field(
+        description="Integer minor units (cents)", json_schema_extra=CENTS_FIELD
+    )
+
+
+# The checks store() and _is_day make, stated in the document.
+CLOUD_DOC = ApiDoc(
+    parameters={"store_id": {"pattern": NAME_PATTERN}, "day": {"pattern": DAY_PATTERN}}
+)
 
 
 def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     app = FastAPI(title="lanesync cloud API", version=__version__, description=__doc__)
-    install_common(app, token)
+    install_common(app, token, CLOUD_DOC)
 
     def store(store_id: str) -> StoreRuntime:
         runtime = service.stores.get(store_id) if is_valid_name(store_id) else None

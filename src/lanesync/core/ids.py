@@ -17,6 +17,12 @@ Sku = NewType("Sku", str)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SKU = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]{0,63}")
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+# The same rules, anchored, as API documents state them (a JSON Schema "pattern" is an ECMA-262
+# regular expression, which reads these as Python does). Day: the form only, not the calendar.
+NAME_PATTERN = f"^{_NAME.pattern}$"
+SKU_PATTERN = f"^{_SKU.pattern}$"
+DAY_PATTERN = f"^{_DAY.pattern}$"
+RECORD_ID_PATTERN = f"^{_NAME.pattern}:[0-9]*[1-9][0-9]*$"  # RecordId.parse: seq 1 or more
 
 
 def _check(kind: str, value: object, pattern: re.Pattern[str]) -> str:

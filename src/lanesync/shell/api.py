@@ -64,6 +64,19 @@ from lanesync.errors import IdempotencyConflict, RemoteError, TerminalRevoked, U
 from lanesync.shell.api_days import days_router
 from lanesync.shell.api_feed import add_feed_routes
 from lanesync.shell.api_reads import reads_router
+from lanesync.shell.apidoc import (
+    CENTS_FIELD,
+    DELTA_FIELD,
+    IDEMPOTENCY_HEADER,
+    IDEMPOTENT,
+    LANE_DOC,
+    LINES_FIELD,
+    MAX_IDEMPOTENCY_KEY,
+    QTY_FIELD,
+    REASON_FIELD,
+    SKU_FIELD,
+    raw_body,
+)
 from lanesync.shell.committer import FirstWrite, GroupCommitter, RequestKey
 from lanesync.shell.dashboard import dashboard_router
 from lanesync.shell.feed import FeedHub
@@ -73,9 +86,7 @@ from lanesync.shell.terminal import Terminal
 from lanesync.shell.uplink import Uplink
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
-IDEMPOTENCY_HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-MAX_IDEMPOTENCY_KEY = 255  # what common POS SDKs send (UUIDs, 36) fits many times over
 
 
 @dataclass(slots=True)
@@ -101,31 +112,37 @@ class _Strict(BaseModel):
 
 
 class SaleLineIn(_Strict):
-    sku: StrictStr
-    qty: StrictInt
+    sku: StrictStr = Field(json_schema_extra=SKU_FIELD)
+    qty: StrictInt = Field(json_schema_extra=QTY_FIELD)
     unit_price: StrictInt | None = Field(
-        default=None, description="Integer minor units (cents); omitted: the catalog price."
+        default=None,
+        description="Integer minor units (cents); omitted: the catalog price.",
+        json_schema_extra=CENTS_FIELD,
     )
 
 
 class SaleIn(_Strict):
-    lines: list[SaleLineIn] = Field(min_length=1)
+    lines: list[SaleLineIn] = Field(min_length=1, json_schema_extra=LINES_FIELD)
 
 
 class ReceiveIn(_Strict):
-    sku: StrictStr
-    qty: StrictInt
+    sku: StrictStr = Field(json_schema_extra=SKU_FIELD)
+    qty: StrictInt = Field(json_schema_extra=QTY_FIELD)
 
 
 class AdjustIn(_Strict):
-    sku: StrictStr
-    delta: StrictInt
-    reason: StrictStr
+    sku: StrictStr = Field(json_schema_extra=SKU_FIELD)
+    delta: StrictInt = Field(
+        description="Not zero; negative: units lost", json_schema_extra=DELTA_FIELD
+    )
+    reason: StrictStr = Field(json_schema_extra=REASON_FIELD)
 
 
 class PriceIn(_Strict):
-    sku: StrictStr
-    unit_price: StrictInt
+    sku: StrictStr = Field(json_schema_extra=SKU_FIELD)
+    unit_price: StrictInt = Field(
+        description="Integer minor units (cents)", json_schema_extra=CENTS_FIELD
+    )
 
 
 class SaleOut(BaseModel):
@@ -138,14 +155,20 @@ class RecordOut(BaseModel):
 
 
 # The answers a write route may give besides its own (the OpenAPI document lists them).
+KEY_REUSED = {
+    "description": f"{IDEMPOTENCY_HEADER} reused for another request (error code "
+    "idempotency_key_reused)"
+}
 WRITE_RESPONSES: dict[int | str, dict[str, Any]] = {
-    403: {"description": "This terminal is revoked (error code terminal_revoked)"}
+    403: {"description": "This terminal is revoked (error code terminal_revoked)"},
+    422: KEY_REUSED,
 }
 PRICE_RESPONSES: dict[int | str, dict[str, Any]] = {
     403: {
         "description": "This terminal is revoked (error code terminal_revoked), or its role may "
         "not set prices (error code forbidden)"
-    }
+    },
+    422: KEY_REUSED,
 }
 
 
@@ -274,7 +297,7 @@ def create_app(state: DaemonState) -> FastAPI:
         buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
     )
 
-    install_common(app, state.token)
+    install_common(app, state.token, LANE_DOC)
     app.include_router(reads_router(state.terminal))
     app.include_router(days_router(state.terminal, state.committer))
 
@@ -334,6 +357,7 @@ def create_app(state: DaemonState) -> FastAPI:
         response_model=SaleOut,
         tags=["writes"],
         responses=WRITE_RESPONSES,
+        openapi_extra=IDEMPOTENT,
     )
     async def post_sale(
         body: SaleIn, request: Request, response: Response, _: RequireToken
@@ -352,6 +376,7 @@ def create_app(state: DaemonState) -> FastAPI:
         response_model=RecordOut,
         tags=["writes"],
         responses=WRITE_RESPONSES,
+        openapi_extra=IDEMPOTENT,
     )
     async def post_void(
         sale_id: str, request: Request, response: Response, _: RequireToken
@@ -365,6 +390,7 @@ def create_app(state: DaemonState) -> FastAPI:
         response_model=RecordOut,
         tags=["writes"],
         responses=WRITE_RESPONSES,
+        openapi_extra=IDEMPOTENT,
     )
     async def post_receive(
         body: ReceiveIn, request: Request, response: Response, _: RequireToken
@@ -380,6 +406,7 @@ def create_app(state: DaemonState) -> FastAPI:
         response_model=RecordOut,
         tags=["writes"],
         responses=WRITE_RESPONSES,
+        openapi_extra=IDEMPOTENT,
     )
     async def post_adjust(
         body: AdjustIn, request: Request, response: Response, _: RequireToken
@@ -398,6 +425,7 @@ def create_app(state: DaemonState) -> FastAPI:
         response_model=RecordOut,
         tags=["writes"],
         responses=PRICE_RESPONSES,
+        openapi_extra=IDEMPOTENT,
     )
     async def post_price(
         body: PriceIn, request: Request, response: Response, _: RequireToken
@@ -415,7 +443,7 @@ def create_app(state: DaemonState) -> FastAPI:
     async def get_stock(_: RequireToken) -> dict[str, Any]:
         return reports.stock(state.terminal.replica)
 
-    @app.get("/v1/stock/{sku}", tags=["reads"])
+    @app.get("/v1/stock/{sku:path}", tags=["reads"])  # a SKU may hold "/"
     async def get_stock_of(sku: str, _: RequireToken) -> dict[str, Any]:
         return reports.stock(state.terminal.replica, parse_sku(sku))
 
@@ -465,13 +493,24 @@ def create_app(state: DaemonState) -> FastAPI:
     async def get_state(_: RequireToken) -> Response:
         return Response(state.terminal.state_file(), media_type="application/octet-stream")
 
-    @app.post("/v1/export", tags=["bundles"], response_class=Response)
+    @app.post(
+        "/v1/export",
+        tags=["bundles"],
+        response_class=Response,
+        openapi_extra=raw_body(
+            "The state vector of what the caller holds (none: everything)", required=False
+        ),
+    )
     async def post_export(request: Request, _: RequireToken) -> Response:
         since = await request.body()
         bundle = state.terminal.export_bundle(since or None)
         return Response(bundle, media_type="application/octet-stream")
 
-    @app.post("/v1/import", tags=["bundles"])
+    @app.post(
+        "/v1/import",
+        tags=["bundles"],
+        openapi_extra=raw_body("A bundle (lanesync export)"),
+    )
     async def post_import(request: Request, _: RequireToken) -> dict[str, Any]:
         result = state.terminal.import_bundle(await request.body())
         state.mesh.bundle_imported()
@@ -483,7 +522,12 @@ def create_app(state: DaemonState) -> FastAPI:
             "digest": result.digest,
         }
 
-    @app.post("/v1/revocations", status_code=201, tags=["writes"])
+    @app.post(
+        "/v1/revocations",
+        status_code=201,
+        tags=["writes"],
+        openapi_extra=raw_body("A store-signed revocation (lanesync revoke)"),
+    )
     async def post_revocation(request: Request, _: RequireToken) -> dict[str, Any]:
         data = await request.body()
         revocation = parse_revocation(data, state.terminal.directory.store)
@@ -519,7 +563,12 @@ def create_app(state: DaemonState) -> FastAPI:
             ],
         }
 
-    @app.post("/v1/fork-resolutions", status_code=201, tags=["writes"])
+    @app.post(
+        "/v1/fork-resolutions",
+        status_code=201,
+        tags=["writes"],
+        openapi_extra=raw_body("A store-signed fork resolution"),
+    )
     async def post_fork_resolution(request: Request, _: RequireToken) -> dict[str, Any]:
         resolution = parse_fork_resolution(await request.body(), state.terminal.directory.store)
         state.terminal.publish_fork_resolution(resolution)
@@ -530,7 +579,12 @@ def create_app(state: DaemonState) -> FastAPI:
             "closed_at": resolution.closed_at,
         }
 
-    @app.post("/v1/certificates", status_code=201, tags=["writes"])
+    @app.post(
+        "/v1/certificates",
+        status_code=201,
+        tags=["writes"],
+        openapi_extra=raw_body("A store-signed terminal certificate"),
+    )
     async def post_certificate(request: Request, _: RequireToken) -> dict[str, Any]:
         cert = parse_certificate(await request.body(), state.terminal.directory.store)
         state.terminal.publish_certificate(cert)

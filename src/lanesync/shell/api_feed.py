@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 from fastapi import FastAPI, Request, Response
 from starlette.types import Receive, Scope, Send
 
-from lanesync.core.feed import parse_last_event_id
+from lanesync.core.feed import MAX_EVENT_ID_DIGITS, EventType, parse_last_event_id
 from lanesync.shell.feed import FeedUnavailable, Subscriber
 from lanesync.shell.feedlog import FeedLog
 from lanesync.shell.http import RequireToken, error
@@ -27,11 +27,22 @@ MEDIA_TYPE: Final = "text/event-stream"
 # How long the end of a stream (its last, empty chunk) may wait for a client's TCP window.
 FINAL_SEND_S: Final = 1.0
 
+EVENT_SCHEMA: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": f"^[0-9]{{1,{MAX_EVENT_ID_DIGITS}}}$"},
+        "event": {"type": "string", "enum": [t.value for t in EventType]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "Server-Sent Events: record events (with ids) and status events "
         "(without); a `: keep-alive` comment every 15 s",
-        "content": {MEDIA_TYPE: {"schema": {"type": "string"}}},
+        # The schema of one event (OpenAPI 3.2 and schemathesis read a text/event-stream
+        # schema so): its id (record events only), its type, and one line of JSON data.
+        "content": {MEDIA_TYPE: {"schema": EVENT_SCHEMA}},
     },
     400: {"description": "Last-Event-ID is not an event id of this lane (bad_request)"},
     503: {"description": "Too many clients follow the feed, or the lane is stopping"},

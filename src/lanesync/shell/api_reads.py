@@ -122,7 +122,8 @@ def reads_router(terminal: Terminal) -> APIRouter:
         """The catalog: each SKU's price in force, who set it and when."""
         return reports.prices(terminal.replica)
 
-    @router.get("/v1/prices/{sku}", response_model=PriceRead, responses=NOT_FOUND)
+    # {sku:path}: a SKU may hold "/", which a client sends as %2F
+    @router.get("/v1/prices/{sku:path}", response_model=PriceRead, responses=NOT_FOUND)
     async def get_price(sku: str, _: RequireToken) -> dict[str, Any]:
         return reports.price(terminal.replica, parse_sku(sku))
 

@@ -12,17 +12,17 @@ what the route accepts, and the server does not wait for its body.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterable, Iterator
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute, APIRouter
+from fastapi.routing import APIRoute, APIRouter, iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import BaseRoute, Match
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
@@ -36,9 +36,11 @@ from lanesync.errors import (
     StorageError,
     TerminalRevoked,
 )
+from lanesync.shell.openapi import ApiDoc, document, serve_docs
 
 MAX_JSON_BODY = 256 * 1024  # a 200-line sale is ~10 KiB of JSON
 LARGE_BODY_PATHS = frozenset({"/v1/import"})  # bundles
+NO_DOC = ApiDoc()
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -144,19 +146,18 @@ def _needs_token(dependant: Dependant) -> bool:
     return any(d.call is _authorized or _needs_token(d) for d in dependant.dependencies)
 
 
-def served_routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterator[tuple[str, BaseRoute]]:
-    """Every route reachable from ``routes``, in the order the router tries them, with the path
-    prefix it is served under. FastAPI (0.165) keeps a router added with ``include_router`` as
-    one entry (a private class) that names the router (``original_router``) and its prefix
-    (``include_context.prefix``): its routes are reached through those two attributes, so a
-    route of an included router is checked for the token and documented like any other."""
-    for route in routes:
-        included = getattr(route, "original_router", None)
-        if isinstance(included, APIRouter):
-            context = getattr(route, "include_context", None)
-            yield from served_routes(included.routes, prefix + str(getattr(context, "prefix", "")))
-        else:
-            yield prefix, route
+def allowed_methods(router: APIRouter, scope: Scope) -> list[str]:
+    """Every method some route serves at the request's path (whatever its method). Routes of
+    that very path come first, as OpenAPI matches concrete paths before templated ones: for
+    ``/v1/stock/adjust`` that is POST, though ``GET /v1/stock/{sku}`` would take it too."""
+    concrete: set[str] = set()
+    templated: set[str] = set()
+    for route in iter_route_contexts(router.routes):
+        match, _ = route.matches(scope)
+        if match is not Match.NONE:
+            params = getattr(route, "param_convertors", None)
+            (templated if params else concrete).update(route.methods or ())
+    return sorted(concrete or templated)
 
 
 def _unauthorized() -> JSONResponse:
@@ -180,13 +181,12 @@ class TokenFirst:
         self.token = token
 
     def _route_needs_token(self, scope: Scope) -> bool:
-        path: str = scope["path"]
-        for prefix, route in served_routes(self.router.routes):
-            if not path.startswith(prefix):
-                continue
-            match, _ = route.matches({**scope, "path": path[len(prefix) :]})
+        # Route contexts, not router.routes: FastAPI keeps the routes of an included router
+        # inside it, and only the context has the dependencies include_router added.
+        for route in iter_route_contexts(self.router.routes):
+            match, _ = route.matches(scope)
             if match is Match.FULL:
-                return isinstance(route, APIRoute) and _needs_token(route.dependant)
+                return isinstance(route.original_route, APIRoute) and _needs_token(route.dependant)
         return False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -200,14 +200,16 @@ class TokenFirst:
         await self.app(scope, receive, send)
 
 
-def install_common(app: FastAPI, token: str) -> None:
-    """Error handlers, the body limit and the token every lanesync API uses."""
+def install_common(app: FastAPI, token: str, doc: ApiDoc = NO_DOC) -> None:
+    """Error handlers, the body limit and the token every lanesync API uses, its OpenAPI
+    document completed to say so (and what ``doc`` adds), and ``/docs`` served without a CDN."""
     app.state.token = token.encode()
     app.add_middleware(BodyLimit)
     # Added last, so it runs first: a request without the token is refused before BodyLimit or
     # the app read any of its body.
     app.add_middleware(TokenFirst, router=app.router, token=app.state.token)
-    _document_token_and_errors(app)
+    document(app, _needs_token, doc)
+    serve_docs(app)
 
     @app.exception_handler(LanesyncError)
     async def lanesync_error(_: Request, exc: LanesyncError) -> JSONResponse:
@@ -222,8 +224,15 @@ def install_common(app: FastAPI, token: str) -> None:
         return error(400, "invalid_request", message)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error(exc.status_code, "http_error", str(exc.detail))
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        response = error(exc.status_code, "http_error", str(exc.detail))
+        response.headers.update(exc.headers or {})
+        if exc.status_code == 405:
+            # RFC 9110 section 15.5.6: Allow lists what the resource takes. The router's names
+            # only the first route of that path, and a path may have its GET in a router and
+            # its POST in the app (GET and POST /v1/sales).
+            response.headers["Allow"] = ", ".join(allowed_methods(app.router, request.scope))
+        return response
 
     @app.exception_handler(ClientDisconnect)
     async def client_gone(_: Request, __: ClientDisconnect) -> JSONResponse:
@@ -235,40 +244,3 @@ def install_common(app: FastAPI, token: str) -> None:
     @app.exception_handler(_Unauthorized)
     async def unauthorized(_: Request, __: _Unauthorized) -> JSONResponse:
         return _unauthorized()
-
-
-def _document_token_and_errors(app: FastAPI) -> None:
-    """Make the app's OpenAPI document say what the app does: a route with ``RequireToken``
-    needs the bearer token (401 without it), and a body that fails validation is answered 400
-    ``invalid_request`` (the handler in ``install_common``), not FastAPI's default 422."""
-    default = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = default()
-        schema.setdefault("components", {})["securitySchemes"] = {
-            "bearer": {"type": "http", "scheme": "bearer", "description": "TERMINAL_DIR/api.token"}
-        }
-        for prefix, route in served_routes(app.routes):
-            if not isinstance(route, APIRoute) or not route.include_in_schema:
-                continue
-            for method in route.methods or ():
-                path = schema["paths"].get(prefix + route.path_format, {})
-                operation = path.get(method.lower())
-                if operation is None:
-                    continue
-                responses = operation.setdefault("responses", {})
-                if responses.get("422", {}).get("description") == "Validation Error":
-                    del responses["422"]
-                    responses["400"] = {
-                        "description": "Invalid request (error code invalid_request)"
-                    }
-                if _needs_token(route.dependant):
-                    operation["security"] = [{"bearer": []}]
-                    responses["401"] = {
-                        "description": "No valid bearer token (error code unauthorized)"
-                    }
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
