@@ -267,6 +267,21 @@ def test_every_read_needs_the_token_but_health(shop: Shop, auth: str) -> None:
         assert anonymous.get("/docs").status_code == 200
 
 
+def test_head_answers_like_get_without_a_body(shop: Shop) -> None:
+    """Uptime monitors probe with HEAD: the same status and headers as GET, no body; the
+    token rule holds; the change feed (a stream) stays GET-only."""
+    with httpx.Client(base_url=shop.m.api, trust_env=False, timeout=15) as anonymous:
+        for path in ("/v1/health", "/"):
+            got, head = anonymous.get(path), anonymous.head(path)
+            assert head.status_code == got.status_code == 200, path
+            assert head.content == b""
+            assert head.headers["content-type"] == got.headers["content-type"]
+        assert anonymous.head("/v1/sales").status_code == 401
+    listed = shop.m.client.head("/v1/sales")
+    assert (listed.status_code, listed.content) == (200, b"")
+    assert shop.m.client.head("/v1/events").status_code == 405
+
+
 # -- bad input -------------------------------------------------------------------------------------
 
 
@@ -576,6 +591,9 @@ def test_sale_void_receive_adjust(shop: Shop) -> None:
     assert m.on_hand("milk") == start - 3
     before = observable_state(m)
     assert_json_error(m.post(f"/v1/sales/{sale['sale_id']}/void"), 400)  # already voided
+    unknown = m.post("/v1/sales/m:999/void")
+    assert_json_error(unknown, 404)  # as GET /v1/sales/m:999 answers
+    assert unknown.json()["error"]["code"] == "not_found"
     assert observable_state(m) == before
     assert set(m.write("/v1/stock/receive", {"sku": "milk", "qty": 10})) == {"record_id"}
     assert m.on_hand("milk") == start + 7

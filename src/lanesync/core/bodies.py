@@ -25,7 +25,7 @@ from lanesync.core.records import (
     Void,
 )
 from lanesync.core.views import Views
-from lanesync.errors import PermissionDenied, UsageError
+from lanesync.errors import NotFound, PermissionDenied, UsageError
 
 _LINE = re.compile(r"(?P<sku>[^:]+):(?P<qty>[0-9]{1,9})(?::(?P<price>[0-9]{1,15}))?")
 
@@ -88,7 +88,7 @@ def build_sale(views: Views, requests: list[LineRequest]) -> Sale:
 def build_void(views: Views, sale_id: str) -> Void:
     rid = RecordId.parse(sale_id)
     if not views.is_sale(str(rid)):
-        raise UsageError(f"no sale {rid} is known on this terminal")
+        raise NotFound(f"no sale {rid} is known on this terminal")
     if views.is_voided(str(rid)):
         raise UsageError(f"sale {rid} is already voided")
     return Void(rid)

@@ -375,7 +375,10 @@ def create_app(state: DaemonState) -> FastAPI:
         status_code=201,
         response_model=RecordOut,
         tags=["writes"],
-        responses=WRITE_RESPONSES,
+        responses={
+            **WRITE_RESPONSES,
+            404: {"description": "No such sale on this terminal (error code not_found)"},
+        },
         openapi_extra=IDEMPOTENT,
     )
     async def post_void(

@@ -200,6 +200,30 @@ class TokenFirst:
         await self.app(scope, receive, send)
 
 
+class HeadAsGet:
+    """Answer HEAD as GET (RFC 9110 section 9.3.2: the same headers, no body), so uptime monitors
+    that probe with HEAD get 200 instead of 405. The app sees a GET; the server, which still
+    knows the request was HEAD, sends no body. Streams (the change feed) stay GET-only: a HEAD
+    would hold a stream open that nobody reads."""
+
+    def __init__(self, app: ASGIApp, streams: frozenset[str]) -> None:
+        self.app = app
+        self.streams = streams
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "HEAD"
+            and scope["path"] not in self.streams
+        ):
+            scope = {**scope, "method": "GET"}
+        await self.app(scope, receive, send)
+
+
+# Paths whose GET answer never ends (Server-Sent Events): no HEAD for them.
+STREAMS = frozenset({"/v1/events"})
+
+
 def install_common(app: FastAPI, token: str, doc: ApiDoc = NO_DOC) -> None:
     """Error handlers, the body limit and the token every lanesync API uses, its OpenAPI
     document completed to say so (and what ``doc`` adds), and ``/docs`` served without a CDN."""
@@ -208,6 +232,8 @@ def install_common(app: FastAPI, token: str, doc: ApiDoc = NO_DOC) -> None:
     # Added last, so it runs first: a request without the token is refused before BodyLimit or
     # the app read any of its body.
     app.add_middleware(TokenFirst, router=app.router, token=app.state.token)
+    # Outermost: every layer below (the token check included) sees the GET a HEAD stands for.
+    app.add_middleware(HeadAsGet, streams=STREAMS)
     document(app, _needs_token, doc)
     serve_docs(app)
 
