@@ -18,7 +18,7 @@ from lanesync.core.identity import Role
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.replica import Change
 from lanesync.core.views import Views
-from lanesync.errors import LanesyncError, PermissionDenied, UsageError
+from lanesync.errors import LanesyncError, NotFound, PermissionDenied, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.storage import REQUEST_KEEP_MS, EventRow, KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal, wall_clock_ms
@@ -124,7 +124,7 @@ REFUSALS: list[tuple[BodyBuilder, type[Exception]]] = [
     (sale("nosuch:1"), UsageError),  # no catalog price known
     (sale("milk:0:149"), UsageError),
     (price("milk", 99, Role.CASHIER), PermissionDenied),  # a cashier may not set prices
-    (void("lane1:999"), UsageError),
+    (void("lane1:999"), NotFound),  # 404 on the API, as reading it
     (failing(ValueError("bad input")), UsageError),
 ]
 
