@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from pycrdt import Doc
 
+from lanesync.core.change import Change
 from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import AnyRevocation, Role, issue_revocation
@@ -34,7 +35,7 @@ from lanesync.core.records import (
     Void,
     make_record,
 )
-from lanesync.core.replica import RECORDS_ROOT, Change, Replica
+from lanesync.core.replica import RECORDS_ROOT, Replica
 
 from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed, time_revocation
 

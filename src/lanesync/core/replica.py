@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -38,6 +37,7 @@ from pycrdt import Doc, Map, Subscription, TransactionEvent
 from lanesync.core import configdoc, dayclose
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.chain import FORK
+from lanesync.core.change import Change, Merged
 from lanesync.core.checkpoint import (
     Refused,
     document_fingerprints,
@@ -92,35 +92,6 @@ from lanesync.errors import (
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
-
-
-@dataclass(slots=True)
-class Change:
-    """What the shell must make durable after a call: CRDT updates (in order) and the hashes of
-    records whose signatures were verified (so a restart need not verify them again)."""
-
-    updates: list[tuple[str, bytes]] = field(default_factory=list)
-    verdicts: list[bytes] = field(default_factory=list)
-    entries: int = 0  # map entries added or changed in memory (0: the update was a duplicate)
-
-    def extend(self, other: Change) -> None:
-        self.updates.extend(other.updates)
-        self.verdicts.extend(other.verdicts)
-        self.entries += other.entries
-
-    def __bool__(self) -> bool:
-        return bool(self.updates or self.verdicts)
-
-
-@dataclass(frozen=True, slots=True)
-class Merged:
-    """What ``Replica.merge_batch`` did: the change to persist and, per update given, whether
-    it was new here (not already integrated, not a repeat within the batch)."""
-
-    change: Change
-    fresh: tuple[bool, ...]
-    # The terminals whose records were new here, or None if anything else was new too.
-    writers: frozenset[str] | None = None
 
 
 def _value_bytes(value: object) -> bytes:
