@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from lanesync.core.hlc import Hlc
+from lanesync.core.hlc import Hlc, HybridClock
 from lanesync.core.ids import LEDGER_PREFIX, RecordId, Sku
 from lanesync.core.records import DayEnd, Record, Sale, Void
 
@@ -62,6 +62,12 @@ def first_ms_of(day: str, tz: ZoneInfo) -> int:
 def first_ms_after(day: str, tz: ZoneInfo) -> int:
     """Where a terminal's clock goes once it closed ``day``."""
     return first_ms_of(next_day(day), tz)
+
+
+def adopt_day_after(clock: HybridClock, day: str, tz: ZoneInfo) -> None:
+    """Move a terminal's clock past ``day``, which it closed: to the first millisecond of the
+    next day at least, so nothing it writes from now on can enter ``day``."""
+    clock.adopt(Hlc(first_ms_after(day, tz), 0))
 
 
 def today(now_ms: int, tz: ZoneInfo) -> str:

@@ -34,7 +34,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core import configdoc, dayclose
+from lanesync.core import closedays, configdoc, dayclose, writable
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.chain import FORK
 from lanesync.core.change import Change, Merged
@@ -57,9 +57,7 @@ from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     Revocation,
-    Role,
     StoreIdentity,
-    outside_certificate,
     parse_revocation,
 )
 from lanesync.core.ids import (
@@ -68,7 +66,6 @@ from lanesync.core.ids import (
     RecordId,
     TerminalId,
     is_valid_doc_name,
-    ledger_doc,
 )
 from lanesync.core.records import (
     Body,
@@ -76,7 +73,6 @@ from lanesync.core.records import (
     Record,
     Rejection,
     Sale,
-    is_valid_day,
     make_record,
     parse_record,
 )
@@ -84,9 +80,7 @@ from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
 from lanesync.core.views import Views, expected_doc
 from lanesync.errors import (
     ConfigError,
-    PermissionDenied,
     RemoteError,
-    TerminalRevoked,
     UsageError,
 )
 
@@ -353,7 +347,7 @@ class Replica:
             # Nothing this terminal writes may enter a day it closed, whatever its clock says.
             closed = self.views.last_closed_day(self.me.certificate.terminal_id)
             if closed is not None:
-                self.clock.adopt(Hlc(dayclose.first_ms_after(closed, self._tz), 0))
+                dayclose.adopt_day_after(self.clock, closed, self._tz)
         change.verdicts.extend(self.views.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
@@ -533,34 +527,11 @@ class Replica:
         whatever its time)? Then it may sign no record (``check_writable``), whatever the
         revocation admits of the records before it. The one place that asks: the write path,
         the status and the metrics all call this."""
-        if self.me is None:
-            return False
-        me = self.me.certificate
-        _, by_time = self.views.revocations()
-        return (
-            self.views.cut_of(me.terminal_id, me.public_key) is not None
-            or me.terminal_id in by_time
-        )
+        return writable.revoked(self.me, self.views)
 
     def check_writable(self) -> None:
         """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
-        if self.me is not None and self.revoked():
-            me = self.me.certificate.terminal_id
-            if self.me.certificate.role is Role.CLOUD:
-                # A cloud is not enrolled: a new cloud key, certified by the store, goes on.
-                way_on = (
-                    "the store certifies a new cloud key (lanesync cloud init NEW_CLOUD_DIR; "
-                    "lanesync store certify-cloud STORE_DIR NEW_CLOUD_DIR/cloud.json CERT_FILE)"
-                )
-            else:
-                way_on = (
-                    "enroll a replacement terminal (lanesync enroll STORE_DIR NEW_DIR "
-                    f"--terminal-id NEW_ID --replaces {me} --via LANE_DIR) and contact the "
-                    "store authority"
-                )
-            raise TerminalRevoked(
-                f"terminal {me} is revoked by the store and may record nothing more: {way_on}"
-            )
+        writable.check_writable(self.me, self.views)
 
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
         """Sign ``body`` as the next record of this terminal's chain and add it to the state.
@@ -573,38 +544,17 @@ class Replica:
             raise ConfigError("this replica has no terminal identity to sign records with")
         self.check_writable()
         cert = self.me.certificate
-        terminal = cert.terminal_id
-        closed = self.views.closed_reason(cert)
-        if closed is not None:
-            raise ConfigError(
-                f"this terminal's chain is closed: {closed}; this lane goes on under the "
-                "terminal that `lanesync enroll --replaces` created"
-            )
-        broken = self.views.is_broken(terminal)
-        if broken is not None:
-            raise ConfigError(
-                f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
-                "directory was probably restored from a copy; resolve the fork with "
-                "`lanesync store resolve-fork` and enroll a replacement with --replaces"
-            )
-        head = self.views.head(terminal)
-        seq, prev = head.seq + 1, head.hash
-        if seq < cert.first_seq:
-            # A re-keyed lane writes after the record its certificate continues from, linked to
-            # it: it must hold the old chain up to there (a bundle or a peer brings it), or it
-            # would sign seqs the old key used.
-            raise ConfigError(
-                f"this terminal's key signs from seq {cert.first_seq} on, and it holds its chain "
-                f"only up to seq {head.seq}; import a bundle of another lane first"
-            )
+        head = writable.next_head(cert, self.views)
         self.clock.adopt(head.hlc)
-        at_ms = self.clock.peek(now_ms).wall_ms
-        if not any(c.valid_at(at_ms) for c in self._own_key_certificates(cert)):
-            # Every replica judges a record by a certificate valid at its timestamp: one
-            # signed outside them all would be acknowledged here and count nowhere.
-            raise PermissionDenied(outside_certificate(cert, at_ms))
+        writable.check_certificate(cert, self.views, self.clock.peek(now_ms).wall_ms)
         record = make_record(
-            self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
+            self.me.key,
+            cert.terminal_id,
+            head.seq + 1,
+            head.hash,
+            self.clock.tick(now_ms),
+            body,
+            self.crypto,
         )
         doc = expected_doc(record, self._tz)
         self._captured.clear()
@@ -623,92 +573,19 @@ class Replica:
         day-end of it closed (after a restore, its peers may hand back its later records)."""
         self.clock.adopt(record.hlc)
         if isinstance(record.body, DayEnd):
-            self.clock.adopt(Hlc(dayclose.first_ms_after(record.body.day, self._tz), 0))
+            dayclose.adopt_day_after(self.clock, record.body.day, self._tz)
 
     def close_days(self, until: str | None, now_ms: int) -> tuple[list[Record], Change]:
         """Sign a day-end record for each of this terminal's open business days up to and
         including ``until`` (default: today, store time), empty days included, from the day of
         its first record; a day already closed is skipped (closing again signs nothing). Like
         ``append``, the shell commits the change before telling anyone. Afterwards this
-        terminal's clock stands in the day after ``until``.
+        terminal's clock stands in the day after ``until`` (``core.closedays`` does it).
 
         ``UsageError`` for a malformed day or one after today; ``TerminalRevoked`` when this
         terminal may sign nothing more; ``PermissionDenied`` for the cloud (it sells nothing).
         """
-        if self.me is None:
-            raise ConfigError("this replica has no terminal identity to sign records with")
-        if not self.me.certificate.role.may_sell:
-            raise PermissionDenied("the cloud closes no day: each lane closes its own")
-        self.check_writable()
-        today = dayclose.today(now_ms, self._tz)
-        day = today if until is None else until
-        if not is_valid_day(day):
-            raise UsageError(f"invalid day {day!r}: expected YYYY-MM-DD, e.g. 2026-12-07")
-        if day > today:
-            raise UsageError(f"{day} has not ended: today is {today} (store time)")
-        me = self.me.certificate.terminal_id
-        first = self._first_open_day(me)
-        signed: list[Record] = []
-        change = Change()
-        if first is None:
-            return signed, change
-        closed = self.views.closed_days(me)
-        to_close = [d for d in dayclose.days_between(first, day) if d not in closed]
-        prices = self.catalog_by_day() if to_close else {}
-        for open_day in to_close:
-            held = [r for _, _, r in self.records([ledger_doc(open_day)])]
-            own = (r for r in [*held, *prices.get(open_day, [])] if r.terminal == me)
-            counted = (r for r in own if self.views.is_accepted(r))
-            figures = dayclose.fold_day(counted, self.counted_sale)
-            record, added = self.append(figures.body(open_day), now_ms)
-            signed.append(record)
-            change.extend(added)
-        if signed:
-            self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
-        return signed, change
-
-    def _own_key_certificates(self, cert: Certificate) -> Iterator[Certificate]:
-        """``cert``, then every certificate held for its key (a renewal published to a running
-        lane verifies its records before it is restarted with it); lazily: the write path
-        asks only until one fits."""
-        yield cert
-        for held in self.views.certificates():
-            if (held.terminal_id, held.public_key) == (cert.terminal_id, cert.public_key):
-                yield held
-
-    def _first_open_day(self, terminal: TerminalId) -> str | None:
-        """The first day ``terminal`` has not closed, from the day of its first record; None
-        when it has written nothing."""
-        last = self.views.last_closed_day(terminal)
-        if last is not None:
-            return dayclose.next_day(last)
-        return self.first_record_day(terminal)
-
-    def first_record_day(self, terminal: TerminalId) -> str | None:
-        """The business day of ``terminal``'s first counted record, None when none counts."""
-        first = self.find_record(RecordId(terminal, 1))
-        if first is None:
-            head = self.views.head(terminal)
-            return None if head.seq == 0 else head.hlc.business_day(self._tz)
-        return first.hlc.business_day(self._tz)
-
-    def catalog_by_day(self) -> dict[str, list[Record]]:
-        """The counted catalog records (prices), by business day: they belong to the day of
-        their timestamp like any record, though they are stored in the catalog document."""
-        by_day: dict[str, list[Record]] = {}
-        for _, _, record in self.records([CATALOG_DOC]):
-            if self.views.is_accepted(record):
-                by_day.setdefault(record.hlc.business_day(self._tz), []).append(record)
-        return by_day
-
-    def counted_sale(self, sale_id: RecordId) -> Sale | None:
-        """The counted sale with this id, if this replica holds one (what a void takes back)."""
-        if self.views.is_ambiguous(sale_id):
-            return None  # two branches of a resolved fork hold this id: no single sale
-        record = self.find_record(sale_id)
-        if record is None or not isinstance(record.body, Sale):
-            return None
-        return record.body
+        return closedays.close_days(self, until, now_ms)
 
     # -- reading --------------------------------------------------------------------------------
 
