@@ -26,13 +26,11 @@ bytes (``updates``).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pycrdt import Doc, Map, Subscription, TransactionEvent
+from pycrdt import Doc, TransactionEvent
 
 from lanesync.core import closedays, configdoc, dayclose, writable
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
@@ -46,13 +44,14 @@ from lanesync.core.checkpoint import (
 )
 from lanesync.core.configdoc import certificate_key, fork_resolution_key, revocation_key
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.documents import DocumentSet
 from lanesync.core.forks import (
     Fork,
     ForkResolution,
     find_fork,
     parse_fork_resolution,
 )
-from lanesync.core.hlc import Hlc, HybridClock
+from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
@@ -61,7 +60,6 @@ from lanesync.core.identity import (
     parse_revocation,
 )
 from lanesync.core.ids import (
-    CATALOG_DOC,
     CONFIG_DOC,
     RecordId,
     TerminalId,
@@ -72,27 +70,16 @@ from lanesync.core.records import (
     DayEnd,
     Record,
     Rejection,
-    Sale,
     make_record,
     parse_record,
 )
-from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
+from lanesync.core.updates import check_update, covered_by
 from lanesync.core.views import Views, expected_doc
 from lanesync.errors import (
     ConfigError,
     RemoteError,
     UsageError,
 )
-
-RECORDS_ROOT = "records"
-CERTS_ROOT = "certs"
-
-
-def _value_bytes(value: object) -> bytes:
-    """Canonical bytes of any map value, for the digest; peers may store anything in a map."""
-    if isinstance(value, bytes | bytearray):
-        return b"b" + bytes(value)
-    return b"o" + f"{type(value).__name__}:{value}".encode()
 
 
 class Replica:
@@ -116,13 +103,13 @@ class Replica:
         self.client_id = client_id
         self.clock = HybridClock()
         self._accepted_subscribers: list[AcceptedSubscriber] = []
-        self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
-        self._docs: dict[str, Doc[Any]] = {}
-        self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
+        self._documents = DocumentSet(client_id, self._on_map_event, self._on_transaction)
+        self.views = Views(
+            store, self._tz, self._documents, self._accepted_subscribers, crypto=crypto
+        )
         self._events: list[tuple[str, str, str, object, object]] = []
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
-        self._subscriptions: list[Subscription] = []
         self._silent = False  # restore() folds what it loads itself
         # How the last ``restore`` got its views, one line for the shell's log.
         self.restored_from = "nothing restored"
@@ -137,33 +124,7 @@ class Replica:
     # -- documents ------------------------------------------------------------------------------
 
     def doc_names(self) -> list[str]:
-        return sorted(self._docs)
-
-    def _doc(self, name: str) -> Doc[Any]:
-        doc = self._docs.get(name)
-        if doc is None:
-            doc = self._adopt(name, Doc(client_id=self.client_id))
-        return doc
-
-    def _adopt(self, name: str, doc: Doc[Any]) -> Doc[Any]:
-        """Make ``doc`` this replica's document ``name`` and observe it from now on."""
-        root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
-        # pycrdt drops a callback when its Subscription is garbage collected: keep them.
-        # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
-        # every event in Python objects first, which cost ~27 us per merged transaction
-        # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
-        self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
-        self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
-        self._docs[name] = doc
-        self._roots[name] = root  # ``Doc.get`` builds a new wrapper each call (~6 us)
-        return doc
-
-    def _root(self, name: str) -> Map[bytes]:
-        root = self._roots.get(name)
-        if root is None:
-            self._doc(name)
-            root = self._roots[name]
-        return root
+        return self._documents.names()
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
         if self._silent:
@@ -271,7 +232,7 @@ class Replica:
         for name in self.doc_names():
             if name == CONFIG_DOC:
                 continue
-            for key, value in self._root(name).items():
+            for key, value in self._documents.root(name).items():
                 parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
                 self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
@@ -310,9 +271,9 @@ class Replica:
                 for update in stored[name]:
                     doc.apply_update(bytes(update))
         for name, doc in loaded.items():
-            self._adopt(name, doc)
-        if CONFIG_DOC in self._docs:
-            for key, value in self._root(CONFIG_DOC).items():
+            self._documents.adopt(name, doc)
+        if CONFIG_DOC in self._documents.docs:
+            for key, value in self._documents.root(CONFIG_DOC).items():
                 self._ingest_config(key, value, now_ms)
         why_not = (
             "no checkpoint" if checkpoint is None else self._load_checkpoint(checkpoint, verified)
@@ -327,10 +288,14 @@ class Replica:
         else:
             self._apply_stored(rest, silent=True)
             self.views = Views(
-                self.store, self._tz, self, self._accepted_subscribers, crypto=self.crypto
+                self.store,
+                self._tz,
+                self._documents,
+                self._accepted_subscribers,
+                crypto=self.crypto,
             )
-            if CONFIG_DOC in self._docs:
-                for key, value in self._root(CONFIG_DOC).items():
+            if CONFIG_DOC in self._documents.docs:
+                for key, value in self._documents.root(CONFIG_DOC).items():
                     self._ingest_config(key, value, now_ms)
             self.rebuild(now_ms, trusted=verified)
             self.restored_from = (
@@ -358,17 +323,7 @@ class Replica:
         Returns how many map entries they changed (queued as events unless ``silent``)."""
         self._silent = silent
         try:
-            start = 0
-            while start < len(rows):
-                name = rows[start][0]
-                end = start
-                while end < len(rows) and rows[end][0] == name:
-                    end += 1
-                doc = self._doc(name)
-                with doc.transaction():
-                    for _, update in rows[start:end]:
-                        doc.apply_update(bytes(update))
-                start = end
+            self._documents.apply_runs(rows)
         finally:
             self._silent = False
         return len(self._events)
@@ -383,13 +338,17 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, document_fingerprints(self._docs), self.views.export_views()
+            self.store.store_id,
+            document_fingerprints(self._documents.docs),
+            self.views.export_views(),
         )
 
     def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
         """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
         not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(checkpoint, self.store.store_id, document_fingerprints(self._docs))
+        opened = open_checkpoint(
+            checkpoint, self.store.store_id, document_fingerprints(self._documents.docs)
+        )
         if isinstance(opened, Refused):
             return opened.reason
         try:
@@ -397,12 +356,6 @@ class Replica:
         except ValueError as exc:
             return str(exc)
         return None
-
-    def value_at(self, doc: str, key: str) -> object:
-        """The value stored under ``key`` in document ``doc``, or None (``views.Documents``)."""
-        if doc not in self._docs:
-            return None
-        return self._root(doc).get(key)
 
     def merge(
         self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
@@ -437,7 +390,7 @@ class Replica:
         for name, update in updates:
             data = bytes(update)
             if name not in vectors:
-                doc = self._docs.get(name)
+                doc = self._documents.docs.get(name)
                 vectors[name] = None if doc is None else bytes(doc.get_state())
             new = (name, data) not in seen and not covered_by(data, vectors[name])
             seen.add((name, data))
@@ -450,7 +403,7 @@ class Replica:
         for name, update in ordered:
             by_doc.setdefault(name, []).append(bytes(update))
         for name, batch in by_doc.items():
-            doc = self._doc(name)
+            doc = self._documents.doc(name)
             try:
                 with doc.transaction():
                     for data in batch:
@@ -466,7 +419,7 @@ class Replica:
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
         """Make a certificate known to every replica (idempotent)."""
         key = certificate_key(cert)
-        if self._root(CONFIG_DOC).get(key) == cert.encoded:
+        if self._documents.root(CONFIG_DOC).get(key) == cert.encoded:
             return Change()
         return self._local_put(CONFIG_DOC, key, cert.encoded, now_ms)
 
@@ -474,7 +427,7 @@ class Replica:
         """Record a store-signed revocation; it spreads to every replica like any data."""
         parse_revocation(revocation.encoded, self.store)  # refuse to spread a forged one
         key = revocation_key(revocation)
-        if self._root(CONFIG_DOC).get(key) == revocation.encoded:
+        if self._documents.root(CONFIG_DOC).get(key) == revocation.encoded:
             return Change()
         return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
 
@@ -482,7 +435,7 @@ class Replica:
         """Record a store-signed fork resolution; it spreads to every replica like any data."""
         parse_fork_resolution(resolution.encoded, self.store)  # refuse to spread a forged one
         key = fork_resolution_key(resolution)
-        if self._root(CONFIG_DOC).get(key) == resolution.encoded:
+        if self._documents.root(CONFIG_DOC).get(key) == resolution.encoded:
             return Change()
         return self._local_put(CONFIG_DOC, key, resolution.encoded, now_ms)
 
@@ -510,8 +463,8 @@ class Replica:
 
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()
-        root = self._root(doc)
-        with self._doc(doc).transaction():
+        root = self._documents.root(doc)
+        with self._documents.doc(doc).transaction():
             root[key] = value
         change = Change(updates=list(self._captured))
         self.unpersisted_updates += len(change.updates)
@@ -558,8 +511,8 @@ class Replica:
         )
         doc = expected_doc(record, self._tz)
         self._captured.clear()
-        root = self._root(doc)
-        with self._doc(doc).transaction():
+        root = self._documents.root(doc)
+        with self._documents.doc(doc).transaction():
             root[record.key] = record.encoded
         change = Change(updates=list(self._captured))
         self.unpersisted_updates += len(change.updates)
@@ -598,90 +551,36 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
-    def doc_of(self, record: Record) -> str:
-        """The document a record is stored in (``views.expected_doc``)."""
-        return expected_doc(record, self._tz)
-
-    def day_of(self, wall_ms: int) -> str:
-        """The store-local business day of a wall-clock time."""
-        return Hlc(wall_ms, 0).business_day(self._tz)
-
     def state_vectors(self) -> dict[str, bytes]:
-        return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
+        return self._documents.state_vectors()
 
     def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
         """Per document, exactly what a replica with ``state_vectors`` lacks."""
-        out: dict[str, bytes] = {}
-        for name, doc in sorted(self._docs.items()):
-            sv = state_vectors.get(name)
-            try:
-                update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
-            except (ValueError, RuntimeError) as exc:
-                raise RemoteError(f"state vector for {name} does not decode") from exc
-            if update != EMPTY_UPDATE:
-                out[name] = update
-        return out
+        return self._documents.updates_since(state_vectors)
 
     def full_state(self, name: str) -> bytes:
-        return bytes(self._doc(name).get_update())
+        return bytes(self._documents.doc(name).get_update())
 
     def covered(self, name: str, updates: Iterable[bytes]) -> list[bool]:
-        """For each update: is it fully integrated in document ``name`` (nothing pending)? One
-        state vector for all of them: compaction asks this of every log row."""
-        doc = self._docs.get(name)
-        vector = None if doc is None else bytes(doc.get_state())
-        return [covered_by(bytes(update), vector) for update in updates]
+        """For each update: is it fully integrated in document ``name`` (nothing pending)?"""
+        return self._documents.covered(name, updates)
 
     def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
         """Every parseable record held, accepted or not."""
-        for name in self.doc_names() if names is None else names:
-            if name == CONFIG_DOC or name not in self._docs:
-                continue
-            for key, value in self._root(name).items():
-                parsed = parse_record(value)
-                if not isinstance(parsed, Rejection):
-                    yield name, key, parsed
+        return self._documents.records(names)
 
     def entries(self, name: str) -> list[tuple[str, bytes]]:
-        """A copy of document ``name``'s entries (key, value), unparsed: a reader that works
-        in slices is then not disturbed by merges in between."""
-        if name not in self._docs:
-            return []
-        return list(self._root(name).items())
+        """A copy of document ``name``'s entries (key, value), unparsed."""
+        return self._documents.entries(name)
+
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None."""
+        return self._documents.value_at(doc, key)
 
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
         key = self.views.accepted_key(record_id)
-        if key is None:
-            return None
-        for name in self.doc_names():
-            if name == CONFIG_DOC:
-                continue
-            value = self._root(name).get(key)
-            if value is not None:
-                parsed = parse_record(value)
-                if not isinstance(parsed, Rejection):
-                    return parsed
-        return None
-
-    def sale_at(self, key: str) -> Sale | None:
-        """The sale stored under ``key`` in a day's document (``views.Documents``: the views
-        read a sale's lines back from here when a void credits them, instead of holding every
-        sale's lines)."""
-        for name in self._docs:
-            if name in (CONFIG_DOC, CATALOG_DOC):
-                continue
-            value = self._root(name).get(key)
-            if value is None:
-                continue
-            parsed = parse_record(value)
-            if (
-                not isinstance(parsed, Rejection)
-                and parsed.key == key
-                and isinstance(parsed.body, Sale)
-            ):
-                return parsed.body
-        return None
+        return None if key is None else self._documents.record_at(key)
 
     def subscribe_accepted(self) -> AcceptedRecords:
         """A stream of the records the views accept from now on, and of their rebuilds (see
@@ -702,14 +601,7 @@ class Replica:
         The views are a pure function of this content, so equal digests mean converged replicas.
         """
         if self._digest is None:
-            h = hashlib.blake2b(digest_size=32)
-            for name in self.doc_names():
-                root = self._root(name)
-                for key in sorted(root.keys()):
-                    value = root[key]
-                    h.update(f"{name}\x00{key}\x00".encode())
-                    h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
-            self._digest = h.hexdigest()
+            self._digest = self._documents.digest()
         return self._digest
 
 

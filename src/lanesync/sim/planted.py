@@ -129,5 +129,7 @@ class ForkTwiceReplica(Replica):
     @views.setter
     def views(self, views: Views) -> None:
         if type(views) is Views:
-            views = ForkTwiceViews(self.store, self._tz, self, self._accepted_subscribers)
+            views = ForkTwiceViews(
+                self.store, self._tz, self._documents, self._accepted_subscribers
+            )
         self._planted_views = views
