@@ -7,8 +7,9 @@ clock is moved to the first millisecond of the next day (``first_ms_after``), so
 writes afterwards can enter a closed day, whatever its wall clock says. ``Replica`` re-establishes
 that from its latest counted day-end when it opens.
 
-Pure functions over records: the replica signs with them (``Replica.close_days``) and the
-Z-report checks signed day-ends against the records they cover (``core.zreport``).
+Pure functions over records: the replica signs with them (``Replica.close_days``, applied to
+the replica in ``core.closedays``) and the Z-report checks signed day-ends against the records
+they cover (``core.zreport``).
 """
 
 from __future__ import annotations

@@ -76,6 +76,49 @@ class DocumentSet:
             root = self._roots[name]
         return root
 
+    def load(self, stored: Mapping[str, Sequence[bytes]]) -> None:
+        """Build each document from its stored updates (the config first), and only then
+        observe them: what was read is stored already, and the replica folds it as a whole."""
+        loaded: dict[str, Doc[Any]] = {}
+        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
+            doc = loaded[name] = Doc(client_id=self._client_id)
+            with doc.transaction():
+                for update in stored[name]:
+                    doc.apply_update(bytes(update))
+        for name, doc in loaded.items():
+            self.adopt(name, doc)
+
+    def fresh(self, updates: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """Per (document, update): is it new here, neither integrated in its document already
+        nor a repeat of one earlier in ``updates``? One state vector per document."""
+        vectors: dict[str, bytes | None] = {}
+        seen: set[tuple[str, bytes]] = set()
+        fresh: list[bool] = []
+        for name, update in updates:
+            data = bytes(update)
+            if name not in vectors:
+                doc = self.docs.get(name)
+                vectors[name] = None if doc is None else bytes(doc.get_state())
+            new = (name, data) not in seen and not covered_by(data, vectors[name])
+            seen.add((name, data))
+            fresh.append(new)
+        return fresh
+
+    def apply_merged(self, updates: Iterable[tuple[str, bytes]]) -> None:
+        """Apply updates from elsewhere, all of one document in ONE transaction, documents in
+        the order they first appear; ``RemoteError`` when pycrdt refuses one."""
+        by_doc: dict[str, list[bytes]] = {}
+        for name, update in updates:
+            by_doc.setdefault(name, []).append(bytes(update))
+        for name, batch in by_doc.items():
+            doc = self.doc(name)
+            try:
+                with doc.transaction():
+                    for data in batch:
+                        doc.apply_update(data)
+            except (ValueError, RuntimeError) as exc:
+                raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
+
     def apply_runs(self, rows: Sequence[tuple[str, bytes]]) -> None:
         """Apply (document, update) rows in their order, one transaction per run of rows of
         one document."""
@@ -180,6 +223,16 @@ class DocumentSet:
                 h.update(f"{name}\x00{key}\x00".encode())
                 h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
         return h.hexdigest()
+
+
+def with_tail(
+    stored: Mapping[str, Sequence[bytes]], tail: Sequence[tuple[str, bytes]]
+) -> dict[str, list[bytes]]:
+    """Per document, its ``stored`` updates, then those of the (document, update) ``tail``."""
+    merged = {name: list(updates) for name, updates in stored.items()}
+    for name, update in tail:
+        merged.setdefault(name, []).append(update)
+    return merged
 
 
 def _value_bytes(value: object) -> bytes:

@@ -16,12 +16,20 @@ concurrently created nested maps (both seen with pycrdt 0.14.13, 2026-11-26); al
 inside the signed msgpack bytes.
 
 
-The module is longer than most in ``core/`` because the replica is one object around its pycrdt
-documents: loading, merging, local writes and reads all share the documents' observers and the
-event queue they fill. What can live apart does: the views (``views`` and the modules beside
-it: ``chains``, ``trust``, ``tally``...), the config document's keys and which of its entries
-are genuine (``configdoc``), the checkpoint layout (``checkpoint``) and the checks on update
-bytes (``updates``).
+The replica is one object around its pycrdt documents: loading, merging and local writes share
+the documents' observers and the event queue they fill, and fold that queue into the views. What
+needs none of that lives apart, and the replica calls it:
+
+* ``documents``: the documents themselves and every read of their bytes (``DocumentSet``);
+* ``change``: what a call hands back to persist (``Change``, ``Merged``);
+* ``writable``: may this terminal sign, and where its next record links (revoked, closed or
+  broken chain, the certificate window);
+* ``closedays``: closing business days (``close_days``) and the reads the Z-report shares;
+* ``checkpoint``: the checkpoint layout and loading the views from one;
+* ``forks``: the open fork a resolution names (``open_fork``);
+* the views (``views`` and the modules beside it: ``chains``, ``trust``, ``tally``...), the
+  config document's keys and which of its entries are genuine (``configdoc``) and the checks on
+  update bytes (``updates``).
 """
 
 from __future__ import annotations
@@ -30,27 +38,16 @@ from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pycrdt import Doc, TransactionEvent
+from pycrdt import TransactionEvent
 
-from lanesync.core import closedays, configdoc, dayclose, writable
+from lanesync.core import closedays, configdoc, dayclose, forks, writable
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
-from lanesync.core.chain import FORK
 from lanesync.core.change import Change, Merged
-from lanesync.core.checkpoint import (
-    Refused,
-    document_fingerprints,
-    make_checkpoint,
-    open_checkpoint,
-)
+from lanesync.core.checkpoint import document_fingerprints, load_checkpoint, make_checkpoint
 from lanesync.core.configdoc import certificate_key, fork_resolution_key, revocation_key
 from lanesync.core.crypto import SODIUM, Crypto
-from lanesync.core.documents import DocumentSet
-from lanesync.core.forks import (
-    Fork,
-    ForkResolution,
-    find_fork,
-    parse_fork_resolution,
-)
+from lanesync.core.documents import DocumentSet, with_tail
+from lanesync.core.forks import Fork, ForkResolution, parse_fork_resolution
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
@@ -59,27 +56,11 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_revocation,
 )
-from lanesync.core.ids import (
-    CONFIG_DOC,
-    RecordId,
-    TerminalId,
-    is_valid_doc_name,
-)
-from lanesync.core.records import (
-    Body,
-    DayEnd,
-    Record,
-    Rejection,
-    make_record,
-    parse_record,
-)
-from lanesync.core.updates import check_update, covered_by
+from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
+from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
+from lanesync.core.updates import check_update
 from lanesync.core.views import Views, expected_doc
-from lanesync.errors import (
-    ConfigError,
-    RemoteError,
-    UsageError,
-)
+from lanesync.errors import ConfigError, RemoteError
 
 
 class Replica:
@@ -104,9 +85,7 @@ class Replica:
         self.clock = HybridClock()
         self._accepted_subscribers: list[AcceptedSubscriber] = []
         self._documents = DocumentSet(client_id, self._on_map_event, self._on_transaction)
-        self.views = Views(
-            store, self._tz, self._documents, self._accepted_subscribers, crypto=crypto
-        )
+        self.views = self._new_views()
         self._events: list[tuple[str, str, str, object, object]] = []
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
@@ -216,6 +195,14 @@ class Replica:
             and self.views.is_accepted(previous)
         )
 
+    def _new_views(self) -> Views:
+        documents, subscribers = self._documents, self._accepted_subscribers
+        return Views(self.store, self._tz, documents, subscribers, crypto=self.crypto)
+
+    def _ingest_config_doc(self, now_ms: int) -> None:
+        for key, value in self._documents.entries(CONFIG_DOC):
+            self._ingest_config(key, value, now_ms)
+
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
         entry = configdoc.read_entry(key, value, self.store)
         if isinstance(entry, Certificate):
@@ -261,23 +248,15 @@ class Replica:
         canonical rebuild, certificates first, records whose verdict is cached not verified
         again. ``restored_from`` says which happened.
         """
-        loaded: dict[str, Doc[Any]] = {}
         rest = tail if checkpoint is not None else ()
         if checkpoint is None:
-            stored = _with_tail(stored, tail)
-        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
-            doc = loaded[name] = Doc(client_id=self.client_id)
-            with doc.transaction():
-                for update in stored[name]:
-                    doc.apply_update(bytes(update))
-        for name, doc in loaded.items():
-            self._documents.adopt(name, doc)
-        if CONFIG_DOC in self._documents.docs:
-            for key, value in self._documents.root(CONFIG_DOC).items():
-                self._ingest_config(key, value, now_ms)
-        why_not = (
-            "no checkpoint" if checkpoint is None else self._load_checkpoint(checkpoint, verified)
-        )
+            stored = with_tail(stored, tail)
+        self._documents.load(stored)
+        self._ingest_config_doc(now_ms)
+        why_not: str | None = "no checkpoint"
+        if checkpoint is not None:
+            docs = self._documents.docs
+            why_not = load_checkpoint(checkpoint, self.store.store_id, docs, self.views, verified)
         change = Change()
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
@@ -287,16 +266,8 @@ class Replica:
             )
         else:
             self._apply_stored(rest, silent=True)
-            self.views = Views(
-                self.store,
-                self._tz,
-                self._documents,
-                self._accepted_subscribers,
-                crypto=self.crypto,
-            )
-            if CONFIG_DOC in self._documents.docs:
-                for key, value in self._documents.root(CONFIG_DOC).items():
-                    self._ingest_config(key, value, now_ms)
+            self.views = self._new_views()
+            self._ingest_config_doc(now_ms)
             self.rebuild(now_ms, trusted=verified)
             self.restored_from = (
                 f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"
@@ -343,20 +314,6 @@ class Replica:
             self.views.export_views(),
         )
 
-    def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
-        """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
-        not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(
-            checkpoint, self.store.store_id, document_fingerprints(self._documents.docs)
-        )
-        if isinstance(opened, Refused):
-            return opened.reason
-        try:
-            self.views.load_views(opened.views, verified)
-        except ValueError as exc:
-            return str(exc)
-        return None
-
     def merge(
         self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
     ) -> Change:
@@ -384,32 +341,12 @@ class Replica:
             if not is_valid_doc_name(name):
                 raise RemoteError(f"unknown document name {name!r}")
             check_update(update)
-        vectors: dict[str, bytes | None] = {}
-        seen: set[tuple[str, bytes]] = set()
-        fresh: list[bool] = []
-        for name, update in updates:
-            data = bytes(update)
-            if name not in vectors:
-                doc = self._documents.docs.get(name)
-                vectors[name] = None if doc is None else bytes(doc.get_state())
-            new = (name, data) not in seen and not covered_by(data, vectors[name])
-            seen.add((name, data))
-            fresh.append(new)
+        fresh = self._documents.fresh(updates)
         ordered = sorted(
             (item for item, new in zip(updates, fresh, strict=True) if new),
             key=lambda item: item[0] != CONFIG_DOC,  # certificates before the records they sign
         )
-        by_doc: dict[str, list[bytes]] = {}
-        for name, update in ordered:
-            by_doc.setdefault(name, []).append(bytes(update))
-        for name, batch in by_doc.items():
-            doc = self._documents.doc(name)
-            try:
-                with doc.transaction():
-                    for data in batch:
-                        doc.apply_update(data)
-            except (ValueError, RuntimeError) as exc:
-                raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
+        self._documents.apply_merged(ordered)
         self._captured.clear()
         change = Change(updates=[(name, bytes(update)) for name, update in ordered])
         self.unpersisted_updates += len(change.updates)
@@ -418,26 +355,23 @@ class Replica:
 
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
         """Make a certificate known to every replica (idempotent)."""
-        key = certificate_key(cert)
-        if self._documents.root(CONFIG_DOC).get(key) == cert.encoded:
-            return Change()
-        return self._local_put(CONFIG_DOC, key, cert.encoded, now_ms)
+        return self._publish(certificate_key(cert), cert.encoded, now_ms)
 
     def publish_revocation(self, revocation: Revocation, now_ms: int) -> Change:
         """Record a store-signed revocation; it spreads to every replica like any data."""
         parse_revocation(revocation.encoded, self.store)  # refuse to spread a forged one
-        key = revocation_key(revocation)
-        if self._documents.root(CONFIG_DOC).get(key) == revocation.encoded:
-            return Change()
-        return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
+        return self._publish(revocation_key(revocation), revocation.encoded, now_ms)
 
     def publish_fork_resolution(self, resolution: ForkResolution, now_ms: int) -> Change:
         """Record a store-signed fork resolution; it spreads to every replica like any data."""
         parse_fork_resolution(resolution.encoded, self.store)  # refuse to spread a forged one
-        key = fork_resolution_key(resolution)
-        if self._documents.root(CONFIG_DOC).get(key) == resolution.encoded:
+        return self._publish(fork_resolution_key(resolution), resolution.encoded, now_ms)
+
+    def _publish(self, key: str, encoded: bytes, now_ms: int) -> Change:
+        """Put a store-signed entry in the config document, unless it is there already."""
+        if self._documents.root(CONFIG_DOC).get(key) == encoded:
             return Change()
-        return self._local_put(CONFIG_DOC, key, resolution.encoded, now_ms)
+        return self._local_put(CONFIG_DOC, key, encoded, now_ms)
 
     def open_fork(self, terminal: TerminalId) -> Fork:
         """The branches of ``terminal``'s open fork, as this replica holds them (what a
@@ -447,19 +381,7 @@ class Replica:
         replica keeps the resolution that counts more. UsageError when there is nothing to
         resolve here."""
         records = (record for _, _, record in self.records())
-        resolved = self.views.fork_resolution(terminal)
-        if resolved is not None:
-            fork = find_fork(
-                terminal, resolved.fork_seq, resolved.base_hash, records, self.views.verifies
-            )
-            if sum(b.head_seq for b in fork.branches) > sum(b.head_seq for b in resolved.branches):
-                return fork  # it counts more than the resolution in force
-        else:
-            broken = self.views.is_broken(terminal)
-            if broken is not None and broken[1] == FORK:
-                base = self.views.head(terminal)
-                return find_fork(terminal, broken[0], base.hash, records, self.views.verifies)
-        raise UsageError(f"{terminal} has no open fork on this terminal")
+        return forks.open_fork(terminal, self.views, records)
 
     def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
         self._captured.clear()
@@ -603,12 +525,3 @@ class Replica:
         if self._digest is None:
             self._digest = self._documents.digest()
         return self._digest
-
-
-def _with_tail(
-    stored: Mapping[str, Sequence[bytes]], tail: Sequence[tuple[str, bytes]]
-) -> dict[str, list[bytes]]:
-    merged = {name: list(updates) for name, updates in stored.items()}
-    for name, update in tail:
-        merged.setdefault(name, []).append(update)
-    return merged
