@@ -226,7 +226,7 @@ class Replica:
         self.views.end_rebuild()
         self._digest = None
 
-    # -- loading and merging --------------------------------------------------------------------
+    # -- loading --------------------------------------------------------------------------------
 
     def restore(
         self,
@@ -314,6 +314,8 @@ class Replica:
             self.views.export_views(),
         )
 
+    # -- merging and publishing -----------------------------------------------------------------
+
     def merge(
         self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
     ) -> Change:
@@ -383,7 +385,10 @@ class Replica:
         records = (record for _, _, record in self.records())
         return forks.open_fork(terminal, self.views, records)
 
-    def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
+    def _local_put(
+        self, doc: str, key: str, value: bytes, now_ms: int, own: Mapping[str, Record] | None = None
+    ) -> Change:
+        """Write one entry here and fold it; ``own``: as in ``_fold_events``."""
         self._captured.clear()
         root = self._documents.root(doc)
         with self._documents.doc(doc).transaction():
@@ -391,7 +396,7 @@ class Replica:
         change = Change(updates=list(self._captured))
         self.unpersisted_updates += len(change.updates)
         self._captured.clear()
-        change.extend(self._fold_events(now_ms))
+        change.extend(self._fold_events(now_ms, own=own))
         return change
 
     # -- local records --------------------------------------------------------------------------
@@ -431,15 +436,8 @@ class Replica:
             body,
             self.crypto,
         )
-        doc = expected_doc(record, self._tz)
-        self._captured.clear()
-        root = self._documents.root(doc)
-        with self._documents.doc(doc).transaction():
-            root[record.key] = record.encoded
-        change = Change(updates=list(self._captured))
-        self.unpersisted_updates += len(change.updates)
-        self._captured.clear()
-        change.extend(self._fold_events(now_ms, own={record.key: record}))
+        doc, own = expected_doc(record, self._tz), {record.key: record}
+        change = self._local_put(doc, record.key, record.encoded, now_ms, own=own)
         change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
         return record, change
 
