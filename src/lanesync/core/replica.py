@@ -15,7 +15,6 @@ record (or certificate) stored as bytes, because pycrdt turns integers into floa
 concurrently created nested maps (both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives
 inside the signed msgpack bytes.
 
-
 The replica is one object around its pycrdt documents: loading, merging and local writes share
 the documents' observers and the event queue they fill, and fold that queue into the views. What
 needs none of that lives apart, and the replica calls it:
