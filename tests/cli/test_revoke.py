@@ -13,9 +13,9 @@ from typing import Any
 import msgpack
 
 from lanesync.core.configdoc import certificate_key
+from lanesync.core.documents import CERTS_ROOT
 from lanesync.core.identity import DOMAIN_REVOCATION, parse_certificate, sign
 from lanesync.core.ids import CONFIG_DOC
-from lanesync.core.replica import CERTS_ROOT
 from lanesync.shell.directories import StoreDirectory
 
 from .conftest import Shop

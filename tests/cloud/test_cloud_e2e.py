@@ -29,12 +29,12 @@ from websockets.sync.client import connect
 
 from lanesync.core.bundle import encode_bundle
 from lanesync.core.configdoc import certificate_key
+from lanesync.core.documents import CERTS_ROOT, RECORDS_ROOT
 from lanesync.core.election import FAILOVER_BOUND_MS, LEASE_MS
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role, parse_certificate
 from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
 from lanesync.core.records import GENESIS_HASH, Record, Sale, SaleLine, make_record
-from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT
 from lanesync.core.views import expected_doc
 from lanesync.shell.admission import MAX_HANDSHAKES, MAX_UNAUTHENTICATED_MESSAGE
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory

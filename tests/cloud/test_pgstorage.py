@@ -22,10 +22,11 @@ from support import CountingCrypto
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, connect
+from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.ids import Sku
 from lanesync.core.records import Receipt, Sale, SaleLine
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.shell import storage as shell_storage
 from lanesync.tools.pgserver import PostgresServer
 

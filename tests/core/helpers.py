@@ -11,7 +11,9 @@ import msgpack
 import pycrdt
 from nacl.signing import SigningKey
 
+from lanesync.core.change import Change
 from lanesync.core.configdoc import certificate_key, revocation_key
+from lanesync.core.documents import CERTS_ROOT, RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     DOMAIN_REVOCATION,
@@ -27,7 +29,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CONFIG_DOC, StoreId, TerminalId
 from lanesync.core.records import GENESIS_HASH, Body, Record, make_record
-from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Change, Replica
+from lanesync.core.replica import Replica
 
 # 2026-11-18 11:06:40 UTC: far from midnight, so a few hours of test time stay on one day.
 NOW = 1_795_000_000_000

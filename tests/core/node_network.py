@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 
 from nacl.signing import SigningKey
 
+from lanesync.core.change import Change
 from lanesync.core.ids import StoreId
 from lanesync.core.node import Node
 from lanesync.core.records import Body
-from lanesync.core.replica import Change
 
 from .helpers import NOW, CoreTerminal, Store
 

@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 from pycrdt import Doc
 
+from lanesync.core.change import Change
 from lanesync.core.checkpoint import CHECKPOINT_DIGEST_SIZE
+from lanesync.core.documents import RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import AnyRevocation, Role, issue_revocation
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
@@ -34,7 +36,7 @@ from lanesync.core.records import (
     Void,
     make_record,
 )
-from lanesync.core.replica import RECORDS_ROOT, Change, Replica
+from lanesync.core.replica import Replica
 
 from .helpers import NOW, TODAY_DOC, Store, config_update, crafted_update, keyed, time_revocation
 

@@ -19,6 +19,7 @@ from nacl.signing import SigningKey
 
 from lanesync.core import reports
 from lanesync.core.configdoc import fork_resolution_key
+from lanesync.core.documents import CERTS_ROOT, RECORDS_ROOT
 from lanesync.core.forks import (
     DOMAIN_FORK_RESOLUTION,
     Branch,
@@ -31,7 +32,7 @@ from lanesync.core.hlc import Hlc
 from lanesync.core.identity import issue_revocation, sign
 from lanesync.core.ids import CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import GENESIS_HASH, Receipt, Record, Sale, SaleLine, Void, make_record
-from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica
+from lanesync.core.replica import Replica
 from lanesync.errors import ConfigError, RemoteError, UsageError
 
 from .helpers import (

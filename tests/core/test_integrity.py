@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.change import Change
 from lanesync.core.configdoc import certificate_key
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc
 from lanesync.core.identity import LocalIdentity, Role
@@ -29,7 +30,7 @@ from lanesync.core.records import (
     parse_record,
     record_key,
 )
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.errors import ConfigError, RemoteError
 
 from .helpers import (

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.change import Change
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Certificate, Role, issue_revocation
 from lanesync.core.ids import CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, TerminalId, ledger_doc
@@ -37,7 +38,7 @@ from lanesync.core.records import (
     Void,
     make_record,
 )
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.errors import NotFound, UsageError
 
 from .helpers import (

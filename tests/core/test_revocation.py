@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from lanesync.core.configdoc import revocation_key
+from lanesync.core.documents import CERTS_ROOT, RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     DOMAIN_REVOCATION,
@@ -26,7 +27,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CATALOG_DOC, CLOUD_TERMINAL_ID, CONFIG_DOC, Sku, StoreId, TerminalId
 from lanesync.core.records import Body, PriceChange, Receipt, Record, Sale, SaleLine, make_record
-from lanesync.core.replica import CERTS_ROOT, RECORDS_ROOT, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.trust import Cut
 from lanesync.errors import ConfigError, RemoteError, TerminalRevoked
 

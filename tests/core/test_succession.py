@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core.documents import RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
     Certificate,
@@ -27,7 +28,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CONFIG_DOC, Sku, TerminalId
 from lanesync.core.records import Receipt, Record, Sale, SaleLine, make_record
-from lanesync.core.replica import RECORDS_ROOT, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.reports import integrity
 from lanesync.errors import ConfigError, RemoteError
 

@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lanesync.core import bodies
+from lanesync.core.change import Change
 from lanesync.core.identity import Role
 from lanesync.core.ids import Sku, sku
 from lanesync.core.records import Body, Record
-from lanesync.core.replica import Change
 from lanesync.shell.storage import Storage
 from lanesync.shell.terminal import BodyBuilder, Terminal
 

@@ -13,10 +13,10 @@ from typing import TypeVar
 
 import pytest
 
+from lanesync.core.change import Change
 from lanesync.core.headcheck import HeadCheck, HeadState
 from lanesync.core.identity import Role
 from lanesync.core.records import Body, Record, Sale
-from lanesync.core.replica import Change
 from lanesync.core.views import Views
 from lanesync.errors import LanesyncError, NotFound, PermissionDenied, UsageError
 from lanesync.shell.committer import FirstWrite, GroupCommitter

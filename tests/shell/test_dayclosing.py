@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from lanesync.core.change import Change
 from lanesync.core.identity import Role
 from lanesync.core.records import DayEnd, Record
-from lanesync.core.replica import Change
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.dayclosing import close_days_on_schedule

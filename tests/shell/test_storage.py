@@ -13,11 +13,11 @@ import pycrdt
 import pytest
 from support import CountingCrypto
 
+from lanesync.core.documents import RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import sku
 from lanesync.core.records import Receipt, make_record
-from lanesync.core.replica import RECORDS_ROOT
 from lanesync.core.views import expected_doc
 from lanesync.errors import ConfigError, LanesyncError, LocalError, StorageError
 from lanesync.shell import storage

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
-from lanesync.core.replica import Change, Replica
+from lanesync.core.change import Change
+from lanesync.core.replica import Replica
 from lanesync.errors import StorageError
 from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 

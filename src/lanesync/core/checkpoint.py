@@ -11,9 +11,9 @@ reason, and the views are folded from the documents instead. Nothing here raises
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from pycrdt import Doc
@@ -25,6 +25,9 @@ from lanesync.core.updates import (
     canonical_deletions,
     canonical_state,
 )
+
+if TYPE_CHECKING:  # the views' own checkpoint layout is theirs: at run time they are passed in
+    from lanesync.core.views import Views
 
 # Version of the checkpoint layout; a checkpoint of any other version is refused and the views
 # are folded from the documents, so changing the layout needs no migration, only a new number.
@@ -99,3 +102,23 @@ def open_checkpoint(
     if stored_prints != prints:
         return Refused("checkpoint does not match the stored documents")
     return Opened(views)
+
+
+def load_checkpoint(
+    checkpoint: bytes,
+    store_id: StoreId,
+    docs: Mapping[str, Doc[Any]],
+    views: Views,
+    verified: Container[bytes],
+) -> str | None:
+    """Load ``views`` from ``checkpoint`` if it was made for this store from exactly ``docs``
+    (``Replica.restore``); else return why not, and the caller folds the views from ``docs``
+    instead (views that refused a checkpoint are left half loaded: replace them)."""
+    opened = open_checkpoint(checkpoint, store_id, document_fingerprints(docs))
+    if isinstance(opened, Refused):
+        return opened.reason
+    try:
+        views.load_views(opened.views, verified)
+    except ValueError as exc:
+        return str(exc)
+    return None

@@ -7,8 +7,9 @@ clock is moved to the first millisecond of the next day (``first_ms_after``), so
 writes afterwards can enter a closed day, whatever its wall clock says. ``Replica`` re-establishes
 that from its latest counted day-end when it opens.
 
-Pure functions over records: the replica signs with them (``Replica.close_days``) and the
-Z-report checks signed day-ends against the records they cover (``core.zreport``).
+Pure functions over records: the replica signs with them (``Replica.close_days``, applied to
+the replica in ``core.closedays``) and the Z-report checks signed day-ends against the records
+they cover (``core.zreport``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from lanesync.core.hlc import Hlc
+from lanesync.core.hlc import Hlc, HybridClock
 from lanesync.core.ids import LEDGER_PREFIX, RecordId, Sku
 from lanesync.core.records import DayEnd, Record, Sale, Void
 
@@ -62,6 +63,12 @@ def first_ms_of(day: str, tz: ZoneInfo) -> int:
 def first_ms_after(day: str, tz: ZoneInfo) -> int:
     """Where a terminal's clock goes once it closed ``day``."""
     return first_ms_of(next_day(day), tz)
+
+
+def adopt_day_after(clock: HybridClock, day: str, tz: ZoneInfo) -> None:
+    """Move a terminal's clock past ``day``, which it closed: to the first millisecond of the
+    next day at least, so nothing it writes from now on can enter ``day``."""
+    clock.adopt(Hlc(first_ms_after(day, tz), 0))
 
 
 def today(now_ms: int, tz: ZoneInfo) -> str:

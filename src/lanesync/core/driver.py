@@ -23,9 +23,9 @@ import enum
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from lanesync.core.change import Change
 from lanesync.core.link import Close
 from lanesync.core.node import Node
-from lanesync.core.replica import Change
 
 
 class Effects(Protocol):

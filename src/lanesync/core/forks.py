@@ -34,10 +34,12 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import msgpack
 from nacl.signing import SigningKey
 
+from lanesync.core.chain import FORK
 from lanesync.core.identity import (
     StoreIdentity,
     open_store_signed,
@@ -47,6 +49,9 @@ from lanesync.core.identity import (
 from lanesync.core.ids import StoreId, TerminalId, is_valid_name
 from lanesync.core.records import GENESIS_HASH, HASH_SIZE, Record
 from lanesync.errors import RemoteError, UsageError
+
+if TYPE_CHECKING:  # the views hold fork resolutions: at run time they are passed in
+    from lanesync.core.views import Views
 
 DOMAIN_FORK_RESOLUTION = b"lanesync/fork-resolution/v1\x00"
 FORK_RESOLUTION_FORMAT = 1
@@ -200,3 +205,19 @@ def find_fork(
             (head,) = nexts.values()
         branches.append(Branch(first.hash, head.seq, head.hash))
     return Fork(terminal, fork_seq, base_hash, tuple(branches))
+
+
+def open_fork(terminal: TerminalId, views: Views, records: Iterable[Record]) -> Fork:
+    """What ``Replica.open_fork`` answers (its docstring states the question), from the
+    ``records`` the replica holds and its ``views``."""
+    resolved = views.fork_resolution(terminal)
+    if resolved is not None:
+        fork = find_fork(terminal, resolved.fork_seq, resolved.base_hash, records, views.verifies)
+        if sum(b.head_seq for b in fork.branches) > sum(b.head_seq for b in resolved.branches):
+            return fork  # it counts more than the resolution in force
+    else:
+        broken = views.is_broken(terminal)
+        if broken is not None and broken[1] == FORK:
+            base = views.head(terminal)
+            return find_fork(terminal, broken[0], base.hash, records, views.verifies)
+    raise UsageError(f"{terminal} has no open fork on this terminal")

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lanesync.core.catchup import CatchUp, answer_merged
+from lanesync.core.change import Change
 from lanesync.core.connection import Closed, Established, PeerConnection, Received
 from lanesync.core.election import Election
 from lanesync.core.identity import Certificate, Role
@@ -46,7 +47,7 @@ from lanesync.core.ids import CONFIG_DOC, TerminalId
 from lanesync.core.link import DUPLICATE_CONNECTION, NOT_LEADER, SHUTTING_DOWN, CloseCode, Link
 from lanesync.core.output import Outbox, Output
 from lanesync.core.relay import Frame, forward
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.wire import ElectionGossip, Message, Peers, State, Update, Updates
 from lanesync.errors import RemoteError
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from lanesync.core.change import Change
 from lanesync.core.link import Close, Link
-from lanesync.core.replica import Change
 from lanesync.core.wire import Message, State, Update, Updates
 
 # Keep frames well below wire.MAX_FRAME_SIZE even when a catch-up diff is large.

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from lanesync.core.change import Merged
 from lanesync.core.link import Link
-from lanesync.core.replica import Merged, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.updates import covered_by
 from lanesync.core.wire import Update
 from lanesync.errors import RemoteError

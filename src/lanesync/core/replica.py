@@ -15,119 +15,51 @@ record (or certificate) stored as bytes, because pycrdt turns integers into floa
 concurrently created nested maps (both seen with pycrdt 0.14.13, 2026-11-26); all typed data lives
 inside the signed msgpack bytes.
 
+The replica is one object around its pycrdt documents: loading, merging and local writes share
+the documents' observers and the event queue they fill, and fold that queue into the views. What
+needs none of that lives apart, and the replica calls it:
 
-The module is longer than most in ``core/`` because the replica is one object around its pycrdt
-documents: loading, merging, local writes and reads all share the documents' observers and the
-event queue they fill. What can live apart does: the views (``views`` and the modules beside
-it: ``chains``, ``trust``, ``tally``...), the config document's keys and which of its entries
-are genuine (``configdoc``), the checkpoint layout (``checkpoint``) and the checks on update
-bytes (``updates``).
+* ``documents``: the documents themselves and every read of their bytes (``DocumentSet``);
+* ``change``: what a call hands back to persist (``Change``, ``Merged``);
+* ``writable``: may this terminal sign, and where its next record links (revoked, closed or
+  broken chain, the certificate window);
+* ``closedays``: closing business days (``close_days``) and the reads the Z-report shares;
+* ``checkpoint``: the checkpoint layout and loading the views from one;
+* ``forks``: the open fork a resolution names (``open_fork``);
+* the views (``views`` and the modules beside it: ``chains``, ``trust``, ``tally``...), the
+  config document's keys and which of its entries are genuine (``configdoc``) and the checks on
+  update bytes (``updates``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pycrdt import Doc, Map, Subscription, TransactionEvent
+from pycrdt import TransactionEvent
 
-from lanesync.core import configdoc, dayclose
+from lanesync.core import closedays, configdoc, dayclose, forks, writable
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
-from lanesync.core.chain import FORK
-from lanesync.core.checkpoint import (
-    Refused,
-    document_fingerprints,
-    make_checkpoint,
-    open_checkpoint,
-)
+from lanesync.core.change import Change, Merged
+from lanesync.core.checkpoint import document_fingerprints, load_checkpoint, make_checkpoint
 from lanesync.core.configdoc import certificate_key, fork_resolution_key, revocation_key
 from lanesync.core.crypto import SODIUM, Crypto
-from lanesync.core.forks import (
-    Fork,
-    ForkResolution,
-    find_fork,
-    parse_fork_resolution,
-)
-from lanesync.core.hlc import Hlc, HybridClock
+from lanesync.core.documents import DocumentSet, with_tail
+from lanesync.core.forks import Fork, ForkResolution, parse_fork_resolution
+from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
     Certificate,
     LocalIdentity,
     Revocation,
-    Role,
     StoreIdentity,
-    outside_certificate,
     parse_revocation,
 )
-from lanesync.core.ids import (
-    CATALOG_DOC,
-    CONFIG_DOC,
-    RecordId,
-    TerminalId,
-    is_valid_doc_name,
-    ledger_doc,
-)
-from lanesync.core.records import (
-    Body,
-    DayEnd,
-    Record,
-    Rejection,
-    Sale,
-    is_valid_day,
-    make_record,
-    parse_record,
-)
-from lanesync.core.updates import EMPTY_UPDATE, check_update, covered_by
+from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
+from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
+from lanesync.core.updates import check_update
 from lanesync.core.views import Views, expected_doc
-from lanesync.errors import (
-    ConfigError,
-    PermissionDenied,
-    RemoteError,
-    TerminalRevoked,
-    UsageError,
-)
-
-RECORDS_ROOT = "records"
-CERTS_ROOT = "certs"
-
-
-@dataclass(slots=True)
-class Change:
-    """What the shell must make durable after a call: CRDT updates (in order) and the hashes of
-    records whose signatures were verified (so a restart need not verify them again)."""
-
-    updates: list[tuple[str, bytes]] = field(default_factory=list)
-    verdicts: list[bytes] = field(default_factory=list)
-    entries: int = 0  # map entries added or changed in memory (0: the update was a duplicate)
-
-    def extend(self, other: Change) -> None:
-        self.updates.extend(other.updates)
-        self.verdicts.extend(other.verdicts)
-        self.entries += other.entries
-
-    def __bool__(self) -> bool:
-        return bool(self.updates or self.verdicts)
-
-
-@dataclass(frozen=True, slots=True)
-class Merged:
-    """What ``Replica.merge_batch`` did: the change to persist and, per update given, whether
-    it was new here (not already integrated, not a repeat within the batch)."""
-
-    change: Change
-    fresh: tuple[bool, ...]
-    # The terminals whose records were new here, or None if anything else was new too.
-    writers: frozenset[str] | None = None
-
-
-def _value_bytes(value: object) -> bytes:
-    """Canonical bytes of any map value, for the digest; peers may store anything in a map."""
-    if isinstance(value, bytes | bytearray):
-        return b"b" + bytes(value)
-    return b"o" + f"{type(value).__name__}:{value}".encode()
+from lanesync.errors import ConfigError, RemoteError
 
 
 class Replica:
@@ -151,13 +83,11 @@ class Replica:
         self.client_id = client_id
         self.clock = HybridClock()
         self._accepted_subscribers: list[AcceptedSubscriber] = []
-        self.views = Views(store, self._tz, self, self._accepted_subscribers, crypto=crypto)
-        self._docs: dict[str, Doc[Any]] = {}
-        self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
+        self._documents = DocumentSet(client_id, self._on_map_event, self._on_transaction)
+        self.views = self._new_views()
         self._events: list[tuple[str, str, str, object, object]] = []
         self._captured: list[tuple[str, bytes]] = []
         self._digest: str | None = None
-        self._subscriptions: list[Subscription] = []
         self._silent = False  # restore() folds what it loads itself
         # How the last ``restore`` got its views, one line for the shell's log.
         self.restored_from = "nothing restored"
@@ -172,33 +102,7 @@ class Replica:
     # -- documents ------------------------------------------------------------------------------
 
     def doc_names(self) -> list[str]:
-        return sorted(self._docs)
-
-    def _doc(self, name: str) -> Doc[Any]:
-        doc = self._docs.get(name)
-        if doc is None:
-            doc = self._adopt(name, Doc(client_id=self.client_id))
-        return doc
-
-    def _adopt(self, name: str, doc: Doc[Any]) -> Doc[Any]:
-        """Make ``doc`` this replica's document ``name`` and observe it from now on."""
-        root: Map[bytes] = doc.get(CERTS_ROOT if name == CONFIG_DOC else RECORDS_ROOT, type=Map)
-        # pycrdt drops a callback when its Subscription is garbage collected: keep them.
-        # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
-        # every event in Python objects first, which cost ~27 us per merged transaction
-        # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
-        self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
-        self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
-        self._docs[name] = doc
-        self._roots[name] = root  # ``Doc.get`` builds a new wrapper each call (~6 us)
-        return doc
-
-    def _root(self, name: str) -> Map[bytes]:
-        root = self._roots.get(name)
-        if root is None:
-            self._doc(name)
-            root = self._roots[name]
-        return root
+        return self._documents.names()
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
         if self._silent:
@@ -290,6 +194,14 @@ class Replica:
             and self.views.is_accepted(previous)
         )
 
+    def _new_views(self) -> Views:
+        documents, subscribers = self._documents, self._accepted_subscribers
+        return Views(self.store, self._tz, documents, subscribers, crypto=self.crypto)
+
+    def _ingest_config_doc(self, now_ms: int) -> None:
+        for key, value in self._documents.entries(CONFIG_DOC):
+            self._ingest_config(key, value, now_ms)
+
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
         entry = configdoc.read_entry(key, value, self.store)
         if isinstance(entry, Certificate):
@@ -306,14 +218,14 @@ class Replica:
         for name in self.doc_names():
             if name == CONFIG_DOC:
                 continue
-            for key, value in self._root(name).items():
+            for key, value in self._documents.root(name).items():
                 parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
                 self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
         self.views.end_rebuild()
         self._digest = None
 
-    # -- loading and merging --------------------------------------------------------------------
+    # -- loading --------------------------------------------------------------------------------
 
     def restore(
         self,
@@ -335,23 +247,15 @@ class Replica:
         canonical rebuild, certificates first, records whose verdict is cached not verified
         again. ``restored_from`` says which happened.
         """
-        loaded: dict[str, Doc[Any]] = {}
         rest = tail if checkpoint is not None else ()
         if checkpoint is None:
-            stored = _with_tail(stored, tail)
-        for name in sorted(stored, key=lambda n: (n != CONFIG_DOC, n)):
-            doc = loaded[name] = Doc(client_id=self.client_id)
-            with doc.transaction():
-                for update in stored[name]:
-                    doc.apply_update(bytes(update))
-        for name, doc in loaded.items():
-            self._adopt(name, doc)
-        if CONFIG_DOC in self._docs:
-            for key, value in self._root(CONFIG_DOC).items():
-                self._ingest_config(key, value, now_ms)
-        why_not = (
-            "no checkpoint" if checkpoint is None else self._load_checkpoint(checkpoint, verified)
-        )
+            stored = with_tail(stored, tail)
+        self._documents.load(stored)
+        self._ingest_config_doc(now_ms)
+        why_not: str | None = "no checkpoint"
+        if checkpoint is not None:
+            docs = self._documents.docs
+            why_not = load_checkpoint(checkpoint, self.store.store_id, docs, self.views, verified)
         change = Change()
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
@@ -361,12 +265,8 @@ class Replica:
             )
         else:
             self._apply_stored(rest, silent=True)
-            self.views = Views(
-                self.store, self._tz, self, self._accepted_subscribers, crypto=self.crypto
-            )
-            if CONFIG_DOC in self._docs:
-                for key, value in self._root(CONFIG_DOC).items():
-                    self._ingest_config(key, value, now_ms)
+            self.views = self._new_views()
+            self._ingest_config_doc(now_ms)
             self.rebuild(now_ms, trusted=verified)
             self.restored_from = (
                 f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"
@@ -382,7 +282,7 @@ class Replica:
             # Nothing this terminal writes may enter a day it closed, whatever its clock says.
             closed = self.views.last_closed_day(self.me.certificate.terminal_id)
             if closed is not None:
-                self.clock.adopt(Hlc(dayclose.first_ms_after(closed, self._tz), 0))
+                dayclose.adopt_day_after(self.clock, closed, self._tz)
         change.verdicts.extend(self.views.drain_new_verdicts())
         if self.me is not None:
             change.extend(self.publish_certificate(self.me.certificate, now_ms))
@@ -393,17 +293,7 @@ class Replica:
         Returns how many map entries they changed (queued as events unless ``silent``)."""
         self._silent = silent
         try:
-            start = 0
-            while start < len(rows):
-                name = rows[start][0]
-                end = start
-                while end < len(rows) and rows[end][0] == name:
-                    end += 1
-                doc = self._doc(name)
-                with doc.transaction():
-                    for _, update in rows[start:end]:
-                        doc.apply_update(bytes(update))
-                start = end
+            self._documents.apply_runs(rows)
         finally:
             self._silent = False
         return len(self._events)
@@ -418,26 +308,12 @@ class Replica:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
         return make_checkpoint(
-            self.store.store_id, document_fingerprints(self._docs), self.views.export_views()
+            self.store.store_id,
+            document_fingerprints(self._documents.docs),
+            self.views.export_views(),
         )
 
-    def _load_checkpoint(self, checkpoint: bytes, verified: Container[bytes]) -> str | None:
-        """Take the views from ``checkpoint`` if it fits the loaded documents; else return why
-        not (and leave views that ``restore`` replaces)."""
-        opened = open_checkpoint(checkpoint, self.store.store_id, document_fingerprints(self._docs))
-        if isinstance(opened, Refused):
-            return opened.reason
-        try:
-            self.views.load_views(opened.views, verified)
-        except ValueError as exc:
-            return str(exc)
-        return None
-
-    def value_at(self, doc: str, key: str) -> object:
-        """The value stored under ``key`` in document ``doc``, or None (``views.Documents``)."""
-        if doc not in self._docs:
-            return None
-        return self._root(doc).get(key)
+    # -- merging and publishing -----------------------------------------------------------------
 
     def merge(
         self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
@@ -466,32 +342,12 @@ class Replica:
             if not is_valid_doc_name(name):
                 raise RemoteError(f"unknown document name {name!r}")
             check_update(update)
-        vectors: dict[str, bytes | None] = {}
-        seen: set[tuple[str, bytes]] = set()
-        fresh: list[bool] = []
-        for name, update in updates:
-            data = bytes(update)
-            if name not in vectors:
-                doc = self._docs.get(name)
-                vectors[name] = None if doc is None else bytes(doc.get_state())
-            new = (name, data) not in seen and not covered_by(data, vectors[name])
-            seen.add((name, data))
-            fresh.append(new)
+        fresh = self._documents.fresh(updates)
         ordered = sorted(
             (item for item, new in zip(updates, fresh, strict=True) if new),
             key=lambda item: item[0] != CONFIG_DOC,  # certificates before the records they sign
         )
-        by_doc: dict[str, list[bytes]] = {}
-        for name, update in ordered:
-            by_doc.setdefault(name, []).append(bytes(update))
-        for name, batch in by_doc.items():
-            doc = self._doc(name)
-            try:
-                with doc.transaction():
-                    for data in batch:
-                        doc.apply_update(data)
-            except (ValueError, RuntimeError) as exc:
-                raise RemoteError(f"CRDT update for {name} was refused: {exc}") from exc
+        self._documents.apply_merged(ordered)
         self._captured.clear()
         change = Change(updates=[(name, bytes(update)) for name, update in ordered])
         self.unpersisted_updates += len(change.updates)
@@ -500,26 +356,23 @@ class Replica:
 
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
         """Make a certificate known to every replica (idempotent)."""
-        key = certificate_key(cert)
-        if self._root(CONFIG_DOC).get(key) == cert.encoded:
-            return Change()
-        return self._local_put(CONFIG_DOC, key, cert.encoded, now_ms)
+        return self._publish(certificate_key(cert), cert.encoded, now_ms)
 
     def publish_revocation(self, revocation: Revocation, now_ms: int) -> Change:
         """Record a store-signed revocation; it spreads to every replica like any data."""
         parse_revocation(revocation.encoded, self.store)  # refuse to spread a forged one
-        key = revocation_key(revocation)
-        if self._root(CONFIG_DOC).get(key) == revocation.encoded:
-            return Change()
-        return self._local_put(CONFIG_DOC, key, revocation.encoded, now_ms)
+        return self._publish(revocation_key(revocation), revocation.encoded, now_ms)
 
     def publish_fork_resolution(self, resolution: ForkResolution, now_ms: int) -> Change:
         """Record a store-signed fork resolution; it spreads to every replica like any data."""
         parse_fork_resolution(resolution.encoded, self.store)  # refuse to spread a forged one
-        key = fork_resolution_key(resolution)
-        if self._root(CONFIG_DOC).get(key) == resolution.encoded:
+        return self._publish(fork_resolution_key(resolution), resolution.encoded, now_ms)
+
+    def _publish(self, key: str, encoded: bytes, now_ms: int) -> Change:
+        """Put a store-signed entry in the config document, unless it is there already."""
+        if self._documents.root(CONFIG_DOC).get(key) == encoded:
             return Change()
-        return self._local_put(CONFIG_DOC, key, resolution.encoded, now_ms)
+        return self._local_put(CONFIG_DOC, key, encoded, now_ms)
 
     def open_fork(self, terminal: TerminalId) -> Fork:
         """The branches of ``terminal``'s open fork, as this replica holds them (what a
@@ -529,29 +382,20 @@ class Replica:
         replica keeps the resolution that counts more. UsageError when there is nothing to
         resolve here."""
         records = (record for _, _, record in self.records())
-        resolved = self.views.fork_resolution(terminal)
-        if resolved is not None:
-            fork = find_fork(
-                terminal, resolved.fork_seq, resolved.base_hash, records, self.views.verifies
-            )
-            if sum(b.head_seq for b in fork.branches) > sum(b.head_seq for b in resolved.branches):
-                return fork  # it counts more than the resolution in force
-        else:
-            broken = self.views.is_broken(terminal)
-            if broken is not None and broken[1] == FORK:
-                base = self.views.head(terminal)
-                return find_fork(terminal, broken[0], base.hash, records, self.views.verifies)
-        raise UsageError(f"{terminal} has no open fork on this terminal")
+        return forks.open_fork(terminal, self.views, records)
 
-    def _local_put(self, doc: str, key: str, value: bytes, now_ms: int) -> Change:
+    def _local_put(
+        self, doc: str, key: str, value: bytes, now_ms: int, own: Mapping[str, Record] | None = None
+    ) -> Change:
+        """Write one entry here and fold it; ``own``: as in ``_fold_events``."""
         self._captured.clear()
-        root = self._root(doc)
-        with self._doc(doc).transaction():
+        root = self._documents.root(doc)
+        with self._documents.doc(doc).transaction():
             root[key] = value
         change = Change(updates=list(self._captured))
         self.unpersisted_updates += len(change.updates)
         self._captured.clear()
-        change.extend(self._fold_events(now_ms))
+        change.extend(self._fold_events(now_ms, own=own))
         return change
 
     # -- local records --------------------------------------------------------------------------
@@ -562,34 +406,11 @@ class Replica:
         whatever its time)? Then it may sign no record (``check_writable``), whatever the
         revocation admits of the records before it. The one place that asks: the write path,
         the status and the metrics all call this."""
-        if self.me is None:
-            return False
-        me = self.me.certificate
-        _, by_time = self.views.revocations()
-        return (
-            self.views.cut_of(me.terminal_id, me.public_key) is not None
-            or me.terminal_id in by_time
-        )
+        return writable.revoked(self.me, self.views)
 
     def check_writable(self) -> None:
         """Raise ``TerminalRevoked`` when this terminal may sign nothing more (``revoked``)."""
-        if self.me is not None and self.revoked():
-            me = self.me.certificate.terminal_id
-            if self.me.certificate.role is Role.CLOUD:
-                # A cloud is not enrolled: a new cloud key, certified by the store, goes on.
-                way_on = (
-                    "the store certifies a new cloud key (lanesync cloud init NEW_CLOUD_DIR; "
-                    "lanesync store certify-cloud STORE_DIR NEW_CLOUD_DIR/cloud.json CERT_FILE)"
-                )
-            else:
-                way_on = (
-                    "enroll a replacement terminal (lanesync enroll STORE_DIR NEW_DIR "
-                    f"--terminal-id NEW_ID --replaces {me} --via LANE_DIR) and contact the "
-                    "store authority"
-                )
-            raise TerminalRevoked(
-                f"terminal {me} is revoked by the store and may record nothing more: {way_on}"
-            )
+        writable.check_writable(self.me, self.views)
 
     def append(self, body: Body, now_ms: int) -> tuple[Record, Change]:
         """Sign ``body`` as the next record of this terminal's chain and add it to the state.
@@ -602,48 +423,20 @@ class Replica:
             raise ConfigError("this replica has no terminal identity to sign records with")
         self.check_writable()
         cert = self.me.certificate
-        terminal = cert.terminal_id
-        closed = self.views.closed_reason(cert)
-        if closed is not None:
-            raise ConfigError(
-                f"this terminal's chain is closed: {closed}; this lane goes on under the "
-                "terminal that `lanesync enroll --replaces` created"
-            )
-        broken = self.views.is_broken(terminal)
-        if broken is not None:
-            raise ConfigError(
-                f"this terminal's own chain is broken at seq {broken[0]} ({broken[1]}): its "
-                "directory was probably restored from a copy; resolve the fork with "
-                "`lanesync store resolve-fork` and enroll a replacement with --replaces"
-            )
-        head = self.views.head(terminal)
-        seq, prev = head.seq + 1, head.hash
-        if seq < cert.first_seq:
-            # A re-keyed lane writes after the record its certificate continues from, linked to
-            # it: it must hold the old chain up to there (a bundle or a peer brings it), or it
-            # would sign seqs the old key used.
-            raise ConfigError(
-                f"this terminal's key signs from seq {cert.first_seq} on, and it holds its chain "
-                f"only up to seq {head.seq}; import a bundle of another lane first"
-            )
+        head = writable.next_head(cert, self.views)
         self.clock.adopt(head.hlc)
-        at_ms = self.clock.peek(now_ms).wall_ms
-        if not any(c.valid_at(at_ms) for c in self._own_key_certificates(cert)):
-            # Every replica judges a record by a certificate valid at its timestamp: one
-            # signed outside them all would be acknowledged here and count nowhere.
-            raise PermissionDenied(outside_certificate(cert, at_ms))
+        writable.check_certificate(cert, self.views, self.clock.peek(now_ms).wall_ms)
         record = make_record(
-            self.me.key, terminal, seq, prev, self.clock.tick(now_ms), body, self.crypto
+            self.me.key,
+            cert.terminal_id,
+            head.seq + 1,
+            head.hash,
+            self.clock.tick(now_ms),
+            body,
+            self.crypto,
         )
-        doc = expected_doc(record, self._tz)
-        self._captured.clear()
-        root = self._root(doc)
-        with self._doc(doc).transaction():
-            root[record.key] = record.encoded
-        change = Change(updates=list(self._captured))
-        self.unpersisted_updates += len(change.updates)
-        self._captured.clear()
-        change.extend(self._fold_events(now_ms, own={record.key: record}))
+        doc, own = expected_doc(record, self._tz), {record.key: record}
+        change = self._local_put(doc, record.key, record.encoded, now_ms, own=own)
         change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
         return record, change
 
@@ -652,92 +445,19 @@ class Replica:
         day-end of it closed (after a restore, its peers may hand back its later records)."""
         self.clock.adopt(record.hlc)
         if isinstance(record.body, DayEnd):
-            self.clock.adopt(Hlc(dayclose.first_ms_after(record.body.day, self._tz), 0))
+            dayclose.adopt_day_after(self.clock, record.body.day, self._tz)
 
     def close_days(self, until: str | None, now_ms: int) -> tuple[list[Record], Change]:
         """Sign a day-end record for each of this terminal's open business days up to and
         including ``until`` (default: today, store time), empty days included, from the day of
         its first record; a day already closed is skipped (closing again signs nothing). Like
         ``append``, the shell commits the change before telling anyone. Afterwards this
-        terminal's clock stands in the day after ``until``.
+        terminal's clock stands in the day after ``until`` (``core.closedays`` does it).
 
         ``UsageError`` for a malformed day or one after today; ``TerminalRevoked`` when this
         terminal may sign nothing more; ``PermissionDenied`` for the cloud (it sells nothing).
         """
-        if self.me is None:
-            raise ConfigError("this replica has no terminal identity to sign records with")
-        if not self.me.certificate.role.may_sell:
-            raise PermissionDenied("the cloud closes no day: each lane closes its own")
-        self.check_writable()
-        today = dayclose.today(now_ms, self._tz)
-        day = today if until is None else until
-        if not is_valid_day(day):
-            raise UsageError(f"invalid day {day!r}: expected YYYY-MM-DD, e.g. 2026-12-07")
-        if day > today:
-            raise UsageError(f"{day} has not ended: today is {today} (store time)")
-        me = self.me.certificate.terminal_id
-        first = self._first_open_day(me)
-        signed: list[Record] = []
-        change = Change()
-        if first is None:
-            return signed, change
-        closed = self.views.closed_days(me)
-        to_close = [d for d in dayclose.days_between(first, day) if d not in closed]
-        prices = self.catalog_by_day() if to_close else {}
-        for open_day in to_close:
-            held = [r for _, _, r in self.records([ledger_doc(open_day)])]
-            own = (r for r in [*held, *prices.get(open_day, [])] if r.terminal == me)
-            counted = (r for r in own if self.views.is_accepted(r))
-            figures = dayclose.fold_day(counted, self.counted_sale)
-            record, added = self.append(figures.body(open_day), now_ms)
-            signed.append(record)
-            change.extend(added)
-        if signed:
-            self.clock.adopt(Hlc(dayclose.first_ms_after(day, self._tz), 0))
-        return signed, change
-
-    def _own_key_certificates(self, cert: Certificate) -> Iterator[Certificate]:
-        """``cert``, then every certificate held for its key (a renewal published to a running
-        lane verifies its records before it is restarted with it); lazily: the write path
-        asks only until one fits."""
-        yield cert
-        for held in self.views.certificates():
-            if (held.terminal_id, held.public_key) == (cert.terminal_id, cert.public_key):
-                yield held
-
-    def _first_open_day(self, terminal: TerminalId) -> str | None:
-        """The first day ``terminal`` has not closed, from the day of its first record; None
-        when it has written nothing."""
-        last = self.views.last_closed_day(terminal)
-        if last is not None:
-            return dayclose.next_day(last)
-        return self.first_record_day(terminal)
-
-    def first_record_day(self, terminal: TerminalId) -> str | None:
-        """The business day of ``terminal``'s first counted record, None when none counts."""
-        first = self.find_record(RecordId(terminal, 1))
-        if first is None:
-            head = self.views.head(terminal)
-            return None if head.seq == 0 else head.hlc.business_day(self._tz)
-        return first.hlc.business_day(self._tz)
-
-    def catalog_by_day(self) -> dict[str, list[Record]]:
-        """The counted catalog records (prices), by business day: they belong to the day of
-        their timestamp like any record, though they are stored in the catalog document."""
-        by_day: dict[str, list[Record]] = {}
-        for _, _, record in self.records([CATALOG_DOC]):
-            if self.views.is_accepted(record):
-                by_day.setdefault(record.hlc.business_day(self._tz), []).append(record)
-        return by_day
-
-    def counted_sale(self, sale_id: RecordId) -> Sale | None:
-        """The counted sale with this id, if this replica holds one (what a void takes back)."""
-        if self.views.is_ambiguous(sale_id):
-            return None  # two branches of a resolved fork hold this id: no single sale
-        record = self.find_record(sale_id)
-        if record is None or not isinstance(record.body, Sale):
-            return None
-        return record.body
+        return closedays.close_days(self, until, now_ms)
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -750,90 +470,36 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
-    def doc_of(self, record: Record) -> str:
-        """The document a record is stored in (``views.expected_doc``)."""
-        return expected_doc(record, self._tz)
-
-    def day_of(self, wall_ms: int) -> str:
-        """The store-local business day of a wall-clock time."""
-        return Hlc(wall_ms, 0).business_day(self._tz)
-
     def state_vectors(self) -> dict[str, bytes]:
-        return {name: bytes(doc.get_state()) for name, doc in sorted(self._docs.items())}
+        return self._documents.state_vectors()
 
     def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
         """Per document, exactly what a replica with ``state_vectors`` lacks."""
-        out: dict[str, bytes] = {}
-        for name, doc in sorted(self._docs.items()):
-            sv = state_vectors.get(name)
-            try:
-                update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
-            except (ValueError, RuntimeError) as exc:
-                raise RemoteError(f"state vector for {name} does not decode") from exc
-            if update != EMPTY_UPDATE:
-                out[name] = update
-        return out
+        return self._documents.updates_since(state_vectors)
 
     def full_state(self, name: str) -> bytes:
-        return bytes(self._doc(name).get_update())
+        return bytes(self._documents.doc(name).get_update())
 
     def covered(self, name: str, updates: Iterable[bytes]) -> list[bool]:
-        """For each update: is it fully integrated in document ``name`` (nothing pending)? One
-        state vector for all of them: compaction asks this of every log row."""
-        doc = self._docs.get(name)
-        vector = None if doc is None else bytes(doc.get_state())
-        return [covered_by(bytes(update), vector) for update in updates]
+        """For each update: is it fully integrated in document ``name`` (nothing pending)?"""
+        return self._documents.covered(name, updates)
 
     def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
         """Every parseable record held, accepted or not."""
-        for name in self.doc_names() if names is None else names:
-            if name == CONFIG_DOC or name not in self._docs:
-                continue
-            for key, value in self._root(name).items():
-                parsed = parse_record(value)
-                if not isinstance(parsed, Rejection):
-                    yield name, key, parsed
+        return self._documents.records(names)
 
     def entries(self, name: str) -> list[tuple[str, bytes]]:
-        """A copy of document ``name``'s entries (key, value), unparsed: a reader that works
-        in slices is then not disturbed by merges in between."""
-        if name not in self._docs:
-            return []
-        return list(self._root(name).items())
+        """A copy of document ``name``'s entries (key, value), unparsed."""
+        return self._documents.entries(name)
+
+    def value_at(self, doc: str, key: str) -> object:
+        """The value stored under ``key`` in document ``doc``, or None."""
+        return self._documents.value_at(doc, key)
 
     def find_record(self, record_id: RecordId) -> Record | None:
         """The accepted record with this id, if this replica holds one."""
         key = self.views.accepted_key(record_id)
-        if key is None:
-            return None
-        for name in self.doc_names():
-            if name == CONFIG_DOC:
-                continue
-            value = self._root(name).get(key)
-            if value is not None:
-                parsed = parse_record(value)
-                if not isinstance(parsed, Rejection):
-                    return parsed
-        return None
-
-    def sale_at(self, key: str) -> Sale | None:
-        """The sale stored under ``key`` in a day's document (``views.Documents``: the views
-        read a sale's lines back from here when a void credits them, instead of holding every
-        sale's lines)."""
-        for name in self._docs:
-            if name in (CONFIG_DOC, CATALOG_DOC):
-                continue
-            value = self._root(name).get(key)
-            if value is None:
-                continue
-            parsed = parse_record(value)
-            if (
-                not isinstance(parsed, Rejection)
-                and parsed.key == key
-                and isinstance(parsed.body, Sale)
-            ):
-                return parsed.body
-        return None
+        return None if key is None else self._documents.record_at(key)
 
     def subscribe_accepted(self) -> AcceptedRecords:
         """A stream of the records the views accept from now on, and of their rebuilds (see
@@ -854,21 +520,5 @@ class Replica:
         The views are a pure function of this content, so equal digests mean converged replicas.
         """
         if self._digest is None:
-            h = hashlib.blake2b(digest_size=32)
-            for name in self.doc_names():
-                root = self._root(name)
-                for key in sorted(root.keys()):
-                    value = root[key]
-                    h.update(f"{name}\x00{key}\x00".encode())
-                    h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
-            self._digest = h.hexdigest()
+            self._digest = self._documents.digest()
         return self._digest
-
-
-def _with_tail(
-    stored: Mapping[str, Sequence[bytes]], tail: Sequence[tuple[str, bytes]]
-) -> dict[str, list[bytes]]:
-    merged = {name: list(updates) for name, updates in stored.items()}
-    for name, update in tail:
-        merged.setdefault(name, []).append(update)
-    return merged

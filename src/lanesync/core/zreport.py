@@ -26,9 +26,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
-from lanesync.core import dayclose
+from lanesync.core import closedays, dayclose
 from lanesync.core.dayclose import DayFigures, figures_json
 from lanesync.core.ids import RecordId, TerminalId, ledger_doc
 from lanesync.core.records import DayEnd, Record, is_valid_day
@@ -102,7 +103,7 @@ class _Held:
 
 def _held(replica: Replica) -> _Held:
     lanes = frozenset(c.terminal_id for c in replica.views.certificates() if c.role.may_sell)
-    return _Held(_close_bounds(replica), replica.catalog_by_day(), lanes)
+    return _Held(_close_bounds(replica), closedays.catalog_by_day(replica), lanes)
 
 
 def _fold(replica: Replica, day: str, held_here: _Held) -> _Day:
@@ -133,7 +134,7 @@ def _fold(replica: Replica, day: str, held_here: _Held) -> _Day:
                 terminal_day.after_close.append((record, bound))
             else:
                 counted.append(record)
-        terminal_day.figures = dayclose.fold_day(counted, replica.counted_sale)
+        terminal_day.figures = dayclose.fold_day(counted, partial(closedays.counted_sale, replica))
     return folded
 
 
@@ -142,7 +143,7 @@ def _required(replica: Replica, folded: _Day, lanes: frozenset[TerminalId]) -> l
     views = replica.views
     required = []
     for terminal in sorted(lanes):
-        first = replica.first_record_day(terminal)
+        first = closedays.first_record_day(replica, terminal)
         if first is None or first > folded.day:
             continue
         held = folded.terminals.get(terminal)

@@ -24,9 +24,9 @@ import contextlib
 from collections.abc import Callable
 from functools import partial
 
+from lanesync.core.change import Change
 from lanesync.core.headcheck import HeadCheck
 from lanesync.core.records import Record
-from lanesync.core.replica import Change
 from lanesync.errors import LanesyncError, StorageError, UsageError
 from lanesync.shell.storage import KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal

@@ -34,12 +34,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from lanesync.core import dayclose
 from lanesync.core.feed import FeedEvent, Origin, record_event, revocation_event
 from lanesync.core.identity import key_fingerprint
 from lanesync.core.ids import CONFIG_DOC, TerminalId
 from lanesync.core.records import Record, Rejection, parse_record
 from lanesync.core.replica import Replica
 from lanesync.core.trust import Cut
+from lanesync.core.views import expected_doc
 from lanesync.shell.storage import EventRow, Storage
 
 log = logging.getLogger("lanesync.feed")
@@ -178,7 +180,7 @@ class FeedLog:
             cut.after_hash,
             key_fingerprint(key) if key else None,
             at_ms,
-            self._replica.day_of(at_ms),
+            dayclose.day_of_ms(at_ms, self._replica.tz),
             Origin(row.origin),
         )
 
@@ -186,7 +188,7 @@ class FeedLog:
         return self._replica.business_day(record)
 
     def _doc(self, record: Record) -> str:
-        return self._replica.doc_of(record)
+        return expected_doc(record, self._replica.tz)
 
     def backfill(self) -> None:
         """A lane whose log is empty but which holds records (written by a lanesync without

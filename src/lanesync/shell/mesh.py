@@ -25,6 +25,7 @@ from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State as WsState
 
+from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.driver import Driver
 from lanesync.core.feed import Origin
@@ -32,7 +33,6 @@ from lanesync.core.identity import Role
 from lanesync.core.isolation import Isolation
 from lanesync.core.link import Close, CloseCode
 from lanesync.core.node import ACK_DELAY_MS, Node
-from lanesync.core.replica import Change
 from lanesync.core.wire import MAX_FRAME_SIZE
 from lanesync.errors import StorageError
 from lanesync.shell.admission import (

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from lanesync.core.replica import Change, Replica
+from lanesync.core.change import Change
+from lanesync.core.replica import Replica
 from lanesync.errors import ConfigError, StorageError
 
 # 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT

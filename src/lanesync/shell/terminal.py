@@ -24,6 +24,7 @@ from typing import Any, Protocol, Self
 
 from lanesync.core import reports
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
+from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.feed import Origin
 from lanesync.core.forks import ForkResolution
@@ -31,7 +32,7 @@ from lanesync.core.identity import Certificate, Revocation, Role
 from lanesync.core.ids import Sku, StoreId, TerminalId
 from lanesync.core.journal import SalesJournal
 from lanesync.core.records import Body, Record
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.views import Views
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
+from lanesync.core.change import Change
 from lanesync.core.driver import Driver
 from lanesync.core.election import LEASE_MS, Election
 from lanesync.core.identity import (
@@ -28,7 +29,7 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId
 from lanesync.core.link import Close
 from lanesync.core.node import Node
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.sim.loop import EventLoop
 from lanesync.sim.model import (
     BACKOFF_INITIAL_MS,

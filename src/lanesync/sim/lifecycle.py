@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from nacl.signing import SigningKey
 
 from lanesync.core import bodies, reports
+from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import (
     Role,
@@ -47,7 +48,6 @@ from lanesync.core.identity import (
     public_key_of,
 )
 from lanesync.core.ids import TerminalId, sku
-from lanesync.core.replica import Change
 from lanesync.errors import UsageError
 from lanesync.sim.faults import Faults
 from lanesync.sim.host import CERT_NOT_AFTER_MS, STORE_ID, Backup, Dialer, Host

@@ -13,12 +13,13 @@ from typing import Any
 from pycrdt import Doc, Map
 
 from lanesync.core.chains import Chains
+from lanesync.core.change import Change
 from lanesync.core.driver import Driver
 from lanesync.core.election import Election
 from lanesync.core.ids import Sku
 from lanesync.core.link import Link
 from lanesync.core.node import Node
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.core.views import Views
 from lanesync.core.wire import Update
 from lanesync.errors import RemoteError
@@ -128,5 +129,7 @@ class ForkTwiceReplica(Replica):
     @views.setter
     def views(self, views: Views) -> None:
         if type(views) is Views:
-            views = ForkTwiceViews(self.store, self._tz, self, self._accepted_subscribers)
+            views = ForkTwiceViews(
+                self.store, self._tz, self._documents, self._accepted_subscribers
+            )
         self._planted_views = views

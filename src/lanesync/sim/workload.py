@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 from lanesync.core import bodies
+from lanesync.core.change import Change
 from lanesync.core.identity import (
     Role,
 )
@@ -26,7 +27,7 @@ from lanesync.core.records import (
     Sale,
     Void,
 )
-from lanesync.core.replica import Change, Replica
+from lanesync.core.replica import Replica
 from lanesync.errors import LanesyncError
 from lanesync.sim.dialing import Dialing
 from lanesync.sim.host import CrashMode, Host, Killed
