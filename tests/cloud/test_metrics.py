@@ -67,6 +67,11 @@ def test_metrics_count_uploads_merges_bytes_failures_and_lag(world: World, procs
     assert after[store_sample("lanesync_cloud_records")] == cloud.stores()[0]["records"]
     lag = after[store_sample("lanesync_cloud_store_lag_seconds")]
     assert 0 <= lag < UPLOAD_TIMEOUT_S
+    # An idle leader uploads nothing: the lag grows (the lane's gossip is not an upload).
+    wait_until(
+        lambda: samples(cloud)[store_sample("lanesync_cloud_store_lag_seconds")] > lag + 1, 10
+    )
+    assert samples(cloud)[store_sample("lanesync_cloud_merges_total")] == merges
 
     # The token guards it like every other route.
     anonymous = httpx.get(f"{cloud.api}/metrics", timeout=10)

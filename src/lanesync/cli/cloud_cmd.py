@@ -85,6 +85,18 @@ DB_OPTION = click.option(
 )
 
 
+# ``cloud stores`` and ``cloud verify`` open the replicas themselves only while no ``serve`` runs
+# on CLOUD_DIR (it holds their locks, and answers from memory instead).
+READ_DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    default=None,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB the replicas are in, read when no "
+    "`cloud serve` runs on CLOUD_DIR (or set LANESYNC_CLOUD_DB). Default: SQLite in CLOUD_DIR.",
+)
+
+
 @cloud.command("serve")
 @click.argument("cloud_dir", type=DIR)
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
@@ -130,7 +142,7 @@ def cloud_serve(
 
 @cloud.command("stores")
 @click.argument("cloud_dir", type=DIR)
-@DB_OPTION
+@READ_DB_OPTION
 @JSON_OPTION
 @reports_errors
 def cloud_stores(cloud_dir: Path, db_url: str | None, as_json: bool) -> None:
@@ -166,7 +178,7 @@ def _store_line(row: dict[str, Any]) -> str:
 @cloud.command("verify")
 @click.argument("cloud_dir", type=DIR)
 @click.argument("store_id")
-@DB_OPTION
+@READ_DB_OPTION
 @JSON_OPTION
 @reports_errors
 def cloud_verify(cloud_dir: Path, store_id: str, db_url: str | None, as_json: bool) -> None:

@@ -365,7 +365,7 @@ class Mesh:
         # feed with the next commit (shell.feedlog).
         self.terminal.accepted(self._merging_from, ready=True)
         self.terminal.defer(changes)
-        self.merges += 1
+        self.merges += bool(changes)  # every flush hands over its output, often none
         if self._observer is not None:
             self._observer.accepted()
 
