@@ -143,3 +143,19 @@ def test_cloud_verify_asks_the_running_cloud(world: World, procs: Procs) -> None
         "code": "bad_request",
         "message": "this cloud does not serve store 's2'",
     }
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+def test_cloud_stores_and_verify_read_the_replica_from_postgresql(world: World) -> None:
+    # The list is the directory's; the records are in the database, read with --db.
+    assert world.db is not None
+    listed = cli_json("cloud", "stores", world.cloud, "--db", world.db, cwd=world.root)
+    assert [(s["store_id"], s["records"]) for s in listed["stores"]] == [(STORE_ID, 0)]
+    ok = cli("cloud", "verify", world.cloud, STORE_ID, "--db", world.db, cwd=world.root)
+    assert ok.returncode == 0, ok.describe()
+    ghost_key = _forge_into_cloud_replica(world)
+    forged = cli(
+        "cloud", "verify", world.cloud, STORE_ID, "--db", world.db, "--json", cwd=world.root
+    )
+    assert forged.returncode == 1, forged.describe()
+    assert [p["key"] for p in forged.json()["unverified"]] == [ghost_key]
