@@ -61,6 +61,22 @@ def test_cloud_stores_offline_then_from_the_running_cloud(world: World, procs: P
     assert row["last_upload_ms"] is not None
     assert row["last_upload_ms"] >= before_ms - 1000
     assert row["cert_fingerprint"] == fingerprint
+    said = cli_ok("cloud", "stores", world.cloud, cwd=world.root).stdout
+    assert said.startswith(f"{STORE_ID}: {row['records']} records, "), said
+    assert "last upload unknown" not in said
+
+    # A store added while serve runs is listed, and said not to be served yet.
+    cli_json("store", "init", "store2", "--store-id", "s2", cwd=world.root)
+    cli_ok("store", "certify-cloud", "store2", "cloud/cloud.json", "cloud2.cert", cwd=world.root)
+    cli_ok("cloud", "add-store", "cloud", "store2/store.json", "cloud2.cert", cwd=world.root)
+    both = cli_json("cloud", "stores", world.cloud, cwd=world.root)["stores"]
+    assert [(s["store_id"], s["records"], s["last_upload_ms"]) for s in both][1] == (
+        "s2",
+        None,
+        None,
+    )
+    said = cli_ok("cloud", "stores", world.cloud, cwd=world.root).stdout.splitlines()
+    assert said[1].startswith("s2: not served until `cloud serve` restarts, time zone UTC"), said
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)

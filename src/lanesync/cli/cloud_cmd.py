@@ -168,8 +168,14 @@ def cloud_stores(cloud_dir: Path, db_url: str | None, as_json: bool) -> None:
 def _store_line(row: dict[str, Any]) -> str:
     upload = row["last_upload_ms"]
     expires = local_time(row["cert_not_after_ms"])
+    # A store added while ``serve`` runs: the directory has it, the process not yet.
+    held = (
+        "not served until `cloud serve` restarts"
+        if row["records"] is None
+        else f"{row['records']} records"
+    )
     return (
-        f"{row['store_id']}: {row['records']} records, time zone {row['timezone']}, "
+        f"{row['store_id']}: {held}, time zone {row['timezone']}, "
         f"certificate {row['cert_fingerprint']} valid until {expires}, "
         f"last upload {'unknown' if upload is None else local_time(upload)}"
     )
