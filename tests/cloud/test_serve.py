@@ -19,6 +19,9 @@ from cryptography.x509.oid import NameOID
 from support import wait_until
 from websockets.sync.client import connect
 
+from lanesync.cloud.serve import tls_context
+from lanesync.errors import ConfigError
+
 from .conftest import STORE_ID, World
 from .procs import ENV, LOOPBACK, Procs, cli
 from .store import one_error_line
@@ -105,3 +108,14 @@ def test_tls_options_refuse_bad_input_in_one_line(world: World) -> None:
     swapped = cli(*serve, "--tls-cert", key_file, "--tls-key", cert_file, cwd=world.root)
     assert "not a PEM certificate and its private key" in one_error_line(swapped)
     assert not (world.cloud / "runtime.json").exists()  # nothing was served
+
+
+def test_a_tls_file_gone_since_the_command_line_was_checked_is_one_line(tmp_path: Path) -> None:
+    # click checks that the files exist; one removed before serve reads it is said as plainly.
+    cert_file, key_file = self_signed(tmp_path)
+    key_file.unlink()
+    with pytest.raises(ConfigError) as raised:
+        tls_context(cert_file, key_file)
+    assert str(raised.value) == (
+        f"cannot use TLS certificate {cert_file} with key {key_file}: No such file or directory"
+    )
