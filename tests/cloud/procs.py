@@ -10,7 +10,7 @@ whatever happened in the test.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -131,8 +131,15 @@ class Procs(ApiGroup):
         )
         self.all: list[Proc] = []
 
-    def _spawn(self, cls: type[Proc], name: str, path: Path, args: list[str]) -> Proc:
-        proc = self.group.spawn(name, path, ["-m", "lanesync", *args], cls=cls)
+    def _spawn(
+        self,
+        cls: type[Proc],
+        name: str,
+        path: Path,
+        args: list[str],
+        env: Mapping[str, str] | None = None,
+    ) -> Proc:
+        proc = self.group.spawn(name, path, ["-m", "lanesync", *args], cls=cls, env=env)
         self.all.append(proc)
         return proc
 
@@ -144,6 +151,7 @@ class Procs(ApiGroup):
         cloud: str | None = None,
         priority: int | None = None,
         extra: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> Lane:
         args = [
             "run", str(path),
@@ -155,20 +163,22 @@ class Procs(ApiGroup):
             args += ["--cloud", cloud]
         if priority is not None:
             args += ["--priority", str(priority)]
-        proc = self._spawn(Lane, path.name, path, [*args, *extra])
+        proc = self._spawn(Lane, path.name, path, [*args, *extra], env)
         assert isinstance(proc, Lane)
         return proc
 
-    def spawn_cloud(self, path: Path, db: str | None = None) -> Cloud:
+    def spawn_cloud(
+        self, path: Path, db: str | None = None, extra: Sequence[str | Path] = ()
+    ) -> Cloud:
         args = ["cloud", "serve", str(path), "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
         if db is not None:
             args += ["--db", db]
-        proc = self._spawn(Cloud, path.name, path, args)
+        proc = self._spawn(Cloud, path.name, path, [*args, *map(str, extra)])
         assert isinstance(proc, Cloud)
         return proc
 
-    def cloud(self, path: Path, db: str | None = None) -> Cloud:
-        return self.ready(self.spawn_cloud(path, db))
+    def cloud(self, path: Path, db: str | None = None, extra: Sequence[str | Path] = ()) -> Cloud:
+        return self.ready(self.spawn_cloud(path, db, extra))
 
     def lanes(self, specs: Sequence[dict[str, Any]]) -> list[Lane]:
         """Start several lanes at once (``spawn_lane`` keyword arguments plus ``path``)."""

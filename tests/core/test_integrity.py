@@ -89,6 +89,8 @@ def test_tampered_record_is_not_counted_and_is_listed() -> None:
     assert replica.views.accepted_count() == 0
     assert problem_keys(replica, "rejected") == [(TODAY_DOC, genuine.key)]
     assert problem_keys(replica, "unverified") == []
+    # The counts the cloud's /metrics reads say the same, without building the report.
+    assert replica.views.uncounted_counts() == {"rejected": 1, "unverified": 0, "unauthorized": 0}
     # Under its own (recomputed) key: the key matches, the signature does not.
     own_key = enrolled_observer(store, cert)
     put_records(own_key, TODAY_DOC, {parsed.key: tampered}, client_id=4243)
@@ -96,6 +98,7 @@ def test_tampered_record_is_not_counted_and_is_listed() -> None:
     assert own_key.views.accepted_count() == 0
     assert problem_keys(own_key, "unverified") == [(TODAY_DOC, parsed.key)]
     assert problem_keys(own_key, "rejected") == []
+    assert own_key.views.uncounted_counts() == {"rejected": 0, "unverified": 1, "unauthorized": 0}
     # positive control: the genuine record is counted by the same kind of replica
     honest = enrolled_observer(store, cert)
     put_records(honest, TODAY_DOC, keyed(genuine), client_id=4242)
@@ -149,6 +152,7 @@ def test_record_signed_by_an_unenrolled_key_is_never_counted() -> None:
     replica.rebuild(NOW)
     assert replica.views.on_hand() == {}
     assert len(replica.views.problems()["unverified"]) == 2
+    assert replica.views.uncounted_counts()["unverified"] == 2
 
 
 WRONG_KEYS = {
@@ -385,6 +389,7 @@ def test_price_change_signed_by_a_cashier_is_not_applied() -> None:
     for replica in (cashier.replica, manager.replica):
         assert replica.views.price_of(Sku("X")) is None
         assert problem_keys(replica, "unauthorized") == [(CATALOG_DOC, record.key)]
+        assert replica.views.uncounted_counts()["unauthorized"] == 1
         assert replica.views.on_hand() == {"X": 3}
     manager.replica.append(PriceChange(Sku("X"), 250), NOW + 2)
     sync_all([cashier.replica, manager.replica], NOW + 3)

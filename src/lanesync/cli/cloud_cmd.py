@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -20,7 +22,8 @@ from .common import (
     serves_until_storage_fails,
 )
 from .group import UntruncatedGroup
-from .output import console, emit_json, money, stock_table
+from .output import console, emit_json, local_time, money, stock_table
+from .sync_cmd import print_integrity
 
 
 @click.group(cls=UntruncatedGroup)
@@ -82,18 +85,47 @@ DB_OPTION = click.option(
 )
 
 
+# ``cloud stores`` and ``cloud verify`` open the replicas themselves only while no ``serve`` runs
+# on CLOUD_DIR (it holds their locks, and answers from memory instead).
+READ_DB_OPTION = click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    default=None,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB the replicas are in, read when no "
+    "`cloud serve` runs on CLOUD_DIR (or set LANESYNC_CLOUD_DB). Default: SQLite in CLOUD_DIR.",
+)
+
+
 @cloud.command("serve")
 @click.argument("cloud_dir", type=DIR)
 @click.option("--listen", default="127.0.0.1:0", show_default=True, help="Uplink websocket.")
 @click.option("--api", default="127.0.0.1:0", show_default=True, help="Head-office HTTP API.")
 @DB_OPTION
+@click.option(
+    "--tls-cert",
+    type=FILE_IN,
+    help="PEM certificate chain: serve the uplink port over TLS (wss://). Needs --tls-key.",
+)
+@click.option("--tls-key", type=FILE_IN, help="PEM private key of --tls-cert.")
 @LOG_LEVEL_OPTION
 @reports_errors
 @serves_until_storage_fails
-def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None, log_level: str) -> None:
+def cloud_serve(
+    cloud_dir: Path,
+    listen: str,
+    api: str,
+    db_url: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    log_level: str,
+) -> None:
     """Serve every store added to this cloud: uplinks from leaders and the read API."""
     from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
+
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
 
     cloud_main(
         CloudConfig(
@@ -103,8 +135,76 @@ def cloud_serve(cloud_dir: Path, listen: str, api: str, db_url: str | None, log_
             db_url,
             collaborators=handed_collaborators(),
             log_level=log_level,
+            tls=None if tls_cert is None or tls_key is None else (tls_cert, tls_key),
         )
     )
+
+
+@cloud.command("stores")
+@click.argument("cloud_dir", type=DIR)
+@READ_DB_OPTION
+@JSON_OPTION
+@reports_errors
+def cloud_stores(cloud_dir: Path, db_url: str | None, as_json: bool) -> None:
+    """The stores this cloud serves: time zone, certificate, records held, last upload."""
+    from lanesync.cloud.directory import CloudDirectory
+    from lanesync.cloud.inventory import stores_report
+
+    directory = CloudDirectory.open(cloud_dir)
+    client = DaemonClient.for_directory(cloud_dir)
+    served = None
+    if client is not None:
+        served = {row["store_id"]: row for row in client.call("GET", "/v1/stores")["stores"]}
+    report = stores_report(directory, served, db_url)
+    if as_json:
+        emit_json(report)
+        return
+    if not report["stores"]:
+        console.print("this cloud serves no store yet (`lanesync cloud add-store`)", markup=False)
+    for row in report["stores"]:
+        console.print(_store_line(row), markup=False, soft_wrap=True)
+
+
+def _store_line(row: dict[str, Any]) -> str:
+    upload = row["last_upload_ms"]
+    expires = local_time(row["cert_not_after_ms"])
+    # A store added while ``serve`` runs: the directory has it, the process not yet.
+    held = (
+        "not served until `cloud serve` restarts"
+        if row["records"] is None
+        else f"{row['records']} records"
+    )
+    return (
+        f"{row['store_id']}: {held}, time zone {row['timezone']}, "
+        f"certificate {row['cert_fingerprint']} valid until {expires}, "
+        f"last upload {'unknown' if upload is None else local_time(upload)}"
+    )
+
+
+@cloud.command("verify")
+@click.argument("cloud_dir", type=DIR)
+@click.argument("store_id")
+@READ_DB_OPTION
+@JSON_OPTION
+@reports_errors
+def cloud_verify(cloud_dir: Path, store_id: str, db_url: str | None, as_json: bool) -> None:
+    """Check a store's replica as the cloud holds it; exit 1 when anything does not verify."""
+    from lanesync.cloud.directory import CloudDirectory
+    from lanesync.cloud.inventory import open_replica
+
+    directory = CloudDirectory.open(cloud_dir)
+    client = DaemonClient.for_directory(cloud_dir)
+    if client is not None:
+        report = client.call("GET", f"/v1/stores/{_path_id(store_id)}/verify")
+    else:
+        with open_replica(directory, _path_id(store_id), db_url) as terminal:
+            report = terminal.integrity()
+    if as_json:
+        emit_json(report)
+    else:
+        print_integrity(report)
+    if not report["ok"]:
+        sys.exit(1)
 
 
 @cloud.command("migrate")

@@ -130,12 +130,12 @@ def verify_command(terminal_dir: Path, as_json: bool) -> None:
     if as_json:
         emit_json(report)
     else:
-        _print_integrity(report)
+        print_integrity(report)
     if not report["ok"]:
         sys.exit(1)
 
 
-def _print_integrity(report: dict[str, Any]) -> None:
+def print_integrity(report: dict[str, Any]) -> None:
     status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
     console.print(
         f"{status}: {report['records']} records, digest {report['digest'][:16]}", markup=True

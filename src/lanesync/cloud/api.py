@@ -8,10 +8,12 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
+from prometheus_client import generate_latest
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 from lanesync import __version__
+from lanesync.cloud.metrics import cloud_registry
 from lanesync.cloud.service import CloudService
 from lanesync.cloud.stores import StoreRuntime
 from lanesync.core import bodies
@@ -40,6 +42,7 @@ CLOUD_DOC = ApiDoc(
 def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     app = FastAPI(title="lanesync cloud API", version=__version__, description=__doc__)
     install_common(app, token, CLOUD_DOC)
+    registry = cloud_registry(service)
 
     def store(store_id: str) -> StoreRuntime:
         runtime = service.stores.get(store_id) if is_valid_name(store_id) else None
@@ -60,6 +63,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
                         p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]
                     ],
                     "sales_recorded": totals.get(store_id, {}).get("sales_recorded", 0),
+                    "last_upload_ms": runtime.last_upload_ms,
                 }
                 for store_id, runtime in sorted(service.stores.items())
             ]
@@ -81,6 +85,11 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     async def get_digest(store_id: str, _: RequireToken) -> dict[str, str]:
         return {"digest": store(store_id).terminal.digest()}
 
+    @app.get("/v1/stores/{store_id}/verify")
+    async def get_verify(store_id: str, _: RequireToken) -> dict[str, Any]:
+        """The store's replica as this cloud holds it, checked as a lane's ``/v1/verify``."""
+        return store(store_id).terminal.integrity()
+
     @app.post("/v1/stores/{store_id}/prices", status_code=201)
     async def post_price(store_id: str, body: PriceIn, _: RequireToken) -> dict[str, str]:
         runtime = store(store_id)
@@ -97,6 +106,11 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
             "started_ms": service.started_ms,
             "stores": sorted(service.stores),
         }
+
+    @app.get("/metrics", response_class=Response)
+    async def metrics(_: RequireToken) -> Response:
+        """Prometheus text: stores, uploads, merges and their latency, bytes, failures, lag."""
+        return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     return app
 

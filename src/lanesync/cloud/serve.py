@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from lanesync.cloud.api import create_cloud_app
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.service import CloudService
 from lanesync.cloud.stores import follow_database
-from lanesync.errors import StorageError
+from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
@@ -43,12 +44,34 @@ class CloudConfig:
     db_url: str | None = None  # None: SQLite in the directory; else a shared PostgreSQL
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
+    # The uplink port over TLS (wss://) with this certificate chain and key, both PEM; None: ws://
+    tls: tuple[Path, Path] | None = None
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A server context for the uplink port (Python's defaults: TLS 1.2 and up)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except OSError as exc:
+        # OpenSSL says "[SSL] PEM lib (_ssl.c:3905)" for a file that is not PEM, or a key that
+        # is not the certificate's: say that in words.
+        reason = (
+            "not a PEM certificate and its private key"
+            if isinstance(exc, ssl.SSLError)
+            else exc.strerror or str(exc)
+        )
+        raise ConfigError(
+            f"cannot use TLS certificate {cert_file} with key {key_file}: {reason}"
+        ) from exc
+    return context
 
 
 async def run_cloud(config: CloudConfig) -> None:
     """Serve until SIGTERM/SIGINT (returns) or a storage failure (raises ``StorageError`` once
     everything is closed)."""
     directory = CloudDirectory.open(config.directory)
+    tls = None if config.tls is None else tls_context(*config.tls)
     lock = DirectoryLock(config.directory / LOCK)
     lock.acquire(0)  # one serve per cloud directory
     try:
@@ -59,7 +82,7 @@ async def run_cloud(config: CloudConfig) -> None:
     shutdown = Shutdown()
     try:
         service.open_stores(shutdown.storage_failed)
-        await _serve(config, service, shutdown)
+        await _serve(config, service, shutdown, tls)
     finally:
         remove_runtime(config.directory)
         service.close()
@@ -68,15 +91,17 @@ async def run_cloud(config: CloudConfig) -> None:
     shutdown.raise_failure()
 
 
-async def _serve(config: CloudConfig, service: CloudService, shutdown: Shutdown) -> None:
+async def _serve(
+    config: CloudConfig, service: CloudService, shutdown: Shutdown, tls: ssl.SSLContext | None
+) -> None:
     shutdown.install_signals()
     peer_sock, api_sock = bind_sockets(config.listen, config.api)
-    service.listen = socket_url("ws", peer_sock)
+    service.listen = socket_url("ws" if tls is None else "wss", peer_sock)
     service.api = socket_url("http", api_sock)
     token = load_or_create_token(config.directory)
     api = ApiServer(create_cloud_app(service, token))
     async with (
-        serve(service.route, sock=peer_sock, **websocket_options()) as server,
+        serve(service.route, sock=peer_sock, ssl=tls, **websocket_options()) as server,
         asyncio.TaskGroup() as group,
     ):
         serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")

@@ -49,6 +49,10 @@ class CloudService:
         self.listen = ""
         self.api = ""
         self.started_ms = wall_clock_ms()
+        self.uploads_accepted = 0  # connections handed to a store's mesh (cloud/metrics.py)
+        self.uplinks_refused = 0  # connections refused at the hello
+        # Told each merge's duration (the API's /metrics sets it; nothing by default).
+        self.observe_merge: Callable[[float], None] = lambda seconds: None
 
     def open_stores(self, on_failure: Callable[[StorageError], None]) -> None:
         for store_id in self.directory.store_ids():
@@ -62,6 +66,7 @@ class CloudService:
                 self.collaborators,
             )
             self.stores[store_id] = runtime
+            runtime.mesh.on_merged = self._merged_by(runtime)
             runtime.refresh()
             log.info(
                 "store.opened store=%s records=%d db=%s",
@@ -69,6 +74,9 @@ class CloudService:
                 runtime.terminal.replica.views.accepted_count(),
                 self.backend.description,
             )
+
+    def _merged_by(self, runtime: StoreRuntime) -> Callable[[float], None]:
+        return lambda seconds: runtime.merged_upload(seconds, self.observe_merge)
 
     def close(self) -> None:
         for runtime in self.stores.values():
@@ -110,8 +118,10 @@ class CloudService:
                 if store is None:
                     reason = f"this cloud does not serve store {hello.store_id[:64]!r}"
         if store is None or not isinstance(first, bytes):
+            self.uplinks_refused += 1
             log.warning("uplink.refused reason=%s: a lane's uplink was refused", reason)
             with contextlib.suppress(ConnectionClosed):
                 await ws.close(CloseCode.POLICY_VIOLATION, (reason or "refused")[:120])
             return
+        self.uploads_accepted += 1
         await store.mesh.serve_connection(ws, first_frame=first)

@@ -32,7 +32,7 @@ from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
 
@@ -84,6 +84,13 @@ class StoreRuntime:
     accepted: AcceptedRecords  # what the replica accepts, for the head-office tables
     shared_storage: PostgresStoreStorage | None = None
     relay_scheduled: bool = field(default=False)
+    # When this process last merged records a leader sent (wall clock, ms); None until then.
+    last_upload_ms: int | None = None
+
+    def merged_upload(self, seconds: float, observe: Callable[[float], None]) -> None:
+        """The mesh merged (and committed) a batch of a leader's records in ``seconds``."""
+        self.last_upload_ms = wall_clock_ms()
+        observe(seconds)
 
     def refresh(self) -> None:
         """Project the replica into the head-office tables (after every durable merge); on a

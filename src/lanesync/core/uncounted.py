@@ -50,6 +50,14 @@ class Uncounted:
         self.rejected.pop((doc, key), None)
         self.unverified[terminal].pop((doc, key), None)
 
+    def counts(self) -> dict[str, int]:
+        """How many entries are held but not counted, by why (cheap: for metrics, per scrape)."""
+        return {
+            "rejected": len(self.rejected),
+            "unverified": sum(len(records) for records in self.unverified.values()),
+            "unauthorized": len(self.unauthorized),
+        }
+
     def export(self) -> list[Any]:
         """Unverified, rejected and unauthorized entries as plain msgpack-able values."""
         return [

@@ -400,6 +400,10 @@ class Views:
         """Everything held but not counted, grouped by kind, sorted (for ``verify``)."""
         return {**self._uncounted.problems(self._trust), **self._chains.problems()}
 
+    def uncounted_counts(self) -> dict[str, int]:
+        """How many entries are held but not counted: rejected, unverified, unauthorized."""
+        return self._uncounted.counts()
+
     def resolved_forks(self) -> list[dict[str, object]]:
         """Every fork the store resolved, with how far each branch counts (for ``verify``)."""
         return self._actions.resolved_forks(self._chains)

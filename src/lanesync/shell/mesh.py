@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -194,6 +195,11 @@ class Mesh:
         self.connected_to = self.peer_table.connected_to
         self.frames_out = 0
         self.bytes_out = 0
+        self.bytes_in = 0
+        # Told how long each flush that merged peers' records took, merge to commit (the cloud's
+        # /metrics); ``merges`` counts the batches merged.
+        self.on_merged: Callable[[float], None] | None = None
+        self.merges = 0
         self.gate = HandshakeGate() if gate is None else gate
         self.isolation = isolation
         self._on_caught_up = on_caught_up
@@ -233,6 +239,7 @@ class Mesh:
                 HANDSHAKE_TIMEOUT_S, self._handshake_deadline, conn_id
             )
             if first_frame is not None:
+                self.bytes_in += len(first_frame)
                 self.node.data_received(conn_id, first_frame, self._clock())
             self._schedule_flush()
             async for message in ws:
@@ -240,6 +247,7 @@ class Mesh:
                     reason = "text frames are not part of the protocol"
                     await ws.close(CloseCode.POLICY_VIOLATION, reason)
                     break
+                self.bytes_in += len(message)
                 self.node.data_received(conn_id, message, self._clock())
                 self._schedule_flush()
                 if not sock.authenticated:
@@ -341,7 +349,10 @@ class Mesh:
         self._merging_from = (
             Origin.CLOUD if self.node.inbox_roles() == {Role.CLOUD} else Origin.PEER
         )
+        started, merges = time.perf_counter(), self.merges
         self.driver.flush()
+        if self.merges != merges and self.on_merged is not None:
+            self.on_merged(time.perf_counter() - started)
         if self._on_caught_up is not None and self.node.caught_up:
             self._on_caught_up()
         if self._observer is not None:
@@ -354,6 +365,7 @@ class Mesh:
         # feed with the next commit (shell.feedlog).
         self.terminal.accepted(self._merging_from, ready=True)
         self.terminal.defer(changes)
+        self.merges += bool(changes)  # every flush hands over its output, often none
         if self._observer is not None:
             self._observer.accepted()
 
