@@ -48,14 +48,15 @@ def usual_umask() -> Iterator[None]:
 # root, PostgreSQL 15 and faketime installed): the daemons' timing moves a figure by a few
 # tenths. Raise a floor when its figure rises. "lanesync" is the top-level modules.
 COVERAGE_FLOORS = {
+    # measured in a whole-suite run of 1883e84 (2026-12-07) after each package's name
     "lanesync": 99.0,  # 100.0
-    "bench": 88.5,  # 90.0
-    "cli": 90.5,  # 92.3
-    "cloud": 91.5,  # 93.2
-    "core": 95.0,  # 96.9
-    "shell": 92.5,  # 94.4
-    "sim": 92.5,  # 94.5
-    "tools": 88.0,  # 89.9 at 73dbaa8, with the namespace test network (netns, nsagent) in it
+    "bench": 89.0,  # 90.5
+    "cli": 91.5,  # 92.9
+    "cloud": 93.0,  # 94.5
+    "core": 96.0,  # 97.6
+    "shell": 94.0,  # 95.7
+    "sim": 93.0,  # 94.1 (94.5 at 73dbaa8: daemons' timing moves it a little)
+    "tools": 88.0,  # 89.5 (89.9 at 73dbaa8), with the namespace test network (netns, nsagent)
 }
 
 
