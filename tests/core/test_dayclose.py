@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from lanesync.core import dayclose, reports, zreport
 from lanesync.core.identity import Role, issue_revocation
-from lanesync.core.ids import RecordId, Sku, TerminalId
+from lanesync.core.ids import RecordId, Sku, TerminalId, ledger_doc
 from lanesync.core.records import (
     GENESIS_HASH,
     RECORD_FORMAT,
@@ -219,6 +219,25 @@ def test_a_terminal_restored_from_a_copy_learns_its_close_from_a_peer() -> None:
     sync(lane.replica, other.replica)
     sync(other.replica, copy, NOW - HOUR_MS)
     record, _ = copy.append(sale(), NOW - HOUR_MS)
+    assert copy.business_day(record) == TOMORROW
+
+
+def test_a_restored_terminal_learns_its_close_when_the_gap_before_it_fills_later() -> None:
+    """Peers hand a restored lane its day-end before the sale it follows: held back by the gap,
+    it is counted only when the sale arrives in a later fold, and the clock must then leave the
+    closed day (the simulator's seed 495 of the CI batch, under some hash seeds)."""
+    store = Store()
+    lane = store.terminal("lane1")
+    copy = restarted(lane.replica)  # its directory, copied before anything was written
+    sold, _ = lane.replica.append(sale(), NOW)
+    (closed,), _ = lane.replica.close_days(None, NOW + 1)
+    doc = ledger_doc(lane.replica.business_day(sold))
+    put_records(copy, doc, keyed(closed), store.client_id(), NOW - HOUR_MS)
+    assert copy.views.head(TerminalId("lane1")).seq == 0  # waits for seq 1
+    put_records(copy, doc, keyed(sold), store.client_id(), NOW - HOUR_MS)
+    assert copy.views.head(TerminalId("lane1")).seq == 2
+    record, _ = copy.append(sale(), NOW - HOUR_MS)
+    assert record.seq == 3
     assert copy.business_day(record) == TOMORROW
 
 
