@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from .common import (
 )
 from .group import UntruncatedGroup
 from .output import console, emit_json, local_time, money, stock_table
-from .sync_cmd import print_integrity
+from .sync_cmd import show_integrity
 
 
 @click.group(cls=UntruncatedGroup)
@@ -199,12 +198,7 @@ def cloud_verify(cloud_dir: Path, store_id: str, db_url: str | None, as_json: bo
     else:
         with open_replica(directory, _path_id(store_id), db_url) as terminal:
             report = terminal.integrity()
-    if as_json:
-        emit_json(report)
-    else:
-        print_integrity(report)
-    if not report["ok"]:
-        sys.exit(1)
+    show_integrity(report, as_json)
 
 
 @cloud.command("migrate")

@@ -127,6 +127,12 @@ def verify_command(terminal_dir: Path, as_json: bool) -> None:
     else:
         with Terminal.open(terminal_dir) as terminal:
             report = terminal.integrity()
+    show_integrity(report, as_json)
+
+
+def show_integrity(report: dict[str, Any], as_json: bool) -> None:
+    """Print a verify report (a lane's or the cloud's replica of a store) and exit 1 when
+    anything held does not verify."""
     if as_json:
         emit_json(report)
     else:
