@@ -68,7 +68,7 @@ class CatchUp:
             link.state_request_deferred = True
             return
         self.asking = link.conn_id
-        self._outbox.send(link, State(self._replica.state_vectors(), reply=True))
+        self._outbox.send(link, State(self._replica.state_vectors(link.peer_state), reply=True))
 
     def ended(self, link: Link, *, answered: bool) -> None:
         """``link`` answered our question, or closed; nothing if it was not the one asked."""
@@ -92,7 +92,7 @@ class CatchUp:
                     self.request(link, links)
                 else:
                     # We hold what the answering peer held: the others send only the rest.
-                    state = State(self._replica.state_vectors(), reply=True)
+                    state = State(self._replica.state_vectors(link.peer_state), reply=True)
                     self._outbox.send(link, state)
 
     # -- their questions -------------------------------------------------------------------------
@@ -109,7 +109,7 @@ class CatchUp:
         link.reply_owed = False
         link.answer_brings = None
         diff = self._replica.updates_since(vectors)
-        ours = self._replica.state_vectors()
+        ours = self._replica.state_vectors(vectors)
         if diff:
             link.answer_brings = {
                 doc: decode_state_vector(ours[doc]) or {} for doc in diff if doc in ours

@@ -20,11 +20,14 @@ class Change:
     updates: list[tuple[str, bytes]] = field(default_factory=list)
     verdicts: list[bytes] = field(default_factory=list)
     entries: int = 0  # map entries added or changed in memory (0: the update was a duplicate)
+    # Sealed days this change opened again (a late record): their archives lead ``updates``.
+    unsealed: list[str] = field(default_factory=list)
 
     def extend(self, other: Change) -> None:
         self.updates.extend(other.updates)
         self.verdicts.extend(other.verdicts)
         self.entries += other.entries
+        self.unsealed.extend(other.unsealed)
 
     def __bool__(self) -> bool:
         return bool(self.updates or self.verdicts)

@@ -107,14 +107,15 @@ def open_checkpoint(
 def load_checkpoint(
     checkpoint: bytes,
     store_id: StoreId,
-    docs: Mapping[str, Doc[Any]],
+    prints: dict[str, list[bytes]],
     views: Views,
     verified: Container[bytes],
 ) -> str | None:
-    """Load ``views`` from ``checkpoint`` if it was made for this store from exactly ``docs``
-    (``Replica.restore``); else return why not, and the caller folds the views from ``docs``
+    """Load ``views`` from ``checkpoint`` if it was made for this store from exactly the
+    documents whose fingerprints are ``prints`` (``Replica.restore``: the open documents' and
+    the sealed days'); else return why not, and the caller folds the views from the documents
     instead (views that refused a checkpoint are left half loaded: replace them)."""
-    opened = open_checkpoint(checkpoint, store_id, document_fingerprints(docs))
+    opened = open_checkpoint(checkpoint, store_id, prints)
     if isinstance(opened, Refused):
         return opened.reason
     try:

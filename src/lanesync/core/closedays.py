@@ -71,8 +71,18 @@ def _first_open_day(replica: Replica, terminal: TerminalId) -> str | None:
 
 
 def first_record_day(replica: Replica, terminal: TerminalId) -> str | None:
-    """The business day of ``terminal``'s first counted record, None when none counts."""
+    """The business day of ``terminal``'s first counted record, None when none counts. Kept
+    per record hash (``Replica.first_days``): the record is read back from its document, an
+    archive once its day is sealed, and every report asks this of every lane."""
+    first_hash = replica.views.accepted_hash(terminal, 1)
+    if first_hash is not None:
+        known = replica.first_days.get(first_hash)
+        if known is not None:
+            return known
     first = replica.find_record(RecordId(terminal, 1))
+    if first is not None and first_hash is not None:
+        day = replica.first_days[first_hash] = first.hlc.business_day(replica.tz)
+        return day
     if first is None:
         head = replica.views.head(terminal)
         return None if head.seq == 0 else head.hlc.business_day(replica.tz)

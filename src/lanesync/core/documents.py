@@ -20,8 +20,10 @@ from typing import Any
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC
+from lanesync.core import sealing
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, LEDGER_PREFIX
 from lanesync.core.records import Record, Rejection, Sale, parse_record
+from lanesync.core.sealing import SEALED_SUMMARY, SealedDay
 from lanesync.core.updates import EMPTY_UPDATE, covered_by
 from lanesync.errors import RemoteError
 
@@ -30,6 +32,7 @@ CERTS_ROOT = "certs"
 
 MapObserver = Callable[[str, Any], None]  # (document, pycrdt's Rust MapEvent)
 TransactionObserver = Callable[[str, TransactionEvent], None]
+ArchiveReader = Callable[[str], bytes]  # a sealed day -> its archive (sealing.compress'd)
 
 
 class DocumentSet:
@@ -43,15 +46,34 @@ class DocumentSet:
         self._on_transaction = on_transaction
         self.docs: dict[str, Doc[Any]] = {}
         self._roots: dict[str, Map[bytes]] = {}  # each document's one top-level map
-        self._subscriptions: list[Subscription] = []
+        self._subscriptions: dict[str, list[Subscription]] = {}
+        self._digests: dict[str, bytes] = {}  # content_digest per open document, until changed
+        # Sealed days (core.sealing), by document name: not in ``docs``; their records are read
+        # back from their archives through ``read_archive`` (the owner's storage).
+        self.sealed: dict[str, SealedDay] = {}
+        # Report hashes of the earlier seals of days opened again by a late record, by document.
+        self.amended: dict[str, tuple[str, ...]] = {}
+        self.read_archive: ArchiveReader | None = None
+        # (document, archive update) of each sealed day opened again, for the owner to store.
+        self.unsealed: list[tuple[str, bytes]] = []
+        self._archive_cache: tuple[str, Doc[Any]] | None = None  # the last archive read
 
     def names(self) -> list[str]:
+        """The documents held open (sealed days are not among them)."""
         return sorted(self.docs)
 
+    def all_names(self) -> list[str]:
+        """Every document, open or sealed."""
+        return sorted([*self.docs, *self.sealed])
+
     def doc(self, name: str) -> Doc[Any]:
-        """Document ``name``, created empty (and observed) when it is not held yet."""
+        """Document ``name``, created empty (and observed) when it is not held yet; a sealed
+        day is opened again first (``unseal``: the caller is about to change it)."""
         doc = self.docs.get(name)
         if doc is None:
+            if name in self.sealed:
+                self.unseal(name)
+                return self.docs[name]
             doc = self.adopt(name, Doc(client_id=self._client_id))
         return doc
 
@@ -62,11 +84,18 @@ class DocumentSet:
         # The map is observed on its Rust object (``Map.integrated``): ``Map.observe`` wraps
         # every event in Python objects first, which cost ~27 us per merged transaction
         # (`lanesync bench receive-path`), and only the ``keys`` of an event are read here.
-        self._subscriptions.append(root.integrated.observe(partial(self._on_map_event, name)))
-        self._subscriptions.append(doc.observe(partial(self._on_transaction, name)))
+        self._subscriptions[name] = [
+            root.integrated.observe(partial(self._on_map_event, name)),
+            doc.observe(partial(self._on_transaction, name)),
+            doc.observe(partial(self._changed, name)),
+        ]
         self.docs[name] = doc
         self._roots[name] = root  # ``Doc.get`` builds a new wrapper each call (~6 us)
+        self._digests.pop(name, None)
         return doc
+
+    def _changed(self, name: str, _event: TransactionEvent) -> None:
+        self._digests.pop(name, None)
 
     def root(self, name: str) -> Map[bytes]:
         """Document ``name``'s map (the document is created when it is not held yet)."""
@@ -88,17 +117,81 @@ class DocumentSet:
         for name, doc in loaded.items():
             self.adopt(name, doc)
 
+    # -- sealed days ----------------------------------------------------------------------------
+
+    def seal(self, sealed: SealedDay) -> None:
+        """Drop the open document of ``sealed.day`` (its archive is stored): from now on it is
+        read from the archive, and named in no state vector."""
+        name = sealed.doc
+        doc = self.docs.pop(name)
+        self._roots.pop(name, None)
+        self._subscriptions.pop(name, None)
+        self._digests.pop(name, None)
+        self.amended.pop(name, None)
+        self.sealed[name] = sealed
+        self._archive_cache = (name, doc)
+
+    def unseal(self, name: str) -> bytes:
+        """Open sealed document ``name`` again from its archive; returns the archive's CRDT
+        update (the owner stores it as the document's first log row)."""
+        sealed = self.sealed[name]
+        update = self.archived_update(name)
+        doc: Doc[Any] = Doc(client_id=self._client_id)
+        doc.apply_update(update)
+        del self.sealed[name]
+        self.amended[name] = (*sealed.amended_from, sealed.report_hash)
+        self.adopt(name, doc)  # observed only now: its entries are folded already
+        self._archive_cache = None
+        self.unsealed.append((name, update))
+        return update
+
+    def archived_update(self, name: str) -> bytes:
+        if self.read_archive is None:
+            raise RuntimeError("a sealed day is read with no archive reader attached")
+        return sealing.decompress(self.read_archive(self.sealed[name].day))
+
+    def archived(self, name: str) -> Doc[Any]:
+        """Sealed document ``name``, built from its archive (the last one read is kept)."""
+        if self._archive_cache is not None and self._archive_cache[0] == name:
+            return self._archive_cache[1]
+        doc: Doc[Any] = Doc()
+        doc.apply_update(self.archived_update(name))
+        self._archive_cache = (name, doc)
+        return doc
+
+    def _map(self, name: str) -> Map[bytes] | None:
+        """Document ``name``'s map, open or sealed, or None when neither."""
+        root = self._roots.get(name)
+        if root is not None:
+            return root
+        if name in self.sealed:
+            archived: Map[bytes] = self.archived(name).get(RECORDS_ROOT, type=Map)
+            return archived
+        return None
+
+    def summary(self) -> sealing.Summary | None:
+        return sealing.summarize(self.sealed.values()) if self.sealed else None
+
+    # -- merging --------------------------------------------------------------------------------
+
+    def _vector(self, name: str) -> bytes | None:
+        doc = self.docs.get(name)
+        if doc is not None:
+            return bytes(doc.get_state())
+        sealed = self.sealed.get(name)
+        return None if sealed is None else sealed.state_vector
+
     def fresh(self, updates: Sequence[tuple[str, bytes]]) -> list[bool]:
         """Per (document, update): is it new here, neither integrated in its document already
-        nor a repeat of one earlier in ``updates``? One state vector per document."""
+        (open or sealed) nor a repeat of one earlier in ``updates``? One state vector per
+        document."""
         vectors: dict[str, bytes | None] = {}
         seen: set[tuple[str, bytes]] = set()
         fresh: list[bool] = []
         for name, update in updates:
             data = bytes(update)
             if name not in vectors:
-                doc = self.docs.get(name)
-                vectors[name] = None if doc is None else bytes(doc.get_state())
+                vectors[name] = self._vector(name)
             new = (name, data) not in seen and not covered_by(data, vectors[name])
             seen.add((name, data))
             fresh.append(new)
@@ -106,7 +199,8 @@ class DocumentSet:
 
     def apply_merged(self, updates: Iterable[tuple[str, bytes]]) -> None:
         """Apply updates from elsewhere, all of one document in ONE transaction, documents in
-        the order they first appear; ``RemoteError`` when pycrdt refuses one."""
+        the order they first appear; ``RemoteError`` when pycrdt refuses one. A sealed day an
+        update names is opened again first (``unseal``)."""
         by_doc: dict[str, list[bytes]] = {}
         for name, update in updates:
             by_doc.setdefault(name, []).append(bytes(update))
@@ -134,16 +228,58 @@ class DocumentSet:
                     doc.apply_update(bytes(update))
             start = end
 
-    # -- reads ----------------------------------------------------------------------------------
+    # -- state-vector exchange ------------------------------------------------------------------
 
-    def state_vectors(self) -> dict[str, bytes]:
-        return {name: bytes(doc.get_state()) for name, doc in sorted(self.docs.items())}
+    def state_vectors(self, peer: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """The state vector of every open document, the summary of the sealed days, and the
+        archived vectors a peer (whose last state is ``peer``) needs to hear (see
+        ``core.sealing``: the echo, and every sealed day while the digests disagree)."""
+        out = {name: bytes(doc.get_state()) for name, doc in sorted(self.docs.items())}
+        summary = self.summary()
+        if summary is None:
+            return out
+        out[SEALED_SUMMARY] = sealing.encode_summary(summary)
+        if peer is None:
+            return out
+        disagree = self._digests_disagree(peer)
+        for name, sealed in sorted(self.sealed.items()):
+            if disagree or (name in peer and peer[name] != sealed.state_vector):
+                out[name] = sealed.state_vector
+        return out
 
-    def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
-        """Per document, exactly what a replica with ``state_vectors`` lacks."""
+    def _digests_disagree(self, peer: Mapping[str, bytes]) -> bool:
+        """Did the peer seal the same days as this replica, with other contents?"""
+        raw = peer.get(SEALED_SUMMARY)
+        if raw is None:
+            return False
+        try:
+            theirs = sealing.decode_summary(raw)
+        except RemoteError:
+            return False
+        mine = {s.day: s for s in self.sealed.values()}
+        days = theirs.days()
+        if days != frozenset(mine):
+            return False  # not yet the same days: the echo and whole sends reconcile those
+        return sealing.digest_of(mine, days) != theirs.digest
+
+    def updates_since(self, peer: Mapping[str, bytes]) -> dict[str, bytes]:
+        """Per document, exactly what a replica whose state is ``peer`` lacks: of an open
+        document or a sealed one (from its archive). A day the peer sealed and does not name is
+        sent to it only when the digests say it may lack something (``state_vectors``)."""
+        theirs = _peer_sealed(peer)
         out: dict[str, bytes] = {}
-        for name, doc in sorted(self.docs.items()):
-            sv = state_vectors.get(name)
+        for name in self.all_names():
+            sv = peer.get(name)
+            if sv is None and name.startswith(LEDGER_PREFIX) and name[7:] in theirs:
+                continue
+            sealed = self.sealed.get(name)
+            if (
+                sealed is not None
+                and sv is not None
+                and sealing.vector_covers(sv, sealed.state_vector)
+            ):
+                continue
+            doc = self.docs.get(name) or self.archived(name)
             try:
                 update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
             except (ValueError, RuntimeError) as exc:
@@ -155,16 +291,20 @@ class DocumentSet:
     def covered(self, name: str, updates: Iterable[bytes]) -> list[bool]:
         """For each update: is it fully integrated in document ``name`` (nothing pending)? One
         state vector for all of them: compaction asks this of every log row."""
-        doc = self.docs.get(name)
-        vector = None if doc is None else bytes(doc.get_state())
+        vector = self._vector(name)
         return [covered_by(bytes(update), vector) for update in updates]
 
+    # -- reads ----------------------------------------------------------------------------------
+
     def records(self, names: Iterable[str] | None = None) -> Iterator[tuple[str, str, Record]]:
-        """Every parseable record held, accepted or not."""
-        for name in self.names() if names is None else names:
-            if name == CONFIG_DOC or name not in self.docs:
+        """Every parseable record held, accepted or not (of sealed days too, from archives)."""
+        for name in self.all_names() if names is None else names:
+            if name == CONFIG_DOC:
                 continue
-            for key, value in self.root(name).items():
+            root = self._map(name)
+            if root is None:
+                continue
+            for key, value in root.items():
                 parsed = parse_record(value)
                 if not isinstance(parsed, Rejection):
                     yield name, key, parsed
@@ -172,22 +312,31 @@ class DocumentSet:
     def entries(self, name: str) -> list[tuple[str, bytes]]:
         """A copy of document ``name``'s entries (key, value), unparsed: a reader that works
         in slices is then not disturbed by merges in between."""
-        if name not in self.docs:
-            return []
-        return list(self.root(name).items())
+        root = self._map(name)
+        return [] if root is None else list(root.items())
 
     def value_at(self, doc: str, key: str) -> object:
         """The value stored under ``key`` in document ``doc``, or None (``views.Documents``)."""
-        if doc not in self.docs:
-            return None
-        return self.root(doc).get(key)
+        root = self._map(doc)
+        return None if root is None else root.get(key)
+
+    def _places(self, key: str, skip: Iterable[str] = ()) -> Iterator[str]:
+        """Documents that may hold record ``key``: every open one, then the sealed days whose
+        seqs of its terminal include its seq."""
+        skipped = set(skip)
+        yield from (name for name in self.names() if name not in skipped)
+        record_id, _, _ = key.partition("#")
+        terminal, _, seq = record_id.rpartition(":")
+        if not seq.isdigit():
+            return
+        for name, sealed in sorted(self.sealed.items()):
+            if sealed.holds_seq(terminal, int(seq)):
+                yield name
 
     def record_at(self, key: str) -> Record | None:
         """The record stored under ``key`` in any document but the config, if one parses."""
-        for name in self.names():
-            if name == CONFIG_DOC:
-                continue
-            value = self.root(name).get(key)
+        for name in self._places(key, skip=(CONFIG_DOC,)):
+            value = self.value_at(name, key)
             if value is not None:
                 parsed = parse_record(value)
                 if not isinstance(parsed, Rejection):
@@ -198,10 +347,8 @@ class DocumentSet:
         """The sale stored under ``key`` in a day's document (``views.Documents``: the views
         read a sale's lines back from here when a void credits them, instead of holding every
         sale's lines)."""
-        for name in self.docs:
-            if name in (CONFIG_DOC, CATALOG_DOC):
-                continue
-            value = self.root(name).get(key)
+        for name in self._places(key, skip=(CONFIG_DOC, CATALOG_DOC)):
+            value = self.value_at(name, key)
             if value is None:
                 continue
             parsed = parse_record(value)
@@ -213,16 +360,43 @@ class DocumentSet:
                 return parsed.body
         return None
 
-    def digest(self) -> str:
-        """Canonical digest of the content: every (document, key, value hash), sorted."""
+    def content_digest(self, name: str) -> bytes:
+        """Canonical digest of one document's content: every (key, value hash), sorted."""
+        sealed = self.sealed.get(name)
+        if sealed is not None:
+            return sealed.digest
+        cached = self._digests.get(name)
+        if cached is not None:
+            return cached
         h = hashlib.blake2b(digest_size=32)
-        for name in self.names():
-            root = self.root(name)
-            for key in sorted(root.keys()):
-                value = root[key]
-                h.update(f"{name}\x00{key}\x00".encode())
-                h.update(hashlib.blake2b(_value_bytes(value), digest_size=32).digest())
+        root = self._roots[name]
+        for key in sorted(root.keys()):
+            h.update(f"{key}\x00".encode())
+            h.update(hashlib.blake2b(_value_bytes(root[key]), digest_size=32).digest())
+        digest = self._digests[name] = h.digest()
+        return digest
+
+    def digest(self) -> str:
+        """Canonical digest of the content: every document's name and ``content_digest``,
+        sorted; a document with no entries counts as none (sealed or not, a day is the same
+        content)."""
+        h = hashlib.blake2b(digest_size=32)
+        for name in self.all_names():
+            if name in self.docs and not len(self._roots[name]):
+                continue
+            h.update(f"{name}\x00".encode())
+            h.update(self.content_digest(name))
         return h.hexdigest()
+
+
+def _peer_sealed(peer: Mapping[str, bytes]) -> frozenset[str]:
+    raw = peer.get(SEALED_SUMMARY)
+    if raw is None:
+        return frozenset()
+    try:
+        return sealing.decode_summary(raw).days()
+    except RemoteError:
+        return frozenset()
 
 
 def with_tail(

@@ -48,6 +48,7 @@ from lanesync.core.link import DUPLICATE_CONNECTION, NOT_LEADER, SHUTTING_DOWN, 
 from lanesync.core.output import Outbox, Output
 from lanesync.core.relay import Frame, forward
 from lanesync.core.replica import Replica
+from lanesync.core.sealdays import PeerState
 from lanesync.core.wire import ElectionGossip, Message, Peers, State, Update, Updates
 from lanesync.errors import RemoteError
 
@@ -210,11 +211,13 @@ class Node:
                 # Also for a deferred link: a catch-up slower than a round costs a partial
                 # copy, but a peer that never answers cannot keep us from the others' data.
                 link.state_request_deferred = False
-                self._out.send(link, State(self.replica.state_vectors(), reply=True))
+                self._out.send(link, State(self.replica.state_vectors(link.peer_state), reply=True))
                 link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
                 link.ack_due_ms = None  # the state just sent acknowledges too
             if link.ack_due_ms is not None and acking:
-                self._out.send(link, State(self.replica.state_vectors(), reply=False))
+                self._out.send(
+                    link, State(self.replica.state_vectors(link.peer_state), reply=False)
+                )
                 link.ack_due_ms = None
             due = self._catch_up.owed_answer_due(link)
             if due is not None and now_ms >= due and link.peer_state is not None:
@@ -405,6 +408,14 @@ class Node:
                 self._out.send(link, peers)
 
     # -- status ----------------------------------------------------------------------------------
+
+    def peer_states(self) -> list[PeerState]:
+        """Every open connection's last state, as sealing reads it (``sealdays.acknowledged``)."""
+        return [
+            PeerState(link.is_cloud, link.peer_state)
+            for link in self.links.values()
+            if link.is_open and link.peer is not None
+        ]
 
     def peer_status(self) -> list[dict[str, Any]]:
         """Each open connection: who, since when, and how much it has not acknowledged."""

@@ -45,7 +45,7 @@ from lanesync.core.change import Change, Merged
 from lanesync.core.checkpoint import document_fingerprints, load_checkpoint, make_checkpoint
 from lanesync.core.configdoc import certificate_key, fork_resolution_key, revocation_key
 from lanesync.core.crypto import SODIUM, Crypto
-from lanesync.core.documents import DocumentSet, with_tail
+from lanesync.core.documents import ArchiveReader, DocumentSet, with_tail
 from lanesync.core.forks import Fork, ForkResolution, parse_fork_resolution
 from lanesync.core.hlc import HybridClock
 from lanesync.core.identity import (
@@ -57,6 +57,7 @@ from lanesync.core.identity import (
 )
 from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
 from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
+from lanesync.core.sealing import SealedDay
 from lanesync.core.updates import check_update
 from lanesync.core.views import Views, expected_doc
 from lanesync.errors import ConfigError, RemoteError
@@ -98,11 +99,55 @@ class Replica:
         # Terminals whose new records the last fold added, or None when it also added anything
         # else (certificates, rejected or replaced entries): see Merged.writers.
         self.folded_writers: frozenset[str] | None = frozenset()
+        # The business day of a terminal's first record, by that record's hash (a cache of
+        # ``closedays.first_record_day``; a record's day never changes).
+        self.first_days: dict[bytes, str] = {}
 
     # -- documents ------------------------------------------------------------------------------
 
     def doc_names(self) -> list[str]:
+        """The documents held open (not the sealed days: ``sealed_days``)."""
         return self._documents.names()
+
+    def all_doc_names(self) -> list[str]:
+        """Every document, open or sealed."""
+        return self._documents.all_names()
+
+    def sealed_days(self) -> dict[str, SealedDay]:
+        """The sealed days, by day (``core.sealing``)."""
+        return {s.day: s for s in self._documents.sealed.values()}
+
+    def amended_from(self, doc: str) -> tuple[str, ...]:
+        """The report hashes of the earlier seals of a day opened again by a late record."""
+        sealed = self._documents.sealed.get(doc)
+        if sealed is not None:
+            return sealed.amended_from
+        return self._documents.amended.get(doc, ())
+
+    def attach_archives(self, reader: ArchiveReader) -> None:
+        """Where the sealed days' archives are read from (the owner's storage)."""
+        self._documents.read_archive = reader
+
+    def seal_document(self, sealed: SealedDay) -> None:
+        """Drop the open document of ``sealed.day``: its archive is stored (``core.sealdays``
+        builds both)."""
+        self._documents.seal(sealed)
+        self._digest = None
+
+    def document_fingerprint(self, doc: str) -> list[bytes]:
+        """An open document's fingerprint (``checkpoint.document_fingerprints``)."""
+        return document_fingerprints({doc: self._documents.docs[doc]})[doc]
+
+    def state_vector(self, doc: str) -> bytes:
+        """An open document's state vector."""
+        return bytes(self._documents.docs[doc].get_state())
+
+    def content_digest(self, doc: str) -> bytes:
+        return self._documents.content_digest(doc)
+
+    def archived_update(self, doc: str) -> bytes:
+        """The CRDT update that makes up a sealed day's archive, decompressed."""
+        return self._documents.archived_update(doc)
 
     def _on_transaction(self, doc: str, event: TransactionEvent) -> None:
         if self._silent:
@@ -220,10 +265,10 @@ class Replica:
         """Recompute every view from the documents (after a fork below an accepted head, a
         revocation, or an entry that broke a chain disappeared)."""
         self.views.begin_rebuild()
-        for name in self.doc_names():
+        for name in self.all_doc_names():
             if name == CONFIG_DOC:
                 continue
-            for key, value in self._documents.root(name).items():
+            for key, value in self._documents.entries(name):
                 parsed = parse_record(value, trusted)
                 trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
                 self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
@@ -240,6 +285,8 @@ class Replica:
         *,
         checkpoint: bytes | None = None,
         tail: Sequence[tuple[str, bytes]] = (),
+        sealed: Sequence[SealedDay] = (),
+        amended: Mapping[str, tuple[str, ...]] | None = None,
     ) -> Change:
         """Load durable state at open, into a fresh replica.
 
@@ -250,8 +297,12 @@ class Replica:
         vectors, same deletions), the views come from it and only the tail is folded, like a
         merge; otherwise (none, another format, corrupted, stale) every entry is folded with the
         canonical rebuild, certificates first, records whose verdict is cached not verified
-        again. ``restored_from`` says which happened.
+        again. ``restored_from`` says which happened. ``sealed``: the sealed days (their
+        archives are read through ``attach_archives``, attached first); ``amended``: per day
+        document opened again by a late record, the report hashes of its earlier seals.
         """
+        self._documents.sealed = {s.doc: s for s in sealed}
+        self._documents.amended = dict(amended or {})
         rest = tail if checkpoint is not None else ()
         if checkpoint is None:
             stored = with_tail(stored, tail)
@@ -259,8 +310,8 @@ class Replica:
         self._ingest_config_doc(now_ms)
         why_not: str | None = "no checkpoint"
         if checkpoint is not None:
-            docs = self._documents.docs
-            why_not = load_checkpoint(checkpoint, self.store.store_id, docs, self.views, verified)
+            prints = self._fingerprints()
+            why_not = load_checkpoint(checkpoint, self.store.store_id, prints, self.views, verified)
         change = Change()
         if why_not is None:
             folded = self._apply_stored(rest, silent=False)
@@ -312,11 +363,15 @@ class Replica:
     def checkpoint(self) -> bytes:
         """The views and the exact document state they were folded from, for a later
         ``restore``: the shell stores it atomically with the log position it covers."""
-        return make_checkpoint(
-            self.store.store_id,
-            document_fingerprints(self._documents.docs),
-            self.views.export_views(),
-        )
+        return make_checkpoint(self.store.store_id, self._fingerprints(), self.views.export_views())
+
+    def _fingerprints(self) -> dict[str, list[bytes]]:
+        """The open documents' fingerprints and the sealed days' (taken when they sealed): a
+        checkpoint fits a replica that sealed a day since, as the day's content is the same."""
+        prints = document_fingerprints(self._documents.docs)
+        for name, sealed in self._documents.sealed.items():
+            prints[name] = list(sealed.fingerprint)
+        return prints
 
     # -- merging and publishing -----------------------------------------------------------------
 
@@ -354,10 +409,20 @@ class Replica:
         )
         self._documents.apply_merged(ordered)
         self._captured.clear()
-        change = Change(updates=[(name, bytes(update)) for name, update in ordered])
+        change = self._take_unsealed()
+        change.updates.extend((name, bytes(update)) for name, update in ordered)
         self.unpersisted_updates += len(change.updates)
         change.extend(self._fold_events(now_ms, trusted))
         return Merged(change, tuple(fresh), self.folded_writers)
+
+    def _take_unsealed(self) -> Change:
+        """A change that stores, for each sealed day opened again since the last call, its
+        archive as the document's first log row (and tells storage the seal is undone)."""
+        unsealed, self._documents.unsealed = self._documents.unsealed, []
+        change = Change(updates=list(unsealed), unsealed=[name for name, _ in unsealed])
+        self.unpersisted_updates += len(unsealed)
+        self._digest = None
+        return change
 
     def publish_certificate(self, cert: Certificate, now_ms: int) -> Change:
         """Make a certificate known to every replica (idempotent)."""
@@ -397,7 +462,8 @@ class Replica:
         root = self._documents.root(doc)
         with self._documents.doc(doc).transaction():
             root[key] = value
-        change = Change(updates=list(self._captured))
+        change = self._take_unsealed()
+        change.updates.extend(self._captured)
         self.unpersisted_updates += len(change.updates)
         self._captured.clear()
         change.extend(self._fold_events(now_ms, own=own))
@@ -491,14 +557,21 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
-    def state_vectors(self) -> dict[str, bytes]:
-        return self._documents.state_vectors()
+    def state_vectors(self, peer: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+        """Every open document's state vector and the sealed days' summary; with ``peer``
+        (the last state a peer sent), also the sealed days' vectors it needs to hear
+        (``core.sealing``)."""
+        return self._documents.state_vectors(peer)
 
     def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
-        """Per document, exactly what a replica with ``state_vectors`` lacks."""
+        """Per document, exactly what a replica with ``state_vectors`` lacks (sealed days
+        included, from their archives)."""
         return self._documents.updates_since(state_vectors)
 
     def full_state(self, name: str) -> bytes:
+        """An open document's whole state; a sealed day's archived one."""
+        if name in self._documents.sealed:
+            return self.archived_update(name)
         return bytes(self._documents.doc(name).get_update())
 
     def covered(self, name: str, updates: Iterable[bytes]) -> list[bool]:

@@ -22,6 +22,7 @@ import msgpack
 
 from lanesync.core.election import Candidate
 from lanesync.core.ids import is_valid_doc_name, is_valid_name
+from lanesync.core.sealing import SEALED_SUMMARY
 from lanesync.errors import ProtocolViolation
 
 PROTOCOL_VERSION = 1
@@ -208,7 +209,9 @@ def decode_message(data: bytes) -> Message:
             if len(vectors) > MAX_DOCS_PER_MESSAGE:
                 raise ProtocolViolation("state message names too many documents")
             for name, sv in vectors.items():
-                if not is_valid_doc_name(name) or not isinstance(sv, bytes):
+                if not (name == SEALED_SUMMARY or is_valid_doc_name(name)) or not isinstance(
+                    sv, bytes
+                ):
                     raise ProtocolViolation("state message has a malformed entry")
             return State(vectors, reply)
         case [MessageType.UPDATES, list(raw)]:

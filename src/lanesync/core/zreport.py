@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from lanesync.core import closedays, dayclose
+from lanesync.core import closedays, dayclose, sealing
 from lanesync.core.dayclose import DayFigures, figures_json
 from lanesync.core.ids import RecordId, TerminalId, ledger_doc
 from lanesync.core.records import DayEnd, Record, is_valid_day
@@ -183,13 +183,24 @@ def _report(replica: Replica, folded: _Day, held_here: _Held) -> dict[str, Any]:
         "totals": totals,
     }
     report["report_hash"] = report_hash(report)
-    report["sealed"] = False  # sealing is not built yet (docs/explanation/architecture.md)
+    doc = ledger_doc(folded.day)
+    report["sealed"] = folded.day in replica.sealed_days()
+    amended = replica.amended_from(doc)
+    if amended:
+        # A late record opened the sealed day again: the hashes it was sealed with before.
+        report["amended"] = True
+        report["amended_from"] = list(amended)
     return report
 
 
+# Keys of a report that say where the day stands, not what it holds: outside the hash.
+_STANDING = ("report_hash", "sealed", "amended", "amended_from")
+
+
 def report_hash(report: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``report`` without its hash and seal state."""
-    body = {k: v for k, v in report.items() if k not in ("report_hash", "sealed")}
+    """SHA-256 (hex) of the canonical JSON of ``report`` without its hash and where the day
+    stands (sealed, amended)."""
+    body = {k: v for k, v in report.items() if k not in _STANDING}
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -215,15 +226,17 @@ def default_day(replica: Replica) -> str:
 
 
 def _held_days(replica: Replica) -> list[str]:
+    """The days of the open ledger documents (not the sealed days)."""
     days = (dayclose.day_of_doc(name) for name in replica.doc_names())
     return sorted(d for d in days if d is not None)
 
 
 def days(replica: Replica) -> dict[str, Any]:
     """Every business day this replica holds a ledger of: ``closed`` once its report is complete
-    (every lane terminal that must close it did), with its report's hash; ``open`` otherwise."""
+    (every lane terminal that must close it did), with its report's hash; ``open`` otherwise;
+    ``sealed`` (``core.sealing``) from the sealed day's description, without opening it."""
     held = _held(replica)
-    listed = []
+    listed = [sealing.wire_entry(s) for s in replica.sealed_days().values()]
     for day in _held_days(replica):
         folded = _fold(replica, day, held)
         report = _report(replica, folded, held)
@@ -236,7 +249,7 @@ def days(replica: Replica) -> dict[str, Any]:
                 "report_hash": report["report_hash"] if closed else None,
             }
         )
-    return {"days": listed}
+    return {"days": sorted(listed, key=lambda d: str(d["day"]))}
 
 
 def _mismatch(held: _TerminalDay) -> dict[str, Any] | None:
@@ -262,7 +275,7 @@ def day_findings(replica: Replica) -> dict[str, list[dict[str, Any]]]:
     held_here = _held(replica)
     mismatches: list[dict[str, Any]] = []
     after_close: list[dict[str, Any]] = []
-    for day in _held_days(replica):
+    for day in sorted([*_held_days(replica), *replica.sealed_days()]):
         for terminal, held in sorted(_fold(replica, day, held_here).terminals.items()):
             mismatch = _mismatch(held)
             if mismatch is not None:

@@ -31,7 +31,7 @@ from lanesync.core.node import ANTI_ENTROPY_MS, Node
 from lanesync.errors import StorageError, UsageError
 from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
-from lanesync.shell.dayclosing import close_days_on_schedule
+from lanesync.shell.dayclosing import close_days_on_schedule, seal_days_when_due
 from lanesync.shell.discovery import Discovery
 from lanesync.shell.feed import (
     KEEPALIVE_S,
@@ -187,6 +187,8 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 terminal, committer, config.close_at_minute, wall_clock_ms
             )
             tasks.append(group.create_task(closing, name="day-close"))
+        sealing = seal_days_when_due(terminal, node.peer_states)
+        tasks.append(group.create_task(sealing, name="day-seal"))
         mesh.start()
         if uplink is not None:
             tasks.append(group.create_task(uplink.run(), name="uplink"))

@@ -25,17 +25,21 @@ import os
 import sqlite3
 from collections import defaultdict
 from collections.abc import Container, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from lanesync.core.change import Change
 from lanesync.core.replica import Replica
+from lanesync.core.sealdays import Sealing
+from lanesync.core.sealing import SealedDay, decode_meta
 from lanesync.errors import ConfigError, StorageError
 
 # 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT
 # EXISTS) and is folded in full once, after which it has a checkpoint like any other.
-SCHEMA_VERSION = 2  # the requests and events tables are additive: older code ignores them
+# 3: the sealed_days table. Older code must not open a database with sealed days: it would not
+# see them and take the days for missing (the requests and events tables were additive).
+SCHEMA_VERSION = 3
 # An idempotency key is honoured this long: a POS retries within seconds or, after an outage,
 # hours; a week covers any retry and keeps the table small (one row per keyed write).
 REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -86,6 +90,15 @@ CREATE TABLE IF NOT EXISTS events (  -- the change feed's durable accept order (
     origin TEXT NOT NULL,  -- core.feed.Origin
     at_ms INTEGER  -- when it was made durable here (revocations, which have no time of their own)
 );
+CREATE TABLE IF NOT EXISTS sealed_days (  -- core.sealing: a sealed day's archive
+    day TEXT PRIMARY KEY,
+    state TEXT NOT NULL,  -- 'sealed', or 'reopened' by a late record (its log rows hold it)
+    meta BLOB NOT NULL,  -- sealing.encode_meta
+    archive BLOB NOT NULL,  -- the day document's CRDT state, sealing.compress'd
+    report BLOB NOT NULL,  -- the sealed Z-report, canonical JSON
+    signature BLOB NOT NULL,  -- by the sealing terminal, over sealing.archive_digest
+    sealed_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -118,6 +131,9 @@ class Loaded:
     tail: list[tuple[str, bytes]]  # log rows after the checkpoint (every row without one)
     verified: Container[bytes]
     checkpoint: bytes | None
+    sealed: list[SealedDay] = field(default_factory=list)  # the days sealed
+    # Days a late record opened again: the report hashes of their earlier seals, by document.
+    amended: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 class _VerifiedHashes:
@@ -259,12 +275,85 @@ class Storage:
                 self._log_bytes[doc] += len(data)
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read database {self._path}: {_reason(exc)}") from exc
+        sealed, amended = self._sealed_days()
         verified = _VerifiedHashes(self._db, self._path)
         if checkpoint is None:
             # Everything will be folded: worth a checkpoint as soon as the replica has one.
             self._uncheckpointed_bytes += sum(self._snapshot_bytes.values())
         self._checkpoint_bytes = len(checkpoint or b"")
-        return Loaded(dict(stored), tail, verified, checkpoint)
+        return Loaded(dict(stored), tail, verified, checkpoint, sealed, amended)
+
+    def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
+        sealed: list[SealedDay] = []
+        amended: dict[str, tuple[str, ...]] = {}
+        for state, meta in self._read("SELECT state, meta FROM sealed_days ORDER BY day", ()):
+            try:
+                day = decode_meta(bytes(meta))
+            except ValueError as exc:
+                raise StorageError(f"{self._path}: {exc}") from exc
+            if state == "sealed":
+                sealed.append(day)
+            else:
+                amended[day.doc] = (*day.amended_from, day.report_hash)
+        return sealed, amended
+
+    def read_archive(self, day: str) -> bytes:
+        """A sealed day's archive (``Replica.attach_archives``)."""
+        rows = self._read("SELECT archive FROM sealed_days WHERE day = ?", (day,))
+        if not rows:
+            raise StorageError(f"{self._path} holds no archive of {day}")
+        return bytes(rows[0][0])
+
+    def sealed_report(self, day: str) -> bytes | None:
+        """The Z-report stored when ``day`` was sealed, if it is sealed."""
+        rows = self._read(
+            "SELECT report FROM sealed_days WHERE day = ? AND state = 'sealed'", (day,)
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def sealed_archive(self, day: str) -> tuple[bytes, bytes, bytes] | None:
+        """(description, archive, signature) of a sealed day, if it is sealed."""
+        rows = self._read(
+            "SELECT meta, archive, signature FROM sealed_days WHERE day = ? AND state = 'sealed'",
+            (day,),
+        )
+        return (bytes(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+    def seal(self, sealings: Sequence[Sealing], replica: Replica, at_ms: int) -> None:
+        """Store sealed days' archives, drop their documents' logs and snapshots, and store the
+        replica's checkpoint, in one transaction: the checkpoint before it may cover log rows of
+        the days after it was taken, which are gone now (``replica`` must hold nothing
+        uncommitted, as ``compact`` asks)."""
+        checkpoint = replica.checkpoint()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            for sealing in sealings:
+                self._db.execute(
+                    "INSERT INTO sealed_days (day, state, meta, archive, report, signature, "
+                    "sealed_at_ms) VALUES (?, 'sealed', ?, ?, ?, ?, ?) ON CONFLICT (day) DO "
+                    "UPDATE SET state = 'sealed', meta = excluded.meta, "
+                    "archive = excluded.archive, report = excluded.report, "
+                    "signature = excluded.signature, sealed_at_ms = excluded.sealed_at_ms",
+                    (
+                        sealing.sealed.day,
+                        sealing.meta,
+                        sealing.archive,
+                        sealing.report,
+                        sealing.signature,
+                        at_ms,
+                    ),
+                )
+                self._db.execute("DELETE FROM updates WHERE doc = ?", (sealing.sealed.doc,))
+                self._db.execute("DELETE FROM snapshots WHERE doc = ?", (sealing.sealed.doc,))
+            self._put_checkpoint(checkpoint)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StorageError(f"sealing days in {self._path} failed: {_reason(exc)}") from exc
+        for sealing in sealings:
+            self._log_bytes.pop(sealing.sealed.doc, None)
+            self._snapshot_bytes.pop(sealing.sealed.doc, None)
+        self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0
 
     def commit(
         self,
@@ -276,9 +365,11 @@ class Storage:
         rows of the records they made durable, in one durable transaction (group commit)."""
         rows: list[tuple[str, bytes]] = []
         verdicts: list[tuple[bytes]] = []
+        unsealed: list[str] = []
         for change in changes:
             rows.extend(change.updates)
             verdicts.extend((h,) for h in change.verdicts)
+            unsealed.extend(change.unsealed)
         if not rows and not verdicts and not requests and not events:
             return
         try:
@@ -293,6 +384,13 @@ class Storage:
                 self._db.executemany(
                     "INSERT INTO events (id, doc, key, origin, at_ms) VALUES (?, ?, ?, ?, ?)",
                     [(e.event_id, e.doc, e.key, e.origin, e.at_ms) for e in events],
+                )
+            if unsealed:
+                # The days' archives lead their log rows now: the seal is undone until the
+                # day is sealed again (the row keeps the earlier report hash).
+                self._db.executemany(
+                    "UPDATE sealed_days SET state = 'reopened' WHERE day = ?",
+                    [(doc.removeprefix("ledger/"),) for doc in unsealed],
                 )
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:

@@ -13,6 +13,7 @@ were made in memory, and one fsync covers many received frames.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from lanesync.core import reports
+from lanesync.core import reports, sealdays
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
@@ -107,6 +108,7 @@ class Terminal:
         # Set by whoever watches it (the Mesh's observer, in the benchmark); None costs nothing.
         self.observer: StorageObserver | None = None
         self._journal: SalesJournal | None = None
+        self._completeness: dict[str, tuple[str, bool]] = {}  # day -> (digest, complete)
         self._journal_slices: Iterator[None] = iter(())
         # A lane's change feed (shell.feedlog), kept by every writer of its database (the
         # daemon, offline CLI commands); the cloud's replicas have none.
@@ -152,12 +154,16 @@ class Terminal:
             try:
                 loaded = storage.load()
                 replica = Replica(directory.store, new_client_id(), directory.me, crypto=crypto)
+                if isinstance(storage, Storage):
+                    replica.attach_archives(storage.read_archive)  # seal_due wraps it
                 change = replica.restore(
                     loaded.stored,
                     loaded.verified,
                     clock(),
                     checkpoint=loaded.checkpoint,
                     tail=loaded.tail,
+                    sealed=loaded.sealed,
+                    amended=loaded.amended,
                 )
                 del loaded  # every byte read is in the documents now
                 level = logging.WARNING if replica.checkpoint_refused else logging.INFO
@@ -337,6 +343,51 @@ class Terminal:
             self.commit([change])
             self.compact_if_due()
         return records
+
+    def seal_due(self, acknowledged: Callable[[str], bool]) -> list[str]:
+        """Seal every day that is complete and ``acknowledged`` (``core.sealdays``), all in one
+        transaction; returns the days sealed. Nothing while changes merged from peers
+        wait to be committed: a sealed day's archive must hold only what is durable."""
+        self._check_usable()
+        if (
+            self._deferred
+            or self.replica.unpersisted_updates
+            or not isinstance(self.storage, Storage)
+        ):
+            return []
+        days = sealdays.sealable(self.replica, acknowledged, self._complete)
+        if not days:
+            return []
+        storage = self.storage
+        sealings: dict[str, bytes] = {}  # archives sealed in memory, not stored yet
+        self.replica.attach_archives(lambda day: sealings.get(day) or storage.read_archive(day))
+        try:
+            done = []
+            for day in days:
+                done.append(sealdays.seal_day(self.replica, day))
+                sealings[day] = done[-1].archive
+            storage.seal(done, self.replica, self.now_ms())
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise
+        finally:
+            self.replica.attach_archives(storage.read_archive)
+        return days
+
+    def _complete(self, day: str) -> bool:
+        """``sealdays.is_complete``, folded again only when the content changed since."""
+        digest = self.replica.digest()
+        known = self._completeness.get(day)
+        if known is None or known[0] != digest:
+            known = self._completeness[day] = (digest, sealdays.is_complete(self.replica, day))
+        return known[1]
+
+    def sealed_report(self, day: str) -> dict[str, Any] | None:
+        """The Z-report stored when ``day`` was sealed (no fold), if it is sealed here."""
+        if not isinstance(self.storage, Storage):
+            return None
+        stored = self.storage.sealed_report(day)
+        return None if stored is None else dict(json.loads(stored))
 
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end

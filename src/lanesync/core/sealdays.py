@@ -1,0 +1,174 @@
+"""Sealing a replica's business days: which may be sealed, and the archive each one becomes.
+
+``core.sealing`` says what a sealed day is and how replicas exchange them; this module applies
+that to one ``Replica``: ``sealable`` finds the days that are complete and acknowledged, and
+``seal_day`` builds a day's archive, its description and its sealed Z-report, then drops the day
+from the replica's memory. The owner (the shell, the simulator) stores the archive in the same
+step, so a sealed day is never only in memory.
+
+Apart from ``replica.py`` because it is written only against the replica's public surface and
+the Z-report, which the replica does not import.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lanesync.core import dayclose, sealing, zreport
+from lanesync.core.identity import Role
+from lanesync.core.ids import ledger_doc
+from lanesync.core.sealing import SealedDay
+from lanesync.errors import RemoteError, UsageError
+
+if TYPE_CHECKING:  # the shell passes the replica in
+    from lanesync.core.replica import Replica
+
+
+@dataclass(frozen=True, slots=True)
+class Sealing:
+    """A day sealed on a replica: what storage keeps of it, all in one transaction."""
+
+    sealed: SealedDay
+    meta: bytes  # sealing.encode_meta(sealed)
+    archive: bytes  # the day document's CRDT state, sealing.compress'd
+    report: bytes  # the sealed Z-report, canonical JSON
+    signature: bytes  # by the sealing terminal over sealing.archive_digest (empty: no terminal)
+
+
+def has_cloud(replica: Replica) -> bool:
+    """Does the store have a cloud (a certificate of the cloud role)? Then the cloud, not the
+    connected peers, acknowledges a day before it is sealed."""
+    return any(c.role is Role.CLOUD for c in replica.views.certificates())
+
+
+@dataclass(frozen=True, slots=True)
+class PeerState:
+    """A connected peer as sealing sees it: is it the cloud, and the last state it sent."""
+
+    is_cloud: bool
+    state: Mapping[str, bytes] | None  # None until it sent one
+
+
+def acknowledged(replica: Replica, day: str, peers: Sequence[PeerState]) -> bool:
+    """Is ``day`` acknowledged, as far as this replica can tell from its connected peers?
+
+    * A store with a cloud (``has_cloud``): the cloud's state covers the day as this replica
+      holds it (only the leader talks to the cloud), or a connected lane sealed the day (which
+      it did only once the cloud, or a lane before it, had acknowledged it).
+    * A store without one: every connected peer's state covers the day, or names it sealed;
+      a lane alone (no peer connected) acknowledges its own days.
+    """
+    name = ledger_doc(day)
+    mine = replica.state_vector(name)
+
+    def holds(peer: PeerState) -> bool:
+        if peer.state is None:
+            return False
+        theirs = peer.state.get(name)
+        if theirs is not None and sealing.vector_covers(theirs, mine):
+            return True
+        return _sealed_by(peer.state, day)
+
+    if has_cloud(replica):
+        return any(
+            (holds(p) if p.is_cloud else p.state is not None and _sealed_by(p.state, day))
+            for p in peers
+        )
+    return all(holds(p) for p in peers)
+
+
+def _sealed_by(state: Mapping[str, bytes], day: str) -> bool:
+    raw = state.get(sealing.SEALED_SUMMARY)
+    if raw is None:
+        return False
+    try:
+        return sealing.decode_summary(raw).holds(day)
+    except RemoteError:
+        return False
+
+
+def candidates(replica: Replica) -> list[str]:
+    """The open days that might be sealable: those up to the latest day any lane closed (a
+    day no lane closed is not complete). Today's document stays out: cheap to ask often."""
+    closed = [replica.views.last_closed_day(t) for t in replica.views.closing_terminals()]
+    latest = max((d for d in closed if d is not None), default=None)
+    if latest is None:
+        return []
+    days = (dayclose.day_of_doc(name) for name in replica.doc_names())
+    return sorted(d for d in days if d is not None and d <= latest)
+
+
+def is_complete(replica: Replica, day: str) -> bool:
+    """Did every lane that must close ``day`` close it, by this replica's records?"""
+    report = zreport.z_report(replica, day)
+    return bool(report["complete"] and report["terminals"])
+
+
+def sealable(
+    replica: Replica,
+    acknowledged: Callable[[str], bool],
+    complete: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """The open days this replica may seal now: complete (``is_complete``, or the caller's
+    memo of it) and ``acknowledged`` (the caller knows who acknowledges: ``acknowledged``)."""
+    check = complete or (lambda day: is_complete(replica, day))
+    return [day for day in candidates(replica) if check(day) and acknowledged(day)]
+
+
+def seal_day(replica: Replica, day: str) -> Sealing:
+    """Seal ``day`` on ``replica``: its archive and description, then the open document is
+    dropped. ``UsageError`` when the day is not open here or its report is not complete (the
+    caller asked ``sealable``; a day is never sealed incomplete)."""
+    name = ledger_doc(day)
+    if name not in replica.doc_names():
+        raise UsageError(f"{day} is not an open day here")
+    report = zreport.z_report(replica, day)
+    if not report["complete"]:
+        raise UsageError(f"{day} is not complete: {', '.join(report['missing_terminals'])}")
+    update = replica.full_state(name)
+    fingerprint = replica.document_fingerprint(name)
+    records = [r for _, _, r in replica.records([name])]
+    sealed = SealedDay(
+        day=day,
+        state_vector=replica.state_vector(name),
+        fingerprint=(fingerprint[0], fingerprint[1]),
+        digest=replica.content_digest(name),
+        records=sum(1 for r in records if replica.views.is_accepted(r)),
+        report_hash=report["report_hash"],
+        amended_from=replica.amended_from(name),
+        seqs=_seq_ranges((r.terminal, r.seq) for r in records),
+    )
+    meta = sealing.encode_meta(sealed)
+    archive = sealing.compress(update)
+    signature = b""
+    if replica.me is not None:
+        digest = sealing.archive_digest(replica.store.store_id, meta, archive)
+        signature = bytes(replica.me.key.sign(digest).signature)
+    replica.seal_document(sealed)
+    return Sealing(sealed, meta, archive, report_json(sealed_report(report, sealed)), signature)
+
+
+def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:
+    ranges: dict[str, tuple[int, int]] = {}
+    for terminal, seq in held:
+        lo, hi = ranges.get(terminal, (seq, seq))
+        ranges[terminal] = (min(lo, seq), max(hi, seq))
+    return tuple((t, lo, hi) for t, (lo, hi) in sorted(ranges.items()))
+
+
+def sealed_report(report: dict[str, Any], sealed: SealedDay) -> dict[str, Any]:
+    """``report`` as a sealed day's: ``sealed`` true and, when a late record amended the day,
+    the hashes of its earlier seals."""
+    out = dict(report)
+    out["sealed"] = True
+    if sealed.amended_from:
+        out["amended"] = True
+        out["amended_from"] = list(sealed.amended_from)
+    return out
+
+
+def report_json(report: dict[str, Any]) -> bytes:
+    return json.dumps(report, sort_keys=True, separators=(",", ":")).encode()
