@@ -177,7 +177,8 @@ class Summary:
         return any(lo <= n <= hi for lo, hi in self.ranges)
 
 
-def summarize(sealed: Iterable[SealedDay]) -> Summary:
+def summarize(days: Iterable[SealedDay]) -> Summary:
+    sealed = list(days)
     ordinals = sorted(date.fromisoformat(s.day).toordinal() for s in sealed)
     ranges: list[tuple[int, int]] = []
     for n in ordinals:
