@@ -30,6 +30,7 @@ from lanesync.core.identity import (
     verify_signature,
 )
 from lanesync.core.ids import StoreId, TerminalId, is_valid_doc_name, is_valid_name
+from lanesync.core.sealing import SEALED_SUMMARY
 from lanesync.errors import BundleRejected, RemoteError
 
 BUNDLE_MAGIC = b"LSB1"
@@ -140,7 +141,7 @@ def parse_state(data: bytes, store: StoreIdentity) -> ReplicaState:
         raise BundleRejected("state file is malformed")
     vectors: dict[str, bytes] = {}
     for name, sv in svs.items():
-        if not is_valid_doc_name(name) or not isinstance(sv, bytes):
+        if not (name == SEALED_SUMMARY or is_valid_doc_name(name)) or not isinstance(sv, bytes):
             raise BundleRejected(f"state file has an invalid entry {name!r}")
         vectors[name] = sv
     return ReplicaState(store.store_id, TerminalId(terminal), vectors)

@@ -230,20 +230,25 @@ class DocumentSet:
 
     # -- state-vector exchange ------------------------------------------------------------------
 
-    def state_vectors(self, peer: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    def state_vectors(
+        self, peer: Mapping[str, bytes] | None = None, *, every_sealed: bool = False
+    ) -> dict[str, bytes]:
         """The state vector of every open document, the summary of the sealed days, and the
         archived vectors a peer (whose last state is ``peer``) needs to hear (see
-        ``core.sealing``: the echo, and every sealed day while the digests disagree)."""
+        ``core.sealing``: the echo, and every sealed day while the digests disagree).
+        ``every_sealed``: every sealed day's vector too (a state file: no echo comes back)."""
         out = {name: bytes(doc.get_state()) for name, doc in sorted(self.docs.items())}
         summary = self.summary()
         if summary is None:
             return out
         out[SEALED_SUMMARY] = sealing.encode_summary(summary)
-        if peer is None:
+        if peer is None and not every_sealed:
             return out
-        disagree = self._digests_disagree(peer)
+        peer = peer or {}
+        disagree = every_sealed or self._digests_disagree(peer)
         for name, sealed in sorted(self.sealed.items()):
-            if disagree or (name in peer and peer[name] != sealed.state_vector):
+            theirs = peer.get(name)
+            if disagree or (theirs is not None and not sealing.same_vector(theirs, sealed)):
                 out[name] = sealed.state_vector
         return out
 

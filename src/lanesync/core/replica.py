@@ -557,11 +557,13 @@ class Replica:
         """The store-local business day of a record."""
         return record.hlc.business_day(self._tz)
 
-    def state_vectors(self, peer: Mapping[str, bytes] | None = None) -> dict[str, bytes]:
+    def state_vectors(
+        self, peer: Mapping[str, bytes] | None = None, *, every_sealed: bool = False
+    ) -> dict[str, bytes]:
         """Every open document's state vector and the sealed days' summary; with ``peer``
         (the last state a peer sent), also the sealed days' vectors it needs to hear
-        (``core.sealing``)."""
-        return self._documents.state_vectors(peer)
+        (``core.sealing``); with ``every_sealed``, every sealed day's (a state file)."""
+        return self._documents.state_vectors(peer, every_sealed=every_sealed)
 
     def updates_since(self, state_vectors: Mapping[str, bytes]) -> dict[str, bytes]:
         """Per document, exactly what a replica with ``state_vectors`` lacks (sealed days

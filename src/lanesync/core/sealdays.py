@@ -36,6 +36,7 @@ class Sealing:
     archive: bytes  # the day document's CRDT state, sealing.compress'd
     report: bytes  # the sealed Z-report, canonical JSON
     signature: bytes  # by the sealing terminal over sealing.archive_digest (empty: no terminal)
+    hashes: tuple[bytes, ...]  # of the records in the archive (storage forgets their verdicts)
 
 
 def has_cloud(replica: Replica) -> bool:
@@ -148,7 +149,9 @@ def seal_day(replica: Replica, day: str) -> Sealing:
         digest = sealing.archive_digest(replica.store.store_id, meta, archive)
         signature = bytes(replica.me.key.sign(digest).signature)
     replica.seal_document(sealed)
-    return Sealing(sealed, meta, archive, report_json(sealed_report(report, sealed)), signature)
+    report_bytes = report_json(sealed_report(report, sealed))
+    hashes = tuple(r.hash for r in records)
+    return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
 
 
 def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:

@@ -229,6 +229,12 @@ def vector_covers(held: bytes, wanted: bytes) -> bool:
     return h is not None and w is not None and covers(h, w)
 
 
+def same_vector(theirs: bytes, sealed: SealedDay) -> bool:
+    """Does a peer's vector name exactly the items of ``sealed`` (pycrdt may encode one state
+    vector in several byte orders, so the bytes are not compared)?"""
+    return decode_state_vector(theirs) == decode_state_vector(sealed.state_vector)
+
+
 def digest_of(sealed: Mapping[str, SealedDay], days: Iterable[str]) -> int:
     digest = 0
     for day in days:

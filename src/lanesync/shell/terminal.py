@@ -471,7 +471,8 @@ class Terminal:
         self.commit([self.replica.publish_certificate(cert, self._clock())])
 
     def state_file(self) -> bytes:
-        return encode_state(self.store_id, self.terminal_id, self.replica.state_vectors())
+        vectors = self.replica.state_vectors(every_sealed=True)  # no echo comes back from a file
+        return encode_state(self.store_id, self.terminal_id, vectors)
 
     # -- reading ----------------------------------------------------------------------------------
 
