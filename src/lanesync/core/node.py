@@ -150,6 +150,16 @@ class Node:
                 link.anti_entropy_due_ms = now_ms
         self._close_revoked(now_ms)
 
+    def announce_state(self) -> None:
+        """Tell every peer our state now, asking nothing back (after sealing days: a peer in a
+        store with a cloud may seal a day once a lane says it sealed it, and should not wait
+        for the next anti-entropy round)."""
+        for link in self.links.values():
+            if link.is_open:
+                self._out.send(
+                    link, State(self.replica.state_vectors(link.peer_state), reply=False)
+                )
+
     def close_link(
         self,
         conn_id: int,

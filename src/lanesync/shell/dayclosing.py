@@ -65,10 +65,12 @@ async def close_days_on_schedule(
 async def seal_days_when_due(
     terminal: Terminal,
     peers: Callable[[], Sequence[PeerState]],
+    sealed_some: Callable[[], None],
     check_every_s: float = SEAL_CHECK_EVERY_S,
 ) -> None:
     """Run until cancelled, or until the terminal's storage failed: seal every day that is
-    complete and acknowledged by ``peers`` (the mesh's connected peers, as sealing reads them).
+    complete and acknowledged by ``peers`` (the mesh's connected peers, as sealing reads them),
+    and call ``sealed_some`` after sealing any (the mesh tells its peers at once).
     """
     replica = terminal.replica
     me = terminal.terminal_id
@@ -79,4 +81,5 @@ async def seal_days_when_due(
             return  # the terminal reported it; the daemon is stopping
         if sealed:
             log.info("days.sealed terminal=%s days=%s", me, ",".join(sealed))
+            sealed_some()
         await asyncio.sleep(check_every_s)

@@ -330,6 +330,11 @@ class Mesh:
         if self._observer is not None:
             self._observer.wrote()
 
+    def days_sealed(self) -> None:
+        """Days were sealed here: peers hear of it now (``Node.announce_state``)."""
+        self.node.announce_state()
+        self._schedule_flush()
+
     def bundle_imported(self) -> None:
         """State changed from outside the mesh (a bundle, a revocation): sync with everyone."""
         self.node.request_sync(self._clock())
