@@ -241,7 +241,8 @@ class SalesJournal:
         the views accept meanwhile arrives through the subscription (and is skipped here), and
         a rebuild of the views tells everything again (the scan stops)."""
         replica, views = self._replica, self._replica.views
-        for name in [n for n in replica.doc_names() if n.startswith("ledger/")]:
+        # Sealed days too, read from their archives: a listing holds every sale that counts.
+        for name in [n for n in replica.all_doc_names() if n.startswith("ledger/")]:
             held = replica.entries(name)
             for start in range(0, len(held), slice_records):
                 if self._told is None:
