@@ -139,7 +139,7 @@ def seal_day(replica: Replica, day: str) -> Sealing:
         digest=replica.content_digest(name),
         records=sum(1 for r in records if replica.views.is_accepted(r)),
         report_hash=report["report_hash"],
-        amended_from=replica.amended_from(name),
+        amended_from=_changed_hashes(replica.amended_from(name), report["report_hash"]),
         seqs=_seq_ranges((r.terminal, r.seq) for r in records),
     )
     meta = sealing.encode_meta(sealed)
@@ -152,6 +152,13 @@ def seal_day(replica: Replica, day: str) -> Sealing:
     report_bytes = report_json(sealed_report(report, sealed))
     hashes = tuple(r.hash for r in records)
     return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
+
+
+def _changed_hashes(earlier: tuple[str, ...], now: str) -> tuple[str, ...]:
+    """The earlier seals' report hashes, less a last one equal to ``now``: a day opened again
+    by something that counts in no report (a rejected entry, a record after a close) and
+    sealed again with the same report is not amended."""
+    return earlier[:-1] if earlier and earlier[-1] == now else earlier
 
 
 def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:
