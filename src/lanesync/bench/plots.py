@@ -152,6 +152,10 @@ def make_plots(results: dict[str, Any], directory: Path) -> dict[str, list[str]]
                         )
             ax.set_xscale("log")
             ax.set_yscale("log")
+            # the rungs themselves as ticks, written plainly (not 2 x 10^2)
+            rates = sorted({r.rate for rungs in by_system.values() for r in rungs})
+            ax.set_xticks(rates, [f"{r:g}" for r in rates], fontsize=8)
+            ax.tick_params(axis="x", which="minor", labelbottom=False)
             ax.set_xlabel("offered store-wide rate (sales/s); x: not kept up")
             ax.set_ylabel("propagation latency p99 (ms)")
             # the ladder climbs from --rate: the title names where it started
