@@ -10,12 +10,13 @@ the rate each system kept up when the constants below were measured, plus one ru
 Every constant was measured on 2026-12-07 on this project's machine kind (2 vCPUs shared with
 other sessions, 1-minute load average 1-2.5) at git 3c835d3. The phase costs: ``Cluster.start``,
 one ``measure`` step of 1 s at 20 sales/s, ``final_check``, a closed-loop ``fill`` of 400 sales
-and ``Cluster.close``, timed one by one for every system at 2 and 4 lanes, twice (a script
-driving those functions; the figures below are their middle). The ladder: ``lanesync bench
-steady --lanes 3 --rate 50 --duration 5`` at 3c835d3, where every system and the ladder were
-the default (today add ``--systems all --ladder``): 237 s wall, and its results.json's
-"highest rate kept up" and step details. results.json keeps the estimate
-beside the measured ``seconds``, so a drifting constant shows there.
+and ``Cluster.close``, timed one by one for every system at 2 and 4 lanes, twice, by
+``benchmarks/bench_phases.py`` (its defaults); the constants are the middle of its figures,
+which grow with the machine's load (at a load of 5, lanesync's start at 2 lanes took 5.2 s).
+The ladder: ``lanesync bench steady --lanes 3 --rate 50 --duration 5`` at 3c835d3, where every
+system and the ladder were the default (today add ``--systems all --ladder``): 237 s wall, and
+its results.json's "highest rate kept up" and step details. results.json keeps the estimate
+beside the measured ``seconds`` and ``wall_seconds``, so a drifting constant shows there.
 """
 
 from __future__ import annotations
