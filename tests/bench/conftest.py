@@ -51,6 +51,11 @@ def run_bench(tmp_path: Path) -> RunBench:
         assert done.returncode == 0, done.stderr[-4000:]
         results: dict[str, Any] = json.loads((out / "results.json").read_text())
         assert json.loads(done.stdout)["schema"] == results["schema"]
+        # the estimate, told on stderr before the run (stdout is the JSON), is in results.json
+        told = [line for line in done.stderr.splitlines() if line.startswith("estimated wall")]
+        assert len(told) == 1, done.stderr[-4000:]
+        assert results["estimated_seconds"] > 0
+        assert results["wall_seconds"] >= results["seconds"] > 0
         assert (out / "report.md").is_file()
         return results | {"_out": str(out)}
 

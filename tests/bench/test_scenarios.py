@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from .conftest import RunBench, requires_bench_deps
 
@@ -49,13 +50,18 @@ def plots(results: dict[str, Any]) -> set[str]:
 
 def test_steady_every_system(run_bench: RunBench) -> None:
     systems = ["lanesync", "lanesync-unsigned", "pycrdt-websocket", "naive-broadcast"]
-    results = run_bench("steady", *TINY, "--max-rate", "50")
+    results = run_bench("steady", *TINY, "--max-rate", "50", "--systems", "all", "--ladder")
     data = check(results, "steady", systems)
     names = {f["name"] for f in data["figures"]}
     assert "propagation p50 at 20/s" in names
     assert "highest rate kept up" in names
     assert set(data["latency_cdf_ms"]) == set(systems)
-    assert {"latency-cdf-steady.png", "bytes-per-sale-steady.png"} <= plots(results)
+    made = plots(results)
+    assert {"latency-cdf-steady.png", "bytes-per-sale-steady.png", "ladder-steady.png"} <= made
+    with Image.open(Path(results["_out"]) / "plots" / "ladder-steady.png") as image:
+        assert (
+            image.info["Title"] == "steady: throughput ladder \N{EM DASH} 2 lanes, from 20 sales/s"
+        )
 
 
 def test_split_heal(run_bench: RunBench) -> None:
@@ -81,10 +87,8 @@ def test_join(run_bench: RunBench) -> None:
 
 
 def test_churn_loses_no_sale(run_bench: RunBench) -> None:
-    results = run_bench(
-        "churn", "--lanes", "3", "--rate", "20", "--duration", "2", "--systems", "lanesync"
-    )
-    data = check(results, "churn", ["lanesync"])
+    results = run_bench("churn", "--lanes", "3", "--rate", "20", "--duration", "2")
+    data = check(results, "churn", ["lanesync"])  # by default lanesync only
     assert data["runs"][0]["details"]["restarts"]
 
 
@@ -97,10 +101,12 @@ def test_scale(run_bench: RunBench) -> None:
         "20",
         "--duration",
         "1",
-        "--no-ladder",
         "--systems",
         "lanesync",
     )
     data = check(results, "scale", ["lanesync"])
     names = {f["name"] for f in data["figures"]}
     assert {"propagation p50 at 20/s, 2 lanes", "propagation p50 at 20/s, 4 lanes"} <= names
+    # no ladder unless asked for (--ladder)
+    assert results["config"]["ladder"] is False
+    assert not any(name.startswith("highest rate kept up") for name in names)

@@ -37,7 +37,7 @@ class Settings:
     faults: Faults = field(default_factory=Faults)
     repeat: int = 1
     seed: int = 1
-    ladder: bool = True
+    ladder: bool = False  # the throughput ladder only when asked for (--ladder)
     max_rate: float = LADDER[-1]  # the ladder's top rung (tests keep it low)
 
     @property

@@ -96,11 +96,14 @@ def render(results: dict[str, Any], plots: dict[str, list[str]]) -> str:
     machine = results["machine"]
     config = results["config"]
     git = results["git"]
+    guess, wall = results.get("estimated_seconds"), results.get("wall_seconds")
+    estimated = "" if wall is None else f", the whole command {wall:g} s"
+    estimated += "" if guess is None else f" (estimated beforehand: {guess:g} s)"
     lines = [
         f"# lanesync bench: {', '.join(config['scenarios'])}",
         "",
         f"- command: `{results['command']}`",
-        f"- started {results['started']}, took {results.get('seconds', '?')} s",
+        f"- started {results['started']}, took {results.get('seconds', '?')} s{estimated}",
         f"- machine: {machine['cpu_count']} CPUs ({machine['cpu_model']}), {machine['platform']}, "
         f"Python {machine['python']}, SQLite {machine['sqlite']}",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()),

@@ -44,6 +44,7 @@ class Plan:
     command: str
     work: Path | None = None
     keep_work: bool = False
+    estimated_s: float | None = None  # the wall time lanesync.bench.estimate told beforehand
 
 
 def machine_info() -> dict[str, Any]:
@@ -205,6 +206,7 @@ async def run_plan(plan: Plan, ui: Ui) -> dict[str, Any]:
             "scenarios": list(plan.scenarios),
             "systems": list(plan.systems),
             "lanes": settings.lanes,
+            "scale_lanes": settings.scale_lanes,
             "rate": settings.rate,
             "duration_s": settings.duration_s,
             "latency_ms": settings.faults.latency_ms,
@@ -212,6 +214,7 @@ async def run_plan(plan: Plan, ui: Ui) -> dict[str, Any]:
             "loss_pct": settings.faults.loss_pct,
             "repeat": settings.repeat,
             "seed": settings.seed,
+            "ladder": settings.ladder,
         },
         "scenarios": {},
         "skipped": [],
@@ -249,6 +252,7 @@ async def run_plan(plan: Plan, ui: Ui) -> dict[str, Any]:
 
             shutil.copytree(root, plan.out / "work", dirs_exist_ok=True)
     results["seconds"] = round((datetime.now(UTC) - started).total_seconds(), 1)
+    results["estimated_seconds"] = plan.estimated_s
     results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     return results
 

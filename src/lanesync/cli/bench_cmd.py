@@ -1,7 +1,9 @@
 """``lanesync bench``: benchmark scenarios on real lane processes, and ``bench compare``.
 
 Every scenario runs real processes on 127.0.0.1 only, each link through a fault-injecting
-proxy, for lanesync and (in the same run) its baselines; results go to ``--out``:
+proxy, for lanesync and (in the same run) the baselines ``--systems`` names; it runs what the
+command line asks and no more, and says how long that will take before it starts; results go
+to ``--out``:
 ``results.json``, ``report.md`` and ``plots/*.png``. docs/reference/benchmarks.md explains every
 figure.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +49,7 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 SCENARIO_HELP = {
-    "steady": "Propagation latency at --rate and the sustained-throughput ladder.",
+    "steady": "Propagation latency at --rate; with --ladder, the sustained-throughput ladder.",
     "split-heal": "Two halves sell apart, then heal: time and bytes to converge vs split size.",
     "outage": "The WAN to the cloud is down for a (scaled) day of sales: time until exact.",
     "join": "A new lane joins a store holding a full (scaled) day: time to sale-ready.",
@@ -67,12 +70,15 @@ def _require_bench_deps() -> None:
 
 
 def _systems(text: str) -> tuple[str, ...]:
+    """``all``, or a comma list that names lanesync (every figure is a ratio to it)."""
     from lanesync.bench.cluster import LANESYNC, SYSTEMS
 
+    if text.strip() == "all":
+        return SYSTEMS
     chosen = tuple(dict.fromkeys(s.strip() for s in text.split(",") if s.strip()))
     unknown = [s for s in chosen if s not in SYSTEMS]
     if unknown:
-        raise UsageError(f"unknown system {unknown[0]!r}; choose from {', '.join(SYSTEMS)}")
+        raise UsageError(f"unknown system {unknown[0]!r}; choose from all, {', '.join(SYSTEMS)}")
     if LANESYNC not in chosen:
         raise UsageError("--systems must include lanesync (every figure is a ratio to it)")
     return tuple(s for s in SYSTEMS if s in chosen)
@@ -111,15 +117,21 @@ def _options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--json", "as_json", is_flag=True, help="Print results.json on stdout."),
         click.option(
             "--systems",
-            default="lanesync,lanesync-unsigned,pycrdt-websocket,naive-broadcast",
+            default="lanesync",
             show_default=True,
-            help="Comma-separated systems to run (lanesync always).",
+            help="Comma-separated systems to run (lanesync always), or all: "
+            "lanesync, lanesync-unsigned, pycrdt-websocket, naive-broadcast.",
         ),
         click.option(
             "--ladder/--no-ladder",
-            default=True,
+            default=False,
             show_default=True,
-            help="Climb the throughput ladder in steady and scale.",
+            help="Climb the throughput ladder in steady and scale (a step per rung above --rate).",
+        ),
+        click.option(
+            "--dry-run",
+            is_flag=True,
+            help="Print the plan and its estimated wall time; run nothing.",
         ),
         click.option("--max-rate", type=float, default=None, hidden=True, help="Ladder top."),
         click.option("--work", type=DIR, hidden=True, help="Parent of the temporary store dirs."),
@@ -152,12 +164,15 @@ def _make_command(name: str) -> click.Command:
         as_json: bool,
         systems: str,
         ladder: bool,
+        dry_run: bool,
         max_rate: float | None,
         work: Path | None,
         keep_work: bool,
     ) -> None:
+        began = time.monotonic()  # the command's wall time, its plots included, for results.json
         _require_bench_deps()
         from lanesync.bench.cluster import BenchError, Faults
+        from lanesync.bench.estimate import estimate, human_seconds
         from lanesync.bench.runner import Plan, command_line, lanesync_failures, run_bench
         from lanesync.bench.scenarios import LADDER, SCENARIOS, Settings
 
@@ -173,26 +188,53 @@ def _make_command(name: str) -> click.Command:
             max_rate=LADDER[-1] if max_rate is None else max_rate,
         )
         target = out or Path("bench-results") / name
+        scenarios = SCENARIOS if name == "all" else (name,)
+        chosen = _systems(systems)
+        guess = estimate(scenarios, chosen, settings)
+        if dry_run:
+            if as_json:
+                emit_json(
+                    {
+                        "scenarios": list(scenarios),
+                        "systems": list(chosen),
+                        "ladder": settings.ladder,
+                        "estimated_seconds": guess.seconds,
+                        "store_runs": guess.stores,
+                        "load_steps": guess.steps,
+                    }
+                )
+            else:
+                console.print(
+                    f"{', '.join(scenarios)} for {', '.join(chosen)}: {guess.line()}",
+                    markup=False,
+                    soft_wrap=True,
+                )
+            return
+        # Before anything starts, so a long run can be stopped at once; stdout stays pure JSON.
+        (errors if as_json else console).print(guess.line(), markup=False, soft_wrap=True)
         plan = Plan(
-            scenarios=SCENARIOS if name == "all" else (name,),
-            systems=_systems(systems),
+            scenarios=scenarios,
+            systems=chosen,
             settings=settings,
             out=target,
             command=command_line(),
             work=work,
             keep_work=keep_work,
+            estimated_s=guess.seconds,
         )
         target.mkdir(parents=True, exist_ok=True)
         try:
             results = run_bench(plan, progress=not as_json or sys.stderr.isatty())
         except BenchError as exc:
             raise UsageError(f"benchmark failed: {exc}") from None
-        write_results(results, target)
+        write_results(results, target, began)
         if as_json:
             emit_json(results)
         else:
             console.print(f"wrote {target}/results.json, report.md and plots/", markup=False)
             print_summary(results)
+            took, told = human_seconds(results["wall_seconds"]), human_seconds(guess.seconds)
+            console.print(f"took {took} (estimated {told})", markup=False)
         problems = lanesync_failures(results)
         if problems:
             raise UsageError("; ".join(problems) + f" (details in {target}/results.json)")
@@ -204,12 +246,16 @@ for _name in SCENARIO_HELP:
     _make_command(_name)
 
 
-def write_results(results: dict[str, Any], target: Path) -> None:
+def write_results(results: dict[str, Any], target: Path, began: float | None = None) -> None:
+    """results.json, the plots and report.md; ``began`` (``time.monotonic()`` when the command
+    started) adds ``wall_seconds``, the command's time up to here, to compare with the estimate."""
     from lanesync.bench.plots import make_plots
     from lanesync.bench.report import render
 
-    (target / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     plots = make_plots(results, target / "plots")
+    if began is not None:
+        results["wall_seconds"] = round(time.monotonic() - began, 1)
+    (target / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
     (target / "report.md").write_text(render(results, plots))
 
 
