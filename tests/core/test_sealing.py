@@ -259,3 +259,21 @@ def test_a_summary_digest_is_the_same_whatever_order_days_sealed_in() -> None:
     assert one == two
     first, third, seventh = (date(2026, 11, d).toordinal() for d in (1, 3, 7))
     assert one.ranges == ((first, third), (seventh, seventh))
+
+
+def test_a_state_file_names_every_sealed_day_so_a_bundle_brings_what_the_archive_lacks() -> None:
+    """Offline sync: no echo comes back from a file, so a state file names every sealed day's
+    vector, and a bundle made against it holds the records of that day the archive lacks."""
+    store, (lane, other) = closed_store()
+    Archives().seal(lane, TODAY)
+    late = store.terminal("lane3").replica
+    late.append(sale(), NOW + 3)
+    late.close_days(TODAY, NOW + HOUR_MS)
+    exchange(late, other)
+    assert ledger_doc(TODAY) not in lane.state_vectors()
+    state_file = lane.state_vectors(every_sealed=True)
+    assert ledger_doc(TODAY) in state_file
+    bundle = other.updates_since(state_file)
+    assert ledger_doc(TODAY) in bundle
+    lane.merge(list(bundle.items()), NOW + HOUR_MS)
+    assert lane.digest() == other.digest()
