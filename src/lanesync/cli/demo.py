@@ -157,6 +157,18 @@ def _run(root: Path) -> dict[str, Any]:
         if len(closed) != 1:
             raise LanesyncError("demo failed: the lanes differ after closing the day")
         digest = closed.pop()  # the summary's digest is the lanes' last state
+        # Every lane holds the same complete day (one digest): each seals it, the day leaves
+        # memory and the state exchange and lives on as an archive (no connected peer, no
+        # cloud: a lane acknowledges its own days, as a daemon alone would).
+        sealed = {name: t.seal_due(lambda _day: True) for name, t in terminals.items()}
+        if any(days != [day] for days in sealed.values()) or {
+            t.digest() for t in terminals.values()
+        } != {digest}:
+            raise LanesyncError(f"demo failed: sealing {day} gave {sealed}")
+        reports = [zreport.z_report(t.replica, day) for t in terminals.values()]
+        console.print(
+            f"every lane sealed {day}: its ledger is an archive now, the digest unchanged"
+        )
         console.print()
         print_z_report(reports[0])
         return {

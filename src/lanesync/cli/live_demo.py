@@ -244,17 +244,23 @@ async def _demo(root: Path) -> dict[str, Any]:
 
 async def _close_the_day(store: Store) -> dict[str, Any]:
     """Every lane closes the demo's day; once each holds every day-end, the store's Z-report
-    is the same on all of them: print it, and return it for the summary."""
+    is the same on all of them, and once every lane acknowledged it each seals the day: print
+    the report, and return it for the summary."""
     for lane in LANES:
         await store.call(lane, "POST", "/v1/close", {})
     started = time.monotonic()
     while True:
         reports = [await store.call(lane, "GET", "/v1/reports") for lane in LANES]
-        if reports[0]["complete"] and all(r == reports[0] for r in reports):
+        first = reports[0]
+        if first["complete"] and first["sealed"] and all(r == first for r in reports):
             break
         if time.monotonic() - started > CONVERGE_TIMEOUT_S:
-            raise LanesyncError("the lanes did not agree on the day's Z-report within 30 s")
+            raise LanesyncError("the lanes did not seal the same Z-report within 30 s")
         await asyncio.sleep(0.1)
+    console.print(
+        f"every lane closed and sealed {first['day']} "
+        f"({time.monotonic() - started:.1f} s after the last close)"
+    )
     console.print()
     print_z_report(reports[0])
     console.print("every lane prints this report, byte for byte")
