@@ -72,6 +72,14 @@ def peer_connection(directory: TerminalDirectory) -> PeerConnection:
     return PeerConnection(directory.me, directory.store, AcceptAll())
 
 
+def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
+    """Assert ``predicate`` stays true for ``seconds`` (polled)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert predicate(), describe
+        time.sleep(0.05)
+
+
 def wait_until(
     predicate: Callable[[], T],
     timeout: float,

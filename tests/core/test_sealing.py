@@ -234,6 +234,20 @@ def test_acknowledgement_in_a_store_with_a_cloud_is_the_clouds() -> None:
     assert sealdays.acknowledged(other, TODAY, [PeerState(False, lane.state_vectors())])
 
 
+def test_a_lane_told_of_a_cloud_waits_for_it_before_the_clouds_certificate_arrives() -> None:
+    """A lane run with --cloud whose cloud never connected holds no cloud certificate: its
+    connected lanes' word is not enough (the cloud has acknowledged nothing)."""
+    store, (lane, other) = closed_store()
+    assert not sealdays.has_cloud(lane)
+    lane_peer = PeerState(False, other.state_vectors())
+    assert sealdays.acknowledged(lane, TODAY, [lane_peer])  # a store without a cloud
+    assert not sealdays.acknowledged(lane, TODAY, [lane_peer], cloud=True)
+    assert not sealdays.acknowledged(lane, TODAY, [], cloud=True)  # alone: not its own days
+    cloud = store.terminal("cloud", Role.CLOUD).replica
+    exchange(lane, cloud)
+    assert sealdays.acknowledged(lane, TODAY, [PeerState(True, cloud.state_vectors())], cloud=True)
+
+
 def test_a_state_message_with_the_summary_round_trips_and_garbage_is_refused() -> None:
     _, (lane, _) = closed_store()
     Archives().seal(lane, TODAY)

@@ -13,8 +13,7 @@ tests give them (127.0.0.1), and never use mDNS (``--no-discovery``).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,14 +32,6 @@ VALID_DAYS = 30
 
 
 ENV = child_env(columns=80)
-
-
-def hold_for(predicate: Callable[[], bool], seconds: float, describe: str) -> None:
-    """Assert ``predicate`` stays true for ``seconds`` (polled)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        assert predicate(), describe
-        time.sleep(0.05)
 
 
 class Daemon(ApiProcess):

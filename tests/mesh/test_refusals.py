@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from support import peer_connection
+from support import hold_for, peer_connection
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
@@ -48,7 +48,7 @@ from lanesync.shell.admission import MAX_HANDSHAKES, MAX_UNAUTHENTICATED_MESSAGE
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import wall_clock_ms
 
-from .cluster import Cluster, Daemon, hold_for, wait_connected, wait_until
+from .cluster import Cluster, Daemon, wait_connected, wait_until
 
 pytestmark = pytest.mark.slow
 

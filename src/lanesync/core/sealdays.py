@@ -53,12 +53,18 @@ class PeerState:
     state: Mapping[str, bytes] | None  # None until it sent one
 
 
-def acknowledged(replica: Replica, day: str, peers: Sequence[PeerState]) -> bool:
+def acknowledged(
+    replica: Replica, day: str, peers: Sequence[PeerState], *, cloud: bool = False
+) -> bool:
     """Is ``day`` acknowledged, as far as this replica can tell from its connected peers?
 
-    * A store with a cloud (``has_cloud``): the cloud's state covers the day as this replica
+    * A store with a cloud (``has_cloud``, or ``cloud``: the owner was told the store has one,
+      as a lane run with ``--cloud`` is): the cloud's state covers the day as this replica
       holds it (only the leader talks to the cloud), or a connected lane sealed the day (which
-      it did only once the cloud, or a lane before it, had acknowledged it).
+      it did only once the cloud, or a lane before it, had acknowledged it). ``cloud`` matters
+      until the cloud's certificate reaches the replica, which only the cloud's first
+      connection to a lane brings: without it, a store whose WAN was down since its lanes
+      were enrolled sealed its days on the lanes' word alone.
     * A store without one: every connected peer's state covers the day, or names it sealed;
       a lane alone (no peer connected) acknowledges its own days.
     """
@@ -73,7 +79,7 @@ def acknowledged(replica: Replica, day: str, peers: Sequence[PeerState]) -> bool
             return True
         return _sealed_by(peer.state, day)
 
-    if has_cloud(replica):
+    if cloud or has_cloud(replica):
         return any(
             (holds(p) if p.is_cloud else p.state is not None and _sealed_by(p.state, day))
             for p in peers

@@ -187,7 +187,9 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 terminal, committer, config.close_at_minute, wall_clock_ms
             )
             tasks.append(group.create_task(closing, name="day-close"))
-        sealing = seal_days_when_due(terminal, node.peer_states, mesh.days_sealed)
+        sealing = seal_days_when_due(
+            terminal, node.peer_states, mesh.days_sealed, cloud=config.cloud is not None
+        )
         tasks.append(group.create_task(sealing, name="day-seal"))
         mesh.start()
         if uplink is not None:

@@ -67,16 +67,24 @@ async def seal_days_when_due(
     peers: Callable[[], Sequence[PeerState]],
     sealed_some: Callable[[], None],
     check_every_s: float = SEAL_CHECK_EVERY_S,
+    *,
+    cloud: bool = False,
 ) -> None:
     """Run until cancelled, or until the terminal's storage failed: seal every day that is
     complete and acknowledged by ``peers`` (the mesh's connected peers, as sealing reads them),
-    and call ``sealed_some`` after sealing any (the mesh tells its peers at once).
+    and call ``sealed_some`` after sealing any (the mesh tells its peers at once). ``cloud``:
+    the lane was given a cloud (``--cloud``), so only the cloud's acknowledgement counts, even
+    before the cloud's certificate reached this lane (``sealdays.acknowledged``).
     """
     replica = terminal.replica
     me = terminal.terminal_id
+
+    def acknowledged(day: str) -> bool:
+        return sealdays.acknowledged(replica, day, peers(), cloud=cloud)
+
     while True:
         try:
-            sealed = terminal.seal_due(lambda day: sealdays.acknowledged(replica, day, peers()))
+            sealed = terminal.seal_due(acknowledged)
         except StorageError:
             return  # the terminal reported it; the daemon is stopping
         if sealed:
