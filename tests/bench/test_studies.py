@@ -291,3 +291,38 @@ def test_year(run_bench: RunBench) -> None:
     results_by_key = {t["key"]: t["result"] for t in data["targets"]}
     assert results_by_key["close_to_sealed_s"] == "n/a"
     assert results_by_key["reopen_s"] == "n/a (smaller run)"
+
+
+def test_sealing(run_bench: RunBench) -> None:
+    results = run_bench("sealing", "--lanes", "2", "--sales", "6", "--runs", "1")
+    by_name = figures(results, "sealing")
+    data = results["scenarios"]["sealing"]
+    (run,) = data["details"]["runs"]
+    # The run stops with an error unless every lane's report of the day is sealed, complete,
+    # the same, and counts every sale, and every lane logged days.sealed.
+    assert set(run["sealed_after_s"]) == {"lane01", "lane02"}
+    assert run["records"] == 6 + 2  # the sales and a day-end per lane
+    (last,) = values(by_name["last close -> every lane sealed"])
+    (first,) = values(by_name["last close -> first lane sealed"])
+    assert first <= last == max(run["sealed_after_s"].values())
+    assert last < 60  # the study's own limit
+    assert [t["name"] for t in data["targets"]] == [
+        "last close -> every lane sealed",
+        "last close -> first lane sealed",
+    ]
+    assert {t["target"] for t in data["targets"]} == {"< 5 s"}
+    assert {t["result"] for t in data["targets"]} <= {"PASS", "FAIL"}
+
+
+def test_sealing_refuses_fewer_sales_than_lanes(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    args = ["bench", "sealing", "--lanes", "4", "--sales", "3", "--out", str(tmp_path / "o")]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1] == (
+        "error: --sales must be at least --lanes (every lane sells)"
+    )
+    assert not (tmp_path / "o").exists()

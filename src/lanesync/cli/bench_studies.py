@@ -479,6 +479,53 @@ def year(
         console.print(f"wrote {target}/results.json and report.md", markup=False)
 
 
+@click.command("sealing")
+@click.option("--lanes", type=click.IntRange(2, 16), default=8, show_default=True)
+@click.option(
+    "--sales",
+    type=click.IntRange(min=2),
+    default=400,
+    show_default=True,
+    help="Sales of the day, spread over the lanes (at least one each).",
+)
+@click.option(
+    "--runs",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Fresh stores (the median is the figure).",
+)
+@click.option("--logs", type=DIR, help="Keep the processes' logs here.")
+@_out_options("sealing")
+@reports_errors
+def sealing(
+    lanes: int,
+    sales: int,
+    runs: int,
+    logs: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """Issue #17's close to sealed: lanes and a cloud on loopback close the day together; the
+    time from the last close to the day sealed on every lane."""
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.common import run_guarded
+    from lanesync.bench.studies.sealing import SealingOptions, run_study
+
+    if sales < lanes:
+        raise UsageError("--sales must be at least --lanes (every lane sells)")
+    options = SealingOptions(lanes=lanes, sales=sales, runs=runs, workdir=work, logs=logs)
+    try:
+        text, results = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "sealing", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+
+
 STUDIES: tuple[click.Command, ...] = (
     cloud,
     cloud_ingest,
@@ -486,5 +533,6 @@ STUDIES: tuple[click.Command, ...] = (
     foundation,
     mesh,
     receive_path,
+    sealing,
     year,
 )

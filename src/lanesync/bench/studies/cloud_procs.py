@@ -91,13 +91,20 @@ class Procs:
         return await proc.ready()
 
     async def lane(
-        self, path: Path, *, peers: Sequence[str] = (), cloud: str, priority: int = 0
+        self,
+        path: Path,
+        *,
+        peers: Sequence[str] = (),
+        cloud: str,
+        priority: int = 0,
+        extra: Sequence[str] = (),
     ) -> Proc:
+        """``extra``: more ``lanesync run`` options (e.g. ``--close-at off``)."""
         args = ["run", str(path), "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
         args += ["--no-discovery", "--cloud", cloud, "--priority", str(priority)]
         for peer in peers:
             args += ["--peer", peer]
-        return await self._start(path.name, path, args)
+        return await self._start(path.name, path, [*args, *extra])
 
     async def cloud(self, path: Path) -> Proc:
         args = ["cloud", "serve", str(path), "--listen", f"{LOOPBACK}:0", "--api", f"{LOOPBACK}:0"]
