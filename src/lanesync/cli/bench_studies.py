@@ -7,6 +7,7 @@ results.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -513,6 +514,7 @@ def sealing(
     from lanesync.bench.studies.common import run_guarded
     from lanesync.bench.studies.sealing import SealingOptions, run_study
 
+    began = time.monotonic()
     if sales < lanes:
         raise UsageError("--sales must be at least --lanes (every lane sells)")
     options = SealingOptions(lanes=lanes, sales=sales, runs=runs, workdir=work, logs=logs)
@@ -520,6 +522,7 @@ def sealing(
         text, results = run_guarded(lambda: run_study(options))
     except BenchError as exc:
         raise UsageError(f"benchmark failed: {exc}") from None
+    results["wall_seconds"] = round(time.monotonic() - began, 1)  # beside estimated_seconds
     target = _write(results, out, "sealing", as_json)
     if not as_json:
         console.print(text, markup=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from lanesync.bench.cluster import LANESYNC, BenchError
+from lanesync.bench.estimate import human_seconds
 from lanesync.bench.outcome import Outcome
 from lanesync.bench.stats import Spread
 from lanesync.bench.studies.cloud_day import STORE_ID, make_store
@@ -45,6 +47,16 @@ READY_LIMIT_S = 120.0  # eight lanes starting on two busy cores take a while to 
 POLL_EVERY_S = 0.05  # the resolution of the figures (a lane seals on a 1 s check)
 SELLERS_PER_LANE = 4  # concurrent sales on each lane's API while the store sells
 UNIT_CENTS = 250
+# The estimate told before the run, from this study's first runs on 2026-12-07 on the shared
+# 2-core machine (load 7-10): `--lanes 8 --sales 400 --runs 3` took 98 s and 146 s, `--lanes 3
+# --sales 30 --runs 1` 21 s, `--lanes 2 --sales 6 --runs 1` 14-23 s. Per run: a fixed part (the
+# store built, the cloud started, the close and the seal), a part per lane started (an
+# interpreter importing the lane, then meshing) and per sale (sold, then held everywhere);
+# the machine's load is measured twice (about 2 s each).
+RUN_FIXED_S = 6.0
+RUN_PER_LANE_S = 2.5
+RUN_PER_SALE_S = 0.02
+CALIBRATE_S = 4.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +89,10 @@ class SealRun:
         return max(self.sealed_after_s.values())
 
 
-def lane_names(lanes: int) -> list[str]:
-    return [f"lane{i:02d}" for i in range(1, lanes + 1)]
+def estimate_s(options: SealingOptions) -> float:
+    """Rough wall time of the run, at the pace of the shared 2-core machine."""
+    per_run = RUN_FIXED_S + options.lanes * RUN_PER_LANE_S + options.sales * RUN_PER_SALE_S
+    return CALIBRATE_S + options.runs * per_run
 
 
 async def start_store(procs: Procs, cloud_dir: Path, lanes: Sequence[Path]) -> list[Proc]:
@@ -306,6 +320,14 @@ async def run_study(options: SealingOptions) -> tuple[str, dict[str, Any]]:
         raise BenchError("every lane sells: --sales must be at least --lanes")
     config = {"lanes": options.lanes, "sales": options.sales, "runs": options.runs}
     record = StudyRun(NAME, config)
+    estimate = estimate_s(options)
+    runs_named = f"{options.runs} store run{'s' if options.runs != 1 else ''}"
+    print(  # the line every lanesync bench command tells before it starts
+        f"estimated wall time: about {human_seconds(estimate)} ({runs_named} of "
+        f"{options.lanes} lanes and a cloud, {options.sales:,} sales each)",
+        file=sys.stderr,
+        flush=True,
+    )
     load_before = await asyncio.to_thread(calibrate)
     progress(describe_load("before", load_before))
     with tempfile.TemporaryDirectory(prefix="lanesync-seal-bench-", dir=options.workdir) as tmp:
@@ -326,6 +348,7 @@ async def run_study(options: SealingOptions) -> tuple[str, dict[str, Any]]:
         "load_after": load_after,
     }
     results = record.results(outcomes(runs), (LANESYNC,), extra)
+    results["estimated_seconds"] = round(estimate, 1)
     git = results["git"]
     lines = [
         f"lanesync sealing benchmark: {options.lanes} lanes and a cloud on loopback, "
