@@ -47,6 +47,9 @@ def test_a_sealed_day_reports_lists_and_verifies(sealed: Shop) -> None:
     report = cli.json("report", "lane1", "--day", day)
     assert set(report) == REPORT_KEYS
     assert report["sealed"] is True
+    # read from the database as it is (immutable): no -wal or -shm file made or left behind
+    database = sorted(p.name for p in sealed.path("lane1").glob("lanesync.db*"))
+    assert database == ["lanesync.db"]
     assert report["totals"]["net_cents"] == 149
     # the report stored with the seal is the one the archive's records fold to
     assert report == folded_report(sealed.path("lane1"), day)

@@ -56,8 +56,15 @@ def test_two_lanes_close_and_print_the_same_report(cluster: Cluster) -> None:
         two = b.client.get(f"/v1/reports/{day}")
         return one.content == two.content and one.json()["complete"]
 
+    def sealed_on_both() -> bool:
+        # Connected to each other with no cloud, each acknowledges the day once the other's
+        # state covers it, and seals it within a second (shell.dayclosing).
+        return all(d.get("/v1/days")["days"][0]["state"] == "sealed" for d in (a, b))
+
+    wait_until(sealed_on_both, 15, lambda: "a and b sealed the day\n" + cluster.describe())
     wait_until(same_bytes, 15, lambda: "a and b print the same report\n" + cluster.describe())
     report = a.get(f"/v1/reports/{day}")
+    assert report["sealed"] is True
     assert report["totals"] == {
         "sales": 2,
         "voids": 1,
@@ -72,7 +79,7 @@ def test_two_lanes_close_and_print_the_same_report(cluster: Cluster) -> None:
     listed = cluster.cli_json("days", b.path)
     assert listed == {
         "days": [
-            {"day": day, "state": "closed", "records": 6, "report_hash": report["report_hash"]}
+            {"day": day, "state": "sealed", "records": 6, "report_hash": report["report_hash"]}
         ]
     }
     assert a.verify()["ok"] is True
@@ -124,15 +131,16 @@ def test_the_daemon_closes_the_days_it_missed_when_it_starts(cluster: Cluster) -
     with Terminal.open(path, clock=lambda: back) as terminal:  # sold two days ago, then off
         terminal.write(lambda views: bodies.build_sale(views, [bodies.parse_line("milk:2:300")]))
     a = cluster.start(path, extra=["--close-at", "00:00", "--head-wait", "0"])
+    # Alone, the lane acknowledges its own days: it seals each one once it closed it.
     wait_until(
-        lambda: len(a.get("/v1/days")["days"]) == 2,
+        lambda: [d["state"] for d in a.get("/v1/days")["days"]] == ["sealed", "sealed"],
         15,
-        lambda: "a closed the days it missed\n" + a.describe(),
+        lambda: "a closed and sealed the days it missed\n" + a.describe(),
     )
     listed = a.get("/v1/days")["days"]
     assert [(d["day"], d["state"], d["records"]) for d in listed] == [
-        (days_ago(2), "closed", 2),
-        (days_ago(1), "closed", 1),
+        (days_ago(2), "sealed", 2),
+        (days_ago(1), "sealed", 1),
     ]
     assert a.get(f"/v1/reports/{days_ago(2)}")["totals"]["gross_cents"] == 600
     assert a.get("/v1/reports")["day"] == days_ago(1)
