@@ -80,9 +80,13 @@ def test_a_sealed_days_bundle_carries_its_records(sealed: Shop) -> None:
     cli, day = sealed.cli, today()
     written = cli.json("export", "lane1", "day.bundle", "--day", day)
     assert written["bundle"] == "day.bundle"
-    # lane2 holds the day open (it imported lane1's records before the close): the bundle
-    # brings lane1's day-end, and lane2 folds the same report from the day's records alone
-    assert cli.json("import", "lane2", "day.bundle")["new_records"] == 1
+    # lane2 holds the day open (it imported lane1's records before the close): it lacks only
+    # lane1's day-end, which the bundle of what its state file lacks brings; then it folds the
+    # same report from the day's records, and the whole day's bundle brings nothing new
+    since = cli.json("export", "lane1", "delta.bundle", "--day", day, "--since", "lane2.state")
+    assert 0 < since["bytes"] < written["bytes"]
+    assert cli.json("import", "lane2", "delta.bundle")["new_records"] == 1
+    assert cli.json("import", "lane2", "day.bundle")["new_records"] == 0
     sealed_report = cli.json("report", "lane1", "--day", day)
     on_lane2 = cli.json("report", "lane2", "--day", day)
     assert on_lane2["report_hash"] == sealed_report["report_hash"]
