@@ -132,6 +132,9 @@ def _check_sealed(replica: Replica, day: str, stored: StoredSeal) -> tuple[list[
         problems.append(
             f"the archive holds {counted} counted records, its description says {described.records}"
         )
+    # Folded through the replica, which reads the day from storage: these very bytes in a
+    # fresh process; in a daemon, maybe the document it sealed, kept since, whose content is the
+    # archive's when the digest above matched.
     folded = zreport.z_report(replica, day)["report_hash"]
     if folded != described.report_hash:
         problems.append(
