@@ -1,7 +1,8 @@
 """Business days on one lane: ``close`` them, print the store's Z-report, list the days.
 
 Like the selling commands, each runs through the terminal's daemon when one holds the directory
-and opens the directory itself otherwise; the output is identical."""
+and opens the directory itself otherwise; the output is identical. ``report --day`` of a sealed
+day reads the report stored with the seal and opens nothing else."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from rich.table import Table
 
 from lanesync.core import zreport
 from lanesync.core.records import DayEnd
-from lanesync.shell.terminal import Terminal
+from lanesync.shell.terminal import Terminal, stored_sealed_report
 
 from .common import DIR, JSON_OPTION, daemon_client, reports_errors
 from .output import console, emit_json, print_z_report
@@ -53,19 +54,24 @@ def close(terminal_dir: Path, day: str | None, as_json: bool) -> None:
 @reports_errors
 def report(terminal_dir: Path, day: str | None, as_json: bool) -> None:
     """Print the store's Z-report of --day (default: the last day this lane closed), folded
-    from the records this lane holds."""
+    from the records this lane holds; of a sealed day, the report stored when it was sealed."""
     if day is not None:
         zreport.check_day(day)
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
         result = daemon.call("GET", "/v1/reports" if day is None else f"/v1/reports/{day}")
     else:
-        with Terminal.open(terminal_dir) as terminal:
-            if day is None:
-                day = zreport.default_day(terminal.replica)
-            else:
-                zreport.check_begun(terminal.replica, day, terminal.now_ms())
-            result = zreport.z_report(terminal.replica, day)
+        # A sealed day's report is read as it was stored, without opening the replica.
+        stored = None if day is None else stored_sealed_report(terminal_dir, day)
+        if stored is not None:
+            result = stored
+        else:
+            with Terminal.open(terminal_dir) as terminal:
+                if day is None:
+                    day = zreport.default_day(terminal.replica)
+                else:
+                    zreport.check_begun(terminal.replica, day, terminal.now_ms())
+                result = terminal.z_report(day)
     if as_json:
         emit_json(result)
     else:
@@ -77,7 +83,8 @@ def report(terminal_dir: Path, day: str | None, as_json: bool) -> None:
 @JSON_OPTION
 @reports_errors
 def days(terminal_dir: Path, as_json: bool) -> None:
-    """List the business days this lane holds: open or closed (every lane closed it)."""
+    """List the business days this lane holds: open, closed (every lane closed it) or sealed
+    (kept as a signed archive)."""
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
         result = daemon.call("GET", "/v1/days")

@@ -118,7 +118,16 @@ def revocation_lines(revocations: dict[str, dict[str, Any]]) -> list[str]:
 def print_z_report(report: dict[str, Any]) -> None:
     """A Z-report for people: one block per lane, the SKUs, the store's totals, the hash."""
     state = "complete" if report["complete"] else "INCOMPLETE"
+    if report["sealed"]:
+        state += ", sealed"
+    if report.get("amended"):
+        state += ", amended"
     console.print(f"Z-report  store {report['store_id']}  day {report['day']}  ({state})")
+    if report.get("amended"):
+        console.print(
+            "amended: records arrived after the day was sealed; it was sealed before with "
+            f"report hash {', then '.join(report['amended_from'])}"
+        )
     if report["missing_terminals"]:
         console.print(f"not closed yet by: {', '.join(report['missing_terminals'])}")
     lanes = Table(title="Lanes")

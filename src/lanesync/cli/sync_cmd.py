@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from lanesync.core import zreport
 from lanesync.shell.terminal import Terminal
 
 from .common import (
@@ -25,17 +26,29 @@ from .output import console, emit_json, revocation_lines
 @click.argument("terminal_dir", type=DIR)
 @click.argument("bundle", type=FILE_OUT)
 @click.option("--since", type=FILE_IN, help="State file of the replica the bundle is for.")
+@click.option(
+    "--day", help="Only this business day's ledger, YYYY-MM-DD (a sealed day: its archive)."
+)
 @JSON_OPTION
 @reports_errors
-def export_(terminal_dir: Path, bundle: Path, since: Path | None, as_json: bool) -> None:
-    """Write a signed bundle of everything held (or only what --since's replica lacks)."""
+def export_(
+    terminal_dir: Path, bundle: Path, since: Path | None, day: str | None, as_json: bool
+) -> None:
+    """Write a signed bundle of everything held (or only what --since's replica lacks), or of
+    one day's records (--day)."""
+    if day is not None:
+        zreport.check_day(day)
     state_bytes = None if since is None else since.read_bytes()
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
-        data = daemon.call("POST", "/v1/export", raw=state_bytes or b"")
+        path = "/v1/export" if day is None else f"/v1/days/{day}/export"
+        data = daemon.call("POST", path, raw=state_bytes or b"")
     else:
         with Terminal.open(terminal_dir) as terminal:
-            data = terminal.export_bundle(state_bytes)
+            if day is None:
+                data = terminal.export_bundle(state_bytes)
+            else:
+                data = terminal.export_day(day, state_bytes)
     tmp = bundle.with_name(bundle.name + ".tmp")
     tmp.write_bytes(data)
     tmp.replace(bundle)
@@ -117,17 +130,47 @@ def digest(terminal_dir: Path, as_json: bool) -> None:
 
 @click.command("verify")
 @click.argument("terminal_dir", type=DIR)
+@click.option(
+    "--day",
+    help="Check only this business day, YYYY-MM-DD (a sealed day: its archive, signature, "
+    "records and report).",
+)
 @JSON_OPTION
 @reports_errors
-def verify_command(terminal_dir: Path, as_json: bool) -> None:
+def verify_command(terminal_dir: Path, day: str | None, as_json: bool) -> None:
     """Check signatures and chains; exit 1 when anything held does not verify."""
+    if day is not None:
+        zreport.check_day(day)
     daemon = daemon_client(terminal_dir)
     if daemon is not None:
-        report = daemon.call("GET", "/v1/verify")
+        path = "/v1/verify" if day is None else f"/v1/days/{day}/verify"
+        report = daemon.call("GET", path)
     else:
         with Terminal.open(terminal_dir) as terminal:
-            report = terminal.integrity()
-    show_integrity(report, as_json)
+            report = terminal.integrity() if day is None else terminal.verify_day(day)
+    if day is not None:
+        show_day_check(report, as_json)
+    else:
+        show_integrity(report, as_json)
+
+
+def show_day_check(report: dict[str, Any], as_json: bool) -> None:
+    """Print a ``verify --day`` report and exit 1 when the day does not verify."""
+    if as_json:
+        emit_json(report)
+    else:
+        status = "[green]OK[/green]" if report["ok"] else "[red]INTEGRITY PROBLEMS[/red]"
+        digest = report["report_hash"]
+        console.print(
+            f"{status}: day {report['day']} ({report['state']}), {report['records']} records, "
+            f"report hash {digest[:16] if digest else '-'}",
+            markup=True,
+        )
+        for problem in report["problems"]:
+            console.print(f"  {problem}", markup=False, style="red")
+        print_day_findings(report)
+    if not report["ok"]:
+        sys.exit(1)
 
 
 def show_integrity(report: dict[str, Any], as_json: bool) -> None:
@@ -157,21 +200,7 @@ def print_integrity(report: dict[str, Any]) -> None:
         for problem in report[kind]:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")
-    for mismatch in report["day_end_mismatches"]:
-        console.print(
-            f"  day_end_mismatches: {mismatch['terminal']} {mismatch['day']} (seq "
-            f"{mismatch['seq']}) signed {mismatch['signed']}, its records say "
-            f"{mismatch['computed']}",
-            markup=False,
-            style="red",
-        )
-    for late in report["records_after_close"]:
-        console.print(
-            f"  records_after_close: {late['record']} falls in {late['day']}, closed by seq "
-            f"{late['closed_by_seq']}",
-            markup=False,
-            style="red",
-        )
+    print_day_findings(report)
     for closed in report["closed_chains"]:
         console.print(
             f"  closed_chains: terminal={closed['terminal']}, closed_at={closed['closed_at']}, "
@@ -201,4 +230,23 @@ def print_integrity(report: dict[str, Any]) -> None:
             f"sales {', '.join(item['sales'])}",
             markup=False,
             style="yellow",
+        )
+
+
+def print_day_findings(report: dict[str, Any]) -> None:
+    """The findings of day-ends (``zreport.day_findings``) in a verify report."""
+    for mismatch in report["day_end_mismatches"]:
+        console.print(
+            f"  day_end_mismatches: {mismatch['terminal']} {mismatch['day']} (seq "
+            f"{mismatch['seq']}) signed {mismatch['signed']}, its records say "
+            f"{mismatch['computed']}",
+            markup=False,
+            style="red",
+        )
+    for late in report["records_after_close"]:
+        console.print(
+            f"  records_after_close: {late['record']} falls in {late['day']}, closed by seq "
+            f"{late['closed_by_seq']}",
+            markup=False,
+            style="red",
         )

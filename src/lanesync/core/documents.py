@@ -25,7 +25,7 @@ from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, LEDGER_PREFIX
 from lanesync.core.records import Record, Rejection, Sale, parse_record
 from lanesync.core.sealing import SEALED_SUMMARY, SealedDay
 from lanesync.core.updates import EMPTY_UPDATE, covered_by
-from lanesync.errors import RemoteError
+from lanesync.errors import RemoteError, StorageError
 
 RECORDS_ROOT = "records"
 CERTS_ROOT = "certs"
@@ -146,9 +146,15 @@ class DocumentSet:
         return update
 
     def archived_update(self, name: str) -> bytes:
+        """``StorageError`` when the stored archive does not decompress (a damaged database:
+        ``lanesync verify --day`` says what else is wrong with it)."""
         if self.read_archive is None:
             raise RuntimeError("a sealed day is read with no archive reader attached")
-        return sealing.decompress(self.read_archive(self.sealed[name].day))
+        day = self.sealed[name].day
+        try:
+            return sealing.decompress(self.read_archive(day))
+        except ValueError as exc:
+            raise StorageError(f"{exc} ({day}): run `lanesync verify --day {day}`") from exc
 
     def archived(self, name: str) -> Doc[Any]:
         """Sealed document ``name``, built from its archive (the last one read is kept)."""
@@ -373,12 +379,7 @@ class DocumentSet:
         cached = self._digests.get(name)
         if cached is not None:
             return cached
-        h = hashlib.blake2b(digest_size=32)
-        root = self._roots[name]
-        for key in sorted(root.keys()):
-            h.update(f"{key}\x00".encode())
-            h.update(hashlib.blake2b(_value_bytes(root[key]), digest_size=32).digest())
-        digest = self._digests[name] = h.digest()
+        digest = self._digests[name] = map_digest(self._roots[name])
         return digest
 
     def digest(self) -> str:
@@ -392,6 +393,16 @@ class DocumentSet:
             h.update(f"{name}\x00".encode())
             h.update(self.content_digest(name))
         return h.hexdigest()
+
+
+def map_digest(root: Map[Any]) -> bytes:
+    """Canonical digest of a document's map (``DocumentSet.content_digest``): every (key,
+    value hash), sorted."""
+    h = hashlib.blake2b(digest_size=32)
+    for key in sorted(root.keys()):
+        h.update(f"{key}\x00".encode())
+        h.update(hashlib.blake2b(_value_bytes(root[key]), digest_size=32).digest())
+    return h.digest()
 
 
 def _peer_sealed(peer: Mapping[str, bytes]) -> frozenset[str]:

@@ -417,10 +417,12 @@ class Replica:
 
     def _take_unsealed(self) -> Change:
         """A change that stores, for each sealed day opened again since the last call, its
-        archive as the document's first log row (and tells storage the seal is undone)."""
+        archive as the document's first log row (and tells storage the seal is undone). The
+        caller counts its updates in ``unpersisted_updates`` with its own: counted here too,
+        they stayed unpersisted after the commit, and the terminal sealed, compacted and
+        checkpointed nothing more until it was reopened."""
         unsealed, self._documents.unsealed = self._documents.unsealed, []
         change = Change(updates=list(unsealed), unsealed=[name for name, _ in unsealed])
-        self.unpersisted_updates += len(unsealed)
         self._digest = None
         return change
 

@@ -237,19 +237,28 @@ def days(replica: Replica) -> dict[str, Any]:
     ``sealed`` (``core.sealing``) from the sealed day's description, without opening it."""
     held = _held(replica)
     listed = [sealing.wire_entry(s) for s in replica.sealed_days().values()]
-    for day in _held_days(replica):
-        folded = _fold(replica, day, held)
-        report = _report(replica, folded, held)
-        closed = report["complete"] and any(t.day_end for t in folded.terminals.values())
-        listed.append(
-            {
-                "day": day,
-                "state": "closed" if closed else "open",
-                "records": folded.records,
-                "report_hash": report["report_hash"] if closed else None,
-            }
-        )
+    listed += [_entry(replica, day, held) for day in _held_days(replica)]
     return {"days": sorted(listed, key=lambda d: str(d["day"]))}
+
+
+def day_entry(replica: Replica, day: str) -> dict[str, Any]:
+    """``day`` as ``days`` lists it (an open document's day: folded)."""
+    sealed = replica.sealed_days().get(day)
+    if sealed is not None:
+        return sealing.wire_entry(sealed)
+    return _entry(replica, day, _held(replica))
+
+
+def _entry(replica: Replica, day: str, held: _Held) -> dict[str, Any]:
+    folded = _fold(replica, day, held)
+    report = _report(replica, folded, held)
+    closed = report["complete"] and any(t.day_end for t in folded.terminals.values())
+    return {
+        "day": day,
+        "state": "closed" if closed else "open",
+        "records": folded.records,
+        "report_hash": report["report_hash"] if closed else None,
+    }
 
 
 def _mismatch(held: _TerminalDay) -> dict[str, Any] | None:
@@ -268,14 +277,16 @@ def _mismatch(held: _TerminalDay) -> dict[str, Any] | None:
     }
 
 
-def day_findings(replica: Replica) -> dict[str, list[dict[str, Any]]]:
+def day_findings(replica: Replica, only: str | None = None) -> dict[str, list[dict[str, Any]]]:
     """For ``verify``: day-ends whose signed figures disagree with the records they cover (when
     this replica holds every voided sale they need), and records a terminal signed after it
-    closed a day that they fall in."""
+    closed a day that they fall in; of every day held, or of day ``only``."""
     held_here = _held(replica)
     mismatches: list[dict[str, Any]] = []
     after_close: list[dict[str, Any]] = []
     for day in sorted([*_held_days(replica), *replica.sealed_days()]):
+        if only is not None and day != only:
+            continue
         for terminal, held in sorted(_fold(replica, day, held_here).terminals.items()):
             mismatch = _mismatch(held)
             if mismatch is not None:

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from lanesync.core.change import Change
 from lanesync.core.replica import Replica
+from lanesync.core.sealcheck import StoredSeal
 from lanesync.core.sealdays import Sealing
 from lanesync.core.sealing import SealedDay, decode_meta
 from lanesync.errors import ConfigError, StorageError
@@ -215,6 +216,39 @@ def create_private_database(path: Path) -> None:
         raise StorageError(f"cannot open database {path}: {exc.strerror}") from exc
 
 
+def read_sealed_report(path: Path, day: str) -> bytes | None:
+    """The Z-report stored when ``day`` was sealed, read from the database at ``path`` opened
+    read-only, with nothing else loaded (``lanesync report --day`` of a sealed day, issue #17:
+    under 100 ms). None when the day is not sealed there or the database cannot be read so (a
+    database a newer lanesync wrote, or none yet): the caller then opens the terminal, which
+    says what is wrong. The caller holds the directory's lock: no writer is at work."""
+    for journal in ("-wal", "-journal"):
+        try:
+            if path.with_name(path.name + journal).stat().st_size:
+                return None  # commits the file does not hold yet: a full open replays them
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+    try:
+        # Immutable: no locks and no -shm file (``Storage`` keeps none: see its comment), and
+        # true here, as the caller holds the lock and no journal holds a commit (above).
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+            return None
+        row = db.execute(
+            "SELECT report FROM sealed_days WHERE day = ? AND state = 'sealed'", (day,)
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+    return None if row is None else bytes(row[0])
+
+
 class Storage:
     def __init__(self, path: Path) -> None:
         create_private_database(path)
@@ -311,13 +345,14 @@ class Storage:
         )
         return bytes(rows[0][0]) if rows else None
 
-    def sealed_archive(self, day: str) -> tuple[bytes, bytes, bytes] | None:
-        """(description, archive, signature) of a sealed day, if it is sealed."""
+    def stored_seal(self, day: str) -> StoredSeal | None:
+        """What is stored of a sealed day (``verify --day`` checks it), if it is sealed."""
         rows = self._read(
-            "SELECT meta, archive, signature FROM sealed_days WHERE day = ? AND state = 'sealed'",
+            "SELECT meta, archive, signature, report FROM sealed_days "
+            "WHERE day = ? AND state = 'sealed'",
             (day,),
         )
-        return (bytes(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
+        return StoredSeal(*(bytes(column) for column in rows[0])) if rows else None
 
     def seal(self, sealings: Sequence[Sealing], replica: Replica, at_ms: int) -> None:
         """Store sealed days' archives, drop their documents' logs and snapshots, and store the

@@ -23,14 +23,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from lanesync.core import reports, sealdays
+from lanesync.core import reports, sealcheck, sealdays, zreport
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.feed import Origin
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
-from lanesync.core.ids import Sku, StoreId, TerminalId
+from lanesync.core.ids import Sku, StoreId, TerminalId, ledger_doc
 from lanesync.core.journal import SalesJournal
 from lanesync.core.records import Body, Record
 from lanesync.core.replica import Replica
@@ -39,7 +39,13 @@ from lanesync.errors import StorageError, UsageError
 from lanesync.shell.directories import TerminalDirectory, new_client_id
 from lanesync.shell.feedlog import FeedLog
 from lanesync.shell.lock import DirectoryLock
-from lanesync.shell.storage import REQUEST_KEEP_MS, KeyedRequest, ReplicaStorage, Storage
+from lanesync.shell.storage import (
+    REQUEST_KEEP_MS,
+    KeyedRequest,
+    ReplicaStorage,
+    Storage,
+    read_sealed_report,
+)
 
 log = logging.getLogger("lanesync.terminal")
 
@@ -384,10 +390,37 @@ class Terminal:
 
     def sealed_report(self, day: str) -> dict[str, Any] | None:
         """The Z-report stored when ``day`` was sealed (no fold), if it is sealed here."""
-        if not isinstance(self.storage, Storage):
+        if not isinstance(self.storage, Storage) or day not in self.replica.sealed_days():
             return None
         stored = self.storage.sealed_report(day)
         return None if stored is None else dict(json.loads(stored))
+
+    def z_report(self, day: str) -> dict[str, Any]:
+        """The store's Z-report of ``day``: the one stored when it was sealed, else folded from
+        the records held (``core.zreport``)."""
+        return self.sealed_report(day) or zreport.z_report(self.replica, day)
+
+    def verify_day(self, day: str) -> dict[str, Any]:
+        """``core.sealcheck.verify_day`` of ``day``, a sealed day checked from its stored row."""
+        stored = None
+        if isinstance(self.storage, Storage) and day in self.replica.sealed_days():
+            stored = self.storage.stored_seal(day)
+        return sealcheck.verify_day(self.replica, day, stored)
+
+    def export_day(self, day: str, since: bytes | None = None) -> bytes:
+        """A signed bundle of ``day``'s ledger document (from its archive when sealed), or of
+        what the replica whose state file ``since`` holds lacks of it. ``NotFound`` when this
+        replica holds no ledger of the day."""
+        zreport.check_day(day)
+        name = ledger_doc(day)
+        if name not in self.replica.all_doc_names():
+            raise sealcheck.not_held(day)
+        if since is None:
+            updates = {name: self.replica.full_state(name)}
+        else:
+            vectors = parse_state(since, self.directory.store).state_vectors
+            updates = {n: u for n, u in self.replica.updates_since(vectors).items() if n == name}
+        return encode_bundle(self.directory.me, self.store_id, updates, self._clock())
 
     def compact_if_due(self) -> None:
         """Compact what is due and keep the checkpoint of the views close to the log's end
@@ -507,3 +540,28 @@ class Terminal:
 
     def digest(self) -> str:
         return self.replica.digest()
+
+
+def stored_sealed_report(
+    path: Path, day: str, *, lock_wait_s: float = DEFAULT_LOCK_WAIT_S
+) -> dict[str, Any] | None:
+    """The Z-report stored when ``day`` was sealed in terminal directory ``path``, read under
+    the directory's lock without opening the replica (issue #17: ``report --day`` of a sealed
+    day in under 100 ms; opening a replica folds its checkpoint and open days). None when the
+    day is not sealed there: the caller opens the terminal and folds it."""
+    directory = TerminalDirectory.open(path)
+    lock = DirectoryLock(directory.lock_file)
+    lock.acquire(lock_wait_s)
+    try:
+        stored = read_sealed_report(directory.database, day)
+    finally:
+        lock.release()
+    if stored is None:
+        return None
+    try:
+        report = json.loads(stored)
+    except ValueError:
+        return None  # a damaged row: opening the terminal reports the database
+    if not isinstance(report, dict) or report.get("store_id") != directory.store.store_id:
+        return None
+    return report if report.get("day") == day else None
