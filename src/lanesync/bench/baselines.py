@@ -48,13 +48,12 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from lanesync.bench.events import EventLog
 from lanesync.bench.httpio import serve_http
+from lanesync.core.redial import Attempt, Redial
 
 LOOPBACK = "127.0.0.1"
 ROOM = "/bench"
 SIGNATURE_STANDIN = 64
 MAX_FRAME = 64 * 1024 * 1024
-BACKOFF_INITIAL_S = 0.2  # as lanesync.shell.dialing, so reconnects cost both the same
-BACKOFF_MAX_S = 5.0
 
 
 def ws_options() -> dict[str, Any]:
@@ -208,9 +207,14 @@ class SalesPeer:
             self.events.close()
 
 
-async def backoff_sleep(delay: float) -> float:
-    await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
-    return min(BACKOFF_MAX_S, delay * 2)
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+async def redial_wait(redial: Redial, attempt: Attempt) -> None:
+    """Wait as a lane's dialler does (core/redial.py), so reconnects cost every system the same."""
+    window_ms = redial.ended(attempt, _monotonic_ms())
+    await asyncio.sleep(random.uniform(0, window_ms / 1000))  # noqa: S311 - jitter, not crypto
 
 
 class PycrdtClient(SalesPeer):
@@ -223,22 +227,22 @@ class PycrdtClient(SalesPeer):
         return self._links
 
     async def link_forever(self) -> None:
-        delay = BACKOFF_INITIAL_S
+        redial = Redial()
         while not self.stop.is_set():
+            redial.started(_monotonic_ms())
+            attempt = Attempt.UNREACHED
             try:
-                async with (
-                    connect(self.server + ROOM, proxy=None, **ws_options()) as ws,
-                    Provider(self.doc, WsChannel(ws, ROOM)) as provider,
-                ):
-                    await provider.synced.wait()
-                    self._links = 1
-                    delay = BACKOFF_INITIAL_S
-                    await ws.wait_closed()
+                async with connect(self.server + ROOM, proxy=None, **ws_options()) as ws:
+                    attempt = Attempt.ENDED
+                    async with Provider(self.doc, WsChannel(ws, ROOM)) as provider:
+                        await provider.synced.wait()
+                        self._links = 1
+                        await ws.wait_closed()
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed):
                 pass
             finally:
                 self._links = 0
-            delay = await backoff_sleep(delay)
+            await redial_wait(redial, attempt)
 
     async def main(self, runtime: Path) -> None:
         task = asyncio.create_task(self.link_forever())
@@ -299,15 +303,17 @@ class NaivePeer(SalesPeer):
                 await sending
 
     async def dial_forever(self, url: str) -> None:
-        delay = BACKOFF_INITIAL_S
+        redial = Redial()
         while not self.stop.is_set():
+            redial.started(_monotonic_ms())
+            attempt = Attempt.UNREACHED
             try:
                 async with connect(url, proxy=None, **ws_options()) as ws:
-                    delay = BACKOFF_INITIAL_S
+                    attempt = Attempt.ENDED
                     await self.connection(ws)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError, ConnectionClosed):
                 pass
-            delay = await backoff_sleep(delay)
+            await redial_wait(redial, attempt)
 
     async def main(self, runtime: Path) -> None:
         async with serve(self.connection, LOOPBACK, 0, **ws_options()) as server:

@@ -1,6 +1,7 @@
 """The peer table and dialling: the peers a lane knows how to reach (``--peer``, mDNS, the cloud
-uplink), one task per peer that keeps one connection to it (jittered exponential backoff), the
-check that a dialled peer is who its entry says, and the report of them all.
+uplink), one task per peer that keeps one connection to it (the jittered schedule of
+``core/redial.py``, woken early by an mDNS announcement of the peer), the check that a dialled
+peer is who its entry says, and the report of them all.
 
 ``PeerTable`` is the pump's (``shell/mesh.py``) dialling half. Its interface to the pump is what
 ``Mesh`` hands it: the node (read, and told to close links that fail the identity check), the
@@ -12,11 +13,12 @@ clock, ``run_connection`` (the pump runs a dialled connection until it ends and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,14 +26,27 @@ from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from lanesync.core.identity import Role
 from lanesync.core.node import Node
+from lanesync.core.redial import (
+    BACKOFF_INITIAL_MS,
+    BACKOFF_MAX_MS,
+    UNREACHED_MAX_MS,
+    Attempt,
+    Redial,
+)
 from lanesync.shell.discovery import Announcement
 
 log = logging.getLogger("lanesync.mesh")
 
-# Reconnect backoff: quick first retry, capped so a healed link is used within seconds.
-BACKOFF_INITIAL_S = 0.2
-BACKOFF_MAX_S = 5.0
+# The redial schedule's windows (core/redial.py says why), in the seconds asyncio takes.
+BACKOFF_INITIAL_S = BACKOFF_INITIAL_MS / 1000
+BACKOFF_MAX_S = BACKOFF_MAX_MS / 1000
+UNREACHED_MAX_S = UNREACHED_MAX_MS / 1000
 CONNECTION_OPEN_TIMEOUT_S = 5.0
+
+
+def _monotonic_ms() -> int:
+    # The schedule measures how long a connection was up: a wall clock set back must not count.
+    return time.monotonic_ns() // 1_000_000
 
 
 def _ws_url(address: str, port: int) -> str:
@@ -52,6 +67,12 @@ class PeerEntry:
     gone: bool = False  # mDNS said goodbye and no static address remains: stop redialling
     role: Role | None = None  # required role (the cloud endpoint must present a cloud cert)
     task: asyncio.Task[None] | None = None
+    redial: Redial = field(default_factory=Redial)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # ends the dialler's wait
+    # The dialler's wait: when it ends (event-loop time; None while it dials or runs a
+    # connection), and how many waits a sign of life ended early (the status shows neither).
+    wait_ends: float | None = None
+    woken: int = 0
 
     def report(self) -> dict[str, Any]:
         return {
@@ -149,10 +170,16 @@ class PeerTable:
         entry.gone = False
         if entry.task is None or entry.task.done():
             entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        elif entry.redial.sign_of_life():
+            # It announced itself (again, or at new addresses): the backoff it grew while it
+            # could not be reached says nothing now.
+            entry.wake.set()
 
     def add_uplink(self, url: str, terminal_id: str, role: Role) -> PeerEntry:
         """Dial the cloud (the leader only); the endpoint must present a ``role`` certificate."""
-        entry = PeerEntry([url], {"cloud"}, terminal_id=terminal_id, role=role)
+        entry = PeerEntry(
+            [url], {"cloud"}, terminal_id=terminal_id, role=role, redial=Redial.uplink()
+        )
         self.peers.append(entry)
         entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
         return entry
@@ -175,8 +202,8 @@ class PeerTable:
                 entry.gone = not entry.found_by
 
     async def _dial_forever(self, peer: PeerEntry) -> None:
-        """Keep one connection to a peer: reconnect with jittered exponential backoff."""
-        delay = BACKOFF_INITIAL_S
+        """Keep one connection to a peer: redial on ``peer.redial``'s schedule, with full
+        jitter, until a sign of life (``discovered``) ends the wait."""
         if (
             peer.found_by == {"mdns"}
             and peer.terminal_id is not None
@@ -186,9 +213,10 @@ class PeerTable:
         while not peer.gone:
             if peer.terminal_id is not None and self.connected_to(peer.terminal_id):
                 # The pair already has a connection (the peer dialed us): nothing to do.
-                await asyncio.sleep(BACKOFF_MAX_S)
+                await self._wait(peer, BACKOFF_MAX_S)
                 continue
-            started = time.monotonic()
+            peer.redial.started(_monotonic_ms())
+            attempt = Attempt.UNREACHED
             for url in list(peer.urls):  # most preferred address first; keep what answers
                 peer.attempts += 1
                 try:
@@ -198,6 +226,7 @@ class PeerTable:
                         proxy=None,
                         **self._ws_options(),
                     ) as ws:
+                        attempt = Attempt.ENDED
                         # ``last_error`` stays until the peer is verified (check_identity): a
                         # transport that opens and is then refused must not read as healthy.
                         if url in peer.urls and peer.urls[0] != url:
@@ -207,12 +236,20 @@ class PeerTable:
                     break
                 except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
                     peer.last_error = f"{url}: {type(exc).__name__}: {exc}"
-            if time.monotonic() - started > 2 * BACKOFF_MAX_S:
-                delay = BACKOFF_INITIAL_S  # it was up for a while: retry promptly
-            # Full jitter (AWS architecture blog, "Exponential Backoff and Jitter"): lanes that
-            # lost the same switch do not all reconnect in the same millisecond.
-            await asyncio.sleep(random.uniform(0, delay))  # noqa: S311 - jitter, not crypto
-            delay = min(BACKOFF_MAX_S, delay * 2)
+            window_ms = peer.redial.ended(attempt, _monotonic_ms())
+            await self._wait(peer, random.uniform(0, window_ms / 1000))  # noqa: S311 - jitter
+
+    async def _wait(self, peer: PeerEntry, seconds: float) -> None:
+        """Sleep ``seconds``, or less if a sign of life of the peer wakes its dialler."""
+        peer.wake.clear()
+        peer.wait_ends = asyncio.get_running_loop().time() + seconds
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(peer.wait_ends):
+                    await peer.wake.wait()
+                    peer.woken += 1
+        finally:
+            peer.wait_ends = None
 
     def peers_report(self) -> list[dict[str, Any]]:
         """Every peer known from --peer, mDNS or an inbound connection, one row per terminal."""

@@ -1,17 +1,16 @@
-"""Dialling in the simulated shell: each lane's dialers to its neighbours (the daemon's jittered
-backoff, one attempt at a time) and the uplink to the cloud that only the leader holds
-(``shell/uplink.py``'s steering, through the core's ``steer_uplink``). ``Dialing`` is a part of
-``Simulator`` (see ``loop.py``).
+"""Dialling in the simulated shell: each lane's dialers to its neighbours (the daemon's: one
+attempt at a time, on the core's redial schedule, ``core/redial.py``) and the uplink to the cloud
+that only the leader holds (``shell/uplink.py``'s steering, through the core's
+``steer_uplink``). ``Dialing`` is a part of ``Simulator`` (see ``loop.py``).
 """
 
 from __future__ import annotations
 
 from lanesync.core.driver import UplinkStep, steer_uplink
 from lanesync.core.link import NOT_LEADER, CloseCode
+from lanesync.core.redial import BACKOFF_MAX_MS, Attempt, Redial
 from lanesync.sim.host import CLOUD, Dialer, Host
 from lanesync.sim.model import (
-    BACKOFF_INITIAL_MS,
-    BACKOFF_MAX_MS,
     CONNECTION_OPEN_TIMEOUT_MS,
     UPLINK_CHECK_MS,
     UPLINK_PROBE_MS,
@@ -26,14 +25,11 @@ class Dialing(Transport):
 
     # -- dialling ----------------------------------------------------------------------------------
 
-    def _after_attempt(self, host: Host, dialer: Dialer) -> None:
-        """The daemon's backoff after an attempt or a connection ended (full jitter)."""
+    def _after_attempt(self, host: Host, dialer: Dialer, attempt: Attempt) -> None:
+        """The daemon's wait after an attempt or a connection ended (full jitter)."""
         if dialer.stopped or not host.alive:
             return
-        if self.now - dialer.started_ms > 2 * BACKOFF_MAX_MS:
-            dialer.delay_ms = BACKOFF_INITIAL_MS
-        wait = self.rng.randint(0, dialer.delay_ms)
-        dialer.delay_ms = min(BACKOFF_MAX_MS, dialer.delay_ms * 2)
+        wait = self.rng.randint(0, dialer.redial.ended(attempt, self.now))
         dialer.gen += 1
         self._at(self.now + wait, self._dial, host, dialer, dialer.gen, host.sessions)
 
@@ -53,7 +49,7 @@ class Dialing(Transport):
             dialer.gen += 1  # the pair has a connection (the peer dialed us): look again later
             self._at(self.now + BACKOFF_MAX_MS, self._dial, host, dialer, dialer.gen, session)
             return
-        dialer.started_ms = self.now
+        dialer.redial.started(self.now)
         target = self.by_name[dialer.target]
         wan = CLOUD in (host.name, target.name)
         conn = Conn(
@@ -82,7 +78,7 @@ class Dialing(Transport):
             return
         dialer.conn_id = None
         self._note(EventKind.DIAL_FAILED, host.name, conn.listener, why)
-        self._after_attempt(host, dialer)
+        self._after_attempt(host, dialer, Attempt.UNREACHED)
 
     def _open(self, host: Host, dialer: Dialer, conn: Conn, session: int) -> None:
         if dialer.conn_id != conn.conn_id:
@@ -132,7 +128,7 @@ class Dialing(Transport):
             return
         step = steer_uplink(election.is_leader, host.uplink is not None)
         if step is UplinkStep.START:
-            host.uplink = Dialer(CLOUD)
+            host.uplink = Dialer(CLOUD, Redial.uplink())
             self._note(EventKind.UPLINK_START, host.name, CLOUD, f"term={election.leader_term}")
             self._at(self.now, self._dial, host, host.uplink, host.uplink.gen, session)
         elif step is UplinkStep.STOP and host.uplink is not None:

@@ -29,10 +29,10 @@ from lanesync.core.identity import (
 from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId
 from lanesync.core.link import Close
 from lanesync.core.node import Node
+from lanesync.core.redial import Redial
 from lanesync.core.replica import Replica
 from lanesync.sim.loop import EventLoop
 from lanesync.sim.model import (
-    BACKOFF_INITIAL_MS,
     BASE_MS,
     DAY_MS,
     UPLINK_CHECK_MS,
@@ -61,12 +61,12 @@ class CrashMode:
 
 @dataclass(eq=False)
 class Dialer:
-    """The daemon's ``_dial_forever`` for one peer: one attempt at a time, jittered backoff."""
+    """The daemon's ``_dial_forever`` for one peer: one attempt at a time, on the core's
+    redial schedule (the cloud uplink's: ``Redial.uplink()``)."""
 
     target: str
-    delay_ms: int = BACKOFF_INITIAL_MS
+    redial: Redial = field(default_factory=Redial)
     conn_id: int | None = None  # the connection it dialed, while our end holds it
-    started_ms: int = 0
     gen: int = 0  # bumped to cancel scheduled attempts
     stopped: bool = False
 

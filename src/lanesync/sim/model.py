@@ -13,9 +13,8 @@ from lanesync.core.node import ACK_DELAY_MS, ANTI_ENTROPY_MS
 
 # -- timings the simulated shell shares with the real one ---------------------------------------
 # Mirrors of lanesync.shell.mesh, .dialing and .uplink (which import asyncio, so the pure
-# simulator cannot import them); tests/sim checks they stay equal.
-BACKOFF_INITIAL_MS = 200  # shell.dialing.BACKOFF_INITIAL_S
-BACKOFF_MAX_MS = 5_000  # shell.dialing.BACKOFF_MAX_S
+# simulator cannot import them); tests/sim checks they stay equal. The redial schedule itself is
+# the core's (core/redial.py), which both pump.
 CONNECTION_OPEN_TIMEOUT_MS = 5_000  # shell.dialing.CONNECTION_OPEN_TIMEOUT_S
 PING_INTERVAL_MS = 2_000  # shell.mesh.PING_INTERVAL_S
 PING_TIMEOUT_MS = 2_000  # shell.mesh.PING_TIMEOUT_S

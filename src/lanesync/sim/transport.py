@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lanesync.core.link import Close, CloseCode
+from lanesync.core.redial import Attempt
 from lanesync.sim.host import CLOUD, SIM_REASON, CrashMode, Dialer, Host, HostShell
 from lanesync.sim.model import (
     EventKind,
@@ -24,7 +25,7 @@ class Transport(HostShell):
 
     if TYPE_CHECKING:  # defined by a part above this one (see loop.py)
 
-        def _after_attempt(self, host: Host, dialer: Dialer) -> None: ...
+        def _after_attempt(self, host: Host, dialer: Dialer, attempt: Attempt) -> None: ...
 
     # -- the network -------------------------------------------------------------------------------
 
@@ -181,7 +182,7 @@ class Transport(HostShell):
         for dialer in [*host.dialers.values(), host.uplink]:
             if dialer is not None and dialer.conn_id == conn.conn_id:
                 dialer.conn_id = None
-                self._after_attempt(host, dialer)
+                self._after_attempt(host, dialer, Attempt.ENDED)
 
     def reset(self, conn: Conn, reason: str) -> None:
         """Both ends lose the connection now; whatever was in flight is gone."""

@@ -217,7 +217,7 @@ async def lanesync_catch_up(root: Path, sales: int, logs: Path) -> CatchUp:
         result.bytes_per_sale = result.bytes / sales
         result.note = (
             f"reconnect came {(connect_ns - heal_ns) / 1e9:.2f} s after the heal "
-            "(the dialer's jittered backoff, capped at 5 s)"
+            "(the rest of the dialer's jittered wait, core/redial.py)"
         )
         return result
     finally:
