@@ -211,7 +211,7 @@ def test_offline_demo_converges(cli: Cli) -> None:
     assert "[bold]" not in result.text  # the console prints markup as typed (cli/output.py)
     # it ends with the store's Z-report, every lane having closed the day
     assert result.text.rsplit("converged", 1)[1].count("Z-report store demo-store") == 1
-    assert "(complete)" in result.text
+    assert "(complete, sealed)" in result.text
     assert "report hash " in result.text
     assert (cli.cwd / "demo" / "lane3" / "lanesync.db").is_file()
 
@@ -225,7 +225,7 @@ def test_demo_converges(cli: Cli) -> None:
     assert "every journal verifies" in result.text
     assert "lanesync demo: four lanes" in result.text
     assert "[bold]" not in result.text
-    assert "(complete)" in result.text.rsplit("converged", 1)[1]
+    assert "(complete, sealed)" in result.text.rsplit("converged", 1)[1]
     assert "every lane prints this report, byte for byte" in result.text
 
 

@@ -49,7 +49,7 @@ def reports_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 SCENARIO_HELP = {
-    "steady": "Propagation latency at --rate; with --ladder, the sustained-throughput ladder.",
+    "steady": "Propagation latency at --rate; with --ladder, the highest rate kept up too.",
     "split-heal": "Two halves sell apart, then heal: time and bytes to converge vs split size.",
     "outage": "The WAN to the cloud is down for a (scaled) day of sales: time until exact.",
     "join": "A new lane joins a store holding a full (scaled) day: time to sale-ready.",
