@@ -409,3 +409,36 @@ def test_a_storage_observer_is_told_each_commit_and_compaction_once_done(
     assert len(commits) == 2
     assert compactions
     assert all(seconds >= 0 and not in_transaction for _, seconds, in_transaction in watched.calls)
+
+
+def test_a_sealed_day_opened_again_survives_a_restart_and_seals_amended(lanes: Lanes) -> None:
+    """Storage of the late-record path: the archive becomes the day's first log row and the
+    seal row says 'reopened'; a restart then holds the day open with its earlier report hash,
+    and the next seal keeps it as amended_from."""
+    one, two = lanes.enroll("one"), lanes.enroll("two")
+    with Terminal.open(one) as lane:
+        lane.write(lambda _views: Receipt(sku("milk"), 5))
+        lane.close_days(None)
+        day = lane.replica.views.last_closed_day(lane.terminal_id)
+        assert lane.seal_due(lambda _day: True) == [day]
+        first = lane.sealed_report(str(day))
+        assert first is not None
+        digest = lane.digest()
+    with Terminal.open(two) as late:
+        late.write(lambda _views: Receipt(sku("milk"), 2))
+        late.close_days(None)
+        bundle = late.export_bundle()
+    with Terminal.open(one) as lane:
+        assert lane.replica.digest() == digest  # sealed, from the archive
+        lane.import_bundle(bundle)
+        assert day not in lane.replica.sealed_days()
+    with Terminal.open(one) as lane:  # the day is open again after the restart
+        assert day not in lane.replica.sealed_days()
+        assert lane.replica.views.on_hand() == {"milk": 7}
+        assert lane.seal_due(lambda _day: True) == [day]
+    with Terminal.open(one) as lane:
+        sealed = lane.replica.sealed_days()[str(day)]
+        assert sealed.amended_from == (first["report_hash"],)
+        assert lane.sealed_report(str(day))["amended_from"] == [first["report_hash"]]
+        assert lane.replica.views.on_hand() == {"milk": 7}
+        assert lane.replica.restored_from.startswith("loaded stock and sales from the checkpoint")
