@@ -15,16 +15,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lanesync.core import sealdays, sealing, zreport
+from lanesync.core.documents import RECORDS_ROOT
+from lanesync.core.hlc import Hlc
 from lanesync.core.identity import Role
 from lanesync.core.ids import RecordId, Sku, TerminalId, ledger_doc
-from lanesync.core.records import Receipt, Sale, SaleLine, Void
+from lanesync.core.records import Receipt, Sale, SaleLine, Void, make_record
 from lanesync.core.replica import Replica
 from lanesync.core.sealdays import PeerState
 from lanesync.core.sealing import SEALED_SUMMARY
 from lanesync.core.wire import State, decode_message, encode_message
 from lanesync.errors import RemoteError, UsageError
 
-from .helpers import HOUR_MS, NOW, Store
+from .helpers import HOUR_MS, NOW, Store, crafted_update
 
 DAY_MS = 86_400_000
 TODAY = "2026-11-18"
@@ -291,3 +293,68 @@ def test_a_state_file_names_every_sealed_day_so_a_bundle_brings_what_the_archive
     assert ledger_doc(TODAY) in bundle
     lane.merge(list(bundle.items()), NOW + HOUR_MS)
     assert lane.digest() == other.digest()
+
+
+# -- the views keep no hash of a sealed record ----------------------------------------------
+
+
+def chain_base(replica: Replica, terminal: str) -> int:
+    exported = {c[0]: c for c in replica.views.export_views()[0]}
+    return int(exported[terminal][-1])
+
+
+def test_the_views_drop_the_hashes_of_sealed_records_and_read_them_back() -> None:
+    _, (lane, other) = closed_store()
+    checkpoint_before = len(lane.checkpoint())
+    archives = Archives()
+    archives.seal(lane, TODAY)
+    # lane1 holds seqs 1-3 (receipt, sale, day-end) in the sealed day: all but its head go.
+    assert chain_base(lane, "lane1") == 2
+    assert len(lane.checkpoint()) < checkpoint_before
+    sold = RecordId(TerminalId("lane1"), 2)
+    assert lane.views.accepted_key(sold) == other.views.accepted_key(sold)
+    assert lane.views.accepted_hash(TerminalId("lane2"), 1) == other.views.accepted_hash(
+        TerminalId("lane2"), 1
+    )
+    record = lane.find_record(sold)
+    assert record is not None
+    assert lane.views.is_accepted(record)
+    assert lane.views.is_sale(str(sold))
+    # A reopen from the checkpoint keeps the base, and reads hashes back from the archive.
+    again = Replica(lane.store, lane.client_id, lane.me)
+    archives.attach(again)
+    stored = {name: [lane.full_state(name)] for name in lane.doc_names()}
+    sealed = list(lane.sealed_days().values())
+    again.restore(stored, (), NOW + HOUR_MS, checkpoint=lane.checkpoint(), sealed=sealed)
+    assert again.restored_from.startswith("loaded stock and sales from the checkpoint")
+    assert chain_base(again, "lane1") == 2
+    assert again.views.accepted_key(sold) == other.views.accepted_key(sold)
+    again.append(Void(sold), NOW + DAY_MS)
+    assert again.views.on_hand() == {MILK: 19}
+
+
+def test_a_fork_at_a_sealed_seq_is_found_as_on_a_replica_that_never_sealed() -> None:
+    _, (lane, other) = closed_store()
+    Archives().seal(lane, TODAY)
+    # lane1's key signs a second record at seq 2 (a restored copy selling again): a fork
+    # below the head, on a seq whose hash the sealed replica no longer holds.
+    fork = make_fork(lane, seq=2)
+    for replica in (lane, other):
+        replica.merge(list(fork.items()), NOW + HOUR_MS)
+    broken = other.views.problems()["broken_chains"]
+    assert [b["terminal"] for b in broken] == ["lane1"]
+    assert lane.views.problems()["broken_chains"] == broken
+    assert lane.views.on_hand() == other.views.on_hand()
+    assert lane.digest() == other.digest()
+
+
+def make_fork(lane: Replica, seq: int) -> dict[str, bytes]:
+    """An update holding a second record of lane's terminal at ``seq``, validly signed."""
+    assert lane.me is not None
+    previous = lane.views.accepted_hash(lane.me.certificate.terminal_id, seq - 1)
+    assert previous is not None
+    record = make_record(
+        lane.me.key, lane.me.certificate.terminal_id, seq, previous, Hlc(NOW + 7, 0), sale(9)
+    )
+    doc = ledger_doc(record.hlc.business_day(lane.tz))
+    return {doc: crafted_update(RECORDS_ROOT, {record.key: record.encoded})}

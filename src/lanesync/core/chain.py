@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import enum
 import sys
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,11 @@ class Chain:
     waiting: dict[int, dict[bytes, Candidate]] = field(default_factory=dict)
     # The branches of a resolved fork, once the chain reaches the record they link to.
     branches: list[BranchChain] | None = None
+    # Seqs 1..base hold no hash here (``hashes`` starts at base + 1): their records are all in
+    # sealed days, and ``resolve`` reads a hash back from there (``Chains.compact``). A sealed
+    # year is ~913k records, whose hashes were 29 MB of every lane's memory and checkpoint.
+    base: int = 0
+    resolve: Callable[[int], bytes | None] | None = None
 
     @property
     def head_seq(self) -> int:
@@ -110,7 +115,14 @@ class Chain:
         return self.hash_at(len(self.sales)) if self.sales else GENESIS_HASH
 
     def hash_at(self, seq: int) -> bytes:
-        return bytes(self.hashes[HASH_SIZE * (seq - 1) : HASH_SIZE * seq])
+        """The hash of the accepted record at ``seq`` (1..head_seq); below ``base``, as read
+        back from the sealed days, or ``b""`` (no record's hash) when that finds no single one:
+        a caller comparing it to a record sees a mismatch, which a fork below the head is."""
+        if seq <= self.base:
+            found = self.resolve(seq) if self.resolve is not None else None
+            return b"" if found is None else found
+        start = HASH_SIZE * (seq - self.base - 1)
+        return bytes(self.hashes[start : start + HASH_SIZE])
 
     def all_hashes(self) -> Iterator[bytes]:
         for start in range(0, len(self.hashes), HASH_SIZE):
@@ -148,6 +160,7 @@ def export_chain(terminal: TerminalId, c: Chain) -> list[Any]:
             ]
             for b in c.branches
         ],
+        c.base,
     ]
 
 
@@ -155,10 +168,12 @@ def load_chain(fields: Any, chains: MutableMapping[TerminalId, Chain]) -> list[t
     """Take one chain ``export_chain`` gave into ``chains`` (whose missing entries start empty);
     returns the (document, key) of every record that was waiting, for the owner to offer again.
     Raises ``ValueError`` (or ``TypeError``, ``KeyError``) when it does not decode."""
-    terminal, hashes, sales, wall, counter, broken_at, reason, by, waiting, branches = fields
-    _check_counted(hashes, sales)
+    terminal, hashes, sales, wall, counter, broken_at, reason, by, waiting, branches, base = fields
+    if type(base) is not int or not 0 <= base < max(len(sales), 1):
+        raise ValueError("a chain of the checkpoint has a malformed base")
+    _check_counted(hashes, sales, base)
     chain = chains[TerminalId(sys.intern(terminal))]
-    chain.hashes, chain.sales = bytearray(hashes), bytearray(sales)
+    chain.hashes, chain.sales, chain.base = bytearray(hashes), bytearray(sales), base
     chain.last_hlc = Hlc(int(wall), int(counter))
     chain.broken_at = None if broken_at is None else int(broken_at)
     chain.broken_reason, chain.broken_by = str(reason), bytes(by)
@@ -169,7 +184,7 @@ def load_chain(fields: Any, chains: MutableMapping[TerminalId, Chain]) -> list[t
 
 def _load_branch(fields: Any) -> BranchChain:
     first, base_seq, base, limit_seq, limit_hash, wall, counter, hashes, sales, at, why = fields
-    _check_counted(hashes, sales)
+    _check_counted(hashes, sales, 0)
     return BranchChain(
         bytes(first),
         int(base_seq),
@@ -184,7 +199,8 @@ def _load_branch(fields: Any) -> BranchChain:
     )
 
 
-def _check_counted(hashes: bytes, sales: bytes) -> None:
-    """One hash and one sale flag per accepted record, or the checkpoint is unusable."""
-    if len(hashes) != HASH_SIZE * len(sales) or not set(sales) <= {0, 1}:
+def _check_counted(hashes: bytes, sales: bytes, base: int) -> None:
+    """One sale flag per accepted record and one hash per record past ``base``, or the
+    checkpoint is unusable."""
+    if len(hashes) != HASH_SIZE * (len(sales) - base) or not set(sales) <= {0, 1}:
         raise ValueError("a chain of the checkpoint is malformed")

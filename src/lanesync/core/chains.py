@@ -19,8 +19,9 @@ is held as ``core.chain`` records it, which is also the form a checkpoint takes.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from lanesync.core import branches
@@ -56,10 +57,14 @@ class Chains:
         self,
         resolutions: Mapping[TerminalId, ForkResolution] | None = None,
         closures: Mapping[TerminalId, int] | None = None,
+        sealed_hash: Callable[[TerminalId, int], bytes | None] | None = None,
     ) -> None:
         """``resolutions``: the fork resolution in force per terminal; ``closures``: the last
         seq the store accepts per terminal. Read as they are when a chain is judged: the owner
-        judges everything again when either changes for a terminal ``knows``."""
+        judges everything again when either changes for a terminal ``knows``. ``sealed_hash``:
+        the hash of a terminal's accepted record at a seq, read back from the sealed days, or
+        None when no single one is found there (``compact``)."""
+        self._sealed_hash = sealed_hash
         self._chains: dict[TerminalId, Chain] = defaultdict(Chain)
         self._resolutions: Mapping[TerminalId, ForkResolution] = (
             {} if resolutions is None else resolutions
@@ -239,6 +244,29 @@ class Chains:
             return None
         return chain.broken_at, chain.broken_reason
 
+    def compact(self, sealed_prefixes: Mapping[TerminalId, int]) -> None:
+        """Drop the hashes of each terminal's seqs 1..prefix (all in sealed days, the caller
+        says), keeping the head's: ``Chain.hash_at`` reads them back through ``sealed_hash``.
+        Chains the store acted on (a fork resolution, branches) or that broke keep theirs:
+        their judging reads hashes below the head, and they are rare."""
+        if self._sealed_hash is None:
+            return
+        for terminal, prefix in sealed_prefixes.items():
+            chain = self._chains.get(terminal)
+            if (
+                chain is None
+                or chain.branches is not None
+                or chain.broken_at is not None
+                or terminal in self._resolutions
+            ):
+                continue
+            base = min(prefix, chain.head_seq - 1)
+            if base <= chain.base:
+                continue
+            del chain.hashes[: HASH_SIZE * (base - chain.base)]
+            chain.base = base
+            chain.resolve = partial(self._sealed_hash, terminal)
+
     def accepted_key(self, record_id: RecordId) -> str | None:
         """The map key of the accepted record with this id, if any (one only: none for an id
         two branches of a resolved fork hold)."""
@@ -250,7 +278,8 @@ class Chains:
         chain = self._chains.get(record_id.terminal)
         if chain is None or not 1 <= record_id.seq <= chain.head_seq:
             return None
-        return record_key(record_id, chain.hash_at(record_id.seq))
+        found = chain.hash_at(record_id.seq)
+        return record_key(record_id, found) if found else None
 
     def accepted_hash(self, terminal: TerminalId, seq: int) -> bytes | None:
         """The hash of the one accepted record of ``terminal`` at ``seq``, if there is one. Past
@@ -266,7 +295,7 @@ class Chains:
         chain = self._chains.get(terminal)
         if chain is None or not 1 <= seq <= chain.head_seq:
             return None
-        return chain.hash_at(seq)
+        return chain.hash_at(seq) or None
 
     def is_accepted(self, record: Record) -> bool:
         if self._in_branches(record.terminal, record.seq):
@@ -329,4 +358,9 @@ class Chains:
         held: list[tuple[str, str]] = []
         for fields in chains:
             held.extend(load_chain(fields, self._chains))
+        for terminal, chain in self._chains.items():
+            if chain.base:
+                if self._sealed_hash is None:
+                    raise ValueError("a compacted chain with nowhere to read its hashes")
+                chain.resolve = partial(self._sealed_hash, terminal)
         return held

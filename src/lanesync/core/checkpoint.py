@@ -34,8 +34,9 @@ if TYPE_CHECKING:  # the views' own checkpoint layout is theirs: at run time the
 # 2: the views also carry the fork resolutions and closures they were judged under, and each
 # chain the branches of its resolved fork. 3: document fingerprints in canonical form (clients
 # ascending), so a document rebuilt in another order (a compacted snapshot) still matches.
-# 4: the tally also carries the days each terminal closed (its day-end records).
-CHECKPOINT_FORMAT = 4
+# 4: the tally also carries the days each terminal closed (its day-end records). 5: each chain
+# carries its base (the seqs whose hashes are read back from sealed days, ``Chains.compact``).
+CHECKPOINT_FORMAT = 5
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 

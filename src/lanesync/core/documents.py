@@ -21,7 +21,7 @@ from typing import Any
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
 from lanesync.core import sealing
-from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, LEDGER_PREFIX
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, LEDGER_PREFIX, TerminalId
 from lanesync.core.records import Record, Rejection, Sale, parse_record
 from lanesync.core.sealing import SEALED_SUMMARY, SealedDay
 from lanesync.core.updates import EMPTY_UPDATE, covered_by
@@ -57,6 +57,8 @@ class DocumentSet:
         # (document, archive update) of each sealed day opened again, for the owner to store.
         self.unsealed: list[tuple[str, bytes]] = []
         self._archive_cache: tuple[str, Doc[Any]] | None = None  # the last archive read
+        # The last archive's keys by record id ("terminal:seq"), for ``records_at``.
+        self._archive_ids: tuple[str, dict[str, list[str]]] | None = None
 
     def names(self) -> list[str]:
         """The documents held open (sealed days are not among them)."""
@@ -130,6 +132,7 @@ class DocumentSet:
         self.amended.pop(name, None)
         self.sealed[name] = sealed
         self._archive_cache = (name, doc)
+        self._archive_ids = None
 
     def unseal(self, name: str) -> bytes:
         """Open sealed document ``name`` again from its archive; returns the archive's CRDT
@@ -142,6 +145,7 @@ class DocumentSet:
         self.amended[name] = (*sealed.amended_from, sealed.report_hash)
         self.adopt(name, doc)  # observed only now: its entries are folded already
         self._archive_cache = None
+        self._archive_ids = None
         self.unsealed.append((name, update))
         return update
 
@@ -164,6 +168,61 @@ class DocumentSet:
         doc.apply_update(self.archived_update(name))
         self._archive_cache = (name, doc)
         return doc
+
+    def records_at(self, terminal: str, seq: int) -> list[Record]:
+        """Every parseable record of ``terminal`` at ``seq`` in a day's document: in the sealed
+        days whose seqs of ``terminal`` hold ``seq``, else in the open ledgers (a sealed day
+        opened again by a late record)."""
+        record_id = f"{terminal}:{seq}"
+        found: list[Record] = []
+        for name, sealed in sorted(self.sealed.items()):
+            if sealed.holds_seq(terminal, seq):
+                found += self._parsed(name, self._archive_keys(name).get(record_id, []))
+        if found:
+            return found
+        for name in self.names():
+            if name.startswith(LEDGER_PREFIX):
+                root = self._roots[name]
+                keys = [k for k in root.keys() if k.partition("#")[0] == record_id]  # noqa: SIM118 - a pycrdt Map is not typed as iterable
+                found += self._parsed(name, keys)
+        return found
+
+    def _parsed(self, name: str, keys: Iterable[str]) -> list[Record]:
+        out = []
+        for key in keys:
+            parsed = parse_record(self.value_at(name, key))
+            if not isinstance(parsed, Rejection) and parsed.key == key:
+                out.append(parsed)
+        return out
+
+    def _archive_keys(self, name: str) -> dict[str, list[str]]:
+        """A sealed day's keys by record id (kept for the last archive read)."""
+        if self._archive_ids is not None and self._archive_ids[0] == name:
+            return self._archive_ids[1]
+        by_id: dict[str, list[str]] = {}
+        archived: Map[bytes] = self.archived(name).get(RECORDS_ROOT, type=Map)
+        for key in archived.keys():  # noqa: SIM118 - a pycrdt Map is not typed as iterable
+            by_id.setdefault(key.partition("#")[0], []).append(key)
+        self._archive_ids = (name, by_id)
+        return by_id
+
+    def sealed_prefixes(self) -> dict[TerminalId, int]:
+        """Per terminal, the highest seq s such that every record 1..s of it is in a sealed
+        day (by the seqs each sealed day holds): the hashes the views may drop."""
+        runs: dict[str, list[tuple[int, int]]] = {}
+        for sealed in self.sealed.values():
+            for terminal, lo, hi in sealed.seqs:
+                runs.setdefault(terminal, []).append((lo, hi))
+        prefixes: dict[TerminalId, int] = {}
+        for terminal, spans in runs.items():
+            reached = 0
+            for lo, hi in sorted(spans):
+                if lo > reached + 1:
+                    break
+                reached = max(reached, hi)
+            if reached:
+                prefixes[TerminalId(terminal)] = reached
+        return prefixes
 
     def _map(self, name: str) -> Map[bytes] | None:
         """Document ``name``'s map, open or sealed, or None when neither."""

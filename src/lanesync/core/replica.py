@@ -133,6 +133,12 @@ class Replica:
         builds both)."""
         self._documents.seal(sealed)
         self._digest = None
+        self._compact_chains()
+
+    def _compact_chains(self) -> None:
+        """The views drop the hashes of records every one of which is in a sealed day."""
+        if self._documents.sealed:
+            self.views.compact(self._documents.sealed_prefixes())
 
     def document_fingerprint(self, doc: str) -> list[bytes]:
         """An open document's fingerprint (``checkpoint.document_fingerprints``)."""
@@ -274,6 +280,7 @@ class Replica:
                 self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
         self.views.end_rebuild()
         self._digest = None
+        self._compact_chains()
 
     # -- loading --------------------------------------------------------------------------------
 
@@ -329,6 +336,7 @@ class Replica:
             )
             self.checkpoint_refused = checkpoint is not None
         self._captured.clear()  # what was just read is stored already
+        self._compact_chains()  # a checkpoint of views compacted before holds the same
         for head in self.views.heads():
             if self.me is not None and head.terminal == self.me.certificate.terminal_id:
                 self.clock.adopt(head.hlc)

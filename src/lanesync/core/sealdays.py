@@ -168,11 +168,15 @@ def _changed_hashes(earlier: tuple[str, ...], now: str) -> tuple[str, ...]:
 
 
 def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:
-    ranges: dict[str, tuple[int, int]] = {}
-    for terminal, seq in held:
-        lo, hi = ranges.get(terminal, (seq, seq))
-        ranges[terminal] = (min(lo, seq), max(hi, seq))
-    return tuple((t, lo, hi) for t, (lo, hi) in sorted(ranges.items()))
+    """The seqs of each terminal held, as runs of consecutive seqs (a day-end signed after the
+    next day's first sales sits apart from its day's other records)."""
+    runs: list[tuple[str, int, int]] = []
+    for terminal, seq in sorted(set(held)):
+        if runs and runs[-1][0] == terminal and runs[-1][2] == seq - 1:
+            runs[-1] = (terminal, runs[-1][1], seq)
+        else:
+            runs.append((terminal, seq, seq))
+    return tuple(runs)
 
 
 def sealed_report(report: dict[str, Any], sealed: SealedDay) -> dict[str, Any]:

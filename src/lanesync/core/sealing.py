@@ -68,8 +68,9 @@ class SealedDay:
     records: int  # records of the day the views count
     report_hash: str
     amended_from: tuple[str, ...] = ()  # report hashes of earlier seals of the day, oldest first
-    # (terminal, lowest seq, highest seq) of the records the document holds, per terminal: where
-    # a read of one record (a voided sale) looks.
+    # (terminal, first seq, last seq): the runs of consecutive seqs of each terminal's records
+    # the document holds, exactly: where a read of one record looks, and how far each chain's
+    # hashes may be dropped from memory (``DocumentSet.sealed_prefixes``).
     seqs: tuple[tuple[str, int, int], ...] = ()
 
     @property

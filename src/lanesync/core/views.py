@@ -67,6 +67,11 @@ class Documents(Protocol):
         """The value stored under ``key`` in document ``doc``, or None."""
         ...
 
+    def records_at(self, terminal: TerminalId, seq: int) -> list[Record]:
+        """Every parseable record of ``terminal`` at ``seq`` held in a day's document, looked
+        for in the sealed days that hold that seq first (``Chains.compact``)."""
+        ...
+
 
 def expected_doc(record: Record, tz: ZoneInfo) -> str:
     """Where a record must be stored: prices in the catalog, a day-end in the ledger of the
@@ -112,7 +117,7 @@ class Views:
         self._reset_views()
 
     def _reset_views(self) -> None:
-        self._chains = Chains(self._actions.resolutions, self._actions.closures)
+        self._chains = Chains(self._actions.resolutions, self._actions.closures, self._sealed_hash)
         self._uncounted = Uncounted()
         self._tally = Tally()
         self.needs_rebuild = False
@@ -260,6 +265,23 @@ class Views:
             self.needs_rebuild = True
         elif offered is Offered.HELD and not self._deferring:
             self._count_all(self._chains.advance(record.terminal))
+
+    def compact(self, sealed_prefixes: dict[TerminalId, int]) -> None:
+        """Drop the hashes of each terminal's records up to its prefix (every one of them is
+        in a sealed day): read back from there when asked (``Chains.compact``)."""
+        if not self._deferring:
+            self._chains.compact(sealed_prefixes)
+
+    def _sealed_hash(self, terminal: TerminalId, seq: int) -> bytes | None:
+        """The hash of ``terminal``'s accepted record at ``seq``, from the documents: the one
+        record there, or the one validly signed among several; None when that leaves none or
+        more than one (then ``hash_at`` matches nothing, and a record offered at that seq is
+        taken for a fork below the head: the views are rebuilt, with every hash held)."""
+        found = self._documents.records_at(terminal, seq)
+        if len(found) > 1:
+            found = [r for r in found if self._trust.signer(r, trusted=False) is not None]
+        hashes = {r.hash for r in found}
+        return hashes.pop() if len(hashes) == 1 else None
 
     def _count_all(self, accepted: Iterable[Candidate]) -> None:
         """Count each record as its chain accepts it (before the next one is judged)."""
