@@ -358,3 +358,34 @@ def make_fork(lane: Replica, seq: int) -> dict[str, bytes]:
     )
     doc = ledger_doc(record.hlc.business_day(lane.tz))
     return {doc: crafted_update(RECORDS_ROOT, {record.key: record.encoded})}
+
+
+def test_lanes_that_sealed_a_day_apart_converge_whatever_else_each_sealed() -> None:
+    """Found by black-box QA: two lanes that never heard of each other sell on one day and
+    each seals it alone (each its own version); one has also sealed two later days. Their
+    sealed sets differ, so the digests of the common days must still be compared, or neither
+    ever sends the other its version of the day."""
+    store = Store()
+    p = store.terminal("p", Role.MANAGER).replica
+    q = store.terminal("q").replica
+    p.append(Receipt(MILK, 10), NOW)
+    p.append(sale(), NOW + 1)
+    q.append(sale(2), NOW + 2)
+    later = NOW + 2 * DAY_MS
+    p.close_days(None, later)  # today and the two days after it (empty), p alone
+    q.close_days(TODAY, NOW + HOUR_MS)
+    p_archives, q_archives = Archives(), Archives()
+    p_archives.attach(p)
+    q_archives.attach(q)
+    for day in sealdays.sealable(p, lambda _day: True):
+        p_archives.seal(p, day)
+    for day in sealdays.sealable(q, lambda _day: True):
+        q_archives.seal(q, day)
+    assert len(p.sealed_days()) == 3
+    assert list(q.sealed_days()) == [TODAY]
+    exchange(p, q, rounds=6, now_ms=later)
+    assert p.digest() == q.digest()
+    assert p.views.on_hand() == q.views.on_hand() == {MILK: 7}
+    report = zreport.z_report(p, TODAY)
+    assert report["totals"]["sales"] == 2
+    assert report["report_hash"] == zreport.z_report(q, TODAY)["report_hash"]

@@ -187,8 +187,16 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 terminal, committer, config.close_at_minute, wall_clock_ms
             )
             tasks.append(group.create_task(closing, name="day-close"))
+        # A lane with peers to find gives them the first write's head wait to connect (the
+        # same reasoning: a --peer is dialled at once, mDNS needs ~1.2 s) before it may seal
+        # a day on its own word.
+        finds_peers = bool(config.peers) or config.discovery
         sealing = seal_days_when_due(
-            terminal, node.peer_states, mesh.days_sealed, cloud=config.cloud is not None
+            terminal,
+            node.peer_states,
+            mesh.days_sealed,
+            cloud=config.cloud is not None,
+            first_check_after_s=config.head_wait_ms / 1000 if finds_peers else 0.0,
         )
         tasks.append(group.create_task(sealing, name="day-seal"))
         mesh.start()

@@ -327,8 +327,10 @@ class Storage:
                 raise StorageError(f"{self._path}: {exc}") from exc
             if state == "sealed":
                 sealed.append(day)
-            else:
+            elif state == "reopened":
                 amended[day.doc] = (*day.amended_from, day.report_hash)
+            else:  # a damaged row: taking it for either would hide or invent a day's records
+                raise StorageError(f"{self._path}: sealed day {day.day} has state {state!r}")
         return sealed, amended
 
     def read_archive(self, day: str) -> bytes:
