@@ -145,6 +145,13 @@ def test_verify_day_finds_a_stored_report_that_is_not_the_sealed_one(sealed: Sho
     report["totals"]["net_cents"] += 100  # what a forged "report --day" would then print
     tamper(lane, day, "report", json.dumps(report).encode())
     assert_fails(cli.run("verify", "lane1", "--day", day), "stored with the seal is not")
+    # The whole lane's verify says so too (black-box QA: it printed OK).
+    text = cli.run("verify", "lane1")
+    assert text.returncode == 1, text.describe()
+    assert f"sealed_reports: {day}" in text.stdout
+    whole = cli.run("verify", "lane1", "--json")
+    assert whole.returncode == 1, whole.describe()
+    assert [d["day"] for d in whole.json()["sealed_reports"]] == [day]
 
 
 def test_day_options_refuse_bad_input_in_one_line(sealed: Shop) -> None:

@@ -201,6 +201,13 @@ def print_integrity(report: dict[str, Any]) -> None:
             details = ", ".join(f"{k}={v}" for k, v in problem.items())
             console.print(f"  {kind}: {details}", markup=False, style="red")
     print_day_findings(report)
+    for damaged in report.get("sealed_reports", ()):
+        console.print(
+            f"  sealed_reports: {damaged['day']}: the stored Z-report is not the one sealed with "
+            f"hash {damaged['report_hash'][:16]} (see `lanesync verify --day {damaged['day']}`)",
+            markup=False,
+            style="red",
+        )
     for closed in report["closed_chains"]:
         console.print(
             f"  closed_chains: terminal={closed['terminal']}, closed_at={closed['closed_at']}, "

@@ -141,7 +141,7 @@ def _check_sealed(replica: Replica, day: str, stored: StoredSeal) -> tuple[list[
             f"the Z-report folded from the archive has hash {folded}, the seal says "
             f"{described.report_hash}"
         )
-    if not _stored_report_matches(stored.report, described.report_hash):
+    if not stored_report_matches(stored.report, described.report_hash):
         problems.append(
             "the Z-report stored with the seal is not the one the seal names "
             "(`lanesync report --day` prints it)"
@@ -165,7 +165,7 @@ def _signed_by_me(replica: Replica, stored: StoredSeal) -> bool:
     )
 
 
-def _stored_report_matches(report: bytes, report_hash: str) -> bool:
+def stored_report_matches(report: bytes, report_hash: str) -> bool:
     """Does the stored report name ``report_hash`` and hold what that hash covers?"""
     try:
         parsed = json.loads(report)

@@ -478,7 +478,7 @@ def create_app(state: DaemonState) -> FastAPI:
 
     @app.get("/v1/verify", tags=["reads"])
     async def get_verify(_: RequireToken) -> dict[str, Any]:
-        return reports.integrity(state.terminal.replica)
+        return state.terminal.integrity()
 
     @app.get("/v1/chains/{terminal}", tags=["reads"])
     async def get_chain(terminal: str, _: RequireToken, seq: int | None = None) -> dict[str, Any]:

@@ -536,7 +536,21 @@ class Terminal:
         return self._journal
 
     def integrity(self) -> dict[str, Any]:
-        return reports.integrity(self.replica)
+        """``reports.integrity``, plus ``sealed_reports``: each sealed day whose stored Z-report
+        is not the one it was sealed with (its hash or its content; what ``report --day``
+        prints from). ``verify --day`` checks a sealed day's archive in full."""
+        report = reports.integrity(self.replica)
+        damaged = []
+        if isinstance(self.storage, Storage):
+            for day, sealed in sorted(self.replica.sealed_days().items()):
+                stored = self.storage.sealed_report(day)
+                if stored is None or not sealcheck.stored_report_matches(
+                    stored, sealed.report_hash
+                ):
+                    damaged.append({"day": day, "report_hash": sealed.report_hash})
+        report["sealed_reports"] = damaged
+        report["ok"] = report["ok"] and not damaged
+        return report
 
     def digest(self) -> str:
         return self.replica.digest()
