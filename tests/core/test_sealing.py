@@ -389,3 +389,17 @@ def test_lanes_that_sealed_a_day_apart_converge_whatever_else_each_sealed() -> N
     report = zreport.z_report(p, TODAY)
     assert report["totals"]["sales"] == 2
     assert report["report_hash"] == zreport.z_report(q, TODAY)["report_hash"]
+
+
+def test_a_damaged_archive_is_skipped_and_named_and_the_rest_is_still_sent() -> None:
+    store, (lane, _) = closed_store()
+    done = Archives().seal(lane, TODAY)
+    reopened = Replica(lane.store, lane.client_id, lane.me)
+    reopened.attach_archives({TODAY: b"not an archive"}.__getitem__)  # a damaged database
+    stored = {name: [lane.full_state(name)] for name in lane.doc_names()}
+    reopened.restore(stored, (), NOW + HOUR_MS, checkpoint=lane.checkpoint(), sealed=[done.sealed])
+    newcomer = store.observer()
+    sent = reopened.updates_since(newcomer.state_vectors())
+    assert ledger_doc(TODAY) not in sent
+    assert "config" in sent
+    assert reopened.damaged_archives() == {ledger_doc(TODAY)}

@@ -54,6 +54,8 @@ class DocumentSet:
         # Report hashes of the earlier seals of days opened again by a late record, by document.
         self.amended: dict[str, tuple[str, ...]] = {}
         self.read_archive: ArchiveReader | None = None
+        # Sealed days whose archive could not be read when a peer needed them (``updates_since``).
+        self.damaged: set[str] = set()
         # (document, archive update) of each sealed day opened again, for the owner to store.
         self.unsealed: list[tuple[str, bytes]] = []
         self._archive_cache: tuple[str, Doc[Any]] | None = None  # the last archive read
@@ -353,7 +355,14 @@ class DocumentSet:
                 and sealing.vector_covers(sv, sealed.state_vector)
             ):
                 continue
-            doc = self.docs.get(name) or self.archived(name)
+            try:
+                doc = self.docs.get(name) or self.archived(name)
+            except StorageError:
+                # A damaged archive (black-box QA: it broke every link that needed the day,
+                # with a traceback each time): the other documents still go; the owner logs
+                # it (``damaged``) and ``lanesync verify --day`` says what is wrong.
+                self.damaged.add(name)
+                continue
             try:
                 update = bytes(doc.get_update(sv) if sv is not None else doc.get_update())
             except (ValueError, RuntimeError) as exc:

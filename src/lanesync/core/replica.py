@@ -124,6 +124,10 @@ class Replica:
             return sealed.amended_from
         return self._documents.amended.get(doc, ())
 
+    def damaged_archives(self) -> set[str]:
+        """Sealed days whose archive could not be read when a peer needed it (not sent)."""
+        return set(self._documents.damaged)
+
     def attach_archives(self, reader: ArchiveReader) -> None:
         """Where the sealed days' archives are read from (the owner's storage)."""
         self._documents.read_archive = reader

@@ -88,7 +88,18 @@ async def seal_days_when_due(
     def acknowledged(day: str) -> bool:
         return sealdays.acknowledged(replica, day, peers(), cloud=cloud)
 
+    reported: set[str] = set()
     while True:
+        for doc in sorted(replica.damaged_archives() - reported):
+            day = doc.removeprefix("ledger/")
+            log.error(
+                "days.damaged terminal=%s day=%s: its archive does not read; peers are not "
+                "sent that day: run `lanesync verify --day %s`",
+                me,
+                day,
+                day,
+            )
+            reported.add(doc)
         try:
             sealed = terminal.seal_due(acknowledged)
         except StorageError:
