@@ -417,10 +417,10 @@ class Replica:
 
     def _take_unsealed(self) -> Change:
         """A change that stores, for each sealed day opened again since the last call, its
-        archive as the document's first log row (and tells storage the seal is undone)."""
+        archive as the document's first log row (and tells storage the seal is undone). The
+        caller counts the change's updates in ``unpersisted_updates``, these with the rest."""
         unsealed, self._documents.unsealed = self._documents.unsealed, []
         change = Change(updates=list(unsealed), unsealed=[name for name, _ in unsealed])
-        self.unpersisted_updates += len(unsealed)
         self._digest = None
         return change
 
