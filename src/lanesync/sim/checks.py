@@ -16,8 +16,9 @@ from lanesync.core import dayclose, sealing, zreport
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
+from lanesync.core.replica import Replica
 from lanesync.core.views import Views
-from lanesync.sim.host import CLOUD, Host, restore_replica
+from lanesync.sim.host import CLOUD, Host, chain_states, restore_replica
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import Simulator
 
@@ -258,7 +259,9 @@ def _check_reports(sim: Simulator, hosts: list[Host]) -> int:
             details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in findings.items())
             sim.violate(Invariant.JOURNAL, f"{host.name}: {details}", (host.name,))
         days = (dayclose.day_of_doc(name) for name in replica.all_doc_names())
-        hashes = {day: str(zreport.z_report(replica, day)["report_hash"]) for day in days if day}
+        full = {day: zreport.z_report(replica, day) for day in days if day}
+        _check_standing(sim, host, replica, full)
+        hashes = {day: str(report["report_hash"]) for day, report in full.items()}
         digest = replica.digest()
         first = reports.setdefault(digest, hashes)
         if first != hashes:
@@ -270,6 +273,46 @@ def _check_reports(sim: Simulator, hosts: list[Host]) -> int:
                 (host.name,),
             )
     return 2 * len(hosts)
+
+
+def _check_standing(
+    sim: Simulator, host: Host, replica: Replica, reports: dict[str, dict[str, Any]]
+) -> None:
+    """What a lane's report says of where each day stands, against its stored seals: a sealed
+    day's report is the one it was sealed with (``sealed``, the same hash, the same earlier
+    seals); a day a late record opened again is ``amended`` from every seal it had."""
+    for day, stored in sorted(host.archives.items()):
+        report = reports.get(day)
+        if report is None:
+            sim.violate(
+                Invariant.SEALING, f"{host.name}: sealed {day} is held no more", (host.name,)
+            )
+            continue
+        meta = sealing.decode_meta(stored.meta)
+        earlier = list(meta.amended_from)
+        want: tuple[bool, str | None, list[str]]
+        if stored.reopened:
+            want = (False, None, [*earlier, meta.report_hash])
+        else:
+            want = (True, meta.report_hash, earlier)
+        got = (
+            report["sealed"],
+            None if stored.reopened else report["report_hash"],
+            report.get("amended_from", []),
+        )
+        if got != want:
+            # A lane that knows of a revocation or a resolution it did not know as it sealed
+            # counts the day otherwise now (``KNOWN_FINDINGS``).
+            recounted = not stored.reopened and stored.chains != chain_states(replica)
+            sim.violate(
+                Invariant.SEALING,
+                f"{host.name}: the report of {day} says sealed={got[0]} hash "
+                f"{str(got[1])[:12]} amended from {[h[:12] for h in got[2]]}, its stored seal "
+                f"says sealed={want[0]} hash {str(want[1])[:12]} amended from "
+                f"{[h[:12] for h in want[2]]}",
+                (host.name,),
+                RECOUNTED if recounted and got[0] == want[0] and got[2] == want[2] else "",
+            )
 
 
 def _fork_heads(views: Views, expected: Expected) -> list[str]:
