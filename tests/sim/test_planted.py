@@ -18,6 +18,9 @@ EXPECTED = {
     # A lane restored from an old backup forks; the store resolves the fork and the longest
     # branch's sales are listed twice.
     PlantedBug.COUNT_FORK_TWICE: Invariant.SALES,
+    # A day sealed when one lane closed it: the simulator's fold of the day as it is sealed
+    # says it is not complete.
+    PlantedBug.SEAL_INCOMPLETE: Invariant.SEALING,
 }
 
 

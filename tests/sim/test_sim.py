@@ -11,7 +11,7 @@ import pytest
 
 from lanesync.cli import sim_cmd
 from lanesync.core.election import GOSSIP_MS
-from lanesync.shell import dialing, mesh, uplink
+from lanesync.shell import dayclosing, dialing, mesh, uplink
 from lanesync.sim import (
     FaultRates,
     Invariant,
@@ -34,6 +34,7 @@ def test_timings_mirror_the_shell() -> None:
     assert model.PING_TIMEOUT_MS == mesh.PING_TIMEOUT_S * 1000
     assert model.UPLINK_CHECK_MS == uplink.CHECK_INTERVAL_S * 1000
     assert model.UPLINK_PROBE_MS == uplink.PROBE_INTERVAL_S * 1000
+    assert model.SEAL_CHECK_MS == dayclosing.SEAL_CHECK_EVERY_S * 1000
     assert GOSSIP_MS < model.UPLINK_PROBE_MS
 
 
@@ -103,6 +104,10 @@ def test_ci_batch_of_seeds_keeps_every_invariant() -> None:
         assert report["seeds_with"]["revoke"] >= CI_SEEDS // 10, report["seeds_with"]
         # Lanes close their days, and replicas with one digest print one Z-report.
         assert report["seeds_with"]["close"] >= CI_SEEDS // 3, report["seeds_with"]
+        # Lanes seal closed days, and late records open sealed days again (re-sealed as
+        # amended).
+        assert report["seeds_with"]["seal"] >= CI_SEEDS // 4, report["seeds_with"]
+        assert report["seeds_with"]["unseal"] >= CI_SEEDS // 20, report["seeds_with"]
     assert not summary.failed, "\n\n".join(r.render_failure() for r in summary.failed[:3])
 
 
@@ -146,7 +151,7 @@ def test_cli_json_summary(args: list[str]) -> None:
     assert report["invariant_checks"] > 0
     assert {"frames", "sale", "dial"} <= set(report["events"])
     assert set(report["seeds_with"]) == {
-        "restore", "fork-resolved", "replaced", "re-key", "revoke", "close",
+        "restore", "fork-resolved", "replaced", "re-key", "revoke", "close", "seal", "unseal",
     }  # fmt: skip
 
 

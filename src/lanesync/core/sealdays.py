@@ -109,9 +109,30 @@ def candidates(replica: Replica) -> list[str]:
 
 
 def is_complete(replica: Replica, day: str) -> bool:
-    """Did every lane that must close ``day`` close it, by this replica's records?"""
+    """Did every lane that must close ``day`` close it, by this replica's records, and does
+    the day hold no record that may count later (``held_back``)?"""
     report = zreport.z_report(replica, day)
-    return bool(report["complete"] and report["terminals"])
+    return bool(report["complete"] and report["terminals"]) and not held_back(replica, day)
+
+
+def held_back(replica: Replica, day: str) -> list[str]:
+    """The records of ``day`` held here that the views do not count yet but may count later
+    (past an open fork, behind a gap, signed under a certificate not held yet), as ids. A
+    sealed day's report would then change with no late record of the day to open it again:
+    the fork's resolution, the missing record, the certificate arrive in other documents (the
+    simulator found it: a fork resolved after every lane had sealed the day). Records of a
+    chain the store ended (revoked, replaced) that do not count never will, unless a fork
+    resolution ended it (a later one may name longer branches)."""
+    views = replica.views
+    return sorted(
+        str(record.id)
+        for _, _, record in replica.records([ledger_doc(day)])
+        if not views.is_accepted(record)
+        and (
+            not views.chain_ended(record.terminal)
+            or views.fork_resolution(record.terminal) is not None
+        )
+    )
 
 
 def sealable(
@@ -135,6 +156,9 @@ def seal_day(replica: Replica, day: str) -> Sealing:
     report = zreport.z_report(replica, day)
     if not report["complete"]:
         raise UsageError(f"{day} is not complete: {', '.join(report['missing_terminals'])}")
+    held = held_back(replica, day)
+    if held:
+        raise UsageError(f"{day} holds records that may count later: {', '.join(held[:3])}")
     update = replica.full_state(name)
     fingerprint = replica.document_fingerprint(name)
     records = [r for _, _, r in replica.records([name])]

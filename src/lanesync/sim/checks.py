@@ -6,20 +6,24 @@ append was committed), never from the replicas under test.
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lanesync.core import dayclose, zreport
+from lanesync.core import dayclose, sealing, zreport
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
 from lanesync.core.views import Views
-from lanesync.sim.host import CLOUD, Host
+from lanesync.sim.host import CLOUD, Host, chain_states, restore_replica
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import Simulator
+
+# The id of a core finding documented in ``runner.KNOWN_FINDINGS``.
+RECOUNTED = "sealed-day-recounted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +133,50 @@ def check(sim: Simulator) -> int:
     for host in hosts:
         checks += _check_replica(sim, host, expected)
     checks += _check_reports(sim, hosts)
+    checks += _check_sealed(sim, hosts)
     checks += _check_leaders(sim)
     for host in hosts:
         checks += _check_durable(sim, host)
+    return checks
+
+
+def _check_sealed(sim: Simulator, hosts: list[Host]) -> int:
+    """Each stored seal (``sealed_days`` rows) holds a complete report whose hash its
+    description names; replicas that sealed a day with the same content sealed the same
+    report."""
+    by_content: dict[tuple[str, bytes], tuple[str, str, frozenset[str]]] = {}
+    checks = 0
+    for host in hosts:
+        for day, stored in sorted(host.archives.items()):
+            checks += 1
+            meta = sealing.decode_meta(stored.meta)
+            report = json.loads(stored.report)
+            if not report["complete"] or report["report_hash"] != meta.report_hash:
+                sim.violate(
+                    Invariant.SEALING,
+                    f"{host.name}: the stored seal of {day} holds report "
+                    f"{str(report['report_hash'])[:12]} complete={report['complete']}, its "
+                    f"description names {meta.report_hash[:12]}",
+                    (host.name,),
+                )
+            if stored.reopened:
+                continue
+            # The earlier seals (``amended_from``) are each replica's own history: one that
+            # heard of every record before its first seal names none.
+            seen = by_content.setdefault(
+                (day, meta.digest), (host.name, meta.report_hash, stored.chains)
+            )
+            if seen[1] != meta.report_hash:
+                # The two sealers knew different revocations, resolutions or forks: what the
+                # day counts changed between the seals (``KNOWN_FINDINGS``).
+                known = RECOUNTED if seen[2] != stored.chains else ""
+                sim.violate(
+                    Invariant.SEALING,
+                    f"{host.name} sealed {day} as report {meta.report_hash[:12]}, {seen[0]} "
+                    f"sealed the same content as {seen[1][:12]}",
+                    (host.name, seen[0]),
+                    known,
+                )
     return checks
 
 
@@ -213,8 +258,10 @@ def _check_reports(sim: Simulator, hosts: list[Host]) -> int:
         if findings:
             details = "; ".join(f"{kind}: {rows[0]}" for kind, rows in findings.items())
             sim.violate(Invariant.JOURNAL, f"{host.name}: {details}", (host.name,))
-        days = (dayclose.day_of_doc(name) for name in replica.doc_names())
-        hashes = {day: str(zreport.z_report(replica, day)["report_hash"]) for day in days if day}
+        days = (dayclose.day_of_doc(name) for name in replica.all_doc_names())
+        full = {day: zreport.z_report(replica, day) for day in days if day}
+        _check_standing(sim, host, replica, full)
+        hashes = {day: str(report["report_hash"]) for day, report in full.items()}
         digest = replica.digest()
         first = reports.setdefault(digest, hashes)
         if first != hashes:
@@ -226,6 +273,46 @@ def _check_reports(sim: Simulator, hosts: list[Host]) -> int:
                 (host.name,),
             )
     return 2 * len(hosts)
+
+
+def _check_standing(
+    sim: Simulator, host: Host, replica: Replica, reports: dict[str, dict[str, Any]]
+) -> None:
+    """What a lane's report says of where each day stands, against its stored seals: a sealed
+    day's report is the one it was sealed with (``sealed``, the same hash, the same earlier
+    seals); a day a late record opened again is ``amended`` from every seal it had."""
+    for day, stored in sorted(host.archives.items()):
+        report = reports.get(day)
+        if report is None:
+            sim.violate(
+                Invariant.SEALING, f"{host.name}: sealed {day} is held no more", (host.name,)
+            )
+            continue
+        meta = sealing.decode_meta(stored.meta)
+        earlier = list(meta.amended_from)
+        want: tuple[bool, str | None, list[str]]
+        if stored.reopened:
+            want = (False, None, [*earlier, meta.report_hash])
+        else:
+            want = (True, meta.report_hash, earlier)
+        got = (
+            report["sealed"],
+            None if stored.reopened else report["report_hash"],
+            report.get("amended_from", []),
+        )
+        if got != want:
+            # A lane that knows of a revocation or a resolution it did not know as it sealed
+            # counts the day otherwise now (``KNOWN_FINDINGS``).
+            recounted = not stored.reopened and stored.chains != chain_states(replica)
+            sim.violate(
+                Invariant.SEALING,
+                f"{host.name}: the report of {day} says sealed={got[0]} hash "
+                f"{str(got[1])[:12]} amended from {[h[:12] for h in got[2]]}, its stored seal "
+                f"says sealed={want[0]} hash {str(want[1])[:12]} amended from "
+                f"{[h[:12] for h in want[2]]}",
+                (host.name,),
+                RECOUNTED if recounted and got[0] == want[0] and got[2] == want[2] else "",
+            )
 
 
 def _fork_heads(views: Views, expected: Expected) -> list[str]:
@@ -313,14 +400,22 @@ def _check_durable(sim: Simulator, host: Host) -> int:
     replica = host.replica
     if replica is None:
         return 0
-    again = Replica(sim.store, 1, LocalIdentity(host.cert, host.key))
-    again.restore(host.durable, host.verified, sim.local_ms(host))
-    if again.digest() != replica.digest():
+    # A restart builds the replica the host runs (a planted one included).
+    again = sim._replica_cls(sim.store, 1, LocalIdentity(host.cert, host.key))
+    restore_replica(again, host, sim.local_ms(host))
+    # The digest of a sealed day is its description's: what the restart counted from the
+    # archives is compared too.
+    if (
+        again.digest() != replica.digest()
+        or again.views.on_hand() != replica.views.on_hand()
+        or sorted(again.views.sale_ids()) != sorted(replica.views.sale_ids())
+    ):
         sim.violate(
             Invariant.DURABILITY,
-            f"{host.name}: a restart from its committed log gives digest {again.digest()[:12]}, "
-            f"memory holds {replica.digest()[:12]} (something was acknowledged or forwarded "
-            "before it was committed, or never committed)",
+            f"{host.name}: a restart from its committed log and sealed days gives digest "
+            f"{again.digest()[:12]} and on hand {dict(again.views.on_hand())}, memory holds "
+            f"{replica.digest()[:12]} and {dict(replica.views.on_hand())} (something was "
+            "acknowledged or forwarded before it was committed, or never committed)",
             (host.name,),
         )
     return 1

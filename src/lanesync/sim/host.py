@@ -13,11 +13,12 @@ from __future__ import annotations
 import random
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from nacl.signing import SigningKey
 
+from lanesync.core import sealdays, sealing, zreport
 from lanesync.core.change import Change
 from lanesync.core.driver import Driver
 from lanesync.core.election import LEASE_MS, Election
@@ -26,22 +27,27 @@ from lanesync.core.identity import (
     LocalIdentity,
     Role,
 )
-from lanesync.core.ids import CLOUD_TERMINAL_ID, StoreId
+from lanesync.core.ids import CLOUD_TERMINAL_ID, LEDGER_PREFIX, StoreId
 from lanesync.core.link import Close
 from lanesync.core.node import Node
 from lanesync.core.redial import Redial
 from lanesync.core.replica import Replica
+from lanesync.core.sealdays import Sealing
+from lanesync.errors import LanesyncError
 from lanesync.sim.loop import EventLoop
 from lanesync.sim.model import (
     BASE_MS,
     DAY_MS,
+    SEAL_CHECK_MS,
     UPLINK_CHECK_MS,
     EventKind,
     Invariant,
+    PlantedBug,
 )
 from lanesync.sim.network import Conn, Fin, Item
 from lanesync.sim.planted import (
     RmwStockView,
+    seal_day_unchecked,
 )
 
 CLOUD = str(CLOUD_TERMINAL_ID)
@@ -72,14 +78,31 @@ class Dialer:
 
 
 @dataclass(frozen=True, slots=True)
+class Archive:
+    """A row of storage's ``sealed_days`` table (``shell/storage.py``): a sealed day's
+    description, archive and sealed Z-report; ``reopened`` once a late record opened the day
+    again (its log rows hold it then; the row keeps the earlier report hash)."""
+
+    meta: bytes
+    archive: bytes
+    report: bytes
+    sealed_ms: int  # simulated time of the seal (``sealed_at_ms``)
+    # The chains the sealing replica then knew ended or broken (the simulator's note, not
+    # storage's): what ``KNOWN_FINDINGS`` tells apart.
+    chains: frozenset[str] = frozenset()
+    reopened: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Backup:
-    """A copy of a host's committed state (``durable`` and its signature verdicts), and how
-    many records of its own chain it held then."""
+    """A copy of a host's committed state (``durable``, its sealed days and its signature
+    verdicts), and how many records of its own chain it held then."""
 
     durable: dict[str, tuple[bytes, ...]]
     verified: frozenset[bytes]
     own_seq: int
     taken_ms: int
+    archives: dict[str, Archive] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -94,6 +117,7 @@ class Host:
     priority: int = 0
     offset_ms: int = 0
     durable: dict[str, list[bytes]] = field(default_factory=dict)
+    archives: dict[str, Archive] = field(default_factory=dict)  # sealed days, by day (durable)
     verified: set[bytes] = field(default_factory=set)
     deferred: list[Change] = field(default_factory=list)  # peers' updates not committed yet
     replica: Replica | None = None
@@ -113,6 +137,8 @@ class Host:
     restored: bool = False  # restarted from a backup once: not restored or re-keyed again
     retired: bool = False  # replaced by another terminal: never restarts
     isolated_until_ms: int = 0  # restored with its network down: reaches nobody until then
+    # (day, replica digest) -> is the day complete (``Terminal._complete``'s memo)
+    completeness: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     @property
     def alive(self) -> bool:
@@ -198,7 +224,9 @@ class HostShell(EventLoop):
             1 + host.rng.randrange(2**CLIENT_ID_BITS - 1),
             LocalIdentity(host.cert, host.key),
         )
-        self._commit(host, replica.restore(host.durable, host.verified, local))
+        change = restore_replica(replica, host, local)
+        self._commit(host, change)
+        replica.persisted([change])
         election = None
         if not host.is_cloud:
             election = self._election_cls(host.name, priority=host.priority, started_ms=local)
@@ -221,6 +249,8 @@ class HostShell(EventLoop):
         self.last_change_ms = self.now
         if not host.is_cloud:
             session = host.sessions
+            # The daemon's seal_days_when_due (shell/dayclosing.py); the cloud seals nothing.
+            self._at(self.now + SEAL_CHECK_MS, self._seal_tick, host, session)
             for peer in self.neighbors[host.name]:
                 dialer = Dialer(peer)
                 host.dialers[peer] = dialer
@@ -242,9 +272,123 @@ class HostShell(EventLoop):
             host.driver.commit_due()
 
     def _commit(self, host: Host, change: Change) -> None:
+        """``Storage.commit``: one transaction (the simulated process cannot die inside it)."""
         for doc, update in change.updates:
             host.durable.setdefault(doc, []).append(update)
         host.verified.update(change.verdicts)
+        for doc in change.unsealed:
+            day = doc.removeprefix(LEDGER_PREFIX)
+            archive = host.archives[day]
+            host.archives[day] = replace(archive, reopened=True)
+            self.last_change_ms = self.now
+            self._note(EventKind.UNSEAL, host.name, detail=f"{day}: a late record opened it")
+        if host.replica is not None:
+            host.replica.persisted([change])
+
+    # -- sealing -----------------------------------------------------------------------------------
+
+    def _seal_tick(self, host: Host, session: int) -> None:
+        if not self._valid(host, session):
+            return
+        self._seal_due(host)
+        self._at(self.now + SEAL_CHECK_MS, self._seal_tick, host, session)
+
+    def _seal_due(self, host: Host) -> None:
+        """``Terminal.seal_due``: seal every complete day the connected peers acknowledged, and
+        store the archives and drop the days' log rows in the same step (``Storage.seal``, one
+        transaction: the simulated process cannot die between the seal and the store). Nothing
+        while changes merged from peers wait for their commit."""
+        replica, node = host.replica, host.node
+        if replica is None or node is None or host.deferred or replica.unpersisted_updates:
+            return
+        planted = self.config.plant is PlantedBug.SEAL_INCOMPLETE
+
+        def acknowledged(day: str) -> bool:
+            return sealdays.acknowledged(replica, day, node.peer_states())
+
+        def complete(day: str) -> bool:
+            # Asked before ``acknowledged``: that one is cheap and the fold is not (the
+            # simulator's only shortcut; the verdict is sealable's either way).
+            if not acknowledged(day):
+                return False
+            # PLANTED BUG: every candidate (a day some lane closed) passes as complete.
+            return planted or self._complete(host, replica, day)
+
+        try:
+            days = sealdays.sealable(replica, acknowledged, complete)
+        except LanesyncError as exc:
+            self._core_raised(host, "sealable", exc)
+            return
+        if not days:
+            return
+        done: list[Sealing] = []
+        pending: dict[str, bytes] = {}  # archives sealed in memory, not stored yet
+        replica.attach_archives(lambda day: pending.get(day) or host.archives[day].archive)
+        for day in days:
+            # The simulator's own look at the day just before it is sealed (the same fold the
+            # seal makes): what the SEALING invariant is checked against.
+            report = zreport.z_report(replica, day)
+            seal = seal_day_unchecked if planted else sealdays.seal_day
+            try:
+                sealed = seal(replica, day)
+            except LanesyncError as exc:
+                self._core_raised(host, "seal_day", exc)
+                return
+            done.append(sealed)
+            pending[day] = sealed.archive
+            self._check_seal(host, sealed, report)
+        for sealed in done:
+            day = sealed.sealed.day
+            host.archives[day] = Archive(
+                sealed.meta, sealed.archive, sealed.report, self.now, chain_states(replica)
+            )
+            host.durable.pop(sealed.sealed.doc, None)
+        replica.attach_archives(archive_reader(host))
+        self.last_change_ms = self.now
+
+    def _complete(self, host: Host, replica: Replica, day: str) -> bool:
+        """``sealdays.is_complete``, folded again only when the content changed."""
+        key = (day, replica.digest())
+        known = host.completeness.get(key)
+        if known is None:
+            if len(host.completeness) > 64:
+                host.completeness.clear()
+            known = host.completeness[key] = sealdays.is_complete(replica, day)
+        return known
+
+    def _check_seal(self, host: Host, sealed: Sealing, report: dict[str, Any]) -> None:
+        """A day is sealed only when its report is complete, and a day sealed again after a
+        late record names every earlier seal's report hash."""
+        day = sealed.sealed.day
+        amended = sealed.sealed.amended_from
+        detail = f"{day} report {sealed.sealed.report_hash[:12]} records {sealed.sealed.records}"
+        if amended:
+            detail += f" amended from {','.join(h[:12] for h in amended)}"
+        self._note(EventKind.SEAL, host.name, detail=detail)
+        if not report["complete"] or not report["terminals"]:
+            missing = ",".join(report["missing_terminals"]) or "no terminal"
+            self.violate(
+                Invariant.SEALING,
+                f"{host.name} sealed {day} while its report is not complete (missing {missing})",
+                (host.name, *report["missing_terminals"]),
+            )
+        if report["report_hash"] != sealed.sealed.report_hash:
+            self.violate(
+                Invariant.SEALING,
+                f"{host.name} sealed {day} with report hash {sealed.sealed.report_hash[:12]}, "
+                f"its report was {str(report['report_hash'])[:12]}",
+                (host.name,),
+            )
+        earlier = host.archives.get(day)
+        if earlier is not None:
+            before = sealing.decode_meta(earlier.meta)
+            if amended != (*before.amended_from, before.report_hash):
+                self.violate(
+                    Invariant.SEALING,
+                    f"{host.name} sealed {day} again naming earlier seals {list(amended)}, "
+                    f"not {[*before.amended_from, before.report_hash]}",
+                    (host.name,),
+                )
 
     def _call(self, host: Host, what: str, fn: Callable[[], object]) -> bool:
         """Call into a host's core; an exception out of it is a finding (and kills the host,
@@ -391,3 +535,42 @@ class HostShell(EventLoop):
             host.offset_ms = self.rng.randint(-skew, skew)
         self._note(EventKind.RESTART, host.name, detail=f"skew={host.offset_ms:+d}")
         self._start(host)
+
+
+def archive_reader(host: Host) -> Callable[[str], bytes]:
+    """``Storage.read_archive`` on a host's durable sealed days."""
+    return lambda day: host.archives[day].archive
+
+
+def restore_replica(replica: Replica, host: Host, now_ms: int) -> Change:
+    """``Terminal.open``: a fresh replica restored from exactly what ``host`` committed, its
+    sealed days read through the archives (``Storage.load``'s ``sealed`` and ``amended``)."""
+    sealed = []
+    amended: dict[str, tuple[str, ...]] = {}
+    for _, stored in sorted(host.archives.items()):
+        meta = sealing.decode_meta(stored.meta)
+        if stored.reopened:
+            amended[meta.doc] = (*meta.amended_from, meta.report_hash)
+        else:
+            sealed.append(meta)
+    replica.attach_archives(archive_reader(host))
+    return replica.restore(host.durable, host.verified, now_ms, sealed=sealed, amended=amended)
+
+
+def chain_states(replica: Replica) -> frozenset[str]:
+    """Each terminal whose chain this replica knows the store ended, cut (where), resolved or
+    that is broken (a fork), with how."""
+    views = replica.views
+    states = set()
+    for cert in views.certificates():
+        terminal = cert.terminal_id
+        if views.chain_ended(terminal):
+            states.add(f"{terminal}:ended")
+        cut = views.cut_of(terminal)
+        if cut is not None:
+            states.add(f"{terminal}:cut-after-{cut.after_seq}")
+        if views.fork_resolution(terminal) is not None:
+            states.add(f"{terminal}:resolved")
+        if views.is_broken(terminal) is not None:
+            states.add(f"{terminal}:broken")
+    return frozenset(states)

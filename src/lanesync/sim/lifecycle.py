@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
-from lanesync.core import bodies, reports
+from lanesync.core import bodies, reports, sealing
 from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import (
@@ -47,7 +47,7 @@ from lanesync.core.identity import (
     issue_revocation,
     public_key_of,
 )
-from lanesync.core.ids import TerminalId, sku
+from lanesync.core.ids import LEDGER_PREFIX, TerminalId, sku
 from lanesync.errors import UsageError
 from lanesync.sim.faults import Faults
 from lanesync.sim.host import CERT_NOT_AFTER_MS, STORE_ID, Backup, Dialer, Host
@@ -134,6 +134,7 @@ class Lifecycle(Faults):
             frozenset(host.verified),
             own,
             self.now,
+            dict(host.archives),
         )
         self._note(EventKind.BACKUP, host.name, detail=f"own chain to seq {own}")
 
@@ -164,6 +165,7 @@ class Lifecycle(Faults):
         host.restored = True
         self._crash(host, "restored from a backup")
         host.durable = {doc: list(rows) for doc, rows in backup.durable.items()}
+        host.archives = dict(backup.archives)
         host.verified = set(backup.verified)
         self._note(
             EventKind.RESTORE,
@@ -258,6 +260,12 @@ class Lifecycle(Faults):
             via = next(h for h in self.lanes if h.name not in self.revoked)
             assert via.replica is not None
             rows = [(doc, row) for doc in sorted(host.durable) for row in host.durable[doc]]
+            # Its sealed days travel in the bundle as their archived state (``export``).
+            rows += [
+                (LEDGER_PREFIX + day, sealing.decompress(stored.archive))
+                for day, stored in sorted(host.archives.items())
+                if not stored.reopened
+            ]
             change = via.replica.merge(rows, self.local_ms(via))
             self._publish(via, change, "import_bundle")
             self._note(EventKind.BUNDLE, host.name, via.name, f"{len(rows)} updates")
@@ -332,8 +340,9 @@ class Lifecycle(Faults):
         keys = random.Random(f"lanesync-sim-keys-{name}:{self.seed}")  # noqa: S311
         new = self._make_host(keys, name, old.role, succession)
         self._publish(via, replica.publish_certificate(new.cert, self.local_ms(via)), "enroll")
-        # The new directory is seeded with a bundle of everything ``via`` holds.
-        new.durable = {doc: [replica.full_state(doc)] for doc in sorted(replica.doc_names())}
+        # The new directory is seeded with a bundle of everything ``via`` holds, its sealed
+        # days as their archived state.
+        new.durable = {doc: [replica.full_state(doc)] for doc in replica.all_doc_names()}
         new.priority, new.offset_ms = old.priority, old.offset_ms
         old.retired = True
         self._note(EventKind.REPLACED, old.name, name, f"after seq {succession.seq}")

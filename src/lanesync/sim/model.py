@@ -20,6 +20,7 @@ PING_INTERVAL_MS = 2_000  # shell.mesh.PING_INTERVAL_S
 PING_TIMEOUT_MS = 2_000  # shell.mesh.PING_TIMEOUT_S
 UPLINK_CHECK_MS = 250  # shell.uplink.CHECK_INTERVAL_S
 UPLINK_PROBE_MS = 2_000  # shell.uplink.PROBE_INTERVAL_S
+SEAL_CHECK_MS = 1_000  # shell.dayclosing.SEAL_CHECK_EVERY_S
 
 # 2026-11-18 11:06:40 UTC (the core tests' NOW): far from midnight. Some schedules start just
 # before a midnight instead, so that skewed lanes write into two business days.
@@ -44,6 +45,7 @@ class PlantedBug(enum.Enum):
     STICKY_LEASE = "sticky-lease"  # a leader whose lease never expires
     SEND_BEFORE_COMMIT = "send-before-commit"  # a local record sent before it is durable
     COUNT_FORK_TWICE = "count-fork-twice"  # a resolved fork's shared prefix counted per branch
+    SEAL_INCOMPLETE = "seal-incomplete"  # a day sealed once any lane closed it, complete or not
 
 
 class EventKind(enum.Enum):
@@ -57,6 +59,9 @@ class EventKind(enum.Enum):
     PRICE = "price"
     CLOUD_PRICE = "cloud-price"
     CLOSE = "close"  # a lane closed its open business days (a day-end record each)
+    STORE_CLOSE = "store-close"  # every lane's daemon closes the day, each by its own clock
+    SEAL = "seal"  # a lane sealed a complete, acknowledged day (an archive replaces its log)
+    UNSEAL = "unseal"  # a late record opened a sealed day again (committed: 'reopened')
     REFUSED = "refused"  # a write the views refused (a void of an unknown sale ...)
     LOST_WRITE = "lost-write"  # killed before the commit: never acknowledged
     DIAL = "dial"
@@ -108,6 +113,9 @@ class Invariant(enum.Enum):
     REPORT = "same-report"  # replicas with the same digest print the same Z-reports
     TIMERS = "timer-progress"  # after handle_timer(now), next_deadline() is in the future
     EXCEPTION = "no-exception"  # the core never raises out of a transport or timer call
+    # A day is sealed only when its report is complete; replicas that sealed a day with the
+    # same content sealed the same report; a day sealed again names its earlier report hashes.
+    SEALING = "sealed-complete"
 
 
 @dataclass(frozen=True, slots=True)

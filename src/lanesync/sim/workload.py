@@ -39,6 +39,11 @@ from lanesync.sim.model import (
 # Closes per schedule (0 to this many, on random lanes): a close moves the lane's clock to the
 # next day, so more than a few would put most of a schedule's sales on later days.
 MAX_CLOSES = 2
+# The store's day end (every lane closes): in this share of schedules; the lanes' daemons close
+# within this spread of each other (their clocks' skew and their checks' phases).
+STORE_CLOSE_SHARE = 0.6
+STORE_CLOSE_SPREAD_MS = 1_500
+DAEMON_RETRY_MS = 500
 
 
 class Workload(Dialing):
@@ -56,6 +61,14 @@ class Workload(Dialing):
         for _ in range(closes.randint(0, MAX_CLOSES)):
             lane = closes.choice(self.lanes)
             self._at(closes.randint(300, max(301, cfg.fault_ms - 1)), self._close, lane)
+        # The store's day ends: every lane's daemon closes it, each by its own clock, in most
+        # schedules; the lanes then seal the day once it is complete and acknowledged.
+        ends = random.Random(f"lanesync-sim-store-close:{self.seed}")  # noqa: S311 - a schedule
+        if cfg.fault_ms >= 2 * STORE_CLOSE_SPREAD_MS and ends.random() < STORE_CLOSE_SHARE:
+            at = ends.randint(STORE_CLOSE_SPREAD_MS, cfg.fault_ms - STORE_CLOSE_SPREAD_MS)
+            self._at(at, self._note, EventKind.STORE_CLOSE)
+            for lane in self.lanes:
+                self._at(at + ends.randint(0, STORE_CLOSE_SPREAD_MS), self._daemon_close, lane)
 
     def _operation(self) -> None:
         if not self.faulty:
@@ -142,6 +155,16 @@ class Workload(Dialing):
             self._note(EventKind.REFUSED, host.name, detail="close: terminal is down")
             return
         self._sign_and_commit(host, EventKind.CLOSE, partial(replica.close_days, None))
+
+    def _daemon_close(self, host: Host) -> None:
+        """The daemon closes the day (``close_days_on_schedule``); one that is down then
+        closes it as it starts again (``DAEMON_RETRY_MS`` models that), until faults stop."""
+        if not self.faulty or host.retired:
+            return
+        if host.replica is None:
+            self._at(self.now + DAEMON_RETRY_MS, self._daemon_close, host)
+            return
+        self._close(host)
 
     def _sign_and_commit(
         self,

@@ -200,13 +200,16 @@ class Simulator(Workload, Lifecycle):
     def settled(self) -> bool:
         """Everything a correct store reaches once faults stop: all up and connected as the
         topology says, leases settled on one leader that holds the uplink, nothing held back by
-        a partition, every replica (the cloud's too) at one digest."""
+        a partition or waiting for its commit, every replica (the cloud's too) at one
+        digest."""
         if not all(h.alive for h in self.hosts.values()):
             return False
         if self.now - self.last_change_ms < LEASE_MS + 2 * GOSSIP_MS:
             return False
         if any(conn.held for conn in self.conns.values()):
             return False
+        if any(h.deferred for h in self.hosts.values()):
+            return False  # merged, not committed yet (a lane commits peers' updates late)
         if not all(self.established(a, b) for a, b in self.pairs):
             return False
         leaders = [h for h in self.lanes if h.election is not None and h.election.is_leader]

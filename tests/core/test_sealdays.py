@@ -1,0 +1,102 @@
+"""Sealing a replica's days (core.sealdays): a late record opens a sealed day again, is counted,
+and the day is sealed again naming the earlier report."""
+
+from __future__ import annotations
+
+import pytest
+
+from lanesync.core import sealdays, zreport
+from lanesync.core.forks import issue_fork_resolution
+from lanesync.core.ids import Sku, ledger_doc
+from lanesync.core.records import Sale, SaleLine
+from lanesync.errors import UsageError
+
+from .helpers import NOW, Store, sync_all
+
+DAY_MS = 86_400_000
+YESTERDAY = "2026-11-17"
+MILK = Sku("milk")
+
+
+def sale(qty: int) -> Sale:
+    return Sale.of((SaleLine(MILK, qty, 100),))
+
+
+def test_a_late_record_opens_a_sealed_day_counts_and_is_sealed_again_as_amended() -> None:
+    store = Store()
+    lane1, lane2, lane3 = (store.terminal(n) for n in ("lane1", "lane2", "lane3"))
+    sync_all([lane1.replica, lane2.replica, lane3.replica])  # certificates only
+    lane1.replica.append(sale(1), NOW - DAY_MS)
+    lane2.replica.append(sale(2), NOW - DAY_MS)
+    lane1.replica.close_days(YESTERDAY, NOW)
+    lane2.replica.close_days(YESTERDAY, NOW)
+    sync_all([lane1.replica, lane2.replica])
+    # lane3 sold that day too, away from the others: they do not know it wrote anything.
+    lane3.replica.append(sale(4), NOW - DAY_MS)
+    lane3.replica.close_days(YESTERDAY, NOW)
+    replica = lane1.replica
+    archives: dict[str, bytes] = {}
+    replica.attach_archives(archives.__getitem__)
+    assert sealdays.sealable(replica, lambda day: True) == [YESTERDAY]
+    first = sealdays.seal_day(replica, YESTERDAY)
+    archives[YESTERDAY] = first.archive
+    owed = replica.unpersisted_updates
+
+    # lane3 comes back: the state lane1 sends it names the sealed day's vector (the echo to a
+    # peer that holds the day open), so lane3 answers with its records of the day.
+    vectors = replica.state_vectors(lane3.replica.state_vectors())
+    change = replica.merge(list(lane3.replica.updates_since(vectors).items()), NOW)
+    assert change.unsealed == [ledger_doc(YESTERDAY)]
+    replica.persisted([change])
+    # The archive leading the change is owed once: once stored, nothing is (a count left
+    # above zero stops every later seal and checkpoint of the terminal).
+    assert replica.unpersisted_updates == owed
+    assert replica.views.on_hand()[MILK] == -7
+
+    report = zreport.z_report(replica, YESTERDAY)
+    assert report["complete"] is True
+    assert report["totals"]["sales"] == 3
+    assert report["amended_from"] == [first.sealed.report_hash]
+    again = sealdays.seal_day(replica, YESTERDAY)
+    archives[YESTERDAY] = again.archive
+    assert again.sealed.amended_from == (first.sealed.report_hash,)
+    assert again.sealed.report_hash == report["report_hash"] != first.sealed.report_hash
+    assert replica.views.on_hand()[MILK] == -7
+
+
+def test_a_day_holding_a_forked_lanes_records_is_not_sealed_before_the_resolution() -> None:
+    """The fork's resolution arrives in the config document, not in the day: a day sealed
+    before it would keep a report that no longer holds, and no late record would open it."""
+    store = Store()
+    lane1, lane2 = store.terminal("lane1"), store.terminal("lane2")
+    twin = store.terminal("lane3")
+    other = store.terminal("lane3", key=twin.key, cert=twin.cert)  # restored from a backup
+    replicas = [lane1.replica, lane2.replica, twin.replica, other.replica]
+    sync_all(replicas)  # certificates only
+    twin.replica.append(sale(1), NOW - DAY_MS)
+    other.replica.append(sale(2), NOW - DAY_MS)  # the same seq 1: a fork
+    lane1.replica.append(sale(4), NOW - DAY_MS)
+    lane2.replica.append(sale(8), NOW - DAY_MS)
+    lane1.replica.close_days(YESTERDAY, NOW)
+    lane2.replica.close_days(YESTERDAY, NOW)
+    sync_all(replicas)
+    replica = lane1.replica
+    # lane3's first record does not count while its chain is forked: it is not waited for.
+    assert zreport.z_report(replica, YESTERDAY)["complete"] is True
+    assert sealdays.held_back(replica, YESTERDAY) == ["lane3:1", "lane3:1"]
+    assert sealdays.sealable(replica, lambda day: True) == []
+    with pytest.raises(UsageError, match="may count later"):
+        sealdays.seal_day(replica, YESTERDAY)
+    before = zreport.z_report(replica, YESTERDAY)["report_hash"]
+
+    fork = replica.open_fork(twin.name)
+    resolution = issue_fork_resolution(
+        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
+        fork.branches,
+    )  # fmt: skip
+    replica.publish_fork_resolution(resolution, NOW)
+    # Both branches count now, and the report with them: what a seal before would have hidden.
+    assert sealdays.held_back(replica, YESTERDAY) == []
+    after = zreport.z_report(replica, YESTERDAY)
+    assert after["report_hash"] != before
+    assert after["totals"]["sales"] == 4
