@@ -403,3 +403,17 @@ def test_a_damaged_archive_is_skipped_and_named_and_the_rest_is_still_sent() -> 
     assert ledger_doc(TODAY) not in sent
     assert "config" in sent
     assert reopened.damaged_archives() == {ledger_doc(TODAY)}
+
+
+def test_an_entry_that_can_never_count_does_not_hold_a_day_open() -> None:
+    """A day holding a record under a key not its own (a misbehaving peer put it there) is
+    still sealed: the entry never counts, so the day's report cannot change by it."""
+    _, (lane, _) = closed_store()
+    assert lane.me is not None
+    stray = make_record(
+        lane.me.key, lane.me.certificate.terminal_id, 9, bytes(32), Hlc(NOW + 9, 0), sale()
+    )
+    update = crafted_update(RECORDS_ROOT, {"lane1:9#00": stray.encoded})
+    lane.merge([(ledger_doc(TODAY), update)], NOW + HOUR_MS)
+    assert sealdays.held_back(lane, TODAY) == []
+    assert sealdays.sealable(lane, lambda _day: True) == [TODAY]

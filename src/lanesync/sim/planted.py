@@ -12,12 +12,12 @@ from typing import Any
 
 from pycrdt import Doc, Map
 
-from lanesync.core import sealdays, sealing, zreport
+from lanesync.core import sealdays, zreport
 from lanesync.core.chains import Chains
 from lanesync.core.change import Change
 from lanesync.core.driver import Driver
 from lanesync.core.election import Election
-from lanesync.core.ids import Sku, ledger_doc
+from lanesync.core.ids import Sku
 from lanesync.core.link import Link
 from lanesync.core.node import Node
 from lanesync.core.replica import Replica
@@ -141,23 +141,4 @@ def seal_day_unchecked(replica: Replica, day: str) -> sealdays.Sealing:
     day whose report is not complete (the simulated host also takes every candidate, a day
     that any lane closed, for complete). A lane's day-end that arrives after the seal then
     opens the day again, and every replica sealed a report that misses a lane."""
-    name = ledger_doc(day)
-    report = zreport.z_report(replica, day)
-    records = [r for _, _, r in replica.records([name])]
-    fingerprint = replica.document_fingerprint(name)
-    sealed = sealing.SealedDay(
-        day=day,
-        state_vector=replica.state_vector(name),
-        fingerprint=(fingerprint[0], fingerprint[1]),
-        digest=replica.content_digest(name),
-        records=sum(1 for r in records if replica.views.is_accepted(r)),
-        report_hash=report["report_hash"],
-        amended_from=replica.amended_from(name),
-        seqs=sealdays._seq_ranges((r.terminal, r.seq) for r in records),
-    )
-    meta = sealing.encode_meta(sealed)
-    archive = sealing.compress(replica.full_state(name))
-    replica.seal_document(sealed)
-    return sealdays.Sealing(
-        sealed, meta, archive, sealdays.report_json(sealdays.sealed_report(report, sealed)), b""
-    )
+    return sealdays.seal_as_is(replica, day, zreport.z_report(replica, day))
