@@ -382,7 +382,10 @@ class HostShell(EventLoop):
         earlier = host.archives.get(day)
         if earlier is not None:
             before = sealing.decode_meta(earlier.meta)
-            if amended != (*before.amended_from, before.report_hash):
+            history = (*before.amended_from, before.report_hash)
+            if history[-1] == sealed.sealed.report_hash:
+                history = history[:-1]  # sealed again with the same report: not amended by it
+            if amended != history:
                 self.violate(
                     Invariant.SEALING,
                     f"{host.name} sealed {day} again naming earlier seals {list(amended)}, "
