@@ -36,6 +36,8 @@ PROBLEM_KINDS = (
     # the business days' findings (core.zreport.day_findings)
     "day_end_mismatches",
     "records_after_close",
+    # sealed days whose stored report is not the one sealed (Terminal.integrity)
+    "sealed_reports",
 )
 # what the store did to chains: listed, not problems (empty in a store that never needed it;
 # "revocations", a mapping by terminal, too)
