@@ -325,12 +325,8 @@ class DocumentSet:
         peer's days. When neither side's sealed days include the other's, neither can compare:
         every sealed day's vector is named until they can (found by black-box QA: two lanes
         that each sealed a day alone, one of them also later days, never exchanged it)."""
-        raw = peer.get(SEALED_SUMMARY)
-        if raw is None:
-            return False
-        try:
-            theirs = sealing.decode_summary(raw)
-        except RemoteError:
+        theirs = sealing.peer_summary(peer)
+        if theirs is None:
             return False
         mine = {s.day: s for s in self.sealed.values()}
         days = theirs.days()
@@ -478,13 +474,8 @@ def map_digest(root: Map[Any]) -> bytes:
 
 
 def _peer_sealed(peer: Mapping[str, bytes]) -> frozenset[str]:
-    raw = peer.get(SEALED_SUMMARY)
-    if raw is None:
-        return frozenset()
-    try:
-        return sealing.decode_summary(raw).days()
-    except RemoteError:
-        return frozenset()
+    summary = sealing.peer_summary(peer)
+    return frozenset() if summary is None else summary.days()
 
 
 def with_tail(

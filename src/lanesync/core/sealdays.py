@@ -24,7 +24,7 @@ from lanesync.core.ids import ledger_doc
 from lanesync.core.records import Record
 from lanesync.core.sealing import SealedDay
 from lanesync.core.views import expected_doc
-from lanesync.errors import RemoteError, UsageError
+from lanesync.errors import UsageError
 
 if TYPE_CHECKING:  # the shell passes the replica in
     from lanesync.core.replica import Replica
@@ -91,13 +91,8 @@ def acknowledged(
 
 
 def _sealed_by(state: Mapping[str, bytes], day: str) -> bool:
-    raw = state.get(sealing.SEALED_SUMMARY)
-    if raw is None:
-        return False
-    try:
-        return sealing.decode_summary(raw).holds(day)
-    except RemoteError:
-        return False
+    summary = sealing.peer_summary(state)
+    return summary is not None and summary.holds(day)
 
 
 def candidates(replica: Replica) -> list[str]:
@@ -191,7 +186,7 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
         digest=replica.content_digest(name),
         records=sum(1 for r in records if replica.views.is_accepted(r)),
         report_hash=report["report_hash"],
-        amended_from=_changed_hashes(replica.amended_from(name), report["report_hash"]),
+        amended_from=sealing.amended_hashes(replica.amended_from(name), report["report_hash"]),
         seqs=_seq_ranges((r.terminal, r.seq) for r in records),
     )
     meta = sealing.encode_meta(sealed)
@@ -204,13 +199,6 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
     report_bytes = report_json(sealed_report(report, sealed))
     hashes = tuple(r.hash for r in records)
     return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
-
-
-def _changed_hashes(earlier: tuple[str, ...], now: str) -> tuple[str, ...]:
-    """The earlier seals' report hashes, less a last one equal to ``now``: a day opened again
-    by something that counts in no report (a rejected entry, a record after a close) and
-    sealed again with the same report is not amended."""
-    return earlier[:-1] if earlier and earlier[-1] == now else earlier
 
 
 def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:

@@ -223,6 +223,26 @@ def decode_summary(data: bytes) -> Summary:
     raise RemoteError("the sealed-days summary has an unknown layout")
 
 
+def peer_summary(state: Mapping[str, bytes]) -> Summary | None:
+    """The sealed days a peer's state names (``SEALED_SUMMARY``), or None when it names none
+    or the entry does not decode (a peer's bytes: then it is taken to have sealed nothing)."""
+    raw = state.get(SEALED_SUMMARY)
+    if raw is None:
+        return None
+    try:
+        return decode_summary(raw)
+    except RemoteError:
+        return None
+
+
+def amended_hashes(earlier: tuple[str, ...], now: str) -> tuple[str, ...]:
+    """The report hashes of a day's earlier seals that amend it now, its report being ``now``:
+    all of them, less a last one equal to ``now`` (a day opened again by something that counts
+    in no report, a rejected entry or a record after a close, is not amended by it). The one
+    rule for a sealed report (``sealdays``) and a folded one (``zreport``)."""
+    return earlier[:-1] if earlier and earlier[-1] == now else earlier
+
+
 def vector_covers(held: bytes, wanted: bytes) -> bool:
     """Does a document at state vector ``held`` hold all a document at ``wanted`` holds? False
     when either does not decode."""

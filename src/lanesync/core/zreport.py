@@ -185,11 +185,11 @@ def _report(replica: Replica, folded: _Day, held_here: _Held) -> dict[str, Any]:
     report["report_hash"] = report_hash(report)
     doc = ledger_doc(folded.day)
     report["sealed"] = folded.day in replica.sealed_days()
-    amended = [h for h in replica.amended_from(doc) if h != report["report_hash"]]
+    amended = sealing.amended_hashes(replica.amended_from(doc), report["report_hash"])
     if amended:
         # A late record opened the sealed day again: the hashes it was sealed with before.
         report["amended"] = True
-        report["amended_from"] = amended
+        report["amended_from"] = list(amended)
     return report
 
 
