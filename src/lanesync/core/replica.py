@@ -312,8 +312,7 @@ class Replica:
         archives are read through ``attach_archives``, attached first); ``amended``: per day
         document opened again by a late record, the report hashes of its earlier seals.
         """
-        self._documents.sealed = {s.doc: s for s in sealed}
-        self._documents.amended = dict(amended or {})
+        self._documents.restore_sealed(sealed, amended or {})
         rest = tail if checkpoint is not None else ()
         if checkpoint is None:
             stored = with_tail(stored, tail)
