@@ -378,6 +378,8 @@ class Terminal:
             raise
         finally:
             self.replica.attach_archives(storage.read_archive)
+        for day in days:
+            self._completeness.pop(day, None)  # sealed: no longer asked (one entry a day)
         return days
 
     def _complete(self, day: str) -> bool:
