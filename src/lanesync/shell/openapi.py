@@ -10,8 +10,9 @@ whenever they are included, are covered like the app's own):
 - the error model: every 4xx and 5xx answer has the ``Error`` schema
   (``{"error": {"code", "message"}}``). FastAPI's ``422 HTTPValidationError`` is replaced by the
   400 the app answers (``install_common``'s handler); 400 on every operation that takes input,
-  413 on every one with a body, 503 on every write; others (403, 404, 409, 422) where the route
-  declares them in ``responses=``, whose description is kept;
+  413 on every one with a body, 503 on every write, 404 on every one with a path parameter (a
+  segment no route takes answers so); others (403, 404, 409, 422) where the route declares
+  them in ``responses=``, whose description is kept;
 - what the app hands in (``ApiDoc``): examples keyed by method and path, and the patterns or
   bounds of parameters by name.
 
@@ -56,6 +57,7 @@ INPUT_ERROR = "Invalid request: the message says what (error codes invalid_reque
 UNAUTHORIZED = "No valid bearer token (error code unauthorized)"
 TOO_LARGE = "Request body over the size limit (error code too_large)"
 STORAGE_FAILED = "Storage failed (error code storage_failed): retry once it is fixed"
+UNROUTED = "No such resource, or a path segment no route takes (error code not_found, http_error)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,10 @@ def _complete_operation(
     takes_input = bool(operation.get("parameters") or operation.get("requestBody"))
     if takes_input or method in _WRITE_METHODS:
         responses.setdefault("400", {"description": INPUT_ERROR})
+    if any(p.get("in") == "path" for p in operation.get("parameters", ())):
+        # A path segment the router cannot take matches no route (schemathesis found
+        # `GET /v1/stock/{sku}` with a sku of control bytes and a newline answered so).
+        responses.setdefault("404", {"description": UNROUTED})
     if needs_token(dependant):
         operation["security"] = [{SECURITY_SCHEME: []}]
         responses["401"] = {
