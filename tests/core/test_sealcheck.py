@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pycrdt import Doc, Map
 
-from lanesync.core import sealdays, sealing
+from lanesync.core import archive_codec, sealdays, sealing
 from lanesync.core.documents import RECORDS_ROOT
 from lanesync.core.ids import Sku
 from lanesync.core.records import Sale, SaleLine
@@ -70,10 +70,10 @@ def without_a_record(archive: bytes) -> bytes:
     """The archive re-made, valid, with one record deleted (what an editor of the database
     could write)."""
     doc: Doc[Any] = Doc()
-    doc.apply_update(sealing.decompress(archive))
+    doc.apply_update(archive_codec.decompress(archive))
     records: Map[Any] = doc.get(RECORDS_ROOT, type=Map)
     del records[sorted(records.keys())[0]]
-    return sealing.compress(bytes(doc.get_update()))
+    return archive_codec.compress(bytes(doc.get_update()))
 
 
 def test_an_archive_remade_without_a_record_fails_every_check_it_touches() -> None:

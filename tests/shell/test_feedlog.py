@@ -9,7 +9,9 @@ import sqlite3
 
 from lanesync.core.feed import EventType, FeedEvent, Origin
 from lanesync.core.identity import Role
+from lanesync.core.ids import ledger_doc
 from lanesync.shell.feedlog import REPLAY_PAGE, FeedLog, id_floor
+from lanesync.shell.storage import Storage
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 from .conftest import Lanes
@@ -186,3 +188,70 @@ def test_a_lane_restored_from_an_older_backup_never_hands_out_an_id_again(lanes:
     assert [e.data["id"] for e in heard] == ["lane1:2"]  # the seq comes back; the id does not
     assert heard[0].event_id > seen_by_client
     assert [e.data["id"] for e in replay_all(lane, after=seen_by_client)] == ["lane1:2"]
+
+
+def _rows_of_days(terminal: Terminal, day: str) -> tuple[int, list[str]]:
+    """The event rows of ``day``'s document, and the documents with a pack."""
+    assert isinstance(terminal.storage, Storage)
+    return len(terminal.storage.events_of(ledger_doc(day))), terminal.storage.packed_docs()
+
+
+def test_a_sealed_day_keeps_its_events_in_a_pack(lanes: Lanes) -> None:
+    """Sealing moves a day's events from their rows into a pack beside its archive; a replay
+    reads rows and packs as one log, after a reopen too; a late record that opens the day
+    again gets its event, and sealing again packs old and new together; a rebuild of the
+    views logs none of them again."""
+    lane = lanes.new("lane1", Role.MANAGER)
+    lane.write(price("milk", 150))
+    write_together(lane, [receipt("milk", 10)] + [sale("milk:1") for _ in range(3)])
+    lane.close_days(None)
+    before = replay_all(lane)
+    assert len(before) == 6  # the price, the receipt, three sales, the day-end
+    day = str(lane.replica.views.last_closed_day(lane.terminal_id))
+    assert lane.seal_due(lambda _day: True) == [day]
+    assert _rows_of_days(lane, day) == (0, [ledger_doc(day)])
+    assert replay_all(lane) == before
+    assert replay_all(lane, after=before[2].event_id) == before[3:]
+
+    lane = lanes.reopen(lane)
+    assert feed_of(lane).last_id >= before[-1].event_id
+    assert replay_all(lane) == before
+
+    # lane2 sells on the sealed day: the day opens again, the sale is an event of its own.
+    cashier = lanes.new("lane2")
+    cashier.import_bundle(lane.export_bundle())
+    cashier.write(sale("milk:1"))
+    cashier.close_days(None)
+    heard = listen(lane)
+    lane.import_bundle(cashier.export_bundle())
+    assert day not in lane.replica.sealed_days()
+    late = [e for e in heard if e.type is EventType.SALE]
+    assert [e.data["id"] for e in late] == ["lane2:1"]
+    assert lane.seal_due(lambda _day: True) == [day]
+    assert _rows_of_days(lane, day) == (0, [ledger_doc(day)])
+    assert replay_all(lane) == before + heard
+
+    # The store revokes lane2 from its second record on: the views are rebuilt from every
+    # day, sealed ones too, and only the revocation is new.
+    heard = listen(lane)
+    lane.publish_revocation(lanes.store.revoke("lane2", 1))
+    assert [e.type for e in heard] == [EventType.REVOCATION]
+    assert replay_all(lane) == [*before, *late, *heard]
+
+
+def test_a_replay_pages_through_packs_and_rows_in_id_order(lanes: Lanes) -> None:
+    lane = lanes.new("lane1", Role.MANAGER)
+    heard = listen(lane)
+    lane.write(price("milk", 1))
+    write_together(lane, [receipt("milk", 1) for _ in range(REPLAY_PAGE + 10)])
+    lane.close_days(None)
+    assert lane.seal_due(lambda _day: True)
+    lane.write(receipt("milk", 2))  # the next day's, in a row
+    feed = feed_of(lane)
+    page, cursor = feed.replay(0, feed.last_id)
+    assert page == heard[:REPLAY_PAGE]
+    assert cursor == page[-1].event_id
+    rest, cursor = feed.replay(cursor, feed.last_id)
+    assert rest == heard[REPLAY_PAGE:]
+    assert rest[-1].data["id"] == "lane1:" + str(REPLAY_PAGE + 13)
+    assert cursor == feed.last_id

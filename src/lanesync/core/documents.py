@@ -20,7 +20,7 @@ from typing import Any
 
 from pycrdt import Doc, Map, Subscription, TransactionEvent
 
-from lanesync.core import sealing
+from lanesync.core import archive_codec, sealing
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, LEDGER_PREFIX, TerminalId
 from lanesync.core.records import Record, Rejection, Sale, parse_record
 from lanesync.core.sealing import SEALED_SUMMARY, SealedDay
@@ -32,7 +32,7 @@ CERTS_ROOT = "certs"
 
 MapObserver = Callable[[str, Any], None]  # (document, pycrdt's Rust MapEvent)
 TransactionObserver = Callable[[str, TransactionEvent], None]
-ArchiveReader = Callable[[str], bytes]  # a sealed day -> its archive (sealing.compress'd)
+ArchiveReader = Callable[[str], bytes]  # a sealed day -> its archive (archive_codec.compress'd)
 
 
 class DocumentSet:
@@ -171,7 +171,7 @@ class DocumentSet:
             raise RuntimeError("a sealed day is read with no archive reader attached")
         day = self.sealed[name].day
         try:
-            return sealing.decompress(self.read_archive(day))
+            return archive_codec.decompress(self.read_archive(day))
         except ValueError as exc:
             raise StorageError(f"{exc} ({day}): run `lanesync verify --day {day}`") from exc
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pycrdt import Doc, Map
 
-from lanesync.core import sealing, zreport
+from lanesync.core import archive_codec, sealing, zreport
 from lanesync.core.checkpoint import document_fingerprints
 from lanesync.core.documents import RECORDS_ROOT, map_digest
 from lanesync.core.identity import verify_signature
@@ -43,7 +43,7 @@ class StoredSeal:
     """A sealed day as storage keeps it: the columns of its row, unread."""
 
     meta: bytes  # sealing.encode_meta
-    archive: bytes  # sealing.compress'd CRDT state
+    archive: bytes  # archive_codec.compress'd CRDT state
     signature: bytes  # by the sealing terminal, over sealing.archive_digest
     report: bytes  # the sealed Z-report, canonical JSON
 
@@ -103,7 +103,7 @@ def _check_sealed(replica: Replica, day: str, stored: StoredSeal) -> tuple[list[
             "(the archive or its description changed after it was sealed)"
         )
     try:
-        update = sealing.decompress(stored.archive)
+        update = archive_codec.decompress(stored.archive)
     except ValueError as exc:
         return [*problems, str(exc)], False
     doc: Doc[Any] = Doc()

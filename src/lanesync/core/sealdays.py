@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lanesync.core import dayclose, sealing, zreport
+from lanesync.core import archive_codec, dayclose, sealing, zreport
 from lanesync.core.chain import BAD_LINK
 from lanesync.core.identity import Role
 from lanesync.core.ids import ledger_doc
@@ -36,7 +36,7 @@ class Sealing:
 
     sealed: SealedDay
     meta: bytes  # sealing.encode_meta(sealed)
-    archive: bytes  # the day document's CRDT state, sealing.compress'd
+    archive: bytes  # the day document's CRDT state, archive_codec.compress'd
     report: bytes  # the sealed Z-report, canonical JSON
     signature: bytes  # by the sealing terminal over sealing.archive_digest (empty: no terminal)
     hashes: tuple[bytes, ...]  # of the records in the archive (storage forgets their verdicts)
@@ -190,7 +190,7 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
         seqs=_seq_ranges((r.terminal, r.seq) for r in records),
     )
     meta = sealing.encode_meta(sealed)
-    archive = sealing.compress(update)
+    archive = archive_codec.compress(update)
     signature = b""
     if replica.me is not None:
         digest = sealing.archive_digest(replica.store.store_id, meta, archive)

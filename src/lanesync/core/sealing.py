@@ -30,7 +30,6 @@ connected peer otherwise. Sealing only ever changes where a day is kept, never w
 from __future__ import annotations
 
 import hashlib
-import lzma
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -49,10 +48,6 @@ SEALED_SUMMARY = "sealed"
 ARCHIVE_FORMAT = 1
 SUMMARY_FORMAT = 1
 DIGEST_SIZE = 32
-# lzma at its default preset: a day of 2,500 sales (its CRDT state, 208 B a record) took 140 B
-# a record, zlib -9 154 B (measured on a `lanesync bench year` lane, 2026-12-07); issue #17's
-# target is 150 B a sealed sale on disk.
-LZMA_PRESET = 6
 # A summary names at most this many ranges of days; more means a store sealed days out of
 # order for years, which no replica does (it seals a day once it is complete and acknowledged).
 MAX_SUMMARY_RANGES = 4096
@@ -135,18 +130,6 @@ def decode_meta(data: bytes) -> SealedDay:
     except (ValueError, TypeError, msgpack.UnpackException) as exc:
         raise ValueError(f"a sealed day's description does not decode: {exc}") from exc
     raise ValueError("a sealed day's description has an unknown layout")
-
-
-def compress(update: bytes) -> bytes:
-    return lzma.compress(update, preset=LZMA_PRESET)
-
-
-def decompress(archive: bytes) -> bytes:
-    """``ValueError`` for bytes ``compress`` did not write."""
-    try:
-        return lzma.decompress(archive)
-    except lzma.LZMAError as exc:
-        raise ValueError(f"a sealed day's archive does not decompress: {exc}") from exc
 
 
 def archive_digest(store_id: StoreId, meta: bytes, archive: bytes) -> bytes:

@@ -15,6 +15,8 @@ Guarantees (what ``GET /v1/events`` promises rests on them):
   every record again, and those the log holds already are skipped.
 * ``replay`` gives the events after an id that the lane still holds: a record the views no
   longer count (withdrawn by a revocation) is left out.
+* A sealed day's events leave their rows: sealing packs them beside the day's archive
+  (``pack_day``, ``core.eventpack``), and ``replay`` reads rows and packs as one log.
 
 * A revocation (a new or narrowed cut of a terminal's chain) gets an event too, in the first
   commit that holds everything merged so far (``rows_for_commit``); one held but never logged
@@ -34,10 +36,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lanesync.core import dayclose
+from lanesync.core import archive_codec, dayclose, eventpack
+from lanesync.core.eventpack import Pack, PackedEvent
 from lanesync.core.feed import FeedEvent, Origin, record_event, revocation_event
 from lanesync.core.identity import key_fingerprint
-from lanesync.core.ids import CONFIG_DOC, TerminalId
+from lanesync.core.ids import CONFIG_DOC, LEDGER_PREFIX, TerminalId
 from lanesync.core.records import Record, Rejection, parse_record
 from lanesync.core.replica import Replica
 from lanesync.core.trust import Cut
@@ -58,6 +61,8 @@ def _cut_key(terminal: TerminalId, key: bytes) -> str:
 # subscriber holds at most one page beyond its queue; 256 sale events are ~70 KB of frames
 # (220-310 B each, core.feed), small next to the 1 MiB a subscriber may queue (shell.feed).
 REPLAY_PAGE = 256
+# Sealed days' unpacked events kept: a replay reads one day after another, two at a day's edge.
+KEPT_PACKS = 2
 
 
 @dataclass(slots=True)
@@ -99,6 +104,9 @@ class FeedLog:
         self.last_id = max(storage.last_event_id(), id_floor(opened_ms))
         # Told of the events of every commit, after it returned (the daemon's feed).
         self.listener: Callable[[list[FeedEvent]], None] | None = None
+        self._unpacked_days: dict[
+            str, tuple[bytes, list[PackedEvent]]
+        ] = {}  # doc -> (pack, events)
 
     def _origin(self, record: Record, origin: Origin | None) -> Origin:
         if origin is not None:
@@ -113,6 +121,8 @@ class FeedLog:
             # The rebuilt views accepted every record again: keep only those never logged.
             self._rebuilds_seen = self._accepted.rebuilds
             logged = self._storage.event_keys(None)
+            for doc in self._storage.packed_docs():
+                logged.update(event.key for event in self._unpacked(doc))
             logged.update(p.record.key for p in self._pending)
             records = [r for r in records if r.key not in logged]
         self._pending.extend(_Pending(r, self._origin(r, origin), ready) for r in records)
@@ -211,7 +221,7 @@ class FeedLog:
     def replay(self, after_id: int, through_id: int) -> tuple[list[FeedEvent], int]:
         """The events after ``after_id`` (up to ``through_id``) of records still held, one page;
         returns them and the id to continue after (``through_id`` once done)."""
-        rows = self._storage.events_after(after_id, through_id, REPLAY_PAGE)
+        rows = self._rows_after(after_id, through_id)
         cursor = through_id if len(rows) < REPLAY_PAGE else rows[-1].event_id
         events = []
         for row in rows:
@@ -227,3 +237,74 @@ class FeedLog:
                 continue  # held but no longer counted (withdrawn by a revocation)
             events.append(record_event(row.event_id, record, self._day(record), Origin(row.origin)))
         return events, cursor
+
+    def _rows_after(self, after_id: int, through_id: int) -> list[EventRow]:
+        """The first ``REPLAY_PAGE`` events after ``after_id`` (up to ``through_id``), from
+        rows and sealed days' packs together. Only the packs that can hold one of them are
+        read: in the order of their first ids, until one starts past the page."""
+        rows = self._storage.events_after(after_id, through_id, REPLAY_PAGE)
+        bound = rows[-1].event_id if len(rows) == REPLAY_PAGE else through_id
+        for stored in self._storage.packs_between(after_id, bound):
+            if stored.first_id > bound:
+                break
+            rows.extend(
+                EventRow(event.event_id, stored.doc, event.key, event.origin)
+                for event in self._unpacked(stored.doc, stored.data)
+                if after_id < event.event_id <= bound
+            )
+            rows.sort(key=lambda row: row.event_id)
+            del rows[REPLAY_PAGE:]
+            if len(rows) == REPLAY_PAGE:
+                bound = rows[-1].event_id
+        return rows
+
+    def pack_day(self, day: str, archive: bytes) -> Pack | None:
+        """``day``'s events packed against its new ``archive`` (what sealing stores): its
+        rows, and the events of its earlier pack when it was sealed before (read with the
+        archive that pack was made with, still the stored one)."""
+        doc = LEDGER_PREFIX + day
+        events = [
+            PackedEvent(row.event_id, row.key, Origin(row.origin))
+            for row in self._storage.events_of(doc)
+        ]
+        events += self._unpacked(doc)
+        pack, left_out = eventpack.pack(
+            events, eventpack.archive_keys(archive_codec.decompress(archive))
+        )
+        if left_out:
+            log.warning(
+                "feed: %d events of %s name no record of its archive: kept as rows",
+                len(left_out),
+                day,
+            )
+        self._unpacked_days.pop(doc, None)
+        return pack
+
+    def _unpacked(self, doc: str, data: bytes | None = None) -> list[PackedEvent]:
+        """The events of ``doc``'s pack (``data``, else the stored one; none without one),
+        named with the keys of the archive stored with it."""
+        if data is None:
+            data = self._storage.packed_events(doc)
+            if data is None:
+                return []
+        kept = self._unpacked_days.get(doc)
+        if kept is not None and kept[0] == data:
+            return kept[1]
+        day = doc.removeprefix(LEDGER_PREFIX)
+        try:
+            archive = archive_codec.decompress(self._storage.read_archive(day))
+            events = eventpack.unpack(data, eventpack.archive_keys(archive))
+        except ValueError as exc:
+            # A damaged database: the day's records cannot be read either.
+            log.warning(
+                "feed: the events of sealed day %s do not read (%s): run `lanesync verify "
+                "--day %s`",
+                day,
+                exc,
+                day,
+            )
+            events = []
+        if len(self._unpacked_days) >= KEPT_PACKS:
+            del self._unpacked_days[next(iter(self._unpacked_days))]
+        self._unpacked_days[doc] = (data, events)
+        return events

@@ -24,12 +24,13 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from lanesync.core.change import Change
+from lanesync.core.eventpack import Pack
 from lanesync.core.replica import Replica
 from lanesync.core.sealcheck import StoredSeal
 from lanesync.core.sealdays import Sealing
@@ -40,7 +41,9 @@ from lanesync.errors import ConfigError, StorageError
 # EXISTS) and is folded in full once, after which it has a checkpoint like any other.
 # 3: the sealed_days table. Older code must not open a database with sealed days: it would not
 # see them and take the days for missing (the requests and events tables were additive).
-SCHEMA_VERSION = 3
+# 4: the sealed_events table. Older code would replay a change feed without the events of the
+# days sealed since, so it must not open such a database either.
+SCHEMA_VERSION = 4
 # An idempotency key is honoured this long: a POS retries within seconds or, after an outage,
 # hours; a week covers any retry and keeps the table small (one row per keyed write).
 REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -95,11 +98,18 @@ CREATE TABLE IF NOT EXISTS sealed_days (  -- core.sealing: a sealed day's archiv
     day TEXT PRIMARY KEY,
     state TEXT NOT NULL,  -- 'sealed', or 'reopened' by a late record (its log rows hold it)
     meta BLOB NOT NULL,  -- sealing.encode_meta
-    archive BLOB NOT NULL,  -- the day document's CRDT state, sealing.compress'd
+    archive BLOB NOT NULL,  -- the day document's CRDT state, archive_codec.compress'd
     report BLOB NOT NULL,  -- the sealed Z-report, canonical JSON
     signature BLOB NOT NULL,  -- by the sealing terminal, over sealing.archive_digest
     sealed_at_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sealed_events (  -- a sealed day's events, moved from `events`
+    doc TEXT PRIMARY KEY,
+    first_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    data BLOB NOT NULL  -- core.eventpack: read with the day's archive in sealed_days
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sealed_events_by_first_id ON sealed_events (first_id);
 """
 
 
@@ -122,6 +132,16 @@ class EventRow:
     key: str
     origin: str
     at_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPack:
+    """A sealed day's packed events as stored (``core.eventpack``)."""
+
+    doc: str
+    first_id: int
+    last_id: int
+    data: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,13 +376,22 @@ class Storage:
         )
         return StoredSeal(*(bytes(column) for column in rows[0])) if rows else None
 
-    def seal(self, sealings: Sequence[Sealing], replica: Replica, at_ms: int) -> None:
+    def seal(
+        self,
+        sealings: Sequence[Sealing],
+        replica: Replica,
+        at_ms: int,
+        packs: Mapping[str, Pack] | None = None,
+    ) -> None:
         """Store sealed days' archives, drop their documents' logs and snapshots, and store the
         replica's checkpoint, in one transaction: the checkpoint before it may cover log rows of
         the days after it was taken, which are gone now (``replica`` must hold nothing
         uncommitted, as ``compact`` asks). The verdicts of the days' records go too (41 B a
         record on disk): only a rebuild without a usable checkpoint reads them, and it then
-        verifies a sealed day's records again."""
+        verifies a sealed day's records again. ``packs``: by document, the day's change-feed
+        events packed against its new archive (``core.eventpack``), which replace their rows
+        and any earlier pack of the day."""
+        packs = packs or {}
         checkpoint = replica.checkpoint()
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -387,6 +416,9 @@ class Storage:
                 self._db.executemany(
                     "DELETE FROM verified WHERE hash = ?", [(h,) for h in sealing.hashes]
                 )
+                pack = packs.get(sealing.sealed.doc)
+                if pack is not None:
+                    self._put_pack(sealing.sealed.doc, pack)
             self._put_checkpoint(checkpoint)
             self._db.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -451,10 +483,53 @@ class Storage:
             raise StorageError(f"cannot read {self._path}: {_reason(exc)}") from exc
         return None if row is None else KeyedRequest(key, bytes(row[0]), str(row[1]), int(row[2]))
 
+    def _put_pack(self, doc: str, pack: Pack) -> None:
+        self._db.execute(
+            "INSERT INTO sealed_events (doc, first_id, last_id, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (doc) DO UPDATE SET first_id = excluded.first_id, "
+            "last_id = excluded.last_id, data = excluded.data",
+            (doc, pack.first_id, pack.last_id, pack.data),
+        )
+        self._db.executemany("DELETE FROM events WHERE id = ?", [(i,) for i in pack.event_ids])
+
     def last_event_id(self) -> int:
-        """The id of the last event stored (0: none)."""
-        row = self._read("SELECT coalesce(max(id), 0) FROM events", ())
+        """The id of the last event stored, in a row or a sealed day's pack (0: none)."""
+        row = self._read(
+            "SELECT max(coalesce((SELECT max(id) FROM events), 0), "
+            "coalesce((SELECT max(last_id) FROM sealed_events), 0))",
+            (),
+        )
         return int(row[0][0])
+
+    def events_of(self, doc: str) -> list[EventRow]:
+        """The event rows of document ``doc``'s entries, in id order (not its pack's)."""
+        return [
+            EventRow(int(i), doc, str(key), str(origin), at_ms)
+            for i, key, origin, at_ms in self._read(
+                "SELECT id, key, origin, at_ms FROM events WHERE doc = ? ORDER BY id", (doc,)
+            )
+        ]
+
+    def packed_events(self, doc: str) -> bytes | None:
+        """Document ``doc``'s packed events, if a sealing packed them."""
+        rows = self._read("SELECT data FROM sealed_events WHERE doc = ?", (doc,))
+        return bytes(rows[0][0]) if rows else None
+
+    def packed_docs(self) -> list[str]:
+        """The documents whose events a sealing packed."""
+        return [str(doc) for (doc,) in self._read("SELECT doc FROM sealed_events ORDER BY doc", ())]
+
+    def packs_between(self, after_id: int, through_id: int) -> list[StoredPack]:
+        """The packs holding an event with ``after_id < id <= through_id`` possibly (by their
+        ranges), in order of their first id."""
+        return [
+            StoredPack(str(doc), int(first), int(last), bytes(data))
+            for doc, first, last, data in self._read(
+                "SELECT doc, first_id, last_id, data FROM sealed_events "
+                "WHERE first_id <= ? AND last_id > ? ORDER BY first_id",
+                (through_id, after_id),
+            )
+        ]
 
     def events_after(self, after_id: int, through_id: int, limit: int) -> list[EventRow]:
         """At most ``limit`` events with ``after_id < id <= through_id``, in id order."""

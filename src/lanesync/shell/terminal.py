@@ -27,6 +27,7 @@ from lanesync.core import reports, sealcheck, sealdays, zreport
 from lanesync.core.bundle import encode_bundle, encode_state, parse_bundle, parse_state
 from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
+from lanesync.core.eventpack import Pack
 from lanesync.core.feed import Origin
 from lanesync.core.forks import ForkResolution
 from lanesync.core.identity import Certificate, Revocation, Role
@@ -369,10 +370,14 @@ class Terminal:
         self.replica.attach_archives(lambda day: sealings.get(day) or storage.read_archive(day))
         try:
             done = []
+            packs: dict[str, Pack] = {}
             for day in days:
                 done.append(sealdays.seal_day(self.replica, day))
                 sealings[day] = done[-1].archive
-            storage.seal(done, self.replica, self.now_ms())
+                pack = None if self.feed is None else self.feed.pack_day(day, sealings[day])
+                if pack is not None:
+                    packs[done[-1].sealed.doc] = pack
+            storage.seal(done, self.replica, self.now_ms(), packs)
         except StorageError as exc:
             self._storage_failed(exc)
             raise

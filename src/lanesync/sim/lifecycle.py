@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from nacl.signing import SigningKey
 
-from lanesync.core import bodies, reports, sealing
+from lanesync.core import archive_codec, bodies, reports
 from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import (
@@ -262,7 +262,7 @@ class Lifecycle(Faults):
             rows = [(doc, row) for doc in sorted(host.durable) for row in host.durable[doc]]
             # Its sealed days travel in the bundle as their archived state (``export``).
             rows += [
-                (LEDGER_PREFIX + day, sealing.decompress(stored.archive))
+                (LEDGER_PREFIX + day, archive_codec.decompress(stored.archive))
                 for day, stored in sorted(host.archives.items())
                 if not stored.reopened
             ]
