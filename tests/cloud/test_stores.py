@@ -7,6 +7,7 @@ test_cloud_e2e's part."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from lanesync.cloud.pgstorage import store_heads
 from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
 from lanesync.cloud.sql import SqliteSql
 from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
+from lanesync.core import bodies
+from lanesync.core.identity import Role
+from lanesync.core.records import Record
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
@@ -124,6 +128,53 @@ def test_a_process_on_a_shared_database_merges_and_follows_what_another_committe
     assert not second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
     assert second.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
     assert second.failures == first.failures == []
+
+
+def set_price(cloud: Cloud, sku: str, unit_cents: int) -> Record:
+    """What ``POST /v1/stores/{store_id}/prices`` does: the store's committer signs and commits
+    a price as the cloud (its ``run`` task serving just this write)."""
+
+    async def write() -> Record:
+        committer = cloud.runtime.committer
+        task = asyncio.create_task(committer.run())
+        try:
+            return await committer.write(
+                lambda _: bodies.build_price_change(Role.CLOUD, sku, unit_cents)
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return asyncio.run(write())
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite: one process a store
+def test_two_processes_signing_for_the_cloud_continue_one_chain_and_never_fork_it(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    milk = set_price(first, "milk", 149)
+    # The second process has not followed the first (its follower runs every 0.25 s): it
+    # must still sign after the first's record, not at the same seq.
+    bread = set_price(second, "bread", 299)
+    assert (bread.seq, bread.prev_hash) == (milk.seq + 1, milk.hash)
+    assert second.runtime.terminal.replica.find_record(milk.id) == milk
+
+    async def follow_second() -> None:  # as the first's follower would, on its event loop
+        first.runtime.refresh()
+
+    asyncio.run(follow_second())
+    for cloud in opened:
+        report = cloud.runtime.terminal.integrity()
+        assert report["ok"], report
+        assert {"terminal": "cloud", "seq": bread.seq, "hash": bread.hash.hex()} in report["chains"]
+    assert first.runtime.terminal.digest() == second.runtime.terminal.digest()
+    prices = world.rows("SELECT sku, unit_cents FROM prices WHERE store_id = ?", STORE_ID)
+    assert sorted(prices) == [("bread", 299), ("milk", 149)]
+    assert first.failures == second.failures == []
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # PostgreSQL: the test above
