@@ -187,6 +187,20 @@ class Views:
             or terminal in self._trust.time_revocations()
         )
 
+    def final_seq(self, terminal: TerminalId) -> int | None:
+        """The last seq of ``terminal``'s chain that can ever count, where the store ended it
+        at a seq (a revocation's cut of every key, a replacement's closure; the earlier of
+        the two); None while it may sign more, or where its end is no single seq (a
+        revocation by time, a fork resolution's branches)."""
+        ends = [self._actions.closures.get(terminal)]
+        cut = self._trust.cut_of(terminal)
+        if cut is not None:
+            ends.append(cut.after_seq)
+        known = [end for end in ends if end is not None]
+        if not known or terminal in self._actions.resolutions:
+            return None
+        return min(known)
+
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
         return self._actions.closed_reason(cert, self._trust)

@@ -18,7 +18,12 @@ finding applies to that terminal: a day-end covers its own branch only.
 ``complete``: every lane terminal (cashier or manager; the cloud's chain sells nothing and closes
 no day) whose first record falls on the day or before it has a day-end of the day, except a
 terminal whose chain the store ended (revoked, replaced, fork resolved) and that holds no record
-of the day: it can never close it, and holds nothing of it open.
+of the day: it can never close it, and holds nothing of it open. Nor does a terminal the store
+ended at a seq (a revocation's cut, a replacement's closure: ``Views.final_seq``) once this
+replica counts its chain up to that seq: it cannot close the day (a revoked terminal signs
+nothing), and nothing of it that is not held can ever count, so its figures of the day are
+final. Without this, a lane revoked or replaced after selling, before closing, would hold its
+days open for ever: never complete, never sealed.
 """
 
 from __future__ import annotations
@@ -148,6 +153,9 @@ def _required(replica: Replica, folded: _Day, lanes: frozenset[TerminalId]) -> l
             continue
         held = folded.terminals.get(terminal)
         if views.chain_ended(terminal) and (held is None or not held.counted):
+            continue
+        final = views.final_seq(terminal)
+        if final is not None and views.head(terminal).seq >= final:
             continue
         required.append(terminal)
     return required
