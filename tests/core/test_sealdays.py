@@ -13,7 +13,7 @@ from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import issue_revocation
 from lanesync.core.ids import Sku, TerminalId, ledger_doc
-from lanesync.core.records import Sale, SaleLine
+from lanesync.core.records import Sale, SaleLine, Void
 from lanesync.core.replica import Replica
 from lanesync.core.sealdays import Sealing
 from lanesync.errors import UsageError
@@ -176,3 +176,74 @@ def test_a_revocation_that_changes_no_sealed_day_opens_none() -> None:
     assert not replica.views.is_sale("lane2:3")
     assert replica.sealed_days()[YESTERDAY] == first.sealed
     assert zreport.z_report(replica, YESTERDAY)["report_hash"] == first.sealed.report_hash
+
+
+def test_a_sealed_void_of_a_sale_a_later_revocation_withdraws_opens_its_day_again() -> None:
+    """The void's day holds no record of the revoked lane (its chain already ended there): it
+    is found through the voided sale, whose day is at or before the void's."""
+    store = Store()
+    lane1, lane2 = store.terminal("lane1"), store.terminal("lane2")
+    sync_all([lane1.replica, lane2.replica])  # certificates only
+    before = "2026-11-16"
+    sold, _ = lane2.replica.append(sale(2), NOW - 2 * DAY_MS)
+    lane2.replica.close_days(before, NOW - DAY_MS)
+    lane1.replica.append(sale(1), NOW - 2 * DAY_MS)
+    lane1.replica.close_days(before, NOW - DAY_MS)
+    replica = lane1.replica
+    # The store ends lane2's chain after its close: it owes no close of the next day.
+    _revoke(store, replica, after_seq=2)
+    sync_all([replica, lane2.replica])
+    replica.append(Void(sold.id), NOW - DAY_MS)
+    replica.close_days(YESTERDAY, NOW)
+    archives: dict[str, bytes] = {}
+    replica.attach_archives(archives.__getitem__)
+    for day in sealdays.sealable(replica, lambda day: True):
+        archives[day] = sealdays.seal_day(replica, day).archive
+    void_day = replica.sealed_days()[YESTERDAY]
+    assert not any(terminal == "lane2" for terminal, _, _ in void_day.seqs)
+
+    change = _revoke(store, replica, after_seq=0)
+    assert change.unsealed == [ledger_doc(before), ledger_doc(YESTERDAY)]
+    report = zreport.z_report(replica, YESTERDAY)
+    assert report["amended_from"] == [void_day.report_hash]
+    assert report["report_hash"] != void_day.report_hash
+
+
+def test_a_fork_found_after_a_seal_opens_the_day_until_its_resolution() -> None:
+    """lane3's first branch counted in a day lane1 sealed; the second branch, sold today by
+    lane3 restored from a backup, reaches lane1 later: the first stops counting (the fork is
+    open), so the day is opened again and held until the store resolves the fork (it would have
+    kept a report no replica could fold while the fork was open)."""
+    store = Store()
+    lane1, twin = store.terminal("lane1"), store.terminal("lane3")
+    other = store.terminal("lane3", key=twin.key, cert=twin.cert)  # restored from a backup
+    sync_all([lane1.replica, twin.replica, other.replica])  # certificates only
+    for lane in (lane1, twin):
+        lane.replica.append(sale(1), NOW - DAY_MS)
+        lane.replica.close_days(YESTERDAY, NOW)
+    sync_all([lane1.replica, twin.replica])
+    replica = lane1.replica
+    archives: dict[str, bytes] = {}
+    replica.attach_archives(archives.__getitem__)
+    first = sealdays.seal_day(replica, YESTERDAY)
+    archives[YESTERDAY] = first.archive
+    other.replica.append(sale(2), NOW)  # lane3:1 again, today
+
+    change = sync(other.replica, replica)
+    assert change.unsealed == [ledger_doc(YESTERDAY)]
+    assert sealdays.held_back(replica, YESTERDAY) == ["lane3:1", "lane3:2"]
+    assert sealdays.sealable(replica, lambda day: True) == []
+
+    fork = replica.open_fork(twin.name)
+    resolution = issue_fork_resolution(
+        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
+        fork.branches,
+    )  # fmt: skip
+    replica.publish_fork_resolution(resolution, NOW)
+    # Both branches count: the day counts what it was sealed with again (the second branch's
+    # sale is today's), so sealing it again amends nothing.
+    report = zreport.z_report(replica, YESTERDAY)
+    assert report["totals"]["sales"] == 2
+    assert report["report_hash"] == first.sealed.report_hash
+    assert "amended_from" not in report
+    assert sealdays.sealable(replica, lambda day: True) == [YESTERDAY]
