@@ -32,14 +32,16 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanesync.core import closedays, dayclose, sealing
 from lanesync.core.dayclose import DayFigures, figures_json
 from lanesync.core.ids import RecordId, TerminalId, ledger_doc
 from lanesync.core.records import DayEnd, Record, is_valid_day
-from lanesync.core.replica import Replica
 from lanesync.errors import UsageError
+
+if TYPE_CHECKING:  # the replica folds sealed days again through sealdays: passed in, not imported
+    from lanesync.core.replica import Replica
 
 _FIGURES = ("sales", "voids", "gross_cents", "voided_cents", "net_cents")
 
