@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from lanesync.core import sealdays, sealing, zreport
+from lanesync.core import archive_codec, sealdays, zreport
 from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
 from lanesync.core.identity import issue_revocation
@@ -149,7 +149,7 @@ def test_a_sealed_day_a_later_revocation_recounts_is_opened_again_and_sealed_ame
     change = _revoke(store, replica, after_seq=0)
     assert change.unsealed == [ledger_doc(YESTERDAY)]
     # The archive leads the change and is owed once, like a late record's.
-    assert (ledger_doc(YESTERDAY), sealing.decompress(first.archive)) in change.updates
+    assert (ledger_doc(YESTERDAY), archive_codec.decompress(first.archive)) in change.updates
     replica.persisted([change])
     assert replica.unpersisted_updates == owed
     assert YESTERDAY not in replica.sealed_days()
