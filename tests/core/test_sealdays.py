@@ -29,6 +29,20 @@ def sale(qty: int) -> Sale:
     return Sale.of((SaleLine(MILK, qty, 100),))
 
 
+def attached_archives(replica: Replica) -> dict[str, bytes]:
+    """Where ``replica`` reads its sealed days' archives: a dict standing in for storage."""
+    archives: dict[str, bytes] = {}
+    replica.attach_archives(archives.__getitem__)
+    return archives
+
+
+def seal(replica: Replica, day: str, archives: dict[str, bytes]) -> sealdays.Sealing:
+    """Seal ``day`` on ``replica`` and keep its archive where the replica reads it."""
+    sealed = sealdays.seal_day(replica, day)
+    archives[day] = sealed.archive
+    return sealed
+
+
 def test_a_late_record_opens_a_sealed_day_counts_and_is_sealed_again_as_amended() -> None:
     store = Store()
     lane1, lane2, lane3 = (store.terminal(n) for n in ("lane1", "lane2", "lane3"))
@@ -42,11 +56,9 @@ def test_a_late_record_opens_a_sealed_day_counts_and_is_sealed_again_as_amended(
     lane3.replica.append(sale(4), NOW - DAY_MS)
     lane3.replica.close_days(YESTERDAY, NOW)
     replica = lane1.replica
-    archives: dict[str, bytes] = {}
-    replica.attach_archives(archives.__getitem__)
+    archives = attached_archives(replica)
     assert sealdays.sealable(replica, lambda day: True) == [YESTERDAY]
-    first = sealdays.seal_day(replica, YESTERDAY)
-    archives[YESTERDAY] = first.archive
+    first = seal(replica, YESTERDAY, archives)
     owed = replica.unpersisted_updates
 
     # lane3 comes back: the state lane1 sends it names the sealed day's vector (the echo to a
@@ -121,10 +133,8 @@ def _sealed_with_lane2s_sale(store: Store) -> tuple[Replica, Replica, dict[str, 
     lane2.replica.append(sale(4), NOW)
     sync_all([lane1.replica, lane2.replica])
     replica = lane1.replica
-    archives: dict[str, bytes] = {}
-    replica.attach_archives(archives.__getitem__)
-    sealed = sealdays.seal_day(replica, YESTERDAY)
-    archives[YESTERDAY] = sealed.archive
+    archives = attached_archives(replica)
+    sealed = seal(replica, YESTERDAY, archives)
     assert json.loads(sealed.report)["totals"]["sales"] == 2
     return replica, lane2.replica, archives, sealed
 
@@ -195,10 +205,9 @@ def test_a_sealed_void_of_a_sale_a_later_revocation_withdraws_opens_its_day_agai
     sync_all([replica, lane2.replica])
     replica.append(Void(sold.id), NOW - DAY_MS)
     replica.close_days(YESTERDAY, NOW)
-    archives: dict[str, bytes] = {}
-    replica.attach_archives(archives.__getitem__)
+    archives = attached_archives(replica)
     for day in sealdays.sealable(replica, lambda day: True):
-        archives[day] = sealdays.seal_day(replica, day).archive
+        seal(replica, day, archives)
     void_day = replica.sealed_days()[YESTERDAY]
     assert not any(terminal == "lane2" for terminal, _, _ in void_day.seqs)
 
@@ -223,10 +232,8 @@ def test_a_fork_found_after_a_seal_opens_the_day_until_its_resolution() -> None:
         lane.replica.close_days(YESTERDAY, NOW)
     sync_all([lane1.replica, twin.replica])
     replica = lane1.replica
-    archives: dict[str, bytes] = {}
-    replica.attach_archives(archives.__getitem__)
-    first = sealdays.seal_day(replica, YESTERDAY)
-    archives[YESTERDAY] = first.archive
+    archives = attached_archives(replica)
+    first = seal(replica, YESTERDAY, archives)
     other.replica.append(sale(2), NOW)  # lane3:1 again, today
 
     change = sync(other.replica, replica)
