@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 from shell.helpers import receipt  # tests/ is on sys.path, as for `support`
 
+from lanesync.cloud import follow
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_heads
 from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
 from lanesync.cloud.sql import SqliteSql
-from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
+from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.records import Record
@@ -98,23 +99,28 @@ def test_a_merged_commit_is_projected_into_the_head_office_tables(
 
 @pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
 def test_a_process_on_a_shared_database_merges_and_follows_what_another_committed(
-    clouds: tuple[World, ExitStack, list[Cloud]],
+    clouds: tuple[World, ExitStack, list[Cloud]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The second process hears of the first one's commit through PostgreSQL's notification:
+    its comparison of every store is an hour away here, and nothing else wakes it."""
+    monkeypatch.setattr(follow, "FALLBACK_POLL_S", 3600.0)
     world, stack, opened = clouds
     first = start(world, stack, world.cloud, opened)
     second = start(world, stack, world.copy_cloud("cloud2"), opened)
     lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
-    lane.write(receipt("milk", 5))
-    deliver(lane, first)
-    assert second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
 
-    async def follow() -> None:
-        opened_stores = {STORE_ID: second.runtime}
+    async def follow_the_first() -> None:
+        listening = asyncio.Event()
         task = asyncio.create_task(
-            follow_database(second.backend, opened_stores, second.failures.append)
+            follow.follow_database(
+                second.backend, {STORE_ID: second.runtime}, second.failures.append, listening
+            )
         )
         try:
-            for _ in range(200):  # 10 s at most; FOLLOW_INTERVAL_S is 0.25 s
+            await asyncio.wait_for(listening.wait(), timeout=10)
+            lane.write(receipt("milk", 5))
+            deliver(lane, first)
+            for _ in range(200):  # 10 s at most
                 if second.runtime.terminal.digest() == first.runtime.terminal.digest():
                     break
                 await asyncio.sleep(0.05)
@@ -123,11 +129,47 @@ def test_a_process_on_a_shared_database_merges_and_follows_what_another_committe
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-    asyncio.run(follow())
+    asyncio.run(follow_the_first())
     assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
     assert not second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
     assert second.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
     assert second.failures == first.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+def test_a_process_that_cannot_listen_compares_its_stores_instead(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    # Its listening connection is refused (nothing listens on port 1 of loopback); its
+    # queries go on over the connection it has.
+    monkeypatch.setattr(second.backend, "url", "postgresql://lanesync@127.0.0.1:1/none")
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, first)
+
+    async def follow_the_first() -> None:
+        task = asyncio.create_task(
+            follow.follow_database(second.backend, {STORE_ID: second.runtime}, lambda _: None)
+        )
+        try:
+            for _ in range(200):  # 10 s at most
+                if second.runtime.terminal.digest() == first.runtime.terminal.digest():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with caplog.at_level("WARNING", logger="lanesync.cloud"):
+        asyncio.run(follow_the_first())
+    assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
+    assert "cannot listen for commits" in caplog.text
 
 
 def set_price(cloud: Cloud, sku: str, unit_cents: int) -> Record:
@@ -184,7 +226,9 @@ def test_follow_returns_at_once_without_a_shared_database(
     world, stack, opened = clouds
     cloud = start(world, stack, world.cloud, opened)
     asyncio.run(
-        asyncio.wait_for(follow_database(cloud.backend, {}, cloud.failures.append), timeout=5)
+        asyncio.wait_for(
+            follow.follow_database(cloud.backend, {}, cloud.failures.append), timeout=5
+        )
     )
 
 

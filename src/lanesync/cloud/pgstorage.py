@@ -31,6 +31,10 @@ from lanesync.core.replica import Replica
 from lanesync.errors import StorageError
 from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 
+# The channel every commit of a store's documents notifies, with the store's id
+# (cloud.follow: the other processes listen on it).
+COMMIT_CHANNEL = "lanesync_store_commit"
+
 
 @dataclass(frozen=True, slots=True)
 class Pulled:
@@ -195,9 +199,15 @@ class PostgresStoreStorage:
                 "ON CONFLICT DO NOTHING",
                 [(self._store, h, last) for h in verdicts],
             )
+            self._notify()
         self._mine.update(range(first, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+
+    def _notify(self) -> None:
+        # Inside the transaction: delivered to the listeners when it commits, never before
+        # and never if it rolls back (cloud.follow).
+        self._sql.execute("SELECT pg_notify(?, ?)", (COMMIT_CHANNEL, self._store))
 
     def documents_to_compact(self) -> list[str]:
         return due_for_compaction(self._log_bytes, self._snapshot_bytes)
@@ -231,10 +241,19 @@ class PostgresStoreStorage:
                 "RETURNING snapshot_gen",
                 (self._store,),
             )[0][0]
+            self._notify()
         self._seen_gen = int(gen)
         self._seen_seq, self._mine = head[0], set()  # not behind: everything up to it is merged
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept
+
+
+def store_head(sql: Sql, store_id: str) -> tuple[int, int] | None:
+    """One store's (last_seq, snapshot_gen), if the database has the store."""
+    rows = sql.execute(
+        "SELECT last_seq, snapshot_gen FROM store_heads WHERE store_id = ?", (store_id,)
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
 def store_heads(sql: Sql) -> dict[str, tuple[int, int]]:

@@ -11,7 +11,8 @@ Two backends behind one interface:
   and projects the head-office tables from that complete replica in the same transaction. So the
   tables are always written from a replica holding everything committed so far, and a record
   counts once however many processes received it (the tables are keyed by record id).
-  A follower task notices other processes' commits and relays them to this process's peers.
+  A follower (cloud.follow) hears of other processes' commits and relays them to this
+  process's peers.
   Every process signs as the cloud (a price set through its API): it takes the store's lock,
   merges what the others committed, signs and commits before the lock is released
   (``StoreRuntime.signing``), so the cloud's own chain never forks.
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
-from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled, store_heads
+from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
 from lanesync.core.accepted import AcceptedRecords
@@ -40,17 +41,13 @@ from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
 
-# How often a process on a shared database looks for other processes' commits: one query for
-# all stores. It bounds how late a leader on another process hears of them (a split store's two
-# leaders uploading to two processes); head-office tables never wait for it (see above).
-FOLLOW_INTERVAL_S = 0.25
-
 
 @dataclass(slots=True)
 class Backend:
     sql: Sql  # head-office tables (and, on PostgreSQL, the store documents too)
     shared: bool  # PostgreSQL: other processes may serve the same stores
     description: str
+    url: str | None = field(default=None, repr=False)  # PostgreSQL's, with its password
 
     @classmethod
     def open(cls, directory: CloudDirectory, db_url: str | None) -> Backend:
@@ -68,7 +65,7 @@ class Backend:
         except BaseException:
             postgres.close()
             raise
-        return cls(postgres, True, redact(db_url))
+        return cls(postgres, True, redact(db_url), db_url)
 
     def close(self) -> None:
         self.sql.close()
@@ -200,24 +197,3 @@ def open_store(
         store_id, terminal, node, mesh, committer, backend, headoffice, accepted, shared
     )
     return runtime
-
-
-async def follow_database(
-    backend: Backend,
-    stores: dict[str, StoreRuntime],
-    on_failure: Callable[[StorageError], None],
-) -> None:
-    """On a shared database: merge and relay what other processes commit, as they commit it."""
-    if not backend.shared:
-        return
-    while True:
-        await asyncio.sleep(FOLLOW_INTERVAL_S)
-        try:
-            heads = store_heads(backend.sql)
-            for runtime in stores.values():
-                if runtime.is_behind(heads.get(runtime.store_id)):
-                    runtime.refresh()
-                    await asyncio.sleep(0)  # one store at a time: uplinks and the API go on
-        except StorageError as exc:
-            on_failure(exc)
-            return
