@@ -263,9 +263,11 @@ class FeedLog:
         rows, and the events of its earlier pack when it was sealed before (read with the
         archive that pack was made with, still the stored one)."""
         doc = LEDGER_PREFIX + day
+        origins = {origin.value: origin for origin in Origin}
         events = [
-            PackedEvent(row.event_id, row.key, Origin(row.origin))
+            PackedEvent(row.event_id, row.key, origins[row.origin])
             for row in self._storage.events_of(doc)
+            if row.origin in origins  # else a row no lanesync wrote: it stays a row
         ]
         events += self._unpacked(doc)
         pack, left_out = eventpack.pack(
