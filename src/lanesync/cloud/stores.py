@@ -6,7 +6,8 @@ Two backends behind one interface:
   each store's documents in ``CLOUD_DIR/stores/<id>/lanesync.db``, exactly like a terminal.
   One process per directory (the directory lock), so nobody else writes.
 * PostgreSQL (``--db URL``): everything in one database, which any number of ``cloud serve``
-  processes share. Each process holds its own in-memory replica of every store; after every
+  processes share. Each process holds its own in-memory replica of each store it has resident
+  (cloud/service.py: opened on demand, evicted when idle); after every
   durable merge it takes the store's lock, merges what the other processes committed meanwhile,
   and projects the head-office tables from that complete replica in the same transaction. So the
   tables are always written from a replica holding everything committed so far, and a record
@@ -186,7 +187,10 @@ async def follow_database(
         await asyncio.sleep(FOLLOW_INTERVAL_S)
         try:
             heads = store_heads(backend.sql)
-            for runtime in stores.values():
+            # Only the resident stores: a store opened later pulls everything as it opens.
+            for runtime in list(stores.values()):
+                if stores.get(runtime.store_id) is not runtime:
+                    continue  # evicted while another store was refreshed
                 if runtime.is_behind(heads.get(runtime.store_id)):
                     runtime.refresh()
                     await asyncio.sleep(0)  # one store at a time: uplinks and the API go on
