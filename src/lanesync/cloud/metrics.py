@@ -50,7 +50,7 @@ class _ServiceCollector(Collector):
         )
         yield CounterMetricFamily(
             "lanesync_cloud_uplinks_refused",
-            "Uplink connections refused at the hello (unknown store, not a hello)",
+            "Uplink connections refused at the hello (unknown store, not a hello, no room)",
             value=service.uplinks_refused,
         )
         merges = CounterMetricFamily(
