@@ -27,6 +27,7 @@ from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.ids import Sku
 from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Replica
+from lanesync.errors import StorageError
 from lanesync.shell import storage as shell_storage
 from lanesync.tools.pgserver import PostgresServer
 
@@ -148,6 +149,55 @@ def test_records_another_process_verified_are_not_verified_again(database: str) 
         assert b.replica.views.accepted_count() == 20
         assert len(checks) == 20, "b checked again what a had verified"
         assert b.replica.digest() == a.replica.digest()
+    finally:
+        for sql in connections.values():
+            sql.close()
+
+
+def test_signing_holds_the_store_lock_from_the_pull_until_the_commit_is_durable(
+    database: str,
+) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"sign{next(_stores)}"
+    connections = {name: connect(database) for name in "abc"}
+    observer = connections["c"]  # a third process, looking
+
+    def locked() -> bool:
+        try:
+            with observer.transaction():
+                observer.execute(
+                    "SELECT 1 FROM store_heads WHERE store_id = ? FOR UPDATE NOWAIT", (store_key,)
+                )
+        except StorageError:
+            return True
+        return False
+
+    def visible_rows() -> int:
+        rows = observer.execute(
+            "SELECT COUNT(*) FROM store_updates WHERE store_id = ?", (store_key,)
+        )
+        return int(rows[0][0])
+
+    try:
+        a, b = (opened(store, connections[name], store_key) for name in "ab")
+        b.receive(lane.restored)
+        committed_by_b = visible_rows()
+        assert not locked()
+        with a.storage.signing() as pulled:
+            assert pulled.updates, "what b committed is handed over before a signs"
+            a.replica.merge(pulled.updates, NOW, trusted=pulled.verified)
+            assert locked()
+            _, change = lane.replica.append(Receipt(Sku("milk"), 5), NOW)
+            a.storage.commit([a.replica.merge(list(change.updates), NOW)])
+            # Durable and visible to everyone once commit returns, and the lock is free.
+            assert visible_rows() > committed_by_b
+            assert not locked()
+        with a.storage.signing():
+            assert locked()
+        assert not locked()  # a block that commits nothing releases it at its end
+        b.pull(connections["b"])
+        assert b.replica.digest() == a.replica.digest() == lane.replica.digest()
     finally:
         for sql in connections.values():
             sql.close()

@@ -7,6 +7,7 @@ test_cloud_e2e's part."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -15,12 +16,16 @@ from pathlib import Path
 import pytest
 from shell.helpers import receipt  # tests/ is on sys.path, as for `support`
 
+from lanesync.cloud import follow
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_heads
 from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
 from lanesync.cloud.sql import SqliteSql
-from lanesync.cloud.stores import Backend, StoreRuntime, follow_database, open_store
+from lanesync.cloud.stores import Backend, StoreRuntime, open_store
+from lanesync.core import bodies
+from lanesync.core.identity import Role
+from lanesync.core.records import Record
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
@@ -94,23 +99,28 @@ def test_a_merged_commit_is_projected_into_the_head_office_tables(
 
 @pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
 def test_a_process_on_a_shared_database_merges_and_follows_what_another_committed(
-    clouds: tuple[World, ExitStack, list[Cloud]],
+    clouds: tuple[World, ExitStack, list[Cloud]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The second process hears of the first one's commit through PostgreSQL's notification:
+    its comparison of every store is an hour away here, and nothing else wakes it."""
+    monkeypatch.setattr(follow, "FALLBACK_POLL_S", 3600.0)
     world, stack, opened = clouds
     first = start(world, stack, world.cloud, opened)
     second = start(world, stack, world.copy_cloud("cloud2"), opened)
     lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
-    lane.write(receipt("milk", 5))
-    deliver(lane, first)
-    assert second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
 
-    async def follow() -> None:
-        opened_stores = {STORE_ID: second.runtime}
+    async def follow_the_first() -> None:
+        listening = asyncio.Event()
         task = asyncio.create_task(
-            follow_database(second.backend, opened_stores, second.failures.append)
+            follow.follow_database(
+                second.backend, {STORE_ID: second.runtime}, second.failures.append, listening
+            )
         )
         try:
-            for _ in range(200):  # 10 s at most; FOLLOW_INTERVAL_S is 0.25 s
+            await asyncio.wait_for(listening.wait(), timeout=10)
+            lane.write(receipt("milk", 5))
+            deliver(lane, first)
+            for _ in range(200):  # 10 s at most
                 if second.runtime.terminal.digest() == first.runtime.terminal.digest():
                     break
                 await asyncio.sleep(0.05)
@@ -119,11 +129,94 @@ def test_a_process_on_a_shared_database_merges_and_follows_what_another_committe
             with pytest.raises(asyncio.CancelledError):
                 await task
 
-    asyncio.run(follow())
+    asyncio.run(follow_the_first())
     assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
     assert not second.runtime.is_behind(store_heads(second.backend.sql).get(STORE_ID))
     assert second.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
     assert second.failures == first.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)
+def test_a_process_that_cannot_listen_compares_its_stores_instead(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    # Its listening connection is refused (nothing listens on port 1 of loopback); its
+    # queries go on over the connection it has.
+    monkeypatch.setattr(second.backend, "url", "postgresql://lanesync@127.0.0.1:1/none")
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, first)
+
+    async def follow_the_first() -> None:
+        task = asyncio.create_task(
+            follow.follow_database(second.backend, {STORE_ID: second.runtime}, lambda _: None)
+        )
+        try:
+            for _ in range(200):  # 10 s at most
+                if second.runtime.terminal.digest() == first.runtime.terminal.digest():
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    with caplog.at_level("WARNING", logger="lanesync.cloud"):
+        asyncio.run(follow_the_first())
+    assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
+    assert "cannot listen for commits" in caplog.text
+
+
+def set_price(cloud: Cloud, sku: str, unit_cents: int) -> Record:
+    """What ``POST /v1/stores/{store_id}/prices`` does: the store's committer signs and commits
+    a price as the cloud (its ``run`` task serving just this write)."""
+
+    async def write() -> Record:
+        committer = cloud.runtime.committer
+        task = asyncio.create_task(committer.run())
+        try:
+            return await committer.write(
+                lambda _: bodies.build_price_change(Role.CLOUD, sku, unit_cents)
+            )
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    return asyncio.run(write())
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite: one process a store
+def test_two_processes_signing_for_the_cloud_continue_one_chain_and_never_fork_it(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    milk = set_price(first, "milk", 149)
+    # The second process has not followed the first (its follower runs every 0.25 s): it
+    # must still sign after the first's record, not at the same seq.
+    bread = set_price(second, "bread", 299)
+    assert (bread.seq, bread.prev_hash) == (milk.seq + 1, milk.hash)
+    assert second.runtime.terminal.replica.find_record(milk.id) == milk
+
+    async def follow_second() -> None:  # as the first's follower would, on its event loop
+        first.runtime.refresh()
+
+    asyncio.run(follow_second())
+    for cloud in opened:
+        report = cloud.runtime.terminal.integrity()
+        assert report["ok"], report
+        assert {"terminal": "cloud", "seq": bread.seq, "hash": bread.hash.hex()} in report["chains"]
+    assert first.runtime.terminal.digest() == second.runtime.terminal.digest()
+    prices = world.rows("SELECT sku, unit_cents FROM prices WHERE store_id = ?", STORE_ID)
+    assert sorted(prices) == [("bread", 299), ("milk", 149)]
+    assert first.failures == second.failures == []
 
 
 @pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # PostgreSQL: the test above
@@ -133,7 +226,9 @@ def test_follow_returns_at_once_without_a_shared_database(
     world, stack, opened = clouds
     cloud = start(world, stack, world.cloud, opened)
     asyncio.run(
-        asyncio.wait_for(follow_database(cloud.backend, {}, cloud.failures.append), timeout=5)
+        asyncio.wait_for(
+            follow.follow_database(cloud.backend, {}, cloud.failures.append), timeout=5
+        )
     )
 
 

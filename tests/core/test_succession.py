@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
+from lanesync.core import zreport
 from lanesync.core.documents import RECORDS_ROOT
 from lanesync.core.hlc import Hlc
 from lanesync.core.identity import (
@@ -196,6 +197,13 @@ def test_a_replacement_closes_the_old_chain_and_starts_its_own() -> None:
     (succession,) = integrity(old.replica)["successions"]
     assert succession["kind"] == "replacement"
     assert (succession["terminal"], succession["predecessor"]) == ("lane1b", "lane1")
+    # lane1 sold today and can never close the day, but its chain ends at seq 3, held here:
+    # its figures are final, and the day is complete once its replacement closes it.
+    replacement.close_days(None, NOW + 40)
+    day = TODAY_DOC.removeprefix("ledger/")
+    report = zreport.z_report(replacement, day)
+    assert (report["complete"], report["missing_terminals"]) == (True, [])
+    assert [t["terminal_id"] for t in report["terminals"]] == ["lane1", "lane1b"]
 
 
 # -- renewal -------------------------------------------------------------------------------------

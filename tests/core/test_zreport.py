@@ -121,19 +121,28 @@ def test_a_lane_whose_first_record_is_later_is_not_waited_for() -> None:
     assert zreport.z_report(lane2.replica, TODAY)["missing_terminals"] == ["lane1", "lane2"]
 
 
-def test_a_revoked_lane_holds_open_only_days_it_wrote_in() -> None:
+def test_a_lane_revoked_before_closing_holds_a_day_open_only_until_its_records_are_held() -> None:
+    """lane2 sold twice yesterday and was revoked before it closed the day (it never can
+    now): its figures of the day are final once a replica counts its chain up to the cut."""
     store = Store()
     lane1, lane2 = store.terminal("lane1"), store.terminal("lane2")
     lane1.replica.append(sale((MILK, 1, 100)), NOW - DAY_MS)
-    last, _ = lane2.replica.append(sale((MILK, 1, 100)), NOW - DAY_MS)
+    lane2.replica.append(sale((MILK, 1, 100)), NOW - DAY_MS)
     sync_all([lane1.replica, lane2.replica])
-    cut = issue_revocation(store.authority, store.store_id, lane2.name, 1, last.hash)
+    last, _ = lane2.replica.append(sale((MILK, 2, 100)), NOW - DAY_MS + 1)
+    cut = issue_revocation(store.authority, store.store_id, lane2.name, 2, last.hash)
     lane1.replica.publish_revocation(cut, NOW)
     lane1.replica.append(sale((BREAD, 1, 100)), NOW)
     lane1.replica.close_days(None, NOW + 1)
     assert zreport.z_report(lane1.replica, TODAY)["complete"] is True
-    # lane2 sold yesterday and can never close it now: the day stays open, and says why.
-    assert zreport.z_report(lane1.replica, YESTERDAY)["missing_terminals"] == ["lane2"]
+    # lane1 lacks lane2's second sale, which counts (it is at the cut): the day waits for it.
+    waiting = zreport.z_report(lane1.replica, YESTERDAY)
+    assert (waiting["complete"], waiting["missing_terminals"]) == (False, ["lane2"])
+    sync_all([lane1.replica, lane2.replica])
+    final = zreport.z_report(lane1.replica, YESTERDAY)
+    assert (final["complete"], final["missing_terminals"]) == (True, [])
+    assert final["totals"]["sales"] == 3
+    assert [t["terminal_id"] for t in final["terminals"]] == ["lane1", "lane2"]
 
 
 def test_a_void_of_a_closed_days_sale_counts_on_the_void_day() -> None:

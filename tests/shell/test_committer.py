@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from typing import TypeVar
 
 import pytest
@@ -18,8 +18,8 @@ from lanesync.core.headcheck import HeadCheck, HeadState
 from lanesync.core.identity import Role
 from lanesync.core.records import Body, Record, Sale
 from lanesync.core.views import Views
-from lanesync.errors import LanesyncError, NotFound, PermissionDenied, UsageError
-from lanesync.shell.committer import FirstWrite, GroupCommitter
+from lanesync.errors import LanesyncError, NotFound, PermissionDenied, StorageError, UsageError
+from lanesync.shell.committer import Fence, FirstWrite, GroupCommitter
 from lanesync.shell.storage import REQUEST_KEEP_MS, EventRow, KeyedRequest
 from lanesync.shell.terminal import BodyBuilder, Terminal, wall_clock_ms
 
@@ -53,12 +53,13 @@ def count_transactions(terminal: Terminal, monkeypatch: pytest.MonkeyPatch) -> l
 def with_committer(
     terminal: Terminal,
     body: Callable[[GroupCommitter], Awaitable[T]],
+    fence: Fence = contextlib.nullcontext,
 ) -> tuple[T, GroupCommitter]:
     """Run ``body`` against a committer whose loop runs beside it; stop the loop after. The
     loop is awaited only for its cancellation: if it crashed, ``body`` sees the consequences."""
 
     async def main() -> tuple[T, GroupCommitter]:
-        committer = GroupCommitter(terminal)
+        committer = GroupCommitter(terminal, fence=fence)
         runner = asyncio.create_task(committer.run())
         try:
             async with asyncio.timeout(TIMEOUT_S):
@@ -151,6 +152,35 @@ def test_refusing_builder_fails_only_its_own_write(lanes: Lanes, lane: Terminal)
     assert all(lane.replica.views.is_sale(str(r.id)) for r in good)
     assert on_hand(lane, "milk") == 10_000 - 3 * len(REFUSALS)
     assert lane.integrity()["ok"] is True
+
+
+def test_the_fence_is_held_from_before_signing_until_the_commit_and_may_refuse(
+    lane: Terminal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the cloud's store lock relies on (cloud.stores.StoreRuntime.signing)."""
+    transactions = count_transactions(lane, monkeypatch)
+    spans: list[tuple[int, int]] = []  # (chain head, commits) on entering, then on leaving
+    refusals = [StorageError("database unreachable")]
+
+    @contextlib.contextmanager
+    def fence() -> Iterator[None]:
+        if refusals:
+            raise refusals.pop()
+        spans.append((lane.replica.views.head(lane.terminal_id).seq, len(transactions)))
+        yield
+        spans.append((lane.replica.views.head(lane.terminal_id).seq, len(transactions)))
+
+    async def body(committer: GroupCommitter) -> tuple[BaseException | Record, ...]:
+        refused = await asyncio.gather(committer.write(sale("milk:1:149")), return_exceptions=True)
+        return (*refused, await committer.write(sale("milk:2:149")))
+
+    (refused, record), _ = with_committer(lane, body, fence)
+    assert isinstance(refused, StorageError)
+    assert lane.failure is None  # nothing was signed: the terminal goes on
+    assert isinstance(record, Record)
+    assert record.seq == 2  # the refused write took no seq
+    assert spans == [(1, 0), (2, 1)]  # signed and committed inside the fence
+    assert on_hand(lane, "milk") == 10_000 - 2
 
 
 def test_concurrent_voids_of_one_sale_credit_it_once(lanes: Lanes, lane: Terminal) -> None:

@@ -13,12 +13,16 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
   and commutative, so whichever process merged first, every replica ends the same.
 * Compaction deletes log rows only when this process has seen the whole log (under the lock),
   and bumps ``snapshot_gen`` so the others reload the snapshot instead of missing rows.
+* ``signing()`` holds the lock from before the cloud signs a record of its own chain until the
+  commit holding it is durable: every process signs the cloud's records, and two of them
+  signing "the next seq" from their own replicas would fork the cloud's chain.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from lanesync.cloud.sql import Sql
@@ -26,6 +30,10 @@ from lanesync.core.change import Change
 from lanesync.core.replica import Replica
 from lanesync.errors import StorageError
 from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
+
+# The channel every commit of a store's documents notifies, with the store's id
+# (cloud.follow: the other processes listen on it).
+COMMIT_CHANNEL = "lanesync_store_commit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +51,8 @@ class PostgresStoreStorage:
         self._mine: set[int] = set()  # seqs we committed that are above _seen_seq
         self._snapshot_bytes: dict[str, int] = defaultdict(int)
         self._log_bytes: dict[str, int] = defaultdict(int)
+        # The transaction ``signing`` opened, which the next ``commit`` ends.
+        self._held: contextlib.ExitStack | None = None
         sql.execute(
             "INSERT INTO store_heads (store_id) VALUES (?) ON CONFLICT DO NOTHING", (store_id,)
         )
@@ -135,6 +145,22 @@ class PostgresStoreStorage:
             self._seen_seq = last_seq
         return Pulled(updates, verified)
 
+    @contextlib.contextmanager
+    def signing(self) -> Iterator[Pulled]:
+        """Take the store's lock and hold it until the next ``commit`` is durable (or until the
+        block ends, if nothing is committed in it); yields what other processes committed
+        meanwhile (``pull``). The caller merges that, then signs and commits: so it signs after
+        the real head of its chain, and nobody else signs or commits in between. The block
+        must not wait on anything (no ``await``): the lock stops every process's commits of
+        this store."""
+        with contextlib.ExitStack() as held:
+            held.enter_context(self._sql.transaction())
+            self._held = held
+            try:
+                yield self.pull()
+            finally:
+                self._held = None  # the commit ended it, or the block does now
+
     def find_request(self, key: str) -> KeyedRequest | None:
         """Idempotency keys are a terminal's local API's: the cloud keeps none."""
         return None
@@ -143,7 +169,8 @@ class PostgresStoreStorage:
         """Nothing to forget (``find_request``)."""
 
     def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
-        """Append every change in one durable transaction (group commit)."""
+        """Append every change in one durable transaction (group commit); inside ``signing``,
+        the transaction that holds the lock, so it is durable (and the lock released) on return."""
         if requests:
             raise StorageError("idempotency keys are kept by terminals, not by the cloud")
         rows: list[tuple[str, bytes]] = []
@@ -153,7 +180,8 @@ class PostgresStoreStorage:
             verdicts.extend(change.verdicts)
         if not rows and not verdicts:
             return
-        with self._sql.transaction():
+        held, self._held = self._held, None
+        with held if held is not None else self._sql.transaction():
             last = int(
                 self._sql.execute(
                     "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
@@ -171,9 +199,15 @@ class PostgresStoreStorage:
                 "ON CONFLICT DO NOTHING",
                 [(self._store, h, last) for h in verdicts],
             )
+            self._notify()
         self._mine.update(range(first, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+
+    def _notify(self) -> None:
+        # Inside the transaction: delivered to the listeners when it commits, never before
+        # and never if it rolls back (cloud.follow).
+        self._sql.execute("SELECT pg_notify(?, ?)", (COMMIT_CHANNEL, self._store))
 
     def documents_to_compact(self) -> list[str]:
         return due_for_compaction(self._log_bytes, self._snapshot_bytes)
@@ -207,10 +241,19 @@ class PostgresStoreStorage:
                 "RETURNING snapshot_gen",
                 (self._store,),
             )[0][0]
+            self._notify()
         self._seen_gen = int(gen)
         self._seen_seq, self._mine = head[0], set()  # not behind: everything up to it is merged
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept
+
+
+def store_head(sql: Sql, store_id: str) -> tuple[int, int] | None:
+    """One store's (last_seq, snapshot_gen), if the database has the store."""
+    rows = sql.execute(
+        "SELECT last_seq, snapshot_gen FROM store_heads WHERE store_id = ?", (store_id,)
+    )
+    return (int(rows[0][0]), int(rows[0][1])) if rows else None
 
 
 def store_heads(sql: Sql) -> dict[str, tuple[int, int]]:

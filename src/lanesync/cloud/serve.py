@@ -16,9 +16,9 @@ from websockets.asyncio.server import serve
 
 from lanesync.cloud.api import create_cloud_app
 from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.follow import follow_database
 from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT
 from lanesync.cloud.service import CloudService
-from lanesync.cloud.stores import follow_database
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.directories import LOCK
 from lanesync.shell.lock import DirectoryLock

@@ -156,7 +156,12 @@ class CloudService:
         self._committers.pop(store_id).cancel()
         runtime.mesh.close_all()  # commits what a last flush merged; no link is left
         runtime.terminal.close()
-        self.headoffice.released(store_id)
+        if self.backend.shared:
+            # Another process may commit to it and die before projecting: the rows would lack
+            # records this replica, opened again, loads rather than merges. Rewrite them then.
+            self.headoffice.forget_projection(store_id)
+        else:
+            self.headoffice.released(store_id)  # nobody else writes it (the directory lock)
         log.info("store.evicted store=%s reason=%s resident=%d", store_id, reason, len(self.stores))
 
     @contextlib.contextmanager

@@ -12,19 +12,24 @@ Two backends behind one interface:
   and projects the head-office tables from that complete replica in the same transaction. So the
   tables are always written from a replica holding everything committed so far, and a record
   counts once however many processes received it (the tables are keyed by record id).
-  A follower task notices other processes' commits and relays them to this process's peers.
+  A follower (cloud.follow) hears of other processes' commits and relays them to this
+  process's peers.
+  Every process signs as the cloud (a price set through its API): it takes the store's lock,
+  merges what the others committed, signs and commits before the lock is released
+  (``StoreRuntime.signing``), so the cloud's own chain never forks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
-from lanesync.cloud.pgstorage import PostgresStoreStorage, store_heads
+from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
 from lanesync.core.accepted import AcceptedRecords
@@ -37,17 +42,13 @@ from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
 
-# How often a process on a shared database looks for other processes' commits: one query for
-# all stores. It bounds how late a leader on another process hears of them (a split store's two
-# leaders uploading to two processes); head-office tables never wait for it (see above).
-FOLLOW_INTERVAL_S = 0.25
-
 
 @dataclass(slots=True)
 class Backend:
     sql: Sql  # head-office tables (and, on PostgreSQL, the store documents too)
     shared: bool  # PostgreSQL: other processes may serve the same stores
     description: str
+    url: str | None = field(default=None, repr=False)  # PostgreSQL's, with its password
 
     @classmethod
     def open(cls, directory: CloudDirectory, db_url: str | None) -> Backend:
@@ -65,7 +66,7 @@ class Backend:
         except BaseException:
             postgres.close()
             raise
-        return cls(postgres, True, redact(db_url))
+        return cls(postgres, True, redact(db_url), db_url)
 
     def close(self) -> None:
         self.sql.close()
@@ -100,16 +101,7 @@ class StoreRuntime:
         try:
             with self.backend.sql.transaction():
                 if self.shared_storage is not None:
-                    new = self.shared_storage.pull()
-                    if new.updates:
-                        # Already durable in the database: merged in memory, never re-written;
-                        # the records the committing process verified are not verified again.
-                        replica = self.terminal.replica
-                        merged = replica.merge(
-                            new.updates, self.terminal.now_ms(), trusted=new.verified
-                        )
-                        replica.persisted([merged])  # durable already: nothing is owed
-                        pulled = True
+                    pulled = self._merge_pulled(self.shared_storage.pull())
                 self.headoffice.project(self.store_id, self.terminal.replica, self.accepted)
         except BaseException:
             self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
@@ -117,8 +109,36 @@ class StoreRuntime:
         if pulled:
             self._relay_soon()
 
+    @contextlib.contextmanager
+    def signing(self) -> Iterator[None]:
+        """Held while the cloud signs records of its own chain and commits them (the store
+        committer's fence). On a shared database every process signs as the cloud: this takes
+        the store's lock and merges what the others committed, so the replica signs after the
+        chain's real head, and the commit releases the lock once durable; two processes never
+        sign one seq (a fork, which every lane would see). On SQLite the store directory's lock
+        already makes this process the only one that opens the store."""
+        if self.shared_storage is None:
+            yield
+            return
+        with self.shared_storage.signing() as new:
+            if self._merge_pulled(new):
+                self._relay_soon()  # projected by the process that committed it
+            yield
+
+    def _merge_pulled(self, new: Pulled) -> bool:
+        """Merge rows other processes committed; whether there were any."""
+        if not new.updates:
+            return False
+        # Already durable in the database: merged in memory, never re-written; the records the
+        # committing process verified are not verified again.
+        replica = self.terminal.replica
+        merged = replica.merge(new.updates, self.terminal.now_ms(), trusted=new.verified)
+        replica.persisted([merged])  # durable already: nothing is owed
+        return True
+
     def _relay_soon(self) -> None:
-        # Called from inside the mesh's flush: sync with the peers once it has returned.
+        # Called from inside the mesh's flush or the committer's fence: sync with the peers
+        # once it has returned.
         if not self.relay_scheduled:
             self.relay_scheduled = True
             asyncio.get_running_loop().call_soon(self._relay)
@@ -168,32 +188,13 @@ def open_store(
         gate=gate,
         observer=collaborators.observer(terminal),
     )
-    committer = GroupCommitter(terminal, publish=mesh.write)
+
+    def signing() -> contextlib.AbstractContextManager[None]:
+        assert runtime is not None
+        return runtime.signing()
+
+    committer = GroupCommitter(terminal, publish=mesh.write, fence=signing)
     runtime = StoreRuntime(
         store_id, terminal, node, mesh, committer, backend, headoffice, accepted, shared
     )
     return runtime
-
-
-async def follow_database(
-    backend: Backend,
-    stores: dict[str, StoreRuntime],
-    on_failure: Callable[[StorageError], None],
-) -> None:
-    """On a shared database: merge and relay what other processes commit, as they commit it."""
-    if not backend.shared:
-        return
-    while True:
-        await asyncio.sleep(FOLLOW_INTERVAL_S)
-        try:
-            heads = store_heads(backend.sql)
-            # Only the resident stores: a store opened later pulls everything as it opens.
-            for runtime in list(stores.values()):
-                if stores.get(runtime.store_id) is not runtime:
-                    continue  # evicted while another store was refreshed
-                if runtime.is_behind(heads.get(runtime.store_id)):
-                    runtime.refresh()
-                    await asyncio.sleep(0)  # one store at a time: uplinks and the API go on
-        except StorageError as exc:
-            on_failure(exc)
-            return

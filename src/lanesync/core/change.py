@@ -20,7 +20,8 @@ class Change:
     updates: list[tuple[str, bytes]] = field(default_factory=list)
     verdicts: list[bytes] = field(default_factory=list)
     entries: int = 0  # map entries added or changed in memory (0: the update was a duplicate)
-    # Sealed days this change opened again (a late record): their archives lead ``updates``.
+    # Sealed days this change opened again (a late record, or a store decision that changed
+    # what they count): each one's archive comes before any other row of its day in ``updates``.
     unsealed: list[str] = field(default_factory=list)
 
     def extend(self, other: Change) -> None:

@@ -220,6 +220,17 @@ class DocumentSet:
         self._archive_ids = (name, by_id)
         return by_id
 
+    def sealed_holding(self, from_seq: Mapping[TerminalId, int]) -> list[str]:
+        """The sealed days (documents) that hold a record of a terminal of ``from_seq`` at or
+        past its seq there, by the seqs each sealed day holds (no archive is read)."""
+        return sorted(
+            name
+            for name, sealed in self.sealed.items()
+            if any(
+                hi >= from_seq.get(TerminalId(terminal), hi + 1) for terminal, _, hi in sealed.seqs
+            )
+        )
+
     def sealed_prefixes(self) -> dict[TerminalId, int]:
         """Per terminal, the highest seq s such that every record 1..s of it is in a sealed
         day (by the seqs each sealed day holds): the hashes the views may drop."""

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pycrdt import TransactionEvent
 
-from lanesync.core import closedays, configdoc, dayclose, forks, writable
+from lanesync.core import closedays, configdoc, dayclose, forks, sealdays, writable
 from lanesync.core.accepted import AcceptedRecords, AcceptedSubscriber
 from lanesync.core.change import Change, Merged
 from lanesync.core.checkpoint import document_fingerprints, load_checkpoint, make_checkpoint
@@ -55,7 +55,7 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_revocation,
 )
-from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name
+from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name, ledger_doc
 from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
 from lanesync.core.sealing import SealedDay
 from lanesync.core.updates import check_update
@@ -232,16 +232,53 @@ class Replica:
                     self.clock.observe(parsed.hlc, now_ms)
             if known is None and not isinstance(parsed, Rejection) and parsed.terminal == me:
                 own_seen = True
+        reopened = Change()
         if self.views.needs_rebuild:
             self.rebuild(now_ms, trusted)
+            reopened = self._reopen_recounted()
         if own_seen:
             self._adopt_own_head()
         change = Change(verdicts=self.views.drain_new_verdicts(), entries=len(events))
+        change.extend(reopened)
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
         # Last: a write-back above folds too.
         self.folded_writers = None if writers is None else frozenset(writers)
         return change
+
+    def _reopen_recounted(self) -> Change:
+        """After a rebuild: open again each sealed day whose report it changed, as a late
+        record opens one (``DocumentSet.unseal``: the day is amended from its sealed report),
+        so the usual path seals it again with the new one. Only the sealed days that hold a
+        record whose verdict a store decision or a fork may have changed (``take_recount``), or
+        may hold a void of such a sale, are folded again: a year's sealed days are not.
+        The change stores each archive as its day's first log row and marks the seal undone."""
+        recount = self.views.take_recount()
+        if not recount or not self._documents.sealed:
+            return Change()
+        docs = set(self._documents.sealed_holding(recount))
+        # A void counts with the sale it names, on the void's own day, which is the sale's
+        # day or later (the voiding lane had seen the sale): any lane's sealed day from there
+        # on may hold a void of a sale that counts otherwise now.
+        since = min(self._sale_days(recount), default=None)
+        if since is not None:
+            docs.update(n for n, s in self._documents.sealed.items() if s.day >= since)
+        days = sorted(self._documents.sealed[name].day for name in docs)
+        for day in sealdays.recounted(self, days):
+            self._documents.unseal(ledger_doc(day))
+        change = self._take_unsealed()
+        self.unpersisted_updates += len(change.updates)
+        return change
+
+    def _sale_days(self, recount: Mapping[TerminalId, int]) -> Iterator[str]:
+        """The business days of the voided sales of ``recount``'s terminals at or past its
+        seqs (usually none: a void of a withdrawn or newly counted sale)."""
+        for sale_id in self.views.voided_sales():
+            terminal, _, seq = sale_id.rpartition(":")
+            start = recount.get(TerminalId(terminal))
+            if start is not None and seq.isdigit() and int(seq) >= start:
+                for record in self._documents.records_at(terminal, int(seq)):
+                    yield self.business_day(record)
 
     def _was_accepted(self, doc: str, key: str, value: object) -> bool:
         """Was ``value`` a genuine entry under its own content key (worth writing back)?"""
@@ -261,6 +298,13 @@ class Replica:
     def _ingest_config_doc(self, now_ms: int) -> None:
         for key, value in self._documents.entries(CONFIG_DOC):
             self._ingest_config(key, value, now_ms)
+
+    def _ingest_config_doc_at_restore(self, now_ms: int) -> None:
+        """``_ingest_config_doc`` into fresh views at a restore: every store decision is new to
+        them, and none is new to the sealed days, each stored with the unseal its decision
+        caused (``_reopen_recounted``), so nothing is to be folded again for them."""
+        self._ingest_config_doc(now_ms)
+        self.views.take_recount()
 
     def _ingest_config(self, key: str, value: object, now_ms: int) -> None:
         entry = configdoc.read_entry(key, value, self.store)
@@ -317,7 +361,7 @@ class Replica:
         if checkpoint is None:
             stored = with_tail(stored, tail)
         self._documents.load(stored)
-        self._ingest_config_doc(now_ms)
+        self._ingest_config_doc_at_restore(now_ms)
         why_not: str | None = "no checkpoint"
         if checkpoint is not None:
             prints = self._fingerprints()
@@ -332,7 +376,7 @@ class Replica:
         else:
             self._apply_stored(rest, silent=True)
             self.views = self._new_views()
-            self._ingest_config_doc(now_ms)
+            self._ingest_config_doc_at_restore(now_ms)
             self.rebuild(now_ms, trusted=verified)
             self.restored_from = (
                 f"rebuilt stock and sales from {self.views.accepted_count()} records ({why_not})"

@@ -4,10 +4,12 @@
 that to one ``Replica``: ``sealable`` finds the days that are complete and acknowledged, and
 ``seal_day`` builds a day's archive, its description and its sealed Z-report, then drops the day
 from the replica's memory. The owner (the shell, the simulator) stores the archive in the same
-step, so a sealed day is never only in memory.
+step, so a sealed day is never only in memory. ``recounted`` finds the sealed days whose report a
+store decision changed after the seal (the replica opens them again).
 
 Apart from ``replica.py`` because it is written only against the replica's public surface and
-the Z-report, which the replica does not import.
+the Z-report; the replica calls ``recounted`` with itself passed in, as it calls
+``core.closedays``.
 """
 
 from __future__ import annotations
@@ -199,6 +201,20 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
     report_bytes = report_json(sealed_report(report, sealed))
     hashes = tuple(r.hash for r in records)
     return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
+
+
+def recounted(replica: Replica, days: Iterable[str]) -> list[str]:
+    """The sealed days among ``days`` whose report, folded again from the archive, is not the
+    one they were sealed with: a store decision that reached this replica after the seal (a
+    revocation's cut, a fork resolution) changed what they count. The replica opens each one
+    again, as a late record does, and the usual path seals it again, amended."""
+    sealed = replica.sealed_days()
+    return [
+        day
+        for day in days
+        if day in sealed
+        and zreport.z_report(replica, day)["report_hash"] != sealed[day].report_hash
+    ]
 
 
 def _seq_ranges(held: Iterable[tuple[str, int]]) -> tuple[tuple[str, int, int], ...]:

@@ -31,7 +31,7 @@ from lanesync.core.chain import Candidate, Offered
 from lanesync.core.chains import ChainHead, Chains
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.forks import ForkResolution
-from lanesync.core.identity import AnyRevocation, Certificate, StoreIdentity
+from lanesync.core.identity import AnyRevocation, Certificate, Revocation, StoreIdentity
 from lanesync.core.ids import (
     CATALOG_DOC,
     RecordId,
@@ -114,6 +114,11 @@ class Views:
         # What the store signed about chains; like certificates, kept across a rebuild.
         self._actions = StoreActions()
         self._deferring = False
+        # Per terminal, the least seq from which a store decision or a fork may have changed
+        # which of its records count, since the owner last took it (``take_recount``): the
+        # sealed days holding those seqs may count otherwise after the rebuild. Kept across a
+        # rebuild, like what the store signed.
+        self._recount: dict[TerminalId, int] = {}
         self._reset_views()
 
     def _reset_views(self) -> None:
@@ -151,6 +156,9 @@ class Views:
             self._actions.add_succession(cert)
             if self._chains.knows(cert.succeeds.terminal):
                 self.needs_rebuild = True
+                # Nothing past the succession's seq counts under another key (a re-key) or at
+                # all (a replacement).
+                self._may_recount(cert.succeeds.terminal, cert.succeeds.seq + 1)
         # Records that arrived before their signer's certificate can be judged now.
         waiting = self._uncounted.take_unverified(cert.terminal_id)
         for (doc, key), record in waiting.items():
@@ -164,6 +172,10 @@ class Views:
             # Records already counted, waiting behind a gap, or judged with the old validity
             # may all change verdict: revocations are rare, so judge everything again.
             self.needs_rebuild = True
+            # A cut withdraws what lies past its seq, and the record at it when its hash is
+            # not the one the cut names; a revocation of the first format cuts by time.
+            after = revocation.after_seq if isinstance(revocation, Revocation) else 1
+            self._may_recount(revocation.terminal_id, max(after, 1))
 
     def add_fork_resolution(self, resolution: ForkResolution) -> None:
         """The store declared every branch of ``resolution.terminal``'s fork genuine. With two
@@ -172,6 +184,19 @@ class Views:
         greatest bytes."""
         if self._actions.add_resolution(resolution) and self._chains.knows(resolution.terminal):
             self.needs_rebuild = True
+            self._may_recount(resolution.terminal, resolution.fork_seq)
+
+    def _may_recount(self, terminal: TerminalId, seq: int) -> None:
+        known = self._recount.get(terminal)
+        self._recount[terminal] = seq if known is None else min(known, seq)
+
+    def take_recount(self) -> dict[TerminalId, int]:
+        """Per terminal, the least seq from which a store decision (a revocation's cut, a fork
+        resolution, a re-key or a replacement) or a fork found below a head may have changed
+        which of its records count, since the last call; the owner calls this after a rebuild
+        and opens again the sealed days whose report changed (``Replica``)."""
+        recount, self._recount = self._recount, {}
+        return recount
 
     def fork_resolution(self, terminal: TerminalId) -> ForkResolution | None:
         """The fork resolution in force for ``terminal``, if any."""
@@ -186,6 +211,20 @@ class Views:
             or self._trust.cut_of(terminal) is not None
             or terminal in self._trust.time_revocations()
         )
+
+    def final_seq(self, terminal: TerminalId) -> int | None:
+        """The last seq of ``terminal``'s chain that can ever count, where the store ended it
+        at a seq (a revocation's cut of every key, a replacement's closure; the earlier of
+        the two); None while it may sign more, or where its end is no single seq (a
+        revocation by time, a fork resolution's branches)."""
+        ends = [self._actions.closures.get(terminal)]
+        cut = self._trust.cut_of(terminal)
+        if cut is not None:
+            ends.append(cut.after_seq)
+        known = [end for end in ends if end is not None]
+        if not known or terminal in self._actions.resolutions:
+            return None
+        return min(known)
 
     def closed_reason(self, cert: Certificate) -> str | None:
         """Why ``cert``'s key may sign no more records of its terminal, or None if it may."""
@@ -263,6 +302,7 @@ class Views:
         offered = self._chains.offer(doc, key, record, signer)
         if offered is Offered.BELOW_HEAD_FORK:
             self.needs_rebuild = True
+            self._may_recount(record.terminal, record.seq)
         elif offered is Offered.HELD and not self._deferring:
             self._count_all(self._chains.advance(record.terminal))
 
@@ -352,6 +392,7 @@ class Views:
         self._uncounted.unverified.get(parsed.terminal, {}).pop((doc, key), None)
         if self._chains.forget(doc, key, parsed):
             self.needs_rebuild = True
+            self._may_recount(parsed.terminal, parsed.seq)
 
     def on_hand(self) -> dict[Sku, int]:
         return dict(self._tally.on_hand)
@@ -379,6 +420,10 @@ class Views:
 
     def is_voided(self, record_id: str) -> bool:
         return self._tally.is_voided(record_id)
+
+    def voided_sales(self) -> list[str]:
+        """The ids of the sales counted voids name (counted or not), sorted."""
+        return sorted(sale_id for sale_id, n in self._tally.voids.items() if n > 0)
 
     def sale_ids(self) -> Iterator[str]:
         return self._chains.sale_ids()

@@ -18,7 +18,12 @@ finding applies to that terminal: a day-end covers its own branch only.
 ``complete``: every lane terminal (cashier or manager; the cloud's chain sells nothing and closes
 no day) whose first record falls on the day or before it has a day-end of the day, except a
 terminal whose chain the store ended (revoked, replaced, fork resolved) and that holds no record
-of the day: it can never close it, and holds nothing of it open.
+of the day: it can never close it, and holds nothing of it open. Nor does a terminal the store
+ended at a seq (a revocation's cut, a replacement's closure: ``Views.final_seq``) once this
+replica counts its chain up to that seq: it cannot close the day (a revoked terminal signs
+nothing), and nothing of it that is not held can ever count, so its figures of the day are
+final. Without this, a lane revoked or replaced after selling, before closing, would hold its
+days open for ever: never complete, never sealed.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lanesync.core import closedays, dayclose, sealing
 from lanesync.core.dayclose import DayFigures, figures_json
 from lanesync.core.ids import RecordId, TerminalId, ledger_doc
-from lanesync.core.records import DayEnd, Record, is_valid_day
-from lanesync.core.replica import Replica
+from lanesync.core.records import DayEnd, Record, Void, is_valid_day
 from lanesync.errors import UsageError
+
+if TYPE_CHECKING:  # the replica folds sealed days again through sealdays: passed in, not imported
+    from lanesync.core.replica import Replica
+    from lanesync.core.views import Views
 
 _FIGURES = ("sales", "voids", "gross_cents", "voided_cents", "net_cents")
 
@@ -46,6 +54,9 @@ class _TerminalDay:
     after_close: list[tuple[Record, int]] = field(default_factory=list)  # record, closing seq
     counted: bool = False  # holds a counted record of the day (day-ends aside)
     forked: bool = False  # the store resolved a fork of its chain
+    # A void of the day names a sale on a chain that forked: which sale the id names, and
+    # whether it counts, changed with the fork (see _mismatch).
+    voids_across_fork: bool = False
 
 
 @dataclass(slots=True)
@@ -135,7 +146,16 @@ def _fold(replica: Replica, day: str, held_here: _Held) -> _Day:
             else:
                 counted.append(record)
         terminal_day.figures = dayclose.fold_day(counted, partial(closedays.counted_sale, replica))
+        terminal_day.voids_across_fork = any(
+            isinstance(record.body, Void) and _ever_forked(views, record.body.sale_id.terminal)
+            for record in counted
+        )
     return folded
+
+
+def _ever_forked(views: Views, terminal: TerminalId) -> bool:
+    """Does this replica hold a fork of ``terminal``'s chain, resolved or not?"""
+    return views.fork_resolution(terminal) is not None or views.is_broken(terminal) is not None
 
 
 def _required(replica: Replica, folded: _Day, lanes: frozenset[TerminalId]) -> list[TerminalId]:
@@ -148,6 +168,9 @@ def _required(replica: Replica, folded: _Day, lanes: frozenset[TerminalId]) -> l
             continue
         held = folded.terminals.get(terminal)
         if views.chain_ended(terminal) and (held is None or not held.counted):
+            continue
+        final = views.final_seq(terminal)
+        if final is not None and views.head(terminal).seq >= final:
             continue
         required.append(terminal)
     return required
@@ -263,10 +286,16 @@ def _entry(replica: Replica, day: str, held: _Held) -> dict[str, Any]:
 
 def _mismatch(held: _TerminalDay) -> dict[str, Any] | None:
     """How ``held``'s day-end disagrees with its records, None when it agrees or cannot be
-    checked here (no day-end, a voided sale this replica lacks, or a chain whose fork the store
-    resolved: a day-end covers its own branch, the day counts both)."""
+    checked here: no day-end; a voided sale this replica lacks; a chain whose fork the store
+    resolved (a day-end covers its own branch, the day counts both); or a void of a sale on a
+    chain that forked. The signer credited that void with the sale its id named when it
+    closed, and a fork seen or resolved since may make the id name another sale, two, or one
+    that counts only now (the simulator found it: a lane voided a sale of a lane restored from
+    an old backup, closed while the fork was open, and the resolution counted the sale)."""
     end = held.day_end
     if end is None or not isinstance(end.body, DayEnd) or not held.figures.whole or held.forked:
+        return None
+    if held.voids_across_fork:
         return None
     if held.figures.matches(end.body):
         return None

@@ -15,6 +15,10 @@ after it returns.
 A storage failure never ends ``run``: the terminal reports it to its owner (``on_failure``),
 which shuts down, and until then every write, pending or new, fails at once with the
 ``StorageError``, so no request waits for an answer that will not come.
+
+``fence`` is held around signing a batch and committing it. A terminal needs none: its
+directory's lock makes it the only signer of its chain. The cloud on a shared PostgreSQL
+database does (``cloud.stores.StoreRuntime.signing``): every process signs as the cloud.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from functools import partial
 
 from lanesync.core.change import Change
@@ -36,6 +41,8 @@ RequestKey = tuple[
 ]  # an idempotency key and the digest of its request (api.request_digest)
 # Runs a batch's commit (the second argument) and then makes its changes known (to peers).
 Publish = Callable[[list[Change], Callable[[], None]], None]
+# Held from before a batch is signed until its commit has returned (no await inside).
+Fence = Callable[[], AbstractContextManager[object]]
 
 
 class FirstWrite:
@@ -68,12 +75,14 @@ class GroupCommitter:
         terminal: Terminal,
         publish: Publish | None = None,
         first_write: FirstWrite | None = None,
+        fence: Fence = contextlib.nullcontext,
     ) -> None:
         """``first_write``: what the first write after opening waits for (the daemon's check of
-        its own chain head, ``core.headcheck``); None: nothing."""
+        its own chain head, ``core.headcheck``); None: nothing. ``fence``: see the module."""
         self._terminal = terminal
         self._publish = publish
         self._first_write = first_write
+        self._fence = fence
         self._pending: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]] = []
         self._wake = asyncio.Event()
         self.commits = 0
@@ -102,14 +111,11 @@ class GroupCommitter:
         if self._first_write is not None:
             await self._first_write.wait()
         # Staged and committed with no await between, like a batch (see _commit_batch).
-        records, change = self._terminal.stage_close(until)
-        if not change:
-            return records
-        commit = partial(self._terminal.commit, [change])
-        if self._publish is None:
-            commit()
-        else:
-            self._publish([change], commit)
+        with self._fence():
+            records, change = self._terminal.stage_close(until)
+            if not change:
+                return records
+            self._run_commit([change], [])
         self.commits += 1
         self.records += len(records)
         if self._first_write is not None:
@@ -132,6 +138,34 @@ class GroupCommitter:
     async def _commit_batch(
         self, batch: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]]
     ) -> None:
+        try:
+            with self._fence():
+                staged = self._stage_and_commit(batch)
+        except StorageError as exc:
+            # The commit failed (the terminal is stopped: it told its owner, who shuts down),
+            # or the fence could not be taken (nothing was signed): every write of the batch
+            # is answered with the failure, none waits forever.
+            for _, _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        if not staged:
+            return
+        self.commits += 1
+        if self._first_write is not None:
+            self._first_write.wrote()
+        self.records += len(staged)
+        for record, future in staged:
+            if not future.done():  # the caller may have been cancelled; the record stays
+                future.set_result(record)
+        with contextlib.suppress(StorageError):  # the terminal has reported it (on_failure)
+            self._terminal.compact_if_due()
+
+    def _stage_and_commit(
+        self, batch: list[tuple[BodyBuilder, RequestKey | None, asyncio.Future[Record]]]
+    ) -> list[tuple[Record, asyncio.Future[Record]]]:
+        """Sign each write of the batch and commit them together; a builder's error answers its
+        own write. Returns the records committed, not yet answered."""
         staged: list[tuple[Record, asyncio.Future[Record]]] = []
         changes: list[Change] = []
         requests: list[KeyedRequest] = []
@@ -152,30 +186,16 @@ class GroupCommitter:
             changes.append(change)
             if key is not None:
                 requests.append(KeyedRequest(*key, str(record.id), self._terminal.now_ms()))
-        if not changes:
-            return
-        try:
+        if changes:
             # Committed on the loop, with no await between staging and commit: nothing else
             # (a peer asking for a diff) may ever see a local record that is not durable yet,
             # or a crash could reuse its CRDT clock for different content.
-            commit = partial(self._terminal.commit, changes, requests)
-            if self._publish is None:
-                commit()
-            else:
-                self._publish(changes, commit)
-        except StorageError as exc:
-            # The terminal is stopped (it told its owner, who shuts down); every write staged
-            # here and every later one is answered with the failure, none waits forever.
-            for _, future in staged:
-                if not future.done():
-                    future.set_exception(exc)
-            return
-        self.commits += 1
-        if self._first_write is not None:
-            self._first_write.wrote()
-        self.records += len(staged)
-        for record, future in staged:
-            if not future.done():  # the caller may have been cancelled; the record stays
-                future.set_result(record)
-        with contextlib.suppress(StorageError):  # the terminal has reported it (on_failure)
-            self._terminal.compact_if_due()
+            self._run_commit(changes, requests)
+        return staged
+
+    def _run_commit(self, changes: list[Change], requests: list[KeyedRequest]) -> None:
+        commit = partial(self._terminal.commit, changes, requests)
+        if self._publish is None:
+            commit()
+        else:
+            self._publish(changes, commit)

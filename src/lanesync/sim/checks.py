@@ -18,12 +18,9 @@ from lanesync.core.identity import LocalIdentity
 from lanesync.core.records import Adjustment, PriceChange, Receipt, Record, Sale, Void
 from lanesync.core.replica import Replica
 from lanesync.core.views import Views
-from lanesync.sim.host import CLOUD, Host, chain_states, restore_replica
+from lanesync.sim.host import CLOUD, Host, restore_replica
 from lanesync.sim.model import Invariant
 from lanesync.sim.world import Simulator
-
-# The id of a core finding documented in ``runner.KNOWN_FINDINGS``.
-RECOUNTED = "sealed-day-recounted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +141,7 @@ def _check_sealed(sim: Simulator, hosts: list[Host]) -> int:
     """Each stored seal (``sealed_days`` rows) holds a complete report whose hash its
     description names; replicas that sealed a day with the same content sealed the same
     report."""
-    by_content: dict[tuple[str, bytes], tuple[str, str, frozenset[str]]] = {}
+    by_content: dict[tuple[str, bytes], tuple[str, str]] = {}
     checks = 0
     for host in hosts:
         for day, stored in sorted(host.archives.items()):
@@ -163,19 +160,15 @@ def _check_sealed(sim: Simulator, hosts: list[Host]) -> int:
                 continue
             # The earlier seals (``amended_from``) are each replica's own history: one that
             # heard of every record before its first seal names none.
-            seen = by_content.setdefault(
-                (day, meta.digest), (host.name, meta.report_hash, stored.chains)
-            )
+            # A store decision that reached one sealer after its seal opened the day again
+            # there (``Replica``), so a seal still in force counts what the other's does.
+            seen = by_content.setdefault((day, meta.digest), (host.name, meta.report_hash))
             if seen[1] != meta.report_hash:
-                # The two sealers knew different revocations, resolutions or forks: what the
-                # day counts changed between the seals (``KNOWN_FINDINGS``).
-                known = RECOUNTED if seen[2] != stored.chains else ""
                 sim.violate(
                     Invariant.SEALING,
                     f"{host.name} sealed {day} as report {meta.report_hash[:12]}, {seen[0]} "
                     f"sealed the same content as {seen[1][:12]}",
                     (host.name, seen[0]),
-                    known,
                 )
     return checks
 
@@ -280,7 +273,8 @@ def _check_standing(
 ) -> None:
     """What a lane's report says of where each day stands, against its stored seals: a sealed
     day's report is the one it was sealed with (``sealed``, the same hash, the same earlier
-    seals); a day a late record opened again is ``amended`` from every seal it had."""
+    seals); a day opened again (by a late record, or by a store decision that changed what it
+    counts) is ``amended`` from every seal it had."""
     for day, stored in sorted(host.archives.items()):
         report = reports.get(day)
         if report is None:
@@ -301,9 +295,6 @@ def _check_standing(
             report.get("amended_from", []),
         )
         if got != want:
-            # A lane that knows of a revocation or a resolution it did not know as it sealed
-            # counts the day otherwise now (``KNOWN_FINDINGS``).
-            recounted = not stored.reopened and stored.chains != chain_states(replica)
             sim.violate(
                 Invariant.SEALING,
                 f"{host.name}: the report of {day} says sealed={got[0]} hash "
@@ -311,7 +302,6 @@ def _check_standing(
                 f"says sealed={want[0]} hash {str(want[1])[:12]} amended from "
                 f"{[h[:12] for h in want[2]]}",
                 (host.name,),
-                RECOUNTED if recounted and got[0] == want[0] and got[2] == want[2] else "",
             )
 
 

@@ -80,16 +80,14 @@ class Dialer:
 @dataclass(frozen=True, slots=True)
 class Archive:
     """A row of storage's ``sealed_days`` table (``shell/storage.py``): a sealed day's
-    description, archive and sealed Z-report; ``reopened`` once a late record opened the day
-    again (its log rows hold it then; the row keeps the earlier report hash)."""
+    description, archive and sealed Z-report; ``reopened`` once a late record, or a store
+    decision that changed what the day counts, opened it again (its log rows hold it then; the
+    row keeps the earlier report hash)."""
 
     meta: bytes
     archive: bytes
     report: bytes
     sealed_ms: int  # simulated time of the seal (``sealed_at_ms``)
-    # The chains the sealing replica then knew ended or broken (the simulator's note, not
-    # storage's): what ``KNOWN_FINDINGS`` tells apart.
-    chains: frozenset[str] = frozenset()
     reopened: bool = False
 
 
@@ -281,7 +279,7 @@ class HostShell(EventLoop):
             archive = host.archives[day]
             host.archives[day] = replace(archive, reopened=True)
             self.last_change_ms = self.now
-            self._note(EventKind.UNSEAL, host.name, detail=f"{day}: a late record opened it")
+            self._note(EventKind.UNSEAL, host.name, detail=f"{day}: opened again")
         if host.replica is not None:
             host.replica.persisted([change])
 
@@ -339,9 +337,7 @@ class HostShell(EventLoop):
             self._check_seal(host, sealed, report)
         for sealed in done:
             day = sealed.sealed.day
-            host.archives[day] = Archive(
-                sealed.meta, sealed.archive, sealed.report, self.now, chain_states(replica)
-            )
+            host.archives[day] = Archive(sealed.meta, sealed.archive, sealed.report, self.now)
             host.durable.pop(sealed.sealed.doc, None)
         replica.attach_archives(archive_reader(host))
         self.last_change_ms = self.now
@@ -558,22 +554,3 @@ def restore_replica(replica: Replica, host: Host, now_ms: int) -> Change:
             sealed.append(meta)
     replica.attach_archives(archive_reader(host))
     return replica.restore(host.durable, host.verified, now_ms, sealed=sealed, amended=amended)
-
-
-def chain_states(replica: Replica) -> frozenset[str]:
-    """Each terminal whose chain this replica knows the store ended, cut (where), resolved or
-    that is broken (a fork), with how."""
-    views = replica.views
-    states = set()
-    for cert in views.certificates():
-        terminal = cert.terminal_id
-        if views.chain_ended(terminal):
-            states.add(f"{terminal}:ended")
-        cut = views.cut_of(terminal)
-        if cut is not None:
-            states.add(f"{terminal}:cut-after-{cut.after_seq}")
-        if views.fork_resolution(terminal) is not None:
-            states.add(f"{terminal}:resolved")
-        if views.is_broken(terminal) is not None:
-            states.add(f"{terminal}:broken")
-    return frozenset(states)

@@ -13,21 +13,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lanesync.sim.checks import RECOUNTED, check
+from lanesync.sim.checks import check
 from lanesync.sim.model import EventKind, SimConfig, TraceEvent, Violation
 from lanesync.sim.world import Simulator
 
 # Core findings that are documented but not fixed yet: reported, failing only with --strict.
-# (The first one, a busy election timer, was fixed in core/election.py and is now a hard check.)
-KNOWN_FINDINGS: dict[str, str] = {
-    RECOUNTED: (
-        "a revocation or a fork resolution (config document) that reaches a lane after it "
-        "sealed a day changes what the day counts (a cut uncounts records, a resolution counts "
-        "held branches) without opening the sealed day again: that lane's stored report keeps "
-        "the old figures and is not marked amended, while a lane that sealed later stores the "
-        "new ones (lanesync sim --seed 92 --lanes 3 --ops 20 --fault-ms 6000)"
-    ),
-}
+# None today. (A busy election timer was fixed in core/election.py, and a sealed day that a
+# store decision recounted without opening it again, sealed-day-recounted, in core/replica.py;
+# both are hard checks now.)
+KNOWN_FINDINGS: dict[str, str] = {}
 
 # Events of a terminal's lifecycle that only some schedules have: the summary says in how many
 # seeds each happened at least once (``seeds_with``), to show a batch exercised them.
