@@ -160,7 +160,11 @@ def test_a_store_is_opened_by_its_leader_and_evicted_when_idle_with_its_state_ke
 
     asyncio.run(scenario())
     opened = logged(caplog, f"store.opened store={STORE_ID} ")
-    assert [m.split()[2] for m in opened] == ["records=0", "records=1"], opened
+    # The second opening holds the record from storage, before the lane sent anything.
+    assert [m.split()[2:4] for m in opened] == [
+        ["reason=hello", "records=0"],
+        ["reason=hello", "records=1"],
+    ], opened
     assert logged(caplog, "store.evicted") == [
         f"store.evicted store={STORE_ID} reason=idle resident=0"
     ]

@@ -83,8 +83,9 @@ class CloudService:
         storage fails (the process stops, as a lane does)."""
         self._on_failure = on_failure
 
-    def resident(self, store_id: str) -> StoreRuntime:
-        """The replica of a registered store, opened now if it is not resident (synchronously:
+    def resident(self, store_id: str, reason: str = "headoffice") -> StoreRuntime:
+        """The replica of a registered store, opened now if it is not resident (``reason``, for
+        the log: ``hello`` for a leader's connection, ``headoffice`` for the API; synchronously:
         a replica is bound to the thread that opened it, pycrdt documents and SQLite connections
         alike). Raises ``UsageError`` for a store this cloud does not serve, ``Busy`` when
         ``max_resident`` stores are resident and none is idle."""
@@ -105,9 +106,9 @@ class CloudService:
                     "(--max-resident), and none is idle"
                 )
             self.evict(idle, "max_resident")
-        return self._open(store_id)
+        return self._open(store_id, reason)
 
-    def _open(self, store_id: str) -> StoreRuntime:
+    def _open(self, store_id: str, reason: str) -> StoreRuntime:
         started = time.perf_counter()
         try:
             runtime = open_store(
@@ -138,8 +139,9 @@ class CloudService:
             runtime.committer.run(), name=f"committer-{store_id}"
         )
         log.info(
-            "store.opened store=%s records=%d seconds=%.3f resident=%d db=%s",
+            "store.opened store=%s reason=%s records=%d seconds=%.3f resident=%d db=%s",
             store_id,
+            reason,
             runtime.terminal.replica.views.accepted_count(),
             time.perf_counter() - started,
             len(self.stores),
@@ -165,9 +167,9 @@ class CloudService:
         log.info("store.evicted store=%s reason=%s resident=%d", store_id, reason, len(self.stores))
 
     @contextlib.contextmanager
-    def using(self, store_id: str) -> Iterator[StoreRuntime]:
+    def using(self, store_id: str, reason: str = "headoffice") -> Iterator[StoreRuntime]:
         """A store kept resident for as long as the block runs (a connection, an API call)."""
-        runtime = self.resident(store_id)
+        runtime = self.resident(store_id, reason)
         self._users[store_id] += 1
         try:
             yield runtime
@@ -241,14 +243,14 @@ class CloudService:
                 reason = "expected a hello frame"
         if isinstance(hello, Hello) and isinstance(first, bytes):
             try:
-                self.resident(hello.store_id)
+                self.resident(hello.store_id, "hello")
             except (UsageError, Busy) as exc:  # not served here, or no room for it now
                 reason = str(exc)
             except LanesyncError as exc:  # its replica did not open: the other stores go on
                 reason = f"store {hello.store_id[:64]!r} is unavailable: {exc}"
                 log.error("store.unavailable store=%s reason=%s", hello.store_id[:64], exc)
             else:
-                with self.using(hello.store_id) as store:  # resident already: cannot fail
+                with self.using(hello.store_id, "hello") as store:  # resident already: cannot fail
                     self.uploads_accepted += 1
                     await store.mesh.serve_connection(ws, first_frame=first)
                 return
