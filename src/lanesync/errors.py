@@ -12,6 +12,8 @@
     │   └── LocalProtocolError  we tried to send on a connection not in a state to send
     ├── StorageError            the local database failed (a full disk, an I/O error): the
     │                           call may succeed once that is fixed, after a reopen
+    ├── Busy                    the process is at a capacity it was given (the cloud's
+    │                           resident stores): the same call may succeed later
     ├── ProcessFailed           a process started by tools/procs.py (for the tests, the bench,
     │                           the demo) exited while starting, did not start, or hung
     ├── NetnsError              an `ip` command building or removing a private test network of
@@ -69,6 +71,11 @@ class StorageError(LanesyncError):
 # occurred while doing I/O on some file"), not 1, which the CLI uses for a user's mistake, so a
 # supervisor and an operator can tell the two apart.
 EXIT_STORAGE_FAILED = 74
+
+
+class Busy(LanesyncError):
+    """This process is at a capacity it was given (the cloud's resident stores): not the
+    caller's mistake, and the same call may succeed later (HTTP 503)."""
 
 
 class DirectoryBusy(LocalError):

@@ -558,10 +558,11 @@ def test_lanes_refuse_cloud_endpoints_without_a_valid_certificate(
         assert not any(lane.status()["cloud"]["connected"] for lane in (a, b, d))
         time.sleep(0.1)
 
-    # Nothing was uploaded anywhere.
-    assert {s["store_id"]: s["records"] for s in rogue.stores()} == {"s1": 0, "s2": 0}
+    # Nothing was uploaded anywhere. A store is opened only when a hello names it (the rogue's
+    # s1; records null: never opened, so nothing of it is held).
+    assert {s["store_id"]: s["records"] for s in rogue.stores()} == {"s1": 0, "s2": None}
     assert rogue.sales("s1")["count"] == 0
-    assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: 0}
+    assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: None}
     assert cloud.sales(STORE_ID)["count"] == 0
     assert "this cloud does not serve store 's2'" in cloud.log_text()
 
@@ -629,7 +630,8 @@ def test_the_cloud_port_refuses_big_hellos_and_caps_strangers(world: World, proc
         with pytest.raises(TimeoutError):
             strangers[2].recv(timeout=0.5)  # younger ones still wait for their hello
     assert cloud.alive()
-    assert {s["store_id"]: s["records"] for s in cloud.stores()} == {STORE_ID: 0}
+    # Strangers that named no store made the cloud open none.
+    assert {s["store_id"]: s["resident"] for s in cloud.stores()} == {STORE_ID: False}
 
 
 # -- i: head office's command-line errors and the API's token --------------------------------------

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT, MAX_IDLE_S
 from lanesync.errors import UsageError
 from lanesync.shell.runtime import DaemonClient
 
@@ -107,6 +108,22 @@ READ_DB_OPTION = click.option(
     help="PEM certificate chain: serve the uplink port over TLS (wss://). Needs --tls-key.",
 )
 @click.option("--tls-key", type=FILE_IN, help="PEM private key of --tls-cert.")
+@click.option(
+    "--idle-s",
+    type=click.FloatRange(min=0, min_open=True, max=MAX_IDLE_S),
+    default=DEFAULT_IDLE_S,
+    show_default=True,
+    help="Seconds a store may go with no leader connected and no head-office request before "
+    "its replica is closed and dropped from memory (it is opened again when needed).",
+)
+@click.option(
+    "--max-resident",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_RESIDENT,
+    show_default=True,
+    help="Most stores whose replica this process holds at once; one more evicts the least "
+    "recently used idle store, and is refused while none is idle.",
+)
 @LOG_LEVEL_OPTION
 @reports_errors
 @serves_until_storage_fails
@@ -117,9 +134,11 @@ def cloud_serve(
     db_url: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
+    idle_s: float,
+    max_resident: int,
     log_level: str,
 ) -> None:
-    """Serve every store added to this cloud: uplinks from leaders and the read API."""
+    """Serve the stores added to this cloud (each in memory only while used): uplinks, read API."""
     from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
 
@@ -135,6 +154,8 @@ def cloud_serve(
             collaborators=handed_collaborators(),
             log_level=log_level,
             tls=None if tls_cert is None or tls_key is None else (tls_cert, tls_key),
+            idle_s=idle_s,
+            max_resident=max_resident,
         )
     )
 
@@ -168,11 +189,12 @@ def _store_line(row: dict[str, Any]) -> str:
     upload = row["last_upload_ms"]
     expires = local_time(row["cert_not_after_ms"])
     # A store added while ``serve`` runs: the directory has it, the process not yet.
-    held = (
-        "not served until `cloud serve` restarts"
-        if row["records"] is None
-        else f"{row['records']} records"
-    )
+    if row["records"] is not None:
+        held = f"{row['records']} records"
+    elif row.get("resident") is False:  # served, with no leader connected: not in memory
+        held = "not resident in `cloud serve` (opened when its leader connects)"
+    else:
+        held = "not served until `cloud serve` restarts"
     return (
         f"{row['store_id']}: {held}, time zone {row['timezone']}, "
         f"certificate {row['cert_fingerprint']} valid until {expires}, "

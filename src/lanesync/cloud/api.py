@@ -5,6 +5,7 @@ Every route needs the bearer token in CLOUD_DIR/api.token: head-office data is c
 
 from __future__ import annotations
 
+import contextlib
 from datetime import date
 from typing import Any
 
@@ -44,58 +45,69 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     install_common(app, token, CLOUD_DOC)
     registry = cloud_registry(service)
 
-    def store(store_id: str) -> StoreRuntime:
-        runtime = service.stores.get(store_id) if is_valid_name(store_id) else None
-        if runtime is None:
+    def served(store_id: str) -> str:
+        """A store this cloud serves (its tables answer without its replica being resident)."""
+        if not is_valid_name(store_id) or store_id not in service.registered:
             raise UsageError(f"this cloud does not serve store {store_id[:64]!r}")
-        return runtime
+        return store_id
+
+    def resident(store_id: str) -> contextlib.AbstractContextManager[StoreRuntime]:
+        """The store's replica, opened for the request if it is not resident."""
+        return service.using(served(store_id))
 
     @app.get("/v1/stores")
     async def get_stores(_: RequireToken) -> dict[str, Any]:
+        """Every store served; records, digest and leaders come from memory, so they are known
+        only for the resident ones (a replica is opened when its leader connects)."""
         totals = {row["store_id"]: row for row in service.headoffice.stores()}
-        return {
-            "stores": [
+        rows = []
+        for store_id in sorted(service.registered):
+            runtime = service.stores.get(store_id)
+            rows.append(
                 {
                     "store_id": store_id,
-                    "records": runtime.terminal.replica.views.accepted_count(),
-                    "digest": runtime.terminal.digest(),
-                    "connected_leaders": [
-                        p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]
-                    ],
+                    "resident": runtime is not None,
+                    "records": None
+                    if runtime is None
+                    else runtime.terminal.replica.views.accepted_count(),
+                    "digest": None if runtime is None else runtime.terminal.digest(),
+                    "connected_leaders": []
+                    if runtime is None
+                    else [p["terminal_id"] for p in runtime.node.peer_status() if p["connected"]],
                     "sales_recorded": totals.get(store_id, {}).get("sales_recorded", 0),
-                    "last_upload_ms": runtime.last_upload_ms,
+                    "last_upload_ms": None if runtime is None else runtime.last_upload_ms,
                 }
-                for store_id, runtime in sorted(service.stores.items())
-            ]
-        }
+            )
+        return {"stores": rows}
 
     @app.get("/v1/stores/{store_id}/stock")
     async def get_stock(store_id: str, _: RequireToken) -> dict[str, Any]:
-        store(store_id)
-        return service.headoffice.stock(store_id)
+        return service.headoffice.stock(served(store_id))
 
     @app.get("/v1/stores/{store_id}/sales")
     async def get_sales(store_id: str, _: RequireToken, day: str | None = None) -> dict[str, Any]:
-        store(store_id)
+        served(store_id)
         if day is not None and not _is_day(day):
             raise UsageError(f"invalid day {day[:32]!r}: expected YYYY-MM-DD")
         return service.headoffice.sales(store_id, day)
 
     @app.get("/v1/stores/{store_id}/digest")
     async def get_digest(store_id: str, _: RequireToken) -> dict[str, str]:
-        return {"digest": store(store_id).terminal.digest()}
+        with resident(store_id) as runtime:
+            return {"digest": runtime.terminal.digest()}
 
     @app.get("/v1/stores/{store_id}/verify")
     async def get_verify(store_id: str, _: RequireToken) -> dict[str, Any]:
         """The store's replica as this cloud holds it, checked as a lane's ``/v1/verify``."""
-        return store(store_id).terminal.integrity()
+        with resident(store_id) as runtime:
+            return runtime.terminal.integrity()
 
     @app.post("/v1/stores/{store_id}/prices", status_code=201)
     async def post_price(store_id: str, body: PriceIn, _: RequireToken) -> dict[str, str]:
-        runtime = store(store_id)
-        record = await runtime.committer.write(
-            lambda _: bodies.build_price_change(Role.CLOUD, body.sku, body.unit_price)
-        )
+        with resident(store_id) as runtime:
+            record = await runtime.committer.write(
+                lambda _: bodies.build_price_change(Role.CLOUD, body.sku, body.unit_price)
+            )
         return {"record_id": str(record.id)}
 
     @app.get("/v1/status")
@@ -104,7 +116,8 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
             "listen": service.listen,
             "api": service.api,
             "started_ms": service.started_ms,
-            "stores": sorted(service.stores),
+            "stores": sorted(service.registered),
+            "resident": sorted(service.stores),
         }
 
     @app.get("/metrics", response_class=Response)

@@ -62,8 +62,8 @@ def stores_report(
     directory: CloudDirectory, served: dict[str, dict[str, Any]] | None, db_url: str | None
 ) -> dict[str, Any]:
     """Every store of the directory. ``served``: a running ``cloud serve``'s ``/v1/stores``
-    rows by store id (records and last upload from memory); None: open each replica (records;
-    the last upload is known only to a running process)."""
+    rows by store id (records and last upload from memory, for its resident stores); None: open
+    each replica (records; the last upload is known only to a running process)."""
     rows = []
     for store_id in directory.store_ids():
         row = store_entry(directory, store_id)
@@ -71,6 +71,8 @@ def stores_report(
             live = served.get(store_id, {})
             row["records"] = live.get("records")
             row["last_upload_ms"] = live.get("last_upload_ms")
+            # False: served, but its replica is not in memory now (no leader connected).
+            row["resident"] = live.get("resident")
         else:
             with open_replica(directory, store_id, db_url) as terminal:
                 row["records"] = terminal.replica.views.accepted_count()

@@ -1,8 +1,10 @@
 """The cloud's ``GET /metrics`` (Prometheus text): what an operator watches on a ``cloud serve``.
 
 As on a lane (shell/api.py), a collector reads the service's state at scrape time, so nothing is
-counted twice or drifts from the truth; only the merge latency, which no state holds, is a
-histogram fed as merges happen (``CloudService`` hands every store's mesh ``observe_merge``).
+counted twice or drifts from the truth; per-store series exist for resident stores only (an
+evicted store's counters start again from zero when it is opened again). Only the merge
+latency, which no state holds, is a histogram fed as merges happen (``CloudService`` hands every
+store's mesh ``observe_merge``).
 """
 
 from __future__ import annotations
@@ -32,7 +34,14 @@ class _ServiceCollector(Collector):
         service = self._service
         stores = service.stores
         yield GaugeMetricFamily(
-            "lanesync_cloud_stores_resident", "Stores whose replica this process holds", len(stores)
+            "lanesync_cloud_stores_resident",
+            "Stores whose replica this process holds (opened on demand, evicted when idle)",
+            len(stores),
+        )
+        yield GaugeMetricFamily(
+            "lanesync_cloud_stores_registered",
+            "Stores this process serves (added to its directory before it started)",
+            len(service.registered),
         )
         yield CounterMetricFamily(
             "lanesync_cloud_uploads",
@@ -41,7 +50,7 @@ class _ServiceCollector(Collector):
         )
         yield CounterMetricFamily(
             "lanesync_cloud_uplinks_refused",
-            "Uplink connections refused at the hello (unknown store, not a hello)",
+            "Uplink connections refused at the hello (unknown store, not a hello, no room)",
             value=service.uplinks_refused,
         )
         merges = CounterMetricFamily(

@@ -17,6 +17,7 @@ from websockets.asyncio.server import serve
 from lanesync.cloud.api import create_cloud_app
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.follow import follow_database
+from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT
 from lanesync.cloud.service import CloudService
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.directories import LOCK
@@ -46,6 +47,8 @@ class CloudConfig:
     log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
     # The uplink port over TLS (wss://) with this certificate chain and key, both PEM; None: ws://
     tls: tuple[Path, Path] | None = None
+    idle_s: float = DEFAULT_IDLE_S  # a store nobody uses this long is evicted
+    max_resident: int = DEFAULT_MAX_RESIDENT  # stores whose replica the process holds, at most
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -75,13 +78,19 @@ async def run_cloud(config: CloudConfig) -> None:
     lock = DirectoryLock(config.directory / LOCK)
     lock.acquire(0)  # one serve per cloud directory
     try:
-        service = CloudService(directory, config.db_url, config.collaborators)
+        service = CloudService(
+            directory,
+            config.db_url,
+            config.collaborators,
+            idle_s=config.idle_s,
+            max_resident=config.max_resident,
+        )
     except BaseException:
         lock.release()
         raise
     shutdown = Shutdown()
     try:
-        service.open_stores(shutdown.storage_failed)
+        service.start(shutdown.storage_failed)
         await _serve(config, service, shutdown, tls)
     finally:
         remove_runtime(config.directory)
@@ -105,13 +114,13 @@ async def _serve(
         asyncio.TaskGroup() as group,
     ):
         serving_api = group.create_task(api.serve(sockets=[api_sock]), name="api")
-        tasks = [group.create_task(s.committer.run()) for s in service.stores.values()]
-        tasks.append(
+        tasks = [
+            group.create_task(service.evict_idle_forever(), name="evict"),
             group.create_task(
                 follow_database(service.backend, service.stores, shutdown.storage_failed),
                 name="follow",
-            )
-        )
+            ),
+        ]
         try:
             write_runtime(
                 config.directory,
@@ -126,15 +135,17 @@ async def _serve(
             shutdown.storage_failed(exc)
         else:
             log.info(
-                "cloud.started listen=%s api=%s stores=%d db=%s",
+                "cloud.started listen=%s api=%s stores=%d max_resident=%d idle_s=%g db=%s",
                 service.listen,
                 service.api,
-                len(service.stores),
+                len(service.registered),
+                service.max_resident,
+                service.idle_s,
                 service.backend.description,
             )
         await shutdown.wait()
         remove_runtime(config.directory)
-        for runtime in service.stores.values():
+        for runtime in list(service.stores.values()):
             runtime.mesh.close_all()
         server.close()
         await stop_api(api, serving_api)

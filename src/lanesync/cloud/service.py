@@ -6,6 +6,10 @@ the store, and the connection is handed to that store's node. Each store has its
 an ordinary peer connection: the cloud answers its state with exactly what it lacks, merges what
 it sends, commits durably, and only then acknowledges. Two leaders of a split store may upload at
 once; merges are idempotent, and the cloud relays between them like any peer.
+
+A process holds only the stores in use: a store's replica is opened when a hello names it (or a
+head-office request needs it: cloud/api.py), and evicted once nobody has used it for ``idle_s``,
+or, least recently used first, to make room when ``max_resident`` stores are resident.
 """
 
 from __future__ import annotations
@@ -13,17 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT, MAX_IDLE_S
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core.link import CloseCode
 from lanesync.core.wire import Hello, decode_frame
-from lanesync.errors import ProtocolViolation, StorageError
+from lanesync.errors import Busy, LanesyncError, ProtocolViolation, StorageError, UsageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators
 from lanesync.shell.terminal import wall_clock_ms
@@ -38,12 +44,30 @@ class CloudService:
         directory: CloudDirectory,
         db_url: str | None = None,
         collaborators: Collaborators = DEFAULT_COLLABORATORS,
+        *,
+        idle_s: float = DEFAULT_IDLE_S,
+        max_resident: int = DEFAULT_MAX_RESIDENT,
     ) -> None:
+        if not 0 < idle_s <= MAX_IDLE_S:  # nan included: the option's range lets it through
+            raise UsageError(f"--idle-s must be above 0 and at most {MAX_IDLE_S:.0f} seconds")
+        if max_resident < 1:
+            raise UsageError("--max-resident must be at least 1")
         self.directory = directory
         self.collaborators = collaborators
+        self.idle_s = idle_s
+        self.max_resident = max_resident
         self.backend = Backend.open(directory, db_url)
         self.headoffice = HeadOffice(self.backend.sql)
+        # The stores this process may serve: those added to its directory before it started
+        # (one listing of CLOUD_DIR/stores; a replica is opened only when needed).
+        self.registered = frozenset(directory.store_ids())
+        # The resident stores: only these hold anything per store (but ``HeadOffice.released``).
         self.stores: dict[str, StoreRuntime] = {}
+        self._users: dict[str, int] = {}  # connections and head-office requests in progress
+        # Monotonic seconds when the store was opened or its last user left: idle since then.
+        self._last_used: dict[str, float] = {}
+        self._committers: dict[str, asyncio.Task[None]] = {}
+        self._on_failure: Callable[[StorageError], None] = lambda exc: None
         # Connections not yet authenticated, for all stores together: the WAN port's budget.
         self.gate = HandshakeGate()
         self.listen = ""
@@ -54,31 +78,135 @@ class CloudService:
         # Told each merge's duration (the API's /metrics sets it; nothing by default).
         self.observe_merge: Callable[[float], None] = lambda seconds: None
 
-    def open_stores(self, on_failure: Callable[[StorageError], None]) -> None:
-        for store_id in self.directory.store_ids():
+    def start(self, on_failure: Callable[[StorageError], None]) -> None:
+        """Called once the event loop runs: ``on_failure`` is told when a resident store's
+        storage fails (the process stops, as a lane does)."""
+        self._on_failure = on_failure
+
+    def resident(self, store_id: str, reason: str = "headoffice") -> StoreRuntime:
+        """The replica of a registered store, opened now if it is not resident (``reason``, for
+        the log: ``hello`` for a leader's connection, ``headoffice`` for the API; synchronously:
+        a replica is bound to the thread that opened it, pycrdt documents and SQLite connections
+        alike). Raises ``UsageError`` for a store this cloud does not serve, ``Busy`` when
+        ``max_resident`` stores are resident and none is idle."""
+        runtime = self.stores.get(store_id)
+        if runtime is not None:
+            return runtime
+        if store_id not in self.registered:
+            raise UsageError(f"this cloud does not serve store {store_id[:64]!r}")
+        if len(self.stores) >= self.max_resident:
+            idle = min(
+                (s for s in self.stores if not self._users[s]),
+                key=self._last_used.__getitem__,
+                default=None,
+            )
+            if idle is None:
+                raise Busy(
+                    f"{len(self.stores)} stores resident, the most this process holds "
+                    "(--max-resident), and none is idle"
+                )
+            self.evict(idle, "max_resident")
+        return self._open(store_id, reason)
+
+    def _open(self, store_id: str, reason: str) -> StoreRuntime:
+        started = time.perf_counter()
+        try:
             runtime = open_store(
                 self.directory,
                 self.backend,
                 self.headoffice,
                 store_id,
-                on_failure,
+                self._on_failure,
                 self.gate,
                 self.collaborators,
             )
-            self.stores[store_id] = runtime
+        except StorageError as exc:
+            self._on_failure(exc)  # the disk or the database failed: the process stops (74)
+            raise
+        try:
             runtime.mesh.on_merged = self._merged_by(runtime)
             runtime.refresh()
-            log.info(
-                "store.opened store=%s records=%d db=%s",
-                store_id,
-                runtime.terminal.replica.views.accepted_count(),
-                self.backend.description,
-            )
+        except BaseException as exc:
+            runtime.terminal.close()
+            self.headoffice.forget_projection(store_id)
+            if isinstance(exc, StorageError):
+                self._on_failure(exc)
+            raise
+        self.stores[store_id] = runtime
+        self._users[store_id] = 0
+        self._last_used[store_id] = time.monotonic()
+        self._committers[store_id] = asyncio.get_running_loop().create_task(
+            runtime.committer.run(), name=f"committer-{store_id}"
+        )
+        log.info(
+            "store.opened store=%s reason=%s records=%d seconds=%.3f resident=%d db=%s",
+            store_id,
+            reason,
+            runtime.terminal.replica.views.accepted_count(),
+            time.perf_counter() - started,
+            len(self.stores),
+            self.backend.description,
+        )
+        return runtime
+
+    def evict(self, store_id: str, reason: str) -> None:
+        """Close a resident store nobody uses and forget everything held for it."""
+        if self._users[store_id]:
+            raise UsageError(f"store {store_id!r} is in use: it cannot be evicted now")
+        runtime = self.stores.pop(store_id)
+        del self._users[store_id], self._last_used[store_id]
+        self._committers.pop(store_id).cancel()
+        runtime.mesh.close_all()  # commits what a last flush merged; no link is left
+        runtime.terminal.close()
+        if self.backend.shared:
+            # Another process may commit to it and die before projecting: the rows would lack
+            # records this replica, opened again, loads rather than merges. Rewrite them then.
+            self.headoffice.forget_projection(store_id)
+        else:
+            self.headoffice.released(store_id)  # nobody else writes it (the directory lock)
+        log.info("store.evicted store=%s reason=%s resident=%d", store_id, reason, len(self.stores))
+
+    @contextlib.contextmanager
+    def using(self, store_id: str, reason: str = "headoffice") -> Iterator[StoreRuntime]:
+        """A store kept resident for as long as the block runs (a connection, an API call)."""
+        runtime = self.resident(store_id, reason)
+        self._users[store_id] += 1
+        try:
+            yield runtime
+        finally:
+            if self.stores.get(store_id) is runtime:
+                self._users[store_id] -= 1
+                self._last_used[store_id] = time.monotonic()
+
+    def in_use(self, store_id: str) -> bool:
+        """Whether a resident store has a connection or a head-office request in progress."""
+        return bool(self._users.get(store_id))
+
+    def evict_idle(self, now: float) -> float:
+        """Evict the stores idle for ``idle_s`` at ``now`` (monotonic seconds); returns when
+        the next one may be due."""
+        due = now + self.idle_s
+        for store_id in list(self.stores):
+            if self._users[store_id]:
+                continue
+            expires = self._last_used[store_id] + self.idle_s
+            if expires <= now:
+                self.evict(store_id, "idle")
+            else:
+                due = min(due, expires)
+        return due
+
+    async def evict_idle_forever(self) -> None:
+        while True:
+            due = self.evict_idle(time.monotonic())
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     def _merged_by(self, runtime: StoreRuntime) -> Callable[[float], None]:
         return lambda seconds: runtime.merged_upload(seconds, self.observe_merge)
 
     def close(self) -> None:
+        for task in self._committers.values():
+            task.cancel()
         for runtime in self.stores.values():
             runtime.terminal.close()
         self.backend.close()
@@ -103,7 +231,7 @@ class CloudService:
         except (TimeoutError, ConnectionClosed):
             return
         reason = None
-        store = None
+        hello = None
         if not isinstance(first, bytes):
             reason = "text frames are not part of the protocol"
         else:
@@ -113,15 +241,20 @@ class CloudService:
                 hello, reason = None, str(exc)
             if hello is not None and not isinstance(hello, Hello):
                 reason = "expected a hello frame"
-            elif isinstance(hello, Hello):
-                store = self.stores.get(hello.store_id)
-                if store is None:
-                    reason = f"this cloud does not serve store {hello.store_id[:64]!r}"
-        if store is None or not isinstance(first, bytes):
-            self.uplinks_refused += 1
-            log.warning("uplink.refused reason=%s: a lane's uplink was refused", reason)
-            with contextlib.suppress(ConnectionClosed):
-                await ws.close(CloseCode.POLICY_VIOLATION, (reason or "refused")[:120])
-            return
-        self.uploads_accepted += 1
-        await store.mesh.serve_connection(ws, first_frame=first)
+        if isinstance(hello, Hello) and isinstance(first, bytes):
+            try:
+                self.resident(hello.store_id, "hello")
+            except (UsageError, Busy) as exc:  # not served here, or no room for it now
+                reason = str(exc)
+            except LanesyncError as exc:  # its replica did not open: the other stores go on
+                reason = f"store {hello.store_id[:64]!r} is unavailable: {exc}"
+                log.error("store.unavailable store=%s reason=%s", hello.store_id[:64], exc)
+            else:
+                with self.using(hello.store_id, "hello") as store:  # resident already: cannot fail
+                    self.uploads_accepted += 1
+                    await store.mesh.serve_connection(ws, first_frame=first)
+                return
+        self.uplinks_refused += 1
+        log.warning("uplink.refused reason=%s: a lane's uplink was refused", reason)
+        with contextlib.suppress(ConnectionClosed):
+            await ws.close(CloseCode.POLICY_VIOLATION, (reason or "refused")[:120])

@@ -6,7 +6,8 @@ Two backends behind one interface:
   each store's documents in ``CLOUD_DIR/stores/<id>/lanesync.db``, exactly like a terminal.
   One process per directory (the directory lock), so nobody else writes.
 * PostgreSQL (``--db URL``): everything in one database, which any number of ``cloud serve``
-  processes share. Each process holds its own in-memory replica of every store; after every
+  processes share. Each process holds its own in-memory replica of each store it has resident
+  (cloud/service.py: opened on demand, evicted when idle); after every
   durable merge it takes the store's lock, merges what the other processes committed meanwhile,
   and projects the head-office tables from that complete replica in the same transaction. So the
   tables are always written from a replica holding everything committed so far, and a record

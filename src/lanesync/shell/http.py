@@ -1,7 +1,7 @@
 """What every lanesync HTTP API shares: JSON errors, a body-size limit, bearer tokens.
 
 Errors are ``{"error": {"code": ..., "message": ...}}``: 4xx for anything the client can fix,
-503 when storage failed; nothing a client sends produces a 500.
+503 when storage failed or the process is busy; nothing a client sends produces a 500.
 
 A route that needs the token says so with a ``RequireToken`` parameter, and that dependency is
 the only place that says it. Requests to such a route without the token are answered 401
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from lanesync.core.bundle import MAX_BUNDLE_SIZE
 from lanesync.core.ids import is_decimal
 from lanesync.errors import (
+    Busy,
     IdempotencyConflict,
     LanesyncError,
     NotFound,
@@ -58,6 +59,8 @@ def status_of(exc: LanesyncError) -> tuple[int, str]:
         return 404, "not_found"
     if isinstance(exc, StorageError):
         return 503, "storage_failed"
+    if isinstance(exc, Busy):
+        return 503, "busy"
     if isinstance(exc, RemoteError):
         return 400, "rejected"
     return 400, "bad_request"
