@@ -11,9 +11,9 @@ import pytest
 from lanesync.core import archive_codec, sealdays, zreport
 from lanesync.core.change import Change
 from lanesync.core.forks import issue_fork_resolution
-from lanesync.core.identity import issue_revocation
+from lanesync.core.identity import Role, issue_revocation
 from lanesync.core.ids import Sku, TerminalId, ledger_doc
-from lanesync.core.records import Sale, SaleLine, Void
+from lanesync.core.records import PriceChange, Sale, SaleLine, Void
 from lanesync.core.replica import Replica
 from lanesync.core.sealdays import Sealing
 from lanesync.errors import UsageError
@@ -254,3 +254,37 @@ def test_a_fork_found_after_a_seal_opens_the_day_until_its_resolution() -> None:
     assert report["report_hash"] == first.sealed.report_hash
     assert "amended_from" not in report
     assert sealdays.sealable(replica, lambda day: True) == [YESTERDAY]
+
+
+def test_a_price_a_fork_resolution_counts_opens_the_day_it_belongs_to() -> None:
+    """lane3 (a manager) set a price yesterday, then was restored from a backup and signed a
+    second lane3:1 today: its chain forks at seq 1 and the price counts nowhere, so lane1
+    seals yesterday without it. The price is in the catalog, not in yesterday's document, yet
+    it belongs to yesterday's report: the resolution that counts it opens that day again (the
+    simulator's seed 5057 of --lanes 6 --ops 50 --fault-ms 12000)."""
+    store = Store()
+    lane1, manager = store.terminal("lane1"), store.terminal("lane3", Role.MANAGER)
+    restored = store.terminal("lane3", key=manager.key, cert=manager.cert)
+    sync_all([lane1.replica, manager.replica, restored.replica])  # certificates only
+    manager.replica.append(PriceChange(MILK, 250), NOW - DAY_MS)
+    restored.replica.append(sale(1), NOW)  # lane3:1 again, today
+    lane1.replica.append(sale(1), NOW - DAY_MS)
+    lane1.replica.close_days(YESTERDAY, NOW)
+    replica = lane1.replica
+    sync(manager.replica, replica)
+    sync(restored.replica, replica)
+    assert replica.views.is_broken(manager.name) is not None
+    archives = attached_archives(replica)
+    first = seal(replica, YESTERDAY, archives)
+    assert [t["terminal_id"] for t in json.loads(first.report)["terminals"]] == ["lane1"]
+
+    fork = replica.open_fork(manager.name)
+    resolution = issue_fork_resolution(
+        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
+        fork.branches,
+    )  # fmt: skip
+    change = replica.publish_fork_resolution(resolution, NOW)
+    assert change.unsealed == [ledger_doc(YESTERDAY)]
+    report = zreport.z_report(replica, YESTERDAY)
+    assert [t["terminal_id"] for t in report["terminals"]] == ["lane1", "lane3"]
+    assert report["amended_from"] == [first.sealed.report_hash]

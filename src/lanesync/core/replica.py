@@ -55,7 +55,14 @@ from lanesync.core.identity import (
     StoreIdentity,
     parse_revocation,
 )
-from lanesync.core.ids import CONFIG_DOC, RecordId, TerminalId, is_valid_doc_name, ledger_doc
+from lanesync.core.ids import (
+    CATALOG_DOC,
+    CONFIG_DOC,
+    RecordId,
+    TerminalId,
+    is_valid_doc_name,
+    ledger_doc,
+)
 from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
 from lanesync.core.sealing import SealedDay
 from lanesync.core.updates import check_update
@@ -257,6 +264,14 @@ class Replica:
         if not recount or not self._documents.sealed:
             return Change()
         docs = set(self._documents.sealed_holding(recount))
+        # A day's report counts the prices of its day too, which the catalog holds, not the
+        # day's document (``closedays.catalog_by_day``): a price a fork resolution now counts
+        # (the simulator's seed 5057 of --lanes 6 --ops 50 --fault-ms 12000).
+        docs.update(
+            name
+            for name in map(ledger_doc, self._price_days(recount))
+            if name in self._documents.sealed
+        )
         # A void counts with the sale it names, on the void's own day, which is the sale's
         # day or later (the voiding lane had seen the sale): any lane's sealed day from there
         # on may hold a void of a sale that counts otherwise now.
@@ -279,6 +294,14 @@ class Replica:
             if start is not None and seq.isdigit() and int(seq) >= start:
                 for record in self._documents.records_at(terminal, int(seq)):
                     yield self.business_day(record)
+
+    def _price_days(self, recount: Mapping[TerminalId, int]) -> Iterator[str]:
+        """The business days of the catalog records of ``recount``'s terminals at or past its
+        seqs, counted or not (one may count now, or no longer)."""
+        for _, _, record in self.records([CATALOG_DOC]):
+            start = recount.get(record.terminal)
+            if start is not None and record.seq >= start:
+                yield record.hlc.business_day(self._tz)
 
     def _was_accepted(self, doc: str, key: str, value: object) -> bool:
         """Was ``value`` a genuine entry under its own content key (worth writing back)?"""
