@@ -48,6 +48,7 @@ class EventLoop:
     violations: list[Violation]
     acked: list[Record]
     revoked: dict[str, int]  # revoked terminal -> the last seq of its chain the store accepts
+    revoked_via: set[str]  # the lanes the store published a revocation through
     faulty: bool
     done: bool
     last_change_ms: int

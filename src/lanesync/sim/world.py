@@ -106,6 +106,7 @@ class Simulator(Workload, Lifecycle):
         self.hosts = {}
         self.retired = []
         self.revoked = {}
+        self.revoked_via = set()
         plant = config.plant
         self._node_cls = NoRelayNode if plant is PlantedBug.NO_RELAY else Node
         self._election_cls = StickyLeaseElection if plant is PlantedBug.STICKY_LEASE else Election
