@@ -11,6 +11,7 @@ import uvloop
 from lanesync.cli.common import LOOP_OPTION
 from lanesync.errors import UsageError
 from lanesync.shell.eventloop import (
+    DEFAULT_LOOP,
     LOOP_ENV,
     LoopChoice,
     choose_loop,
@@ -57,19 +58,20 @@ def test_the_environment_variable_chooses_and_a_bad_value_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(LOOP_ENV, raising=False)
-    assert loop_choice_from_env() is LoopChoice.AUTO
-    monkeypatch.setenv(LOOP_ENV, "asyncio")
-    assert loop_choice_from_env() is LoopChoice.ASYNCIO
+    assert loop_choice_from_env() is DEFAULT_LOOP is LoopChoice.ASYNCIO
+    monkeypatch.setenv(LOOP_ENV, "uvloop")
+    assert loop_choice_from_env() is LoopChoice.UVLOOP
     monkeypatch.setenv(LOOP_ENV, "trio")
     with pytest.raises(UsageError, match="LANESYNC_LOOP='trio'"):
         loop_choice_from_env()
 
 
-def test_the_cli_option_offers_exactly_the_choices_and_reads_the_environment() -> None:
+def test_the_cli_option_offers_the_choices_and_default_and_reads_the_environment() -> None:
     # The option spells the values out so the CLI starts without importing asyncio.
     def command(loop: str) -> None:
         del loop
 
     option = LOOP_OPTION(command).__click_params__[0]  # type: ignore[attr-defined]
     assert list(option.type.choices) == [c.value for c in LoopChoice]
+    assert option.default == DEFAULT_LOOP.value
     assert option.envvar == LOOP_ENV

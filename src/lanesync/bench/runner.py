@@ -30,7 +30,7 @@ from lanesync.bench.cluster import BASELINES, LANESYNC, SYSTEMS, BenchError
 from lanesync.bench.scenarios import RUNNERS, Context, Outcome, Settings, applies
 from lanesync.bench.stats import Spread, cdf_points
 from lanesync.bench.ui import Ui
-from lanesync.shell.eventloop import LOOP_ENV, LoopChoice
+from lanesync.shell.eventloop import DEFAULT_LOOP, LOOP_ENV
 
 SCHEMA = "lanesync-bench/1"
 MAX_SAMPLES = 4000  # latency samples kept per system and scenario (for the CDF)
@@ -88,7 +88,7 @@ def machine_info() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "versions": versions,
         # What the lanes (`lanesync run`, and the mesh study's lanes) read from the environment.
-        "event_loop": os.environ.get(LOOP_ENV, LoopChoice.AUTO.value),
+        "event_loop": os.environ.get(LOOP_ENV, DEFAULT_LOOP.value),
     }
 
 

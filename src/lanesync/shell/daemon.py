@@ -33,7 +33,13 @@ from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.dayclosing import close_days_on_schedule, seal_days_when_due
 from lanesync.shell.discovery import Discovery
-from lanesync.shell.eventloop import LoopChoice, choose_loop, run_on, running_loop_name
+from lanesync.shell.eventloop import (
+    DEFAULT_LOOP,
+    LoopChoice,
+    choose_loop,
+    run_on,
+    running_loop_name,
+)
 from lanesync.shell.feed import (
     KEEPALIVE_S,
     MAX_QUEUED_BYTES,
@@ -82,7 +88,7 @@ class DaemonConfig:
     close_at_minute: int | None = DEFAULT_CLOSE_AT_MINUTE
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
-    loop: LoopChoice = LoopChoice.AUTO  # the event loop (shell.eventloop)
+    loop: LoopChoice = DEFAULT_LOOP  # the event loop (shell.eventloop)
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
     alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None

@@ -1,12 +1,18 @@
 """The event loop of the long-running processes (``lanesync run``, ``lanesync cloud serve``):
 the one place that picks it.
 
-``auto`` runs uvloop (libuv under asyncio's interface) when it is installed, else asyncio's own
-loop; ``asyncio`` and ``uvloop`` ask for one of them, and ``uvloop`` that is not installed is a
-``UsageError`` before anything starts. uvloop is a dependency only where it is supported
-(pyproject: not on Windows, CPython only), so elsewhere ``auto`` is the stdlib loop. Everything
-the processes do runs on either loop (signal handlers, sockets, the uvicorn API, executor
-threads); the suite runs a daemon end to end on both (tests/shell/test_daemon.py).
+``asyncio`` (the default) is the stdlib loop; ``uvloop`` is uvloop (libuv under asyncio's
+interface), and a ``UsageError`` before anything starts where it is not installed; ``auto`` is
+uvloop when installed, else the stdlib loop. uvloop is a dependency only where it is supported
+(pyproject: not on Windows, CPython only). Everything the processes do runs on either loop
+(signal handlers, sockets, the uvicorn API); the suite runs two daemons end to end on both
+(tests/mesh/test_api.py).
+
+Why the stdlib loop is the default (``DEFAULT_LOOP``): uvloop did not pay. ``lanesync bench mesh
+--lanes 8 --rate 200``, six runs of each loop interleaved on 2026-12-07 (benchmarks/README.md,
+"The event loop"), measured the same CPU per sale (5.37 ms asyncio, 5.44 ms uvloop, medians) and
+latencies within the run-to-run spread: a lane's time goes to SQLite, signatures and the CRDT,
+not to the loop.
 
 The option's default comes from the environment variable ``LANESYNC_LOOP`` (``LOOP_ENV``), so a
 benchmark that starts lanes as child processes chooses their loop without a flag of its own.
@@ -33,6 +39,9 @@ class LoopChoice(enum.StrEnum):
     AUTO = "auto"
     ASYNCIO = "asyncio"
     UVLOOP = "uvloop"
+
+
+DEFAULT_LOOP = LoopChoice.ASYNCIO  # uvloop measured no gain (the module's docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +81,9 @@ def _uvloop_name() -> str:
 
 
 def loop_choice_from_env() -> LoopChoice:
-    """``LANESYNC_LOOP`` as a choice (unset: auto); a value that is none is a ``UsageError``."""
-    text = os.environ.get(LOOP_ENV, LoopChoice.AUTO.value)
+    """``LANESYNC_LOOP`` as a choice (unset: ``DEFAULT_LOOP``); another value is a
+    ``UsageError``."""
+    text = os.environ.get(LOOP_ENV, DEFAULT_LOOP.value)
     try:
         return LoopChoice(text)
     except ValueError:
