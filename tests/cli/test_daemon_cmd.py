@@ -7,12 +7,16 @@ from __future__ import annotations
 import json
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from mesh.cluster import Cluster, wait_until  # tests/mesh
+
+from lanesync.cli.main import cli
 
 from .conftest import Shop
 from .helpers import Run, assert_error
@@ -88,6 +92,21 @@ def test_log_level_is_one_of_four(shop: Shop) -> None:
     result = shop.cli.run("run", "lane1", "--log-level", "verbose")
     assert result.returncode == 2, result.describe()
     assert result.stderr.startswith("error: invalid value for '--log-level': 'verbose'")
+
+
+@pytest.mark.parametrize("command", [["run"], ["cloud", "serve"]])
+def test_loop_uvloop_without_uvloop_is_one_line_and_exit_1(
+    command: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In this process (CliRunner), so uvloop can be made absent: ``import uvloop`` fails.
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    result = CliRunner().invoke(cli, [*command, str(tmp_path), "--loop", "uvloop"])
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "error: event loop uvloop (--loop or LANESYNC_LOOP) is not installed: pip install "
+        "uvloop, or use auto or asyncio"
+    ]
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ import pytest
 from lanesync.core.identity import DOMAIN_REVOCATION, Role, sign
 from lanesync.core.records import MAX_LINES, MAX_REASON
 from lanesync.shell.directories import StoreDirectory
+from lanesync.shell.eventloop import LoopChoice, choose_loop, run_on
 from lanesync.shell.http import MAX_JSON_BODY
 from lanesync.shell.server import bind_socket
 
@@ -832,12 +833,16 @@ def test_second_daemon_on_the_same_directory_is_refused(shop: Shop) -> None:
     assert shop.m.status()["terminal_id"] == "m"
 
 
-def test_sigterm_stops_cleanly(cluster: Cluster) -> None:
+# Both event loops (shell.eventloop) serve, sync, take signals and stop the same way.
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_sigterm_stops_cleanly(cluster: Cluster, loop: str) -> None:
     store = cluster.store()
     a_dir = cluster.enroll(store, "a", Role.MANAGER)
     b_dir = cluster.enroll(store, "b")
-    a = cluster.start(a_dir)
-    b = cluster.start(b_dir, [a.listen])
+    a = cluster.start(a_dir, extra=["--loop", loop])
+    b = cluster.start(b_dir, [a.listen], extra=["--loop", loop])
+    for daemon in (a, b):
+        assert f"loop={loop}" in daemon.log_text(), daemon.log_text()
     wait_connected(a, {"b"})
     sale = b.sell("milk", 2, 150)
     wait_until(lambda: a.digest() == b.digest(), 15, "a holds b's sale")
@@ -855,8 +860,9 @@ def test_sigterm_stops_cleanly(cluster: Cluster) -> None:
     assert not (a_dir / "runtime.json").exists()
 
 
+@pytest.mark.parametrize("loop", [LoopChoice.ASYNCIO, LoopChoice.UVLOOP])
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
-def test_daemon_sockets_disable_nagle(host: str) -> None:
+def test_daemon_sockets_disable_nagle(host: str, loop: LoopChoice) -> None:
     """The daemon binds its API and peer sockets itself (``bind_socket``) and hands them to
     uvicorn and websockets. Connections accepted on them must have TCP_NODELAY, as asyncio gives
     every TCP connection it creates: without it a keep-alive API response (headers, then body)
@@ -883,4 +889,4 @@ def test_daemon_sockets_disable_nagle(host: str) -> None:
             server.close()
             await server.wait_closed()
 
-    assert asyncio.run(main()) != 0
+    assert run_on(choose_loop(loop), main()) != 0

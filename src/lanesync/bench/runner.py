@@ -30,6 +30,7 @@ from lanesync.bench.cluster import BASELINES, LANESYNC, SYSTEMS, BenchError
 from lanesync.bench.scenarios import RUNNERS, Context, Outcome, Settings, applies
 from lanesync.bench.stats import Spread, cdf_points
 from lanesync.bench.ui import Ui
+from lanesync.shell.eventloop import DEFAULT_LOOP, LOOP_ENV
 
 SCHEMA = "lanesync-bench/1"
 MAX_SAMPLES = 4000  # latency samples kept per system and scenario (for the CDF)
@@ -65,6 +66,7 @@ def machine_info() -> dict[str, Any]:
         "fastapi",
         "uvicorn",
         "matplotlib",
+        "uvloop",
     ):
         try:
             versions[dist] = importlib.metadata.version(dist)
@@ -85,6 +87,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "versions": versions,
+        # What the lanes (`lanesync run`, and the mesh study's lanes) read from the environment.
+        "event_loop": os.environ.get(LOOP_ENV, DEFAULT_LOOP.value),
     }
 
 

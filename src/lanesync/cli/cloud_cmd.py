@@ -16,6 +16,7 @@ from .common import (
     FILE_IN,
     JSON_OPTION,
     LOG_LEVEL_OPTION,
+    LOOP_OPTION,
     handed_collaborators,
     print_record,
     reports_errors,
@@ -125,6 +126,7 @@ READ_DB_OPTION = click.option(
     "recently used idle store, and is refused while none is idle.",
 )
 @LOG_LEVEL_OPTION
+@LOOP_OPTION
 @reports_errors
 @serves_until_storage_fails
 def cloud_serve(
@@ -137,10 +139,12 @@ def cloud_serve(
     idle_s: float,
     max_resident: int,
     log_level: str,
+    loop: str,
 ) -> None:
     """Serve the stores added to this cloud (each in memory only while used): uplinks, read API."""
     from lanesync.cloud.serve import CloudConfig, cloud_main
     from lanesync.shell.daemon import parse_address
+    from lanesync.shell.eventloop import LoopChoice
 
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together: give both, or neither")
@@ -156,6 +160,7 @@ def cloud_serve(
             tls=None if tls_cert is None or tls_key is None else (tls_cert, tls_key),
             idle_s=idle_s,
             max_resident=max_resident,
+            loop=LoopChoice(loop),
         )
     )
 

@@ -36,6 +36,17 @@ LOG_LEVEL_OPTION = click.option(
     show_default=True,
     help="Log from this level up (JSON lines on stderr; docs/reference/logs.md).",
 )
+# The values of shell.eventloop.LoopChoice and its DEFAULT_LOOP, spelled out so the CLI starts
+# without importing asyncio (tests/shell/test_eventloop.py holds them equal).
+LOOP_OPTION = click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="asyncio",
+    show_default=True,
+    envvar="LANESYNC_LOOP",
+    help="Event loop: asyncio's own, uvloop, or auto (uvloop when installed). Default from the "
+    "environment variable LANESYNC_LOOP, else asyncio.",
+)
 DEFAULT_VALID_DAYS = 5 * 365  # lanes are replaced every few years; renew before that
 
 

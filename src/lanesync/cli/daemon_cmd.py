@@ -22,6 +22,7 @@ from .common import (
     DIR,
     JSON_OPTION,
     LOG_LEVEL_OPTION,
+    LOOP_OPTION,
     daemon_client,
     handed_collaborators,
     reports_errors,
@@ -73,6 +74,7 @@ from .output import console, emit_json, revocation_lines, when
     "do not wait.",
 )
 @LOG_LEVEL_OPTION
+@LOOP_OPTION
 @click.option(
     "--close-at",
     default="04:00",
@@ -99,6 +101,7 @@ def run_command(
     isolated_after_s: int,
     head_wait_s: float,
     log_level: str,
+    loop: str,
     close_at: str,
     anti_entropy_ms: int | None,
     feed_keepalive_ms: int | None,
@@ -108,6 +111,7 @@ def run_command(
     """Run the terminal: serve peers, dial --peer addresses, serve the local API."""
     from lanesync.shell.daemon import DaemonConfig, daemon_main, parse_address, parse_peer_url
     from lanesync.shell.discovery import interface_addresses
+    from lanesync.shell.eventloop import LoopChoice
 
     config = DaemonConfig(
         terminal_dir,
@@ -124,6 +128,7 @@ def run_command(
         close_at_minute=_close_at(close_at),
         collaborators=handed_collaborators(),
         log_level=log_level,
+        loop=LoopChoice(loop),
     )
     if feed_keepalive_ms is not None:
         config = replace(config, feed_keepalive_s=feed_keepalive_ms / 1000)

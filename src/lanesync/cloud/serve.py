@@ -21,6 +21,7 @@ from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT
 from lanesync.cloud.service import CloudService
 from lanesync.errors import ConfigError, StorageError
 from lanesync.shell.directories import LOCK
+from lanesync.shell.eventloop import DEFAULT_LOOP, LoopChoice, choose_loop, run_on
 from lanesync.shell.lock import DirectoryLock
 from lanesync.shell.logs import DEFAULT_LOG_LEVEL, LOG_LEVELS
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, websocket_options
@@ -49,6 +50,7 @@ class CloudConfig:
     tls: tuple[Path, Path] | None = None
     idle_s: float = DEFAULT_IDLE_S  # a store nobody uses this long is evicted
     max_resident: int = DEFAULT_MAX_RESIDENT  # stores whose replica the process holds, at most
+    loop: LoopChoice = DEFAULT_LOOP  # the event loop (shell.eventloop)
 
 
 def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
@@ -154,5 +156,6 @@ async def _serve(
 
 
 def cloud_main(config: CloudConfig) -> None:
+    loop = choose_loop(config.loop)  # uvloop asked for and missing: an error before anything
     configure_logging(LOG_LEVELS[config.log_level])
-    asyncio.run(run_cloud(config))
+    run_on(loop, run_cloud(config))

@@ -33,6 +33,13 @@ from lanesync.shell.api import DaemonState, create_app
 from lanesync.shell.committer import FirstWrite, GroupCommitter
 from lanesync.shell.dayclosing import close_days_on_schedule, seal_days_when_due
 from lanesync.shell.discovery import Discovery
+from lanesync.shell.eventloop import (
+    DEFAULT_LOOP,
+    LoopChoice,
+    choose_loop,
+    run_on,
+    running_loop_name,
+)
 from lanesync.shell.feed import (
     KEEPALIVE_S,
     MAX_QUEUED_BYTES,
@@ -81,6 +88,7 @@ class DaemonConfig:
     close_at_minute: int | None = DEFAULT_CLOSE_AT_MINUTE
     collaborators: Collaborators = DEFAULT_COLLABORATORS  # the defaults but for the benchmark
     log_level: str = DEFAULT_LOG_LEVEL  # a key of shell.logs.LOG_LEVELS
+    loop: LoopChoice = DEFAULT_LOOP  # the event loop (shell.eventloop)
     # BENCHMARK ONLY (the lane control of ``lanesync bench mesh``): run with the daemon's state
     # once it serves (runtime file written), in its task group; cancelled when it stops.
     alongside: Callable[[DaemonState], Coroutine[None, None, None]] | None = None
@@ -234,11 +242,12 @@ async def _serve(config: DaemonConfig, terminal: Terminal, shutdown: Shutdown) -
                 )
                 await discovery.start()  # RFC 6762 probing: ~1.2 s before peers see us
             log.info(
-                "started terminal=%s listen=%s api=%s peers=%d",
+                "started terminal=%s listen=%s api=%s peers=%d loop=%s",
                 terminal.terminal_id,
                 state.listen,
                 state.api,
                 len(config.peers),
+                running_loop_name(),
             )
         await shutdown.wait()
         log.info("stopping terminal=%s", terminal.terminal_id)
@@ -266,5 +275,6 @@ def _revoked(terminal: Terminal) -> None:
 
 
 def daemon_main(config: DaemonConfig) -> None:
+    loop = choose_loop(config.loop)  # uvloop asked for and missing: an error before anything
     configure_logging(LOG_LEVELS[config.log_level])
-    asyncio.run(run_daemon(config))
+    run_on(loop, run_daemon(config))

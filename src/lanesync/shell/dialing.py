@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from lanesync.core.identity import Role
 from lanesync.core.node import Node
@@ -234,7 +234,18 @@ class PeerTable:
                             peer.urls.insert(0, url)
                         peer.last_error = await self._run_connection(ws, peer)
                     break
-                except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                # ConnectionClosed: the peer's end reset the connection before websockets sent
+                # its opening handshake (a fault proxy refusing a link, a peer going down). On
+                # uvloop this is common; the stdlib loop usually reports it as an invalid
+                # handshake. Uncaught, it ended this dialler for good, silently: the link never
+                # came back (lanesync bench mesh's split with --loop uvloop, 2026-12-07).
+                except (
+                    OSError,
+                    InvalidHandshake,
+                    InvalidURI,
+                    TimeoutError,
+                    ConnectionClosed,
+                ) as exc:
                     peer.last_error = f"{url}: {type(exc).__name__}: {exc}"
             window_ms = peer.redial.ended(attempt, _monotonic_ms())
             await self._wait(peer, random.uniform(0, window_ms / 1000))  # noqa: S311 - jitter

@@ -19,7 +19,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.connection import Connection
 
@@ -72,14 +72,24 @@ async def paced(
 def count_writes(ws: Connection, add: Callable[[int], None]) -> None:
     """Count every byte websockets writes to this connection's socket (frames with their
     headers and masks, pings, closes): the bytes on the wire above TCP."""
-    transport = ws.transport
-    write = transport.write
+    # A wrapper in the connection's place, not a replaced ``write``: uvloop's transports are
+    # extension types whose methods cannot be reassigned (found with --loop uvloop, 2026-12-07).
+    ws.transport = cast(asyncio.Transport, CountingTransport(ws.transport, add))
 
-    def counting_write(data: bytes | bytearray | memoryview) -> None:
-        add(len(data))
-        write(data)
 
-    transport.write = counting_write  # type: ignore[method-assign]
+class CountingTransport:
+    """A transport whose writes are counted; everything else is the wrapped transport's."""
+
+    def __init__(self, transport: asyncio.Transport, add: Callable[[int], None]) -> None:
+        self._transport = transport
+        self._add = add
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._add(len(data))
+        self._transport.write(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class Control:

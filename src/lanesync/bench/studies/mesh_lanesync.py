@@ -206,6 +206,7 @@ class LanesyncLane:
 def run_lanesync(directory: str) -> None:
     """``lanesync run DIR --listen 127.0.0.1:0 --api 127.0.0.1:0 --no-discovery``, observed."""
     from lanesync.shell.daemon import DaemonConfig, daemon_main
+    from lanesync.shell.eventloop import loop_choice_from_env
 
     observers: list[LaneObserver] = []
 
@@ -228,5 +229,6 @@ def run_lanesync(directory: str) -> None:
         anti_entropy_ms=None,
         collaborators=Collaborators(observe=observe),
         alongside=alongside,
+        loop=loop_choice_from_env(),  # LANESYNC_LOOP, as `lanesync run` reads it
     )
     daemon_main(config)
