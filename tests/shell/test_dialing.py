@@ -9,10 +9,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 
+import pytest
 from websockets.asyncio.server import serve
 
 from lanesync.core.node import Node
 from lanesync.core.redial import BACKOFF_INITIAL_MS, UNREACHED_MAX_MS
+from lanesync.shell import dialing
 from lanesync.shell import mesh as mesh_module
 from lanesync.shell.dialing import BACKOFF_MAX_S, PeerEntry
 from lanesync.shell.discovery import Announcement
@@ -123,3 +125,29 @@ def test_an_announcement_of_the_peer_ends_its_dialers_wait_at_once(lanes: Lanes)
     entry, would_end, connected_at = asyncio.run(scenario())
     assert entry.woken == 1
     assert connected_at < would_end  # dialled before the wait it was in would have ended
+
+
+def test_a_dialler_that_stops_on_an_unexpected_error_says_so(
+    lanes: Lanes, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An exception no dial attempt expects ends the dialler: the peer would never be dialled
+    again; the log and the peer's status say it (uvloop once raised one, 2026-12-07)."""
+    a = lanes.new("lane-a")
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("the websocket client failed in a new way")
+
+    monkeypatch.setattr(dialing, "connect", broken)
+
+    async def scenario() -> PeerEntry:
+        async with serving(a) as (mesh_a, _):
+            entry = mesh_a.add_static("ws://127.0.0.1:9")
+            await until(lambda: entry.task is not None and entry.task.done())
+            await asyncio.sleep(0)  # the task's done callbacks run on the next iteration
+            return entry
+
+    with caplog.at_level("ERROR", logger="lanesync.mesh"):
+        entry = asyncio.run(scenario())
+    assert "dial.stopped" in caplog.text
+    assert entry.last_error is not None
+    assert entry.last_error.startswith("dialler stopped: RuntimeError")

@@ -19,6 +19,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -144,7 +145,7 @@ class PeerTable:
     def add_static(self, url: str) -> PeerEntry:
         entry = PeerEntry([url], {"static"})
         self.peers.append(entry)
-        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        entry.task = self._start_dialler(entry)
         return entry
 
     def discovered(self, found: Announcement) -> None:
@@ -169,7 +170,7 @@ class PeerTable:
         entry.key_fingerprint = found.key_fingerprint
         entry.gone = False
         if entry.task is None or entry.task.done():
-            entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+            entry.task = self._start_dialler(entry)
         elif entry.redial.sign_of_life():
             # It announced itself (again, or at new addresses): the backoff it grew while it
             # could not be reached says nothing now.
@@ -181,7 +182,7 @@ class PeerTable:
             [url], {"cloud"}, terminal_id=terminal_id, role=role, redial=Redial.uplink()
         )
         self.peers.append(entry)
-        entry.task = asyncio.get_running_loop().create_task(self._dial_forever(entry))
+        entry.task = self._start_dialler(entry)
         return entry
 
     def remove_uplink(self, entry: PeerEntry) -> None:
@@ -200,6 +201,11 @@ class PeerTable:
             if entry.terminal_id == terminal_id:
                 entry.found_by.discard("mdns")
                 entry.gone = not entry.found_by
+
+    def _start_dialler(self, peer: PeerEntry) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._dial_forever(peer))
+        task.add_done_callback(partial(_dialler_ended, peer))
+        return task
 
     async def _dial_forever(self, peer: PeerEntry) -> None:
         """Keep one connection to a peer: redial on ``peer.redial``'s schedule, with full
@@ -293,3 +299,21 @@ class PeerTable:
             link.is_open and link.peer is not None and link.peer.terminal_id == terminal_id
             for link in self.node.links.values()
         )
+
+
+def _dialler_ended(peer: PeerEntry, task: asyncio.Task[None]) -> None:
+    """A dialler ends when its peer is gone or it is cancelled; one that raised is a bug that
+    would leave the peer undialled for good without a word (one did, with uvloop): say so."""
+    if task.cancelled() or task.exception() is None:
+        return
+    exc = task.exception()
+    peer.last_error = f"dialler stopped: {type(exc).__name__}: {exc}"
+    log.error(
+        "dial.stopped peer=%s urls=%s: the dialler of this peer stopped (%s: %s); restart the "
+        "daemon to dial it again",
+        peer.terminal_id,
+        ",".join(peer.urls),
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
