@@ -97,6 +97,20 @@ def test_a_merged_commit_is_projected_into_the_head_office_tables(
     assert cloud.failures == []
 
 
+async def until_caught_up(follower: Cloud, committer: Cloud) -> None:
+    """Wait (10 s at most) until ``follower``'s replica holds what ``committer``'s does."""
+    for _ in range(200):
+        if follower.runtime.terminal.digest() == committer.runtime.terminal.digest():
+            return
+        await asyncio.sleep(0.05)
+
+
+async def cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 @pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
 def test_a_process_on_a_shared_database_merges_and_follows_what_another_committed(
     clouds: tuple[World, ExitStack, list[Cloud]], monkeypatch: pytest.MonkeyPatch
@@ -120,14 +134,9 @@ def test_a_process_on_a_shared_database_merges_and_follows_what_another_committe
             await asyncio.wait_for(listening.wait(), timeout=10)
             lane.write(receipt("milk", 5))
             deliver(lane, first)
-            for _ in range(200):  # 10 s at most
-                if second.runtime.terminal.digest() == first.runtime.terminal.digest():
-                    break
-                await asyncio.sleep(0.05)
+            await until_caught_up(second, first)
         finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await cancelled(task)
 
     asyncio.run(follow_the_first())
     assert second.runtime.terminal.digest() == first.runtime.terminal.digest()
@@ -157,14 +166,9 @@ def test_a_process_that_cannot_listen_compares_its_stores_instead(
             follow.follow_database(second.backend, {STORE_ID: second.runtime}, lambda _: None)
         )
         try:
-            for _ in range(200):  # 10 s at most
-                if second.runtime.terminal.digest() == first.runtime.terminal.digest():
-                    break
-                await asyncio.sleep(0.05)
+            await until_caught_up(second, first)
         finally:
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
+            await cancelled(task)
 
     with caplog.at_level("WARNING", logger="lanesync.cloud"):
         asyncio.run(follow_the_first())

@@ -76,8 +76,7 @@ def test_a_late_record_opens_a_sealed_day_counts_and_is_sealed_again_as_amended(
     assert report["complete"] is True
     assert report["totals"]["sales"] == 3
     assert report["amended_from"] == [first.sealed.report_hash]
-    again = sealdays.seal_day(replica, YESTERDAY)
-    archives[YESTERDAY] = again.archive
+    again = seal(replica, YESTERDAY, archives)
     assert again.sealed.amended_from == (first.sealed.report_hash,)
     assert again.sealed.report_hash == report["report_hash"] != first.sealed.report_hash
     assert replica.views.on_hand()[MILK] == -7
@@ -168,8 +167,7 @@ def test_a_sealed_day_a_later_revocation_recounts_is_opened_again_and_sealed_ame
     assert (report["complete"], report["sealed"]) == (True, False)
     assert report["totals"]["sales"] == 1
     assert report["amended_from"] == [first.sealed.report_hash]
-    again = sealdays.seal_day(replica, YESTERDAY)
-    archives[YESTERDAY] = again.archive
+    again = seal(replica, YESTERDAY, archives)
     assert again.sealed.amended_from == (first.sealed.report_hash,)
     assert again.sealed.report_hash == report["report_hash"] != first.sealed.report_hash
 
