@@ -104,9 +104,8 @@ class FeedLog:
         self.last_id = max(storage.last_event_id(), id_floor(opened_ms))
         # Told of the events of every commit, after it returned (the daemon's feed).
         self.listener: Callable[[list[FeedEvent]], None] | None = None
-        self._unpacked_days: dict[
-            str, tuple[bytes, list[PackedEvent]]
-        ] = {}  # doc -> (pack, events)
+        # The last KEPT_PACKS sealed days' packs read: document -> (pack, its events).
+        self._unpacked_days: dict[str, tuple[bytes, list[PackedEvent]]] = {}
 
     def _origin(self, record: Record, origin: Origin | None) -> Origin:
         if origin is not None:
