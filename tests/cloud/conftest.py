@@ -146,7 +146,10 @@ def cloud_template(tmp_path_factory: pytest.TempPathFactory) -> Template:
     assert outputs == {
         "cloud init": "cloud created; public identity: cloud/cloud.json\n",
         "store certify-cloud": "wrote cloud.cert: the cloud may set prices for s1\n",
-        "cloud add-store": "store s1 added (restart `cloud serve` to serve it)\n",
+        "cloud add-store": (
+            "store s1 added: a `cloud serve` on this directory serves it from its leader's first "
+            "connection\n"
+        ),
     }
     assert (root / "cloud" / "cloud.key").stat().st_mode & 0o777 == 0o600
     for directory in ("cloud", "cloud/stores", f"cloud/stores/{STORE_ID}"):

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from shell.helpers import receipt, write_together  # tests/ is on sys.path, as for `support`
 from websockets.asyncio.server import serve
 
+from lanesync.cloud import service as service_module
 from lanesync.cloud.directory import CloudDirectory, read_cloud_identity
 from lanesync.cloud.metrics import cloud_registry
 from lanesync.cloud.service import CloudService
@@ -227,3 +228,23 @@ def test_limits_that_hold_nothing_are_refused(
     with pytest.raises(UsageError) as refused:
         CloudService(CloudDirectory.open(world.cloud), **limits)  # type: ignore[arg-type]
     assert str(refused.value) == said
+
+
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+def test_a_store_added_while_the_process_runs_is_served_without_a_restart(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(service_module, "RELIST_STORES_S", 0.0)  # not a second's wait here
+
+    async def scenario() -> None:
+        async with cloud_service(world) as (service, url):
+            assert service.registered == {STORE_ID}
+            lane2_path = add_other_store(world)  # `cloud add-store`, while it serves
+            async with leaders([lane2_path]) as (lane2,):
+                lane2.connect(url)
+                await until(lambda: lane2.connected())
+                cloud = service.stores[OTHER_STORE].terminal
+                await until(lambda: cloud.digest() == lane2.terminal.digest())
+            assert service.registered == {STORE_ID, OTHER_STORE}
+
+    asyncio.run(scenario())

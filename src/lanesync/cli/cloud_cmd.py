@@ -71,7 +71,9 @@ def cloud_add_store(
         emit_json({"store_id": cert.store_id})
     else:
         console.print(
-            f"store {cert.store_id} added (restart `cloud serve` to serve it)", markup=False
+            f"store {cert.store_id} added: a `cloud serve` on this directory serves it from its "
+            "leader's first connection",
+            markup=False,
         )
 
 

@@ -132,7 +132,11 @@ class CloudDirectory:
             raise UsageError(f"store {store.store_id} is already served by this cloud")
         make_private_directory(target)
         (target / STORE_IDENTITY).write_bytes(identity_to_json(store))
-        (target / TERMINAL_CERT).write_bytes(cert.encoded)
+        # The certificate last, and whole (a rename): a running ``cloud serve`` takes the store
+        # for served once it exists (``store_ids``) and opens it at its first connection.
+        incoming = target / (TERMINAL_CERT + ".new")
+        incoming.write_bytes(cert.encoded)
+        incoming.replace(target / TERMINAL_CERT)
         return cert
 
     def store_ids(self) -> list[str]:

@@ -36,6 +36,9 @@ from lanesync.shell.terminal import wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
+# How often a hello naming a store not known here may list CLOUD_DIR/stores again (a listing
+# of a few thousand stores takes milliseconds; a flood of unknown ids gets one a second).
+RELIST_STORES_S = 1.0
 
 
 class CloudService:
@@ -58,9 +61,10 @@ class CloudService:
         self.max_resident = max_resident
         self.backend = Backend.open(directory, db_url)
         self.headoffice = HeadOffice(self.backend.sql)
-        # The stores this process may serve: those added to its directory before it started
-        # (one listing of CLOUD_DIR/stores; a replica is opened only when needed).
+        # The stores this process may serve: those added to its directory (CLOUD_DIR/stores,
+        # listed at start and again when a hello names one it does not know: ``_registered``).
         self.registered = frozenset(directory.store_ids())
+        self._listed_at = time.monotonic()
         # The resident stores: only these hold anything per store (but ``HeadOffice.released``).
         self.stores: dict[str, StoreRuntime] = {}
         self._users: dict[str, int] = {}  # connections and head-office requests in progress
@@ -92,7 +96,7 @@ class CloudService:
         runtime = self.stores.get(store_id)
         if runtime is not None:
             return runtime
-        if store_id not in self.registered:
+        if not self._registered(store_id):
             raise UsageError(f"this cloud does not serve store {store_id[:64]!r}")
         if len(self.stores) >= self.max_resident:
             idle = min(
@@ -107,6 +111,18 @@ class CloudService:
                 )
             self.evict(idle, "max_resident")
         return self._open(store_id, reason)
+
+    def _registered(self, store_id: str) -> bool:
+        """Is ``store_id`` served here? A store ``cloud add-store`` added since the directory
+        was last listed is served from its first connection, without a restart; the listing
+        is read again at most every ``RELIST_STORES_S``, so hellos naming unknown stores
+        cannot make the process list the directory on each."""
+        if store_id in self.registered:
+            return True
+        if time.monotonic() - self._listed_at >= RELIST_STORES_S:
+            self.registered = frozenset(self.directory.store_ids())
+            self._listed_at = time.monotonic()
+        return store_id in self.registered
 
     def _open(self, store_id: str, reason: str) -> StoreRuntime:
         started = time.perf_counter()
