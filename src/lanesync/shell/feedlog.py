@@ -257,10 +257,10 @@ class FeedLog:
                 bound = rows[-1].event_id
         return rows
 
-    def pack_day(self, day: str, archive: bytes) -> Pack | None:
-        """``day``'s events packed against its new ``archive`` (what sealing stores): its
-        rows, and the events of its earlier pack when it was sealed before (read with the
-        archive that pack was made with, still the stored one)."""
+    def pack_day(self, day: str) -> Pack | None:
+        """``day``'s events, packed against the archive the replica has just sealed it into
+        (what sealing stores with it): its rows, and the events of its earlier pack when it was
+        sealed before (read with the archive that pack was made with, still the stored one)."""
         doc = LEDGER_PREFIX + day
         origins = {origin.value: origin for origin in Origin}
         events = [
@@ -269,9 +269,10 @@ class FeedLog:
             if row.origin in origins  # else a row no lanesync wrote: it stays a row
         ]
         events += self._unpacked(doc)
-        pack, left_out = eventpack.pack(
-            events, eventpack.archive_keys(archive_codec.decompress(archive))
-        )
+        # The replica reads its sealed day from the archive it keeps at hand after sealing:
+        # no second decompression of what sealing just compressed.
+        keys = eventpack.order(key for key, _ in self._replica.entries(doc))
+        pack, left_out = eventpack.pack(events, keys)
         if left_out:
             log.warning(
                 "feed: %d events of %s name no record of its archive: kept as rows",

@@ -389,7 +389,7 @@ class Terminal:
             for day in days:
                 done.append(sealdays.seal_day(self.replica, day))
                 sealings[day] = done[-1].archive
-                pack = None if self.feed is None else self.feed.pack_day(day, sealings[day])
+                pack = None if self.feed is None else self.feed.pack_day(day)
                 if pack is not None:
                     packs[done[-1].sealed.doc] = pack
             storage.seal(done, self.replica, self.now_ms(), packs)
