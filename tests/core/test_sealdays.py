@@ -43,6 +43,17 @@ def seal(replica: Replica, day: str, archives: dict[str, bytes]) -> sealdays.Sea
     return sealed
 
 
+def resolve_fork(store: Store, replica: Replica, terminal: TerminalId) -> Change:
+    """What ``lanesync store resolve-fork`` does: resolve ``terminal``'s open fork as
+    ``replica`` holds it and publish the resolution through it."""
+    fork = replica.open_fork(terminal)
+    resolution = issue_fork_resolution(
+        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
+        fork.branches,
+    )  # fmt: skip
+    return replica.publish_fork_resolution(resolution, NOW)
+
+
 def test_a_late_record_opens_a_sealed_day_counts_and_is_sealed_again_as_amended() -> None:
     store = Store()
     lane1, lane2, lane3 = (store.terminal(n) for n in ("lane1", "lane2", "lane3"))
@@ -107,12 +118,7 @@ def test_a_day_holding_a_forked_lanes_records_is_not_sealed_before_the_resolutio
         sealdays.seal_day(replica, YESTERDAY)
     before = zreport.z_report(replica, YESTERDAY)["report_hash"]
 
-    fork = replica.open_fork(twin.name)
-    resolution = issue_fork_resolution(
-        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
-        fork.branches,
-    )  # fmt: skip
-    replica.publish_fork_resolution(resolution, NOW)
+    resolve_fork(store, replica, twin.name)
     # Both branches count now, and the report with them: what a seal before would have hidden.
     assert sealdays.held_back(replica, YESTERDAY) == []
     after = zreport.z_report(replica, YESTERDAY)
@@ -239,12 +245,7 @@ def test_a_fork_found_after_a_seal_opens_the_day_until_its_resolution() -> None:
     assert sealdays.held_back(replica, YESTERDAY) == ["lane3:1", "lane3:2"]
     assert sealdays.sealable(replica, lambda day: True) == []
 
-    fork = replica.open_fork(twin.name)
-    resolution = issue_fork_resolution(
-        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
-        fork.branches,
-    )  # fmt: skip
-    replica.publish_fork_resolution(resolution, NOW)
+    resolve_fork(store, replica, twin.name)
     # Both branches count: the day counts what it was sealed with again (the second branch's
     # sale is today's), so sealing it again amends nothing.
     report = zreport.z_report(replica, YESTERDAY)
@@ -276,12 +277,7 @@ def test_a_price_a_fork_resolution_counts_opens_the_day_it_belongs_to() -> None:
     first = seal(replica, YESTERDAY, archives)
     assert [t["terminal_id"] for t in json.loads(first.report)["terminals"]] == ["lane1"]
 
-    fork = replica.open_fork(manager.name)
-    resolution = issue_fork_resolution(
-        store.authority, store.store_id, fork.terminal, fork.fork_seq, fork.base_hash,
-        fork.branches,
-    )  # fmt: skip
-    change = replica.publish_fork_resolution(resolution, NOW)
+    change = resolve_fork(store, replica, manager.name)
     assert change.unsealed == [ledger_doc(YESTERDAY)]
     report = zreport.z_report(replica, YESTERDAY)
     assert [t["terminal_id"] for t in report["terminals"]] == ["lane1", "lane3"]
