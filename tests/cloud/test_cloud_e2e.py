@@ -279,6 +279,51 @@ def test_wan_outage_then_the_cloud_catches_up_exactly(
     )
 
 
+CATCH_UP_SALES = 6_000  # ~1.2 MB: some 20 slices of the cloud's merge budget
+
+
+def sale_total(record: Record) -> int:
+    assert isinstance(record.body, Sale)
+    return record.body.total_cents
+
+
+def test_a_cloud_killed_in_the_middle_of_a_catch_up_finishes_it_exactly_after_a_restart(
+    world: World, procs: Procs, proxies: ProxyLoop
+) -> None:
+    # A day the lane sold while the WAN was down, written straight to its directory.
+    lane_dir = world.enroll("lane1")
+    totals: dict[str, int] = {}
+    with Terminal.open_directory(TerminalDirectory.open(lane_dir)) as till:
+        for first in range(0, CATCH_UP_SALES, 500):
+            staged = [
+                till.stage(lambda _, n=n: Sale.of((SaleLine(Sku("milk"), 1 + n % 3, 100 + n % 7),)))
+                for n in range(first, first + 500)
+            ]
+            till.commit([change for _, change in staged])
+            totals.update((str(record.id), sale_total(record)) for record, _ in staged)
+    wan = proxies.link()
+    cloud = procs.cloud(world.cloud, world.db)
+    proxies.retarget(wan, port_of(cloud.listen))
+    procs.lanes([{"path": lane_dir, "cloud": f"ws://127.0.0.1:{wan.port}"}])
+
+    def counted() -> int:
+        return int(world.rows("SELECT COUNT(*) FROM sales WHERE store_id = ?", STORE_ID)[0][0])
+
+    # The cloud merges the catch-up a slice at a turn, committing each: kill it in between.
+    wait_until(lambda: counted() > 0, 60, "the catch-up began")
+    procs.kill(cloud)
+    held = counted()
+    assert 0 < held < CATCH_UP_SALES, f"killed at {held} of {CATCH_UP_SALES} sales"
+
+    cloud = procs.cloud(world.cloud, world.db)
+    proxies.retarget(wan, port_of(cloud.listen))
+    wait_until(lambda: counted() == CATCH_UP_SALES, 90, lambda: f"{counted()} sales counted")
+    rows = world.rows("SELECT sale_id, total_cents FROM sales WHERE store_id = ?", STORE_ID)
+    assert len(rows) == len(totals)  # each sale once
+    assert {str(sale_id): int(total) for sale_id, total in rows} == totals
+    measured("cloud_killed_mid_catch_up_at_sales", held)
+
+
 # -- c: the leader is killed ------------------------------------------------------------------
 
 

@@ -176,6 +176,23 @@ class NodeNetwork:
             node.data_received(packet.conn_id, packet.data, self.now)
         self.collect()
 
+    def turn(self) -> int:
+        """One turn of every node's event loop: every frame in flight is received, then each
+        node's output is taken once (``deliver`` takes it after each frame). Returns how many
+        bytes were received."""
+        packets, self.in_flight = self.in_flight, []
+        received = 0
+        for packet in packets:
+            node = self.nodes[packet.dst]
+            if packet.data is None:
+                self.wires[packet.conn_id].closed_by.setdefault(packet.dst, packet.reason)
+                node.connection_lost(packet.conn_id, packet.reason, self.now)
+            else:
+                received += len(packet.data)
+                node.data_received(packet.conn_id, packet.data, self.now)
+        self.collect()
+        return received
+
     def take(self, dst: int | None = None) -> list[Packet]:
         """Remove and return the frames in flight (to ``dst``), to deliver them by hand."""
         taken = [p for p in self.in_flight if dst is None or p.dst == dst]

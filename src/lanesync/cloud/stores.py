@@ -41,6 +41,12 @@ from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
 log = logging.getLogger("lanesync.cloud")
+# How much of a leader's upload a store merges per turn of the event loop it shares with every
+# other store of the process: a catch-up carries ~204 B a sale (docs/how-to/cloud.md, "WAN
+# outages"), and the cloud spends ~0.3 ms a record verifying, folding, committing and projecting
+# it (docs/reference/benchmarks.md, "Cloud ingest"), so a turn takes ~100 ms and other stores'
+# acknowledgements wait at most about that long behind a day's catch-up.
+MERGE_BUDGET_BYTES = 64 * 1024
 
 
 @dataclass(slots=True)
@@ -172,7 +178,7 @@ def open_store(
     )
     terminal.on_failure = on_failure
     accepted = terminal.replica.subscribe_accepted()
-    node = Node(terminal.replica)
+    node = Node(terminal.replica, merge_budget_bytes=MERGE_BUDGET_BYTES)
     runtime: StoreRuntime | None = None
 
     def refresh() -> None:

@@ -25,10 +25,10 @@ import enum
 from collections.abc import Container, Mapping
 
 from lanesync.core.link import Link
-from lanesync.core.output import Outbox
+from lanesync.core.output import Outbox, diff_items
 from lanesync.core.replica import Replica
 from lanesync.core.statevector import StateVector, covers, decode_state_vector
-from lanesync.core.wire import State, Update
+from lanesync.core.wire import State
 
 
 class Ask(enum.Enum):
@@ -115,7 +115,7 @@ class CatchUp:
                 doc: decode_state_vector(ours[doc]) or {} for doc in diff if doc in ours
             }
             link.answer_sent_ms = now_ms
-            link.pending.extend(Update(d, u, "") for d, u in diff.items())
+            link.pending.extend(diff_items(diff))
             self._outbox.send_pending(link)
         self._outbox.send(link, State(ours, reply=False))
 

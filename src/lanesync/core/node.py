@@ -13,7 +13,10 @@ data we have not committed and a busy terminal commits peers' data about once pe
 
 Received ``Updates`` are merged in ``take_output``, every frame received since the last call in
 one batch (one pycrdt transaction per document, one fold): the shell drains output at the end
-of each event-loop iteration, so under load many frames share the merge's fixed cost.
+of each event-loop iteration, so under load many frames share the merge's fixed cost. A node
+given a merge budget (the cloud, which serves many stores on one loop) merges at most about that
+many bytes a call, large updates cut into slices, and asks to be called again at once
+(``core.mergequeue``).
 
 Sync, per connection:
 
@@ -45,6 +48,7 @@ from lanesync.core.election import Election
 from lanesync.core.identity import Certificate, Role
 from lanesync.core.ids import CONFIG_DOC, TerminalId
 from lanesync.core.link import DUPLICATE_CONNECTION, NOT_LEADER, SHUTTING_DOWN, CloseCode, Link
+from lanesync.core.mergequeue import MergeQueue
 from lanesync.core.output import Outbox, Output
 from lanesync.core.relay import Frame, forward
 from lanesync.core.replica import Replica
@@ -79,7 +83,10 @@ class Node:
         anti_entropy_ms: int = ANTI_ENTROPY_MS,
         ack_delay_ms: int = ACK_DELAY_MS,
         election: Election | None = None,
+        merge_budget_bytes: int | None = None,
     ) -> None:
+        """``merge_budget_bytes``: about how much of what peers sent one ``take_output``
+        merges (None: everything received since the last call)."""
         if replica.me is None:
             raise ValueError("a mesh node needs a replica with a terminal identity")
         self.replica = replica
@@ -91,8 +98,8 @@ class Node:
         self.links: dict[int, Link] = {}
         self.election = election
         self._out = Outbox()
-        # Updates messages received since the last take_output, merged there as one batch.
-        self._inbox: list[Frame] = []
+        # Updates messages received and not merged yet (take_output merges them).
+        self._inbox = MergeQueue(merge_budget_bytes)
         self._inbox_ms = 0
         self._catch_up = CatchUp(replica, self._out, anti_entropy_ms)
 
@@ -100,6 +107,12 @@ class Node:
     def caught_up(self) -> bool:
         """Has a peer's (or the cloud's) answer to our catch-up been merged since we started?"""
         return self._catch_up.answered
+
+    @property
+    def merging(self) -> bool:
+        """Are received updates waiting for their merge (a merge budget held them back)? The
+        node is then due at once (``next_deadline``): each call merges the next part."""
+        return bool(self._inbox)
 
     @property
     def terminal_id(self) -> TerminalId:
@@ -201,6 +214,8 @@ class Node:
         ]
         if self.election is not None:
             deadlines.append(self.election.next_deadline())
+        if self._inbox:
+            deadlines.append(self._inbox_ms)  # over budget: merge the rest on the next turn
         return min(deadlines, default=None)
 
     def handle_timer(self, now_ms: int) -> None:
@@ -214,10 +229,15 @@ class Node:
             link.is_open and link.ack_due_ms is not None and now_ms >= link.ack_due_ms
             for link in self.links.values()
         )
+        waiting = {link.conn_id for link in self._inbox.links()}
         for link in list(self.links.values()):
             if not link.is_open:
                 continue
-            if link.anti_entropy_due_ms is not None and now_ms >= link.anti_entropy_due_ms:
+            if link.conn_id in waiting and link.anti_entropy_due_ms is not None:
+                # Its updates are still being merged: asking now would have it send again
+                # what is waiting here, which our state does not show yet.
+                link.anti_entropy_due_ms = max(link.anti_entropy_due_ms, now_ms)
+            elif link.anti_entropy_due_ms is not None and now_ms >= link.anti_entropy_due_ms:
                 # Also for a deferred link: a catch-up slower than a round costs a partial
                 # copy, but a peer that never answers cannot keep us from the others' data.
                 link.state_request_deferred = False
@@ -239,13 +259,15 @@ class Node:
     def inbox_roles(self) -> set[Role]:
         """The roles of the peers whose updates the next ``take_output`` merges (a lane's
         change feed says where a record came from)."""
-        return {link.peer.role for link, _ in self._inbox if link.peer is not None}
+        return {link.peer.role for link in self._inbox.links() if link.peer is not None}
 
     def take_output(self) -> Output:
-        """Everything to do now. Updates received since the last call are merged first, all in
-        one batch; pending updates are packed into as few frames as possible."""
+        """Everything to do now. Updates received since the last call are merged first, in one
+        batch (up to the merge budget); pending updates are packed into as few frames as
+        possible."""
         self._merge_inbox()
-        self._catch_up.ask_deferred(self.links)
+        if not self._inbox:  # an answer still being merged has not brought its state yet
+            self._catch_up.ask_deferred(self.links)
         for link in self.links.values():
             if link.pending and link.is_open:
                 self._out.send_pending(link)
@@ -341,7 +363,7 @@ class Node:
                 # drains output at the end of the event-loop iteration): one transaction and
                 # one fold for all of them. Messages are still handled in order per link:
                 # nothing else a peer sends depends on its updates being merged already.
-                self._inbox.append((link, items))
+                self._inbox.add(link, items)
                 self._inbox_ms = now_ms  # the latest arrival: time as the shell last saw it
 
     def _answer(self, link: Link, vectors: dict[str, bytes], now_ms: int) -> None:
@@ -351,7 +373,7 @@ class Node:
             self._violation(link, str(exc), now_ms)
 
     def _merge_inbox(self) -> None:
-        inbox, self._inbox = self._inbox, []
+        inbox = self._inbox.take()
         if len(inbox) == 1:
             self._on_updates(*inbox[0], self._inbox_ms)
         elif inbox:

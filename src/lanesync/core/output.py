@@ -15,15 +15,27 @@ frames of a bounded size.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from lanesync.core.change import Change
 from lanesync.core.link import Close, Link
+from lanesync.core.slices import update_slices
 from lanesync.core.wire import Message, State, Update, Updates
 
 # Keep frames well below wire.MAX_FRAME_SIZE even when a catch-up diff is large.
 MAX_BATCH_BYTES = 4 * 1024 * 1024
+
+
+def diff_items(diff: Mapping[str, bytes], max_bytes: int = MAX_BATCH_BYTES) -> Iterator[Update]:
+    """A catch-up diff (one update per document) as items of about ``max_bytes`` at most, so
+    that ``Outbox.send_pending`` packs it into frames of that size: a day's diff is ~204 B a
+    sale (docs/how-to/cloud.md, "WAN outages"), so a day of ~300,000 sales would pass
+    ``MAX_FRAME_SIZE``, which the receiver refuses."""
+    for doc, update in diff.items():
+        for piece in update_slices(update, max_bytes):
+            yield Update(doc, piece, "")
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 
 from lanesync.core.change import Merged
 from lanesync.core.link import Link
+from lanesync.core.output import diff_items
 from lanesync.core.replica import Replica
 from lanesync.core.updates import covered_by
 from lanesync.core.wire import Update
@@ -106,7 +107,7 @@ def _push_catch_up(
         except RemoteError:
             other.anti_entropy_due_ms = now_ms
             continue
-        other.pending.extend(Update(d, u, "") for d, u in diff.items())
+        other.pending.extend(diff_items(diff))
 
 
 def _peer_of_every(link: Link, sources: list[Link]) -> bool:

@@ -59,7 +59,7 @@ def covered_by(update: bytes, state_vector: bytes | None) -> bool:
 # deleted ranges sorted and merged.
 
 
-def _varuint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varuint(data: bytes, pos: int) -> tuple[int, int]:
     """One lib0 variable-length unsigned integer at ``pos``: (value, next position)."""
     value = shift = 0
     while True:
@@ -71,7 +71,8 @@ def _varuint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _put_varuint(out: bytearray, value: int) -> None:
+def write_varuint(out: bytearray, value: int) -> None:
+    """Append ``value`` as a lib0 variable-length unsigned integer."""
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
@@ -80,17 +81,17 @@ def _put_varuint(out: bytearray, value: int) -> None:
 
 def canonical_state(state: bytes) -> bytes:
     """The state vector ``state`` (lib0 v1) with its clients in ascending order."""
-    count, pos = _varuint(state, 0)
+    count, pos = read_varuint(state, 0)
     clocks = []
     for _ in range(count):
-        client, pos = _varuint(state, pos)
-        clock, pos = _varuint(state, pos)
+        client, pos = read_varuint(state, pos)
+        clock, pos = read_varuint(state, pos)
         clocks.append((client, clock))
     out = bytearray()
-    _put_varuint(out, count)
+    write_varuint(out, count)
     for client, clock in sorted(clocks):
-        _put_varuint(out, client)
-        _put_varuint(out, clock)
+        write_varuint(out, client)
+        write_varuint(out, clock)
     return bytes(out)
 
 
@@ -98,21 +99,21 @@ def canonical_deletions(update: bytes) -> bytes:
     """The delete set of ``update`` (lib0 v1) with clients ascending and each client's ranges
     sorted and merged; an update that also carries structs is returned as it is (its bytes are
     then compared as they are, which can only refuse a checkpoint, never accept a wrong one)."""
-    structs, pos = _varuint(update, 0)
+    structs, pos = read_varuint(update, 0)
     if structs:
         return update
-    count, pos = _varuint(update, pos)
+    count, pos = read_varuint(update, pos)
     ranges: dict[int, list[tuple[int, int]]] = {}
     for _ in range(count):
-        client, pos = _varuint(update, pos)
-        length, pos = _varuint(update, pos)
+        client, pos = read_varuint(update, pos)
+        length, pos = read_varuint(update, pos)
         for _ in range(length):
-            clock, pos = _varuint(update, pos)
-            size, pos = _varuint(update, pos)
+            clock, pos = read_varuint(update, pos)
+            size, pos = read_varuint(update, pos)
             ranges.setdefault(client, []).append((clock, clock + size))
     out = bytearray()
-    _put_varuint(out, 0)
-    _put_varuint(out, len(ranges))
+    write_varuint(out, 0)
+    write_varuint(out, len(ranges))
     for client in sorted(ranges):
         merged: list[list[int]] = []
         for start, end in sorted(ranges[client]):
@@ -120,9 +121,9 @@ def canonical_deletions(update: bytes) -> bytes:
                 merged[-1][1] = max(merged[-1][1], end)
             else:
                 merged.append([start, end])
-        _put_varuint(out, client)
-        _put_varuint(out, len(merged))
+        write_varuint(out, client)
+        write_varuint(out, len(merged))
         for start, end in merged:
-            _put_varuint(out, start)
-            _put_varuint(out, end - start)
+            write_varuint(out, start)
+            write_varuint(out, end - start)
     return bytes(out)

@@ -54,6 +54,10 @@ CLOUD = str(CLOUD_TERMINAL_ID)
 STORE_ID = StoreId("simstore")
 CLIENT_ID_BITS = 31  # shell.directories.CLIENT_ID_BITS
 CERT_NOT_AFTER_MS = BASE_MS + 10 * 365 * DAY_MS
+# The cloud's nodes merge a bounded amount a turn (64 KiB in cloud/stores.py); a simulated
+# store's catch-ups are a few KB, so the simulated cloud is given a budget that cuts them into
+# slices too, and merges under faults over several turns as the real one does with a day.
+CLOUD_MERGE_BUDGET_BYTES = 2_048
 SIM_REASON = "sim: "  # transport reasons the simulator gives (resets, timeouts, kills)
 
 
@@ -236,6 +240,7 @@ class HostShell(EventLoop):
             anti_entropy_ms=self.config.anti_entropy_ms,
             ack_delay_ms=self.config.ack_delay_ms,
             election=election,
+            merge_budget_bytes=CLOUD_MERGE_BUDGET_BYTES if host.is_cloud else None,
         )
         # The cloud commits every merge at once (its head-office tables follow each commit).
         delay = 0 if host.is_cloud else self.config.ack_delay_ms
@@ -445,7 +450,8 @@ class HostShell(EventLoop):
         if host.node is None:
             return
         local = self.local_ms(host)
-        if deadline is not None and deadline <= local and host.timer_ran_at == local:
+        busy = host.timer_ran_at == local and not host.node.merging  # merging: progress
+        if deadline is not None and deadline <= local and busy:
             # handle_timer(now) just ran and still asks to be woken in the past: the real
             # daemon would spin (call_later(0) forever). Report it, then wake at the next
             # deadline that is really ahead, which is when the spinning daemon would act.
