@@ -116,8 +116,8 @@ READ_DB_OPTION = click.option(
     "db_url",
     envvar="LANESYNC_CLOUD_DB",
     default=None,
-    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB the stores are registered in (with those "
-    "of CLOUD_DIR/stores) and their replicas are in, read when no `cloud serve` runs on "
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB: its registered stores count with those "
+    "of CLOUD_DIR/stores, and the replicas are read from it when no `cloud serve` runs on "
     "CLOUD_DIR (or set LANESYNC_CLOUD_DB). Default: CLOUD_DIR/stores and SQLite in CLOUD_DIR.",
 )
 
