@@ -9,7 +9,9 @@ once; merges are idempotent, and the cloud relays between them like any peer.
 
 A process holds only the stores in use: a store's replica is opened when a hello names it (or a
 head-office request needs it: cloud/api.py), and evicted once nobody has used it for ``idle_s``,
-or, least recently used first, to make room when ``max_resident`` stores are resident.
+or, least recently used first, to make room when ``max_resident`` stores are resident. Which
+stores it serves, and each one's identity and certificate, it asks its ``StoreRegistry``
+(cloud/registry.py: the directory, and on PostgreSQL the database every process shares).
 """
 
 from __future__ import annotations
@@ -38,8 +40,9 @@ from lanesync.shell.terminal import wall_clock_ms
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
 # How often a hello naming a store not known here may list the registry again (CLOUD_DIR/stores
-# and, on PostgreSQL, one query: a listing of a few thousand stores takes milliseconds; a flood
-# of unknown ids gets one a second).
+# and, on PostgreSQL, one query; a flood of unknown ids gets one listing a second). The query
+# for 5,000 registered stores took 4 ms (median of 20; 26 ms at most) on 2026-12-07, timing
+# DatabaseStores.store_ids on the suite's throwaway PostgreSQL, 2-core machine at load 4.
 RELIST_STORES_S = 1.0
 
 
