@@ -20,6 +20,7 @@ from websockets.asyncio.server import serve
 from lanesync.cloud import service as service_module
 from lanesync.cloud.directory import CloudDirectory, read_cloud_identity
 from lanesync.cloud.metrics import cloud_registry
+from lanesync.cloud.registry import add_store_to_database
 from lanesync.cloud.service import CloudService
 from lanesync.core.identity import Role
 from lanesync.core.ids import CLOUD_TERMINAL_ID
@@ -63,11 +64,14 @@ class Leader:
 
 
 @asynccontextmanager
-async def cloud_service(world: World, **limits: float) -> AsyncIterator[tuple[CloudService, str]]:
-    """A started ``CloudService`` on the world's cloud directory, its idle sweeper running, and
-    its uplink URL; everything closed on exit."""
+async def cloud_service(
+    world: World, directory: Path | None = None, **limits: float
+) -> AsyncIterator[tuple[CloudService, str]]:
+    """A started ``CloudService`` on the world's cloud directory (or ``directory``, another
+    process's copy of it), its idle sweeper running, and its uplink URL; everything closed on
+    exit."""
     failures: list[StorageError] = []
-    service = CloudService(CloudDirectory.open(world.cloud), world.db, **limits)  # type: ignore[arg-type]
+    service = CloudService(CloudDirectory.open(directory or world.cloud), world.db, **limits)  # type: ignore[arg-type]
     service.start(failures.append)
     try:
         async with serve(service.route, "127.0.0.1", 0, **websocket_options()) as server:
@@ -102,13 +106,18 @@ async def leaders(paths: list[Path]) -> AsyncIterator[list[Leader]]:
 
 def add_other_store(world: World) -> Path:
     """A second store the cloud serves (what ``store init``, ``store certify-cloud`` and
-    ``cloud add-store`` do); returns a lane enrolled in it."""
+    ``cloud add-store`` do: on PostgreSQL ``cloud add-store --db``, which registers it in the
+    database); returns a lane enrolled in it."""
     store = StoreDirectory.init(world.root / "store2", OTHER_STORE)
     cert = store.certify_cloud(
         read_cloud_identity(world.cloud / "cloud.json"), wall_clock_ms(), VALID_DAYS
     )
     (world.root / "cloud2.cert").write_bytes(cert.encoded)
-    CloudDirectory.open(world.cloud).add_store(store.identity_file, world.root / "cloud2.cert")
+    cloud = CloudDirectory.open(world.cloud)
+    if world.db is None:
+        cloud.add_store(store.identity_file, world.root / "cloud2.cert")
+    else:
+        add_store_to_database(cloud, world.db, store.identity_file, world.root / "cloud2.cert")
     return world.enroll("lane2", store=world.root / "store2")
 
 
@@ -230,7 +239,6 @@ def test_limits_that_hold_nothing_are_refused(
     assert str(refused.value) == said
 
 
-@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_a_store_added_while_the_process_runs_is_served_without_a_restart(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:

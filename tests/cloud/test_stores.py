@@ -59,7 +59,11 @@ def start(world: World, stack: ExitStack, path: Path, opened: list[Cloud]) -> Cl
     stack.callback(backend.close)
     failures: list[StorageError] = []
     runtime = open_store(
-        directory, backend, HeadOffice(backend.sql), STORE_ID, failures.append, HandshakeGate()
+        directory.store_directory(STORE_ID),
+        backend,
+        HeadOffice(backend.sql),
+        failures.append,
+        HandshakeGate(),
     )
     stack.callback(runtime.terminal.close)
     cloud = Cloud(backend, runtime, failures)

@@ -58,20 +58,41 @@ def cloud_init(cloud_dir: Path, as_json: bool) -> None:
 @click.argument("cloud_dir", type=DIR)
 @click.argument("store_public_identity", type=FILE_IN)
 @click.argument("cert_file", type=FILE_IN)
+@click.option(
+    "--db",
+    "db_url",
+    envvar="LANESYNC_CLOUD_DB",
+    default=None,
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB: register the store in this database, "
+    "which every `cloud serve --db` on it reads (or set LANESYNC_CLOUD_DB). "
+    "Default: in CLOUD_DIR/stores.",
+)
 @JSON_OPTION
 @reports_errors
 def cloud_add_store(
-    cloud_dir: Path, store_public_identity: Path, cert_file: Path, as_json: bool
+    cloud_dir: Path, store_public_identity: Path, cert_file: Path, db_url: str | None, as_json: bool
 ) -> None:
-    """Serve a store: learn its public identity and install its certificate for this cloud."""
+    """Serve a store: learn its public identity and register its certificate for this cloud."""
     from lanesync.cloud.directory import CloudDirectory
+    from lanesync.cloud.registry import Registration, add_store_to_database
 
-    cert = CloudDirectory.open(cloud_dir).add_store(store_public_identity, cert_file)
+    directory = CloudDirectory.open(cloud_dir)
+    if db_url is None:
+        cert = directory.add_store(store_public_identity, cert_file)
+        where, serving = Registration.DIRECTORY, "a `cloud serve` on this directory"
+    else:
+        cert = add_store_to_database(directory, db_url, store_public_identity, cert_file)
+        where, serving = Registration.DATABASE, "every `cloud serve` on the database"
     if as_json:
-        emit_json({"store_id": cert.store_id})
+        emit_json({"store_id": cert.store_id, "registered_in": where.value})
+    elif where is Registration.DIRECTORY:
+        console.print(
+            f"store {cert.store_id} added: {serving} serves it from its leader's first connection",
+            markup=False,
+        )
     else:
         console.print(
-            f"store {cert.store_id} added: a `cloud serve` on this directory serves it from its "
+            f"store {cert.store_id} added to the database: {serving} serves it from its "
             "leader's first connection",
             markup=False,
         )
@@ -95,8 +116,9 @@ READ_DB_OPTION = click.option(
     "db_url",
     envvar="LANESYNC_CLOUD_DB",
     default=None,
-    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB the replicas are in, read when no "
-    "`cloud serve` runs on CLOUD_DIR (or set LANESYNC_CLOUD_DB). Default: SQLite in CLOUD_DIR.",
+    help="postgresql://USER[:PASSWORD]@HOST:PORT/DB: its registered stores count with those "
+    "of CLOUD_DIR/stores, and the replicas are read from it when no `cloud serve` runs on "
+    "CLOUD_DIR (or set LANESYNC_CLOUD_DB). Default: CLOUD_DIR/stores and SQLite in CLOUD_DIR.",
 )
 
 
@@ -195,15 +217,17 @@ def cloud_stores(cloud_dir: Path, db_url: str | None, as_json: bool) -> None:
 def _store_line(row: dict[str, Any]) -> str:
     upload = row["last_upload_ms"]
     expires = local_time(row["cert_not_after_ms"])
-    # A store added while ``serve`` runs: the directory has it, the process not yet.
     if row["records"] is not None:
         held = f"{row['records']} records"
     elif row.get("resident") is False:  # served, with no leader connected: not in memory
         held = "not resident in `cloud serve` (opened when its leader connects)"
     else:
-        held = "not served until `cloud serve` restarts"
+        # Registered since ``serve`` last listed its registry (at most a second ago, or it was
+        # given another database): it lists it again when a leader's hello names the store.
+        held = "not yet listed by `cloud serve` (served from its leader's first connection)"
+    where = ", registered in the database" if row["registered_in"] == "database" else ""
     return (
-        f"{row['store_id']}: {held}, time zone {row['timezone']}, "
+        f"{row['store_id']}: {held}, time zone {row['timezone']}{where}, "
         f"certificate {row['cert_fingerprint']} valid until {expires}, "
         f"last upload {'unknown' if upload is None else local_time(upload)}"
     )

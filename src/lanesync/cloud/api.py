@@ -46,8 +46,9 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
     registry = cloud_registry(service)
 
     def served(store_id: str) -> str:
-        """A store this cloud serves (its tables answer without its replica being resident)."""
-        if not is_valid_name(store_id) or store_id not in service.registered:
+        """A store this cloud serves (its tables answer without its replica being resident);
+        one added since the process last listed its registry is served as a hello's is."""
+        if not is_valid_name(store_id) or not service.serves(store_id):
             raise UsageError(f"this cloud does not serve store {store_id[:64]!r}")
         return store_id
 
@@ -61,7 +62,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
         only for the resident ones (a replica is opened when its leader connects)."""
         totals = {row["store_id"]: row for row in service.headoffice.stores()}
         rows = []
-        for store_id in sorted(service.registered):
+        for store_id in sorted(service.listed()):
             runtime = service.stores.get(store_id)
             rows.append(
                 {
@@ -116,7 +117,7 @@ def create_cloud_app(service: CloudService, token: str) -> FastAPI:
             "listen": service.listen,
             "api": service.api,
             "started_ms": service.started_ms,
-            "stores": sorted(service.registered),
+            "stores": sorted(service.listed()),
             "resident": sorted(service.stores),
         }
 

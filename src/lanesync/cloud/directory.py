@@ -8,10 +8,12 @@ The directory, ``stores`` and each store's directory are created mode 0700, the 
     api.token          bearer token of the read API (mode 0600, created by ``serve``)
     headoffice.db      SQL tables for head office (SQLite by default)
     stores/<id>/       per store: store.json, terminal.cert (the store's certificate for this
-                       cloud), lanesync.db (the store's documents), lock
+                       cloud), lanesync.db (the store's documents), lock; a store registered
+                       in PostgreSQL (cloud/registry.py) has only its lock here
 
 Setting up a store takes three commands, in this order: ``cloud init`` (here),
-``store certify-cloud`` (where the store key lives) and ``cloud add-store`` (here).
+``store certify-cloud`` (where the store key lives) and ``cloud add-store`` (here, or, with
+``--db``, in the PostgreSQL database every cloud process shares).
 """
 
 from __future__ import annotations
@@ -113,7 +115,27 @@ class CloudDirectory:
         return self.path / HEADOFFICE_DB
 
     def add_store(self, store_identity_file: Path, cert_file: Path) -> Certificate:
-        """Learn a store's public identity and install its certificate for this cloud."""
+        """Learn a store's public identity and install its certificate for this cloud (in
+        CLOUD_DIR/stores; cloud/registry.py registers it in a PostgreSQL database instead)."""
+        store, cert = self.certified(store_identity_file, cert_file)
+        target = self.store_path(store.store_id)
+        if (target / TERMINAL_CERT).exists():
+            raise UsageError(f"store {store.store_id} is already served by this cloud")
+        make_private_directory(target)
+        (target / STORE_IDENTITY).write_bytes(identity_to_json(store))
+        # The certificate last, and whole (a rename): a running ``cloud serve`` takes the store
+        # for served once it exists (``store_ids``) and opens it at its first connection.
+        incoming = target / (TERMINAL_CERT + ".new")
+        incoming.write_bytes(cert.encoded)
+        incoming.replace(target / TERMINAL_CERT)
+        return cert
+
+    def certified(
+        self, store_identity_file: Path, cert_file: Path
+    ) -> tuple[StoreIdentity, Certificate]:
+        """A store's public identity and its certificate for this cloud, read from the files
+        ``cloud add-store`` is given: ``UsageError`` unless the store's authority signed the
+        certificate and it certifies this cloud's key in the role ``cloud``."""
         store = read_identity(store_identity_file)
         try:
             cert = parse_certificate(cert_file.read_bytes(), store)
@@ -127,17 +149,12 @@ class CloudDirectory:
             raise UsageError(
                 f"{cert_file} does not certify this cloud's key as the cloud of {store.store_id}"
             )
-        target = self.path / STORES / store.store_id
-        if (target / TERMINAL_CERT).exists():
-            raise UsageError(f"store {store.store_id} is already served by this cloud")
-        make_private_directory(target)
-        (target / STORE_IDENTITY).write_bytes(identity_to_json(store))
-        # The certificate last, and whole (a rename): a running ``cloud serve`` takes the store
-        # for served once it exists (``store_ids``) and opens it at its first connection.
-        incoming = target / (TERMINAL_CERT + ".new")
-        incoming.write_bytes(cert.encoded)
-        incoming.replace(target / TERMINAL_CERT)
-        return cert
+        return store, cert
+
+    def store_path(self, store_id: str) -> Path:
+        """Where the store's replica keeps its files here: its lock (and, on SQLite, its
+        database), and the identity and certificate ``add_store`` installs."""
+        return self.path / STORES / store_id
 
     def store_ids(self) -> list[str]:
         root = self.path / STORES
@@ -147,7 +164,7 @@ class CloudDirectory:
 
     def store_directory(self, store_id: str) -> TerminalDirectory:
         """The store's replica in this cloud, signing as the cloud (catalog records only)."""
-        path = self.path / STORES / store_id
+        path = self.store_path(store_id)
         if not (path / TERMINAL_CERT).exists():
             raise UsageError(f"this cloud does not serve store {store_id!r}")
         store: StoreIdentity = read_identity(path / STORE_IDENTITY)

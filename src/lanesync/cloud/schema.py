@@ -155,6 +155,21 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(2, "day_ends: each lane's signed day-end records", _day_ends_table("BIGINT")),
+    Migration(
+        3,
+        "registered_stores: the stores the cloud serves (cloud add-store --db)",
+        (
+            # One row per store `cloud add-store --db` registered, read by every process
+            # (cloud/registry.py): the store's public identity as its store.json holds it, and
+            # the store's certificate for the cloud's key (its encoded bytes, as terminal.cert).
+            """CREATE TABLE registered_stores (
+                store_id TEXT PRIMARY KEY,
+                identity TEXT NOT NULL,
+                cert BYTEA NOT NULL,
+                added_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            )""",
+        ),
+    ),
 )
 LATEST = POSTGRESQL_MIGRATIONS[-1].version
 

@@ -37,6 +37,7 @@ from lanesync.core.node import Node
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
+from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 
@@ -160,17 +161,19 @@ class StoreRuntime:
 
 
 def open_store(
-    directory: CloudDirectory,
+    served: TerminalDirectory,
     backend: Backend,
     headoffice: HeadOffice,
-    store_id: str,
     on_failure: Callable[[StorageError], None],
     gate: HandshakeGate,
     collaborators: Collaborators = DEFAULT_COLLABORATORS,
 ) -> StoreRuntime:
+    """The replica of the store ``served`` (from the cloud's registry: cloud/registry.py)
+    holds, signing as the cloud, with its mesh node and committer."""
+    store_id = served.store.store_id
     shared = PostgresStoreStorage(backend.sql, store_id) if backend.shared else None
     terminal = Terminal.open_directory(
-        directory.store_directory(store_id),
+        served,
         lock_wait_s=0,
         open_storage=None if shared is None else (lambda: shared),
         crypto=collaborators.crypto,

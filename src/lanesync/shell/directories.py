@@ -124,21 +124,29 @@ def identity_to_json(identity: StoreIdentity) -> bytes:
 
 def read_identity(path: Path) -> StoreIdentity:
     try:
-        data = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read store identity {path}: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise ConfigError(f"store identity {path} is not valid JSON") from exc
-    if not isinstance(data, dict) or data.get("format") != IDENTITY_FORMAT:
-        raise ConfigError(f"{path} is not a lanesync store identity")
+    return parse_identity(data, str(path))
+
+
+def parse_identity(data: bytes, where: str) -> StoreIdentity:
+    """A store's public identity from the bytes of a ``store.json`` (``where``: what held them,
+    for the message of the ``ConfigError`` raised when they are not one)."""
     try:
-        key = bytes.fromhex(str(data["public_key"]))
-        sid = store_id(data["store_id"])
-        tz = str(data["timezone"])
+        fields = json.loads(data)
+    except ValueError as exc:
+        raise ConfigError(f"store identity {where} is not valid JSON") from exc
+    if not isinstance(fields, dict) or fields.get("format") != IDENTITY_FORMAT:
+        raise ConfigError(f"{where} is not a lanesync store identity")
+    try:
+        key = bytes.fromhex(str(fields["public_key"]))
+        sid = store_id(fields["store_id"])
+        tz = str(fields["timezone"])
     except (KeyError, ValueError, UsageError) as exc:
-        raise ConfigError(f"store identity {path} is malformed") from exc
+        raise ConfigError(f"store identity {where} is malformed") from exc
     if len(key) != 32:
-        raise ConfigError(f"store identity {path} holds an invalid public key")
+        raise ConfigError(f"store identity {where} holds an invalid public key")
     return StoreIdentity(sid, key, tz)
 
 
