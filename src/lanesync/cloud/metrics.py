@@ -21,8 +21,9 @@ from lanesync.shell.terminal import wall_clock_ms
 if TYPE_CHECKING:
     from lanesync.cloud.service import CloudService
 
-# From a lane's commit (~1 ms) to the 15 s catch-up of a 50k-sale day (docs/how-to/cloud.md,
-# section 5): the buckets span both, so a stalled loop shows in the top ones.
+# From a lane's commit (~1 ms) to the 15 s a 50k-sale day's catch-up took in one merge before
+# merges were cut into slices (docs/how-to/cloud.md, section 5): the buckets span both, so a
+# stalled loop shows in the top ones.
 MERGE_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0)
 
 
@@ -52,6 +53,12 @@ class _ServiceCollector(Collector):
             "lanesync_cloud_uplinks_refused",
             "Uplink connections refused at the hello (unknown store, not a hello, no room)",
             value=service.uplinks_refused,
+        )
+        yield CounterMetricFamily(
+            "lanesync_cloud_records_checked_ahead",
+            "Records of large uploads whose signatures the worker thread checked ahead of "
+            "their merge (cloud/verifier.py)",
+            value=service.verifier.records_checked,
         )
         merges = CounterMetricFamily(
             "lanesync_cloud_merges", "Batches of leaders' records merged", labels=["store"]

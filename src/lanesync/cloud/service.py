@@ -30,6 +30,7 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.registry import open_registry
 from lanesync.cloud.residency import DEFAULT_IDLE_S, DEFAULT_MAX_RESIDENT, MAX_IDLE_S
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
+from lanesync.cloud.verifier import AheadVerifier
 from lanesync.core.link import CloseCode
 from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import Busy, LanesyncError, ProtocolViolation, StorageError, UsageError
@@ -83,6 +84,8 @@ class CloudService:
         # Monotonic seconds when the store was opened or its last user left: idle since then.
         self._last_used: dict[str, float] = {}
         self._committers: dict[str, asyncio.Task[None]] = {}
+        # Checks the records of large uploads on a worker thread, ahead of their merge.
+        self.verifier = AheadVerifier()
         self._on_failure: Callable[[StorageError], None] = lambda exc: None
         # Connections not yet authenticated, for all stores together: the WAN port's budget.
         self.gate = HandshakeGate()
@@ -236,9 +239,14 @@ class CloudService:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
     def _merged_by(self, runtime: StoreRuntime) -> Callable[[float], None]:
-        return lambda seconds: runtime.merged_upload(seconds, self.observe_merge)
+        def merged(seconds: float) -> None:
+            runtime.merged_upload(seconds, self.observe_merge)
+            self.verifier.start(runtime.node)  # a large upload's first slice was merged
+
+        return merged
 
     def close(self) -> None:
+        self.verifier.close()
         for task in self._committers.values():
             task.cancel()
         for runtime in self.stores.values():

@@ -42,6 +42,7 @@ class MergeQueue:
         self._budget = budget_bytes
         self._frames: list[Frame] = []  # no budget: taken whole, as received
         self._waiting: deque[_Waiting] = deque()
+        self._large: list[bytes] = []  # updates cut into slices, not yet taken by take_large
 
     def __bool__(self) -> bool:
         return bool(self._frames or self._waiting)
@@ -51,24 +52,35 @@ class MergeQueue:
             self._frames.append((link, items))
             return
         for item in items:
+            if len(item.update) > self._budget:
+                self._large.append(item.update)
             slices = update_slices(item.update, self._budget)
             first = next(slices)  # every update has a slice: itself when small
             self._waiting.append(_Waiting(link, item.doc, item.origin, first, slices))
+
+    def take_large(self) -> list[bytes]:
+        """The updates added since the last call that are cut into slices (larger than the
+        budget): the work a shell may start on ahead of their merge (``core.preverify``)."""
+        large, self._large = self._large, []
+        return large
 
     def links(self) -> list[Link]:
         """The links whose updates wait here, in no particular order, repeats included."""
         return [link for link, _ in self._frames] + [entry.link for entry in self._waiting]
 
     def take(self) -> list[Frame]:
-        """What to merge now: everything without a budget; else slices in order up to about
-        ``budget_bytes`` (at least one), grouped into frames per run of one link."""
+        """What to merge now: everything without a budget; else slices in order up to
+        ``budget_bytes`` (at least one, however large), grouped into frames per run of one
+        link."""
         if self._budget is None:
             frames, self._frames = self._frames, []
             return frames
         taken: list[tuple[Link, list[Update]]] = []
         size = 0
-        while self._waiting and (not taken or size < self._budget):
+        while self._waiting:
             entry = self._waiting[0]
+            if taken and size + len(entry.piece) > self._budget:
+                break
             if not taken or taken[-1][0] is not entry.link:
                 taken.append((entry.link, []))
             taken[-1][1].append(Update(entry.doc, entry.piece, entry.origin))

@@ -101,6 +101,8 @@ class Node:
         # Updates messages received and not merged yet (take_output merges them).
         self._inbox = MergeQueue(merge_budget_bytes)
         self._inbox_ms = 0
+        # Hashes of waiting records checked ahead of their merge (``verified_ahead``).
+        self._verified: set[bytes] = set()
         self._catch_up = CatchUp(replica, self._out, anti_entropy_ms)
 
     @property
@@ -113,6 +115,18 @@ class Node:
         """Are received updates waiting for their merge (a merge budget held them back)? The
         node is then due at once (``next_deadline``): each call merges the next part."""
         return bool(self._inbox)
+
+    def take_large_updates(self) -> list[bytes]:
+        """Received updates too large for one merge, since the last call: their records may be
+        checked ahead of their slices' merges, elsewhere (``core.preverify``)."""
+        return self._inbox.take_large()
+
+    def verified_ahead(self, hashes: list[bytes]) -> None:
+        """Records of waiting updates were checked elsewhere (``core.preverify``): their
+        merge takes them as checked. Ignored once nothing waits (the records are merged
+        already: they were checked then)."""
+        if self._inbox:
+            self._verified.update(hashes)
 
     @property
     def terminal_id(self) -> TerminalId:
@@ -233,11 +247,13 @@ class Node:
         for link in list(self.links.values()):
             if not link.is_open:
                 continue
-            if link.conn_id in waiting and link.anti_entropy_due_ms is not None:
+            due = link.anti_entropy_due_ms
+            if due is not None and now_ms >= due and link.conn_id in waiting:
                 # Its updates are still being merged: asking now would have it send again
-                # what is waiting here, which our state does not show yet.
-                link.anti_entropy_due_ms = max(link.anti_entropy_due_ms, now_ms)
-            elif link.anti_entropy_due_ms is not None and now_ms >= link.anti_entropy_due_ms:
+                # what is waiting here, which our state does not show yet. It is sending:
+                # one round of repair later is no loss.
+                link.anti_entropy_due_ms = now_ms + self._anti_entropy_ms
+            elif due is not None and now_ms >= due:
                 # Also for a deferred link: a catch-up slower than a round costs a partial
                 # copy, but a peer that never answers cannot keep us from the others' data.
                 link.state_request_deferred = False
@@ -387,7 +403,7 @@ class Node:
         updates = [(item.doc, item.update) for _, items in frames for item in items]
         try:
             # One transaction per document and one fold for the lot (Replica.merge_batch).
-            merged = self.replica.merge_batch(updates, now_ms)
+            merged = self.replica.merge_batch(updates, now_ms, verified=self._verified)
         except RemoteError as exc:
             if len(frames) > 1:
                 # Somebody sent a bad update (nothing was applied): frame by frame, so only
@@ -400,6 +416,8 @@ class Node:
             if self.links.get(link.conn_id) is link:
                 self._violation(link, f"bad update from {source}: {exc}", now_ms)
             return
+        if not self._inbox:
+            self._verified.clear()
         if merged.change:
             self._out.persist(merged.change)
         forward(frames, merged, self.links, self.replica, now_ms)

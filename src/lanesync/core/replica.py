@@ -193,13 +193,18 @@ class Replica:
         now_ms: int,
         trusted: Container[bytes] = (),
         own: Mapping[str, Record] | None = None,
+        *,
+        verified: Container[bytes] = (),
     ) -> Change:
         """Fold queued map events into the views; returns local repairs to persist.
 
         ``own`` maps keys to records this replica just signed: no need to decode or verify them.
+        ``verified``: records checked just now elsewhere (``merge_batch``).
         """
         events, self._events = self._events, []
         restore: list[tuple[str, str, bytes]] = []
+        checked_ahead: list[bytes] = []  # verdicts of the records ``verified`` names
+        checked = _Either(trusted, verified) if verified else trusted
         me = self.me.certificate.terminal_id if self.me else None
         writers: set[str] | None = set()
         own_seen = False  # a record of this terminal came from elsewhere (not just signed)
@@ -221,11 +226,14 @@ class Replica:
                 self._ingest_config(key, new, now_ms)
                 continue
             known = own.get(key) if own else None
-            parsed = known if known is not None else parse_record(new, trusted)
+            parsed = known if known is not None else parse_record(new, checked)
             trust = known is not None or (
-                not isinstance(parsed, Rejection) and parsed.hash in trusted
+                not isinstance(parsed, Rejection) and parsed.hash in checked
             )
             self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
+            if verified and not isinstance(parsed, Rejection) and parsed.hash in verified:
+                # A verdict says some key of the terminal verified the signature (Trust.signer)
+                checked_ahead.append(parsed.hash)
             if writers is not None:
                 if isinstance(parsed, Rejection):
                     writers = None
@@ -241,11 +249,13 @@ class Replica:
                 own_seen = True
         reopened = Change()
         if self.views.needs_rebuild:
-            self.rebuild(now_ms, trusted)
+            self.rebuild(now_ms, checked)
             reopened = self._reopen_recounted()
         if own_seen:
             self._adopt_own_head()
-        change = Change(verdicts=self.views.drain_new_verdicts(), entries=len(events))
+        change = Change(
+            verdicts=self.views.drain_new_verdicts() + checked_ahead, entries=len(events)
+        )
         change.extend(reopened)
         for doc, key, value in restore:
             change.extend(self._local_put(doc, key, value, now_ms))
@@ -466,9 +476,16 @@ class Replica:
         return self.merge_batch(updates, now_ms, trusted).change
 
     def merge_batch(
-        self, updates: Sequence[tuple[str, bytes]], now_ms: int, trusted: Container[bytes] = ()
+        self,
+        updates: Sequence[tuple[str, bytes]],
+        now_ms: int,
+        trusted: Container[bytes] = (),
+        *,
+        verified: Container[bytes] = (),
     ) -> Merged:
         """``merge``, plus which of the updates were new here (the relay needs that).
+        ``verified``: hashes of records checked just now elsewhere (``core.preverify``):
+        taken as ``trusted``, and their verdicts kept as this replica's.
 
         All updates of one document are applied in ONE pycrdt transaction and the views are
         folded once: per update, a transaction of its own with its observer callbacks cost
@@ -490,7 +507,7 @@ class Replica:
         change = self._take_unsealed()
         change.updates.extend((name, bytes(update)) for name, update in ordered)
         self.unpersisted_updates += len(change.updates)
-        change.extend(self._fold_events(now_ms, trusted))
+        change.extend(self._fold_events(now_ms, trusted, verified=verified))
         return Merged(change, tuple(fresh), self.folded_writers)
 
     def _take_unsealed(self) -> Change:
@@ -698,3 +715,16 @@ class Replica:
         if self._digest is None:
             self._digest = self._documents.digest()
         return self._digest
+
+
+class _Either(Container[bytes]):
+    """Hashes in either of two containers (records checked before, and just now elsewhere)."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: Container[bytes], second: Container[bytes]) -> None:
+        self._first = first
+        self._second = second
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._first or item in self._second

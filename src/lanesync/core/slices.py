@@ -178,8 +178,27 @@ def _state(client: int, clock: int) -> bytes:
     return bytes(out)
 
 
-def _struct(data: bytes, pos: int) -> tuple[int, int]:
-    """The end of the struct at ``pos`` and its length in clocks."""
+def entry_values(update: bytes) -> list[bytes]:
+    """The byte values ``update`` sets (map entries holding bytes: lanesync's records and
+    certificates), in the update's order, as far as this reader gets (it stops at a struct it
+    does not read). For work that may be done ahead of the merge (``core.preverify``)."""
+    data = bytes(update)
+    values: list[bytes] = []
+    try:
+        clients, pos = read_varuint(data, 0)
+        for _ in range(clients):
+            count, pos = read_varuint(data, pos)
+            pos = _skip_varuints(data, pos, 2)  # the client and its first clock
+            for _ in range(count):
+                pos = _struct(data, pos, values)[0]
+    except (_Unreadable, IndexError, UnicodeDecodeError):
+        pass
+    return values
+
+
+def _struct(data: bytes, pos: int, values: list[bytes] | None = None) -> tuple[int, int]:
+    """The end of the struct at ``pos`` and its length in clocks; the byte values it holds are
+    appended to ``values``, if given."""
     info = data[pos]
     pos += 1
     if info in (_GC, _SKIP):
@@ -199,10 +218,20 @@ def _struct(data: bytes, pos: int) -> tuple[int, int]:
     if content in (_JSON, _ANY):
         count, pos = read_varuint(data, pos)
         for _ in range(count):
-            pos = _skip_bytes(data, pos) if content == _JSON else _skip_any(data, pos)
+            if content == _JSON:
+                pos = _skip_bytes(data, pos)
+            elif values is not None and data[pos] == _ANY_BYTES:
+                end = _skip_bytes(data, pos + 1)
+                values.append(data[read_varuint(data, pos + 1)[1] : end])
+                pos = end
+            else:
+                pos = _skip_any(data, pos)
         return pos, count
     if content in (_BINARY, _EMBED):
-        return _skip_bytes(data, pos), 1
+        end = _skip_bytes(data, pos)
+        if values is not None and content == _BINARY:
+            values.append(data[read_varuint(data, pos)[1] : end])
+        return end, 1
     if content == _STRING:
         end = _skip_bytes(data, pos)
         text = data[read_varuint(data, pos)[1] : end].decode("utf-8")

@@ -207,6 +207,13 @@ class Trust:
         takeover = self.next_takeover(cert)
         return takeover is None or seq < takeover
 
+    def signing_keys(self) -> dict[TerminalId, tuple[bytes, ...]]:
+        """Every terminal's known public keys (a copy: ``core.preverify`` reads it elsewhere)."""
+        return {
+            terminal: tuple(cert.public_key for cert in certs)
+            for terminal, certs in self._certs.items()
+        }
+
     # -- signatures -----------------------------------------------------------------------------
 
     def signer(self, record: Record, *, trusted: bool) -> Certificate | None:

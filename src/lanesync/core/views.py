@@ -147,6 +147,10 @@ class Views:
 
     # -- certificates ---------------------------------------------------------------------------
 
+    def signing_keys(self) -> dict[TerminalId, tuple[bytes, ...]]:
+        """Every enrolled terminal's public keys, as a copy (``Trust.signing_keys``)."""
+        return self._trust.signing_keys()
+
     def add_certificate(self, cert: Certificate, now_ms: int) -> None:
         if not self._trust.add_certificate(cert):
             return

@@ -165,7 +165,13 @@ class _HostEffects:
         self._session = host.sessions
 
     def defer(self, changes: Sequence[Change]) -> None:
-        self._host.deferred.extend(change for change in changes if change)
+        merged = [change for change in changes if change]
+        if merged:
+            # The flush merged (a merge budget's next slice, after the timer): progress, and
+            # what it schedules (a state request to a peer the relay cannot push to yet) may
+            # be due at once without the timer spinning.
+            self._host.timer_ran_at = None
+        self._host.deferred.extend(merged)
 
     def has_deferred(self) -> bool:
         return bool(self._host.deferred)
