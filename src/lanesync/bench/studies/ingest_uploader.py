@@ -35,6 +35,7 @@ class UplinkEvents(logging.Handler):
         super().__init__()
         self.connected = 0
         self.closed: Counter[str] = Counter()
+        self.closed_at: list[float] = []  # wall-clock time of each, as time.time()
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
@@ -43,6 +44,7 @@ class UplinkEvents(logging.Handler):
         elif message.startswith("peer.closed peer=cloud"):
             match = re.search(r"reason=(.*) by_peer=", message)
             self.closed[match.group(1) if match else message] += 1
+            self.closed_at.append(record.created)
 
 
 async def run_uploader(spec: dict[str, Any]) -> None:
