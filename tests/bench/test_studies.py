@@ -235,11 +235,14 @@ def test_cloud_chain(run_bench: RunBench) -> None:
     assert set(run["catchup_acked_s"]) == {"store-0000"}
     # The small stores sold live and timed every acknowledgement; none was left unacknowledged.
     assert run["unacked"] == 0
-    without = run["ack_without_catchup_ms"]
+    without, during = run["ack_without_catchup_ms"], run["ack_during_catchup_ms"]
     assert 0 < without["count"] <= run["live_sales"]
     assert 0 < without["p50"] <= without["p99"] <= without["max"]
     assert values(by_name["ack latency p99, without a catch-up"], "PG-1")
     assert run["uplink_drops"] == 0
+    assert run["handshake_failures"] == 0
+    # The timeline holds every sale counted above, by when it was committed.
+    assert sum(t["count"] for t in run["ack_timeline"]) == without["count"] + during["count"]
     # Both restarts served an upload: its hello came before its acknowledgement.
     assert [r["signal"] for r in run["restarts"]] == ["SIGTERM", "SIGKILL"]
     for restart in run["restarts"]:

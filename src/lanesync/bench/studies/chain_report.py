@@ -30,9 +30,8 @@ def table(outcomes: list[ChainRun], reference_per_1k: float) -> str:
         "| configuration | records/s | cloud CPU s per 1k records (/ reference merge) "
         "| ack ms p50 / p99 / max, during a catch-up | ack ms p50 / p99 / max, without "
         "| catch-up in tables (s) | cloud RSS MB idle / active / peak, per process "
-        "| uplink drops | restart to ready / first hello / first upload served (s): SIGTERM; "
-        "SIGKILL "
-        "| exact |"
+        "| uplink drops (dials ended in the handshake) "
+        "| restart to ready / first hello / first upload served (s): SIGTERM; SIGKILL | exact |"
     )
     lines = [head, "|" + "---|" * head.count(" |")]
     for o in outcomes:
@@ -45,7 +44,7 @@ def table(outcomes: list[ChainRun], reference_per_1k: float) -> str:
             f"| {o.name} ({o.processes} process{'es' if o.processes > 1 else ''}) "
             f"| {o.records_per_s:,.0f} | {cloud:.2f} ({cloud / reference_per_1k:.2f}x) "
             f"| {_ms(o.ack_during_catchup_ms)} | {_ms(o.ack_without_catchup_ms)} "
-            f"| {o.catchup_s:.1f} | {rss or '-'} | {o.uplink_drops} "
+            f"| {o.catchup_s:.1f} | {rss or '-'} | {o.uplink_drops} ({o.handshake_failures}) "
             f"| {_restart(o, 'SIGTERM')}; {_restart(o, 'SIGKILL')} "
             f"| {'yes' if o.exact else 'NO'} |"
         )
@@ -73,6 +72,7 @@ def figures_of(run: ChainRun) -> Outcome:
         out.add("cloud RSS per process, active (max)", max(run.rss_active_mb), "MB", "lower")
         out.add("cloud peak RSS per process (max)", max(run.rss_peak_mb), "MB", "lower")
     out.add("uplink drops", run.uplink_drops, "count", "lower")
+    out.add("dials ended in the handshake", run.handshake_failures, "count", "lower")
     for result in run.restarts:
         served = result["spawn_to_first_upload_served_s"]
         if served is not None:

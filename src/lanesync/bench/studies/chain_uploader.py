@@ -201,6 +201,7 @@ async def run_uploader(spec: dict[str, Any], acks: TextIO) -> None:
         unacked = sum(len(s.watch.pending) for s in stores)
         # Uplinks that closed before we were told to stop (our own shutdown closes them all).
         dropped, dropped_at = dict(events.closed), list(events.closed_at)
+        unverified_at = list(events.unverified_at)
         for task in tasks:
             task.cancel()
         for store in stores:
@@ -216,6 +217,7 @@ async def run_uploader(spec: dict[str, Any], acks: TextIO) -> None:
             "uplinks_connected": events.connected,
             "uplinks_closed_at": dropped_at,
             "uplinks_closed": dropped,
+            "unverified_closed_at": unverified_at,
             "sold": {s.store_id: [s.sold, s.sold_cents] for s in stores if s.sold},
             "unacked": unacked,
             "fatal": fatal,

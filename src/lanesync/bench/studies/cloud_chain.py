@@ -81,6 +81,8 @@ DEFAULT_INTERVAL_S = 1.0  # each small store sells once a second (the issue's ex
 DEFAULT_DURATION_S = 20.0  # the quiet phase: small uploads with no catch-up running
 QUICK = {"stores": 200, "active": 20, "catchup_stores": 1, "catchup_sales": 5000}
 QUICK_DURATION_S = 5.0
+# The acknowledgement latency's timeline: one entry per this many seconds of commits.
+TIMELINE_S = 10.0
 # A restarted process must serve an upload within this long, or the phase is a failure.
 RESTART_TIMEOUT_S = 60.0
 # A process just up is read this long after its runtime.json: its startup over, its tasks idle.
@@ -140,6 +142,11 @@ class ChainRun:
     rss_peak_mb: list[float] = field(default_factory=list)
     uplink_drops: int = 0  # before the restart phase
     uplink_drop_reasons: dict[str, int] = field(default_factory=dict)
+    # Dials that ended in the handshake, before the cloud was verified (before the restarts).
+    handshake_failures: int = 0
+    # The live sales' acknowledgement latency by when they were committed: one entry per
+    # TIMELINE_S seconds after ``go`` (until the restarts).
+    ack_timeline: list[dict[str, float]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
     uploaders: list[dict[str, Any]] = field(default_factory=list)
     load_before: list[float] = field(default_factory=list)
@@ -435,6 +442,8 @@ async def run_configuration(
             outcome.problems += [f"uploader storage failure: {f}" for f in figures["fatal"]]
             for when in figures["uplinks_closed_at"]:
                 outcome.uplink_drops += when < restart_from
+            for when in figures["unverified_closed_at"]:
+                outcome.handshake_failures += when < restart_from
             for reason, count in figures["uplinks_closed"].items():
                 outcome.uplink_drop_reasons[reason] = (
                     outcome.uplink_drop_reasons.get(reason, 0) + count
@@ -454,17 +463,22 @@ async def run_configuration(
         # The live sales' acknowledgements, by what ran when they were committed.
         during: list[float] = []
         without: list[float] = []
+        timeline: dict[int, list[float]] = {}
         for line in acks.lines:
             if "caught_up" in line and line["store"] in chain.catchup:
                 outcome.catchup_acked_s[line["store"]] = round(line["caught_up"] - go, 2)
             elif "commit" in line and line["ack"] < restart_from:
                 latency = line["ack"] - line["commit"]
                 (during if line["commit"] <= catchup_end else without).append(latency)
+                timeline.setdefault(int((line["commit"] - go) // TIMELINE_S), []).append(latency)
             elif "commit" in line and line["commit"] < restart_from:
                 outcome.acked_across_restart += 1  # its wait includes the restart: not counted
         outcome.live_sales = sum(n for n, _ in sold.values())
         outcome.ack_during_catchup_ms = distribution_ms(during)
         outcome.ack_without_catchup_ms = distribution_ms(without)
+        outcome.ack_timeline = [
+            {"from_s": k * TIMELINE_S, **distribution_ms(v)} for k, v in sorted(timeline.items())
+        ]
         return outcome
     finally:
         if reader is not None:
@@ -566,6 +580,9 @@ async def run_study(options: ChainOptions) -> tuple[str, dict[str, Any], bool]:
     ]
     lines += [
         f"{o.name}: restarts {o.restarts}; catch-up acknowledged (s) {o.catchup_acked_s}; "
+        f"ack ms p50/p99 by commit time after go (per {TIMELINE_S:.0f} s) "
+        f"{[(t['from_s'], t.get('p50'), t.get('p99')) for t in o.ack_timeline]}; "
+        f"dials ended in the handshake {o.handshake_failures}; "
         f"CPU s {o.cpu_s}; per process {o.cloud_cpu_s_per_process}; drop reasons "
         f"{o.uplink_drop_reasons}; load {o.load_before} -> {o.load_after}"
         for o in outcomes
