@@ -141,7 +141,7 @@ class ChainRun:
     rss_active_mb: list[float] = field(default_factory=list)
     rss_peak_mb: list[float] = field(default_factory=list)
     uplink_drops: int = 0  # before the restart phase
-    uplink_drop_reasons: dict[str, int] = field(default_factory=dict)
+    uplink_drop_reasons: dict[str, int] = field(default_factory=dict)  # of those drops
     # Dials that ended in the handshake, before the cloud was verified (before the restarts).
     handshake_failures: int = 0
     # The live sales' acknowledgement latency by when they were committed: one entry per
@@ -440,14 +440,13 @@ async def run_configuration(
             sold.update(figures["sold"])
             outcome.unacked += figures["unacked"]
             outcome.problems += [f"uploader storage failure: {f}" for f in figures["fatal"]]
-            for when in figures["uplinks_closed_at"]:
-                outcome.uplink_drops += when < restart_from
+            for when, reason in figures["uplinks_closed_at"]:
+                if when < restart_from:
+                    outcome.uplink_drops += 1
+                    reasons = outcome.uplink_drop_reasons
+                    reasons[reason] = reasons.get(reason, 0) + 1
             for when in figures["unverified_closed_at"]:
                 outcome.handshake_failures += when < restart_from
-            for reason, count in figures["uplinks_closed"].items():
-                outcome.uplink_drop_reasons[reason] = (
-                    outcome.uplink_drop_reasons.get(reason, 0) + count
-                )
         if outcome.unacked:
             outcome.problems.append(f"{outcome.unacked} live sales never acknowledged")
         final = with_live_sales(fleet, sold)

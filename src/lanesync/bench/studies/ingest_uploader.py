@@ -36,7 +36,8 @@ class UplinkEvents(logging.Handler):
         super().__init__()
         self.connected = 0
         self.closed: Counter[str] = Counter()
-        self.closed_at: list[float] = []  # wall-clock time of each, as time.time()
+        # Each close: its wall-clock time (as time.time()) and reason.
+        self.closed_at: list[tuple[float, str]] = []
         # Connections that closed before the cloud was verified (a dial refused in the
         # handshake: the cloud's handshake gate, or its timeout).
         self.unverified_at: list[float] = []
@@ -49,8 +50,9 @@ class UplinkEvents(logging.Handler):
             self.unverified_at.append(record.created)
         elif message.startswith("peer.closed peer=cloud"):
             match = re.search(r"reason=(.*) by_peer=", message)
-            self.closed[match.group(1) if match else message] += 1
-            self.closed_at.append(record.created)
+            reason = match.group(1) if match else message
+            self.closed[reason] += 1
+            self.closed_at.append((record.created, reason))
 
 
 async def run_uploader(spec: dict[str, Any]) -> None:
