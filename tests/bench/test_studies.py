@@ -249,6 +249,11 @@ def test_cloud_chain(run_bench: RunBench) -> None:
         assert restart["spawn_to_ready_s"] > 0
         assert 0 < restart["spawn_to_first_hello_s"] <= restart["spawn_to_first_upload_served_s"]
     assert values(by_name["cloud RSS per process, active (max)"], "PG-1")[0] > 10
+    # The cloud's own merge histogram (its /metrics): every store merged at least once.
+    (merges,) = run["merges"]
+    assert merges["merges"] >= 3
+    assert merges["seconds"] > 0
+    assert 0 <= merges["over_15_s"] <= merges["over_5_s"] <= merges["over_1_s"] <= merges["merges"]
 
 
 def test_cloud_chain_refuses_more_active_than_stores(tmp_path: Path) -> None:

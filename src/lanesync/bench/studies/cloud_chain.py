@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from lanesync.bench.cluster import BenchError
+from lanesync.bench.httpio import HttpClient
 from lanesync.bench.stats import percentile
 from lanesync.bench.studies.chain_fleet import Chain, build_chain, copy_cloud_config
 from lanesync.bench.studies.cloud_ingest import (
@@ -81,6 +82,7 @@ DEFAULT_INTERVAL_S = 1.0  # each small store sells once a second (the issue's ex
 DEFAULT_DURATION_S = 20.0  # the quiet phase: small uploads with no catch-up running
 QUICK = {"stores": 200, "active": 20, "catchup_stores": 1, "catchup_sales": 5000}
 QUICK_DURATION_S = 5.0
+MERGE_HISTOGRAM = "lanesync_cloud_merge_seconds"  # cloud.metrics: one observation per merge
 # The acknowledgement latency's timeline: one entry per this many seconds of commits.
 TIMELINE_S = 10.0
 # A restarted process must serve an upload within this long, or the phase is a failure.
@@ -148,6 +150,8 @@ class ChainRun:
     # TIMELINE_S seconds after ``go`` (until the restarts).
     ack_timeline: list[dict[str, float]] = field(default_factory=list)
     restarts: list[dict[str, Any]] = field(default_factory=list)
+    # Per cloud process, before the restarts: its merges and how many were slow.
+    merges: list[dict[str, float]] = field(default_factory=list)
     uploaders: list[dict[str, Any]] = field(default_factory=list)
     load_before: list[float] = field(default_factory=list)
     load_after: list[float] = field(default_factory=list)
@@ -256,6 +260,34 @@ def first_hello(log: Path) -> float | None:
             if message.startswith("store.opened") and "reason=hello" in message:
                 return float(entry["ts"])
     return None
+
+
+async def merge_histogram(cloud: CloudProcess) -> dict[str, float]:
+    """The process's ``lanesync_cloud_merge_seconds`` histogram (its ``/metrics``: every batch
+    of leaders' records it merged, verified, committed and projected): how many, their total
+    time, and how many took longer than 1, 5 and 15 s (bucket bounds of ``MERGE_BUCKETS_S``)."""
+    client = HttpClient(cloud.api, (cloud.directory / "api.token").read_text().strip())
+    try:
+        response = await client.request("GET", "/metrics")
+    finally:
+        client.close()
+    if response.status != 200:
+        raise BenchError(f"{cloud.api}/metrics answered {response.status}")
+    text = bytes(response.body).decode()
+    buckets: dict[str, float] = {}
+    figures: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name.startswith(f'{MERGE_HISTOGRAM}_bucket{{le="'):
+            buckets[name.split('"')[1]] = float(value)
+        elif name in (f"{MERGE_HISTOGRAM}_count", f"{MERGE_HISTOGRAM}_sum"):
+            figures[name.rsplit("_", 1)[1]] = float(value)
+    count = figures.get("count", 0.0)
+    return {
+        "merges": count,
+        "seconds": round(figures.get("sum", 0.0), 2),
+        **{f"over_{b}_s": count - buckets.get(f"{b}.0", count) for b in (1, 5, 15)},
+    }
 
 
 async def restart_phase(
@@ -420,6 +452,7 @@ async def run_configuration(
             await asyncio.sleep(POLL_INTERVAL_S)
         outcome.rss_active_mb = [round(status_mb(c.process.pid, "VmRSS"), 1) for c in clouds]
         outcome.rss_peak_mb = [round(status_mb(c.process.pid, "VmHWM"), 1) for c in clouds]
+        outcome.merges = [await merge_histogram(c) for c in clouds]
         restart_from = time.time()
         # 3. restarts.
         if options.restart:
@@ -581,7 +614,7 @@ async def run_study(options: ChainOptions) -> tuple[str, dict[str, Any], bool]:
         f"{o.name}: restarts {o.restarts}; catch-up acknowledged (s) {o.catchup_acked_s}; "
         f"ack ms p50/p99 by commit time after go (per {TIMELINE_S:.0f} s) "
         f"{[(t['from_s'], t.get('p50'), t.get('p99')) for t in o.ack_timeline]}; "
-        f"dials ended in the handshake {o.handshake_failures}; "
+        f"dials ended in the handshake {o.handshake_failures}; merges {o.merges}; "
         f"CPU s {o.cpu_s}; per process {o.cloud_cpu_s_per_process}; drop reasons "
         f"{o.uplink_drop_reasons}; load {o.load_before} -> {o.load_after}"
         for o in outcomes
