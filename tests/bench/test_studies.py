@@ -208,6 +208,65 @@ def test_cloud_ingest_refuses_nothing_to_run(tmp_path: Path) -> None:
     )
 
 
+def test_cloud_chain(run_bench: RunBench) -> None:
+    from lanesync.tools.pgserver import unavailable_reason as postgresql_unavailable
+
+    # PostgreSQL only where the machine has its server binaries (as the cloud tests do).
+    if (reason := postgresql_unavailable()) is not None:
+        pytest.skip(f"PostgreSQL unavailable: {reason}")
+    results = run_bench(
+        "cloud-chain", "--stores", "6", "--active", "3", "--catchup-stores", "1",
+        "--catchup-sales", "300", "--sales", "5", "--processes", "1", "--uploaders", "1",
+        "--interval", "0.2", "--duration", "0.5",
+    )  # fmt: skip
+    data = results["scenarios"]["cloud-chain"]
+    assert data["systems"] == ["PG-1"]
+    by_name = figures(results, "cloud-chain")
+    details = data["details"]
+    # The idle process was measured with the active stores registered, then with all six.
+    assert [r["registered"] for r in details["idle_rss"]] == [3, 6]
+    assert all(r["rss_mb"] > 10 for r in details["idle_rss"])  # MB: a Python process at least
+    (run,) = details["configurations"]
+    # Every sale, offline and live, reached the head-office tables exactly.
+    assert run["exact"] is True, run["problems"]
+    assert run["records"] == (300 + 20) + 2 * (5 + 20)  # sales and 20 receipts per store
+    assert run["records_in_tables"] >= run["records"]
+    assert run["records_per_s"] == pytest.approx(run["records_in_tables"] / run["time_s"], 0.05)
+    assert set(run["catchup_acked_s"]) == {"store-0000"}
+    # The small stores sold live and timed every acknowledgement; none was left unacknowledged.
+    assert run["unacked"] == 0
+    without, during = run["ack_without_catchup_ms"], run["ack_during_catchup_ms"]
+    assert 0 < without["count"] <= run["live_sales"]
+    assert 0 < without["p50"] <= without["p99"] <= without["max"]
+    assert values(by_name["ack latency p99, without a catch-up"], "PG-1")
+    assert run["uplink_drops"] == 0
+    assert run["handshake_failures"] == 0
+    # The timeline holds every sale counted above, by when it was committed.
+    assert sum(t["count"] for t in run["ack_timeline"]) == without["count"] + during["count"]
+    # Both restarts served an upload: its hello came before its acknowledgement.
+    assert [r["signal"] for r in run["restarts"]] == ["SIGTERM", "SIGKILL"]
+    for restart in run["restarts"]:
+        assert restart["spawn_to_ready_s"] > 0
+        assert 0 < restart["spawn_to_first_hello_s"] <= restart["spawn_to_first_upload_served_s"]
+    assert values(by_name["cloud RSS per process, active (max)"], "PG-1")[0] > 10
+    # The cloud's own merge histogram (its /metrics): every store merged at least once.
+    (merges,) = run["merges"]
+    assert merges["merges"] >= 3
+    assert merges["seconds"] > 0
+    assert 0 <= merges["over_15_s"] <= merges["over_5_s"] <= merges["over_1_s"] <= merges["merges"]
+
+
+def test_cloud_chain_refuses_more_active_than_stores(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lanesync.cli.main import cli
+
+    args = ["bench", "cloud-chain", "--stores", "5", "--active", "6", "--out", str(tmp_path)]
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 1
+    assert done.output.strip().splitlines()[-1] == "error: --active (6) cannot exceed --stores (5)"
+
+
 @pytest.mark.skipif(
     unavailable_reason() is not None,
     reason=f"network namespaces unavailable: {unavailable_reason()}",

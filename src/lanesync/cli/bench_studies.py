@@ -379,6 +379,126 @@ def cloud_ingest(
         )
 
 
+@click.command("cloud-chain")
+@click.option(
+    "--stores",
+    type=click.IntRange(min=1),
+    default=2000,
+    show_default=True,
+    help="Stores registered in the cloud.",
+)
+@click.option(
+    "--active",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    help="Of them, stores that upload (the others are registered only).",
+)
+@click.option(
+    "--catchup-stores",
+    type=click.IntRange(min=0),
+    default=2,
+    show_default=True,
+    help="Of the active stores, those with a big catch-up.",
+)
+@click.option(
+    "--catchup-sales",
+    type=click.IntRange(min=1),
+    default=50_000,
+    show_default=True,
+    help="Sales of each catch-up.",
+)
+@click.option(
+    "--sales",
+    type=click.IntRange(min=1),
+    default=50,
+    show_default=True,
+    help="Sales a small active store holds when it connects.",
+)
+@click.option(
+    "--processes",
+    default="1,2",
+    show_default=True,
+    help="Configurations to run: cloud processes on one PostgreSQL each.",
+)
+@click.option("--uploaders", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two live sales of a small store.",
+)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0),
+    default=20.0,
+    show_default=True,
+    help="Seconds of live sales after the catch-up (no catch-up running).",
+)
+@click.option("--skip-restart", is_flag=True, help="No restart of a cloud process.")
+@click.option("--quick", is_flag=True, help="200 stores, 20 active, 1 x 5,000 catch-up, 5 s.")
+@click.option("--keep", type=DIR, help="Copy the processes' logs here at the end.")
+@_out_options("cloud-chain")
+@reports_errors
+def cloud_chain(
+    stores: int,
+    active: int,
+    catchup_stores: int,
+    catchup_sales: int,
+    sales: int,
+    processes: str,
+    uploaders: int,
+    interval: float,
+    duration: float,
+    skip_restart: bool,
+    quick: bool,
+    keep: Path | None,
+    out: Path | None,
+    as_json: bool,
+    work: Path | None,
+) -> None:
+    """A chain's cloud: thousands of stores registered, hundreds uploading, big catch-ups."""
+    import importlib.util
+
+    from lanesync.bench.cluster import BenchError
+    from lanesync.bench.studies.common import run_guarded
+
+    if importlib.util.find_spec("psycopg") is None:
+        raise UsageError(
+            "cloud-chain needs psycopg: install it with `pip install 'lanesync[postgresql]'`"
+        )
+    from lanesync.bench.studies.cloud_chain import QUICK, QUICK_DURATION_S, ChainOptions, run_study
+
+    counts = _processes(processes)
+    if not counts:
+        raise UsageError("nothing to run: no --processes")
+    if quick:
+        stores, active = QUICK["stores"], QUICK["active"]
+        catchup_stores, catchup_sales = QUICK["catchup_stores"], QUICK["catchup_sales"]
+        duration = QUICK_DURATION_S
+    if active > stores:
+        raise UsageError(f"--active ({active}) cannot exceed --stores ({stores})")
+    if catchup_stores > active:
+        raise UsageError(f"--catchup-stores ({catchup_stores}) cannot exceed --active ({active})")
+    options = ChainOptions(
+        stores, active, catchup_stores, catchup_sales, sales, counts, uploaders, interval,
+        duration, not skip_restart, work, keep,
+    )  # fmt: skip
+    try:
+        text, results, exact = run_guarded(lambda: run_study(options))
+    except BenchError as exc:
+        raise UsageError(f"benchmark failed: {exc}") from None
+    target = _write(results, out, "cloud-chain", as_json)
+    if not as_json:
+        console.print(text, markup=False, soft_wrap=True)
+        console.print(f"wrote {target}/results.json and report.md", markup=False)
+    if not exact:
+        raise UsageError(
+            f"a configuration's tables are not exact (details in {target}/results.json)"
+        )
+
+
 @click.command("discovery")
 @click.option(
     "--reps",
@@ -531,6 +651,7 @@ def sealing(
 
 STUDIES: tuple[click.Command, ...] = (
     cloud,
+    cloud_chain,
     cloud_ingest,
     discovery,
     foundation,

@@ -37,6 +37,8 @@ OPENING_QTY = 500
 PRICES = {sku: seeded(42).randint(50, 4999) for sku in SKUS}
 BATCH = 500  # records per commit, as in ``lanesync bench cloud`` (one group commit per 500)
 VALID_DAYS = 30  # certificates only need to outlive the run
+# What a cloud directory holds besides its configuration (a copy leaves them out).
+RUNTIME_FILES = shutil.ignore_patterns("runtime.json", "lock", "api.token", "*.db", "*.db-*")
 # The offline reference merge (cloud-side work per record without any I/O) uses this many stores.
 REFERENCE_STORES = 5
 
@@ -97,26 +99,41 @@ def write_all(till: Terminal, builders: Sequence[Callable[[Views], Body]]) -> li
     return bodies
 
 
+def register_store(root: Path, cloud: CloudDirectory, store_id: str) -> StoreDirectory:
+    """A store's authority (``store init``), the cloud's certificate it signs (``store
+    certify-cloud``) and the store added to the cloud (``cloud add-store``): all a store the
+    cloud serves needs before any of its lanes exists."""
+    authority = StoreDirectory.init(root / "authorities" / store_id, store_id)
+    cert = authority.certify_cloud(public_key_of(cloud.key), wall_clock_ms(), VALID_DAYS)
+    cert_file = root / "certs" / f"{store_id}.cert"
+    cert_file.parent.mkdir(exist_ok=True)
+    cert_file.write_bytes(cert.encoded)
+    cloud.add_store(authority.identity_file, cert_file)
+    return authority
+
+
+def write_store(authority: StoreDirectory, terminal: Path, seed: int, sales: int) -> StoreDay:
+    """One enrolled cashier terminal with the opening stock and ``sales`` sales (drawn from
+    ``seed``), written offline."""
+    authority.enroll(terminal, TERMINAL_ID, Role.CASHIER, wall_clock_ms(), VALID_DAYS)
+    rng = seeded(seed)
+    with Terminal.open(terminal) as till:
+        receipts = write_all(till, [receipt_builder(sku) for sku in SKUS])
+        day = write_all(till, [sale_builder(rng) for _ in range(sales)])
+    totals = [body.total_cents for body in day if isinstance(body, Sale)]
+    return StoreDay(
+        str(authority.identity.store_id), terminal, len(totals), sum(totals), len(receipts)
+    )
+
+
 def build_fleet(root: Path, stores: int, sales: int) -> Fleet:
     started = time.perf_counter()
     cloud = CloudDirectory.init(root / "cloud-template")
     days = []
     for i in range(stores):
         store_id = f"store-{i:03d}"
-        authority = StoreDirectory.init(root / "authorities" / store_id, store_id)
-        cert = authority.certify_cloud(public_key_of(cloud.key), wall_clock_ms(), VALID_DAYS)
-        cert_file = root / "certs" / f"{store_id}.cert"
-        cert_file.parent.mkdir(exist_ok=True)
-        cert_file.write_bytes(cert.encoded)
-        cloud.add_store(authority.identity_file, cert_file)
-        terminal = root / "terminals" / store_id
-        authority.enroll(terminal, TERMINAL_ID, Role.CASHIER, wall_clock_ms(), VALID_DAYS)
-        rng = seeded(i)
-        with Terminal.open(terminal) as till:
-            receipts = write_all(till, [receipt_builder(sku) for sku in SKUS])
-            day = write_all(till, [sale_builder(rng) for _ in range(sales)])
-        totals = [body.total_cents for body in day if isinstance(body, Sale)]
-        days.append(StoreDay(store_id, terminal, len(totals), sum(totals), len(receipts)))
+        authority = register_store(root, cloud, store_id)
+        days.append(write_store(authority, root / "terminals" / store_id, i, sales))
         if (i + 1) % 25 == 0 or i + 1 == stores:
             progress(f"built {i + 1}/{stores} stores")
     return Fleet(root / "cloud-template", days, time.perf_counter() - started)
@@ -143,8 +160,4 @@ def reference_merge(fleet: Fleet) -> dict[str, float]:
 
 
 def copy_config_only(source: Path, target: Path) -> None:
-    shutil.copytree(
-        source,
-        target,
-        ignore=shutil.ignore_patterns("runtime.json", "lock", "api.token", "*.db", "*.db-*"),
-    )
+    shutil.copytree(source, target, ignore=RUNTIME_FILES)

@@ -63,12 +63,18 @@ def schedstat_s(pid: int) -> tuple[float, float]:
     return run_ns / 1e9, wait_ns / 1e9
 
 
+def status_mb(pid: int, name: str) -> float:
+    """A memory line of /proc/PID/status in MB (2^20 bytes): ``VmRSS`` (resident now),
+    ``VmHWM`` (the peak so far)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return int(line.split()[1]) / 1024  # the kernel reports kB
+    return float("nan")
+
+
 def peak_rss_mb(pid: int) -> float:
     """VmHWM: the process's peak resident set so far (Linux /proc)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    return status_mb(pid, "VmHWM")
 
 
 class HeadOfficeReader:

@@ -29,20 +29,30 @@ from lanesync.shell.terminal import Terminal
 
 
 class UplinkEvents(logging.Handler):
-    """Counts the mesh's uplink events (``peer.connected peer=cloud``, ``peer.closed ...``)."""
+    """Counts the mesh's uplink events (``peer.connected peer=cloud``, ``peer.closed ...``;
+    ``peer.closed peer=None``: a connection that ended before its peer was verified)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.connected = 0
         self.closed: Counter[str] = Counter()
+        # Each close: its wall-clock time (as time.time()) and reason.
+        self.closed_at: list[tuple[float, str]] = []
+        # Connections that closed before the cloud was verified (a dial refused in the
+        # handshake: the cloud's handshake gate, or its timeout).
+        self.unverified_at: list[float] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message.startswith("peer.connected peer=cloud"):
             self.connected += 1
+        elif message.startswith("peer.closed peer=None"):
+            self.unverified_at.append(record.created)
         elif message.startswith("peer.closed peer=cloud"):
             match = re.search(r"reason=(.*) by_peer=", message)
-            self.closed[match.group(1) if match else message] += 1
+            reason = match.group(1) if match else message
+            self.closed[reason] += 1
+            self.closed_at.append((record.created, reason))
 
 
 async def run_uploader(spec: dict[str, Any]) -> None:
