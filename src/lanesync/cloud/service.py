@@ -37,6 +37,7 @@ from lanesync.errors import Busy, LanesyncError, ProtocolViolation, StorageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators
 from lanesync.shell.terminal import wall_clock_ms
+from lanesync.shell.turns import Turns
 
 log = logging.getLogger("lanesync.cloud")
 HELLO_TIMEOUT_S = 10.0
@@ -86,6 +87,8 @@ class CloudService:
         self._committers: dict[str, asyncio.Task[None]] = {}
         # Checks the records of large uploads on a worker thread, ahead of their merge.
         self.verifier = AheadVerifier()
+        # The stores' flushes and timers take turns on the loop, the network read between them.
+        self.turns = Turns()
         self._on_failure: Callable[[StorageError], None] = lambda exc: None
         # Connections not yet authenticated, for all stores together: the WAN port's budget.
         self.gate = HandshakeGate()
@@ -156,6 +159,7 @@ class CloudService:
                 self._on_failure,
                 self.gate,
                 self.collaborators,
+                self.turns,
             )
         except StorageError as exc:
             self._on_failure(exc)  # the disk or the database failed: the process stops (74)

@@ -40,6 +40,7 @@ from lanesync.shell.committer import GroupCommitter
 from lanesync.shell.directories import TerminalDirectory
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators, Mesh
 from lanesync.shell.terminal import Terminal, wall_clock_ms
+from lanesync.shell.turns import Turns
 
 log = logging.getLogger("lanesync.cloud")
 # How much of a leader's upload a store merges per turn of the event loop it shares with every
@@ -167,6 +168,7 @@ def open_store(
     on_failure: Callable[[StorageError], None],
     gate: HandshakeGate,
     collaborators: Collaborators = DEFAULT_COLLABORATORS,
+    turns: Turns | None = None,
 ) -> StoreRuntime:
     """The replica of the store ``served`` (from the cloud's registry: cloud/registry.py)
     holds, signing as the cloud, with its mesh node and committer."""
@@ -196,6 +198,7 @@ def open_store(
         commit_delay_s=0,
         gate=gate,
         observer=collaborators.observer(terminal),
+        turns=turns,
     )
 
     def signing() -> contextlib.AbstractContextManager[None]:

@@ -112,8 +112,9 @@ class Node:
 
     @property
     def merging(self) -> bool:
-        """Are received updates waiting for their merge (a merge budget held them back)? The
-        node is then due at once (``next_deadline``): each call merges the next part."""
+        """Are received updates waiting for their merge (received since the last
+        ``take_output``, or held back by a merge budget)? With some held back the node is due
+        at once (``next_deadline``): each call merges the next part."""
         return bool(self._inbox)
 
     def take_large_updates(self) -> list[bytes]:

@@ -44,6 +44,7 @@ from lanesync.shell.admission import (
 from lanesync.shell.dialing import PeerEntry, PeerTable
 from lanesync.shell.logs import node_event
 from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
+from lanesync.shell.turns import Turns
 
 log = logging.getLogger("lanesync.mesh")
 
@@ -154,6 +155,7 @@ class Mesh:
         observer: MeshObserver | None = None,
         isolation: Isolation | None = None,
         on_caught_up: Callable[[], None] | None = None,
+        turns: Turns | None = None,
     ) -> None:
         """``commit_delay_s``: how long peers' updates may wait for a commit (0: commit them in
         the event-loop iteration that merged them, as the cloud does, whose head-office tables
@@ -162,7 +164,9 @@ class Mesh:
         happens here and in the terminal's storage (see ``MeshObserver``). ``isolation``: told of
         every connection verified and ended (a lane's status reads it; the cloud has none).
         ``on_caught_up``: called after each flush once a peer's answer to our catch-up is merged
-        (a lane's first write waits for it: ``core.headcheck``)."""
+        (a lane's first write waits for it: ``core.headcheck``). ``turns``: the loop's work
+        shared with other meshes (the cloud's stores: ``shell.turns``); flushes and timers
+        take their turn there instead of running as callbacks of their own."""
         self.node = node
         self._observer = observer
         if observer is not None:
@@ -174,6 +178,7 @@ class Mesh:
         self._ids = itertools.count(1)
         self._sockets: dict[int, _Socket] = {}
         self._flush_scheduled = False
+        self._turns = turns
         self._timer: asyncio.TimerHandle | None = None
         self._timer_deadline: int | None = None  # the node deadline ``_timer`` is armed for
         self.peer_table = PeerTable(
@@ -345,7 +350,10 @@ class Mesh:
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._turns is None:
+                asyncio.get_running_loop().call_soon(self._flush)
+            else:
+                self._turns.soon(self._flush, merges=self.node.merging)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -451,6 +459,12 @@ class Mesh:
 
     def _on_timer(self) -> None:
         self._timer = None
+        if self._turns is None:
+            self._timer_turn()
+        else:
+            self._turns.soon(self._timer_turn, merges=self.node.merging)
+
+    def _timer_turn(self) -> None:
         self.node.handle_timer(self._clock())
         self._flush()
 
