@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from lanesync.shell.turns import Turns
+from lanesync.shell.turns import Turn, Turns
 
 
 def test_work_runs_in_order_a_slice_per_iteration_with_the_loop_between() -> None:
@@ -21,7 +21,7 @@ def test_work_runs_in_order_a_slice_per_iteration_with_the_loop_between() -> Non
     async def main() -> None:
         turns = Turns(slice_s=0.05)
         for n in range(8):
-            turns.soon(lambda n=n: work(f"store{n}"))
+            turns.soon(lambda n=n: work(f"store{n}"), Turn.MERGE)
         # The network's callback, ready behind them: it must not wait for all eight (eight
         # callbacks of their own would all run first).
         asyncio.get_running_loop().call_soon(order.append, "network")
@@ -45,10 +45,10 @@ def test_work_that_raises_is_logged_and_the_rest_still_runs(
 
     async def main() -> None:
         turns = Turns()
-        turns.soon(broken)
-        turns.soon(lambda: done.append(1))
+        turns.soon(broken, Turn.MERGE)
+        turns.soon(lambda: done.append(1), Turn.MERGE)
         await asyncio.sleep(0.01)
-        turns.soon(lambda: done.append(2))  # the pump starts again after it ran dry
+        turns.soon(lambda: done.append(2), Turn.QUICK)  # the pump starts again after it ran dry
         await asyncio.sleep(0.01)
 
     with caplog.at_level(logging.ERROR, logger="lanesync.cloud"):
@@ -58,17 +58,21 @@ def test_work_that_raises_is_logged_and_the_rest_still_runs(
     assert "turn.failed" in caplog.text
 
 
-def test_work_that_merges_nothing_goes_before_every_merge() -> None:
+def test_quick_work_then_merges_then_catch_up_slices_one_of_them_every_iteration() -> None:
     order: list[str] = []
 
     async def main() -> None:
-        turns = Turns(slice_s=0.0)  # one piece of work per iteration
+        turns = Turns(slice_s=0.0)  # the slice is over after each piece of work
+        for n in range(2):
+            turns.soon(lambda n=n: order.append(f"slice{n}"), Turn.CATCH_UP)
         for n in range(3):
-            turns.soon(lambda n=n: order.append(f"merge{n}"))
-        turns.soon(lambda: order.append("handshake"), merges=False)
+            turns.soon(lambda n=n: order.append(f"merge{n}"), Turn.MERGE)
+        turns.soon(lambda: order.append("handshake"), Turn.QUICK)
         for _ in range(10):
             await asyncio.sleep(0)
 
     asyncio.run(main())
 
-    assert order == ["handshake", "merge0", "merge1", "merge2"]
+    # Each iteration: the first piece by priority, then (the slice being over) one catch-up
+    # slice if none ran yet: a large upload moves on every iteration, small ones go first.
+    assert order == ["handshake", "slice0", "merge0", "slice1", "merge1", "merge2"]

@@ -49,6 +49,11 @@ log = logging.getLogger("lanesync.cloud")
 # it (docs/reference/benchmarks.md, "Cloud ingest"), so a turn takes ~100 ms and other stores'
 # acknowledgements wait at most about that long behind a day's catch-up.
 MERGE_BUDGET_BYTES = 64 * 1024
+# How soon the cloud acknowledges what a leader sent. A lane waits ``ACK_DELAY_MS`` (200 ms) to
+# save state messages under load; the cloud commits every merge at once anyway, and its
+# acknowledgement is what the leader's status (``cloud.last_ack_ms``) and the lanes' sealing
+# wait for: 20 ms still folds a burst of frames into one acknowledgement.
+CLOUD_ACK_DELAY_MS = 20
 
 
 @dataclass(slots=True)
@@ -183,7 +188,11 @@ def open_store(
     )
     terminal.on_failure = on_failure
     accepted = terminal.replica.subscribe_accepted()
-    node = Node(terminal.replica, merge_budget_bytes=MERGE_BUDGET_BYTES)
+    node = Node(
+        terminal.replica,
+        ack_delay_ms=CLOUD_ACK_DELAY_MS,
+        merge_budget_bytes=MERGE_BUDGET_BYTES,
+    )
     runtime: StoreRuntime | None = None
 
     def refresh() -> None:

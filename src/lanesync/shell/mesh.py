@@ -44,7 +44,7 @@ from lanesync.shell.admission import (
 from lanesync.shell.dialing import PeerEntry, PeerTable
 from lanesync.shell.logs import node_event
 from lanesync.shell.terminal import StorageObserver, Terminal, wall_clock_ms
-from lanesync.shell.turns import Turns
+from lanesync.shell.turns import Turn, Turns
 
 log = logging.getLogger("lanesync.mesh")
 
@@ -353,7 +353,7 @@ class Mesh:
             if self._turns is None:
                 asyncio.get_running_loop().call_soon(self._flush)
             else:
-                self._turns.soon(self._flush, merges=self.node.merging)
+                self._turns.soon(self._flush, Turn.MERGE if self.node.merging else Turn.QUICK)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -462,7 +462,8 @@ class Mesh:
         if self._turns is None:
             self._timer_turn()
         else:
-            self._turns.soon(self._timer_turn, merges=self.node.merging)
+            # A timer while merging is the next slice of a large upload (Node.next_deadline).
+            self._turns.soon(self._timer_turn, Turn.CATCH_UP if self.node.merging else Turn.QUICK)
 
     def _timer_turn(self) -> None:
         self.node.handle_timer(self._clock())

@@ -6,17 +6,26 @@ stores' flushes (each a merge, a commit and a projection of up to ``MERGE_BUDGET
 back to back, 3-4 s with no ping answered and no API request read; the ingest benchmark's
 uplinks were dropped by their keepalive (benchmarks/README.md, "cloud-ingest").
 
-``Turns`` queues that work instead and runs it in arrival order for at most ``slice_s`` per
-iteration of the loop, then lets the loop read and write the network before going on. Work
-that merges nothing (a handshake's next message, an acknowledgement, a timer) goes before work
-that merges: it takes a few milliseconds, and a connection waiting in the handshake behind a
-round of everyone's merges would be refused by the handshake limit (``shell.admission``). A lane
-serves one store and needs none of this: its mesh makes its own callbacks.
+``Turns`` queues that work instead and runs about ``slice_s`` of it per iteration of the loop,
+then lets the loop read and write the network before going on. Within an iteration, by kind
+(``Turn``), each kind in arrival order:
+
+* work that merges nothing (a handshake's next message, an acknowledgement, a timer) first: it
+  takes a few milliseconds, and a connection waiting in the handshake behind a round of
+  everyone's merges would be refused by the handshake limit (``shell.admission``);
+* then the merges of what leaders just sent (a small store's sale, a large upload's first
+  slice);
+* then the next slices of large uploads: one every iteration whatever else waits, more while
+  the iteration has time left. So a day's catch-up moves on every iteration, and a small
+  store's sale waits for at most one of its slices, not for a queue of them.
+
+A lane serves one store and needs none of this: its mesh makes its own callbacks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 from collections import deque
@@ -30,36 +39,50 @@ log = logging.getLogger("lanesync.cloud")
 TURN_SLICE_S = 0.05
 
 
+class Turn(enum.Enum):
+    """What a piece of work does, which decides when it runs."""
+
+    QUICK = "merges nothing"
+    MERGE = "merges what a peer just sent"
+    CATCH_UP = "merges the next slice of a large upload"
+
+
 class Turns:
-    """Work of many stores, in arrival order, ``slice_s`` of it per iteration of the loop."""
+    """Work of many stores, about ``slice_s`` of it per iteration of the loop."""
 
     def __init__(self, slice_s: float = TURN_SLICE_S) -> None:
         self._slice_s = slice_s
-        self._quick: deque[Callable[[], None]] = deque()
-        self._waiting: deque[Callable[[], None]] = deque()
+        self._queues: dict[Turn, deque[Callable[[], None]]] = {turn: deque() for turn in Turn}
         self._pumping = False
 
-    def soon(self, work: Callable[[], None], *, merges: bool = True) -> None:
-        """Run ``work`` on the loop after what is already waiting; work that ``merges``
-        nothing goes before all work that does."""
-        (self._waiting if merges else self._quick).append(work)
+    def soon(self, work: Callable[[], None], turn: Turn) -> None:
+        """Run ``work`` on the loop, after the work of its kind already waiting."""
+        self._queues[turn].append(work)
         if not self._pumping:
             self._pumping = True
             asyncio.get_running_loop().call_soon(self._pump)
 
     def _pump(self) -> None:
-        started = time.perf_counter()
+        deadline = time.perf_counter() + self._slice_s
+        ran = caught_up = False  # some work ran / a catch-up slice ran, in this iteration
+        catch_up = self._queues[Turn.CATCH_UP]
         try:
-            while self._quick or self._waiting:  # at least one piece, then up to the slice
-                work = (self._quick or self._waiting).popleft()
+            while any(self._queues.values()):
+                if not ran or time.perf_counter() < deadline:
+                    queue = next(q for q in self._queues.values() if q)  # in Turn's order
+                elif catch_up and not caught_up:
+                    queue = catch_up  # the iteration's one catch-up slice, whatever waits
+                else:
+                    break
+                ran = True
+                caught_up = caught_up or queue is catch_up
+                work = queue.popleft()
                 try:
                     work()
                 except Exception:  # one store's failure must not stop every other store's turns
                     log.exception("turn.failed: a store's work raised")
-                if time.perf_counter() - started >= self._slice_s:
-                    break
         finally:
-            if self._quick or self._waiting:
+            if any(self._queues.values()):
                 asyncio.get_running_loop().call_soon(self._pump)  # after the network's turn
             else:
                 self._pumping = False
