@@ -279,7 +279,7 @@ def test_wan_outage_then_the_cloud_catches_up_exactly(
     )
 
 
-CATCH_UP_SALES = 6_000  # ~1.2 MB: some 20 slices of the cloud's merge budget
+CATCH_UP_SALES = 4_000  # ~0.8 MB: a dozen slices of the cloud's merge budget
 
 
 def sale_total(record: Record) -> int:
