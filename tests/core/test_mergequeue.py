@@ -59,6 +59,7 @@ def test_a_catch_up_over_the_budget_is_merged_over_several_turns_to_the_same_sta
         persisted = mesh.persisted[1]
 
     assert len(merged_per_turn) >= 8  # ~90 KB in slices of about 8 KB
+    assert reader.take_large_updates() == []  # nobody took it; all merged, none kept
     assert mesh.digests()[0] == mesh.digests()[1]
     assert reader.replica.views.accepted_count() == mesh.nodes[0].replica.views.accepted_count()
 

@@ -42,7 +42,9 @@ class MergeQueue:
         self._budget = budget_bytes
         self._frames: list[Frame] = []  # no budget: taken whole, as received
         self._waiting: deque[_Waiting] = deque()
-        self._large: list[bytes] = []  # updates cut into slices, not yet taken by take_large
+        # Updates cut into slices, not yet taken by take_large (dropped once all are merged:
+        # a node whose shell does no work ahead of its merges keeps none of them).
+        self._large: list[bytes] = []
 
     def __bool__(self) -> bool:
         return bool(self._frames or self._waiting)
@@ -90,4 +92,6 @@ class MergeQueue:
                 self._waiting.popleft()
             else:
                 entry.piece = following
+        if not self._waiting:
+            self._large = []  # all merged: nothing left to do ahead of a merge
         return [(link, tuple(items)) for link, items in taken]
