@@ -50,17 +50,20 @@ class AcceptAll:
 
 
 class CountingCrypto:
-    """The real crypto, remembering the payload of every record signature it checks: how a
-    test sees which records were verified (handed to what it opens as ``crypto``)."""
+    """The real crypto, remembering the payload of every record signature it checks, and on
+    which thread: how a test sees which records were verified, and where (handed to what it
+    opens as ``crypto``)."""
 
     def __init__(self) -> None:
         self.verified: list[bytes] = []
+        self.threads: list[int] = []
 
     def sign_record(self, key: SigningKey, payload: bytes) -> bytes:
         return SODIUM.sign_record(key, payload)
 
     def verify_record(self, public_key: bytes, payload: bytes, signature: bytes) -> bool:
         self.verified.append(payload)
+        self.threads.append(threading.get_ident())
         return SODIUM.verify_record(public_key, payload, signature)
 
     def frame_cipher(self, key: bytes) -> FrameCipher:

@@ -8,9 +8,9 @@ import threading
 from core.helpers import NOW, Store
 from core.node_network import NodeNetwork, seeded_bytes
 from nacl.signing import SigningKey
+from support import CountingCrypto
 
 from lanesync.cloud.verifier import AheadVerifier
-from lanesync.core.crypto import SODIUM, FrameCipher
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.ids import CONFIG_DOC
 from lanesync.core.node import Node
@@ -21,29 +21,12 @@ SALES = 1_200
 BUDGET = 8 * 1024  # ~40 sales a turn
 
 
-class ThreadsCrypto:
-    """The real crypto, noting on which thread each record signature is checked."""
-
-    def __init__(self) -> None:
-        self.threads: list[int] = []
-
-    def sign_record(self, key: SigningKey, payload: bytes) -> bytes:
-        return SODIUM.sign_record(key, payload)
-
-    def verify_record(self, public_key: bytes, payload: bytes, signature: bytes) -> bool:
-        self.threads.append(threading.get_ident())
-        return SODIUM.verify_record(public_key, payload, signature)
-
-    def frame_cipher(self, key: bytes) -> FrameCipher:
-        return SODIUM.frame_cipher(key)
-
-
 def test_a_large_uploads_signatures_are_checked_on_the_worker_not_on_the_loop() -> None:
     store = Store()
     lane = store.terminal("lane1")
     for n in range(SALES):
         lane.replica.append(Sale.of((SaleLine("A", 1, 100 + n),)), NOW + n)
-    crypto = ThreadsCrypto()
+    crypto = CountingCrypto()
     key = SigningKey.generate()
     cloud = Replica(
         store.identity, 4242, LocalIdentity(store.certificate("cloud", key), key), crypto=crypto

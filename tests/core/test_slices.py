@@ -89,6 +89,23 @@ def content(doc: pycrdt.Doc) -> dict[str, Any]:
     }
 
 
+def day_of_records(count: int) -> tuple[pycrdt.Doc, pycrdt.Map[bytes]]:
+    """A document of ``count`` records of 150 B (one struct each), and its map."""
+    writer: pycrdt.Doc = pycrdt.Doc()
+    records: pycrdt.Map[bytes] = writer.get("records", type=pycrdt.Map)
+    for seq in range(1, count + 1):
+        records[f"lane1:{seq}"] = bytes(150)
+    return writer, records
+
+
+def applied(updates: list[bytes]) -> pycrdt.Doc:
+    """A fresh document with ``updates`` applied in order."""
+    receiver: pycrdt.Doc = pycrdt.Doc()
+    for update in updates:
+        receiver.apply_update(update)
+    return receiver
+
+
 def copy(doc: pycrdt.Doc) -> pycrdt.Doc:
     twin: pycrdt.Doc = pycrdt.Doc()
     twin.apply_update(doc.get_update())
@@ -124,19 +141,14 @@ def test_slices_merged_in_order_leave_the_document_the_whole_update_leaves(
 
 
 def test_a_day_of_records_is_cut_into_bounded_slices() -> None:
-    writer: pycrdt.Doc = pycrdt.Doc()
-    records = writer.get("records", type=pycrdt.Map)
-    for seq in range(1, 2001):
-        records[f"lane1:{seq}"] = bytes(150)
+    writer, records = day_of_records(2000)
     update = writer.get_update()
 
     pieces = list(update_slices(update, 20_000))
 
     assert len(pieces) > 10  # one struct per record: 2,000 of ~170 B
     assert all(len(piece) <= 20_000 + 64 for piece in pieces)  # plus its header
-    receiver: pycrdt.Doc = pycrdt.Doc()
-    for piece in pieces:
-        receiver.apply_update(piece)
+    receiver = applied(pieces)
     assert receiver.get("records", type=pycrdt.Map).to_py() == records.to_py()
 
 
@@ -162,9 +174,7 @@ def test_an_update_this_reader_does_not_know_goes_whole_from_there() -> None:
     pieces = list(update_slices(update, 5_000))
 
     assert 1 < len(pieces) < 80  # cut before the sub-document, whole after it
-    receiver: pycrdt.Doc = pycrdt.Doc()
-    for piece in pieces:
-        receiver.apply_update(piece)
+    receiver = applied(pieces)
     assert canonical_state(receiver.get_state()) == canonical_state(writer.get_state())
     assert sorted(receiver.get("records", type=pycrdt.Map).keys()) == sorted(records.keys())
 
@@ -181,9 +191,7 @@ def test_characters_outside_ascii_are_counted_as_yjs_counts_them() -> None:
     pieces = list(update_slices(update, 40))
 
     assert len(pieces) > 5
-    receiver: pycrdt.Doc = pycrdt.Doc()
-    for piece in pieces:
-        receiver.apply_update(piece)
+    receiver = applied(pieces)
     assert content(receiver) == content(writer)
 
 
@@ -193,10 +201,7 @@ def test_a_slice_size_below_one_byte_is_refused() -> None:
 
 
 def test_a_catch_up_diff_goes_out_in_items_no_larger_than_a_frame_batch() -> None:
-    writer: pycrdt.Doc = pycrdt.Doc()
-    records = writer.get("records", type=pycrdt.Map)
-    for seq in range(1, 1001):
-        records[f"lane1:{seq}"] = bytes(150)
+    writer, records = day_of_records(1000)
     update = writer.get_update()
 
     items = list(diff_items({"day": update, "config": EMPTY_UPDATE}, max_bytes=16_000))
@@ -204,8 +209,5 @@ def test_a_catch_up_diff_goes_out_in_items_no_larger_than_a_frame_batch() -> Non
     assert len(items) > 10
     assert {item.doc for item in items} == {"day", "config"}
     assert all(item.origin == "" and len(item.update) <= 16_000 + 64 for item in items)
-    receiver: pycrdt.Doc = pycrdt.Doc()
-    for item in items:
-        if item.doc == "day":
-            receiver.apply_update(item.update)
+    receiver = applied([item.update for item in items if item.doc == "day"])
     assert receiver.get("records", type=pycrdt.Map).to_py() == records.to_py()
