@@ -32,6 +32,7 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
+from lanesync.core import sealdays
 from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.node import Node
 from lanesync.errors import StorageError
@@ -101,6 +102,8 @@ class StoreRuntime:
     relay_scheduled: bool = field(default=False)
     # When this process last merged records a leader sent (wall clock, ms); None until then.
     last_upload_ms: int | None = None
+    # Called after every projection that committed (the service schedules a seal check).
+    on_projected: Callable[[], None] = field(default=lambda: None)
 
     def merged_upload(self, seconds: float, observe: Callable[[float], None]) -> None:
         """The mesh merged (and committed) a batch of a leader's records in ``seconds``."""
@@ -121,6 +124,25 @@ class StoreRuntime:
             raise
         if pulled:
             self._relay_soon()
+        self.on_projected()
+
+    def seal_due(self) -> list[str]:
+        """Seal the store's days that are complete in this replica (``core.sealdays``, the
+        cloud acknowledging them itself: ``sealdays.cloud_acknowledges``), store their archives
+        and unload them; returns the days sealed. The head-office rows of their records stay
+        (a projection reads a sealed day's records from its archive: ``Replica.records``), and
+        the connected leaders hear of the seal at once: their lanes seal the day on it."""
+        replica = self.terminal.replica
+        sealed = self.terminal.seal_due(lambda day: sealdays.cloud_acknowledges(replica, day))
+        if sealed:
+            log.info("store.sealed store=%s days=%s", self.store_id, ",".join(sealed))
+            self.mesh.days_sealed()
+        return sealed
+
+    def may_seal_later(self) -> bool:
+        """Does the replica hold a day some lane closed that is not sealed yet (incomplete,
+        or waiting for a commit)? Then a later check may seal it."""
+        return bool(sealdays.candidates(self.terminal.replica))
 
     @contextlib.contextmanager
     def signing(self) -> Iterator[None]:

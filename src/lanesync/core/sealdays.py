@@ -92,6 +92,32 @@ def acknowledged(
     return all(holds(p) for p in peers)
 
 
+def is_cloud(replica: Replica) -> bool:
+    """Is ``replica`` the store's cloud (it signs as the cloud role)?"""
+    return replica.me is not None and replica.me.certificate.role is Role.CLOUD
+
+
+def cloud_acknowledges(replica: Replica, day: str) -> bool:
+    """Is ``day`` acknowledged on the cloud's own replica? Yes, as soon as it is held there,
+    once the owner has made it durable (``Terminal.seal_due`` seals nothing while an update
+    waits for its commit): the cloud is the acknowledger, so its copy needs no one else's word.
+
+    Why a lane waits and the cloud does not: a lane unloads a day only once a replica off the
+    premises holds all of it (the cloud's state covers it, or a lane says it sealed it, which
+    it did on the cloud's word), so a lost shop floor loses no sale. The cloud's copy is that
+    replica: what it seals is in its database, which keeps the archive. Waiting for the lanes'
+    sealed summaries would add nothing to that and would leave a store's days in the cloud's
+    memory for as long as its WAN is down after the day reached the cloud, since only the
+    leader talks to the cloud (and the lanes themselves seal on the cloud's summary, which
+    names the day once the cloud sealed it).
+
+    What completeness does not cover is the same for every replica: a lane whose records
+    never reached this one is not known to have sold on the day, and its records, arriving
+    later, open the day again (a late record): the day is sealed again, amended only if its
+    report changed. Only the cloud's replica acknowledges by itself: a lane's says no."""
+    return is_cloud(replica) and ledger_doc(day) in replica.doc_names()
+
+
 def _sealed_by(state: Mapping[str, bytes], day: str) -> bool:
     summary = sealing.peer_summary(state)
     return summary is not None and summary.holds(day)
