@@ -8,16 +8,18 @@ the day again. test_cloud_sealing is the lanes' side, end to end over the networ
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from shell.helpers import sale  # tests/ is on sys.path, as for `support`
 
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.pgstorage import store_head
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core import sealdays
 from lanesync.core.ids import ledger_doc
@@ -27,6 +29,8 @@ from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
 
 from .conftest import STORE_ID, World
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,22 +65,34 @@ def start(world: World, stack: ExitStack, path: Path | None = None) -> Cloud:
 def deliver(lane: Terminal, cloud: Cloud) -> None:
     """What the mesh does with a leader's updates: merge, commit, then the refresh."""
     replica = cloud.runtime.terminal.replica
+    # The cloud's state to this peer, as its node sends it: a sealed day the lane holds open
+    # is named by its archived vector (``core.sealing``, the echo).
+    theirs = replica.state_vectors(lane.replica.state_vectors())
     change = replica.merge(
-        list(lane.replica.updates_since(replica.state_vectors()).items()),
+        list(lane.replica.updates_since(theirs).items()),
         cloud.runtime.terminal.now_ms(),
     )
     cloud.runtime.terminal.commit([change])
-    cloud.runtime.refresh()
+    on_loop(cloud.runtime.refresh)
+
+
+def on_loop(call: Callable[[], T]) -> T:
+    """``call`` on an event loop, as the service runs it (the mesh tells its peers of a seal,
+    and a runtime relays what it pulled, soon after, on the loop)."""
+
+    async def run() -> T:
+        return call()
+
+    return asyncio.run(run())
 
 
 def seal(cloud: Cloud) -> list[str]:
-    """``StoreRuntime.seal_due`` on an event loop, as the service's check runs it (the mesh
-    tells its peers of a seal on its next flush)."""
+    return on_loop(cloud.runtime.seal_due)
 
-    async def sealing() -> list[str]:
-        return cloud.runtime.seal_due()
 
-    return asyncio.run(sealing())
+def follow(cloud: Cloud) -> None:
+    """What a process's follower does when another one committed (``cloud.follow``)."""
+    on_loop(cloud.runtime.refresh)
 
 
 @pytest.fixture
@@ -114,7 +130,6 @@ def sales_rows(world: World, day: str) -> list[tuple[str, int]]:
 EXPECTED_SALES = [("lane1", 149), ("lane1", 550), ("lane2", 149), ("lane2", 550)]
 
 
-@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
 def test_the_cloud_seals_a_complete_day_keeps_its_sales_and_a_reopened_store_loads_none_of_it(
     world: World, stack: ExitStack
 ) -> None:
@@ -153,7 +168,7 @@ def test_the_cloud_seals_a_complete_day_keeps_its_sales_and_a_reopened_store_loa
     assert again.failures == cloud.failures == []
 
 
-@pytest.mark.parametrize("world", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("world", ["sqlite"], indirect=True)  # the storage is not under test
 def test_lanes_hear_of_the_seal_and_do_not_send_the_day_again(
     world: World, stack: ExitStack
 ) -> None:
@@ -178,3 +193,66 @@ def test_lanes_hear_of_the_seal_and_do_not_send_the_day_again(
         assert ledger_doc(day) not in cloud.replica_docs
         assert lane.seal_due(lambda d: d == day) == [day]
     assert seal(cloud) == []
+
+
+def held_records(cloud: Cloud, day: str) -> int:
+    return sum(1 for _ in cloud.runtime.terminal.replica.records([ledger_doc(day)]))
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite: one process a store
+@pytest.mark.parametrize("follows_the_seal", [True, False])
+def test_another_process_unloads_a_day_sealed_by_the_first_and_a_late_record_reopens_it(
+    world: World, stack: ExitStack, follows_the_seal: bool
+) -> None:
+    """``follows_the_seal`` false: the late record reaches the second process before it
+    heard of the seal, and is committed to its open copy of the day."""
+    first = start(world, stack)
+    second = start(world, stack, world.copy_cloud("cloud2"))
+    lanes, day = sell_and_close(world, stack, first)
+    # lane3 sells that day and closes it, away from the leader: the cloud never hears of it
+    # until after the seal.
+    away = stack.enter_context(Terminal.open(world.enroll("lane3"), lock_wait_s=0))
+    away.write(sale("eggs:1:320"))
+    away.close_days(day)
+    lanes[1].close_days(day)
+    deliver(lanes[1], first)
+    follow(second)  # as its follower does on the commit's notification
+    assert ledger_doc(day) in second.replica_docs
+    assert seal(first) == [day]
+
+    # The seal is a commit the second process follows: it unloads the day, from memory.
+    head = store_head(second.backend.sql, STORE_ID)
+    assert second.runtime.is_behind(head)
+    if follows_the_seal:
+        follow(second)
+        assert ledger_doc(day) not in second.replica_docs
+        assert set(second.runtime.terminal.replica.sealed_days()) == {day}
+    assert world.rows(
+        "SELECT COUNT(*) FROM store_updates WHERE store_id = ? AND doc = ?",
+        STORE_ID,
+        ledger_doc(day),
+    ) == [(0,)]
+
+    # A late record of the day reaches the second process: the day opens again, in the
+    # database and in both processes, and is sealed again once complete.
+    deliver(away, second)
+    assert ledger_doc(day) in second.replica_docs
+    states = "SELECT day, state FROM store_archives WHERE store_id = ?"
+    assert world.rows(states, STORE_ID) == [(day, "reopened")]
+    follow(first)
+    assert ledger_doc(day) in first.replica_docs
+    assert held_records(first, day) == held_records(second, day) == 8
+    assert sales_rows(world, day) == sorted([*EXPECTED_SALES, ("lane3", 320)])
+    assert seal(first) == [day]
+    assert world.rows(states, STORE_ID) == [(day, "sealed")]
+    follow(second)
+    assert ledger_doc(day) not in second.replica_docs
+    assert first.runtime.terminal.digest() == second.runtime.terminal.digest()
+
+    # A third process opening the store loads no sealed day, yet counts it whole.
+    third = start(world, stack, world.copy_cloud("cloud3"))
+    assert ledger_doc(day) not in third.replica_docs
+    assert third.runtime.terminal.digest() == first.runtime.terminal.digest()
+    assert held_records(third, day) == 8
+    assert sales_rows(world, day) == sorted([*EXPECTED_SALES, ("lane3", 320)])
+    assert first.failures == second.failures == third.failures == []

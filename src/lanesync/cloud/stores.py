@@ -32,9 +32,10 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
-from lanesync.core import sealdays
+from lanesync.core import sealdays, sealing
 from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.node import Node
+from lanesync.core.sealing import SealedDay
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
@@ -133,7 +134,16 @@ class StoreRuntime:
         (a projection reads a sealed day's records from its archive: ``Replica.records``), and
         the connected leaders hear of the seal at once: their lanes seal the day on it."""
         replica = self.terminal.replica
-        sealed = self.terminal.seal_due(lambda day: sealdays.cloud_acknowledges(replica, day))
+
+        def acknowledged(day: str) -> bool:
+            return sealdays.cloud_acknowledges(replica, day)
+
+        if not self.terminal.sealable(acknowledged):
+            return []  # the store's lock is not taken for nothing
+        # On a shared database: under the store's lock, with everything the other processes
+        # committed merged first (``signing``), so the archives hold every row the seal deletes.
+        with self.signing():
+            sealed = self.terminal.seal_due(acknowledged)
         if sealed:
             log.info("store.sealed store=%s days=%s", self.store_id, ",".join(sealed))
             self.mesh.days_sealed()
@@ -162,14 +172,36 @@ class StoreRuntime:
 
     def _merge_pulled(self, new: Pulled) -> bool:
         """Merge rows other processes committed; whether there were any."""
-        if not new.updates:
+        if not new.updates and not new.sealed:
             return False
         # Already durable in the database: merged in memory, never re-written; the records the
         # committing process verified are not verified again.
         replica = self.terminal.replica
         merged = replica.merge(new.updates, self.terminal.now_ms(), trusted=new.verified)
         replica.persisted([merged])  # durable already: nothing is owed
+        self._unload_sealed(new.sealed)
         return True
+
+    def _unload_sealed(self, sealed: list[SealedDay]) -> None:
+        """Another process sealed these days: unload those held open here. Each day's archive
+        is merged first (the rows the sealing process merged last are deleted); a day that then
+        holds more than its archive (a record merged here and not committed yet) stays open:
+        its commit opens the day in the database too (``PostgresStoreStorage.commit``)."""
+        assert self.shared_storage is not None  # pulled from it
+        replica = self.terminal.replica
+        held = set(replica.doc_names())
+        unloaded = []
+        for day in sealed:
+            if day.doc not in held:
+                continue
+            archived = [(day.doc, self.shared_storage.archived_update(day.day))]
+            merged = replica.merge(archived, self.terminal.now_ms())
+            replica.persisted([merged])
+            if sealing.same_vector(replica.state_vector(day.doc), day):
+                replica.seal_document(day)
+                unloaded.append(day.day)
+        if unloaded:
+            log.info("store.unloaded store=%s days=%s", self.store_id, ",".join(unloaded))
 
     def _relay_soon(self) -> None:
         # Called from inside the mesh's flush or the committer's fence: sync with the peers

@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from lanesync.core.change import Change
 from lanesync.core.eventpack import Pack
@@ -221,6 +221,24 @@ class ReplicaStorage(Protocol):
     def write_checkpoint(self, replica: Replica) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SealingStorage(Protocol):
+    """A ``ReplicaStorage`` that keeps sealed days (``core.sealing``): this SQLite file, and
+    PostgreSQL for the cloud (lanesync.cloud.pgstorage). ``seal`` stores the days' archives and
+    drops their documents' log and snapshots in one transaction; ``read_archive`` is what
+    ``Replica.attach_archives`` reads a sealed day from."""
+
+    def seal(
+        self,
+        sealings: Sequence[Sealing],
+        replica: Replica,
+        at_ms: int,
+        packs: Mapping[str, Pack] | None = None,
+    ) -> None: ...
+
+    def read_archive(self, day: str) -> bytes: ...
 
 
 def create_private_database(path: Path) -> None:
