@@ -17,9 +17,11 @@ from typing import TypeVar
 import pytest
 from shell.helpers import sale  # tests/ is on sys.path, as for `support`
 
+from lanesync.cloud import service as service_module
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_head
+from lanesync.cloud.service import CloudService
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core import sealdays
 from lanesync.core.ids import ledger_doc
@@ -62,8 +64,9 @@ def start(world: World, stack: ExitStack, path: Path | None = None) -> Cloud:
     return Cloud(backend, runtime, failures)
 
 
-def deliver(lane: Terminal, cloud: Cloud) -> None:
-    """What the mesh does with a leader's updates: merge, commit, then the refresh."""
+def deliver_here(lane: Terminal, cloud: Cloud) -> None:
+    """What the mesh does with a leader's updates, on the running loop: merge, commit, then
+    the refresh."""
     replica = cloud.runtime.terminal.replica
     # The cloud's state to this peer, as its node sends it: a sealed day the lane holds open
     # is named by its archived vector (``core.sealing``, the echo).
@@ -73,7 +76,11 @@ def deliver(lane: Terminal, cloud: Cloud) -> None:
         cloud.runtime.terminal.now_ms(),
     )
     cloud.runtime.terminal.commit([change])
-    on_loop(cloud.runtime.refresh)
+    cloud.runtime.refresh()
+
+
+def deliver(lane: Terminal, cloud: Cloud) -> None:
+    on_loop(lambda: deliver_here(lane, cloud))
 
 
 def on_loop(call: Callable[[], T]) -> T:
@@ -256,3 +263,47 @@ def test_another_process_unloads_a_day_sealed_by_the_first_and_a_late_record_reo
     assert held_records(third, day) == 8
     assert sales_rows(world, day) == sorted([*EXPECTED_SALES, ("lane3", 320)])
     assert first.failures == second.failures == third.failures == []
+
+
+def test_the_service_seals_a_day_soon_after_the_commit_that_completed_it(
+    world: World, stack: ExitStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``CloudService`` checks a store after each projection (``SEAL_CHECK_AFTER_S`` later, a
+    tenth of a second here) and again while a closed day stays open (``SEAL_RECHECK_S``): no
+    one calls ``seal_due`` by hand."""
+    monkeypatch.setattr(service_module, "SEAL_CHECK_AFTER_S", 0.1)
+    monkeypatch.setattr(service_module, "SEAL_RECHECK_S", 0.2)
+    lanes = [
+        stack.enter_context(Terminal.open(world.enroll(name), lock_wait_s=0))
+        for name in ("lane1", "lane2")
+    ]
+    for lane in lanes:
+        lane.write(sale("milk:1:149"))
+
+    async def serve() -> tuple[list[str], list[str]]:
+        failures: list[StorageError] = []
+        service = CloudService(CloudDirectory.open(world.cloud), world.db)
+        service.start(failures.append)
+        try:
+            runtime = service.resident(STORE_ID)
+            cloud = Cloud(service.backend, runtime, failures)
+            (day_end,) = lanes[0].close_days(None)
+            day = day_end.hlc.business_day(lanes[0].replica.tz)
+            for lane in lanes:
+                deliver_here(lane, cloud)
+            await asyncio.sleep(0.5)  # checked, found incomplete, checked again: still open
+            before = cloud.replica_docs
+            lanes[1].close_days(day)
+            deliver_here(lanes[1], cloud)
+            for _ in range(100):
+                if ledger_doc(day) not in cloud.replica_docs:
+                    break
+                await asyncio.sleep(0.05)
+            assert failures == []
+            return before, cloud.replica_docs
+        finally:
+            service.close()
+
+    before, after = asyncio.run(serve())
+    assert any(d.startswith("ledger/") for d in before)
+    assert not any(d.startswith("ledger/") for d in after)
