@@ -8,6 +8,9 @@ the day again. test_cloud_sealing is the lanes' side, end to end over the networ
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from lanesync.core.sealdays import PeerState
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
+from lanesync.tools.procs import child_env
 
 from .conftest import STORE_ID, World
 
@@ -307,3 +311,48 @@ def test_the_service_seals_a_day_soon_after_the_commit_that_completed_it(
     before, after = asyncio.run(serve())
     assert any(d.startswith("ledger/") for d in before)
     assert not any(d.startswith("ledger/") for d in after)
+
+
+WORKER = Path(__file__).with_name("seal_worker.py")
+WORKER_TIMEOUT_S = 30.0  # a process opening a store and folding a day on a busy machine
+
+
+def test_a_cloud_killed_while_sealing_has_the_day_open_and_seals_it_after_a_restart(
+    world: World, stack: ExitStack
+) -> None:
+    """SIGKILL inside the seal's transaction (the archive written, the day's log deleted, not
+    committed): the store opened again holds the day open and whole, its sales in the tables,
+    and seals it."""
+    with ExitStack() as first:
+        cloud = start(world, first)
+        lanes, day = sell_and_close(world, first, cloud)
+        lanes[1].close_days(day)
+        deliver(lanes[1], cloud)
+        records = held_records(cloud, day)
+        digest = cloud.runtime.terminal.digest()
+    args = [str(world.cloud), STORE_ID, *([world.db] if world.db else [])]
+    with subprocess.Popen(
+        [sys.executable, str(WORKER), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    ) as worker:
+        try:
+            assert worker.stdout is not None
+            line = worker.stdout.readline()  # the worker prints it inside the transaction
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            _, errors = worker.communicate(timeout=WORKER_TIMEOUT_S)
+    assert line == "sealing\n", errors
+    assert worker.returncode == -signal.SIGKILL
+
+    again = start(world, stack)
+    assert ledger_doc(day) in again.replica_docs
+    assert held_records(again, day) == records
+    assert again.runtime.terminal.digest() == digest
+    assert again.runtime.terminal.integrity()["ok"]
+    assert sales_rows(world, day) == EXPECTED_SALES
+    assert seal(again) == [day]
+    assert ledger_doc(day) not in again.replica_docs
+    assert again.failures == []
