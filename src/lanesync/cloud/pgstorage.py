@@ -299,16 +299,13 @@ class PostgresStoreStorage:
             return
         held, self._held = self._held, None
         with held if held is not None else self._sql.transaction():
-            self.lock()  # a seal of another process ends before the rows below are checked
+            # Taking the lock first: a seal another process commits meanwhile has ended when
+            # the days written are checked for seals (``_reopening``).
+            last = self._advance(len(rows))
             ahead = self._reopening(rows, unsealed)
+            if ahead:
+                last = self._advance(len(ahead))
             rows = [*ahead, *rows]
-            last = int(
-                self._sql.execute(
-                    "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
-                    "RETURNING last_seq",
-                    (len(rows), self._store),
-                )[0][0]
-            )
             first = last - len(rows) + 1
             self._sql.executemany(
                 "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
@@ -325,6 +322,16 @@ class PostgresStoreStorage:
         self._mine.update(range(first + len(ahead), last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+
+    def _advance(self, rows: int) -> int:
+        """Number ``rows`` more log rows (taking the store's lock); the last seq now."""
+        return int(
+            self._sql.execute(
+                "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
+                "RETURNING last_seq",
+                (rows, self._store),
+            )[0][0]
+        )
 
     def _reopening(
         self, rows: list[tuple[str, bytes]], unsealed: set[str]
