@@ -17,6 +17,10 @@ Two backends behind one interface:
   Every process signs as the cloud (a price set through its API): it takes the store's lock,
   merges what the others committed, signs and commits before the lock is released
   (``StoreRuntime.signing``), so the cloud's own chain never forks.
+
+On both, the cloud seals a store's complete days as lanes do (``StoreRuntime.seal_due``: the
+archive kept, the day's log and memory dropped, the head-office rows left as they are); on
+PostgreSQL under the store's lock, and the other processes unload the day when they follow.
 """
 
 from __future__ import annotations
