@@ -227,7 +227,8 @@ class Replica:
                 continue
             known = own.get(key) if own else None
             parsed = known if known is not None else parse_record(new, checked)
-            verdict = None if isinstance(parsed, Rejection) else parsed.verdict_key
+            # Hashing the record again is skipped when there is nothing to look it up in.
+            verdict = None if isinstance(parsed, Rejection) or not checked else parsed.verdict_key
             trust = known is not None or (verdict is not None and verdict in checked)
             self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
             if verified and verdict is not None and verdict in verified:

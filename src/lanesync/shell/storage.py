@@ -163,10 +163,11 @@ class Loaded:
 
 
 class _VerifiedHashes:
-    """The verdict table as a ``Container[bytes]`` for one restore. With a checkpoint only the
-    records after it are asked about, so it answers from SQLite; a full fold asks about every
-    record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the table once (a set
-    of 100k hashes costs ~0.2 s and ~10 MB, for nothing when a checkpoint fits)."""
+    """The verdict table (verdict keys) as a ``Container[bytes]`` for one restore. With a
+    checkpoint only the records after it are asked about, so it answers from SQLite; a full fold
+    asks about every record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the
+    table once (a set of 100k keys costs ~0.2 s and ~10 MB, for nothing when a checkpoint
+    fits)."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
