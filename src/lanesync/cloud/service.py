@@ -308,7 +308,9 @@ class CloudService:
                 ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
             )
 
-        self.gate.admit(ws, refuse)  # the store's mesh takes it over, or it ends below
+        if not self.gate.admit(ws, refuse):  # the store's mesh takes it over, or it ends below
+            await ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
+            return
         try:
             await self._route(ws)
         finally:

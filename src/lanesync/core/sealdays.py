@@ -41,7 +41,7 @@ class Sealing:
     archive: bytes  # the day document's CRDT state, archive_codec.compress'd
     report: bytes  # the sealed Z-report, canonical JSON
     signature: bytes  # by the sealing terminal over sealing.archive_digest (empty: no terminal)
-    hashes: tuple[bytes, ...]  # of the records in the archive (storage forgets their verdicts)
+    verdicts: tuple[bytes, ...]  # verdict keys of the archive's records (storage forgets them)
 
 
 def has_cloud(replica: Replica) -> bool:
@@ -225,8 +225,8 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
         signature = bytes(replica.me.key.sign(digest).signature)
     replica.seal_document(sealed)
     report_bytes = report_json(sealed_report(report, sealed))
-    hashes = tuple(r.hash for r in records)
-    return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
+    verdicts = tuple(r.verdict_key for r in records)
+    return Sealing(sealed, meta, archive, report_bytes, signature, verdicts)
 
 
 def recounted(replica: Replica, days: Iterable[str]) -> list[str]:
