@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import CountingCrypto
 
-from lanesync.cloud.pgstorage import PostgresStoreStorage
+from lanesync.cloud.pgstorage import COMMIT_CHANNEL, PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, Row, Sql, connect
 from lanesync.core.change import Change
@@ -252,3 +252,33 @@ def test_a_pull_after_only_its_own_commits_reads_no_rows_back(database: str) -> 
     finally:
         noted.close()
         other.close()
+
+
+def test_a_commit_is_one_statement_and_its_rows_verdicts_and_notice_all_land(
+    database: str,
+) -> None:
+    import psycopg
+
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"one{next(_stores)}"
+    noted = NotedSql(connect(database))
+    other = connect(database)
+    listener = psycopg.connect(database, autocommit=True)
+    try:
+        a = opened(store, noted, store_key)
+        a.receive(lane.restored)
+        _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
+        listener.execute(f'LISTEN "{COMMIT_CHANNEL}"')
+        noted.statements.clear()
+        a.receive(change)
+        assert len(noted.statements) == 1, noted.statements
+        notices = list(listener.notifies(timeout=5, stop_after=1))
+        assert [(n.channel, n.payload) for n in notices] == [(COMMIT_CHANNEL, store_key)]
+        fresh = opened(store, other, store_key)  # another process, loading the store
+        assert fresh.replica.digest() == lane.replica.digest()
+        assert fresh.storage.load().verified == a.storage.load().verified != set()
+    finally:
+        noted.close()
+        other.close()
+        listener.close()

@@ -36,6 +36,27 @@ from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 COMMIT_CHANNEL = "lanesync_store_commit"
 
 
+# A commit in one statement, not four (a live sale is a commit of its own, and each statement
+# costs the cloud 25-70 CPU us in psycopg: benchmarks/README.md, "Where the cloud's CPU goes"):
+# take the store's lock and number the rows (``last_seq``), append them, note the verdicts, and
+# notify the other processes, which hear it once the transaction commits (cloud.follow).
+_COMMIT = """
+WITH head AS (
+    UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ?
+    RETURNING store_id, last_seq
+), appended AS (
+    INSERT INTO store_updates (store_id, seq, doc, data)
+    SELECT head.store_id, head.last_seq - ? + u.n, u.doc, u.data
+    FROM head, unnest(?::text[], ?::bytea[]) WITH ORDINALITY AS u(doc, data, n)
+), noted AS (
+    INSERT INTO store_verified (store_id, hash, added_seq)
+    SELECT head.store_id, v.hash, head.last_seq FROM head, unnest(?::bytea[]) AS v(hash)
+    ON CONFLICT DO NOTHING
+)
+SELECT last_seq, pg_notify(?, store_id) FROM head
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Pulled:
     updates: list[tuple[str, bytes]]
@@ -190,22 +211,19 @@ class PostgresStoreStorage:
         with held if held is not None else self._sql.transaction():
             last = int(
                 self._sql.execute(
-                    "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
-                    "RETURNING last_seq",
-                    (len(rows), self._store),
+                    _COMMIT,
+                    (
+                        len(rows),
+                        self._store,
+                        len(rows),
+                        [doc for doc, _ in rows],
+                        [data for _, data in rows],
+                        verdicts,
+                        COMMIT_CHANNEL,
+                    ),
                 )[0][0]
             )
-            first = last - len(rows) + 1
-            self._sql.executemany(
-                "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
-                [(self._store, first + i, doc, data) for i, (doc, data) in enumerate(rows)],
-            )
-            self._sql.executemany(
-                "INSERT INTO store_verified (store_id, hash, added_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(self._store, h, last) for h in verdicts],
-            )
-            self._notify()
+        first = last - len(rows) + 1
         self._mine.update(range(first, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
