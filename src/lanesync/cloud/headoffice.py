@@ -93,53 +93,51 @@ class HeadOffice:
             records = [r for _, _, r in replica.records() if views.is_accepted(r)]
         rows = self._gather(store_id, replica, records)
         sql = self._sql
-        # One round trip for every table (a live sale's refresh writes six).
-        with sql.batch():
-            sql.executemany(
-                "INSERT INTO sales (store_id, sale_id, terminal_id, seq, business_day, hlc_ms, "
-                "total_cents, voided) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows.sales,
-            )
-            sql.executemany(
-                "INSERT INTO sale_lines (store_id, sale_id, line_no, sku, qty, unit_cents) "
-                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows.lines,
-            )
-            sql.executemany(
-                "UPDATE sales SET voided = 1 WHERE store_id = ? AND sale_id = ?", rows.voided
-            )
-            sql.executemany(
-                "INSERT INTO stock_movements (store_id, movement_id, sku, delta, kind, "
-                "business_day) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows.movements,
-            )
-            sql.executemany(
-                "INSERT INTO day_ends (store_id, terminal_id, business_day, seq, first_seq, "
-                "last_seq, sales, voids, gross_cents, voided_cents, net_cents) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                rows.day_ends,
-            )
-            # The current views, every refresh: a row that did not change is left as it is (an
-            # update writes a new row version in PostgreSQL, and most refreshes move few SKUs).
-            sql.executemany(
-                "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
-                "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand "
-                "WHERE stock_on_hand.on_hand <> excluded.on_hand",
-                [(store_id, sku, n) for sku, n in views.on_hand().items()],
-            )
-            sql.executemany(
-                "INSERT INTO prices (store_id, sku, unit_cents) VALUES (?, ?, ?) "
-                "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents "
-                "WHERE prices.unit_cents <> excluded.unit_cents",
-                [(store_id, sku, p.unit_cents) for sku, p in views.prices().items()],
-            )
-            sql.executemany(
-                "INSERT INTO chain_heads (store_id, terminal_id, seq, hash) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (store_id, terminal_id) DO UPDATE "
-                "SET seq = excluded.seq, hash = excluded.hash "
-                "WHERE chain_heads.seq <> excluded.seq OR chain_heads.hash <> excluded.hash",
-                [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
-            )
+        sql.executemany(
+            "INSERT INTO sales (store_id, sale_id, terminal_id, seq, business_day, hlc_ms, "
+            "total_cents, voided) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows.sales,
+        )
+        sql.executemany(
+            "INSERT INTO sale_lines (store_id, sale_id, line_no, sku, qty, unit_cents) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows.lines,
+        )
+        sql.executemany(
+            "UPDATE sales SET voided = 1 WHERE store_id = ? AND sale_id = ?", rows.voided
+        )
+        sql.executemany(
+            "INSERT INTO stock_movements (store_id, movement_id, sku, delta, kind, business_day) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows.movements,
+        )
+        sql.executemany(
+            "INSERT INTO day_ends (store_id, terminal_id, business_day, seq, first_seq, "
+            "last_seq, sales, voids, gross_cents, voided_cents, net_cents) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            rows.day_ends,
+        )
+        # The current views, every refresh: a row that did not change is left as it is (an
+        # update writes a new row version in PostgreSQL, and most refreshes move few SKUs).
+        sql.executemany(
+            "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
+            "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand "
+            "WHERE stock_on_hand.on_hand <> excluded.on_hand",
+            [(store_id, sku, n) for sku, n in views.on_hand().items()],
+        )
+        sql.executemany(
+            "INSERT INTO prices (store_id, sku, unit_cents) VALUES (?, ?, ?) "
+            "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents "
+            "WHERE prices.unit_cents <> excluded.unit_cents",
+            [(store_id, sku, p.unit_cents) for sku, p in views.prices().items()],
+        )
+        sql.executemany(
+            "INSERT INTO chain_heads (store_id, terminal_id, seq, hash) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (store_id, terminal_id) DO UPDATE "
+            "SET seq = excluded.seq, hash = excluded.hash "
+            "WHERE chain_heads.seq <> excluded.seq OR chain_heads.hash <> excluded.hash",
+            [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
+        )
         self._rebuilds[store_id] = accepted.rebuilds
 
     def released(self, store_id: str) -> None:

@@ -39,12 +39,6 @@ class Sql(Protocol):
 
     def transaction(self) -> contextlib.AbstractContextManager[None]: ...
 
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        """``executemany`` calls inside go to the database together (PostgreSQL: one round
-        trip, a failure raised at the end of the block); no ``execute`` inside, its rows would
-        not be read yet."""
-        ...
-
     def close(self) -> None: ...
 
 
@@ -83,9 +77,6 @@ class SqliteSql:
                 self._db.execute("ROLLBACK")
             raise
         self.execute("COMMIT")
-
-    def batch(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()  # in-process: nothing to save
 
     def close(self) -> None:
         self._db.close()
@@ -152,14 +143,6 @@ class PostgresSql:
             with self._db.transaction():
                 yield
         except self._errors as exc:  # raised by COMMIT itself (e.g. a serialization failure)
-            raise StorageError(f"database {self._url}: {_first_line(exc)}") from exc
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        try:
-            with self._db.pipeline():  # psycopg's pipeline mode: statements sent, results later
-                yield
-        except self._errors as exc:  # a statement of the batch failed, reported at its end
             raise StorageError(f"database {self._url}: {_first_line(exc)}") from exc
 
     def close(self) -> None:
