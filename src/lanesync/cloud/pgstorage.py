@@ -39,7 +39,8 @@ COMMIT_CHANNEL = "lanesync_store_commit"
 # A commit in one statement, not four (a live sale is a commit of its own, and each statement
 # costs the cloud 25-70 CPU us in psycopg: benchmarks/README.md, "Where the cloud's CPU goes"):
 # take the store's lock and number the rows (``last_seq``), append them, note the verdicts, and
-# notify the other processes, which hear it once the transaction commits (cloud.follow).
+# notify the other processes, which hear it once the transaction commits (cloud.follow). The
+# arrays go in binary (%b): as text, a catch-up slice's 64 KiB would be hex both ways.
 _COMMIT = """
 WITH head AS (
     UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ?
@@ -47,10 +48,10 @@ WITH head AS (
 ), appended AS (
     INSERT INTO store_updates (store_id, seq, doc, data)
     SELECT head.store_id, head.last_seq - ? + u.n, u.doc, u.data
-    FROM head, unnest(?::text[], ?::bytea[]) WITH ORDINALITY AS u(doc, data, n)
+    FROM head, unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u(doc, data, n)
 ), noted AS (
     INSERT INTO store_verified (store_id, hash, added_seq)
-    SELECT head.store_id, v.hash, head.last_seq FROM head, unnest(?::bytea[]) AS v(hash)
+    SELECT head.store_id, v.hash, head.last_seq FROM head, unnest(%b::bytea[]) AS v(hash)
     ON CONFLICT DO NOTHING
 )
 SELECT last_seq, pg_notify(?, store_id) FROM head
