@@ -10,8 +10,11 @@ merged twice into the tables' source.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
@@ -19,9 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from support import CountingCrypto
 
-from lanesync.cloud.pgstorage import PostgresStoreStorage
+from lanesync.cloud.pgstorage import COMMIT_CHANNEL, PostgresStoreStorage
 from lanesync.cloud.schema import migrate_postgresql
-from lanesync.cloud.sql import PostgresSql, connect
+from lanesync.cloud.sql import PostgresSql, Row, Sql, connect
 from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
 from lanesync.core.ids import Sku
@@ -59,14 +62,14 @@ class Process:
         for doc in self.storage.documents_to_compact():
             self.storage.compact(self.replica, doc)
 
-    def pull(self, sql: PostgresSql) -> None:
+    def pull(self, sql: Sql) -> None:
         with sql.transaction():
             pulled = self.storage.pull()
         if pulled.updates:
             self.replica.merge(pulled.updates, NOW, trusted=pulled.verified)
 
 
-def opened(store: Store, sql: PostgresSql, store_key: str, crypto: Crypto = SODIUM) -> Process:
+def opened(store: Store, sql: Sql, store_key: str, crypto: Crypto = SODIUM) -> Process:
     """A process starting up: its replica loaded from the database."""
     storage = PostgresStoreStorage(sql, store_key)
     replica = Replica(store.identity, store.client_id(), None, crypto=crypto)
@@ -201,3 +204,84 @@ def test_signing_holds_the_store_lock_from_the_pull_until_the_commit_is_durable(
     finally:
         for sql in connections.values():
             sql.close()
+
+
+class NotedSql:
+    """A real connection whose statements are noted, to see what a pull reads."""
+
+    def __init__(self, sql: PostgresSql) -> None:
+        self.sql = sql
+        self.dialect = sql.dialect
+        self.statements: list[str] = []
+
+    def execute(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        self.statements.append(statement)
+        return self.sql.execute(statement, args)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.statements.append(statement)
+        self.sql.executemany(statement, rows)
+
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        return self.sql.transaction()
+
+    def close(self) -> None:
+        self.sql.close()
+
+
+def test_a_pull_after_only_its_own_commits_reads_no_rows_back(database: str) -> None:
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"own{next(_stores)}"
+    noted = NotedSql(connect(database))
+    other = connect(database)
+    try:
+        a, b = opened(store, noted, store_key), opened(store, other, store_key)
+        a.receive(lane.restored)
+        _, change = lane.replica.append(Receipt(Sku("milk"), 5), NOW)
+        a.receive(change)
+        noted.statements.clear()
+        a.pull(noted)  # what the cloud does after each of its commits (StoreRuntime.refresh)
+        assert not [s for s in noted.statements if "store_updates" in s or "store_verified" in s]
+        _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
+        b.receive(change)  # another process commits: the next pull reads its rows
+        noted.statements.clear()
+        a.pull(noted)
+        assert [s for s in noted.statements if "store_updates" in s]
+        assert a.replica.digest() == lane.replica.digest()
+    finally:
+        noted.close()
+        other.close()
+
+
+def test_a_commit_is_two_statements_and_its_rows_verdicts_and_notice_all_land(
+    database: str,
+) -> None:
+    """A sale's commit: the store's lock (a seal another process made meanwhile must be seen
+    before the day is written, ``_reopening``), then one statement (number, append, verdicts,
+    notice); the check for sealed days is skipped when no seal happened since."""
+    import psycopg
+
+    store = Store()
+    lane = store.terminal("lane1")
+    store_key = f"one{next(_stores)}"
+    noted = NotedSql(connect(database))
+    other = connect(database)
+    listener = psycopg.connect(database, autocommit=True)
+    try:
+        a = opened(store, noted, store_key)
+        a.receive(lane.restored)
+        _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
+        listener.execute(f'LISTEN "{COMMIT_CHANNEL}"')
+        noted.statements.clear()
+        a.receive(change)
+        assert len(noted.statements) == 2, noted.statements
+        notices = list(listener.notifies(timeout=5, stop_after=1))
+        assert [(n.channel, n.payload) for n in notices] == [(COMMIT_CHANNEL, store_key)]
+        fresh = opened(store, other, store_key)  # another process, loading the store
+        assert fresh.replica.digest() == lane.replica.digest()
+        assert fresh.storage.load().verified == a.storage.load().verified != set()
+    finally:
+        noted.close()
+        other.close()
+        listener.close()

@@ -117,20 +117,25 @@ class HeadOffice:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows.day_ends,
         )
+        # The current views, every refresh: a row that did not change is left as it is (an
+        # update writes a new row version in PostgreSQL, and most refreshes move few SKUs).
         sql.executemany(
             "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
-            "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand",
+            "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand "
+            "WHERE stock_on_hand.on_hand <> excluded.on_hand",
             [(store_id, sku, n) for sku, n in views.on_hand().items()],
         )
         sql.executemany(
             "INSERT INTO prices (store_id, sku, unit_cents) VALUES (?, ?, ?) "
-            "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents",
+            "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents "
+            "WHERE prices.unit_cents <> excluded.unit_cents",
             [(store_id, sku, p.unit_cents) for sku, p in views.prices().items()],
         )
         sql.executemany(
             "INSERT INTO chain_heads (store_id, terminal_id, seq, hash) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (store_id, terminal_id) DO UPDATE "
-            "SET seq = excluded.seq, hash = excluded.hash",
+            "SET seq = excluded.seq, hash = excluded.hash "
+            "WHERE chain_heads.seq <> excluded.seq OR chain_heads.hash <> excluded.hash",
             [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
         )
         self._rebuilds[store_id] = accepted.rebuilds

@@ -50,6 +50,29 @@ from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 COMMIT_CHANNEL = "lanesync_store_commit"
 
 
+# A commit in one statement, not four (after ``lock`` for a day's records: ``commit``; a live
+# sale is a commit of its own, and each statement
+# costs the cloud 25-70 CPU us in psycopg: benchmarks/README.md, "Where the cloud's CPU goes"):
+# take the store's lock and number the rows (``last_seq``), append them, note the verdicts, and
+# notify the other processes, which hear it once the transaction commits (cloud.follow). The
+# arrays go in binary (%b): as text, a catch-up slice's 64 KiB would be hex both ways.
+_COMMIT = """
+WITH head AS (
+    UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ?
+    RETURNING store_id, last_seq
+), appended AS (
+    INSERT INTO store_updates (store_id, seq, doc, data)
+    SELECT head.store_id, head.last_seq - ? + u.n, u.doc, u.data
+    FROM head, unnest(%b::text[], %b::bytea[]) WITH ORDINALITY AS u(doc, data, n)
+), noted AS (
+    INSERT INTO store_verified (store_id, hash, added_seq)
+    SELECT head.store_id, v.hash, head.last_seq FROM head, unnest(%b::bytea[]) AS v(hash)
+    ON CONFLICT DO NOTHING
+)
+SELECT last_seq, pg_notify(?, store_id) FROM head
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class Pulled:
     updates: list[tuple[str, bytes]]
@@ -65,6 +88,9 @@ class PostgresStoreStorage:
         self._store = store_id
         self._seen_seq = 0
         self._seen_gen = 0
+        # The documents of the days the database held sealed when we last looked (load, pull,
+        # our own seals): a commit writing none of them, with no seal since, checks nothing.
+        self._sealed_docs: set[str] = set()
         self._mine: set[int] = set()  # seqs we committed that are above _seen_seq
         self._snapshot_bytes: dict[str, int] = defaultdict(int)
         self._log_bytes: dict[str, int] = defaultdict(int)
@@ -116,6 +142,7 @@ class PostgresStoreStorage:
                 )
             }
             sealed, amended = self._sealed_days()
+        self._sealed_docs = {day.doc for day in sealed}
         self._mine.clear()
         return Loaded(dict(stored), tail, verified, None, sealed, amended)
 
@@ -208,6 +235,7 @@ class PostgresStoreStorage:
         self._seen_gen = int(gen)
         self._seen_seq, self._mine = head[0], set()
         for sealing in sealings:
+            self._sealed_docs.add(sealing.sealed.doc)
             self._log_bytes.pop(sealing.sealed.doc, None)
             self._snapshot_bytes.pop(sealing.sealed.doc, None)
 
@@ -235,11 +263,18 @@ class PostgresStoreStorage:
                 updates.append((doc, bytes(data)))
                 self._snapshot_bytes[doc] = len(data)
             sealed = self._sealed_days()[0]
+            self._sealed_docs = {day.doc for day in sealed}
             for day in sealed:
                 self._log_bytes.pop(day.doc, None)
                 self._snapshot_bytes.pop(day.doc, None)
             self._seen_gen = gen
-        if last_seq > self._seen_seq:
+        ours = sum(1 for seq in self._mine if seq <= last_seq)
+        if last_seq - self._seen_seq == ours:
+            # Every row since we last looked is one we committed (the refresh after each of our
+            # commits): nothing to read back, which spares a catch-up slice's bytes a round trip.
+            self._mine = {seq for seq in self._mine if seq > last_seq}
+            self._seen_seq = last_seq
+        elif last_seq > self._seen_seq:
             for seq, doc, data in self._sql.execute(
                 "SELECT seq, doc, data FROM store_updates "
                 "WHERE store_id = ? AND seq > ? AND seq <= ? ORDER BY seq",
@@ -299,39 +334,37 @@ class PostgresStoreStorage:
             return
         held, self._held = self._held, None
         with held if held is not None else self._sql.transaction():
-            # Taking the lock first: a seal another process commits meanwhile has ended when
-            # the days written are checked for seals (``_reopening``).
-            last = self._advance(len(rows))
-            ahead = self._reopening(rows, unsealed)
-            if ahead:
-                last = self._advance(len(ahead))
+            ahead: list[tuple[str, bytes]] = []
+            written = {doc for doc, _ in rows if doc.startswith(LEDGER_PREFIX)}
+            if written:
+                # Taking the lock first: a seal another process commits meanwhile has ended
+                # when the days written are checked for seals (``_reopening``). Unless a seal
+                # happened since we last looked (the generation moved) or we write a day we
+                # know sealed, the check would find nothing: one statement instead of a query.
+                _, gen = self.lock()
+                if gen != self._seen_gen or unsealed or written & self._sealed_docs:
+                    ahead = self._reopening(rows, unsealed)
             rows = [*ahead, *rows]
-            first = last - len(rows) + 1
-            self._sql.executemany(
-                "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
-                [(self._store, first + i, doc, data) for i, (doc, data) in enumerate(rows)],
+            last = int(
+                self._sql.execute(
+                    _COMMIT,
+                    (
+                        len(rows),
+                        self._store,
+                        len(rows),
+                        [doc for doc, _ in rows],
+                        [data for _, data in rows],
+                        verdicts,
+                        COMMIT_CHANNEL,
+                    ),
+                )[0][0]
             )
-            self._sql.executemany(
-                "INSERT INTO store_verified (store_id, hash, added_seq) VALUES (?, ?, ?) "
-                "ON CONFLICT DO NOTHING",
-                [(self._store, h, last) for h in verdicts],
-            )
-            self._notify()
+        first = last - len(rows) + 1
         # The archives written ahead are pulled back like another process's rows: this replica
         # lacks what the sealing process merged into them last (its rows are gone).
         self._mine.update(range(first + len(ahead), last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
-
-    def _advance(self, rows: int) -> int:
-        """Number ``rows`` more log rows (taking the store's lock); the last seq now."""
-        return int(
-            self._sql.execute(
-                "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
-                "RETURNING last_seq",
-                (rows, self._store),
-            )[0][0]
-        )
 
     def _reopening(
         self, rows: list[tuple[str, bytes]], unsealed: set[str]
@@ -360,6 +393,7 @@ class PostgresStoreStorage:
             "UPDATE store_archives SET state = 'reopened' WHERE store_id = ? AND day = ?",
             [(self._store, day) for day in sealed],
         )
+        self._sealed_docs -= {ledger_doc(day) for day in sealed}
         try:
             return [
                 (ledger_doc(day), archive_codec.decompress(archive))
