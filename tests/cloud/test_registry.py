@@ -207,7 +207,7 @@ def test_bad_registrations_are_refused_with_one_line_and_change_nothing(world: W
         sql.execute("UPDATE lanesync_schema SET version = 2")
     finally:
         sql.close()
-    with pytest.raises(ConfigError, match="schema version 2, this lanesync needs 3"):
+    with pytest.raises(ConfigError, match="schema version 2, this lanesync needs 4"):
         add_store_to_database(
             cloud, world.db, world.store / "store.json", world.root / "cloud.cert"
         )

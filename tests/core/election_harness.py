@@ -278,7 +278,8 @@ def lease_tolerates(diameter: int, max_loss_streak: int, max_delay_ms: int) -> b
     mistaken for dead when ``d * ((streak + 1) * GOSSIP_MS + max_delay)`` reaches LEASE_MS; we
     keep one gossip period of margin. (Transit time is never added to a relayed age, which
     errs the other way: a dead candidate outlives its lease by the transit times of the relay
-    chain that last repeated it.)
+    chain that first brought its last heartbeat; echoes of that beat are not news, so no longer
+    chain can renew the lease.)
     """
     per_hop = (max_loss_streak + 1) * GOSSIP_MS + max_delay_ms
     return diameter * per_hop < LEASE_MS - GOSSIP_MS

@@ -29,11 +29,12 @@ from lanesync.core.forks import (
     parse_fork_resolution,
 )
 from lanesync.core.hlc import Hlc
-from lanesync.core.identity import issue_revocation, sign
-from lanesync.core.ids import CONFIG_DOC, RecordId, Sku, TerminalId
+from lanesync.core.identity import Role, issue_revocation, sign
+from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
     GENESIS_HASH,
     DayEnd,
+    PriceChange,
     Receipt,
     Record,
     Sale,
@@ -375,6 +376,41 @@ def test_the_views_after_a_resolution_do_not_depend_on_the_arrival_order(
     reference.merge([(CONFIG_DOC, resolution_update(f.resolution))], NOW)
     assert _views(replica) == _views(reference)
     assert _views(restarted(replica)) == _views(reference)
+
+
+@pytest.mark.parametrize("x_first", [True, False])
+def test_two_branches_pricing_one_sku_at_one_hlc_agree_whatever_the_order(x_first: bool) -> None:
+    """A manager's lane restored from a backup writes its next seq again at the same HLC (the
+    simulator's seed 564 of --lanes 4): two prices of one SKU with equal (HLC, terminal). Once
+    the resolution counts both branches, every replica keeps the same one, whichever it counted
+    first: the one whose record hash is the greater."""
+    store = Store()
+    key = SigningKey.generate()
+    cert = store.certificate("lane1", key, Role.MANAGER)
+    receipt = make_record(key, LANE1, 1, GENESIS_HASH, Hlc(NOW, 0), Receipt(A, 1))
+    x, y = (
+        make_record(key, LANE1, 2, receipt.hash, Hlc(NOW + 10, 0), PriceChange(A, cents))
+        for cents in (100, 200)
+    )
+    resolution = issue_fork_resolution(
+        store.authority,
+        store.store_id,
+        LANE1,
+        2,
+        receipt.hash,
+        [Branch(b.hash, b.seq, b.hash) for b in (x, y)],
+    )
+    replica = enrolled_observer(store, cert)
+    replica.merge([(CONFIG_DOC, resolution_update(resolution))], NOW)
+    put_records(replica, TODAY_DOC, keyed(receipt), client_id=10)
+    for n, branch in enumerate((x, y) if x_first else (y, x)):
+        put_records(replica, CATALOG_DOC, keyed(branch), client_id=11 + n)
+    assert replica.views.is_accepted(x)
+    assert replica.views.is_accepted(y)
+    price = replica.views.price_of(A)
+    assert price is not None
+    assert price.unit_cents == max((x, y), key=lambda r: r.hash).body.unit_cents  # type: ignore[attr-defined]
+    assert restarted(replica).views.price_of(A) == price
 
 
 def test_a_checkpoint_keeps_the_branches() -> None:

@@ -15,7 +15,7 @@ from nacl.signing import SigningKey
 from lanesync.core.change import Change
 from lanesync.core.configdoc import certificate_key
 from lanesync.core.hlc import MAX_FORWARD_DRIFT_MS, Hlc
-from lanesync.core.identity import LocalIdentity, Role
+from lanesync.core.identity import SIGNATURE_SIZE, LocalIdentity, Role
 from lanesync.core.ids import CATALOG_DOC, CONFIG_DOC, RecordId, Sku, TerminalId
 from lanesync.core.records import (
     KEY_HASH_BYTES,
@@ -641,9 +641,13 @@ def test_non_bytes_map_values_are_rejected_and_the_replica_keeps_working(
 
 
 @pytest.mark.parametrize(
-    "replacement", ["junk", "tampered", "other record", "another accepted record", "deleted"]
+    "replacement",
+    ["junk", "tampered", "another signature", "other record", "another accepted record", "deleted"],
 )
 def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
+    """ "another signature": the same payload (so the same key and hash) with a garbage
+    signature; taken for the genuine record, it was written back over the genuine one, which
+    was written back over it, until the stack overflowed."""
     store = Store()
     lane = store.terminal("lane1")
     record, _ = lane.replica.append(Receipt(Sku("A"), 5), NOW)
@@ -658,6 +662,7 @@ def test_overwritten_accepted_record_is_written_back(replacement: str) -> None:
     value = {
         "junk": b"junk",
         "tampered": flipped(record, len(record.payload) - 1),
+        "another signature": record.payload + bytes(SIGNATURE_SIZE),
         "other record": other.encoded,
         "another accepted record": second.encoded,
         "deleted": None,
@@ -721,6 +726,30 @@ def test_overwritten_or_deleted_certificate_is_written_back(replacement: str) ->
     assert stored_value(late, CONFIG_DOC, key) == a.cert.encoded
     assert late.views.on_hand() == {"A": 5}
     assert restarted(b.replica, now_ms=NOW + 3).views.on_hand() == {"A": 5}
+
+
+def test_a_verdict_on_a_record_does_not_vouch_for_a_copy_with_another_signature() -> None:
+    """A record waiting behind a gap (verified, its verdict kept) is overwritten by a peer with
+    the same payload and a garbage signature: same hash, same key. Restarted with its kept
+    verdicts, the replica must refuse the copy as a fresh replica does (keyed by the record's
+    hash, the verdict vouched for it: 12 on hand against 5)."""
+    store = Store()
+    key = SigningKey.generate()
+    cert = store.certificate("lane1", key)
+    first, second = record_chain(key, "lane1", [Receipt(Sku("A"), 5), Receipt(Sku("A"), 7)])
+    replica = enrolled_observer(store, cert)
+    verdicts = set(put_records(replica, TODAY_DOC, keyed(second), client_id=700).verdicts)
+    copy = second.payload + bytes(SIGNATURE_SIZE)
+    replica.merge([(TODAY_DOC, overwrite(replica, TODAY_DOC, second.key, copy, 701))], NOW)
+    verdicts.update(put_records(replica, TODAY_DOC, keyed(first), client_id=702).verdicts)
+    again = Replica(replica.store, replica.client_id, replica.me)
+    stored = {name: [replica.full_state(name)] for name in replica.doc_names()}
+    again.restore(stored, verdicts, NOW)
+    fresh = enrolled_observer(store, cert)
+    sync(replica, fresh)
+    for other in (replica, again, fresh):
+        assert other.views.on_hand() == {"A": 5}
+        assert problem_keys(other, "unverified") == [(TODAY_DOC, second.key)]
 
 
 @pytest.mark.parametrize("replacement", ["junk", "deleted"])

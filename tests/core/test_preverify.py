@@ -8,7 +8,7 @@ from support import CountingCrypto
 from lanesync.core.crypto import SODIUM
 from lanesync.core.identity import LocalIdentity
 from lanesync.core.ids import CONFIG_DOC, TerminalId
-from lanesync.core.preverify import verified_hashes, verified_in_chunks
+from lanesync.core.preverify import verified_in_chunks, verified_verdict_keys
 from lanesync.core.records import Record, Sale, SaleLine
 from lanesync.core.replica import Replica
 
@@ -31,13 +31,13 @@ def test_only_well_formed_records_signed_by_a_key_of_their_terminal_are_verified
     (unknown,) = record_chain(other, "lane9", sales(1))
     keys = {TerminalId("lane1"): (bytes(other.verify_key), bytes(key.verify_key))}
 
-    verified = verified_hashes(
+    verified = verified_verdict_keys(
         [good.encoded, tampered(forged), stranger.encoded, unknown.encoded, b"garbage" * 20],
         keys,
         SODIUM,
     )
 
-    assert verified == [good.hash, stranger.hash]  # by the terminal's second key
+    assert verified == [good.verdict_key, stranger.verdict_key]  # by the terminal's second key
 
 
 def test_an_updates_records_are_checked_in_its_order_a_chunk_at_a_time() -> None:
@@ -53,7 +53,7 @@ def test_an_updates_records_are_checked_in_its_order_a_chunk_at_a_time() -> None
 
     assert [len(chunk) for chunk in chunks] == [5, 5, 2]
     records = sorted(writer.replica.records([day]), key=lambda item: item[2].seq)
-    assert [h for chunk in chunks for h in chunk] == [record.hash for _, _, record in records]
+    assert [h for chunk in chunks for h in chunk] == [r.verdict_key for _, _, r in records]
 
 
 def receiver_of(store: Store, crypto: CountingCrypto, key: SigningKey) -> Replica:
@@ -76,7 +76,7 @@ def test_a_merge_takes_records_checked_ahead_as_checked_and_keeps_their_verdicts
     for replica in (receiver, control):
         replica.merge_batch([(CONFIG_DOC, config)], NOW)  # the lanes' certificates first
     keys = receiver.views.signing_keys()
-    ahead = {h for update in diff.values() for h in verified_hashes_of(update, keys)}
+    ahead = {h for update in diff.values() for h in verified_verdict_keys_of(update, keys)}
     crypto.verified.clear()
     control_crypto.verified.clear()
 
@@ -91,5 +91,7 @@ def test_a_merge_takes_records_checked_ahead_as_checked_and_keeps_their_verdicts
     assert receiver.digest() == control.digest()
 
 
-def verified_hashes_of(update: bytes, keys: dict[TerminalId, tuple[bytes, ...]]) -> list[bytes]:
+def verified_verdict_keys_of(
+    update: bytes, keys: dict[TerminalId, tuple[bytes, ...]]
+) -> list[bytes]:
     return [h for chunk in verified_in_chunks(update, keys, SODIUM) for h in chunk]

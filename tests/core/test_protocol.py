@@ -794,7 +794,12 @@ def test_every_message_round_trips() -> None:
         Updates((Update(TODAY_DOC, b"\x01", "lane1"), Update(CATALOG_DOC, b"\x02", ""))),
         Peers(("lane1", "lane2")),
         Peers(()),
-        ElectionGossip((Candidate("lane1", True, 0, 3, 0), Candidate("lane2", False, -1, 2, 900))),
+        ElectionGossip(
+            (
+                Candidate("lane1", True, 0, 3, 0, "lane1", 3, beat=17),
+                Candidate("lane2", False, -1, 2, 900),
+            )
+        ),
     ]
     for message in messages:
         assert decode_message(encode_message(message)) == message

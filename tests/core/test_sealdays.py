@@ -282,3 +282,35 @@ def test_a_price_a_fork_resolution_counts_opens_the_day_it_belongs_to() -> None:
     report = zreport.z_report(replica, YESTERDAY)
     assert [t["terminal_id"] for t in report["terminals"]] == ["lane1", "lane3"]
     assert report["amended_from"] == [first.sealed.report_hash]
+
+
+def test_the_cloud_acknowledges_a_day_it_holds_by_itself_and_a_lane_does_not() -> None:
+    """The cloud is the acknowledger (``sealdays.cloud_acknowledges``): its replica seals a
+    complete day it holds on its own word, with no peer connected; a lane's replica never
+    counts as acknowledging, and a day the cloud does not hold is not acknowledged."""
+    store = Store()
+    lane1, lane2 = (store.terminal(n) for n in ("lane1", "lane2"))
+    cloud = store.terminal("cloud", Role.CLOUD)
+    sync_all([lane1.replica, lane2.replica, cloud.replica])  # certificates only
+    lane1.replica.append(sale(1), NOW - DAY_MS)
+    lane2.replica.append(sale(2), NOW - DAY_MS)
+    lane1.replica.close_days(YESTERDAY, NOW)
+    sync_all([lane1.replica, lane2.replica, cloud.replica])
+    replica = cloud.replica
+
+    def acknowledged(day: str) -> bool:
+        return sealdays.cloud_acknowledges(replica, day)
+
+    assert not sealdays.cloud_acknowledges(lane1.replica, YESTERDAY)
+    assert not acknowledged("2026-11-10")  # held nowhere here
+    assert sealdays.sealable(replica, acknowledged) == []  # lane2 has not closed it
+    lane2.replica.close_days(YESTERDAY, NOW)
+    sync(lane2.replica, replica)
+    assert acknowledged(YESTERDAY)
+    assert sealdays.sealable(replica, acknowledged) == [YESTERDAY]
+    archives = attached_archives(replica)
+    sealed = seal(replica, YESTERDAY, archives)
+    assert sealed.sealed.records == 4  # two sales and two day-ends
+    # Sealed: no longer held open, so not acknowledged again (nothing to seal twice).
+    assert not acknowledged(YESTERDAY)
+    assert sealdays.sealable(replica, acknowledged) == []

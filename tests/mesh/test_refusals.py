@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,11 @@ from lanesync.core.wire import (
     decode_frame,
     encode_frame,
 )
-from lanesync.shell.admission import MAX_HANDSHAKES, MAX_UNAUTHENTICATED_MESSAGE
+from lanesync.shell.admission import (
+    HANDSHAKE_GRACE_S,
+    MAX_HANDSHAKES,
+    MAX_UNAUTHENTICATED_MESSAGE,
+)
 from lanesync.shell.directories import StoreDirectory, TerminalDirectory
 from lanesync.shell.terminal import wall_clock_ms
 
@@ -329,23 +334,51 @@ def test_raw_client_is_cut_off(pair: Pair, tmp_path: Path, name: str) -> None:
     pair.sell_on_b_reaches_a()
 
 
-def test_connections_stuck_in_the_handshake_are_capped_oldest_first(pair: Pair) -> None:
-    """Strangers that connect and never say hello: past MAX_HANDSHAKES, the oldest go."""
+def test_connections_stuck_in_the_handshake_are_capped_newcomers_first_then_the_oldest(
+    pair: Pair,
+) -> None:
+    """Strangers that connect and never say hello: past MAX_HANDSHAKES the newcomer is refused
+    while the oldest is within its HANDSHAKE_GRACE_S, and the oldest once it is past it."""
     before = settled(pair)
     with contextlib.ExitStack() as stack:
-        clients = [stack.enter_context(raw_client(pair.a)) for _ in range(MAX_HANDSHAKES + 3)]
+        first_started = time.monotonic()
+        clients = [stack.enter_context(raw_client(pair.a)) for _ in range(MAX_HANDSHAKES)]
+        first_opened = time.monotonic()
+        late = stack.enter_context(raw_client(pair.a))
+        late_opened = time.monotonic()
         for ws in clients:
             assert isinstance(ws.recv(timeout=IO_TIMEOUT_S), bytes)  # a's hello: it is open
-        for ws in clients[:3]:
-            frames, closed = drain(ws)
-            assert closed.rcvd is not None, closed
-            assert closed.rcvd.code == POLICY_VIOLATION
-            told = [*refusal_reasons(frames), closed.rcvd.reason]
-            assert any("too many connections in the handshake" in t for t in told), told
+        # Whether the newcomer came within the oldest's grace, from the client's clocks: the
+        # server admitted the oldest between first_started and first_opened.
+        if late_opened - first_started < HANDSHAKE_GRACE_S:
+            frames, closed = drain(late)
+            assert frames == [], frames  # refused before a's hello
+            assert_refused(closed)
+            with pytest.raises(TimeoutError):
+                clients[0].recv(timeout=0.5)  # the oldest still waits
+        else:  # a machine so slow that the oldest may have had its grace: one of them went
+            try:
+                late.recv(timeout=IO_TIMEOUT_S)  # a's hello: the newcomer took the oldest's place
+                assert_refused(drain(clients.pop(0))[1])
+            except ConnectionClosed as closed:
+                assert_refused(closed)
+        # Once the oldest has had its grace, a newcomer takes its place.
+        time.sleep(max(0.0, first_opened + HANDSHAKE_GRACE_S - time.monotonic()))
+        later = stack.enter_context(raw_client(pair.a))
+        assert isinstance(later.recv(timeout=IO_TIMEOUT_S), bytes)  # a's hello: admitted
+        frames, closed = drain(clients[0])
+        assert_refused(closed, refusal_reasons(frames))
         with pytest.raises(TimeoutError):
-            clients[3].recv(timeout=0.5)  # the younger ones are still waiting
+            clients[1].recv(timeout=0.5)  # the younger ones are still waiting
     assert pair.a.digest() == before
     pair.sell_on_b_reaches_a()
+
+
+def assert_refused(closed: ConnectionClosed, reasons: list[str] | None = None) -> None:
+    assert closed.rcvd is not None, closed
+    assert closed.rcvd.code == POLICY_VIOLATION
+    told = [*(reasons or []), closed.rcvd.reason]
+    assert any("too many connections in the handshake" in t for t in told), told
 
 
 # -- replayed frames -------------------------------------------------------------------------------

@@ -246,6 +246,27 @@ def test_database_from_a_newer_schema_is_refused(lanes: Lanes) -> None:
     assert on_hand(lanes.open(path, lock_wait_s=0), "milk") == 3
 
 
+def test_a_database_of_schema_4_forgets_its_verdicts_keyed_by_record_hash(lanes: Lanes) -> None:
+    """Schema 4 kept verdicts under record hashes, which a copy with another signature shares:
+    opened now, they are deleted (the records are verified once more) and new ones are verdict
+    keys."""
+    terminal = lanes.new("lane1")
+    record = terminal.write(receipt("milk", 3))
+    path = terminal.directory.path
+    lanes.close(terminal)
+    db = path / "lanesync.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("DELETE FROM verified")
+        conn.execute("INSERT INTO verified (hash) VALUES (?)", (record.hash,))
+        conn.execute("PRAGMA user_version=4")
+        conn.commit()
+    reopened = lanes.open(path, lock_wait_s=0)
+    assert on_hand(reopened, "milk") == 3
+    lanes.close(reopened)
+    assert query(db, "PRAGMA user_version") == [(storage.SCHEMA_VERSION,)]
+    assert (record.hash,) not in query(db, "SELECT hash FROM verified")
+
+
 def open_files_of_this_process(path: Path) -> list[str]:
     return [f.path for f in psutil.Process().open_files() if f.path.startswith(str(path))]
 

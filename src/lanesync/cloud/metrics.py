@@ -55,6 +55,12 @@ class _ServiceCollector(Collector):
             value=service.uplinks_refused,
         )
         yield CounterMetricFamily(
+            "lanesync_cloud_handshakes_refused",
+            "Connections refused because MAX_HANDSHAKES were already in the handshake (a burst "
+            "of dials or a flood: shell/admission.py)",
+            value=service.gate.refused,
+        )
+        yield CounterMetricFamily(
             "lanesync_cloud_records_checked_ahead",
             "Records of large uploads whose signatures the worker thread checked ahead of "
             "their merge (cloud/verifier.py)",

@@ -16,18 +16,32 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
 * ``signing()`` holds the lock from before the cloud signs a record of its own chain until the
   commit holding it is durable: every process signs the cloud's records, and two of them
   signing "the next seq" from their own replicas would fork the cloud's chain.
+* Sealed days (``core.sealing``) are kept in ``store_archives``, as a lane keeps them in its
+  ``sealed_days``: ``seal`` runs under the lock (``StoreRuntime.seal_due`` holds it with
+  ``signing``, having merged everything committed), stores the archives, deletes the days' log
+  rows and snapshots and bumps ``snapshot_gen``, so the others pull the seal (``Pulled.sealed``)
+  and unload the day too. A process that has not pulled the seal yet may still commit a late
+  record of the day to its open copy: ``commit`` then writes the archive ahead of it and marks
+  the day reopened, exactly what a replica that knew does (``Replica.merge`` opens the day).
+  The verdicts of a sealed day's records are kept: the cloud has no checkpoint of its views, so
+  every open folds the sealed days too, from their archives, and need not verify them again.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from lanesync.cloud.sql import Sql
+from lanesync.core import archive_codec
 from lanesync.core.change import Change
+from lanesync.core.eventpack import Pack
+from lanesync.core.ids import LEDGER_PREFIX, ledger_doc
 from lanesync.core.replica import Replica
+from lanesync.core.sealdays import Sealing
+from lanesync.core.sealing import SealedDay, decode_meta
 from lanesync.errors import StorageError
 from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 
@@ -40,6 +54,9 @@ COMMIT_CHANNEL = "lanesync_store_commit"
 class Pulled:
     updates: list[tuple[str, bytes]]
     verified: set[bytes]  # records another process verified: no need to check them again
+    # After another process compacted or sealed: every day sealed in the database (the caller
+    # unloads those it holds open; ``StoreRuntime``).
+    sealed: list[SealedDay] = field(default_factory=list)
 
 
 class PostgresStoreStorage:
@@ -98,8 +115,101 @@ class PostgresStoreStorage:
                     "SELECT hash FROM store_verified WHERE store_id = ?", (self._store,)
                 )
             }
+            sealed, amended = self._sealed_days()
         self._mine.clear()
-        return Loaded(dict(stored), tail, verified, None)
+        return Loaded(dict(stored), tail, verified, None, sealed, amended)
+
+    def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
+        """The days sealed, and the report hashes of the earlier seals of those reopened."""
+        sealed: list[SealedDay] = []
+        amended: dict[str, tuple[str, ...]] = {}
+        for state, meta in self._sql.execute(
+            "SELECT state, meta FROM store_archives WHERE store_id = ? ORDER BY day",
+            (self._store,),
+        ):
+            try:
+                day = decode_meta(bytes(meta))
+            except ValueError as exc:
+                raise StorageError(f"store {self._store}: {exc}") from exc
+            if state == "sealed":
+                sealed.append(day)
+            elif state == "reopened":
+                amended[day.doc] = (*day.amended_from, day.report_hash)
+            else:  # a damaged row: taking it for either would hide or invent a day's records
+                raise StorageError(f"store {self._store}: sealed day {day.day} has state {state!r}")
+        return sealed, amended
+
+    def read_archive(self, day: str) -> bytes:
+        """A sealed day's archive (``Replica.attach_archives``)."""
+        rows = self._sql.execute(
+            "SELECT archive FROM store_archives WHERE store_id = ? AND day = ?",
+            (self._store, day),
+        )
+        if not rows:
+            raise StorageError(f"the database holds no archive of {day} of store {self._store}")
+        return bytes(rows[0][0])
+
+    def archived_update(self, day: str) -> bytes:
+        """The CRDT update a sealed day's archive holds."""
+        try:
+            return archive_codec.decompress(self.read_archive(day))
+        except ValueError as exc:
+            raise StorageError(f"store {self._store}: {exc} ({day})") from exc
+
+    def seal(
+        self,
+        sealings: Sequence[Sealing],
+        replica: Replica,
+        at_ms: int,
+        packs: Mapping[str, Pack] | None = None,
+    ) -> None:
+        """Store sealed days' archives and drop their documents' log rows and snapshots, in
+        one transaction that holds the store's lock (the one ``signing`` opened, else its own):
+        nothing of the days may have been committed by another process and not merged here,
+        or their archives would lack it (``StorageError`` then: the caller merges first).
+        ``replica`` and ``packs`` are a terminal's (its checkpoint, its change feed): the
+        cloud keeps neither."""
+        held, self._held = self._held, None
+        with held if held is not None else self._sql.transaction():
+            head = self.lock()
+            if self.is_behind(head):
+                raise StorageError(
+                    f"store {self._store}: another process committed to it while it was sealed"
+                )
+            for sealing in sealings:
+                self._sql.execute(
+                    "INSERT INTO store_archives (store_id, day, state, meta, archive, report, "
+                    "signature, sealed_at_ms) VALUES (?, ?, 'sealed', ?, ?, ?, ?, ?) "
+                    "ON CONFLICT (store_id, day) DO UPDATE SET state = 'sealed', "
+                    "meta = excluded.meta, archive = excluded.archive, report = excluded.report, "
+                    "signature = excluded.signature, sealed_at_ms = excluded.sealed_at_ms",
+                    (
+                        self._store,
+                        sealing.sealed.day,
+                        sealing.meta,
+                        sealing.archive,
+                        sealing.report,
+                        sealing.signature,
+                        at_ms,
+                    ),
+                )
+                for table in ("store_updates", "store_snapshots"):
+                    self._sql.execute(
+                        f"DELETE FROM {table} WHERE store_id = ? AND doc = ?",  # noqa: S608 - fixed table names
+                        (self._store, sealing.sealed.doc),
+                    )
+            # As after a compaction: the others reload what is left and pull the seals.
+            gen = self._sql.execute(
+                "UPDATE store_heads SET snapshot_gen = snapshot_gen + 1 WHERE store_id = ? "
+                "RETURNING snapshot_gen",
+                (self._store,),
+            )[0][0]
+            self._notify()
+        self._seen_gen = int(gen)
+        self._seen_seq, self._mine = head[0], set()
+        for sealing in sealings:
+            self._log_bytes.pop(sealing.sealed.doc, None)
+            self._snapshot_bytes.pop(sealing.sealed.doc, None)
 
     def checkpoint_due(self) -> bool:
         """Never: several processes write a store's log, and a checkpoint of one process's
@@ -117,12 +227,17 @@ class PostgresStoreStorage:
         last_seq, gen = self.lock()
         updates: list[tuple[str, bytes]] = []
         verified: set[bytes] = set()
+        sealed: list[SealedDay] = []
         if gen != self._seen_gen:
             for doc, data in self._sql.execute(
                 "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
             ):
                 updates.append((doc, bytes(data)))
                 self._snapshot_bytes[doc] = len(data)
+            sealed = self._sealed_days()[0]
+            for day in sealed:
+                self._log_bytes.pop(day.doc, None)
+                self._snapshot_bytes.pop(day.doc, None)
             self._seen_gen = gen
         if last_seq > self._seen_seq:
             for seq, doc, data in self._sql.execute(
@@ -143,7 +258,7 @@ class PostgresStoreStorage:
             }
             self._mine = {seq for seq in self._mine if seq > last_seq}
             self._seen_seq = last_seq
-        return Pulled(updates, verified)
+        return Pulled(updates, verified, sealed)
 
     @contextlib.contextmanager
     def signing(self) -> Iterator[Pulled]:
@@ -175,20 +290,22 @@ class PostgresStoreStorage:
             raise StorageError("idempotency keys are kept by terminals, not by the cloud")
         rows: list[tuple[str, bytes]] = []
         verdicts: list[bytes] = []
+        unsealed: set[str] = set()
         for change in changes:
             rows.extend(change.updates)
             verdicts.extend(change.verdicts)
+            unsealed.update(change.unsealed)
         if not rows and not verdicts:
             return
         held, self._held = self._held, None
         with held if held is not None else self._sql.transaction():
-            last = int(
-                self._sql.execute(
-                    "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
-                    "RETURNING last_seq",
-                    (len(rows), self._store),
-                )[0][0]
-            )
+            # Taking the lock first: a seal another process commits meanwhile has ended when
+            # the days written are checked for seals (``_reopening``).
+            last = self._advance(len(rows))
+            ahead = self._reopening(rows, unsealed)
+            if ahead:
+                last = self._advance(len(ahead))
+            rows = [*ahead, *rows]
             first = last - len(rows) + 1
             self._sql.executemany(
                 "INSERT INTO store_updates (store_id, seq, doc, data) VALUES (?, ?, ?, ?)",
@@ -200,9 +317,57 @@ class PostgresStoreStorage:
                 [(self._store, h, last) for h in verdicts],
             )
             self._notify()
-        self._mine.update(range(first, last + 1))
+        # The archives written ahead are pulled back like another process's rows: this replica
+        # lacks what the sealing process merged into them last (its rows are gone).
+        self._mine.update(range(first + len(ahead), last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+
+    def _advance(self, rows: int) -> int:
+        """Number ``rows`` more log rows (taking the store's lock); the last seq now."""
+        return int(
+            self._sql.execute(
+                "UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ? "
+                "RETURNING last_seq",
+                (rows, self._store),
+            )[0][0]
+        )
+
+    def _reopening(
+        self, rows: list[tuple[str, bytes]], unsealed: set[str]
+    ) -> list[tuple[str, bytes]]:
+        """The rows to write ahead of ``rows``; the days they write that the database holds
+        sealed are marked reopened (inside the commit's transaction, the lock held). A day
+        this replica opened again (``unsealed``) leads its rows with the archive already; a
+        day another process sealed after this one last pulled is open here, so its archive is
+        written ahead of the rows: either way a load finds the archive, then the late
+        records, as a lane's storage has them after ``Replica.merge`` opened a sealed day."""
+        days = sorted({d for d, _ in rows if d.startswith(LEDGER_PREFIX)})
+        if not days:
+            return []
+        marks = ", ".join("?" for _ in days)
+        sealed = {
+            str(day): bytes(archive)
+            for day, archive in self._sql.execute(
+                "SELECT day, archive FROM store_archives "  # noqa: S608 - placeholders only
+                f"WHERE store_id = ? AND state = 'sealed' AND day IN ({marks})",
+                (self._store, *(d.removeprefix(LEDGER_PREFIX) for d in days)),
+            )
+        }
+        if not sealed:
+            return []
+        self._sql.executemany(
+            "UPDATE store_archives SET state = 'reopened' WHERE store_id = ? AND day = ?",
+            [(self._store, day) for day in sealed],
+        )
+        try:
+            return [
+                (ledger_doc(day), archive_codec.decompress(archive))
+                for day, archive in sorted(sealed.items())
+                if ledger_doc(day) not in unsealed
+            ]
+        except ValueError as exc:
+            raise StorageError(f"store {self._store}: {exc}") from exc
 
     def _notify(self) -> None:
         # Inside the transaction: delivered to the listeners when it commits, never before

@@ -170,6 +170,29 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "store_archives: the days the cloud sealed in a store's documents",
+        (
+            # One row per business day the cloud sealed (core.sealing), as a lane's sealed_days
+            # table keeps them: the day's description (sealing.encode_meta), its archive (the
+            # day document's CRDT state, archive_codec.compress'd), its sealed Z-report and the
+            # signature of the process that sealed it, as the cloud. Its store_updates and
+            # store_snapshots rows are deleted in the same transaction. state is 'reopened' once
+            # a late record opened the day again (its log rows then start with the archive).
+            """CREATE TABLE store_archives (
+                store_id TEXT NOT NULL,
+                day TEXT NOT NULL,
+                state TEXT NOT NULL,
+                meta BYTEA NOT NULL,
+                archive BYTEA NOT NULL,
+                report BYTEA NOT NULL,
+                signature BYTEA NOT NULL,
+                sealed_at_ms BIGINT NOT NULL,
+                PRIMARY KEY (store_id, day)
+            )""",
+        ),
+    ),
 )
 LATEST = POSTGRESQL_MIGRATIONS[-1].version
 

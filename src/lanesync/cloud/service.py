@@ -36,7 +36,7 @@ from lanesync.core.wire import Hello, decode_frame
 from lanesync.errors import Busy, LanesyncError, ProtocolViolation, StorageError, UsageError
 from lanesync.shell.admission import TOO_MANY_HANDSHAKES, HandshakeGate
 from lanesync.shell.mesh import DEFAULT_COLLABORATORS, Collaborators
-from lanesync.shell.terminal import wall_clock_ms
+from lanesync.shell.terminal import COMPLETENESS_RECHECK_MS, wall_clock_ms
 from lanesync.shell.turns import Turns
 
 log = logging.getLogger("lanesync.cloud")
@@ -46,6 +46,14 @@ HELLO_TIMEOUT_S = 10.0
 # for 5,000 registered stores took 4 ms (median of 20; 26 ms at most) on 2026-12-07, timing
 # DatabaseStores.store_ids on the suite's throwaway PostgreSQL, 2-core machine at load 4.
 RELIST_STORES_S = 1.0
+# How soon after a commit the cloud checks whether a store's days may be sealed: a lane checks
+# every second (shell.dayclosing.SEAL_CHECK_EVERY_S), and a second folds a leader's burst of
+# uploads into one check.
+SEAL_CHECK_AFTER_S = 1.0
+# With a closed day still unsealed and nothing new committed: checked again this often, as long
+# as a lane's completeness of a day may take to notice a change in another document
+# (shell.terminal.COMPLETENESS_RECHECK_MS).
+SEAL_RECHECK_S = COMPLETENESS_RECHECK_MS / 1000
 
 
 class CloudService:
@@ -85,6 +93,7 @@ class CloudService:
         # Monotonic seconds when the store was opened or its last user left: idle since then.
         self._last_used: dict[str, float] = {}
         self._committers: dict[str, asyncio.Task[None]] = {}
+        self._seal_checks: dict[str, asyncio.TimerHandle] = {}  # the next check of each store
         # Checks the records of large uploads on a worker thread, ahead of their merge.
         self.verifier = AheadVerifier()
         # The stores' flushes and timers take turns on the loop, the network read between them.
@@ -166,6 +175,7 @@ class CloudService:
             raise
         try:
             runtime.mesh.on_merged = self._merged_by(runtime)
+            runtime.on_projected = lambda: self._seal_soon(store_id, SEAL_CHECK_AFTER_S)
             runtime.refresh()
         except BaseException as exc:
             runtime.terminal.close()
@@ -197,6 +207,9 @@ class CloudService:
         runtime = self.stores.pop(store_id)
         del self._users[store_id], self._last_used[store_id]
         self._committers.pop(store_id).cancel()
+        check = self._seal_checks.pop(store_id, None)
+        if check is not None:
+            check.cancel()
         runtime.mesh.close_all()  # commits what a last flush merged; no link is left
         runtime.terminal.close()
         if self.backend.shared:
@@ -242,6 +255,34 @@ class CloudService:
             due = self.evict_idle(time.monotonic())
             await asyncio.sleep(max(0.0, due - time.monotonic()))
 
+    def _seal_soon(self, store_id: str, after_s: float) -> None:
+        """Check ``after_s`` from now whether the store's days may be sealed (unless a check
+        is due sooner). Called after every projection: a day becomes sealable only when
+        something is committed, so an idle store costs no check."""
+        loop = asyncio.get_running_loop()
+        due = loop.time() + after_s
+        pending = self._seal_checks.get(store_id)
+        if pending is not None:
+            if pending.when() <= due:
+                return
+            pending.cancel()
+        self._seal_checks[store_id] = loop.call_at(due, self._seal_check, store_id)
+
+    def _seal_check(self, store_id: str) -> None:
+        self._seal_checks.pop(store_id, None)
+        runtime = self.stores.get(store_id)
+        if runtime is None:
+            return  # evicted meanwhile: its days are checked when it is opened again
+        try:
+            runtime.seal_due()
+        except StorageError as exc:
+            self._on_failure(exc)  # the disk or the database failed: the process stops (74)
+            return
+        except LanesyncError as exc:  # a day that cannot be sealed now: checked again later
+            log.error("store.seal store=%s failed: %s", store_id, exc)
+        if runtime.may_seal_later():
+            self._seal_soon(store_id, SEAL_RECHECK_S)
+
     def _merged_by(self, runtime: StoreRuntime) -> Callable[[float], None]:
         def merged(seconds: float) -> None:
             runtime.merged_upload(seconds, self.observe_merge)
@@ -253,6 +294,8 @@ class CloudService:
         self.verifier.close()
         for task in self._committers.values():
             task.cancel()
+        for check in self._seal_checks.values():
+            check.cancel()
         for runtime in self.stores.values():
             runtime.terminal.close()
         self.backend.close()
@@ -265,7 +308,9 @@ class CloudService:
                 ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
             )
 
-        self.gate.admit(ws, refuse)  # the store's mesh takes it over, or it ends below
+        if not self.gate.admit(ws, refuse):  # the store's mesh takes it over, or it ends below
+            await ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
+            return
         try:
             await self._route(ws)
         finally:

@@ -17,6 +17,10 @@ Two backends behind one interface:
   Every process signs as the cloud (a price set through its API): it takes the store's lock,
   merges what the others committed, signs and commits before the lock is released
   (``StoreRuntime.signing``), so the cloud's own chain never forks.
+
+On both, the cloud seals a store's complete days as lanes do (``StoreRuntime.seal_due``: the
+archive kept, the day's log and memory dropped, the head-office rows left as they are); on
+PostgreSQL under the store's lock, and the other processes unload the day when they follow.
 """
 
 from __future__ import annotations
@@ -32,8 +36,10 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage, Pulled
 from lanesync.cloud.schema import prepare_sqlite_headoffice, require_current_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect, redact
+from lanesync.core import sealdays, sealing
 from lanesync.core.accepted import AcceptedRecords
 from lanesync.core.node import Node
+from lanesync.core.sealing import SealedDay
 from lanesync.errors import StorageError
 from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.committer import GroupCommitter
@@ -101,6 +107,8 @@ class StoreRuntime:
     relay_scheduled: bool = field(default=False)
     # When this process last merged records a leader sent (wall clock, ms); None until then.
     last_upload_ms: int | None = None
+    # Called after every projection that committed (the service schedules a seal check).
+    on_projected: Callable[[], None] = field(default=lambda: None)
 
     def merged_upload(self, seconds: float, observe: Callable[[float], None]) -> None:
         """The mesh merged (and committed) a batch of a leader's records in ``seconds``."""
@@ -121,6 +129,34 @@ class StoreRuntime:
             raise
         if pulled:
             self._relay_soon()
+        self.on_projected()
+
+    def seal_due(self) -> list[str]:
+        """Seal the store's days that are complete in this replica (``core.sealdays``, the
+        cloud acknowledging them itself: ``sealdays.cloud_acknowledges``), store their archives
+        and unload them; returns the days sealed. The head-office rows of their records stay
+        (a projection reads a sealed day's records from its archive: ``Replica.records``), and
+        the connected leaders hear of the seal at once: their lanes seal the day on it."""
+        replica = self.terminal.replica
+
+        def acknowledged(day: str) -> bool:
+            return sealdays.cloud_acknowledges(replica, day)
+
+        if not self.terminal.sealable(acknowledged):
+            return []  # the store's lock is not taken for nothing
+        # On a shared database: under the store's lock, with everything the other processes
+        # committed merged first (``signing``), so the archives hold every row the seal deletes.
+        with self.signing():
+            sealed = self.terminal.seal_due(acknowledged)
+        if sealed:
+            log.info("store.sealed store=%s days=%s", self.store_id, ",".join(sealed))
+            self.mesh.days_sealed()
+        return sealed
+
+    def may_seal_later(self) -> bool:
+        """Does the replica hold a day some lane closed that is not sealed yet (incomplete,
+        or waiting for a commit)? Then a later check may seal it."""
+        return bool(sealdays.candidates(self.terminal.replica))
 
     @contextlib.contextmanager
     def signing(self) -> Iterator[None]:
@@ -140,14 +176,36 @@ class StoreRuntime:
 
     def _merge_pulled(self, new: Pulled) -> bool:
         """Merge rows other processes committed; whether there were any."""
-        if not new.updates:
+        if not new.updates and not new.sealed:
             return False
         # Already durable in the database: merged in memory, never re-written; the records the
         # committing process verified are not verified again.
         replica = self.terminal.replica
         merged = replica.merge(new.updates, self.terminal.now_ms(), trusted=new.verified)
         replica.persisted([merged])  # durable already: nothing is owed
+        self._unload_sealed(new.sealed)
         return True
+
+    def _unload_sealed(self, sealed: list[SealedDay]) -> None:
+        """Another process sealed these days: unload those held open here. Each day's archive
+        is merged first (the rows the sealing process merged last are deleted); a day that then
+        holds more than its archive (a record merged here and not committed yet) stays open:
+        its commit opens the day in the database too (``PostgresStoreStorage.commit``)."""
+        assert self.shared_storage is not None  # pulled from it
+        replica = self.terminal.replica
+        held = set(replica.doc_names())
+        unloaded = []
+        for day in sealed:
+            if day.doc not in held:
+                continue
+            archived = [(day.doc, self.shared_storage.archived_update(day.day))]
+            merged = replica.merge(archived, self.terminal.now_ms())
+            replica.persisted([merged])
+            if sealing.same_vector(replica.state_vector(day.doc), day):
+                replica.seal_document(day)
+                unloaded.append(day.day)
+        if unloaded:
+            log.info("store.unloaded store=%s days=%s", self.store_id, ",".join(unloaded))
 
     def _relay_soon(self) -> None:
         # Called from inside the mesh's flush or the committer's fence: sync with the peers

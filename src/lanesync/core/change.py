@@ -2,7 +2,8 @@
 
 Every write into a ``Replica`` (``append``, ``merge``, ``restore``, a day close, a published
 certificate) returns a ``Change``: the CRDT updates the shell must commit, in order, before it
-acknowledges anything, and the hashes of records whose signatures were verified. ``Merged``
+acknowledges anything, and the verdict keys (``records.verdict_key``) of records whose
+signatures were verified. ``Merged``
 adds what the relay needs of a merge. Apart from ``replica.py`` because every layer above the
 core (the node, the driver, storage, the simulator) passes these around without the replica.
 """

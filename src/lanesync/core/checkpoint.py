@@ -36,7 +36,8 @@ if TYPE_CHECKING:  # the views' own checkpoint layout is theirs: at run time the
 # ascending), so a document rebuilt in another order (a compacted snapshot) still matches.
 # 4: the tally also carries the days each terminal closed (its day-end records). 5: each chain
 # carries its base (the seqs whose hashes are read back from sealed days, ``Chains.compact``).
-CHECKPOINT_FORMAT = 5
+# 6: each price carries the hash of the record that set it (``tally.Price``'s last tie-break).
+CHECKPOINT_FORMAT = 6
 CHECKPOINT_DIGEST_SIZE = 32  # BLAKE2b-256 over the checkpoint's body, appended to it
 
 

@@ -4,9 +4,9 @@ Pure state machine (time passed in as ``now_ms``; ``next_deadline()`` / ``handle
 
 Every terminal gossips, every ``GOSSIP_MS``, to its direct neighbours the candidates it knows:
 itself and every candidate it heard of (directly or relayed) less than ``LEASE_MS`` ago, each
-with its cloud reachability, configured priority, highest term seen, and how long ago it was
-last heard of. So within a few gossip rounds every terminal of a connected component knows the
-same live set, and they all rank it the same way:
+with its cloud reachability, configured priority, highest term seen, heartbeat, and how long ago
+it was last heard of. So within a few gossip rounds every terminal of a connected component knows
+the same live set, and they all rank it the same way:
 
     rank = (can reach the cloud, priority, -terminal id order)   -- highest wins
 
@@ -14,6 +14,17 @@ The best-ranked live candidate is the leader. A terminal claims leadership only 
 been up for ``LEASE_MS`` (so it has heard of everyone alive) and only while it ranks first; a
 candidate nobody heard of for ``LEASE_MS`` is dead, so a leader that dies, is cut off, or loses
 its WAN link (its reachability drops its rank) is replaced within ``FAILOVER_BOUND_MS``.
+
+Heartbeats: only news keeps a candidate alive. Each candidate advances its own ``beat`` once per
+gossip round, and a terminal takes a report as a sign of life only when it carries a beat newer
+than any it has seen of that candidate (the gossip failure detector of van Renesse, Minsky and
+Hayden, 1998). A relayed age leaves out the transit time, so without beats the echo of a dead
+candidate's last report, coming back round a cycle of relays, looked younger than the report
+itself, and renewed the lease it came from: with 4 lanes and 120 ms transits a dead leader stayed
+"alive" for 72 s (``test_echoes_of_a_dead_leader_do_not_renew_its_lease``). With beats a dead
+candidate is last heard of when its last beat first arrived, later than its death by the transits
+of one path at most, and a beat is remembered ``LEASE_MS`` past its lease
+(``FORGET_MS``), so an echo cannot bring a candidate back either.
 
 Terms: a terminal that becomes leader takes ``max(term seen) + 1``, and every terminal adopts
 the highest term it hears of, so each leadership carries a term higher than any earlier one in
@@ -33,6 +44,12 @@ LEASE_MS = 3_000
 # Worst case from a leader's death to a new leader: its lease expires everywhere (LEASE_MS after
 # it was last heard of), plus gossip hops for the news of the new best to spread (2 rounds).
 FAILOVER_BOUND_MS = LEASE_MS + 2 * GOSSIP_MS
+# A candidate's last beat is remembered this long after it was heard of: its lease, then one
+# more (the failure detector's T_cleanup = 2 * T_fail, van Renesse, Minsky and Hayden, 1998). A
+# relay holds a beat at most LEASE_MS after it first heard it, and heard it later than we did
+# by the transits of one path at most, far under one lease, so any echo of a beat we already
+# had arrives while we still remember it.
+FORGET_MS = 2 * LEASE_MS
 MAX_CANDIDATES = 256
 
 
@@ -45,6 +62,9 @@ class Candidate:
     age_ms: int  # how long ago the sender last heard of it (0 for the sender itself)
     leader: str = ""  # the leader it follows ("" while settling)
     leader_term: int = 0  # that leadership's term
+    # Its heartbeat: only it advances it, once per gossip round (``Election.beat``); a report
+    # counts as a sign of life only when its beat is newer than any seen of this candidate.
+    beat: int = 0
 
     def rank(self) -> tuple[bool, int, _Reversed]:
         return (self.reachable, self.priority, _Reversed(self.terminal_id))
@@ -69,6 +89,12 @@ class _Heard:
     heard_ms: int  # our clock: when this candidate was (directly or indirectly) last alive
 
 
+@dataclass(frozen=True, slots=True)
+class _Beat:
+    beat: int  # the newest beat seen of a candidate
+    heard_ms: int  # when that candidate was last alive (as in ``_Heard``)
+
+
 @dataclass(slots=True)
 class Election:
     me: str
@@ -77,6 +103,8 @@ class Election:
     term: int = 0
     reachable: bool = False
     _heard: dict[str, _Heard] = field(default_factory=dict)
+    _beats: dict[str, _Beat] = field(default_factory=dict)  # kept FORGET_MS, past the lease
+    _rounds: int = 0  # gossip rounds since start
     _next_gossip_ms: int = 0
     _leader: str | None = None
     _leader_term: int = 0
@@ -91,21 +119,30 @@ class Election:
 
     def receive(self, candidates: list[Candidate], now_ms: int) -> None:
         """Gossip from a neighbour (the first candidate is the neighbour itself)."""
+        self._forget(now_ms)
         for candidate in candidates[:MAX_CANDIDATES]:
             self.term = max(self.term, candidate.term)
             if candidate.terminal_id == self.me or candidate.age_ms >= LEASE_MS:
                 continue
+            seen = self._beats.get(candidate.terminal_id)
+            if seen is not None and candidate.beat <= seen.beat:
+                # Not news: what we had already, through another path (or back round a cycle),
+                # looking younger only by the transits that ages leave out.
+                continue
             heard_ms = now_ms - max(0, candidate.age_ms)
-            known = self._heard.get(candidate.terminal_id)
-            if known is None or heard_ms >= known.heard_ms:
-                self._heard[candidate.terminal_id] = _Heard(candidate, heard_ms)
+            if seen is not None:
+                heard_ms = max(heard_ms, seen.heard_ms)
+            self._beats[candidate.terminal_id] = _Beat(candidate.beat, heard_ms)
+            self._heard[candidate.terminal_id] = _Heard(candidate, heard_ms)
         self._recompute(now_ms)
 
     def handle_timer(self, now_ms: int) -> bool:
         """Expire silent candidates; True when it is time to gossip (call ``gossip``)."""
         self._recompute(now_ms)
+        self._forget(now_ms)
         if now_ms >= self._next_gossip_ms:
             self._next_gossip_ms = now_ms + GOSSIP_MS
+            self._rounds += 1
             return True
         return False
 
@@ -130,6 +167,7 @@ class Election:
             0,
             self._leader or "",
             self._leader_term,
+            self.beat,
         )
         others = [
             Candidate(
@@ -140,6 +178,7 @@ class Election:
                 now_ms - h.heard_ms,
                 h.candidate.leader,
                 h.candidate.leader_term,
+                h.candidate.beat,
             )
             for h in sorted(self._heard.values(), key=lambda h: h.candidate.terminal_id)
         ]
@@ -149,6 +188,14 @@ class Election:
     def leader(self) -> str | None:
         """The leader this terminal believes in (None while it is still settling)."""
         return self._leader
+
+    @property
+    def beat(self) -> int:
+        """This terminal's heartbeat: one more every gossip round. It starts from ``started_ms``
+        so that a restarted terminal's beats are newer than its previous life's (the clock has
+        moved on by more than one millisecond per 500 ms round); should the clock have stepped
+        back further, its old beats are forgotten ``FORGET_MS`` after its previous life ended."""
+        return max(0, self.started_ms) + self._rounds
 
     @property
     def is_leader(self) -> bool:
@@ -167,6 +214,10 @@ class Election:
             h.candidate.leader not in ("", self.me) and h.candidate.leader_term >= term
             for h in self._heard.values()
         )
+
+    def _forget(self, now_ms: int) -> None:
+        for terminal in [t for t, b in self._beats.items() if now_ms - b.heard_ms >= FORGET_MS]:
+            del self._beats[terminal]
 
     # -- the rule --------------------------------------------------------------------------------
 

@@ -30,11 +30,11 @@ from lanesync.core.slices import entry_values
 CHUNK_RECORDS = 500
 
 
-def verified_hashes(
+def verified_verdict_keys(
     values: Iterable[bytes], keys: Mapping[TerminalId, tuple[bytes, ...]], crypto: Crypto
 ) -> list[bytes]:
-    """The hashes of the records among ``values`` that decode, hold a valid body, and whose
-    signature one of their terminal's ``keys`` verifies."""
+    """The verdict keys (``records.verdict_key``) of the records among ``values`` that decode,
+    hold a valid body, and whose signature one of their terminal's ``keys`` verifies."""
     verified: list[bytes] = []
     for value in values:
         record = parse_record(value)
@@ -44,7 +44,7 @@ def verified_hashes(
             crypto.verify_record(key, record.payload, record.signature)
             for key in keys.get(record.terminal, ())
         ):
-            verified.append(record.hash)
+            verified.append(record.verdict_key)
     return verified
 
 
@@ -54,8 +54,8 @@ def verified_in_chunks(
     crypto: Crypto,
     chunk: int = CHUNK_RECORDS,
 ) -> Iterator[list[bytes]]:
-    """``verified_hashes`` of the entries ``update`` sets, ``chunk`` records at a time, in the
+    """``verified_verdict_keys`` of the entries ``update`` sets, ``chunk`` records at a time, in the
     update's order (the order its slices are merged in)."""
     values = entry_values(update)
     for start in range(0, len(values), chunk):
-        yield verified_hashes(values[start : start + chunk], keys, crypto)
+        yield verified_verdict_keys(values[start : start + chunk], keys, crypto)

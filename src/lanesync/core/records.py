@@ -157,6 +157,11 @@ class Record:
     def encoded(self) -> bytes:
         return self.payload + self.signature
 
+    @property
+    def verdict_key(self) -> bytes:
+        """What a verdict on this record's signature is kept under (``verdict_key``)."""
+        return verdict_key(self.encoded)
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
@@ -395,11 +400,20 @@ def record_hash(payload: bytes) -> bytes:
     return hashlib.blake2b(payload, digest_size=HASH_SIZE).digest()
 
 
+def verdict_key(encoded: bytes) -> bytes:
+    """What a verdict of a signature check is kept under (storage's verified table, the sets of
+    records checked ahead): BLAKE2b-256 of the complete record, payload and signature. Not the
+    record's hash, which covers the payload only: a copy of a record with another signature has
+    the same hash (and key), and a verdict on the genuine copy must not vouch for it."""
+    return hashlib.blake2b(encoded, digest_size=HASH_SIZE).digest()
+
+
 def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Rejection:
     """Decode a stored record WITHOUT checking its signature (``Trust.signer`` checks it).
 
-    Never raises: anything malformed becomes a ``Rejection``. ``checked``: hashes of records
-    this replica validated and verified before (its verdict cache); their bodies are trusted to
+    Never raises: anything malformed becomes a ``Rejection``. ``checked``: verdict keys
+    (``verdict_key``) of records this replica validated and verified before (its verdict cache);
+    their bodies are trusted to
     be well-formed and are not validated again, which halves the cost of a reopen.
     """
     if not isinstance(value, bytes | bytearray):
@@ -433,7 +447,7 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
         return Rejection(f"unknown record kind {kind!r}")
     digest = record_hash(payload)
     try:
-        if digest in checked:
+        if checked and verdict_key(data) in checked:
             parsed_body = _trusted_body(record_kind, body)
         else:
             parsed_body = _parse_body(record_kind, body)

@@ -227,13 +227,13 @@ class Replica:
                 continue
             known = own.get(key) if own else None
             parsed = known if known is not None else parse_record(new, checked)
-            trust = known is not None or (
-                not isinstance(parsed, Rejection) and parsed.hash in checked
-            )
+            # Hashing the record again is skipped when there is nothing to look it up in.
+            verdict = None if isinstance(parsed, Rejection) or not checked else parsed.verdict_key
+            trust = known is not None or (verdict is not None and verdict in checked)
             self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
-            if verified and not isinstance(parsed, Rejection) and parsed.hash in verified:
+            if verified and verdict is not None and verdict in verified:
                 # A verdict says some key of the terminal verified the signature (Trust.signer)
-                checked_ahead.append(parsed.hash)
+                checked_ahead.append(verdict)
             if writers is not None:
                 if isinstance(parsed, Rejection):
                     writers = None
@@ -314,7 +314,12 @@ class Replica:
                 yield record.hlc.business_day(self._tz)
 
     def _was_accepted(self, doc: str, key: str, value: object) -> bool:
-        """Was ``value`` a genuine entry under its own content key (worth writing back)?"""
+        """Was ``value`` a genuine entry under its own content key (worth writing back)?
+
+        Its signature is checked again: the key and the accepted hash cover the payload only,
+        so a copy of an accepted record with another signature passes both. Taken for genuine,
+        such a copy written over the genuine one would be written back in turn, forever (a
+        misbehaving peer's one update overflowed the stack). Only overwrites pay this check."""
         if doc == CONFIG_DOC:
             return configdoc.is_genuine(key, value, self.store)
         previous = parse_record(value)
@@ -322,6 +327,7 @@ class Replica:
             not isinstance(previous, Rejection)
             and previous.key == key
             and self.views.is_accepted(previous)
+            and self.views.verifies(previous)
         )
 
     def _new_views(self) -> Views:
@@ -357,7 +363,7 @@ class Replica:
                 continue
             for key, value in self._documents.entries(name):
                 parsed = parse_record(value, trusted)
-                trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+                trust = not isinstance(parsed, Rejection) and parsed.verdict_key in trusted
                 self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
         self.views.end_rebuild()
         self._digest = None
@@ -470,7 +476,7 @@ class Replica:
 
         Every update is decoded before any is applied, so a bad one (RemoteError) changes
         nothing. The returned change persists the updates exactly as received. Records whose
-        hash is in ``trusted`` were verified by this replica's own storage before (a cloud
+        verdict key is in ``trusted`` were verified by this replica's own storage before (a cloud
         process sharing the database): their signatures are not checked again.
         """
         return self.merge_batch(updates, now_ms, trusted).change
@@ -484,7 +490,7 @@ class Replica:
         verified: Container[bytes] = (),
     ) -> Merged:
         """``merge``, plus which of the updates were new here (the relay needs that).
-        ``verified``: hashes of records checked just now elsewhere (``core.preverify``):
+        ``verified``: verdict keys of records checked just now elsewhere (``core.preverify``):
         taken as ``trusted``, and their verdicts kept as this replica's.
 
         All updates of one document are applied in ONE pycrdt transaction and the views are
@@ -605,7 +611,7 @@ class Replica:
         )
         doc, own = expected_doc(record, self._tz), {record.key: record}
         change = self._local_put(doc, record.key, record.encoded, now_ms, own=own)
-        change.verdicts.append(record.hash)  # we signed it: a reopen need not verify it
+        change.verdicts.append(record.verdict_key)  # we signed it: a reopen need not verify it
         return record, change
 
     def _adopt_own_head(self) -> None:

@@ -41,7 +41,7 @@ class Sealing:
     archive: bytes  # the day document's CRDT state, archive_codec.compress'd
     report: bytes  # the sealed Z-report, canonical JSON
     signature: bytes  # by the sealing terminal over sealing.archive_digest (empty: no terminal)
-    hashes: tuple[bytes, ...]  # of the records in the archive (storage forgets their verdicts)
+    verdicts: tuple[bytes, ...]  # verdict keys of the archive's records (storage forgets them)
 
 
 def has_cloud(replica: Replica) -> bool:
@@ -90,6 +90,32 @@ def acknowledged(
             for p in peers
         )
     return all(holds(p) for p in peers)
+
+
+def is_cloud(replica: Replica) -> bool:
+    """Is ``replica`` the store's cloud (it signs as the cloud role)?"""
+    return replica.me is not None and replica.me.certificate.role is Role.CLOUD
+
+
+def cloud_acknowledges(replica: Replica, day: str) -> bool:
+    """Is ``day`` acknowledged on the cloud's own replica? Yes, as soon as it is held there,
+    once the owner has made it durable (``Terminal.seal_due`` seals nothing while an update
+    waits for its commit): the cloud is the acknowledger, so its copy needs no one else's word.
+
+    Why a lane waits and the cloud does not: a lane unloads a day only once a replica off the
+    premises holds all of it (the cloud's state covers it, or a lane says it sealed it, which
+    it did on the cloud's word), so a lost shop floor loses no sale. The cloud's copy is that
+    replica: what it seals is in its database, which keeps the archive. Waiting for the lanes'
+    sealed summaries would add nothing to that and would leave a store's days in the cloud's
+    memory for as long as its WAN is down after the day reached the cloud, since only the
+    leader talks to the cloud (and the lanes themselves seal on the cloud's summary, which
+    names the day once the cloud sealed it).
+
+    What completeness does not cover is the same for every replica: a lane whose records
+    never reached this one is not known to have sold on the day, and its records, arriving
+    later, open the day again (a late record): the day is sealed again, amended only if its
+    report changed. Only the cloud's replica acknowledges by itself: a lane's says no."""
+    return is_cloud(replica) and ledger_doc(day) in replica.doc_names()
 
 
 def _sealed_by(state: Mapping[str, bytes], day: str) -> bool:
@@ -199,8 +225,8 @@ def seal_as_is(replica: Replica, day: str, report: dict[str, Any]) -> Sealing:
         signature = bytes(replica.me.key.sign(digest).signature)
     replica.seal_document(sealed)
     report_bytes = report_json(sealed_report(report, sealed))
-    hashes = tuple(r.hash for r in records)
-    return Sealing(sealed, meta, archive, report_bytes, signature, hashes)
+    verdicts = tuple(r.verdict_key for r in records)
+    return Sealing(sealed, meta, archive, report_bytes, signature, verdicts)
 
 
 def recounted(replica: Replica, days: Iterable[str]) -> list[str]:

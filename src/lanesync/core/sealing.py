@@ -24,7 +24,9 @@ message no longer grows with the days a store has behind it. Between two replica
 When a day may be sealed (``sealable``): every lane that must close it did, by this replica's
 records (the Z-report is ``complete``), and the day is acknowledged, by the cloud in a store
 that has one (the cloud's state covers the day, as the leader saw it or a peer says), by every
-connected peer otherwise. Sealing only ever changes where a day is kept, never what it holds.
+connected peer otherwise; the cloud's own replica acknowledges a day it holds by itself
+(``sealdays.cloud_acknowledges``). Sealing only ever changes where a day is kept, never what it
+holds.
 """
 
 from __future__ import annotations

@@ -8,7 +8,10 @@ its chain accepts it; a record's signer may still lack the role for it (``Effect
 * Stock on hand of a SKU = receipts + adjustments - units sold + units of voided sales.
 * A sale is credited back once however many voids name it (two lanes may void it during a
   split): ``void`` says whether a void is the first.
-* A price is the last one set: the greatest (HLC, terminal).
+* A price is the last one set: the greatest (HLC, terminal, record hash). A terminal's chain
+  never repeats an HLC, so the hash decides only between two branches of a forked chain (a lane
+  restored from a backup may write its next seq again at the same HLC): a total order, so every
+  replica keeps the same price whatever order it counted the two in.
 * The days each terminal closed (its counted day-ends): what ``core.dayclose`` skips and the
   clock is moved past.
 """
@@ -42,6 +45,11 @@ class Price:
     unit_cents: int
     hlc: Hlc
     terminal: TerminalId
+    record_hash: bytes  # of the price record: the last tie-break (see the module docstring)
+
+    @property
+    def rank(self) -> tuple[Hlc, TerminalId, bytes]:
+        return self.hlc, self.terminal, self.record_hash
 
 
 class Effect(enum.Enum):
@@ -108,7 +116,7 @@ class Tally:
             case PriceChange(sku, unit_cents):
                 if not signer.role.may_set_prices:
                     return Effect.CASHIER_PRICE
-                self._set_price(sku, Price(unit_cents, record.hlc, record.terminal))
+                self._set_price(sku, Price(unit_cents, record.hlc, record.terminal, record.hash))
             case DayEnd(day):
                 days = self.closed.setdefault(record.terminal, {})
                 days[day] = min(days.get(day, record.seq), record.seq)
@@ -127,10 +135,7 @@ class Tally:
 
     def _set_price(self, sku: Sku, candidate: Price) -> None:
         current = self.prices.get(sku)
-        if current is None or (candidate.hlc, candidate.terminal) > (
-            current.hlc,
-            current.terminal,
-        ):
+        if current is None or candidate.rank > current.rank:
             self.prices[sku] = candidate
         self.on_hand.setdefault(sku, 0)
 
@@ -141,7 +146,7 @@ class Tally:
             sorted([sku, n] for sku, n in self.on_hand.items()),
             sorted([rid, n] for rid, n in self.voids.items() if n),
             sorted(
-                [sku, p.unit_cents, p.hlc.wall_ms, p.hlc.counter, p.terminal]
+                [sku, p.unit_cents, p.hlc.wall_ms, p.hlc.counter, p.terminal, p.record_hash]
                 for sku, p in self.prices.items()
             ),
             self.accepted,
@@ -156,8 +161,10 @@ class Tally:
         self.on_hand = {Sku(sys.intern(sku)): int(n) for sku, n in on_hand}
         self.voids.update((str(rid), int(n)) for rid, n in voids)
         self.prices = {
-            Sku(sys.intern(sku)): Price(int(cents), Hlc(int(wall), int(counter)), TerminalId(t))
-            for sku, cents, wall, counter, t in prices
+            Sku(sys.intern(sku)): Price(
+                int(cents), Hlc(int(wall), int(counter)), TerminalId(t), bytes(record_hash)
+            )
+            for sku, cents, wall, counter, t, record_hash in prices
         }
         self.accepted = int(accepted)
         self.closed = {

@@ -241,7 +241,7 @@ class Trust:
                 return cert  # on a reopen
             if not self._crypto.verify_record(cert.public_key, record.payload, record.signature):
                 return None
-            self._new_verdicts.append(record.hash)
+            self._new_verdicts.append(record.verdict_key)
             return cert
         candidates = [c for c in certs if c.valid_at(at_ms) and self.covers(c, record.seq)]
         if not candidates:
@@ -265,7 +265,7 @@ class Trust:
             if self._crypto.verify_record(c.public_key, record.payload, record.signature)
         ]
         if signers and not trusted:
-            self._new_verdicts.append(record.hash)
+            self._new_verdicts.append(record.verdict_key)
         managers = [c for c in signers if c.role.may_set_prices]
         if managers:
             return managers[0]

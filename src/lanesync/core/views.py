@@ -357,7 +357,7 @@ class Views:
     def load_views(self, views: Any, trusted: Container[bytes]) -> None:
         """Take the views ``export_views`` gave, into views that have ingested their
         certificates and revocations and nothing else; records held but not counted are read
-        back from the documents. ``trusted``: hashes of records verified before.
+        back from the documents. ``trusted``: verdict keys of records verified before.
 
         Raises ``ValueError`` when the views do not fit these views and their documents (then
         they are unusable: the owner discards them and folds everything again)."""
@@ -373,7 +373,7 @@ class Views:
             if value is None:
                 raise ValueError(f"the checkpoint holds {doc} {key}, the documents do not")
             parsed = parse_record(value, trusted)
-            trust = not isinstance(parsed, Rejection) and parsed.hash in trusted
+            trust = not isinstance(parsed, Rejection) and parsed.verdict_key in trusted
             self.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=0)
         self._deferring = False
         self._count_all(self._chains.advance_all())

@@ -195,6 +195,7 @@ def encode_message(message: Message) -> bytes:
                             c.age_ms,
                             c.leader,
                             c.leader_term,
+                            c.beat,
                         ]
                         for c in candidates
                     ],
@@ -245,16 +246,18 @@ def decode_message(data: bytes) -> Message:
                         int(age),
                         str(leader),
                         int(leader_term),
+                        int(beat),
                     ] if (
                         is_valid_name(t)
                         and (leader == "" or is_valid_name(leader))
                         and 0 <= term < 2**63
                         and 0 <= leader_term < 2**63
+                        and 0 <= beat < 2**63
                         and 0 <= age < 2**31
                         and -(2**31) <= priority < 2**31
                     ):
                         candidates.append(
-                            Candidate(t, reachable, priority, term, age, leader, leader_term)
+                            Candidate(t, reachable, priority, term, age, leader, leader_term, beat)
                         )
                     case _:
                         raise ProtocolViolation("election message has a malformed entry")

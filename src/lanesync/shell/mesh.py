@@ -230,11 +230,13 @@ class Mesh:
         first_frame: bytes | None = None,
     ) -> str:
         conn_id = next(self._ids)
+        if not self.gate.admit(ws, lambda: self._refuse(conn_id, TOO_MANY_HANDSHAKES)):
+            await ws.close(CloseCode.POLICY_VIOLATION, TOO_MANY_HANDSHAKES)
+            return TOO_MANY_HANDSHAKES
         if self._observer is not None:
             self._observer.connection_opened(ws)
         sock = _Socket(ws)
         self._sockets[conn_id] = sock
-        self.gate.admit(ws, lambda: self._refuse(conn_id, TOO_MANY_HANDSHAKES))
         writer = asyncio.create_task(self._writer(conn_id, sock), name=f"ws-writer-{conn_id}")
         reason = "connection closed"
         checked = False

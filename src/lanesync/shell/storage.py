@@ -27,7 +27,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from lanesync.core.change import Change
 from lanesync.core.eventpack import Pack
@@ -43,7 +43,12 @@ from lanesync.errors import ConfigError, StorageError
 # see them and take the days for missing (the requests and events tables were additive).
 # 4: the sealed_events table. Older code would replay a change feed without the events of the
 # days sealed since, so it must not open such a database either.
-SCHEMA_VERSION = 4
+# 5: the verified table holds verdict keys (``records.verdict_key``: payload and signature), no
+# longer record hashes; the rows of an older database are deleted when it is opened (its records
+# are verified once more). Older code would take the new rows for hashes matching nothing.
+SCHEMA_VERSION = 5
+# The first schema whose verified rows are verdict keys.
+VERDICT_KEYS_SINCE = 5
 # An idempotency key is honoured this long: a POS retries within seconds or, after an outage,
 # hours; a week covers any retry and keeps the table small (one row per keyed write).
 REQUEST_KEEP_MS = 7 * 24 * 3600 * 1000
@@ -58,7 +63,7 @@ COMPACT_MIN_LOG_BYTES = 1024 * 1024
 # to fold), which keeps the rewrite work linear in the data (one per ~4 % growth).
 CHECKPOINT_MIN_LOG_BYTES = 256 * 1024
 CHECKPOINT_LOG_FRACTION = 4
-# A reopen that asks about more record hashes than this (a full fold asks about each) reads
+# A reopen that asks about more verdict keys than this (a full fold asks about each) reads
 # the whole verdict table at once; below it, each is looked up (a checkpoint's tail).
 VERIFIED_LOOKUPS_BEFORE_LOAD = 1000
 
@@ -158,10 +163,11 @@ class Loaded:
 
 
 class _VerifiedHashes:
-    """The verdict table as a ``Container[bytes]`` for one restore. With a checkpoint only the
-    records after it are asked about, so it answers from SQLite; a full fold asks about every
-    record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the table once (a set
-    of 100k hashes costs ~0.2 s and ~10 MB, for nothing when a checkpoint fits)."""
+    """The verdict table (verdict keys) as a ``Container[bytes]`` for one restore. With a
+    checkpoint only the records after it are asked about, so it answers from SQLite; a full fold
+    asks about every record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the
+    table once (a set of 100k keys costs ~0.2 s and ~10 MB, for nothing when a checkpoint
+    fits)."""
 
     def __init__(self, db: sqlite3.Connection, path: Path) -> None:
         self._db = db
@@ -221,6 +227,24 @@ class ReplicaStorage(Protocol):
     def write_checkpoint(self, replica: Replica) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class SealingStorage(Protocol):
+    """A ``ReplicaStorage`` that keeps sealed days (``core.sealing``): this SQLite file, and
+    PostgreSQL for the cloud (lanesync.cloud.pgstorage). ``seal`` stores the days' archives and
+    drops their documents' log and snapshots in one transaction; ``read_archive`` is what
+    ``Replica.attach_archives`` reads a sealed day from."""
+
+    def seal(
+        self,
+        sealings: Sequence[Sealing],
+        replica: Replica,
+        at_ms: int,
+        packs: Mapping[str, Pack] | None = None,
+    ) -> None: ...
+
+    def read_archive(self, day: str) -> bytes: ...
 
 
 def create_private_database(path: Path) -> None:
@@ -292,6 +316,8 @@ class Storage:
                     f"{path} was written by a newer lanesync (schema {version}); upgrade lanesync"
                 )
             self._db.executescript(_SCHEMA)
+            if 0 < version < VERDICT_KEYS_SINCE:
+                self._db.execute("DELETE FROM verified")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, ConfigError) as exc:
             self._db.close()
@@ -309,7 +335,7 @@ class Storage:
 
     def load(self) -> Loaded:
         """Every document's snapshot and log (in order), split at the stored checkpoint, and
-        the verified record hashes."""
+        the verdict keys of the records verified (``records.verdict_key``)."""
         stored: dict[str, list[bytes]] = defaultdict(list)
         tail: list[tuple[str, bytes]] = []
         try:
@@ -414,7 +440,7 @@ class Storage:
                 self._db.execute("DELETE FROM updates WHERE doc = ?", (sealing.sealed.doc,))
                 self._db.execute("DELETE FROM snapshots WHERE doc = ?", (sealing.sealed.doc,))
                 self._db.executemany(
-                    "DELETE FROM verified WHERE hash = ?", [(h,) for h in sealing.hashes]
+                    "DELETE FROM verified WHERE hash = ?", [(h,) for h in sealing.verdicts]
                 )
                 pack = packs.get(sealing.sealed.doc)
                 if pack is not None:

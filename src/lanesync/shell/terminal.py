@@ -44,6 +44,7 @@ from lanesync.shell.storage import (
     REQUEST_KEEP_MS,
     KeyedRequest,
     ReplicaStorage,
+    SealingStorage,
     Storage,
     read_sealed_report,
 )
@@ -176,7 +177,7 @@ class Terminal:
             try:
                 loaded = storage.load()
                 replica = Replica(directory.store, new_client_id(), directory.me, crypto=crypto)
-                if isinstance(storage, Storage):
+                if isinstance(storage, SealingStorage):
                     replica.attach_archives(storage.read_archive)  # seal_due wraps it
                 change = replica.restore(
                     loaded.stored,
@@ -374,10 +375,10 @@ class Terminal:
         if (
             self._deferred
             or self.replica.unpersisted_updates
-            or not isinstance(self.storage, Storage)
+            or not isinstance(self.storage, SealingStorage)
         ):
             return []
-        days = sealdays.sealable(self.replica, acknowledged, self._complete)
+        days = self.sealable(acknowledged)
         if not days:
             return []
         storage = self.storage
@@ -401,6 +402,11 @@ class Terminal:
         for day in days:
             self._completeness.pop(day, None)  # sealed: no longer asked (one entry a day)
         return days
+
+    def sealable(self, acknowledged: Callable[[str], bool]) -> list[str]:
+        """The days ``seal_due`` would seal now, as far as the replica's content tells
+        (``sealdays.sealable``), its completeness folded again only once the content changed."""
+        return sealdays.sealable(self.replica, acknowledged, self._complete)
 
     def _complete(self, day: str) -> bool:
         """``sealdays.is_complete``, folded again once the content changed: at once when the

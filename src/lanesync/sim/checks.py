@@ -45,7 +45,7 @@ def expected_of(acked: list[Record], cuts: Mapping[str, int] | None = None) -> E
     stock: dict[str, int] = defaultdict(int)
     by_id: dict[str, list[Record]] = defaultdict(list)
     voided: set[str] = set()
-    winners: dict[str, tuple[tuple[Hlc, str], int]] = {}
+    winners: dict[str, tuple[tuple[Hlc, str, bytes], int]] = {}
     chains: dict[str, list[Record]] = defaultdict(list)
     sales: Counter[str] = Counter()
     for record in acked:
@@ -63,7 +63,7 @@ def expected_of(acked: list[Record], cuts: Mapping[str, int] | None = None) -> E
             case Adjustment(item, delta):
                 stock[item] += delta
             case PriceChange(item, cents):
-                rank = (record.hlc, str(record.terminal))
+                rank = (record.hlc, str(record.terminal), record.hash)
                 if item not in winners or rank > winners[item][0]:
                     winners[item] = (rank, cents)
     for voided_id in sorted(voided):  # credited once, however many voids name it

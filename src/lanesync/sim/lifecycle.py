@@ -156,9 +156,9 @@ class Lifecycle(Faults):
             return False
         others = [h for h in self.by_name.values() if h is not host and not h.retired]
         return all(
-            any(r.hash in h.verified for h in others)
+            any(r.verdict_key in h.verified for h in others)
             for r in self.acked
-            if r.hash in host.verified and r.hash not in backup.verified
+            if r.verdict_key in host.verified and r.verdict_key not in backup.verified
         )
 
     def _fault_restore(self) -> None:

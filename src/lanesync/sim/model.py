@@ -106,7 +106,7 @@ class Invariant(enum.Enum):
     STOCK = "exact-stock"  # on hand = receipts + adjustments - sold + voided back
     SALES = "acknowledged-sales"  # every acknowledged sale exactly once, nothing else
     JOURNAL = "journal-integrity"  # no problems, gap-free chains up to the acknowledged head
-    PRICES = "catalog-prices"  # the last acknowledged price (HLC, terminal) wins everywhere
+    PRICES = "catalog-prices"  # the last acknowledged price (HLC, terminal, hash) wins everywhere
     LEADER = "single-leader"  # at most one leader per connected component, one when settled
     DURABILITY = "durable-equals-memory"  # what restarts from the committed log = memory
     PROTOCOL = "no-spurious-close"  # only injected faults make a connection fail

@@ -1,0 +1,66 @@
+"""Seals a store's complete day as a cloud process does, stopping inside the seal's transaction;
+run by test_cloud_seals.py as ``python seal_worker.py CLOUD_DIR STORE_ID [DB_URL]``.
+
+The storage's connection is wrapped so that the statement deleting the day's snapshot (the
+last of the seal's writes, after the archive row and the log rows' deletion) prints ``sealing``
+and waits: the test SIGKILLs the process there, with the transaction open. Nothing else of the
+seal is changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.headoffice import HeadOffice
+from lanesync.cloud.stores import Backend, open_store
+from lanesync.shell.admission import HandshakeGate
+
+WAIT_S = 60.0  # far longer than the test takes to kill it
+
+
+class Stopping:
+    """A connection (sqlite3's or ``cloud.sql.Sql``) that stops at the seal's last write."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        result = self._inner.execute(sql, *args)
+        if sql.startswith(("DELETE FROM snapshots", "DELETE FROM store_snapshots")):
+            print("sealing", flush=True)
+            time.sleep(WAIT_S)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def main(cloud_dir: Path, store_id: str, db_url: str | None) -> None:
+    directory = CloudDirectory.open(cloud_dir)
+    backend = Backend.open(directory, db_url)
+    runtime = open_store(
+        directory.store_directory(store_id),
+        backend,
+        HeadOffice(backend.sql),
+        lambda exc: None,
+        HandshakeGate(),
+    )
+    storage: Any = runtime.shared_storage or runtime.terminal.storage
+    if runtime.shared_storage is not None:
+        storage._sql = Stopping(storage._sql)
+    else:
+        storage._db = Stopping(storage._db)
+
+    async def seal() -> list[str]:
+        return runtime.seal_due()
+
+    print("sealed", asyncio.run(seal()), flush=True)  # not reached: killed while sealing
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
