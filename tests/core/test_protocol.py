@@ -752,6 +752,29 @@ def assert_decoded_or_violation(data: bytes) -> None:
         assert reason is None or (reason and "\n" not in reason)
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [True, 2, bytes(64)],  # the version 1 as msgpack true
+        [1, True, "store", b"", bytes(32), bytes(32)],  # the hello's frame type 1 as true
+        [1, 4, True, b"box"],  # a sealed frame's seq 1 as true
+    ],
+)
+def test_a_boolean_where_a_frame_holds_an_integer_is_refused(fields: list[object]) -> None:
+    """msgpack's true is Python's True, which equals 1: a frame must have one encoding (the
+    hypothesis fuzz of the handshake found a hello with version true authenticating)."""
+    with pytest.raises(ProtocolViolation):
+        decode_frame(msgpack.packb(fields, use_bin_type=True))
+
+
+def test_a_boolean_where_an_election_entry_holds_an_integer_is_refused() -> None:
+    entry = ["lane1", True, True, 0, 0, "", 0, 1]  # priority 1 as true
+    with pytest.raises(ProtocolViolation):
+        decode_message(msgpack.packb([MessageType.ELECTION, [entry]], use_bin_type=True))
+    entry[2] = 1
+    decode_message(msgpack.packb([MessageType.ELECTION, [entry]], use_bin_type=True))
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=500))
 def test_garbage_bytes_raise_only_protocol_violation(data: bytes) -> None:

@@ -153,8 +153,12 @@ def _bytes(value: object, size: int | None, what: str) -> bytes:
 
 def decode_frame(data: bytes) -> Frame:
     fields = _unpack(data, MAX_FRAME_SIZE)
-    if fields[0] != PROTOCOL_VERSION:
+    # ``type(...) is int``: msgpack's true decodes to Python's True, which equals 1 (the version,
+    # and the hello's frame type): one frame must have one encoding, as a record does.
+    if type(fields[0]) is not int or fields[0] != PROTOCOL_VERSION:
         raise ProtocolViolation(f"unsupported protocol version {fields[0]!r}")
+    if len(fields) < 2 or type(fields[1]) is not int:
+        raise ProtocolViolation("unknown or malformed frame")
     match fields[1:]:
         case [FrameType.HELLO, str(store_id), cert, nonce, key]:
             if len(data) > MAX_HANDSHAKE_FRAME:
@@ -169,7 +173,7 @@ def decode_frame(data: bytes) -> Frame:
             return Auth(_bytes(signature, 64, "signature"))
         case [FrameType.REFUSE, str(reason)]:
             return Refuse(reason[:200])
-        case [FrameType.SEALED, int(seq), bytes(box)] if seq >= 0:
+        case [FrameType.SEALED, int(seq), bytes(box)] if type(seq) is int and seq >= 0:
             return Sealed(seq, box)
     raise ProtocolViolation("unknown or malformed frame")
 
@@ -249,6 +253,7 @@ def decode_message(data: bytes) -> Message:
                         int(beat),
                     ] if (
                         is_valid_name(t)
+                        and bool not in {type(v) for v in (priority, term, age, leader_term, beat)}
                         and (leader == "" or is_valid_name(leader))
                         and 0 <= term < 2**63
                         and 0 <= leader_term < 2**63
