@@ -41,7 +41,7 @@ from lanesync.core.eventpack import Pack
 from lanesync.core.ids import LEDGER_PREFIX, ledger_doc
 from lanesync.core.replica import Replica
 from lanesync.core.sealdays import Sealing
-from lanesync.core.sealing import SealedDay, decode_meta
+from lanesync.core.sealing import SealedDay, read_seal_rows
 from lanesync.errors import StorageError
 from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 
@@ -148,23 +148,11 @@ class PostgresStoreStorage:
 
     def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
         """The days sealed, and the report hashes of the earlier seals of those reopened."""
-        sealed: list[SealedDay] = []
-        amended: dict[str, tuple[str, ...]] = {}
-        for state, meta in self._sql.execute(
+        rows = self._sql.execute(
             "SELECT state, meta FROM store_archives WHERE store_id = ? ORDER BY day",
             (self._store,),
-        ):
-            try:
-                day = decode_meta(bytes(meta))
-            except ValueError as exc:
-                raise StorageError(f"store {self._store}: {exc}") from exc
-            if state == "sealed":
-                sealed.append(day)
-            elif state == "reopened":
-                amended[day.doc] = (*day.amended_from, day.report_hash)
-            else:  # a damaged row: taking it for either would hide or invent a day's records
-                raise StorageError(f"store {self._store}: sealed day {day.day} has state {state!r}")
-        return sealed, amended
+        )
+        return read_seal_rows(rows, f"store {self._store}")
 
     def read_archive(self, day: str) -> bytes:
         """A sealed day's archive (``Replica.attach_archives``)."""
@@ -226,13 +214,8 @@ class PostgresStoreStorage:
                         (self._store, sealing.sealed.doc),
                     )
             # As after a compaction: the others reload what is left and pull the seals.
-            gen = self._sql.execute(
-                "UPDATE store_heads SET snapshot_gen = snapshot_gen + 1 WHERE store_id = ? "
-                "RETURNING snapshot_gen",
-                (self._store,),
-            )[0][0]
-            self._notify()
-        self._seen_gen = int(gen)
+            gen = self._next_generation()
+        self._seen_gen = gen
         self._seen_seq, self._mine = head[0], set()
         for sealing in sealings:
             self._sealed_docs.add(sealing.sealed.doc)
@@ -403,6 +386,19 @@ class PostgresStoreStorage:
         except ValueError as exc:
             raise StorageError(f"store {self._store}: {exc}") from exc
 
+    def _next_generation(self) -> int:
+        """After a compaction or a seal deleted rows: a new snapshot generation, and a notice,
+        so the other processes reload what is left (``pull``)."""
+        gen = int(
+            self._sql.execute(
+                "UPDATE store_heads SET snapshot_gen = snapshot_gen + 1 WHERE store_id = ? "
+                "RETURNING snapshot_gen",
+                (self._store,),
+            )[0][0]
+        )
+        self._notify()
+        return gen
+
     def _notify(self) -> None:
         # Inside the transaction: delivered to the listeners when it commits, never before
         # and never if it rolls back (cloud.follow).
@@ -435,13 +431,8 @@ class PostgresStoreStorage:
                 "DELETE FROM store_updates WHERE store_id = ? AND seq = ?",
                 [(self._store, seq) for seq in covered],
             )
-            gen = self._sql.execute(
-                "UPDATE store_heads SET snapshot_gen = snapshot_gen + 1 WHERE store_id = ? "
-                "RETURNING snapshot_gen",
-                (self._store,),
-            )[0][0]
-            self._notify()
-        self._seen_gen = int(gen)
+            gen = self._next_generation()
+        self._seen_gen = gen
         self._seen_seq, self._mine = head[0], set()  # not behind: everything up to it is merged
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept

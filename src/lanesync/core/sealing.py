@@ -42,7 +42,7 @@ import msgpack
 
 from lanesync.core.ids import LEDGER_PREFIX, StoreId
 from lanesync.core.statevector import covers, decode_state_vector
-from lanesync.errors import RemoteError
+from lanesync.errors import RemoteError, StorageError
 
 # The entry of a state message that carries the sealed days (``Summary``); not a document name,
 # so no document can take it.
@@ -82,6 +82,30 @@ class SealedDay:
         """This day's share of a summary digest (the digests of days XOR together)."""
         h = hashlib.blake2b(self.day.encode() + self.digest, digest_size=DIGEST_SIZE)
         return int.from_bytes(h.digest(), "big")
+
+
+def read_seal_rows(
+    rows: Iterable[tuple[str, bytes]], where: str
+) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
+    """The ``(state, meta)`` rows storage keeps of sealed days (a lane's ``sealed_days``, the
+    cloud's ``store_archives``): the days sealed, and for each day opened again the report
+    hashes of its earlier seals, by document. ``StorageError`` names ``where`` for a row that
+    does not decode or has another state: taking it for either would hide or invent a day's
+    records."""
+    sealed: list[SealedDay] = []
+    amended: dict[str, tuple[str, ...]] = {}
+    for state, meta in rows:
+        try:
+            day = decode_meta(bytes(meta))
+        except ValueError as exc:
+            raise StorageError(f"{where}: {exc}") from exc
+        if state == "sealed":
+            sealed.append(day)
+        elif state == "reopened":
+            amended[day.doc] = (*day.amended_from, day.report_hash)
+        else:
+            raise StorageError(f"{where}: sealed day {day.day} has state {state!r}")
+    return sealed, amended
 
 
 def encode_meta(sealed: SealedDay) -> bytes:

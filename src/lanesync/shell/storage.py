@@ -34,7 +34,7 @@ from lanesync.core.eventpack import Pack
 from lanesync.core.replica import Replica
 from lanesync.core.sealcheck import StoredSeal
 from lanesync.core.sealdays import Sealing
-from lanesync.core.sealing import SealedDay, decode_meta
+from lanesync.core.sealing import SealedDay, read_seal_rows
 from lanesync.errors import ConfigError, StorageError
 
 # 2: the checkpoint table. A version-1 database gains it when opened (CREATE TABLE IF NOT
@@ -364,20 +364,8 @@ class Storage:
         return Loaded(dict(stored), tail, verified, checkpoint, sealed, amended)
 
     def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
-        sealed: list[SealedDay] = []
-        amended: dict[str, tuple[str, ...]] = {}
-        for state, meta in self._read("SELECT state, meta FROM sealed_days ORDER BY day", ()):
-            try:
-                day = decode_meta(bytes(meta))
-            except ValueError as exc:
-                raise StorageError(f"{self._path}: {exc}") from exc
-            if state == "sealed":
-                sealed.append(day)
-            elif state == "reopened":
-                amended[day.doc] = (*day.amended_from, day.report_hash)
-            else:  # a damaged row: taking it for either would hide or invent a day's records
-                raise StorageError(f"{self._path}: sealed day {day.day} has state {state!r}")
-        return sealed, amended
+        rows = self._read("SELECT state, meta FROM sealed_days ORDER BY day", ())
+        return read_seal_rows(rows, str(self._path))
 
     def read_archive(self, day: str) -> bytes:
         """A sealed day's archive (``Replica.attach_archives``)."""
