@@ -119,7 +119,8 @@ class PostgresStoreStorage:
 
     def load(self) -> Loaded:
         """Snapshots, then every log row (in seq order, as the tail a restore folds), and the
-        verified record hashes. The cloud keeps no checkpoint of the views (see below)."""
+        verdict keys of the records verified. The cloud keeps no checkpoint of the views (see
+        below)."""
         stored: dict[str, list[bytes]] = defaultdict(list)
         tail: list[tuple[str, bytes]] = []
         with self._sql.transaction():

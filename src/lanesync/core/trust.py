@@ -272,7 +272,8 @@ class Trust:
         return signers[0] if signers else None
 
     def drain_new_verdicts(self) -> list[bytes]:
-        """Hashes of records whose signature was verified since the last call (to persist)."""
+        """Verdict keys (``records.verdict_key``) of records whose signature was verified since
+        the last call (to persist)."""
         verdicts, self._new_verdicts = self._new_verdicts, []
         return verdicts
 

@@ -381,7 +381,8 @@ class Views:
     # -- reading --------------------------------------------------------------------------------
 
     def drain_new_verdicts(self) -> list[bytes]:
-        """Hashes of records whose signature was verified since the last call (to persist)."""
+        """Verdict keys (``records.verdict_key``) of records whose signature was verified since
+        the last call (to persist)."""
         return self._trust.drain_new_verdicts()
 
     def forget(self, doc: str, key: str, value: object) -> None:
