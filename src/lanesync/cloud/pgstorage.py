@@ -50,12 +50,12 @@ from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
 COMMIT_CHANNEL = "lanesync_store_commit"
 
 
-# A commit in one statement, not four (after ``lock`` for a day's records: ``commit``; a live
-# sale is a commit of its own, and each statement
+# A commit in one statement, not four (a live sale is a commit of its own, and each statement
 # costs the cloud 25-70 CPU us in psycopg: benchmarks/README.md, "Where the cloud's CPU goes"):
 # take the store's lock and number the rows (``last_seq``), append them, note the verdicts, and
 # notify the other processes, which hear it once the transaction commits (cloud.follow). The
-# arrays go in binary (%b): as text, a catch-up slice's 64 KiB would be hex both ways.
+# arrays go in binary (%b): as text, a catch-up slice's 64 KiB would be hex both ways. A commit
+# of a day's records takes the lock first (``lock``, see ``commit``): two statements.
 _COMMIT = """
 WITH head AS (
     UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ?
