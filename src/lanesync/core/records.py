@@ -408,13 +408,28 @@ def verdict_key(encoded: bytes) -> bytes:
     return hashlib.blake2b(encoded, digest_size=HASH_SIZE).digest()
 
 
-def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Rejection:
+def parse_checked(
+    value: object, checked: Container[bytes]
+) -> tuple[Record | Rejection, bytes | None]:
+    """``parse_record`` of a value whose verdict may be in ``checked`` (a verdict cache): the
+    record, and its verdict key when ``checked`` holds it (else None). One hash and one lookup
+    a value: the verdict cache may answer from SQLite (``shell.storage``)."""
+    if not checked or not isinstance(value, bytes | bytearray):
+        return parse_record(value), None
+    key = verdict_key(bytes(value))
+    if key not in checked:
+        return parse_record(value), None
+    parsed = parse_record(value, trusted=True)
+    return parsed, None if isinstance(parsed, Rejection) else key
+
+
+def parse_record(value: object, *, trusted: bool = False) -> Record | Rejection:
     """Decode a stored record WITHOUT checking its signature (``Trust.signer`` checks it).
 
-    Never raises: anything malformed becomes a ``Rejection``. ``checked``: verdict keys
-    (``verdict_key``) of records this replica validated and verified before (its verdict cache);
-    their bodies are trusted to
-    be well-formed and are not validated again, which halves the cost of a reopen.
+    Never raises: anything malformed becomes a ``Rejection``. ``trusted``: this replica
+    validated and verified the record before (its verdict cache holds it: ``parse_checked``);
+    its body is trusted to be well-formed and is not validated again, which halves the cost of
+    a reopen.
     """
     if not isinstance(value, bytes | bytearray):
         return Rejection("value is not bytes")
@@ -447,7 +462,7 @@ def parse_record(value: object, checked: Container[bytes] = ()) -> Record | Reje
         return Rejection(f"unknown record kind {kind!r}")
     digest = record_hash(payload)
     try:
-        if checked and verdict_key(data) in checked:
+        if trusted:
             parsed_body = _trusted_body(record_kind, body)
         else:
             parsed_body = _parse_body(record_kind, body)

@@ -63,7 +63,15 @@ from lanesync.core.ids import (
     is_valid_doc_name,
     ledger_doc,
 )
-from lanesync.core.records import Body, DayEnd, Record, Rejection, make_record, parse_record
+from lanesync.core.records import (
+    Body,
+    DayEnd,
+    Record,
+    Rejection,
+    make_record,
+    parse_checked,
+    parse_record,
+)
 from lanesync.core.sealing import SealedDay
 from lanesync.core.updates import check_update
 from lanesync.core.views import Views, expected_doc
@@ -226,10 +234,8 @@ class Replica:
                 self._ingest_config(key, new, now_ms)
                 continue
             known = own.get(key) if own else None
-            parsed = known if known is not None else parse_record(new, checked)
-            # Hashing the record again is skipped when there is nothing to look it up in.
-            verdict = None if isinstance(parsed, Rejection) or not checked else parsed.verdict_key
-            trust = known is not None or (verdict is not None and verdict in checked)
+            parsed, verdict = (known, None) if known is not None else parse_checked(new, checked)
+            trust = known is not None or verdict is not None
             self.views.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=now_ms)
             if verified and verdict is not None and verdict in verified:
                 # A verdict says some key of the terminal verified the signature (Trust.signer)
@@ -362,9 +368,10 @@ class Replica:
             if name == CONFIG_DOC:
                 continue
             for key, value in self._documents.entries(name):
-                parsed = parse_record(value, trusted)
-                trust = not isinstance(parsed, Rejection) and parsed.verdict_key in trusted
-                self.views.ingest_parsed(name, key, parsed, trusted=trust, now_ms=now_ms)
+                parsed, verdict = parse_checked(value, trusted)
+                self.views.ingest_parsed(
+                    name, key, parsed, trusted=verdict is not None, now_ms=now_ms
+                )
         self.views.end_rebuild()
         self._digest = None
         self._compact_chains()

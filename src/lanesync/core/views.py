@@ -46,6 +46,7 @@ from lanesync.core.records import (
     Record,
     Rejection,
     Sale,
+    parse_checked,
     parse_record,
 )
 from lanesync.core.storeactions import StoreActions
@@ -372,9 +373,8 @@ class Views:
             value = self._documents.value_at(doc, key)
             if value is None:
                 raise ValueError(f"the checkpoint holds {doc} {key}, the documents do not")
-            parsed = parse_record(value, trusted)
-            trust = not isinstance(parsed, Rejection) and parsed.verdict_key in trusted
-            self.ingest_parsed(doc, key, parsed, trusted=trust, now_ms=0)
+            parsed, verdict = parse_checked(value, trusted)
+            self.ingest_parsed(doc, key, parsed, trusted=verdict is not None, now_ms=0)
         self._deferring = False
         self._count_all(self._chains.advance_all())
 
