@@ -9,6 +9,7 @@ Calls are synchronous: the cloud runs them on its event loop, like a terminal's 
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -127,11 +128,12 @@ class PostgresSql:
         if not rows:
             return
         unnest = _as_unnest(statement, len(rows[0]))
-        columns = [list(column) for column in zip(*rows, strict=True)]
         try:
-            if unnest is not None and all(any(v is not None for v in c) for c in columns):
-                self._db.execute(unnest, columns, prepare=True)
-                return
+            if unnest is not None:
+                columns = [list(column) for column in zip(*rows, strict=True)]
+                if all(any(v is not None for v in c) for c in columns):
+                    self._db.execute(unnest, columns, prepare=True)
+                    return
             with self._db.cursor() as cursor:
                 cursor.executemany(_to_format(statement), [tuple(r) for r in rows])
         except self._errors as exc:
@@ -160,6 +162,7 @@ _INSERT_VALUES = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=64)  # a few dozen statements, each sent again and again
 def _as_unnest(statement: str, width: int) -> str | None:
     """``INSERT INTO t (a, b) VALUES (?, ?) ...`` as ``INSERT INTO t (a, b) SELECT * FROM
     unnest(%b, %b) ...``, one array a column (binary: psycopg types each array from its
