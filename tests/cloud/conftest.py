@@ -21,6 +21,7 @@ import contextlib
 import itertools
 import shutil
 from collections.abc import Generator, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,13 @@ import pytest
 from support import attach_logs
 
 from lanesync.cloud.directory import CloudDirectory
+from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage
 from lanesync.cloud.sql import Sql, SqliteSql, connect
+from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core.identity import Role
+from lanesync.errors import StorageError
+from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.directories import StoreDirectory
 from lanesync.shell.terminal import Terminal, wall_clock_ms
 from lanesync.tools.pgserver import PostgresServer, unavailable_reason
@@ -190,3 +195,23 @@ def pytest_runtest_makereport(
     used = list(getattr(item, "funcargs", {}).values())
     attach_logs(report, call, [g for g in Procs.live if g in used], "lanesync process logs")
     return report
+
+
+def open_runtime(
+    world: World, stack: ExitStack, path: Path
+) -> tuple[Backend, StoreRuntime, list[StorageError]]:
+    """A cloud process's runtime of the store at ``path`` (``CloudService._open`` without the
+    network), closed with ``stack``; the storage failures it reports are collected."""
+    directory = CloudDirectory.open(path)
+    backend = Backend.open(directory, world.db)
+    stack.callback(backend.close)
+    failures: list[StorageError] = []
+    runtime = open_store(
+        directory.store_directory(STORE_ID),
+        backend,
+        HeadOffice(backend.sql),
+        failures.append,
+        HandshakeGate(),
+    )
+    stack.callback(runtime.terminal.close)
+    return backend, runtime, failures

@@ -22,19 +22,17 @@ from shell.helpers import sale  # tests/ is on sys.path, as for `support`
 
 from lanesync.cloud import service as service_module
 from lanesync.cloud.directory import CloudDirectory
-from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_head
 from lanesync.cloud.service import CloudService
-from lanesync.cloud.stores import Backend, StoreRuntime, open_store
+from lanesync.cloud.stores import Backend, StoreRuntime
 from lanesync.core import sealdays
 from lanesync.core.ids import ledger_doc
 from lanesync.core.sealdays import PeerState
 from lanesync.errors import StorageError
-from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
 from lanesync.tools.procs import child_env
 
-from .conftest import STORE_ID, World
+from .conftest import STORE_ID, World, open_runtime
 
 T = TypeVar("T")
 
@@ -52,18 +50,7 @@ class Cloud:
 
 def start(world: World, stack: ExitStack, path: Path | None = None) -> Cloud:
     """A cloud process's store runtime (``CloudService._open`` without the network)."""
-    directory = CloudDirectory.open(path or world.cloud)
-    backend = Backend.open(directory, world.db)
-    stack.callback(backend.close)
-    failures: list[StorageError] = []
-    runtime = open_store(
-        directory.store_directory(STORE_ID),
-        backend,
-        HeadOffice(backend.sql),
-        failures.append,
-        HandshakeGate(),
-    )
-    stack.callback(runtime.terminal.close)
+    backend, runtime, failures = open_runtime(world, stack, path or world.cloud)
     runtime.refresh()  # the first projection of this process: the full rewrite
     return Cloud(backend, runtime, failures)
 

@@ -22,15 +22,14 @@ from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_heads
 from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
 from lanesync.cloud.sql import SqliteSql
-from lanesync.cloud.stores import Backend, StoreRuntime, open_store
+from lanesync.cloud.stores import Backend, StoreRuntime
 from lanesync.core import bodies
 from lanesync.core.identity import Role
 from lanesync.core.records import Record
 from lanesync.errors import ConfigError, StorageError
-from lanesync.shell.admission import HandshakeGate
 from lanesync.shell.terminal import Terminal
 
-from .conftest import STORE_ID, World
+from .conftest import STORE_ID, World, open_runtime
 
 
 @dataclass
@@ -54,19 +53,7 @@ def clouds(world: World) -> Iterator[tuple[World, ExitStack, list[Cloud]]]:
 
 
 def start(world: World, stack: ExitStack, path: Path, opened: list[Cloud]) -> Cloud:
-    directory = CloudDirectory.open(path)
-    backend = Backend.open(directory, world.db)
-    stack.callback(backend.close)
-    failures: list[StorageError] = []
-    runtime = open_store(
-        directory.store_directory(STORE_ID),
-        backend,
-        HeadOffice(backend.sql),
-        failures.append,
-        HandshakeGate(),
-    )
-    stack.callback(runtime.terminal.close)
-    cloud = Cloud(backend, runtime, failures)
+    cloud = Cloud(*open_runtime(world, stack, path))
     opened.append(cloud)
     return cloud
 
