@@ -5,11 +5,15 @@ test_cloud_e2e; PostgreSQL runs the same statements there."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from core.helpers import NOW, Store  # tests/ is on sys.path, as for `support`
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.schema import prepare_sqlite_headoffice
@@ -252,3 +256,108 @@ def test_day_ends_are_projected_once_and_sales_stay_as_they_were(sql: SqliteSql)
     ]
     assert office.stores() == [{"store_id": "s1", "sales_recorded": 1, "total": 300}]
     assert cloud.views.closed_days(lane.name) == {DAY: 2}
+
+
+class _CountingSql(SqliteSql):
+    """The head-office database, counting the rows each table's statements were sent."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.rows_sent: dict[str, int] = {}
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        table = statement.split()[2]  # INSERT INTO <table> / UPDATE <table> SET
+        table = statement.split()[1] if statement.startswith("UPDATE") else table
+        self.rows_sent[table] = self.rows_sent.get(table, 0) + len(rows)
+        super().executemany(statement, rows)
+
+
+def test_a_live_sale_writes_the_stock_rows_of_its_own_skus_not_the_catalog(
+    tmp_path: Path,
+) -> None:
+    sql = _CountingSql(tmp_path / "headoffice.db")
+    prepare_sqlite_headoffice(sql)
+    store = Store()
+    lane, manager = store.terminal("lane1"), store.terminal("lane2", Role.MANAGER)
+    for i in range(50):
+        lane.replica.append(Receipt(Sku(f"sku{i:02d}"), 10), NOW)
+        manager.replica.append(PriceChange(Sku(f"sku{i:02d}"), 100 + i), NOW)
+    cloud, office = cloud_replica(store), HeadOffice(sql)
+    deliver(cloud, lane.replica, manager.replica)
+    project(office, sql, "s1", cloud)  # the first projection writes every row
+    assert (sql.rows_sent["stock_on_hand"], sql.rows_sent["prices"]) == (50, 50)
+
+    sql.rows_sent.clear()
+    lane.replica.append(sale_of(("sku07", 2, 107), ("sku31", 1, 131)), NOW + 1)
+    deliver(cloud, lane.replica)
+    project(office, sql, "s1", cloud)
+    assert sql.rows_sent["stock_on_hand"] == 2
+    assert sql.rows_sent["prices"] == 0
+    assert sql.rows_sent["chain_heads"] == 1  # lane1's; lane2's did not move
+    assert_tables_show_the_views(sql, cloud)
+    sql.close()
+
+
+def assert_tables_show_the_views(sql: SqliteSql, replica: Replica) -> None:
+    views = replica.views
+    stock = dict(sql.execute("SELECT sku, on_hand FROM stock_on_hand WHERE store_id = 's1'"))
+    prices = dict(sql.execute("SELECT sku, unit_cents FROM prices WHERE store_id = 's1'"))
+    heads = sql.execute("SELECT terminal_id, seq, hash FROM chain_heads WHERE store_id = 's1'")
+    assert stock == views.on_hand()
+    assert prices == {sku: price.unit_cents for sku, price in views.prices().items()}
+    assert sorted(heads) == sorted((h.terminal, h.seq, h.hash.hex()) for h in views.heads())
+
+
+# A lane's write: which terminal (lane3 is a cashier trying to set prices, refused), what,
+# and the SKU (of 4) it names; "void" voids a sale of that lane, "rebuild" rebuilds the views.
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["lane1", "lane2", "lane3"]),
+        st.sampled_from(["receipt", "sale", "void", "adjust", "price", "deliver", "rebuild"]),
+        st.sampled_from([Sku(f"sku{i}") for i in range(4)]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=OPS)
+def test_stock_prices_and_heads_equal_the_views_after_every_projection(
+    ops: list[tuple[str, str, Sku]],
+) -> None:
+    """Each projection writes only what its records may have changed, and the tables still
+    equal the views after every one, whatever arrives when (receipts, sales, voids before and
+    after their sale arrives, adjustments, accepted and refused prices, rebuilds)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sql = SqliteSql(Path(tmp) / "headoffice.db")
+        prepare_sqlite_headoffice(sql)
+        store = Store()
+        lanes = {
+            "lane1": store.terminal("lane1"),
+            "lane2": store.terminal("lane2", Role.MANAGER),
+            "lane3": store.terminal("lane3"),
+        }
+        cloud, office = cloud_replica(store), HeadOffice(sql)
+        sold: dict[str, list[Record]] = {name: [] for name in lanes}
+        for step, (name, op, sku) in enumerate(ops, 1):
+            replica, now = lanes[name].replica, NOW + step
+            if op == "receipt":
+                replica.append(Receipt(sku, 5), now)
+            elif op == "sale":
+                sold[name].append(replica.append(sale_of((sku, 1, 100)), now)[0])
+            elif op == "void" and sold[name]:
+                replica.append(Void(sold[name].pop(0).id), now)
+            elif op == "adjust":
+                replica.append(Adjustment(sku, -1, "broken"), now)
+            elif op == "price":
+                replica.append(PriceChange(sku, 100 + step), now)
+            elif op == "rebuild":
+                cloud.rebuild(now)
+            elif op == "deliver":
+                deliver(cloud, replica)  # one lane's news only: the others arrive later
+                project(office, sql, "s1", cloud)
+                assert_tables_show_the_views(sql, cloud)
+        deliver(cloud, *(lane.replica for lane in lanes.values()))
+        project(office, sql, "s1", cloud)
+        assert_tables_show_the_views(sql, cloud)
+        sql.close()

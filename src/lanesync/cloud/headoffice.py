@@ -8,7 +8,10 @@ are a projection of them, refreshed after every durable merge:
   leaders, or again after a restart, counts once.
 * ``stock_movements``: receipts, adjustments, sales (negative) and voids (positive, keyed by
   the voided sale, so two voids of one sale credit it once).
-* ``stock_on_hand``, ``prices``, ``chain_heads``: the replica's current views.
+* ``stock_on_hand``, ``prices``, ``chain_heads``: the replica's current views, written for the
+  SKUs and terminals of the records a refresh brings (the views change only as a record is
+  counted, or in a rebuild: ``core.accepted``), so a live sale writes the rows of its own
+  SKUs, not the store's whole catalog.
 * ``day_ends``: each lane's signed day-end record per business day (its figures as signed; the
   Z-report itself is folded from the sales, ``lanesync report``).
 
@@ -25,6 +28,7 @@ from typing import Any
 
 from lanesync.cloud.sql import Row, Sql
 from lanesync.core.accepted import AcceptedRecords
+from lanesync.core.ids import Sku
 from lanesync.core.records import (
     Adjustment,
     DayEnd,
@@ -57,13 +61,20 @@ class _Rows:
         self.movements: list[Row] = []
         self.voided: list[Row] = []
         self.day_ends: list[Row] = []
+        # Whose current views the records gathered may have changed (``Tally.count``): the SKUs
+        # they move or price (a price also lists its SKU in stock, at 0), their terminals' heads.
+        self.stock_skus: set[Sku] = set()
+        self.price_skus: set[Sku] = set()
+        self.terminals: set[str] = set()
+        self.every_sku = False
 
     def move(
-        self, movement_id: str, deltas: Iterable[tuple[str, int]], kind: str, day: str
+        self, movement_id: str, deltas: Iterable[tuple[Sku, int]], kind: str, day: str
     ) -> None:
-        merged: dict[str, int] = {}
+        merged: dict[Sku, int] = {}
         for sku, delta in deltas:
             merged[sku] = merged.get(sku, 0) + delta
+        self.stock_skus.update(merged)
         self.movements += [
             (self.store_id, movement_id, sku, delta, kind, day) for sku, delta in merged.items()
         ]
@@ -117,26 +128,46 @@ class HeadOffice:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             rows.day_ends,
         )
-        # The current views, every refresh: a row that did not change is left as it is (an
-        # update writes a new row version in PostgreSQL, and most refreshes move few SKUs).
+        # The current views, of what the records may have changed (all of them after a rebuild):
+        # a row that did not change is left as it is (an update writes a new row version in
+        # PostgreSQL). Every SKU at every refresh cost a live sale O(catalog): 6.5 ms of CPU at
+        # 5,000 SKUs on SQLite (benchmarks/README.md, "The head-office projection").
+        if full or rows.every_sku:
+            stock = list(views.on_hand().items())
+        else:
+            stock = [
+                (sku, n) for sku in rows.stock_skus if (n := views.on_hand_of(sku)) is not None
+            ]
+        if full:
+            prices = [(sku, price.unit_cents) for sku, price in views.prices().items()]
+        else:
+            prices = [
+                (sku, price.unit_cents)
+                for sku in rows.price_skus
+                if (price := views.price_of(sku)) is not None
+            ]
         sql.executemany(
             "INSERT INTO stock_on_hand (store_id, sku, on_hand) VALUES (?, ?, ?) "
             "ON CONFLICT (store_id, sku) DO UPDATE SET on_hand = excluded.on_hand "
             "WHERE stock_on_hand.on_hand <> excluded.on_hand",
-            [(store_id, sku, n) for sku, n in views.on_hand().items()],
+            [(store_id, sku, n) for sku, n in stock],
         )
         sql.executemany(
             "INSERT INTO prices (store_id, sku, unit_cents) VALUES (?, ?, ?) "
             "ON CONFLICT (store_id, sku) DO UPDATE SET unit_cents = excluded.unit_cents "
             "WHERE prices.unit_cents <> excluded.unit_cents",
-            [(store_id, sku, p.unit_cents) for sku, p in views.prices().items()],
+            [(store_id, sku, cents) for sku, cents in prices],
         )
         sql.executemany(
             "INSERT INTO chain_heads (store_id, terminal_id, seq, hash) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (store_id, terminal_id) DO UPDATE "
             "SET seq = excluded.seq, hash = excluded.hash "
             "WHERE chain_heads.seq <> excluded.seq OR chain_heads.hash <> excluded.hash",
-            [(store_id, h.terminal, h.seq, h.hash.hex()) for h in views.heads()],
+            [
+                (store_id, h.terminal, h.seq, h.hash.hex())
+                for h in views.heads()
+                if full or h.terminal in rows.terminals
+            ],
         )
         self._rebuilds[store_id] = accepted.rebuilds
 
@@ -162,6 +193,7 @@ class HeadOffice:
         tz_day = replica.business_day
         for record in records:
             day = tz_day(record)
+            rows.terminals.add(record.terminal)
             # An id two branches of a resolved fork hold names two genuine sales: each gets a
             # row of its own under its record key, and no void names either.
             ambiguous = replica.views.is_ambiguous(record.id)
@@ -194,12 +226,18 @@ class HeadOffice:
                     sale = replica.find_record(sale_id)
                     if sale is not None and isinstance(sale.body, Sale):
                         rows.credit_void(target, sale.body.lines, day)
+                    else:
+                        # Its lines are not at hand here (the views may still credit them, or
+                        # rebuild): this refresh writes every SKU's stock.
+                        rows.every_sku = True
                 case Receipt(sku, qty):
                     rows.move(rid, [(sku, qty)], "receipt", day)
                 case Adjustment(sku, delta):
                     rows.move(rid, [(sku, delta)], "adjustment", day)
-                case PriceChange():
-                    pass  # the prices table holds the winning price per SKU
+                case PriceChange(sku):
+                    # The prices table holds the winning price per SKU, whoever signed it.
+                    rows.price_skus.add(sku)
+                    rows.stock_skus.add(sku)
                 case DayEnd():
                     rows.day_ends.append(
                         (
