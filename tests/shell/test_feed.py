@@ -71,13 +71,15 @@ def test_status_then_replay_then_live_with_keepalives(lanes: Lanes) -> None:
     async def run() -> None:
         status = Status()
         hub = hub_of(lane, status, keepalive_s=0.05)
+        lane.write(receipt("milk", 2))  # no subscriber: no event is built, the row is kept
+        assert hub.feed.listener is None
         sub = hub.subscribe(price_id)  # seen the price already
         frames = sub.frames(hub.feed)
         assert lines_of(await next_chunk(frames), "event") == ["leader", "oversold"]
         replay = await next_chunk(frames)
-        assert lines_of(replay, "id") == [str(price_id + 1)]
+        assert lines_of(replay, "id") == [str(price_id + 1), str(price_id + 2)]
         lane.write(receipt("milk", 1))
-        assert lines_of(await next_chunk(frames), "id") == [str(price_id + 2)]
+        assert lines_of(await next_chunk(frames), "id") == [str(price_id + 3)]
         assert await next_chunk(frames) == KEEPALIVE_FRAME  # nothing for 50 ms
         # A status change goes to every subscriber, without an id.
         status.now = StatusSnapshot(frozenset({"lane2"}), "lane1", 1, None, ())
@@ -96,6 +98,7 @@ def test_status_then_replay_then_live_with_keepalives(lanes: Lanes) -> None:
         with pytest.raises(FeedUnavailable, match="stopping"):
             hub.subscribe(0)
         assert hub.subscribers == 0
+        assert hub.feed.listener is None  # the last subscriber left: events are built no more
 
     asyncio.run(run())
 

@@ -162,7 +162,9 @@ class FeedHub:
         self._numbers = itertools.count(1)
         self._status: StatusSnapshot | None = None
         self._closed = False
-        feed.listener = self.publish
+        # The feed builds a commit's events only for a listener: with no subscriber there is
+        # none (building them was ~5 % of a lane's CPU at 2,000 sales/s, bench mesh profile).
+        feed.listener = None
 
     @property
     def subscribers(self) -> int:
@@ -189,12 +191,15 @@ class FeedHub:
             self, next(self._numbers), after_id, self.feed.last_id, status_events(None, status)
         )
         self._subscribers[sub.number] = sub
+        self.feed.listener = self.publish  # events after feed.last_id come live from here on
         log.info("feed.subscribed client=%d after=%d", sub.number, after_id)
         return sub
 
     def left(self, sub: Subscriber) -> None:
         if self._subscribers.pop(sub.number, None) is not None:
             log.info("feed.unsubscribed client=%d reason=%s", sub.number, sub.end_reason)
+        if not self._subscribers:
+            self.feed.listener = None
 
     def publish(self, events: list[FeedEvent]) -> None:
         """Record events of a commit that returned (``FeedLog.listener``)."""
