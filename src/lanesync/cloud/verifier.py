@@ -11,6 +11,12 @@ One worker for every store of the process: two catch-ups at once are checked one
 other, and a slice the worker has not reached yet is checked by its merge, as before. A worker
 stops checking an upload once its store merges nothing more (it was all merged, or the store
 was closed).
+
+A lane does not use it. It merges a catch-up answer with nothing to wait on between slices, and
+a worker beside a loop busy in Python gets the GIL about once per switch interval (5 ms); checking
+half of the records on the loop and half on a worker before a whole merge did not make the
+lane's catch-up faster either (benchmarks/README.md, "Catch-up: a lane's signatures checked on a
+worker thread").
 """
 
 from __future__ import annotations
