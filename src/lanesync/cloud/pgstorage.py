@@ -263,7 +263,7 @@ class PostgresStoreStorage:
             self._seen_gen = gen
         ours = sum(1 for seq in self._mine if seq <= last_seq)
         if last_seq - self._seen_seq == ours:
-            # Every row since we last looked is one we committed (the refresh after each of our
+            # Every row since we last looked is one we committed (the pull in each of our
             # commits): nothing to read back, which spares a catch-up slice's bytes a round trip.
             self._mine = {seq for seq in self._mine if seq > last_seq}
             self._seen_seq = last_seq
