@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import shutil
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,18 +198,26 @@ def pytest_runtest_makereport(
 
 
 def open_runtime(
-    world: World, stack: ExitStack, path: Path
+    world: World,
+    stack: ExitStack,
+    path: Path,
+    wrap: Callable[[Sql], Sql] | None = None,
+    headoffice: HeadOffice | None = None,
 ) -> tuple[Backend, StoreRuntime, list[StorageError]]:
     """A cloud process's runtime of the store at ``path`` (``CloudService._open`` without the
-    network), closed with ``stack``; the storage failures it reports are collected."""
+    network), closed with ``stack``; the storage failures it reports are collected. ``wrap``:
+    a spy around the process's database connection; ``headoffice``: the process's, when a
+    test opens the store again in it."""
     directory = CloudDirectory.open(path)
     backend = Backend.open(directory, world.db)
     stack.callback(backend.close)
+    if wrap is not None:
+        backend.sql = wrap(backend.sql)
     failures: list[StorageError] = []
     runtime = open_store(
         directory.store_directory(STORE_ID),
         backend,
-        HeadOffice(backend.sql),
+        HeadOffice(backend.sql) if headoffice is None else headoffice,
         failures.append,
         HandshakeGate(),
     )

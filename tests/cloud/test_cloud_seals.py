@@ -56,8 +56,8 @@ def start(world: World, stack: ExitStack, path: Path | None = None) -> Cloud:
 
 
 def deliver_here(lane: Terminal, cloud: Cloud) -> None:
-    """What the mesh does with a leader's updates, on the running loop: merge, commit, then
-    the refresh."""
+    """What the mesh does with a leader's updates, on the running loop: merge, then commit
+    (its ``on_persisted``)."""
     replica = cloud.runtime.terminal.replica
     # The cloud's state to this peer, as its node sends it: a sealed day the lane holds open
     # is named by its archived vector (``core.sealing``, the echo).
@@ -67,7 +67,7 @@ def deliver_here(lane: Terminal, cloud: Cloud) -> None:
         cloud.runtime.terminal.now_ms(),
     )
     cloud.runtime.terminal.commit([change])
-    cloud.runtime.refresh()
+    cloud.runtime.committed()
 
 
 def deliver(lane: Terminal, cloud: Cloud) -> None:

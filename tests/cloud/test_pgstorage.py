@@ -241,7 +241,7 @@ def test_a_pull_after_only_its_own_commits_reads_no_rows_back(database: str) -> 
         _, change = lane.replica.append(Receipt(Sku("milk"), 5), NOW)
         a.receive(change)
         noted.statements.clear()
-        a.pull(noted)  # what the cloud does after each of its commits (StoreRuntime.refresh)
+        a.pull(noted)  # what the cloud's next commit or refresh does first (StoreRuntime)
         assert not [s for s in noted.statements if "store_updates" in s or "store_verified" in s]
         _, change = lane.replica.append(Sale.of((SaleLine(Sku("milk"), 1, 149),)), NOW)
         b.receive(change)  # another process commits: the next pull reads its rows

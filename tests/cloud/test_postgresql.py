@@ -254,8 +254,9 @@ def test_a_cloud_process_killed_mid_upload_is_exact_after_restart_and_reupload(
 
     # Three rounds: a backlog builds up behind a WAN outage, the WAN returns, and the cloud is
     # killed with SIGKILL at a different point of taking it in each time: as the leader's uplink
-    # reaches it, as soon as the backlog's CRDT updates are committed (the head-office projection
-    # follows in its own transaction), and once the head-office rows appear. Then restarted.
+    # reaches it, as soon as the backlog's CRDT updates are committed, and once the head-office
+    # rows appear (the last two now one point: a commit projects in its own transaction, and a
+    # catch-up commits slice by slice). Then restarted.
     for round_no, trigger in enumerate(KILL_POINTS):
         proxies.partition(wan)
         sell_rounds(books, lanes, 150, offset=1000 * round_no)

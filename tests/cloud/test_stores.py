@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
-from shell.helpers import receipt  # tests/ is on sys.path, as for `support`
+from shell.helpers import receipt, sale  # tests/ is on sys.path, as for `support`
 
 from lanesync.cloud import follow
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import store_heads
 from lanesync.cloud.schema import SQLITE_HEADOFFICE_VERSION
-from lanesync.cloud.sql import SqliteSql
+from lanesync.cloud.sql import Row, Sql, SqliteSql
 from lanesync.cloud.stores import Backend, StoreRuntime
 from lanesync.core import bodies
 from lanesync.core.identity import Role
@@ -52,21 +53,84 @@ def clouds(world: World) -> Iterator[tuple[World, ExitStack, list[Cloud]]]:
         yield world, stack, opened
 
 
-def start(world: World, stack: ExitStack, path: Path, opened: list[Cloud]) -> Cloud:
-    cloud = Cloud(*open_runtime(world, stack, path))
+def start(
+    world: World,
+    stack: ExitStack,
+    path: Path,
+    opened: list[Cloud],
+    wrap: Callable[[Sql], Sql] | None = None,
+    headoffice: HeadOffice | None = None,
+) -> Cloud:
+    cloud = Cloud(*open_runtime(world, stack, path, wrap, headoffice))
     opened.append(cloud)
     return cloud
 
 
+class CountingSql:
+    """A spy around a process's real ``Sql``: every call goes through to the database; it
+    counts the transactions (``nested``: those opened inside another, which psycopg sends as
+    SAVEPOINTs) and keeps the statements sent (a batch sends nothing when it has no rows)."""
+
+    def __init__(self, sql: Sql) -> None:
+        self.sql = sql
+        self.dialect = sql.dialect
+        self.transactions = 0
+        self.nested = 0
+        self.statements: list[str] = []
+        self._depth = 0
+
+    def execute(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        self.statements.append(statement)
+        return self.sql.execute(statement, args)
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.statements.append(statement)
+        self.sql.executemany(statement, rows)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._depth:
+            self.nested += 1
+        else:
+            self.transactions += 1
+        self._depth += 1
+        try:
+            with self.sql.transaction():
+                yield
+        finally:
+            self._depth -= 1
+
+    def close(self) -> None:
+        self.sql.close()
+
+    def reset(self) -> None:
+        self.transactions = self.nested = 0
+        self.statements.clear()
+
+
+def counted(world: World, stack: ExitStack, opened: list[Cloud]) -> tuple[Cloud, CountingSql]:
+    """A process whose database connection is spied on, its first projection made."""
+    spies: list[CountingSql] = []
+
+    def spy(sql: Sql) -> Sql:
+        spies.append(CountingSql(sql))
+        return spies[-1]
+
+    cloud = start(world, stack, world.cloud, opened, wrap=spy)
+    cloud.runtime.refresh()  # at open (CloudService._open): the full rewrite
+    return cloud, spies[0]
+
+
 def deliver(lane: Terminal, cloud: Cloud) -> None:
-    """What the mesh does with a peer's updates: merge, commit, then the refresh it triggers."""
+    """What the mesh does with a peer's updates: merge, then commit (its ``on_persisted``)."""
     replica = cloud.runtime.terminal.replica
     change = replica.merge(
         list(lane.replica.updates_since(replica.state_vectors()).items()),
         cloud.runtime.terminal.now_ms(),
     )
     cloud.runtime.terminal.commit([change])
-    cloud.runtime.refresh()
+    cloud.runtime.committed()
 
 
 def test_a_merged_commit_is_projected_into_the_head_office_tables(
@@ -86,6 +150,98 @@ def test_a_merged_commit_is_projected_into_the_head_office_tables(
     head = store_heads(cloud.backend.sql).get(STORE_ID) if cloud.backend.shared else None
     assert not cloud.runtime.is_behind(head)
     assert cloud.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite: two database files
+def test_a_live_upload_is_committed_and_projected_in_one_transaction(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    cloud, spy = counted(world, stack, opened)
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, cloud)
+    spy.reset()
+    lane.write(sale("milk:2:149"))
+    deliver(lane, cloud)
+    # One BEGIN/COMMIT holds the log rows and the tables' rows, with no savepoint in it.
+    assert (spy.transactions, spy.nested) == (1, 0)
+    assert any(s.startswith("INSERT INTO sales ") for s in spy.statements)
+    assert cloud.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 3}]}
+    assert world.rows("SELECT total_cents FROM sales WHERE store_id = ?", STORE_ID) == [(298,)]
+    assert cloud.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite: two database files
+def test_a_projection_failing_inside_the_commit_leaves_nothing_and_stops_the_store(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    world, stack, opened = clouds
+    cloud, spy = counted(world, stack, opened)
+    lane = stack.enter_context(Terminal.open(world.enroll("lane1"), lock_wait_s=0))
+    lane.write(receipt("milk", 5))
+    deliver(lane, cloud)
+    log_rows = "SELECT COUNT(*) FROM store_updates WHERE store_id = ?"
+    before = (store_heads(cloud.backend.sql)[STORE_ID], world.rows(log_rows, STORE_ID))
+    # A real database error in the projection, after the commit's own statement: a constraint
+    # no sale meets.
+    world.rows("ALTER TABLE sales ADD CONSTRAINT no_sales CHECK (total_cents < 0)")
+    lane.write(sale("milk:2:149"))
+    with pytest.raises(StorageError, match="no_sales"):
+        deliver(lane, cloud)
+    assert cloud.failures == [cloud.runtime.terminal.failure]  # the process would stop (74)
+    assert (store_heads(cloud.backend.sql)[STORE_ID], world.rows(log_rows, STORE_ID)) == before
+    assert world.rows("SELECT COUNT(*) FROM sales") == [(0,)]
+    assert world.rows("SELECT COUNT(*) FROM sale_lines") == [(0,)]
+    assert world.rows("SELECT kind FROM stock_movements") == [("receipt",)]
+    assert cloud.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 5}]}
+    # Opened again in the same process, the store's rows are rewritten from scratch (what the
+    # failed projection drained from its replica is gone with it); the sale, sent again, counts.
+    world.rows("ALTER TABLE sales DROP CONSTRAINT no_sales")
+    spy.reset()
+    again = start(world, stack, world.copy_cloud("cloud2"), opened, headoffice=cloud.office)
+    again.runtime.refresh()
+    assert "DELETE FROM sales WHERE store_id = ?" in spy.statements
+    deliver(lane, again)
+    assert again.office.stock(STORE_ID) == {"items": [{"sku": "milk", "on_hand": 3}]}
+    assert world.rows("SELECT total_cents FROM sales") == [(298,)]
+    assert again.failures == []
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # SQLite shares nothing
+def test_a_commit_projects_from_a_replica_holding_what_another_process_committed(
+    clouds: tuple[World, ExitStack, list[Cloud]],
+) -> None:
+    """Two processes commit the store, neither following the other: each commit merges the
+    other's rows under the lock before it projects, so the current views in the tables (the
+    stock on hand, written whole from the committing replica) stay exact."""
+    world, stack, opened = clouds
+    first = start(world, stack, world.cloud, opened)
+    second = start(world, stack, world.copy_cloud("cloud2"), opened)
+    lanes = [
+        stack.enter_context(Terminal.open(world.enroll(name), lock_wait_s=0))
+        for name in ("lane1", "lane2")
+    ]
+
+    async def upload() -> None:
+        lanes[0].write(receipt("milk", 10))
+        deliver(lanes[0], first)
+        lanes[1].write(receipt("milk", 4))
+        deliver(lanes[1], second)
+        assert second.runtime.relay_scheduled  # what it pulled goes to its leaders
+        lanes[0].write(receipt("milk", 1))
+        deliver(lanes[0], first)
+        assert first.runtime.relay_scheduled
+        assert first.office.stock(STORE_ID) == stock
+        assert first.runtime.terminal.digest() != second.runtime.terminal.digest()
+        second.runtime.refresh()  # its follower, told of the first's commit
+
+    stock = {"items": [{"sku": "milk", "on_hand": 15}]}
+    asyncio.run(upload())
+    assert world.rows("SELECT COUNT(*) FROM stock_movements") == [(3,)]
+    assert first.runtime.terminal.digest() == second.runtime.terminal.digest()
+    assert second.office.stock(STORE_ID) == stock
+    assert first.failures == second.failures == []
 
 
 async def until_caught_up(follower: Cloud, committer: Cloud) -> None:

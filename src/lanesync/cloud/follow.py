@@ -5,7 +5,8 @@ snapshot), sends a notification on ``COMMIT_CHANNEL`` carrying the store's id, i
 transaction (``cloud.pgstorage``): PostgreSQL delivers it when that transaction commits, and
 only then. Each process listens on a connection of its own and refreshes the store named, if
 it holds that store and is behind it (``StoreRuntime.refresh``: merge, relay to its leaders,
-project). A process is woken only by commits, never by a timer per store.
+project, in a transaction of its own; its own commits project in theirs). A process is woken
+only by commits, never by a timer per store.
 
 Notifications are not a log: one sent while the listening connection was down is lost. So a
 process also compares every store it holds with the database every ``FALLBACK_POLL_S`` (one

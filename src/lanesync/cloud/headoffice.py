@@ -1,7 +1,8 @@
 """SQL tables for head office, materialised from each store's replica in the cloud.
 
 The replica's views are exact (they are folded from verified, chained records), so the tables
-are a projection of them, refreshed after every durable merge:
+are a projection of them, written with every merge's commit (cloud.stores: on PostgreSQL inside
+the commit's own transaction, on SQLite right after it, as these tables are another file):
 
 * ``sales`` and ``sale_lines``: one row per accepted sale, ``voided`` set once any valid void
   names it; inserted with the record id as primary key, so a record delivered twice, by two
@@ -16,7 +17,8 @@ are a projection of them, refreshed after every durable merge:
   Z-report itself is folded from the sales, ``lanesync report``).
 
 When the replica rebuilds its views (a fork was found, or a revocation withdrew records), the
-store's rows are replaced from scratch. Every refresh is one transaction.
+store's rows are replaced from scratch. Every projection runs inside a transaction the caller
+opened, and is rolled back with it (then ``forget_projection``).
 
 Example queries are in docs/reference/headoffice-tables.md.
 """
@@ -52,7 +54,7 @@ _STORE_TABLES = (
 
 
 class _Rows:
-    """The rows one refresh writes, gathered so each table gets one batched statement."""
+    """The rows one projection writes, gathered so each table gets one batched statement."""
 
     def __init__(self, store_id: str) -> None:
         self.store_id = store_id

@@ -13,6 +13,11 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
   and commutative, so whichever process merged first, every replica ends the same.
 * Compaction deletes log rows only when this process has seen the whole log (under the lock),
   and bumps ``snapshot_gen`` so the others reload the snapshot instead of missing rows.
+* ``in_commit``, when the owner sets it, runs inside every commit's transaction, under the lock,
+  after the commit's rows and before COMMIT, with what the other processes committed meanwhile
+  (``pull``): the cloud merges that and projects its head-office tables there
+  (``StoreRuntime``), so a merge costs one transaction, and whatever it raises rolls the commit
+  back with it.
 * ``signing()`` holds the lock from before the cloud signs a record of its own chain until the
   commit holding it is durable: every process signs the cloud's records, and two of them
   signing "the next seq" from their own replicas would fork the cloud's chain.
@@ -31,8 +36,8 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from lanesync.cloud.sql import Sql
 from lanesync.core import archive_codec
@@ -96,6 +101,10 @@ class PostgresStoreStorage:
         self._log_bytes: dict[str, int] = defaultdict(int)
         # The transaction ``signing`` opened, which the next ``commit`` ends.
         self._held: contextlib.ExitStack | None = None
+        # Called inside each commit's transaction, under the store's lock, once the commit's
+        # rows are written, with what other processes committed since we last looked; what it
+        # writes commits with them, and what it raises rolls them back (see the module's doc).
+        self.in_commit: Callable[[Pulled], None] | None = None
         sql.execute(
             "INSERT INTO store_heads (store_id) VALUES (?) ON CONFLICT DO NOTHING", (store_id,)
         )
@@ -254,7 +263,7 @@ class PostgresStoreStorage:
             self._seen_gen = gen
         ours = sum(1 for seq in self._mine if seq <= last_seq)
         if last_seq - self._seen_seq == ours:
-            # Every row since we last looked is one we committed (the refresh after each of our
+            # Every row since we last looked is one we committed (the pull in each of our
             # commits): nothing to read back, which spares a catch-up slice's bytes a round trip.
             self._mine = {seq for seq in self._mine if seq > last_seq}
             self._seen_seq = last_seq
@@ -304,7 +313,9 @@ class PostgresStoreStorage:
 
     def commit(self, changes: Iterable[Change], requests: Sequence[KeyedRequest] = ()) -> None:
         """Append every change in one durable transaction (group commit); inside ``signing``,
-        the transaction that holds the lock, so it is durable (and the lock released) on return."""
+        the transaction that holds the lock, so it is durable (and the lock released) on return.
+        With ``in_commit`` set, the transaction first pulls (``pull``: the lock taken) and ends
+        with the call, so the owner writes from a replica holding everything committed."""
         if requests:
             raise StorageError("idempotency keys are kept by terminals, not by the cloud")
         rows: list[tuple[str, bytes]] = []
@@ -320,7 +331,15 @@ class PostgresStoreStorage:
         with held if held is not None else self._sql.transaction():
             ahead: list[tuple[str, bytes]] = []
             written = {doc for doc, _ in rows if doc.startswith(LEDGER_PREFIX)}
-            if written:
+            pulled = Pulled([], set())
+            if self.in_commit is not None:
+                # The lock, and what the others committed (inside ``signing``: pulled already,
+                # the lock held since). A seal since we last looked is in ``_sealed_docs`` now.
+                if held is None:
+                    pulled = self.pull()
+                if unsealed or written & self._sealed_docs:
+                    ahead = self._reopening(rows, unsealed)
+            elif written:
                 # Taking the lock first: a seal another process commits meanwhile has ended
                 # when the days written are checked for seals (``_reopening``). Unless a seal
                 # happened since we last looked (the generation moved) or we write a day we
@@ -343,10 +362,21 @@ class PostgresStoreStorage:
                     ),
                 )[0][0]
             )
+            if self.in_commit is not None:
+                # A day this commit reopened is not sealed any more (its seal must not unload
+                # it), and the archives written ahead are merged with the others' rows: this
+                # replica lacks what the sealing process merged into them last (its rows are
+                # gone). Without the call, the next pull reads them back.
+                self.in_commit(
+                    replace(
+                        pulled,
+                        updates=[*pulled.updates, *ahead],
+                        sealed=[day for day in pulled.sealed if day.doc in self._sealed_docs],
+                    )
+                )
+        read_back = 0 if self.in_commit is not None else len(ahead)
         first = last - len(rows) + 1
-        # The archives written ahead are pulled back like another process's rows: this replica
-        # lacks what the sealing process merged into them last (its rows are gone).
-        self._mine.update(range(first + len(ahead), last + 1))
+        self._mine.update(range(first + read_back, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
 

@@ -4,13 +4,15 @@ Two backends behind one interface:
 
 * SQLite (the default, one machine): ``CLOUD_DIR/headoffice.db`` for the head-office tables and
   each store's documents in ``CLOUD_DIR/stores/<id>/lanesync.db``, exactly like a terminal.
-  One process per directory (the directory lock), so nobody else writes.
+  One process per directory (the directory lock), so nobody else writes. Two files, two
+  transactions: the tables are projected after each durable commit (``StoreRuntime.refresh``).
 * PostgreSQL (``--db URL``): everything in one database, which any number of ``cloud serve``
   processes share. Each process holds its own in-memory replica of each store it has resident
-  (cloud/service.py: opened on demand, evicted when idle); after every
-  durable merge it takes the store's lock, merges what the other processes committed meanwhile,
-  and projects the head-office tables from that complete replica in the same transaction. So the
-  tables are always written from a replica holding everything committed so far, and a record
+  (cloud/service.py: opened on demand, evicted when idle). Every merge's commit takes the
+  store's lock, merges what the other processes committed meanwhile, and projects the head-office
+  tables from that complete replica in the commit's own transaction (one BEGIN/COMMIT, one
+  WAL flush a merge: ``PostgresStoreStorage.in_commit``). So the tables are always written from a
+  replica holding everything committed so far, they and the log never disagree, and a record
   counts once however many processes received it (the tables are keyed by record id).
   A follower (cloud.follow) hears of other processes' commits and relays them to this
   process's peers.
@@ -109,15 +111,55 @@ class StoreRuntime:
     last_upload_ms: int | None = None
     # Called after every projection that committed (the service schedules a seal check).
     on_projected: Callable[[], None] = field(default=lambda: None)
+    # Set by ``_project_in_commit`` (PostgreSQL), taken by ``committed`` once the commit it
+    # ran in is durable: whether it merged rows other processes committed (to relay).
+    _projected: bool = field(default=False)
+    _pulled: bool = field(default=False)
 
     def merged_upload(self, seconds: float, observe: Callable[[float], None]) -> None:
         """The mesh merged (and committed) a batch of a leader's records in ``seconds``."""
         self.last_upload_ms = wall_clock_ms()
         observe(seconds)
 
+    def committed(self) -> None:
+        """After every durable commit of the store's mesh (its ``on_persisted``). On PostgreSQL
+        the commit projected the tables itself, in its own transaction (``_project_in_commit``):
+        what is left is to relay what it pulled and to tell ``on_projected``. On SQLite, whose
+        head-office tables are another database file, or after a commit that wrote nothing
+        (so called nothing): ``refresh``, a transaction of its own."""
+        if not self._projected:
+            self.refresh()
+            return
+        pulled, self._projected, self._pulled = self._pulled, False, False
+        if pulled:
+            self._relay_soon()
+        self.on_projected()
+
+    def _project_in_commit(self, new: Pulled) -> None:
+        """``PostgresStoreStorage.in_commit``: inside the commit's transaction, under the
+        store's lock, merge what other processes committed and project the replica, so the
+        tables are written from a replica holding everything committed and commit with the log
+        rows, in one transaction. A failure rolls back both and stops the store as a storage
+        failure does (``Terminal.commit``): any error is a ``StorageError`` here, since memory
+        is now ahead of the database, and only a reopen (which projects every row again) is
+        safe."""
+        try:
+            pulled = self._merge_pulled(new)
+            self.headoffice.project(self.store_id, self.terminal.replica, self.accepted)
+        except BaseException as exc:
+            self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
+            if isinstance(exc, StorageError) or not isinstance(exc, Exception):
+                raise
+            raise StorageError(
+                f"store {self.store_id}: projecting the head-office tables failed: {exc!r}"
+            ) from exc
+        self._projected, self._pulled = True, self._pulled or pulled
+
     def refresh(self) -> None:
-        """Project the replica into the head-office tables (after every durable merge); on a
-        shared database, first merge what other processes committed, under the store's lock."""
+        """Project the replica into the head-office tables in a transaction of its own (at
+        open, when another process committed: cloud.follow, and after each commit on SQLite);
+        on a shared database, first merge what other processes committed, under the store's
+        lock."""
         pulled = False
         try:
             with self.backend.sql.transaction():
@@ -244,7 +286,13 @@ def open_store(
         crypto=collaborators.crypto,
         feed=False,  # head office follows the store through its own tables, not a feed
     )
-    terminal.on_failure = on_failure
+
+    def failed(exc: StorageError) -> None:
+        # A commit that fails after projecting (its COMMIT) rolled the projection back too.
+        headoffice.forget_projection(store_id)
+        on_failure(exc)
+
+    terminal.on_failure = failed
     accepted = terminal.replica.subscribe_accepted()
     node = Node(
         terminal.replica,
@@ -253,15 +301,15 @@ def open_store(
     )
     runtime: StoreRuntime | None = None
 
-    def refresh() -> None:
+    def committed() -> None:
         assert runtime is not None
-        runtime.refresh()
+        runtime.committed()
 
-    # Commit every merge at once: the head-office tables are projected after each commit.
+    # Commit every merge at once: the head-office tables are projected with each commit.
     mesh = Mesh(
         node,
         terminal,
-        on_persisted=refresh,
+        on_persisted=committed,
         commit_delay_s=0,
         gate=gate,
         observer=collaborators.observer(terminal),
@@ -276,4 +324,6 @@ def open_store(
     runtime = StoreRuntime(
         store_id, terminal, node, mesh, committer, backend, headoffice, accepted, shared
     )
+    if shared is not None:
+        shared.in_commit = runtime._project_in_commit
     return runtime
