@@ -184,6 +184,12 @@ class HeadOffice:
         if store_id in self._rebuilds:
             self._rebuilds[store_id] = AcceptedRecords().rebuilds
 
+    def projected(self, store_id: str, accepted: AcceptedRecords) -> None:
+        """The store's rows hold every record its replica was opened with (PostgreSQL knows:
+        ``PostgresStoreStorage.projected_at_load``), ``accepted`` being the new replica's
+        stream: its next projection writes only what that brings, not the whole store."""
+        self._rebuilds[store_id] = accepted.rebuilds
+
     def forget_projection(self, store_id: str) -> None:
         """The next projection of ``store_id`` rewrites its rows from scratch (used when a
         transaction holding a projection rolled back)."""

@@ -60,10 +60,13 @@ COMMIT_CHANNEL = "lanesync_store_commit"
 # take the store's lock and number the rows (``last_seq``), append them, note the verdicts, and
 # notify the other processes, which hear it once the transaction commits (cloud.follow). The
 # arrays go in binary (%b): as text, a catch-up slice's 64 KiB would be hex both ways. A commit
-# of a day's records takes the lock first (``lock``, see ``commit``): two statements.
+# of a day's records takes the lock first (``lock``, see ``commit``): two statements. A commit
+# that projects in its own transaction (``in_commit``) moves ``projected_seq`` with ``last_seq``.
 _COMMIT = """
 WITH head AS (
-    UPDATE store_heads SET last_seq = last_seq + ? WHERE store_id = ?
+    UPDATE store_heads SET last_seq = last_seq + ?,
+        projected_seq = CASE WHEN ?::boolean THEN last_seq + ? ELSE projected_seq END
+    WHERE store_id = ?
     RETURNING store_id, last_seq
 ), appended AS (
     INSERT INTO store_updates (store_id, seq, doc, data)
@@ -101,6 +104,8 @@ class PostgresStoreStorage:
         self._log_bytes: dict[str, int] = defaultdict(int)
         # The transaction ``signing`` opened, which the next ``commit`` ends.
         self._held: contextlib.ExitStack | None = None
+        # Whether the head-office tables held everything ``load`` read (``projected_seq``).
+        self.projected_at_load = False
         # Called inside each commit's transaction, under the store's lock, once the commit's
         # rows are written, with what other processes committed since we last looked; what it
         # writes commits with them, and what it raises rolls them back (see the module's doc).
@@ -133,7 +138,13 @@ class PostgresStoreStorage:
         stored: dict[str, list[bytes]] = defaultdict(list)
         tail: list[tuple[str, bytes]] = []
         with self._sql.transaction():
-            self._seen_seq, self._seen_gen = self.lock()
+            last_seq, gen, projected_seq = self._sql.execute(
+                "SELECT last_seq, snapshot_gen, projected_seq FROM store_heads "
+                "WHERE store_id = ? FOR UPDATE",
+                (self._store,),
+            )[0]
+            self._seen_seq, self._seen_gen = int(last_seq), int(gen)
+            self.projected_at_load = int(projected_seq) == self._seen_seq
             for doc, data in self._sql.execute(
                 "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
             ):
@@ -353,6 +364,8 @@ class PostgresStoreStorage:
                     _COMMIT,
                     (
                         len(rows),
+                        self.in_commit is not None,
+                        len(rows),
                         self._store,
                         len(rows),
                         [doc for doc, _ in rows],
@@ -379,6 +392,13 @@ class PostgresStoreStorage:
         self._mine.update(range(first + read_back, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+
+    def mark_projected(self) -> None:
+        """The head-office tables now hold everything committed (the caller projected, in this
+        transaction, under the store's lock, from a replica that pulled every row)."""
+        self._sql.execute(
+            "UPDATE store_heads SET projected_seq = last_seq WHERE store_id = ?", (self._store,)
+        )
 
     def _reopening(
         self, rows: list[tuple[str, bytes]], unsealed: set[str]

@@ -193,6 +193,17 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "store_heads.projected_seq: the log position the head-office tables hold",
+        (
+            # The store's last_seq when its head-office rows were last projected from a replica
+            # holding everything committed (cloud.pgstorage: every commit projects in its own
+            # transaction). A process opening the store rewrites its rows only when this is
+            # behind last_seq; -1 (a store of before): unknown, rewritten once.
+            "ALTER TABLE store_heads ADD COLUMN projected_seq BIGINT NOT NULL DEFAULT -1",
+        ),
+    ),
 )
 LATEST = POSTGRESQL_MIGRATIONS[-1].version
 

@@ -166,6 +166,8 @@ class StoreRuntime:
                 if self.shared_storage is not None:
                     pulled = self._merge_pulled(self.shared_storage.pull())
                 self.headoffice.project(self.store_id, self.terminal.replica, self.accepted)
+                if self.shared_storage is not None:
+                    self.shared_storage.mark_projected()  # everything committed is in the tables
         except BaseException:
             self.headoffice.forget_projection(self.store_id)  # the next one rewrites all rows
             raise
@@ -294,6 +296,10 @@ def open_store(
 
     terminal.on_failure = failed
     accepted = terminal.replica.subscribe_accepted()
+    if shared is not None and shared.projected_at_load:
+        # The tables hold every record the replica was loaded with (its loaded records are not
+        # in ``accepted``): its first projection writes only what comes after.
+        headoffice.projected(store_id, accepted)
     node = Node(
         terminal.replica,
         ack_delay_ms=CLOUD_ACK_DELAY_MS,
