@@ -63,15 +63,15 @@ def test_migrations_are_explicit_versioned_and_safe_to_run_at_once(
         ("cloud", "migrate", "cloud", "--db", url, "--json"),
     )
     applied = first.json()["applied"] + second.json()["applied"]
-    assert [m["version"] for m in applied] == [1, 2, 3, 4], applied
-    assert first.json()["schema_version"] == second.json()["schema_version"] == 4
+    assert [m["version"] for m in applied] == [1, 2, 3, 4, 5], applied
+    assert first.json()["schema_version"] == second.json()["schema_version"] == 5
     again = cli_ok("cloud", "migrate", "cloud", "--db", url, cwd=root)
-    assert again.stdout == "database schema already at version 4\n"
+    assert again.stdout == "database schema already at version 5\n"
 
     # A database a newer lanesync migrated: neither command touches it.
     sql_world = World(root, url)
     rows = sql_world.rows("SELECT version FROM lanesync_schema")
-    assert rows == [(4,)]
+    assert rows == [(5,)]
     sql = sql_world.sql()
     try:
         sql.execute("UPDATE lanesync_schema SET version = 99")

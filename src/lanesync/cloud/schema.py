@@ -193,6 +193,24 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        5,
+        "store_checkpoints: a checkpoint of each store's views",
+        (
+            # At most one row per store (pgstorage: ``Replica.checkpoint``, written under the
+            # store's lock): the views and the fingerprints of the documents they were folded
+            # from, covering the log rows up to ``through`` (store_heads.last_seq then) and the
+            # snapshots of generation ``gen``. A table of its own, not columns of store_heads:
+            # every commit updates that row, which stays small. A store without a row (every
+            # store of an older database) folds its whole history once at its next open.
+            """CREATE TABLE store_checkpoints (
+                store_id TEXT PRIMARY KEY,
+                through BIGINT NOT NULL,
+                gen BIGINT NOT NULL,
+                data BYTEA NOT NULL
+            )""",
+        ),
+    ),
 )
 LATEST = POSTGRESQL_MIGRATIONS[-1].version
 
