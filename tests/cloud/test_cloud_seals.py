@@ -239,6 +239,17 @@ def test_another_process_unloads_a_day_sealed_by_the_first_and_a_late_record_reo
     assert ledger_doc(day) in second.replica_docs
     states = "SELECT day, state FROM store_archives WHERE store_id = ?"
     assert world.rows(states, STORE_ID) == [(day, "reopened")]
+    # The stored checkpoint counts the day sealed: the process that reopened it writes the
+    # next one at once (as its mesh does after the commit), which an open then loads.
+    storage = second.runtime.shared_storage
+    assert storage is not None
+    assert storage.checkpoint_due()
+    second.runtime.terminal.compact_if_due()
+    assert not storage.checkpoint_due()
+    fourth = start(world, stack, world.copy_cloud("cloud4"))
+    assert fourth.runtime.terminal.replica.restored_from.startswith(FROM_CHECKPOINT)
+    assert ledger_doc(day) in fourth.replica_docs
+    assert fourth.runtime.terminal.digest() == second.runtime.terminal.digest()
     follow(first)
     assert ledger_doc(day) in first.replica_docs
     assert held_records(first, day) == held_records(second, day) == 8
