@@ -1,10 +1,11 @@
 """Seals a store's complete day as a cloud process does, stopping inside the seal's transaction;
-run by test_cloud_seals.py as ``python seal_worker.py CLOUD_DIR STORE_ID [DB_URL]``.
+run by test_cloud_seals.py as ``python seal_worker.py CLOUD_DIR STORE_ID STOP_AT [DB_URL]``.
 
-The storage's connection is wrapped so that the statement deleting the day's snapshot (the
-last of the seal's writes, after the archive row and the log rows' deletion) prints ``sealing``
-and waits: the test SIGKILLs the process there, with the transaction open. Nothing else of the
-seal is changed.
+The storage's connection is wrapped so that the statement ``STOP_AT`` names prints ``sealing``
+and waits: the test SIGKILLs the process there, with the transaction open. ``snapshots``: the
+statement deleting the day's snapshot (after the archive row and the log rows' deletion);
+``checkpoint``: on PostgreSQL, the statement storing the checkpoint, the seal's last write.
+Nothing else of the seal is changed.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ from lanesync.shell.admission import HandshakeGate
 WAIT_S = 60.0  # far longer than the test takes to kill it
 
 
-class Stopping:
-    """A connection (sqlite3's or ``cloud.sql.Sql``) that stops at the seal's last write."""
+STOP_AT = {
+    "snapshots": ("DELETE FROM snapshots", "DELETE FROM store_snapshots"),
+    "checkpoint": ("INSERT INTO store_checkpoints",),
+}
 
-    def __init__(self, inner: Any) -> None:
+
+class Stopping:
+    """A connection (sqlite3's or ``cloud.sql.Sql``) that stops after a statement of the seal."""
+
+    def __init__(self, inner: Any, at: tuple[str, ...]) -> None:
         self._inner = inner
+        self._at = at
 
     def execute(self, sql: str, *args: Any) -> Any:
         result = self._inner.execute(sql, *args)
-        if sql.startswith(("DELETE FROM snapshots", "DELETE FROM store_snapshots")):
+        if sql.startswith(self._at):
             print("sealing", flush=True)
             time.sleep(WAIT_S)
         return result
@@ -40,7 +48,7 @@ class Stopping:
         return getattr(self._inner, name)
 
 
-def main(cloud_dir: Path, store_id: str, db_url: str | None) -> None:
+def main(cloud_dir: Path, store_id: str, stop_at: str, db_url: str | None) -> None:
     directory = CloudDirectory.open(cloud_dir)
     backend = Backend.open(directory, db_url)
     runtime = open_store(
@@ -52,9 +60,9 @@ def main(cloud_dir: Path, store_id: str, db_url: str | None) -> None:
     )
     storage: Any = runtime.shared_storage or runtime.terminal.storage
     if runtime.shared_storage is not None:
-        storage._sql = Stopping(storage._sql)
+        storage._sql = Stopping(storage._sql, STOP_AT[stop_at])
     else:
-        storage._db = Stopping(storage._db)
+        storage._db = Stopping(storage._db, STOP_AT[stop_at])
 
     async def seal() -> list[str]:
         return runtime.seal_due()
@@ -63,4 +71,4 @@ def main(cloud_dir: Path, store_id: str, db_url: str | None) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+    main(Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None)

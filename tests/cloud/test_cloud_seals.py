@@ -126,6 +126,7 @@ def sales_rows(world: World, day: str) -> list[tuple[str, int]]:
 
 
 EXPECTED_SALES = [("lane1", 149), ("lane1", 550), ("lane2", 149), ("lane2", 550)]
+FROM_CHECKPOINT = "loaded stock and sales from the checkpoint, then "
 
 
 def test_the_cloud_seals_a_complete_day_keeps_its_sales_and_a_reopened_store_loads_none_of_it(
@@ -158,6 +159,7 @@ def test_the_cloud_seals_a_complete_day_keeps_its_sales_and_a_reopened_store_loa
     # projection, a full rewrite of the store's rows, keeps the sealed day's sales.
     again = start(world, stack, world.copy_cloud("cloud2") if world.db else None)
     reopened = again.runtime.terminal.replica
+    assert reopened.restored_from.startswith(FROM_CHECKPOINT)  # the one the seal wrote
     assert doc not in again.replica_docs
     assert set(reopened.sealed_days()) == {day}
     assert sales_rows(world, day) == EXPECTED_SALES
@@ -237,6 +239,17 @@ def test_another_process_unloads_a_day_sealed_by_the_first_and_a_late_record_reo
     assert ledger_doc(day) in second.replica_docs
     states = "SELECT day, state FROM store_archives WHERE store_id = ?"
     assert world.rows(states, STORE_ID) == [(day, "reopened")]
+    # The stored checkpoint counts the day sealed: the process that reopened it writes the
+    # next one at once (as its mesh does after the commit), which an open then loads.
+    storage = second.runtime.shared_storage
+    assert storage is not None
+    assert storage.checkpoint_due()
+    second.runtime.terminal.compact_if_due()
+    assert not storage.checkpoint_due()
+    fourth = start(world, stack, world.copy_cloud("cloud4"))
+    assert fourth.runtime.terminal.replica.restored_from.startswith(FROM_CHECKPOINT)
+    assert ledger_doc(day) in fourth.replica_docs
+    assert fourth.runtime.terminal.digest() == second.runtime.terminal.digest()
     follow(first)
     assert ledger_doc(day) in first.replica_docs
     assert held_records(first, day) == held_records(second, day) == 8
@@ -249,6 +262,7 @@ def test_another_process_unloads_a_day_sealed_by_the_first_and_a_late_record_reo
 
     # A third process opening the store loads no sealed day, yet counts it whole.
     third = start(world, stack, world.copy_cloud("cloud3"))
+    assert third.runtime.terminal.replica.restored_from.startswith(FROM_CHECKPOINT)
     assert ledger_doc(day) not in third.replica_docs
     assert third.runtime.terminal.digest() == first.runtime.terminal.digest()
     assert held_records(third, day) == 8
@@ -304,20 +318,10 @@ WORKER = Path(__file__).with_name("seal_worker.py")
 WORKER_TIMEOUT_S = 30.0  # a process opening a store and folding a day on a busy machine
 
 
-def test_a_cloud_killed_while_sealing_has_the_day_open_and_seals_it_after_a_restart(
-    world: World, stack: ExitStack
-) -> None:
-    """SIGKILL inside the seal's transaction (the archive written, the day's log deleted, not
-    committed): the store opened again holds the day open and whole, its sales in the tables,
-    and seals it."""
-    with ExitStack() as first:
-        cloud = start(world, first)
-        lanes, day = sell_and_close(world, first, cloud)
-        lanes[1].close_days(day)
-        deliver(lanes[1], cloud)
-        records = held_records(cloud, day)
-        digest = cloud.runtime.terminal.digest()
-    args = [str(world.cloud), STORE_ID, *([world.db] if world.db else [])]
+def kill_while_sealing(world: World, stop_at: str) -> None:
+    """Run seal_worker.py on the cloud's store and SIGKILL it inside the seal's transaction,
+    right after the statement ``stop_at`` names."""
+    args = [str(world.cloud), STORE_ID, stop_at, *([world.db] if world.db else [])]
     with subprocess.Popen(
         [sys.executable, str(WORKER), *args],
         stdout=subprocess.PIPE,
@@ -334,6 +338,22 @@ def test_a_cloud_killed_while_sealing_has_the_day_open_and_seals_it_after_a_rest
     assert line == "sealing\n", errors
     assert worker.returncode == -signal.SIGKILL
 
+
+def test_a_cloud_killed_while_sealing_has_the_day_open_and_seals_it_after_a_restart(
+    world: World, stack: ExitStack
+) -> None:
+    """SIGKILL inside the seal's transaction (the archive written, the day's log deleted, not
+    committed): the store opened again holds the day open and whole, its sales in the tables,
+    and seals it."""
+    with ExitStack() as first:
+        cloud = start(world, first)
+        lanes, day = sell_and_close(world, first, cloud)
+        lanes[1].close_days(day)
+        deliver(lanes[1], cloud)
+        records = held_records(cloud, day)
+        digest = cloud.runtime.terminal.digest()
+    kill_while_sealing(world, "snapshots")
+
     again = start(world, stack)
     assert ledger_doc(day) in again.replica_docs
     assert held_records(again, day) == records
@@ -343,3 +363,52 @@ def test_a_cloud_killed_while_sealing_has_the_day_open_and_seals_it_after_a_rest
     assert seal(again) == [day]
     assert ledger_doc(day) not in again.replica_docs
     assert again.failures == []
+
+
+def stored_checkpoint(world: World) -> tuple[int, int, bytes] | None:
+    rows = world.rows(
+        "SELECT through, gen, data FROM store_checkpoints WHERE store_id = ?", STORE_ID
+    )
+    return (int(rows[0][0]), int(rows[0][1]), bytes(rows[0][2])) if rows else None
+
+
+@pytest.mark.parametrize("world", ["postgresql"], indirect=True)  # its checkpoint is under test
+def test_a_cloud_killed_after_the_seals_checkpoint_opens_from_the_one_before_exactly(
+    world: World, stack: ExitStack
+) -> None:
+    """SIGKILL inside the seal's transaction on PostgreSQL, after its last write (the new
+    checkpoint): the checkpoint before it is what the database holds, and the store opens
+    from it with the day open and whole; the seal then writes the checkpoint the next open
+    loads, the day sealed in it."""
+    with ExitStack() as first:
+        cloud = start(world, first)
+        lanes, day = sell_and_close(world, first, cloud)
+        lanes[1].close_days(day)
+        deliver(lanes[1], cloud)
+        assert cloud.runtime.shared_storage is not None
+        cloud.runtime.shared_storage.write_checkpoint(cloud.runtime.terminal.replica)
+        records = held_records(cloud, day)
+        digest = cloud.runtime.terminal.digest()
+    before = stored_checkpoint(world)
+    assert before is not None
+    kill_while_sealing(world, "checkpoint")
+    assert stored_checkpoint(world) == before
+
+    again = start(world, stack)
+    assert again.runtime.terminal.replica.restored_from.startswith(FROM_CHECKPOINT)
+    assert ledger_doc(day) in again.replica_docs
+    assert held_records(again, day) == records
+    assert again.runtime.terminal.digest() == digest
+    assert again.runtime.terminal.integrity()["ok"]
+    assert seal(again) == [day]
+    after = stored_checkpoint(world)
+    assert after is not None
+    assert after[:2] == store_head(again.backend.sql, STORE_ID) != before[:2]
+
+    third = start(world, stack, world.copy_cloud("cloud2"))
+    assert third.runtime.terminal.replica.restored_from.startswith(FROM_CHECKPOINT)
+    assert ledger_doc(day) not in third.replica_docs
+    assert held_records(third, day) == records  # read from the archive
+    assert third.runtime.terminal.digest() == again.runtime.terminal.digest()
+    assert sales_rows(world, day) == EXPECTED_SALES
+    assert again.failures == third.failures == []

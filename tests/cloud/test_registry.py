@@ -15,6 +15,7 @@ import pytest
 from lanesync.cloud import service as service_module
 from lanesync.cloud.directory import CloudDirectory, read_cloud_identity
 from lanesync.cloud.registry import DatabaseStores, Registration, add_store_to_database
+from lanesync.cloud.schema import LATEST
 from lanesync.cloud.service import CloudService
 from lanesync.errors import ConfigError, UsageError
 from lanesync.shell.directories import StoreDirectory
@@ -207,7 +208,7 @@ def test_bad_registrations_are_refused_with_one_line_and_change_nothing(world: W
         sql.execute("UPDATE lanesync_schema SET version = 2")
     finally:
         sql.close()
-    with pytest.raises(ConfigError, match="schema version 2, this lanesync needs 4"):
+    with pytest.raises(ConfigError, match=f"schema version 2, this lanesync needs {LATEST}"):
         add_store_to_database(
             cloud, world.db, world.store / "store.json", world.root / "cloud.cert"
         )

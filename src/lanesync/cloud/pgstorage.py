@@ -28,8 +28,26 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
   and unload the day too. A process that has not pulled the seal yet may still commit a late
   record of the day to its open copy: ``commit`` then writes the archive ahead of it and marks
   the day reopened, exactly what a replica that knew does (``Replica.merge`` opens the day).
-  The verdicts of a sealed day's records are kept: the cloud has no checkpoint of its views, so
-  every open folds the sealed days too, from their archives, and need not verify them again.
+* A checkpoint of the views (``Replica.checkpoint``, table ``store_checkpoints``) is written
+  only under the store's lock by a process whose replica holds exactly what is committed: it
+  has pulled every other process's rows and snapshots (``is_behind`` false) and merged nothing
+  it has not committed (``unpersisted_updates`` 0). It is stamped with ``last_seq`` (the log
+  rows it covers) and ``snapshot_gen``. It is written in the transaction of every compaction
+  and every seal (which replace snapshots and delete rows, and bump the generation), and on
+  its own once the log after it has grown as the lane's rule says (``checkpoint_due``). So the
+  stored checkpoint is never older than the stored snapshots: a compaction by another process
+  replaces it with its own, and a compaction that cannot write one (its replica holds
+  uncommitted updates) deletes it. ``load`` uses it only if its generation is the current one
+  (a guard: only compactions and seals move the generation, and they rewrite it) and splits
+  the log at ``through``: the rows up to it are what the checkpoint covers, the rest the tail.
+  The checkpoint a seal writes fits as a lane's does: a sealed day counts in the fingerprints
+  as it was when sealed (``SealedDay``), in the sealing replica, in those that unloaded the
+  day after it and in one loaded fresh. Should a checkpoint still not fit (a late record
+  reopened a sealed day after it was written, or a fault), ``Replica.restore`` refuses it and
+  folds everything: slower, exact. The verdicts of a sealed day's records are kept (a lane
+  drops them): such a full fold reads the sealed days back from their archives, and a year of
+  a store's records verified again would cost tens of seconds of CPU. With a checkpoint that
+  fits, only the tail's are read (``_Verdicts``).
 """
 
 from __future__ import annotations
@@ -48,7 +66,14 @@ from lanesync.core.replica import Replica
 from lanesync.core.sealdays import Sealing
 from lanesync.core.sealing import SealedDay, read_seal_rows
 from lanesync.errors import StorageError
-from lanesync.shell.storage import KeyedRequest, Loaded, due_for_compaction
+from lanesync.shell.storage import (
+    CHECKPOINT_LOG_FRACTION,
+    CHECKPOINT_MIN_LOG_BYTES,
+    VERIFIED_LOOKUPS_BEFORE_LOAD,
+    KeyedRequest,
+    Loaded,
+    due_for_compaction,
+)
 
 # The channel every commit of a store's documents notifies, with the store's id
 # (cloud.follow: the other processes listen on it).
@@ -90,6 +115,50 @@ class Pulled:
     sealed: list[SealedDay] = field(default_factory=list)
 
 
+class _Verdicts:
+    """The store's verdict keys as a ``Container[bytes]`` for one restore, as the lane's
+    ``_VerifiedHashes``: those noted after the checkpoint (the tail's records: a verdict is
+    noted with the rows it came in) are read at once; any other key is looked up, and after
+    ``VERIFIED_LOOKUPS_BEFORE_LOAD`` lookups (a full fold asks about every record) the whole
+    table is read once. A year of a store is ~900k keys: reading them all costs seconds, for
+    nothing when the checkpoint fits."""
+
+    def __init__(self, sql: Sql, store_id: str, after_seq: int) -> None:
+        self._sql = sql
+        self._store = store_id
+        self._asked = 0
+        self._all: set[bytes] | None = None
+        self._recent = {
+            bytes(h)
+            for (h,) in sql.execute(
+                "SELECT hash FROM store_verified WHERE store_id = ? AND added_seq > ?",
+                (store_id, after_seq),
+            )
+        }
+
+    def __contains__(self, item: object) -> bool:
+        if not isinstance(item, bytes):
+            return False
+        if item in self._recent:
+            return True
+        if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
+            self._all = {
+                bytes(h)
+                for (h,) in self._sql.execute(
+                    "SELECT hash FROM store_verified WHERE store_id = ?", (self._store,)
+                )
+            }
+        if self._all is not None:
+            return item in self._all
+        self._asked += 1
+        return bool(
+            self._sql.execute(
+                "SELECT 1 FROM store_verified WHERE store_id = ? AND hash = ?",
+                (self._store, item),
+            )
+        )
+
+
 class PostgresStoreStorage:
     def __init__(self, sql: Sql, store_id: str) -> None:
         self._sql = sql
@@ -102,6 +171,14 @@ class PostgresStoreStorage:
         self._mine: set[int] = set()  # seqs we committed that are above _seen_seq
         self._snapshot_bytes: dict[str, int] = defaultdict(int)
         self._log_bytes: dict[str, int] = defaultdict(int)
+        # The stored checkpoint's size, and the log bytes this process knows were committed
+        # after it (``checkpoint_due``, the lane's rule).
+        self._checkpoint_bytes = 0
+        self._uncheckpointed_bytes = 0
+        # The stored checkpoint will not fit the next open (there is none, or a late record
+        # reopened a sealed day it counts as sealed): that open would fold every record the
+        # store holds, sealed days included, so one is due at once (``checkpoint_due``).
+        self._checkpoint_unfit = False
         # The transaction ``signing`` opened, which the next ``commit`` ends.
         self._held: contextlib.ExitStack | None = None
         # Whether the head-office tables held everything ``load`` read (``projected_seq``).
@@ -132,9 +209,10 @@ class PostgresStoreStorage:
         return gen != self._seen_gen or last_seq - self._seen_seq != len(self._mine)
 
     def load(self) -> Loaded:
-        """Snapshots, then every log row (in seq order, as the tail a restore folds), and the
-        verdict keys of the records verified. The cloud keeps no checkpoint of the views (see
-        below)."""
+        """Snapshots, then every log row in seq order, split at the stored checkpoint (the
+        rows it covers with their document, the rest as the tail), and the verdict keys of the
+        records verified. A checkpoint of another snapshot generation is not used (see the
+        module docstring): then every row is the tail, and everything is folded."""
         stored: dict[str, list[bytes]] = defaultdict(list)
         tail: list[tuple[str, bytes]] = []
         with self._sql.transaction():
@@ -145,27 +223,38 @@ class PostgresStoreStorage:
             )[0]
             self._seen_seq, self._seen_gen = int(last_seq), int(gen)
             self.projected_at_load = int(projected_seq) == self._seen_seq
+            through, checkpoint = 0, None
+            for seq, checkpoint_gen, data in self._sql.execute(
+                "SELECT through, gen, data FROM store_checkpoints WHERE store_id = ?",
+                (self._store,),
+            ):
+                if int(checkpoint_gen) == self._seen_gen:
+                    through, checkpoint = int(seq), bytes(data)
             for doc, data in self._sql.execute(
                 "SELECT doc, data FROM store_snapshots WHERE store_id = ?", (self._store,)
             ):
                 stored[doc].append(bytes(data))
                 self._snapshot_bytes[doc] = len(data)
-            for doc, data in self._sql.execute(
-                "SELECT doc, data FROM store_updates WHERE store_id = ? AND seq <= ? ORDER BY seq",
+            for seq, doc, data in self._sql.execute(
+                "SELECT seq, doc, data FROM store_updates WHERE store_id = ? AND seq <= ? "
+                "ORDER BY seq",
                 (self._store, self._seen_seq),
             ):
-                tail.append((doc, bytes(data)))
+                if seq <= through:
+                    stored[doc].append(bytes(data))
+                else:
+                    tail.append((doc, bytes(data)))
+                    self._uncheckpointed_bytes += len(data)
                 self._log_bytes[doc] += len(data)
-            verified = {
-                bytes(h)
-                for (h,) in self._sql.execute(
-                    "SELECT hash FROM store_verified WHERE store_id = ?", (self._store,)
-                )
-            }
             sealed, amended = self._sealed_days()
+        verified = _Verdicts(self._sql, self._store, through)
         self._sealed_docs = {day.doc for day in sealed}
         self._mine.clear()
-        return Loaded(dict(stored), tail, verified, None, sealed, amended)
+        # Without a checkpoint everything is folded, sealed days included: worth one as soon
+        # as the replica has one (an empty store's first open excepted).
+        self._checkpoint_unfit = checkpoint is None and bool(stored or tail or sealed)
+        self._checkpoint_bytes = len(checkpoint or b"")
+        return Loaded(dict(stored), tail, verified, checkpoint, sealed, amended)
 
     def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
         """The days sealed, and the report hashes of the earlier seals of those reopened."""
@@ -203,8 +292,10 @@ class PostgresStoreStorage:
         one transaction that holds the store's lock (the one ``signing`` opened, else its own):
         nothing of the days may have been committed by another process and not merged here,
         or their archives would lack it (``StorageError`` then: the caller merges first).
-        ``replica`` and ``packs`` are a terminal's (its checkpoint, its change feed): the
-        cloud keeps neither."""
+        The replica's checkpoint (the days sealed in it) replaces the stored one in the same
+        transaction, as on a lane, unless the replica holds updates not committed (then the
+        stored one is dropped). ``packs`` are a lane's change feed: the cloud keeps none."""
+        checkpoint = self._current_checkpoint(replica)
         held, self._held = self._held, None
         with held if held is not None else self._sql.transaction():
             head = self.lock()
@@ -236,20 +327,72 @@ class PostgresStoreStorage:
                     )
             # As after a compaction: the others reload what is left and pull the seals.
             gen = self._next_generation()
+            self._put_checkpoint(checkpoint, head[0], gen)
         self._seen_gen = gen
         self._seen_seq, self._mine = head[0], set()
         for sealing in sealings:
             self._sealed_docs.add(sealing.sealed.doc)
             self._log_bytes.pop(sealing.sealed.doc, None)
             self._snapshot_bytes.pop(sealing.sealed.doc, None)
+        self._checkpoint_written(checkpoint)
 
     def checkpoint_due(self) -> bool:
-        """Never: several processes write a store's log, and a checkpoint of one process's
-        views would cover rows another process is still committing. The cloud folds at open."""
-        return False
+        """The lane's rule (``shell.storage``): the log this process knows was committed
+        after the stored checkpoint holds more than ``CHECKPOINT_MIN_LOG_BYTES`` and more than
+        a ``CHECKPOINT_LOG_FRACTION`` of the checkpoint. Another process's checkpoint is not
+        counted: two processes serving one store may each write one, under the lock, in turn."""
+        return self._checkpoint_unfit or self._uncheckpointed_bytes > max(
+            CHECKPOINT_MIN_LOG_BYTES, self._checkpoint_bytes // CHECKPOINT_LOG_FRACTION
+        )
 
     def write_checkpoint(self, replica: Replica) -> None:
-        """Not used (``checkpoint_due`` is never true)."""
+        """Store the replica's checkpoint as covering the log up to ``last_seq``, under the
+        store's lock, if the replica holds exactly what is committed: nothing merged and not
+        committed, and every other process's rows pulled. Otherwise nothing is written (a
+        checkpoint of this replica would not fit the stored documents); a later call will."""
+        head = store_head(self._sql, self._store)  # without the lock: a cheap first look
+        if replica.unpersisted_updates or head is None or self.is_behind(head):
+            return  # spare making a checkpoint that would be dropped
+        checkpoint = replica.checkpoint()
+        with self._sql.transaction():
+            head = self.lock()
+            if self.is_behind(head):
+                return
+            self._put_checkpoint(checkpoint, *head)
+        self._checkpoint_written(checkpoint)
+
+    @staticmethod
+    def _current_checkpoint(replica: Replica) -> bytes | None:
+        """The replica's checkpoint, if it holds nothing it has not committed. Made before
+        the lock is taken (~25 ms at 116k records, measured for the lane: shell.storage's
+        ``CHECKPOINT_MIN_LOG_BYTES``), which no other process's commit then waits for; the
+        caller checks under the lock that nobody committed meanwhile."""
+        return replica.checkpoint() if replica.unpersisted_updates == 0 else None
+
+    def _put_checkpoint(self, checkpoint: bytes | None, through: int, gen: int) -> None:
+        """Inside the caller's transaction, the lock held and ``is_behind`` false: the stored
+        checkpoint now covers the rows up to ``through`` and the snapshots of ``gen``. None
+        (the replica holds uncommitted updates) drops the stored one: after the compaction or
+        seal in this transaction it would describe fewer documents than are stored."""
+        if checkpoint is None:
+            self._sql.execute("DELETE FROM store_checkpoints WHERE store_id = ?", (self._store,))
+            return
+        self._sql.execute(
+            "INSERT INTO store_checkpoints (store_id, through, gen, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (store_id) DO UPDATE SET through = excluded.through, "
+            "gen = excluded.gen, data = excluded.data",
+            (self._store, through, gen, checkpoint),
+        )
+
+    def _checkpoint_written(self, checkpoint: bytes | None) -> None:
+        """After the transaction that stored (or dropped) the checkpoint committed."""
+        if checkpoint is None:
+            self._checkpoint_bytes = 0
+            self._uncheckpointed_bytes = sum(self._log_bytes.values())
+            self._checkpoint_unfit = True
+        else:
+            self._checkpoint_bytes, self._uncheckpointed_bytes = len(checkpoint), 0
+            self._checkpoint_unfit = False
 
     def pull(self) -> Pulled:
         """What other processes committed since we last looked (their snapshots first when one
@@ -287,6 +430,7 @@ class PostgresStoreStorage:
                 if seq not in self._mine:
                     updates.append((doc, bytes(data)))
                     self._log_bytes[doc] += len(data)
+                    self._uncheckpointed_bytes += len(data)
             verified = {
                 bytes(h)
                 for (h,) in self._sql.execute(
@@ -392,6 +536,7 @@ class PostgresStoreStorage:
         self._mine.update(range(first + read_back, last + 1))
         for doc, data in rows:
             self._log_bytes[doc] += len(data)
+            self._uncheckpointed_bytes += len(data)
 
     def mark_projected(self) -> None:
         """The head-office tables now hold everything committed (the caller projected, in this
@@ -428,6 +573,9 @@ class PostgresStoreStorage:
             [(self._store, day) for day in sealed],
         )
         self._sealed_docs -= {ledger_doc(day) for day in sealed}
+        # The stored checkpoint counts these days sealed: it fits no longer. This process
+        # writes the next once it has pulled the archives written ahead (``is_behind``).
+        self._checkpoint_unfit = True
         try:
             return [
                 (ledger_doc(day), archive_codec.decompress(archive))
@@ -460,7 +608,13 @@ class PostgresStoreStorage:
 
     def compact(self, replica: Replica, doc: str) -> None:
         """Replace ``doc``'s snapshot with the replica's state and drop the log rows it covers,
-        unless another process committed something we have not merged yet (then later)."""
+        unless another process committed something we have not merged yet (then later). The
+        replica's checkpoint replaces the stored one in the same transaction (the module
+        docstring says why), or drops it if the replica holds updates not committed."""
+        head = store_head(self._sql, self._store)  # without the lock: a cheap first look
+        if head is None or self.is_behind(head):
+            return  # spare making a checkpoint that would be dropped
+        checkpoint = self._current_checkpoint(replica)
         with self._sql.transaction():
             head = self.lock()
             if self.is_behind(head):
@@ -483,10 +637,12 @@ class PostgresStoreStorage:
                 [(self._store, seq) for seq in covered],
             )
             gen = self._next_generation()
+            self._put_checkpoint(checkpoint, head[0], gen)
         self._seen_gen = gen
         self._seen_seq, self._mine = head[0], set()  # not behind: everything up to it is merged
         self._snapshot_bytes[doc] = len(snapshot)
         self._log_bytes[doc] = kept
+        self._checkpoint_written(checkpoint)
 
 
 def store_head(sql: Sql, store_id: str) -> tuple[int, int] | None:

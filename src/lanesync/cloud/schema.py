@@ -195,8 +195,20 @@ POSTGRESQL_MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(
         5,
-        "store_heads.projected_seq: the log position the head-office tables hold",
+        "store_checkpoints: a checkpoint of each store's views; store_heads.projected_seq",
         (
+            # At most one row per store (pgstorage: ``Replica.checkpoint``, written under the
+            # store's lock): the views and the fingerprints of the documents they were folded
+            # from, covering the log rows up to ``through`` (store_heads.last_seq then) and the
+            # snapshots of generation ``gen``. A table of its own, not columns of store_heads:
+            # every commit updates that row, which stays small. A store without a row (every
+            # store of an older database) folds its whole history once at its next open.
+            """CREATE TABLE store_checkpoints (
+                store_id TEXT PRIMARY KEY,
+                through BIGINT NOT NULL,
+                gen BIGINT NOT NULL,
+                data BYTEA NOT NULL
+            )""",
             # The store's last_seq when its head-office rows were last projected from a replica
             # holding everything committed (cloud.pgstorage: every commit projects in its own
             # transaction). A process opening the store rewrites its rows only when this is
