@@ -213,8 +213,8 @@ class CloudService:
         runtime.mesh.close_all()  # commits what a last flush merged; no link is left
         runtime.terminal.close()
         if self.backend.shared:
-            # Another process may commit to it and die before projecting: the rows would lack
-            # records this replica, opened again, loads rather than merges. Rewrite them then.
+            # Other processes commit to it meanwhile: the database says at the next opening
+            # whether its rows hold everything committed (``HeadOffice.projected``).
             self.headoffice.forget_projection(store_id)
         else:
             self.headoffice.released(store_id)  # nobody else writes it (the directory lock)
