@@ -141,8 +141,8 @@ class StoreRuntime:
         tables are written from a replica holding everything committed and commit with the log
         rows, in one transaction. A failure rolls back both and stops the store as a storage
         failure does (``Terminal.commit``): any error is a ``StorageError`` here, since memory
-        is now ahead of the database, and only a reopen (which projects every row again) is
-        safe."""
+        is now ahead of the database, and only a reopen (which loads what the database holds, and
+        whose tables the rollback left holding all of it) is safe."""
         try:
             pulled = self._merge_pulled(new)
             self.headoffice.project(self.store_id, self.terminal.replica, self.accepted)
