@@ -32,6 +32,7 @@ from support import attach_logs
 from lanesync.cloud.directory import CloudDirectory
 from lanesync.cloud.headoffice import HeadOffice
 from lanesync.cloud.pgstorage import PostgresStoreStorage
+from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import Sql, SqliteSql, connect
 from lanesync.cloud.stores import Backend, StoreRuntime, open_store
 from lanesync.core.identity import Role
@@ -128,6 +129,17 @@ def pg_server() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.stop()
+
+
+def migrated_database(pg_server: PostgresServer, name: str) -> str:
+    """A fresh database of the session's server, migrated to the current schema: its URL."""
+    url = pg_server.create_database(name)
+    sql = connect(url)
+    try:
+        migrate_postgresql(sql)
+    finally:
+        sql.close()
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -27,19 +27,15 @@ from lanesync.core.records import Receipt, Sale, SaleLine
 from lanesync.core.replica import Replica
 from lanesync.tools.pgserver import PostgresServer
 
+from .conftest import migrated_database
+
 _stores = itertools.count(1)
 FROM_CHECKPOINT = "loaded stock and sales from the checkpoint, then "
 
 
 @pytest.fixture(scope="module")
 def database(pg_server: PostgresServer) -> str:
-    url = pg_server.create_database("pgcheckpoint")
-    sql = connect(url)
-    try:
-        migrate_postgresql(sql)
-    finally:
-        sql.close()
-    return url
+    return migrated_database(pg_server, "pgcheckpoint")
 
 
 @pytest.fixture

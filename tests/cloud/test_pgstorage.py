@@ -23,7 +23,6 @@ from hypothesis import strategies as st
 from support import CountingCrypto
 
 from lanesync.cloud.pgstorage import COMMIT_CHANNEL, PostgresStoreStorage
-from lanesync.cloud.schema import migrate_postgresql
 from lanesync.cloud.sql import PostgresSql, Row, Sql, connect
 from lanesync.core.change import Change
 from lanesync.core.crypto import SODIUM, Crypto
@@ -34,18 +33,14 @@ from lanesync.errors import StorageError
 from lanesync.shell import storage as shell_storage
 from lanesync.tools.pgserver import PostgresServer
 
+from .conftest import migrated_database
+
 _stores = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
 def database(pg_server: PostgresServer) -> str:
-    url = pg_server.create_database("pgstorage")
-    sql = connect(url)
-    try:
-        migrate_postgresql(sql)
-    finally:
-        sql.close()
-    return url
+    return migrated_database(pg_server, "pgstorage")
 
 
 @dataclass
