@@ -32,6 +32,7 @@ BATCH = 500  # sales a commit, as the cloud benchmarks' group commits
 RUNS = 3
 SEAL = os.environ.get("SEAL") == "1"
 DAY_MS = 86_400_000
+CODE = {"base": "BASE_SRC", "new": "NEW_SRC"}  # the two trees compared: environment variables
 NOW_MS = 1_795_000_000_000
 
 
@@ -161,7 +162,8 @@ def main() -> None:
     from lanesync.tools.pgserver import PostgresServer
 
     out, sizes = Path(sys.argv[2]), [int(n) for n in sys.argv[3:]]
-    code = {"base": os.environ["BASE_SRC"], "new": os.environ["NEW_SRC"]}
+    # Absolute: each open runs in a process of its own, which must import the tree named.
+    code = {name: str(Path(os.environ[var]).resolve()) for name, var in CODE.items()}
     server = PostgresServer.start()
     try:
         results: dict[str, list[dict[str, float]]] = {}
