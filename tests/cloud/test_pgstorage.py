@@ -282,7 +282,7 @@ def test_a_commit_is_two_statements_and_its_rows_verdicts_and_notice_all_land(
             )
         }
         assert noted_keys != set()
-        # The verdicts load as a container that reads what it is asked (pgstorage._Verdicts).
+        # The verdicts load as a container that reads what it is asked (shell.storage.LazyVerdicts).
         for verified in (fresh.storage.load().verified, a.storage.load().verified):
             assert all(key in verified for key in noted_keys)
             assert b"not a verdict key" not in verified

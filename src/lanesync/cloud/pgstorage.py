@@ -47,7 +47,7 @@ log rows the document has not integrated. What PostgreSQL adds is several writer
   folds everything: slower, exact. The verdicts of a sealed day's records are kept (a lane
   drops them): such a full fold reads the sealed days back from their archives, and a year of
   a store's records verified again would cost tens of seconds of CPU. With a checkpoint that
-  fits, only the tail's are read (``_Verdicts``).
+  fits, only the tail's are read (``_verdicts``).
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ from lanesync.errors import StorageError
 from lanesync.shell.storage import (
     CHECKPOINT_LOG_FRACTION,
     CHECKPOINT_MIN_LOG_BYTES,
-    VERIFIED_LOOKUPS_BEFORE_LOAD,
     KeyedRequest,
+    LazyVerdicts,
     Loaded,
     due_for_compaction,
 )
@@ -113,50 +113,6 @@ class Pulled:
     # After another process compacted or sealed: every day sealed in the database (the caller
     # unloads those it holds open; ``StoreRuntime``).
     sealed: list[SealedDay] = field(default_factory=list)
-
-
-class _Verdicts:
-    """The store's verdict keys as a ``Container[bytes]`` for one restore, as the lane's
-    ``_VerifiedHashes``: those noted after the checkpoint (the tail's records: a verdict is
-    noted with the rows it came in) are read at once; any other key is looked up, and after
-    ``VERIFIED_LOOKUPS_BEFORE_LOAD`` lookups (a full fold asks about every record) the whole
-    table is read once. A year of a store is ~900k keys: reading them all costs seconds, for
-    nothing when the checkpoint fits."""
-
-    def __init__(self, sql: Sql, store_id: str, after_seq: int) -> None:
-        self._sql = sql
-        self._store = store_id
-        self._asked = 0
-        self._all: set[bytes] | None = None
-        self._recent = {
-            bytes(h)
-            for (h,) in sql.execute(
-                "SELECT hash FROM store_verified WHERE store_id = ? AND added_seq > ?",
-                (store_id, after_seq),
-            )
-        }
-
-    def __contains__(self, item: object) -> bool:
-        if not isinstance(item, bytes):
-            return False
-        if item in self._recent:
-            return True
-        if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
-            self._all = {
-                bytes(h)
-                for (h,) in self._sql.execute(
-                    "SELECT hash FROM store_verified WHERE store_id = ?", (self._store,)
-                )
-            }
-        if self._all is not None:
-            return item in self._all
-        self._asked += 1
-        return bool(
-            self._sql.execute(
-                "SELECT 1 FROM store_verified WHERE store_id = ? AND hash = ?",
-                (self._store, item),
-            )
-        )
 
 
 class PostgresStoreStorage:
@@ -247,7 +203,7 @@ class PostgresStoreStorage:
                     self._uncheckpointed_bytes += len(data)
                 self._log_bytes[doc] += len(data)
             sealed, amended = self._sealed_days()
-        verified = _Verdicts(self._sql, self._store, through)
+        verified = self._verdicts(after_seq=through)
         self._sealed_docs = {day.doc for day in sealed}
         self._mine.clear()
         # Without a checkpoint everything is folded, sealed days included: worth one as soon
@@ -255,6 +211,33 @@ class PostgresStoreStorage:
         self._checkpoint_unfit = checkpoint is None and bool(stored or tail or sealed)
         self._checkpoint_bytes = len(checkpoint or b"")
         return Loaded(dict(stored), tail, verified, checkpoint, sealed, amended)
+
+    def _verdicts(self, after_seq: int) -> LazyVerdicts:
+        """The store's verdict keys for a restore: those noted after ``after_seq`` (the
+        tail's records: a verdict is noted with the rows it came in) read at once, any other
+        looked up (``LazyVerdicts``). A year of a store is ~900k keys: reading them all costs
+        seconds, for nothing when the checkpoint fits."""
+        store = self._store
+        return LazyVerdicts(
+            lambda key: bool(
+                self._sql.execute(
+                    "SELECT 1 FROM store_verified WHERE store_id = ? AND hash = ?", (store, key)
+                )
+            ),
+            lambda: {
+                bytes(h)
+                for (h,) in self._sql.execute(
+                    "SELECT hash FROM store_verified WHERE store_id = ?", (store,)
+                )
+            },
+            known={
+                bytes(h)
+                for (h,) in self._sql.execute(
+                    "SELECT hash FROM store_verified WHERE store_id = ? AND added_seq > ?",
+                    (store, after_seq),
+                )
+            },
+        )
 
     def _sealed_days(self) -> tuple[list[SealedDay], dict[str, tuple[str, ...]]]:
         """The days sealed, and the report hashes of the earlier seals of those reopened."""

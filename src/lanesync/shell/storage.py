@@ -24,7 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -162,32 +162,38 @@ class Loaded:
     amended: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-class _VerifiedHashes:
-    """The verdict table (verdict keys) as a ``Container[bytes]`` for one restore. With a
-    checkpoint only the records after it are asked about, so it answers from SQLite; a full fold
-    asks about every record, so after ``VERIFIED_LOOKUPS_BEFORE_LOAD`` questions it reads the
-    table once (a set of 100k keys costs ~0.2 s and ~10 MB, for nothing when a checkpoint
-    fits)."""
+class LazyVerdicts:
+    """Verdict keys (``records.verdict_key``) as a ``Container[bytes]`` for one restore, read
+    lazily: ``known`` at once (the keys noted after the checkpoint, where a storage can tell
+    them), any other key looked up singly by ``lookup``. With a checkpoint only the records
+    after it are asked about; a full fold asks about every record, so after
+    ``VERIFIED_LOOKUPS_BEFORE_LOAD`` lookups the whole table is read once by ``load_all`` (a
+    set of 100k keys costs ~0.2 s and ~10 MB, for nothing when a checkpoint fits). This SQLite
+    file and PostgreSQL (lanesync.cloud.pgstorage) each give their two queries."""
 
-    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
-        self._db = db
-        self._path = path
+    def __init__(
+        self,
+        lookup: Callable[[bytes], bool],
+        load_all: Callable[[], set[bytes]],
+        known: Container[bytes] = frozenset(),
+    ) -> None:
+        self._lookup = lookup
+        self._load_all = load_all
+        self._known = known
         self._asked = 0
         self._all: set[bytes] | None = None
 
     def __contains__(self, item: object) -> bool:
         if not isinstance(item, bytes):
             return False
-        try:
-            if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
-                self._all = {bytes(h) for (h,) in self._db.execute("SELECT hash FROM verified")}
-            if self._all is not None:
-                return item in self._all
-            self._asked += 1
-            row = self._db.execute("SELECT 1 FROM verified WHERE hash = ?", (item,)).fetchone()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot read database {self._path}: {_reason(exc)}") from exc
-        return row is not None
+        if item in self._known:
+            return True
+        if self._all is None and self._asked >= VERIFIED_LOOKUPS_BEFORE_LOAD:
+            self._all = self._load_all()
+        if self._all is not None:
+            return item in self._all
+        self._asked += 1
+        return self._lookup(item)
 
 
 def _reason(exc: sqlite3.Error) -> str:
@@ -356,7 +362,10 @@ class Storage:
         except sqlite3.Error as exc:
             raise StorageError(f"cannot read database {self._path}: {_reason(exc)}") from exc
         sealed, amended = self._sealed_days()
-        verified = _VerifiedHashes(self._db, self._path)
+        verified = LazyVerdicts(
+            lambda key: bool(self._read("SELECT 1 FROM verified WHERE hash = ?", (key,))),
+            lambda: {bytes(h) for (h,) in self._read("SELECT hash FROM verified", ())},
+        )
         if checkpoint is None:
             # Everything will be folded: worth a checkpoint as soon as the replica has one.
             self._uncheckpointed_bytes += sum(self._snapshot_bytes.values())
@@ -562,7 +571,7 @@ class Storage:
             return {str(key) for (key,) in self._read("SELECT key FROM events", ())}
         return {str(k) for (k,) in self._read("SELECT key FROM events WHERE doc = ?", (doc,))}
 
-    def _read(self, sql: str, args: tuple[int | str, ...]) -> list[tuple[Any, ...]]:
+    def _read(self, sql: str, args: tuple[int | str | bytes, ...]) -> list[tuple[Any, ...]]:
         try:
             rows: list[tuple[Any, ...]] = self._db.execute(sql, args).fetchall()
         except sqlite3.Error as exc:
