@@ -132,7 +132,7 @@ class HeadOffice:
         )
         # The current views, of what the records may have changed (all of them after a rebuild):
         # a row that did not change is left as it is (an update writes a new row version in
-        # PostgreSQL). Every SKU at every refresh cost a live sale O(catalog): 6.5 ms of CPU at
+        # PostgreSQL). Every SKU at every refresh cost a live sale O(catalog): 6.8-7.0 ms of CPU at
         # 5,000 SKUs on SQLite (benchmarks/README.md, "The head-office projection").
         if full or rows.every_sku:
             stock = list(views.on_hand().items())
